@@ -1,0 +1,96 @@
+//! One error type for the whole filesystem, and its one mapping to errno.
+//!
+//! Every failure regfs can meet — a registry fault, a hostile document, a digest that does not
+//! match, a local I/O problem — becomes one of these variants where it happens, carrying the URL
+//! or digest it concerns. The FUSE adapter turns it into an errno with [`Error::errno`] and logs
+//! it once; nothing else in the tree decides errno values.
+
+use std::fmt;
+
+/// What went wrong, as a value that can be shared among every reader waiting on the same
+/// download (hence `Clone`, and `String` where a source error would not be).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The registry says the thing does not exist (HTTP 404), or the name cannot exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The registry refused us after authenticating (401 / 403).
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// The registry could not be reached or kept failing (429, 5xx, resets) after retries.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    /// Bytes that do not hash to the digest they were asked for.
+    #[error("digest mismatch: {what} should be {expected} but hashes to {actual}")]
+    DigestMismatch { what: String, expected: String, actual: String },
+    /// A document we cannot trust or understand: bad JSON, missing fields, absurd sizes.
+    #[error("malformed {what}: {why}")]
+    Malformed { what: String, why: String },
+    /// A name (repository, tag, digest) that is not valid in the distribution grammar.
+    #[error("invalid name {0:?}")]
+    InvalidName(String),
+    /// Something larger than regfs accepts (manifests over 4 MiB, bodies longer than declared).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The registry answered in a way the protocol does not allow.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Local I/O on the cache directory failed.
+    #[error("local I/O: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+impl Error {
+    /// The errno a filesystem caller sees. This is the only place errno values are chosen.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound(_) | Error::InvalidName(_) => libc::ENOENT,
+            Error::Denied(_) => libc::EACCES,
+            Error::TooLarge(_) => libc::EFBIG,
+            Error::Unavailable(_)
+            | Error::DigestMismatch { .. }
+            | Error::Malformed { .. }
+            | Error::Protocol(_)
+            | Error::Io(_) => libc::EIO,
+        }
+    }
+
+    /// Whether this is the ordinary "no such thing" answer, which is not worth a warning.
+    pub fn is_not_found(&self) -> bool {
+        self.errno() == libc::ENOENT
+    }
+
+    pub fn malformed(what: impl fmt::Display, why: impl fmt::Display) -> Self {
+        Error::Malformed { what: what.to_string(), why: why.to_string() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_family_maps_to_its_errno() {
+        assert_eq!(Error::NotFound("x".into()).errno(), libc::ENOENT);
+        assert_eq!(Error::InvalidName("..".into()).errno(), libc::ENOENT);
+        assert_eq!(Error::Denied("x".into()).errno(), libc::EACCES);
+        assert_eq!(Error::Unavailable("x".into()).errno(), libc::EIO);
+        assert_eq!(Error::malformed("m", "w").errno(), libc::EIO);
+        assert_eq!(Error::TooLarge("x".into()).errno(), libc::EFBIG);
+        let mismatch = Error::DigestMismatch {
+            what: "blob".into(),
+            expected: "sha256:aa".into(),
+            actual: "sha256:bb".into(),
+        };
+        assert_eq!(mismatch.errno(), libc::EIO);
+        assert!(mismatch.to_string().contains("sha256:aa"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The two families that share one shape: image manifests (Docker schema2, OCI image manifest)
+//! and indexes (Docker manifest list, OCI image index). Docker's and OCI's documents differ in
+//! media types, not in the fields regfs reads, so one parser serves each pair.
+
+use serde::Deserialize;
+
+use super::{Descriptor, MAX_BLOB_SIZE};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+#[derive(Deserialize)]
+struct RawDescriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// A descriptor, checked: a valid digest and a size no larger than regfs accepts.
+pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
+    let raw = RawDescriptor::deserialize(value).map_err(|e| Error::malformed(what, e))?;
+    if raw.size > MAX_BLOB_SIZE {
+        return Err(Error::malformed(what, format!("size {} is larger than regfs accepts", raw.size)));
+    }
+    let platform = raw.platform.and_then(|p| {
+        let mut parts = vec![p.os, p.architecture];
+        parts.retain(|p| !p.is_empty());
+        parts.extend(p.variant.filter(|v| !v.is_empty()));
+        if parts.is_empty() { None } else { Some(parts.join("-")) }
+    });
+    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform })
+}
+
+fn descriptors(value: &serde_json::Value, field: &str) -> Result<Vec<Descriptor>> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| Error::malformed("manifest", format!("{field} is not an array")))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, d)| descriptor(d, &format!("{field}[{i}]")))
+        .collect()
+}
+
+/// The config and layers of an image manifest; both are required.
+pub fn image(doc: &serde_json::Value) -> Result<(Descriptor, Vec<Descriptor>)> {
+    let config = doc.get("config").ok_or_else(|| Error::malformed("manifest", "no config"))?;
+    let layers = doc.get("layers").ok_or_else(|| Error::malformed("manifest", "no layers"))?;
+    Ok((descriptor(config, "config")?, descriptors(layers, "layers")?))
+}
+
+/// The entries of an index; `manifests` is required.
+pub fn index(doc: &serde_json::Value) -> Result<Vec<Descriptor>> {
+    let manifests = doc.get("manifests").ok_or_else(|| Error::malformed("index", "no manifests"))?;
+    descriptors(manifests, "manifests")
+}
+
+/// Whatever config and layers an unknown document has, checked where present.
+pub fn optional_parts(doc: &serde_json::Value) -> Result<(Option<Descriptor>, Vec<Descriptor>)> {
+    let config = match doc.get("config") {
+        Some(c) if c.is_object() => Some(descriptor(c, "config")?),
+        _ => None,
+    };
+    let layers = match doc.get("layers") {
+        Some(l) if l.is_array() => descriptors(l, "layers")?,
+        _ => Vec::new(),
+    };
+    Ok((config, layers))
+}

@@ -1,0 +1,261 @@
+//! The manifest-type dispatcher: manifest bytes (plus the response's Content-Type) in, one
+//! [`Manifest`] out, which knows what its directory shows.
+//!
+//! # How the kind is decided
+//! Three witnesses, in order of trust:
+//! 1. the response's `Content-Type` (the registry stored it with the manifest);
+//! 2. the body's `mediaType` (OCI manifests may omit it; Docker ones always carry it);
+//! 3. the body's structure: `manifests` makes an index, `config` + `layers` an image manifest.
+//!
+//! `schemaVersion` 1 is Docker schema1 whatever else is said. When the header and the body both
+//! name a known manifest type and disagree, the document is refused: serving it either way could
+//! show a directory the registry did not mean. A Content-Type that is not a known manifest type
+//! (an artifact, a vendor type) makes an [`Kind::Other`], which shows `manifest.json` plus
+//! `config.json` and `layers/` where the JSON has them.
+//!
+//! # What a directory holds
+//! See [`Manifest::entries`]: image manifests show `manifest.json`, `config.json` and
+//! `layers/<n><ext>`; indexes show `manifest.json` and one symlink per entry, named
+//! `<os>-<arch>[-<variant>]` or by digest, always unique.
+//!
+//! # Limits
+//! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
+//! with sizes over [`MAX_BLOB_SIZE`] or negative, digests other than sha256/sha512, and any
+//! missing required field. Refusal is an [`Error::Malformed`] naming what was wrong.
+
+pub mod media;
+mod image;
+mod schema1;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, Result};
+
+/// Manifests larger than this are refused (the reference registry's own limit).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+/// Descriptor sizes larger than this (1 TiB) are taken as hostile.
+pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DockerSchema1,
+    DockerSchema2,
+    DockerManifestList,
+    OciManifest,
+    OciIndex,
+    /// Artifacts and media types regfs does not know.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    /// Unknown only for schema1 layers, which carry no sizes.
+    pub size: Option<u64>,
+    /// `os-arch[-variant]` for index entries that have a platform.
+    pub platform: Option<String>,
+}
+
+/// One name in a manifest's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// `manifest.json`: the manifest's bytes exactly as served.
+    ManifestJson,
+    /// `config.json`: the config blob.
+    Config(Descriptor),
+    /// `layers/`: one file per layer, in filesystem order.
+    Layers,
+    /// A symlink to `../<digest>`, for an index entry.
+    Link { name: String, target: Digest },
+}
+
+pub const MANIFEST_JSON: &str = "manifest.json";
+pub const CONFIG_JSON: &str = "config.json";
+pub const LAYERS_DIR: &str = "layers";
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub kind: Kind,
+    /// The media type the dispatcher settled on (empty when nobody named one).
+    pub media_type: String,
+    pub config: Option<Descriptor>,
+    /// Layers with their file names (`0.tar.gz`, …), bottom layer first.
+    pub layers: Vec<(String, Descriptor)>,
+    /// Index entries with their unique link names.
+    pub children: Vec<(String, Descriptor)>,
+    /// The bytes the digest is computed over (see [`Manifest::digest`]).
+    canonical: Vec<u8>,
+}
+
+impl Manifest {
+    /// The names the manifest's directory shows.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = vec![Entry::ManifestJson];
+        if let Some(c) = &self.config {
+            out.push(Entry::Config(c.clone()));
+        }
+        if !self.layers.is_empty() || matches!(self.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1) {
+            out.push(Entry::Layers);
+        }
+        for (name, d) in &self.children {
+            out.push(Entry::Link { name: name.clone(), target: d.digest.clone() });
+        }
+        out
+    }
+
+    /// The layer file called `name`, if any.
+    pub fn layer(&self, name: &str) -> Option<&Descriptor> {
+        self.layers.iter().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+
+    /// Every blob this manifest names with a known size (config and layers).
+    pub fn sized_blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        self.config
+            .iter()
+            .chain(self.layers.iter().map(|(_, d)| d))
+            .filter_map(|d| d.size.map(|s| (&d.digest, s)))
+    }
+
+    /// The digest of the served bytes under `algorithm`, computed as the registry does: over the
+    /// bytes, except for signed schema1, over the canonical JWS payload.
+    pub fn digest(&self, algorithm: Algorithm) -> Digest {
+        Digest::of(algorithm, &self.canonical)
+    }
+}
+
+fn known_manifest_type(mt: &str) -> Option<&'static str> {
+    [
+        media::DOCKER_SCHEMA1,
+        media::DOCKER_SCHEMA1_SIGNED,
+        media::DOCKER_SCHEMA2,
+        media::DOCKER_LIST,
+        media::OCI_MANIFEST,
+        media::OCI_INDEX,
+    ]
+    .into_iter()
+    .find(|k| *k == mt)
+}
+
+/// The dispatcher. `what` names the document in errors (a URL, or `repo@digest`).
+pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Manifest> {
+    if bytes.len() > MAX_MANIFEST_SIZE {
+        return Err(Error::TooLarge(format!("{what}: manifest of {} bytes (limit {MAX_MANIFEST_SIZE})", bytes.len())));
+    }
+    let bad = |why: String| Error::malformed(format!("manifest {what}"), why);
+    let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if !doc.is_object() {
+        return Err(bad("not a JSON object".into()));
+    }
+    let version = doc.get("schemaVersion").and_then(|v| v.as_u64());
+    let header = content_type.map(media::bare).unwrap_or_default();
+    let header_known = known_manifest_type(&header);
+    let body = doc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    let body_known = known_manifest_type(body);
+
+    let (kind, media_type) = match version {
+        Some(1) => {
+            if let Some(h) = header_known.filter(|h| !h.starts_with("application/vnd.docker.distribution.manifest.v1")) {
+                return Err(bad(format!("schemaVersion 1 served as {h}")));
+            }
+            (Kind::DockerSchema1, header_known.unwrap_or(media::DOCKER_SCHEMA1).to_string())
+        }
+        Some(2) => {
+            if let (Some(h), Some(b)) = (header_known, body_known) {
+                if h != b {
+                    return Err(bad(format!("Content-Type {h} but mediaType {b}")));
+                }
+            }
+            let named = header_known.or(body_known);
+            let kind = match named {
+                Some(media::DOCKER_SCHEMA2) => Kind::DockerSchema2,
+                Some(media::DOCKER_LIST) => Kind::DockerManifestList,
+                Some(media::OCI_MANIFEST) => Kind::OciManifest,
+                Some(media::OCI_INDEX) => Kind::OciIndex,
+                Some(other) => return Err(bad(format!("schemaVersion 2 served as {other}"))),
+                None if !media::is_generic(&header) => Kind::Other,
+                None if !body.is_empty() => Kind::Other,
+                None if doc.get("manifests").is_some() => Kind::OciIndex,
+                None if doc.get("config").is_some() && doc.get("layers").is_some() => Kind::OciManifest,
+                None => Kind::Other,
+            };
+            let mt = match named {
+                Some(n) => n.to_string(),
+                None if !media::is_generic(&header) => header.clone(),
+                None => body.to_string(),
+            };
+            (kind, mt)
+        }
+        Some(v) => return Err(bad(format!("unsupported schemaVersion {v}"))),
+        None => return Err(bad("no schemaVersion".into())),
+    };
+
+    let wrap = |e: Error| match e {
+        Error::Malformed { what: w, why } => Error::Malformed { what: format!("manifest {what}: {w}"), why },
+        other => other,
+    };
+    let mut m = Manifest { kind, media_type, config: None, layers: Vec::new(), children: Vec::new(), canonical: Vec::new() };
+    let layers = match kind {
+        Kind::DockerSchema1 => {
+            m.canonical = schema1::canonical_payload(bytes, &doc).map_err(wrap)?.into_owned();
+            schema1::layers(&doc).map_err(wrap)?
+        }
+        Kind::DockerSchema2 | Kind::OciManifest => {
+            let (config, layers) = image::image(&doc).map_err(wrap)?;
+            m.config = Some(config);
+            layers
+        }
+        Kind::DockerManifestList | Kind::OciIndex => {
+            m.children = name_children(image::index(&doc).map_err(wrap)?);
+            Vec::new()
+        }
+        Kind::Other => {
+            let (config, layers) = image::optional_parts(&doc).map_err(wrap)?;
+            m.config = config;
+            layers
+        }
+    };
+    if m.canonical.is_empty() {
+        m.canonical = bytes.to_vec();
+    }
+    m.layers = layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| (format!("{i}{}", media::layer_extension(&d.media_type)), d))
+        .collect();
+    Ok(m)
+}
+
+/// Unique, safe link names for index entries: `os-arch[-variant]` where the entry has a
+/// platform, else its digest; a name already taken falls back to the digest, then to
+/// `digest-N`. Platform strings come from the network, so anything outside `[A-Za-z0-9._-]`
+/// becomes `_`, and a name that would be hidden or reserved is not used.
+fn name_children(entries: Vec<Descriptor>) -> Vec<(String, Descriptor)> {
+    let mut taken: HashSet<String> =
+        [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR].iter().map(|s| s.to_string()).collect();
+    let mut out = Vec::with_capacity(entries.len());
+    for d in entries {
+        let platform = d.platform.as_deref().map(|p| {
+            p.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+                .take(200)
+                .collect::<String>()
+        });
+        let by_digest = d.digest.to_string();
+        let mut name = match platform {
+            Some(p) if !p.starts_with('.') && !taken.contains(&p) => p,
+            _ => by_digest.clone(),
+        };
+        let mut n = 2;
+        while taken.contains(&name) {
+            name = format!("{by_digest}-{n}");
+            n += 1;
+        }
+        taken.insert(name.clone());
+        out.push((name, d));
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! The dispatcher on the specifications' own example documents, and on hostile ones.
+
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn names(m: &Manifest) -> Vec<String> {
+    m.entries()
+        .into_iter()
+        .map(|e| match e {
+            Entry::ManifestJson => MANIFEST_JSON.to_string(),
+            Entry::Config(_) => CONFIG_JSON.to_string(),
+            Entry::Layers => LAYERS_DIR.to_string(),
+            Entry::Link { name, target } => format!("{name} -> {target}"),
+        })
+        .collect()
+}
+
+#[test]
+fn oci_manifest_from_the_seed() {
+    let m = parse(&fixture("oci-manifest-seed.json"), Some(media::OCI_MANIFEST), "t").unwrap();
+    assert_eq!(m.kind, Kind::OciManifest);
+    assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
+    let config = m.config.as_ref().unwrap();
+    assert_eq!(config.size, Some(985));
+    assert_eq!(m.layers.len(), 1);
+    assert_eq!(m.layers[0].0, "0.tar.gz");
+    assert_eq!(m.layers[0].1.size, Some(153263));
+}
+
+#[test]
+fn oci_manifest_without_media_type_is_known_by_its_structure() {
+    let mut doc: serde_json::Value = serde_json::from_slice(&fixture("oci-manifest-seed.json")).unwrap();
+    doc.as_object_mut().unwrap().remove("mediaType");
+    let bytes = serde_json::to_vec(&doc).unwrap();
+    let m = parse(&bytes, Some("application/json"), "t").unwrap();
+    assert_eq!(m.kind, Kind::OciManifest);
+    let m = parse(&bytes, None, "t").unwrap();
+    assert_eq!(m.kind, Kind::OciManifest);
+}
+
+#[test]
+fn oci_index_from_the_seed_names_links_uniquely() {
+    let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").unwrap();
+    assert_eq!(m.kind, Kind::OciIndex);
+    assert_eq!(
+        names(&m),
+        [
+            "manifest.json",
+            "linux-amd64 -> sha256:1a9ec845ee94c202b2d5da74a24f0ed2058318bfa9879fa541efaecba272e86b",
+            // Empty platform: named by its digest.
+            "sha256:1a9ec845ee94c202b2d5da74a24f0ed2058318bfa9879fa541efaecba272e86b -> sha256:1a9ec845ee94c202b2d5da74a24f0ed2058318bfa9879fa541efaecba272e86b",
+            "sunos-sun4m -> sha256:6346340964309634683409684360934680934608934608934608934068934608",
+        ]
+    );
+}
+
+#[test]
+fn docker_schema2_from_the_spec() {
+    let m = parse(&fixture("docker-schema2-spec.json"), Some(media::DOCKER_SCHEMA2), "t").unwrap();
+    assert_eq!(m.kind, Kind::DockerSchema2);
+    let layer_names: Vec<_> = m.layers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(layer_names, ["0.tar.gz", "1.tar.gz", "2.tar.gz"]);
+    assert_eq!(m.layers[2].1.size, Some(73109));
+    assert_eq!(m.config.as_ref().unwrap().size, Some(7023));
+    let sized: Vec<_> = m.sized_blobs().map(|(_, s)| s).collect();
+    assert_eq!(sized, [7023, 32654, 16724, 73109]);
+}
+
+#[test]
+fn docker_manifest_list_from_the_spec() {
+    let m = parse(&fixture("docker-manifest-list-spec.json"), Some(media::DOCKER_LIST), "t").unwrap();
+    assert_eq!(m.kind, Kind::DockerManifestList);
+    let links: Vec<_> = m.children.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(links, ["linux-ppc64le", "linux-amd64"]);
+    assert!(m.config.is_none() && m.layers.is_empty());
+    assert_eq!(names(&m).len(), 3);
+}
+
+#[test]
+fn signed_schema1_digest_is_over_the_canonical_payload() {
+    let bytes = fixture("schema1-signed.json");
+    let m = parse(&bytes, Some(media::DOCKER_SCHEMA1_SIGNED), "t").unwrap();
+    assert_eq!(m.kind, Kind::DockerSchema1);
+    assert_eq!(
+        m.digest(Algorithm::Sha256).to_string(),
+        "sha256:0a534baac48639fec296e096926bdca7880cf4e96bced6e17d0fada495f46f33"
+    );
+    assert_ne!(Digest::of(Algorithm::Sha256, &bytes), m.digest(Algorithm::Sha256));
+    assert_eq!(m.layers.len(), 1);
+    assert_eq!(m.layers[0].0, "0.tar.gz");
+    assert_eq!(m.layers[0].1.size, None);
+    assert_eq!(names(&m), ["manifest.json", "layers"]);
+}
+
+#[test]
+fn schema1_layers_are_reversed_to_bottom_first() {
+    let doc = serde_json::json!({
+        "schemaVersion": 1, "name": "a", "tag": "b",
+        "fsLayers": [
+            {"blobSum": format!("sha256:{}", "1".repeat(64))},
+            {"blobSum": format!("sha256:{}", "2".repeat(64))}
+        ]
+    });
+    let m = parse(&serde_json::to_vec(&doc).unwrap(), Some(media::DOCKER_SCHEMA1), "t").unwrap();
+    assert_eq!(m.layers[0].1.digest.hex(), "2".repeat(64));
+    assert_eq!(m.layers[1].1.digest.hex(), "1".repeat(64));
+    // Unsigned: the digest is over the bytes themselves.
+    let bytes = serde_json::to_vec(&doc).unwrap();
+    assert_eq!(m.digest(Algorithm::Sha256), Digest::of(Algorithm::Sha256, &bytes));
+}
+
+#[test]
+fn artifacts_show_what_their_json_has() {
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.example.artifact.v1+json",
+        "config": {"mediaType": "application/vnd.example.config+json", "size": 2,
+                   "digest": format!("sha256:{}", "a".repeat(64))},
+        "layers": [{"mediaType": "application/vnd.example.sbom+json", "size": 10,
+                    "digest": format!("sha256:{}", "b".repeat(64))}]
+    });
+    let bytes = serde_json::to_vec(&doc).unwrap();
+    let m = parse(&bytes, Some("application/vnd.example.artifact.v1+json"), "t").unwrap();
+    assert_eq!(m.kind, Kind::Other);
+    assert_eq!(m.layers[0].0, "0");
+    assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
+
+    let bare = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.example.thing"});
+    let m = parse(&serde_json::to_vec(&bare).unwrap(), None, "t").unwrap();
+    assert_eq!(m.kind, Kind::Other);
+    assert_eq!(names(&m), ["manifest.json"]);
+}
+
+#[test]
+fn an_oci_manifest_with_an_artifact_config_is_still_an_image_manifest() {
+    let doc = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "artifactType": "application/x.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+        "layers": []
+    });
+    let m = parse(&serde_json::to_vec(&doc).unwrap(), Some(media::OCI_MANIFEST), "t").unwrap();
+    assert_eq!(m.kind, Kind::OciManifest);
+    assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
+}
+
+fn refused(bytes: &[u8], content_type: Option<&str>) -> String {
+    match parse(bytes, content_type, "repo@x") {
+        Ok(m) => panic!("accepted as {:?}: {}", m.kind, String::from_utf8_lossy(bytes)),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn hostile_documents_are_refused_with_a_reason() {
+    let dg = format!("sha256:{}", "c".repeat(64));
+    let layer = |size: serde_json::Value, digest: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "x", "size": 1, "digest": dg},
+            "layers": [{"mediaType": "x", "size": size, "digest": digest}]
+        }))
+        .unwrap()
+    };
+    assert!(refused(b"{not json", None).contains("not JSON"));
+    assert!(refused(b"[1,2]", None).contains("not a JSON object"));
+    assert!(refused(br#"{"schemaVersion": 3}"#, None).contains("schemaVersion 3"));
+    assert!(refused(br#"{"mediaType": "x"}"#, None).contains("no schemaVersion"));
+    assert!(refused(&layer((-1).into(), &dg), None).contains("layers[0]"));
+    assert!(refused(&layer((1u64 << 50).into(), &dg), None).contains("larger than regfs accepts"));
+    assert!(refused(&layer(1.into(), "md5:d41d8cd98f00b204e9800998ecf8427e"), None).contains("invalid digest"));
+    assert!(refused(&layer(1.into(), "sha256:XYZ"), None).contains("invalid digest"));
+    let no_config = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::DOCKER_SCHEMA2, "layers": []})).unwrap();
+    assert!(refused(&no_config, None).contains("no config"));
+    let no_manifests = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX})).unwrap();
+    assert!(refused(&no_manifests, None).contains("no manifests"));
+    // Header and body naming different manifest types.
+    assert!(refused(&fixture("oci-index-seed.json"), Some(media::DOCKER_SCHEMA2)).contains("but mediaType"));
+    // schemaVersion 2 served with a schema1 type.
+    assert!(refused(&fixture("oci-manifest-seed.json"), Some(media::DOCKER_SCHEMA1)).contains("Content-Type"));
+    let no_mt = br#"{"schemaVersion": 2, "config": {}, "layers": []}"#;
+    assert!(refused(no_mt, Some(media::DOCKER_SCHEMA1)).contains("served as"));
+    // A schema1 signature whose formatLength points past the document.
+    let forged = br#"{"schemaVersion":1,"fsLayers":[],"signatures":[{"protected":"eyJmb3JtYXRMZW5ndGgiOjEwMDAwLCJmb3JtYXRUYWlsIjoiIn0"}]}"#;
+    assert!(refused(forged, None).contains("formatLength"));
+    let big = vec![b' '; MAX_MANIFEST_SIZE + 1];
+    assert!(matches!(parse(&big, None, "t"), Err(Error::TooLarge(_))));
+}
+
+#[test]
+fn hostile_platform_names_cannot_escape_or_collide() {
+    let d = |n: char, os: &str, arch: &str| {
+        serde_json::json!({"mediaType": media::OCI_MANIFEST, "size": 1,
+            "digest": format!("sha256:{}", n.to_string().repeat(64)),
+            "platform": {"os": os, "architecture": arch}})
+    };
+    let doc = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [
+        d('1', "../..", "x"), d('2', "linux", "amd64"), d('3', "linux", "amd64"),
+        d('4', "a/b\u{0}", "c"), d('5', ".", ""), d('5', "", ""), d('5', "", "")
+    ]});
+    let m = parse(&serde_json::to_vec(&doc).unwrap(), None, "t").unwrap();
+    let links: Vec<_> = m.children.iter().map(|(n, _)| n.clone()).collect();
+    let unique: HashSet<_> = links.iter().collect();
+    assert_eq!(unique.len(), links.len(), "{links:?}");
+    for l in &links {
+        assert!(!l.contains('/') && !l.contains('\0') && !l.starts_with('.'), "{l:?}");
+    }
+    assert_eq!(links[1], "linux-amd64");
+    assert_eq!(links[2], format!("sha256:{}", "3".repeat(64)));
+    assert_eq!(links[5], format!("sha256:{}-2", "5".repeat(64)));
+    assert_eq!(links[6], format!("sha256:{}-3", "5".repeat(64)));
+}
