@@ -1,1 +1,221 @@
-fn main() {}
+//! `regfs REGISTRY MOUNTPOINT`: parse options, detach (unless --foreground), mount, serve.
+
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use regfs::cli::Cli;
+use regfs::fs::Fs;
+use regfs::fuse::FuseAdapter;
+use regfs::registry::auth::{self, Credentials};
+use regfs::registry::endpoint;
+use regfs::registry::http::{HttpClient, Options, RetryPolicy};
+use regfs::store::Store;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Everything that can be wrong with the command line is found before detaching, so the user
+    // sees it on the terminal.
+    let prepared = match prepare(&cli) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("regfs: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let ready = if cli.foreground {
+        init_logging(None);
+        None
+    } else {
+        match detach(&cli) {
+            Ok(Detached::Parent(code)) => return code,
+            Ok(Detached::Child(ready)) => Some(ready),
+            Err(msg) => {
+                eprintln!("regfs: {msg}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match serve(&cli, prepared, ready) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            log::error!("{msg}");
+            eprintln!("regfs: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Prepared {
+    url: reqwest::Url,
+    credentials: Option<Credentials>,
+}
+
+fn prepare(cli: &Cli) -> Result<Prepared, String> {
+    let url = endpoint::parse(&cli.registry).map_err(|e| e.to_string())?;
+    match std::fs::metadata(&cli.mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{}: not a directory", cli.mountpoint.display())),
+        Err(e) => return Err(format!("{}: {e}", cli.mountpoint.display())),
+    }
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_string(),
+    };
+    let credentials = if let Some(username) = &cli.username {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
+        let password = line.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            return Err("--password-stdin: stdin gave an empty password".into());
+        }
+        Some(Credentials { username: username.clone(), password })
+    } else {
+        let file = cli.auth_file.clone().or_else(auth::default_auth_file);
+        match file {
+            Some(f) => auth::from_docker_config(&f, &host).map_err(|e| e.to_string())?,
+            None => None,
+        }
+    };
+    Ok(Prepared { url, credentials })
+}
+
+fn init_logging(file: Option<std::fs::File>) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("regfs=info,warn"));
+    if let Some(f) = file {
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    let _ = b.try_init();
+}
+
+enum Detached {
+    Parent(ExitCode),
+    /// The child, with the pipe to tell the parent the mount is live.
+    Child(std::fs::File),
+}
+
+/// Fork before any thread exists. The parent waits until the child reports the mount live (or
+/// fails), so `regfs …` returns only once the mount can be used, like sshfs and mount-s3.
+fn detach(cli: &Cli) -> Result<Detached, String> {
+    let cache_dir = cli.cache_dir();
+    std::fs::create_dir_all(&cache_dir).map_err(|e| format!("{}: {e}", cache_dir.display()))?;
+    let log_path = cli.log_file.clone().unwrap_or_else(|| cache_dir.join("regfs.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two fds into the array we own.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the fds are fresh and owned by nobody else.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (nothing before this point starts one).
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(read_end);
+            // SAFETY: plain syscalls on our own process and fds.
+            unsafe {
+                libc::setsid();
+                let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if devnull >= 0 {
+                    libc::dup2(devnull, 0);
+                    libc::dup2(devnull, 1);
+                }
+                libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 2);
+            }
+            init_logging(Some(log));
+            Ok(Detached::Child(std::fs::File::from(write_end)))
+        }
+        _child => {
+            drop(write_end);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(read_end).read_to_string(&mut msg);
+            if msg == "ok" {
+                Ok(Detached::Parent(ExitCode::SUCCESS))
+            } else if msg.is_empty() {
+                Err(format!("the background process exited before mounting; see {}", log_path.display()))
+            } else {
+                Err(msg)
+            }
+        }
+    }
+}
+
+fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<(), String> {
+    let report = |ready: Option<std::fs::File>, msg: &str| {
+        if let Some(mut r) = ready {
+            let _ = r.write_all(msg.as_bytes());
+        }
+    };
+    let result = (|| {
+        let options = Options {
+            credentials: prepared.credentials,
+            retry: RetryPolicy { retries: cli.retries, ..RetryPolicy::default() },
+            timeout: Duration::from_secs(cli.timeout.max(1)),
+        };
+        let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
+        let cache_dir = cli.cache_dir();
+        let tag_ttl = Duration::from_secs(cli.tag_ttl);
+        let store = Store::new(Arc::new(client), &cache_dir, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?;
+        let core = Arc::new(Fs::new(Arc::new(store), tag_ttl));
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::FSName(format!("regfs:{}", prepared.url.host_str().unwrap_or("registry"))),
+            fuser::MountOption::Subtype("regfs".into()),
+        ];
+        if cli.allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
+        config.n_threads = Some(cli.fuse_threads.max(1));
+        config.clone_fd = true;
+        fuser::Session::new(FuseAdapter::new(core), &cli.mountpoint, &config)
+            .map_err(|e| format!("mounting {} on {}: {e}", prepared.url, cli.mountpoint.display()))
+    })();
+    let mut session = match result {
+        Ok(s) => s,
+        Err(msg) => {
+            report(ready, &msg);
+            return Err(msg);
+        }
+    };
+    unmount_on_signals(session.unmount_callable(), &cli.mountpoint)?;
+    log::info!("regfs: {} mounted on {}", prepared.url, cli.mountpoint.display());
+    report(ready, "ok");
+    session.run().map_err(|e| format!("serving {}: {e}", cli.mountpoint.display()))?;
+    log::info!("regfs: {} unmounted", cli.mountpoint.display());
+    Ok(())
+}
+
+/// SIGINT, SIGTERM and SIGHUP unmount; the session then ends and the process exits.
+fn unmount_on_signals(mut unmounter: fuser::SessionUnmounter, mountpoint: &Path) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let shown = mountpoint.display().to_string();
+    std::thread::Builder::new()
+        .name("regfs-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: unmounting {shown}");
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmounting {shown}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| format!("signal thread: {e}"))?;
+    Ok(())
+}

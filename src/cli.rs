@@ -1,0 +1,126 @@
+//! The command line. Every option is documented in `doc/CONFIGURATION.md` too.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "regfs",
+    version,
+    about = "Mount a container registry as a read-only directory; every byte served is checked against its digest.",
+    after_help = "Layout: MOUNT/<repo>/tags/<tag> -> ../manifests/<digest>, MOUNT/<repo>/manifests/<digest>/ \
+(manifest.json, config.json, layers/, one link per platform of an index), MOUNT/<repo>/blobs/<digest>.\n\
+Unmount with `umount MOUNTPOINT` (root), `fusermount3 -u MOUNTPOINT`, or Ctrl-C / SIGTERM in --foreground.\n\
+Logs: RUST_LOG=debug for more; in the background they go to --log-file."
+)]
+pub struct Cli {
+    /// The registry: host[:port] (https, or http on loopback) or a full http:// or https:// URL.
+    pub registry: String,
+
+    /// An existing empty directory to mount on.
+    pub mountpoint: PathBuf,
+
+    /// Stay in the foreground and log to stderr (default: return once mounted, serve in the background).
+    #[arg(short, long)]
+    pub foreground: bool,
+
+    /// Where verified blobs are kept [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Most disk the blob cache may use (e.g. 500M, 10G); least recently used blobs go first.
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub tag_ttl: u64,
+
+    /// Log in as this user (the password is read from stdin with --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+
+    /// Read the password for --username from the first line of stdin.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+
+    /// A docker config.json to take credentials from [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json].
+    #[arg(long, value_name = "PATH")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Seconds any one network step (connect, headers, each read of a body) may take before it is retried.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+
+    /// How many times a failed request (429, 5xx, reset, timeout) is retried before the read fails with EIO.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub retries: u32,
+
+    /// Where the background process logs [default: regfs.log in the cache directory].
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Threads reading requests from the kernel (network waits run on threads of their own).
+    #[arg(long, value_name = "N", default_value_t = 4, hide = true)]
+    pub fuse_threads: usize,
+}
+
+/// `10G`, `512M`, `64K`, `1T`, or plain bytes; binary units.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size such as 10G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Cli {
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(d) = &self.cache_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("regfs");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".cache").join("regfs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64kb"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).unwrap();
+        assert_eq!((c.tag_ttl, c.cache_size, c.foreground), (60, 10 << 30, false));
+        assert!(Cli::try_parse_from(["regfs", "r", "/m", "--username", "u"]).is_err());
+    }
+}

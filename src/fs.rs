@@ -1,0 +1,395 @@
+//! The filesystem core, free of FUSE: lookup, getattr, readdir, readlink, open, read and release
+//! over inode numbers, answering with plain Rust values or an [`Error`]. `fuse.rs` is a thin
+//! adapter over this; tests drive it directly with a fake registry client.
+//!
+//! # Costs (what each operation may ask the registry)
+//! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
+//! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
+//!   directory: a registry without a catalog must still be browsable by name).
+//! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
+//!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`).
+//! - `lookup manifests/<d>` and everything inside it: the manifest, once (then memory).
+//! - `stat` of config and layers: nothing; sizes come from descriptors (schema1 layers, which
+//!   have none, cost one HEAD each, once).
+//! - `open` of a blob: the download, once per digest, verified before the open returns.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use std::collections::HashMap;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{CONFIG_JSON, Entry, LAYERS_DIR, MANIFEST_JSON};
+use crate::names;
+use crate::store::{Content, Doc, Store};
+use crate::tree::{BLOBS, Inodes, MANIFESTS, Node, RESERVED, ROOT_INO, TAGS};
+
+/// How long the kernel may trust digest-addressed entries and attributes.
+pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Length of `../manifests/sha256:<64 hex>`, reported before a tag is resolved.
+const SHA256_TAG_LINK_LEN: u64 = 83;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    File,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits (read-only: 0555 directories, 0444 files, 0777 links).
+    pub perm: u16,
+    /// How long the kernel may cache this entry and its attributes.
+    pub ttl: Duration,
+    /// Digest-addressed: the kernel may keep its pages across opens.
+    pub immutable: bool,
+    pub mtime: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: String,
+}
+
+pub struct Fs {
+    store: Arc<Store>,
+    inodes: Inodes,
+    tag_ttl: Duration,
+    mounted_at: SystemTime,
+    handles: Mutex<HashMap<u64, Content>>,
+    next_fh: AtomicU64,
+}
+
+impl Fs {
+    pub fn new(store: Arc<Store>, tag_ttl: Duration) -> Fs {
+        Fs {
+            store,
+            inodes: Inodes::default(),
+            tag_ttl,
+            mounted_at: SystemTime::now(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        self.inodes.node(ino).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    }
+
+    fn attr(&self, node: &Node, kind: FileKind, size: u64) -> Attr {
+        let immutable = node.is_immutable();
+        let perm = match kind {
+            FileKind::Directory => 0o555,
+            FileKind::File => 0o444,
+            FileKind::Symlink => 0o777,
+        };
+        Attr {
+            ino: self.inodes.ino(node),
+            kind,
+            size,
+            perm,
+            ttl: if immutable { IMMUTABLE_TTL } else { self.tag_ttl },
+            immutable,
+            mtime: self.mounted_at,
+        }
+    }
+
+    fn dir(&self, node: Node) -> Attr {
+        self.attr(&node, FileKind::Directory, 0)
+    }
+
+    /// The attributes of `node`; may ask the registry for what it does not know yet.
+    fn attr_of(&self, node: &Node) -> Result<Attr> {
+        Ok(match node {
+            Node::Root | Node::Path(_) | Node::Tags(_) | Node::Manifests(_) | Node::Blobs(_) => self.dir(node.clone()),
+            Node::ManifestDir { repo, digest } | Node::Layers { repo, digest } => {
+                self.store.manifest(repo, digest)?;
+                self.dir(node.clone())
+            }
+            Node::ManifestJson { repo, digest } => {
+                let doc = self.store.manifest(repo, digest)?;
+                self.attr(node, FileKind::File, doc.bytes.len() as u64)
+            }
+            Node::Blob { repo, digest } => {
+                let size = self.store.blob_size(repo, digest)?;
+                self.attr(node, FileKind::File, size)
+            }
+            Node::Tag { repo, tag } => {
+                // Exact once resolved; until then the sha256 length, so `ls -l` costs no HEAD.
+                let size = self
+                    .store
+                    .resolve_tag_if_known(repo, tag)
+                    .map_or(SHA256_TAG_LINK_LEN, |d| tag_target(&d).len() as u64);
+                self.attr(node, FileKind::Symlink, size)
+            }
+            Node::IndexLink { target, .. } => self.attr(node, FileKind::Symlink, link_target(target).len() as u64),
+        })
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        self.attr_of(&self.node(ino)?)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
+        let child = self.child(&self.node(parent)?, name)?;
+        self.attr_of(&child)
+    }
+
+    /// The node called `name` inside `parent`, checked to exist as far as that is cheap.
+    fn child(&self, parent: &Node, name: &str) -> Result<Node> {
+        let missing = || Error::NotFound(name.to_string());
+        match parent {
+            Node::Root | Node::Path(_) => {
+                let prefix = match parent {
+                    Node::Path(p) => Some(p.as_str()),
+                    _ => None,
+                };
+                if let Some(repo) = prefix {
+                    match name {
+                        TAGS => return Ok(Node::Tags(repo.to_string())),
+                        MANIFESTS => return Ok(Node::Manifests(repo.to_string())),
+                        BLOBS => return Ok(Node::Blobs(repo.to_string())),
+                        _ => {}
+                    }
+                }
+                if RESERVED.contains(&name) || !names::is_component(name) {
+                    return Err(Error::InvalidName(name.to_string()));
+                }
+                let path = prefix.map_or_else(|| name.to_string(), |p| format!("{p}/{name}"));
+                names::check_repo(&path)?;
+                Ok(Node::Path(path))
+            }
+            Node::Tags(repo) => {
+                names::check_tag(name)?;
+                match self.store.tag_listed(repo, name) {
+                    Some(true) => {}
+                    Some(false) => return Err(missing()),
+                    None => {
+                        self.store.resolve_tag(repo, name)?;
+                    }
+                }
+                Ok(Node::Tag { repo: repo.clone(), tag: name.to_string() })
+            }
+            Node::Manifests(repo) => {
+                let digest: Digest = name.parse()?;
+                self.store.manifest(repo, &digest)?;
+                Ok(Node::ManifestDir { repo: repo.clone(), digest })
+            }
+            Node::ManifestDir { repo, digest } => {
+                let doc = self.store.manifest(repo, digest)?;
+                entry_node(repo, &doc, name).ok_or_else(missing)
+            }
+            Node::Layers { repo, digest } => {
+                let doc = self.store.manifest(repo, digest)?;
+                let layer = doc.manifest.layer(name).ok_or_else(missing)?;
+                Ok(Node::Blob { repo: repo.clone(), digest: layer.digest.clone() })
+            }
+            Node::Blobs(repo) => {
+                let digest: Digest = name.parse()?;
+                Ok(Node::Blob { repo: repo.clone(), digest })
+            }
+            _ => Err(Error::NotFound(format!("{name}: not a directory"))),
+        }
+    }
+
+    /// The entries of a directory, `.` and `..` first.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let mut out = vec![
+            DirEntry { ino, kind: FileKind::Directory, name: ".".into() },
+            DirEntry { ino: self.inodes.ino(&node.parent()), kind: FileKind::Directory, name: "..".into() },
+        ];
+        let mut push = |n: Node, kind: FileKind, name: String| out.push(DirEntry { ino: self.inodes.ino(&n), kind, name });
+        match &node {
+            Node::Root | Node::Path(_) => {
+                let prefix = match &node {
+                    Node::Path(p) => Some(p.as_str()),
+                    _ => None,
+                };
+                let listing = self.namespace(prefix);
+                if prefix.is_some() && listing.maybe_repo {
+                    for r in RESERVED {
+                        if let Ok(n) = self.child(&node, r) {
+                            push(n, FileKind::Directory, r.to_string());
+                        }
+                    }
+                }
+                for c in listing.children {
+                    let path = prefix.map_or_else(|| c.clone(), |p| format!("{p}/{c}"));
+                    push(Node::Path(path), FileKind::Directory, c);
+                }
+            }
+            Node::Tags(repo) => {
+                for t in self.store.tags(repo)?.iter() {
+                    push(Node::Tag { repo: repo.clone(), tag: t.clone() }, FileKind::Symlink, t.clone());
+                }
+            }
+            Node::Manifests(repo) => {
+                for d in self.store.seen_manifests(repo) {
+                    let name = d.to_string();
+                    push(Node::ManifestDir { repo: repo.clone(), digest: d }, FileKind::Directory, name);
+                }
+            }
+            Node::ManifestDir { repo, digest } => {
+                let doc = self.store.manifest(repo, digest)?;
+                for e in doc.manifest.entries() {
+                    let (name, kind) = match &e {
+                        Entry::ManifestJson => (MANIFEST_JSON.to_string(), FileKind::File),
+                        Entry::Config(_) => (CONFIG_JSON.to_string(), FileKind::File),
+                        Entry::Layers => (LAYERS_DIR.to_string(), FileKind::Directory),
+                        Entry::Link { name, .. } => (name.clone(), FileKind::Symlink),
+                    };
+                    if let Some(n) = entry_node(repo, &doc, &name) {
+                        push(n, kind, name);
+                    }
+                }
+            }
+            Node::Layers { repo, digest } => {
+                let doc = self.store.manifest(repo, digest)?;
+                for (name, d) in &doc.manifest.layers {
+                    push(Node::Blob { repo: repo.clone(), digest: d.digest.clone() }, FileKind::File, name.clone());
+                }
+            }
+            Node::Blobs(_) => {}
+            _ => return Err(Error::NotFound(format!("inode {ino}: not a directory"))),
+        }
+        Ok(out)
+    }
+
+    /// What the root or a namespace directory lists, from the catalog. Without a catalog (the
+    /// registry has none, or refuses it) nothing is listed but every name still looks up.
+    fn namespace(&self, prefix: Option<&str>) -> Listing {
+        let catalog = match self.store.catalog() {
+            Ok(c) => c,
+            Err(e) => {
+                log::info!("no catalog ({e}); listing only what is looked up by name");
+                return Listing { children: Vec::new(), maybe_repo: true };
+            }
+        };
+        let mut children: Vec<String> = Vec::new();
+        let mut is_repo = false;
+        for repo in catalog.iter() {
+            let rest = match prefix {
+                None => Some(repo.as_str()),
+                Some(p) if repo == p => {
+                    is_repo = true;
+                    None
+                }
+                Some(p) => repo.strip_prefix(p).and_then(|r| r.strip_prefix('/')),
+            };
+            if let Some(first) = rest.and_then(|r| r.split('/').next()) {
+                if !RESERVED.contains(&first) && children.last().map(String::as_str) != Some(first) {
+                    children.push(first.to_string());
+                }
+            }
+        }
+        children.dedup();
+        // A name the catalog does not know may still be a repository it does not show.
+        let maybe_repo = is_repo || children.is_empty();
+        Listing { children, maybe_repo }
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<String> {
+        match self.node(ino)? {
+            Node::Tag { repo, tag } => Ok(tag_target(&self.store.resolve_tag(&repo, &tag)?)),
+            Node::IndexLink { target, .. } => Ok(link_target(&target)),
+            _ => Err(Error::InvalidName(format!("inode {ino}: not a symlink"))),
+        }
+    }
+
+    /// Open a file: its verified content is ready (downloaded if need be) when this returns.
+    pub fn open(&self, ino: u64) -> Result<u64> {
+        let content = match self.node(ino)? {
+            Node::ManifestJson { repo, digest } => Content::Doc(self.store.manifest(&repo, &digest)?),
+            Node::Blob { repo, digest } => self.store.blob(&repo, &digest)?,
+            _ => return Err(Error::InvalidName(format!("inode {ino}: not a file"))),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, content);
+        Ok(fh)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let content = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::Io(format!("no open file {fh}")))?;
+        let slice = |bytes: &[u8]| {
+            let start = (offset.min(bytes.len() as u64)) as usize;
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            bytes[start..end].to_vec()
+        };
+        match content {
+            Content::Doc(doc) => Ok(slice(&doc.bytes)),
+            Content::Memory(bytes) => Ok(slice(&bytes)),
+            Content::File(file) => {
+                let mut buf = vec![0u8; size as usize];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            }
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+    }
+
+    pub fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+}
+
+struct Listing {
+    children: Vec<String>,
+    maybe_repo: bool,
+}
+
+fn tag_target(d: &Digest) -> String {
+    format!("../{MANIFESTS}/{d}")
+}
+
+fn link_target(d: &Digest) -> String {
+    format!("../{d}")
+}
+
+/// The node for `name` in the directory of manifest `doc`.
+fn entry_node(repo: &str, doc: &Doc, name: &str) -> Option<Node> {
+    let repo = repo.to_string();
+    let digest = doc.digest.clone();
+    doc.manifest.entries().into_iter().find_map(|e| match e {
+        Entry::ManifestJson if name == MANIFEST_JSON => Some(Node::ManifestJson { repo: repo.clone(), digest: digest.clone() }),
+        Entry::Config(c) if name == CONFIG_JSON => Some(Node::Blob { repo: repo.clone(), digest: c.digest }),
+        Entry::Layers if name == LAYERS_DIR => Some(Node::Layers { repo: repo.clone(), digest: digest.clone() }),
+        Entry::Link { name: n, target } if n == name => {
+            Some(Node::IndexLink { repo: repo.clone(), parent: digest.clone(), name: n, target })
+        }
+        _ => None,
+    })
+}

@@ -1,0 +1,189 @@
+//! The kernel adapter: fuser callbacks in, calls on the FUSE-free core ([`crate::fs::Fs`]) out,
+//! and the core's errors turned into errno here, once, with one log line each.
+//!
+//! Operations that may wait on the network (lookup, getattr, readdir, readlink, open) run on
+//! their own thread, so a slow download never holds up `ls` elsewhere; `read` is served from
+//! verified memory or the cache file and runs inline. Files are all digest-addressed, so every
+//! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
+//! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+
+use crate::error::Error;
+use crate::fs::{Attr, FileKind, Fs};
+
+pub struct FuseAdapter {
+    core: Arc<Fs>,
+    uid: u32,
+    gid: u32,
+}
+
+impl FuseAdapter {
+    pub fn new(core: Arc<Fs>) -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        FuseAdapter { core, uid, gid }
+    }
+
+    /// Run `job` on its own thread (inline if no thread can be had).
+    fn spawn(&self, job: impl FnOnce(&Fs) + Send + 'static) {
+        let core = Arc::clone(&self.core);
+        let slot = Arc::new(std::sync::Mutex::new(Some(job)));
+        let for_thread = Arc::clone(&slot);
+        let spawned = std::thread::Builder::new().name("regfs-op".into()).spawn(move || {
+            if let Some(job) = for_thread.lock().ok().and_then(|mut j| j.take()) {
+                job(&core);
+            }
+        });
+        if spawned.is_err() {
+            if let Some(job) = slot.lock().ok().and_then(|mut j| j.take()) {
+                job(&self.core);
+            }
+        }
+    }
+}
+
+/// The errno for `e`, logged once: ENOENT quietly, everything else as a warning naming the URL
+/// or digest the error carries.
+fn errno(op: &str, e: &Error) -> Errno {
+    if e.is_not_found() {
+        log::debug!("{op}: {e}");
+    } else {
+        log::warn!("{op}: {e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Let the kernel send many reads at once (parallel downloads, many readers).
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_ASYNC_READ);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        let (uid, gid) = (self.uid, self.gid);
+        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
+            Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid), Generation(0)),
+            Err(e) => reply.error(errno(&format!("lookup {:?}", name), &e)),
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (uid, gid) = (self.uid, self.gid);
+        self.spawn(move |fs| match fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&a.ttl, &file_attr(&a, uid, gid)),
+            Err(e) => reply.error(errno(&format!("getattr {ino}"), &e)),
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| match fs.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(errno(&format!("readlink {ino}"), &e)),
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        self.spawn(move |fs| match fs.open(ino.0) {
+            // Everything regfs serves is addressed by digest: the kernel may keep its pages.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&format!("open {ino}"), &e)),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.core.read(fh.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno(&format!("read {ino}"), &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.spawn(move |fs| match fs.readdir(ino.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&format!("readdir {ino}"), &e)),
+        });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 128 << 10, 255, 128 << 10);
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == FileKind::Directory { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 128 << 10,
+        flags: 0,
+    }
+}

@@ -1,0 +1,371 @@
+//! Authentication: `WWW-Authenticate` challenges, bearer tokens, and where credentials come from.
+//!
+//! # Flow
+//! Requests go out anonymous until the registry answers 401. Its challenge says how to
+//! authenticate: `Basic` (send the credentials on every request from then on) or `Bearer realm=…,
+//! service=…, scope=…` (fetch a token from the realm, with the credentials if we have them, and
+//! send the token). Tokens are kept per scope (`repository:<name>:pull`, `registry:catalog:*`) and
+//! reused until shortly before `expires_in` runs out; a 401 on a request that carried a token
+//! drops it and authenticates once more. A second 401 in a row is final (EACCES): no loops.
+//!
+//! # Where credentials go
+//! To the registry's own origin, and to the token realm it names, and nowhere else: redirects to
+//! other hosts (object storage) never carry an `Authorization` header (see `http.rs`). A realm on
+//! plain http is refused unless the registry itself is plain http (loopback tests).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <hidden>)", self.username)
+    }
+}
+
+impl Credentials {
+    pub fn basic_header(&self) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{}:{}", self.username, self.password)))
+    }
+}
+
+/// One challenge of a `WWW-Authenticate` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Lower case: `basic`, `bearer`, …
+    pub scheme: String,
+    /// Parameter names lower case; values unquoted.
+    pub params: HashMap<String, String>,
+}
+
+/// Parse a `WWW-Authenticate` header value into its challenges (RFC 7235 §4.1). Tolerant of
+/// odd spacing, refuses nothing: a part it cannot read is skipped.
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+    let b = header.as_bytes();
+    let mut i = 0;
+    let mut out: Vec<Challenge> = Vec::new();
+    let is_tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&c);
+    let skip = |i: &mut usize, set: &[u8]| {
+        while *i < b.len() && set.contains(&b[*i]) {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && is_tchar(b[*i]) {
+            *i += 1;
+        }
+        &header[start..*i]
+    };
+    while i < b.len() {
+        skip(&mut i, b" \t,");
+        let word = token(&mut i);
+        if word.is_empty() {
+            i += 1; // a byte that starts nothing: skip it
+            continue;
+        }
+        skip(&mut i, b" \t");
+        if i < b.len() && b[i] == b'=' && !out.is_empty() {
+            // `name=value` belongs to the current challenge.
+            i += 1;
+            skip(&mut i, b" \t");
+            let value = if i < b.len() && b[i] == b'"' {
+                i += 1;
+                let mut v = String::new();
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    // Push whole characters, not bytes, so non-ASCII survives.
+                    let ch_len = header[i..].chars().next().map_or(1, char::len_utf8);
+                    v.push_str(&header[i..i + ch_len]);
+                    i += ch_len;
+                }
+                i += 1;
+                v
+            } else {
+                token(&mut i).to_string()
+            };
+            if let Some(c) = out.last_mut() {
+                c.params.insert(word.to_ascii_lowercase(), value);
+            }
+        } else {
+            out.push(Challenge { scheme: word.to_ascii_lowercase(), params: HashMap::new() });
+        }
+    }
+    out
+}
+
+struct Token {
+    value: String,
+    good_until: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Keeps what is needed to authenticate, and the tokens got so far.
+pub struct Authenticator {
+    credentials: Option<Credentials>,
+    allow_http_realm: bool,
+    /// The registry asked for Basic: send credentials up front from now on.
+    basic: AtomicBool,
+    tokens: Mutex<HashMap<String, Token>>,
+}
+
+/// What the HTTP layer must do to get a token: a GET it performs itself, so that token requests
+/// share its client, counters and error mapping.
+pub struct TokenRequest {
+    pub url: reqwest::Url,
+    pub authorization: Option<String>,
+}
+
+impl Authenticator {
+    pub fn new(credentials: Option<Credentials>, allow_http_realm: bool) -> Self {
+        Authenticator { credentials, allow_http_realm, basic: AtomicBool::new(false), tokens: Mutex::new(HashMap::new()) }
+    }
+
+    /// The `Authorization` header for a request in `scope`, if we have one.
+    pub fn header(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tokens.get(scope).filter(|t| t.good_until > Instant::now()) {
+            return Some(format!("Bearer {}", t.value));
+        }
+        drop(tokens);
+        if self.basic.load(Ordering::Relaxed) {
+            return self.credentials.as_ref().map(Credentials::basic_header);
+        }
+        None
+    }
+
+    /// Forget the token for `scope` (the registry refused it).
+    pub fn forget(&self, scope: &str) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
+    }
+
+    /// Read a 401's challenges. `Ok(None)`: Basic, nothing to fetch, retry with credentials.
+    /// `Ok(Some(req))`: fetch a token with `req`, then call [`Authenticator::store_token`].
+    pub fn answer(&self, www_authenticate: &str, scope: &str, url: &str) -> Result<Option<TokenRequest>> {
+        let challenges = parse_challenges(www_authenticate);
+        if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let realm = c
+                .params
+                .get("realm")
+                .ok_or_else(|| Error::Protocol(format!("{url}: bearer challenge without realm")))?;
+            let mut token_url = reqwest::Url::parse(realm)
+                .map_err(|_| Error::Protocol(format!("{url}: bad token realm {realm:?}")))?;
+            if token_url.scheme() != "https" && !(token_url.scheme() == "http" && self.allow_http_realm) {
+                return Err(Error::Denied(format!("{url}: token realm {realm} is not https")));
+            }
+            {
+                let mut q = token_url.query_pairs_mut();
+                if let Some(service) = c.params.get("service") {
+                    q.append_pair("service", service);
+                }
+                q.append_pair("scope", c.params.get("scope").map_or(scope, String::as_str));
+            }
+            let authorization = self.credentials.as_ref().map(Credentials::basic_header);
+            return Ok(Some(TokenRequest { url: token_url, authorization }));
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            if self.credentials.is_none() {
+                return Err(Error::Denied(format!("{url}: the registry wants a username and password")));
+            }
+            if self.basic.swap(true, Ordering::Relaxed) {
+                return Err(Error::Denied(format!("{url}: credentials refused")));
+            }
+            return Ok(None);
+        }
+        Err(Error::Denied(format!("{url}: unsupported authentication challenge {www_authenticate:?}")))
+    }
+
+    /// Keep a token reply for `scope`. Reused until 90% of its lifetime (at most 30 s early).
+    pub fn store_token(&self, scope: &str, body: &[u8], url: &str) -> Result<()> {
+        let reply: TokenReply =
+            serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("{url}: bad token reply: {e}")))?;
+        let value = reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Protocol(format!("{url}: token reply without a token")))?;
+        // The distribution spec: 60 s when unsaid.
+        let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(60).max(1));
+        let margin = (lifetime / 10).min(Duration::from_secs(30));
+        let good_until = Instant::now() + lifetime - margin;
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(scope.to_string(), Token { value, good_until });
+        Ok(())
+    }
+}
+
+/// The default auth file: `$DOCKER_CONFIG/config.json`, then `~/.docker/config.json`.
+pub fn default_auth_file() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(Path::new(&dir).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker/config.json"))
+}
+
+#[derive(Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: HashMap<String, DockerAuth>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct DockerAuth {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The credentials a docker `config.json` holds for `host` (`host[:port]`), if any. A missing
+/// file is not an error; an unreadable or malformed one is.
+pub fn from_docker_config(path: &Path, host: &str) -> Result<Option<Credentials>> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
+    };
+    let config: DockerConfig =
+        serde_json::from_slice(&text).map_err(|e| Error::malformed(path.display(), e))?;
+    let wanted = normalize(host);
+    let hub = wanted == "registry-1.docker.io";
+    let matches = |key: &str| {
+        let k = normalize(key);
+        k == wanted || (hub && matches!(k.as_str(), "index.docker.io" | "docker.io" | "registry-1.docker.io"))
+    };
+    if let Some((_, a)) = config.auths.iter().find(|(k, _)| matches(k)) {
+        if let (Some(u), Some(p)) = (&a.username, &a.password) {
+            return Ok(Some(Credentials { username: u.clone(), password: p.clone() }));
+        }
+        if let Some(auth) = &a.auth {
+            let decoded = STANDARD
+                .decode(auth.trim())
+                .map_err(|_| Error::malformed(path.display(), format!("auth for {host} is not base64")))?;
+            let decoded = String::from_utf8(decoded)
+                .map_err(|_| Error::malformed(path.display(), format!("auth for {host} is not UTF-8")))?;
+            let (u, p) = decoded
+                .split_once(':')
+                .ok_or_else(|| Error::malformed(path.display(), format!("auth for {host} is not user:password")))?;
+            return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
+        }
+    }
+    if config.creds_store.is_some() || config.cred_helpers.keys().any(|k| matches(k)) {
+        log::warn!(
+            "{}: credential helpers are not supported; use --username with --password-stdin for {host}",
+            path.display()
+        );
+    }
+    Ok(None)
+}
+
+/// `https://index.docker.io/v1/` → `index.docker.io`; `host:443` stays as written.
+fn normalize(key: &str) -> String {
+    let k = key.trim().trim_start_matches("https://").trim_start_matches("http://");
+    k.split('/').next().unwrap_or("").to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_and_basic_challenges() {
+        let c = parse_challenges(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].params["realm"], "https://auth.docker.io/token");
+        assert_eq!(c[0].params["scope"], "repository:library/alpine:pull");
+        let c = parse_challenges(r#"Basic realm="Registry Realm", Bearer realm="https://x/t", error="invalid_token""#);
+        assert_eq!(c.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(), ["basic", "bearer"]);
+        assert_eq!(c[1].params["error"], "invalid_token");
+        let c = parse_challenges(r#"Bearer realm="a\"b",  scope = x"#);
+        assert_eq!(c[0].params["realm"], "a\"b");
+        assert_eq!(c[0].params["scope"], "x");
+        for junk in ["", "=", "\"", "Bearer realm=\"unterminated", "=x,,=", "Bearer é=\"ü\""] {
+            let _ = parse_challenges(junk);
+        }
+    }
+
+    #[test]
+    fn tokens_are_reused_per_scope_and_can_be_forgotten() {
+        let a = Authenticator::new(None, true);
+        assert_eq!(a.header("s"), None);
+        a.store_token("s", br#"{"token":"abc","expires_in":300}"#, "u").unwrap();
+        assert_eq!(a.header("s").as_deref(), Some("Bearer abc"));
+        assert_eq!(a.header("other"), None);
+        a.forget("s");
+        assert_eq!(a.header("s"), None);
+        a.store_token("s", br#"{"access_token":"xyz"}"#, "u").unwrap();
+        assert_eq!(a.header("s").as_deref(), Some("Bearer xyz"));
+        assert!(a.store_token("s", br#"{"token":""}"#, "u").is_err());
+        assert!(a.store_token("s", b"nope", "u").is_err());
+    }
+
+    #[test]
+    fn a_bearer_challenge_becomes_a_token_request() {
+        let creds = Credentials { username: "u".into(), password: "p".into() };
+        let a = Authenticator::new(Some(creds), false);
+        let req = a
+            .answer(r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#, "ignored", "u")
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.url.as_str(), "https://auth.example/token?service=reg&scope=repository%3Aa%2Fb%3Apull");
+        assert!(req.authorization.unwrap().starts_with("Basic "));
+        assert!(a.answer(r#"Bearer realm="http://auth.example/token""#, "s", "u").is_err());
+        // Basic: once, then refused.
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u").unwrap().is_none());
+        assert!(a.header("s").unwrap().starts_with("Basic "));
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u").is_err());
+    }
+
+    #[test]
+    fn reads_docker_config_auths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let auth = STANDARD.encode("alice:s3cret:with:colons");
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"localhost:5000":{{"username":"bob","password":"pw"}}}}}}"#),
+        )
+        .unwrap();
+        let hub = from_docker_config(&path, "registry-1.docker.io").unwrap().unwrap();
+        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("alice", "s3cret:with:colons"));
+        let local = from_docker_config(&path, "localhost:5000").unwrap().unwrap();
+        assert_eq!(local.username, "bob");
+        assert!(from_docker_config(&path, "ghcr.io").unwrap().is_none());
+        assert!(from_docker_config(&dir.path().join("missing.json"), "x").unwrap().is_none());
+        std::fs::write(&path, "{").unwrap();
+        assert!(from_docker_config(&path, "x").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! Which URL a `REGISTRY` argument means.
+//!
+//! `http://` and `https://` are honoured as given. A bare `host[:port]` means https, except on
+//! loopback (`localhost`, 127.0.0.0/8, `::1`), which means http, as docker does. `docker.io`
+//! and `index.docker.io` mean Docker Hub's API host, `registry-1.docker.io`.
+
+use std::net::IpAddr;
+
+use reqwest::Url;
+
+use crate::error::{Error, Result};
+
+pub fn parse(registry: &str) -> Result<Url> {
+    let bad = |why: &str| Error::InvalidName(format!("{registry}: {why}"));
+    let with_scheme = if registry.starts_with("http://") || registry.starts_with("https://") {
+        registry.to_string()
+    } else {
+        let url = Url::parse(&format!("https://{registry}")).map_err(|_| bad("not a host[:port]"))?;
+        let scheme = if url.host().is_some_and(|h| is_loopback(&h.to_string())) { "http" } else { "https" };
+        format!("{scheme}://{registry}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|_| bad("not a URL"))?;
+    if url.host_str().is_none() {
+        return Err(bad("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("put credentials in --username/--password-stdin or the auth file, not the URL"));
+    }
+    if matches!(url.host_str(), Some("docker.io" | "index.docker.io")) {
+        url.set_host(Some("registry-1.docker.io")).map_err(|_| bad("bad host"))?;
+    }
+    url.set_path("/");
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn schemes_follow_docker_conventions() {
+        let p = |s: &str| parse(s).unwrap().to_string();
+        assert_eq!(p("127.0.0.1:5000"), "http://127.0.0.1:5000/");
+        assert_eq!(p("127.1.2.3:5000"), "http://127.1.2.3:5000/");
+        assert_eq!(p("localhost:5000"), "http://localhost:5000/");
+        assert_eq!(p("[::1]:5000"), "http://[::1]:5000/");
+        assert_eq!(p("ghcr.io"), "https://ghcr.io/");
+        assert_eq!(p("registry.example.com:8443"), "https://registry.example.com:8443/");
+        assert_eq!(p("https://localhost:5000"), "https://localhost:5000/");
+        assert_eq!(p("http://example.com/v2/"), "http://example.com/");
+        assert_eq!(p("docker.io"), "https://registry-1.docker.io/");
+        assert!(parse("https://user:pw@example.com").is_err());
+        assert!(parse("").is_err());
+        assert!(parse("http://").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Talking to a registry: the [`Client`] trait the filesystem core depends on, and its one real
+//! implementation, [`http::HttpClient`].
+//!
+//! The trait speaks in registry terms (catalog, tags, manifests, blobs) and returns raw bytes and
+//! headers: it does not parse manifests or check digests, which is the store's job, so a test can
+//! wrap it to inject faults without re-implementing verification.
+
+pub mod auth;
+pub mod endpoint;
+pub mod http;
+pub mod link;
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::Digest;
+use crate::error::Result;
+
+/// HEAD or GET, for manifests: HEAD when only the digest is needed (Docker Hub does not count
+/// HEADs against its pull limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    Head,
+    Get,
+}
+
+/// A manifest response.
+#[derive(Debug)]
+pub struct ManifestReply {
+    /// The URL that answered, for error messages.
+    pub url: String,
+    pub content_type: Option<String>,
+    /// The `Docker-Content-Digest` header as sent (not yet trusted).
+    pub digest_header: Option<String>,
+    /// The body, for GET.
+    pub body: Option<Vec<u8>>,
+}
+
+/// A blob response body, streaming.
+pub struct BlobReply {
+    pub url: String,
+    pub reader: Box<dyn Read + Send>,
+    /// `Content-Length`, where sent.
+    pub length: Option<u64>,
+    /// Whether the registry honoured the `Range` asked for (206); if not, the body starts at 0.
+    pub ranged: bool,
+}
+
+/// The registry, as the filesystem core sees it.
+pub trait Client: Send + Sync {
+    /// Every repository name in the catalog, all pages followed.
+    fn catalog(&self) -> Result<Vec<String>>;
+    /// Every tag of `repo`, all pages followed.
+    fn tags(&self, repo: &str) -> Result<Vec<String>>;
+    /// A manifest by tag or digest.
+    fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply>;
+    /// A blob's size, from a HEAD.
+    fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64>;
+    /// A blob's bytes from `offset` on (a `Range` request when `offset > 0`).
+    fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply>;
+    /// What this client has sent so far.
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+}
+
+/// Request counters, for the benchmark and the `.regfs/stats` file.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub catalog_pages: u64,
+    pub tag_pages: u64,
+    pub manifest_heads: u64,
+    pub manifest_gets: u64,
+    pub blob_heads: u64,
+    pub blob_gets: u64,
+    pub token_fetches: u64,
+    pub retries: u64,
+    pub blob_bytes: u64,
+}
+
+/// Lock-free counters behind [`Stats`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub catalog_pages: AtomicU64,
+    pub tag_pages: AtomicU64,
+    pub manifest_heads: AtomicU64,
+    pub manifest_gets: AtomicU64,
+    pub blob_heads: AtomicU64,
+    pub blob_gets: AtomicU64,
+    pub token_fetches: AtomicU64,
+    pub retries: AtomicU64,
+    pub blob_bytes: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            requests: g(&self.requests),
+            catalog_pages: g(&self.catalog_pages),
+            tag_pages: g(&self.tag_pages),
+            manifest_heads: g(&self.manifest_heads),
+            manifest_gets: g(&self.manifest_gets),
+            blob_heads: g(&self.blob_heads),
+            blob_gets: g(&self.blob_gets),
+            token_fetches: g(&self.token_fetches),
+            retries: g(&self.retries),
+            blob_bytes: g(&self.blob_bytes),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The verified, content-addressed blob cache on disk.
+//!
+//! # Invariants
+//! - A file under `blobs/<algorithm>/<hex>` holds exactly the bytes of that digest. It got there
+//!   by being downloaded to `tmp/`, hashed while it downloaded, compared with the digest, and
+//!   renamed; a mismatch deletes it. Nothing outside `tmp/` is ever half-written.
+//! - A file left by an earlier run is hashed again the first time this run uses it, before any
+//!   byte of it is served; a file altered on disk is deleted and downloaded anew.
+//! - `tmp/` is emptied at start-up: whatever a killed process left there is never served.
+//! - Past `--cache-size`, the least recently used files are deleted. A file still open by a reader
+//!   stays readable (unlinked files live on while open), so eviction never breaks a read.
+//!
+//! # Downloads
+//! One per digest at a time (single flight), streamed in 256 KiB chunks to the temporary file, so
+//! memory stays bounded whatever the blob size. A body that is cut off is resumed with a `Range`
+//! request from where it stopped, and the same hasher carries on; a registry that ignores `Range`
+//! (answers 200) makes the download start over. A body longer than its descriptor is cut off and
+//! refused at once.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lru::LruCache;
+
+use super::flight::SingleFlight;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::manifest::MAX_BLOB_SIZE;
+use crate::registry::Client;
+
+const CHUNK: usize = 256 << 10;
+/// Resumes of one download after cut-off bodies, before giving up.
+const MAX_RESUMES: u32 = 5;
+
+struct State {
+    /// Every cached file, least recently used first, with its size.
+    lru: LruCache<Digest, u64>,
+    total: u64,
+    /// Files hashed (or downloaded) by this process.
+    verified: HashSet<Digest>,
+}
+
+pub struct BlobCache {
+    root: PathBuf,
+    tmp: PathBuf,
+    limit: u64,
+    state: Mutex<State>,
+    flights: SingleFlight<Digest, ()>,
+    tmp_seq: AtomicU64,
+    /// Bytes hashed and found good, for `.regfs/stats`.
+    pub verified_bytes: AtomicU64,
+}
+
+/// Deletes a temporary file unless it was kept.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl BlobCache {
+    /// Open (creating) the cache under `dir`, empty its `tmp/`, and take stock of what it holds.
+    pub fn new(dir: &Path, limit: u64) -> Result<BlobCache> {
+        let root = dir.join("blobs");
+        let tmp = dir.join("tmp");
+        for d in [&root, &tmp] {
+            fs::create_dir_all(d).map_err(|e| Error::Io(format!("{}: {e}", d.display())))?;
+        }
+        for entry in fs::read_dir(&tmp)?.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+        let mut found = Vec::new();
+        for alg in fs::read_dir(&root)?.flatten() {
+            for entry in fs::read_dir(alg.path())?.flatten() {
+                let name = format!("{}:{}", alg.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
+                let Ok(meta) = entry.metadata() else { continue };
+                match name.parse::<Digest>() {
+                    Ok(d) if meta.is_file() => found.push((meta.modified().ok(), d, meta.len())),
+                    _ => {
+                        log::warn!("cache: removing stray {}", entry.path().display());
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let mut state = State { lru: LruCache::unbounded(), total: 0, verified: HashSet::new() };
+        for (_, d, len) in found {
+            state.total += len;
+            state.lru.put(d, len);
+        }
+        let cache = BlobCache {
+            root,
+            tmp,
+            limit,
+            state: Mutex::new(state),
+            flights: SingleFlight::default(),
+            tmp_seq: AtomicU64::new(0),
+            verified_bytes: AtomicU64::new(0),
+        };
+        cache.evict(None);
+        Ok(cache)
+    }
+
+    fn path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(digest.algorithm().name()).join(digest.hex())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes held on disk now.
+    pub fn size(&self) -> u64 {
+        self.lock().total
+    }
+
+    /// An open file holding exactly the bytes of `digest`, downloading and verifying it first
+    /// if need be. `size` is the descriptor's size, when known.
+    pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<File> {
+        // Two rounds: eviction may remove the file between fill and open.
+        for _ in 0..2 {
+            if self.lock().verified.contains(digest) {
+                match File::open(self.path(digest)) {
+                    Ok(f) => {
+                        self.lock().lru.get(digest);
+                        return Ok(f);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => self.forget(digest),
+                    Err(e) => return Err(Error::Io(format!("{}: {e}", self.path(digest).display()))),
+                }
+            }
+            self.flights.run(digest, || self.fill(client, repo, digest, size))?;
+        }
+        File::open(self.path(digest)).map_err(|e| Error::Io(format!("{}: {e}", self.path(digest).display())))
+    }
+
+    fn forget(&self, digest: &Digest) {
+        let mut s = self.lock();
+        s.verified.remove(digest);
+        if let Some(len) = s.lru.pop(digest) {
+            s.total -= len;
+        }
+    }
+
+    /// Make `path(digest)` a verified file: re-hash what an earlier run left, else download.
+    fn fill(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<()> {
+        let path = self.path(digest);
+        if self.lock().verified.contains(digest) && path.exists() {
+            return Ok(());
+        }
+        if let Ok(mut f) = File::open(&path) {
+            match hash_file(&mut f, digest) {
+                Ok(len) if size.is_none_or(|s| s == len) => {
+                    self.verified_bytes.fetch_add(len, Ordering::Relaxed);
+                    let mut s = self.lock();
+                    s.verified.insert(digest.clone());
+                    if s.lru.put(digest.clone(), len).is_none() {
+                        s.total += len;
+                    }
+                    return Ok(());
+                }
+                Ok(_) | Err(_) => {
+                    log::warn!("cache: {} does not hold {digest} any more; removing it and downloading again", path.display());
+                    self.forget(digest);
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let (tmp, len) = self.download(client, repo, digest, size)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::rename(&tmp.path, &path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let mut tmp = tmp;
+        tmp.keep = true;
+        {
+            let mut s = self.lock();
+            s.verified.insert(digest.clone());
+            if let Some(old) = s.lru.put(digest.clone(), len) {
+                s.total -= old;
+            }
+            s.total += len;
+        }
+        self.evict(Some(digest));
+        Ok(())
+    }
+
+    fn download(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<(TempFile, u64)> {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}.{}.{seq}", digest.hex(), std::process::id()));
+        let file = File::create(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let mut tmp = TempFile { path, file, keep: false };
+        let limit = size.unwrap_or(MAX_BLOB_SIZE);
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut len: u64 = 0;
+        let mut resumes = 0;
+        let mut buf = vec![0u8; CHUNK];
+        let url = loop {
+            let mut reply = client.blob(repo, digest, len)?;
+            if len > 0 && !reply.ranged {
+                log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
+                tmp.file.set_len(0)?;
+                tmp.file.rewind()?;
+                hasher = Hasher::new(digest.algorithm());
+                len = 0;
+            }
+            let cut = loop {
+                let n = match reply.reader.read(&mut buf) {
+                    Ok(0) => break None,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Some(e),
+                };
+                len += n as u64;
+                if len > limit {
+                    return Err(Error::DigestMismatch {
+                        what: format!("blob {}", reply.url),
+                        expected: format!("{digest} ({limit} bytes)"),
+                        actual: "a longer body".into(),
+                    });
+                }
+                hasher.update(&buf[..n]);
+                tmp.file.write_all(&buf[..n]).map_err(|e| Error::Io(format!("{}: {e}", tmp.path.display())))?;
+            };
+            let short = size.is_some_and(|s| len < s);
+            match cut {
+                None if !short => break reply.url,
+                _ if resumes < MAX_RESUMES => {
+                    resumes += 1;
+                    let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
+                    log::warn!("{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})", reply.url);
+                }
+                _ => {
+                    return Err(Error::Unavailable(format!("{}: body cut off after {len} bytes, {MAX_RESUMES} times", reply.url)));
+                }
+            }
+        };
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(Error::DigestMismatch { what: format!("blob {url}"), expected: digest.to_string(), actual: actual.to_string() });
+        }
+        if let Some(s) = size.filter(|s| *s != len) {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {url}"),
+                expected: format!("{digest} of {s} bytes"),
+                actual: format!("{len} bytes"),
+            });
+        }
+        self.verified_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok((tmp, len))
+    }
+
+    /// Delete least recently used files until the cache fits its limit, sparing `keep`.
+    fn evict(&self, keep: Option<&Digest>) {
+        let mut victims = Vec::new();
+        {
+            let mut s = self.lock();
+            while s.total > self.limit {
+                let Some((d, len)) = s.lru.pop_lru() else { break };
+                if Some(&d) == keep {
+                    s.lru.put(d, len);
+                    if s.lru.len() == 1 {
+                        break;
+                    }
+                    continue;
+                }
+                s.total -= len;
+                s.verified.remove(&d);
+                victims.push(d);
+            }
+        }
+        for d in victims {
+            log::debug!("cache: evicting {d}");
+            let _ = fs::remove_file(self.path(&d));
+        }
+    }
+}
+
+/// Hash a whole file; its length if it matches `digest`.
+fn hash_file(f: &mut File, digest: &Digest) -> Result<u64> {
+    let mut hasher = Hasher::new(digest.algorithm());
+    let mut buf = vec![0u8; CHUNK];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    let actual = hasher.finish();
+    if &actual == digest {
+        Ok(len)
+    } else {
+        Err(Error::DigestMismatch { what: "cached file".into(), expected: digest.to_string(), actual: actual.to_string() })
+    }
+}

@@ -1,0 +1,109 @@
+//! One in-flight computation per key: the first caller runs it, every caller that arrives while
+//! it runs waits for and shares its result. This is what makes 64 readers of one blob cost one
+//! download, and 250 lookups of one tag list cost one request.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::error::{Error, Result};
+
+struct Slot<V> {
+    result: Mutex<Option<Result<V>>>,
+    ready: Condvar,
+}
+
+pub struct SingleFlight<K, V> {
+    running: Mutex<HashMap<K, Arc<Slot<V>>>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Default for SingleFlight<K, V> {
+    fn default() -> Self {
+        SingleFlight { running: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// Clears the key and wakes the waiters even if the leader's work panics.
+struct Leader<'a, K: Eq + Hash, V> {
+    flight: &'a SingleFlight<K, V>,
+    key: K,
+    slot: Arc<Slot<V>>,
+}
+
+impl<K: Eq + Hash, V> Drop for Leader<'_, K, V> {
+    fn drop(&mut self) {
+        let mut result = self.slot.result.lock().unwrap_or_else(|p| p.into_inner());
+        if result.is_none() {
+            *result = Some(Err(Error::Io("the download was abandoned".into())));
+        }
+        drop(result);
+        self.flight.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.slot.ready.notify_all();
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
+    pub fn run(&self, key: &K, work: impl FnOnce() -> Result<V>) -> Result<V> {
+        let (slot, leader) = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            match running.get(key) {
+                Some(slot) => (Arc::clone(slot), false),
+                None => {
+                    let slot = Arc::new(Slot { result: Mutex::new(None), ready: Condvar::new() });
+                    running.insert(key.clone(), Arc::clone(&slot));
+                    (slot, true)
+                }
+            }
+        };
+        if leader {
+            let guard = Leader { flight: self, key: key.clone(), slot: Arc::clone(&slot) };
+            let result = work();
+            *slot.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+            drop(guard);
+            return result;
+        }
+        let mut result = slot.result.lock().unwrap_or_else(|p| p.into_inner());
+        while result.is_none() {
+            result = slot.ready.wait(result).unwrap_or_else(|p| p.into_inner());
+        }
+        result.clone().unwrap_or_else(|| Err(Error::Io("no result".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn concurrent_callers_share_one_run() {
+        let flight: Arc<SingleFlight<u32, u32>> = Arc::new(SingleFlight::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (flight, runs) = (Arc::clone(&flight), Arc::clone(&runs));
+                std::thread::spawn(move || {
+                    flight.run(&7, || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok(42)
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), 42);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Afterwards the key is free again: a new call runs anew.
+        assert_eq!(flight.run(&7, || Ok(43)).unwrap(), 43);
+    }
+
+    #[test]
+    fn errors_are_shared_and_not_kept() {
+        let flight: SingleFlight<u32, u32> = SingleFlight::default();
+        assert!(flight.run(&1, || Err(Error::NotFound("x".into()))).is_err());
+        assert_eq!(flight.run(&1, || Ok(5)).unwrap(), 5);
+    }
+}

@@ -1,0 +1,296 @@
+//! Everything regfs knows, and the only way to it: the store never hands out bytes it has not
+//! verified, and asks the registry for each thing at most once at a time.
+//!
+//! # Two kinds of things
+//! - Addressed by digest (manifests, configs, layers): immutable. Manifests are checked against
+//!   their digest and kept in memory (an `lru`), with the sizes their descriptors declare; blobs go
+//!   through the verified disk cache ([`blobs`]), and small ones are also kept in memory.
+//! - Addressed by name (the catalog, tag lists, what a tag points to): mutable, trusted for
+//!   `tag_ttl` and then asked again.
+//!
+//! # Verification of manifests
+//! A manifest fetched by digest must hash (as the registry hashes it; see `manifest::Manifest::
+//! digest`) to that digest, and a `Docker-Content-Digest` header that names another digest is an
+//! error too. A tag is resolved with HEAD (its `Docker-Content-Digest`); the manifest is then
+//! fetched by that digest and verified like any other. Where HEAD gives no digest, the manifest is
+//! fetched by tag and named by its own hash.
+
+pub mod blobs;
+mod flight;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest};
+use crate::names;
+use crate::registry::{Client, Fetch};
+use blobs::BlobCache;
+use flight::SingleFlight;
+
+/// Blobs up to this size are also kept in memory once verified.
+pub const SMALL_BLOB: u64 = 1 << 20;
+const DOC_CACHE_ENTRIES: usize = 1024;
+
+/// A verified manifest.
+#[derive(Debug)]
+pub struct Doc {
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+    pub manifest: Manifest,
+}
+
+/// Verified blob content, for reading.
+#[derive(Clone)]
+pub enum Content {
+    /// A manifest's bytes as served.
+    Doc(Arc<Doc>),
+    Memory(Arc<Vec<u8>>),
+    File(Arc<File>),
+}
+
+struct Timed<T> {
+    at: Instant,
+    value: T,
+}
+
+#[derive(Default)]
+struct Meta {
+    catalog: Option<Timed<Arc<Vec<String>>>>,
+    tags: HashMap<String, Timed<Arc<Vec<String>>>>,
+    tag_digests: HashMap<(String, String), Timed<Digest>>,
+    /// Manifests seen per repository, for listing `manifests/`.
+    seen: HashMap<String, BTreeSet<Digest>>,
+    /// Blob sizes from descriptors and HEADs: digest-addressed, so never stale.
+    sizes: HashMap<Digest, u64>,
+}
+
+pub struct Store {
+    client: Arc<dyn Client>,
+    tag_ttl: Duration,
+    meta: Mutex<Meta>,
+    docs: Mutex<LruCache<(String, Digest), Arc<Doc>>>,
+    small: Mutex<LruCache<Digest, Arc<Vec<u8>>>>,
+    blobs: BlobCache,
+    list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
+    tag_flights: SingleFlight<(String, String), Digest>,
+    doc_flights: SingleFlight<(String, Digest), Arc<Doc>>,
+    size_flights: SingleFlight<Digest, u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    pub fn new(client: Arc<dyn Client>, cache_dir: &Path, cache_size: u64, tag_ttl: Duration) -> Result<Store> {
+        let entries = NonZeroUsize::new(DOC_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        Ok(Store {
+            client,
+            tag_ttl,
+            meta: Mutex::default(),
+            docs: Mutex::new(LruCache::new(entries)),
+            small: Mutex::new(LruCache::new(entries)),
+            blobs: BlobCache::new(cache_dir, cache_size)?,
+            list_flights: SingleFlight::default(),
+            tag_flights: SingleFlight::default(),
+            doc_flights: SingleFlight::default(),
+            size_flights: SingleFlight::default(),
+        })
+    }
+
+    pub fn client(&self) -> &dyn Client {
+        &*self.client
+    }
+
+    pub fn blob_cache(&self) -> &BlobCache {
+        &self.blobs
+    }
+
+    fn fresh<T: Clone>(&self, t: Option<&Timed<T>>) -> Option<T> {
+        t.filter(|t| t.at.elapsed() < self.tag_ttl).map(|t| t.value.clone())
+    }
+
+    /// The catalog's repository names (valid ones only), trusted for `tag_ttl`.
+    pub fn catalog(&self) -> Result<Arc<Vec<String>>> {
+        if let Some(c) = self.fresh(lock(&self.meta).catalog.as_ref()) {
+            return Ok(c);
+        }
+        self.list_flights.run(&None, || {
+            let mut names = self.client.catalog()?;
+            names.retain(|n| valid_or_warn(n, names::check_repo(n), "catalog"));
+            names.sort();
+            names.dedup();
+            let names = Arc::new(names);
+            lock(&self.meta).catalog = Some(Timed { at: Instant::now(), value: Arc::clone(&names) });
+            Ok(names)
+        })
+    }
+
+    /// The catalog if already fetched, however old (for decisions that must not cost a request).
+    pub fn catalog_if_known(&self) -> Option<Arc<Vec<String>>> {
+        lock(&self.meta).catalog.as_ref().map(|t| Arc::clone(&t.value))
+    }
+
+    /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
+    pub fn tags(&self, repo: &str) -> Result<Arc<Vec<String>>> {
+        if let Some(t) = self.fresh(lock(&self.meta).tags.get(repo)) {
+            return Ok(t);
+        }
+        self.list_flights.run(&Some(repo.to_string()), || {
+            let mut tags = self.client.tags(repo)?;
+            tags.retain(|t| valid_or_warn(t, names::check_tag(t), repo));
+            tags.sort();
+            tags.dedup();
+            let tags = Arc::new(tags);
+            lock(&self.meta).tags.insert(repo.to_string(), Timed { at: Instant::now(), value: Arc::clone(&tags) });
+            Ok(tags)
+        })
+    }
+
+    /// Whether `tag` exists, from a fresh tag list when there is one (no request), else `None`.
+    pub fn tag_listed(&self, repo: &str, tag: &str) -> Option<bool> {
+        let meta = lock(&self.meta);
+        self.fresh(meta.tags.get(repo)).map(|tags| tags.binary_search_by(|t| t.as_str().cmp(tag)).is_ok())
+    }
+
+    /// What `tag` points to, if resolved within `tag_ttl`; never a request.
+    pub fn resolve_tag_if_known(&self, repo: &str, tag: &str) -> Option<Digest> {
+        let meta = lock(&self.meta);
+        self.fresh(meta.tag_digests.get(&(repo.to_string(), tag.to_string())))
+    }
+
+    /// What `tag` points to now (trusted for `tag_ttl`).
+    pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
+        names::check_tag(tag)?;
+        let key = (repo.to_string(), tag.to_string());
+        if let Some(d) = self.fresh(lock(&self.meta).tag_digests.get(&key)) {
+            return Ok(d);
+        }
+        self.tag_flights.run(&key, || {
+            let head = self.client.manifest(repo, tag, Fetch::Head)?;
+            let digest = match head.digest_header.as_deref().map(str::parse::<Digest>) {
+                Some(Ok(d)) => d,
+                Some(Err(_)) => {
+                    return Err(Error::Protocol(format!("{}: bad Docker-Content-Digest {:?}", head.url, head.digest_header)));
+                }
+                None => self.manifest_by_tag(repo, tag)?,
+            };
+            let mut meta = lock(&self.meta);
+            meta.tag_digests.insert(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
+            meta.seen.entry(repo.to_string()).or_default().insert(digest.clone());
+            Ok(digest)
+        })
+    }
+
+    /// GET a manifest by tag, name it by its own hash, and keep it.
+    fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
+        let reply = self.client.manifest(repo, tag, Fetch::Get)?;
+        let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
+        let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
+        let digest = m.digest(crate::digest::Algorithm::Sha256);
+        if let Some(h) = reply.digest_header.as_deref() {
+            let claimed: Digest = h.parse().map_err(|_| Error::Protocol(format!("{}: bad Docker-Content-Digest {h:?}", reply.url)))?;
+            if m.digest(claimed.algorithm()) != claimed {
+                return Err(Error::DigestMismatch { what: format!("manifest {}", reply.url), expected: claimed.to_string(), actual: digest.to_string() });
+            }
+        }
+        self.keep_doc(repo, Doc { digest: digest.clone(), bytes: body, manifest: m });
+        Ok(digest)
+    }
+
+    fn keep_doc(&self, repo: &str, doc: Doc) -> Arc<Doc> {
+        let doc = Arc::new(doc);
+        {
+            let mut meta = lock(&self.meta);
+            for (d, size) in doc.manifest.sized_blobs() {
+                meta.sizes.insert(d.clone(), size);
+            }
+            meta.seen.entry(repo.to_string()).or_default().insert(doc.digest.clone());
+        }
+        lock(&self.docs).put((repo.to_string(), doc.digest.clone()), Arc::clone(&doc));
+        doc
+    }
+
+    /// The manifest `digest` of `repo`, verified.
+    pub fn manifest(&self, repo: &str, digest: &Digest) -> Result<Arc<Doc>> {
+        let key = (repo.to_string(), digest.clone());
+        if let Some(doc) = lock(&self.docs).get(&key) {
+            return Ok(Arc::clone(doc));
+        }
+        self.doc_flights.run(&key, || {
+            let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
+            let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
+            if let Some(h) = reply.digest_header.as_deref().filter(|h| *h != digest.to_string()) {
+                return Err(Error::DigestMismatch { what: format!("Docker-Content-Digest of {}", reply.url), expected: digest.to_string(), actual: h.to_string() });
+            }
+            let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
+            let actual = m.digest(digest.algorithm());
+            if &actual != digest {
+                return Err(Error::DigestMismatch { what: format!("manifest {}", reply.url), expected: digest.to_string(), actual: actual.to_string() });
+            }
+            Ok(self.keep_doc(repo, Doc { digest: digest.clone(), bytes: body, manifest: m }))
+        })
+    }
+
+    /// Manifests of `repo` seen so far (through tags or lookups), for listing `manifests/`.
+    pub fn seen_manifests(&self, repo: &str) -> Vec<Digest> {
+        lock(&self.meta).seen.get(repo).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// A blob's size if a descriptor or an earlier HEAD told us; never a request.
+    pub fn known_size(&self, digest: &Digest) -> Option<u64> {
+        lock(&self.meta).sizes.get(digest).copied()
+    }
+
+    /// A blob's size: from a descriptor if one declared it, else from a HEAD (which also proves
+    /// the blob exists in `repo`).
+    pub fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
+        if let Some(s) = self.known_size(digest) {
+            return Ok(s);
+        }
+        self.size_flights.run(digest, || {
+            let size = self.client.blob_size(repo, digest)?;
+            if size > manifest::MAX_BLOB_SIZE {
+                return Err(Error::TooLarge(format!("blob {digest} of {repo}: {size} bytes")));
+            }
+            lock(&self.meta).sizes.insert(digest.clone(), size);
+            Ok(size)
+        })
+    }
+
+    /// A blob's verified content: small ones from memory, others from the disk cache.
+    pub fn blob(&self, repo: &str, digest: &Digest) -> Result<Content> {
+        if let Some(bytes) = lock(&self.small).get(digest) {
+            return Ok(Content::Memory(Arc::clone(bytes)));
+        }
+        let size = self.known_size(digest);
+        let mut file = self.blobs.open(&*self.client, repo, digest, size)?;
+        let len = file.metadata()?.len();
+        if len <= SMALL_BLOB {
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            let bytes = Arc::new(bytes);
+            lock(&self.small).put(digest.clone(), Arc::clone(&bytes));
+            return Ok(Content::Memory(bytes));
+        }
+        Ok(Content::File(Arc::new(file)))
+    }
+}
+
+fn valid_or_warn(name: &str, check: Result<()>, list: &str) -> bool {
+    match check {
+        Ok(()) => true,
+        Err(_) => {
+            log::warn!("{list}: skipping invalid name {name:?}");
+            false
+        }
+    }
+}
