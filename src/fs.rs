@@ -207,6 +207,15 @@ impl Fs {
         }
     }
 
+    /// Open a directory. A tag list is fetched here (and cached for `readdir`), because an error
+    /// from `readdir` is invisible: glibc reads ENOENT from getdents as the end of the directory.
+    pub fn opendir(&self, ino: u64) -> Result<()> {
+        match self.node(ino)? {
+            Node::Tags(repo) => self.store.tags(&repo).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// The entries of a directory, `.` and `..` first.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;

@@ -86,7 +86,7 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
 }
 
 fn init_logging(file: Option<std::fs::File>) {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("regfs=info,warn"));
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("regfs=info,fuser=error,warn"));
     if let Some(f) = file {
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }

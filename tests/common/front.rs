@@ -1,0 +1,407 @@
+//! A fault-injecting HTTP front for the registry, in the project's own code.
+//!
+//! It sits between regfs and a real registry on loopback and, as told through [`Behavior`]:
+//! pages tag lists and the catalog in small pages (`Link` headers), hides the catalog (as Docker
+//! Hub does), demands bearer tokens that expire, redirects blob GETs to another host name (as
+//! registries redirect to object storage), answers with injected statuses (429 with
+//! `Retry-After`, 500, 503), stalls, cuts bodies off half way, and ignores `Range`. It records
+//! every request so tests can assert on what regfs sent.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Applies to requests whose path contains this.
+    pub path_contains: String,
+    /// HTTP status to answer with; 0 means "cut the body off half way" after a 200.
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    /// How many matching requests it applies to.
+    pub times: usize,
+    /// Wait this long before answering (a stall).
+    pub delay: Duration,
+}
+
+impl Fault {
+    pub fn status(path_contains: &str, status: u16, times: usize) -> Fault {
+        Fault { path_contains: path_contains.into(), status, retry_after: None, times, delay: Duration::ZERO }
+    }
+}
+
+pub const CUT_OFF: u16 = 0;
+
+#[derive(Debug, Default, Clone)]
+pub struct Bearer {
+    /// Seconds a token is good for (`expires_in`).
+    pub lifetime: u64,
+    /// Basic credentials the token endpoint demands, if any.
+    pub basic: Option<(String, String)>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Behavior {
+    pub tag_page: Option<usize>,
+    pub catalog_page: Option<usize>,
+    pub no_catalog: bool,
+    pub bearer: Option<Bearer>,
+    pub redirect_blobs: bool,
+    pub ignore_range: bool,
+    /// The upstream is unreachable: every request to /v2/ gets 503.
+    pub down: bool,
+    pub faults: Vec<Fault>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub authorization: Option<String>,
+    pub range: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub behavior: Behavior,
+    pub requests: Vec<Recorded>,
+    tokens: HashMap<String, Instant>,
+}
+
+pub struct Front {
+    pub url: String,
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, headers: Vec::new(), body: body.into() }
+    }
+
+    fn header(mut self, k: &str, v: impl Into<String>) -> Response {
+        self.headers.push((k.to_string(), v.into()));
+        self
+    }
+}
+
+impl Front {
+    pub fn start(upstream: &str, behavior: Behavior) -> Front {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(Mutex::new(State { behavior, ..State::default() }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = upstream.trim_end_matches('/').to_string();
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let seq = Arc::new(AtomicU64::new(0));
+        {
+            let (state, stop) = (Arc::clone(&state), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (state, http, upstream, seq) = (Arc::clone(&state), http.clone(), upstream.clone(), Arc::clone(&seq));
+                    std::thread::spawn(move || serve(conn, &state, &http, &upstream, port, &seq));
+                }
+            });
+        }
+        Front { url: format!("http://127.0.0.1:{port}"), port, state, stop }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Behavior)) {
+        f(&mut self.state().behavior);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Request> {
+    let mut r = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Some(Request { method, path, headers })
+}
+
+fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool) {
+    let reason = match resp.status {
+        200 => "OK",
+        206 => "Partial Content",
+        307 => "Temporary Redirect",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        _ => "Status",
+    };
+    let mut out = format!("HTTP/1.1 {} {reason}\r\nConnection: close\r\n", resp.status);
+    let mut has_len = false;
+    for (k, v) in &resp.headers {
+        has_len |= k.eq_ignore_ascii_case("content-length");
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_len {
+        out.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    }
+    out.push_str("\r\n");
+    let _ = stream.write_all(out.as_bytes());
+    if !head {
+        let body = if cut { &resp.body[..resp.body.len() / 2] } else { &resp.body[..] };
+        let _ = stream.write_all(body);
+    }
+    let _ = stream.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn query(path: &str) -> HashMap<String, String> {
+    path.split_once('?')
+        .map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.replace("%2F", "/"))).collect())
+        .unwrap_or_default()
+}
+
+fn repo_of(path: &str) -> Option<String> {
+    let p = path.split('?').next()?.strip_prefix("/v2/")?;
+    for marker in ["/tags/", "/manifests/", "/blobs/"] {
+        if let Some(i) = p.rfind(marker) {
+            return Some(p[..i].to_string());
+        }
+    }
+    None
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>, http: &reqwest::blocking::Client, upstream: &str, port: u16, seq: &AtomicU64) {
+    let Some(req) = read_request(&stream) else { return };
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let behavior = lock().behavior.clone();
+    let head = req.method == "HEAD";
+    let mut cut = false;
+    let (resp, delay) = decide(&req, &behavior, state, http, upstream, port, seq, &mut cut);
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    lock().requests.push(Recorded {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        host: req.header("host").unwrap_or_default(),
+        authorization: req.header("authorization"),
+        range: req.header("range"),
+        status: resp.status,
+    });
+    write(&stream, &resp, head, cut);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    req: &Request,
+    b: &Behavior,
+    state: &Mutex<State>,
+    http: &reqwest::blocking::Client,
+    upstream: &str,
+    port: u16,
+    seq: &AtomicU64,
+    cut: &mut bool,
+) -> (Response, Duration) {
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let path = req.path.as_str();
+
+    // The token endpoint.
+    if path.starts_with("/token") {
+        let Some(bearer) = &b.bearer else { return (Response::new(404, "no tokens here"), Duration::ZERO) };
+        if let Some((u, p)) = &bearer.basic {
+            use base64::Engine as _;
+            let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+            if req.header("authorization").as_deref() != Some(want.as_str()) {
+                return (Response::new(401, "{}"), Duration::ZERO);
+            }
+        }
+        let token = format!("tok-{}", seq.fetch_add(1, Ordering::SeqCst));
+        lock().tokens.insert(token.clone(), Instant::now() + Duration::from_secs(bearer.lifetime));
+        let body = format!(r#"{{"token":"{token}","expires_in":{}}}"#, bearer.lifetime);
+        return (Response::new(200, body).header("Content-Type", "application/json"), Duration::ZERO);
+    }
+
+    // Object storage, where blob GETs are redirected: no auth needed, any given is recorded.
+    if let Some(rest) = path.strip_prefix("/_storage/") {
+        let (repo, digest) = rest.rsplit_once('/').unwrap_or(("", ""));
+        return (forward(http, "GET", &format!("{upstream}/v2/{repo}/blobs/{digest}"), req, b.ignore_range), Duration::ZERO);
+    }
+
+    if b.down && path.starts_with("/v2/") {
+        return (Response::new(503, "down"), Duration::ZERO);
+    }
+
+    // Injected faults, in order.
+    {
+        let mut st = lock();
+        if let Some(f) = st.behavior.faults.iter_mut().find(|f| f.times > 0 && path.contains(&f.path_contains)) {
+            f.times -= 1;
+            let f = f.clone();
+            drop(st);
+            if f.status == CUT_OFF {
+                *cut = true;
+            } else {
+                let mut r = Response::new(f.status, r#"{"errors":[{"code":"INJECTED"}]}"#);
+                if let Some(s) = f.retry_after {
+                    r = r.header("Retry-After", s.to_string());
+                }
+                return (r, f.delay);
+            }
+        }
+    }
+
+    if let Some(bearer) = &b.bearer {
+        if path.starts_with("/v2/") {
+            let token = req.header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string));
+            let valid = token.is_some_and(|t| lock().tokens.get(&t).is_some_and(|exp| *exp > Instant::now()));
+            if !valid {
+                let scope = match repo_of(path) {
+                    Some(r) => format!("repository:{r}:pull"),
+                    None if path.starts_with("/v2/_catalog") => "registry:catalog:*".to_string(),
+                    None => String::new(),
+                };
+                let _ = bearer;
+                let challenge = format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="regfs-front",scope="{scope}""#);
+                return (Response::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header("WWW-Authenticate", challenge), Duration::ZERO);
+            }
+        }
+    }
+
+    if b.no_catalog && path.starts_with("/v2/_catalog") {
+        return (Response::new(404, r#"{"errors":[{"code":"UNSUPPORTED"}]}"#), Duration::ZERO);
+    }
+
+    if b.redirect_blobs && req.method == "GET" && path.contains("/blobs/sha256:") {
+        if let Some(repo) = repo_of(path) {
+            let digest = path.rsplit('/').next().unwrap_or("");
+            // Another host name for the same server: another origin, as object storage is.
+            let location = format!("http://localhost:{port}/_storage/{repo}/{digest}");
+            return (Response::new(307, "").header("Location", location), Duration::ZERO);
+        }
+    }
+
+    let bare = path.split('?').next().unwrap_or(path);
+    if let (Some(n), true) = (b.tag_page, bare.ends_with("/tags/list")) {
+        let full = forward(http, "GET", &format!("{upstream}{bare}"), req, false);
+        return (page(full, "tags", n, bare, &query(path)), Duration::ZERO);
+    }
+    if let (Some(n), "/v2/_catalog") = (b.catalog_page, bare) {
+        let full = forward(http, "GET", &format!("{upstream}{bare}?n=100000"), req, false);
+        return (page(full, "repositories", n, bare, &query(path)), Duration::ZERO);
+    }
+    (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), Duration::ZERO)
+}
+
+/// One page of a list response, with a `Link` to the next.
+fn page(full: Response, field: &str, n: usize, bare: &str, q: &HashMap<String, String>) -> Response {
+    if full.status != 200 {
+        return full;
+    }
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&full.body) else { return full };
+    let mut items: Vec<String> = doc[field].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    items.sort();
+    let n = q.get("n").and_then(|v| v.parse().ok()).unwrap_or(n).min(n);
+    let start = q.get("last").map_or(0, |last| items.partition_point(|t| t.as_str() <= last.as_str()));
+    let slice: Vec<String> = items.iter().skip(start).take(n).cloned().collect();
+    let more = start + slice.len() < items.len();
+    doc[field] = serde_json::json!(slice);
+    let mut r = Response::new(200, serde_json::to_vec(&doc).unwrap_or_default()).header("Content-Type", "application/json");
+    if more {
+        if let Some(last) = slice.last() {
+            r = r.header("Link", format!(r#"<{bare}?n={n}&last={last}>; rel="next""#));
+        }
+    }
+    r
+}
+
+fn forward(http: &reqwest::blocking::Client, method: &str, url: &str, req: &Request, ignore_range: bool) -> Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut r = http.request(method, url);
+    for name in ["accept", "authorization"] {
+        if let Some(v) = req.header(name) {
+            if name == "authorization" && v.starts_with("Bearer tok-") {
+                continue; // the front's own tokens mean nothing upstream
+            }
+            r = r.header(name, v);
+        }
+    }
+    if !ignore_range {
+        if let Some(v) = req.header("range") {
+            r = r.header("range", v);
+        }
+    }
+    let resp = match r.send() {
+        Ok(r) => r,
+        Err(e) => return Response::new(502, format!("upstream: {e}")),
+    };
+    let mut out = Response::new(resp.status().as_u16(), Vec::new());
+    for name in ["content-type", "docker-content-digest", "link", "location", "content-range", "accept-ranges", "www-authenticate", "content-length"] {
+        if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
+            out.headers.push((name.to_string(), v.to_string()));
+        }
+    }
+    let mut body = Vec::new();
+    let mut resp = resp;
+    let _ = resp.read_to_end(&mut body);
+    if !body.is_empty() || out.headers.iter().all(|(k, _)| k != "content-length") {
+        out.headers.retain(|(k, _)| k != "content-length");
+    }
+    out.body = body;
+    out
+}

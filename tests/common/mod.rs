@@ -1,0 +1,191 @@
+//! The integration-test harness: a real registry, real mounts, real HTTP.
+#![allow(dead_code)]
+
+pub mod front;
+pub mod registry;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use registry::Registry;
+
+/// Children die with the test process (not with the thread that started them: see `shared`).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl in the child before exec, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+pub struct Shared {
+    pub registry: Registry,
+    pub fixtures: serde_json::Value,
+}
+
+/// One registry with the fixtures pushed, for every test of a test binary. It is started from
+/// a thread that never ends, because PR_SET_PDEATHSIG fires when the starting *thread* exits.
+pub fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| start_forever(|| {
+        let registry = Registry::start(None);
+        let fixtures = registry.push_fixtures(None);
+        registry.corrupt_blob(fixtures["corrupt"]["layer"].as_str().expect("corrupt layer"));
+        Shared { registry, fixtures }
+    }))
+}
+
+/// Run `f` on a thread that then parks forever, and return its result.
+pub fn start_forever<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("the starter thread failed")
+}
+
+/// A real regfs mount, in the foreground, killed and unmounted on drop.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub cache: PathBuf,
+    _cache_dir: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub fn regfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_regfs")
+}
+
+impl Mount {
+    pub fn start(registry: &str, args: &[&str]) -> Mount {
+        let cache = tempfile::tempdir().expect("cache");
+        let cache_path = cache.path().to_path_buf();
+        Mount::start_with_cache(registry, args, cache_path, Some(cache), None)
+    }
+
+    pub fn start_with_cache(registry: &str, args: &[&str], cache: PathBuf, keep: Option<tempfile::TempDir>, stdin: Option<&str>) -> Mount {
+        let dir = tempfile::tempdir().expect("mountpoint");
+        let log = cache.with_extension("log");
+        let logf = std::fs::File::create(&log).expect("log");
+        let mut cmd = Command::new(regfs_bin());
+        cmd.arg(registry)
+            .arg(dir.path())
+            .arg("--foreground")
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .env("RUST_LOG", "regfs=debug")
+            .env("HOME", &cache) // no stray ~/.docker/config.json
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("spawning regfs");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let m = Mount { dir, cache, _cache_dir: keep, child: Some(child), log };
+        m.wait_mounted();
+        m
+    }
+
+    pub fn wait_mounted(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !is_mounted(self.dir.path()) {
+            assert!(Instant::now() < deadline, "regfs did not mount:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run a shell command inside the mount.
+    pub fn sh(&self, cmd: &str) -> Output {
+        sh_in(self.dir.path(), cmd)
+    }
+
+    /// Unmount and wait for the process; its exit status.
+    pub fn unmount(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("umount").arg(self.dir.path()).stderr(Stdio::null()).status();
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub fn sh_in(dir: &Path, cmd: &str) -> Output {
+    Command::new("bash").arg("-c").arg(cmd).current_dir(dir).output().expect("bash")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim_end().to_string()
+}
+
+/// `sha256sum` of a file, as `sha256:<hex>` (an oracle independent of regfs's own hashing).
+pub fn sha256sum(path: &Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    assert!(o.status.success(), "sha256sum {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    format!("sha256:{}", String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or(""))
+}
+
+/// The manifest as skopeo (an independent client) gets it.
+pub fn skopeo_raw(registry_url: &str, repo: &str, reference: &str) -> Vec<u8> {
+    let host = registry_url.trim_start_matches("http://");
+    let sep = if reference.contains(':') { "@" } else { ":" };
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{host}/{repo}{sep}{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "skopeo inspect {repo}{sep}{reference}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// The fixture images of one kind.
+pub fn images<'a>(fixtures: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    fixtures["images"].as_array().expect("images").iter().filter(|i| i["kind"] == kind).collect()
+}

@@ -1,0 +1,109 @@
+//! A real reference registry (Debian's `docker-registry`, distribution 2.8) on a free loopback
+//! port in a temporary directory, with the project's fixtures pushed by `regfs-fixtures`.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Registry {
+    pub url: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn registry_binary() -> PathBuf {
+    for p in ["/usr/bin/docker-registry", "/usr/local/bin/registry", "/usr/bin/registry"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("docker-registry is not installed: run scripts/test, which installs it");
+}
+
+impl Registry {
+    /// Start a registry; `htpasswd` (a file's contents) turns on Basic auth.
+    pub fn start(htpasswd: Option<&str>) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut auth = String::new();
+        if let Some(h) = htpasswd {
+            std::fs::write(dir.path().join("htpasswd"), h).expect("htpasswd");
+            auth = format!("auth:\n  htpasswd:\n    realm: regfs-test\n    path: {}\n", dir.path().join("htpasswd").display());
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\ncompatibility:\n  schema1:\n    enabled: true\n{auth}",
+            root = dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(registry_binary())
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let url = format!("http://127.0.0.1:{port}");
+        let reg = Registry { url, port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start: {}", reg.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("registry.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Access-log lines (`"GET /v2/… HTTP/1.1" 200`) so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split_once("] \"").map(|(_, r)| r.split('"').next().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    /// Push the fixtures (as `user:password` when auth is on); their summary.
+    pub fn push_fixtures(&self, basic: Option<(&str, &str)>) -> serde_json::Value {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regfs-fixtures"));
+        cmd.arg(&self.url);
+        if let Some((u, p)) = basic {
+            cmd.env("REGFS_FIXTURES_AUTH", format!("{u}:{p}"));
+        }
+        let out = cmd.output().expect("regfs-fixtures");
+        assert!(out.status.success(), "regfs-fixtures failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("fixture summary")
+    }
+
+    /// Overwrite a blob's stored bytes with as many different ones, behind the registry's back.
+    pub fn corrupt_blob(&self, digest: &str) {
+        let hex = digest.trim_start_matches("sha256:");
+        let path = self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for b in bytes.iter_mut().skip(100).step_by(997) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, bytes).expect("corrupting");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,303 @@
+//! Issue 2 end to end: mount a real registry and compare what `ls`, `readlink`, `cat`, `stat`
+//! and `tar -t` show with what the registry holds, asking skopeo and sha256sum as oracles.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Mount, images, sh_in, sha256sum, shared, skopeo_raw, stdout};
+
+fn ls(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn s(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+#[test]
+fn the_root_lists_the_catalog_and_nested_names_are_directories() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    assert_eq!(ls(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(ls(&m.path("demo")), ["artifact", "docker", "list", "many-tags", "multi", "oci", "schema1"]);
+    // `nested/a` is both a repository and a namespace.
+    assert_eq!(ls(&m.path("nested/a")), ["b", "blobs", "manifests", "tags"]);
+    assert_eq!(ls(&m.path("nested/a/b")), ["c"]);
+    assert_eq!(ls(&m.path("nested/a/b/c/tags")), ["v1"]);
+    assert_eq!(ls(&m.path("nested/a/tags")), ["v1"]);
+    let meta = std::fs::metadata(m.path("demo")).expect("stat");
+    assert!(meta.is_dir());
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o555);
+}
+
+#[test]
+fn tags_are_symlinks_to_the_digest_the_registry_serves() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    for img in sh.fixtures["images"].as_array().expect("images") {
+        let (repo, tag, digest) = (s(&img["repo"]), s(&img["tag"]), s(&img["digest"]));
+        let link = m.path(&format!("{repo}/tags/{tag}"));
+        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("readlink {}: {e}", link.display()));
+        assert_eq!(target.to_string_lossy(), format!("../manifests/{digest}"), "{repo}:{tag}");
+        // manifest.json is the bytes exactly as an independent client gets them.
+        let served = skopeo_raw(&sh.registry.url, repo, digest);
+        let ours = std::fs::read(link.join("manifest.json")).expect("manifest.json");
+        if img["kind"] == "docker-schema1" {
+            // The registry signs schema1 anew on every GET: compare all but the signatures.
+            let unsigned = |b: &[u8]| {
+                let mut v: serde_json::Value = serde_json::from_slice(b).expect("schema1 json");
+                v.as_object_mut().expect("object").remove("signatures");
+                v
+            };
+            assert_eq!(unsigned(&ours), unsigned(&served), "{repo}:{tag} manifest.json");
+        } else {
+            assert_eq!(ours, served, "{repo}:{tag} manifest.json");
+            assert_eq!(sha256sum(&link.join("manifest.json")), digest, "{repo}:{tag}");
+        }
+    }
+    let listed = ls(&m.path("demo/oci/manifests"));
+    assert!(listed.contains(&s(&images(&sh.fixtures, "oci-manifest")[0]["digest"]).to_string()), "{listed:?}");
+}
+
+#[test]
+fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_bytes() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    for kind in ["oci-manifest", "docker-schema2"] {
+        for img in images(&sh.fixtures, kind) {
+            let (repo, digest) = (s(&img["repo"]), s(&img["digest"]));
+            if repo == "broken/corrupt" {
+                continue;
+            }
+            let dir = m.path(&format!("{repo}/manifests/{digest}"));
+            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json"], "{repo}");
+            let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
+            assert_eq!(sha256sum(&dir.join("config.json")), s(&manifest["config"]["digest"]));
+            let layers = img["layers"].as_array().expect("layers");
+            let names = ls(&dir.join("layers"));
+            assert_eq!(names.len(), layers.len(), "{repo}: {names:?}");
+            for (i, l) in layers.iter().enumerate() {
+                let ext = match s(&l["media_type"]) {
+                    mt if mt.ends_with("gzip") => ".tar.gz",
+                    mt if mt.ends_with("zstd") => ".tar.zst",
+                    _ => ".tar",
+                };
+                let file = dir.join(format!("layers/{i}{ext}"));
+                let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("stat {}: {e}", file.display()));
+                assert_eq!(meta.len(), l["size"].as_u64().expect("size"), "{}", file.display());
+                assert_eq!(sha256sum(&file), s(&l["digest"]), "{}", file.display());
+                let listing = sh_in(&dir, &format!("tar -tf layers/{i}{ext}"));
+                assert!(listing.status.success(), "tar -tf {}: {}", file.display(), String::from_utf8_lossy(&listing.stderr));
+                let want: Vec<&str> = l["files"].as_array().expect("files").iter().map(s).collect();
+                assert_eq!(stdout(&listing).lines().collect::<Vec<_>>(), want, "{}", file.display());
+            }
+        }
+    }
+    // The same blob by digest.
+    let img = images(&sh.fixtures, "oci-manifest")[0];
+    let layer = &img["layers"][0];
+    let by_digest = m.path(&format!("{}/blobs/{}", s(&img["repo"]), s(&layer["digest"])));
+    assert_eq!(std::fs::metadata(&by_digest).expect("stat").len(), layer["size"].as_u64().expect("size"));
+    assert_eq!(sha256sum(&by_digest), s(&layer["digest"]));
+}
+
+#[test]
+fn an_oci_index_shows_one_link_per_entry_and_nested_indexes_work_the_same_way() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let img = images(&sh.fixtures, "oci-index")[0];
+    let dir = m.path(&format!("{}/manifests/{}", s(&img["repo"]), s(&img["digest"])));
+    let children = sh.fixtures["index_children"].as_object().expect("children");
+    let mut want: Vec<String> = children.keys().cloned().collect();
+    want.push("manifest.json".into());
+    want.sort();
+    assert_eq!(ls(&dir), want);
+    for (name, target) in children {
+        let link = std::fs::read_link(dir.join(name)).expect("readlink");
+        assert_eq!(link.to_string_lossy(), format!("../{}", s(target)), "{name}");
+    }
+    // Through the tag, through the nested index, to a platform's config.
+    let inner = children.iter().find(|(k, _)| k.starts_with("sha256:")).map(|(k, _)| k.clone()).expect("inner index");
+    let nested = m.path(&format!("demo/multi/tags/latest/{inner}/linux-arm64-v8/config.json"));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&nested).expect("nested config")).expect("json");
+    assert_eq!(config["architecture"], "arm64");
+}
+
+#[test]
+fn a_docker_manifest_list_shows_platform_links() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let dir = m.path("demo/list/tags/latest");
+    assert_eq!(ls(&dir), ["linux-amd64", "linux-arm-v7", "manifest.json"]);
+    for (name, target) in sh.fixtures["list_children"].as_object().expect("children") {
+        assert_eq!(std::fs::read_link(dir.join(name)).expect("readlink").to_string_lossy(), format!("../{}", s(target)));
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(name).join("config.json")).expect("config")).expect("json");
+        assert_eq!(config["architecture"], if name == "linux-amd64" { "amd64" } else { "arm" });
+    }
+}
+
+#[test]
+fn schema1_layers_are_bottom_first_and_its_digest_is_the_registry_s() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let img = images(&sh.fixtures, "docker-schema1")[0];
+    let dir = m.path("demo/schema1/tags/old");
+    assert_eq!(std::fs::read_link(&dir).expect("readlink").to_string_lossy(), format!("../manifests/{}", s(&img["digest"])));
+    assert_eq!(ls(&dir), ["layers", "manifest.json"]);
+    assert_eq!(ls(&dir.join("layers")), ["0.tar.gz", "1.tar.gz"]);
+    for (i, l) in img["layers"].as_array().expect("layers").iter().enumerate() {
+        let file = dir.join(format!("layers/{i}.tar.gz"));
+        // schema1 declares no sizes: stat learns them without downloading the layer.
+        assert_eq!(std::fs::metadata(&file).expect("stat").len(), l["size"].as_u64().expect("size"));
+        let listing = sh_in(&dir, &format!("tar -tzf layers/{i}.tar.gz"));
+        assert!(stdout(&listing).contains(&format!("schema1-{i}.txt")), "{}", stdout(&listing));
+    }
+}
+
+#[test]
+fn an_artifact_shows_its_config_and_layers_without_a_tar_extension() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let dir = m.path("demo/artifact/tags/sbom");
+    assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json"]);
+    assert_eq!(ls(&dir.join("layers")), ["0"]);
+    let sbom = std::fs::read_to_string(dir.join("layers/0")).expect("sbom");
+    assert!(sbom.contains("SPDX-2.3"), "{sbom}");
+    assert_eq!(std::fs::read_to_string(dir.join("config.json")).expect("config"), "{}");
+}
+
+#[test]
+fn ls_l_stat_and_find_download_no_blob() {
+    // A registry of its own, so its access log holds only this test's requests.
+    let registry = common::start_forever(|| {
+        let r = common::Registry::start(None);
+        let f = r.push_fixtures(None);
+        (r, f)
+    });
+    let (registry, fixtures) = (&registry.0, &registry.1);
+    let before = registry.requests().len();
+    let m = Mount::start(&registry.url, &[]);
+    for img in images(fixtures, "oci-manifest").iter().chain(images(fixtures, "docker-schema2").iter()) {
+        let dir = m.path(&format!("{}/tags/{}/", s(&img["repo"]), s(&img["tag"])));
+        let out = sh_in(&dir, "ls -lR . && stat layers/* config.json >/dev/null && find . -type f -size +0 | wc -l");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let after: Vec<String> = registry.requests()[before..].to_vec();
+    let blob_gets: Vec<&String> = after.iter().filter(|r| r.contains("/blobs/")).collect();
+    assert!(blob_gets.is_empty(), "blob requests: {blob_gets:?}");
+    assert!(after.iter().any(|r| r.starts_with("GET /v2/demo/oci/manifests/sha256:")), "{after:?}");
+    // Each manifest fetched once however many stats touched it.
+    let mut gets: Vec<&String> = after.iter().filter(|r| r.starts_with("GET ") && r.contains("/manifests/")).collect();
+    let n = gets.len();
+    gets.sort();
+    gets.dedup();
+    assert_eq!(gets.len(), n, "a manifest was fetched twice: {after:?}");
+}
+
+#[test]
+fn a_corrupt_blob_fails_with_eio_returns_no_bytes_and_is_not_cached() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let layer = s(&sh.fixtures["corrupt"]["layer"]);
+    let file = m.path("broken/corrupt/tags/v1/layers/0.tar.gz");
+    // stat works (the size comes from the descriptor) ...
+    assert!(std::fs::metadata(&file).is_ok());
+    // ... reading does not, and gives no byte.
+    let out = sh_in(m.dir.path(), &format!("cat {} | wc -c; exit ${{PIPESTATUS[0]}}", file.display()));
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), "0");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = std::fs::read(&file).expect_err("reading a corrupt blob");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // Nothing kept: not in the cache, not half-written.
+    let hex = layer.trim_start_matches("sha256:");
+    assert!(!m.cache.join("blobs/sha256").join(hex).exists());
+    assert_eq!(std::fs::read_dir(m.cache.join("tmp")).expect("tmp").count(), 0);
+    let log = m.log();
+    assert!(log.lines().any(|l| l.contains("digest mismatch") && l.contains(layer)), "{log}");
+}
+
+#[test]
+fn missing_things_are_enoent_and_invalid_names_never_reach_the_registry() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let enoent = |p: &str| {
+        let e = std::fs::symlink_metadata(m.path(p)).expect_err(p);
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{p}: {e}");
+    };
+    enoent("demo/oci/tags/nope");
+    enoent("demo/oci/manifests/sha256:0000000000000000000000000000000000000000000000000000000000000000");
+    enoent("demo/oci/manifests/md5:d41d8cd98f00b204e9800998ecf8427e");
+    enoent("demo/oci/manifests/sha256:XYZ");
+    enoent("Uppercase");
+    enoent(".hidden");
+    enoent("demo/oci/tags/..hidden");
+    enoent("demo/oci/tags/latest/nope.json");
+    // A repository that does not exist: its tags directory cannot be listed.
+    let e = std::fs::read_dir(m.path("demo/nope/tags")).map(|d| d.count()).expect_err("listing a missing repo");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    let out = sh_in(m.dir.path(), "ls demo/nope/tags");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No such file"), "{out:?}");
+    // The mount is read-only.
+    let e = std::fs::write(m.path("demo/oci/new.txt"), b"x").expect_err("writing");
+    assert!(matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)), "{e}");
+}
+
+#[test]
+fn regfs_returns_once_mounted_and_exits_on_umount() {
+    let sh = shared();
+    let dir = tempfile::tempdir().expect("mountpoint");
+    let cache = tempfile::tempdir().expect("cache");
+    let status = std::process::Command::new(common::regfs_bin())
+        .arg(&sh.registry.url)
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("HOME", cache.path())
+        .status()
+        .expect("regfs");
+    assert!(status.success());
+    // Live the moment the command returns.
+    assert!(common::is_mounted(dir.path()));
+    assert_eq!(ls(&dir.path().join("demo/oci/tags")), ["v1"]);
+    let pid = stdout(&common::sh_in(dir.path(), &format!("pgrep -f 'regfs {} {}'", sh.registry.url, dir.path().display())));
+    assert!(!pid.is_empty());
+    assert!(std::process::Command::new("umount").arg(dir.path()).status().expect("umount").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ") {
+        assert!(std::time::Instant::now() < deadline, "regfs did not exit after umount");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!common::is_mounted(dir.path()));
+}
+
+#[test]
+fn sigterm_in_the_foreground_unmounts_cleanly() {
+    let sh = shared();
+    let mut m = Mount::start(&sh.registry.url, &[]);
+    assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
+    let pid = m.pid().expect("pid");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = m.unmount().expect("status");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+    assert!(!common::is_mounted(m.dir.path()));
+}
+
+#[test]
+fn bad_command_lines_are_refused_before_mounting() {
+    let out = std::process::Command::new(common::regfs_bin()).args(["127.0.0.1:1", "/nonexistent/dir"]).output().expect("regfs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+    let out = std::process::Command::new(common::regfs_bin()).arg("--help").output().expect("regfs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in ["--foreground", "--cache-dir", "--cache-size", "--tag-ttl", "--username", "--password-stdin", "--auth-file"] {
+        assert!(help.contains(opt), "--help does not explain {opt}");
+    }
+}
