@@ -245,7 +245,7 @@ fn missing_things_are_enoent_and_invalid_names_never_reach_the_registry() {
     let out = sh_in(m.dir.path(), "ls demo/nope/tags");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No such file"), "{out:?}");
     // The mount is read-only.
-    let e = std::fs::write(m.path("demo/oci/new.txt"), b"x").expect_err("writing");
+    let e = std::fs::write(m.path("demo/oci/tags/v1/new"), b"x").expect_err("writing");
     assert!(matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)), "{e}");
 }
 
