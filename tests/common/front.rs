@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 pub struct Fault {
     /// Applies to requests whose path contains this.
     pub path_contains: String,
-    /// HTTP status to answer with; 0 means "cut the body off half way" after a 200.
+    /// HTTP status to answer with; [`CUT_OFF`] cuts the real body off half way; [`STALL`]
+    /// passes the request through after `delay`.
     pub status: u16,
     pub retry_after: Option<u64>,
     /// How many matching requests it applies to.
@@ -34,6 +35,7 @@ impl Fault {
 }
 
 pub const CUT_OFF: u16 = 0;
+pub const STALL: u16 = 200;
 
 #[derive(Debug, Default, Clone)]
 pub struct Bearer {
@@ -288,6 +290,7 @@ fn decide(
     }
 
     // Injected faults, in order.
+    let mut stall = Duration::ZERO;
     {
         let mut st = lock();
         if let Some(f) = st.behavior.faults.iter_mut().find(|f| f.times > 0 && path.contains(&f.path_contains)) {
@@ -296,6 +299,8 @@ fn decide(
             drop(st);
             if f.status == CUT_OFF {
                 *cut = true;
+            } else if f.status == STALL {
+                stall = f.delay;
             } else {
                 let mut r = Response::new(f.status, r#"{"errors":[{"code":"INJECTED"}]}"#);
                 if let Some(s) = f.retry_after {
@@ -342,10 +347,10 @@ fn decide(
         return (page(full, "tags", n, bare, &query(path)), Duration::ZERO);
     }
     if let (Some(n), "/v2/_catalog") = (b.catalog_page, bare) {
-        let full = forward(http, "GET", &format!("{upstream}{bare}?n=100000"), req, false);
+        let full = forward(http, "GET", &format!("{upstream}{bare}?n=1000"), req, false);
         return (page(full, "repositories", n, bare, &query(path)), Duration::ZERO);
     }
-    (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), Duration::ZERO)
+    (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), stall)
 }
 
 /// One page of a list response, with a `Link` to the next.

@@ -1,0 +1,207 @@
+//! Issue 2's registry protocol, through the fault-injecting front and a real registry: paging,
+//! a registry without a catalog, bearer tokens, Basic auth, credentials from the auth file,
+//! redirects that must not carry credentials, retries, and one download however many readers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::front::{Bearer, Behavior, Fault, Front, STALL};
+use common::{Mount, Registry, sh_in, sha256sum, shared, start_forever, stdout};
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn layer_of(kind: &str) -> (String, String, String) {
+    let img = common::images(&shared().fixtures, kind)[0];
+    let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
+    (s(&img["repo"]), s(&img["tag"]), s(&img["layers"][0]["digest"]))
+}
+
+#[test]
+fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { tag_page: Some(50), catalog_page: Some(3), ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let tags = names(&m.path("demo/many-tags/tags"));
+    let count = sh.fixtures["many_tags"]["count"].as_u64().expect("count") as usize;
+    assert_eq!(tags.len(), count);
+    assert_eq!(tags.first().map(String::as_str), Some("t000"));
+    assert_eq!(tags.last().map(String::as_str), Some("t129"));
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(names(&m.path("demo")).len(), 7);
+    let reqs = front.requests();
+    let tag_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
+    assert_eq!(tag_pages, count.div_ceil(50), "{reqs:?}");
+    let catalog_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    assert!(catalog_pages >= 4, "{catalog_pages} catalog pages");
+    // A second listing within --tag-ttl asks nothing.
+    let before = front.requests().len();
+    assert_eq!(names(&m.path("demo/many-tags/tags")).len(), count);
+    assert_eq!(front.requests().len(), before);
+}
+
+#[test]
+fn without_a_catalog_repositories_are_still_reachable_by_name() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { no_catalog: true, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    assert!(names(m.dir.path()).is_empty());
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    assert_eq!(names(&m.path("demo/oci")), ["blobs", "manifests", "tags"]);
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
+}
+
+#[test]
+fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { bearer: Some(Bearer { lifetime: 300, basic: None }), ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/1.tar.zst"))), common::images(&sh.fixtures, "oci-manifest")[0]["layers"][1]["digest"]);
+    let reqs = front.requests();
+    let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
+    // One token per scope: the catalog is not listed here, so just demo/oci's.
+    assert_eq!(tokens.len(), 1, "{reqs:#?}");
+    assert!(tokens[0].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[0].path);
+    let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
+    assert_eq!(unauthorized, 1, "one 401, then the token is reused: {reqs:#?}");
+    assert!(reqs.iter().filter(|r| r.path.starts_with("/v2/demo")).skip(1).all(|r| r.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer tok-"))));
+}
+
+#[test]
+fn token_realms_that_demand_credentials_get_them_and_refusals_are_eacces() {
+    let sh = shared();
+    let bearer = Bearer { lifetime: 300, basic: Some(("alice".into(), "s3cret".into())) };
+    let front = Front::start(&sh.registry.url, Behavior { bearer: Some(bearer), ..Behavior::default() });
+    let cache = tempfile::tempdir().expect("cache");
+    let m = Mount::start_with_cache(&front.url, &["--username", "alice", "--password-stdin"], cache.path().join("c"), None, Some("s3cret\n"));
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    drop(m);
+    // No credentials: the token endpoint refuses, and so does the mount, with EACCES.
+    let m = Mount::start(&front.url, &[]);
+    let e = std::fs::read_dir(m.path("demo/oci/tags")).map(|d| d.count()).expect_err("no credentials");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}\n{}", m.log());
+    assert!(m.log().contains("token"), "{}", m.log());
+}
+
+#[test]
+fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file() {
+    let htpasswd = std::process::Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]).output().expect("htpasswd (apache2-utils)");
+    assert!(htpasswd.status.success());
+    let reg = start_forever(move || {
+        let r = Registry::start(Some(&String::from_utf8_lossy(&htpasswd.stdout)));
+        let f = r.push_fixtures(Some(("alice", "s3cret")));
+        (r, f)
+    });
+    let (registry, fixtures) = (&reg.0, &reg.1);
+    let img = common::images(fixtures, "docker-schema2")[0];
+    let digest = img["layers"][0]["digest"].as_str().expect("digest");
+
+    let cache = tempfile::tempdir().expect("cache");
+    let m = Mount::start_with_cache(&registry.url, &["--username", "alice", "--password-stdin"], cache.path().join("a"), None, Some("s3cret\n"));
+    assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
+    drop(m);
+
+    let wrong = Mount::start_with_cache(&registry.url, &["--username", "alice", "--password-stdin"], cache.path().join("b"), None, Some("nope\n"));
+    let e = std::fs::read_dir(wrong.path("demo/docker/tags")).map(|d| d.count()).expect_err("wrong password");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    drop(wrong);
+
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let config = cache.path().join("config.json");
+    std::fs::write(&config, format!(r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{auth}"}}}}}}"#, registry.port)).expect("config");
+    let m = Mount::start_with_cache(&registry.url, &["--auth-file", &config.to_string_lossy()], cache.path().join("c"), None, None);
+    assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
+    // The password never reaches the log.
+    assert!(!m.log().contains("s3cret") && !m.log().contains(&auth));
+}
+
+#[test]
+fn redirected_blobs_are_read_and_credentials_never_follow_to_another_host() {
+    let sh = shared();
+    let front = Front::start(
+        &sh.registry.url,
+        Behavior { bearer: Some(Bearer { lifetime: 300, basic: None }), redirect_blobs: true, ..Behavior::default() },
+    );
+    let m = Mount::start(&front.url, &[]);
+    let (repo, tag, digest) = layer_of("docker-schema2");
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
+    let reqs = front.requests();
+    let storage: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/_storage/")).collect();
+    assert!(!storage.is_empty(), "no redirect followed: {reqs:#?}");
+    for r in &storage {
+        assert!(r.host.starts_with("localhost:"), "{r:?}");
+        assert_eq!(r.authorization, None, "credentials followed a redirect to another host: {r:?}");
+    }
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_persistent_failure_is_a_bounded_eio() {
+    let sh = shared();
+    let (repo, tag, digest) = layer_of("docker-schema2");
+    let blob_path = format!("/blobs/{digest}");
+    let mut throttled = Fault::status(&blob_path, 429, 1);
+    throttled.retry_after = Some(1);
+    let faults = vec![throttled, Fault::status(&blob_path, 503, 1), Fault::status(&blob_path, 500, 1)];
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let file = m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"));
+    let started = Instant::now();
+    assert_eq!(sha256sum(&file), digest);
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was not honoured");
+    let gets = front.requests().iter().filter(|r| r.path.ends_with(&blob_path) && r.method == "GET").count();
+    assert_eq!(gets, 4, "three injected failures, then the blob");
+
+    // A blob that always fails: EIO, in bounded time, and the mount stays usable.
+    let other = common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"].as_str().expect("digest").to_string();
+    front.set(|b| b.faults = vec![Fault::status(&format!("/blobs/{other}"), 503, 1000)]);
+    let started = Instant::now();
+    let e = std::fs::read(m.path(&format!("{repo}/tags/{tag}/layers/1.tar.gz"))).expect_err("persistent 503");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(m.log().contains(&format!("/blobs/{other}: HTTP 503")), "{}", m.log());
+    front.set(|b| b.faults.clear());
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/1.tar.gz"))), other);
+}
+
+#[test]
+fn many_readers_of_one_blob_cause_one_download_and_a_slow_one_never_blocks_ls() {
+    let sh = shared();
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(3);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let file = m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"));
+    std::fs::metadata(&file).expect("stat");
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let f = file.clone();
+            std::thread::spawn(move || sha256sum(&f))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // While the download stalls, other directories answer at once.
+    let started = Instant::now();
+    let out = sh_in(m.dir.path(), "ls demo/docker/tags nested/a/tags && cat demo/list/tags/latest/manifest.json >/dev/null");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_millis(1500), "ls waited {:?} behind a download", started.elapsed());
+    for r in readers {
+        assert_eq!(r.join().expect("reader"), digest);
+    }
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&format!("/blobs/{digest}"))).count();
+    assert_eq!(gets, 1, "16 readers, one download");
+    assert_eq!(stdout(&sh_in(m.dir.path(), "ls demo/docker/tags")), "v1");
+}
