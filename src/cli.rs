@@ -54,7 +54,7 @@ pub struct Cli {
     pub allow_other: bool,
 
     /// Seconds any one network step (connect, headers, each read of a body) may take before it is retried.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub timeout: u64,
 
     /// How many times a failed request (429, 5xx, reset, timeout) is retried before the read fails with EIO.

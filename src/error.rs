@@ -85,11 +85,8 @@ mod tests {
         assert_eq!(Error::Unavailable("x".into()).errno(), libc::EIO);
         assert_eq!(Error::malformed("m", "w").errno(), libc::EIO);
         assert_eq!(Error::TooLarge("x".into()).errno(), libc::EFBIG);
-        let mismatch = Error::DigestMismatch {
-            what: "blob".into(),
-            expected: "sha256:aa".into(),
-            actual: "sha256:bb".into(),
-        };
+        let mismatch =
+            Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);
         assert!(mismatch.to_string().contains("sha256:aa"));
     }

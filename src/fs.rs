@@ -223,7 +223,8 @@ impl Fs {
             DirEntry { ino, kind: FileKind::Directory, name: ".".into() },
             DirEntry { ino: self.inodes.ino(&node.parent()), kind: FileKind::Directory, name: "..".into() },
         ];
-        let mut push = |n: Node, kind: FileKind, name: String| out.push(DirEntry { ino: self.inodes.ino(&n), kind, name });
+        let mut push =
+            |n: Node, kind: FileKind, name: String| out.push(DirEntry { ino: self.inodes.ino(&n), kind, name });
         match &node {
             Node::Root | Node::Path(_) => {
                 let prefix = match &node {
@@ -393,7 +394,9 @@ fn entry_node(repo: &str, doc: &Doc, name: &str) -> Option<Node> {
     let repo = repo.to_string();
     let digest = doc.digest.clone();
     doc.manifest.entries().into_iter().find_map(|e| match e {
-        Entry::ManifestJson if name == MANIFEST_JSON => Some(Node::ManifestJson { repo: repo.clone(), digest: digest.clone() }),
+        Entry::ManifestJson if name == MANIFEST_JSON => {
+            Some(Node::ManifestJson { repo: repo.clone(), digest: digest.clone() })
+        }
         Entry::Config(c) if name == CONFIG_JSON => Some(Node::Blob { repo: repo.clone(), digest: c.digest }),
         Entry::Layers if name == LAYERS_DIR => Some(Node::Layers { repo: repo.clone(), digest: digest.clone() }),
         Entry::Link { name: n, target } if n == name => {

@@ -4,13 +4,13 @@
 //! inode is) → `manifest` (what a manifest directory holds) → `store` (verified caches) →
 //! `registry` (HTTP, auth, paging). Everything below `fuse` is testable without a mount.
 
+pub mod cli;
 pub mod digest;
 pub mod error;
+pub mod fs;
+pub mod fuse;
 pub mod manifest;
 pub mod names;
 pub mod registry;
 pub mod store;
-pub mod fs;
 pub mod tree;
-pub mod fuse;
-pub mod cli;

@@ -86,7 +86,8 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
 }
 
 fn init_logging(file: Option<std::fs::File>) {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("regfs=info,fuser=error,warn"));
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("regfs=info,fuser=error,warn"));
     if let Some(f) = file {
         b.target(env_logger::Target::Pipe(Box::new(f)));
     }
@@ -205,17 +206,43 @@ fn unmount_on_signals(mut unmounter: fuser::SessionUnmounter, mountpoint: &Path)
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
     let shown = mountpoint.display().to_string();
+    let path = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("regfs-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: unmounting {shown}");
-                if let Err(e) = unmounter.unmount() {
-                    log::error!("unmounting {shown}: {e}");
-                    std::process::exit(1);
+                match unmounter.unmount() {
+                    Ok(()) => {}
+                    // Someone unmounted it first: nothing left to do.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    // Busy (a shell's cwd, an open file): detach now, as `umount -l` does; the
+                    // session ends when the last user lets go.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        log::warn!("{shown} is busy; detaching it lazily");
+                        if let Err(e) = lazy_unmount(&path) {
+                            log::error!("unmounting {shown}: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("unmounting {shown}: {e}");
+                        std::process::exit(1);
+                    }
                 }
             }
         })
         .map_err(|e| format!("signal thread: {e}"))?;
     Ok(())
+}
+
+fn lazy_unmount(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path; umount2 touches nothing else of ours.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

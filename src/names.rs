@@ -52,10 +52,8 @@ pub fn check_repo(name: &str) -> Result<()> {
 pub fn check_tag(tag: &str) -> Result<()> {
     let b = tag.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    let ok = !b.is_empty()
-        && b.len() <= MAX_TAG_LEN
-        && word(b[0])
-        && b.iter().all(|&c| word(c) || c == b'.' || c == b'-');
+    let ok =
+        !b.is_empty() && b.len() <= MAX_TAG_LEN && word(b[0]) && b.iter().all(|&c| word(c) || c == b'.' || c == b'-');
     if ok { Ok(()) } else { Err(Error::InvalidName(tag.to_string())) }
 }
 

@@ -38,14 +38,34 @@ pub enum Node {
     /// A repository name or a prefix of one (`library`, `library/alpine`).
     Path(String),
     Tags(String),
-    Tag { repo: String, tag: String },
+    Tag {
+        repo: String,
+        tag: String,
+    },
     Manifests(String),
-    ManifestDir { repo: String, digest: Digest },
-    Layers { repo: String, digest: Digest },
-    ManifestJson { repo: String, digest: Digest },
+    ManifestDir {
+        repo: String,
+        digest: Digest,
+    },
+    Layers {
+        repo: String,
+        digest: Digest,
+    },
+    ManifestJson {
+        repo: String,
+        digest: Digest,
+    },
     /// A config or layer file, or `blobs/<digest>`.
-    Blob { repo: String, digest: Digest },
-    IndexLink { repo: String, parent: Digest, name: String, target: Digest },
+    Blob {
+        repo: String,
+        digest: Digest,
+    },
+    IndexLink {
+        repo: String,
+        parent: Digest,
+        name: String,
+        target: Digest,
+    },
     Blobs(String),
 }
 
@@ -54,7 +74,11 @@ impl Node {
     pub fn is_immutable(&self) -> bool {
         matches!(
             self,
-            Node::ManifestDir { .. } | Node::Layers { .. } | Node::ManifestJson { .. } | Node::Blob { .. } | Node::IndexLink { .. }
+            Node::ManifestDir { .. }
+                | Node::Layers { .. }
+                | Node::ManifestJson { .. }
+                | Node::Blob { .. }
+                | Node::IndexLink { .. }
         )
     }
 

@@ -77,7 +77,8 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
             }
             let dir = m.path(&format!("{repo}/manifests/{digest}"));
             assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json"], "{repo}");
-            let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
             assert_eq!(sha256sum(&dir.join("config.json")), s(&manifest["config"]["digest"]));
             let layers = img["layers"].as_array().expect("layers");
             let names = ls(&dir.join("layers"));
@@ -93,7 +94,12 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
                 assert_eq!(meta.len(), l["size"].as_u64().expect("size"), "{}", file.display());
                 assert_eq!(sha256sum(&file), s(&l["digest"]), "{}", file.display());
                 let listing = sh_in(&dir, &format!("tar -tf layers/{i}{ext}"));
-                assert!(listing.status.success(), "tar -tf {}: {}", file.display(), String::from_utf8_lossy(&listing.stderr));
+                assert!(
+                    listing.status.success(),
+                    "tar -tf {}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&listing.stderr)
+                );
                 let want: Vec<&str> = l["files"].as_array().expect("files").iter().map(s).collect();
                 assert_eq!(stdout(&listing).lines().collect::<Vec<_>>(), want, "{}", file.display());
             }
@@ -125,7 +131,8 @@ fn an_oci_index_shows_one_link_per_entry_and_nested_indexes_work_the_same_way() 
     // Through the tag, through the nested index, to a platform's config.
     let inner = children.iter().find(|(k, _)| k.starts_with("sha256:")).map(|(k, _)| k.clone()).expect("inner index");
     let nested = m.path(&format!("demo/multi/tags/latest/{inner}/linux-arm64-v8/config.json"));
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&nested).expect("nested config")).expect("json");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&nested).expect("nested config")).expect("json");
     assert_eq!(config["architecture"], "arm64");
 }
 
@@ -136,8 +143,12 @@ fn a_docker_manifest_list_shows_platform_links() {
     let dir = m.path("demo/list/tags/latest");
     assert_eq!(ls(&dir), ["linux-amd64", "linux-arm-v7", "manifest.json"]);
     for (name, target) in sh.fixtures["list_children"].as_object().expect("children") {
-        assert_eq!(std::fs::read_link(dir.join(name)).expect("readlink").to_string_lossy(), format!("../{}", s(target)));
-        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(name).join("config.json")).expect("config")).expect("json");
+        assert_eq!(
+            std::fs::read_link(dir.join(name)).expect("readlink").to_string_lossy(),
+            format!("../{}", s(target))
+        );
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(name).join("config.json")).expect("config")).expect("json");
         assert_eq!(config["architecture"], if name == "linux-amd64" { "amd64" } else { "arm" });
     }
 }
@@ -148,7 +159,10 @@ fn schema1_layers_are_bottom_first_and_its_digest_is_the_registry_s() {
     let m = Mount::start(&sh.registry.url, &[]);
     let img = images(&sh.fixtures, "docker-schema1")[0];
     let dir = m.path("demo/schema1/tags/old");
-    assert_eq!(std::fs::read_link(&dir).expect("readlink").to_string_lossy(), format!("../manifests/{}", s(&img["digest"])));
+    assert_eq!(
+        std::fs::read_link(&dir).expect("readlink").to_string_lossy(),
+        format!("../manifests/{}", s(&img["digest"]))
+    );
     assert_eq!(ls(&dir), ["layers", "manifest.json"]);
     assert_eq!(ls(&dir.join("layers")), ["0.tar.gz", "1.tar.gz"]);
     for (i, l) in img["layers"].as_array().expect("layers").iter().enumerate() {
@@ -212,7 +226,11 @@ fn a_corrupt_blob_fails_with_eio_returns_no_bytes_and_is_not_cached() {
     let out = sh_in(m.dir.path(), &format!("cat {} | wc -c; exit ${{PIPESTATUS[0]}}", file.display()));
     assert!(!out.status.success());
     assert_eq!(stdout(&out), "0");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = std::fs::read(&file).expect_err("reading a corrupt blob");
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     // Nothing kept: not in the cache, not half-written.
@@ -266,11 +284,14 @@ fn regfs_returns_once_mounted_and_exits_on_umount() {
     // Live the moment the command returns.
     assert!(common::is_mounted(dir.path()));
     assert_eq!(ls(&dir.path().join("demo/oci/tags")), ["v1"]);
-    let pid = stdout(&common::sh_in(dir.path(), &format!("pgrep -f 'regfs {} {}'", sh.registry.url, dir.path().display())));
+    let pid =
+        stdout(&common::sh_in(dir.path(), &format!("pgrep -f 'regfs {} {}'", sh.registry.url, dir.path().display())));
     assert!(!pid.is_empty());
     assert!(std::process::Command::new("umount").arg(dir.path()).status().expect("umount").success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ") {
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+    {
         assert!(std::time::Instant::now() < deadline, "regfs did not exit after umount");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -285,19 +306,45 @@ fn sigterm_in_the_foreground_unmounts_cleanly() {
     let pid = m.pid().expect("pid");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let status = m.unmount().expect("status");
+    let status = m.wait_exit(std::time::Duration::from_secs(10)).expect("regfs did not exit on SIGTERM");
     assert!(status.success(), "{status:?}\n{}", m.log());
     assert!(!common::is_mounted(m.dir.path()));
 }
 
 #[test]
+fn sigterm_while_busy_detaches_the_mount_and_exits_once_released() {
+    let sh = shared();
+    let mut m = Mount::start(&sh.registry.url, &[]);
+    // A process with its working directory inside the mount keeps it busy.
+    let mut holder =
+        std::process::Command::new("sleep").arg("2").current_dir(m.path("demo/oci/tags")).spawn().expect("sleep");
+    let pid = m.pid().expect("pid");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while common::is_mounted(m.dir.path()) {
+        assert!(std::time::Instant::now() < deadline, "still mounted after SIGTERM:\n{}", m.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = holder.wait();
+    let status = m.wait_exit(std::time::Duration::from_secs(10)).expect("regfs did not exit once released");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+    assert!(m.log().contains("detaching it lazily"), "{}", m.log());
+}
+
+#[test]
 fn bad_command_lines_are_refused_before_mounting() {
-    let out = std::process::Command::new(common::regfs_bin()).args(["127.0.0.1:1", "/nonexistent/dir"]).output().expect("regfs");
+    let out = std::process::Command::new(common::regfs_bin())
+        .args(["127.0.0.1:1", "/nonexistent/dir"])
+        .output()
+        .expect("regfs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
     let out = std::process::Command::new(common::regfs_bin()).arg("--help").output().expect("regfs");
     let help = String::from_utf8_lossy(&out.stdout);
-    for opt in ["--foreground", "--cache-dir", "--cache-size", "--tag-ttl", "--username", "--password-stdin", "--auth-file"] {
+    for opt in
+        ["--foreground", "--cache-dir", "--cache-size", "--tag-ttl", "--username", "--password-stdin", "--auth-file"]
+    {
         assert!(help.contains(opt), "--help does not explain {opt}");
     }
 }

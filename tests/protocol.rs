@@ -27,7 +27,8 @@ fn layer_of(kind: &str) -> (String, String, String) {
 #[test]
 fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
     let sh = shared();
-    let front = Front::start(&sh.registry.url, Behavior { tag_page: Some(50), catalog_page: Some(3), ..Behavior::default() });
+    let front =
+        Front::start(&sh.registry.url, Behavior { tag_page: Some(50), catalog_page: Some(3), ..Behavior::default() });
     let m = Mount::start(&front.url, &[]);
     let tags = names(&m.path("demo/many-tags/tags"));
     let count = sh.fixtures["many_tags"]["count"].as_u64().expect("count") as usize;
@@ -62,12 +63,18 @@ fn without_a_catalog_repositories_are_still_reachable_by_name() {
 #[test]
 fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
     let sh = shared();
-    let front = Front::start(&sh.registry.url, Behavior { bearer: Some(Bearer { lifetime: 300, basic: None }), ..Behavior::default() });
+    let front = Front::start(
+        &sh.registry.url,
+        Behavior { bearer: Some(Bearer { lifetime: 300, basic: None }), ..Behavior::default() },
+    );
     let m = Mount::start(&front.url, &[]);
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
     let (repo, tag, digest) = layer_of("oci-manifest");
     assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
-    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/1.tar.zst"))), common::images(&sh.fixtures, "oci-manifest")[0]["layers"][1]["digest"]);
+    assert_eq!(
+        sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/1.tar.zst"))),
+        common::images(&sh.fixtures, "oci-manifest")[0]["layers"][1]["digest"]
+    );
     let reqs = front.requests();
     let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
     // One token per scope: the catalog is not listed here, so just demo/oci's.
@@ -75,7 +82,12 @@ fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
     assert!(tokens[0].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[0].path);
     let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
     assert_eq!(unauthorized, 1, "one 401, then the token is reused: {reqs:#?}");
-    assert!(reqs.iter().filter(|r| r.path.starts_with("/v2/demo")).skip(1).all(|r| r.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer tok-"))));
+    assert!(
+        reqs.iter()
+            .filter(|r| r.path.starts_with("/v2/demo"))
+            .skip(1)
+            .all(|r| r.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer tok-")))
+    );
 }
 
 #[test]
@@ -84,7 +96,13 @@ fn token_realms_that_demand_credentials_get_them_and_refusals_are_eacces() {
     let bearer = Bearer { lifetime: 300, basic: Some(("alice".into(), "s3cret".into())) };
     let front = Front::start(&sh.registry.url, Behavior { bearer: Some(bearer), ..Behavior::default() });
     let cache = tempfile::tempdir().expect("cache");
-    let m = Mount::start_with_cache(&front.url, &["--username", "alice", "--password-stdin"], cache.path().join("c"), None, Some("s3cret\n"));
+    let m = Mount::start_with_cache(
+        &front.url,
+        &["--username", "alice", "--password-stdin"],
+        cache.path().join("c"),
+        None,
+        Some("s3cret\n"),
+    );
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
     drop(m);
     // No credentials: the token endpoint refuses, and so does the mount, with EACCES.
@@ -96,7 +114,10 @@ fn token_realms_that_demand_credentials_get_them_and_refusals_are_eacces() {
 
 #[test]
 fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file() {
-    let htpasswd = std::process::Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]).output().expect("htpasswd (apache2-utils)");
+    let htpasswd = std::process::Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .expect("htpasswd (apache2-utils)");
     assert!(htpasswd.status.success());
     let reg = start_forever(move || {
         let r = Registry::start(Some(&String::from_utf8_lossy(&htpasswd.stdout)));
@@ -108,12 +129,24 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     let digest = img["layers"][0]["digest"].as_str().expect("digest");
 
     let cache = tempfile::tempdir().expect("cache");
-    let m = Mount::start_with_cache(&registry.url, &["--username", "alice", "--password-stdin"], cache.path().join("a"), None, Some("s3cret\n"));
+    let m = Mount::start_with_cache(
+        &registry.url,
+        &["--username", "alice", "--password-stdin"],
+        cache.path().join("a"),
+        None,
+        Some("s3cret\n"),
+    );
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
     assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
     drop(m);
 
-    let wrong = Mount::start_with_cache(&registry.url, &["--username", "alice", "--password-stdin"], cache.path().join("b"), None, Some("nope\n"));
+    let wrong = Mount::start_with_cache(
+        &registry.url,
+        &["--username", "alice", "--password-stdin"],
+        cache.path().join("b"),
+        None,
+        Some("nope\n"),
+    );
     let e = std::fs::read_dir(wrong.path("demo/docker/tags")).map(|d| d.count()).expect_err("wrong password");
     assert_eq!(e.raw_os_error(), Some(libc::EACCES));
     drop(wrong);
@@ -121,8 +154,15 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
     let config = cache.path().join("config.json");
-    std::fs::write(&config, format!(r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{auth}"}}}}}}"#, registry.port)).expect("config");
-    let m = Mount::start_with_cache(&registry.url, &["--auth-file", &config.to_string_lossy()], cache.path().join("c"), None, None);
+    std::fs::write(&config, format!(r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{auth}"}}}}}}"#, registry.port))
+        .expect("config");
+    let m = Mount::start_with_cache(
+        &registry.url,
+        &["--auth-file", &config.to_string_lossy()],
+        cache.path().join("c"),
+        None,
+        None,
+    );
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
     // The password never reaches the log.
     assert!(!m.log().contains("s3cret") && !m.log().contains(&auth));
@@ -165,7 +205,8 @@ fn throttling_and_server_errors_are_retried_and_persistent_failure_is_a_bounded_
     assert_eq!(gets, 4, "three injected failures, then the blob");
 
     // A blob that always fails: EIO, in bounded time, and the mount stays usable.
-    let other = common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"].as_str().expect("digest").to_string();
+    let other =
+        common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"].as_str().expect("digest").to_string();
     front.set(|b| b.faults = vec![Fault::status(&format!("/blobs/{other}"), 503, 1000)]);
     let started = Instant::now();
     let e = std::fs::read(m.path(&format!("{repo}/tags/{tag}/layers/1.tar.gz"))).expect_err("persistent 503");
@@ -195,13 +236,15 @@ fn many_readers_of_one_blob_cause_one_download_and_a_slow_one_never_blocks_ls() 
     std::thread::sleep(Duration::from_millis(300));
     // While the download stalls, other directories answer at once.
     let started = Instant::now();
-    let out = sh_in(m.dir.path(), "ls demo/docker/tags nested/a/tags && cat demo/list/tags/latest/manifest.json >/dev/null");
+    let out =
+        sh_in(m.dir.path(), "ls demo/docker/tags nested/a/tags && cat demo/list/tags/latest/manifest.json >/dev/null");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed() < Duration::from_millis(1500), "ls waited {:?} behind a download", started.elapsed());
     for r in readers {
         assert_eq!(r.join().expect("reader"), digest);
     }
-    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&format!("/blobs/{digest}"))).count();
+    let gets =
+        front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&format!("/blobs/{digest}"))).count();
     assert_eq!(gets, 1, "16 readers, one download");
     assert_eq!(stdout(&sh_in(m.dir.path(), "ls demo/docker/tags")), "v1");
 }

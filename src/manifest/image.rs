@@ -44,14 +44,8 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
 }
 
 fn descriptors(value: &serde_json::Value, field: &str) -> Result<Vec<Descriptor>> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| Error::malformed("manifest", format!("{field} is not an array")))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, d)| descriptor(d, &format!("{field}[{i}]")))
-        .collect()
+    let items = value.as_array().ok_or_else(|| Error::malformed("manifest", format!("{field} is not an array")))?;
+    items.iter().enumerate().map(|(i, d)| descriptor(d, &format!("{field}[{i}]"))).collect()
 }
 
 /// The config and layers of an image manifest; both are required.

@@ -23,8 +23,8 @@
 //! with sizes over [`MAX_BLOB_SIZE`] or negative, digests other than sha256/sha512, and any
 //! missing required field. Refusal is an [`Error::Malformed`] naming what was wrong.
 
-pub mod media;
 mod image;
+pub mod media;
 mod schema1;
 #[cfg(test)]
 mod tests;
@@ -98,7 +98,8 @@ impl Manifest {
         if let Some(c) = &self.config {
             out.push(Entry::Config(c.clone()));
         }
-        if !self.layers.is_empty() || matches!(self.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1) {
+        if !self.layers.is_empty() || matches!(self.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1)
+        {
             out.push(Entry::Layers);
         }
         for (name, d) in &self.children {
@@ -114,10 +115,7 @@ impl Manifest {
 
     /// Every blob this manifest names with a known size (config and layers).
     pub fn sized_blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
-        self.config
-            .iter()
-            .chain(self.layers.iter().map(|(_, d)| d))
-            .filter_map(|d| d.size.map(|s| (&d.digest, s)))
+        self.config.iter().chain(self.layers.iter().map(|(_, d)| d)).filter_map(|d| d.size.map(|s| (&d.digest, s)))
     }
 
     /// The digest of the served bytes under `algorithm`, computed as the registry does: over the
@@ -158,7 +156,8 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
 
     let (kind, media_type) = match version {
         Some(1) => {
-            if let Some(h) = header_known.filter(|h| !h.starts_with("application/vnd.docker.distribution.manifest.v1")) {
+            if let Some(h) = header_known.filter(|h| !h.starts_with("application/vnd.docker.distribution.manifest.v1"))
+            {
                 return Err(bad(format!("schemaVersion 1 served as {h}")));
             }
             (Kind::DockerSchema1, header_known.unwrap_or(media::DOCKER_SCHEMA1).to_string())
@@ -197,7 +196,8 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         Error::Malformed { what: w, why } => Error::Malformed { what: format!("manifest {what}: {w}"), why },
         other => other,
     };
-    let mut m = Manifest { kind, media_type, config: None, layers: Vec::new(), children: Vec::new(), canonical: Vec::new() };
+    let mut m =
+        Manifest { kind, media_type, config: None, layers: Vec::new(), children: Vec::new(), canonical: Vec::new() };
     let layers = match kind {
         Kind::DockerSchema1 => {
             m.canonical = schema1::canonical_payload(bytes, &doc).map_err(wrap)?.into_owned();
@@ -234,8 +234,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
 /// `digest-N`. Platform strings come from the network, so anything outside `[A-Za-z0-9._-]`
 /// becomes `_`, and a name that would be hidden or reserved is not used.
 fn name_children(entries: Vec<Descriptor>) -> Vec<(String, Descriptor)> {
-    let mut taken: HashSet<String> =
-        [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR].iter().map(|s| s.to_string()).collect();
+    let mut taken: HashSet<String> = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR].iter().map(|s| s.to_string()).collect();
     let mut out = Vec::with_capacity(entries.len());
     for d in entries {
         let platform = d.platform.as_deref().map(|p| {

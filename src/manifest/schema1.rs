@@ -29,8 +29,7 @@ struct FsLayer {
 /// The layers, bottom first; sizes unknown.
 pub fn layers(doc: &serde_json::Value) -> Result<Vec<Descriptor>> {
     let fs_layers = doc.get("fsLayers").ok_or_else(|| Error::malformed("schema1 manifest", "no fsLayers"))?;
-    let list: Vec<FsLayer> =
-        Vec::deserialize(fs_layers).map_err(|e| Error::malformed("schema1 fsLayers", e))?;
+    let list: Vec<FsLayer> = Vec::deserialize(fs_layers).map_err(|e| Error::malformed("schema1 fsLayers", e))?;
     Ok(list
         .into_iter()
         .rev()
@@ -60,8 +59,11 @@ pub fn canonical_payload<'a>(bytes: &'a [u8], doc: &serde_json::Value) -> Result
     };
     let first = signatures.as_array().and_then(|s| s.first()).ok_or_else(|| bad("no signatures"))?;
     let protected = first.get("protected").and_then(|p| p.as_str()).ok_or_else(|| bad("no protected header"))?;
-    let header = URL_SAFE_NO_PAD.decode(protected.trim_end_matches('=')).map_err(|_| bad("protected header is not base64url"))?;
-    let header: Protected = serde_json::from_slice(&header).map_err(|e| Error::malformed("schema1 protected header", e))?;
+    let header = URL_SAFE_NO_PAD
+        .decode(protected.trim_end_matches('='))
+        .map_err(|_| bad("protected header is not base64url"))?;
+    let header: Protected =
+        serde_json::from_slice(&header).map_err(|e| Error::malformed("schema1 protected header", e))?;
     let tail = URL_SAFE_NO_PAD
         .decode(header.format_tail.trim_end_matches('='))
         .map_err(|_| bad("formatTail is not base64url"))?;

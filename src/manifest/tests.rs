@@ -174,9 +174,12 @@ fn hostile_documents_are_refused_with_a_reason() {
     assert!(refused(&layer((1u64 << 50).into(), &dg), None).contains("larger than regfs accepts"));
     assert!(refused(&layer(1.into(), "md5:d41d8cd98f00b204e9800998ecf8427e"), None).contains("invalid digest"));
     assert!(refused(&layer(1.into(), "sha256:XYZ"), None).contains("invalid digest"));
-    let no_config = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::DOCKER_SCHEMA2, "layers": []})).unwrap();
+    let no_config =
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::DOCKER_SCHEMA2, "layers": []}))
+            .unwrap();
     assert!(refused(&no_config, None).contains("no config"));
-    let no_manifests = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX})).unwrap();
+    let no_manifests =
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX})).unwrap();
     assert!(refused(&no_manifests, None).contains("no manifests"));
     // Header and body naming different manifest types.
     assert!(refused(&fixture("oci-index-seed.json"), Some(media::DOCKER_SCHEMA2)).contains("but mediaType"));

@@ -64,12 +64,14 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             *i += 1;
         }
     };
+    // Tokens are ASCII by definition, so any slice of them is valid UTF-8; working on bytes
+    // means no index can land inside a character, whatever the registry sends.
     let token = |i: &mut usize| {
         let start = *i;
         while *i < b.len() && is_tchar(b[*i]) {
             *i += 1;
         }
-        &header[start..*i]
+        String::from_utf8_lossy(&b[start..*i]).into_owned()
     };
     while i < b.len() {
         skip(&mut i, b" \t,");
@@ -85,20 +87,18 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             skip(&mut i, b" \t");
             let value = if i < b.len() && b[i] == b'"' {
                 i += 1;
-                let mut v = String::new();
+                let mut v = Vec::new();
                 while i < b.len() && b[i] != b'"' {
                     if b[i] == b'\\' && i + 1 < b.len() {
                         i += 1;
                     }
-                    // Push whole characters, not bytes, so non-ASCII survives.
-                    let ch_len = header[i..].chars().next().map_or(1, char::len_utf8);
-                    v.push_str(&header[i..i + ch_len]);
-                    i += ch_len;
+                    v.push(b[i]);
+                    i += 1;
                 }
                 i += 1;
-                v
+                String::from_utf8_lossy(&v).into_owned()
             } else {
-                token(&mut i).to_string()
+                token(&mut i)
             };
             if let Some(c) = out.last_mut() {
                 c.params.insert(word.to_ascii_lowercase(), value);
@@ -143,7 +143,12 @@ pub struct TokenRequest {
 
 impl Authenticator {
     pub fn new(credentials: Option<Credentials>, allow_http_realm: bool) -> Self {
-        Authenticator { credentials, allow_http_realm, basic: AtomicBool::new(false), tokens: Mutex::new(HashMap::new()) }
+        Authenticator {
+            credentials,
+            allow_http_realm,
+            basic: AtomicBool::new(false),
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The `Authorization` header for a request in `scope`, if we have one.
@@ -173,8 +178,8 @@ impl Authenticator {
                 .params
                 .get("realm")
                 .ok_or_else(|| Error::Protocol(format!("{url}: bearer challenge without realm")))?;
-            let mut token_url = reqwest::Url::parse(realm)
-                .map_err(|_| Error::Protocol(format!("{url}: bad token realm {realm:?}")))?;
+            let mut token_url =
+                reqwest::Url::parse(realm).map_err(|_| Error::Protocol(format!("{url}: bad token realm {realm:?}")))?;
             if token_url.scheme() != "https" && !(token_url.scheme() == "http" && self.allow_http_realm) {
                 return Err(Error::Denied(format!("{url}: token realm {realm} is not https")));
             }
@@ -254,8 +259,7 @@ pub fn from_docker_config(path: &Path, host: &str) -> Result<Option<Credentials>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
     };
-    let config: DockerConfig =
-        serde_json::from_slice(&text).map_err(|e| Error::malformed(path.display(), e))?;
+    let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| Error::malformed(path.display(), e))?;
     let wanted = normalize(host);
     let hub = wanted == "registry-1.docker.io";
     let matches = |key: &str| {
@@ -337,7 +341,11 @@ mod tests {
         let creds = Credentials { username: "u".into(), password: "p".into() };
         let a = Authenticator::new(Some(creds), false);
         let req = a
-            .answer(r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#, "ignored", "u")
+            .answer(
+                r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#,
+                "ignored",
+                "u",
+            )
             .unwrap()
             .unwrap();
         assert_eq!(req.url.as_str(), "https://auth.example/token?service=reg&scope=repository%3Aa%2Fb%3Apull");

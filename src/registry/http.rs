@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::blocking::{Client as Reqwest, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, LOCATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, LOCATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
@@ -64,7 +66,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { credentials: None, retry: RetryPolicy::default(), timeout: Duration::from_secs(30) }
+        Options { credentials: None, retry: RetryPolicy::default(), timeout: Duration::from_secs(10) }
     }
 }
 
@@ -118,7 +120,13 @@ impl HttpClient {
     }
 
     /// Send with retries; the response is 2xx (or 206), else the mapped error.
-    fn send(&self, method: Method, url: Url, scope: &str, headers: &[(reqwest::header::HeaderName, String)]) -> Result<Response> {
+    fn send(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<Response> {
         let mut attempt = 0;
         loop {
             match self.attempt(&method, url.clone(), scope, headers)? {
@@ -139,7 +147,13 @@ impl HttpClient {
     }
 
     /// One attempt: redirects and one round of authentication inside it.
-    fn attempt(&self, method: &Method, url: Url, scope: &str, headers: &[(reqwest::header::HeaderName, String)]) -> Result<Attempt> {
+    fn attempt(
+        &self,
+        method: &Method,
+        url: Url,
+        scope: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<Attempt> {
         let mut url = url;
         let mut method = method.clone();
         let mut hops = 0;
@@ -158,7 +172,12 @@ impl HttpClient {
             Counters::bump(&self.counters.requests);
             let resp = match req.send() {
                 Ok(r) => r,
-                Err(e) => return Ok(Attempt::Retry(Error::Unavailable(format!("{method} {url}: {}", error_chain(&e))), None)),
+                Err(e) => {
+                    return Ok(Attempt::Retry(
+                        Error::Unavailable(format!("{method} {url}: {}", error_chain(&e))),
+                        None,
+                    ));
+                }
             };
             let status = resp.status();
             if status.is_redirection() {
@@ -184,7 +203,8 @@ impl HttpClient {
             if status == StatusCode::UNAUTHORIZED && same_origin && !authenticated {
                 authenticated = true;
                 self.auth.forget(scope);
-                let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+                let challenge =
+                    resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
                 match self.auth.answer(&challenge, scope, url.as_str())? {
                     None => continue,
                     Some(token_req) => {
@@ -241,7 +261,13 @@ impl HttpClient {
     }
 
     /// GET every page of a list (tags or catalog), following `Link: <…>; rel="next"`.
-    fn pages<T: for<'de> Deserialize<'de>>(&self, first: Url, scope: &str, counter: &std::sync::atomic::AtomicU64, mut each: impl FnMut(T)) -> Result<()> {
+    fn pages<T: for<'de> Deserialize<'de>>(
+        &self,
+        first: Url,
+        scope: &str,
+        counter: &std::sync::atomic::AtomicU64,
+        mut each: impl FnMut(T),
+    ) -> Result<()> {
         let mut url = first;
         let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
@@ -259,7 +285,10 @@ impl HttpClient {
                 Some(n) => {
                     let n = url.join(&n).map_err(|_| Error::Protocol(format!("GET {url}: bad Link {n:?}")))?;
                     if !self.same_origin(&n) {
-                        return Err(Error::Protocol(format!("GET {url}: Link to another origin {}", n.origin().ascii_serialization())));
+                        return Err(Error::Protocol(format!(
+                            "GET {url}: Link to another origin {}",
+                            n.origin().ascii_serialization()
+                        )));
                     }
                     url = n;
                 }
@@ -325,7 +354,9 @@ impl Client for HttpClient {
     fn tags(&self, repo: &str) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let url = self.url(&format!("/v2/{repo}/tags/list"))?;
-        self.pages(url, &repo_scope(repo), &self.counters.tag_pages, |p: TagPage| all.extend(p.tags.unwrap_or_default()))?;
+        self.pages(url, &repo_scope(repo), &self.counters.tag_pages, |p: TagPage| {
+            all.extend(p.tags.unwrap_or_default())
+        })?;
         Ok(all)
     }
 

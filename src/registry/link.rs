@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn finds_next_links() {
         assert_eq!(next(r#"</v2/_catalog?last=b&n=100>; rel="next""#).as_deref(), Some("/v2/_catalog?last=b&n=100"));
-        assert_eq!(next(r#"<https://r/v2/x/tags/list?n=2&last=b>; rel=next"#).as_deref(), Some("https://r/v2/x/tags/list?n=2&last=b"));
+        assert_eq!(
+            next(r#"<https://r/v2/x/tags/list?n=2&last=b>; rel=next"#).as_deref(),
+            Some("https://r/v2/x/tags/list?n=2&last=b")
+        );
         assert_eq!(next(r#"</a>; rel="prev", </b>; rel="next""#).as_deref(), Some("/b"));
         assert_eq!(next(r#"</a>; title="x, y"; rel="prev next""#).as_deref(), Some("/a"));
         assert_eq!(next(r#"</a>; rel="prev""#), None);

@@ -173,7 +173,10 @@ impl BlobCache {
                     return Ok(());
                 }
                 Ok(_) | Err(_) => {
-                    log::warn!("cache: {} does not hold {digest} any more; removing it and downloading again", path.display());
+                    log::warn!(
+                        "cache: {} does not hold {digest} any more; removing it and downloading again",
+                        path.display()
+                    );
                     self.forget(digest);
                     let _ = fs::remove_file(&path);
                 }
@@ -241,16 +244,26 @@ impl BlobCache {
                 _ if resumes < MAX_RESUMES => {
                     resumes += 1;
                     let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
-                    log::warn!("{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})", reply.url);
+                    log::warn!(
+                        "{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})",
+                        reply.url
+                    );
                 }
                 _ => {
-                    return Err(Error::Unavailable(format!("{}: body cut off after {len} bytes, {MAX_RESUMES} times", reply.url)));
+                    return Err(Error::Unavailable(format!(
+                        "{}: body cut off after {len} bytes, {MAX_RESUMES} times",
+                        reply.url
+                    )));
                 }
             }
         };
         let actual = hasher.finish();
         if &actual != digest {
-            return Err(Error::DigestMismatch { what: format!("blob {url}"), expected: digest.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                what: format!("blob {url}"),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
         }
         if let Some(s) = size.filter(|s| *s != len) {
             return Err(Error::DigestMismatch {
@@ -306,6 +319,10 @@ fn hash_file(f: &mut File, digest: &Digest) -> Result<u64> {
     if &actual == digest {
         Ok(len)
     } else {
-        Err(Error::DigestMismatch { what: "cached file".into(), expected: digest.to_string(), actual: actual.to_string() })
+        Err(Error::DigestMismatch {
+            what: "cached file".into(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        })
     }
 }

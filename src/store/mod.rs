@@ -179,7 +179,10 @@ impl Store {
             let digest = match head.digest_header.as_deref().map(str::parse::<Digest>) {
                 Some(Ok(d)) => d,
                 Some(Err(_)) => {
-                    return Err(Error::Protocol(format!("{}: bad Docker-Content-Digest {:?}", head.url, head.digest_header)));
+                    return Err(Error::Protocol(format!(
+                        "{}: bad Docker-Content-Digest {:?}",
+                        head.url, head.digest_header
+                    )));
                 }
                 None => self.manifest_by_tag(repo, tag)?,
             };
@@ -197,9 +200,14 @@ impl Store {
         let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
         let digest = m.digest(crate::digest::Algorithm::Sha256);
         if let Some(h) = reply.digest_header.as_deref() {
-            let claimed: Digest = h.parse().map_err(|_| Error::Protocol(format!("{}: bad Docker-Content-Digest {h:?}", reply.url)))?;
+            let claimed: Digest =
+                h.parse().map_err(|_| Error::Protocol(format!("{}: bad Docker-Content-Digest {h:?}", reply.url)))?;
             if m.digest(claimed.algorithm()) != claimed {
-                return Err(Error::DigestMismatch { what: format!("manifest {}", reply.url), expected: claimed.to_string(), actual: digest.to_string() });
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {}", reply.url),
+                    expected: claimed.to_string(),
+                    actual: digest.to_string(),
+                });
             }
         }
         self.keep_doc(repo, Doc { digest: digest.clone(), bytes: body, manifest: m });
@@ -229,12 +237,20 @@ impl Store {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
             let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
             if let Some(h) = reply.digest_header.as_deref().filter(|h| *h != digest.to_string()) {
-                return Err(Error::DigestMismatch { what: format!("Docker-Content-Digest of {}", reply.url), expected: digest.to_string(), actual: h.to_string() });
+                return Err(Error::DigestMismatch {
+                    what: format!("Docker-Content-Digest of {}", reply.url),
+                    expected: digest.to_string(),
+                    actual: h.to_string(),
+                });
             }
             let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
             let actual = m.digest(digest.algorithm());
             if &actual != digest {
-                return Err(Error::DigestMismatch { what: format!("manifest {}", reply.url), expected: digest.to_string(), actual: actual.to_string() });
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {}", reply.url),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
             }
             Ok(self.keep_doc(repo, Doc { digest: digest.clone(), bytes: body, manifest: m }))
         })

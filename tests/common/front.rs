@@ -132,7 +132,8 @@ impl Front {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (state, http, upstream, seq) = (Arc::clone(&state), http.clone(), upstream.clone(), Arc::clone(&seq));
+                    let (state, http, upstream, seq) =
+                        (Arc::clone(&state), http.clone(), upstream.clone(), Arc::clone(&seq));
                     std::thread::spawn(move || serve(conn, &state, &http, &upstream, port, &seq));
                 }
             });
@@ -214,7 +215,12 @@ fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool) {
 
 fn query(path: &str) -> HashMap<String, String> {
     path.split_once('?')
-        .map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.replace("%2F", "/"))).collect())
+        .map(|(_, q)| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.replace("%2F", "/")))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -228,7 +234,14 @@ fn repo_of(path: &str) -> Option<String> {
     None
 }
 
-fn serve(stream: TcpStream, state: &Mutex<State>, http: &reqwest::blocking::Client, upstream: &str, port: u16, seq: &AtomicU64) {
+fn serve(
+    stream: TcpStream,
+    state: &Mutex<State>,
+    http: &reqwest::blocking::Client,
+    upstream: &str,
+    port: u16,
+    seq: &AtomicU64,
+) {
     let Some(req) = read_request(&stream) else { return };
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     let behavior = lock().behavior.clone();
@@ -282,7 +295,10 @@ fn decide(
     // Object storage, where blob GETs are redirected: no auth needed, any given is recorded.
     if let Some(rest) = path.strip_prefix("/_storage/") {
         let (repo, digest) = rest.rsplit_once('/').unwrap_or(("", ""));
-        return (forward(http, "GET", &format!("{upstream}/v2/{repo}/blobs/{digest}"), req, b.ignore_range), Duration::ZERO);
+        return (
+            forward(http, "GET", &format!("{upstream}/v2/{repo}/blobs/{digest}"), req, b.ignore_range),
+            Duration::ZERO,
+        );
     }
 
     if b.down && path.starts_with("/v2/") {
@@ -322,8 +338,12 @@ fn decide(
                     None => String::new(),
                 };
                 let _ = bearer;
-                let challenge = format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="regfs-front",scope="{scope}""#);
-                return (Response::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header("WWW-Authenticate", challenge), Duration::ZERO);
+                let challenge =
+                    format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="regfs-front",scope="{scope}""#);
+                return (
+                    Response::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header("WWW-Authenticate", challenge),
+                    Duration::ZERO,
+                );
             }
         }
     }
@@ -359,14 +379,18 @@ fn page(full: Response, field: &str, n: usize, bare: &str, q: &HashMap<String, S
         return full;
     }
     let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&full.body) else { return full };
-    let mut items: Vec<String> = doc[field].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let mut items: Vec<String> = doc[field]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     items.sort();
     let n = q.get("n").and_then(|v| v.parse().ok()).unwrap_or(n).min(n);
     let start = q.get("last").map_or(0, |last| items.partition_point(|t| t.as_str() <= last.as_str()));
     let slice: Vec<String> = items.iter().skip(start).take(n).cloned().collect();
     let more = start + slice.len() < items.len();
     doc[field] = serde_json::json!(slice);
-    let mut r = Response::new(200, serde_json::to_vec(&doc).unwrap_or_default()).header("Content-Type", "application/json");
+    let mut r =
+        Response::new(200, serde_json::to_vec(&doc).unwrap_or_default()).header("Content-Type", "application/json");
     if more {
         if let Some(last) = slice.last() {
             r = r.header("Link", format!(r#"<{bare}?n={n}&last={last}>; rel="next""#));
@@ -396,7 +420,16 @@ fn forward(http: &reqwest::blocking::Client, method: &str, url: &str, req: &Requ
         Err(e) => return Response::new(502, format!("upstream: {e}")),
     };
     let mut out = Response::new(resp.status().as_u16(), Vec::new());
-    for name in ["content-type", "docker-content-digest", "link", "location", "content-range", "accept-ranges", "www-authenticate", "content-length"] {
+    for name in [
+        "content-type",
+        "docker-content-digest",
+        "link",
+        "location",
+        "content-range",
+        "accept-ranges",
+        "www-authenticate",
+        "content-length",
+    ] {
         if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
             out.headers.push((name.to_string(), v.to_string()));
         }

@@ -32,12 +32,14 @@ pub struct Shared {
 /// a thread that never ends, because PR_SET_PDEATHSIG fires when the starting *thread* exits.
 pub fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| start_forever(|| {
-        let registry = Registry::start(None);
-        let fixtures = registry.push_fixtures(None);
-        registry.corrupt_blob(fixtures["corrupt"]["layer"].as_str().expect("corrupt layer"));
-        Shared { registry, fixtures }
-    }))
+    SHARED.get_or_init(|| {
+        start_forever(|| {
+            let registry = Registry::start(None);
+            let fixtures = registry.push_fixtures(None);
+            registry.corrupt_blob(fixtures["corrupt"]["layer"].as_str().expect("corrupt layer"));
+            Shared { registry, fixtures }
+        })
+    })
 }
 
 /// Run `f` on a thread that then parks forever, and return its result.
@@ -72,7 +74,13 @@ impl Mount {
         Mount::start_with_cache(registry, args, cache_path, Some(cache), None)
     }
 
-    pub fn start_with_cache(registry: &str, args: &[&str], cache: PathBuf, keep: Option<tempfile::TempDir>, stdin: Option<&str>) -> Mount {
+    pub fn start_with_cache(
+        registry: &str,
+        args: &[&str],
+        cache: PathBuf,
+        keep: Option<tempfile::TempDir>,
+        stdin: Option<&str>,
+    ) -> Mount {
         let dir = tempfile::tempdir().expect("mountpoint");
         let log = cache.with_extension("log");
         let logf = std::fs::File::create(&log).expect("log");
@@ -133,6 +141,22 @@ impl Mount {
                 let _ = child.kill();
                 let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
                 return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit by itself (after a signal); its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -35,7 +35,10 @@ impl Registry {
         let mut auth = String::new();
         if let Some(h) = htpasswd {
             std::fs::write(dir.path().join("htpasswd"), h).expect("htpasswd");
-            auth = format!("auth:\n  htpasswd:\n    realm: regfs-test\n    path: {}\n", dir.path().join("htpasswd").display());
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: regfs-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            );
         }
         let config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\ncompatibility:\n  schema1:\n    enabled: true\n{auth}",

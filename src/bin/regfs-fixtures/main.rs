@@ -63,7 +63,14 @@ struct Built {
 }
 
 /// Push an image's config and layers to `repo`; its manifest bytes (not yet pushed).
-fn image(p: &Pusher, repo: &str, name: &str, oci: bool, layer_specs: &[(usize, Compression)], extra: Value) -> Result<Built> {
+fn image(
+    p: &Pusher,
+    repo: &str,
+    name: &str,
+    oci: bool,
+    layer_specs: &[(usize, Compression)],
+    extra: Value,
+) -> Result<Built> {
     let mut descs = Vec::new();
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
@@ -90,7 +97,8 @@ fn image(p: &Pusher, repo: &str, name: &str, oci: bool, layer_specs: &[(usize, C
     });
     let config_bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
     let config_digest = p.blob(repo, &config_bytes)?;
-    let (media_type, config_mt) = if oci { (media::OCI_MANIFEST, OCI_CONFIG) } else { (media::DOCKER_SCHEMA2, DOCKER_CONFIG) };
+    let (media_type, config_mt) =
+        if oci { (media::OCI_MANIFEST, OCI_CONFIG) } else { (media::DOCKER_SCHEMA2, DOCKER_CONFIG) };
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": media_type,
@@ -132,15 +140,26 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     // An OCI index: two platforms, a nested index, and an entry without a platform.
     let amd = image(p, "demo/multi", "multi-amd64", true, &[(20_000, Gzip)], json!({"arch": "amd64"}))?;
     let arm = image(p, "demo/multi", "multi-arm64", true, &[(20_000, Gzip)], json!({"arch": "arm64"}))?;
-    let amd_d = p.manifest("demo/multi", &Digest::of(Algorithm::Sha256, &amd.manifest).to_string(), amd.media_type, &amd.manifest)?;
-    let arm_d = p.manifest("demo/multi", &Digest::of(Algorithm::Sha256, &arm.manifest).to_string(), arm.media_type, &arm.manifest)?;
+    let amd_d = p.manifest(
+        "demo/multi",
+        &Digest::of(Algorithm::Sha256, &amd.manifest).to_string(),
+        amd.media_type,
+        &amd.manifest,
+    )?;
+    let arm_d = p.manifest(
+        "demo/multi",
+        &Digest::of(Algorithm::Sha256, &arm.manifest).to_string(),
+        arm.media_type,
+        &arm.manifest,
+    )?;
     let inner = serde_json::to_vec_pretty(&json!({
         "schemaVersion": 2, "mediaType": media::OCI_INDEX,
         "manifests": [{"mediaType": media::OCI_MANIFEST, "digest": arm_d.to_string(), "size": arm.manifest.len(),
                        "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]
     }))
     .map_err(|e| e.to_string())?;
-    let inner_d = p.manifest("demo/multi", &Digest::of(Algorithm::Sha256, &inner).to_string(), media::OCI_INDEX, &inner)?;
+    let inner_d =
+        p.manifest("demo/multi", &Digest::of(Algorithm::Sha256, &inner).to_string(), media::OCI_INDEX, &inner)?;
     let index = serde_json::to_vec_pretty(&json!({
         "schemaVersion": 2, "mediaType": media::OCI_INDEX,
         "manifests": [
@@ -165,8 +184,18 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     // A Docker manifest list over two schema2 images.
     let l_amd = image(p, "demo/list", "list-amd64", false, &[(15_000, Gzip)], json!({"arch": "amd64"}))?;
     let l_arm = image(p, "demo/list", "list-arm", false, &[(15_000, Gzip)], json!({"arch": "arm"}))?;
-    let l_amd_d = p.manifest("demo/list", &Digest::of(Algorithm::Sha256, &l_amd.manifest).to_string(), l_amd.media_type, &l_amd.manifest)?;
-    let l_arm_d = p.manifest("demo/list", &Digest::of(Algorithm::Sha256, &l_arm.manifest).to_string(), l_arm.media_type, &l_arm.manifest)?;
+    let l_amd_d = p.manifest(
+        "demo/list",
+        &Digest::of(Algorithm::Sha256, &l_amd.manifest).to_string(),
+        l_amd.media_type,
+        &l_amd.manifest,
+    )?;
+    let l_arm_d = p.manifest(
+        "demo/list",
+        &Digest::of(Algorithm::Sha256, &l_arm.manifest).to_string(),
+        l_arm.media_type,
+        &l_arm.manifest,
+    )?;
     let list = serde_json::to_vec_pretty(&json!({
         "schemaVersion": 2, "mediaType": media::DOCKER_LIST,
         "manifests": [
@@ -189,7 +218,8 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
         s1_layers.push(json!({"digest": d.to_string(), "size": blob.len(), "media_type": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                               "files": [format!("regfs-fixture/schema1-{i}.txt"), format!("regfs-fixture/schema1-{i}.bin")]}));
     }
-    let top_first: Vec<String> = s1_layers.iter().rev().filter_map(|l| l["digest"].as_str().map(str::to_string)).collect();
+    let top_first: Vec<String> =
+        s1_layers.iter().rev().filter_map(|l| l["digest"].as_str().map(str::to_string)).collect();
     let s1 = schema1::signed("demo/schema1", "old", &top_first)?;
     let s1_d = p.manifest("demo/schema1", "old", media::DOCKER_SCHEMA1_SIGNED, &s1)?;
     let s1_built = Built { manifest: s1, media_type: media::DOCKER_SCHEMA1_SIGNED, layers: s1_layers };
@@ -207,8 +237,17 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     }))
     .map_err(|e| e.to_string())?;
     let art_d = p.manifest("demo/artifact", "sbom", media::OCI_MANIFEST, &art)?;
-    let art_layers = vec![json!({"digest": sbom_d.to_string(), "size": sbom.len(), "media_type": "application/spdx+json", "files": []})];
-    record(summary, "demo/artifact", "sbom", "oci-artifact", &art_d, Some(&Built { manifest: art, media_type: media::OCI_MANIFEST, layers: art_layers }));
+    let art_layers = vec![
+        json!({"digest": sbom_d.to_string(), "size": sbom.len(), "media_type": "application/spdx+json", "files": []}),
+    ];
+    record(
+        summary,
+        "demo/artifact",
+        "sbom",
+        "oci-artifact",
+        &art_d,
+        Some(&Built { manifest: art, media_type: media::OCI_MANIFEST, layers: art_layers }),
+    );
 
     // Nested names: `nested/a` is a repository and a namespace at once.
     for repo in ["nested/a", "nested/a/b/c"] {
@@ -220,7 +259,14 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     let count = 130;
     let mut variants = Vec::new();
     for v in 0..5 {
-        variants.push(image(p, "demo/many-tags", &format!("many-{v}"), true, &[(2_000, Gzip)], json!({"annotations": {"variant": v.to_string()}}))?);
+        variants.push(image(
+            p,
+            "demo/many-tags",
+            &format!("many-{v}"),
+            true,
+            &[(2_000, Gzip)],
+            json!({"annotations": {"variant": v.to_string()}}),
+        )?);
     }
     for i in 0..count {
         let b = &variants[i % variants.len()];
@@ -253,9 +299,11 @@ fn push_bench(p: &Pusher) -> Result<Value> {
     let mut out = json!({"big": {"repo": "bench/big", "digest": big_d.to_string(), "size": 256 << 20}, "eight": []});
     for (repo, layers) in [("bench/big", vec![(big_d.clone(), 256usize << 20)]), ("bench/eight", eight.clone())] {
         let cfg_d = p.blob(repo, cfg)?;
-        let descs: Vec<Value> = layers.iter().map(|(d, s)| descriptor("application/vnd.oci.image.layer.v1.tar", d, *s)).collect();
+        let descs: Vec<Value> =
+            layers.iter().map(|(d, s)| descriptor("application/vnd.oci.image.layer.v1.tar", d, *s)).collect();
         let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
-            "config": descriptor(OCI_CONFIG, &cfg_d, cfg.len()), "layers": descs})).map_err(|e| e.to_string())?;
+            "config": descriptor(OCI_CONFIG, &cfg_d, cfg.len()), "layers": descs}))
+        .map_err(|e| e.to_string())?;
         let d = p.manifest(repo, "latest", media::OCI_MANIFEST, &m)?;
         out[repo.trim_start_matches("bench/")]["manifest"] = json!(d.to_string());
     }
@@ -265,7 +313,8 @@ fn push_bench(p: &Pusher) -> Result<Value> {
     for i in 0..250 {
         let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
             "config": descriptor(OCI_CONFIG, &cfg_d, cfg.len()), "layers": [],
-            "annotations": {"n": i.to_string()}})).map_err(|e| e.to_string())?;
+            "annotations": {"n": i.to_string()}}))
+        .map_err(|e| e.to_string())?;
         p.manifest("bench/tags", &format!("v{i:03}"), media::OCI_MANIFEST, &m)?;
     }
     out["tags"] = json!({"repo": "bench/tags", "count": 250});

@@ -33,20 +33,18 @@ impl Pusher {
     /// Upload `bytes` as a blob of `repo` (skipped when the registry has it); its digest.
     pub fn blob(&self, repo: &str, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of(Algorithm::Sha256, bytes);
-        let head = self.http.head(self.url(&format!("/v2/{repo}/blobs/{digest}"))?).send().map_err(|e| e.to_string())?;
+        let head =
+            self.http.head(self.url(&format!("/v2/{repo}/blobs/{digest}"))?).send().map_err(|e| e.to_string())?;
         if head.status().is_success() {
             return Ok(digest);
         }
-        let start = self.http.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))?).send().map_err(|e| e.to_string())?;
+        let start =
+            self.http.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))?).send().map_err(|e| e.to_string())?;
         if start.status() != StatusCode::ACCEPTED {
             return Err(format!("starting an upload to {repo}: HTTP {}", start.status()));
         }
-        let location = start
-            .headers()
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .ok_or("upload without Location")?
-            .to_string();
+        let location =
+            start.headers().get(LOCATION).and_then(|l| l.to_str().ok()).ok_or("upload without Location")?.to_string();
         let mut put = self.base.join(&location).map_err(|e| e.to_string())?;
         put.query_pairs_mut().append_pair("digest", &digest.to_string());
         let done = self
@@ -57,7 +55,11 @@ impl Pusher {
             .send()
             .map_err(|e| e.to_string())?;
         if done.status() != StatusCode::CREATED {
-            return Err(format!("uploading {digest} to {repo}: HTTP {} {}", done.status(), done.text().unwrap_or_default()));
+            return Err(format!(
+                "uploading {digest} to {repo}: HTTP {} {}",
+                done.status(),
+                done.text().unwrap_or_default()
+            ));
         }
         Ok(digest)
     }
@@ -72,7 +74,11 @@ impl Pusher {
             .send()
             .map_err(|e| e.to_string())?;
         if resp.status() != StatusCode::CREATED {
-            return Err(format!("PUT manifest {repo}:{reference}: HTTP {} {}", resp.status(), resp.text().unwrap_or_default()));
+            return Err(format!(
+                "PUT manifest {repo}:{reference}: HTTP {} {}",
+                resp.status(),
+                resp.text().unwrap_or_default()
+            ));
         }
         resp.headers()
             .get("docker-content-digest")

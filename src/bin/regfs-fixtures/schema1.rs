@@ -14,7 +14,8 @@ pub fn signed(name: &str, tag: &str, layers_top_first: &[String]) -> Result<Vec<
             serde_json::json!({"v1Compatibility": v1.to_string()})
         })
         .collect();
-    let fs_layers: Vec<serde_json::Value> = layers_top_first.iter().map(|d| serde_json::json!({"blobSum": d})).collect();
+    let fs_layers: Vec<serde_json::Value> =
+        layers_top_first.iter().map(|d| serde_json::json!({"blobSum": d})).collect();
     let doc = serde_json::json!({
         "schemaVersion": 1, "name": name, "tag": tag, "architecture": "amd64",
         "fsLayers": fs_layers, "history": history

@@ -1,0 +1,65 @@
+# Shared by scripts/demo, scripts/test and scripts/bench. Source it; it defines functions only.
+
+# Debian packages regfs's scripts and tests use: the reference registry, independent clients
+# (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
+# Basic-auth test, curl and openssl for the benchmark's baseline.
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar"
+
+regfs_install_deps() {
+    local missing=()
+    for p in $REGFS_PACKAGES; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+    fi
+    command -v cargo >/dev/null || { echo "cargo is needed (https://rustup.rs)" >&2; return 1; }
+    [ -e /dev/fuse ] || { echo "/dev/fuse is missing: regfs needs FUSE" >&2; return 1; }
+}
+
+regfs_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# regfs_start_registry DIR: a loopback reference registry storing under DIR; prints its URL.
+regfs_start_registry() {
+    local dir=$1 port
+    port=$(regfs_free_port)
+    mkdir -p "$dir/data"
+    cat > "$dir/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+compatibility:
+  schema1:
+    enabled: true
+YML
+    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+    echo $! > "$dir/registry.pid"
+    for _ in $(seq 1 100); do
+        if curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
+            echo "http://127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "the registry did not start; see $dir/registry.log" >&2
+    return 1
+}
+
+regfs_stop_registry() {
+    local dir=$1
+    [ -f "$dir/registry.pid" ] && kill "$(cat "$dir/registry.pid")" 2>/dev/null
+    rm -f "$dir/registry.pid"
+}
