@@ -1,6 +1,7 @@
 //! The integration-test harness: a real registry, real mounts, real HTTP.
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod front;
 pub mod registry;
 

@@ -1,0 +1,166 @@
+//! An in-memory registry behind the `Client` trait, for testing the core without FUSE or HTTP,
+//! with knobs for what a real registry is hard to make do (lie, cut bodies off, ignore Range).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use regfs::digest::{Algorithm, Digest};
+use regfs::error::{Error, Result};
+use regfs::registry::{BlobReply, Client, Fetch, ManifestReply};
+
+#[derive(Clone)]
+pub struct StoredManifest {
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// What `Docker-Content-Digest` says (None: not sent).
+    pub digest_header: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Knobs {
+    /// Cut every blob body off after this many bytes, this many times.
+    pub cut_after: Option<(usize, usize)>,
+    pub ignore_range: bool,
+    /// Serve these bytes instead of a blob's own.
+    pub substitute: HashMap<String, Vec<u8>>,
+}
+
+#[derive(Default)]
+pub struct Fake {
+    pub manifests: Mutex<HashMap<(String, String), StoredManifest>>,
+    pub blobs: Mutex<HashMap<String, Vec<u8>>>,
+    pub tags: Mutex<HashMap<String, Vec<String>>>,
+    pub knobs: Mutex<Knobs>,
+    pub calls: Mutex<Vec<String>>,
+    pub blob_gets: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fake {
+    pub fn blob(&self, bytes: &[u8]) -> Digest {
+        let d = Digest::of(Algorithm::Sha256, bytes);
+        lock(&self.blobs).insert(d.to_string(), bytes.to_vec());
+        d
+    }
+
+    /// Store a manifest under its digest (and `tag`, if given), served as the registry would.
+    pub fn manifest(&self, repo: &str, tag: Option<&str>, content_type: &str, body: &[u8], alg: Algorithm) -> Digest {
+        let d = Digest::of(alg, body);
+        let stored = StoredManifest {
+            content_type: content_type.into(),
+            body: body.to_vec(),
+            digest_header: Some(d.to_string()),
+        };
+        let mut m = lock(&self.manifests);
+        m.insert((repo.into(), d.to_string()), stored.clone());
+        if let Some(t) = tag {
+            m.insert((repo.into(), t.into()), stored);
+            lock(&self.tags).entry(repo.into()).or_default().push(t.into());
+        }
+        d
+    }
+
+    /// A small OCI image of one layer; (manifest digest, layer digest).
+    pub fn image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Digest, Digest) {
+        let l = self.blob(layer);
+        let cfg = self.blob(br#"{"architecture":"amd64","os":"linux"}"#);
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": regfs::manifest::media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 38},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.to_string(), "size": layer.len()}]
+        });
+        let body = serde_json::to_vec(&m).expect("json");
+        (self.manifest(repo, Some(tag), regfs::manifest::media::OCI_MANIFEST, &body, Algorithm::Sha256), l)
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+}
+
+struct CutReader {
+    inner: std::io::Cursor<Vec<u8>>,
+    left: Option<usize>,
+}
+
+impl Read for CutReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(left) = self.left {
+            if left == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut-off"));
+            }
+            let max = buf.len().min(left);
+            let n = self.inner.read(&mut buf[..max])?;
+            self.left = Some(left - n);
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl Client for Fake {
+    fn catalog(&self) -> Result<Vec<String>> {
+        lock(&self.calls).push("catalog".into());
+        Ok(lock(&self.tags).keys().cloned().collect())
+    }
+
+    fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        lock(&self.calls).push(format!("tags {repo}"));
+        lock(&self.tags).get(repo).cloned().ok_or_else(|| Error::NotFound(format!("tags of {repo}")))
+    }
+
+    fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
+        lock(&self.calls).push(format!("{fetch:?} manifest {repo} {reference}"));
+        let m = lock(&self.manifests)
+            .get(&(repo.to_string(), reference.to_string()))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("{repo}:{reference}")))?;
+        Ok(ManifestReply {
+            url: format!("fake://{repo}/manifests/{reference}"),
+            content_type: Some(m.content_type),
+            digest_header: m.digest_header,
+            body: (fetch == Fetch::Get).then_some(m.body),
+        })
+    }
+
+    fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
+        lock(&self.calls).push(format!("HEAD blob {repo} {digest}"));
+        lock(&self.blobs)
+            .get(&digest.to_string())
+            .map(|b| b.len() as u64)
+            .ok_or_else(|| Error::NotFound(digest.to_string()))
+    }
+
+    fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply> {
+        lock(&self.calls).push(format!("GET blob {repo} {digest} from {offset}"));
+        self.blob_gets.fetch_add(1, Ordering::SeqCst);
+        let mut knobs = lock(&self.knobs);
+        let bytes = match knobs.substitute.get(&digest.to_string()) {
+            Some(b) => b.clone(),
+            None => lock(&self.blobs)
+                .get(&digest.to_string())
+                .cloned()
+                .ok_or_else(|| Error::NotFound(digest.to_string()))?,
+        };
+        let ranged = offset > 0 && !knobs.ignore_range;
+        let body = if ranged { bytes[(offset as usize).min(bytes.len())..].to_vec() } else { bytes };
+        let left = match knobs.cut_after.as_mut() {
+            Some((after, times)) if *times > 0 => {
+                *times -= 1;
+                Some(*after)
+            }
+            _ => None,
+        };
+        Ok(BlobReply {
+            url: format!("fake://{repo}/blobs/{digest}"),
+            length: Some(body.len() as u64),
+            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left }),
+            ranged,
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! The filesystem core without FUSE or HTTP: `Fs` and `Store` over an in-memory registry that
+//! can lie, cut bodies off and ignore `Range`. What the kernel would ask, asked directly.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::fake::Fake;
+use regfs::digest::{Algorithm, Digest};
+use regfs::error::{Error, Result};
+use regfs::fs::{Attr, Fs};
+use regfs::manifest::media;
+use regfs::store::Store;
+
+struct Core {
+    fake: Arc<Fake>,
+    fs: Fs,
+    cache: tempfile::TempDir,
+}
+
+fn core_with(fake: Arc<Fake>, cache: tempfile::TempDir, cache_size: u64) -> Core {
+    let store = Store::new(fake.clone(), cache.path(), cache_size, Duration::from_secs(60)).expect("store");
+    Core { fake, fs: Fs::new(Arc::new(store), Duration::from_secs(60)), cache }
+}
+
+fn core(fake: Fake) -> Core {
+    core_with(Arc::new(fake), tempfile::tempdir().expect("cache"), 1 << 30)
+}
+
+impl Core {
+    fn walk(&self, path: &str) -> Result<Attr> {
+        let mut attr = self.fs.getattr(self.fs.root_ino())?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            attr = self.fs.lookup(attr.ino, OsStr::new(part))?;
+        }
+        Ok(attr)
+    }
+
+    fn cat(&self, path: &str) -> Result<Vec<u8>> {
+        let attr = self.walk(path)?;
+        let fh = self.fs.open(attr.ino)?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.fs.read(fh, out.len() as u64, 4096)?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        self.fs.release(fh);
+        Ok(out)
+    }
+
+    fn ls(&self, path: &str) -> Result<Vec<String>> {
+        let attr = self.walk(path)?;
+        self.fs.opendir(attr.ino)?;
+        Ok(self.fs.readdir(attr.ino)?.into_iter().map(|e| e.name).filter(|n| n != "." && n != "..").collect())
+    }
+}
+
+fn noise(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+}
+
+#[test]
+fn a_manifest_that_does_not_hash_to_its_digest_is_refused_and_not_kept() {
+    let fake = Fake::default();
+    let (good, _) = fake.image("r", "v1", b"layer");
+    // The registry serves other bytes under that digest (and says the digest it was asked).
+    let mut evil = fake.manifests.lock().unwrap().get(&("r".into(), good.to_string())).cloned().unwrap();
+    evil.body.extend_from_slice(b"\n ");
+    fake.manifests.lock().unwrap().insert(("r".into(), good.to_string()), evil.clone());
+    let c = core(fake);
+    let err = c.walk(&format!("r/manifests/{good}")).expect_err("a lying manifest");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert_eq!(err.errno(), libc::EIO);
+    // Not cached: asking again asks the registry again.
+    let before = c.fake.calls().len();
+    assert!(c.walk(&format!("r/manifests/{good}")).is_err());
+    assert!(c.fake.calls().len() > before);
+}
+
+#[test]
+fn a_docker_content_digest_that_lies_is_an_error() {
+    let fake = Fake::default();
+    let (good, _) = fake.image("r", "v1", b"layer");
+    let other = Digest::of(Algorithm::Sha256, b"something else");
+    for key in [good.to_string(), "v1".to_string()] {
+        fake.manifests.lock().unwrap().get_mut(&("r".to_string(), key)).unwrap().digest_header =
+            Some(other.to_string());
+    }
+    let c = core(fake);
+    let err = c.walk(&format!("r/manifests/{good}")).expect_err("lying header");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("Docker-Content-Digest"), "{err}");
+    // By tag, the header names another manifest: the link points there, and following it
+    // fetches that digest, which these bytes are not, so nothing wrong is ever shown.
+    let target = c.fs.readlink(c.walk("r/tags/v1").expect("tag").ino).expect("readlink");
+    assert_eq!(target, format!("../manifests/{other}"));
+    assert!(c.walk(&format!("r/{}", target.trim_start_matches("../"))).is_err());
+}
+
+#[test]
+fn without_docker_content_digest_a_tag_is_named_by_the_hash_of_its_manifest() {
+    let fake = Fake::default();
+    let (d, layer) = fake.image("r", "v1", b"layer bytes");
+    for key in [d.to_string(), "v1".to_string()] {
+        fake.manifests.lock().unwrap().get_mut(&("r".to_string(), key)).unwrap().digest_header = None;
+    }
+    let c = core(fake);
+    let target = c.fs.readlink(c.walk("r/tags/v1").expect("tag").ino).expect("readlink");
+    assert_eq!(target, format!("../manifests/{d}"));
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("layer"), b"layer bytes");
+    assert_eq!(c.cat(&format!("r/blobs/{layer}")).expect("blob"), b"layer bytes");
+}
+
+#[test]
+fn sha512_manifests_are_accepted() {
+    let fake = Fake::default();
+    let (_, _) = fake.image("r", "v1", b"x");
+    let body = fake.manifests.lock().unwrap().get(&("r".into(), "v1".into())).unwrap().body.clone();
+    let d512 = fake.manifest("r", None, media::OCI_MANIFEST, &body, Algorithm::Sha512);
+    let c = core(fake);
+    assert_eq!(c.ls(&format!("r/manifests/{d512}")).expect("sha512 dir"), ["manifest.json", "config.json", "layers"]);
+    assert_eq!(c.cat(&format!("r/manifests/{d512}/manifest.json")).expect("bytes"), body);
+}
+
+#[test]
+fn a_cut_off_body_is_resumed_with_range_and_verified() {
+    let fake = Fake::default();
+    let data = noise(1 << 20, 1);
+    let (d, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().cut_after = Some((300_000, 2));
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed"), data);
+    let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
+    assert_eq!(
+        gets,
+        [
+            format!("GET blob r {layer} from 0"),
+            format!("GET blob r {layer} from 300000"),
+            format!("GET blob r {layer} from 600000")
+        ]
+    );
+}
+
+#[test]
+fn a_registry_that_ignores_range_makes_the_download_start_over() {
+    let fake = Fake::default();
+    let data = noise(500_000, 2);
+    let (d, _) = fake.image("r", "v1", &data);
+    {
+        let mut k = fake.knobs.lock().unwrap();
+        k.cut_after = Some((100_000, 1));
+        k.ignore_range = true;
+    }
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("restarted"), data);
+    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn bodies_that_never_complete_fail_and_leave_nothing() {
+    let fake = Fake::default();
+    let data = noise(400_000, 3);
+    let (d, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().cut_after = Some((1000, 100));
+    let c = core(fake);
+    let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect_err("always cut off");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(!c.cache.path().join("blobs/sha256").join(layer.hex()).exists());
+    assert_eq!(std::fs::read_dir(c.cache.path().join("tmp")).expect("tmp").count(), 0);
+}
+
+#[test]
+fn a_body_longer_than_its_descriptor_is_refused() {
+    let fake = Fake::default();
+    let data = noise(300_000, 4);
+    let (d, layer) = fake.image("r", "v1", &data);
+    let mut longer = data.clone();
+    longer.extend_from_slice(&noise(1 << 20, 5));
+    fake.knobs.lock().unwrap().substitute.insert(layer.to_string(), longer);
+    let c = core(fake);
+    let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect_err("too long");
+    assert_eq!(err.errno(), libc::EIO);
+    assert!(err.to_string().contains("longer"), "{err}");
+}
+
+#[test]
+fn a_cache_file_altered_on_disk_is_detected_after_restart_and_replaced() {
+    let fake = Arc::new(Fake::default());
+    let data = noise(2 << 20, 6);
+    let (d, layer) = fake.image("r", "v1", &data);
+    let cache = tempfile::tempdir().expect("cache");
+    let cache_path = cache.path().to_path_buf();
+    let c = core_with(fake.clone(), cache, 1 << 30);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("first"), data);
+    let file = cache_path.join("blobs/sha256").join(layer.hex());
+    let mut altered = std::fs::read(&file).expect("cached");
+    altered[12345] ^= 1;
+    std::fs::write(&file, &altered).expect("alter");
+    // A half-written download left behind by a killed process.
+    std::fs::write(cache_path.join("tmp").join(format!("{}.1.0", layer.hex())), b"half").expect("tmp");
+    let Core { cache, .. } = c;
+    // "Restart": a new store on the same directory.
+    let c = core_with(fake.clone(), cache, 1 << 30);
+    assert_eq!(std::fs::read_dir(cache_path.join("tmp")).expect("tmp").count(), 0, "tmp/ emptied at start");
+    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("re-verified"), data);
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1, "the altered file was downloaded again");
+    // An intact file from an earlier run is re-hashed, not downloaded.
+    let Core { cache, .. } = c;
+    let c = core_with(fake.clone(), cache, 1 << 30);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("intact"), data);
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
+}
+
+#[test]
+fn the_cache_stays_within_its_size_under_churn_and_open_files_stay_readable() {
+    let fake = Arc::new(Fake::default());
+    let mut images = Vec::new();
+    for i in 0..10u8 {
+        let data = noise(2 << 20, 10 + i);
+        let (d, _) = fake.image("r", &format!("v{i}"), &data);
+        images.push((d, data));
+    }
+    let limit = 5 << 20;
+    let c = core_with(fake.clone(), tempfile::tempdir().expect("cache"), limit);
+    // Hold the first blob open while the others churn through.
+    let first = c.walk(&format!("r/manifests/{}/layers/0.tar", images[0].0)).expect("first");
+    let held = c.fs.open(first.ino).expect("open");
+    for (d, data) in &images {
+        assert_eq!(&c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("read"), data);
+        assert!(c.fs.store().blob_cache().size() <= limit, "cache at {} bytes", c.fs.store().blob_cache().size());
+    }
+    let on_disk: u64 = std::fs::read_dir(c.cache.path().join("blobs/sha256"))
+        .expect("dir")
+        .map(|e| e.expect("e").metadata().expect("m").len())
+        .sum();
+    assert!(on_disk <= limit, "{on_disk} bytes on disk");
+    // Evicted while open, and still whole.
+    assert_eq!(c.fs.read(held, 0, 4 << 20).expect("held"), images[0].1);
+}
+
+#[test]
+fn concurrent_opens_of_one_blob_download_it_once() {
+    let fake = Fake::default();
+    let data = noise(3 << 20, 30);
+    let (d, _) = fake.image("r", "v1", &data);
+    let c = Arc::new(core(fake));
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            let path = format!("r/manifests/{d}/layers/0.tar");
+            std::thread::spawn(move || c.cat(&path).expect("read"))
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("thread"), data);
+    }
+    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn names_from_the_registry_that_break_the_grammar_are_never_shown() {
+    let fake = Fake::default();
+    fake.image("r", "ok", b"x");
+    fake.tags.lock().unwrap().get_mut("r").unwrap().extend([
+        "../../etc".to_string(),
+        "a/b".into(),
+        "".into(),
+        ".hidden".into(),
+        "x\0y".into(),
+    ]);
+    let c = core(fake);
+    assert_eq!(c.ls("r/tags").expect("tags"), ["ok"]);
+    for bad in ["../x", "a\0b", ".", ".."] {
+        assert!(c.walk(&format!("r/tags/{bad}")).is_err(), "{bad:?}");
+    }
+    assert_eq!(c.walk("r/manifests/sha256:..%2F").expect_err("bad digest").errno(), libc::ENOENT);
+}
