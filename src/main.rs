@@ -13,8 +13,8 @@ use regfs::cli::Cli;
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::auth::{self, Credentials};
-use regfs::registry::endpoint;
 use regfs::registry::http::{HttpClient, Options, RetryPolicy};
+use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 
 fn main() -> ExitCode {
@@ -164,6 +164,7 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
             timeout: Duration::from_secs(cli.timeout.max(1)),
         };
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
+        client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
         let cache_dir = cli.cache_dir();
         let tag_ttl = Duration::from_secs(cli.tag_ttl);
         let store = Store::new(Arc::new(client), &cache_dir, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?;

@@ -77,11 +77,12 @@ fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
     );
     let reqs = front.requests();
     let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
-    // One token per scope: the catalog is not listed here, so just demo/oci's.
-    assert_eq!(tokens.len(), 1, "{reqs:#?}");
-    assert!(tokens[0].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[0].path);
+    // One token for the ping (no scope), one for demo/oci, reused for everything after.
+    assert_eq!(tokens.len(), 2, "{reqs:#?}");
+    assert!(!tokens[0].path.contains("scope="), "{}", tokens[0].path);
+    assert!(tokens[1].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[1].path);
     let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
-    assert_eq!(unauthorized, 1, "one 401, then the token is reused: {reqs:#?}");
+    assert_eq!(unauthorized, 2, "one 401 per scope, then tokens are reused: {reqs:#?}");
     assert!(
         reqs.iter()
             .filter(|r| r.path.starts_with("/v2/demo"))
@@ -105,11 +106,34 @@ fn token_realms_that_demand_credentials_get_them_and_refusals_are_eacces() {
     );
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
     drop(m);
-    // No credentials: the token endpoint refuses, and so does the mount, with EACCES.
-    let m = Mount::start(&front.url, &[]);
-    let e = std::fs::read_dir(m.path("demo/oci/tags")).map(|d| d.count()).expect_err("no credentials");
-    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}\n{}", m.log());
-    assert!(m.log().contains("token"), "{}", m.log());
+    // No credentials: the token endpoint refuses, so regfs refuses to mount, saying why.
+    let out = refused_mount(&front.url, &[], None);
+    assert!(out.contains("access denied") && out.contains("token"), "{out}");
+}
+
+/// Run regfs in the background mode and expect it to fail before mounting; its stderr.
+fn refused_mount(url: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("mountpoint");
+    let cache = tempfile::tempdir().expect("cache");
+    let mut child = std::process::Command::new(common::regfs_bin())
+        .arg(url)
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(args)
+        .env("HOME", cache.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("regfs");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("regfs");
+    assert!(!out.status.success(), "regfs mounted anyway");
+    assert!(!common::is_mounted(dir.path()));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -140,16 +164,11 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
     drop(m);
 
-    let wrong = Mount::start_with_cache(
-        &registry.url,
-        &["--username", "alice", "--password-stdin"],
-        cache.path().join("b"),
-        None,
-        Some("nope\n"),
-    );
-    let e = std::fs::read_dir(wrong.path("demo/docker/tags")).map(|d| d.count()).expect_err("wrong password");
-    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
-    drop(wrong);
+    // A wrong password, or none, is refused when mounting, as `docker login` would refuse it.
+    let out = refused_mount(&registry.url, &["--username", "alice", "--password-stdin"], Some("nope\n"));
+    assert!(out.contains("access denied"), "{out}");
+    let out = refused_mount(&registry.url, &[], None);
+    assert!(out.contains("username and password"), "{out}");
 
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
@@ -166,6 +185,19 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
     // The password never reaches the log.
     assert!(!m.log().contains("s3cret") && !m.log().contains(&auth));
+}
+
+#[test]
+fn unreachable_hosts_and_non_registries_are_refused_at_mount_time() {
+    let port = common::registry::free_port();
+    let out = refused_mount(&format!("http://127.0.0.1:{port}"), &["--retries", "1"], None);
+    assert!(out.contains("registry unavailable") && out.contains(&port.to_string()), "{out}");
+    // Something that answers HTTP but is not a registry.
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior::default());
+    front.set(|b| b.faults = vec![Fault::status("/v2/", 404, 1)]);
+    let out = refused_mount(&front.url, &[], None);
+    assert!(out.contains("not a registry"), "{out}");
 }
 
 #[test]

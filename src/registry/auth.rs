@@ -188,7 +188,10 @@ impl Authenticator {
                 if let Some(service) = c.params.get("service") {
                     q.append_pair("service", service);
                 }
-                q.append_pair("scope", c.params.get("scope").map_or(scope, String::as_str));
+                let scope = c.params.get("scope").map_or(scope, String::as_str);
+                if !scope.is_empty() {
+                    q.append_pair("scope", scope);
+                }
             }
             let authorization = self.credentials.as_ref().map(Credentials::basic_header);
             return Ok(Some(TokenRequest { url: token_url, authorization }));

@@ -343,6 +343,15 @@ struct CatalogPage {
 }
 
 impl Client for HttpClient {
+    fn ping(&self) -> Result<()> {
+        let url = self.url("/v2/")?;
+        match self.send(Method::GET, url.clone(), "", &[]) {
+            Ok(_) => Ok(()),
+            Err(Error::NotFound(_)) => Err(Error::Protocol(format!("{url}: not a registry (no /v2/ API)"))),
+            Err(e) => Err(e),
+        }
+    }
+
     fn catalog(&self) -> Result<Vec<String>> {
         let mut all = Vec::new();
         self.pages(self.url("/v2/_catalog")?, "registry:catalog:*", &self.counters.catalog_pages, |p: CatalogPage| {

@@ -48,6 +48,11 @@ pub struct BlobReply {
 
 /// The registry, as the filesystem core sees it.
 pub trait Client: Send + Sync {
+    /// `GET /v2/`: the registry is there, speaks the v2 API, and takes our credentials (a 401
+    /// is answered as for any request, so wrong credentials fail here rather than on first use).
+    fn ping(&self) -> Result<()> {
+        Ok(())
+    }
     /// Every repository name in the catalog, all pages followed.
     fn catalog(&self) -> Result<Vec<String>>;
     /// Every tag of `repo`, all pages followed.
