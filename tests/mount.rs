@@ -348,3 +348,31 @@ fn bad_command_lines_are_refused_before_mounting() {
         assert!(help.contains(opt), "--help does not explain {opt}");
     }
 }
+
+#[test]
+fn every_blob_matches_what_skopeo_copy_downloads() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let host = sh.registry.url.trim_start_matches("http://");
+    for (repo, tag) in [("demo/oci", "v1"), ("demo/docker", "v1"), ("demo/schema1", "old"), ("nested/a/b/c", "v1")] {
+        let out = tempfile::tempdir().expect("dir");
+        let copy = std::process::Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
+            .arg(format!("docker://{host}/{repo}:{tag}"))
+            .arg(format!("dir:{}", out.path().display()))
+            .output()
+            .expect("skopeo");
+        assert!(copy.status.success(), "skopeo copy {repo}:{tag}: {}", String::from_utf8_lossy(&copy.stderr));
+        let mut compared = 0;
+        for entry in std::fs::read_dir(out.path()).expect("dir") {
+            let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+            if name.len() != 64 {
+                continue; // manifest.json, version
+            }
+            let ours = std::fs::read(m.path(&format!("{repo}/blobs/sha256:{name}"))).expect("blob through regfs");
+            assert_eq!(ours, std::fs::read(out.path().join(&name)).expect("skopeo's"), "{repo}: sha256:{name}");
+            compared += 1;
+        }
+        assert!(compared >= 2, "{repo}: only {compared} blobs");
+    }
+}

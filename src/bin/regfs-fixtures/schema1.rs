@@ -6,11 +6,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::{Signature, SigningKey, signature::Signer};
 
 pub fn signed(name: &str, tag: &str, layers_top_first: &[String]) -> Result<Vec<u8>, String> {
-    let history: Vec<serde_json::Value> = layers_top_first
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            let v1 = serde_json::json!({"id": format!("{:064x}", i + 1), "created": "2023-11-14T22:13:20Z"});
+    // Each history entry names its parent, the entry below it, as real schema1 images do (and
+    // as skopeo checks).
+    let n = layers_top_first.len();
+    let history: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut v1 = serde_json::json!({"id": format!("{:064x}", i + 1), "created": "2023-11-14T22:13:20Z"});
+            if i + 1 < n {
+                v1["parent"] = serde_json::json!(format!("{:064x}", i + 2));
+            }
             serde_json::json!({"v1Compatibility": v1.to_string()})
         })
         .collect();
