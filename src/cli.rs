@@ -65,6 +65,10 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 
+    /// Serve every read through regfs instead of letting the kernel read verified cache files directly (FUSE passthrough).
+    #[arg(long)]
+    pub no_passthrough: bool,
+
     /// Threads reading requests from the kernel (network waits run on threads of their own).
     #[arg(long, value_name = "N", default_value_t = 4, hide = true)]
     pub fuse_threads: usize,

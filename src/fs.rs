@@ -324,14 +324,24 @@ impl Fs {
 
     /// Open a file: its verified content is ready (downloaded if need be) when this returns.
     pub fn open(&self, ino: u64) -> Result<u64> {
+        self.open_file(ino).map(|o| o.fh)
+    }
+
+    /// Open a file, also handing out the verified cache file behind it, if it has one, so the
+    /// adapter can let the kernel read that file directly (FUSE passthrough).
+    pub fn open_file(&self, ino: u64) -> Result<Opened> {
         let content = match self.node(ino)? {
             Node::ManifestJson { repo, digest } => Content::Doc(self.store.manifest(&repo, &digest)?),
             Node::Blob { repo, digest } => self.store.blob(&repo, &digest)?,
             _ => return Err(Error::InvalidName(format!("inode {ino}: not a file"))),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let file = match &content {
+            Content::File(f) => Some(Arc::clone(f)),
+            _ => None,
+        };
         self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, content);
-        Ok(fh)
+        Ok(Opened { fh, file })
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -374,6 +384,12 @@ impl Fs {
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }
+}
+
+/// An open file: its handle, and the verified cache file behind it when the content is on disk.
+pub struct Opened {
+    pub fh: u64,
+    pub file: Option<Arc<std::fs::File>>,
 }
 
 struct Listing {

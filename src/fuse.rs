@@ -7,13 +7,14 @@
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
 //! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
-    Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request,
 };
 
 use crate::error::Error;
@@ -23,13 +24,37 @@ pub struct FuseAdapter {
     core: Arc<Fs>,
     uid: u32,
     gid: u32,
+    /// Whether to try FUSE passthrough (asked for; the kernel may still refuse it at init).
+    want_passthrough: bool,
+    /// Set at init when the kernel granted passthrough.
+    backing: Option<Arc<Backing>>,
+}
+
+/// Backing files registered with the kernel for passthrough. The kernel wants one backing id per
+/// inode for as long as any handle of it is open: `by_ino` finds the live one, `by_fh` keeps it
+/// alive until the handle's release.
+#[derive(Default)]
+struct Backing {
+    state: std::sync::Mutex<BackingState>,
+}
+
+#[derive(Default)]
+struct BackingState {
+    by_ino: HashMap<u64, Weak<BackingId>>,
+    by_fh: HashMap<u64, Arc<BackingId>>,
 }
 
 impl FuseAdapter {
     pub fn new(core: Arc<Fs>) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseAdapter { core, uid, gid }
+        FuseAdapter { core, uid, gid, want_passthrough: true, backing: None }
+    }
+
+    /// Serve every read through regfs itself, never by passthrough.
+    pub fn without_passthrough(mut self) -> Self {
+        self.want_passthrough = false;
+        self
     }
 
     /// Run `job` on its own thread (inline if no thread can be had).
@@ -68,6 +93,17 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_ASYNC_READ);
+        // Passthrough (Linux 6.9+): reads of a verified cache file go straight to that file in
+        // the kernel, at local-file speed. The cache lives on an ordinary filesystem, so a stack
+        // depth of 1 suffices. Where the kernel says no, reads take the ordinary path.
+        if self.want_passthrough {
+            let granted = config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            log::info!("FUSE passthrough {}", if granted { "on" } else { "not offered by this kernel" });
+            if granted {
+                self.backing = Some(Arc::default());
+            }
+        }
         Ok(())
     }
 
@@ -100,9 +136,18 @@ impl Filesystem for FuseAdapter {
             reply.error(Errno::EROFS);
             return;
         }
-        self.spawn(move |fs| match fs.open(ino.0) {
-            // Everything regfs serves is addressed by digest: the kernel may keep its pages.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+        let backing = self.backing.clone();
+        self.spawn(move |fs| match fs.open_file(ino.0) {
+            Ok(opened) => {
+                if let (Some(backing), Some(file)) = (backing, opened.file) {
+                    match backing.register(ino.0, opened.fh, &file, &reply) {
+                        Ok(id) => return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id),
+                        Err(e) => log::debug!("passthrough refused for inode {ino} ({e}); serving reads ourselves"),
+                    }
+                }
+                // Everything regfs serves is addressed by digest: the kernel may keep its pages.
+                reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(errno(&format!("open {ino}"), &e)),
         });
     }
@@ -135,6 +180,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.core.release(fh.0);
+        if let Some(b) = &self.backing {
+            b.release(fh.0);
+        }
         reply.ok();
     }
 
@@ -174,6 +222,29 @@ impl Filesystem for FuseAdapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         reply.statfs(0, 0, 0, 0, 0, 128 << 10, 255, 128 << 10);
+    }
+}
+
+impl Backing {
+    /// The backing id for `ino` (registering `file` if none is live), held for handle `fh`.
+    fn register(&self, ino: u64, fh: u64, file: &std::fs::File, reply: &ReplyOpen) -> std::io::Result<Arc<BackingId>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match st.by_ino.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => {
+                let id = Arc::new(reply.open_backing(file)?);
+                st.by_ino.insert(ino, Arc::downgrade(&id));
+                id
+            }
+        };
+        st.by_fh.insert(fh, Arc::clone(&id));
+        // Forget inodes whose handles are all closed (their ids are already gone in the kernel).
+        st.by_ino.retain(|_, w| w.strong_count() > 0);
+        Ok(id)
+    }
+
+    fn release(&self, fh: u64) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).by_fh.remove(&fh);
     }
 }
 

@@ -183,7 +183,9 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
         }
         config.n_threads = Some(cli.fuse_threads.max(1));
         config.clone_fd = true;
-        fuser::Session::new(FuseAdapter::new(core), &cli.mountpoint, &config)
+        let adapter = FuseAdapter::new(core);
+        let adapter = if cli.no_passthrough { adapter.without_passthrough() } else { adapter };
+        fuser::Session::new(adapter, &cli.mountpoint, &config)
             .map_err(|e| format!("mounting {} on {}: {e}", prepared.url, cli.mountpoint.display()))
     })();
     let mut session = match result {

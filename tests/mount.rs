@@ -376,3 +376,29 @@ fn every_blob_matches_what_skopeo_copy_downloads() {
         assert!(compared >= 2, "{repo}: only {compared} blobs");
     }
 }
+
+#[test]
+fn large_layers_read_the_same_with_and_without_passthrough() {
+    let sh = shared();
+    let img = images(&sh.fixtures, "docker-schema2")[0];
+    let layer = &img["layers"][2];
+    assert!(layer["size"].as_u64().expect("size") > 2 << 20, "the fixture needs a layer past the in-memory limit");
+    for args in [&[][..], &["--no-passthrough"][..]] {
+        let m = Mount::start(&sh.registry.url, args);
+        let file = m.path("demo/docker/tags/v1/layers/2.tar.gz");
+        assert_eq!(sha256sum(&file), s(&layer["digest"]), "{args:?}");
+        // Random access: a few ranges read with dd equal the same ranges of the whole file.
+        let whole = std::fs::read(&file).expect("read");
+        for (skip, count) in [(0usize, 1usize), (37, 3), (whole.len() / 4096 - 1, 2)] {
+            let out = std::process::Command::new("dd")
+                .arg(format!("if={}", file.display()))
+                .args(["bs=4096", &format!("skip={skip}"), &format!("count={count}"), "status=none"])
+                .output()
+                .expect("dd");
+            let end = (skip * 4096 + count * 4096).min(whole.len());
+            assert_eq!(out.stdout, whole[skip * 4096..end], "{args:?} dd skip={skip}");
+        }
+        let on = m.log().contains("FUSE passthrough on");
+        assert_eq!(on, args.is_empty(), "passthrough {} with {args:?}:\n{}", if on { "on" } else { "off" }, m.log());
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+#[path = "../../src/bin/regfs-front/front.rs"]
 pub mod front;
 pub mod registry;
 

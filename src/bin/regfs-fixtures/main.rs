@@ -134,7 +134,9 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     tagged(p, summary, "demo/oci", "v1", "oci-manifest", &oci)?;
 
     // A Docker schema2 image.
-    let docker = image(p, "demo/docker", "docker", false, &[(50_000, Gzip), (10_000, Gzip)], none.clone())?;
+    // The 3 MB layer is past the in-memory limit: it is read from the disk cache (or passthrough).
+    let docker =
+        image(p, "demo/docker", "docker", false, &[(50_000, Gzip), (10_000, Gzip), (3_000_000, Gzip)], none.clone())?;
     tagged(p, summary, "demo/docker", "v1", "docker-schema2", &docker)?;
 
     // An OCI index: two platforms, a nested index, and an entry without a platform.
@@ -296,7 +298,7 @@ fn push_bench(p: &Pusher) -> Result<Value> {
         eight.push((p.blob("bench/eight", &b)?, b.len()));
     }
     let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let mut out = json!({"big": {"repo": "bench/big", "digest": big_d.to_string(), "size": 256 << 20}, "eight": []});
+    let mut out = json!({"big": {"repo": "bench/big", "digest": big_d.to_string(), "size": 256 << 20}, "eight": {}});
     for (repo, layers) in [("bench/big", vec![(big_d.clone(), 256usize << 20)]), ("bench/eight", eight.clone())] {
         let cfg_d = p.blob(repo, cfg)?;
         let descs: Vec<Value> =
@@ -309,14 +311,14 @@ fn push_bench(p: &Pusher) -> Result<Value> {
     }
     out["eight"]["layers"] = json!(eight.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>());
     // 250 tags, each its own manifest (distinct annotations), for listing and manifest reads.
-    let cfg_d = p.blob("bench/tags", cfg)?;
+    let cfg_d = p.blob("bench/many", cfg)?;
     for i in 0..250 {
         let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
             "config": descriptor(OCI_CONFIG, &cfg_d, cfg.len()), "layers": [],
             "annotations": {"n": i.to_string()}}))
         .map_err(|e| e.to_string())?;
-        p.manifest("bench/tags", &format!("v{i:03}"), media::OCI_MANIFEST, &m)?;
+        p.manifest("bench/many", &format!("v{i:03}"), media::OCI_MANIFEST, &m)?;
     }
-    out["tags"] = json!({"repo": "bench/tags", "count": 250});
+    out["tags"] = json!({"repo": "bench/many", "count": 250});
     Ok(out)
 }

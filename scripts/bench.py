@@ -1,0 +1,279 @@
+"""regfs benchmark (run through scripts/bench, which installs and builds first).
+
+Starts a reference registry on loopback, pushes the benchmark images (a 256 MiB incompressible
+layer, eight 32 MiB layers, a repository of 250 tags) with regfs-fixtures, puts regfs-front in
+front of it to serve tag lists in pages of 100, and measures each case several times, printing the
+median beside a baseline measured in the same run. Request counts come from the front's log of
+what it forwarded, not from regfs's own word.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+MiB = 1 << 20
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, executable="/bin/bash", **kw)
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    sh(cmd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+class Registry:
+    def __init__(self, work):
+        self.dir = os.path.join(work, "registry")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        with open(os.path.join(self.dir, "config.yml"), "w") as f:
+            f.write(f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {self.dir}/data
+http:
+  addr: 127.0.0.1:{self.port}
+compatibility:
+  schema1:
+    enabled: true
+""")
+        self.proc = subprocess.Popen(["docker-registry", "serve", os.path.join(self.dir, "config.yml")],
+                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "log"), "w"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.url + "/v2/")
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise SystemExit("the registry did not start")
+
+    def blob_path(self, digest):
+        hexd = digest.split(":")[1]
+        return f"{self.dir}/data/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data"
+
+
+class Front:
+    def __init__(self, upstream):
+        self.proc = subprocess.Popen([os.path.join(BIN, "regfs-front"), upstream, "--tag-page", "100"], stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+
+    def requests(self):
+        return json.load(urllib.request.urlopen(self.url + "/_front/requests"))
+
+
+class Mount:
+    def __init__(self, url, work, name):
+        self.dir = tempfile.mkdtemp(dir=work, prefix=f"mnt-{name}-")
+        self.cache = tempfile.mkdtemp(dir=work, prefix=f"cache-{name}-")
+        self.proc = subprocess.Popen([os.path.join(BIN, "regfs"), url, self.dir, "-f", "--cache-dir", self.cache],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.cache + ".log", "w"),
+                                     env=dict(os.environ, HOME=self.cache))
+        for _ in range(500):
+            if self.mounted():
+                return
+            time.sleep(0.01)
+        raise SystemExit(f"regfs did not mount; see {self.cache}.log")
+
+    def mounted(self):
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4] == self.dir for line in f)
+
+    def path(self, rel):
+        return os.path.join(self.dir, rel)
+
+    def peak_rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self):
+        subprocess.run(["umount", self.dir], stderr=subprocess.DEVNULL)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+
+ROWS = []
+
+
+def row(case, ours, base, ratio, target, met, unit=""):
+    ROWS.append((case, ours, base, ratio, target, "yes" if met else "NO"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    runs = args.runs
+    work = tempfile.mkdtemp(prefix="regfs-bench-")
+    reg = Registry(work)
+    front = None
+    try:
+        print("pushing the benchmark images…", file=sys.stderr)
+        fixtures = json.loads(subprocess.run([os.path.join(BIN, "regfs-fixtures"), reg.url, "--bench"],
+                                             check=True, capture_output=True, text=True).stdout)
+        bench = fixtures["bench"]
+        big = bench["big"]["digest"]
+        eight = bench["eight"]["layers"]
+        front = Front(reg.url)
+        host = reg.url.removeprefix("http://")
+        big_local = reg.blob_path(big)
+        big_url = f"{reg.url}/v2/bench/big/blobs/{big}"
+        sh(f"cat {big_local} > /dev/null")  # the registry's copy in page cache, for every contender alike
+        size = 256 * MiB
+
+        # 1. Cold cat of the 256 MiB layer.
+        print("cold and warm reads of 256 MiB…", file=sys.stderr)
+        curl = [timed(f"curl -s {big_url} | openssl dgst -sha256") for _ in range(runs)]
+        skopeo = []
+        for _ in range(runs):
+            out = tempfile.mkdtemp(dir=work)
+            skopeo.append(timed(f"skopeo copy --quiet --src-tls-verify=false docker://{host}/bench/big:latest dir:{out}"))
+            shutil.rmtree(out)
+        cold, warm, rss = [], [], []
+        layer = "bench/big/tags/latest/layers/0.tar"
+        for _ in range(runs):
+            m = Mount(reg.url, work, "cold")
+            os.stat(m.path(layer))  # metadata first, so only the read is timed
+            cold.append(timed(f"cat {m.path(layer)} > /dev/null"))
+            rss.append(m.peak_rss_mib())
+            # Warm: eight reads per sample, so the time is the reads, not process start-up.
+            warm.append(timed(f"for i in 1 2 3 4 5 6 7 8; do cat {m.path(layer)} > /dev/null; done") / 8)
+            m.close()
+        local = [timed(f"for i in 1 2 3 4 5 6 7 8; do cat {big_local} > /dev/null; done") / 8 for _ in range(runs)]
+        c, b, s = median(cold), median(curl), median(skopeo)
+        row("cold cat 256 MiB vs curl|openssl", f"{c:.3f} s", f"{b:.3f} s", f"{c / b:.2f}x time", "<= 2x", c <= 2 * b)
+        row("cold cat 256 MiB vs skopeo copy", f"{c:.3f} s", f"{s:.3f} s", f"{c / s:.2f}x time", "<= 0.5x", c <= 0.5 * s)
+        w, l = median(warm), median(local)
+        row("warm cat 256 MiB vs local cat", f"{size / w / MiB:.0f} MiB/s", f"{size / l / MiB:.0f} MiB/s", f"{l / w:.2f}x throughput", ">= 0.8x", l / w >= 0.8)
+        row("peak RSS of regfs, cold 256 MiB read", f"{max(rss):.1f} MiB", "", "", "< 64 MiB", max(rss) < 64)
+
+        # 2. Eight parallel cold cats of eight 32 MiB layers.
+        print("eight parallel reads…", file=sys.stderr)
+        par_curl = [timed(" & ".join(f"(curl -s {reg.url}/v2/bench/eight/blobs/{d} | openssl dgst -sha256 >/dev/null)" for d in eight) + "; wait")
+                    for _ in range(runs)]
+        par_cold = []
+        for _ in range(runs):
+            m = Mount(reg.url, work, "eight")
+            files = [m.path(f"bench/eight/tags/latest/layers/{i}.tar") for i in range(8)]
+            for f in files:
+                os.stat(f)
+            par_cold.append(timed(" & ".join(f"cat {f} >/dev/null" for f in files) + "; wait"))
+            m.close()
+        pc, pb = median(par_cold), median(par_curl)
+        row("8 parallel cold cats x 32 MiB vs 8 curl|openssl", f"{256 / pc:.0f} MiB/s", f"{256 / pb:.0f} MiB/s", f"{pb / pc:.2f}x throughput", ">= 0.8x", pb / pc >= 0.8)
+
+        # 3. Listing 250 tags served in pages of 100, through the front.
+        print("listing tags…", file=sys.stderr)
+        tags_repo = bench["tags"]["repo"]
+        skopeo_tags = [timed(f"skopeo list-tags --tls-verify=false docker://{front.url.removeprefix('http://')}/{tags_repo}") for _ in range(runs)]
+        ls_times, ls_reqs, again_reqs = [], [], []
+        for _ in range(runs):
+            m = Mount(front.url, work, "tags")
+            before = len(front.requests())
+            ls_times.append(timed(f"ls {m.path(tags_repo + '/tags')}"))
+            mid = front.requests()
+            ls_reqs.append(len(mid) - before)
+            count = len(os.listdir(m.path(tags_repo + "/tags")))
+            assert count == 250, count
+            sh(f"ls {m.path(tags_repo + '/tags')} > /dev/null")
+            again_reqs.append(len(front.requests()) - len(mid))
+            m.close()
+        lt, st = median(ls_times), median(skopeo_tags)
+        pages = -(-250 // 100)
+        row("ls tags/ (250 tags, pages of 100): requests", f"{max(ls_reqs)}", f"{pages} pages", "", f"= {pages}", max(ls_reqs) == pages)
+        row("ls tags/ vs skopeo list-tags", f"{lt * 1000:.0f} ms", f"{st * 1000:.0f} ms", f"{lt / st:.2f}x time", "<= 1.2x", lt <= 1.2 * st)
+        row("second ls tags/ within --tag-ttl: requests", f"{max(again_reqs)}", "", "", "= 0", max(again_reqs) == 0)
+
+        # 4. ls -l and stat of every layer of every image: no blob requests.
+        m = Mount(front.url, work, "meta")
+        before = len(front.requests())
+        images = [(i["repo"], i["tag"]) for i in fixtures["images"]] + [("bench/big", "latest"), ("bench/eight", "latest")]
+        for repo, tag in images:
+            sh(f"ls -l {m.path(repo)}/tags/{tag}/ > /dev/null; if [ -d {m.path(repo)}/tags/{tag}/layers ]; then ls -l {m.path(repo)}/tags/{tag}/layers/ >/dev/null; stat {m.path(repo)}/tags/{tag}/layers/* > /dev/null; fi")
+        reqs = front.requests()[before:]
+        blob_gets = [r for r in reqs if "/blobs/" in r["path"] and r["method"] == "GET"]
+        blob_heads = [r for r in reqs if "/blobs/" in r["path"] and r["method"] == "HEAD"]
+        row(f"ls -l + stat of every layer of {len(images)} images: blob GETs", f"{len(blob_gets)}", "", "", "= 0", len(blob_gets) == 0)
+        # (schema1 layers carry no size: one HEAD each, which downloads nothing)
+        row("  … blob HEADs (schema1 layers have no sizes)", f"{len(blob_heads)}", "", "", "info", True)
+
+        # 5. cat tags/*/manifest.json over 250 tags: each manifest fetched at most once.
+        before = len(front.requests())
+        t = timed(f"cat {m.path(tags_repo)}/tags/*/manifest.json")
+        reqs = front.requests()[before:]
+        gets = [r["path"] for r in reqs if r["method"] == "GET" and "/manifests/" in r["path"]]
+        heads = [r for r in reqs if r["method"] == "HEAD" and "/manifests/" in r["path"]]
+        worst = max((gets.count(p) for p in set(gets)), default=0)
+        row("cat tags/*/manifest.json (250): GETs per manifest", f"max {worst}", f"{len(set(gets))} distinct", "", "<= 1", worst <= 1)
+        row("  … requests in all (HEAD resolves each tag)", f"{len(gets)} GET + {len(heads)} HEAD", f"{t:.2f} s", "", "info", True)
+        m.close()
+
+        # 6. ls of another repository while the 256 MiB download runs.
+        print("ls during a download…", file=sys.stderr)
+        lat = []
+        for i in range(runs):
+            m = Mount(reg.url, work, "busy")
+            os.stat(m.path(layer))
+            bg = subprocess.Popen(f"cat {m.path(layer)} > /dev/null", shell=True)
+            time.sleep(0.05)
+            lat.append(timed(f"ls {m.path('demo/oci/tags')} {m.path('demo/docker/tags')}"))
+            still = bg.poll() is None
+            bg.wait()
+            m.close()
+            if not still:
+                print(f"  (run {i}: the download finished before ls; measured anyway)", file=sys.stderr)
+        row("ls of other repos during the 256 MiB download", f"{median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f})", "", "", "< 100 ms", max(lat) < 0.1)
+    finally:
+        if front:
+            front.proc.kill()
+        reg.proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    widths = [max(len(str(r[i])) for r in ROWS + [("case", "regfs", "baseline", "ratio", "target", "met")]) for i in range(6)]
+    header = ("case", "regfs", "baseline", "ratio", "target", "met")
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in ROWS:
+        print("| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |")
+    print(f"\n(median of {runs} runs each; {os.cpu_count()} cores; kernel {os.uname().release})")
+    return 0 if all(r[5] == "yes" for r in ROWS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
