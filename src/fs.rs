@@ -144,6 +144,30 @@ impl Fs {
         self.attr_of(&self.node(ino)?)
     }
 
+    /// How long the kernel may remember that `parent` has no entry called `name` (a negative
+    /// entry): a day where the answer cannot change (inside a manifest, or a name the grammar
+    /// rules out), `tag_ttl` where it can (a tag may be pushed).
+    pub fn negative_ttl(&self, parent: u64, error: &Error) -> Duration {
+        match (self.inodes.node(parent), error) {
+            (_, Error::InvalidName(_)) => IMMUTABLE_TTL,
+            (Some(p), _) if p.is_immutable() => IMMUTABLE_TTL,
+            _ => self.tag_ttl,
+        }
+    }
+
+    /// Attributes to go with a negative entry (only the inode, 0, means anything to the kernel).
+    pub fn negative_attr(&self) -> Attr {
+        Attr {
+            ino: 0,
+            kind: FileKind::File,
+            size: 0,
+            perm: 0,
+            ttl: Duration::ZERO,
+            immutable: true,
+            mtime: self.mounted_at,
+        }
+    }
+
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
         let child = self.child(&self.node(parent)?, name)?;

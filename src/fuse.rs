@@ -112,6 +112,15 @@ impl Filesystem for FuseAdapter {
         let (uid, gid) = (self.uid, self.gid);
         self.spawn(move |fs| match fs.lookup(parent.0, &name) {
             Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid), Generation(0)),
+            // A negative entry (inode 0): the kernel remembers the name is missing for the TTL
+            // instead of asking again on every `stat` or shell completion.
+            Err(e) if e.is_not_found() => {
+                log::debug!("lookup {name:?}: {e}");
+                let ttl = fs.negative_ttl(parent.0, &e);
+                let mut none = file_attr(&fs.negative_attr(), uid, gid);
+                none.ino = INodeNo(0);
+                reply.entry(&ttl, &none, Generation(0))
+            }
             Err(e) => reply.error(errno(&format!("lookup {:?}", name), &e)),
         });
     }

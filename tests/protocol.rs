@@ -280,3 +280,24 @@ fn many_readers_of_one_blob_cause_one_download_and_a_slow_one_never_blocks_ls() 
     assert_eq!(gets, 1, "16 readers, one download");
     assert_eq!(stdout(&sh_in(m.dir.path(), "ls demo/docker/tags")), "v1");
 }
+
+#[test]
+fn missing_names_are_remembered_as_negative_entries() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior::default());
+    let m = Mount::start(&front.url, &[]);
+    let heads = |tag: &str| {
+        front.requests().iter().filter(|r| r.method == "HEAD" && r.path.ends_with(&format!("/manifests/{tag}"))).count()
+    };
+    for _ in 0..5 {
+        let e = std::fs::metadata(m.path("demo/oci/tags/nope")).expect_err("missing tag");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    }
+    assert_eq!(heads("nope"), 1, "the kernel should remember the missing tag");
+    // Inside a manifest nothing can appear: remembered too, and no request at all after the first.
+    let before = front.requests().len();
+    for _ in 0..5 {
+        assert!(std::fs::metadata(m.path("demo/oci/tags/v1/nope.json")).is_err());
+    }
+    assert!(front.requests().len() - before <= 2, "{:#?}", &front.requests()[before..]);
+}
