@@ -11,7 +11,7 @@ pub struct Registry {
     pub url: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 pub fn free_port() -> u16 {
@@ -45,23 +45,47 @@ impl Registry {
             root = dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new(registry_binary())
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
+        let url = format!("http://127.0.0.1:{port}");
+        let mut reg = Registry { url, port, dir, child: None };
+        reg.restart();
+        reg
+    }
+
+    /// Stop the registry process (its storage stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the registry (again) on the same port and storage, and wait until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("log");
+        let mut cmd = Command::new(registry_binary());
+        cmd.arg("serve")
+            .arg(self.dir.path().join("config.yml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        let url = format!("http://127.0.0.1:{port}");
-        let reg = Registry { url, port, dir, child };
+            .stderr(log);
+        super::die_with_parent(&mut cmd);
+        self.child = Some(cmd.spawn().expect("starting docker-registry"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start: {}", reg.log());
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
-        reg
+    }
+
+    /// Where the registry stores a blob (manifests are blobs too).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
     }
 
     pub fn log(&self) -> String {
@@ -94,8 +118,7 @@ impl Registry {
 
     /// Overwrite a blob's stored bytes with as many different ones, behind the registry's back.
     pub fn corrupt_blob(&self, digest: &str) {
-        let hex = digest.trim_start_matches("sha256:");
-        let path = self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+        let path = self.blob_path(digest);
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for b in bytes.iter_mut().skip(100).step_by(997) {
             *b ^= 0x5a;
@@ -106,7 +129,6 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -184,7 +184,9 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     Some(Request { method, path, headers })
 }
 
-fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool) {
+/// Write a response; `cut` sends only the first half of the body, then holds the connection for
+/// `hold` before closing it.
+fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool, hold: Duration) {
     let reason = match resp.status {
         200 => "OK",
         206 => "Partial Content",
@@ -208,6 +210,8 @@ fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool) {
     if !head {
         let body = if cut { &resp.body[..resp.body.len() / 2] } else { &resp.body[..] };
         let _ = stream.write_all(body);
+        let _ = stream.flush();
+        std::thread::sleep(hold);
     }
     let _ = stream.flush();
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -248,11 +252,11 @@ fn serve(
     let head = req.method == "HEAD";
     let mut cut = false;
     let (resp, delay) = decide(&req, &behavior, state, http, upstream, port, seq, &mut cut);
-    if !delay.is_zero() {
+    if !delay.is_zero() && !cut {
         std::thread::sleep(delay);
     }
     if req.path.starts_with("/_front/") {
-        write(&stream, &resp, head, cut);
+        write(&stream, &resp, head, cut, Duration::ZERO);
         return;
     }
     lock().requests.push(Recorded {
@@ -263,7 +267,7 @@ fn serve(
         range: req.header("range"),
         status: resp.status,
     });
-    write(&stream, &resp, head, cut);
+    write(&stream, &resp, head, cut, if cut { delay } else { Duration::ZERO });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -330,6 +334,7 @@ fn decide(
             drop(st);
             if f.status == CUT_OFF {
                 *cut = true;
+                stall = f.delay; // held after the first half is sent, before the cut
             } else if f.status == STALL {
                 stall = f.delay;
             } else {
