@@ -21,8 +21,8 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
@@ -49,7 +49,9 @@ pub struct BlobCache {
     tmp: PathBuf,
     limit: u64,
     state: Mutex<State>,
-    flights: SingleFlight<Digest, ()>,
+    /// Each download's result is the verified file, already open: waiters share the descriptor,
+    /// so eviction (which only unlinks paths) can never pull it from under them.
+    flights: SingleFlight<Digest, Arc<File>>,
     tmp_seq: AtomicU64,
     /// Bytes hashed and found good, for `.regfs/stats`.
     pub verified_bytes: AtomicU64,
@@ -128,23 +130,21 @@ impl BlobCache {
     }
 
     /// An open file holding exactly the bytes of `digest`, downloading and verifying it first
-    /// if need be. `size` is the descriptor's size, when known.
-    pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<File> {
-        // Two rounds: eviction may remove the file between fill and open.
-        for _ in 0..2 {
-            if self.lock().verified.contains(digest) {
-                match File::open(self.path(digest)) {
-                    Ok(f) => {
-                        self.lock().lru.get(digest);
-                        return Ok(f);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => self.forget(digest),
-                    Err(e) => return Err(Error::Io(format!("{}: {e}", self.path(digest).display()))),
+    /// if need be. `size` is the descriptor's size, when known. Read it with `read_at` (pread):
+    /// the descriptor may be shared with other readers of the same blob.
+    pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
+        if self.lock().verified.contains(digest) {
+            match File::open(self.path(digest)) {
+                Ok(f) => {
+                    self.lock().lru.get(digest);
+                    return Ok(Arc::new(f));
                 }
+                // Evicted since: download it again below.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.forget(digest),
+                Err(e) => return Err(Error::Io(format!("{}: {e}", self.path(digest).display()))),
             }
-            self.flights.run(digest, || self.fill(client, repo, digest, size))?;
         }
-        File::open(self.path(digest)).map_err(|e| Error::Io(format!("{}: {e}", self.path(digest).display())))
+        self.flights.run(digest, || self.fill(client, repo, digest, size))
     }
 
     fn forget(&self, digest: &Digest) {
@@ -155,11 +155,15 @@ impl BlobCache {
         }
     }
 
-    /// Make `path(digest)` a verified file: re-hash what an earlier run left, else download.
-    fn fill(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<()> {
+    /// Make `path(digest)` a verified file, and return it open: re-hash what an earlier run left,
+    /// else download.
+    fn fill(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
         let path = self.path(digest);
-        if self.lock().verified.contains(digest) && path.exists() {
-            return Ok(());
+        // Verified by a download that finished between our check and this flight: use it as is.
+        if self.lock().verified.contains(digest) {
+            if let Ok(f) = File::open(&path) {
+                return Ok(Arc::new(f));
+            }
         }
         if let Ok(mut f) = File::open(&path) {
             match hash_file(&mut f, digest) {
@@ -170,7 +174,7 @@ impl BlobCache {
                     if s.lru.put(digest.clone(), len).is_none() {
                         s.total += len;
                     }
-                    return Ok(());
+                    return Ok(Arc::new(f));
                 }
                 Ok(_) | Err(_) => {
                     log::warn!(
@@ -182,13 +186,13 @@ impl BlobCache {
                 }
             }
         }
-        let (tmp, len) = self.download(client, repo, digest, size)?;
+        let (mut tmp, len) = self.download(client, repo, digest, size)?;
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
         fs::rename(&tmp.path, &path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        let mut tmp = tmp;
         tmp.keep = true;
+        let file = tmp.file.try_clone()?;
         {
             let mut s = self.lock();
             s.verified.insert(digest.clone());
@@ -198,13 +202,19 @@ impl BlobCache {
             s.total += len;
         }
         self.evict(Some(digest));
-        Ok(())
+        Ok(Arc::new(file))
     }
 
     fn download(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<(TempFile, u64)> {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.join(format!("{}.{}.{seq}", digest.hex(), std::process::id()));
-        let file = File::create(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        // Read and write: once verified, this very descriptor is handed to the readers.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         let mut tmp = TempFile { path, file, keep: false };
         let limit = size.unwrap_or(MAX_BLOB_SIZE);
         let mut hasher = Hasher::new(digest.algorithm());

@@ -17,15 +17,13 @@
 
 pub mod blobs;
 mod flight;
+mod sized;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use lru::LruCache;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -34,10 +32,13 @@ use crate::names;
 use crate::registry::{Client, Fetch};
 use blobs::BlobCache;
 use flight::SingleFlight;
+use sized::{SizedLru, Weigh};
 
 /// Blobs up to this size are also kept in memory once verified.
 pub const SMALL_BLOB: u64 = 1 << 20;
-const DOC_CACHE_ENTRIES: usize = 1024;
+/// Memory for verified manifests, and for small blobs (by their bytes, not their number).
+const DOC_CACHE_BYTES: usize = 64 << 20;
+const SMALL_CACHE_BYTES: usize = 32 << 20;
 
 /// A verified manifest.
 #[derive(Debug)]
@@ -45,6 +46,12 @@ pub struct Doc {
     pub digest: Digest,
     pub bytes: Vec<u8>,
     pub manifest: Manifest,
+}
+
+impl Weigh for Arc<Doc> {
+    fn weight(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// Verified blob content, for reading.
@@ -76,8 +83,8 @@ pub struct Store {
     client: Arc<dyn Client>,
     tag_ttl: Duration,
     meta: Mutex<Meta>,
-    docs: Mutex<LruCache<(String, Digest), Arc<Doc>>>,
-    small: Mutex<LruCache<Digest, Arc<Vec<u8>>>>,
+    docs: Mutex<SizedLru<(String, Digest), Arc<Doc>>>,
+    small: Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
     blobs: BlobCache,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
@@ -91,13 +98,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Store {
     pub fn new(client: Arc<dyn Client>, cache_dir: &Path, cache_size: u64, tag_ttl: Duration) -> Result<Store> {
-        let entries = NonZeroUsize::new(DOC_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
         Ok(Store {
             client,
             tag_ttl,
             meta: Mutex::default(),
-            docs: Mutex::new(LruCache::new(entries)),
-            small: Mutex::new(LruCache::new(entries)),
+            docs: Mutex::new(SizedLru::new(DOC_CACHE_BYTES)),
+            small: Mutex::new(SizedLru::new(SMALL_CACHE_BYTES)),
             blobs: BlobCache::new(cache_dir, cache_size)?,
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
@@ -231,7 +237,7 @@ impl Store {
     pub fn manifest(&self, repo: &str, digest: &Digest) -> Result<Arc<Doc>> {
         let key = (repo.to_string(), digest.clone());
         if let Some(doc) = lock(&self.docs).get(&key) {
-            return Ok(Arc::clone(doc));
+            return Ok(doc);
         }
         self.doc_flights.run(&key, || {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
@@ -285,19 +291,20 @@ impl Store {
     /// A blob's verified content: small ones from memory, others from the disk cache.
     pub fn blob(&self, repo: &str, digest: &Digest) -> Result<Content> {
         if let Some(bytes) = lock(&self.small).get(digest) {
-            return Ok(Content::Memory(Arc::clone(bytes)));
+            return Ok(Content::Memory(bytes));
         }
         let size = self.known_size(digest);
-        let mut file = self.blobs.open(&*self.client, repo, digest, size)?;
+        let file = self.blobs.open(&*self.client, repo, digest, size)?;
         let len = file.metadata()?.len();
         if len <= SMALL_BLOB {
-            let mut bytes = Vec::with_capacity(len as usize);
-            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            let mut bytes = vec![0u8; len as usize];
+            // pread: the descriptor may be shared with other readers.
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0)?;
             let bytes = Arc::new(bytes);
             lock(&self.small).put(digest.clone(), Arc::clone(&bytes));
             return Ok(Content::Memory(bytes));
         }
-        Ok(Content::File(Arc::new(file)))
+        Ok(Content::File(file))
     }
 }
 

@@ -26,10 +26,11 @@ const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(url) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: regfs-fixtures REGISTRY_URL [--bench] [--tags N]");
+        eprintln!("usage: regfs-fixtures REGISTRY_URL [--bench] [--load]");
         return ExitCode::from(2);
     };
     let bench = args.iter().any(|a| a == "--bench");
+    let load = args.iter().any(|a| a == "--load");
     let run = || -> Result<Value> {
         let base = regfs::registry::endpoint::parse(url).map_err(|e| e.to_string())?;
         let p = Pusher::new(base)?;
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
         push_all(&p, &mut summary)?;
         if bench {
             summary["bench"] = push_bench(&p)?;
+        }
+        if load {
+            summary["load"] = push_load(&p)?;
         }
         Ok(summary)
     };
@@ -310,15 +314,31 @@ fn push_bench(p: &Pusher) -> Result<Value> {
         out[repo.trim_start_matches("bench/")]["manifest"] = json!(d.to_string());
     }
     out["eight"]["layers"] = json!(eight.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>());
-    // 250 tags, each its own manifest (distinct annotations), for listing and manifest reads.
-    let cfg_d = p.blob("bench/many", cfg)?;
-    for i in 0..250 {
+    out["tags"] = many_tags(p, "bench/many", 250)?;
+    Ok(out)
+}
+
+/// `n` tags in `repo`, each its own manifest (distinct annotations), for listings and reads.
+fn many_tags(p: &Pusher, repo: &str, n: usize) -> Result<Value> {
+    let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cfg_d = p.blob(repo, cfg)?;
+    for i in 0..n {
         let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
             "config": descriptor(OCI_CONFIG, &cfg_d, cfg.len()), "layers": [],
             "annotations": {"n": i.to_string()}}))
         .map_err(|e| e.to_string())?;
-        p.manifest("bench/many", &format!("v{i:03}"), media::OCI_MANIFEST, &m)?;
+        p.manifest(repo, &format!("v{i:03}"), media::OCI_MANIFEST, &m)?;
     }
-    out["tags"] = json!({"repo": "bench/many", "count": 250});
-    Ok(out)
+    Ok(json!({"repo": repo, "count": n}))
+}
+
+/// The load test's images: sixteen layers from 256 KiB to 4 MiB (either side of the in-memory
+/// limit) in one image, and 250 tags.
+fn push_load(p: &Pusher) -> Result<Value> {
+    let specs: Vec<(usize, Compression)> =
+        (0..16).map(|i| ((256 << 10) * (i % 4 + 1) * (1 + i / 4), Compression::Plain)).collect();
+    let b = image(p, "load/layers", "load", true, &specs, json!({}))?;
+    let d = p.manifest("load/layers", "v1", b.media_type, &b.manifest)?;
+    Ok(json!({"blobs": {"repo": "load/layers", "tag": "v1", "manifest": d.to_string(), "layers": b.layers},
+              "tags": many_tags(p, "load/many", 250)?}))
 }
