@@ -282,3 +282,49 @@ fn names_from_the_registry_that_break_the_grammar_are_never_shown() {
     }
     assert_eq!(c.walk("r/manifests/sha256:..%2F").expect_err("bad digest").errno(), libc::ENOENT);
 }
+
+#[test]
+fn hostile_manifests_are_refused_with_a_clear_error_and_nothing_is_shown() {
+    let fake = Fake::default();
+    let dg = format!("sha256:{}", "c".repeat(64));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("invalid JSON", b"{\"schemaVersion\": 2,".to_vec(), "not JSON"),
+        ("wrong schemaVersion", br#"{"schemaVersion": 7}"#.to_vec(), "schemaVersion 7"),
+        ("missing config", br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": []}"#.to_vec(), "no config"),
+        (
+            "negative size",
+            format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x","digest":"{dg}","size":-5}},"layers":[]}}"#, media::OCI_MANIFEST).into_bytes(),
+            "config",
+        ),
+        (
+            "absurd size",
+            format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x","digest":"{dg}","size":99999999999999999}},"layers":[]}}"#, media::OCI_MANIFEST).into_bytes(),
+            "larger than regfs accepts",
+        ),
+        (
+            "unknown digest algorithm",
+            format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x","digest":"md5:d41d8cd98f00b204e9800998ecf8427e","size":1}},"layers":[]}}"#, media::OCI_MANIFEST).into_bytes(),
+            "invalid digest",
+        ),
+        (
+            "bad hex",
+            format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x","digest":"sha256:{}","size":1}},"layers":[]}}"#, media::OCI_MANIFEST, "Z".repeat(64)).into_bytes(),
+            "invalid digest",
+        ),
+        ("over 4 MiB", [b"{\"schemaVersion\":2,\"pad\":\"".to_vec(), vec![b'x'; 4 << 20], b"\"}".to_vec()].concat(), "too large"),
+    ];
+    let mut digests = Vec::new();
+    for (_, body, _) in &cases {
+        digests.push(fake.manifest("r", None, media::OCI_MANIFEST, body, Algorithm::Sha256));
+    }
+    let c = core(fake);
+    for ((what, _, why), d) in cases.iter().zip(&digests) {
+        let err = c.walk(&format!("r/manifests/{d}")).expect_err(what);
+        assert!(matches!(err.errno(), libc::EIO | libc::EFBIG), "{what}: {err}");
+        assert!(err.to_string().contains(why), "{what}: {err}");
+        assert!(
+            err.to_string().contains(&d.to_string()) || err.to_string().contains("fake://"),
+            "{what}: the error must name the manifest: {err}"
+        );
+    }
+}
