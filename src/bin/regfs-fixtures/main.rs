@@ -146,26 +146,15 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     // An OCI index: two platforms, a nested index, and an entry without a platform.
     let amd = image(p, "demo/multi", "multi-amd64", true, &[(20_000, Gzip)], json!({"arch": "amd64"}))?;
     let arm = image(p, "demo/multi", "multi-arm64", true, &[(20_000, Gzip)], json!({"arch": "arm64"}))?;
-    let amd_d = p.manifest(
-        "demo/multi",
-        &Digest::of(Algorithm::Sha256, &amd.manifest).to_string(),
-        amd.media_type,
-        &amd.manifest,
-    )?;
-    let arm_d = p.manifest(
-        "demo/multi",
-        &Digest::of(Algorithm::Sha256, &arm.manifest).to_string(),
-        arm.media_type,
-        &arm.manifest,
-    )?;
+    let amd_d = p.untagged("demo/multi", amd.media_type, &amd.manifest)?;
+    let arm_d = p.untagged("demo/multi", arm.media_type, &arm.manifest)?;
     let inner = serde_json::to_vec_pretty(&json!({
         "schemaVersion": 2, "mediaType": media::OCI_INDEX,
         "manifests": [{"mediaType": media::OCI_MANIFEST, "digest": arm_d.to_string(), "size": arm.manifest.len(),
                        "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]
     }))
     .map_err(|e| e.to_string())?;
-    let inner_d =
-        p.manifest("demo/multi", &Digest::of(Algorithm::Sha256, &inner).to_string(), media::OCI_INDEX, &inner)?;
+    let inner_d = p.untagged("demo/multi", media::OCI_INDEX, &inner)?;
     let index = serde_json::to_vec_pretty(&json!({
         "schemaVersion": 2, "mediaType": media::OCI_INDEX,
         "manifests": [
@@ -190,18 +179,8 @@ fn push_all(p: &Pusher, summary: &mut Value) -> Result<()> {
     // A Docker manifest list over two schema2 images.
     let l_amd = image(p, "demo/list", "list-amd64", false, &[(15_000, Gzip)], json!({"arch": "amd64"}))?;
     let l_arm = image(p, "demo/list", "list-arm", false, &[(15_000, Gzip)], json!({"arch": "arm"}))?;
-    let l_amd_d = p.manifest(
-        "demo/list",
-        &Digest::of(Algorithm::Sha256, &l_amd.manifest).to_string(),
-        l_amd.media_type,
-        &l_amd.manifest,
-    )?;
-    let l_arm_d = p.manifest(
-        "demo/list",
-        &Digest::of(Algorithm::Sha256, &l_arm.manifest).to_string(),
-        l_arm.media_type,
-        &l_arm.manifest,
-    )?;
+    let l_amd_d = p.untagged("demo/list", l_amd.media_type, &l_amd.manifest)?;
+    let l_arm_d = p.untagged("demo/list", l_arm.media_type, &l_arm.manifest)?;
     let list = serde_json::to_vec_pretty(&json!({
         "schemaVersion": 2, "mediaType": media::DOCKER_LIST,
         "manifests": [

@@ -64,6 +64,11 @@ impl Pusher {
         Ok(digest)
     }
 
+    /// PUT a manifest under its own digest (no tag), as index children are pushed.
+    pub fn untagged(&self, repo: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
+        self.manifest(repo, &Digest::of(Algorithm::Sha256, bytes).to_string(), media_type, bytes)
+    }
+
     /// PUT a manifest under `reference` (a tag or its digest); the digest the registry reports.
     pub fn manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
         let resp = self
