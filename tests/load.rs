@@ -150,8 +150,13 @@ fn sixty_four_readers_over_sixteen_blobs_and_250_tags() {
     }
     let _ = sampler.join();
     let elapsed = started.elapsed();
-    std::thread::sleep(Duration::from_millis(300)); // releases reach regfs
-    let (files_after, sockets_after) = fds(pid);
+    // The kernel sends RELEASE after close() asynchronously: give it a moment to arrive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut files_after, mut sockets_after) = fds(pid);
+    while files_after != files_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        (files_after, sockets_after) = fds(pid);
+    }
     let peak = peak_rss.load(Ordering::SeqCst) / 1024;
     eprintln!(
         "load: {READERS} readers, {:.1} s: {} reads, {} MiB compared byte for byte, {} failures; peak RSS {peak} MiB; \

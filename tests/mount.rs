@@ -402,3 +402,27 @@ fn large_layers_read_the_same_with_and_without_passthrough() {
         assert_eq!(on, args.is_empty(), "passthrough {} with {args:?}:\n{}", if on { "on" } else { "off" }, m.log());
     }
 }
+
+#[test]
+fn the_cache_defaults_to_xdg_cache_home_and_fusermount3_unmounts() {
+    let sh = shared();
+    let xdg = tempfile::tempdir().expect("xdg");
+    let home = xdg.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut m = Mount::start_env(
+        &sh.registry.url,
+        &[],
+        &[("XDG_CACHE_HOME", xdg.path()), ("HOME", &home)],
+        xdg.path().join("regfs"),
+        xdg.path().join("fg.log"),
+    );
+    let img = images(&sh.fixtures, "docker-schema2")[0];
+    let layer = s(&img["layers"][2]["digest"]);
+    assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/2.tar.gz")), layer);
+    assert!(xdg.path().join("regfs/blobs/sha256").join(layer.trim_start_matches("sha256:")).exists());
+    let out = std::process::Command::new("fusermount3").arg("-u").arg(m.dir.path()).output().expect("fusermount3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = m.wait_exit(std::time::Duration::from_secs(10)).expect("regfs did not exit after fusermount3 -u");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+    assert!(!common::is_mounted(m.dir.path()));
+}

@@ -185,6 +185,34 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
     // The password never reaches the log.
     assert!(!m.log().contains("s3cret") && !m.log().contains(&auth));
+    drop(m);
+
+    // Without --auth-file: $DOCKER_CONFIG/config.json, then ~/.docker/config.json.
+    let docker_config = cache.path().join("dc");
+    std::fs::create_dir_all(&docker_config).expect("dir");
+    std::fs::copy(&config, docker_config.join("config.json")).expect("copy");
+    let c = cache.path().join("d");
+    let m = Mount::start_env(
+        &registry.url,
+        &["--cache-dir", &c.to_string_lossy()],
+        &[("DOCKER_CONFIG", &docker_config), ("HOME", cache.path())],
+        c.clone(),
+        c.with_extension("log"),
+    );
+    assert_eq!(names(&m.path("demo/docker/tags")), ["v1"]);
+    drop(m);
+    let home = cache.path().join("home");
+    std::fs::create_dir_all(home.join(".docker")).expect("dir");
+    std::fs::copy(&config, home.join(".docker/config.json")).expect("copy");
+    let c = cache.path().join("e");
+    let m = Mount::start_env(
+        &registry.url,
+        &["--cache-dir", &c.to_string_lossy()],
+        &[("HOME", &home)],
+        c.clone(),
+        c.with_extension("log"),
+    );
+    assert_eq!(names(&m.path("demo/docker/tags")), ["v1"]);
 }
 
 #[test]
@@ -300,4 +328,57 @@ fn missing_names_are_remembered_as_negative_entries() {
         assert!(std::fs::metadata(m.path("demo/oci/tags/v1/nope.json")).is_err());
     }
     assert!(front.requests().len() - before <= 2, "{:#?}", &front.requests()[before..]);
+}
+
+#[test]
+fn tags_are_trusted_for_tag_ttl_then_asked_again() {
+    let reg = start_forever(|| {
+        let r = Registry::start(None);
+        let f = r.push_fixtures(None);
+        (r, f)
+    });
+    let registry = &reg.0;
+    let m = Mount::start(&registry.url, &["--tag-ttl", "1"]);
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    // Push a new tag behind regfs's back.
+    let http = reqwest::blocking::Client::new();
+    let url = format!("{}/v2/demo/oci/manifests/v1", registry.url);
+    let manifest = http
+        .get(&url)
+        .header("Accept", regfs::manifest::media::OCI_MANIFEST)
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("body");
+    let put = http
+        .put(format!("{}/v2/demo/oci/manifests/v2", registry.url))
+        .header("Content-Type", regfs::manifest::media::OCI_MANIFEST)
+        .body(manifest.to_vec())
+        .send()
+        .expect("put");
+    assert!(put.status().is_success(), "{}", put.status());
+    // Within the TTL the old list stands; after it, the new tag shows.
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1", "v2"]);
+    assert_eq!(
+        std::fs::read_link(m.path("demo/oci/tags/v2")).expect("readlink"),
+        std::fs::read_link(m.path("demo/oci/tags/v1")).expect("readlink")
+    );
+}
+
+#[test]
+fn forbidden_is_eacces_and_missing_blobs_are_enoent_without_retries() {
+    let sh = shared();
+    let img = common::images(&sh.fixtures, "docker-schema2")[0];
+    let (d0, d1) = (img["layers"][0]["digest"].as_str().expect("d"), img["layers"][1]["digest"].as_str().expect("d"));
+    let faults = vec![Fault::status(&format!("/blobs/{d0}"), 403, 10), Fault::status(&format!("/blobs/{d1}"), 404, 10)];
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let e = std::fs::read(m.path("demo/docker/tags/v1/layers/0.tar.gz")).expect_err("403");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    let e = std::fs::read(m.path("demo/docker/tags/v1/layers/1.tar.gz")).expect_err("404");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    let tries = |d: &str| front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(d)).count();
+    assert_eq!((tries(d0), tries(d1)), (1, 1), "answers are not retried");
 }

@@ -83,18 +83,40 @@ impl Mount {
         keep: Option<tempfile::TempDir>,
         stdin: Option<&str>,
     ) -> Mount {
-        let dir = tempfile::tempdir().expect("mountpoint");
         let log = cache.with_extension("log");
+        let mut cache_args = vec!["--cache-dir".to_string(), cache.to_string_lossy().into_owned()];
+        cache_args.extend(args.iter().map(|a| a.to_string()));
+        let env = [("HOME".to_string(), cache.to_string_lossy().into_owned())]; // no stray ~/.docker
+        Mount::launch(registry, &cache_args, &env, stdin, cache, log, keep)
+    }
+
+    /// Mount with exactly these arguments and extra environment (no `--cache-dir` added), for
+    /// tests of the defaults; `cache` is where the test expects regfs to put its cache.
+    pub fn start_env(registry: &str, args: &[&str], env: &[(&str, &Path)], cache: PathBuf, log: PathBuf) -> Mount {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string_lossy().into_owned())).collect();
+        Mount::launch(registry, &args, &env, None, cache, log, None)
+    }
+
+    fn launch(
+        registry: &str,
+        args: &[String],
+        env: &[(String, String)],
+        stdin: Option<&str>,
+        cache: PathBuf,
+        log: PathBuf,
+        keep: Option<tempfile::TempDir>,
+    ) -> Mount {
+        let dir = tempfile::tempdir().expect("mountpoint");
         let logf = std::fs::File::create(&log).expect("log");
         let mut cmd = Command::new(regfs_bin());
         cmd.arg(registry)
             .arg(dir.path())
             .arg("--foreground")
-            .arg("--cache-dir")
-            .arg(&cache)
             .args(args)
             .env("RUST_LOG", "regfs=debug")
-            .env("HOME", &cache) // no stray ~/.docker/config.json
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(logf)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
