@@ -69,8 +69,8 @@ pub struct Cli {
     #[arg(long)]
     pub no_passthrough: bool,
 
-    /// Threads reading requests from the kernel (network waits run on threads of their own).
-    #[arg(long, value_name = "N", default_value_t = 4, hide = true)]
+    /// Threads reading requests from the kernel (operations that wait on the network get threads of their own).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     pub fuse_threads: usize,
 }
 
@@ -123,7 +123,7 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).unwrap();
+        let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
         assert_eq!((c.tag_ttl, c.cache_size, c.foreground), (60, 10 << 30, false));
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--username", "u"]).is_err());
     }

@@ -157,11 +157,11 @@ mod tests {
 
     #[test]
     fn parses_and_prints_sha256_and_sha512() {
-        let d: Digest = EMPTY256.parse().unwrap();
+        let d: Digest = EMPTY256.parse().expect("test input is valid");
         assert_eq!(d.to_string(), EMPTY256);
         assert_eq!(Digest::of(Algorithm::Sha256, b""), d);
         let d512 = Digest::of(Algorithm::Sha512, b"");
-        assert_eq!(d512.to_string().parse::<Digest>().unwrap(), d512);
+        assert_eq!(d512.to_string().parse::<Digest>().expect("test input is valid"), d512);
         assert_eq!(d512.hex().len(), 128);
     }
 
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn verify_reports_both_digests() {
-        let d: Digest = EMPTY256.parse().unwrap();
+        let d: Digest = EMPTY256.parse().expect("test input is valid");
         assert!(d.verify(b"", "x").is_ok());
         let err = d.verify(b"not empty", "http://r/blob").unwrap_err().to_string();
         assert!(err.contains(EMPTY256) && err.contains("http://r/blob"), "{err}");

@@ -426,3 +426,24 @@ fn the_cache_defaults_to_xdg_cache_home_and_fusermount3_unmounts() {
     assert!(status.success(), "{status:?}\n{}", m.log());
     assert!(!common::is_mounted(m.dir.path()));
 }
+
+#[test]
+fn other_users_are_let_in_only_with_allow_other() {
+    let sh = shared();
+    let as_nobody = |m: &Mount, cmd: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c", cmd])
+            .current_dir("/")
+            .env("M", m.dir.path())
+            .output()
+            .expect("setpriv")
+    };
+    let m = Mount::start(&sh.registry.url, &[]);
+    let out = as_nobody(&m, r#"ls "$M/demo""#);
+    assert!(!out.status.success(), "another user got in without --allow-other");
+    drop(m);
+    let m = Mount::start(&sh.registry.url, &["--allow-other"]);
+    let out = as_nobody(&m, r#"ls "$M/demo/oci/tags" && sha256sum "$M/demo/oci/tags/v1/config.json""#);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).starts_with("v1"), "{}", stdout(&out));
+}

@@ -21,10 +21,10 @@ fn names(m: &Manifest) -> Vec<String> {
 
 #[test]
 fn oci_manifest_from_the_seed() {
-    let m = parse(&fixture("oci-manifest-seed.json"), Some(media::OCI_MANIFEST), "t").unwrap();
+    let m = parse(&fixture("oci-manifest-seed.json"), Some(media::OCI_MANIFEST), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciManifest);
     assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
-    let config = m.config.as_ref().unwrap();
+    let config = m.config.as_ref().expect("test input is valid");
     assert_eq!(config.size, Some(985));
     assert_eq!(m.layers.len(), 1);
     assert_eq!(m.layers[0].0, "0.tar.gz");
@@ -33,18 +33,19 @@ fn oci_manifest_from_the_seed() {
 
 #[test]
 fn oci_manifest_without_media_type_is_known_by_its_structure() {
-    let mut doc: serde_json::Value = serde_json::from_slice(&fixture("oci-manifest-seed.json")).unwrap();
-    doc.as_object_mut().unwrap().remove("mediaType");
-    let bytes = serde_json::to_vec(&doc).unwrap();
-    let m = parse(&bytes, Some("application/json"), "t").unwrap();
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fixture("oci-manifest-seed.json")).expect("test input is valid");
+    doc.as_object_mut().expect("test input is valid").remove("mediaType");
+    let bytes = serde_json::to_vec(&doc).expect("test input is valid");
+    let m = parse(&bytes, Some("application/json"), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciManifest);
-    let m = parse(&bytes, None, "t").unwrap();
+    let m = parse(&bytes, None, "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciManifest);
 }
 
 #[test]
 fn oci_index_from_the_seed_names_links_uniquely() {
-    let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").unwrap();
+    let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciIndex);
     assert_eq!(
         names(&m),
@@ -60,19 +61,20 @@ fn oci_index_from_the_seed_names_links_uniquely() {
 
 #[test]
 fn docker_schema2_from_the_spec() {
-    let m = parse(&fixture("docker-schema2-spec.json"), Some(media::DOCKER_SCHEMA2), "t").unwrap();
+    let m = parse(&fixture("docker-schema2-spec.json"), Some(media::DOCKER_SCHEMA2), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::DockerSchema2);
     let layer_names: Vec<_> = m.layers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(layer_names, ["0.tar.gz", "1.tar.gz", "2.tar.gz"]);
     assert_eq!(m.layers[2].1.size, Some(73109));
-    assert_eq!(m.config.as_ref().unwrap().size, Some(7023));
+    assert_eq!(m.config.as_ref().expect("test input is valid").size, Some(7023));
     let sized: Vec<_> = m.sized_blobs().map(|(_, s)| s).collect();
     assert_eq!(sized, [7023, 32654, 16724, 73109]);
 }
 
 #[test]
 fn docker_manifest_list_from_the_spec() {
-    let m = parse(&fixture("docker-manifest-list-spec.json"), Some(media::DOCKER_LIST), "t").unwrap();
+    let m =
+        parse(&fixture("docker-manifest-list-spec.json"), Some(media::DOCKER_LIST), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::DockerManifestList);
     let links: Vec<_> = m.children.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(links, ["linux-ppc64le", "linux-amd64"]);
@@ -83,7 +85,7 @@ fn docker_manifest_list_from_the_spec() {
 #[test]
 fn signed_schema1_digest_is_over_the_canonical_payload() {
     let bytes = fixture("schema1-signed.json");
-    let m = parse(&bytes, Some(media::DOCKER_SCHEMA1_SIGNED), "t").unwrap();
+    let m = parse(&bytes, Some(media::DOCKER_SCHEMA1_SIGNED), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::DockerSchema1);
     assert_eq!(
         m.digest(Algorithm::Sha256).to_string(),
@@ -105,11 +107,12 @@ fn schema1_layers_are_reversed_to_bottom_first() {
             {"blobSum": format!("sha256:{}", "2".repeat(64))}
         ]
     });
-    let m = parse(&serde_json::to_vec(&doc).unwrap(), Some(media::DOCKER_SCHEMA1), "t").unwrap();
+    let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), Some(media::DOCKER_SCHEMA1), "t")
+        .expect("test input is valid");
     assert_eq!(m.layers[0].1.digest.hex(), "2".repeat(64));
     assert_eq!(m.layers[1].1.digest.hex(), "1".repeat(64));
     // Unsigned: the digest is over the bytes themselves.
-    let bytes = serde_json::to_vec(&doc).unwrap();
+    let bytes = serde_json::to_vec(&doc).expect("test input is valid");
     assert_eq!(m.digest(Algorithm::Sha256), Digest::of(Algorithm::Sha256, &bytes));
 }
 
@@ -123,14 +126,14 @@ fn artifacts_show_what_their_json_has() {
         "layers": [{"mediaType": "application/vnd.example.sbom+json", "size": 10,
                     "digest": format!("sha256:{}", "b".repeat(64))}]
     });
-    let bytes = serde_json::to_vec(&doc).unwrap();
-    let m = parse(&bytes, Some("application/vnd.example.artifact.v1+json"), "t").unwrap();
+    let bytes = serde_json::to_vec(&doc).expect("test input is valid");
+    let m = parse(&bytes, Some("application/vnd.example.artifact.v1+json"), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::Other);
     assert_eq!(m.layers[0].0, "0");
     assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
 
     let bare = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.example.thing"});
-    let m = parse(&serde_json::to_vec(&bare).unwrap(), None, "t").unwrap();
+    let m = parse(&serde_json::to_vec(&bare).expect("test input is valid"), None, "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::Other);
     assert_eq!(names(&m), ["manifest.json"]);
 }
@@ -143,7 +146,8 @@ fn an_oci_manifest_with_an_artifact_config_is_still_an_image_manifest() {
                    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
         "layers": []
     });
-    let m = parse(&serde_json::to_vec(&doc).unwrap(), Some(media::OCI_MANIFEST), "t").unwrap();
+    let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), Some(media::OCI_MANIFEST), "t")
+        .expect("test input is valid");
     assert_eq!(m.kind, Kind::OciManifest);
     assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
 }
@@ -164,7 +168,7 @@ fn hostile_documents_are_refused_with_a_reason() {
             "config": {"mediaType": "x", "size": 1, "digest": dg},
             "layers": [{"mediaType": "x", "size": size, "digest": digest}]
         }))
-        .unwrap()
+        .expect("test input is valid")
     };
     assert!(refused(b"{not json", None).contains("not JSON"));
     assert!(refused(b"[1,2]", None).contains("not a JSON object"));
@@ -176,10 +180,10 @@ fn hostile_documents_are_refused_with_a_reason() {
     assert!(refused(&layer(1.into(), "sha256:XYZ"), None).contains("invalid digest"));
     let no_config =
         serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::DOCKER_SCHEMA2, "layers": []}))
-            .unwrap();
+            .expect("test input is valid");
     assert!(refused(&no_config, None).contains("no config"));
-    let no_manifests =
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX})).unwrap();
+    let no_manifests = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX}))
+        .expect("test input is valid");
     assert!(refused(&no_manifests, None).contains("no manifests"));
     // Header and body naming different manifest types.
     assert!(refused(&fixture("oci-index-seed.json"), Some(media::DOCKER_SCHEMA2)).contains("but mediaType"));
@@ -205,7 +209,7 @@ fn hostile_platform_names_cannot_escape_or_collide() {
         d('1', "../..", "x"), d('2', "linux", "amd64"), d('3', "linux", "amd64"),
         d('4', "a/b\u{0}", "c"), d('5', ".", ""), d('5', "", ""), d('5', "", "")
     ]});
-    let m = parse(&serde_json::to_vec(&doc).unwrap(), None, "t").unwrap();
+    let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), None, "t").expect("test input is valid");
     let links: Vec<_> = m.children.iter().map(|(n, _)| n.clone()).collect();
     let unique: HashSet<_> = links.iter().collect();
     assert_eq!(unique.len(), links.len(), "{links:?}");

@@ -328,12 +328,12 @@ mod tests {
     fn tokens_are_reused_per_scope_and_can_be_forgotten() {
         let a = Authenticator::new(None, true);
         assert_eq!(a.header("s"), None);
-        a.store_token("s", br#"{"token":"abc","expires_in":300}"#, "u").unwrap();
+        a.store_token("s", br#"{"token":"abc","expires_in":300}"#, "u").expect("test input is valid");
         assert_eq!(a.header("s").as_deref(), Some("Bearer abc"));
         assert_eq!(a.header("other"), None);
         a.forget("s");
         assert_eq!(a.header("s"), None);
-        a.store_token("s", br#"{"access_token":"xyz"}"#, "u").unwrap();
+        a.store_token("s", br#"{"access_token":"xyz"}"#, "u").expect("test input is valid");
         assert_eq!(a.header("s").as_deref(), Some("Bearer xyz"));
         assert!(a.store_token("s", br#"{"token":""}"#, "u").is_err());
         assert!(a.store_token("s", b"nope", "u").is_err());
@@ -349,34 +349,37 @@ mod tests {
                 "ignored",
                 "u",
             )
-            .unwrap()
-            .unwrap();
+            .expect("test input is valid")
+            .expect("test input is valid");
         assert_eq!(req.url.as_str(), "https://auth.example/token?service=reg&scope=repository%3Aa%2Fb%3Apull");
-        assert!(req.authorization.unwrap().starts_with("Basic "));
+        assert!(req.authorization.expect("test input is valid").starts_with("Basic "));
         assert!(a.answer(r#"Bearer realm="http://auth.example/token""#, "s", "u").is_err());
         // Basic: once, then refused.
-        assert!(a.answer(r#"Basic realm="x""#, "s", "u").unwrap().is_none());
-        assert!(a.header("s").unwrap().starts_with("Basic "));
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u").expect("test input is valid").is_none());
+        assert!(a.header("s").expect("test input is valid").starts_with("Basic "));
         assert!(a.answer(r#"Basic realm="x""#, "s", "u").is_err());
     }
 
     #[test]
     fn reads_docker_config_auths() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test input is valid");
         let path = dir.path().join("config.json");
         let auth = STANDARD.encode("alice:s3cret:with:colons");
         std::fs::write(
             &path,
             format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"localhost:5000":{{"username":"bob","password":"pw"}}}}}}"#),
         )
-        .unwrap();
-        let hub = from_docker_config(&path, "registry-1.docker.io").unwrap().unwrap();
+        .expect("test input is valid");
+        let hub = from_docker_config(&path, "registry-1.docker.io")
+            .expect("test input is valid")
+            .expect("test input is valid");
         assert_eq!((hub.username.as_str(), hub.password.as_str()), ("alice", "s3cret:with:colons"));
-        let local = from_docker_config(&path, "localhost:5000").unwrap().unwrap();
+        let local =
+            from_docker_config(&path, "localhost:5000").expect("test input is valid").expect("test input is valid");
         assert_eq!(local.username, "bob");
-        assert!(from_docker_config(&path, "ghcr.io").unwrap().is_none());
-        assert!(from_docker_config(&dir.path().join("missing.json"), "x").unwrap().is_none());
-        std::fs::write(&path, "{").unwrap();
+        assert!(from_docker_config(&path, "ghcr.io").expect("test input is valid").is_none());
+        assert!(from_docker_config(&dir.path().join("missing.json"), "x").expect("test input is valid").is_none());
+        std::fs::write(&path, "{").expect("test input is valid");
         assert!(from_docker_config(&path, "x").is_err());
     }
 }

@@ -46,7 +46,7 @@ mod tests {
 
     #[test]
     fn schemes_follow_docker_conventions() {
-        let p = |s: &str| parse(s).unwrap().to_string();
+        let p = |s: &str| parse(s).expect("test input is valid").to_string();
         assert_eq!(p("127.0.0.1:5000"), "http://127.0.0.1:5000/");
         assert_eq!(p("127.1.2.3:5000"), "http://127.1.2.3:5000/");
         assert_eq!(p("localhost:5000"), "http://localhost:5000/");

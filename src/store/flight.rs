@@ -93,17 +93,17 @@ mod tests {
             })
             .collect();
         for t in threads {
-            assert_eq!(t.join().unwrap().unwrap(), 42);
+            assert_eq!(t.join().expect("test input is valid").expect("test input is valid"), 42);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // Afterwards the key is free again: a new call runs anew.
-        assert_eq!(flight.run(&7, || Ok(43)).unwrap(), 43);
+        assert_eq!(flight.run(&7, || Ok(43)).expect("test input is valid"), 43);
     }
 
     #[test]
     fn errors_are_shared_and_not_kept() {
         let flight: SingleFlight<u32, u32> = SingleFlight::default();
         assert!(flight.run(&1, || Err(Error::NotFound("x".into()))).is_err());
-        assert_eq!(flight.run(&1, || Ok(5)).unwrap(), 5);
+        assert_eq!(flight.run(&1, || Ok(5)).expect("test input is valid"), 5);
     }
 }
