@@ -67,6 +67,8 @@ pub struct Fs {
     tag_ttl: Duration,
     mounted_at: SystemTime,
     handles: Mutex<HashMap<u64, Content>>,
+    /// Listings of open directories, by handle.
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
 }
 
@@ -78,6 +80,7 @@ impl Fs {
             tag_ttl,
             mounted_at: SystemTime::now(),
             handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -231,16 +234,32 @@ impl Fs {
         }
     }
 
-    /// Open a directory. A tag list is fetched here (and cached for `readdir`), because an error
-    /// from `readdir` is invisible: glibc reads ENOENT from getdents as the end of the directory.
-    pub fn opendir(&self, ino: u64) -> Result<()> {
-        match self.node(ino)? {
-            Node::Tags(repo) => self.store.tags(&repo).map(|_| ()),
-            _ => Ok(()),
-        }
+    /// Open a directory: its listing is taken here, once, and every `readdir` of the handle reads
+    /// that snapshot. So a listing is consistent however the registry changes while it is read,
+    /// a large one is built once rather than once per kernel buffer, and a failure surfaces here,
+    /// where it is visible: glibc reads ENOENT from getdents as the end of the directory.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let entries = Arc::new(self.readdir(ino)?);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, entries);
+        Ok(fh)
     }
 
-    /// The entries of a directory, `.` and `..` first.
+    /// The listing taken when `fh` was opened.
+    pub fn listing(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::Io(format!("no open directory {fh}")))
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+    }
+
+    /// The entries of a directory, `.` and `..` first, as they are now.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
         let mut out = vec![

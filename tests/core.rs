@@ -26,6 +26,12 @@ fn core_with(fake: Arc<Fake>, cache: tempfile::TempDir, cache_size: u64) -> Core
     Core { fake, fs: Fs::new(Arc::new(store), Duration::from_secs(60)), cache }
 }
 
+fn core_with_ttl(fake: Arc<Fake>, tag_ttl: Duration) -> Core {
+    let cache = tempfile::tempdir().expect("cache");
+    let store = Store::new(fake.clone(), cache.path(), 1 << 30, tag_ttl).expect("store");
+    Core { fake, fs: Fs::new(Arc::new(store), tag_ttl), cache }
+}
+
 fn core(fake: Fake) -> Core {
     core_with(Arc::new(fake), tempfile::tempdir().expect("cache"), 1 << 30)
 }
@@ -56,8 +62,10 @@ impl Core {
 
     fn ls(&self, path: &str) -> Result<Vec<String>> {
         let attr = self.walk(path)?;
-        self.fs.opendir(attr.ino)?;
-        Ok(self.fs.readdir(attr.ino)?.into_iter().map(|e| e.name).filter(|n| n != "." && n != "..").collect())
+        let fh = self.fs.opendir(attr.ino)?;
+        let names = self.fs.listing(fh)?.iter().map(|e| e.name.clone()).filter(|n| n != "." && n != "..").collect();
+        self.fs.releasedir(fh);
+        Ok(names)
     }
 }
 
@@ -327,4 +335,27 @@ fn hostile_manifests_are_refused_with_a_clear_error_and_nothing_is_shown() {
             "{what}: the error must name the manifest: {err}"
         );
     }
+}
+
+#[test]
+fn a_listing_is_a_snapshot_taken_at_opendir() {
+    let fake = Arc::new(Fake::default());
+    for i in 0..3 {
+        fake.image("r", &format!("t{i}"), b"x");
+    }
+    // A tag TTL of zero: every new listing asks the registry.
+    let c = core_with_ttl(fake.clone(), Duration::ZERO);
+    let tags = c.walk("r/tags").expect("tags");
+    let fh = c.fs.opendir(tags.ino).expect("opendir");
+    let names = |fh| c.fs.listing(fh).expect("listing").iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(fh), [".", "..", "t0", "t1", "t2"]);
+    // A tag pushed while the directory is being read does not shift the open listing ...
+    fake.image("r", "t3", b"y");
+    assert_eq!(names(fh), [".", "..", "t0", "t1", "t2"]);
+    // ... and shows in the next one.
+    let fh2 = c.fs.opendir(tags.ino).expect("opendir");
+    assert_eq!(names(fh2), [".", "..", "t0", "t1", "t2", "t3"]);
+    c.fs.releasedir(fh);
+    c.fs.releasedir(fh2);
+    assert!(c.fs.listing(fh).is_err(), "released");
 }
