@@ -212,7 +212,9 @@ fn a_cache_file_altered_on_disk_is_detected_after_restart_and_replaced() {
     std::fs::write(&file, &altered).expect("alter");
     // A half-written download left behind by a killed process.
     std::fs::write(cache_path.join("tmp").join(format!("{}.1.0", layer.hex())), b"half").expect("tmp");
-    let Core { cache, .. } = c;
+    // The old process is gone (and with it, its lock on the directory).
+    let Core { cache, fs, .. } = c;
+    drop(fs);
     // "Restart": a new store on the same directory.
     let c = core_with(fake.clone(), cache, 1 << 30);
     assert_eq!(std::fs::read_dir(cache_path.join("tmp")).expect("tmp").count(), 0, "tmp/ emptied at start");
@@ -220,7 +222,9 @@ fn a_cache_file_altered_on_disk_is_detected_after_restart_and_replaced() {
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("re-verified"), data);
     assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1, "the altered file was downloaded again");
     // An intact file from an earlier run is re-hashed, not downloaded.
-    let Core { cache, .. } = c;
+    // The old process is gone (and with it, its lock on the directory).
+    let Core { cache, fs, .. } = c;
+    drop(fs);
     let c = core_with(fake.clone(), cache, 1 << 30);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("intact"), data);
     assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
@@ -358,4 +362,27 @@ fn a_listing_is_a_snapshot_taken_at_opendir() {
     c.fs.releasedir(fh);
     c.fs.releasedir(fh2);
     assert!(c.fs.listing(fh).is_err(), "released");
+}
+
+#[test]
+fn a_cache_directory_serves_one_process_at_a_time_and_is_private() {
+    let dir = tempfile::tempdir().expect("cache");
+    let first = Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60)).expect("first");
+    let second = Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60));
+    let err = second.err().expect("a second store on the same directory");
+    assert!(
+        err.to_string().contains("in use by another regfs")
+            && err.to_string().contains(&std::process::id().to_string()),
+        "{err}"
+    );
+    for d in ["blobs", "tmp"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(d)).expect("meta").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700, "{d}");
+    }
+    drop(first);
+    // Released with its owner.
+    Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60))
+        .expect("after the first is gone");
 }

@@ -447,3 +447,24 @@ fn other_users_are_let_in_only_with_allow_other() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).starts_with("v1"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_second_regfs_on_the_same_cache_directory_is_refused() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let dir = tempfile::tempdir().expect("mountpoint");
+    let out = std::process::Command::new(common::regfs_bin())
+        .arg(&sh.registry.url)
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(&m.cache)
+        .env("HOME", &m.cache)
+        .output()
+        .expect("regfs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another regfs") && err.contains("--cache-dir"), "{err}");
+    assert!(!common::is_mounted(dir.path()));
+    // The first mount is untouched.
+    assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
+}

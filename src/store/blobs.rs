@@ -7,6 +7,10 @@
 //! - A file left by an earlier run is hashed again the first time this run uses it, before any
 //!   byte of it is served; a file altered on disk is deleted and downloaded anew.
 //! - `tmp/` is emptied at start-up: whatever a killed process left there is never served.
+//! - One process per cache directory: an exclusive `flock` on `lock` is held for the life of the
+//!   cache, so a second regfs on the same directory stops at start-up instead of emptying the
+//!   first one's `tmp/` under it. A killed process's lock dies with it.
+//! - `blobs/` and `tmp/` are private (0700): they may hold layers of private images.
 //! - Past `--cache-size`, the least recently used files are deleted. A file still open by a reader
 //!   stays readable (unlinked files live on while open), so eviction never breaks a read.
 //!
@@ -45,6 +49,8 @@ struct State {
 }
 
 pub struct BlobCache {
+    /// Held open for the `flock` that makes the directory this process's alone.
+    _lock: File,
     root: PathBuf,
     tmp: PathBuf,
     limit: u64,
@@ -79,7 +85,10 @@ impl BlobCache {
         let tmp = dir.join("tmp");
         for d in [&root, &tmp] {
             fs::create_dir_all(d).map_err(|e| Error::Io(format!("{}: {e}", d.display())))?;
+            fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|e| Error::Io(format!("{}: {e}", d.display())))?;
         }
+        let lock = lock_dir(dir)?;
         for entry in fs::read_dir(&tmp)?.flatten() {
             let _ = fs::remove_file(entry.path());
         }
@@ -104,6 +113,7 @@ impl BlobCache {
             state.lru.put(d, len);
         }
         let cache = BlobCache {
+            _lock: lock,
             root,
             tmp,
             limit,
@@ -310,6 +320,33 @@ impl BlobCache {
             let _ = fs::remove_file(self.path(&d));
         }
     }
+}
+
+/// Take the cache directory for this process, or say who has it.
+fn lock_dir(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(Error::Io(format!(
+            "{} is in use by another regfs (pid {}); give each mount its own --cache-dir",
+            dir.display(),
+            holder.trim()
+        )));
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// Hash a whole file; its length if it matches `digest`.
