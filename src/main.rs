@@ -18,7 +18,12 @@ use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Paths are made absolute now: the background process leaves the caller's directory.
+    if let Err(msg) = absolute_paths(&mut cli) {
+        eprintln!("regfs: {msg}");
+        return ExitCode::from(2);
+    }
     // Everything that can be wrong with the command line is found before detaching, so the user
     // sees it on the terminal.
     let prepared = match prepare(&cli) {
@@ -49,6 +54,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
+    cli.mountpoint =
+        std::fs::canonicalize(&cli.mountpoint).map_err(|e| format!("{}: {e}", cli.mountpoint.display()))?;
+    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    cli.cache_dir = Some(absolute(&cli.cache_dir())?);
+    if let Some(f) = &cli.log_file {
+        cli.log_file = Some(absolute(f)?);
+    }
+    if let Some(f) = &cli.auth_file {
+        cli.auth_file = Some(absolute(f)?);
+    }
+    Ok(())
 }
 
 struct Prepared {
@@ -126,6 +145,8 @@ fn detach(cli: &Cli) -> Result<Detached, String> {
             // SAFETY: plain syscalls on our own process and fds.
             unsafe {
                 libc::setsid();
+                // Hold no directory of the caller's busy.
+                libc::chdir(c"/".as_ptr());
                 let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
                 if devnull >= 0 {
                     libc::dup2(devnull, 0);

@@ -468,3 +468,24 @@ fn a_second_regfs_on_the_same_cache_directory_is_refused() {
     // The first mount is untouched.
     assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
 }
+
+#[test]
+fn relative_paths_work_and_the_background_process_leaves_the_caller_s_directory() {
+    let sh = shared();
+    let work = tempfile::tempdir().expect("work");
+    std::fs::create_dir(work.path().join("mnt")).expect("mnt");
+    let status = std::process::Command::new(common::regfs_bin())
+        .args([&sh.registry.url, "mnt", "--cache-dir", "cache"])
+        .current_dir(work.path())
+        .env("HOME", work.path())
+        .status()
+        .expect("regfs");
+    assert!(status.success());
+    let mnt = work.path().join("mnt");
+    assert_eq!(ls(&mnt.join("demo/oci/tags")), ["v1"]);
+    assert!(work.path().join("cache/regfs.log").exists(), "the cache went somewhere else");
+    let pid = stdout(&sh_in(work.path(), &format!("pgrep -f '^{} {} mnt'", common::regfs_bin(), sh.registry.url)));
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", pid.lines().next().unwrap_or(""))).expect("cwd");
+    assert_eq!(cwd, Path::new("/"));
+    assert!(std::process::Command::new("umount").arg(&mnt).status().expect("umount").success());
+}
