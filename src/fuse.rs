@@ -88,7 +88,9 @@ fn errno(op: &str, e: &Error) -> Errno {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Let the kernel send many reads at once (parallel downloads, many readers).
+        // Let the kernel keep many requests in flight (readahead, many readers). 64 background
+        // requests: the load test runs 64 readers. Blocking work does not tie up the session's
+        // threads, because it runs on threads of its own (`spawn`).
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_max_readahead(1 << 20);

@@ -88,6 +88,8 @@ enum Attempt {
 
 impl HttpClient {
     pub fn new(base: Url, options: Options) -> Result<Self> {
+        // One client for the whole mount: its pool reuses connections (and TLS sessions) across
+        // requests, which is most of the cost of a small request to a remote registry.
         let http = Reqwest::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
