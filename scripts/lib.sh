@@ -3,7 +3,7 @@
 # Debian packages regfs's scripts and tests use: the reference registry, independent clients
 # (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
 # Basic-auth test, curl and openssl for the benchmark's baseline.
-REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar"
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3"
 
 regfs_install_deps() {
     local missing=()

@@ -219,3 +219,25 @@ fn unmounting_while_reads_are_in_flight_leaves_no_stale_mount() {
     let status = m.wait_exit(Duration::from_secs(15)).expect("regfs did not exit");
     assert!(status.success(), "{status:?}\n{}", m.log());
 }
+
+#[test]
+fn cut_off_manifests_and_tag_lists_are_fetched_again() {
+    let sh = shared();
+    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let digest = str_of(&img["digest"]);
+    let faults = vec![
+        Fault::status(&format!("/manifests/{digest}"), CUT_OFF, 2),
+        Fault::status("/v2/demo/oci/tags/list", CUT_OFF, 2),
+    ];
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    assert_eq!(sha256sum(&m.path("demo/oci/tags/v1/manifest.json")), digest);
+    let tags: Vec<String> = std::fs::read_dir(m.path("demo/oci/tags"))
+        .expect("tags")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(tags, ["v1"]);
+    let gets = |p: &str| front.requests().iter().filter(|r| r.method == "GET" && r.path.contains(p)).count();
+    assert_eq!(gets(&format!("/manifests/{digest}")), 3, "two cut off, then whole");
+    assert_eq!(gets("/v2/demo/oci/tags/list"), 3);
+}

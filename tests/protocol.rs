@@ -245,6 +245,15 @@ fn redirected_blobs_are_read_and_credentials_never_follow_to_another_host() {
         assert!(r.host.starts_with("localhost:"), "{r:?}");
         assert_eq!(r.authorization, None, "credentials followed a redirect to another host: {r:?}");
     }
+    // When storage refuses, the error names the storage URL without its signature.
+    let other =
+        common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"].as_str().expect("d").to_string();
+    front.set(|b| b.faults = vec![Fault::status(&format!("/_storage/demo/docker/{other}"), 403, 10)]);
+    let e = std::fs::read(m.path(&format!("{repo}/tags/{tag}/layers/1.tar.gz"))).expect_err("storage refuses");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    let log = m.log();
+    assert!(log.contains(&format!("/_storage/demo/docker/{other}")), "{log}");
+    assert!(!log.contains("X-Amz-Signature") && !log.contains("sig-"), "a storage signature reached the log:\n{log}");
 }
 
 #[test]

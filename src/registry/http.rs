@@ -121,6 +121,16 @@ impl HttpClient {
         url.origin() == self.base.origin()
     }
 
+    /// A URL as it may be logged: in full on the registry's origin. Elsewhere (object storage)
+    /// without its query, which often carries a signature that works as a credential.
+    fn shown(&self, url: &Url) -> String {
+        if self.same_origin(url) {
+            url.to_string()
+        } else {
+            format!("{}{}", url.origin().ascii_serialization(), url.path())
+        }
+    }
+
     /// Send with retries; the response is 2xx (or 206), else the mapped error.
     fn send(
         &self,
@@ -129,22 +139,38 @@ impl HttpClient {
         scope: &str,
         headers: &[(reqwest::header::HeaderName, String)],
     ) -> Result<Response> {
+        self.send_with(method, url, scope, headers, Ok)
+    }
+
+    /// Send with retries, and `finish` the response inside the retry loop: a body that breaks
+    /// while `finish` reads it (`Error::Unavailable`) is retried like any other transient fault.
+    fn send_with<T>(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+        finish: impl Fn(Response) -> Result<T>,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
-            match self.attempt(&method, url.clone(), scope, headers)? {
-                Attempt::Done(resp) => return Ok(resp),
-                Attempt::Retry(err, asked) => {
-                    if attempt >= self.retry.retries {
-                        return Err(err);
-                    }
-                    let backoff = self.retry.base_delay.saturating_mul(1 << attempt.min(16));
-                    let delay = asked.unwrap_or(backoff).min(self.retry.max_delay);
-                    log::info!("{err}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
-                    Counters::bump(&self.counters.retries);
-                    std::thread::sleep(delay);
-                    attempt += 1;
-                }
+            let (err, asked) = match self.attempt(&method, url.clone(), scope, headers)? {
+                Attempt::Done(resp) => match finish(resp) {
+                    Ok(v) => return Ok(v),
+                    Err(e @ Error::Unavailable(_)) => (e, None),
+                    Err(e) => return Err(e),
+                },
+                Attempt::Retry(err, asked) => (err, asked),
+            };
+            if attempt >= self.retry.retries {
+                return Err(err);
             }
+            let backoff = self.retry.base_delay.saturating_mul(1 << attempt.min(16));
+            let delay = asked.unwrap_or(backoff).min(self.retry.max_delay);
+            log::info!("{err}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
+            Counters::bump(&self.counters.retries);
+            std::thread::sleep(delay);
+            attempt += 1;
         }
     }
 
@@ -176,7 +202,8 @@ impl HttpClient {
                 Ok(r) => r,
                 Err(e) => {
                     return Ok(Attempt::Retry(
-                        Error::Unavailable(format!("{method} {url}: {}", error_chain(&e))),
+                        // reqwest's own message would name the full URL, signature and all.
+                        Error::Unavailable(format!("{method} {}: {}", self.shown(&url), error_chain(&e.without_url()))),
                         None,
                     ));
                 }
@@ -186,15 +213,22 @@ impl HttpClient {
                 if let Some(location) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
                     hops += 1;
                     if hops > MAX_REDIRECTS {
-                        return Err(Error::Protocol(format!("{method} {url}: more than {MAX_REDIRECTS} redirects")));
+                        return Err(Error::Protocol(format!(
+                            "{method} {}: more than {MAX_REDIRECTS} redirects",
+                            self.shown(&url)
+                        )));
                     }
                     let next = url
                         .join(location)
-                        .map_err(|_| Error::Protocol(format!("{method} {url}: bad redirect {location:?}")))?;
+                        .map_err(|_| Error::Protocol(format!("{method} {}: bad redirect", self.shown(&url))))?;
                     if !matches!(next.scheme(), "http" | "https") {
-                        return Err(Error::Protocol(format!("{method} {url}: redirect to {next}")));
+                        return Err(Error::Protocol(format!(
+                            "{method} {}: redirect to a {} URL",
+                            self.shown(&url),
+                            next.scheme()
+                        )));
                     }
-                    log::debug!("{method} {url} redirected to {}", next.origin().ascii_serialization());
+                    log::debug!("{method} {} redirected to {}", self.shown(&url), self.shown(&next));
                     if status == StatusCode::SEE_OTHER {
                         method = Method::GET;
                     }
@@ -209,10 +243,12 @@ impl HttpClient {
                     resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
                 match self.auth.answer(&challenge, scope, url.as_str())? {
                     None => continue,
-                    Some(token_req) => {
-                        self.fetch_token(token_req, scope)?;
-                        continue;
-                    }
+                    Some(token_req) => match self.fetch_token(token_req, scope) {
+                        Ok(()) => continue,
+                        // The token service failing for a moment is retried like the registry.
+                        Err(e @ Error::Unavailable(_)) => return Ok(Attempt::Retry(e, None)),
+                        Err(e) => return Err(e),
+                    },
                 }
             }
             return self.classify(resp, &method, &url);
@@ -243,7 +279,7 @@ impl HttpClient {
     /// A response's status, once: usable, worth retrying, or a final error.
     fn classify(&self, resp: Response, method: &Method, url: &Url) -> Result<Attempt> {
         let status = resp.status();
-        let at = format!("{method} {url}");
+        let at = format!("{method} {}", self.shown(url));
         match status.as_u16() {
             200..=299 => Ok(Attempt::Done(resp)),
             429 | 500 | 502 | 503 | 504 => {
@@ -277,9 +313,10 @@ impl HttpClient {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
             Counters::bump(counter);
-            let resp = self.send(Method::GET, url.clone(), scope, &[])?;
-            let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
-            let body = read_limited(resp, 64 << 20, url.as_str())?;
+            let (next, body) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
+                let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
+                Ok((next, read_limited(resp, 64 << 20, url.as_str())?))
+            })?;
             let page: T = serde_json::from_slice(&body).map_err(|e| Error::malformed(format!("list {url}"), e))?;
             each(page);
             match next {
@@ -383,15 +420,17 @@ impl Client for HttpClient {
                 Method::GET
             }
         };
-        let resp = self.send(method, url.clone(), &repo_scope(repo), &[(ACCEPT, media::ACCEPT.to_string())])?;
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let content_type = header(CONTENT_TYPE.as_str());
-        let digest_header = header("docker-content-digest");
-        let body = match fetch {
-            Fetch::Head => None,
-            Fetch::Get => Some(read_limited(resp, MAX_MANIFEST_SIZE, url.as_str())?),
-        };
-        Ok(ManifestReply { url: url.to_string(), content_type, digest_header, body })
+        let accept = [(ACCEPT, media::ACCEPT.to_string())];
+        self.send_with(method, url.clone(), &repo_scope(repo), &accept, |resp| {
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let content_type = header(CONTENT_TYPE.as_str());
+            let digest_header = header("docker-content-digest");
+            let body = match fetch {
+                Fetch::Head => None,
+                Fetch::Get => Some(read_limited(resp, MAX_MANIFEST_SIZE, url.as_str())?),
+            };
+            Ok(ManifestReply { url: url.to_string(), content_type, digest_header, body })
+        })
     }
 
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {

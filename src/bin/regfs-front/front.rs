@@ -311,15 +311,6 @@ fn decide(
         return (Response::new(200, body).header("Content-Type", "application/json"), Duration::ZERO);
     }
 
-    // Object storage, where blob GETs are redirected: no auth needed, any given is recorded.
-    if let Some(rest) = path.strip_prefix("/_storage/") {
-        let (repo, digest) = rest.rsplit_once('/').unwrap_or(("", ""));
-        return (
-            forward(http, "GET", &format!("{upstream}/v2/{repo}/blobs/{digest}"), req, b.ignore_range),
-            Duration::ZERO,
-        );
-    }
-
     if b.down && path.starts_with("/v2/") {
         return (Response::new(503, "down"), Duration::ZERO);
     }
@@ -345,6 +336,16 @@ fn decide(
                 return (r, f.delay);
             }
         }
+    }
+
+    // Object storage, where blob GETs are redirected: no auth needed, any given is recorded.
+    if let Some(rest) = path.strip_prefix("/_storage/") {
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (repo, digest) = rest.rsplit_once('/').unwrap_or(("", ""));
+        return (
+            forward(http, "GET", &format!("{upstream}/v2/{repo}/blobs/{digest}"), req, b.ignore_range),
+            Duration::ZERO,
+        );
     }
 
     if let Some(bearer) = &b.bearer {
@@ -376,7 +377,11 @@ fn decide(
         if let Some(repo) = repo_of(path) {
             let digest = path.rsplit('/').next().unwrap_or("");
             // Another host name for the same server: another origin, as object storage is.
-            let location = format!("http://localhost:{port}/_storage/{repo}/{digest}");
+            // With a signature in the query, as object storage URLs have: it must never be logged.
+            let location = format!(
+                "http://localhost:{port}/_storage/{repo}/{digest}?X-Amz-Signature=sig-{}",
+                seq.fetch_add(1, Ordering::SeqCst)
+            );
             return (Response::new(307, "").header("Location", location), Duration::ZERO);
         }
     }
