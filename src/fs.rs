@@ -7,7 +7,8 @@
 //! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
 //!   directory: a registry without a catalog must still be browsable by name).
 //! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
-//!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`).
+//!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
+//!   readahead of the next ones (`readahead.rs`).
 //! - `lookup manifests/<d>` and everything inside it: the manifest, once (then memory).
 //! - `stat` of config and layers: nothing; sizes come from descriptors (schema1 layers, which
 //!   have none, cost one HEAD each, once).
@@ -25,6 +26,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{CONFIG_JSON, Entry, LAYERS_DIR, MANIFEST_JSON};
 use crate::names;
+use crate::readahead::Readahead;
 use crate::store::{Content, Doc, Store};
 use crate::tree::{BLOBS, Inodes, MANIFESTS, Node, RESERVED, ROOT_INO, TAGS};
 
@@ -63,6 +65,7 @@ pub struct DirEntry {
 
 pub struct Fs {
     store: Arc<Store>,
+    readahead: Readahead,
     inodes: Inodes,
     tag_ttl: Duration,
     mounted_at: SystemTime,
@@ -76,6 +79,7 @@ impl Fs {
     pub fn new(store: Arc<Store>, tag_ttl: Duration) -> Fs {
         Fs {
             store,
+            readahead: Readahead::default(),
             inodes: Inodes::default(),
             tag_ttl,
             mounted_at: SystemTime::now(),
@@ -359,7 +363,11 @@ impl Fs {
 
     pub fn readlink(&self, ino: u64) -> Result<String> {
         match self.node(ino)? {
-            Node::Tag { repo, tag } => Ok(tag_target(&self.store.resolve_tag(&repo, &tag)?)),
+            Node::Tag { repo, tag } => {
+                let target = tag_target(&self.store.resolve_tag(&repo, &tag)?);
+                self.readahead.read(&self.store, &repo, &tag);
+                Ok(target)
+            }
             Node::IndexLink { target, .. } => Ok(link_target(&target)),
             _ => Err(Error::InvalidName(format!("inode {ino}: not a symlink"))),
         }

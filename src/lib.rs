@@ -11,6 +11,7 @@ pub mod fs;
 pub mod fuse;
 pub mod manifest;
 pub mod names;
+pub mod readahead;
 pub mod registry;
 pub mod store;
 pub mod tree;

@@ -386,3 +386,37 @@ fn a_cache_directory_serves_one_process_at_a_time_and_is_private() {
     Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60))
         .expect("after the first is gone");
 }
+
+#[test]
+fn tags_read_in_order_are_resolved_ahead_and_only_then() {
+    let fake = Arc::new(Fake::default());
+    for i in 0..40 {
+        fake.image("r", &format!("t{i:02}"), format!("layer {i}").as_bytes());
+    }
+    let c = core_with_ttl(fake.clone(), Duration::from_secs(60));
+    let heads = |tag: &str| fake.calls().iter().filter(|c| *c == &format!("Head manifest r {tag}")).count();
+    let link = |tag: &str| c.fs.readlink(c.walk(&format!("r/tags/{tag}")).expect("tag").ino).expect("readlink");
+    c.ls("r/tags").expect("list");
+    // One tag, then one out of order: nothing is read ahead.
+    link("t05");
+    link("t20");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!((0..40).map(|i| heads(&format!("t{i:02}"))).sum::<usize>(), 2, "{:?}", fake.calls());
+    // Two in order: the next WINDOW are resolved in the background.
+    link("t21");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while heads(&format!("t{:02}", 21 + regfs::readahead::WINDOW)) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no readahead: {:?}", fake.calls());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(heads(&format!("t{:02}", 22 + regfs::readahead::WINDOW)), 0, "read past the window");
+    // Reading on to the end resolves every tag exactly once.
+    for i in 22..40 {
+        link(&format!("t{i:02}"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 20..40 {
+        assert_eq!(heads(&format!("t{i:02}")), 1, "t{i:02}: {:?}", fake.calls());
+    }
+}

@@ -161,6 +161,11 @@ impl Store {
         })
     }
 
+    /// The tag list of `repo` if fetched within `tag_ttl`; never a request.
+    pub fn tags_if_fresh(&self, repo: &str) -> Option<Arc<Vec<String>>> {
+        self.fresh(lock(&self.meta).tags.get(repo))
+    }
+
     /// Whether `tag` exists, from a fresh tag list when there is one (no request), else `None`.
     pub fn tag_listed(&self, repo: &str, tag: &str) -> Option<bool> {
         let meta = lock(&self.meta);

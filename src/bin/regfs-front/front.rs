@@ -55,6 +55,8 @@ pub struct Behavior {
     pub ignore_range: bool,
     /// The upstream is unreachable: every request to /v2/ gets 503.
     pub down: bool,
+    /// Added before every answer, as a registry that far away would be.
+    pub latency: Duration,
     pub faults: Vec<Fault>,
 }
 
@@ -252,6 +254,9 @@ fn serve(
     let head = req.method == "HEAD";
     let mut cut = false;
     let (resp, delay) = decide(&req, &behavior, state, http, upstream, port, seq, &mut cut);
+    if !behavior.latency.is_zero() && !req.path.starts_with("/_front/") {
+        std::thread::sleep(behavior.latency);
+    }
     if !delay.is_zero() && !cut {
         std::thread::sleep(delay);
     }

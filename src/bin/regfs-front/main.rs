@@ -1,4 +1,5 @@
-//! `regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range]`:
+//! `regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range]
+//! [--latency-ms N]`:
 //! the test harness's fault-injecting registry front as a program, for `scripts/bench` (which
 //! needs tag lists served in pages; the reference registry does not page them). Prints its URL,
 //! then serves until killed. `GET /_front/requests` lists what it has forwarded.
@@ -11,7 +12,9 @@ use front::{Behavior, Front};
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(upstream) = args.first().filter(|a| !a.starts_with("--")) else {
-        eprintln!("usage: regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range]");
+        eprintln!(
+            "usage: regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range] [--latency-ms N]"
+        );
         return std::process::ExitCode::from(2);
     };
     let number = |flag: &str| {
@@ -22,6 +25,7 @@ fn main() -> std::process::ExitCode {
         catalog_page: number("--catalog-page"),
         no_catalog: args.iter().any(|a| a == "--no-catalog"),
         ignore_range: args.iter().any(|a| a == "--ignore-range"),
+        latency: std::time::Duration::from_millis(number("--latency-ms").unwrap_or(0) as u64),
         ..Behavior::default()
     };
     let front = Front::start(upstream, behavior);

@@ -1,0 +1,77 @@
+//! Readahead for tag links: when a repository's tags are read in order, resolve the next ones in
+//! parallel before they are asked for.
+//!
+//! `ls -l tags/` and `cat tags/*/…` read every link in sorted order, one after another, and each
+//! link costs one HEAD. Against a registry 100 ms away, 250 tags take 25 s that way. Like the
+//! kernel's readahead for files, this watches for sequential access: when the tag read follows
+//! the one read before it in the (fresh) tag list, the next [`WINDOW`] tags are resolved in the
+//! background, [`PARALLEL`] at a time. Reading one tag, or tags out of order, prefetches nothing.
+//! A plain `ls` reads no links and so costs only the tag list. Resolutions go through the store's
+//! single flight, so a tag the reader asks for while its prefetch runs waits for that one HEAD.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::store::Store;
+
+/// How far ahead of the reader tags are resolved.
+pub const WINDOW: usize = 16;
+/// HEADs in flight at once for one repository.
+pub const PARALLEL: usize = 8;
+
+#[derive(Default)]
+struct Stream {
+    /// Index in the tag list of the tag read last.
+    last: Option<usize>,
+    /// Tags before this index have been asked for already.
+    issued: usize,
+}
+
+#[derive(Default)]
+pub struct Readahead {
+    streams: Mutex<HashMap<String, Stream>>,
+}
+
+impl Readahead {
+    /// `tag` of `repo` was just read: extend the readahead if the reading is sequential.
+    pub fn read(&self, store: &Arc<Store>, repo: &str, tag: &str) {
+        let Some(tags) = store.tags_if_fresh(repo) else { return };
+        let Ok(at) = tags.binary_search_by(|t| t.as_str().cmp(tag)) else { return };
+        let wanted = {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let s = streams.entry(repo.to_string()).or_default();
+            let sequential = s.last.is_some_and(|l| l + 1 == at);
+            s.last = Some(at);
+            if !sequential {
+                s.issued = at + 1;
+                return;
+            }
+            let from = s.issued.max(at + 1);
+            let to = (at + 1 + WINDOW).min(tags.len());
+            s.issued = to.max(s.issued);
+            tags.get(from..to).map(<[String]>::to_vec).unwrap_or_default()
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        log::debug!("readahead: resolving {} tags of {repo} after {tag}", wanted.len());
+        // Nearest first: the workers pop from the end.
+        let mut wanted = wanted;
+        wanted.reverse();
+        let queue = Arc::new(Mutex::new(wanted));
+        for _ in 0..PARALLEL {
+            let (store, queue, repo) = (Arc::clone(store), Arc::clone(&queue), repo.to_string());
+            let spawned = std::thread::Builder::new().name("regfs-readahead".into()).spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some(t) = next else { break };
+                    // Failures are the reader's to see when it gets there; nothing is kept.
+                    let _ = store.resolve_tag(&repo, &t);
+                }
+            });
+            if spawned.is_err() {
+                break;
+            }
+        }
+    }
+}
