@@ -49,6 +49,10 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
 
+    /// Also trust the certificate authorities in this PEM file (a registry behind an internal CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]
     pub allow_other: bool,

@@ -67,12 +67,16 @@ fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
     if let Some(f) = &cli.auth_file {
         cli.auth_file = Some(absolute(f)?);
     }
+    if let Some(f) = &cli.ca_cert {
+        cli.ca_cert = Some(absolute(f)?);
+    }
     Ok(())
 }
 
 struct Prepared {
     url: reqwest::Url,
     credentials: Option<Credentials>,
+    ca_certs: Vec<u8>,
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
@@ -101,7 +105,11 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
             None => None,
         }
     };
-    Ok(Prepared { url, credentials })
+    let ca_certs = match &cli.ca_cert {
+        Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
+        None => Vec::new(),
+    };
+    Ok(Prepared { url, credentials, ca_certs })
 }
 
 fn init_logging(file: Option<std::fs::File>) {
@@ -183,6 +191,7 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
             credentials: prepared.credentials,
             retry: RetryPolicy { retries: cli.retries, ..RetryPolicy::default() },
             timeout: Duration::from_secs(cli.timeout.max(1)),
+            ca_certs: prepared.ca_certs,
         };
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;

@@ -391,3 +391,33 @@ fn forbidden_is_eacces_and_missing_blobs_are_enoent_without_retries() {
     let tries = |d: &str| front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(d)).count();
     assert_eq!((tries(d0), tries(d1)), (1, 1), "answers are not retried");
 }
+
+#[test]
+fn https_is_verified_and_an_internal_ca_can_be_trusted_with_ca_cert() {
+    let mut reg = start_forever(|| {
+        let r = Registry::start(None);
+        let f = r.push_fixtures(None);
+        (r, f)
+    });
+    let ca = reg.0.enable_tls();
+    let url = reg.0.url.clone();
+    assert!(url.starts_with("https://"));
+    // An unknown CA: refused at mount time, at once (not retried), saying what to do.
+    let started = Instant::now();
+    let out = refused_mount(&url, &[], None);
+    assert!(out.contains("certificate") && out.contains("--ca-cert"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(3), "a certificate error was retried");
+    // Trusted with --ca-cert: everything works over TLS, verified as ever.
+    let m = Mount::start(&url, &["--ca-cert", &ca.to_string_lossy()]);
+    let img = common::images(&reg.1, "docker-schema2")[0];
+    assert_eq!(
+        sha256sum(&m.path("demo/docker/tags/v1/layers/2.tar.gz")),
+        img["layers"][2]["digest"].as_str().expect("d")
+    );
+    assert_eq!(names(&m.path("demo")).len(), 7);
+    // A file that holds no certificate is refused before mounting.
+    let bogus = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(bogus.path(), "not a certificate").expect("write");
+    let out = refused_mount(&url, &["--ca-cert", &bogus.path().to_string_lossy()], None);
+    assert!(out.contains("--ca-cert"), "{out}");
+}

@@ -9,13 +9,16 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Every manifest type regfs understands, most capable first. The reference registry refuses to
 /// serve an OCI manifest or index to a client that does not name it here, and rewrites schema2
-/// to schema1 for clients that do not name schema2, so all of them are always sent.
+/// to schema1 for clients that do not name schema2, so all of them are always sent. The (withdrawn)
+/// OCI artifact manifest is named too, so registries that stored one serve it; the dispatcher
+/// shows it as an unknown type.
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.v1+prettyjws, \
-application/vnd.docker.distribution.manifest.v1+json";
+application/vnd.docker.distribution.manifest.v1+json, \
+application/vnd.oci.artifact.manifest.v1+json";
 
 /// The bare media type of a Content-Type header: parameters dropped, lower case.
 pub fn bare(content_type: &str) -> String {

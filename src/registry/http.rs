@@ -62,11 +62,19 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// Per network operation: connect, response headers, each body read.
     pub timeout: Duration,
+    /// Certificate authorities to trust besides the system's (PEM), for registries behind an
+    /// internal CA.
+    pub ca_certs: Vec<u8>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { credentials: None, retry: RetryPolicy::default(), timeout: Duration::from_secs(10) }
+        Options {
+            credentials: None,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(10),
+            ca_certs: Vec::new(),
+        }
     }
 }
 
@@ -96,9 +104,18 @@ impl HttpClient {
             .connect_timeout(options.timeout)
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
-            .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Io(format!("cannot build the HTTP client: {e}")))?;
+            .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")));
+        let http = if options.ca_certs.is_empty() {
+            http
+        } else {
+            let certs = reqwest::Certificate::from_pem_bundle(&options.ca_certs)
+                .map_err(|e| Error::InvalidName(format!("--ca-cert: not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::InvalidName("--ca-cert: no certificate in the file".into()));
+            }
+            http.tls_certs_merge(certs)
+        };
+        let http = http.build().map_err(|e| Error::Io(format!("cannot build the HTTP client: {e}")))?;
         let allow_http_realm = base.scheme() == "http";
         Ok(HttpClient {
             base,
@@ -200,6 +217,14 @@ impl HttpClient {
             Counters::bump(&self.counters.requests);
             let resp = match req.send() {
                 Ok(r) => r,
+                // A certificate nobody trusts is not a passing fault: say so, and do not retry.
+                Err(e) if is_certificate_error(&e) => {
+                    return Err(Error::Denied(format!(
+                        "{method} {}: TLS: {}; for a registry behind an internal CA, pass it with --ca-cert",
+                        self.shown(&url),
+                        error_chain(&e.without_url())
+                    )));
+                }
                 Err(e) => {
                     return Ok(Attempt::Retry(
                         // reqwest's own message would name the full URL, signature and all.
@@ -356,6 +381,13 @@ fn read_limited(resp: Response, limit: usize, what: &str) -> Result<Vec<u8>> {
         return Err(Error::TooLarge(format!("{what}: body over {limit} bytes")));
     }
     Ok(body)
+}
+
+/// Whether a connection failed on the server's certificate (rustls names it in its message;
+/// reqwest does not expose the TLS error as a type).
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e);
+    e.is_connect() && (chain.contains("certificate") || chain.contains("UnknownIssuer"))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -82,6 +82,42 @@ impl Registry {
         }
     }
 
+    /// Serve TLS from now on (same storage, same port), with a certificate for 127.0.0.1 and
+    /// localhost signed by a throwaway CA; the CA's PEM file. `url` becomes https.
+    pub fn enable_tls(&mut self) -> PathBuf {
+        let d = self.dir.path().to_path_buf();
+        let d = d.as_path();
+        let run = |args: &str| {
+            let out =
+                Command::new("bash").arg("-c").arg(format!("cd {} && {args}", d.display())).output().expect("openssl");
+            assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=regfs test CA' 2>/dev/null",
+        );
+        run("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' 2>/dev/null");
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        run(
+            "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null",
+        );
+        let config = std::fs::read_to_string(d.join("config.yml")).expect("config");
+        let tls = format!(
+            "  addr: 127.0.0.1:{}\n  tls:\n    certificate: {}\n    key: {}\n",
+            self.port,
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        );
+        std::fs::write(d.join("config.yml"), config.replace(&format!("  addr: 127.0.0.1:{}\n", self.port), &tls))
+            .expect("config");
+        self.restart();
+        self.url = format!("https://127.0.0.1:{}", self.port);
+        d.join("ca.pem")
+    }
+
     /// Where the registry stores a blob (manifests are blobs too).
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
