@@ -49,6 +49,12 @@ use crate::registry::Client;
 const CHUNK: usize = 256 << 10;
 /// Resumes of one download after cut-off bodies, before giving up.
 const MAX_RESUMES: u32 = 5;
+/// Downloads this large are logged at info level.
+const LOUD_DOWNLOAD: u64 = 64 << 20;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
 
 struct State {
     /// Every cached file, least recently used first, with its size.
@@ -206,7 +212,20 @@ impl BlobCache {
                 }
             }
         }
+        // Large downloads are announced: `open` (and so `cat`) waits for the whole blob to be
+        // verified before the first byte, and the log says why.
+        let loud = size.is_some_and(|s| s >= LOUD_DOWNLOAD);
+        let level = if loud { log::Level::Info } else { log::Level::Debug };
+        log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
+        let started = std::time::Instant::now();
         let (mut tmp, len) = self.download(client, repo, digest, size)?;
+        let secs = started.elapsed().as_secs_f64();
+        log::log!(
+            level,
+            "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
+            mib(len),
+            len as f64 / (1 << 20) as f64 / secs.max(1e-6)
+        );
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
