@@ -197,8 +197,9 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
         let cache_dir = cli.cache_dir();
         let tag_ttl = Duration::from_secs(cli.tag_ttl);
-        let store = Store::new(Arc::new(client), &cache_dir, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?;
-        let core = Arc::new(Fs::new(Arc::new(store), tag_ttl));
+        let store =
+            Arc::new(Store::new(Arc::new(client), &cache_dir, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?);
+        let core = Arc::new(Fs::new(Arc::clone(&store), tag_ttl));
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,
@@ -216,9 +217,10 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
         let adapter = FuseAdapter::new(core);
         let adapter = if cli.no_passthrough { adapter.without_passthrough() } else { adapter };
         fuser::Session::new(adapter, &cli.mountpoint, &config)
+            .map(|session| (session, store))
             .map_err(|e| format!("mounting {} on {}: {e}", prepared.url, cli.mountpoint.display()))
     })();
-    let mut session = match result {
+    let (mut session, store) = match result {
         Ok(s) => s,
         Err(msg) => {
             report(ready, &msg);
@@ -229,7 +231,7 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
     log::info!("regfs: {} mounted on {}", prepared.url, cli.mountpoint.display());
     report(ready, "ok");
     session.run().map_err(|e| format!("serving {}: {e}", cli.mountpoint.display()))?;
-    log::info!("regfs: {} unmounted", cli.mountpoint.display());
+    log::info!("regfs: {} unmounted; {}", cli.mountpoint.display(), store.summary());
     Ok(())
 }
 

@@ -309,6 +309,10 @@ fn sigterm_in_the_foreground_unmounts_cleanly() {
     let status = m.wait_exit(std::time::Duration::from_secs(10)).expect("regfs did not exit on SIGTERM");
     assert!(status.success(), "{status:?}\n{}", m.log());
     assert!(!common::is_mounted(m.dir.path()));
+    // What the mount did, in one line at the end.
+    let log = m.log();
+    let summary = log.lines().find(|l| l.contains("unmounted;")).unwrap_or_else(|| panic!("no summary:\n{log}"));
+    assert!(summary.contains("tag-list") && summary.contains("MiB verified"), "{summary}");
 }
 
 #[test]

@@ -54,6 +54,11 @@ fn without_a_catalog_repositories_are_still_reachable_by_name() {
     let front = Front::start(&sh.registry.url, Behavior { no_catalog: true, ..Behavior::default() });
     let m = Mount::start(&front.url, &[]);
     assert!(names(m.dir.path()).is_empty());
+    // The registry's "no catalog" is an answer: not asked again within --tag-ttl.
+    assert!(names(m.dir.path()).is_empty());
+    assert_eq!(names(&m.path("demo")), ["blobs", "manifests", "tags"]);
+    let catalogs = front.requests().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    assert_eq!(catalogs, 1);
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
     assert_eq!(names(&m.path("demo/oci")), ["blobs", "manifests", "tags"]);
     let (repo, tag, digest) = layer_of("oci-manifest");

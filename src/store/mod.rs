@@ -71,6 +71,9 @@ struct Timed<T> {
 #[derive(Default)]
 struct Meta {
     catalog: Option<Timed<Arc<Vec<String>>>>,
+    /// The registry's answer that it has no catalog for us (404, 401, 403): an answer, not a
+    /// fault, so it is trusted for `tag_ttl` like the catalog itself would be.
+    no_catalog: Option<Timed<Error>>,
     tags: HashMap<String, Timed<Arc<Vec<String>>>>,
     tag_digests: HashMap<(String, String), Timed<Digest>>,
     /// Manifests seen per repository, for listing `manifests/`.
@@ -112,12 +115,29 @@ impl Store {
         })
     }
 
-    pub fn client(&self) -> &dyn Client {
-        &*self.client
-    }
-
     pub fn blob_cache(&self) -> &BlobCache {
         &self.blobs
+    }
+
+    /// One line on what this mount has done, for the log at unmount.
+    pub fn summary(&self) -> String {
+        let st = self.client.stats();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        format!(
+            "{} requests ({} manifest GETs, {} HEADs, {} blob GETs, {} tag-list and {} catalog pages, {} tokens, {} retries); \
+             {:.1} MiB of blobs downloaded, {:.1} MiB verified; cache {:.1} MiB",
+            st.requests,
+            st.manifest_gets,
+            st.manifest_heads + st.blob_heads,
+            st.blob_gets,
+            st.tag_pages,
+            st.catalog_pages,
+            st.token_fetches,
+            st.retries,
+            mib(st.blob_bytes),
+            mib(self.blobs.verified_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+            mib(self.blobs.size()),
+        )
     }
 
     fn fresh<T: Clone>(&self, t: Option<&Timed<T>>) -> Option<T> {
@@ -126,11 +146,24 @@ impl Store {
 
     /// The catalog's repository names (valid ones only), trusted for `tag_ttl`.
     pub fn catalog(&self) -> Result<Arc<Vec<String>>> {
-        if let Some(c) = self.fresh(lock(&self.meta).catalog.as_ref()) {
-            return Ok(c);
+        {
+            let meta = lock(&self.meta);
+            if let Some(c) = self.fresh(meta.catalog.as_ref()) {
+                return Ok(c);
+            }
+            if let Some(e) = self.fresh(meta.no_catalog.as_ref()) {
+                return Err(e);
+            }
         }
         self.list_flights.run(&None, || {
-            let mut names = self.client.catalog()?;
+            let mut names = match self.client.catalog() {
+                Ok(n) => n,
+                Err(e @ (Error::NotFound(_) | Error::Denied(_))) => {
+                    lock(&self.meta).no_catalog = Some(Timed { at: Instant::now(), value: e.clone() });
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             names.retain(|n| valid_or_warn(n, names::check_repo(n), "catalog"));
             names.sort();
             names.dedup();
@@ -138,11 +171,6 @@ impl Store {
             lock(&self.meta).catalog = Some(Timed { at: Instant::now(), value: Arc::clone(&names) });
             Ok(names)
         })
-    }
-
-    /// The catalog if already fetched, however old (for decisions that must not cost a request).
-    pub fn catalog_if_known(&self) -> Option<Arc<Vec<String>>> {
-        lock(&self.meta).catalog.as_ref().map(|t| Arc::clone(&t.value))
     }
 
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
