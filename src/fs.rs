@@ -198,7 +198,9 @@ impl Fs {
                         _ => {}
                     }
                 }
-                if RESERVED.contains(&name) || !names::is_component(name) {
+                // `tags`, `manifests` and `blobs` are taken inside a repository directory (above);
+                // at the root they are ordinary names.
+                if !names::is_component(name) {
                     return Err(Error::InvalidName(name.to_string()));
                 }
                 let path = prefix.map_or_else(|| name.to_string(), |p| format!("{p}/{name}"));
@@ -350,7 +352,9 @@ impl Fs {
                 Some(p) => repo.strip_prefix(p).and_then(|r| r.strip_prefix('/')),
             };
             if let Some(first) = rest.and_then(|r| r.split('/').next()) {
-                if !RESERVED.contains(&first) && children.last().map(String::as_str) != Some(first) {
+                // Inside a repository directory the reserved names are taken by its own dirs.
+                let hidden = prefix.is_some() && RESERVED.contains(&first);
+                if !hidden && children.last().map(String::as_str) != Some(first) {
                     children.push(first.to_string());
                 }
             }

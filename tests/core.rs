@@ -420,3 +420,18 @@ fn tags_read_in_order_are_resolved_ahead_and_only_then() {
         assert_eq!(heads(&format!("t{i:02}")), 1, "t{i:02}: {:?}", fake.calls());
     }
 }
+
+#[test]
+fn reserved_names_are_reserved_only_inside_repository_directories() {
+    let fake = Fake::default();
+    fake.image("tags/x", "v1", b"a");
+    fake.image("r/blobs", "v1", b"b");
+    fake.image("r", "v1", b"c");
+    let c = core(fake);
+    // A top-level namespace called `tags` is an ordinary directory.
+    assert!(c.ls("").expect("root").contains(&"tags".to_string()));
+    assert_eq!(c.ls("tags/x/tags").expect("tags/x"), ["v1"]);
+    // Inside a repository, `blobs` is the repository's own blobs/ (so r/blobs is unreachable).
+    assert_eq!(c.ls("r").expect("r"), ["tags", "manifests", "blobs"]);
+    assert!(c.walk("r/blobs/tags").is_err());
+}
