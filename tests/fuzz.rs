@@ -119,6 +119,16 @@ proptest! {
     }
 
     #[test]
+    fn token_replies_never_panic(body in prop::collection::vec(any::<u8>(), 0..200), expires in any::<u64>(), token in "\\PC{0,40}") {
+        let a = auth::Authenticator::new(None, true);
+        let _ = a.store_token("s", &body, "fuzz");
+        let json = format!(r#"{{"token":{},"expires_in":{expires}}}"#, serde_json::Value::from(token.clone()));
+        if a.store_token("s", json.as_bytes(), "fuzz").is_ok() {
+            prop_assert_eq!(a.header("s"), Some(format!("Bearer {token}")));
+        }
+    }
+
+    #[test]
     fn link_headers_never_panic(header in "\\PC{0,200}") {
         let _ = link::next(&header);
     }

@@ -217,8 +217,9 @@ impl Authenticator {
             .or(reply.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Protocol(format!("{url}: token reply without a token")))?;
-        // The distribution spec: 60 s when unsaid.
-        let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(60).max(1));
+        // The distribution spec: 60 s when unsaid. Clamped to a day: the value comes from the
+        // network, and `Instant + Duration` must not overflow.
+        let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(60).clamp(1, 86_400));
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         let good_until = Instant::now() + lifetime - margin;
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(scope.to_string(), Token { value, good_until });
@@ -336,6 +337,10 @@ mod tests {
         a.store_token("s", br#"{"access_token":"xyz"}"#, "u").expect("test input is valid");
         assert_eq!(a.header("s").as_deref(), Some("Bearer xyz"));
         assert!(a.store_token("s", br#"{"token":""}"#, "u").is_err());
+        // Absurd lifetimes from the network neither panic nor last forever.
+        a.store_token("s", br#"{"token":"t","expires_in":18446744073709551615}"#, "u").expect("huge expires_in");
+        assert_eq!(a.header("s").as_deref(), Some("Bearer t"));
+        a.store_token("s", br#"{"token":"t","expires_in":0}"#, "u").expect("zero expires_in");
         assert!(a.store_token("s", b"nope", "u").is_err());
     }
 

@@ -39,6 +39,8 @@ use crate::manifest::{MAX_MANIFEST_SIZE, media};
 pub const MAX_REDIRECTS: usize = 5;
 /// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
 pub const MAX_PAGES: usize = 10_000;
+/// Entries of one tag list or catalog kept at most: memory stays bounded whatever a registry sends.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -329,7 +331,7 @@ impl HttpClient {
         first: Url,
         scope: &str,
         counter: &std::sync::atomic::AtomicU64,
-        mut each: impl FnMut(T),
+        mut each: impl FnMut(T) -> Result<()>,
     ) -> Result<()> {
         let mut url = first;
         let mut seen = std::collections::HashSet::new();
@@ -343,7 +345,7 @@ impl HttpClient {
                 Ok((next, read_limited(resp, 64 << 20, url.as_str())?))
             })?;
             let page: T = serde_json::from_slice(&body).map_err(|e| Error::malformed(format!("list {url}"), e))?;
-            each(page);
+            each(page)?;
             match next {
                 None => return Ok(()),
                 Some(n) => {
@@ -364,6 +366,13 @@ impl HttpClient {
 
 fn repo_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
+}
+
+fn bounded(entries: usize, url: &Url) -> Result<()> {
+    if entries > MAX_LIST_ENTRIES {
+        return Err(Error::TooLarge(format!("{url}: more than {MAX_LIST_ENTRIES} entries")));
+    }
+    Ok(())
 }
 
 /// Read a whole body, refusing more than `limit` bytes.
@@ -425,8 +434,10 @@ impl Client for HttpClient {
 
     fn catalog(&self) -> Result<Vec<String>> {
         let mut all = Vec::new();
-        self.pages(self.url("/v2/_catalog")?, "registry:catalog:*", &self.counters.catalog_pages, |p: CatalogPage| {
-            all.extend(p.repositories.unwrap_or_default())
+        let url = self.url("/v2/_catalog")?;
+        self.pages(url.clone(), "registry:catalog:*", &self.counters.catalog_pages, |p: CatalogPage| {
+            all.extend(p.repositories.unwrap_or_default());
+            bounded(all.len(), &url)
         })?;
         Ok(all)
     }
@@ -434,8 +445,9 @@ impl Client for HttpClient {
     fn tags(&self, repo: &str) -> Result<Vec<String>> {
         let mut all = Vec::new();
         let url = self.url(&format!("/v2/{repo}/tags/list"))?;
-        self.pages(url, &repo_scope(repo), &self.counters.tag_pages, |p: TagPage| {
-            all.extend(p.tags.unwrap_or_default())
+        self.pages(url.clone(), &repo_scope(repo), &self.counters.tag_pages, |p: TagPage| {
+            all.extend(p.tags.unwrap_or_default());
+            bounded(all.len(), &url)
         })?;
         Ok(all)
     }
