@@ -92,6 +92,9 @@ class Front:
         return json.load(urllib.request.urlopen(self.url + "/_front/requests"))
 
 
+OPEN_MOUNTS = []
+
+
 class Mount:
     def __init__(self, url, work, name, extra=()):
         self.dir = tempfile.mkdtemp(dir=work, prefix=f"mnt-{name}-")
@@ -99,6 +102,7 @@ class Mount:
         self.proc = subprocess.Popen([os.path.join(BIN, "regfs"), url, self.dir, "-f", "--cache-dir", self.cache, *extra],
                                      stdout=subprocess.DEVNULL, stderr=open(self.cache + ".log", "w"),
                                      env=dict(os.environ, HOME=self.cache))
+        OPEN_MOUNTS.append(self)
         for _ in range(500):
             if self.mounted():
                 return
@@ -120,6 +124,8 @@ class Mount:
         return float("nan")
 
     def close(self):
+        if self in OPEN_MOUNTS:
+            OPEN_MOUNTS.remove(self)
         subprocess.run(["umount", self.dir], stderr=subprocess.DEVNULL)
         try:
             self.proc.wait(timeout=10)
@@ -290,6 +296,11 @@ def main():
                 print(f"  (run {i}: the download finished before ls; measured anyway)", file=sys.stderr)
         row("ls of other repos during the 256 MiB download", f"{median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f})", "", "", "< 100 ms", max(lat) < 0.1)
     finally:
+        # Whatever happened, leave no mount and no server behind.
+        for m in list(OPEN_MOUNTS):
+            subprocess.run(["umount", "-l", m.dir], stderr=subprocess.DEVNULL)
+            m.proc.kill()
+            OPEN_MOUNTS.remove(m)
         if front:
             front.proc.kill()
         reg.proc.kill()
