@@ -281,6 +281,7 @@ fn regfs_returns_once_mounted_and_exits_on_umount() {
         .status()
         .expect("regfs");
     assert!(status.success());
+    let _guard = common::UnmountOnDrop(dir.path().to_path_buf());
     // Live the moment the command returns.
     assert!(common::is_mounted(dir.path()));
     assert_eq!(ls(&dir.path().join("demo/oci/tags")), ["v1"]);
@@ -486,6 +487,7 @@ fn relative_paths_work_and_the_background_process_leaves_the_caller_s_directory(
         .expect("regfs");
     assert!(status.success());
     let mnt = work.path().join("mnt");
+    let _guard = common::UnmountOnDrop(mnt.clone());
     assert_eq!(ls(&mnt.join("demo/oci/tags")), ["v1"]);
     assert!(work.path().join("cache/regfs.log").exists(), "the cache went somewhere else");
     let pid = stdout(&sh_in(work.path(), &format!("pgrep -f '^{} {} mnt'", common::regfs_bin(), sh.registry.url)));

@@ -197,6 +197,17 @@ impl Drop for Mount {
     }
 }
 
+/// Unmounts a mount made in background mode when dropped, so a failing test leaves none behind.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let want = path.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
