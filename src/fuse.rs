@@ -98,6 +98,12 @@ impl Filesystem for FuseAdapter {
         // Passthrough (Linux 6.9+): reads of a verified cache file go straight to that file in
         // the kernel, at local-file speed. The cache lives on an ordinary filesystem, so a stack
         // depth of 1 suffices. Where the kernel says no, reads take the ordinary path.
+        // Registering backing files needs CAP_SYS_ADMIN: without root, do not ask.
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if self.want_passthrough && unsafe { libc::geteuid() } != 0 {
+            log::info!("FUSE passthrough needs root; reads are served by regfs");
+            self.want_passthrough = false;
+        }
         if self.want_passthrough {
             let granted = config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();

@@ -218,7 +218,14 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
         let adapter = if cli.no_passthrough { adapter.without_passthrough() } else { adapter };
         fuser::Session::new(adapter, &cli.mountpoint, &config)
             .map(|session| (session, store))
-            .map_err(|e| format!("mounting {} on {}: {e}", prepared.url, cli.mountpoint.display()))
+            .map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (a mount by a user other than root needs /dev/fuse open to that user and fusermount3, from the fuse3 package)"
+                } else {
+                    ""
+                };
+                format!("mounting {} on {}: {e}{hint}", prepared.url, cli.mountpoint.display())
+            })
     })();
     let (mut session, store) = match result {
         Ok(s) => s,

@@ -302,18 +302,21 @@ fn regfs_returns_once_mounted_and_exits_on_umount() {
 #[test]
 fn sigterm_in_the_foreground_unmounts_cleanly() {
     let sh = shared();
-    let mut m = Mount::start(&sh.registry.url, &[]);
-    assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
-    let pid = m.pid().expect("pid");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let status = m.wait_exit(std::time::Duration::from_secs(10)).expect("regfs did not exit on SIGTERM");
-    assert!(status.success(), "{status:?}\n{}", m.log());
-    assert!(!common::is_mounted(m.dir.path()));
-    // What the mount did, in one line at the end.
-    let log = m.log();
-    let summary = log.lines().find(|l| l.contains("unmounted;")).unwrap_or_else(|| panic!("no summary:\n{log}"));
-    assert!(summary.contains("tag-list") && summary.contains("MiB verified"), "{summary}");
+    for (name, signal) in [("SIGTERM", libc::SIGTERM), ("SIGINT", libc::SIGINT), ("SIGHUP", libc::SIGHUP)] {
+        let mut m = Mount::start(&sh.registry.url, &[]);
+        assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
+        let pid = m.pid().expect("pid");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, signal) };
+        let status =
+            m.wait_exit(std::time::Duration::from_secs(10)).unwrap_or_else(|| panic!("regfs did not exit on {name}"));
+        assert!(status.success(), "{name}: {status:?}\n{}", m.log());
+        assert!(!common::is_mounted(m.dir.path()), "{name}");
+        // What the mount did, in one line at the end.
+        let log = m.log();
+        let summary = log.lines().find(|l| l.contains("unmounted;")).unwrap_or_else(|| panic!("no summary:\n{log}"));
+        assert!(summary.contains("tag-list") && summary.contains("MiB verified"), "{summary}");
+    }
 }
 
 #[test]
