@@ -435,3 +435,17 @@ fn reserved_names_are_reserved_only_inside_repository_directories() {
     assert_eq!(c.ls("r").expect("r"), ["tags", "manifests", "blobs"]);
     assert!(c.walk("r/blobs/tags").is_err());
 }
+
+#[test]
+fn a_registry_that_refuses_head_still_resolves_tags_by_get() {
+    let fake = Fake::default();
+    let (d, _) = fake.image("r", "v1", b"layer");
+    fake.knobs.lock().unwrap().refuse_head = true;
+    let c = core(fake);
+    let target = c.fs.readlink(c.walk("r/tags/v1").expect("tag").ino).expect("readlink");
+    assert_eq!(target, format!("../manifests/{d}"));
+    // The manifest fetched by tag was verified and kept: reading it costs nothing more.
+    let before = c.fake.calls().len();
+    assert!(!c.cat(&format!("r/manifests/{d}/manifest.json")).expect("manifest").is_empty());
+    assert_eq!(c.fake.calls().len(), before, "{:?}", c.fake.calls());
+}

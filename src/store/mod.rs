@@ -214,16 +214,25 @@ impl Store {
             return Ok(d);
         }
         self.tag_flights.run(&key, || {
-            let head = self.client.manifest(repo, tag, Fetch::Head)?;
-            let digest = match head.digest_header.as_deref().map(str::parse::<Digest>) {
-                Some(Ok(d)) => d,
-                Some(Err(_)) => {
-                    return Err(Error::Protocol(format!(
-                        "{}: bad Docker-Content-Digest {:?}",
-                        head.url, head.digest_header
-                    )));
+            let digest = match self.client.manifest(repo, tag, Fetch::Head) {
+                Ok(head) => match head.digest_header.as_deref().map(str::parse::<Digest>) {
+                    Some(Ok(d)) => d,
+                    Some(Err(_)) => {
+                        return Err(Error::Protocol(format!(
+                            "{}: bad Docker-Content-Digest {:?}",
+                            head.url, head.digest_header
+                        )));
+                    }
+                    // No digest in the answer: GET by tag and name the manifest by its hash.
+                    None => self.manifest_by_tag(repo, tag)?,
+                },
+                // Some registries and proxies refuse HEAD (405 and the like): the same GET.
+                // 404 and refusals of access stay final.
+                Err(Error::Protocol(why)) => {
+                    log::debug!("{why}; resolving {repo}:{tag} with GET");
+                    self.manifest_by_tag(repo, tag)?
                 }
-                None => self.manifest_by_tag(repo, tag)?,
+                Err(e) => return Err(e),
             };
             let mut meta = lock(&self.meta);
             meta.tag_digests.insert(key.clone(), Timed { at: Instant::now(), value: digest.clone() });

@@ -25,6 +25,8 @@ pub struct Knobs {
     pub ignore_range: bool,
     /// Serve these bytes instead of a blob's own.
     pub substitute: HashMap<String, Vec<u8>>,
+    /// Answer HEAD of manifests with an unexpected status (as a proxy that refuses HEAD).
+    pub refuse_head: bool,
 }
 
 #[derive(Default)]
@@ -116,6 +118,9 @@ impl Client for Fake {
 
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
         lock(&self.calls).push(format!("{fetch:?} manifest {repo} {reference}"));
+        if fetch == Fetch::Head && lock(&self.knobs).refuse_head {
+            return Err(Error::Protocol(format!("HEAD fake://{repo}/manifests/{reference}: HTTP 405")));
+        }
         let m = lock(&self.manifests)
             .get(&(repo.to_string(), reference.to_string()))
             .cloned()
