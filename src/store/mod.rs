@@ -29,7 +29,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest};
 use crate::names;
-use crate::registry::{Client, Fetch};
+use crate::registry::{Client, Fetch, ManifestReply};
+
 use blobs::BlobCache;
 use flight::SingleFlight;
 use sized::{SizedLru, Weigh};
@@ -243,22 +244,9 @@ impl Store {
 
     /// GET a manifest by tag, name it by its own hash, and keep it.
     fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
-        let reply = self.client.manifest(repo, tag, Fetch::Get)?;
-        let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
-        let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
-        let digest = m.digest(crate::digest::Algorithm::Sha256);
-        if let Some(h) = reply.digest_header.as_deref() {
-            let claimed: Digest =
-                h.parse().map_err(|_| Error::Protocol(format!("{}: bad Docker-Content-Digest {h:?}", reply.url)))?;
-            if m.digest(claimed.algorithm()) != claimed {
-                return Err(Error::DigestMismatch {
-                    what: format!("manifest {}", reply.url),
-                    expected: claimed.to_string(),
-                    actual: digest.to_string(),
-                });
-            }
-        }
-        self.keep_doc(repo, Doc { digest: digest.clone(), bytes: body, manifest: m });
+        let doc = checked(self.client.manifest(repo, tag, Fetch::Get)?, None)?;
+        let digest = doc.digest.clone();
+        self.keep_doc(repo, doc);
         Ok(digest)
     }
 
@@ -283,24 +271,7 @@ impl Store {
         }
         self.doc_flights.run(&key, || {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
-            let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
-            if let Some(h) = reply.digest_header.as_deref().filter(|h| *h != digest.to_string()) {
-                return Err(Error::DigestMismatch {
-                    what: format!("Docker-Content-Digest of {}", reply.url),
-                    expected: digest.to_string(),
-                    actual: h.to_string(),
-                });
-            }
-            let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
-            let actual = m.digest(digest.algorithm());
-            if &actual != digest {
-                return Err(Error::DigestMismatch {
-                    what: format!("manifest {}", reply.url),
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-            Ok(self.keep_doc(repo, Doc { digest: digest.clone(), bytes: body, manifest: m }))
+            Ok(self.keep_doc(repo, checked(reply, Some(digest))?))
         })
     }
 
@@ -348,6 +319,38 @@ impl Store {
         }
         Ok(Content::File(file))
     }
+}
+
+/// A manifest reply, parsed and checked: against `expected` when it was fetched by digest, and
+/// against its `Docker-Content-Digest` whenever the registry sent one. Named by the digest asked
+/// for, else by its own sha256. The one place a manifest is verified.
+fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<Doc> {
+    let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
+    let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
+    let mismatch = |what: String, expected: &Digest, actual: Digest| Error::DigestMismatch {
+        what,
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    };
+    if let Some(h) = reply.digest_header.as_deref() {
+        let claimed: Digest =
+            h.parse().map_err(|_| Error::Protocol(format!("{}: bad Docker-Content-Digest {h:?}", reply.url)))?;
+        let actual = m.digest(claimed.algorithm());
+        if actual != claimed {
+            return Err(mismatch(format!("Docker-Content-Digest of {}", reply.url), &claimed, actual));
+        }
+    }
+    let digest = match expected {
+        Some(d) => {
+            let actual = m.digest(d.algorithm());
+            if &actual != d {
+                return Err(mismatch(format!("manifest {}", reply.url), d, actual));
+            }
+            d.clone()
+        }
+        None => m.digest(crate::digest::Algorithm::Sha256),
+    };
+    Ok(Doc { digest, bytes: body, manifest: m })
 }
 
 fn valid_or_warn(name: &str, check: Result<()>, list: &str) -> bool {
