@@ -162,19 +162,6 @@ impl Fs {
         }
     }
 
-    /// Attributes to go with a negative entry (only the inode, 0, means anything to the kernel).
-    pub fn negative_attr(&self) -> Attr {
-        Attr {
-            ino: 0,
-            kind: FileKind::File,
-            size: 0,
-            perm: 0,
-            ttl: Duration::ZERO,
-            immutable: true,
-            mtime: self.mounted_at,
-        }
-    }
-
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
         let child = self.child(&self.node(parent)?, name)?;

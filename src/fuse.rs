@@ -1,9 +1,9 @@
 //! The kernel adapter: fuser callbacks in, calls on the FUSE-free core ([`crate::fs::Fs`]) out,
 //! and the core's errors turned into errno here, once, with one log line each.
 //!
-//! Operations that may wait on the network (lookup, getattr, readdir, readlink, open) run on
-//! their own thread, so a slow download never holds up `ls` elsewhere; `read` is served from
-//! verified memory or the cache file and runs inline. Files are all digest-addressed, so every
+//! Operations that may wait on the network (lookup, getattr, readlink, opendir, open) run on
+//! their own thread, so a slow download never holds up `ls` elsewhere. `read` (verified memory or
+//! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline. Files are all digest-addressed, so every
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
 //! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`.
 
@@ -124,10 +124,7 @@ impl Filesystem for FuseAdapter {
             // instead of asking again on every `stat` or shell completion.
             Err(e) if e.is_not_found() => {
                 log::debug!("lookup {name:?}: {e}");
-                let ttl = fs.negative_ttl(parent.0, &e);
-                let mut none = file_attr(&fs.negative_attr(), uid, gid);
-                none.ino = INodeNo(0);
-                reply.entry(&ttl, &none, Generation(0))
+                reply.entry(&fs.negative_ttl(parent.0, &e), &negative_entry(), Generation(0))
             }
             Err(e) => reply.error(errno(&format!("lookup {:?}", name), &e)),
         });
@@ -268,6 +265,28 @@ impl Backing {
 
     fn release(&self, fh: u64) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).by_fh.remove(&fh);
+    }
+}
+
+/// A negative entry: inode 0 is all the kernel reads of it.
+fn negative_entry() -> FileAttr {
+    let never = std::time::UNIX_EPOCH;
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: never,
+        mtime: never,
+        ctime: never,
+        crtime: never,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 
