@@ -59,6 +59,9 @@ fn main() -> ExitCode {
 fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
     cli.mountpoint =
         std::fs::canonicalize(&cli.mountpoint).map_err(|e| format!("{}: {e}", cli.mountpoint.display()))?;
+    if !cli.mountpoint.is_dir() {
+        return Err(format!("{}: not a directory", cli.mountpoint.display()));
+    }
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cli.cache_dir = Some(absolute(&cli.cache_dir())?);
     if let Some(f) = &cli.log_file {
@@ -81,11 +84,6 @@ struct Prepared {
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
     let url = endpoint::parse(&cli.registry).map_err(|e| e.to_string())?;
-    match std::fs::metadata(&cli.mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("{}: not a directory", cli.mountpoint.display())),
-        Err(e) => return Err(format!("{}: {e}", cli.mountpoint.display())),
-    }
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
         None => url.host_str().unwrap_or("").to_string(),
