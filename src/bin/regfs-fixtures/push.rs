@@ -47,20 +47,7 @@ impl Pusher {
             start.headers().get(LOCATION).and_then(|l| l.to_str().ok()).ok_or("upload without Location")?.to_string();
         let mut put = self.base.join(&location).map_err(|e| e.to_string())?;
         put.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let done = self
-            .http
-            .put(put)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .map_err(|e| e.to_string())?;
-        if done.status() != StatusCode::CREATED {
-            return Err(format!(
-                "uploading {digest} to {repo}: HTTP {} {}",
-                done.status(),
-                done.text().unwrap_or_default()
-            ));
-        }
+        self.put(put, "application/octet-stream", bytes, &format!("uploading {digest} to {repo}"))?;
         Ok(digest)
     }
 
@@ -71,24 +58,33 @@ impl Pusher {
 
     /// PUT a manifest under `reference` (a tag or its digest); the digest the registry reports.
     pub fn manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
-        let resp = self
-            .http
-            .put(self.url(&format!("/v2/{repo}/manifests/{reference}"))?)
-            .header(CONTENT_TYPE, media_type)
-            .body(bytes.to_vec())
-            .send()
-            .map_err(|e| e.to_string())?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(format!(
-                "PUT manifest {repo}:{reference}: HTTP {} {}",
-                resp.status(),
-                resp.text().unwrap_or_default()
-            ));
-        }
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
+        let resp = self.put(url, media_type, bytes, &format!("PUT manifest {repo}:{reference}"))?;
         resp.headers()
             .get("docker-content-digest")
             .and_then(|d| d.to_str().ok())
             .and_then(|d| d.parse().ok())
             .ok_or_else(|| format!("PUT manifest {repo}:{reference}: no Docker-Content-Digest"))
+    }
+
+    /// PUT `bytes`, expecting 201 Created; `what` names the request in the error.
+    fn put(
+        &self,
+        url: reqwest::Url,
+        content_type: &str,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<reqwest::blocking::Response> {
+        let resp = self
+            .http
+            .put(url)
+            .header(CONTENT_TYPE, content_type)
+            .body(bytes.to_vec())
+            .send()
+            .map_err(|e| format!("{what}: {e}"))?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(format!("{what}: HTTP {} {}", resp.status(), resp.text().unwrap_or_default()));
+        }
+        Ok(resp)
     }
 }
