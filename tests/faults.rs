@@ -160,7 +160,7 @@ fn sigkill_mid_download_then_restart_on_the_same_cache_serves_only_verified_byte
     let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
     let cache = tempfile::tempdir().expect("cache");
     let cache_dir = cache.path().join("c");
-    let mut m = Mount::start_with_cache(&front.url, &[], cache_dir.clone(), None, None);
+    let mut m = Mount::start_with_cache(&front.url, &[], cache_dir.clone(), None);
     std::fs::metadata(m.path(&path)).expect("stat");
     let file = m.path(&path);
     let reader = std::thread::spawn(move || std::fs::read(file).map(|b| b.len()));
@@ -181,7 +181,7 @@ fn sigkill_mid_download_then_restart_on_the_same_cache_serves_only_verified_byte
     assert!(!is_mounted(m.dir.path()));
     // Whatever was left is never served: a new regfs on the same cache reads the right bytes.
     let leftovers = std::fs::read_dir(cache_dir.join("tmp")).map(|d| d.count()).unwrap_or(0);
-    let m2 = Mount::start_with_cache(&front.url, &[], cache_dir.clone(), None, None);
+    let m2 = Mount::start_with_cache(&front.url, &[], cache_dir.clone(), None);
     assert_eq!(std::fs::read_dir(cache_dir.join("tmp")).expect("tmp").count(), 0, "{leftovers} left, none after start");
     assert_eq!(sha256sum(&m2.path(&path)), digest);
 }

@@ -102,13 +102,7 @@ fn token_realms_that_demand_credentials_get_them_and_refusals_are_eacces() {
     let bearer = Bearer { lifetime: 300, basic: Some(("alice".into(), "s3cret".into())) };
     let front = Front::start(&sh.registry.url, Behavior { bearer: Some(bearer), ..Behavior::default() });
     let cache = tempfile::tempdir().expect("cache");
-    let m = Mount::start_with_cache(
-        &front.url,
-        &["--username", "alice", "--password-stdin"],
-        cache.path().join("c"),
-        None,
-        Some("s3cret\n"),
-    );
+    let m = Mount::start_as(&front.url, "alice", "s3cret", cache.path().join("c"));
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
     drop(m);
     // No credentials: the token endpoint refuses, so regfs refuses to mount, saying why.
@@ -158,13 +152,7 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     let digest = img["layers"][0]["digest"].as_str().expect("digest");
 
     let cache = tempfile::tempdir().expect("cache");
-    let m = Mount::start_with_cache(
-        &registry.url,
-        &["--username", "alice", "--password-stdin"],
-        cache.path().join("a"),
-        None,
-        Some("s3cret\n"),
-    );
+    let m = Mount::start_as(&registry.url, "alice", "s3cret", cache.path().join("a"));
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
     assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
     drop(m);
@@ -184,7 +172,6 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
         &registry.url,
         &["--auth-file", &config.to_string_lossy()],
         cache.path().join("c"),
-        None,
         None,
     );
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);

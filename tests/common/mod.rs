@@ -73,10 +73,21 @@ impl Mount {
     pub fn start(registry: &str, args: &[&str]) -> Mount {
         let cache = tempfile::tempdir().expect("cache");
         let cache_path = cache.path().to_path_buf();
-        Mount::start_with_cache(registry, args, cache_path, Some(cache), None)
+        Mount::launch_in(registry, args, cache_path, Some(cache), None)
     }
 
-    pub fn start_with_cache(
+    /// A mount on a cache directory the test chooses (to restart on it), reading `stdin`.
+    pub fn start_with_cache(registry: &str, args: &[&str], cache: PathBuf, stdin: Option<&str>) -> Mount {
+        Mount::launch_in(registry, args, cache, None, stdin)
+    }
+
+    /// A mount that logs in as `user`, the password given on stdin.
+    pub fn start_as(registry: &str, user: &str, password: &str, cache: PathBuf) -> Mount {
+        let input = format!("{password}\n");
+        Mount::start_with_cache(registry, &["--username", user, "--password-stdin"], cache, Some(&input))
+    }
+
+    fn launch_in(
         registry: &str,
         args: &[&str],
         cache: PathBuf,
