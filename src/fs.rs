@@ -129,7 +129,7 @@ impl Fs {
             }
             Node::ManifestJson { repo, digest } => {
                 let doc = self.store.manifest(repo, digest)?;
-                self.attr(node, FileKind::File, doc.bytes.len() as u64)
+                self.attr(node, FileKind::File, doc.bytes().len() as u64)
             }
             Node::Blob { repo, digest } => {
                 let size = self.store.blob_size(repo, digest)?;
@@ -400,7 +400,7 @@ impl Fs {
             bytes[start..end].to_vec()
         };
         match content {
-            Content::Doc(doc) => Ok(slice(&doc.bytes)),
+            Content::Doc(doc) => Ok(slice(doc.bytes())),
             Content::Memory(bytes) => Ok(slice(&bytes)),
             Content::File(file) => {
                 let mut buf = vec![0u8; size as usize];

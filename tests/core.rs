@@ -449,3 +449,58 @@ fn a_registry_that_refuses_head_still_resolves_tags_by_get() {
     assert!(!c.cat(&format!("r/manifests/{d}/manifest.json")).expect("manifest").is_empty());
     assert_eq!(c.fake.calls().len(), before, "{:?}", c.fake.calls());
 }
+
+/// The signed schema1 fixture: its bytes, its JWS payload, and the digest of that payload.
+fn signed_schema1_fixture() -> (Vec<u8>, Vec<u8>, Digest) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let bytes =
+        std::fs::read(format!("{}/tests/fixtures/schema1-signed.json", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("fixture");
+    let header: serde_json::Value = serde_json::from_slice(
+        &b64.decode(doc["signatures"][0]["protected"].as_str().expect("fixture")).expect("fixture"),
+    )
+    .expect("fixture");
+    let len = header["formatLength"].as_u64().expect("fixture") as usize;
+    let tail = b64.decode(header["formatTail"].as_str().expect("fixture")).expect("fixture");
+    let payload = [&bytes[..len], &tail[..]].concat();
+    let d = Digest::of(Algorithm::Sha256, &payload);
+    (bytes, payload, d)
+}
+
+#[test]
+fn a_forged_signed_schema1_served_for_a_pinned_digest_is_refused_and_nothing_of_it_is_shown() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (bytes, payload, d) = signed_schema1_fixture();
+    let fake = Fake::default();
+    let evil = fake.blob(b"not the layer the digest names");
+    let serve = |repo: &str, body: Vec<u8>| {
+        fake.manifests.lock().unwrap().insert(
+            (repo.to_string(), d.to_string()),
+            common::fake::StoredManifest {
+                content_type: media::DOCKER_SCHEMA1_SIGNED.into(),
+                body,
+                digest_header: Some(d.to_string()),
+            },
+        );
+    };
+    serve("good", bytes);
+    // D's genuine payload travels whole in the protected header; the served JSON names `evil`.
+    let header = serde_json::json!({"formatLength": 0, "formatTail": b64.encode(&payload)});
+    let forged = format!(
+        r#"{{"schemaVersion":1,"name":"t/x","tag":"s1","fsLayers":[{{"blobSum":"{evil}"}}],"signatures":[{{"protected":"{}"}}]}}"#,
+        b64.encode(serde_json::to_vec(&header).expect("json"))
+    );
+    serve("r", forged.into_bytes());
+    let c = core(fake);
+
+    assert_eq!(c.ls(&format!("good/manifests/{d}/layers")).expect("the genuine document"), ["0.tar.gz"]);
+    let err = c.walk(&format!("r/manifests/{d}")).expect_err("a forged document");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("formatTail"), "{err}");
+    assert!(c.ls(&format!("r/manifests/{d}/layers")).is_err());
+    assert!(c.cat(&format!("r/manifests/{d}/manifest.json")).is_err());
+    assert!(!c.fake.calls().iter().any(|l| l.contains(&evil.to_string())), "{:?}", c.fake.calls());
+    assert!(c.cat(&format!("r/blobs/{evil}")).is_ok(), "the blob itself exists");
+}

@@ -20,10 +20,16 @@
 //!
 //! # Limits
 //! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
-//! with sizes over [`MAX_BLOB_SIZE`] or negative, digests other than sha256/sha512, and any
-//! missing required field. Refusal is an [`Error::Malformed`] naming what was wrong.
+//! with sizes over [`MAX_BLOB_SIZE`] or negative, digests other than sha256/sha512, any
+//! missing required field, and any object naming a key twice (`json::strict`).
+//!
+//! # What is shown is what was hashed
+//! A [`Manifest`] holds the very bytes its digest was computed over and everything it shows was
+//! parsed from them; for signed schema1, from the JWS payload (see `schema1`), which must be all
+//! the served document says besides its signatures. Refusal is an [`Error::Malformed`] naming what was wrong.
 
 mod image;
+mod json;
 pub mod media;
 mod schema1;
 #[cfg(test)]
@@ -87,8 +93,11 @@ pub struct Manifest {
     pub layers: Vec<(String, Descriptor)>,
     /// Index entries with their unique link names.
     pub children: Vec<(String, Descriptor)>,
-    /// The bytes the digest is computed over (see [`Manifest::digest`]).
-    canonical: Vec<u8>,
+    /// The bytes as served: what `manifest.json` shows.
+    bytes: Vec<u8>,
+    /// For signed schema1 only: the JWS payload, which the digest covers and every field shown
+    /// was read from (the served bytes are that payload plus its signatures).
+    payload: Option<Vec<u8>>,
 }
 
 impl Manifest {
@@ -118,10 +127,15 @@ impl Manifest {
         self.config.iter().chain(self.layers.iter().map(|(_, d)| d)).filter_map(|d| d.size.map(|s| (&d.digest, s)))
     }
 
+    /// The bytes as served, which `manifest.json` shows.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The digest of the served bytes under `algorithm`, computed as the registry does: over the
     /// bytes, except for signed schema1, over the canonical JWS payload.
     pub fn digest(&self, algorithm: Algorithm) -> Digest {
-        Digest::of(algorithm, &self.canonical)
+        Digest::of(algorithm, self.payload.as_deref().unwrap_or(&self.bytes))
     }
 }
 
@@ -144,7 +158,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         return Err(Error::TooLarge(format!("{what}: manifest of {} bytes (limit {MAX_MANIFEST_SIZE})", bytes.len())));
     }
     let bad = |why: String| Error::malformed(format!("manifest {what}"), why);
-    let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let doc = json::strict(bytes).map_err(bad)?;
     if !doc.is_object() {
         return Err(bad("not a JSON object".into()));
     }
@@ -196,13 +210,24 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         Error::Malformed { what: w, why } => Error::Malformed { what: format!("manifest {what}: {w}"), why },
         other => other,
     };
-    let mut m =
-        Manifest { kind, media_type, config: None, layers: Vec::new(), children: Vec::new(), canonical: Vec::new() };
+    let mut m = Manifest {
+        kind,
+        media_type,
+        config: None,
+        layers: Vec::new(),
+        children: Vec::new(),
+        bytes: bytes.to_vec(),
+        payload: None,
+    };
     let layers = match kind {
-        Kind::DockerSchema1 => {
-            m.canonical = schema1::canonical_payload(bytes, &doc).map_err(wrap)?.into_owned();
-            schema1::layers(&doc).map_err(wrap)?
-        }
+        Kind::DockerSchema1 => match schema1::signed_payload(bytes, &doc).map_err(wrap)? {
+            // Every field shown comes from the payload the digest covers.
+            Some((payload, parsed)) => {
+                m.payload = Some(payload);
+                schema1::layers(&parsed).map_err(wrap)?
+            }
+            None => schema1::layers(&doc).map_err(wrap)?,
+        },
         Kind::DockerSchema2 | Kind::OciManifest => {
             let (config, layers) = image::image(&doc).map_err(wrap)?;
             m.config = Some(config);
@@ -218,9 +243,6 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
             layers
         }
     };
-    if m.canonical.is_empty() {
-        m.canonical = bytes.to_vec();
-    }
     m.layers = layers
         .into_iter()
         .enumerate()

@@ -221,3 +221,95 @@ fn hostile_platform_names_cannot_escape_or_collide() {
     assert_eq!(links[5], format!("sha256:{}-2", "5".repeat(64)));
     assert_eq!(links[6], format!("sha256:{}-3", "5".repeat(64)));
 }
+
+/// The fixture's JWS payload, its protected header's `formatLength`, and the fixture's bytes.
+fn signed_schema1() -> (Vec<u8>, Vec<u8>, usize) {
+    use base64::Engine as _;
+    let bytes = fixture("schema1-signed.json");
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("test input is valid");
+    let protected = doc["signatures"][0]["protected"].as_str().expect("test input is valid");
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(protected).expect("test input is valid"),
+    )
+    .expect("test input is valid");
+    let len = header["formatLength"].as_u64().expect("test input is valid") as usize;
+    let tail = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header["formatTail"].as_str().expect("test input is valid"))
+        .expect("test input is valid");
+    let payload = [&bytes[..len], &tail[..]].concat();
+    (bytes, payload, len)
+}
+
+fn protected(format_length: usize, tail: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = serde_json::json!({"formatLength": format_length, "formatTail": b64.encode(tail)});
+    b64.encode(serde_json::to_vec(&header).expect("test input is valid"))
+}
+
+#[test]
+fn signed_schema1_shows_what_its_payload_says_and_nothing_else() {
+    let (bytes, payload, len) = signed_schema1();
+    let genuine = parse(&bytes, Some(media::DOCKER_SCHEMA1_SIGNED), "t").expect("test input is valid");
+    let d = genuine.digest(Algorithm::Sha256);
+    assert_eq!(d, Digest::of(Algorithm::Sha256, &payload));
+    let evil = format!("sha256:{}", "e".repeat(64));
+
+    // The payload carried whole in formatTail; the served fsLayers name another layer.
+    let forged = format!(
+        r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{evil}"}}],"signatures":[{{"protected":"{}"}}]}}"#,
+        protected(0, &payload)
+    );
+    let why = refused(forged.as_bytes(), Some(media::DOCKER_SCHEMA1_SIGNED));
+    assert!(why.contains("formatTail"), "{why}");
+
+    // The genuine head, then a second member before the signatures.
+    let rest = &bytes[len..];
+    let extra = [&bytes[..len], br#","layers":[{"blobSum":"EVIL"}]"#.as_slice(), rest].concat();
+    let extra = String::from_utf8(extra).expect("test input is valid").replace("EVIL", &evil);
+    let why = refused(extra.as_bytes(), Some(media::DOCKER_SCHEMA1_SIGNED));
+    assert!(why.contains("signatures"), "{why}");
+
+    // Two signatures blocks (serde_json would keep the last).
+    let sigs = &rest[rest.iter().position(|&b| b == b'[').expect("test input is valid")..];
+    let sigs = &sigs[..sigs.len() - 2];
+    let twice = [&bytes[..], b"".as_slice()].concat();
+    let twice = [&twice[..twice.len() - 2], b",\"signatures\": ".as_slice(), sigs, b"\n}"].concat();
+    let why = refused(&twice, Some(media::DOCKER_SCHEMA1_SIGNED));
+    assert!(why.contains("duplicate"), "{why}");
+
+    // Signatures that disagree on what the payload is.
+    let p1 = protected(len, &payload[len..]);
+    let p2 = protected(len - 1, &payload[len - 1..]);
+    let head = std::str::from_utf8(&bytes[..len]).expect("test input is valid");
+    let disagree = format!(r#"{head},"signatures":[{{"protected":"{p1}"}},{{"protected":"{p2}"}}]}}"#);
+    let why = refused(disagree.as_bytes(), Some(media::DOCKER_SCHEMA1_SIGNED));
+    assert!(why.contains("disagree"), "{why}");
+    // The same one twice is fine, and shows the payload's layers.
+    let agree = format!(r#"{head},"signatures":[{{"protected":"{p1}"}},{{"protected":"{p1}"}}]}}"#);
+    let m = parse(agree.as_bytes(), Some(media::DOCKER_SCHEMA1_SIGNED), "t").expect("test input is valid");
+    assert_eq!(m.digest(Algorithm::Sha256), d);
+    assert_eq!(m.layers, genuine.layers);
+}
+
+#[test]
+fn duplicate_keys_are_refused_wherever_they_are() {
+    let dg = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    // A payload (unsigned schema1) that names its layers twice.
+    let s1 = format!(
+        r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{}"}}],"fsLayers":[{{"blobSum":"{}"}}]}}"#,
+        dg('1'),
+        dg('2')
+    );
+    assert!(refused(s1.as_bytes(), Some(media::DOCKER_SCHEMA1)).contains("duplicate key"));
+    // An image manifest whose layer names its digest twice.
+    let oci = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"x","size":1,"digest":"{}"}},
+            "layers":[{{"mediaType":"x","size":1,"digest":"{}","digest":"{}"}}]}}"#,
+        media::OCI_MANIFEST,
+        dg('3'),
+        dg('4'),
+        dg('5')
+    );
+    assert!(refused(oci.as_bytes(), Some(media::OCI_MANIFEST)).contains("duplicate key"));
+}

@@ -45,13 +45,20 @@ const SMALL_CACHE_BYTES: usize = 32 << 20;
 #[derive(Debug)]
 pub struct Doc {
     pub digest: Digest,
-    pub bytes: Vec<u8>,
+    /// Parsed from, and holding, the very bytes whose hash was checked.
     pub manifest: Manifest,
+}
+
+impl Doc {
+    /// The manifest's bytes as served (what `manifest.json` shows).
+    pub fn bytes(&self) -> &[u8] {
+        self.manifest.bytes()
+    }
 }
 
 impl Weigh for Arc<Doc> {
     fn weight(&self) -> usize {
-        self.bytes.len()
+        self.bytes().len()
     }
 }
 
@@ -350,7 +357,7 @@ fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<Doc> {
         }
         None => m.digest(crate::digest::Algorithm::Sha256),
     };
-    Ok(Doc { digest, bytes: body, manifest: m })
+    Ok(Doc { digest, manifest: m })
 }
 
 fn valid_or_warn(name: &str, check: Result<()>, list: &str) -> bool {
