@@ -10,8 +10,9 @@
 //!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
 //!   readahead of the next ones (`readahead.rs`).
 //! - `lookup manifests/<d>` and everything inside it: the manifest, once (then memory).
-//! - `stat` of config and layers: nothing; sizes come from descriptors (schema1 layers, which
-//!   have none, cost one HEAD each, once).
+//! - `stat` of config and layers: nothing; sizes come from the descriptor that named the file
+//!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
+//!   blob is cached, else cost one HEAD each, once).
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
 
 use std::ffi::OsStr;
@@ -131,8 +132,8 @@ impl Fs {
                 let doc = self.store.manifest(repo, digest)?;
                 self.attr(node, FileKind::File, doc.bytes().len() as u64)
             }
-            Node::Blob { repo, digest } => {
-                let size = self.store.blob_size(repo, digest)?;
+            Node::Blob { repo, digest, size } => {
+                let size = self.store.blob_size(repo, digest, *size)?;
                 self.attr(node, FileKind::File, size)
             }
             Node::Tag { repo, tag } => {
@@ -217,11 +218,11 @@ impl Fs {
             Node::Layers { repo, digest } => {
                 let doc = self.store.manifest(repo, digest)?;
                 let layer = doc.manifest.layer(name).ok_or_else(missing)?;
-                Ok(Node::Blob { repo: repo.clone(), digest: layer.digest.clone() })
+                Ok(Node::Blob { repo: repo.clone(), digest: layer.digest.clone(), size: layer.size })
             }
             Node::Blobs(repo) => {
                 let digest: Digest = name.parse()?;
-                Ok(Node::Blob { repo: repo.clone(), digest })
+                Ok(Node::Blob { repo: repo.clone(), digest, size: None })
             }
             _ => Err(Error::NotFound(format!("{name}: not a directory"))),
         }
@@ -308,7 +309,8 @@ impl Fs {
             Node::Layers { repo, digest } => {
                 let doc = self.store.manifest(repo, digest)?;
                 for (name, d) in &doc.manifest.layers {
-                    push(Node::Blob { repo: repo.clone(), digest: d.digest.clone() }, FileKind::File, name.clone());
+                    let n = Node::Blob { repo: repo.clone(), digest: d.digest.clone(), size: d.size };
+                    push(n, FileKind::File, name.clone());
                 }
             }
             Node::Blobs(_) => {}
@@ -374,7 +376,7 @@ impl Fs {
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
         let content = match self.node(ino)? {
             Node::ManifestJson { repo, digest } => Content::Doc(self.store.manifest(&repo, &digest)?),
-            Node::Blob { repo, digest } => self.store.blob(&repo, &digest)?,
+            Node::Blob { repo, digest, size } => self.store.blob(&repo, &digest, size)?,
             _ => return Err(Error::InvalidName(format!("inode {ino}: not a file"))),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -455,7 +457,9 @@ fn entry_node(repo: &str, doc: &Doc, name: &str) -> Option<Node> {
         Entry::ManifestJson if name == MANIFEST_JSON => {
             Some(Node::ManifestJson { repo: repo.clone(), digest: digest.clone() })
         }
-        Entry::Config(c) if name == CONFIG_JSON => Some(Node::Blob { repo: repo.clone(), digest: c.digest }),
+        Entry::Config(c) if name == CONFIG_JSON => {
+            Some(Node::Blob { repo: repo.clone(), digest: c.digest, size: c.size })
+        }
         Entry::Layers if name == LAYERS_DIR => Some(Node::Layers { repo: repo.clone(), digest: digest.clone() }),
         Entry::Link { name: n, target } if n == name => {
             Some(Node::IndexLink { repo: repo.clone(), parent: digest.clone(), name: n, target })

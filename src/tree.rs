@@ -17,7 +17,8 @@
 //! ```
 //!
 //! A node is a value naming what it shows, so the same thing always gets the same inode: a layer
-//! reached as `layers/0.tar.gz` and as `blobs/<digest>` is one inode, which shares one page cache.
+//! named with the same size by two manifests of a repository is one inode, which shares one page
+//! cache. `blobs/<digest>` (no descriptor, so no claimed size) is an inode of its own.
 //! Inode numbers are handed out on first sight and never reused while mounted.
 
 use std::collections::HashMap;
@@ -55,10 +56,13 @@ pub enum Node {
         repo: String,
         digest: Digest,
     },
-    /// A config or layer file, or `blobs/<digest>`.
+    /// A config or layer file, or `blobs/<digest>`. `size` is what the descriptor that named it
+    /// claims (none for `blobs/<digest>` and schema1 layers): each manifest's claim is its own,
+    /// so a wrong size in one manifest cannot change another's file.
     Blob {
         repo: String,
         digest: Digest,
+        size: Option<u64>,
     },
     IndexLink {
         repo: String,

@@ -504,3 +504,92 @@ fn a_forged_signed_schema1_served_for_a_pinned_digest_is_refused_and_nothing_of_
     assert!(!c.fake.calls().iter().any(|l| l.contains(&evil.to_string())), "{:?}", c.fake.calls());
     assert!(c.cat(&format!("r/blobs/{evil}")).is_ok(), "the blob itself exists");
 }
+
+/// Two images in two repositories name one layer, one with its true size and one with `lie`.
+/// The honest one stats and reads right whoever comes first, the liar's layer is EIO, and the
+/// verified cache file survives, across a restart too.
+fn one_layer_two_sizes(data_len: usize, lie: u64, liar_first: bool) {
+    let fake = Arc::new(Fake::default());
+    let data = noise(data_len, 41);
+    let (honest, layer) = fake.image("honest", "v1", &data);
+    let liar = fake.image_claiming("liar", "v1", &layer, lie);
+    let honest_path = format!("honest/manifests/{honest}/layers/0.tar");
+    let liar_path = format!("liar/manifests/{liar}/layers/0.tar");
+    let cache = tempfile::tempdir().expect("cache");
+    let cache_path = cache.path().to_path_buf();
+    let check = |c: &Core, liar_first: bool| {
+        let liar_says = |c: &Core| {
+            assert_eq!(c.walk(&liar_path).expect("the liar's stat").size, lie, "stat shows the liar's own claim");
+            let err = c.cat(&liar_path).map(|v| v.len()).expect_err("the liar's layer");
+            assert_eq!(err.errno(), libc::EIO, "{err}");
+            assert!(err.to_string().contains(&liar.to_string()), "the error names the manifest: {err}");
+        };
+        if liar_first {
+            liar_says(c);
+        }
+        assert_eq!(c.walk(&honest_path).expect("honest stat").size, data.len() as u64);
+        assert_eq!(c.cat(&honest_path).expect("honest read"), data);
+        assert_eq!(c.cat(&format!("liar/blobs/{layer}")).expect("the blob by digest"), data);
+        liar_says(c);
+        assert_eq!(c.walk(&honest_path).expect("honest stat").size, data.len() as u64);
+        assert_eq!(c.cat(&honest_path).expect("honest read"), data);
+    };
+    let c = core_with(fake.clone(), cache, 1 << 30);
+    check(&c, liar_first);
+    let file = cache_path.join("blobs/sha256").join(layer.hex());
+    assert_eq!(std::fs::read(&file).expect("the cache file survives"), data);
+    // Restart on the same cache: the file is re-hashed and kept, whoever asks first.
+    let Core { cache, fs, .. } = c;
+    drop(fs);
+    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    let c = core_with(fake.clone(), cache, 1 << 30);
+    check(&c, true);
+    assert_eq!(std::fs::read(&file).expect("the cache file survives a restart"), data);
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets, "a verified file is never downloaded again");
+}
+
+#[test]
+fn a_wrong_descriptor_size_in_another_manifest_fails_only_that_manifest_s_entry() {
+    for (len, liar_first) in [(2 << 20, false), (2 << 20, true), (300_000, false), (300_000, true)] {
+        for lie in [len as u64 - 1, len as u64 + 1, 7] {
+            one_layer_two_sizes(len, lie, liar_first);
+        }
+    }
+}
+
+#[test]
+fn a_wrong_descriptor_size_does_not_fail_an_honest_reader_of_the_same_layer_concurrently() {
+    for lie in [(2u64 << 20) - 1, (2 << 20) + 1] {
+        let fake = Arc::new(Fake::default());
+        let data = noise(2 << 20, 43);
+        let (honest, layer) = fake.image("honest", "v1", &data);
+        let liar = fake.image_claiming("liar", "v1", &layer, lie);
+        fake.knobs.lock().unwrap().slow_reads = Some(Duration::from_millis(20));
+        let c = core_with(fake.clone(), tempfile::tempdir().expect("cache"), 1 << 30);
+        // Both manifests known first, so that the two opens race for the blob itself.
+        c.walk(&format!("honest/manifests/{honest}/layers/0.tar")).expect("honest");
+        c.walk(&format!("liar/manifests/{liar}/layers/0.tar")).expect("liar");
+        std::thread::scope(|s| {
+            let mut threads = Vec::new();
+            for i in 0..8 {
+                let c = &c;
+                let (honest, liar) = (&honest, &liar);
+                threads.push(s.spawn(move || {
+                    if i % 2 == 0 {
+                        (true, c.cat(&format!("honest/manifests/{honest}/layers/0.tar")))
+                    } else {
+                        (false, c.cat(&format!("liar/manifests/{liar}/layers/0.tar")))
+                    }
+                }));
+            }
+            for t in threads {
+                match t.join().expect("thread") {
+                    (true, r) => assert_eq!(r.expect("the honest reader"), data),
+                    (false, r) => assert_eq!(r.map(|v| v.len()).expect_err("the liar").errno(), libc::EIO),
+                }
+            }
+        });
+        let file = c.cache.path().join("blobs/sha256").join(layer.hex());
+        assert_eq!(std::fs::read(&file).expect("the cache file"), data);
+    }
+}

@@ -72,8 +72,10 @@ pub struct BlobCache {
     limit: u64,
     state: Mutex<State>,
     /// Each download's result is the verified file, already open: waiters share the descriptor,
-    /// so eviction (which only unlinks paths) can never pull it from under them.
-    flights: SingleFlight<Digest, Arc<File>>,
+    /// so eviction (which only unlinks paths) can never pull it from under them. Keyed by the
+    /// size that bounds the download too, so that a descriptor claiming a wrong size fails only
+    /// its own flight, never an honest reader's.
+    flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
     tmp_seq: AtomicU64,
     /// Bytes hashed and found good, for `.regfs/stats`.
     pub verified_bytes: AtomicU64,
@@ -155,9 +157,17 @@ impl BlobCache {
         self.lock().total
     }
 
+    /// The length of `digest`'s file if this process has verified it; never a request.
+    pub fn verified_len(&self, digest: &Digest) -> Option<u64> {
+        let s = self.lock();
+        s.verified.contains(digest).then(|| s.lru.peek(digest).copied()).flatten()
+    }
+
     /// An open file holding exactly the bytes of `digest`, downloading and verifying it first
-    /// if need be. `size` is the descriptor's size, when known. Read it with `read_at` (pread):
-    /// the descriptor may be shared with other readers of the same blob.
+    /// if need be. `size` is a descriptor's claim, when there is one: it bounds the download (a
+    /// longer body is refused at once), but it is only a claim, so a file that hashes right is
+    /// returned (and kept) whatever its length; the caller compares. Read it with `read_at`
+    /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
         if self.lock().verified.contains(digest) {
             match File::open(self.path(digest)) {
@@ -170,7 +180,7 @@ impl BlobCache {
                 Err(e) => return Err(Error::Io(format!("{}: {e}", self.path(digest).display()))),
             }
         }
-        self.flights.run(digest, || self.fill(client, repo, digest, size))
+        self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))
     }
 
     fn forget(&self, digest: &Digest) {
@@ -193,7 +203,8 @@ impl BlobCache {
         }
         if let Ok(mut f) = File::open(&path) {
             match hash_file(&mut f, digest) {
-                Ok(len) if size.is_none_or(|s| s == len) => {
+                // It hashes right: it is the blob, whatever length a descriptor claims.
+                Ok(len) => {
                     self.verified_bytes.fetch_add(len, Ordering::Relaxed);
                     let mut s = self.lock();
                     s.verified.insert(digest.clone());
@@ -202,7 +213,7 @@ impl BlobCache {
                     }
                     return Ok(Arc::new(f));
                 }
-                Ok(_) | Err(_) => {
+                Err(_) => {
                     log::warn!(
                         "cache: {} does not hold {digest} any more; removing it and downloading again",
                         path.display()
@@ -287,7 +298,8 @@ impl BlobCache {
                 hasher.update(&buf[..n]);
                 tmp.file.write_all(&buf[..n]).map_err(|e| Error::Io(format!("{}: {e}", tmp.path.display())))?;
             };
-            let short = size.is_some_and(|s| len < s);
+            // Shorter than claimed, but already the whole blob: the claim was wrong, not the body.
+            let short = size.is_some_and(|s| len < s) && hasher.clone().finish() != *digest;
             match cut {
                 None if !short => break reply.url,
                 _ if resumes < MAX_RESUMES => {
@@ -312,13 +324,6 @@ impl BlobCache {
                 what: format!("blob {url}"),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
-            });
-        }
-        if let Some(s) = size.filter(|s| *s != len) {
-            return Err(Error::DigestMismatch {
-                what: format!("blob {url}"),
-                expected: format!("{digest} of {s} bytes"),
-                actual: format!("{len} bytes"),
             });
         }
         self.verified_bytes.fetch_add(len, Ordering::Relaxed);

@@ -86,8 +86,21 @@ struct Meta {
     tag_digests: HashMap<(String, String), Timed<Digest>>,
     /// Manifests seen per repository, for listing `manifests/`.
     seen: HashMap<String, BTreeSet<Digest>>,
-    /// Blob sizes from descriptors and HEADs: digest-addressed, so never stale.
-    sizes: HashMap<Digest, u64>,
+    /// What HEAD said of blobs no descriptor sizes (`blobs/<digest>`, schema1 layers), per
+    /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
+    /// each travels in its own node (`tree::Node::Blob`).
+    head_sizes: Option<lru::LruCache<(String, Digest), u64>>,
+}
+
+/// HEAD answers kept (a few MiB at most).
+const HEAD_SIZES: usize = 16 << 10;
+
+impl Meta {
+    fn head_sizes(&mut self) -> &mut lru::LruCache<(String, Digest), u64> {
+        self.head_sizes.get_or_insert_with(|| {
+            lru::LruCache::new(std::num::NonZeroUsize::new(HEAD_SIZES).unwrap_or(std::num::NonZeroUsize::MIN))
+        })
+    }
 }
 
 pub struct Store {
@@ -100,7 +113,7 @@ pub struct Store {
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
     doc_flights: SingleFlight<(String, Digest), Arc<Doc>>,
-    size_flights: SingleFlight<Digest, u64>,
+    size_flights: SingleFlight<(String, Digest), u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -259,13 +272,7 @@ impl Store {
 
     fn keep_doc(&self, repo: &str, doc: Doc) -> Arc<Doc> {
         let doc = Arc::new(doc);
-        {
-            let mut meta = lock(&self.meta);
-            for (d, size) in doc.manifest.sized_blobs() {
-                meta.sizes.insert(d.clone(), size);
-            }
-            meta.seen.entry(repo.to_string()).or_default().insert(doc.digest.clone());
-        }
+        lock(&self.meta).seen.entry(repo.to_string()).or_default().insert(doc.digest.clone());
         lock(&self.docs).put((repo.to_string(), doc.digest.clone()), Arc::clone(&doc));
         doc
     }
@@ -287,44 +294,82 @@ impl Store {
         lock(&self.meta).seen.get(repo).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
-    /// A blob's size if a descriptor or an earlier HEAD told us; never a request.
-    pub fn known_size(&self, digest: &Digest) -> Option<u64> {
-        lock(&self.meta).sizes.get(digest).copied()
-    }
-
-    /// A blob's size: from a descriptor if one declared it, else from a HEAD (which also proves
-    /// the blob exists in `repo`).
-    pub fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
-        if let Some(s) = self.known_size(digest) {
+    /// A blob's size as shown: `claimed` (the size in the descriptor that named the file) when
+    /// there is one; else the verified length when the blob is cached, else what a HEAD says
+    /// (which also proves the blob exists in `repo`).
+    pub fn blob_size(&self, repo: &str, digest: &Digest, claimed: Option<u64>) -> Result<u64> {
+        if let Some(s) = claimed {
             return Ok(s);
         }
-        self.size_flights.run(digest, || {
+        if let Some(s) = self.blobs.verified_len(digest) {
+            return Ok(s);
+        }
+        let key = (repo.to_string(), digest.clone());
+        if let Some(&s) = lock(&self.meta).head_sizes().get(&key) {
+            return Ok(s);
+        }
+        self.size_flights.run(&key, || {
             let size = self.client.blob_size(repo, digest)?;
             if size > manifest::MAX_BLOB_SIZE {
                 return Err(Error::TooLarge(format!("blob {digest} of {repo}: {size} bytes")));
             }
-            lock(&self.meta).sizes.insert(digest.clone(), size);
+            lock(&self.meta).head_sizes().put(key.clone(), size);
             Ok(size)
         })
     }
 
-    /// A blob's verified content: small ones from memory, others from the disk cache.
-    pub fn blob(&self, repo: &str, digest: &Digest) -> Result<Content> {
+    /// A blob's verified content: small ones from memory, others from the disk cache. `claimed`
+    /// is the size the descriptor naming it declares, if any: verified content of another length
+    /// is an error for that descriptor's file only (the content stays cached for everyone else).
+    pub fn blob(&self, repo: &str, digest: &Digest, claimed: Option<u64>) -> Result<Content> {
         if let Some(bytes) = lock(&self.small).get(digest) {
+            self.check_claim(repo, digest, claimed, bytes.len() as u64)?;
             return Ok(Content::Memory(bytes));
         }
-        let size = self.known_size(digest);
-        let file = self.blobs.open(&*self.client, repo, digest, size)?;
+        let file = self.blobs.open(&*self.client, repo, digest, claimed).map_err(|e| match (e, claimed) {
+            // A body longer than claimed: say whose claim it was.
+            (Error::DigestMismatch { what, expected, actual }, Some(c)) => Error::DigestMismatch {
+                what: format!("{what} as described by {}", self.claimants(repo, digest, c)),
+                expected,
+                actual,
+            },
+            (e, _) => e,
+        })?;
         let len = file.metadata()?.len();
-        if len <= SMALL_BLOB {
+        let content = if len <= SMALL_BLOB {
             let mut bytes = vec![0u8; len as usize];
             // pread: the descriptor may be shared with other readers.
             std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0)?;
             let bytes = Arc::new(bytes);
             lock(&self.small).put(digest.clone(), Arc::clone(&bytes));
-            return Ok(Content::Memory(bytes));
-        }
-        Ok(Content::File(file))
+            Content::Memory(bytes)
+        } else {
+            Content::File(file)
+        };
+        self.check_claim(repo, digest, claimed, len)?;
+        Ok(content)
+    }
+
+    /// The manifests in memory that name `digest` in `repo` with size `claimed`, for messages.
+    fn claimants(&self, repo: &str, digest: &Digest, claimed: u64) -> String {
+        let manifests: Vec<String> = lock(&self.docs)
+            .iter()
+            .filter(|((r, _), doc)| r == repo && doc.manifest.sized_blobs().any(|(d, s)| d == digest && s == claimed))
+            .map(|((_, d), _)| d.to_string())
+            .collect();
+        if manifests.is_empty() { format!("a descriptor of {claimed} bytes") } else { manifests.join(", ") }
+    }
+
+    /// Whether verified content of `len` bytes is what a descriptor claiming `claimed` names.
+    fn check_claim(&self, repo: &str, digest: &Digest, claimed: Option<u64>, len: u64) -> Result<()> {
+        let Some(claimed) = claimed.filter(|c| *c != len) else { return Ok(()) };
+        let by = self.claimants(repo, digest, claimed);
+        log::warn!("{repo}: {by} says {digest} has {claimed} bytes; its verified content has {len}");
+        Err(Error::DigestMismatch {
+            what: format!("blob {digest} of {repo} as described by {by}"),
+            expected: format!("{claimed} bytes"),
+            actual: format!("{len} bytes of verified content"),
+        })
     }
 }
 

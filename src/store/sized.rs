@@ -51,6 +51,11 @@ impl<K: Hash + Eq, V: Weigh + Clone> SizedLru<K, V> {
         }
     }
 
+    /// Every entry, most recently used first, without touching the order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter()
+    }
+
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes

@@ -27,6 +27,8 @@ pub struct Knobs {
     pub substitute: HashMap<String, Vec<u8>>,
     /// Answer HEAD of manifests with an unexpected status (as a proxy that refuses HEAD).
     pub refuse_head: bool,
+    /// Sleep this long before each read of a blob body (so that downloads overlap).
+    pub slow_reads: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -80,6 +82,18 @@ impl Fake {
         (self.manifest(repo, Some(tag), regfs::manifest::media::OCI_MANIFEST, &body, Algorithm::Sha256), l)
     }
 
+    /// An OCI image whose one layer is `layer` (already stored) with the size `claimed`.
+    pub fn image_claiming(&self, repo: &str, tag: &str, layer: &Digest, claimed: u64) -> Digest {
+        let cfg = self.blob(br#"{"architecture":"amd64","os":"linux"}"#);
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": regfs::manifest::media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 38},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": claimed}]
+        });
+        let body = serde_json::to_vec(&m).expect("json");
+        self.manifest(repo, Some(tag), regfs::manifest::media::OCI_MANIFEST, &body, Algorithm::Sha256)
+    }
+
     pub fn calls(&self) -> Vec<String> {
         lock(&self.calls).clone()
     }
@@ -88,10 +102,14 @@ impl Fake {
 struct CutReader {
     inner: std::io::Cursor<Vec<u8>>,
     left: Option<usize>,
+    slow: Option<std::time::Duration>,
 }
 
 impl Read for CutReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(d) = self.slow {
+            std::thread::sleep(d);
+        }
         if let Some(left) = self.left {
             if left == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut-off"));
@@ -164,7 +182,7 @@ impl Client for Fake {
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
             length: Some(body.len() as u64),
-            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left }),
+            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left, slow: knobs.slow_reads }),
             ranged,
         })
     }
