@@ -593,3 +593,20 @@ fn a_wrong_descriptor_size_does_not_fail_an_honest_reader_of_the_same_layer_conc
         assert_eq!(std::fs::read(&file).expect("the cache file"), data);
     }
 }
+
+#[test]
+fn a_manifest_of_a_type_regfs_does_not_know_is_shown_as_its_verified_bytes() {
+    let fake = Fake::default();
+    let sbom = fake.blob(b"{\"sbom\":true}");
+    let body = format!(
+        r#"{{"schemaVersion": 9, "artifactType": "x", "layers": [{{"mediaType": "application/x.sbom", "size": 13, "digest": "{sbom}"}}]}}"#
+    );
+    let d = fake.manifest("r", Some("v1"), "application/vnd.example.thing.v9+json", body.as_bytes(), Algorithm::Sha256);
+    let not_json = fake.manifest("r", None, "application/vnd.example.blob", b"\x00\x01 not JSON", Algorithm::Sha256);
+    let c = core(fake);
+    assert_eq!(c.ls(&format!("r/manifests/{d}")).expect("listed"), ["manifest.json", "layers"]);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("read"), body.as_bytes());
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0")).expect("layer"), b"{\"sbom\":true}");
+    assert_eq!(c.ls(&format!("r/manifests/{not_json}")).expect("listed"), ["manifest.json"]);
+    assert_eq!(c.cat(&format!("r/manifests/{not_json}/manifest.json")).expect("read"), b"\x00\x01 not JSON");
+}

@@ -61,15 +61,17 @@ pub fn index(doc: &serde_json::Value) -> Result<Vec<Descriptor>> {
     descriptors(manifests, "manifests")
 }
 
-/// Whatever config and layers an unknown document has, checked where present.
-pub fn optional_parts(doc: &serde_json::Value) -> Result<(Option<Descriptor>, Vec<Descriptor>)> {
-    let config = match doc.get("config") {
-        Some(c) if c.is_object() => Some(descriptor(c, "config")?),
-        _ => None,
-    };
-    let layers = match doc.get("layers") {
-        Some(l) if l.is_array() => descriptors(l, "layers")?,
-        _ => Vec::new(),
-    };
-    Ok((config, layers))
+/// Whatever config and layers an unknown document has: each shown only where it is a valid
+/// descriptor (for `layers`, where every entry is), else left out with a log line naming `what`.
+pub fn optional_parts(doc: &serde_json::Value, what: &str) -> (Option<Descriptor>, Vec<Descriptor>) {
+    let config = doc.get("config").and_then(|c| {
+        descriptor(c, "config").map_err(|e| log::info!("manifest {what}: not showing config.json: {e}")).ok()
+    });
+    let layers = doc.get("layers").map_or_else(Vec::new, |l| {
+        descriptors(l, "layers").unwrap_or_else(|e| {
+            log::info!("manifest {what}: not showing layers/: {e}");
+            Vec::new()
+        })
+    });
+    (config, layers)
 }

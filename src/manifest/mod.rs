@@ -9,9 +9,16 @@
 //!
 //! `schemaVersion` 1 is Docker schema1 whatever else is said. When the header and the body both
 //! name a known manifest type and disagree, the document is refused: serving it either way could
-//! show a directory the registry did not mean. A Content-Type that is not a known manifest type
-//! (an artifact, a vendor type) makes an [`Kind::Other`], which shows `manifest.json` plus
-//! `config.json` and `layers/` where the JSON has them.
+//! show a directory the registry did not mean.
+//!
+//! # Types regfs does not know
+//! A Content-Type that is not a known manifest type (an artifact, a vendor type), or, under a
+//! generic Content-Type, a body `mediaType` that is not one, makes a [`Kind::Other`]. It is shown
+//! as its verified `manifest.json` whatever it holds: any `schemaVersion` or none, even bytes that
+//! are not JSON. `config.json` is added where `config` is a valid descriptor, and `layers/` where
+//! `layers` is an array of valid descriptors, all of them (a partial list would renumber the
+//! layers); each part is judged alone, so a malformed one hides only itself, and a document with
+//! a duplicate key shows neither. Known types keep every strict check below.
 //!
 //! # What a directory holds
 //! See [`Manifest::entries`]: image manifests show `manifest.json`, `config.json` and
@@ -158,16 +165,49 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         return Err(Error::TooLarge(format!("{what}: manifest of {} bytes (limit {MAX_MANIFEST_SIZE})", bytes.len())));
     }
     let bad = |why: String| Error::malformed(format!("manifest {what}"), why);
-    let doc = json::strict(bytes).map_err(bad)?;
-    if !doc.is_object() {
-        return Err(bad("not a JSON object".into()));
-    }
-    let version = doc.get("schemaVersion").and_then(|v| v.as_u64());
+    let parsed = json::strict(bytes).and_then(|d| match d {
+        serde_json::Value::Object(_) => Ok(d),
+        _ => Err("not a JSON object".to_string()),
+    });
+    let version = parsed.as_ref().ok().and_then(|d| d.get("schemaVersion")).and_then(|v| v.as_u64());
     let header = content_type.map(media::bare).unwrap_or_default();
     let header_known = known_manifest_type(&header);
-    let body = doc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    let body = parsed.as_ref().ok().and_then(|d| d.get("mediaType")).and_then(|m| m.as_str()).unwrap_or("");
     let body_known = known_manifest_type(body);
 
+    let mut m = Manifest {
+        kind: Kind::Other,
+        media_type: String::new(),
+        config: None,
+        layers: Vec::new(),
+        children: Vec::new(),
+        bytes: bytes.to_vec(),
+        payload: None,
+    };
+    // A type regfs does not know, named by the Content-Type or else by the body: shown as its
+    // verified bytes whatever fields it has (schema1 aside: its digest rule is needed to verify
+    // it at all, so `schemaVersion` 1 stays schema1 whatever else is said).
+    let unknown = if version == Some(1) {
+        None
+    } else if header_known.is_none() && !media::is_generic(&header) {
+        Some(header.clone())
+    } else if header_known.is_none() && body_known.is_none() && !body.is_empty() {
+        Some(body.to_string())
+    } else {
+        None
+    };
+    if let Some(media_type) = unknown {
+        m.media_type = media_type;
+        if let Ok(doc) = &parsed {
+            let (config, layers) = image::optional_parts(doc, what);
+            m.config = config;
+            m.layers = name_layers(layers);
+        }
+        return Ok(m);
+    }
+
+    // A known type, or nothing named: the strict checks.
+    let doc = parsed.map_err(bad)?;
     let (kind, media_type) = match version {
         Some(1) => {
             if let Some(h) = header_known.filter(|h| !h.starts_with("application/vnd.docker.distribution.manifest.v1"))
@@ -189,35 +229,21 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
                 Some(media::OCI_MANIFEST) => Kind::OciManifest,
                 Some(media::OCI_INDEX) => Kind::OciIndex,
                 Some(other) => return Err(bad(format!("schemaVersion 2 served as {other}"))),
-                None if !media::is_generic(&header) => Kind::Other,
-                None if !body.is_empty() => Kind::Other,
                 None if doc.get("manifests").is_some() => Kind::OciIndex,
                 None if doc.get("config").is_some() && doc.get("layers").is_some() => Kind::OciManifest,
                 None => Kind::Other,
             };
-            let mt = match named {
-                Some(n) => n.to_string(),
-                None if !media::is_generic(&header) => header.clone(),
-                None => body.to_string(),
-            };
-            (kind, mt)
+            (kind, named.unwrap_or_default().to_string())
         }
         Some(v) => return Err(bad(format!("unsupported schemaVersion {v}"))),
         None => return Err(bad("no schemaVersion".into())),
     };
+    m.kind = kind;
+    m.media_type = media_type;
 
     let wrap = |e: Error| match e {
         Error::Malformed { what: w, why } => Error::Malformed { what: format!("manifest {what}: {w}"), why },
         other => other,
-    };
-    let mut m = Manifest {
-        kind,
-        media_type,
-        config: None,
-        layers: Vec::new(),
-        children: Vec::new(),
-        bytes: bytes.to_vec(),
-        payload: None,
     };
     let layers = match kind {
         Kind::DockerSchema1 => match schema1::signed_payload(bytes, &doc).map_err(wrap)? {
@@ -238,17 +264,18 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
             Vec::new()
         }
         Kind::Other => {
-            let (config, layers) = image::optional_parts(&doc).map_err(wrap)?;
+            let (config, layers) = image::optional_parts(&doc, what);
             m.config = config;
             layers
         }
     };
-    m.layers = layers
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| (format!("{i}{}", media::layer_extension(&d.media_type)), d))
-        .collect();
+    m.layers = name_layers(layers);
     Ok(m)
+}
+
+/// Layer file names: the index, bottom layer first, and an extension from the media type.
+fn name_layers(layers: Vec<Descriptor>) -> Vec<(String, Descriptor)> {
+    layers.into_iter().enumerate().map(|(i, d)| (format!("{i}{}", media::layer_extension(&d.media_type)), d)).collect()
 }
 
 /// Unique, safe link names for index entries: `os-arch[-variant]` where the entry has a

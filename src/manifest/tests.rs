@@ -173,7 +173,7 @@ fn hostile_documents_are_refused_with_a_reason() {
     assert!(refused(b"{not json", None).contains("not JSON"));
     assert!(refused(b"[1,2]", None).contains("not a JSON object"));
     assert!(refused(br#"{"schemaVersion": 3}"#, None).contains("schemaVersion 3"));
-    assert!(refused(br#"{"mediaType": "x"}"#, None).contains("no schemaVersion"));
+    assert!(refused(br#"{"config": {}}"#, None).contains("no schemaVersion"));
     assert!(refused(&layer((-1).into(), &dg), None).contains("layers[0]"));
     assert!(refused(&layer((1u64 << 50).into(), &dg), None).contains("larger than regfs accepts"));
     assert!(refused(&layer(1.into(), "md5:d41d8cd98f00b204e9800998ecf8427e"), None).contains("invalid digest"));
@@ -312,4 +312,48 @@ fn duplicate_keys_are_refused_wherever_they_are() {
         dg('5')
     );
     assert!(refused(oci.as_bytes(), Some(media::OCI_MANIFEST)).contains("duplicate key"));
+}
+
+#[test]
+fn unknown_media_types_show_their_manifest_json_whatever_fields_they_have() {
+    let thing = "application/vnd.example.thing.v1+json";
+    let desc = |c: char, size: i64| {
+        serde_json::json!({"mediaType": "application/x.part", "size": size,
+            "digest": format!("sha256:{}", c.to_string().repeat(64))})
+    };
+    let shown = |bytes: &[u8], ct: Option<&str>| {
+        let m = parse(bytes, ct, "t").unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)));
+        assert_eq!(m.kind, Kind::Other);
+        assert_eq!(m.bytes(), bytes);
+        assert_eq!(m.digest(Algorithm::Sha256), Digest::of(Algorithm::Sha256, bytes));
+        names(&m)
+    };
+    // Whatever schemaVersion, or none, or not JSON at all, when the Content-Type names a type.
+    assert_eq!(shown(br#"{"schemaVersion": 3, "x": 1}"#, Some(thing)), ["manifest.json"]);
+    assert_eq!(shown(br#"{"x": 1}"#, Some(thing)), ["manifest.json"]);
+    assert_eq!(shown(b"plain text, not JSON", Some(thing)), ["manifest.json"]);
+    assert_eq!(shown(br#"{"a": 1, "a": 2}"#, Some(thing)), ["manifest.json"]);
+    // The body's mediaType names it, under a generic Content-Type or none.
+    let body = serde_json::json!({"mediaType": thing, "config": desc('1', 2)});
+    let body = serde_json::to_vec(&body).expect("test input is valid");
+    assert_eq!(shown(&body, Some("application/json")), ["manifest.json", "config.json"]);
+    assert_eq!(shown(&body, None), ["manifest.json", "config.json"]);
+    // Each optional part is shown only where it parses cleanly, independently of the other.
+    let bad_config = serde_json::json!({"config": desc('1', -1), "layers": [desc('2', 5), desc('3', 6)]});
+    let bytes = serde_json::to_vec(&bad_config).expect("test input is valid");
+    assert_eq!(shown(&bytes, Some(thing)), ["manifest.json", "layers"]);
+    let bad_layer = serde_json::json!({"config": desc('1', 2), "layers": [desc('2', 5), {"digest": "md5:x"}]});
+    let bytes = serde_json::to_vec(&bad_layer).expect("test input is valid");
+    assert_eq!(shown(&bytes, Some(thing)), ["manifest.json", "config.json"]);
+    // A duplicate key anywhere: the document means different things to different readers, so
+    // none of its parts is shown.
+    let dup = format!(r#"{{"config": {}, "config": {}}}"#, desc('1', 2), desc('2', 3));
+    assert_eq!(shown(dup.as_bytes(), Some(thing)), ["manifest.json"]);
+
+    // Known types keep their strict checks.
+    assert!(refused(br#"{"schemaVersion": 3}"#, Some(media::OCI_MANIFEST)).contains("schemaVersion 3"));
+    assert!(refused(br#"{"schemaVersion": 3}"#, Some("application/json")).contains("schemaVersion 3"));
+    assert!(refused(br#"{"layers": []}"#, None).contains("no schemaVersion"));
+    assert!(refused(b"plain text", Some(media::OCI_INDEX)).contains("not JSON"));
+    assert!(refused(b"plain text", None).contains("not JSON"));
 }
