@@ -134,6 +134,25 @@ impl Manifest {
         self.config.iter().chain(self.layers.iter().map(|(_, d)| d)).filter_map(|d| d.size.map(|s| (&d.digest, s)))
     }
 
+    /// Roughly the memory this value holds: its bytes, the payload, and every parsed descriptor
+    /// and name (with their fixed parts), for caches that are bounded in bytes.
+    pub fn weight(&self) -> usize {
+        use std::mem::size_of;
+        let desc = |d: &Descriptor| {
+            d.media_type.capacity() + d.digest.hex().len() + d.platform.as_ref().map_or(0, String::capacity)
+        };
+        let named = |v: &[(String, Descriptor)]| {
+            v.iter().map(|(n, d)| size_of::<(String, Descriptor)>() + n.capacity() + desc(d)).sum::<usize>()
+        };
+        size_of::<Manifest>()
+            + self.bytes.capacity()
+            + self.payload.as_ref().map_or(0, Vec::capacity)
+            + self.media_type.capacity()
+            + self.config.as_ref().map_or(0, desc)
+            + named(&self.layers)
+            + named(&self.children)
+    }
+
     /// The bytes as served, which `manifest.json` shows.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

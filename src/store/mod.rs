@@ -3,7 +3,8 @@
 //!
 //! # Two kinds of things
 //! - Addressed by digest (manifests, configs, layers): immutable. Manifests are checked against
-//!   their digest and kept in memory (an `lru`), with the sizes their descriptors declare; blobs go
+//!   their digest and kept in memory (an `lru` bounded by what each holds, parsed form included);
+//!   the sizes their descriptors declare travel in the nodes that show them; blobs go
 //!   through the verified disk cache ([`blobs`]), and small ones are also kept in memory.
 //! - Addressed by name (the catalog, tag lists, what a tag points to): mutable, trusted for
 //!   `tag_ttl` and then asked again.
@@ -56,9 +57,12 @@ impl Doc {
     }
 }
 
+/// A cached manifest weighs all it holds: its bytes, a schema1 payload, the parsed descriptors
+/// and names, and a fixed allowance for the entry, its key and the digest.
 impl Weigh for Arc<Doc> {
     fn weight(&self) -> usize {
-        self.bytes().len()
+        const ENTRY: usize = 256;
+        ENTRY + self.digest.hex().len() + self.manifest.weight()
     }
 }
 
@@ -412,5 +416,53 @@ fn valid_or_warn(name: &str, check: Result<()>, list: &str) -> bool {
             log::warn!("{list}: skipping invalid name {name:?}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+
+    fn doc(bytes: &[u8], content_type: &str) -> Arc<Doc> {
+        let m = manifest::parse(bytes, Some(content_type), "t").expect("test input is valid");
+        Arc::new(Doc { digest: m.digest(Algorithm::Sha256), manifest: m })
+    }
+
+    #[test]
+    fn a_cached_manifest_weighs_all_it_holds() {
+        // An index of many entries with long platform names: its parsed form outweighs its bytes.
+        let entries: Vec<_> = (0..2000)
+            .map(|i| {
+                serde_json::json!({"mediaType": manifest::media::OCI_MANIFEST, "size": 1,
+                    "digest": format!("sha256:{:064x}", i),
+                    "platform": {"os": "l", "architecture": format!("a{i}"), "variant": "v".repeat(40)}})
+            })
+            .collect();
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": manifest::media::OCI_INDEX, "manifests": entries});
+        let bytes = serde_json::to_vec(&index).expect("test input is valid");
+        let d = doc(&bytes, manifest::media::OCI_INDEX);
+        let parsed: usize = d
+            .manifest
+            .children
+            .iter()
+            .map(|(name, c)| {
+                std::mem::size_of::<(String, manifest::Descriptor)>()
+                    + name.len()
+                    + c.media_type.len()
+                    + c.digest.hex().len()
+                    + c.platform.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let w = d.weight();
+        assert!(w >= bytes.len() + parsed, "weight {w} < {} bytes + {parsed} parsed", bytes.len());
+        assert!(w <= 2 * (bytes.len() + parsed), "weight {w} is not honest either");
+
+        // Signed schema1 holds its payload besides its bytes.
+        let s1 = std::fs::read(format!("{}/tests/fixtures/schema1-signed.json", env!("CARGO_MANIFEST_DIR")))
+            .expect("test input is valid");
+        let d = doc(&s1, manifest::media::DOCKER_SCHEMA1_SIGNED);
+        assert!(d.weight() >= s1.len() + 400, "weight {} for {} bytes and a payload", d.weight(), s1.len());
     }
 }
