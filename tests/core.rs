@@ -610,3 +610,39 @@ fn a_manifest_of_a_type_regfs_does_not_know_is_shown_as_its_verified_bytes() {
     assert_eq!(c.ls(&format!("r/manifests/{not_json}")).expect("listed"), ["manifest.json"]);
     assert_eq!(c.cat(&format!("r/manifests/{not_json}/manifest.json")).expect("read"), b"\x00\x01 not JSON");
 }
+
+#[test]
+fn manifests_are_listed_only_once_verified() {
+    let fake = Fake::default();
+    let (good, _) = fake.image("r", "good", b"layer");
+    let (bad, _) = fake.image("r", "bad", b"other layer");
+    // The registry serves other bytes under `bad` (by tag and by digest).
+    for key in [bad.to_string(), "bad".to_string()] {
+        fake.manifests.lock().unwrap().get_mut(&("r".to_string(), key)).unwrap().body.push(b' ');
+    }
+    let c = core(fake);
+    for tag in ["good", "bad"] {
+        c.fs.readlink(c.walk(&format!("r/tags/{tag}")).expect("tag").ino).expect("readlink");
+    }
+    assert_eq!(c.ls("r/manifests").expect("listed"), Vec::<String>::new(), "nothing verified yet");
+    assert!(c.walk(&format!("r/manifests/{bad}")).is_err());
+    c.walk(&format!("r/manifests/{good}")).expect("good");
+    assert_eq!(c.ls("r/manifests").expect("listed"), [good.to_string()]);
+}
+
+#[test]
+fn a_head_size_that_disagrees_with_the_verified_blob_is_an_error_and_then_corrected() {
+    let fake = Fake::default();
+    let data = noise(300_000, 44);
+    let (_, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().head_sizes.insert(layer.to_string(), 1000);
+    let c = core(fake);
+    let path = format!("r/blobs/{layer}");
+    assert_eq!(c.walk(&path).expect("stat").size, 1000, "what HEAD says, before any download");
+    let err = c.cat(&path).map(|v| v.len()).expect_err("a size that was shown wrong");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains(&layer.to_string()), "{err}");
+    // The verified length replaces the HEAD's word.
+    assert_eq!(c.walk(&path).expect("stat").size, data.len() as u64);
+    assert_eq!(c.cat(&path).expect("read"), data);
+}

@@ -88,7 +88,7 @@ struct Meta {
     no_catalog: Option<Timed<Error>>,
     tags: HashMap<String, Timed<Arc<Vec<String>>>>,
     tag_digests: HashMap<(String, String), Timed<Digest>>,
-    /// Manifests seen per repository, for listing `manifests/`.
+    /// Manifests verified per repository, for listing `manifests/`.
     seen: HashMap<String, BTreeSet<Digest>>,
     /// What HEAD said of blobs no descriptor sizes (`blobs/<digest>`, schema1 layers), per
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
@@ -259,9 +259,8 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            let mut meta = lock(&self.meta);
-            meta.tag_digests.insert(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
-            meta.seen.entry(repo.to_string()).or_default().insert(digest.clone());
+            // Not listed under `manifests/` yet: only verified manifests are (see `keep_doc`).
+            lock(&self.meta).tag_digests.insert(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
             Ok(digest)
         })
     }
@@ -293,7 +292,7 @@ impl Store {
         })
     }
 
-    /// Manifests of `repo` seen so far (through tags or lookups), for listing `manifests/`.
+    /// Manifests of `repo` verified so far (through tags or lookups), for listing `manifests/`.
     pub fn seen_manifests(&self, repo: &str) -> Vec<Digest> {
         lock(&self.meta).seen.get(repo).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
@@ -328,6 +327,7 @@ impl Store {
     pub fn blob(&self, repo: &str, digest: &Digest, claimed: Option<u64>) -> Result<Content> {
         if let Some(bytes) = lock(&self.small).get(digest) {
             self.check_claim(repo, digest, claimed, bytes.len() as u64)?;
+            self.check_head_size(repo, digest, claimed, bytes.len() as u64)?;
             return Ok(Content::Memory(bytes));
         }
         let file = self.blobs.open(&*self.client, repo, digest, claimed).map_err(|e| match (e, claimed) {
@@ -351,7 +351,28 @@ impl Store {
             Content::File(file)
         };
         self.check_claim(repo, digest, claimed, len)?;
+        self.check_head_size(repo, digest, claimed, len)?;
         Ok(content)
+    }
+
+    /// Where no descriptor sized the file, its size was shown from a HEAD: if that disagrees with
+    /// the verified content, the size shown was wrong, so the open fails (once: the HEAD's word is
+    /// dropped, and the verified length is shown from then on).
+    fn check_head_size(&self, repo: &str, digest: &Digest, claimed: Option<u64>, len: u64) -> Result<()> {
+        if claimed.is_some() {
+            return Ok(());
+        }
+        let key = (repo.to_string(), digest.clone());
+        let mut meta = lock(&self.meta);
+        let Some(head) = meta.head_sizes().peek(&key).copied().filter(|h| *h != len) else { return Ok(()) };
+        meta.head_sizes().pop(&key);
+        drop(meta);
+        log::warn!("{repo}: HEAD said {digest} has {head} bytes; its verified content has {len}");
+        Err(Error::DigestMismatch {
+            what: format!("blob {digest} of {repo} as sized by HEAD"),
+            expected: format!("{head} bytes"),
+            actual: format!("{len} bytes of verified content"),
+        })
     }
 
     /// The manifests in memory that name `digest` in `repo` with size `claimed`, for messages.

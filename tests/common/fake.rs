@@ -27,6 +27,8 @@ pub struct Knobs {
     pub substitute: HashMap<String, Vec<u8>>,
     /// Answer HEAD of manifests with an unexpected status (as a proxy that refuses HEAD).
     pub refuse_head: bool,
+    /// Answer HEAD of these blobs with this size instead of their own.
+    pub head_sizes: HashMap<String, u64>,
     /// Sleep this long before each read of a blob body (so that downloads overlap).
     pub slow_reads: Option<std::time::Duration>,
 }
@@ -153,6 +155,9 @@ impl Client for Fake {
 
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
         lock(&self.calls).push(format!("HEAD blob {repo} {digest}"));
+        if let Some(&lie) = lock(&self.knobs).head_sizes.get(&digest.to_string()) {
+            return Ok(lie);
+        }
         lock(&self.blobs)
             .get(&digest.to_string())
             .map(|b| b.len() as u64)
