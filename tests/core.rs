@@ -635,14 +635,21 @@ fn a_head_size_that_disagrees_with_the_verified_blob_is_an_error_and_then_correc
     let fake = Fake::default();
     let data = noise(300_000, 44);
     let (_, layer) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().head_sizes.insert(layer.to_string(), 1000);
-    let c = core(fake);
     let path = format!("r/blobs/{layer}");
+    let c = core(fake);
+    // HEAD says less than the blob holds: the download is bounded by what was shown, and fails.
+    c.fake.knobs.lock().unwrap().head_sizes.insert(layer.to_string(), 1000);
     assert_eq!(c.walk(&path).expect("stat").size, 1000, "what HEAD says, before any download");
+    let err = c.cat(&path).map(|v| v.len()).expect_err("a body longer than shown");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("longer"), "{err}");
+    // HEAD says more: the blob verifies, but the size shown was wrong, so that open fails...
+    c.fake.knobs.lock().unwrap().head_sizes.insert(layer.to_string(), 400_000);
+    assert_eq!(c.walk(&path).expect("stat").size, 400_000, "a new HEAD after the failure");
     let err = c.cat(&path).map(|v| v.len()).expect_err("a size that was shown wrong");
     assert_eq!(err.errno(), libc::EIO, "{err}");
     assert!(err.to_string().contains(&layer.to_string()), "{err}");
-    // The verified length replaces the HEAD's word.
+    // ...and the verified length replaces the HEAD's word.
     assert_eq!(c.walk(&path).expect("stat").size, data.len() as u64);
     assert_eq!(c.cat(&path).expect("read"), data);
 }

@@ -330,13 +330,21 @@ impl Store {
             self.check_head_size(repo, digest, claimed, bytes.len() as u64)?;
             return Ok(Content::Memory(bytes));
         }
-        let file = self.blobs.open(&*self.client, repo, digest, claimed).map_err(|e| match (e, claimed) {
+        // The download is bounded by the size shown: the descriptor's claim, else what HEAD said.
+        let key = (repo.to_string(), digest.clone());
+        let head = if claimed.is_none() { lock(&self.meta).head_sizes().peek(&key).copied() } else { None };
+        let file = self.blobs.open(&*self.client, repo, digest, claimed.or(head)).map_err(|e| match (e, claimed) {
             // A body longer than claimed: say whose claim it was.
             (Error::DigestMismatch { what, expected, actual }, Some(c)) => Error::DigestMismatch {
                 what: format!("{what} as described by {}", self.claimants(repo, digest, c)),
                 expected,
                 actual,
             },
+            (e @ Error::DigestMismatch { .. }, None) if head.is_some() => {
+                // Longer than HEAD said: that answer is not kept (a new HEAD is asked next time).
+                lock(&self.meta).head_sizes().pop(&key);
+                e
+            }
             (e, _) => e,
         })?;
         let len = file.metadata()?.len();
