@@ -180,6 +180,8 @@ impl Store {
             return Ok(t);
         }
         self.list_flights.run(&Some(repo.to_string()), || {
+            // The HTTP client already skips invalid names page by page, before holding them;
+            // this check stands for any client.
             let mut tags = self.client.tags(repo)?;
             tags.retain(|t| valid_or_warn(t, names::check_tag(t), repo));
             tags.sort();
