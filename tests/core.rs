@@ -449,3 +449,40 @@ fn a_registry_that_refuses_head_still_resolves_tags_by_get() {
     assert!(!c.cat(&format!("r/manifests/{d}/manifest.json")).expect("manifest").is_empty());
     assert_eq!(c.fake.calls().len(), before, "{:?}", c.fake.calls());
 }
+
+#[test]
+fn lookups_are_counted_and_forgotten_inodes_are_freed_not_reused() {
+    let fake = Fake::default();
+    let tags: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+    let mut layer_digest = None;
+    for t in &tags {
+        layer_digest = Some(fake.image("r", t, b"layer").1);
+    }
+    let blob = format!("r/blobs/{}", layer_digest.expect("a layer"));
+    let c = core(fake);
+    let (before, _) = c.fs.inodes_held();
+    // Listing 1000 tags hands the kernel no reference, so it holds nothing in the table.
+    assert_eq!(c.ls("r/tags").expect("ls").len(), 1000);
+    let walked = c.fs.inodes_held().0;
+    assert_eq!(walked, before + 2, "r and r/tags only");
+    // Each lookup of a name is one reference; the number stays while any is held.
+    let root = c.fs.root_ino();
+    let a = c.fs.lookup(root, OsStr::new("a")).expect("lookup").ino;
+    assert_eq!(c.fs.lookup(root, OsStr::new("a")).expect("again").ino, a);
+    c.fs.forget(a, 1);
+    assert!(c.fs.getattr(a).is_ok(), "freed while still held once");
+    c.fs.forget(a, 1);
+    assert_eq!(c.fs.getattr(a).expect_err("freed").errno(), libc::ENOENT);
+    assert_eq!(c.fs.inodes_held().0, walked);
+    // Looked up again, the same directory, under a number never used before.
+    let a2 = c.fs.lookup(root, OsStr::new("a")).expect("lookup").ino;
+    assert_ne!(a2, a);
+    // A digest-addressed file comes back identical after being forgotten.
+    let layer = c.walk(&blob).expect("layer");
+    assert_eq!(c.cat(&blob).expect("cat"), b"layer");
+    c.fs.forget(layer.ino, 2);
+    assert_eq!(c.fs.getattr(layer.ino).expect_err("freed").errno(), libc::ENOENT);
+    let again = c.walk(&blob).expect("layer again");
+    assert_eq!((again.size, again.kind), (layer.size, layer.kind));
+    assert_eq!(c.cat(&blob).expect("cat"), b"layer");
+}

@@ -498,3 +498,46 @@ fn relative_paths_work_and_the_background_process_leaves_the_caller_s_directory(
     assert_eq!(cwd, Path::new("/"));
     assert!(std::process::Command::new("umount").arg(&mnt).status().expect("umount").success());
 }
+
+/// `(held, peak)` from the log line regfs writes at unmount about its inode table.
+fn inode_table_at_unmount(log: &str) -> Option<(usize, usize)> {
+    let line = log.lines().find(|l| l.contains("inode table at unmount:"))?;
+    let rest = line.split("inode table at unmount:").nth(1)?;
+    let numbers: Vec<usize> = rest.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    Some((*numbers.first()?, *numbers.get(1)?))
+}
+
+#[test]
+fn inodes_the_kernel_forgets_are_freed() {
+    let sh = shared();
+    let mut m = Mount::start(&sh.registry.url, &[]);
+    // 100,000 distinct names that look up without the network: namespace directories.
+    let n = 100_000;
+    let root = m.dir.path().to_path_buf();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                for i in (w..n).step_by(2) {
+                    let meta = std::fs::metadata(root.join(format!("a{i}"))).expect("stat");
+                    assert!(meta.is_dir());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("stat worker");
+    }
+    // The kernel drops the unused dentries and inodes, and FORGETs them.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop_caches (tests run as root)");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The mount still works after its inodes went: names look up again, under new numbers.
+    let tags = sh_in(m.dir.path(), "ls demo/oci/tags && stat -c %F a7");
+    assert_eq!(stdout(&tags), "v1\ndirectory", "{}", String::from_utf8_lossy(&tags.stderr));
+    m.unmount();
+    let log = m.log();
+    let (held, peak) = inode_table_at_unmount(&log).unwrap_or_else(|| panic!("no inode table line:\n{log}"));
+    eprintln!("inode table: at most {peak} held, {held} at unmount");
+    assert!(peak >= n, "only {peak} inodes at most for {n} names");
+    assert!(held < 1_000, "{held} inodes still held of {peak}: forgotten inodes were not freed");
+}
