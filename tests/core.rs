@@ -486,3 +486,58 @@ fn lookups_are_counted_and_forgotten_inodes_are_freed_not_reused() {
     assert_eq!((again.size, again.kind), (layer.size, layer.kind));
     assert_eq!(c.cat(&blob).expect("cat"), b"layer");
 }
+
+/// Bytes in the cache directory's files now: verified blobs and downloads in progress.
+fn cache_bytes(dir: &std::path::Path) -> u64 {
+    ["blobs/sha256", "tmp"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(dir.join(d)).ok())
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn downloads_in_progress_count_against_the_cache_size() {
+    let fake = Arc::new(Fake::default());
+    let mib = 1u64 << 20;
+    let blob = |n: u64, seed: u8| {
+        let data = noise(n as usize, seed);
+        let (_, layer) = fake.image("r", &format!("s{seed}"), &data);
+        (format!("r/blobs/{layer}"), data)
+    };
+    let (a, b) = (blob(3 * mib / 2, 1), blob(3 * mib / 2, 2));
+    let c3 = blob(3 * mib, 3);
+    let huge = blob(6 * mib, 4);
+    let limit = 4 * mib;
+    let cache = tempfile::tempdir().expect("cache");
+    let dir = cache.path().to_path_buf();
+    let c = core_with(fake.clone(), cache, limit);
+    for (path, data) in [&a, &b] {
+        assert_eq!(&c.cat(path).expect("read"), data);
+    }
+    assert_eq!(cache_bytes(&dir), 3 * mib);
+    // Watch the disk while each download is under way.
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let (peak, dir) = (Arc::clone(&peak), dir.clone());
+        fake.knobs.lock().expect("knobs").on_read = Some(Arc::new(move || {
+            peak.fetch_max(cache_bytes(&dir), Ordering::SeqCst);
+        }));
+    }
+    // 3 MiB more into a cache of 4 holding 3: older files make room as the download grows.
+    assert_eq!(&c.cat(&c3.0).expect("read"), &c3.1);
+    let seen = peak.swap(0, Ordering::SeqCst);
+    eprintln!("a 3 MiB download into a 4 MiB cache holding 3 MiB: at most {seen} bytes on disk");
+    assert!(seen <= limit, "{seen} bytes on disk with a limit of {limit}");
+    assert!(cache_bytes(&dir) <= limit);
+    // A blob larger than the whole cache is still served; the cache then holds it alone.
+    assert_eq!(&c.cat(&huge.0).expect("read"), &huge.1);
+    let seen = peak.swap(0, Ordering::SeqCst);
+    assert!(seen <= 6 * mib, "{seen} bytes on disk for a 6 MiB blob");
+    assert_eq!(cache_bytes(&dir), 6 * mib);
+    // And the smaller ones come back as needed.
+    assert_eq!(&c.cat(&a.0).expect("read"), &a.1);
+    assert!(cache_bytes(&dir) <= limit);
+}

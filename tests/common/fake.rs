@@ -27,6 +27,8 @@ pub struct Knobs {
     pub substitute: HashMap<String, Vec<u8>>,
     /// Answer HEAD of manifests with an unexpected status (as a proxy that refuses HEAD).
     pub refuse_head: bool,
+    /// Called before each read of a blob body, while the download is under way.
+    pub on_read: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -88,10 +90,14 @@ impl Fake {
 struct CutReader {
     inner: std::io::Cursor<Vec<u8>>,
     left: Option<usize>,
+    on_read: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Read for CutReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(f) = &self.on_read {
+            f();
+        }
         if let Some(left) = self.left {
             if left == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut-off"));
@@ -164,7 +170,7 @@ impl Client for Fake {
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
             length: Some(body.len() as u64),
-            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left }),
+            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left, on_read: knobs.on_read.clone() }),
             ranged,
         })
     }
