@@ -541,3 +541,26 @@ fn downloads_in_progress_count_against_the_cache_size() {
     assert_eq!(&c.cat(&a.0).expect("read"), &a.1);
     assert!(cache_bytes(&dir) <= limit);
 }
+
+#[test]
+fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
+    let fake = Fake::default();
+    // Ten repositories of 200,000 tags each: about 10 MiB of names apiece as regfs counts them.
+    for r in 0..10 {
+        let tags: Vec<String> = (0..200_000).map(|i| format!("tag-{r}-{i:012}")).collect();
+        fake.tags.lock().expect("tags").insert(format!("r{r}"), tags);
+    }
+    let c = core(fake);
+    for r in 0..10 {
+        assert_eq!(c.fs.store().tags(&format!("r{r}")).expect("tags").len(), 200_000);
+    }
+    let held = c.fs.store().tag_list_bytes();
+    eprintln!("ten 10 MiB tag lists listed: {} MiB kept", held >> 20);
+    assert!(held <= regfs::store::TAG_LISTS_BYTES, "{held} bytes of tag lists kept");
+    // The most recent are still fresh (no request); the oldest are asked for again.
+    let asked = |c: &Core, repo: &str| c.fake.calls().iter().filter(|x| *x == &format!("tags {repo}")).count();
+    c.fs.store().tags("r9").expect("tags");
+    assert_eq!(asked(&c, "r9"), 1);
+    c.fs.store().tags("r0").expect("tags");
+    assert_eq!(asked(&c, "r0"), 2);
+}
