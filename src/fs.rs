@@ -336,8 +336,14 @@ impl Fs {
     fn namespace(&self, prefix: Option<&str>) -> Listing {
         let catalog = match self.store.catalog() {
             Ok(c) => c,
-            Err(e) => {
+            // A registry without a catalog for us (404, 401, 403) is ordinary; anything else
+            // (a catalog over its byte budget, a registry failing) is worth a warning.
+            Err(e @ (Error::NotFound(_) | Error::Denied(_))) => {
                 log::info!("no catalog ({e}); listing only what is looked up by name");
+                return Listing { children: Vec::new(), maybe_repo: true };
+            }
+            Err(e) => {
+                log::warn!("no catalog ({e}); listing only what is looked up by name");
                 return Listing { children: Vec::new(), maybe_repo: true };
             }
         };

@@ -286,3 +286,26 @@ fn a_registry_flooding_a_tag_list_gets_a_clear_error_and_memory_stays_bounded() 
     let img = common::images(&sh.fixtures, "oci-manifest")[0];
     assert_eq!(sha256sum(&m.path("demo/oci/tags/v1/layers/0.tar.gz")), str_of(&img["layers"][0]["digest"]));
 }
+
+#[test]
+fn a_registry_flooding_its_catalog_is_cut_off_and_memory_stays_bounded() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { catalog_flood: Some(150 << 20), ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let pid = m.pid().expect("pid");
+    // Without a usable catalog the root lists nothing, and every repository is still reachable.
+    let root = sh_in(m.dir.path(), "ls");
+    assert_eq!(common::stdout(&root), "", "{}", String::from_utf8_lossy(&root.stderr));
+    let peak_mib = status_kib(pid, "VmHWM:") / 1024;
+    let pages = front.requests().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    eprintln!("catalog flood: cut off after {pages} pages; regfs peak RSS {peak_mib} MiB");
+    assert!(peak_mib > 0 && peak_mib < 96, "peak RSS {peak_mib} MiB");
+    assert!(pages < 40, "{pages} pages read");
+    let log = m.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN") && l.contains("too large") && l.contains("/v2/_catalog")),
+        "no warning names the catalog:\n{log}"
+    );
+    let tags = sh_in(m.dir.path(), "ls demo/oci/tags");
+    assert_eq!(common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
+}

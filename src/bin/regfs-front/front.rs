@@ -63,6 +63,8 @@ pub struct Behavior {
     /// generated tag names, served in pages of about [`FLOOD_PAGE`] bytes, each made when asked
     /// for (the front never holds the flood). A few names per page break the grammar.
     pub tag_flood: Option<(String, u64)>,
+    /// The same for the catalog: this many bytes of generated repository names.
+    pub catalog_flood: Option<u64>,
     pub faults: Vec<Fault>,
 }
 
@@ -400,8 +402,11 @@ fn decide(
     let bare = path.split('?').next().unwrap_or(path);
     if let Some((repo, bytes)) = &b.tag_flood {
         if bare == format!("/v2/{repo}/tags/list") {
-            return (flood_page(bare, *bytes, &query(path)), Duration::ZERO);
+            return (flood_page(bare, "tags", *bytes, &query(path)), Duration::ZERO);
         }
+    }
+    if let (Some(bytes), "/v2/_catalog") = (b.catalog_flood, bare) {
+        return (flood_page(bare, "repositories", bytes, &query(path)), Duration::ZERO);
     }
     if let (Some(n), true) = (b.tag_page, bare.ends_with("/tags/list")) {
         let full = forward(http, "GET", &format!("{upstream}{bare}"), req, false);
@@ -414,12 +419,13 @@ fn decide(
     (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), stall)
 }
 
-/// Page `?page=<k>` of a tag flood of `total` bytes: about [`FLOOD_PAGE`] bytes of long, valid
-/// tag names (and a few invalid ones), with a `Link` to the next page until `total` is served.
-fn flood_page(bare: &str, total: u64, q: &HashMap<String, String>) -> Response {
+/// Page `?page=<k>` of a flood of `total` bytes in `field`: about [`FLOOD_PAGE`] bytes of long
+/// names, valid as tags and as repository names (and a few invalid ones), with a `Link` to the
+/// next page until `total` is served.
+fn flood_page(bare: &str, field: &str, total: u64, q: &HashMap<String, String>) -> Response {
     let k: u64 = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = Vec::with_capacity(FLOOD_PAGE as usize + 256);
-    body.extend_from_slice(b"{\"name\":\"flood\",\"tags\":[");
+    body.extend_from_slice(format!("{{\"name\":\"flood\",\"{field}\":[").as_bytes());
     let mut i = 0u64;
     while (body.len() as u64) < FLOOD_PAGE {
         if i > 0 {
