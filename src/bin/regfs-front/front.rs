@@ -35,7 +35,7 @@ impl Fault {
 }
 
 pub const CUT_OFF: u16 = 0;
-/// Bytes of one page of a [`Behavior::tag_flood`].
+/// Bytes of one page of a [`Behavior::tag_floods`].
 pub const FLOOD_PAGE: u64 = 1 << 20;
 pub const STALL: u16 = 200;
 
@@ -59,10 +59,10 @@ pub struct Behavior {
     pub down: bool,
     /// Added before every answer, as a registry that far away would be.
     pub latency: Duration,
-    /// A hostile registry: the tag list of this repository is a flood of this many bytes of
-    /// generated tag names, served in pages of about [`FLOOD_PAGE`] bytes, each made when asked
-    /// for (the front never holds the flood). A few names per page break the grammar.
-    pub tag_flood: Option<(String, u64)>,
+    /// A hostile registry: the tag list of each of these repositories is a flood of so many
+    /// bytes of generated tag names, served in pages of about [`FLOOD_PAGE`] bytes, each made when
+    /// asked for (the front never holds the flood). A few names per page break the grammar.
+    pub tag_floods: Vec<(String, u64)>,
     /// The same for the catalog: this many bytes of generated repository names.
     pub catalog_flood: Option<u64>,
     pub faults: Vec<Fault>,
@@ -400,7 +400,7 @@ fn decide(
     }
 
     let bare = path.split('?').next().unwrap_or(path);
-    if let Some((repo, bytes)) = &b.tag_flood {
+    for (repo, bytes) in &b.tag_floods {
         if bare == format!("/v2/{repo}/tags/list") {
             return (flood_page(bare, "tags", *bytes, &query(path)), Duration::ZERO);
         }
