@@ -16,10 +16,10 @@
 //!       <digest>                      Blob
 //! ```
 //!
-//! A node is a value naming what it shows, so the same thing always gets the same inode: a layer
-//! reached as `layers/0.tar.gz` and as `blobs/<digest>` is one inode, which shares one page cache.
-//! Inode numbers are handed out on first lookup, freed when the kernel forgets them, and never
-//! reused while mounted ([`Inodes`]).
+//! A node is a value naming what it shows, so the same thing gets the same inode while the
+//! kernel holds it: a layer reached as `layers/0.tar.gz` and as `blobs/<digest>` is one inode,
+//! which shares one page cache. Inode numbers are handed out on first lookup, freed when the
+//! kernel forgets them, and never reused while mounted ([`Inodes`]).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
