@@ -98,6 +98,8 @@ impl Fs {
         self.inodes.node(ino).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
 
+    /// Attributes of `node`, under inode number 0: the caller puts in the number (the one asked
+    /// about, or the one a lookup hands out).
     fn attr(&self, node: &Node, kind: FileKind, size: u64) -> Attr {
         let immutable = node.is_immutable();
         let perm = match kind {
@@ -106,7 +108,7 @@ impl Fs {
             FileKind::Symlink => 0o777,
         };
         Attr {
-            ino: self.inodes.ino(node),
+            ino: 0,
             kind,
             size,
             perm,
@@ -149,7 +151,7 @@ impl Fs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        self.attr_of(&self.node(ino)?)
+        Ok(Attr { ino, ..self.attr_of(&self.node(ino)?)? })
     }
 
     /// How long the kernel may remember that `parent` has no entry called `name` (a negative
@@ -166,7 +168,19 @@ impl Fs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
         let child = self.child(&self.node(parent)?, name)?;
-        self.attr_of(&child)
+        let attr = self.attr_of(&child)?;
+        // Counted only once the answer is sure: the kernel holds a reference from this reply on.
+        Ok(Attr { ino: self.inodes.lookup(&child), ..attr })
+    }
+
+    /// The kernel dropped `n` references to `ino` (FUSE `forget`): at none, its inode is freed.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// Inodes held now (the root included), and the most held at once.
+    pub fn inodes_held(&self) -> (usize, usize) {
+        self.inodes.held()
     }
 
     /// The node called `name` inside `parent`, checked to exist as far as that is cheap.
@@ -258,10 +272,10 @@ impl Fs {
         let node = self.node(ino)?;
         let mut out = vec![
             DirEntry { ino, kind: FileKind::Directory, name: ".".into() },
-            DirEntry { ino: self.inodes.ino(&node.parent()), kind: FileKind::Directory, name: "..".into() },
+            DirEntry { ino: self.inodes.listed(&node.parent()), kind: FileKind::Directory, name: "..".into() },
         ];
         let mut push =
-            |n: Node, kind: FileKind, name: String| out.push(DirEntry { ino: self.inodes.ino(&n), kind, name });
+            |n: Node, kind: FileKind, name: String| out.push(DirEntry { ino: self.inodes.listed(&n), kind, name });
         match &node {
             Node::Root | Node::Path(_) => {
                 let prefix = match &node {
@@ -324,8 +338,14 @@ impl Fs {
     fn namespace(&self, prefix: Option<&str>) -> Listing {
         let catalog = match self.store.catalog() {
             Ok(c) => c,
-            Err(e) => {
+            // A registry without a catalog for us (404, 401, 403) is ordinary; anything else
+            // (a catalog over its byte budget, a registry failing) is worth a warning.
+            Err(e @ (Error::NotFound(_) | Error::Denied(_))) => {
                 log::info!("no catalog ({e}); listing only what is looked up by name");
+                return Listing { children: Vec::new(), maybe_repo: true };
+            }
+            Err(e) => {
+                log::warn!("no catalog ({e}); listing only what is looked up by name");
                 return Listing { children: Vec::new(), maybe_repo: true };
             }
         };

@@ -130,6 +130,19 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    /// The kernel dropped `nlookup` references to `ino`: the core frees the inode at none. (A
+    /// `BATCH_FORGET` arrives here once per inode, through fuser's default `batch_forget`.) Inline:
+    /// no reply, no waiting.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    /// The session ends: say how many inodes the kernel still held, and the most it ever did.
+    fn destroy(&mut self) {
+        let (held, peak) = self.core.inodes_held();
+        log::info!("inode table at unmount: {held} held, at most {peak} at once");
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (uid, gid) = (self.uid, self.gid);
         self.spawn(move |fs| match fs.getattr(ino.0) {

@@ -18,6 +18,7 @@ use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 
 fn main() -> ExitCode {
+    let raised = raise_nofile_limit();
     let mut cli = Cli::parse();
     // Paths are made absolute now: the background process leaves the caller's directory.
     if let Err(msg) = absolute_paths(&mut cli) {
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match serve(&cli, prepared, ready) {
+    match serve(&cli, prepared, ready, raised) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             log::error!("{msg}");
@@ -178,7 +179,33 @@ fn detach(cli: &Cli) -> Result<Detached, String> {
     }
 }
 
-fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<(), String> {
+/// Raise the soft limit on open files to the hard limit: every open cache file and every
+/// connection holds a descriptor, and the usual soft limit (1024) is low for many readers. The
+/// limit now in force, or why it could not be raised.
+fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+fn serve(
+    cli: &Cli,
+    prepared: Prepared,
+    ready: Option<std::fs::File>,
+    raised: std::io::Result<u64>,
+) -> Result<(), String> {
     let report = |ready: Option<std::fs::File>, msg: &str| {
         if let Some(mut r) = ready {
             let _ = r.write_all(msg.as_bytes());
@@ -232,6 +259,10 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
             return Err(msg);
         }
     };
+    match raised {
+        Ok(n) => log::debug!("open file limit: {n} descriptors"),
+        Err(e) => log::warn!("could not raise the open file limit to its hard limit: {e}"),
+    }
     unmount_on_signals(session.unmount_callable(), &cli.mountpoint)?;
     log::info!("regfs: {} mounted on {}", prepared.url, cli.mountpoint.display());
     report(ready, "ok");

@@ -653,3 +653,118 @@ fn a_head_size_that_disagrees_with_the_verified_blob_is_an_error_and_then_correc
     assert_eq!(c.walk(&path).expect("stat").size, data.len() as u64);
     assert_eq!(c.cat(&path).expect("read"), data);
 }
+
+#[test]
+fn lookups_are_counted_and_forgotten_inodes_are_freed_not_reused() {
+    let fake = Fake::default();
+    let tags: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+    let mut layer_digest = None;
+    for t in &tags {
+        layer_digest = Some(fake.image("r", t, b"layer").1);
+    }
+    let blob = format!("r/blobs/{}", layer_digest.expect("a layer"));
+    let c = core(fake);
+    let (before, _) = c.fs.inodes_held();
+    // Listing 1000 tags hands the kernel no reference, so it holds nothing in the table.
+    assert_eq!(c.ls("r/tags").expect("ls").len(), 1000);
+    let walked = c.fs.inodes_held().0;
+    assert_eq!(walked, before + 2, "r and r/tags only");
+    // Each lookup of a name is one reference; the number stays while any is held.
+    let root = c.fs.root_ino();
+    let a = c.fs.lookup(root, OsStr::new("a")).expect("lookup").ino;
+    assert_eq!(c.fs.lookup(root, OsStr::new("a")).expect("again").ino, a);
+    c.fs.forget(a, 1);
+    assert!(c.fs.getattr(a).is_ok(), "freed while still held once");
+    c.fs.forget(a, 1);
+    assert_eq!(c.fs.getattr(a).expect_err("freed").errno(), libc::ENOENT);
+    assert_eq!(c.fs.inodes_held().0, walked);
+    // Looked up again, the same directory, under a number never used before.
+    let a2 = c.fs.lookup(root, OsStr::new("a")).expect("lookup").ino;
+    assert_ne!(a2, a);
+    // A digest-addressed file comes back identical after being forgotten.
+    let layer = c.walk(&blob).expect("layer");
+    assert_eq!(c.cat(&blob).expect("cat"), b"layer");
+    c.fs.forget(layer.ino, 2);
+    assert_eq!(c.fs.getattr(layer.ino).expect_err("freed").errno(), libc::ENOENT);
+    let again = c.walk(&blob).expect("layer again");
+    assert_eq!((again.size, again.kind), (layer.size, layer.kind));
+    assert_eq!(c.cat(&blob).expect("cat"), b"layer");
+}
+
+/// Bytes in the cache directory's files now: verified blobs and downloads in progress.
+fn cache_bytes(dir: &std::path::Path) -> u64 {
+    ["blobs/sha256", "tmp"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(dir.join(d)).ok())
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn downloads_in_progress_count_against_the_cache_size() {
+    let fake = Arc::new(Fake::default());
+    let mib = 1u64 << 20;
+    let blob = |n: u64, seed: u8| {
+        let data = noise(n as usize, seed);
+        let (_, layer) = fake.image("r", &format!("s{seed}"), &data);
+        (format!("r/blobs/{layer}"), data)
+    };
+    let (a, b) = (blob(3 * mib / 2, 1), blob(3 * mib / 2, 2));
+    let c3 = blob(3 * mib, 3);
+    let huge = blob(6 * mib, 4);
+    let limit = 4 * mib;
+    let cache = tempfile::tempdir().expect("cache");
+    let dir = cache.path().to_path_buf();
+    let c = core_with(fake.clone(), cache, limit);
+    for (path, data) in [&a, &b] {
+        assert_eq!(&c.cat(path).expect("read"), data);
+    }
+    assert_eq!(cache_bytes(&dir), 3 * mib);
+    // Watch the disk while each download is under way.
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let (peak, dir) = (Arc::clone(&peak), dir.clone());
+        fake.knobs.lock().expect("knobs").on_read = Some(Arc::new(move || {
+            peak.fetch_max(cache_bytes(&dir), Ordering::SeqCst);
+        }));
+    }
+    // 3 MiB more into a cache of 4 holding 3: older files make room as the download grows.
+    assert_eq!(&c.cat(&c3.0).expect("read"), &c3.1);
+    let seen = peak.swap(0, Ordering::SeqCst);
+    eprintln!("a 3 MiB download into a 4 MiB cache holding 3 MiB: at most {seen} bytes on disk");
+    assert!(seen <= limit, "{seen} bytes on disk with a limit of {limit}");
+    assert!(cache_bytes(&dir) <= limit);
+    // A blob larger than the whole cache is still served; the cache then holds it alone.
+    assert_eq!(&c.cat(&huge.0).expect("read"), &huge.1);
+    let seen = peak.swap(0, Ordering::SeqCst);
+    assert!(seen <= 6 * mib, "{seen} bytes on disk for a 6 MiB blob");
+    assert_eq!(cache_bytes(&dir), 6 * mib);
+    // And the smaller ones come back as needed.
+    assert_eq!(&c.cat(&a.0).expect("read"), &a.1);
+    assert!(cache_bytes(&dir) <= limit);
+}
+
+#[test]
+fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
+    let fake = Fake::default();
+    // Ten repositories of 200,000 tags each: about 10 MiB of names apiece as regfs counts them.
+    for r in 0..10 {
+        let tags: Vec<String> = (0..200_000).map(|i| format!("tag-{r}-{i:012}")).collect();
+        fake.tags.lock().expect("tags").insert(format!("r{r}"), tags);
+    }
+    let c = core(fake);
+    for r in 0..10 {
+        assert_eq!(c.fs.store().tags(&format!("r{r}")).expect("tags").len(), 200_000);
+    }
+    let held = c.fs.store().tag_list_bytes();
+    eprintln!("ten 10 MiB tag lists listed: {} MiB kept", held >> 20);
+    assert!(held <= regfs::store::TAG_LISTS_BYTES, "{held} bytes of tag lists kept");
+    // The most recent are still fresh (no request); the oldest are asked for again.
+    let asked = |c: &Core, repo: &str| c.fake.calls().iter().filter(|x| *x == &format!("tags {repo}")).count();
+    c.fs.store().tags("r9").expect("tags");
+    assert_eq!(asked(&c, "r9"), 1);
+    c.fs.store().tags("r0").expect("tags");
+    assert_eq!(asked(&c, "r0"), 2);
+}

@@ -241,3 +241,77 @@ fn cut_off_manifests_and_tag_lists_are_fetched_again() {
     assert_eq!(gets(&format!("/manifests/{digest}")), 3, "two cut off, then whole");
     assert_eq!(gets("/v2/demo/oci/tags/list"), 3);
 }
+
+/// A process's `/proc/<pid>/status` field in KiB (`VmHWM:` is its peak resident set).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_registry_flooding_a_tag_list_gets_a_clear_error_and_memory_stays_bounded() {
+    let sh = shared();
+    // 150 MiB of tag names in 1 MiB pages, made up by the front as regfs asks for them; and a
+    // large tag list within the budget (10 MiB, about 100,000 names of 100 characters).
+    let floods = vec![("demo/flood".to_string(), 150 << 20), ("demo/large".to_string(), 10 << 20)];
+    let front = Front::start(&sh.registry.url, Behavior { tag_floods: floods, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let pid = m.pid().expect("pid");
+    let large = sh_in(m.dir.path(), "ls demo/large/tags | wc -l; exit ${PIPESTATUS[0]}");
+    assert!(large.status.success(), "{}", String::from_utf8_lossy(&large.stderr));
+    let listed: usize = common::stdout(&large).parse().expect("a count");
+    assert!(listed > 100_000, "{listed} tags listed");
+    let large_peak_mib = status_kib(pid, "VmHWM:") / 1024;
+    let out = sh_in(m.dir.path(), "ls demo/flood/tags | wc -l; exit ${PIPESTATUS[0]}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let peak_mib = status_kib(pid, "VmHWM:") / 1024;
+    let pages = front.requests().iter().filter(|r| r.path.contains("/v2/demo/flood/tags/list")).count();
+    eprintln!(
+        "tag flood: {listed} tags of 10 MiB listed with a peak RSS of {large_peak_mib} MiB; \
+         150 MiB: ls failed with {stderr:?} after {pages} pages; regfs peak RSS {peak_mib} MiB"
+    );
+    assert!(!out.status.success(), "a 150 MiB tag list was listed");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(peak_mib > 0 && peak_mib < 96, "peak RSS {peak_mib} MiB");
+    let log = m.log();
+    assert!(
+        log.lines().any(|l| l.contains("too large") && l.contains("/v2/demo/flood/tags/list")),
+        "no log line names the listing:\n{log}"
+    );
+    // The invalid names among them are skipped with a warning each, up to a few, then counted.
+    let warned = log.lines().filter(|l| l.contains("skipping invalid name") && l.contains("/v2/demo/flood/")).count();
+    assert!((1..=10).contains(&warned), "{warned} invalid names logged");
+    // The mount goes on serving everything else.
+    let tags = sh_in(m.dir.path(), "ls demo/oci/tags");
+    assert_eq!(common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
+    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    assert_eq!(sha256sum(&m.path("demo/oci/tags/v1/layers/0.tar.gz")), str_of(&img["layers"][0]["digest"]));
+}
+
+#[test]
+fn a_registry_flooding_its_catalog_is_cut_off_and_memory_stays_bounded() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { catalog_flood: Some(150 << 20), ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let pid = m.pid().expect("pid");
+    // Without a usable catalog the root lists nothing, and every repository is still reachable.
+    let root = sh_in(m.dir.path(), "ls");
+    assert_eq!(common::stdout(&root), "", "{}", String::from_utf8_lossy(&root.stderr));
+    let peak_mib = status_kib(pid, "VmHWM:") / 1024;
+    let pages = front.requests().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    eprintln!("catalog flood: cut off after {pages} pages; regfs peak RSS {peak_mib} MiB");
+    assert!(peak_mib > 0 && peak_mib < 96, "peak RSS {peak_mib} MiB");
+    assert!(pages < 40, "{pages} pages read");
+    let log = m.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN") && l.contains("too large") && l.contains("/v2/_catalog")),
+        "no warning names the catalog:\n{log}"
+    );
+    let tags = sh_in(m.dir.path(), "ls demo/oci/tags");
+    assert_eq!(common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
+}

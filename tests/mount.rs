@@ -498,3 +498,106 @@ fn relative_paths_work_and_the_background_process_leaves_the_caller_s_directory(
     assert_eq!(cwd, Path::new("/"));
     assert!(std::process::Command::new("umount").arg(&mnt).status().expect("umount").success());
 }
+
+/// `(held, peak)` from the log line regfs writes at unmount about its inode table.
+fn inode_table_at_unmount(log: &str) -> Option<(usize, usize)> {
+    let line = log.lines().find(|l| l.contains("inode table at unmount:"))?;
+    let rest = line.split("inode table at unmount:").nth(1)?;
+    let numbers: Vec<usize> = rest.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    Some((*numbers.first()?, *numbers.get(1)?))
+}
+
+#[test]
+fn inodes_the_kernel_forgets_are_freed() {
+    let sh = shared();
+    let mut m = Mount::start(&sh.registry.url, &[]);
+    // 100,000 distinct names that look up without the network: namespace directories.
+    let n = 100_000;
+    let root = m.dir.path().to_path_buf();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                for i in (w..n).step_by(2) {
+                    let meta = std::fs::metadata(root.join(format!("a{i}"))).expect("stat");
+                    assert!(meta.is_dir());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("stat worker");
+    }
+    // The kernel drops the unused dentries and inodes, and FORGETs them.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop_caches (tests run as root)");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The mount still works after its inodes went: names look up again, under new numbers.
+    let tags = sh_in(m.dir.path(), "ls demo/oci/tags && stat -c %F a7");
+    assert_eq!(stdout(&tags), "v1\ndirectory", "{}", String::from_utf8_lossy(&tags.stderr));
+    m.unmount();
+    let log = m.log();
+    let (held, peak) = inode_table_at_unmount(&log).unwrap_or_else(|| panic!("no inode table line:\n{log}"));
+    eprintln!("inode table: at most {peak} held, {held} at unmount");
+    assert!(peak >= n, "only {peak} inodes at most for {n} names");
+    assert!(held < 1_000, "{held} inodes still held of {peak}: forgotten inodes were not freed");
+}
+
+#[test]
+fn the_descriptor_limit_is_raised_at_start_and_running_out_is_a_clear_error() {
+    let sh = shared();
+    let img = images(&sh.fixtures, "docker-schema2")[0];
+    // 3 MB: kept in the disk cache, so each open of it holds a descriptor in regfs.
+    let (layer, digest) = ("demo/docker/tags/v1/layers/2.tar.gz", s(&img["layers"][2]["digest"]).to_string());
+    let cache = tempfile::tempdir().expect("cache");
+    let mnt = tempfile::tempdir().expect("mountpoint");
+    let log_path = cache.path().join("regfs.stderr");
+    // Started with a soft limit of 64 under a hard limit of 200.
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=64:200")
+        .arg(common::regfs_bin())
+        .arg(&sh.registry.url)
+        .arg(mnt.path())
+        .args(["-f", "--cache-dir"])
+        .arg(cache.path().join("c"))
+        .env("RUST_LOG", "regfs=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"));
+    common::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().expect("prlimit regfs");
+    let _unmount = common::UnmountOnDrop(mnt.path().to_path_buf());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !common::is_mounted(mnt.path()) {
+        assert!(std::time::Instant::now() < deadline, "not mounted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files").to_string();
+    let soft_hard: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(soft_hard, ["200", "200"], "{line}");
+
+    // Running out: every open holds a descriptor until released; past the limit, opens fail
+    // with EIO, regfs stays up, and once they are released everything works again.
+    let path = mnt.path().join(layer);
+    assert_eq!(sha256sum(&path), digest);
+    let mut held = Vec::new();
+    let mut errors = Vec::new();
+    for _ in 0..300 {
+        match std::fs::File::open(&path) {
+            Ok(f) => held.push(f),
+            Err(e) => errors.push(e.raw_os_error()),
+        }
+    }
+    eprintln!("with a limit of 200 descriptors: {} opens held, {} refused", held.len(), errors.len());
+    assert!(!errors.is_empty(), "300 opens all held with a limit of 200");
+    assert!(errors.iter().all(|e| *e == Some(libc::EIO)), "{errors:?}");
+    assert!(held.len() > 150, "only {} opens held", held.len());
+    drop(held);
+    assert_eq!(sha256sum(&path), digest);
+    let tags = sh_in(mnt.path(), "ls demo/oci/tags");
+    assert_eq!(stdout(&tags), "v1");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log.contains("Too many open files"), "{log}");
+    let _ = std::process::Command::new("umount").arg(mnt.path()).status();
+    let status = child.wait().expect("regfs exit");
+    assert!(status.success(), "{status:?}\n{log}");
+}

@@ -35,12 +35,19 @@ use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{MAX_MANIFEST_SIZE, media};
+use crate::names;
 
 pub const MAX_REDIRECTS: usize = 5;
 /// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
 pub const MAX_PAGES: usize = 10_000;
-/// Entries of one tag list or catalog kept at most: memory stays bounded whatever a registry sends.
-pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+/// Bytes of response body one listing (a tag list or the catalog, all its pages together) may
+/// receive; this is also the largest page. Past it the listing fails with [`Error::TooLarge`].
+pub const MAX_LIST_BODY: u64 = 32 << 20;
+/// Bytes the valid names of one listing may hold, each counted as its length plus
+/// [`LIST_ENTRY_OVERHEAD`] (a `String` and its allocation). Past it the listing fails with
+/// [`Error::TooLarge`]. Invalid names are skipped as they are parsed and never held.
+pub const MAX_LIST_HELD: usize = 16 << 20;
+pub const LIST_ENTRY_OVERHEAD: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -325,29 +332,36 @@ impl HttpClient {
         }
     }
 
-    /// GET every page of a list (tags or catalog), following `Link: <…>; rel="next"`.
-    fn pages<T: for<'de> Deserialize<'de>>(
+    /// GET every page of a list (tags or catalog), following `Link: <…>; rel="next"`, and return
+    /// the names in `field` that pass `check`. Each page is parsed as it streams in, one name at
+    /// a time, and a name is checked before it is kept: what the listing holds is its valid names
+    /// and nothing else, within [`MAX_LIST_BODY`] bytes received and [`MAX_LIST_HELD`] bytes held.
+    fn pages(
         &self,
         first: Url,
         scope: &str,
         counter: &std::sync::atomic::AtomicU64,
-        mut each: impl FnMut(T) -> Result<()>,
-    ) -> Result<()> {
-        let mut url = first;
+        field: &'static str,
+        check: fn(&str) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        let mut url = first.clone();
         let mut seen = std::collections::HashSet::new();
+        let mut budget = ListBudget::new(first.clone());
+        let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             if !seen.insert(url.clone()) {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
             Counters::bump(counter);
-            let (next, body) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
+            // A page broken off mid-body is fetched again: its names count only once it is whole.
+            let (next, page) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
                 let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
-                Ok((next, read_limited(resp, 64 << 20, url.as_str())?))
+                Ok((next, budget.page(resp, &url, field, check)?))
             })?;
-            let page: T = serde_json::from_slice(&body).map_err(|e| Error::malformed(format!("list {url}"), e))?;
-            each(page)?;
+            budget.commit(&page);
+            all.extend(page.names);
             match next {
-                None => return Ok(()),
+                None => return Ok(all),
                 Some(n) => {
                     let n = url.join(&n).map_err(|_| Error::Protocol(format!("GET {url}: bad Link {n:?}")))?;
                     if !self.same_origin(&n) {
@@ -368,11 +382,232 @@ fn repo_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
 }
 
-fn bounded(entries: usize, url: &Url) -> Result<()> {
-    if entries > MAX_LIST_ENTRIES {
-        return Err(Error::TooLarge(format!("{url}: more than {MAX_LIST_ENTRIES} entries")));
+/// Invalid names of one listing logged one by one; past that, only counted.
+const LOGGED_INVALID: usize = 10;
+
+/// What one listing has taken so far, across its pages.
+struct ListBudget {
+    /// The listing's first URL, named in its errors.
+    listing: Url,
+    received: u64,
+    held: usize,
+    invalid: usize,
+}
+
+/// One page's valid names, with what they cost.
+struct Page {
+    names: Vec<String>,
+    received: u64,
+    held: usize,
+    invalid: usize,
+}
+
+impl ListBudget {
+    fn new(listing: Url) -> Self {
+        ListBudget { listing, received: 0, held: 0, invalid: 0 }
     }
-    Ok(())
+
+    fn too_large(&self, url: &Url, why: String) -> Error {
+        Error::TooLarge(format!("listing {} (at page {url}): {why}", self.listing))
+    }
+
+    /// Parse one page's body as it arrives, keeping the names in `field` that pass `check`,
+    /// within what is left of the budget.
+    fn page(&self, resp: Response, url: &Url, field: &'static str, check: fn(&str) -> Result<()>) -> Result<Page> {
+        let left_to_receive = MAX_LIST_BODY - self.received;
+        if resp.content_length().is_some_and(|len| len > left_to_receive) {
+            return Err(self.too_large(url, format!("over {} MiB of response bodies", MAX_LIST_BODY >> 20)));
+        }
+        let mut body = Metered { inner: resp, read: 0, limit: left_to_receive };
+        let mut page = Page { names: Vec::new(), received: 0, held: 0, invalid: 0 };
+        let mut stop = None;
+        let parsed = {
+            let mut keep = |name: &str| {
+                if check(name).is_err() {
+                    if self.invalid + page.invalid < LOGGED_INVALID {
+                        log::warn!("{url}: skipping invalid name {name:?}");
+                    }
+                    page.invalid += 1;
+                    return true;
+                }
+                page.held += name.len() + LIST_ENTRY_OVERHEAD;
+                if self.held + page.held > MAX_LIST_HELD {
+                    stop = Some(self.too_large(url, format!("names over {} MiB", MAX_LIST_HELD >> 20)));
+                    return false;
+                }
+                page.names.push(name.to_string());
+                true
+            };
+            parse_list(std::io::BufReader::new(&mut body), field, &mut keep)
+        };
+        page.received = body.read;
+        if let Some(e) = stop {
+            return Err(e);
+        }
+        if body.read > left_to_receive {
+            return Err(self.too_large(url, format!("over {} MiB of response bodies", MAX_LIST_BODY >> 20)));
+        }
+        match parsed {
+            Ok(()) => Ok(page),
+            Err(e) if e.is_io() => Err(Error::Unavailable(format!("GET {url}: body cut off: {e}"))),
+            Err(e) => Err(Error::malformed(format!("list {url}"), e)),
+        }
+    }
+
+    fn commit(&mut self, page: &Page) {
+        self.received += page.received;
+        self.held += page.held;
+        let before = self.invalid;
+        self.invalid += page.invalid;
+        if before < LOGGED_INVALID && self.invalid > LOGGED_INVALID {
+            log::warn!("{}: more invalid names skipped; they are counted, not logged", self.listing);
+        }
+    }
+}
+
+/// A body that refuses to be read past `limit` bytes (one more is let through, to tell "exactly
+/// the limit" from "over it").
+struct Metered<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read > self.limit {
+            return Err(std::io::Error::other("listing over its byte budget"));
+        }
+        let room = (self.limit + 1 - self.read).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..room])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Stream-parse a list page, handing each name of `field` to `keep`.
+fn parse_list(r: impl Read, field: &'static str, keep: &mut impl FnMut(&str) -> bool) -> serde_json::Result<()> {
+    let mut de = serde_json::Deserializer::from_reader(r);
+    serde::de::DeserializeSeed::deserialize(ListSeed { field, keep }, &mut de)?;
+    de.end()
+}
+
+/// Deserializes a list page (`{"name": …, "tags": [...]}`, `{"repositories": [...]}`) without
+/// building it: each string of `field` goes to `keep` as it is parsed (and is dropped unless
+/// `keep` copies it); every other field is skipped. `keep` returning false stops the parse.
+struct ListSeed<'a, F> {
+    field: &'static str,
+    keep: &'a mut F,
+}
+
+impl<'de, F: FnMut(&str) -> bool> serde::de::DeserializeSeed<'de> for ListSeed<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(&str) -> bool> serde::de::Visitor<'de> for ListSeed<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object with a {:?} list", self.field)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            if key.0 == self.field {
+                map.next_value_seed(Names { keep: &mut *self.keep })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A map key, borrowed where the parser can lend it.
+struct Key(String);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key, E> {
+                // Keys are short in any real page; a long one is kept only to be compared.
+                Ok(Key(if s.len() <= 64 { s.to_string() } else { String::new() }))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The list itself: `null` or an array of strings.
+struct Names<'a, F> {
+    keep: &'a mut F,
+}
+
+impl<'de, F: FnMut(&str) -> bool> serde::de::DeserializeSeed<'de> for Names<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, F: FnMut(&str) -> bool> serde::de::Visitor<'de> for Names<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of names")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Name { keep: &mut *self.keep })?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One name, handed to `keep` from the parser's scratch buffer.
+struct Name<'a, F> {
+    keep: &'a mut F,
+}
+
+impl<'de, F: FnMut(&str) -> bool> serde::de::DeserializeSeed<'de> for Name<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, F: FnMut(&str) -> bool> serde::de::Visitor<'de> for Name<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        if (self.keep)(s) { Ok(()) } else { Err(E::custom("listing over its budget")) }
+    }
 }
 
 /// Read a whole body, refusing more than `limit` bytes.
@@ -410,18 +645,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-#[derive(Deserialize)]
-struct TagPage {
-    #[serde(default)]
-    tags: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct CatalogPage {
-    #[serde(default)]
-    repositories: Option<Vec<String>>,
-}
-
 impl Client for HttpClient {
     fn ping(&self) -> Result<()> {
         let url = self.url("/v2/")?;
@@ -433,23 +656,13 @@ impl Client for HttpClient {
     }
 
     fn catalog(&self) -> Result<Vec<String>> {
-        let mut all = Vec::new();
         let url = self.url("/v2/_catalog")?;
-        self.pages(url.clone(), "registry:catalog:*", &self.counters.catalog_pages, |p: CatalogPage| {
-            all.extend(p.repositories.unwrap_or_default());
-            bounded(all.len(), &url)
-        })?;
-        Ok(all)
+        self.pages(url, "registry:catalog:*", &self.counters.catalog_pages, "repositories", names::check_repo)
     }
 
     fn tags(&self, repo: &str) -> Result<Vec<String>> {
-        let mut all = Vec::new();
         let url = self.url(&format!("/v2/{repo}/tags/list"))?;
-        self.pages(url.clone(), &repo_scope(repo), &self.counters.tag_pages, |p: TagPage| {
-            all.extend(p.tags.unwrap_or_default());
-            bounded(all.len(), &url)
-        })?;
-        Ok(all)
+        self.pages(url, &repo_scope(repo), &self.counters.tag_pages, "tags", names::check_tag)
     }
 
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
@@ -515,5 +728,38 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         self.counters.blob_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(body: &str) -> serde_json::Result<Vec<String>> {
+        let mut out = Vec::new();
+        parse_list(body.as_bytes(), "tags", &mut |n: &str| {
+            out.push(n.to_string());
+            true
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn list_pages_are_parsed_name_by_name() {
+        assert_eq!(names(r#"{"name":"a","tags":["v1","v\u0032"],"x":{"tags":[1]}}"#).unwrap(), ["v1", "v2"]);
+        assert_eq!(names(r#"{"name":"a","tags":null}"#).unwrap(), Vec::<String>::new());
+        assert_eq!(names(r#"{"name":"a"}"#).unwrap(), Vec::<String>::new());
+        assert!(names(r#"{"tags":[1]}"#).is_err());
+        assert!(names(r#"{"tags":["a"]} trailing"#).is_err());
+        assert!(names(r#"["a"]"#).is_err());
+        assert!(names(r#"{"tags":["a""#).is_err());
+        // `keep` saying no stops the parse.
+        let mut seen = 0;
+        let r = parse_list(&br#"{"tags":["a","b","c"]}"#[..], "tags", &mut |_: &str| {
+            seen += 1;
+            seen < 2
+        });
+        assert!(r.is_err());
+        assert_eq!(seen, 2);
     }
 }

@@ -13,6 +13,9 @@
 //! - `blobs/` and `tmp/` are private (0700): they may hold layers of private images.
 //! - Past `--cache-size`, the least recently used files are deleted. A file still open by a reader
 //!   stays readable (unlinked files live on while open), so eviction never breaks a read.
+//! - Downloads in progress count against `--cache-size` (a [`Charge`] each, counted before every
+//!   chunk is written): as one grows, finished files make room. Only when downloads in progress
+//!   alone exceed the limit does the cache go over it, and then it holds nothing else.
 //!
 //! # Downloads
 //! One per digest at a time (single flight), streamed in 256 KiB chunks to the temporary file, so
@@ -60,6 +63,8 @@ struct State {
     /// Every cached file, least recently used first, with its size.
     lru: LruCache<Digest, u64>,
     total: u64,
+    /// Bytes written to `tmp/` by downloads in progress: they count against the limit too.
+    downloading: u64,
     /// Files hashed (or downloaded) by this process.
     verified: HashSet<Digest>,
 }
@@ -125,7 +130,7 @@ impl BlobCache {
             }
         }
         found.sort();
-        let mut state = State { lru: LruCache::unbounded(), total: 0, verified: HashSet::new() };
+        let mut state = State { lru: LruCache::unbounded(), total: 0, downloading: 0, verified: HashSet::new() };
         for (_, d, len) in found {
             state.total += len;
             state.lru.put(d, len);
@@ -229,7 +234,8 @@ impl BlobCache {
         let level = if loud { log::Level::Info } else { log::Level::Debug };
         log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
         let started = std::time::Instant::now();
-        let (mut tmp, len) = self.download(client, repo, digest, size)?;
+        let mut charge = Charge { cache: self, bytes: 0 };
+        let (mut tmp, len) = self.download(client, repo, digest, size, &mut charge)?;
         let secs = started.elapsed().as_secs_f64();
         log::log!(
             level,
@@ -244,7 +250,10 @@ impl BlobCache {
         tmp.keep = true;
         let file = tmp.file.try_clone()?;
         {
+            // The download's bytes move from `tmp/` to the cache: counted once, as a file now.
             let mut s = self.lock();
+            s.downloading -= charge.bytes;
+            charge.bytes = 0;
             s.verified.insert(digest.clone());
             if let Some(old) = s.lru.put(digest.clone(), len) {
                 s.total -= old;
@@ -255,7 +264,14 @@ impl BlobCache {
         Ok(Arc::new(file))
     }
 
-    fn download(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<(TempFile, u64)> {
+    fn download(
+        &self,
+        client: &dyn Client,
+        repo: &str,
+        digest: &Digest,
+        size: Option<u64>,
+        charge: &mut Charge<'_>,
+    ) -> Result<(TempFile, u64)> {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.join(format!("{}.{}.{seq}", digest.hex(), std::process::id()));
         // Read and write: once verified, this very descriptor is handed to the readers.
@@ -277,6 +293,7 @@ impl BlobCache {
                 log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
                 tmp.file.set_len(0)?;
                 tmp.file.rewind()?;
+                charge.set(0);
                 hasher = Hasher::new(digest.algorithm());
                 len = 0;
             }
@@ -296,6 +313,7 @@ impl BlobCache {
                     });
                 }
                 hasher.update(&buf[..n]);
+                charge.set(len);
                 tmp.file.write_all(&buf[..n]).map_err(|e| Error::Io(format!("{}: {e}", tmp.path.display())))?;
             };
             // Shorter than claimed, but already the whole blob: the claim was wrong, not the body.
@@ -330,12 +348,14 @@ impl BlobCache {
         Ok((tmp, len))
     }
 
-    /// Delete least recently used files until the cache fits its limit, sparing `keep`.
+    /// Delete least recently used files until the cache, downloads in progress included, fits
+    /// its limit, sparing `keep`. Only finished files can go: when downloads in progress alone
+    /// are over the limit, the cache is left holding just them (and `keep`).
     fn evict(&self, keep: Option<&Digest>) {
         let mut victims = Vec::new();
         {
             let mut s = self.lock();
-            while s.total > self.limit {
+            while s.total + s.downloading > self.limit {
                 let Some((d, len)) = s.lru.pop_lru() else { break };
                 if Some(&d) == keep {
                     s.lru.put(d, len);
@@ -352,6 +372,38 @@ impl BlobCache {
         for d in victims {
             log::debug!("cache: evicting {d}");
             let _ = fs::remove_file(self.path(&d));
+        }
+    }
+}
+
+/// The bytes one download has written to `tmp/`, counted in [`State::downloading`] while it runs
+/// and given back when it ends (on success they are counted again as the cache file).
+struct Charge<'a> {
+    cache: &'a BlobCache,
+    bytes: u64,
+}
+
+impl Charge<'_> {
+    /// The download now holds `bytes` in `tmp/` (called before they are written, so the disk
+    /// never holds more than was counted): make room for any growth by evicting finished files.
+    fn set(&mut self, bytes: u64) {
+        let grew = bytes > self.bytes;
+        {
+            let mut s = self.cache.lock();
+            s.downloading = s.downloading - self.bytes + bytes;
+        }
+        self.bytes = bytes;
+        if grew {
+            self.cache.evict(None);
+        }
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            let mut s = self.cache.lock();
+            s.downloading -= self.bytes;
         }
     }
 }

@@ -41,6 +41,9 @@ pub const SMALL_BLOB: u64 = 1 << 20;
 /// Memory for verified manifests, and for small blobs (by their bytes, not their number).
 const DOC_CACHE_BYTES: usize = 64 << 20;
 const SMALL_CACHE_BYTES: usize = 32 << 20;
+/// Memory for the tag lists kept (of all repositories together), each name counted as its length
+/// plus [`crate::registry::http::LIST_ENTRY_OVERHEAD`]; least recently used first out.
+pub const TAG_LISTS_BYTES: usize = 64 << 20;
 
 /// A verified manifest.
 #[derive(Debug)]
@@ -75,6 +78,21 @@ pub enum Content {
     File(Arc<File>),
 }
 
+/// A repository's tag list, as fetched at `at`; `weight` is what it counts for in
+/// [`TAG_LISTS_BYTES`].
+#[derive(Clone)]
+struct Listed {
+    at: Instant,
+    weight: usize,
+    names: Arc<Vec<String>>,
+}
+
+impl Weigh for Listed {
+    fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
 struct Timed<T> {
     at: Instant,
     value: T,
@@ -86,7 +104,6 @@ struct Meta {
     /// The registry's answer that it has no catalog for us (404, 401, 403): an answer, not a
     /// fault, so it is trusted for `tag_ttl` like the catalog itself would be.
     no_catalog: Option<Timed<Error>>,
-    tags: HashMap<String, Timed<Arc<Vec<String>>>>,
     tag_digests: HashMap<(String, String), Timed<Digest>>,
     /// Manifests verified per repository, for listing `manifests/`.
     seen: HashMap<String, BTreeSet<Digest>>,
@@ -112,6 +129,8 @@ pub struct Store {
     tag_ttl: Duration,
     meta: Mutex<Meta>,
     docs: Mutex<SizedLru<(String, Digest), Arc<Doc>>>,
+    /// Tag lists by repository, within [`TAG_LISTS_BYTES`].
+    tag_lists: Mutex<SizedLru<String, Listed>>,
     small: Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
     blobs: BlobCache,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
@@ -131,6 +150,7 @@ impl Store {
             tag_ttl,
             meta: Mutex::default(),
             docs: Mutex::new(SizedLru::new(DOC_CACHE_BYTES)),
+            tag_lists: Mutex::new(SizedLru::new(TAG_LISTS_BYTES)),
             small: Mutex::new(SizedLru::new(SMALL_CACHE_BYTES)),
             blobs: BlobCache::new(cache_dir, cache_size)?,
             list_flights: SingleFlight::default(),
@@ -200,29 +220,37 @@ impl Store {
 
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
     pub fn tags(&self, repo: &str) -> Result<Arc<Vec<String>>> {
-        if let Some(t) = self.fresh(lock(&self.meta).tags.get(repo)) {
+        if let Some(t) = self.tags_if_fresh(repo) {
             return Ok(t);
         }
         self.list_flights.run(&Some(repo.to_string()), || {
+            // The HTTP client already skips invalid names page by page, before holding them;
+            // this check stands for any client.
             let mut tags = self.client.tags(repo)?;
             tags.retain(|t| valid_or_warn(t, names::check_tag(t), repo));
             tags.sort();
             tags.dedup();
             let tags = Arc::new(tags);
-            lock(&self.meta).tags.insert(repo.to_string(), Timed { at: Instant::now(), value: Arc::clone(&tags) });
+            let listed = Listed { at: Instant::now(), weight: list_weight(&tags), names: Arc::clone(&tags) };
+            lock(&self.tag_lists).put(repo.to_string(), listed);
             Ok(tags)
         })
     }
 
+    /// Bytes the tag lists kept hold, as [`TAG_LISTS_BYTES`] counts them.
+    pub fn tag_list_bytes(&self) -> usize {
+        lock(&self.tag_lists).bytes()
+    }
+
     /// The tag list of `repo` if fetched within `tag_ttl`; never a request.
     pub fn tags_if_fresh(&self, repo: &str) -> Option<Arc<Vec<String>>> {
-        self.fresh(lock(&self.meta).tags.get(repo))
+        let listed = lock(&self.tag_lists).get(&repo.to_string())?;
+        (listed.at.elapsed() < self.tag_ttl).then_some(listed.names)
     }
 
     /// Whether `tag` exists, from a fresh tag list when there is one (no request), else `None`.
     pub fn tag_listed(&self, repo: &str, tag: &str) -> Option<bool> {
-        let meta = lock(&self.meta);
-        self.fresh(meta.tags.get(repo)).map(|tags| tags.binary_search_by(|t| t.as_str().cmp(tag)).is_ok())
+        self.tags_if_fresh(repo).map(|tags| tags.binary_search_by(|t| t.as_str().cmp(tag)).is_ok())
     }
 
     /// What `tag` points to, if resolved within `tag_ttl`; never a request.
@@ -436,6 +464,11 @@ fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<Doc> {
         None => m.digest(crate::digest::Algorithm::Sha256),
     };
     Ok(Doc { digest, manifest: m })
+}
+
+/// What a list of names holds, as listings are budgeted.
+fn list_weight(names: &[String]) -> usize {
+    names.iter().map(|n| n.len() + crate::registry::http::LIST_ENTRY_OVERHEAD).sum()
 }
 
 fn valid_or_warn(name: &str, check: Result<()>, list: &str) -> bool {

@@ -56,7 +56,7 @@ impl<K: Hash + Eq, V: Weigh + Clone> SizedLru<K, V> {
         self.entries.iter()
     }
 
-    #[cfg(test)]
+    /// Bytes held now, as the values weigh themselves.
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -31,6 +31,8 @@ pub struct Knobs {
     pub head_sizes: HashMap<String, u64>,
     /// Sleep this long before each read of a blob body (so that downloads overlap).
     pub slow_reads: Option<std::time::Duration>,
+    /// Called before each read of a blob body, while the download is under way.
+    pub on_read: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -105,12 +107,16 @@ struct CutReader {
     inner: std::io::Cursor<Vec<u8>>,
     left: Option<usize>,
     slow: Option<std::time::Duration>,
+    on_read: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Read for CutReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Some(d) = self.slow {
             std::thread::sleep(d);
+        }
+        if let Some(f) = &self.on_read {
+            f();
         }
         if let Some(left) = self.left {
             if left == 0 {
@@ -187,7 +193,12 @@ impl Client for Fake {
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
             length: Some(body.len() as u64),
-            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left, slow: knobs.slow_reads }),
+            reader: Box::new(CutReader {
+                inner: std::io::Cursor::new(body),
+                left,
+                slow: knobs.slow_reads,
+                on_read: knobs.on_read.clone(),
+            }),
             ranged,
         })
     }

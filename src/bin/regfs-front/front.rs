@@ -35,6 +35,8 @@ impl Fault {
 }
 
 pub const CUT_OFF: u16 = 0;
+/// Bytes of one page of a [`Behavior::tag_floods`].
+pub const FLOOD_PAGE: u64 = 1 << 20;
 pub const STALL: u16 = 200;
 
 #[derive(Debug, Default, Clone)]
@@ -57,6 +59,12 @@ pub struct Behavior {
     pub down: bool,
     /// Added before every answer, as a registry that far away would be.
     pub latency: Duration,
+    /// A hostile registry: the tag list of each of these repositories is a flood of so many
+    /// bytes of generated tag names, served in pages of about [`FLOOD_PAGE`] bytes, each made when
+    /// asked for (the front never holds the flood). A few names per page break the grammar.
+    pub tag_floods: Vec<(String, u64)>,
+    /// The same for the catalog: this many bytes of generated repository names.
+    pub catalog_flood: Option<u64>,
     pub faults: Vec<Fault>,
 }
 
@@ -392,6 +400,14 @@ fn decide(
     }
 
     let bare = path.split('?').next().unwrap_or(path);
+    for (repo, bytes) in &b.tag_floods {
+        if bare == format!("/v2/{repo}/tags/list") {
+            return (flood_page(bare, "tags", *bytes, &query(path)), Duration::ZERO);
+        }
+    }
+    if let (Some(bytes), "/v2/_catalog") = (b.catalog_flood, bare) {
+        return (flood_page(bare, "repositories", bytes, &query(path)), Duration::ZERO);
+    }
     if let (Some(n), true) = (b.tag_page, bare.ends_with("/tags/list")) {
         let full = forward(http, "GET", &format!("{upstream}{bare}"), req, false);
         return (page(full, "tags", n, bare, &query(path)), Duration::ZERO);
@@ -401,6 +417,31 @@ fn decide(
         return (page(full, "repositories", n, bare, &query(path)), Duration::ZERO);
     }
     (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), stall)
+}
+
+/// Page `?page=<k>` of a flood of `total` bytes in `field`: about [`FLOOD_PAGE`] bytes of long
+/// names, valid as tags and as repository names (and a few invalid ones), with a `Link` to the
+/// next page until `total` is served.
+fn flood_page(bare: &str, field: &str, total: u64, q: &HashMap<String, String>) -> Response {
+    let k: u64 = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = Vec::with_capacity(FLOOD_PAGE as usize + 256);
+    body.extend_from_slice(format!("{{\"name\":\"flood\",\"{field}\":[").as_bytes());
+    let mut i = 0u64;
+    while (body.len() as u64) < FLOOD_PAGE {
+        if i > 0 {
+            body.push(b',');
+        }
+        // 100-character names, all distinct; every 1000th starts with '-', which no tag may.
+        let lead = if i % 1000 == 999 { "-" } else { "t" };
+        body.extend_from_slice(format!("\"{lead}{k:08}.{i:08}.{}\"", "x".repeat(82)).as_bytes());
+        i += 1;
+    }
+    body.extend_from_slice(b"]}");
+    let mut r = Response::new(200, body).header("Content-Type", "application/json");
+    if (k + 1) * FLOOD_PAGE < total {
+        r = r.header("Link", format!(r#"<{bare}?n={i}&page={}>; rel="next""#, k + 1));
+    }
+    r
 }
 
 /// One page of a list response, with a `Link` to the next.
