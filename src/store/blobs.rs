@@ -52,6 +52,8 @@ use crate::manifest::MAX_BLOB_SIZE;
 use crate::registry::Client;
 
 const CHUNK: usize = 256 << 10;
+/// Each has its directory `blobs/<name>/`, opened at start and held.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 /// Resumes of one download after cut-off bodies, before giving up.
 const MAX_RESUMES: u32 = 5;
 /// Downloads this large are logged at info level.
@@ -121,10 +123,7 @@ impl BlobCache {
         let mut found = Vec::new();
         let mut algorithms = HashMap::new();
         for (name, st) in blobs.entries()? {
-            let alg = name
-                .to_str()
-                .ok()
-                .and_then(|n| [Algorithm::Sha256, Algorithm::Sha512].into_iter().find(|a| a.name() == n));
+            let alg = name.to_str().ok().and_then(|n| ALGORITHMS.into_iter().find(|a| a.name() == n));
             let Some(alg) = alg.filter(|_| file_type(&st) == rustix::fs::FileType::Directory) else {
                 log::warn!("cache: removing stray {}", blobs.path().join(name.to_string_lossy().as_ref()).display());
                 let _ = blobs.remove(name.as_c_str());
@@ -147,6 +146,12 @@ impl BlobCache {
                 }
             }
             algorithms.insert(alg.name(), alg_dir);
+        }
+        // All opened now, so the descriptors a running cache holds do not grow with use.
+        for alg in ALGORITHMS {
+            if !algorithms.contains_key(alg.name()) {
+                algorithms.insert(alg.name(), blobs.subdir(alg.name())?);
+            }
         }
         found.sort();
         let mut state = State { lru: LruCache::unbounded(), total: 0, verified: HashSet::new() };
@@ -174,7 +179,7 @@ impl BlobCache {
         self.blobs.path().join(digest.algorithm().name()).join(digest.hex())
     }
 
-    /// `blobs/<algorithm>/` of `digest`, created when first needed.
+    /// `blobs/<algorithm>/` of `digest` (each is opened at start and held).
     fn algorithm_dir(&self, digest: &Digest) -> Result<CacheDir> {
         let name = digest.algorithm().name();
         let mut dirs = self.algorithms.lock().unwrap_or_else(|p| p.into_inner());
