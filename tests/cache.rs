@@ -173,12 +173,23 @@ fn a_cached_blob_that_is_a_link_or_not_a_regular_file_is_never_served() {
     let before = [snapshot(&right), snapshot(&wrong)];
 
     let mut m = Mount::start_with_cache(&sh.registry.url, &[], cache.clone(), None);
+    // The same, planted while regfs runs (after its start-up sweep of the cache): a link to the
+    // right bytes of another layer, which regfs has not verified yet.
+    let oci = images(&sh.fixtures, "oci-manifest")[0];
+    let late = oci["layers"][0]["digest"].as_str().expect("digest").to_string();
+    let late_right = base.path().join("late-right-bytes");
+    std::fs::copy(sh.registry.blob_path(&late), &late_right).expect("copy");
+    std::os::unix::fs::symlink(&late_right, dir.join(hex(&late))).expect("plant while running");
+    let late_before = snapshot(&late_right);
+    let mut layers = layers;
+    layers.push((late.clone(), format!("{}/blobs/{late}", oci["repo"].as_str().expect("repo"))));
     for (digest, file) in &layers {
         assert_eq!(sha256sum(&m.path(file)), *digest, "{file}");
     }
     m.unmount();
 
     assert_eq!(before, [snapshot(&right), snapshot(&wrong)], "a victim changed");
+    assert_eq!(late_before, snapshot(&late_right), "a victim changed");
     for (digest, _) in &layers {
         let meta = std::fs::symlink_metadata(dir.join(hex(digest))).expect("cached");
         assert!(meta.is_file(), "{digest} is still a {:?} in the cache", meta.file_type());
