@@ -21,6 +21,25 @@ regfs_install_deps() {
     [ -e /dev/fuse ] || { echo "/dev/fuse is missing: regfs needs FUSE" >&2; return 1; }
 }
 
+# regfs_own_dir DIR: DIR is a directory itself (not a link to one), owned by the caller, and
+# writable by no one else; otherwise say why and fail. For state kept under shared directories.
+regfs_own_dir() {
+    local d=$1 perm
+    if [ -L "$d" ] || [ ! -d "$d" ]; then
+        echo "$d: not a directory (or a symbolic link): refusing to use it" >&2
+        return 1
+    fi
+    if [ "$(stat -c %u "$d")" != "$(id -u)" ]; then
+        echo "$d: owned by uid $(stat -c %u "$d"), not by you (uid $(id -u)): refusing to use it" >&2
+        return 1
+    fi
+    perm=$(stat -c %a "$d")
+    if (( 8#$perm & 8#022 )); then
+        echo "$d: writable by others (mode $perm): refusing to use it" >&2
+        return 1
+    fi
+}
+
 regfs_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

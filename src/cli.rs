@@ -18,14 +18,14 @@ pub struct Cli {
     /// The registry: host[:port] (https, or http on loopback) or a full http:// or https:// URL.
     pub registry: String,
 
-    /// An existing empty directory to mount on.
+    /// An existing empty directory to mount on (not already a mount point).
     pub mountpoint: PathBuf,
 
     /// Stay in the foreground and log to stderr (default: return once mounted, serve in the background).
     #[arg(short, long)]
     pub foreground: bool,
 
-    /// Where verified blobs are kept [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
+    /// Where verified blobs are kept; must be yours and writable by no one else [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -65,7 +65,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub retries: u32,
 
-    /// Where the background process logs [default: regfs.log in the cache directory].
+    /// Where the background process logs, opened as given [default: regfs.log in the cache directory, never through a link].
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 

@@ -16,6 +16,7 @@ use regfs::registry::auth::{self, Credentials};
 use regfs::registry::http::{HttpClient, Options, RetryPolicy};
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
+use regfs::store::dir::{Access, CacheDir};
 
 fn main() -> ExitCode {
     let raised = raise_nofile_limit();
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         init_logging(None);
         None
     } else {
-        match detach(&cli) {
+        match detach(&cli, &prepared.cache) {
             Ok(Detached::Parent(code)) => return code,
             Ok(Detached::Child(ready)) => Some(ready),
             Err(msg) => {
@@ -63,6 +64,7 @@ fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
     if !cli.mountpoint.is_dir() {
         return Err(format!("{}: not a directory", cli.mountpoint.display()));
     }
+    check_mountpoint(&cli.mountpoint)?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cli.cache_dir = Some(absolute(&cli.cache_dir())?);
     if let Some(f) = &cli.log_file {
@@ -77,10 +79,66 @@ fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuse a mountpoint that is a mount point already, or lies inside a regfs mount. Mounting
+/// there would stack: the first mount hidden, still running, and one `umount` ending both; inside
+/// a regfs mount, the new mount's lookups would go through the first.
+fn check_mountpoint(mountpoint: &Path) -> Result<(), String> {
+    // Without /proc there is nothing to compare with; the kernel decides.
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Ok(()) };
+    for line in info.lines() {
+        // `id parent major:minor root mountpoint options [optional fields] - fstype source super`
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(at) = left.split(' ').nth(4).map(unescape_mountinfo) else { continue };
+        let mut rest = right.split(' ');
+        let (fstype, source) = (rest.next().unwrap_or(""), rest.next().unwrap_or(""));
+        let at = Path::new(&at);
+        if at == mountpoint {
+            return Err(format!(
+                "{}: already a mount point ({fstype} {source}); unmount it first or choose another directory",
+                mountpoint.display()
+            ));
+        }
+        let regfs = fstype == "fuse.regfs" || (fstype.starts_with("fuse") && source.starts_with("regfs:"));
+        if regfs && mountpoint.starts_with(at) {
+            return Err(format!(
+                "{}: inside the regfs mount at {}; choose a directory outside it",
+                mountpoint.display(),
+                at.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Paths in mountinfo escape space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mountinfo(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(o) if b[i] == b'\\' => {
+                out.push(o.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 struct Prepared {
     url: reqwest::Url,
     credentials: Option<Credentials>,
     ca_certs: Vec<u8>,
+    /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
+    /// the terminal; the store opens it again after detaching.
+    cache: CacheDir,
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
@@ -108,7 +166,8 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
         None => Vec::new(),
     };
-    Ok(Prepared { url, credentials, ca_certs })
+    let cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {e}"))?;
+    Ok(Prepared { url, credentials, ca_certs, cache })
 }
 
 fn init_logging(file: Option<std::fs::File>) {
@@ -128,15 +187,29 @@ enum Detached {
 
 /// Fork before any thread exists. The parent waits until the child reports the mount live (or
 /// fails), so `regfs …` returns only once the mount can be used, like sshfs and mount-s3.
-fn detach(cli: &Cli) -> Result<Detached, String> {
-    let cache_dir = cli.cache_dir();
-    std::fs::create_dir_all(&cache_dir).map_err(|e| format!("{}: {e}", cache_dir.display()))?;
-    let log_path = cli.log_file.clone().unwrap_or_else(|| cache_dir.join("regfs.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+fn detach(cli: &Cli, cache: &CacheDir) -> Result<Detached, String> {
+    let (log_path, log) = match &cli.log_file {
+        // A path the user gave is opened as given, links and all, as a shell's `>>` would.
+        Some(path) => {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+            (path.clone(), log)
+        }
+        // The cache directory's own log follows no link (see store/dir.rs).
+        None => {
+            let path = cache.shown("regfs.log");
+            if cache.remove_link("regfs.log").map_err(|e| e.to_string())? {
+                eprintln!(
+                    "regfs: {} was a symbolic link; removed the link (not what it pointed to) and logging to a new file",
+                    path.display()
+                );
+            }
+            (path, cache.own_file("regfs.log", Access::Append).map_err(|e| e.to_string())?)
+        }
+    };
     let mut fds = [0i32; 2];
     // SAFETY: pipe writes two fds into the array we own.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -315,5 +388,15 @@ fn lazy_unmount(path: &Path) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(super::unescape_mountinfo(r"/tmp/a\040b\134c\011d"), "/tmp/a b\\c\td");
+        assert_eq!(super::unescape_mountinfo(r"/x\04"), r"/x\04");
+        assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
     }
 }

@@ -601,3 +601,52 @@ fn the_descriptor_limit_is_raised_at_start_and_running_out_is_a_clear_error() {
     let status = child.wait().expect("regfs exit");
     assert!(status.success(), "{status:?}\n{log}");
 }
+
+#[test]
+fn a_second_regfs_on_a_mounted_directory_is_refused_and_the_first_keeps_serving() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    for fg in [false, true] {
+        let cache = tempfile::tempdir().expect("cache");
+        let mut cmd = std::process::Command::new(common::regfs_bin());
+        cmd.arg(&sh.registry.url).arg(m.dir.path()).arg("--cache-dir").arg(cache.path()).env("HOME", cache.path());
+        if fg {
+            cmd.arg("--foreground");
+        }
+        let out = cmd.output().expect("regfs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second regfs mounted on {}", m.dir.path().display());
+        assert!(err.contains("already a mount point") && err.contains(&m.dir.path().display().to_string()), "{err}");
+        // Nothing was stacked: one mount there, and it is the first regfs's.
+        let stacked = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(&*m.dir.path().to_string_lossy()))
+            .count();
+        assert_eq!(stacked, 1, "mounts on {}", m.dir.path().display());
+        assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
+    }
+}
+
+#[test]
+fn a_mountpoint_inside_a_regfs_mount_is_refused() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let inner = m.path("demo/oci");
+    assert!(inner.is_dir());
+    let cache = tempfile::tempdir().expect("cache");
+    let out = std::process::Command::new(common::regfs_bin())
+        .arg(&sh.registry.url)
+        .arg(&inner)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("HOME", cache.path())
+        .output()
+        .expect("regfs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _guard = common::UnmountOnDrop(inner.clone());
+    assert!(!out.status.success(), "regfs mounted inside a regfs mount");
+    assert!(err.contains("inside the regfs mount") && err.contains(&m.dir.path().display().to_string()), "{err}");
+    assert!(!common::is_mounted(&inner));
+    assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
+}

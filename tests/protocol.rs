@@ -413,3 +413,40 @@ fn https_is_verified_and_an_internal_ca_can_be_trusted_with_ca_cert() {
     let out = refused_mount(&url, &["--ca-cert", &bogus.path().to_string_lossy()], None);
     assert!(out.contains("--ca-cert"), "{out}");
 }
+
+#[test]
+fn a_first_basic_challenge_met_by_concurrent_requests_lets_every_one_through() {
+    use regfs::registry::Client as _;
+    use regfs::registry::auth::Credentials;
+    use regfs::registry::http::{HttpClient, Options};
+    let htpasswd = std::process::Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]).output().expect("htpasswd");
+    assert!(htpasswd.status.success());
+    let registry = start_forever(move || Registry::start(Some(&String::from_utf8_lossy(&htpasswd.stdout))));
+    let url = reqwest::Url::parse(&registry.url).expect("url");
+    const THREADS: usize = 8;
+    let mut failures = Vec::new();
+    // Each round a fresh client, so its very first requests all meet the challenge at once.
+    for round in 0..10 {
+        let credentials = Credentials { username: "alice".into(), password: "s3cret".into() };
+        let client = std::sync::Arc::new(
+            HttpClient::new(url.clone(), Options { credentials: Some(credentials), ..Options::default() })
+                .expect("client"),
+        );
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (client, barrier) = (client.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    if i % 2 == 0 { client.ping() } else { client.catalog().map(drop) }
+                })
+            })
+            .collect();
+        for t in threads {
+            if let Err(e) = t.join().expect("thread") {
+                failures.push(format!("round {round}: {e} (errno {})", e.errno()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} first requests failed: {failures:#?}", failures.len(), 10 * THREADS);
+}

@@ -7,6 +7,9 @@
 //! send the token). Tokens are kept per scope (`repository:<name>:pull`, `registry:catalog:*`) and
 //! reused until shortly before `expires_in` runs out; a 401 on a request that carried a token
 //! drops it and authenticates once more. A second 401 in a row is final (EACCES): no loops.
+//! A 401 is judged by what its own request carried: requests that went out anonymously at the
+//! same time as the first one all retry with the credentials (or the token) the first answer
+//! got, and only a request that carried the credentials and was refused fails.
 //!
 //! # Where credentials go
 //! To the registry's own origin, and to the token realm it names, and nowhere else: redirects to
@@ -164,14 +167,29 @@ impl Authenticator {
         None
     }
 
-    /// Forget the token for `scope` (the registry refused it).
-    pub fn forget(&self, scope: &str) {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
+    /// Forget the token for `scope`, if it is the one `sent` carried (the registry refused it). A
+    /// token another request got since is kept: the refusal was not about it.
+    pub fn forget(&self, scope: &str, sent: Option<&str>) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.get(scope).is_some_and(|t| sent.and_then(|s| s.strip_prefix("Bearer ")) == Some(t.value.as_str())) {
+            tokens.remove(scope);
+        }
     }
 
-    /// Read a 401's challenges. `Ok(None)`: Basic, nothing to fetch, retry with credentials.
-    /// `Ok(Some(req))`: fetch a token with `req`, then call [`Authenticator::store_token`].
-    pub fn answer(&self, www_authenticate: &str, scope: &str, url: &str) -> Result<Option<TokenRequest>> {
+    /// Read a 401's challenges, for a request that carried the `Authorization` header `sent`.
+    /// `Ok(None)`: Basic, nothing to fetch, retry with credentials. `Ok(Some(req))`: fetch a
+    /// token with `req`, then call [`Authenticator::store_token`].
+    ///
+    /// Only a 401 to a request that carried the credentials means they were refused. Requests
+    /// sent anonymously before the first challenge was answered get their 401 after it: each of
+    /// them is told to retry with the credentials, not refused.
+    pub fn answer(
+        &self,
+        www_authenticate: &str,
+        scope: &str,
+        url: &str,
+        sent: Option<&str>,
+    ) -> Result<Option<TokenRequest>> {
         let challenges = parse_challenges(www_authenticate);
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
             let realm = c
@@ -197,12 +215,13 @@ impl Authenticator {
             return Ok(Some(TokenRequest { url: token_url, authorization }));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            if self.credentials.is_none() {
+            let Some(credentials) = &self.credentials else {
                 return Err(Error::Denied(format!("{url}: the registry wants a username and password")));
-            }
-            if self.basic.swap(true, Ordering::Relaxed) {
+            };
+            if sent == Some(credentials.basic_header().as_str()) {
                 return Err(Error::Denied(format!("{url}: credentials refused")));
             }
+            self.basic.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         Err(Error::Denied(format!("{url}: unsupported authentication challenge {www_authenticate:?}")))
@@ -332,7 +351,11 @@ mod tests {
         a.store_token("s", br#"{"token":"abc","expires_in":300}"#, "u").expect("test input is valid");
         assert_eq!(a.header("s").as_deref(), Some("Bearer abc"));
         assert_eq!(a.header("other"), None);
-        a.forget("s");
+        // Forgotten only when the refused request carried that very token.
+        a.forget("s", None);
+        a.forget("s", Some("Bearer old"));
+        assert_eq!(a.header("s").as_deref(), Some("Bearer abc"));
+        a.forget("s", Some("Bearer abc"));
         assert_eq!(a.header("s"), None);
         a.store_token("s", br#"{"access_token":"xyz"}"#, "u").expect("test input is valid");
         assert_eq!(a.header("s").as_deref(), Some("Bearer xyz"));
@@ -353,16 +376,21 @@ mod tests {
                 r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#,
                 "ignored",
                 "u",
+                None,
             )
             .expect("test input is valid")
             .expect("test input is valid");
         assert_eq!(req.url.as_str(), "https://auth.example/token?service=reg&scope=repository%3Aa%2Fb%3Apull");
         assert!(req.authorization.expect("test input is valid").starts_with("Basic "));
-        assert!(a.answer(r#"Bearer realm="http://auth.example/token""#, "s", "u").is_err());
-        // Basic: once, then refused.
-        assert!(a.answer(r#"Basic realm="x""#, "s", "u").expect("test input is valid").is_none());
-        assert!(a.header("s").expect("test input is valid").starts_with("Basic "));
-        assert!(a.answer(r#"Basic realm="x""#, "s", "u").is_err());
+        assert!(a.answer(r#"Bearer realm="http://auth.example/token""#, "s", "u", None).is_err());
+        // Basic: an anonymous request is told to retry with the credentials ...
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", None).expect("test input is valid").is_none());
+        let basic = a.header("s").expect("test input is valid");
+        assert!(basic.starts_with("Basic "));
+        // ... and so is one that was sent anonymously before that answer and refused after it.
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", None).expect("test input is valid").is_none());
+        // A refusal of a request that carried the credentials is final.
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&basic)).is_err());
     }
 
     #[test]

@@ -218,10 +218,9 @@ impl HttpClient {
                 req = req.header(name, value);
             }
             let same_origin = self.same_origin(&url);
-            if same_origin {
-                if let Some(a) = self.auth.header(scope) {
-                    req = req.header(AUTHORIZATION, a);
-                }
+            let sent = if same_origin { self.auth.header(scope) } else { None };
+            if let Some(a) = &sent {
+                req = req.header(AUTHORIZATION, a);
             }
             Counters::bump(&self.counters.requests);
             let resp = match req.send() {
@@ -272,10 +271,14 @@ impl HttpClient {
             }
             if status == StatusCode::UNAUTHORIZED && same_origin && !authenticated {
                 authenticated = true;
-                self.auth.forget(scope);
+                self.auth.forget(scope, sent.as_deref());
+                // Another request authenticated while this one was out: retry with what it got.
+                if self.auth.header(scope).is_some_and(|now| Some(&now) != sent.as_ref()) {
+                    continue;
+                }
                 let challenge =
                     resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-                match self.auth.answer(&challenge, scope, url.as_str())? {
+                match self.auth.answer(&challenge, scope, url.as_str(), sent.as_deref())? {
                     None => continue,
                     Some(token_req) => match self.fetch_token(token_req, scope) {
                         Ok(()) => continue,

@@ -11,6 +11,10 @@
 //!   cache, so a second regfs on the same directory stops at start-up instead of emptying the
 //!   first one's `tmp/` under it. A killed process's lock dies with it.
 //! - `blobs/` and `tmp/` are private (0700): they may hold layers of private images.
+//! - The directory is regfs's own, and used only through descriptors (`dir.rs`): the root must
+//!   be the user's and writable by no one else; no link inside it is ever followed (a link found
+//!   where a directory, the lock or a blob should be is removed, not followed), and only a
+//!   regular file is ever served as a blob.
 //! - Past `--cache-size`, the least recently used files are deleted. A file still open by a reader
 //!   stays readable (unlinked files live on while open), so eviction never breaks a read.
 //! - Downloads in progress count against `--cache-size` (a [`Charge`] each, counted before every
@@ -34,8 +38,8 @@
 //! Measured on loopback they had nothing to win, so the download is one stream that hashes as it
 //! goes. `Range` is still used, to resume a body that was cut off.
 
-use std::collections::HashSet;
-use std::fs::{self, File};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,13 +47,16 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::dir::{Access, CacheDir, file_type};
 use super::flight::SingleFlight;
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::MAX_BLOB_SIZE;
 use crate::registry::Client;
 
 const CHUNK: usize = 256 << 10;
+/// Each has its directory `blobs/<name>/`, opened at start and held.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 /// Resumes of one download after cut-off bodies, before giving up.
 const MAX_RESUMES: u32 = 5;
 /// Downloads this large are logged at info level.
@@ -72,8 +79,10 @@ struct State {
 pub struct BlobCache {
     /// Held open for the `flock` that makes the directory this process's alone.
     _lock: File,
-    root: PathBuf,
-    tmp: PathBuf,
+    blobs: CacheDir,
+    tmp: CacheDir,
+    /// `blobs/<algorithm>/`, opened once each.
+    algorithms: Mutex<HashMap<&'static str, CacheDir>>,
     limit: u64,
     state: Mutex<State>,
     /// Each download's result is the verified file, already open: waiters share the descriptor,
@@ -88,7 +97,11 @@ pub struct BlobCache {
 
 /// Deletes a temporary file unless it was kept.
 struct TempFile {
+    /// For messages.
     path: PathBuf,
+    /// Its name in `dir`, through which it is renamed or removed.
+    name: String,
+    dir: CacheDir,
     file: File,
     keep: bool,
 }
@@ -96,7 +109,7 @@ struct TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.dir.remove(self.name.as_str());
         }
     }
 }
@@ -104,29 +117,47 @@ impl Drop for TempFile {
 impl BlobCache {
     /// Open (creating) the cache under `dir`, empty its `tmp/`, and take stock of what it holds.
     pub fn new(dir: &Path, limit: u64) -> Result<BlobCache> {
-        let root = dir.join("blobs");
-        let tmp = dir.join("tmp");
-        for d in [&root, &tmp] {
-            fs::create_dir_all(d).map_err(|e| Error::Io(format!("{}: {e}", d.display())))?;
-            fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .map_err(|e| Error::Io(format!("{}: {e}", d.display())))?;
-        }
-        let lock = lock_dir(dir)?;
-        for entry in fs::read_dir(&tmp)?.flatten() {
-            let _ = fs::remove_file(entry.path());
+        let root = CacheDir::open_root(dir)?;
+        // Taken before anything else is touched: another regfs may be using the directory.
+        let lock = lock_dir(&root)?;
+        let blobs = root.subdir("blobs")?;
+        let tmp = root.subdir("tmp")?;
+        for (name, st) in tmp.entries()? {
+            if file_type(&st) != rustix::fs::FileType::Directory {
+                let _ = tmp.remove(name.as_c_str());
+            }
         }
         let mut found = Vec::new();
-        for alg in fs::read_dir(&root)?.flatten() {
-            for entry in fs::read_dir(alg.path())?.flatten() {
-                let name = format!("{}:{}", alg.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
-                let Ok(meta) = entry.metadata() else { continue };
-                match name.parse::<Digest>() {
-                    Ok(d) if meta.is_file() => found.push((meta.modified().ok(), d, meta.len())),
+        let mut algorithms = HashMap::new();
+        for (name, st) in blobs.entries()? {
+            let alg = name.to_str().ok().and_then(|n| ALGORITHMS.into_iter().find(|a| a.name() == n));
+            let Some(alg) = alg.filter(|_| file_type(&st) == rustix::fs::FileType::Directory) else {
+                log::warn!("cache: removing stray {}", blobs.path().join(name.to_string_lossy().as_ref()).display());
+                let _ = blobs.remove(name.as_c_str());
+                continue;
+            };
+            let alg_dir = blobs.subdir(alg.name())?;
+            for (entry, st) in alg_dir.entries()? {
+                let digest = entry.to_str().ok().and_then(|hex| format!("{}:{hex}", alg.name()).parse::<Digest>().ok());
+                match digest {
+                    Some(d) if file_type(&st) == rustix::fs::FileType::RegularFile => {
+                        found.push(((st.st_mtime, st.st_mtime_nsec), d, st.st_size as u64))
+                    }
                     _ => {
-                        log::warn!("cache: removing stray {}", entry.path().display());
-                        let _ = fs::remove_file(entry.path());
+                        log::warn!(
+                            "cache: removing stray {}",
+                            alg_dir.path().join(entry.to_string_lossy().as_ref()).display()
+                        );
+                        let _ = alg_dir.remove(entry.as_c_str());
                     }
                 }
+            }
+            algorithms.insert(alg.name(), alg_dir);
+        }
+        // All opened now, so the descriptors a running cache holds do not grow with use.
+        for alg in ALGORITHMS {
+            if !algorithms.contains_key(alg.name()) {
+                algorithms.insert(alg.name(), blobs.subdir(alg.name())?);
             }
         }
         found.sort();
@@ -137,8 +168,9 @@ impl BlobCache {
         }
         let cache = BlobCache {
             _lock: lock,
-            root,
+            blobs,
             tmp,
+            algorithms: Mutex::new(algorithms),
             limit,
             state: Mutex::new(state),
             flights: SingleFlight::default(),
@@ -149,8 +181,26 @@ impl BlobCache {
         Ok(cache)
     }
 
+    /// Where `digest` is kept, for messages: it is opened through [`BlobCache::algorithm_dir`].
     fn path(&self, digest: &Digest) -> PathBuf {
-        self.root.join(digest.algorithm().name()).join(digest.hex())
+        self.blobs.path().join(digest.algorithm().name()).join(digest.hex())
+    }
+
+    /// `blobs/<algorithm>/` of `digest` (each is opened at start and held).
+    fn algorithm_dir(&self, digest: &Digest) -> Result<CacheDir> {
+        let name = digest.algorithm().name();
+        let mut dirs = self.algorithms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = dirs.get(name) {
+            return Ok(d.clone());
+        }
+        let d = self.blobs.subdir(name)?;
+        dirs.insert(name, d.clone());
+        Ok(d)
+    }
+
+    /// The cached file of `digest`, if there is one and it is a regular file (see `dir.rs`).
+    fn open_cached(&self, digest: &Digest) -> Result<Option<File>> {
+        self.algorithm_dir(digest)?.open_regular(digest.hex())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -175,14 +225,13 @@ impl BlobCache {
     /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
         if self.lock().verified.contains(digest) {
-            match File::open(self.path(digest)) {
-                Ok(f) => {
+            match self.open_cached(digest)? {
+                Some(f) => {
                     self.lock().lru.get(digest);
                     return Ok(Arc::new(f));
                 }
                 // Evicted since: download it again below.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => self.forget(digest),
-                Err(e) => return Err(Error::Io(format!("{}: {e}", self.path(digest).display()))),
+                None => self.forget(digest),
             }
         }
         self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))
@@ -202,11 +251,11 @@ impl BlobCache {
         let path = self.path(digest);
         // Verified by a download that finished between our check and this flight: use it as is.
         if self.lock().verified.contains(digest) {
-            if let Ok(f) = File::open(&path) {
+            if let Ok(Some(f)) = self.open_cached(digest) {
                 return Ok(Arc::new(f));
             }
         }
-        if let Ok(mut f) = File::open(&path) {
+        if let Ok(Some(mut f)) = self.open_cached(digest) {
             match hash_file(&mut f, digest) {
                 // It hashes right: it is the blob, whatever length a descriptor claims.
                 Ok(len) => {
@@ -224,7 +273,7 @@ impl BlobCache {
                         path.display()
                     );
                     self.forget(digest);
-                    let _ = fs::remove_file(&path);
+                    let _ = self.algorithm_dir(digest).map(|d| d.remove(digest.hex()));
                 }
             }
         }
@@ -243,10 +292,7 @@ impl BlobCache {
             mib(len),
             len as f64 / (1 << 20) as f64 / secs.max(1e-6)
         );
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        fs::rename(&tmp.path, &path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        self.tmp.rename(&tmp.name, &self.algorithm_dir(digest)?, digest.hex())?;
         tmp.keep = true;
         let file = tmp.file.try_clone()?;
         {
@@ -273,15 +319,10 @@ impl BlobCache {
         charge: &mut Charge<'_>,
     ) -> Result<(TempFile, u64)> {
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!("{}.{}.{seq}", digest.hex(), std::process::id()));
+        let name = format!("{}.{}.{seq}", digest.hex(), std::process::id());
         // Read and write: once verified, this very descriptor is handed to the readers.
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        let mut tmp = TempFile { path, file, keep: false };
+        let file = self.tmp.create_new(&name)?;
+        let mut tmp = TempFile { path: self.tmp.shown(&name), name, dir: self.tmp.clone(), file, keep: false };
         let limit = size.unwrap_or(MAX_BLOB_SIZE);
         let mut hasher = Hasher::new(digest.algorithm());
         let mut len: u64 = 0;
@@ -371,7 +412,7 @@ impl BlobCache {
         }
         for d in victims {
             log::debug!("cache: evicting {d}");
-            let _ = fs::remove_file(self.path(&d));
+            let _ = self.algorithm_dir(&d).map(|dir| dir.remove(d.hex()));
         }
     }
 }
@@ -409,23 +450,14 @@ impl Drop for Charge<'_> {
 }
 
 /// Take the cache directory for this process, or say who has it.
-fn lock_dir(dir: &Path) -> Result<File> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join("lock");
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+fn lock_dir(dir: &CacheDir) -> Result<File> {
+    let mut file = dir.own_file("lock", Access::ReadWrite)?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         return Err(Error::Io(format!(
             "{} is in use by another regfs (pid {}); give each mount its own --cache-dir",
-            dir.display(),
+            dir.path().display(),
             holder.trim()
         )));
     }

@@ -17,6 +17,7 @@
 //! fetched by tag and named by its own hash.
 
 pub mod blobs;
+pub mod dir;
 mod flight;
 mod sized;
 

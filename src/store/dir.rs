@@ -1,0 +1,297 @@
+//! The cache directory, used only through directory descriptors.
+//!
+//! # Rules
+//! - The cache root is opened once. It must be a directory owned by the user running regfs that
+//!   neither group nor others can write: anyone who could write there could plant links or
+//!   swap files. A link *as* the root (`--cache-dir` naming a link) is followed only if the user
+//!   owns the link itself, so a link someone else planted in a shared directory such as `/tmp`
+//!   is refused. The parents of the root are the user's choice and are not checked.
+//! - Inside the root nothing is opened by path: every file and directory is created, opened,
+//!   renamed and removed relative to its directory's descriptor (`openat`, `mkdirat`, `renameat`,
+//!   `unlinkat`), with `O_NOFOLLOW`. A link is never followed, whoever made it.
+//! - Where regfs keeps one of its own directories or files (`blobs/`, `tmp/`, `lock`,
+//!   `regfs.log`, `blobs/<algorithm>/`) and finds a symbolic link, it removes the link (never
+//!   what it points to) and creates its own, with a warning. Anything else that is not what regfs
+//!   expects there (a directory for a file, a FIFO, something owned by another user) is refused.
+//! - A cached blob is served only if it is a regular file; anything else under a blob's name is
+//!   removed (a link or special file) or refused (a directory), never read.
+//! - Directories regfs makes are 0700, files 0600.
+//!
+//! `rustix` (already in the dependency tree through `tar`) gives these calls safe signatures
+//! and owned descriptors, where raw `libc` would need a dozen `unsafe` blocks and C strings.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// A directory of the cache, open; cheap to clone (the descriptor is shared).
+#[derive(Clone)]
+pub struct CacheDir {
+    fd: Arc<OwnedFd>,
+    /// For messages only: nothing is ever opened through it.
+    path: PathBuf,
+}
+
+/// How [`CacheDir::own_file`] opens a file regfs keeps for itself.
+#[derive(Clone, Copy)]
+pub enum Access {
+    ReadWrite,
+    Append,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io(format!("{}: {e}", path.display()))
+}
+
+fn me() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+pub fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// The owner and write bits of something regfs is about to trust.
+fn check_owned(path: &Path, st: &Stat) -> Result<()> {
+    let me = me();
+    if st.st_uid != me {
+        return Err(err(
+            path,
+            format!(
+                "owned by uid {}, not by uid {me} who runs regfs; the cache directory and all in it must be the user's own",
+                st.st_uid
+            ),
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(err(
+            path,
+            format!(
+                "writable by others (mode {:o}); a cache directory must be writable by its owner only: `chmod go-w` it or choose another --cache-dir",
+                st.st_mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl CacheDir {
+    /// Open the cache root at `path`, creating it (0700, parents as needed) if missing, and
+    /// check that it is the user's own (see the module notes).
+    pub fn open_root(path: &Path) -> Result<CacheDir> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
+        }
+        match rustix::fs::mkdir(path, Mode::from_raw_mode(DIR_MODE)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(err(path, e)),
+        }
+        let link = rustix::fs::lstat(path).map_err(|e| err(path, e))?;
+        if file_type(&link) == FileType::Symlink && link.st_uid != me() {
+            return Err(err(
+                path,
+                format!(
+                    "a symbolic link owned by uid {}, not by uid {} who runs regfs; refusing to follow it",
+                    link.st_uid,
+                    me()
+                ),
+            ));
+        }
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| err(path, e))?;
+        check_owned(path, &rustix::fs::fstat(&fd).map_err(|e| err(path, e))?)?;
+        Ok(CacheDir { fd: Arc::new(fd), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `name` under this directory, for messages.
+    pub fn shown(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn stat(&self, name: &str) -> rustix::io::Result<Stat> {
+        rustix::fs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// If `name` is a symbolic link, remove the link (not its target); whether it was one.
+    pub fn remove_link(&self, name: &str) -> Result<bool> {
+        match self.stat(name) {
+            Ok(st) if file_type(&st) == FileType::Symlink => {
+                rustix::fs::unlinkat(&*self.fd, name, AtFlags::empty()).map_err(|e| err(&self.shown(name), e))?;
+                log::warn!(
+                    "cache: {} was a symbolic link; removed the link (not what it pointed to)",
+                    self.shown(name).display()
+                );
+                Ok(true)
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(err(&self.shown(name), e)),
+        }
+    }
+
+    /// The subdirectory `name`, created (0700) if missing. A link there is replaced by a real
+    /// directory; a directory that is not the user's own is refused. Made 0700 whatever it was.
+    pub fn subdir(&self, name: &str) -> Result<CacheDir> {
+        let path = self.shown(name);
+        self.remove_link(name)?;
+        match rustix::fs::mkdirat(&*self.fd, name, Mode::from_raw_mode(DIR_MODE)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(err(&path, e)),
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&*self.fd, name, flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOTDIR | Errno::LOOP => {
+                err(&path, "not a directory, where regfs keeps one of its own; move it away")
+            }
+            e => err(&path, e),
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| err(&path, e))?;
+        check_owned(&path, &st)?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(|e| err(&path, e))?;
+        Ok(CacheDir { fd: Arc::new(fd), path })
+    }
+
+    /// A file regfs keeps for itself (`lock`, `regfs.log`), created 0600 if missing. A link
+    /// there is replaced by a new file; anything but a regular file of the user's is refused.
+    pub fn own_file(&self, name: &str, access: Access) -> Result<File> {
+        let path = self.shown(name);
+        self.remove_link(name)?;
+        let flags = OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            // A FIFO planted there must not block us: it is refused just below.
+            | OFlags::NONBLOCK
+            | match access {
+                Access::ReadWrite => OFlags::RDWR,
+                Access::Append => OFlags::WRONLY | OFlags::APPEND,
+            };
+        let fd =
+            rustix::fs::openat(&*self.fd, name, flags, Mode::from_raw_mode(FILE_MODE)).map_err(|e| err(&path, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| err(&path, e))?;
+        if file_type(&st) != FileType::RegularFile {
+            return Err(err(&path, "not a regular file, where regfs keeps one of its own; move it away"));
+        }
+        if st.st_uid != me() {
+            return Err(err(&path, format!("owned by uid {}, not by uid {} who runs regfs", st.st_uid, me())));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// A new file `name` (0600), open for reading and writing; it must not exist.
+    pub fn create_new(&self, name: &str) -> Result<File> {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&*self.fd, name, flags, Mode::from_raw_mode(FILE_MODE))
+            .map_err(|e| err(&self.shown(name), e))?;
+        Ok(File::from(fd))
+    }
+
+    /// The regular file `name`, open for reading; `None` if there is none. A link or a special
+    /// file found there is removed (never followed, never read); a directory is an error.
+    pub fn open_regular(&self, name: &str) -> Result<Option<File>> {
+        let path = self.shown(name);
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&*self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => {
+                self.remove_link(name)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(err(&path, e)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| err(&path, e))?;
+        match file_type(&st) {
+            FileType::RegularFile => {}
+            FileType::Directory => return Err(err(&path, "a directory where a cached blob should be")),
+            other => {
+                log::warn!("cache: {} is a {other:?}, not a regular file; removing it", path.display());
+                self.remove(name).map_err(|e| err(&path, e))?;
+                return Ok(None);
+            }
+        }
+        // Back to blocking reads (O_NONBLOCK only guarded the open against a FIFO).
+        let fl = rustix::fs::fcntl_getfl(&fd).map_err(|e| err(&path, e))?;
+        rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK).map_err(|e| err(&path, e))?;
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Remove the entry `name` (not a directory), without following it.
+    pub fn remove<P: rustix::path::Arg>(&self, name: P) -> std::io::Result<()> {
+        rustix::fs::unlinkat(&*self.fd, name, AtFlags::empty()).map_err(std::io::Error::from)
+    }
+
+    /// Move `name` to `to_name` in `to` (replacing whatever entry is there, never following it).
+    pub fn rename(&self, name: &str, to: &CacheDir, to_name: &str) -> Result<()> {
+        rustix::fs::renameat(&*self.fd, name, &*to.fd, to_name).map_err(|e| err(&to.shown(to_name), e))
+    }
+
+    /// Every entry but `.` and `..`, with what `lstat` says of it (links not followed). An
+    /// entry that vanishes while listed is left out.
+    pub fn entries(&self) -> Result<Vec<(CString, Stat)>> {
+        let dir = rustix::fs::Dir::read_from(&*self.fd).map_err(|e| err(&self.path, e))?;
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| err(&self.path, e))?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            match rustix::fs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => out.push((name.to_owned(), st)),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(err(&self.path.join(name.to_string_lossy().as_ref()), e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn links_are_replaced_never_followed() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let victim = base.path().join("victim");
+        std::fs::create_dir(&victim).expect("victim");
+        std::fs::write(victim.join("keep"), b"x").expect("victim file");
+        let root = CacheDir::open_root(&base.path().join("cache")).expect("root");
+        std::os::unix::fs::symlink(&victim, root.shown("sub")).expect("link");
+        let sub = root.subdir("sub").expect("subdir");
+        assert!(std::fs::symlink_metadata(sub.path()).expect("sub").is_dir());
+        std::os::unix::fs::symlink(victim.join("keep"), sub.shown("f")).expect("link");
+        assert!(sub.open_regular("f").expect("open").is_none(), "a link is not served");
+        assert!(std::fs::symlink_metadata(sub.shown("f")).is_err(), "the link is gone");
+        std::os::unix::fs::symlink(victim.join("keep"), root.shown("lock")).expect("link");
+        let mut f = root.own_file("lock", Access::ReadWrite).expect("own file");
+        std::io::Write::write_all(&mut f, b"mine").expect("write");
+        assert_eq!(std::fs::read(victim.join("keep")).expect("victim"), b"x");
+        let mode = std::fs::metadata(&victim).expect("victim").permissions().mode();
+        assert_ne!(mode & 0o777, 0o700, "the victim was not chmod-ed");
+    }
+
+    #[test]
+    fn a_root_others_can_write_is_refused() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).expect("dir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o757)).expect("chmod");
+        let e = CacheDir::open_root(&open).err().expect("refused");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+    }
+}
