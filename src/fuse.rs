@@ -17,7 +17,9 @@
 //!   signal such as SIGINT, which the kernel turns into SIGKILL on every thread of the process.
 //!   The work goes on: a download another reader waits for is not abandoned with the first;
 //! - the filesystem is being unmounted ([`Canceller::cancel`], `EIO`): every waiter leaves at
-//!   once, new requests are refused, and the blob cache stops its downloads.
+//!   once, new requests are refused, and the blob cache stops its downloads. regfs cancels at
+//!   its signals; a mount detached by someone else (`umount -l`) is noticed by the watchdog,
+//!   which looks every second, while requests wait, whether the mount point is still mounted.
 //!
 //! A worker whose answer came too late undoes what it did for it (an open handle is released).
 //!
@@ -84,6 +86,8 @@ struct Waiting {
     wake: Condvar,
     cancelled: AtomicBool,
     closed: AtomicBool,
+    /// Where this filesystem is mounted, once known: its going away cancels.
+    mountpoint: Mutex<Option<std::path::PathBuf>>,
 }
 
 struct Pending {
@@ -130,14 +134,13 @@ pub struct Canceller {
 
 impl Canceller {
     pub fn cancel(&self) {
-        if !self.waiting.cancelled.swap(true, Ordering::SeqCst) {
-            self.core.cancel();
-            let left = self.waiting.lock().len();
-            if left > 0 {
-                log::info!("unmounting: answering {left} waiting requests with an error");
-            }
-            self.waiting.wake.notify_all();
-        }
+        self.waiting.cancel(&self.core);
+    }
+
+    /// Watch `mountpoint`: once it is no longer mounted (detached by `umount -l`) while
+    /// requests wait, cancel.
+    pub fn watch_mount(&self, mountpoint: &std::path::Path) {
+        *self.waiting.mountpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(mountpoint.to_path_buf());
     }
 }
 
@@ -146,8 +149,34 @@ impl Waiting {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn cancel(&self, core: &Fs) {
+        if !self.cancelled.swap(true, Ordering::SeqCst) {
+            core.cancel();
+            let left = self.lock().len();
+            if left > 0 {
+                log::info!("unmounting: answering {left} waiting requests with an error");
+            }
+            self.wake.notify_all();
+        }
+    }
+
+    /// Whether the mount point (if known) is gone from this namespace's mounts.
+    fn detached(&self) -> bool {
+        let Some(path) = self.mountpoint.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return false };
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+        // Field 5 is the mount point, with spaces and the like escaped in octal.
+        let want = path
+            .to_string_lossy()
+            .replace('\\', "\\134")
+            .replace(' ', "\\040")
+            .replace('\n', "\\012")
+            .replace('\t', "\\011");
+        !mounts.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    }
+
     /// Look at the waiting requests until the adapter goes.
-    fn watch(self: Arc<Self>) {
+    fn watch(self: Arc<Self>, core: Arc<Fs>) {
+        let mut ticks = 0u32;
         loop {
             {
                 let mut pending = self.lock();
@@ -157,6 +186,11 @@ impl Waiting {
             }
             if self.closed.load(Ordering::SeqCst) {
                 return;
+            }
+            ticks = ticks.wrapping_add(1);
+            if ticks % 10 == 0 && !self.cancelled.load(Ordering::SeqCst) && self.detached() {
+                log::info!("the mount was detached with requests waiting");
+                self.cancel(&core);
             }
             let cancelled = self.cancelled.load(Ordering::SeqCst);
             let tids: Vec<(u64, u32)> = self.lock().iter().map(|(u, p)| (*u, p.tid)).collect();
@@ -210,8 +244,9 @@ impl FuseAdapter {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let waiting = Arc::new(Waiting::default());
-        let watcher = Arc::clone(&waiting);
-        if let Err(e) = std::thread::Builder::new().name("regfs-watch".into()).spawn(move || watcher.watch()) {
+        let (watcher, for_watcher) = (Arc::clone(&waiting), Arc::clone(&core));
+        let watch = move || watcher.watch(for_watcher);
+        if let Err(e) = std::thread::Builder::new().name("regfs-watch".into()).spawn(watch) {
             log::warn!("no watchdog thread ({e}): a killed reader waits for its download to end");
         }
         FuseAdapter { core, waiting, uid, gid, want_passthrough: true, backing: None }

@@ -235,6 +235,7 @@ fn serve(cli: &Cli, prepared: Prepared, ready: Option<std::fs::File>) -> Result<
         }
     };
     unmount_on_signals(session.unmount_callable(), canceller.clone(), &cli.mountpoint)?;
+    canceller.watch_mount(&cli.mountpoint);
     log::info!("regfs: {} mounted on {}", prepared.url, cli.mountpoint.display());
     report(ready, "ok");
     let served = session.run().map_err(|e| format!("serving {}: {e}", cli.mountpoint.display()));

@@ -378,3 +378,29 @@ fn sigterm_with_a_stalled_download_exits_within_seconds_and_its_readers_get_an_e
     }
     assert!(!is_mounted(m.dir.path()), "a stale mount is left");
 }
+
+#[test]
+fn a_lazy_umount_with_a_stalled_download_frees_its_readers_and_regfs_exits() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(20);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let f = m.path(&path);
+    let reader = std::thread::spawn(move || (std::fs::read(f).map(|b| b.len()), Instant::now()));
+    std::thread::sleep(Duration::from_millis(500));
+    // A reader is blocked in open: a plain umount is refused, so the operator detaches it.
+    let started = Instant::now();
+    let detached = std::process::Command::new("umount").arg("-l").arg(m.dir.path()).status().expect("umount");
+    assert!(detached.success());
+    let status = m.wait_exit(Duration::from_secs(10));
+    let exited = started.elapsed();
+    eprintln!("umount -l with a stalled download: regfs exited after {exited:?}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?} after {exited:?}\n{}", m.log());
+    assert!(exited < Duration::from_secs(3), "exit took {exited:?}");
+    let (result, at) = reader.join().expect("reader");
+    assert!(result.is_err(), "the reader got {result:?}");
+    assert!(at.duration_since(started) < Duration::from_secs(3));
+}
