@@ -138,8 +138,13 @@ impl Canceller {
     }
 
     /// Watch `mountpoint`: once it is no longer mounted (detached by `umount -l`) while
-    /// requests wait, cancel.
+    /// requests wait, cancel. Only if it shows in `/proc/self/mountinfo` now, as mounted: where
+    /// it does not (another mount namespace's view), its absence later would mean nothing.
     pub fn watch_mount(&self, mountpoint: &std::path::Path) {
+        if mounted(mountpoint) != Some(true) {
+            log::debug!("{} is not in /proc/self/mountinfo; not watching for a detach", mountpoint.display());
+            return;
+        }
         *self.waiting.mountpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(mountpoint.to_path_buf());
     }
 }
@@ -160,18 +165,10 @@ impl Waiting {
         }
     }
 
-    /// Whether the mount point (if known) is gone from this namespace's mounts.
+    /// Whether the mount point (if watched) is gone from this namespace's mounts.
     fn detached(&self) -> bool {
-        let Some(path) = self.mountpoint.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return false };
-        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-        // Field 5 is the mount point, with spaces and the like escaped in octal.
-        let want = path
-            .to_string_lossy()
-            .replace('\\', "\\134")
-            .replace(' ', "\\040")
-            .replace('\n', "\\012")
-            .replace('\t', "\\011");
-        !mounts.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        let path = self.mountpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        path.is_some_and(|p| mounted(&p) == Some(false))
     }
 
     /// Look at the waiting requests until the adapter goes.
@@ -216,6 +213,19 @@ impl Waiting {
             }
         }
     }
+}
+
+/// Whether `path` is a mount point in `/proc/self/mountinfo` (`None` if that cannot be read).
+fn mounted(path: &std::path::Path) -> Option<bool> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Field 5 is the mount point, with spaces and the like escaped in octal.
+    let want = path
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\n', "\\012")
+        .replace('\t', "\\011");
+    Some(mounts.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
 }
 
 /// Whether thread `tid` is dying: SIGKILL pending for it or its process (a default-fatal signal
