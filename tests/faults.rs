@@ -404,3 +404,20 @@ fn a_lazy_umount_with_a_stalled_download_frees_its_readers_and_regfs_exits() {
     assert!(result.is_err(), "the reader got {result:?}");
     assert!(at.duration_since(started) < Duration::from_secs(3));
 }
+
+#[test]
+fn a_trickled_manifest_is_fetched_again_within_the_retry_budget() {
+    let sh = shared();
+    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let digest = str_of(&img["digest"]);
+    // Twice a byte every 200 ms, then whole: the progress rule cuts the first two off.
+    let trickle = Fault::trickle(&format!("/manifests/{digest}"), 1, Duration::from_millis(200), 2);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![trickle], ..Behavior::default() });
+    let m = Mount::start(&front.url, &["--timeout", "1", "--min-speed", "1K", "--min-speed-time", "1"]);
+    let started = Instant::now();
+    assert_eq!(sha256sum(&m.path(&format!("demo/oci/manifests/{digest}/manifest.json"))), digest);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.contains(&digest)).count();
+    assert_eq!(gets, 3, "two trickled, then whole");
+    assert!(m.log().contains("slower than 1024 bytes/s"), "{}", m.log());
+}
