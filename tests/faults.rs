@@ -416,6 +416,7 @@ fn a_trickled_manifest_is_fetched_again_within_the_retry_budget() {
     let m = Mount::start(&front.url, &["--timeout", "1", "--min-speed", "1K", "--min-speed-time", "1"]);
     let started = Instant::now();
     assert_eq!(sha256sum(&m.path(&format!("demo/oci/manifests/{digest}/manifest.json"))), digest);
+    eprintln!("a twice-trickled manifest read after {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.contains(&digest)).count();
     assert_eq!(gets, 3, "two trickled, then whole");
