@@ -65,6 +65,15 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub retries: u32,
 
+    /// A body (blob, manifest, tag list, token) moving slower than this many bytes a second over
+    /// --min-speed-time is abandoned and resumed or retried, like a timeout (e.g. 1K; 0: no limit).
+    #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_size)]
+    pub min_speed: u64,
+
+    /// The window, in seconds, over which --min-speed is measured.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub min_speed_time: u64,
+
     /// Where the background process logs, opened as given [default: regfs.log in the cache directory, never through a link].
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -38,6 +38,13 @@ pub enum Error {
     /// Local I/O on the cache directory failed.
     #[error("local I/O: {0}")]
     Io(String),
+    /// The process waiting for this answer was killed: it is answered at once (EINTR), while
+    /// the work it waited for goes on for others.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// The filesystem is being unmounted: work in flight is abandoned.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 impl From<std::io::Error> for Error {
@@ -57,7 +64,9 @@ impl Error {
             | Error::DigestMismatch { .. }
             | Error::Malformed { .. }
             | Error::Protocol(_)
-            | Error::Io(_) => libc::EIO,
+            | Error::Io(_)
+            | Error::Cancelled(_) => libc::EIO,
+            Error::Interrupted(_) => libc::EINTR,
         }
     }
 
@@ -85,6 +94,8 @@ mod tests {
         assert_eq!(Error::Unavailable("x".into()).errno(), libc::EIO);
         assert_eq!(Error::malformed("m", "w").errno(), libc::EIO);
         assert_eq!(Error::TooLarge("x".into()).errno(), libc::EFBIG);
+        assert_eq!(Error::Interrupted("x".into()).errno(), libc::EINTR);
+        assert_eq!(Error::Cancelled("x".into()).errno(), libc::EIO);
         let mismatch =
             Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);

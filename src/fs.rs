@@ -391,6 +391,11 @@ impl Fs {
         self.open_file(ino).map(|o| o.fh)
     }
 
+    /// The mount is going: downloads in flight stop, and their waiters get an error.
+    pub fn cancel(&self) {
+        self.store.blob_cache().cancel();
+    }
+
     /// Open a file, also handing out the verified cache file behind it, if it has one, so the
     /// adapter can let the kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {

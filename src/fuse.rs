@@ -6,10 +6,40 @@
 //! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline. Files are all digest-addressed, so every
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
 //! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`.
+//!
+//! # Any waiter can leave
+//! Once the kernel has sent a request, the process that made it waits for our answer, and a
+//! fatal signal does not free it: it sits in `D` state, unkillable. So every request that runs
+//! on a thread of its own is also entered in a table of [`Waiting`] requests, and a watchdog
+//! thread looks at them every [`WATCH_EVERY`]. It answers one at once, and the worker's answer
+//! later is dropped, when
+//! - the requesting thread has a fatal signal pending (`EINTR`): `kill -9`, or a default-fatal
+//!   signal such as SIGINT, which the kernel turns into SIGKILL on every thread of the process.
+//!   The work goes on: a download another reader waits for is not abandoned with the first;
+//! - the filesystem is being unmounted ([`Canceller::cancel`], `EIO`): every waiter leaves at
+//!   once, new requests are refused, and the blob cache stops its downloads. regfs cancels at
+//!   its signals; a mount detached by someone else (`umount -l`) is noticed by the watchdog,
+//!   which looks every second, while requests wait, whether the mount point is still mounted.
+//!
+//! A worker whose answer came too late undoes what it did for it (an open handle is released).
+//!
+//! ## Why look at the requester's signals, not handle FUSE_INTERRUPT
+//! fuser 0.18 answers FUSE_INTERRUPT with ENOSYS (after which the kernel sends no more). Handling
+//! it needs a patched copy of fuser to carry and keep merging. The requesting thread's id is in
+//! every request (`Request::pid`, the tid), and `/proc/<tid>/status` shows a pending SIGKILL
+//! (`SigPnd`/`ShdPnd`, bit 9). Watching for that frees exactly the waiters that are dying,
+//! with stock fuser. It also means only fatal signals end a wait: with interrupts off, a program
+//! that handles a signal (SIGCHLD, SIGWINCH, a SIGINT handler) is never handed an EINTR from
+//! `open`, which the kernel would return even under `SA_RESTART`. The costs: one read of a small
+//! `/proc` file per waiting request every 100 ms, and a requester regfs cannot see (pid 0, from
+//! another pid namespace) is not freed early; its wait stays bounded by the network's bounds
+//! and by unmounting.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
@@ -20,8 +50,12 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::{Attr, FileKind, Fs};
 
+/// How often waiting requests are looked at.
+pub const WATCH_EVERY: Duration = Duration::from_millis(100);
+
 pub struct FuseAdapter {
     core: Arc<Fs>,
+    waiting: Arc<Waiting>,
     uid: u32,
     gid: u32,
     /// Whether to try FUSE passthrough (asked for; the kernel may still refuse it at init).
@@ -44,11 +78,220 @@ struct BackingState {
     by_fh: HashMap<u64, Arc<BackingId>>,
 }
 
+/// Requests answered on threads of their own and not answered yet, by FUSE request id.
+#[derive(Default)]
+struct Waiting {
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Signalled when a request is entered or the adapter goes.
+    wake: Condvar,
+    cancelled: AtomicBool,
+    closed: AtomicBool,
+    /// Where this filesystem is mounted, once known: its going away cancels.
+    mountpoint: Mutex<Option<std::path::PathBuf>>,
+}
+
+struct Pending {
+    /// The requesting thread.
+    tid: u32,
+    what: String,
+    /// Answers the request with this error, unless its worker already answered it.
+    abandon: Box<dyn FnOnce(&Error) + Send>,
+}
+
+/// A reply that only one of its worker and the watchdog gets to send.
+struct Ticket<R> {
+    unique: u64,
+    slot: Arc<Mutex<Option<R>>>,
+    waiting: Arc<Waiting>,
+}
+
+impl<R> Ticket<R> {
+    /// The reply to send, or `None` if the request was answered already (its process was
+    /// killed, or the mount is going): then whatever was done for it must be undone.
+    fn take(self) -> Option<R> {
+        self.waiting.lock().remove(&self.unique);
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Every reply type the adapter answers on a thread of its own.
+trait Answer: Send + 'static {
+    fn fail(self, errno: Errno);
+}
+
+macro_rules! answers {
+    ($($t:ty),*) => {$(impl Answer for $t { fn fail(self, errno: Errno) { self.error(errno) } })*};
+}
+answers!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen);
+
+/// Ends the mount's waiting: every waiter is answered with an error at once, new requests are
+/// refused, and downloads in flight stop.
+#[derive(Clone)]
+pub struct Canceller {
+    waiting: Arc<Waiting>,
+    core: Arc<Fs>,
+}
+
+impl Canceller {
+    pub fn cancel(&self) {
+        self.waiting.cancel(&self.core);
+    }
+
+    /// Watch `mountpoint`: once it is no longer mounted (detached by `umount -l`) while
+    /// requests wait, cancel. Only if it shows in `/proc/self/mountinfo` now, as mounted: where
+    /// it does not (another mount namespace's view), its absence later would mean nothing.
+    pub fn watch_mount(&self, mountpoint: &std::path::Path) {
+        if mounted(mountpoint) != Some(true) {
+            log::debug!("{} is not in /proc/self/mountinfo; not watching for a detach", mountpoint.display());
+            return;
+        }
+        *self.waiting.mountpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(mountpoint.to_path_buf());
+    }
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancel(&self, core: &Fs) {
+        if !self.cancelled.swap(true, Ordering::SeqCst) {
+            core.cancel();
+            let left = self.lock().len();
+            if left > 0 {
+                log::info!("unmounting: answering {left} waiting requests with an error");
+            }
+            self.wake.notify_all();
+        }
+    }
+
+    /// Whether the mount point (if watched) is gone from this namespace's mounts.
+    fn detached(&self) -> bool {
+        let path = self.mountpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        path.is_some_and(|p| mounted(&p) == Some(false))
+    }
+
+    /// Look at the waiting requests until the adapter goes.
+    fn watch(self: Arc<Self>, core: Arc<Fs>) {
+        let mut ticks = 0u32;
+        loop {
+            {
+                let mut pending = self.lock();
+                while pending.is_empty() && !self.closed.load(Ordering::SeqCst) {
+                    pending = self.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            ticks = ticks.wrapping_add(1);
+            if ticks % 10 == 0 && !self.cancelled.load(Ordering::SeqCst) && self.detached() {
+                log::info!("the mount was detached with requests waiting");
+                self.cancel(&core);
+            }
+            let cancelled = self.cancelled.load(Ordering::SeqCst);
+            let tids: Vec<(u64, u32)> = self.lock().iter().map(|(u, p)| (*u, p.tid)).collect();
+            let leaving: Vec<(u64, Error)> = tids
+                .into_iter()
+                .filter_map(|(unique, tid)| {
+                    if cancelled {
+                        Some((unique, Error::Cancelled("the filesystem is being unmounted".into())))
+                    } else if tid != 0 && fatal_signal_pending(tid) {
+                        Some((unique, Error::Interrupted(format!("thread {tid} was killed while waiting"))))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            for (unique, e) in leaving {
+                let Some(p) = self.lock().remove(&unique) else { continue };
+                log::info!("{}: {e}; answered at once", p.what);
+                (p.abandon)(&e);
+            }
+            if !cancelled {
+                std::thread::sleep(WATCH_EVERY);
+            }
+        }
+    }
+}
+
+/// Whether `path` is a mount point in `/proc/self/mountinfo` (`None` if that cannot be read).
+fn mounted(path: &std::path::Path) -> Option<bool> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Field 5 is the mount point, with spaces and the like escaped in octal.
+    let want = path
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\n', "\\012")
+        .replace('\t', "\\011");
+    Some(mounts.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+}
+
+/// Whether thread `tid` is dying: SIGKILL pending for it or its process (a default-fatal signal
+/// is turned into SIGKILL on every thread). A thread that is gone counts as dying.
+fn fatal_signal_pending(tid: u32) -> bool {
+    let status = match std::fs::read_to_string(format!("/proc/{tid}/status")) {
+        Ok(s) => s,
+        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
+    };
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        let mask = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok()).is_some_and(|m| m & SIGKILL_BIT != 0)
+    })
+}
+
+impl Drop for FuseAdapter {
+    fn drop(&mut self) {
+        self.waiting.closed.store(true, Ordering::SeqCst);
+        self.waiting.wake.notify_all();
+    }
+}
+
 impl FuseAdapter {
     pub fn new(core: Arc<Fs>) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseAdapter { core, uid, gid, want_passthrough: true, backing: None }
+        let waiting = Arc::new(Waiting::default());
+        let (watcher, for_watcher) = (Arc::clone(&waiting), Arc::clone(&core));
+        let watch = move || watcher.watch(for_watcher);
+        if let Err(e) = std::thread::Builder::new().name("regfs-watch".into()).spawn(watch) {
+            log::warn!("no watchdog thread ({e}): a killed reader waits for its download to end");
+        }
+        FuseAdapter { core, waiting, uid, gid, want_passthrough: true, backing: None }
+    }
+
+    /// What ends the waiting at unmount.
+    pub fn canceller(&self) -> Canceller {
+        Canceller { waiting: Arc::clone(&self.waiting), core: Arc::clone(&self.core) }
+    }
+
+    /// Run `job` on its own thread, with the reply in a [`Ticket`] the watchdog can also answer
+    /// (if the requester dies, or the mount goes). Refused at once once the mount is going.
+    fn spawn_waiting<R: Answer>(
+        &self,
+        req: &Request,
+        what: String,
+        reply: R,
+        job: impl FnOnce(&Fs, Ticket<R>) + Send + 'static,
+    ) {
+        if self.waiting.cancelled.load(Ordering::SeqCst) {
+            reply.fail(errno(&what, &Error::Cancelled("the filesystem is being unmounted".into())));
+            return;
+        }
+        let unique = req.unique().0;
+        let slot = Arc::new(Mutex::new(Some(reply)));
+        let for_watchdog = Arc::clone(&slot);
+        let abandon = Box::new(move |e: &Error| {
+            if let Some(r) = for_watchdog.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                r.fail(Errno::from_i32(e.errno()));
+            }
+        });
+        self.waiting.lock().insert(unique, Pending { tid: req.pid(), what, abandon });
+        self.waiting.wake.notify_all();
+        let ticket = Ticket { unique, slot, waiting: Arc::clone(&self.waiting) };
+        self.spawn(move |fs| job(fs, ticket));
     }
 
     /// Serve every read through regfs itself, never by passthrough.
@@ -115,18 +358,28 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
         let (uid, gid) = (self.uid, self.gid);
-        self.spawn(move |fs| match fs.lookup(parent.0, &name) {
-            Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid), Generation(0)),
-            // A negative entry (inode 0): the kernel remembers the name is missing for the TTL
-            // instead of asking again on every `stat` or shell completion.
-            Err(e) if e.is_not_found() => {
-                log::debug!("lookup {name:?}: {e}");
-                reply.entry(&fs.negative_ttl(parent.0, &e), &negative_entry(), Generation(0))
+        self.spawn_waiting(req, format!("lookup {name:?}"), reply, move |fs, ticket| {
+            let result = fs.lookup(parent.0, &name);
+            let Some(reply) = ticket.take() else {
+                // Answered already (EINTR, or cancelled): the kernel never got this reference.
+                if let Ok(a) = &result {
+                    fs.forget(a.ino, 1);
+                }
+                return;
+            };
+            match result {
+                Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid), Generation(0)),
+                // A negative entry (inode 0): the kernel remembers the name is missing for the
+                // TTL instead of asking again on every `stat` or shell completion.
+                Err(e) if e.is_not_found() => {
+                    log::debug!("lookup {name:?}: {e}");
+                    reply.entry(&fs.negative_ttl(parent.0, &e), &negative_entry(), Generation(0))
+                }
+                Err(e) => reply.error(errno(&format!("lookup {:?}", name), &e)),
             }
-            Err(e) => reply.error(errno(&format!("lookup {:?}", name), &e)),
         });
     }
 
@@ -143,29 +396,42 @@ impl Filesystem for FuseAdapter {
         log::info!("inode table at unmount: {held} held, at most {peak} at once");
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (uid, gid) = (self.uid, self.gid);
-        self.spawn(move |fs| match fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&a.ttl, &file_attr(&a, uid, gid)),
-            Err(e) => reply.error(errno(&format!("getattr {ino}"), &e)),
+        self.spawn_waiting(req, format!("getattr {ino}"), reply, move |fs, ticket| {
+            let result = fs.getattr(ino.0);
+            let Some(reply) = ticket.take() else { return };
+            match result {
+                Ok(a) => reply.attr(&a.ttl, &file_attr(&a, uid, gid)),
+                Err(e) => reply.error(errno(&format!("getattr {ino}"), &e)),
+            }
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| match fs.readlink(ino.0) {
-            Ok(target) => reply.data(target.as_bytes()),
-            Err(e) => reply.error(errno(&format!("readlink {ino}"), &e)),
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn_waiting(req, format!("readlink {ino}"), reply, move |fs, ticket| {
+            let result = fs.readlink(ino.0);
+            let Some(reply) = ticket.take() else { return };
+            match result {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(e) => reply.error(errno(&format!("readlink {ino}"), &e)),
+            }
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             reply.error(Errno::EROFS);
             return;
         }
         let backing = self.backing.clone();
-        self.spawn(move |fs| match fs.open_file(ino.0) {
+        self.spawn_waiting(req, format!("open {ino}"), reply, move |fs, ticket| match fs.open_file(ino.0) {
             Ok(opened) => {
+                let Some(reply) = ticket.take() else {
+                    // The requester left (or the mount is going): nobody will release this.
+                    fs.release(opened.fh);
+                    return;
+                };
                 if let (Some(backing), Some(file)) = (backing, opened.file) {
                     match backing.register(ino.0, opened.fh, &file, &reply) {
                         Ok(id) => return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id),
@@ -175,7 +441,11 @@ impl Filesystem for FuseAdapter {
                 // Everything regfs serves is addressed by digest: the kernel may keep its pages.
                 reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE)
             }
-            Err(e) => reply.error(errno(&format!("open {ino}"), &e)),
+            Err(e) => {
+                if let Some(reply) = ticket.take() {
+                    reply.error(errno(&format!("open {ino}"), &e))
+                }
+            }
         });
     }
 
@@ -226,10 +496,19 @@ impl Filesystem for FuseAdapter {
         if size == 0 { reply.size(0) } else { reply.data(&[]) }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| match fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&format!("opendir {ino}"), &e)),
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn_waiting(req, format!("opendir {ino}"), reply, move |fs, ticket| {
+            let result = fs.opendir(ino.0);
+            let Some(reply) = ticket.take() else {
+                if let Ok(fh) = result {
+                    fs.releasedir(fh);
+                }
+                return;
+            };
+            match result {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&format!("opendir {ino}"), &e)),
+            }
         });
     }
 

@@ -11,9 +11,9 @@ use clap::Parser;
 
 use regfs::cli::Cli;
 use regfs::fs::Fs;
-use regfs::fuse::FuseAdapter;
+use regfs::fuse::{Canceller, FuseAdapter};
 use regfs::registry::auth::{self, Credentials};
-use regfs::registry::http::{HttpClient, Options, RetryPolicy};
+use regfs::registry::http::{HttpClient, Options, Progress, RetryPolicy};
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 use regfs::store::dir::{Access, CacheDir};
@@ -289,6 +289,7 @@ fn serve(
             credentials: prepared.credentials,
             retry: RetryPolicy { retries: cli.retries, ..RetryPolicy::default() },
             timeout: Duration::from_secs(cli.timeout.max(1)),
+            progress: Progress { min_speed: cli.min_speed, window: Duration::from_secs(cli.min_speed_time.max(1)) },
             ca_certs: prepared.ca_certs,
         };
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
@@ -314,8 +315,9 @@ fn serve(
         config.clone_fd = true;
         let adapter = FuseAdapter::new(core);
         let adapter = if cli.no_passthrough { adapter.without_passthrough() } else { adapter };
+        let canceller = adapter.canceller();
         fuser::Session::new(adapter, &cli.mountpoint, &config)
-            .map(|session| (session, store))
+            .map(|session| (session, store, canceller))
             .map_err(|e| {
                 let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                     " (a mount by a user other than root needs /dev/fuse open to that user and fusermount3, from the fuse3 package)"
@@ -325,7 +327,7 @@ fn serve(
                 format!("mounting {} on {}: {e}{hint}", prepared.url, cli.mountpoint.display())
             })
     })();
-    let (mut session, store) = match result {
+    let (mut session, store, canceller) = match result {
         Ok(s) => s,
         Err(msg) => {
             report(ready, &msg);
@@ -336,16 +338,26 @@ fn serve(
         Ok(n) => log::debug!("open file limit: {n} descriptors"),
         Err(e) => log::warn!("could not raise the open file limit to its hard limit: {e}"),
     }
-    unmount_on_signals(session.unmount_callable(), &cli.mountpoint)?;
+    unmount_on_signals(session.unmount_callable(), canceller.clone(), &cli.mountpoint)?;
+    canceller.watch_mount(&cli.mountpoint);
     log::info!("regfs: {} mounted on {}", prepared.url, cli.mountpoint.display());
     report(ready, "ok");
-    session.run().map_err(|e| format!("serving {}: {e}", cli.mountpoint.display()))?;
+    let served = session.run().map_err(|e| format!("serving {}: {e}", cli.mountpoint.display()));
+    // Unmounted by someone else (`umount`): downloads still running stop too.
+    canceller.cancel();
+    served?;
     log::info!("regfs: {} unmounted; {}", cli.mountpoint.display(), store.summary());
     Ok(())
 }
 
-/// SIGINT, SIGTERM and SIGHUP unmount; the session then ends and the process exits.
-fn unmount_on_signals(mut unmounter: fuser::SessionUnmounter, mountpoint: &Path) -> Result<(), String> {
+/// SIGINT, SIGTERM and SIGHUP unmount; the session then ends and the process exits. Work in
+/// flight is cancelled first: every request still waiting is answered with an error at once, so
+/// no reader blocked on a download holds a lazily detached mount (and this process) alive.
+fn unmount_on_signals(
+    mut unmounter: fuser::SessionUnmounter,
+    canceller: Canceller,
+    mountpoint: &Path,
+) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
@@ -356,6 +368,7 @@ fn unmount_on_signals(mut unmounter: fuser::SessionUnmounter, mountpoint: &Path)
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: unmounting {shown}");
+                canceller.cancel();
                 match unmounter.unmount() {
                     Ok(()) => {}
                     // Someone unmounted it first: nothing left to do.

@@ -315,3 +315,184 @@ fn a_registry_flooding_its_catalog_is_cut_off_and_memory_stays_bounded() {
     let tags = sh_in(m.dir.path(), "ls demo/oci/tags");
     assert_eq!(common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
 }
+
+/// A shell command's child, for tests that signal a reader.
+fn spawn_reader(file: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("cat")
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cat")
+}
+
+/// Send each child its signal at once, and the time until each is reaped.
+fn reaped_after(children: &mut [(&mut std::process::Child, i32)]) -> Vec<Duration> {
+    let started = Instant::now();
+    for (child, signal) in children.iter() {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, *signal) };
+    }
+    let mut reaped = vec![None; children.len()];
+    while reaped.iter().any(Option::is_none) && started.elapsed() < Duration::from_secs(30) {
+        for (i, (child, _)) in children.iter_mut().enumerate() {
+            if reaped[i].is_none() && child.try_wait().expect("wait").is_some() {
+                reaped[i] = Some(started.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reaped.into_iter().map(|r| r.unwrap_or_else(|| started.elapsed())).collect()
+}
+
+#[test]
+fn a_trickling_body_is_abandoned_and_ends_in_eio_within_the_bound() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    // One byte every 200 ms: every read returns well within --timeout, forever.
+    let trickle = Fault::trickle(&format!("/blobs/{digest}"), 1, Duration::from_millis(200), 1000);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![trickle], ..Behavior::default() });
+    let m = Mount::start(&front.url, &["--timeout", "1", "--min-speed", "1K", "--min-speed-time", "1"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let started = Instant::now();
+    let out = sh_in(m.dir.path(), &format!("timeout 60 cat {path} | wc -c; exit ${{PIPESTATUS[0]}}"));
+    let took = started.elapsed();
+    eprintln!("a trickled blob failed after {took:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"), "{out:?}");
+    assert_eq!(common::stdout(&out), "0", "bytes were served from a trickled body");
+    // The bound: 6 attempts (5 resumes), each abandoned within --min-speed-time + --timeout.
+    assert!(took < Duration::from_secs(6 * 2 + 3), "took {took:?}");
+    let log = m.log();
+    assert!(log.lines().any(|l| l.contains("slower than 1024 bytes/s") && l.contains(&digest)), "{log}");
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
+    assert_eq!(gets, 6, "one try and five resumes");
+    // Nothing half-done is kept, and a registry that behaves again serves it.
+    assert_eq!(std::fs::read_dir(m.cache.join("tmp")).expect("tmp").count(), 0);
+    front.set(|b| b.faults.clear());
+    assert_eq!(sha256sum(&m.path(&path)), digest);
+}
+
+#[test]
+fn a_slow_but_steady_body_outlasting_the_timeout_still_succeeds() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    // 64 KiB every 100 ms (about 640 KiB/s): 3 MB take about 5 s, five times --timeout.
+    let slow = Fault::trickle(&format!("/blobs/{digest}"), 64 << 10, Duration::from_millis(100), 1000);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![slow], ..Behavior::default() });
+    let m = Mount::start(&front.url, &["--timeout", "1", "--min-speed", "128K", "--min-speed-time", "1"]);
+    let started = Instant::now();
+    assert_eq!(sha256sum(&m.path(&path)), digest);
+    assert!(started.elapsed() > Duration::from_secs(2), "the body was not slow: {:?}", started.elapsed());
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
+    assert_eq!(gets, 1, "a steady body was abandoned:\n{}", m.log());
+}
+
+#[test]
+fn a_reader_waiting_on_a_stalled_download_can_be_killed_and_the_download_goes_on() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(6);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let file = m.path(&path);
+    let mut killed = spawn_reader(&file);
+    let mut interrupted = spawn_reader(&file);
+    let patient = std::thread::spawn(move || sha256sum(&file));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(killed.try_wait().expect("wait").is_none(), "the reader did not wait for the download");
+    let times = reaped_after(&mut [(&mut killed, libc::SIGKILL), (&mut interrupted, libc::SIGINT)]);
+    let (kill_9, sigint) = (times[0], times[1]);
+    eprintln!("kill -9 of a waiting reader: reaped after {kill_9:?}; SIGINT: {sigint:?}");
+    assert!(kill_9 < Duration::from_secs(1), "kill -9 took {kill_9:?}");
+    assert!(sigint < Duration::from_secs(1), "SIGINT took {sigint:?}");
+    // The download went on for the reader that stayed, and was made once.
+    assert_eq!(patient.join().expect("reader"), digest);
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
+    assert_eq!(gets, 1);
+    // A killed reader left no open file behind: the mount unmounts cleanly.
+    let mut m = m;
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}
+
+#[test]
+fn sigterm_with_a_stalled_download_exits_within_seconds_and_its_readers_get_an_error() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(20);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let f = m.path(&path);
+            std::thread::spawn(move || {
+                let r = std::fs::read(f).map(|b| b.len());
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(m.pid().expect("pid") as i32, libc::SIGTERM) };
+    let status = m.wait_exit(Duration::from_secs(10));
+    let exited = started.elapsed();
+    eprintln!("SIGTERM with a stalled download: regfs exited after {exited:?}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?} after {exited:?}\n{}", m.log());
+    assert!(exited < Duration::from_secs(3), "exit took {exited:?}");
+    for r in readers {
+        let (result, at) = r.join().expect("reader");
+        assert!(result.is_err(), "a reader got {result:?}");
+        assert!(at.duration_since(started) < Duration::from_secs(3));
+    }
+    assert!(!is_mounted(m.dir.path()), "a stale mount is left");
+}
+
+#[test]
+fn a_lazy_umount_with_a_stalled_download_frees_its_readers_and_regfs_exits() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(20);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let f = m.path(&path);
+    let reader = std::thread::spawn(move || (std::fs::read(f).map(|b| b.len()), Instant::now()));
+    std::thread::sleep(Duration::from_millis(500));
+    // A reader is blocked in open: a plain umount is refused, so the operator detaches it.
+    let started = Instant::now();
+    let detached = std::process::Command::new("umount").arg("-l").arg(m.dir.path()).status().expect("umount");
+    assert!(detached.success());
+    let status = m.wait_exit(Duration::from_secs(10));
+    let exited = started.elapsed();
+    eprintln!("umount -l with a stalled download: regfs exited after {exited:?}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?} after {exited:?}\n{}", m.log());
+    assert!(exited < Duration::from_secs(3), "exit took {exited:?}");
+    let (result, at) = reader.join().expect("reader");
+    assert!(result.is_err(), "the reader got {result:?}");
+    assert!(at.duration_since(started) < Duration::from_secs(3));
+}
+
+#[test]
+fn a_trickled_manifest_is_fetched_again_within_the_retry_budget() {
+    let sh = shared();
+    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let digest = str_of(&img["digest"]);
+    // Twice a byte every 200 ms, then whole: the progress rule cuts the first two off.
+    let trickle = Fault::trickle(&format!("/manifests/{digest}"), 1, Duration::from_millis(200), 2);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![trickle], ..Behavior::default() });
+    let m = Mount::start(&front.url, &["--timeout", "1", "--min-speed", "1K", "--min-speed-time", "1"]);
+    let started = Instant::now();
+    assert_eq!(sha256sum(&m.path(&format!("demo/oci/manifests/{digest}/manifest.json"))), digest);
+    eprintln!("a twice-trickled manifest read after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.contains(&digest)).count();
+    assert_eq!(gets, 3, "two trickled, then whole");
+    assert!(m.log().contains("slower than 1024 bytes/s"), "{}", m.log());
+}

@@ -18,6 +18,14 @@
 //! Each attempt is bounded by `timeout` per network operation (connect, headers, each body read),
 //! so a stalled registry costs at most `(retries + 1) × timeout` plus the backoff delays before
 //! the caller sees EIO; `doc/SEMANTICS.md` gives the figures.
+//!
+//! A per-read timeout does not bound a body that trickles (a byte every few seconds). So every
+//! body is also held to a [`Progress`] rule, as curl's `--speed-limit`/`--speed-time`: once
+//! `window` has passed since the body (or the last check) began, fewer than `min_speed` bytes a
+//! second over it is a fault, reported as a timed-out read ([`Paced`]). Manifests, tag-list pages
+//! and tokens are then fetched again within the retry budget; a blob download is resumed with
+//! `Range` (`store/blobs.rs`). An attempt thus lasts at most `window + timeout` once its headers
+//! are in.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -65,12 +73,77 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The least a body must move: `min_speed` bytes a second, measured over `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes a second; 0 turns the rule off.
+    pub min_speed: u64,
+    pub window: Duration,
+}
+
+impl Default for Progress {
+    /// 1 KiB/s over 30 s. A registry or CDN that works moves hundreds of KiB a second at the very
+    /// least; 1 KiB/s would take 17 minutes per MiB, which no reader waits for. 30 s rides out
+    /// a congested link, a server's GC pause or a slow start, and with the default `--timeout`
+    /// an abandoned attempt has cost at most 40 s.
+    fn default() -> Self {
+        Progress { min_speed: 1024, window: Duration::from_secs(30) }
+    }
+}
+
+/// A body held to a [`Progress`] rule: a read that finds the body has moved too slowly over the
+/// last window fails with [`std::io::ErrorKind::TimedOut`], naming what was read.
+pub struct Paced<R> {
+    inner: R,
+    rule: Progress,
+    what: String,
+    since: std::time::Instant,
+    moved: u64,
+}
+
+impl<R> Paced<R> {
+    pub fn new(inner: R, rule: Progress, what: impl Into<String>) -> Self {
+        Paced { inner, rule, what: what.into(), since: std::time::Instant::now(), moved: 0 }
+    }
+}
+
+impl<R: Read> Read for Paced<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 || self.rule.min_speed == 0 {
+            return Ok(n);
+        }
+        self.moved += n as u64;
+        let elapsed = self.since.elapsed();
+        if elapsed >= self.rule.window {
+            if (self.moved as f64) < self.rule.min_speed as f64 * elapsed.as_secs_f64() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{}: slower than {} bytes/s over {} s ({} bytes in {:.1} s)",
+                        self.what,
+                        self.rule.min_speed,
+                        self.rule.window.as_secs_f64(),
+                        self.moved,
+                        elapsed.as_secs_f64()
+                    ),
+                ));
+            }
+            self.since = std::time::Instant::now();
+            self.moved = 0;
+        }
+        Ok(n)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
     /// Per network operation: connect, response headers, each body read.
     pub timeout: Duration,
+    /// The least any body must move.
+    pub progress: Progress,
     /// Certificate authorities to trust besides the system's (PEM), for registries behind an
     /// internal CA.
     pub ca_certs: Vec<u8>,
@@ -82,6 +155,7 @@ impl Default for Options {
             credentials: None,
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(10),
+            progress: Progress::default(),
             ca_certs: Vec::new(),
         }
     }
@@ -92,6 +166,7 @@ pub struct HttpClient {
     http: Reqwest,
     auth: Authenticator,
     retry: RetryPolicy,
+    progress: Progress,
     counters: Arc<Counters>,
 }
 
@@ -131,6 +206,7 @@ impl HttpClient {
             http,
             auth: Authenticator::new(options.credentials, allow_http_realm),
             retry: options.retry,
+            progress: options.progress,
             counters: Arc::new(Counters::default()),
         })
     }
@@ -309,7 +385,7 @@ impl HttpClient {
         if !status.is_success() {
             return Err(Error::Unavailable(format!("token {shown}: HTTP {status}")));
         }
-        let body = read_limited(resp, 1 << 20, &shown)?;
+        let body = read_limited(resp, 1 << 20, &shown, self.progress)?;
         self.auth.store_token(scope, &body, &shown)
     }
 
@@ -359,7 +435,7 @@ impl HttpClient {
             // A page broken off mid-body is fetched again: its names count only once it is whole.
             let (next, page) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
                 let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
-                Ok((next, budget.page(resp, &url, field, check)?))
+                Ok((next, budget.page(resp, &url, field, check, self.progress)?))
             })?;
             budget.commit(&page);
             all.extend(page.names);
@@ -416,12 +492,19 @@ impl ListBudget {
 
     /// Parse one page's body as it arrives, keeping the names in `field` that pass `check`,
     /// within what is left of the budget.
-    fn page(&self, resp: Response, url: &Url, field: &'static str, check: fn(&str) -> Result<()>) -> Result<Page> {
+    fn page(
+        &self,
+        resp: Response,
+        url: &Url,
+        field: &'static str,
+        check: fn(&str) -> Result<()>,
+        progress: Progress,
+    ) -> Result<Page> {
         let left_to_receive = MAX_LIST_BODY - self.received;
         if resp.content_length().is_some_and(|len| len > left_to_receive) {
             return Err(self.too_large(url, format!("over {} MiB of response bodies", MAX_LIST_BODY >> 20)));
         }
-        let mut body = Metered { inner: resp, read: 0, limit: left_to_receive };
+        let mut body = Metered { inner: Paced::new(resp, progress, url.as_str()), read: 0, limit: left_to_receive };
         let mut page = Page { names: Vec::new(), received: 0, held: 0, invalid: 0 };
         let mut stop = None;
         let parsed = {
@@ -613,15 +696,16 @@ impl<'de, F: FnMut(&str) -> bool> serde::de::Visitor<'de> for Name<'_, F> {
     }
 }
 
-/// Read a whole body, refusing more than `limit` bytes.
-fn read_limited(resp: Response, limit: usize, what: &str) -> Result<Vec<u8>> {
+/// Read a whole body, refusing more than `limit` bytes and one slower than `progress`.
+fn read_limited(resp: Response, limit: usize, what: &str, progress: Progress) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length() {
         if len > limit as u64 {
             return Err(Error::TooLarge(format!("{what}: body of {len} bytes (limit {limit})")));
         }
     }
     let mut body = Vec::new();
-    resp.take(limit as u64 + 1)
+    Paced::new(resp, progress, what)
+        .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .map_err(|e| Error::Unavailable(format!("{what}: body cut off: {e}")))?;
     if body.len() > limit {
@@ -687,7 +771,7 @@ impl Client for HttpClient {
             let digest_header = header("docker-content-digest");
             let body = match fetch {
                 Fetch::Head => None,
-                Fetch::Get => Some(read_limited(resp, MAX_MANIFEST_SIZE, url.as_str())?),
+                Fetch::Get => Some(read_limited(resp, MAX_MANIFEST_SIZE, url.as_str(), self.progress)?),
             };
             Ok(ManifestReply { url: url.to_string(), content_type, digest_header, body })
         })
@@ -711,7 +795,8 @@ impl Client for HttpClient {
         let resp = self.send(Method::GET, url.clone(), &repo_scope(repo), &headers)?;
         let ranged = resp.status() == StatusCode::PARTIAL_CONTENT;
         let length = resp.content_length();
-        let reader = CountingReader { inner: resp, counters: Arc::clone(&self.counters) };
+        let paced = Paced::new(resp, self.progress, format!("{url}"));
+        let reader = CountingReader { inner: paced, counters: Arc::clone(&self.counters) };
         Ok(BlobReply { url: url.to_string(), reader: Box::new(reader), length, ranged })
     }
 
@@ -737,6 +822,52 @@ impl<R: Read> Read for CountingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that gives `chunk` bytes every `every`, forever.
+    struct Drip {
+        chunk: usize,
+        every: Duration,
+    }
+
+    impl Read for Drip {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.every);
+            let n = self.chunk.min(buf.len());
+            buf[..n].fill(b'x');
+            Ok(n)
+        }
+    }
+
+    fn read_for(body: Drip, rule: Progress, total: usize) -> std::io::Result<usize> {
+        let mut paced = Paced::new(body, rule, "test body");
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        while got < total {
+            got += paced.read(&mut buf)?;
+        }
+        Ok(got)
+    }
+
+    #[test]
+    fn a_body_slower_than_the_rule_fails_once_its_window_has_passed() {
+        let rule = Progress { min_speed: 1000, window: Duration::from_millis(200) };
+        let started = std::time::Instant::now();
+        let e = read_for(Drip { chunk: 10, every: Duration::from_millis(20) }, rule, usize::MAX).expect_err("trickle");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("test body: slower than 1000 bytes/s"), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_steady_body_above_the_rule_reads_for_many_windows() {
+        let rule = Progress { min_speed: 1000, window: Duration::from_millis(100) };
+        // 4 KiB every 10 ms: 400 KB/s for 0.5 s, five windows.
+        let got = read_for(Drip { chunk: 4096, every: Duration::from_millis(10) }, rule, 200 << 10).expect("steady");
+        assert!(got >= 200 << 10);
+        // Off: any speed goes.
+        let off = Progress { min_speed: 0, window: Duration::from_millis(10) };
+        assert!(read_for(Drip { chunk: 1, every: Duration::from_millis(15) }, off, 5).is_ok());
+    }
 
     fn names(body: &str) -> serde_json::Result<Vec<String>> {
         let mut out = Vec::new();

@@ -28,6 +28,11 @@
 //! (answers 200) makes the download start over. A body longer than its descriptor is cut off and
 //! refused at once.
 //!
+//! A body that moves too slowly (the progress rule, `registry/http.rs`) counts as cut off: it
+//! is resumed, and after [`MAX_RESUMES`] the download fails (EIO) with a line naming the URL and
+//! the digest. At unmount ([`BlobCache::cancel`]) downloads stop at their next chunk; a socket
+//! read already blocked ends within `--timeout`, but nobody waits for it (`fuse.rs`).
+//!
 //! # Why one stream, not parallel ranged GETs
 //! A blob may be served only after one sequential sha256 over all of it, so the hash is the
 //! floor: 2.1 GB/s with SHA-NI on the benchmark machine (`openssl speed -evp sha256`), against
@@ -42,7 +47,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -93,6 +98,8 @@ pub struct BlobCache {
     tmp_seq: AtomicU64,
     /// Bytes hashed and found good, for `.regfs/stats`.
     pub verified_bytes: AtomicU64,
+    /// Set at unmount: downloads stop.
+    cancelled: AtomicBool,
 }
 
 /// Deletes a temporary file unless it was kept.
@@ -176,6 +183,7 @@ impl BlobCache {
             flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
             verified_bytes: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
         };
         cache.evict(None);
         Ok(cache)
@@ -310,6 +318,18 @@ impl BlobCache {
         Ok(Arc::new(file))
     }
 
+    /// Stop every download in flight (at its next chunk) and refuse new ones: the mount is going.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    fn check_cancelled(&self, digest: &Digest) -> Result<()> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled(format!("download of {digest}: the filesystem is being unmounted")));
+        }
+        Ok(())
+    }
+
     fn download(
         &self,
         client: &dyn Client,
@@ -329,6 +349,7 @@ impl BlobCache {
         let mut resumes = 0;
         let mut buf = vec![0u8; CHUNK];
         let url = loop {
+            self.check_cancelled(digest)?;
             let mut reply = client.blob(repo, digest, len)?;
             if len > 0 && !reply.ranged {
                 log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
@@ -345,6 +366,7 @@ impl BlobCache {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => break Some(e),
                 };
+                self.check_cancelled(digest)?;
                 len += n as u64;
                 if len > limit {
                     return Err(Error::DigestMismatch {
@@ -370,9 +392,11 @@ impl BlobCache {
                     );
                 }
                 _ => {
+                    let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
                     return Err(Error::Unavailable(format!(
-                        "{}: body cut off after {len} bytes, {MAX_RESUMES} times",
-                        reply.url
+                        "{}: body of {digest} cut off after {len} bytes, {} times; giving up ({why})",
+                        reply.url,
+                        MAX_RESUMES + 1
                     )));
                 }
             }

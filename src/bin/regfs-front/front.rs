@@ -4,7 +4,8 @@
 //! pages tag lists and the catalog in small pages (`Link` headers), hides the catalog (as Docker
 //! Hub does), demands bearer tokens that expire, redirects blob GETs to another host name (as
 //! registries redirect to object storage), answers with injected statuses (429 with
-//! `Retry-After`, 500, 503), stalls, cuts bodies off half way, and ignores `Range`. It records
+//! `Retry-After`, 500, 503), stalls, cuts bodies off half way, trickles them (a few bytes at a
+//! time, a pause between), and ignores `Range`. It records
 //! every request so tests can assert on what regfs sent.
 
 use std::collections::HashMap;
@@ -19,18 +20,26 @@ pub struct Fault {
     /// Applies to requests whose path contains this.
     pub path_contains: String,
     /// HTTP status to answer with; [`CUT_OFF`] cuts the real body off half way; [`STALL`]
-    /// passes the request through after `delay`.
+    /// passes the request through after `delay`; [`TRICKLE`] sends the real body `chunk` bytes
+    /// at a time, `delay` between chunks.
     pub status: u16,
     pub retry_after: Option<u64>,
     /// How many matching requests it applies to.
     pub times: usize,
     /// Wait this long before answering (a stall).
     pub delay: Duration,
+    /// Bytes per write, for [`TRICKLE`].
+    pub chunk: usize,
 }
 
 impl Fault {
     pub fn status(path_contains: &str, status: u16, times: usize) -> Fault {
-        Fault { path_contains: path_contains.into(), status, retry_after: None, times, delay: Duration::ZERO }
+        Fault { path_contains: path_contains.into(), status, retry_after: None, times, delay: Duration::ZERO, chunk: 1 }
+    }
+
+    /// The real body, `chunk` bytes every `every`, for `times` matching requests.
+    pub fn trickle(path_contains: &str, chunk: usize, every: Duration, times: usize) -> Fault {
+        Fault { delay: every, chunk: chunk.max(1), ..Fault::status(path_contains, TRICKLE, times) }
     }
 }
 
@@ -38,6 +47,7 @@ pub const CUT_OFF: u16 = 0;
 /// Bytes of one page of a [`Behavior::tag_floods`].
 pub const FLOOD_PAGE: u64 = 1 << 20;
 pub const STALL: u16 = 200;
+pub const TRICKLE: u16 = 1;
 
 #[derive(Debug, Default, Clone)]
 pub struct Bearer {
@@ -195,8 +205,15 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
 }
 
 /// Write a response; `cut` sends only the first half of the body, then holds the connection for
-/// `hold` before closing it.
-fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool, hold: Duration) {
+/// `hold` before closing it; `trickle` sends the body `(bytes, every)`.
+fn write(
+    mut stream: &TcpStream,
+    resp: &Response,
+    head: bool,
+    cut: bool,
+    hold: Duration,
+    trickle: Option<(usize, Duration)>,
+) {
     let reason = match resp.status {
         200 => "OK",
         206 => "Partial Content",
@@ -217,7 +234,14 @@ fn write(mut stream: &TcpStream, resp: &Response, head: bool, cut: bool, hold: D
     }
     out.push_str("\r\n");
     let _ = stream.write_all(out.as_bytes());
-    if !head {
+    if let (false, Some((chunk, every))) = (head, trickle) {
+        for piece in resp.body.chunks(chunk) {
+            if stream.write_all(piece).and_then(|()| stream.flush()).is_err() {
+                break; // the client gave up
+            }
+            std::thread::sleep(every);
+        }
+    } else if !head {
         let body = if cut { &resp.body[..resp.body.len() / 2] } else { &resp.body[..] };
         let _ = stream.write_all(body);
         let _ = stream.flush();
@@ -261,7 +285,8 @@ fn serve(
     let behavior = lock().behavior.clone();
     let head = req.method == "HEAD";
     let mut cut = false;
-    let (resp, delay) = decide(&req, &behavior, state, http, upstream, port, seq, &mut cut);
+    let mut trickle = None;
+    let (resp, delay) = decide(&req, &behavior, state, http, upstream, port, seq, &mut cut, &mut trickle);
     if !behavior.latency.is_zero() && !req.path.starts_with("/_front/") {
         std::thread::sleep(behavior.latency);
     }
@@ -269,7 +294,7 @@ fn serve(
         std::thread::sleep(delay);
     }
     if req.path.starts_with("/_front/") {
-        write(&stream, &resp, head, cut, Duration::ZERO);
+        write(&stream, &resp, head, cut, Duration::ZERO, None);
         return;
     }
     lock().requests.push(Recorded {
@@ -280,7 +305,7 @@ fn serve(
         range: req.header("range"),
         status: resp.status,
     });
-    write(&stream, &resp, head, cut, if cut { delay } else { Duration::ZERO });
+    write(&stream, &resp, head, cut, if cut { delay } else { Duration::ZERO }, trickle);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -293,6 +318,7 @@ fn decide(
     port: u16,
     seq: &AtomicU64,
     cut: &mut bool,
+    trickle: &mut Option<(usize, Duration)>,
 ) -> (Response, Duration) {
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     let path = req.path.as_str();
@@ -341,6 +367,8 @@ fn decide(
                 stall = f.delay; // held after the first half is sent, before the cut
             } else if f.status == STALL {
                 stall = f.delay;
+            } else if f.status == TRICKLE {
+                *trickle = Some((f.chunk, f.delay));
             } else {
                 let mut r = Response::new(f.status, r#"{"errors":[{"code":"INJECTED"}]}"#);
                 if let Some(s) = f.retry_after {
