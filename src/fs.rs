@@ -29,6 +29,7 @@ use crate::manifest::{CONFIG_JSON, Entry, LAYERS_DIR, MANIFEST_JSON};
 use crate::names;
 use crate::readahead::Readahead;
 use crate::store::{Content, Doc, Store};
+use crate::sync;
 use crate::tree::{BLOBS, Inodes, MANIFESTS, Node, RESERVED, ROOT_INO, TAGS};
 
 /// How long the kernel may trust digest-addressed entries and attributes.
@@ -249,22 +250,17 @@ impl Fs {
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let entries = Arc::new(self.readdir(ino)?);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, entries);
+        sync::lock(&self.dirs).insert(fh, entries);
         Ok(fh)
     }
 
     /// The listing taken when `fh` was opened.
     pub fn listing(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| Error::Io(format!("no open directory {fh}")))
+        sync::lock(&self.dirs).get(&fh).cloned().ok_or_else(|| Error::Io(format!("no open directory {fh}")))
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+        sync::lock(&self.dirs).remove(&fh);
     }
 
     /// The entries of a directory, `.` and `..` first, as they are now.
@@ -409,18 +405,13 @@ impl Fs {
             Content::File(f) => Some(Arc::clone(f)),
             _ => None,
         };
-        self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(fh, content);
+        sync::lock(&self.handles).insert(fh, content);
         Ok(Opened { fh, file })
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let content = self
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| Error::Io(format!("no open file {fh}")))?;
+        let content =
+            sync::lock(&self.handles).get(&fh).cloned().ok_or_else(|| Error::Io(format!("no open file {fh}")))?;
         let slice = |bytes: &[u8]| {
             let start = (offset.min(bytes.len() as u64)) as usize;
             let end = start.saturating_add(size as usize).min(bytes.len());
@@ -447,7 +438,7 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&fh);
+        sync::lock(&self.handles).remove(&fh);
     }
 
     pub fn root_ino(&self) -> u64 {

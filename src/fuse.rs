@@ -49,6 +49,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::fs::{Attr, FileKind, Fs};
+use crate::sync;
 
 /// How often waiting requests are looked at.
 pub const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -109,8 +110,8 @@ impl<R> Ticket<R> {
     /// The reply to send, or `None` if the request was answered already (its process was
     /// killed, or the mount is going): then whatever was done for it must be undone.
     fn take(self) -> Option<R> {
-        self.waiting.lock().remove(&self.unique);
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+        sync::lock(&self.waiting.pending).remove(&self.unique);
+        sync::lock(&self.slot).take()
     }
 }
 
@@ -145,19 +146,15 @@ impl Canceller {
             log::debug!("{} is not in /proc/self/mountinfo; not watching for a detach", mountpoint.display());
             return;
         }
-        *self.waiting.mountpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(mountpoint.to_path_buf());
+        *sync::lock(&self.waiting.mountpoint) = Some(mountpoint.to_path_buf());
     }
 }
 
 impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn cancel(&self, core: &Fs) {
         if !self.cancelled.swap(true, Ordering::SeqCst) {
             core.cancel();
-            let left = self.lock().len();
+            let left = sync::lock(&self.pending).len();
             if left > 0 {
                 log::info!("unmounting: answering {left} waiting requests with an error");
             }
@@ -167,7 +164,7 @@ impl Waiting {
 
     /// Whether the mount point (if watched) is gone from this namespace's mounts.
     fn detached(&self) -> bool {
-        let path = self.mountpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let path = sync::lock(&self.mountpoint).clone();
         path.is_some_and(|p| mounted(&p) == Some(false))
     }
 
@@ -176,9 +173,9 @@ impl Waiting {
         let mut ticks = 0u32;
         loop {
             {
-                let mut pending = self.lock();
+                let mut pending = sync::lock(&self.pending);
                 while pending.is_empty() && !self.closed.load(Ordering::SeqCst) {
-                    pending = self.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+                    pending = sync::wait(&self.wake, pending);
                 }
             }
             if self.closed.load(Ordering::SeqCst) {
@@ -190,7 +187,7 @@ impl Waiting {
                 self.cancel(&core);
             }
             let cancelled = self.cancelled.load(Ordering::SeqCst);
-            let tids: Vec<(u64, u32)> = self.lock().iter().map(|(u, p)| (*u, p.tid)).collect();
+            let tids: Vec<(u64, u32)> = sync::lock(&self.pending).iter().map(|(u, p)| (*u, p.tid)).collect();
             let leaving: Vec<(u64, Error)> = tids
                 .into_iter()
                 .filter_map(|(unique, tid)| {
@@ -204,7 +201,7 @@ impl Waiting {
                 })
                 .collect();
             for (unique, e) in leaving {
-                let Some(p) = self.lock().remove(&unique) else { continue };
+                let Some(p) = sync::lock(&self.pending).remove(&unique) else { continue };
                 log::info!("{}: {e}; answered at once", p.what);
                 (p.abandon)(&e);
             }
@@ -284,11 +281,11 @@ impl FuseAdapter {
         let slot = Arc::new(Mutex::new(Some(reply)));
         let for_watchdog = Arc::clone(&slot);
         let abandon = Box::new(move |e: &Error| {
-            if let Some(r) = for_watchdog.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(r) = sync::lock(&for_watchdog).take() {
                 r.fail(Errno::from_i32(e.errno()));
             }
         });
-        self.waiting.lock().insert(unique, Pending { tid: req.pid(), what, abandon });
+        sync::lock(&self.waiting.pending).insert(unique, Pending { tid: req.pid(), what, abandon });
         self.waiting.wake.notify_all();
         let ticket = Ticket { unique, slot, waiting: Arc::clone(&self.waiting) };
         self.spawn(move |fs| job(fs, ticket));
@@ -306,12 +303,14 @@ impl FuseAdapter {
         let slot = Arc::new(std::sync::Mutex::new(Some(job)));
         let for_thread = Arc::clone(&slot);
         let spawned = std::thread::Builder::new().name("regfs-op".into()).spawn(move || {
-            if let Some(job) = for_thread.lock().ok().and_then(|mut j| j.take()) {
+            let job = sync::lock(&for_thread).take();
+            if let Some(job) = job {
                 job(&core);
             }
         });
         if spawned.is_err() {
-            if let Some(job) = slot.lock().ok().and_then(|mut j| j.take()) {
+            let job = sync::lock(&slot).take();
+            if let Some(job) = job {
                 job(&self.core);
             }
         }
@@ -540,7 +539,7 @@ impl Filesystem for FuseAdapter {
 impl Backing {
     /// The backing id for `ino` (registering `file` if none is live), held for handle `fh`.
     fn register(&self, ino: u64, fh: u64, file: &std::fs::File, reply: &ReplyOpen) -> std::io::Result<Arc<BackingId>> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = sync::lock(&self.state);
         let id = match st.by_ino.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => {
@@ -556,7 +555,7 @@ impl Backing {
     }
 
     fn release(&self, fh: u64) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).by_fh.remove(&fh);
+        sync::lock(&self.state).by_fh.remove(&fh);
     }
 }
 

@@ -14,4 +14,5 @@ pub mod names;
 pub mod readahead;
 pub mod registry;
 pub mod store;
+pub mod sync;
 pub mod tree;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::store::Store;
+use crate::sync;
 
 /// How far ahead of the reader tags are resolved.
 pub const WINDOW: usize = 16;
@@ -38,7 +39,7 @@ impl Readahead {
         let Some(tags) = store.tags_if_fresh(repo) else { return };
         let Ok(at) = tags.binary_search_by(|t| t.as_str().cmp(tag)) else { return };
         let wanted = {
-            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let mut streams = sync::lock(&self.streams);
             let s = streams.entry(repo.to_string()).or_default();
             let sequential = s.last.is_some_and(|l| l + 1 == at);
             s.last = Some(at);
@@ -63,7 +64,7 @@ impl Readahead {
             let (store, queue, repo) = (Arc::clone(store), Arc::clone(&queue), repo.to_string());
             let spawned = std::thread::Builder::new().name("regfs-readahead".into()).spawn(move || {
                 loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let next = sync::lock(&queue).pop();
                     let Some(t) = next else { break };
                     // Failures are the reader's to see when it gets there; nothing is kept.
                     let _ = store.resolve_tag(&repo, &t);

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::digest::Digest;
+use crate::sync;
 
 pub const ROOT_INO: u64 = 1;
 pub const TAGS: &str = "tags";
@@ -149,18 +150,10 @@ impl Default for Inodes {
 }
 
 impl Inodes {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The number of `node` for a `lookup` reply: the one it has if the kernel holds it, else a
     /// new one; either way the kernel now holds one more reference to it.
     pub fn lookup(&self, node: &Node) -> u64 {
-        let mut w = self.write();
+        let mut w = sync::write(&self.inner);
         if let Some(&ino) = w.by_node.get(node) {
             if let Some(h) = w.by_ino.get_mut(&ino) {
                 h.lookups += 1;
@@ -180,7 +173,7 @@ impl Inodes {
         if ino == ROOT_INO {
             return;
         }
-        let mut w = self.write();
+        let mut w = sync::write(&self.inner);
         let Some(h) = w.by_ino.get_mut(&ino) else { return };
         h.lookups = h.lookups.saturating_sub(n);
         if h.lookups == 0 {
@@ -193,10 +186,10 @@ impl Inodes {
     /// A number for `node` in a directory listing, which gives the kernel no reference: the
     /// number it has if held, else a fresh one that is not kept.
     pub fn listed(&self, node: &Node) -> u64 {
-        if let Some(&ino) = self.read().by_node.get(node) {
+        if let Some(&ino) = sync::read(&self.inner).by_node.get(node) {
             return ino;
         }
-        let mut w = self.write();
+        let mut w = sync::write(&self.inner);
         if let Some(&ino) = w.by_node.get(node) {
             return ino;
         }
@@ -206,12 +199,12 @@ impl Inodes {
     }
 
     pub fn node(&self, ino: u64) -> Option<Node> {
-        self.read().by_ino.get(&ino).map(|h| h.node.clone())
+        sync::read(&self.inner).by_ino.get(&ino).map(|h| h.node.clone())
     }
 
     /// Inodes held now (the root included), and the most held at once.
     pub fn held(&self) -> (usize, usize) {
-        let r = self.read();
+        let r = sync::read(&self.inner);
         (r.by_ino.len(), r.peak)
     }
 }

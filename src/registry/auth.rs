@@ -27,6 +27,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::sync;
 
 #[derive(Clone)]
 pub struct Credentials {
@@ -156,7 +157,7 @@ impl Authenticator {
 
     /// The `Authorization` header for a request in `scope`, if we have one.
     pub fn header(&self, scope: &str) -> Option<String> {
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = sync::lock(&self.tokens);
         if let Some(t) = tokens.get(scope).filter(|t| t.good_until > Instant::now()) {
             return Some(format!("Bearer {}", t.value));
         }
@@ -170,7 +171,7 @@ impl Authenticator {
     /// Forget the token for `scope`, if it is the one `sent` carried (the registry refused it). A
     /// token another request got since is kept: the refusal was not about it.
     pub fn forget(&self, scope: &str, sent: Option<&str>) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = sync::lock(&self.tokens);
         if tokens.get(scope).is_some_and(|t| sent.and_then(|s| s.strip_prefix("Bearer ")) == Some(t.value.as_str())) {
             tokens.remove(scope);
         }
@@ -241,7 +242,7 @@ impl Authenticator {
         let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(60).clamp(1, 86_400));
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         let good_until = Instant::now() + lifetime - margin;
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(scope.to_string(), Token { value, good_until });
+        sync::lock(&self.tokens).insert(scope.to_string(), Token { value, good_until });
         Ok(())
     }
 }

@@ -58,6 +58,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::manifest::MAX_BLOB_SIZE;
 use crate::registry::Client;
+use crate::sync;
 
 const CHUNK: usize = 256 << 10;
 /// Each has its directory `blobs/<name>/`, opened at start and held.
@@ -197,7 +198,7 @@ impl BlobCache {
     /// `blobs/<algorithm>/` of `digest` (each is opened at start and held).
     fn algorithm_dir(&self, digest: &Digest) -> Result<CacheDir> {
         let name = digest.algorithm().name();
-        let mut dirs = self.algorithms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirs = sync::lock(&self.algorithms);
         if let Some(d) = dirs.get(name) {
             return Ok(d.clone());
         }
@@ -211,18 +212,14 @@ impl BlobCache {
         self.algorithm_dir(digest)?.open_regular(digest.hex())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Bytes held on disk now.
     pub fn size(&self) -> u64 {
-        self.lock().total
+        sync::lock(&self.state).total
     }
 
     /// The length of `digest`'s file if this process has verified it; never a request.
     pub fn verified_len(&self, digest: &Digest) -> Option<u64> {
-        let s = self.lock();
+        let s = sync::lock(&self.state);
         s.verified.contains(digest).then(|| s.lru.peek(digest).copied()).flatten()
     }
 
@@ -232,10 +229,10 @@ impl BlobCache {
     /// returned (and kept) whatever its length; the caller compares. Read it with `read_at`
     /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
-        if self.lock().verified.contains(digest) {
+        if sync::lock(&self.state).verified.contains(digest) {
             match self.open_cached(digest)? {
                 Some(f) => {
-                    self.lock().lru.get(digest);
+                    sync::lock(&self.state).lru.get(digest);
                     return Ok(Arc::new(f));
                 }
                 // Evicted since: download it again below.
@@ -246,7 +243,7 @@ impl BlobCache {
     }
 
     fn forget(&self, digest: &Digest) {
-        let mut s = self.lock();
+        let mut s = sync::lock(&self.state);
         s.verified.remove(digest);
         if let Some(len) = s.lru.pop(digest) {
             s.total -= len;
@@ -258,7 +255,7 @@ impl BlobCache {
     fn fill(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
         let path = self.path(digest);
         // Verified by a download that finished between our check and this flight: use it as is.
-        if self.lock().verified.contains(digest) {
+        if sync::lock(&self.state).verified.contains(digest) {
             if let Ok(Some(f)) = self.open_cached(digest) {
                 return Ok(Arc::new(f));
             }
@@ -268,7 +265,7 @@ impl BlobCache {
                 // It hashes right: it is the blob, whatever length a descriptor claims.
                 Ok(len) => {
                     self.verified_bytes.fetch_add(len, Ordering::Relaxed);
-                    let mut s = self.lock();
+                    let mut s = sync::lock(&self.state);
                     s.verified.insert(digest.clone());
                     if s.lru.put(digest.clone(), len).is_none() {
                         s.total += len;
@@ -305,7 +302,7 @@ impl BlobCache {
         let file = tmp.file.try_clone()?;
         {
             // The download's bytes move from `tmp/` to the cache: counted once, as a file now.
-            let mut s = self.lock();
+            let mut s = sync::lock(&self.state);
             s.downloading -= charge.bytes;
             charge.bytes = 0;
             s.verified.insert(digest.clone());
@@ -419,7 +416,7 @@ impl BlobCache {
     fn evict(&self, keep: Option<&Digest>) {
         let mut victims = Vec::new();
         {
-            let mut s = self.lock();
+            let mut s = sync::lock(&self.state);
             while s.total + s.downloading > self.limit {
                 let Some((d, len)) = s.lru.pop_lru() else { break };
                 if Some(&d) == keep {
@@ -454,7 +451,7 @@ impl Charge<'_> {
     fn set(&mut self, bytes: u64) {
         let grew = bytes > self.bytes;
         {
-            let mut s = self.cache.lock();
+            let mut s = sync::lock(&self.cache.state);
             s.downloading = s.downloading - self.bytes + bytes;
         }
         self.bytes = bytes;
@@ -467,7 +464,7 @@ impl Charge<'_> {
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            let mut s = self.cache.lock();
+            let mut s = sync::lock(&self.cache.state);
             s.downloading -= self.bytes;
         }
     }

@@ -7,6 +7,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::sync;
 
 struct Slot<V> {
     result: Mutex<Option<Result<V>>>,
@@ -32,12 +33,12 @@ struct Leader<'a, K: Eq + Hash, V> {
 
 impl<K: Eq + Hash, V> Drop for Leader<'_, K, V> {
     fn drop(&mut self) {
-        let mut result = self.slot.result.lock().unwrap_or_else(|p| p.into_inner());
+        let mut result = sync::lock(&self.slot.result);
         if result.is_none() {
             *result = Some(Err(Error::Io("the download was abandoned".into())));
         }
         drop(result);
-        self.flight.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        sync::lock(&self.flight.running).remove(&self.key);
         self.slot.ready.notify_all();
     }
 }
@@ -45,7 +46,7 @@ impl<K: Eq + Hash, V> Drop for Leader<'_, K, V> {
 impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
     pub fn run(&self, key: &K, work: impl FnOnce() -> Result<V>) -> Result<V> {
         let (slot, leader) = {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut running = sync::lock(&self.running);
             match running.get(key) {
                 Some(slot) => (Arc::clone(slot), false),
                 None => {
@@ -58,13 +59,13 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         if leader {
             let guard = Leader { flight: self, key: key.clone(), slot: Arc::clone(&slot) };
             let result = work();
-            *slot.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+            *sync::lock(&slot.result) = Some(result.clone());
             drop(guard);
             return result;
         }
-        let mut result = slot.result.lock().unwrap_or_else(|p| p.into_inner());
+        let mut result = sync::lock(&slot.result);
         while result.is_none() {
-            result = slot.ready.wait(result).unwrap_or_else(|p| p.into_inner());
+            result = sync::wait(&slot.ready, result);
         }
         result.clone().unwrap_or_else(|| Err(Error::Io("no result".into())))
     }

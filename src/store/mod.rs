@@ -24,7 +24,7 @@ mod sized;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{self, Manifest};
 use crate::names;
 use crate::registry::{Client, Fetch, ManifestReply};
+use crate::sync::lock;
 
 use blobs::BlobCache;
 use flight::SingleFlight;
@@ -138,10 +139,6 @@ pub struct Store {
     tag_flights: SingleFlight<(String, String), Digest>,
     doc_flights: SingleFlight<(String, Digest), Arc<Doc>>,
     size_flights: SingleFlight<(String, Digest), u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use regfs::digest::{Algorithm, Digest};
 use regfs::error::{Error, Result};
 use regfs::registry::{BlobReply, Client, Fetch, ManifestReply};
+use regfs::sync::lock;
 
 #[derive(Clone)]
 pub struct StoredManifest {
@@ -43,10 +44,6 @@ pub struct Fake {
     pub knobs: Mutex<Knobs>,
     pub calls: Mutex<Vec<String>>,
     pub blob_gets: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Fake {

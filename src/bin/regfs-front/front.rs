@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use regfs::sync;
+
 #[derive(Debug, Clone)]
 pub struct Fault {
     /// Applies to requests whose path contains this.
@@ -162,7 +164,7 @@ impl Front {
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     pub fn set(&self, f: impl FnOnce(&mut Behavior)) {
@@ -281,7 +283,7 @@ fn serve(
     seq: &AtomicU64,
 ) {
     let Some(req) = read_request(&stream) else { return };
-    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = || sync::lock(state);
     let behavior = lock().behavior.clone();
     let head = req.method == "HEAD";
     let mut cut = false;
@@ -320,7 +322,7 @@ fn decide(
     cut: &mut bool,
     trickle: &mut Option<(usize, Duration)>,
 ) -> (Response, Duration) {
-    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = || sync::lock(state);
     let path = req.path.as_str();
 
     // What the front has seen, for scripts (the benchmark counts requests with it).
