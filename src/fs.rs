@@ -53,8 +53,6 @@ pub struct Attr {
     pub perm: u16,
     /// How long the kernel may cache this entry and its attributes.
     pub ttl: Duration,
-    /// Digest-addressed: the kernel may keep its pages across opens.
-    pub immutable: bool,
     pub mtime: SystemTime,
 }
 
@@ -102,7 +100,6 @@ impl Fs {
     /// Attributes of `node`, under inode number 0: the caller puts in the number (the one asked
     /// about, or the one a lookup hands out).
     fn attr(&self, node: &Node, kind: FileKind, size: u64) -> Attr {
-        let immutable = node.is_immutable();
         let perm = match kind {
             FileKind::Directory => 0o555,
             FileKind::File => 0o444,
@@ -113,8 +110,7 @@ impl Fs {
             kind,
             size,
             perm,
-            ttl: if immutable { IMMUTABLE_TTL } else { self.tag_ttl },
-            immutable,
+            ttl: if node.is_immutable() { IMMUTABLE_TTL } else { self.tag_ttl },
             mtime: self.mounted_at,
         }
     }
@@ -382,18 +378,14 @@ impl Fs {
         }
     }
 
-    /// Open a file: its verified content is ready (downloaded if need be) when this returns.
-    pub fn open(&self, ino: u64) -> Result<u64> {
-        self.open_file(ino).map(|o| o.fh)
-    }
-
     /// The mount is going: downloads in flight stop, and their waiters get an error.
     pub fn cancel(&self) {
         self.store.blob_cache().cancel();
     }
 
-    /// Open a file, also handing out the verified cache file behind it, if it has one, so the
-    /// adapter can let the kernel read that file directly (FUSE passthrough).
+    /// Open a file: its verified content is ready (downloaded if need be) when this returns. The
+    /// verified cache file behind it, if it has one, is handed out too, so the adapter can let the
+    /// kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
         let content = match self.node(ino)? {
             Node::ManifestJson { repo, digest } => Content::Doc(self.store.manifest(&repo, &digest)?),

@@ -47,7 +47,7 @@ impl Core {
 
     fn cat(&self, path: &str) -> Result<Vec<u8>> {
         let attr = self.walk(path)?;
-        let fh = self.fs.open(attr.ino)?;
+        let fh = self.fs.open_file(attr.ino)?.fh;
         let mut out = Vec::new();
         loop {
             let chunk = self.fs.read(fh, out.len() as u64, 4096)?;
@@ -243,7 +243,7 @@ fn the_cache_stays_within_its_size_under_churn_and_open_files_stay_readable() {
     let c = core_with(fake.clone(), tempfile::tempdir().expect("cache"), limit);
     // Hold the first blob open while the others churn through.
     let first = c.walk(&format!("r/manifests/{}/layers/0.tar", images[0].0)).expect("first");
-    let held = c.fs.open(first.ino).expect("open");
+    let held = c.fs.open_file(first.ino).expect("open").fh;
     for (d, data) in &images {
         assert_eq!(&c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("read"), data);
         assert!(c.fs.store().blob_cache().size() <= limit, "cache at {} bytes", c.fs.store().blob_cache().size());

@@ -211,10 +211,6 @@ impl HttpClient {
         })
     }
 
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
     fn url(&self, path: &str) -> Result<Url> {
         self.base.join(path).map_err(|e| Error::InvalidName(format!("{path}: {e}")))
     }
@@ -794,10 +790,9 @@ impl Client for HttpClient {
         let headers = if offset > 0 { vec![(RANGE, format!("bytes={offset}-"))] } else { Vec::new() };
         let resp = self.send(Method::GET, url.clone(), &repo_scope(repo), &headers)?;
         let ranged = resp.status() == StatusCode::PARTIAL_CONTENT;
-        let length = resp.content_length();
         let paced = Paced::new(resp, self.progress, format!("{url}"));
         let reader = CountingReader { inner: paced, counters: Arc::clone(&self.counters) };
-        Ok(BlobReply { url: url.to_string(), reader: Box::new(reader), length, ranged })
+        Ok(BlobReply { url: url.to_string(), reader: Box::new(reader), ranged })
     }
 
     fn stats(&self) -> Stats {

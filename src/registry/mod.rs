@@ -40,8 +40,6 @@ pub struct ManifestReply {
 pub struct BlobReply {
     pub url: String,
     pub reader: Box<dyn Read + Send>,
-    /// `Content-Length`, where sent.
-    pub length: Option<u64>,
     /// Whether the registry honoured the `Range` asked for (206); if not, the body starts at 0.
     pub ranged: bool,
 }

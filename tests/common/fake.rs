@@ -189,7 +189,6 @@ impl Client for Fake {
         };
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
-            length: Some(body.len() as u64),
             reader: Box::new(CutReader {
                 inner: std::io::Cursor::new(body),
                 left,
