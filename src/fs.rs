@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{CONFIG_JSON, Entry, LAYERS_DIR, MANIFEST_JSON};
 use crate::names;
 use crate::readahead::Readahead;
-use crate::store::{Content, Doc, Store};
+use crate::store::{Content, Store, VerifiedManifest};
 use crate::sync;
 use crate::tree::{BLOBS, Inodes, MANIFESTS, Node, RESERVED, ROOT_INO, TAGS};
 
@@ -370,7 +370,7 @@ impl Fs {
         match self.node(ino)? {
             Node::Tag { repo, tag } => {
                 let target = tag_target(&self.store.resolve_tag(&repo, &tag)?);
-                self.readahead.read(&self.store, &repo, &tag);
+                self.readahead.note_read(&self.store, &repo, &tag);
                 Ok(target)
             }
             Node::IndexLink { target, .. } => Ok(link_target(&target)),
@@ -388,7 +388,7 @@ impl Fs {
     /// kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
         let content = match self.node(ino)? {
-            Node::ManifestJson { repo, digest } => Content::Doc(self.store.manifest(&repo, &digest)?),
+            Node::ManifestJson { repo, digest } => Content::Manifest(self.store.manifest(&repo, &digest)?),
             Node::Blob { repo, digest, size } => self.store.blob(&repo, &digest, size)?,
             _ => return Err(Error::InvalidName(format!("inode {ino}: not a file"))),
         };
@@ -410,7 +410,7 @@ impl Fs {
             bytes[start..end].to_vec()
         };
         match content {
-            Content::Doc(doc) => Ok(slice(doc.bytes())),
+            Content::Manifest(doc) => Ok(slice(doc.bytes())),
             Content::Memory(bytes) => Ok(slice(&bytes)),
             Content::File(file) => {
                 let mut buf = vec![0u8; size as usize];
@@ -458,7 +458,7 @@ fn link_target(d: &Digest) -> String {
 }
 
 /// The node for `name` in the directory of manifest `doc`.
-fn entry_node(repo: &str, doc: &Doc, name: &str) -> Option<Node> {
+fn entry_node(repo: &str, doc: &VerifiedManifest, name: &str) -> Option<Node> {
     let repo = repo.to_string();
     let digest = doc.digest.clone();
     doc.manifest.entries().into_iter().find_map(|e| match e {

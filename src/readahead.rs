@@ -35,7 +35,7 @@ pub struct Readahead {
 
 impl Readahead {
     /// `tag` of `repo` was just read: extend the readahead if the reading is sequential.
-    pub fn read(&self, store: &Arc<Store>, repo: &str, tag: &str) {
+    pub fn note_read(&self, store: &Arc<Store>, repo: &str, tag: &str) {
         let Some(tags) = store.tags_if_fresh(repo) else { return };
         let Ok(at) = tags.binary_search_by(|t| t.as_str().cmp(tag)) else { return };
         let wanted = {

@@ -41,7 +41,7 @@ use sized::{SizedLru, Weigh};
 /// Blobs up to this size are also kept in memory once verified.
 pub const SMALL_BLOB: u64 = 1 << 20;
 /// Memory for verified manifests, and for small blobs (by their bytes, not their number).
-const DOC_CACHE_BYTES: usize = 64 << 20;
+const MANIFEST_CACHE_BYTES: usize = 64 << 20;
 const SMALL_CACHE_BYTES: usize = 32 << 20;
 /// Memory for the tag lists kept (of all repositories together), each name counted as its length
 /// plus [`crate::registry::http::LIST_ENTRY_OVERHEAD`]; least recently used first out.
@@ -49,13 +49,13 @@ pub const TAG_LISTS_BYTES: usize = 64 << 20;
 
 /// A verified manifest.
 #[derive(Debug)]
-pub struct Doc {
+pub struct VerifiedManifest {
     pub digest: Digest,
     /// Parsed from, and holding, the very bytes whose hash was checked.
     pub manifest: Manifest,
 }
 
-impl Doc {
+impl VerifiedManifest {
     /// The manifest's bytes as served (what `manifest.json` shows).
     pub fn bytes(&self) -> &[u8] {
         self.manifest.bytes()
@@ -64,7 +64,7 @@ impl Doc {
 
 /// A cached manifest weighs all it holds: its bytes, a schema1 payload, the parsed descriptors
 /// and names, and a fixed allowance for the entry, its key and the digest.
-impl Weigh for Arc<Doc> {
+impl Weigh for Arc<VerifiedManifest> {
     fn weight(&self) -> usize {
         const ENTRY: usize = 256;
         ENTRY + self.digest.hex().len() + self.manifest.weight()
@@ -75,7 +75,7 @@ impl Weigh for Arc<Doc> {
 #[derive(Clone)]
 pub enum Content {
     /// A manifest's bytes as served.
-    Doc(Arc<Doc>),
+    Manifest(Arc<VerifiedManifest>),
     Memory(Arc<Vec<u8>>),
     File(Arc<File>),
 }
@@ -130,14 +130,14 @@ pub struct Store {
     client: Arc<dyn Client>,
     tag_ttl: Duration,
     meta: Mutex<Meta>,
-    docs: Mutex<SizedLru<(String, Digest), Arc<Doc>>>,
+    manifests: Mutex<SizedLru<(String, Digest), Arc<VerifiedManifest>>>,
     /// Tag lists by repository, within [`TAG_LISTS_BYTES`].
     tag_lists: Mutex<SizedLru<String, Listed>>,
     small: Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
     blobs: BlobCache,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
-    doc_flights: SingleFlight<(String, Digest), Arc<Doc>>,
+    manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
     size_flights: SingleFlight<(String, Digest), u64>,
 }
 
@@ -147,13 +147,13 @@ impl Store {
             client,
             tag_ttl,
             meta: Mutex::default(),
-            docs: Mutex::new(SizedLru::new(DOC_CACHE_BYTES)),
+            manifests: Mutex::new(SizedLru::new(MANIFEST_CACHE_BYTES)),
             tag_lists: Mutex::new(SizedLru::new(TAG_LISTS_BYTES)),
             small: Mutex::new(SizedLru::new(SMALL_CACHE_BYTES)),
             blobs: BlobCache::new(cache_dir, cache_size)?,
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
-            doc_flights: SingleFlight::default(),
+            manifest_flights: SingleFlight::default(),
             size_flights: SingleFlight::default(),
         })
     }
@@ -285,7 +285,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            // Not listed under `manifests/` yet: only verified manifests are (see `keep_doc`).
+            // Not listed under `manifests/` yet: only verified manifests are (see `keep_manifest`).
             lock(&self.meta).tag_digests.insert(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
             Ok(digest)
         })
@@ -295,26 +295,26 @@ impl Store {
     fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
         let doc = checked(self.client.manifest(repo, tag, Fetch::Get)?, None)?;
         let digest = doc.digest.clone();
-        self.keep_doc(repo, doc);
+        self.keep_manifest(repo, doc);
         Ok(digest)
     }
 
-    fn keep_doc(&self, repo: &str, doc: Doc) -> Arc<Doc> {
+    fn keep_manifest(&self, repo: &str, doc: VerifiedManifest) -> Arc<VerifiedManifest> {
         let doc = Arc::new(doc);
         lock(&self.meta).seen.entry(repo.to_string()).or_default().insert(doc.digest.clone());
-        lock(&self.docs).put((repo.to_string(), doc.digest.clone()), Arc::clone(&doc));
+        lock(&self.manifests).put((repo.to_string(), doc.digest.clone()), Arc::clone(&doc));
         doc
     }
 
     /// The manifest `digest` of `repo`, verified.
-    pub fn manifest(&self, repo: &str, digest: &Digest) -> Result<Arc<Doc>> {
+    pub fn manifest(&self, repo: &str, digest: &Digest) -> Result<Arc<VerifiedManifest>> {
         let key = (repo.to_string(), digest.clone());
-        if let Some(doc) = lock(&self.docs).get(&key) {
+        if let Some(doc) = lock(&self.manifests).get(&key) {
             return Ok(doc);
         }
-        self.doc_flights.run(&key, || {
+        self.manifest_flights.run(&key, || {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
-            Ok(self.keep_doc(repo, checked(reply, Some(digest))?))
+            Ok(self.keep_manifest(repo, checked(reply, Some(digest))?))
         })
     }
 
@@ -411,7 +411,7 @@ impl Store {
 
     /// The manifests in memory that name `digest` in `repo` with size `claimed`, for messages.
     fn claimants(&self, repo: &str, digest: &Digest, claimed: u64) -> String {
-        let manifests: Vec<String> = lock(&self.docs)
+        let manifests: Vec<String> = lock(&self.manifests)
             .iter()
             .filter(|((r, _), doc)| r == repo && doc.manifest.sized_blobs().any(|(d, s)| d == digest && s == claimed))
             .map(|((_, d), _)| d.to_string())
@@ -435,7 +435,7 @@ impl Store {
 /// A manifest reply, parsed and checked: against `expected` when it was fetched by digest, and
 /// against its `Docker-Content-Digest` whenever the registry sent one. Named by the digest asked
 /// for, else by its own sha256. The one place a manifest is verified.
-fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<Doc> {
+fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<VerifiedManifest> {
     let body = reply.body.ok_or_else(|| Error::Protocol(format!("{}: no body", reply.url)))?;
     let m = manifest::parse(&body, reply.content_type.as_deref(), &reply.url)?;
     let mismatch = |what: String, expected: &Digest, actual: Digest| Error::DigestMismatch {
@@ -461,7 +461,7 @@ fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<Doc> {
         }
         None => m.digest(crate::digest::Algorithm::Sha256),
     };
-    Ok(Doc { digest, manifest: m })
+    Ok(VerifiedManifest { digest, manifest: m })
 }
 
 /// What a list of names holds, as listings are budgeted.
@@ -484,9 +484,9 @@ mod tests {
     use super::*;
     use crate::digest::Algorithm;
 
-    fn doc(bytes: &[u8], content_type: &str) -> Arc<Doc> {
+    fn doc(bytes: &[u8], content_type: &str) -> Arc<VerifiedManifest> {
         let m = manifest::parse(bytes, Some(content_type), "t").expect("test input is valid");
-        Arc::new(Doc { digest: m.digest(Algorithm::Sha256), manifest: m })
+        Arc::new(VerifiedManifest { digest: m.digest(Algorithm::Sha256), manifest: m })
     }
 
     #[test]
