@@ -800,7 +800,7 @@ impl Client for HttpClient {
     }
 }
 
-/// Counts blob bytes as they arrive, for `.regfs/stats` and the benchmark.
+/// Counts blob bytes as they arrive, for the summary regfs logs at unmount.
 struct CountingReader<R> {
     inner: R,
     counters: Arc<Counters>,

@@ -2,8 +2,9 @@
 //! implementation, [`http::HttpClient`].
 //!
 //! The trait speaks in registry terms (catalog, tags, manifests, blobs) and returns raw bytes and
-//! headers: it does not parse manifests or check digests, which is the store's job, so a test can
-//! wrap it to inject faults without re-implementing verification.
+//! headers: it does not parse manifests or check digests, which is the store's job. So the core's
+//! tests put an in-memory registry behind it (tests/common/fake.rs), whose knobs inject faults
+//! (cut bodies, ignored `Range`, lying sizes), and the store's verification runs unchanged.
 
 pub mod auth;
 pub mod endpoint;
@@ -67,7 +68,7 @@ pub trait Client: Send + Sync {
     }
 }
 
-/// Request counters, for the benchmark and the `.regfs/stats` file.
+/// Request counters, for the summary regfs logs at unmount.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
     pub requests: u64,

@@ -97,7 +97,7 @@ pub struct BlobCache {
     /// its own flight, never an honest reader's.
     flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
     tmp_seq: AtomicU64,
-    /// Bytes hashed and found good, for `.regfs/stats`.
+    /// Bytes hashed and found good, for the summary regfs logs at unmount.
     pub verified_bytes: AtomicU64,
     /// Set at unmount: downloads stop.
     cancelled: AtomicBool,
