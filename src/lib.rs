@@ -10,6 +10,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod manifest;
+pub mod media;
 pub mod names;
 pub mod readahead;
 pub mod registry;

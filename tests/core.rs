@@ -12,7 +12,7 @@ use common::fake::Fake;
 use regfs::digest::{Algorithm, Digest};
 use regfs::error::{Error, Result};
 use regfs::fs::{Attr, Fs};
-use regfs::manifest::media;
+use regfs::media;
 use regfs::store::Store;
 
 struct Core {

@@ -5,7 +5,8 @@
 
 use proptest::prelude::*;
 use regfs::digest::Digest;
-use regfs::manifest::{self, Entry, media};
+use regfs::manifest::{self, Entry};
+use regfs::media;
 use regfs::names;
 use regfs::registry::{auth, endpoint, link};
 

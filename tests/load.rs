@@ -60,7 +60,7 @@ fn sixty_four_readers_over_sixteen_blobs_and_250_tags() {
     let get = |path: &str| -> Vec<u8> {
         let r = http
             .get(format!("{}{path}", registry.url))
-            .header("Accept", regfs::manifest::media::ACCEPT)
+            .header("Accept", regfs::media::ACCEPT)
             .send()
             .expect("oracle GET");
         assert!(r.status().is_success(), "{path}: {}", r.status());

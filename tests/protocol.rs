@@ -344,16 +344,11 @@ fn tags_are_trusted_for_tag_ttl_then_asked_again() {
     // Push a new tag behind regfs's back.
     let http = reqwest::blocking::Client::new();
     let url = format!("{}/v2/demo/oci/manifests/v1", registry.url);
-    let manifest = http
-        .get(&url)
-        .header("Accept", regfs::manifest::media::OCI_MANIFEST)
-        .send()
-        .expect("get")
-        .bytes()
-        .expect("body");
+    let manifest =
+        http.get(&url).header("Accept", regfs::media::OCI_MANIFEST).send().expect("get").bytes().expect("body");
     let put = http
         .put(format!("{}/v2/demo/oci/manifests/v2", registry.url))
-        .header("Content-Type", regfs::manifest::media::OCI_MANIFEST)
+        .header("Content-Type", regfs::media::OCI_MANIFEST)
         .body(manifest.to_vec())
         .send()
         .expect("put");

@@ -37,7 +37,6 @@
 
 mod image;
 mod json;
-pub mod media;
 mod schema1;
 #[cfg(test)]
 mod tests;
@@ -46,6 +45,7 @@ use std::collections::HashSet;
 
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
+use crate::media;
 
 /// Manifests larger than this are refused (the reference registry's own limit).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;

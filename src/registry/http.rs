@@ -42,7 +42,8 @@ use super::auth::{Authenticator, Credentials};
 use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{MAX_MANIFEST_SIZE, media};
+use crate::manifest::MAX_MANIFEST_SIZE;
+use crate::media;
 use crate::names;
 
 pub const MAX_REDIRECTS: usize = 5;

@@ -494,15 +494,14 @@ mod tests {
         // An index of many entries with long platform names: its parsed form outweighs its bytes.
         let entries: Vec<_> = (0..2000)
             .map(|i| {
-                serde_json::json!({"mediaType": manifest::media::OCI_MANIFEST, "size": 1,
+                serde_json::json!({"mediaType": crate::media::OCI_MANIFEST, "size": 1,
                     "digest": format!("sha256:{:064x}", i),
                     "platform": {"os": "l", "architecture": format!("a{i}"), "variant": "v".repeat(40)}})
             })
             .collect();
-        let index =
-            serde_json::json!({"schemaVersion": 2, "mediaType": manifest::media::OCI_INDEX, "manifests": entries});
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::media::OCI_INDEX, "manifests": entries});
         let bytes = serde_json::to_vec(&index).expect("test input is valid");
-        let d = doc(&bytes, manifest::media::OCI_INDEX);
+        let d = doc(&bytes, crate::media::OCI_INDEX);
         let parsed: usize = d
             .manifest
             .children
@@ -522,7 +521,7 @@ mod tests {
         // Signed schema1 holds its payload besides its bytes.
         let s1 = std::fs::read(format!("{}/tests/fixtures/schema1-signed.json", env!("CARGO_MANIFEST_DIR")))
             .expect("test input is valid");
-        let d = doc(&s1, manifest::media::DOCKER_SCHEMA1_SIGNED);
+        let d = doc(&s1, crate::media::DOCKER_SCHEMA1_SIGNED);
         assert!(d.weight() >= s1.len() + 400, "weight {} for {} bytes and a payload", d.weight(), s1.len());
     }
 }

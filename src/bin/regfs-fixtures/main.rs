@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use layers::Compression;
 use push::{Pusher, Result};
 use regfs::digest::{Algorithm, Digest};
-use regfs::manifest::media;
+use regfs::media;
 use serde_json::{Value, json};
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
