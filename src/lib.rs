@@ -9,6 +9,7 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod limits;
 pub mod manifest;
 pub mod media;
 pub mod names;

@@ -4,9 +4,10 @@
 
 use serde::Deserialize;
 
-use super::{Descriptor, MAX_BLOB_SIZE};
+use super::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::limits::MAX_BLOB_SIZE;
 
 #[derive(Deserialize)]
 struct RawDescriptor {

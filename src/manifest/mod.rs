@@ -27,8 +27,9 @@
 //!
 //! # Limits
 //! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
-//! with sizes over [`MAX_BLOB_SIZE`] or negative, digests other than sha256/sha512, any
-//! missing required field, and any object naming a key twice (`json::strict`).
+//! with sizes over [`MAX_BLOB_SIZE`](crate::limits::MAX_BLOB_SIZE) or negative, digests other
+//! than sha256/sha512, any missing required field, and any object naming a key twice
+//! (`json::strict`).
 //!
 //! # What is shown is what was hashed
 //! A [`Manifest`] holds the very bytes its digest was computed over and everything it shows was
@@ -45,12 +46,8 @@ use std::collections::HashSet;
 
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
+use crate::limits::MAX_MANIFEST_SIZE;
 use crate::media;
-
-/// Manifests larger than this are refused (the reference registry's own limit).
-pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
-/// Descriptor sizes larger than this (1 TiB) are taken as hostile.
-pub const MAX_BLOB_SIZE: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

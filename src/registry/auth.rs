@@ -27,6 +27,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::limits::{DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME};
 use crate::sync;
 
 #[derive(Clone)]
@@ -237,9 +238,10 @@ impl Authenticator {
             .or(reply.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Protocol(format!("{url}: token reply without a token")))?;
-        // The distribution spec: 60 s when unsaid. Clamped to a day: the value comes from the
-        // network, and `Instant + Duration` must not overflow.
-        let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(60).clamp(1, 86_400));
+        let lifetime = reply
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs)
+            .clamp(MIN_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME);
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         let good_until = Instant::now() + lifetime - margin;
         sync::lock(&self.tokens).insert(scope.to_string(), Token { value, good_until });

@@ -42,21 +42,12 @@ use super::auth::{Authenticator, Credentials};
 use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::MAX_MANIFEST_SIZE;
+use crate::limits::{
+    LIST_ENTRY_OVERHEAD, LOGGED_INVALID, MAX_LIST_BODY, MAX_LIST_HELD, MAX_MANIFEST_SIZE, MAX_PAGES, MAX_REDIRECTS,
+    MAX_TOKEN_REPLY,
+};
 use crate::media;
 use crate::names;
-
-pub const MAX_REDIRECTS: usize = 5;
-/// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
-pub const MAX_PAGES: usize = 10_000;
-/// Bytes of response body one listing (a tag list or the catalog, all its pages together) may
-/// receive; this is also the largest page. Past it the listing fails with [`Error::TooLarge`].
-pub const MAX_LIST_BODY: u64 = 32 << 20;
-/// Bytes the valid names of one listing may hold, each counted as its length plus
-/// [`LIST_ENTRY_OVERHEAD`] (a `String` and its allocation). Past it the listing fails with
-/// [`Error::TooLarge`]. Invalid names are skipped as they are parsed and never held.
-pub const MAX_LIST_HELD: usize = 16 << 20;
-pub const LIST_ENTRY_OVERHEAD: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -382,7 +373,7 @@ impl HttpClient {
         if !status.is_success() {
             return Err(Error::Unavailable(format!("token {shown}: HTTP {status}")));
         }
-        let body = read_limited(resp, 1 << 20, &shown, self.progress)?;
+        let body = read_limited(resp, MAX_TOKEN_REPLY, &shown, self.progress)?;
         self.auth.store_token(scope, &body, &shown)
     }
 
@@ -457,9 +448,6 @@ impl HttpClient {
 fn repo_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
 }
-
-/// Invalid names of one listing logged one by one; past that, only counted.
-const LOGGED_INVALID: usize = 10;
 
 /// What one listing has taken so far, across its pages.
 struct ListBudget {

@@ -56,7 +56,7 @@ use super::dir::{Access, CacheDir, file_type};
 use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::manifest::MAX_BLOB_SIZE;
+use crate::limits::MAX_BLOB_SIZE;
 use crate::registry::Client;
 use crate::sync;
 

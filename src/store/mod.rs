@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::manifest::{self, Manifest};
 use crate::names;
 use crate::registry::{Client, Fetch, ManifestReply};
@@ -44,7 +45,7 @@ pub const SMALL_BLOB: u64 = 1 << 20;
 const MANIFEST_CACHE_BYTES: usize = 64 << 20;
 const SMALL_CACHE_BYTES: usize = 32 << 20;
 /// Memory for the tag lists kept (of all repositories together), each name counted as its length
-/// plus [`crate::registry::http::LIST_ENTRY_OVERHEAD`]; least recently used first out.
+/// plus [`limits::LIST_ENTRY_OVERHEAD`]; least recently used first out.
 pub const TAG_LISTS_BYTES: usize = 64 << 20;
 
 /// A verified manifest.
@@ -339,7 +340,7 @@ impl Store {
         }
         self.size_flights.run(&key, || {
             let size = self.client.blob_size(repo, digest)?;
-            if size > manifest::MAX_BLOB_SIZE {
+            if size > limits::MAX_BLOB_SIZE {
                 return Err(Error::TooLarge(format!("blob {digest} of {repo}: {size} bytes")));
             }
             lock(&self.meta).head_sizes().put(key.clone(), size);
@@ -466,7 +467,7 @@ fn checked(reply: ManifestReply, expected: Option<&Digest>) -> Result<VerifiedMa
 
 /// What a list of names holds, as listings are budgeted.
 fn list_weight(names: &[String]) -> usize {
-    names.iter().map(|n| n.len() + crate::registry::http::LIST_ENTRY_OVERHEAD).sum()
+    names.iter().map(|n| n.len() + limits::LIST_ENTRY_OVERHEAD).sum()
 }
 
 fn valid_or_warn(name: &str, check: Result<()>, list: &str) -> bool {

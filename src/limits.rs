@@ -1,0 +1,38 @@
+//! Bounds on what a registry may make regfs hold or do: hostile-input and protocol limits. They
+//! are facts of the protocol or of safety, not tunables, and sit here so that the transport, the
+//! store and the dispatcher share them without importing one another.
+
+use std::time::Duration;
+
+/// Manifests larger than this are refused (the reference registry's own limit).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+/// Descriptor sizes larger than this (1 TiB) are taken as hostile.
+pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+
+/// Redirect hops one request follows at most.
+pub const MAX_REDIRECTS: usize = 5;
+/// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
+pub const MAX_PAGES: usize = 10_000;
+/// Bytes of response body one listing (a tag list or the catalog, all its pages together) may
+/// receive; this is also the largest page. Past it the listing fails with
+/// [`Error::TooLarge`](crate::error::Error::TooLarge).
+pub const MAX_LIST_BODY: u64 = 32 << 20;
+/// Bytes the valid names of one listing may hold, each counted as its length plus
+/// [`LIST_ENTRY_OVERHEAD`] (a `String` and its allocation). Past it the listing fails with
+/// [`Error::TooLarge`](crate::error::Error::TooLarge). Invalid names are skipped as they are
+/// parsed and never held.
+pub const MAX_LIST_HELD: usize = 16 << 20;
+/// Bytes a listed name is counted for besides its length (its `String` and allocation).
+pub const LIST_ENTRY_OVERHEAD: usize = 32;
+/// Invalid names of one listing logged one by one; past that, only counted.
+pub const LOGGED_INVALID: usize = 10;
+
+/// Bytes a token endpoint's reply may have.
+pub const MAX_TOKEN_REPLY: usize = 1 << 20;
+/// A token's lifetime when the reply does not say (the distribution spec's 60 s).
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The shortest lifetime a token reply is taken to give.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(1);
+/// The longest lifetime a token reply is taken to give (a day): the value comes from the network,
+/// and `Instant + Duration` must not overflow.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
