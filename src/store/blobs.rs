@@ -105,8 +105,6 @@ pub struct BlobCache {
 
 /// Deletes a temporary file unless it was kept.
 struct TempFile {
-    /// For messages.
-    path: PathBuf,
     /// Its name in `dir`, through which it is renamed or removed.
     name: String,
     dir: CacheDir,
@@ -282,21 +280,18 @@ impl BlobCache {
                 }
             }
         }
-        // Large downloads are announced: `open` (and so `cat`) waits for the whole blob to be
-        // verified before the first byte, and the log says why.
-        let loud = size.is_some_and(|s| s >= LOUD_DOWNLOAD);
-        let level = if loud { log::Level::Info } else { log::Level::Debug };
-        log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
-        let started = std::time::Instant::now();
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}.{}.{seq}", digest.hex(), std::process::id());
+        // Read and write: once verified, this very descriptor is handed to the readers.
+        let file = self.tmp.create_new(&name)?;
+        let mut tmp = TempFile { name, dir: self.tmp.clone(), file, keep: false };
         let mut charge = Charge { cache: self, bytes: 0 };
-        let (mut tmp, len) = self.download(client, repo, digest, size, &mut charge)?;
-        let secs = started.elapsed().as_secs_f64();
-        log::log!(
-            level,
-            "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
-            mib(len),
-            len as f64 / (1 << 20) as f64 / secs.max(1e-6)
-        );
+        let len = fetch(client, repo, digest, size, &mut tmp.file, &mut |held| {
+            self.check_cancelled(digest)?;
+            charge.set(held);
+            Ok(())
+        })?;
+        self.verified_bytes.fetch_add(len, Ordering::Relaxed);
         self.tmp.rename(&tmp.name, &self.algorithm_dir(digest)?, digest.hex())?;
         tmp.keep = true;
         let file = tmp.file.try_clone()?;
@@ -327,89 +322,6 @@ impl BlobCache {
         Ok(())
     }
 
-    fn download(
-        &self,
-        client: &dyn Client,
-        repo: &str,
-        digest: &Digest,
-        size: Option<u64>,
-        charge: &mut Charge<'_>,
-    ) -> Result<(TempFile, u64)> {
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.{}.{seq}", digest.hex(), std::process::id());
-        // Read and write: once verified, this very descriptor is handed to the readers.
-        let file = self.tmp.create_new(&name)?;
-        let mut tmp = TempFile { path: self.tmp.shown(&name), name, dir: self.tmp.clone(), file, keep: false };
-        let limit = size.unwrap_or(MAX_BLOB_SIZE);
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut len: u64 = 0;
-        let mut resumes = 0;
-        let mut buf = vec![0u8; CHUNK];
-        let url = loop {
-            self.check_cancelled(digest)?;
-            let mut reply = client.blob(repo, digest, len)?;
-            if len > 0 && !reply.ranged {
-                log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
-                tmp.file.set_len(0)?;
-                tmp.file.rewind()?;
-                charge.set(0);
-                hasher = Hasher::new(digest.algorithm());
-                len = 0;
-            }
-            let cut = loop {
-                let n = match reply.reader.read(&mut buf) {
-                    Ok(0) => break None,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Some(e),
-                };
-                self.check_cancelled(digest)?;
-                len += n as u64;
-                if len > limit {
-                    return Err(Error::DigestMismatch {
-                        what: format!("blob {}", reply.url),
-                        expected: format!("{digest} ({limit} bytes)"),
-                        actual: "a longer body".into(),
-                    });
-                }
-                hasher.update(&buf[..n]);
-                charge.set(len);
-                tmp.file.write_all(&buf[..n]).map_err(|e| Error::Io(format!("{}: {e}", tmp.path.display())))?;
-            };
-            // Shorter than claimed, but already the whole blob: the claim was wrong, not the body.
-            let short = size.is_some_and(|s| len < s) && hasher.clone().finish() != *digest;
-            match cut {
-                None if !short => break reply.url,
-                _ if resumes < MAX_RESUMES => {
-                    resumes += 1;
-                    let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
-                    log::warn!(
-                        "{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})",
-                        reply.url
-                    );
-                }
-                _ => {
-                    let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
-                    return Err(Error::Unavailable(format!(
-                        "{}: body of {digest} cut off after {len} bytes, {} times; giving up ({why})",
-                        reply.url,
-                        MAX_RESUMES + 1
-                    )));
-                }
-            }
-        };
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                what: format!("blob {url}"),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        self.verified_bytes.fetch_add(len, Ordering::Relaxed);
-        Ok((tmp, len))
-    }
-
     /// Delete least recently used files until the cache, downloads in progress included, fits
     /// its limit, sparing `keep`. Only finished files can go: when downloads in progress alone
     /// are over the limit, the cache is left holding just them (and `keep`).
@@ -436,6 +348,99 @@ impl BlobCache {
             let _ = self.algorithm_dir(&d).map(|dir| dir.remove(d.hex()));
         }
     }
+}
+
+/// Download `digest` of `repo` into `out` (open read and write, empty), hashing as it goes, and
+/// return its length once it hashes right. `size` is a descriptor's claim, when there is one: it
+/// bounds the length (else [`MAX_BLOB_SIZE`] does), and a body shorter than it that does not hash
+/// right counts as cut off. Cut-off bodies are resumed with `Range` (from the start if the
+/// registry ignores it), [`MAX_RESUMES`] times at most. `each` is told how many bytes `out` is
+/// about to hold before every request and before every chunk is written (0 when it starts over);
+/// an error from it stops the download.
+fn fetch(
+    client: &dyn Client,
+    repo: &str,
+    digest: &Digest,
+    size: Option<u64>,
+    out: &mut File,
+    each: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<u64> {
+    // Large downloads are announced: `open` (and so `cat`) waits for the whole blob to be
+    // verified before the first byte, and the log says why.
+    let loud = size.is_some_and(|s| s >= LOUD_DOWNLOAD);
+    let level = if loud { log::Level::Info } else { log::Level::Debug };
+    log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
+    let started = std::time::Instant::now();
+    let limit = size.unwrap_or(MAX_BLOB_SIZE);
+    let mut hasher = Hasher::new(digest.algorithm());
+    let mut len: u64 = 0;
+    let mut resumes = 0;
+    let mut buf = vec![0u8; CHUNK];
+    let url = loop {
+        each(len)?;
+        let mut reply = client.blob(repo, digest, len)?;
+        if len > 0 && !reply.ranged {
+            log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
+            out.set_len(0)?;
+            out.rewind()?;
+            each(0)?;
+            hasher = Hasher::new(digest.algorithm());
+            len = 0;
+        }
+        let cut = loop {
+            let n = match reply.reader.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(e),
+            };
+            len += n as u64;
+            if len > limit {
+                return Err(Error::DigestMismatch {
+                    what: format!("blob {}", reply.url),
+                    expected: format!("{digest} ({limit} bytes)"),
+                    actual: "a longer body".into(),
+                });
+            }
+            each(len)?;
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Error::Io(format!("writing the download of {digest}: {e}")))?;
+        };
+        // Shorter than claimed, but already the whole blob: the claim was wrong, not the body.
+        let short = size.is_some_and(|s| len < s) && hasher.clone().finish() != *digest;
+        match cut {
+            None if !short => break reply.url,
+            _ if resumes < MAX_RESUMES => {
+                resumes += 1;
+                let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
+                log::warn!("{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})", reply.url);
+            }
+            _ => {
+                let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
+                return Err(Error::Unavailable(format!(
+                    "{}: body of {digest} cut off after {len} bytes, {} times; giving up ({why})",
+                    reply.url,
+                    MAX_RESUMES + 1
+                )));
+            }
+        }
+    };
+    let actual = hasher.finish();
+    if &actual != digest {
+        return Err(Error::DigestMismatch {
+            what: format!("blob {url}"),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    let secs = started.elapsed().as_secs_f64();
+    log::log!(
+        level,
+        "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
+        mib(len),
+        len as f64 / (1 << 20) as f64 / secs.max(1e-6)
+    );
+    Ok(len)
 }
 
 /// The bytes one download has written to `tmp/`, counted in [`State::downloading`] while it runs
