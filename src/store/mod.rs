@@ -18,6 +18,7 @@
 
 pub mod blobs;
 pub mod dir;
+pub mod download;
 mod flight;
 mod sized;
 
