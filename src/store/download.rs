@@ -2,7 +2,7 @@
 //! resumed when cut off, and returned only once it hashes right.
 //!
 //! It is given an open file, never a path: naming, renaming and removing files is the cache's
-//! (`blobs.rs` through `dir.rs`). What the caller needs to do as the file grows (count it against
+//! (`cache.rs` through `dir.rs`). What the caller needs to do as the file grows (count it against
 //! `--cache-size`, stop at unmount) it does in the hook `each`, run before every request and
 //! before every chunk is written; an error from the hook stops the download.
 //!
