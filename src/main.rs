@@ -12,7 +12,7 @@ use clap::Parser;
 use regfs::cli::Cli;
 use regfs::fs::Fs;
 use regfs::fuse::{Canceller, FuseAdapter};
-use regfs::registry::auth::{self, Credentials};
+use regfs::registry::credentials::{self, Credentials};
 use regfs::registry::http::{HttpClient, Options, Progress, RetryPolicy};
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
@@ -156,9 +156,9 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         }
         Some(Credentials { username: username.clone(), password })
     } else {
-        let file = cli.auth_file.clone().or_else(auth::default_auth_file);
+        let file = cli.auth_file.clone().or_else(credentials::default_auth_file);
         match file {
-            Some(f) => auth::from_docker_config(&f, &host).map_err(|e| e.to_string())?,
+            Some(f) => credentials::from_docker_config(&f, &host).map_err(|e| e.to_string())?,
             None => None,
         }
     };

@@ -38,7 +38,8 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
-use super::auth::{Authenticator, Credentials};
+use super::auth::Authenticator;
+use super::credentials::Credentials;
 use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
