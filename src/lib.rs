@@ -5,6 +5,7 @@
 //! `registry` (HTTP, auth, paging). Everything below `fuse` is testable without a mount.
 
 pub mod cli;
+pub mod daemon;
 pub mod digest;
 pub mod error;
 pub mod fs;

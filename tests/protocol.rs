@@ -412,7 +412,7 @@ fn https_is_verified_and_an_internal_ca_can_be_trusted_with_ca_cert() {
 #[test]
 fn a_first_basic_challenge_met_by_concurrent_requests_lets_every_one_through() {
     use regfs::registry::Client as _;
-    use regfs::registry::auth::Credentials;
+    use regfs::registry::credentials::Credentials;
     use regfs::registry::http::{HttpClient, Options};
     let htpasswd = std::process::Command::new("htpasswd").args(["-Bbn", "alice", "s3cret"]).output().expect("htpasswd");
     assert!(htpasswd.status.success());

@@ -1,4 +1,5 @@
-//! Authentication: `WWW-Authenticate` challenges, bearer tokens, and where credentials come from.
+//! Authentication: `WWW-Authenticate` challenges and bearer tokens. Where credentials come from
+//! is `credentials.rs`.
 //!
 //! # Flow
 //! Requests go out anonymous until the registry answers 401. Its challenge says how to
@@ -17,36 +18,16 @@
 //! plain http is refused unless the registry itself is plain http (loopback tests).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+use super::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::limits::{DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME};
 use crate::sync;
-
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, <hidden>)", self.username)
-    }
-}
-
-impl Credentials {
-    pub fn basic_header(&self) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{}:{}", self.username, self.password)))
-    }
-}
 
 /// One challenge of a `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,80 +230,6 @@ impl Authenticator {
     }
 }
 
-/// The default auth file: `$DOCKER_CONFIG/config.json`, then `~/.docker/config.json`.
-pub fn default_auth_file() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
-        return Some(Path::new(&dir).join("config.json"));
-    }
-    std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker/config.json"))
-}
-
-#[derive(Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: HashMap<String, DockerAuth>,
-    #[serde(default, rename = "credsStore")]
-    creds_store: Option<String>,
-    #[serde(default, rename = "credHelpers")]
-    cred_helpers: HashMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct DockerAuth {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-}
-
-/// The credentials a docker `config.json` holds for `host` (`host[:port]`), if any. A missing
-/// file is not an error; an unreadable or malformed one is.
-pub fn from_docker_config(path: &Path, host: &str) -> Result<Option<Credentials>> {
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
-    };
-    let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| Error::malformed(path.display(), e))?;
-    let wanted = normalize(host);
-    let hub = wanted == "registry-1.docker.io";
-    let matches = |key: &str| {
-        let k = normalize(key);
-        k == wanted || (hub && matches!(k.as_str(), "index.docker.io" | "docker.io" | "registry-1.docker.io"))
-    };
-    if let Some((_, a)) = config.auths.iter().find(|(k, _)| matches(k)) {
-        if let (Some(u), Some(p)) = (&a.username, &a.password) {
-            return Ok(Some(Credentials { username: u.clone(), password: p.clone() }));
-        }
-        if let Some(auth) = &a.auth {
-            let decoded = STANDARD
-                .decode(auth.trim())
-                .map_err(|_| Error::malformed(path.display(), format!("auth for {host} is not base64")))?;
-            let decoded = String::from_utf8(decoded)
-                .map_err(|_| Error::malformed(path.display(), format!("auth for {host} is not UTF-8")))?;
-            let (u, p) = decoded
-                .split_once(':')
-                .ok_or_else(|| Error::malformed(path.display(), format!("auth for {host} is not user:password")))?;
-            return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
-        }
-    }
-    if config.creds_store.is_some() || config.cred_helpers.keys().any(|k| matches(k)) {
-        log::warn!(
-            "{}: credential helpers are not supported; use --username with --password-stdin for {host}",
-            path.display()
-        );
-    }
-    Ok(None)
-}
-
-/// `https://index.docker.io/v1/` → `index.docker.io`; `host:443` stays as written.
-fn normalize(key: &str) -> String {
-    let k = key.trim().trim_start_matches("https://").trim_start_matches("http://");
-    k.split('/').next().unwrap_or("").to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,28 +301,5 @@ mod tests {
         assert!(a.answer(r#"Basic realm="x""#, "s", "u", None).expect("test input is valid").is_none());
         // A refusal of a request that carried the credentials is final.
         assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&basic)).is_err());
-    }
-
-    #[test]
-    fn reads_docker_config_auths() {
-        let dir = tempfile::tempdir().expect("test input is valid");
-        let path = dir.path().join("config.json");
-        let auth = STANDARD.encode("alice:s3cret:with:colons");
-        std::fs::write(
-            &path,
-            format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},"localhost:5000":{{"username":"bob","password":"pw"}}}}}}"#),
-        )
-        .expect("test input is valid");
-        let hub = from_docker_config(&path, "registry-1.docker.io")
-            .expect("test input is valid")
-            .expect("test input is valid");
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("alice", "s3cret:with:colons"));
-        let local =
-            from_docker_config(&path, "localhost:5000").expect("test input is valid").expect("test input is valid");
-        assert_eq!(local.username, "bob");
-        assert!(from_docker_config(&path, "ghcr.io").expect("test input is valid").is_none());
-        assert!(from_docker_config(&dir.path().join("missing.json"), "x").expect("test input is valid").is_none());
-        std::fs::write(&path, "{").expect("test input is valid");
-        assert!(from_docker_config(&path, "x").is_err());
     }
 }

@@ -24,7 +24,7 @@
 //! `window` has passed since the body (or the last check) began, fewer than `min_speed` bytes a
 //! second over it is a fault, reported as a timed-out read ([`Paced`]). Manifests, tag-list pages
 //! and tokens are then fetched again within the retry budget; a blob download is resumed with
-//! `Range` (`store/blobs.rs`). An attempt thus lasts at most `window + timeout` once its headers
+//! `Range` (`store/download.rs`). An attempt thus lasts at most `window + timeout` once its headers
 //! are in.
 
 use std::io::Read;
@@ -38,7 +38,8 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
-use super::auth::{Authenticator, Credentials};
+use super::auth::Authenticator;
+use super::credentials::Credentials;
 use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};

@@ -7,6 +7,7 @@
 //! (cut bodies, ignored `Range`, lying sizes), and the store's verification runs unchanged.
 
 pub mod auth;
+pub mod credentials;
 pub mod endpoint;
 pub mod http;
 pub mod link;

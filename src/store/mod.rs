@@ -5,7 +5,7 @@
 //! - Addressed by digest (manifests, configs, layers): immutable. Manifests are checked against
 //!   their digest and kept in memory (an `lru` bounded by what each holds, parsed form included);
 //!   the sizes their descriptors declare travel in the nodes that show them; blobs go
-//!   through the verified disk cache ([`blobs`]), and small ones are also kept in memory.
+//!   through the verified disk cache ([`cache`]), and small ones are also kept in memory.
 //! - Addressed by name (the catalog, tag lists, what a tag points to): mutable, trusted for
 //!   `tag_ttl` and then asked again.
 //!
@@ -16,8 +16,9 @@
 //! fetched by that digest and verified like any other. Where HEAD gives no digest, the manifest is
 //! fetched by tag and named by its own hash.
 
-pub mod blobs;
+pub mod cache;
 pub mod dir;
+pub mod download;
 mod flight;
 mod sized;
 
@@ -35,7 +36,7 @@ use crate::names;
 use crate::registry::{Client, Fetch, ManifestReply};
 use crate::sync::lock;
 
-use blobs::BlobCache;
+use cache::BlobCache;
 use flight::SingleFlight;
 use sized::{SizedLru, Weigh};
 

@@ -22,30 +22,16 @@
 //!   alone exceed the limit does the cache go over it, and then it holds nothing else.
 //!
 //! # Downloads
-//! One per digest at a time (single flight), streamed in 256 KiB chunks to the temporary file, so
-//! memory stays bounded whatever the blob size. A body that is cut off is resumed with a `Range`
-//! request from where it stopped, and the same hasher carries on; a registry that ignores `Range`
-//! (answers 200) makes the download start over. A body longer than its descriptor is cut off and
-//! refused at once.
-//!
-//! A body that moves too slowly (the progress rule, `registry/http.rs`) counts as cut off: it
-//! is resumed, and after [`MAX_RESUMES`] the download fails (EIO) with a line naming the URL and
-//! the digest. At unmount ([`BlobCache::cancel`]) downloads stop at their next chunk; a socket
-//! read already blocked ends within `--timeout`, but nobody waits for it (`fuse.rs`).
-//!
-//! # Why one stream, not parallel ranged GETs
-//! A blob may be served only after one sequential sha256 over all of it, so the hash is the
-//! floor: 2.1 GB/s with SHA-NI on the benchmark machine (`openssl speed -evp sha256`), against
-//! the 1.1 GB/s regfs reaches cold (`scripts/bench`: 0.23 s for 256 MiB, 0.8x the time of
-//! `curl | openssl dgst`). The rest is the copy into the cache file and the registry's own speed.
-//! Ranged GETs in parallel would download faster only where one connection is the bottleneck (a
-//! throttled CDN). They cannot hash in parallel, and would add a second pass over the file.
-//! Measured on loopback they had nothing to win, so the download is one stream that hashes as it
-//! goes. `Range` is still used, to resume a body that was cut off.
+//! One per digest at a time (single flight), into `tmp/`, by [`download::fetch`]: streamed,
+//! resumed and hashed as it goes. The cache gives it the open temporary file (it names, renames
+//! and removes it itself, through `dir.rs`) and a hook run before every chunk is written, where it
+//! counts the download's [`Charge`] and checks for [`BlobCache::cancel`]: at unmount downloads
+//! stop at their next chunk; a socket read already blocked ends within `--timeout`, but nobody
+//! waits for it (`fuse.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,24 +39,15 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use super::dir::{Access, CacheDir, file_type};
+use super::download::{self, CHUNK};
 use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::limits::MAX_BLOB_SIZE;
 use crate::registry::Client;
 use crate::sync;
 
-const CHUNK: usize = 256 << 10;
 /// Each has its directory `blobs/<name>/`, opened at start and held.
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
-/// Resumes of one download after cut-off bodies, before giving up.
-const MAX_RESUMES: u32 = 5;
-/// Downloads this large are logged at info level.
-const LOUD_DOWNLOAD: u64 = 64 << 20;
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-}
 
 struct State {
     /// Every cached file, least recently used first, with its size.
@@ -105,8 +82,6 @@ pub struct BlobCache {
 
 /// Deletes a temporary file unless it was kept.
 struct TempFile {
-    /// For messages.
-    path: PathBuf,
     /// Its name in `dir`, through which it is renamed or removed.
     name: String,
     dir: CacheDir,
@@ -282,21 +257,18 @@ impl BlobCache {
                 }
             }
         }
-        // Large downloads are announced: `open` (and so `cat`) waits for the whole blob to be
-        // verified before the first byte, and the log says why.
-        let loud = size.is_some_and(|s| s >= LOUD_DOWNLOAD);
-        let level = if loud { log::Level::Info } else { log::Level::Debug };
-        log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
-        let started = std::time::Instant::now();
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}.{}.{seq}", digest.hex(), std::process::id());
+        // Read and write: once verified, this very descriptor is handed to the readers.
+        let file = self.tmp.create_new(&name)?;
+        let mut tmp = TempFile { name, dir: self.tmp.clone(), file, keep: false };
         let mut charge = Charge { cache: self, bytes: 0 };
-        let (mut tmp, len) = self.download(client, repo, digest, size, &mut charge)?;
-        let secs = started.elapsed().as_secs_f64();
-        log::log!(
-            level,
-            "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
-            mib(len),
-            len as f64 / (1 << 20) as f64 / secs.max(1e-6)
-        );
+        let len = download::fetch(client, repo, digest, size, &mut tmp.file, &mut |held| {
+            self.check_cancelled(digest)?;
+            charge.set(held);
+            Ok(())
+        })?;
+        self.verified_bytes.fetch_add(len, Ordering::Relaxed);
         self.tmp.rename(&tmp.name, &self.algorithm_dir(digest)?, digest.hex())?;
         tmp.keep = true;
         let file = tmp.file.try_clone()?;
@@ -325,89 +297,6 @@ impl BlobCache {
             return Err(Error::Cancelled(format!("download of {digest}: the filesystem is being unmounted")));
         }
         Ok(())
-    }
-
-    fn download(
-        &self,
-        client: &dyn Client,
-        repo: &str,
-        digest: &Digest,
-        size: Option<u64>,
-        charge: &mut Charge<'_>,
-    ) -> Result<(TempFile, u64)> {
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.{}.{seq}", digest.hex(), std::process::id());
-        // Read and write: once verified, this very descriptor is handed to the readers.
-        let file = self.tmp.create_new(&name)?;
-        let mut tmp = TempFile { path: self.tmp.shown(&name), name, dir: self.tmp.clone(), file, keep: false };
-        let limit = size.unwrap_or(MAX_BLOB_SIZE);
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut len: u64 = 0;
-        let mut resumes = 0;
-        let mut buf = vec![0u8; CHUNK];
-        let url = loop {
-            self.check_cancelled(digest)?;
-            let mut reply = client.blob(repo, digest, len)?;
-            if len > 0 && !reply.ranged {
-                log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
-                tmp.file.set_len(0)?;
-                tmp.file.rewind()?;
-                charge.set(0);
-                hasher = Hasher::new(digest.algorithm());
-                len = 0;
-            }
-            let cut = loop {
-                let n = match reply.reader.read(&mut buf) {
-                    Ok(0) => break None,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Some(e),
-                };
-                self.check_cancelled(digest)?;
-                len += n as u64;
-                if len > limit {
-                    return Err(Error::DigestMismatch {
-                        what: format!("blob {}", reply.url),
-                        expected: format!("{digest} ({limit} bytes)"),
-                        actual: "a longer body".into(),
-                    });
-                }
-                hasher.update(&buf[..n]);
-                charge.set(len);
-                tmp.file.write_all(&buf[..n]).map_err(|e| Error::Io(format!("{}: {e}", tmp.path.display())))?;
-            };
-            // Shorter than claimed, but already the whole blob: the claim was wrong, not the body.
-            let short = size.is_some_and(|s| len < s) && hasher.clone().finish() != *digest;
-            match cut {
-                None if !short => break reply.url,
-                _ if resumes < MAX_RESUMES => {
-                    resumes += 1;
-                    let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
-                    log::warn!(
-                        "{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})",
-                        reply.url
-                    );
-                }
-                _ => {
-                    let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
-                    return Err(Error::Unavailable(format!(
-                        "{}: body of {digest} cut off after {len} bytes, {} times; giving up ({why})",
-                        reply.url,
-                        MAX_RESUMES + 1
-                    )));
-                }
-            }
-        };
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                what: format!("blob {url}"),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        self.verified_bytes.fetch_add(len, Ordering::Relaxed);
-        Ok((tmp, len))
     }
 
     /// Delete least recently used files until the cache, downloads in progress included, fits
