@@ -41,7 +41,8 @@ pub const MAX_REDIRECTS: usize = 5;
 /// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
 pub const MAX_PAGES: usize = 10_000;
 /// Bytes of response body one listing (a tag list or the catalog, all its pages together) may
-/// receive; this is also the largest page. Past it the listing fails with [`Error::TooLarge`].
+/// receive, the URLs its `Link` headers name included; this is also the largest page. Past it
+/// the listing fails with [`Error::TooLarge`].
 pub const MAX_LIST_BODY: u64 = 32 << 20;
 /// Bytes the valid names of one listing may hold, each counted as its length plus
 /// [`LIST_ENTRY_OVERHEAD`] (a `String` and its allocation). Past it the listing fails with
@@ -370,6 +371,8 @@ impl HttpClient {
                             n.origin().ascii_serialization()
                         )));
                     }
+                    // The URL is held (to spot loops) and sent: it counts like body bytes.
+                    budget.follow(&n)?;
                     url = n;
                 }
             }
@@ -414,7 +417,7 @@ impl ListBudget {
     /// Parse one page's body as it arrives, keeping the names in `field` that pass `check`,
     /// within what is left of the budget.
     fn page(&self, resp: Response, url: &Url, field: &'static str, check: fn(&str) -> Result<()>) -> Result<Page> {
-        let left_to_receive = MAX_LIST_BODY - self.received;
+        let left_to_receive = MAX_LIST_BODY.saturating_sub(self.received);
         if resp.content_length().is_some_and(|len| len > left_to_receive) {
             return Err(self.too_large(url, format!("over {} MiB of response bodies", MAX_LIST_BODY >> 20)));
         }
@@ -452,6 +455,16 @@ impl ListBudget {
             Err(e) if e.is_io() => Err(Error::Unavailable(format!("GET {url}: body cut off: {e}"))),
             Err(e) => Err(Error::malformed(format!("list {url}"), e)),
         }
+    }
+
+    /// Count the next page's URL (held to spot loops, up to 64 KiB each) against the bytes a
+    /// listing may receive.
+    fn follow(&mut self, next: &Url) -> Result<()> {
+        self.received += next.as_str().len() as u64;
+        if self.received > MAX_LIST_BODY {
+            return Err(self.too_large(next, format!("over {} MiB of response bodies and links", MAX_LIST_BODY >> 20)));
+        }
+        Ok(())
     }
 
     fn commit(&mut self, page: &Page) {
@@ -742,6 +755,63 @@ mod tests {
             true
         })?;
         Ok(out)
+    }
+
+    /// A registry on loopback that answers every request with `answer(path)` (status line and
+    /// headers, then the body), one connection per request; the number of requests it served.
+    fn serve(
+        answer: impl Fn(&str) -> (String, Vec<u8>) + Send + 'static,
+    ) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().expect("address"))).expect("url");
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (head, body) = answer(&path);
+                let mut out = &stream;
+                let _ = write!(out, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = out.write_all(&body);
+            }
+        });
+        (url, served)
+    }
+
+    /// The URLs a listing follows cost bytes too: a registry whose `Link` headers name huge URLs
+    /// (up to 64 KiB, the most a URI may hold) must hit the listing's byte budget, not make regfs
+    /// hold 10,000 of them (600 MiB).
+    #[test]
+    fn link_urls_count_against_the_listing_budget() {
+        const PAD: usize = 60 << 10;
+        const PAGES: usize = 1200;
+        let (base, served) = serve(|path| {
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.split('&').next()?.parse().ok()).unwrap_or(0);
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            if page < PAGES {
+                head += &format!("Link: </v2/r/tags/list?p={}&pad={}>; rel=\"next\"\r\n", page + 1, "a".repeat(PAD));
+            }
+            (head, br#"{"name":"r","tags":[]}"#.to_vec())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client");
+        let result = client.tags("r");
+        let pages = served.load(std::sync::atomic::Ordering::SeqCst);
+        let shown = result.as_ref().map(Vec::len).map_err(|e| e.to_string().chars().take(200).collect::<String>());
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{shown:?} after {pages} pages");
+        let budget = (MAX_LIST_BODY as usize).div_ceil(PAD);
+        assert!(pages <= budget + 1, "{pages} pages of {PAD}-byte links followed (budget {budget})");
     }
 
     #[test]
