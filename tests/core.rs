@@ -768,3 +768,24 @@ fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
     c.fs.store().tags("r0").expect("tags");
     assert_eq!(asked(&c, "r0"), 2);
 }
+
+/// A local user holding many handles of one large directory open (each `opendir` takes a
+/// listing) must not make regfs hold one copy of it per handle: handles of a directory whose
+/// listing has not changed share one snapshot, so memory is bounded by what the directory holds,
+/// not by how many times it is open.
+#[test]
+fn open_handles_of_an_unchanged_directory_share_one_listing() {
+    let fake = Fake::default();
+    let tags: Vec<String> = (0..10_000).map(|i| format!("tag-{i:08}-{}", "x".repeat(40))).collect();
+    fake.tags.lock().expect("tags").insert("r".into(), tags);
+    let c = core(fake);
+    let dir = c.walk("r/tags").expect("tags");
+    let handles: Vec<u64> = (0..100).map(|_| c.fs.opendir(dir.ino).expect("opendir")).collect();
+    let first = c.fs.listing(handles[0]).expect("listing");
+    assert_eq!(first.len(), 10_002);
+    let copies = handles.iter().filter(|&&fh| !Arc::ptr_eq(&first, &c.fs.listing(fh).expect("listing"))).count();
+    assert_eq!(copies, 0, "{copies} of 100 open handles hold their own copy of a 10,000-entry listing");
+    for fh in handles {
+        c.fs.releasedir(fh);
+    }
+}
