@@ -789,3 +789,51 @@ fn open_handles_of_an_unchanged_directory_share_one_listing() {
         c.fs.releasedir(fh);
     }
 }
+
+/// What tags resolved to is kept for `--tag-ttl`, but not without bound: a local user resolving
+/// tag after tag (each one HEAD) must not grow a table for the life of the mount.
+#[test]
+fn resolved_tags_kept_are_bounded() {
+    let fake = Fake::default();
+    let (digest, _) = fake.image("r", "t0", b"layer");
+    let stored = fake.manifests.lock().expect("manifests").get(&("r".to_string(), "t0".to_string())).cloned();
+    let stored = stored.expect("stored");
+    let n = regfs::store::TAG_DIGESTS + 2000;
+    for i in 1..n {
+        fake.manifests.lock().expect("manifests").insert(("r".into(), format!("t{i}")), stored.clone());
+    }
+    let c = core(fake);
+    for i in 0..n {
+        assert_eq!(c.fs.store().resolve_tag("r", &format!("t{i}")).expect("resolve"), digest);
+    }
+    let held = c.fs.store().tag_digests_held();
+    assert!(held <= regfs::store::TAG_DIGESTS, "{held} tag resolutions held after {n}");
+    // The most recent are still known without a request.
+    assert_eq!(c.fs.store().resolve_tag_if_known("r", &format!("t{}", n - 1)), Some(digest));
+}
+
+/// `manifests/` lists the verified manifests regfs holds: pruned with them, so the list (and
+/// what it costs) cannot grow past the manifest cache; one pruned is verified again on lookup.
+#[test]
+fn manifests_listed_are_pruned_with_the_manifest_cache() {
+    let fake = Fake::default();
+    let ct = "application/vnd.example.blob";
+    let digests: Vec<Digest> = (0..20u8)
+        .map(|i| {
+            let mut body = vec![b'x'; (4 << 20) - 16];
+            body[0] = i;
+            fake.manifest("r", None, ct, &body, Algorithm::Sha256)
+        })
+        .collect();
+    let c = core(fake);
+    for d in &digests {
+        c.walk(&format!("r/manifests/{d}")).expect("verified");
+    }
+    let listed = c.ls("r/manifests").expect("listed");
+    assert!(listed.len() < digests.len(), "{} of {} listed: more than the cache can hold", listed.len(), digests.len());
+    // The most recent is listed; the first, pruned, still looks up (fetched and verified anew).
+    assert!(listed.contains(&digests[19].to_string()));
+    assert!(!listed.contains(&digests[0].to_string()));
+    c.walk(&format!("r/manifests/{}", digests[0])).expect("verified again");
+    assert!(c.ls("r/manifests").expect("listed").contains(&digests[0].to_string()));
+}
