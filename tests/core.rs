@@ -837,3 +837,25 @@ fn manifests_listed_are_pruned_with_the_manifest_cache() {
     c.walk(&format!("r/manifests/{}", digests[0])).expect("verified again");
     assert!(c.ls("r/manifests").expect("listed").contains(&digests[0].to_string()));
 }
+
+/// Every open of a cached layer must not cost regfs a file descriptor of its own: a local user
+/// (with `--allow-other`, any user) holding many handles of one layer open would otherwise run
+/// regfs out of descriptors for everybody. Handles of one verified blob share its descriptor.
+#[test]
+fn open_handles_of_one_blob_share_one_descriptor() {
+    let fake = Fake::default();
+    let data = noise(3 << 20, 9);
+    fake.image("r", "v1", &data);
+    let c = core(fake);
+    let path = format!("r/manifests/{}/layers/0.tar", c.fs.store().resolve_tag("r", "v1").expect("tag"));
+    assert_eq!(c.cat(&path).expect("read"), data, "downloaded and verified");
+    let ino = c.walk(&path).expect("layer").ino;
+    let fds = || std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count();
+    let before = fds();
+    let handles: Vec<u64> = (0..1000).map(|_| c.fs.open(ino).expect("open")).collect();
+    let grown = fds().saturating_sub(before);
+    for fh in handles {
+        c.fs.release(fh);
+    }
+    assert!(grown < 100, "1000 open handles of one layer took {grown} descriptors");
+}

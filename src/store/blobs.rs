@@ -13,6 +13,8 @@
 //! - `blobs/` and `tmp/` are private (0700): they may hold layers of private images.
 //! - Past `--cache-size`, the least recently used files are deleted. A file still open by a reader
 //!   stays readable (unlinked files live on while open), so eviction never breaks a read.
+//! - All open handles of one blob share one descriptor (the verified file, held while any reader
+//!   holds it): descriptors grow with distinct blobs open, never with handles.
 //! - Downloads in progress count against `--cache-size` (a [`Charge`] each, counted before every
 //!   chunk is written): as one grows, finished files make room. Only when downloads in progress
 //!   alone exceed the limit does the cache go over it, and then it holds nothing else.
@@ -82,6 +84,10 @@ pub struct BlobCache {
     /// its own flight, never an honest reader's.
     flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
     tmp_seq: AtomicU64,
+    /// The verified file of each blob some reader holds open: every open of it shares that one
+    /// descriptor, so handles cost no descriptor each (a local user holding thousands of handles
+    /// open cannot run regfs out of them), and a blob evicted while open needs no new download.
+    open_files: Mutex<std::collections::HashMap<Digest, std::sync::Weak<File>>>,
     /// Bytes hashed and found good, for `.regfs/stats`.
     pub verified_bytes: AtomicU64,
 }
@@ -143,6 +149,7 @@ impl BlobCache {
             state: Mutex::new(state),
             flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
+            open_files: Mutex::default(),
             verified_bytes: AtomicU64::new(0),
         };
         cache.evict(None);
@@ -174,18 +181,42 @@ impl BlobCache {
     /// returned (and kept) whatever its length; the caller compares. Read it with `read_at`
     /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
+        if let Some(f) = self.open_files().get(digest).and_then(std::sync::Weak::upgrade) {
+            self.lock().lru.get(digest);
+            return Ok(f);
+        }
         if self.lock().verified.contains(digest) {
             match File::open(self.path(digest)) {
                 Ok(f) => {
                     self.lock().lru.get(digest);
-                    return Ok(Arc::new(f));
+                    return Ok(self.share(digest, Arc::new(f)));
                 }
                 // Evicted since: download it again below.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.forget(digest),
                 Err(e) => return Err(Error::Io(format!("{}: {e}", self.path(digest).display()))),
             }
         }
-        self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))
+        let f = self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))?;
+        Ok(self.share(digest, f))
+    }
+
+    fn open_files(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, std::sync::Weak<File>>> {
+        self.open_files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make `f` (verified) the descriptor later opens of `digest` share while it is held, unless
+    /// another one is already shared: then that one, and `f` is closed.
+    fn share(&self, digest: &Digest, f: Arc<File>) -> Arc<File> {
+        let mut open = self.open_files();
+        if let Some(live) = open.get(digest).and_then(std::sync::Weak::upgrade) {
+            return live;
+        }
+        // Forget blobs nobody holds any more, now and then (amortised over the inserts).
+        if open.len() >= 1024 && open.len().is_power_of_two() {
+            open.retain(|_, w| w.strong_count() > 0);
+        }
+        open.insert(digest.clone(), Arc::downgrade(&f));
+        f
     }
 
     fn forget(&self, digest: &Digest) {
