@@ -49,6 +49,9 @@ pub const MAX_LIST_BODY: u64 = 32 << 20;
 /// [`Error::TooLarge`]. Invalid names are skipped as they are parsed and never held.
 pub const MAX_LIST_HELD: usize = 16 << 20;
 pub const LIST_ENTRY_OVERHEAD: usize = 32;
+/// Listings (tag lists, the catalog) fetched at once, whatever the repository: each may hold
+/// [`MAX_LIST_HELD`] of names and its parser a page's longest string.
+pub const LISTINGS_AT_ONCE: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -94,6 +97,29 @@ pub struct HttpClient {
     auth: Authenticator,
     retry: RetryPolicy,
     counters: Arc<Counters>,
+    /// Listings being fetched now, at most [`LISTINGS_AT_ONCE`].
+    listings: (std::sync::Mutex<usize>, std::sync::Condvar),
+}
+
+/// A turn to fetch a listing, given back when dropped.
+struct ListingTurn<'a>(&'a (std::sync::Mutex<usize>, std::sync::Condvar));
+
+impl<'a> ListingTurn<'a> {
+    fn take(gate: &'a (std::sync::Mutex<usize>, std::sync::Condvar)) -> Self {
+        let mut n = gate.0.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= LISTINGS_AT_ONCE {
+            n = gate.1.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        ListingTurn(gate)
+    }
+}
+
+impl Drop for ListingTurn<'_> {
+    fn drop(&mut self) {
+        *self.0.0.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.1.notify_one();
+    }
 }
 
 /// What an attempt that did not produce a usable response means for the retry loop.
@@ -133,6 +159,7 @@ impl HttpClient {
             auth: Authenticator::new(options.credentials, allow_http_realm),
             retry: options.retry,
             counters: Arc::new(Counters::default()),
+            listings: Default::default(),
         })
     }
 
@@ -345,6 +372,8 @@ impl HttpClient {
         field: &'static str,
         check: fn(&str) -> Result<()>,
     ) -> Result<Vec<String>> {
+        // Memory is bounded per listing: a few at a time keep it bounded in all.
+        let _turn = ListingTurn::take(&self.listings);
         let mut url = first.clone();
         let mut seen = std::collections::HashSet::new();
         let mut budget = ListBudget::new(first.clone());
@@ -760,34 +789,74 @@ mod tests {
     /// A registry on loopback that answers every request with `answer(path)` (status line and
     /// headers, then the body), one connection per request; the number of requests it served.
     fn serve(
-        answer: impl Fn(&str) -> (String, Vec<u8>) + Send + 'static,
+        answer: impl Fn(&str) -> (String, Vec<u8>) + Send + Sync + 'static,
     ) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::{BufRead, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = Url::parse(&format!("http://{}/", listener.local_addr().expect("address"))).expect("url");
         let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = Arc::clone(&served);
+        let answer = Arc::new(answer);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let mut reader = std::io::BufReader::new(&stream);
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    continue;
-                }
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (head, body) = answer(&path);
-                let mut out = &stream;
-                let _ = write!(out, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                let _ = out.write_all(&body);
+                let (count, answer) = (Arc::clone(&count), Arc::clone(&answer));
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(&stream);
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).is_err() {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (head, body) = answer(&path);
+                    let mut out = &stream;
+                    let _ = write!(out, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = out.write_all(&body);
+                });
             }
         });
         (url, served)
+    }
+
+    /// Each listing holds up to 16 MiB of names (and its parser up to a page's longest string):
+    /// listings of many repositories at once must not multiply that. At most
+    /// [`LISTINGS_AT_ONCE`] are fetched at a time; the others wait their turn.
+    #[test]
+    fn listings_are_fetched_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (now, peak) = (Arc::clone(&in_flight), Arc::clone(&most));
+        let (base, _) = serve(move |path| {
+            let n = now.fetch_add(1, SeqCst) + 1;
+            peak.fetch_max(n, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            now.fetch_sub(1, SeqCst);
+            let repo = path.split('/').nth(2).unwrap_or("r").to_string();
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            if page < 2 {
+                head += &format!("Link: </v2/{repo}/tags/list?p={}>; rel=\"next\"\r\n", page + 1);
+            }
+            (head, format!(r#"{{"name":"{repo}","tags":["t{page}"]}}"#).into_bytes())
+        });
+        let client = Arc::new(HttpClient::new(base, Options::default()).expect("client"));
+        let listers: Vec<_> = (0..8)
+            .map(|i| {
+                let client = Arc::clone(&client);
+                std::thread::spawn(move || client.tags(&format!("r{i}")))
+            })
+            .collect();
+        for l in listers {
+            assert_eq!(l.join().expect("lister").expect("tags"), ["t0", "t1", "t2"]);
+        }
+        let most = most.load(SeqCst);
+        assert!(most <= LISTINGS_AT_ONCE, "{most} listings fetched at once (at most {LISTINGS_AT_ONCE})");
     }
 
     /// The URLs a listing follows cost bytes too: a registry whose `Link` headers name huge URLs
