@@ -31,7 +31,8 @@
 //! # Limits
 //! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
 //! with sizes over [`MAX_BLOB_SIZE`] or negative, digests other than sha256/sha512, any
-//! missing required field, and any object naming a key twice (`json::strict`).
+//! missing required field, any object naming a key twice, and documents of more than
+//! [`json::MAX_VALUES`] JSON values (`json::strict`).
 //!
 //! # What is shown is what was hashed
 //! A [`Manifest`] holds the very bytes its digest was computed over and everything it shows was

@@ -154,7 +154,7 @@ fn an_oci_manifest_with_an_artifact_config_is_still_an_image_manifest() {
 
 fn refused(bytes: &[u8], content_type: Option<&str>) -> String {
     match parse(bytes, content_type, "repo@x") {
-        Ok(m) => panic!("accepted as {:?}: {}", m.kind, String::from_utf8_lossy(bytes)),
+        Ok(m) => panic!("accepted as {:?}: {}", m.kind, String::from_utf8_lossy(&bytes[..bytes.len().min(300)])),
         Err(e) => e.to_string(),
     }
 }
@@ -392,4 +392,32 @@ fn a_document_that_is_both_index_and_image_manifest_is_refused_whatever_the_head
     // Non-ambiguous documents are unaffected.
     let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciIndex);
+}
+
+/// Parsed JSON takes up to 16 times the bytes it came from (a 4 MiB array of zeros is 2 million
+/// values of 32 bytes: 70 MB measured): a manifest may hold at most [`json::MAX_VALUES`] JSON
+/// values, so parsing one costs a few MiB whatever a registry serves.
+#[test]
+fn a_manifest_of_millions_of_json_values_is_refused_before_it_is_all_built() {
+    let dg = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let mut doc = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": dg('1')},
+        "layers": [],
+    });
+    doc["annotations"] = serde_json::Value::Object(
+        (0..50).map(|i| (format!("k{i}"), serde_json::Value::String("v".repeat(64)))).collect(),
+    );
+    let honest = serde_json::to_vec(&doc).expect("test input is valid");
+    parse(&honest, Some(media::OCI_MANIFEST), "t").expect("an ordinary manifest");
+    let mut bytes = honest[..honest.len() - 1].to_vec();
+    bytes.extend_from_slice(br#","x":["#);
+    while bytes.len() < MAX_MANIFEST_SIZE - 8 {
+        bytes.extend_from_slice(b"0,");
+    }
+    bytes.extend_from_slice(b"0]}");
+    assert!(refused(&bytes, Some(media::OCI_MANIFEST)).contains("JSON values"));
+    // An unknown type is still shown as its bytes, with no parts.
+    let m = parse(&bytes, Some("application/vnd.example.thing"), "t").expect("shown");
+    assert_eq!(names(&m), ["manifest.json"]);
 }
