@@ -383,7 +383,8 @@ impl HttpClient {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
             Counters::bump(counter);
-            // A page broken off mid-body is fetched again: its names count only once it is whole.
+            // A page broken off mid-body is fetched again: its names count only once it is whole,
+            // its bytes at every attempt.
             let (next, page) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
                 let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
                 Ok((next, budget.page(resp, &url, field, check)?))
@@ -421,7 +422,9 @@ const LOGGED_INVALID: usize = 10;
 struct ListBudget {
     /// The listing's first URL, named in its errors.
     listing: Url,
-    received: u64,
+    /// Bytes received, of every attempt at every page, whole or broken off: a page retried costs
+    /// each time.
+    received: std::cell::Cell<u64>,
     held: usize,
     invalid: usize,
 }
@@ -429,14 +432,13 @@ struct ListBudget {
 /// One page's valid names, with what they cost.
 struct Page {
     names: Vec<String>,
-    received: u64,
     held: usize,
     invalid: usize,
 }
 
 impl ListBudget {
     fn new(listing: Url) -> Self {
-        ListBudget { listing, received: 0, held: 0, invalid: 0 }
+        ListBudget { listing, received: std::cell::Cell::new(0), held: 0, invalid: 0 }
     }
 
     fn too_large(&self, url: &Url, why: String) -> Error {
@@ -446,12 +448,12 @@ impl ListBudget {
     /// Parse one page's body as it arrives, keeping the names in `field` that pass `check`,
     /// within what is left of the budget.
     fn page(&self, resp: Response, url: &Url, field: &'static str, check: fn(&str) -> Result<()>) -> Result<Page> {
-        let left_to_receive = MAX_LIST_BODY.saturating_sub(self.received);
+        let left_to_receive = MAX_LIST_BODY.saturating_sub(self.received.get());
         if resp.content_length().is_some_and(|len| len > left_to_receive) {
             return Err(self.too_large(url, format!("over {} MiB of response bodies", MAX_LIST_BODY >> 20)));
         }
         let mut body = Metered { inner: resp, read: 0, limit: left_to_receive };
-        let mut page = Page { names: Vec::new(), received: 0, held: 0, invalid: 0 };
+        let mut page = Page { names: Vec::new(), held: 0, invalid: 0 };
         let mut stop = None;
         let parsed = {
             let mut keep = |name: &str| {
@@ -472,7 +474,7 @@ impl ListBudget {
             };
             parse_list(std::io::BufReader::new(&mut body), field, &mut keep)
         };
-        page.received = body.read;
+        self.received.set(self.received.get() + body.read);
         if let Some(e) = stop {
             return Err(e);
         }
@@ -489,15 +491,14 @@ impl ListBudget {
     /// Count the next page's URL (held to spot loops, up to 64 KiB each) against the bytes a
     /// listing may receive.
     fn follow(&mut self, next: &Url) -> Result<()> {
-        self.received += next.as_str().len() as u64;
-        if self.received > MAX_LIST_BODY {
+        self.received.set(self.received.get() + next.as_str().len() as u64);
+        if self.received.get() > MAX_LIST_BODY {
             return Err(self.too_large(next, format!("over {} MiB of response bodies and links", MAX_LIST_BODY >> 20)));
         }
         Ok(())
     }
 
     fn commit(&mut self, page: &Page) {
-        self.received += page.received;
         self.held += page.held;
         let before = self.invalid;
         self.invalid += page.invalid;
@@ -815,12 +816,61 @@ mod tests {
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let (head, body) = answer(&path);
                     let mut out = &stream;
-                    let _ = write!(out, "{head}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    // A head that names its own Content-Length may promise more than it sends.
+                    let length = if head.contains("Content-Length") {
+                        String::new()
+                    } else {
+                        format!("Content-Length: {}\r\n", body.len())
+                    };
+                    let _ = write!(out, "{head}{length}Connection: close\r\n\r\n");
                     let _ = out.write_all(&body);
                 });
             }
         });
         (url, served)
+    }
+
+    /// Bytes received count whether or not the page they belong to arrives whole: a registry that
+    /// breaks every page off near its end, and serves it whole on the last retry, must hit the
+    /// listing's 32 MiB, not make regfs download 4 times that per page, page after page.
+    #[test]
+    fn pages_broken_off_and_retried_count_against_the_listing_budget() {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+        const CUT: usize = 1 << 20;
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (tries, bytes) = (Arc::clone(&attempts), Arc::clone(&sent));
+        let (base, _) = serve(move |path| {
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            // Of every five attempts, four are broken off after 1 MiB of a 2 MiB body.
+            if tries.fetch_add(1, SeqCst) % 5 != 4 {
+                bytes.fetch_add(CUT as u64, SeqCst);
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", 2 * CUT);
+                let mut body = br#"{"name":"r","tags":["#.to_vec();
+                body.resize(CUT, b' ');
+                return (head, body);
+            }
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            if page < 20 {
+                head += &format!("Link: </v2/r/tags/list?p={}>; rel=\"next\"\r\n", page + 1);
+            }
+            (head, format!(r#"{{"name":"r","tags":["t{page}"]}}"#).into_bytes())
+        });
+        let options = Options {
+            retry: RetryPolicy {
+                retries: 4,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+            ..Options::default()
+        };
+        let client = HttpClient::new(base, options).expect("client");
+        let result = client.tags("r");
+        let sent = sent.load(SeqCst);
+        let shown = result.as_ref().map(Vec::len).map_err(|e| e.to_string().chars().take(200).collect::<String>());
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{shown:?} after {} MiB sent", sent >> 20);
+        assert!(sent <= MAX_LIST_BODY + 2 * CUT as u64, "{} MiB sent for a 32 MiB budget", sent >> 20);
     }
 
     /// Each listing holds up to 16 MiB of names (and its parser up to a page's longest string):
