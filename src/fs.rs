@@ -182,6 +182,11 @@ impl Fs {
         self.inodes.forget(ino, n);
     }
 
+    /// Repositories whose tag-reading position readahead remembers now.
+    pub fn readahead_streams(&self) -> usize {
+        self.readahead.streams()
+    }
+
     /// Inodes held now (the root included), and the most held at once.
     pub fn inodes_held(&self) -> (usize, usize) {
         self.inodes.held()

@@ -859,3 +859,28 @@ fn open_handles_of_one_blob_share_one_descriptor() {
     }
     assert!(grown < 100, "1000 open handles of one layer took {grown} descriptors");
 }
+
+/// Readahead remembers, per repository, where the reader of its tag links is: not for every
+/// repository ever read, or a local user reading one link in repository after repository grows
+/// that table for the life of the mount.
+#[test]
+fn readahead_remembers_a_bounded_number_of_repositories() {
+    let fake = Fake::default();
+    let (_, _) = fake.image("r0", "v1", b"layer");
+    let stored = fake.manifests.lock().expect("manifests").get(&("r0".to_string(), "v1".to_string())).cloned();
+    let stored = stored.expect("stored");
+    let n = regfs::readahead::STREAMS + 500;
+    for i in 1..n {
+        fake.manifests.lock().expect("manifests").insert((format!("r{i}"), "v1".into()), stored.clone());
+        fake.tags.lock().expect("tags").insert(format!("r{i}"), vec!["v1".into()]);
+    }
+    let c = core(fake);
+    for i in 0..n {
+        let repo = format!("r{i}");
+        c.fs.store().tags(&repo).expect("tags");
+        let link = c.walk(&format!("{repo}/tags/v1")).expect("tag");
+        c.fs.readlink(link.ino).expect("readlink");
+    }
+    let held = c.fs.readahead_streams();
+    assert!(held <= regfs::readahead::STREAMS, "{held} repositories remembered after {n}");
+}
