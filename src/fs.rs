@@ -70,8 +70,11 @@ pub struct Fs {
     tag_ttl: Duration,
     mounted_at: SystemTime,
     handles: Mutex<HashMap<u64, Content>>,
-    /// Listings of open directories, by handle.
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Listings of open directories, by handle, with the directory's inode.
+    dirs: Mutex<HashMap<u64, (u64, Snapshot)>>,
+    /// The listing open handles of each directory share, while any is open: a new `opendir` that
+    /// finds the same names reuses it, so a directory open many times is held once.
+    shared: Mutex<HashMap<u64, std::sync::Weak<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
 }
 
@@ -85,6 +88,7 @@ impl Fs {
             mounted_at: SystemTime::now(),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -175,6 +179,11 @@ impl Fs {
         self.inodes.forget(ino, n);
     }
 
+    /// Repositories whose tag-reading position readahead remembers now.
+    pub fn readahead_streams(&self) -> usize {
+        self.readahead.streams()
+    }
+
     /// Inodes held now (the root included), and the most held at once.
     pub fn inodes_held(&self) -> (usize, usize) {
         self.inodes.held()
@@ -243,20 +252,46 @@ impl Fs {
     /// that snapshot. So a listing is consistent however the registry changes while it is read,
     /// a large one is built once rather than once per kernel buffer, and a failure surfaces here,
     /// where it is visible: glibc reads ENOENT from getdents as the end of the directory.
+    ///
+    /// Handles of one directory share its listing while the names in it are unchanged (the
+    /// numbers of entries the kernel does not hold are informational, so they may be those of the
+    /// first handle): a local user opening a large directory a thousand times costs one listing,
+    /// not a thousand.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
-        let entries = Arc::new(self.readdir(ino)?);
+        let fresh = self.readdir(ino)?;
+        let entries = {
+            let mut shared = sync::lock(&self.shared);
+            match shared.get(&ino).and_then(std::sync::Weak::upgrade) {
+                Some(old) if same_names(&old, &fresh) => old,
+                _ => {
+                    let fresh = Arc::new(fresh);
+                    shared.insert(ino, Arc::downgrade(&fresh));
+                    fresh
+                }
+            }
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        sync::lock(&self.dirs).insert(fh, entries);
+        sync::lock(&self.dirs).insert(fh, (ino, entries));
         Ok(fh)
     }
 
     /// The listing taken when `fh` was opened.
     pub fn listing(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        sync::lock(&self.dirs).get(&fh).cloned().ok_or_else(|| Error::Io(format!("no open directory {fh}")))
+        sync::lock(&self.dirs)
+            .get(&fh)
+            .map(|(_, entries)| Arc::clone(entries))
+            .ok_or_else(|| Error::Io(format!("no open directory {fh}")))
     }
 
     pub fn releasedir(&self, fh: u64) {
-        sync::lock(&self.dirs).remove(&fh);
+        let released = sync::lock(&self.dirs).remove(&fh);
+        if let Some((ino, entries)) = released {
+            drop(entries);
+            let mut shared = sync::lock(&self.shared);
+            if shared.get(&ino).is_some_and(|w| w.strong_count() == 0) {
+                shared.remove(&ino);
+            }
+        }
     }
 
     /// The entries of a directory, `.` and `..` first, as they are now.
@@ -447,6 +482,14 @@ pub struct Opened {
 struct Listing {
     children: Vec<String>,
     maybe_repo: bool,
+}
+
+/// A directory's listing as taken at `opendir`, shared by its handles.
+type Snapshot = Arc<Vec<DirEntry>>;
+
+/// Whether two listings show the same names of the same kinds, in the same order.
+fn same_names(a: &[DirEntry], b: &[DirEntry]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.kind == y.kind && x.name == y.name)
 }
 
 fn tag_target(d: &Digest) -> String {

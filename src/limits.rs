@@ -14,7 +14,8 @@ pub const MAX_REDIRECTS: usize = 5;
 /// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
 pub const MAX_PAGES: usize = 10_000;
 /// Bytes of response body one listing (a tag list or the catalog, all its pages together) may
-/// receive; this is also the largest page. Past it the listing fails with
+/// receive, the URLs its `Link` headers name included; this is also the largest page. Past it
+/// the listing fails with
 /// [`Error::TooLarge`](crate::error::Error::TooLarge).
 pub const MAX_LIST_BODY: u64 = 32 << 20;
 /// Bytes the valid names of one listing may hold, each counted as its length plus
@@ -24,6 +25,9 @@ pub const MAX_LIST_BODY: u64 = 32 << 20;
 pub const MAX_LIST_HELD: usize = 16 << 20;
 /// Bytes a listed name is counted for besides its length (its `String` and allocation).
 pub const LIST_ENTRY_OVERHEAD: usize = 32;
+/// Listings (tag lists, the catalog) fetched at once, whatever the repository: each may hold
+/// [`MAX_LIST_HELD`] of names and its parser a page's longest string.
+pub const LISTINGS_AT_ONCE: usize = 2;
 /// Invalid names of one listing logged one by one; past that, only counted.
 pub const LOGGED_INVALID: usize = 10;
 

@@ -8,8 +8,8 @@
 //! background, [`PARALLEL`] at a time. Reading one tag, or tags out of order, prefetches nothing.
 //! A plain `ls` reads no links and so costs only the tag list. Resolutions go through the store's
 //! single flight, so a tag the reader asks for while its prefetch runs waits for that one HEAD.
+//! The reading position is kept for the [`STREAMS`] repositories read most recently.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::store::Store;
@@ -19,6 +19,8 @@ use crate::sync;
 pub const WINDOW: usize = 16;
 /// HEADs in flight at once for one repository.
 pub const PARALLEL: usize = 8;
+/// Repositories whose reading position is remembered, least recently read first out.
+pub const STREAMS: usize = 4096;
 
 #[derive(Default)]
 struct Stream {
@@ -28,19 +30,31 @@ struct Stream {
     issued: usize,
 }
 
-#[derive(Default)]
+/// Where the reader of each repository's tag links is, for at most [`STREAMS`] repositories.
 pub struct Readahead {
-    streams: Mutex<HashMap<String, Stream>>,
+    streams: Mutex<lru::LruCache<String, Stream>>,
+}
+
+impl Default for Readahead {
+    fn default() -> Self {
+        let cap = std::num::NonZeroUsize::new(STREAMS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Readahead { streams: Mutex::new(lru::LruCache::new(cap)) }
+    }
 }
 
 impl Readahead {
+    /// Repositories whose reading position is remembered now.
+    pub fn streams(&self) -> usize {
+        sync::lock(&self.streams).len()
+    }
+
     /// `tag` of `repo` was just read: extend the readahead if the reading is sequential.
     pub fn note_read(&self, store: &Arc<Store>, repo: &str, tag: &str) {
         let Some(tags) = store.tags_if_fresh(repo) else { return };
         let Ok(at) = tags.binary_search_by(|t| t.as_str().cmp(tag)) else { return };
         let wanted = {
             let mut streams = sync::lock(&self.streams);
-            let s = streams.entry(repo.to_string()).or_default();
+            let s = streams.get_or_insert_mut(repo.to_string(), Stream::default);
             let sequential = s.last.is_some_and(|l| l + 1 == at);
             s.last = Some(at);
             if !sequential {

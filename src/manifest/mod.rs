@@ -7,9 +7,12 @@
 //! 2. the body's `mediaType` (OCI manifests may omit it; Docker ones always carry it);
 //! 3. the body's structure: `manifests` makes an index, `config` + `layers` an image manifest.
 //!
-//! `schemaVersion` 1 is Docker schema1 whatever else is said. When the header and the body both
-//! name a known manifest type and disagree, the document is refused: serving it either way could
-//! show a directory the registry did not mean.
+//! `schemaVersion` 1 is Docker schema1 whatever else is said. When the body names a known manifest
+//! type and the header names another type (known or not), the document is refused: the digest
+//! covers the body, not the header, so serving it either way could show a directory the registry
+//! did not mean. For the same reason a document that is both an index (`manifests`) and an image
+//! manifest (`config` or `layers`) is refused under any known or generic header (CVE-2021-41190):
+//! otherwise the header alone would pick which directory one digest shows.
 //!
 //! # Types regfs does not know
 //! A Content-Type that is not a known manifest type (an artifact, a vendor type), or, under a
@@ -28,8 +31,8 @@
 //! # Limits
 //! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
 //! with sizes over [`MAX_BLOB_SIZE`](crate::limits::MAX_BLOB_SIZE) or negative, digests other
-//! than sha256/sha512, any missing required field, and any object naming a key twice
-//! (`json::strict`).
+//! than sha256/sha512, any missing required field, any object naming a key twice, and documents
+//! of more than [`json::MAX_VALUES`] JSON values (`json::strict`).
 //!
 //! # What is shown is what was hashed
 //! A [`Manifest`] holds the very bytes its digest was computed over and everything it shows was
@@ -203,6 +206,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
     // A type regfs does not know, named by the Content-Type or else by the body: shown as its
     // verified bytes whatever fields it has (schema1 aside: its digest rule is needed to verify
     // it at all, so `schemaVersion` 1 stays schema1 whatever else is said).
+    // The body is covered by the digest, the header is not: a body naming a known type is never
+    // read as another because of a header, known or not.
+    if let Some(b) = body_known.filter(|_| version != Some(1)) {
+        if !media::is_generic(&header) && header_known != Some(b) {
+            return Err(bad(format!("Content-Type {header} but mediaType {b}")));
+        }
+    }
     let unknown = if version == Some(1) {
         None
     } else if header_known.is_none() && !media::is_generic(&header) {
@@ -270,6 +280,11 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
             }
             None => schema1::layers(&doc).map_err(wrap)?,
         },
+        Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerManifestList | Kind::OciIndex
+            if doc.get("manifests").is_some() && (doc.get("config").is_some() || doc.get("layers").is_some()) =>
+        {
+            return Err(bad("both an index (manifests) and an image manifest (config, layers)".into()));
+        }
         Kind::DockerSchema2 | Kind::OciManifest => {
             let (config, layers) = image::image(&doc).map_err(wrap)?;
             m.config = Some(config);

@@ -154,7 +154,7 @@ fn an_oci_manifest_with_an_artifact_config_is_still_an_image_manifest() {
 
 fn refused(bytes: &[u8], content_type: Option<&str>) -> String {
     match parse(bytes, content_type, "repo@x") {
-        Ok(m) => panic!("accepted as {:?}: {}", m.kind, String::from_utf8_lossy(bytes)),
+        Ok(m) => panic!("accepted as {:?}: {}", m.kind, String::from_utf8_lossy(&bytes[..bytes.len().min(300)])),
         Err(e) => e.to_string(),
     }
 }
@@ -356,4 +356,68 @@ fn unknown_media_types_show_their_manifest_json_whatever_fields_they_have() {
     assert!(refused(br#"{"layers": []}"#, None).contains("no schemaVersion"));
     assert!(refused(b"plain text", Some(media::OCI_INDEX)).contains("not JSON"));
     assert!(refused(b"plain text", None).contains("not JSON"));
+}
+
+/// One digest, one meaning: the Content-Type is not covered by the digest, so a document whose
+/// bytes could be read as an image manifest or as an index (CVE-2021-41190) must not become
+/// either depending on the header a registry or a man in the middle sends with it.
+#[test]
+fn a_document_that_is_both_index_and_image_manifest_is_refused_whatever_the_header() {
+    let dg = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let both = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": dg('1')},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "size": 3, "digest": dg('2')}],
+        "manifests": [{"mediaType": media::OCI_MANIFEST, "size": 4, "digest": dg('3'),
+                       "platform": {"os": "linux", "architecture": "amd64"}}]
+    });
+    let bytes = serde_json::to_vec(&both).expect("test input is valid");
+    for ct in [
+        Some(media::OCI_INDEX),
+        Some(media::OCI_MANIFEST),
+        Some(media::DOCKER_LIST),
+        Some(media::DOCKER_SCHEMA2),
+        Some("application/json"),
+        None,
+    ] {
+        assert!(refused(&bytes, ct).contains("both"), "{ct:?}");
+    }
+    // A body that names itself an index (the digest covers that) is not shown as anything else
+    // because a header says another type, known or not.
+    let mut index = both.clone();
+    index["mediaType"] = media::OCI_INDEX.into();
+    let bytes = serde_json::to_vec(&index).expect("test input is valid");
+    assert!(refused(&bytes, Some(media::OCI_INDEX)).contains("both"));
+    assert!(refused(&bytes, Some("application/vnd.example.thing")).contains("but mediaType"));
+    // Non-ambiguous documents are unaffected.
+    let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").expect("test input is valid");
+    assert_eq!(m.kind, Kind::OciIndex);
+}
+
+/// Parsed JSON takes up to 16 times the bytes it came from (a 4 MiB array of zeros is 2 million
+/// values of 32 bytes: 70 MB measured): a manifest may hold at most [`json::MAX_VALUES`] JSON
+/// values, so parsing one costs a few MiB whatever a registry serves.
+#[test]
+fn a_manifest_of_millions_of_json_values_is_refused_before_it_is_all_built() {
+    let dg = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let mut doc = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": dg('1')},
+        "layers": [],
+    });
+    doc["annotations"] = serde_json::Value::Object(
+        (0..50).map(|i| (format!("k{i}"), serde_json::Value::String("v".repeat(64)))).collect(),
+    );
+    let honest = serde_json::to_vec(&doc).expect("test input is valid");
+    parse(&honest, Some(media::OCI_MANIFEST), "t").expect("an ordinary manifest");
+    let mut bytes = honest[..honest.len() - 1].to_vec();
+    bytes.extend_from_slice(br#","x":["#);
+    while bytes.len() < MAX_MANIFEST_SIZE - 8 {
+        bytes.extend_from_slice(b"0,");
+    }
+    bytes.extend_from_slice(b"0]}");
+    assert!(refused(&bytes, Some(media::OCI_MANIFEST)).contains("JSON values"));
+    // An unknown type is still shown as its bytes, with no parts.
+    let m = parse(&bytes, Some("application/vnd.example.thing"), "t").expect("shown");
+    assert_eq!(names(&m), ["manifest.json"]);
 }

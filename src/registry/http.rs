@@ -44,11 +44,12 @@ use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits::{
-    LIST_ENTRY_OVERHEAD, LOGGED_INVALID, MAX_LIST_BODY, MAX_LIST_HELD, MAX_MANIFEST_SIZE, MAX_PAGES, MAX_REDIRECTS,
-    MAX_TOKEN_REPLY,
+    LIST_ENTRY_OVERHEAD, LISTINGS_AT_ONCE, LOGGED_INVALID, MAX_LIST_BODY, MAX_LIST_HELD, MAX_MANIFEST_SIZE, MAX_PAGES,
+    MAX_REDIRECTS, MAX_TOKEN_REPLY,
 };
 use crate::media;
 use crate::names;
+use crate::sync;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -161,6 +162,29 @@ pub struct HttpClient {
     retry: RetryPolicy,
     progress: Progress,
     counters: Arc<Counters>,
+    /// Listings being fetched now, at most [`LISTINGS_AT_ONCE`].
+    listings: (std::sync::Mutex<usize>, std::sync::Condvar),
+}
+
+/// A turn to fetch a listing, given back when dropped.
+struct ListingTurn<'a>(&'a (std::sync::Mutex<usize>, std::sync::Condvar));
+
+impl<'a> ListingTurn<'a> {
+    fn take(gate: &'a (std::sync::Mutex<usize>, std::sync::Condvar)) -> Self {
+        let mut n = sync::lock(&gate.0);
+        while *n >= LISTINGS_AT_ONCE {
+            n = sync::wait(&gate.1, n);
+        }
+        *n += 1;
+        ListingTurn(gate)
+    }
+}
+
+impl Drop for ListingTurn<'_> {
+    fn drop(&mut self) {
+        *sync::lock(&self.0.0) -= 1;
+        self.0.1.notify_one();
+    }
 }
 
 /// What an attempt that did not produce a usable response means for the retry loop.
@@ -201,6 +225,7 @@ impl HttpClient {
             retry: options.retry,
             progress: options.progress,
             counters: Arc::new(Counters::default()),
+            listings: Default::default(),
         })
     }
 
@@ -412,6 +437,8 @@ impl HttpClient {
         field: &'static str,
         check: fn(&str) -> Result<()>,
     ) -> Result<Vec<String>> {
+        // Memory is bounded per listing: a few at a time keep it bounded in all.
+        let _turn = ListingTurn::take(&self.listings);
         let mut url = first.clone();
         let mut seen = std::collections::HashSet::new();
         let mut budget = ListBudget::new(first.clone());
@@ -421,7 +448,8 @@ impl HttpClient {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
             Counters::bump(counter);
-            // A page broken off mid-body is fetched again: its names count only once it is whole.
+            // A page broken off mid-body is fetched again: its names count only once it is whole,
+            // its bytes at every attempt.
             let (next, page) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
                 let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
                 Ok((next, budget.page(resp, &url, field, check, self.progress)?))
@@ -438,6 +466,8 @@ impl HttpClient {
                             n.origin().ascii_serialization()
                         )));
                     }
+                    // The URL is held (to spot loops) and sent: it counts like body bytes.
+                    budget.follow(&n)?;
                     url = n;
                 }
             }
@@ -454,7 +484,9 @@ fn repo_scope(repo: &str) -> String {
 struct ListBudget {
     /// The listing's first URL, named in its errors.
     listing: Url,
-    received: u64,
+    /// Bytes received, of every attempt at every page, whole or broken off: a page retried costs
+    /// each time.
+    received: std::cell::Cell<u64>,
     held: usize,
     invalid: usize,
 }
@@ -462,14 +494,13 @@ struct ListBudget {
 /// One page's valid names, with what they cost.
 struct Page {
     names: Vec<String>,
-    received: u64,
     held: usize,
     invalid: usize,
 }
 
 impl ListBudget {
     fn new(listing: Url) -> Self {
-        ListBudget { listing, received: 0, held: 0, invalid: 0 }
+        ListBudget { listing, received: std::cell::Cell::new(0), held: 0, invalid: 0 }
     }
 
     fn too_large(&self, url: &Url, why: String) -> Error {
@@ -486,12 +517,12 @@ impl ListBudget {
         check: fn(&str) -> Result<()>,
         progress: Progress,
     ) -> Result<Page> {
-        let left_to_receive = MAX_LIST_BODY - self.received;
+        let left_to_receive = MAX_LIST_BODY.saturating_sub(self.received.get());
         if resp.content_length().is_some_and(|len| len > left_to_receive) {
             return Err(self.too_large(url, format!("over {} MiB of response bodies", MAX_LIST_BODY >> 20)));
         }
         let mut body = Metered { inner: Paced::new(resp, progress, url.as_str()), read: 0, limit: left_to_receive };
-        let mut page = Page { names: Vec::new(), received: 0, held: 0, invalid: 0 };
+        let mut page = Page { names: Vec::new(), held: 0, invalid: 0 };
         let mut stop = None;
         let parsed = {
             let mut keep = |name: &str| {
@@ -512,7 +543,7 @@ impl ListBudget {
             };
             parse_list(std::io::BufReader::new(&mut body), field, &mut keep)
         };
-        page.received = body.read;
+        self.received.set(self.received.get() + body.read);
         if let Some(e) = stop {
             return Err(e);
         }
@@ -526,8 +557,17 @@ impl ListBudget {
         }
     }
 
+    /// Count the next page's URL (held to spot loops, up to 64 KiB each) against the bytes a
+    /// listing may receive.
+    fn follow(&mut self, next: &Url) -> Result<()> {
+        self.received.set(self.received.get() + next.as_str().len() as u64);
+        if self.received.get() > MAX_LIST_BODY {
+            return Err(self.too_large(next, format!("over {} MiB of response bodies and links", MAX_LIST_BODY >> 20)));
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, page: &Page) {
-        self.received += page.received;
         self.held += page.held;
         let before = self.invalid;
         self.invalid += page.invalid;
@@ -861,6 +901,152 @@ mod tests {
             true
         })?;
         Ok(out)
+    }
+
+    /// A registry on loopback that answers every request with `answer(path)` (status line and
+    /// headers, then the body), one connection per request; the number of requests it served.
+    fn serve(
+        answer: impl Fn(&str) -> (String, Vec<u8>) + Send + Sync + 'static,
+    ) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().expect("address"))).expect("url");
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (count, answer) = (Arc::clone(&count), Arc::clone(&answer));
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(&stream);
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).is_err() {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (head, body) = answer(&path);
+                    let mut out = &stream;
+                    // A head that names its own Content-Length may promise more than it sends.
+                    let length = if head.contains("Content-Length") {
+                        String::new()
+                    } else {
+                        format!("Content-Length: {}\r\n", body.len())
+                    };
+                    let _ = write!(out, "{head}{length}Connection: close\r\n\r\n");
+                    let _ = out.write_all(&body);
+                });
+            }
+        });
+        (url, served)
+    }
+
+    /// Bytes received count whether or not the page they belong to arrives whole: a registry that
+    /// breaks every page off near its end, and serves it whole on the last retry, must hit the
+    /// listing's 32 MiB, not make regfs download 4 times that per page, page after page.
+    #[test]
+    fn pages_broken_off_and_retried_count_against_the_listing_budget() {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+        const CUT: usize = 1 << 20;
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (tries, bytes) = (Arc::clone(&attempts), Arc::clone(&sent));
+        let (base, _) = serve(move |path| {
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            // Of every five attempts, four are broken off after 1 MiB of a 2 MiB body.
+            if tries.fetch_add(1, SeqCst) % 5 != 4 {
+                bytes.fetch_add(CUT as u64, SeqCst);
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", 2 * CUT);
+                let mut body = br#"{"name":"r","tags":["#.to_vec();
+                body.resize(CUT, b' ');
+                return (head, body);
+            }
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            if page < 20 {
+                head += &format!("Link: </v2/r/tags/list?p={}>; rel=\"next\"\r\n", page + 1);
+            }
+            (head, format!(r#"{{"name":"r","tags":["t{page}"]}}"#).into_bytes())
+        });
+        let options = Options {
+            retry: RetryPolicy {
+                retries: 4,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+            ..Options::default()
+        };
+        let client = HttpClient::new(base, options).expect("client");
+        let result = client.tags("r");
+        let sent = sent.load(SeqCst);
+        let shown = result.as_ref().map(Vec::len).map_err(|e| e.to_string().chars().take(200).collect::<String>());
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{shown:?} after {} MiB sent", sent >> 20);
+        assert!(sent <= MAX_LIST_BODY + 2 * CUT as u64, "{} MiB sent for a 32 MiB budget", sent >> 20);
+    }
+
+    /// Each listing holds up to 16 MiB of names (and its parser up to a page's longest string):
+    /// listings of many repositories at once must not multiply that. At most
+    /// [`LISTINGS_AT_ONCE`] are fetched at a time; the others wait their turn.
+    #[test]
+    fn listings_are_fetched_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (now, peak) = (Arc::clone(&in_flight), Arc::clone(&most));
+        let (base, _) = serve(move |path| {
+            let n = now.fetch_add(1, SeqCst) + 1;
+            peak.fetch_max(n, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            now.fetch_sub(1, SeqCst);
+            let repo = path.split('/').nth(2).unwrap_or("r").to_string();
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            if page < 2 {
+                head += &format!("Link: </v2/{repo}/tags/list?p={}>; rel=\"next\"\r\n", page + 1);
+            }
+            (head, format!(r#"{{"name":"{repo}","tags":["t{page}"]}}"#).into_bytes())
+        });
+        let client = Arc::new(HttpClient::new(base, Options::default()).expect("client"));
+        let listers: Vec<_> = (0..8)
+            .map(|i| {
+                let client = Arc::clone(&client);
+                std::thread::spawn(move || client.tags(&format!("r{i}")))
+            })
+            .collect();
+        for l in listers {
+            assert_eq!(l.join().expect("lister").expect("tags"), ["t0", "t1", "t2"]);
+        }
+        let most = most.load(SeqCst);
+        assert!(most <= LISTINGS_AT_ONCE, "{most} listings fetched at once (at most {LISTINGS_AT_ONCE})");
+    }
+
+    /// The URLs a listing follows cost bytes too: a registry whose `Link` headers name huge URLs
+    /// (up to 64 KiB, the most a URI may hold) must hit the listing's byte budget, not make regfs
+    /// hold 10,000 of them (600 MiB).
+    #[test]
+    fn link_urls_count_against_the_listing_budget() {
+        const PAD: usize = 60 << 10;
+        const PAGES: usize = 1200;
+        let (base, served) = serve(|path| {
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.split('&').next()?.parse().ok()).unwrap_or(0);
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            if page < PAGES {
+                head += &format!("Link: </v2/r/tags/list?p={}&pad={}>; rel=\"next\"\r\n", page + 1, "a".repeat(PAD));
+            }
+            (head, br#"{"name":"r","tags":[]}"#.to_vec())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client");
+        let result = client.tags("r");
+        let pages = served.load(std::sync::atomic::Ordering::SeqCst);
+        let shown = result.as_ref().map(Vec::len).map_err(|e| e.to_string().chars().take(200).collect::<String>());
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{shown:?} after {pages} pages");
+        let budget = (MAX_LIST_BODY as usize).div_ceil(PAD);
+        assert!(pages <= budget + 1, "{pages} pages of {PAD}-byte links followed (budget {budget})");
     }
 
     #[test]

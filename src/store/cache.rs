@@ -17,6 +17,8 @@
 //!   regular file is ever served as a blob.
 //! - Past `--cache-size`, the least recently used files are deleted. A file still open by a reader
 //!   stays readable (unlinked files live on while open), so eviction never breaks a read.
+//! - All open handles of one blob share one descriptor (the verified file, held while any reader
+//!   holds it): descriptors grow with distinct blobs open, never with handles.
 //! - Downloads in progress count against `--cache-size` (a [`Charge`] each, counted before every
 //!   chunk is written): as one grows, finished files make room. Only when downloads in progress
 //!   alone exceed the limit does the cache go over it, and then it holds nothing else.
@@ -74,6 +76,10 @@ pub struct BlobCache {
     /// its own flight, never an honest reader's.
     flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
     tmp_seq: AtomicU64,
+    /// The verified file of each blob some reader holds open: every open of it shares that one
+    /// descriptor, so handles cost no descriptor each (a local user holding thousands of handles
+    /// open cannot run regfs out of them), and a blob evicted while open needs no new download.
+    open_files: Mutex<std::collections::HashMap<Digest, std::sync::Weak<File>>>,
     /// Bytes hashed and found good, for the summary regfs logs at unmount.
     pub verified_bytes: AtomicU64,
     /// Set at unmount: downloads stop.
@@ -158,6 +164,7 @@ impl BlobCache {
             state: Mutex::new(state),
             flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
+            open_files: Mutex::default(),
             verified_bytes: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
         };
@@ -204,17 +211,41 @@ impl BlobCache {
     /// returned (and kept) whatever its length; the caller compares. Read it with `read_at`
     /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
+        if let Some(f) = self.open_files().get(digest).and_then(std::sync::Weak::upgrade) {
+            sync::lock(&self.state).lru.get(digest);
+            return Ok(f);
+        }
         if sync::lock(&self.state).verified.contains(digest) {
             match self.open_cached(digest)? {
                 Some(f) => {
                     sync::lock(&self.state).lru.get(digest);
-                    return Ok(Arc::new(f));
+                    return Ok(self.share(digest, Arc::new(f)));
                 }
                 // Evicted since: download it again below.
                 None => self.forget(digest),
             }
         }
-        self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))
+        let f = self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))?;
+        Ok(self.share(digest, f))
+    }
+
+    fn open_files(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, std::sync::Weak<File>>> {
+        sync::lock(&self.open_files)
+    }
+
+    /// Make `f` (verified) the descriptor later opens of `digest` share while it is held, unless
+    /// another one is already shared: then that one, and `f` is closed.
+    fn share(&self, digest: &Digest, f: Arc<File>) -> Arc<File> {
+        let mut open = self.open_files();
+        if let Some(live) = open.get(digest).and_then(std::sync::Weak::upgrade) {
+            return live;
+        }
+        // Forget blobs nobody holds any more, now and then (amortised over the inserts).
+        if open.len() >= 1024 && open.len().is_power_of_two() {
+            open.retain(|_, w| w.strong_count() > 0);
+        }
+        open.insert(digest.clone(), Arc::downgrade(&f));
+        f
     }
 
     fn forget(&self, digest: &Digest) {

@@ -3,11 +3,13 @@
 //!
 //! # Two kinds of things
 //! - Addressed by digest (manifests, configs, layers): immutable. Manifests are checked against
-//!   their digest and kept in memory (an `lru` bounded by what each holds, parsed form included);
+//!   their digest and kept in memory (an `lru` bounded by what each holds, parsed form included;
+//!   `manifests/` lists what it holds, so that list is pruned with it);
 //!   the sizes their descriptors declare travel in the nodes that show them; blobs go
 //!   through the verified disk cache ([`cache`]), and small ones are also kept in memory.
 //! - Addressed by name (the catalog, tag lists, what a tag points to): mutable, trusted for
-//!   `tag_ttl` and then asked again.
+//!   `tag_ttl` and then asked again; each kept within a bound (tag lists in bytes, what tags
+//!   point to in number, [`TAG_DIGESTS`]).
 //!
 //! # Verification of manifests
 //! A manifest fetched by digest must hash (as the registry hashes it; see `manifest::Manifest::
@@ -22,7 +24,6 @@ pub mod download;
 mod flight;
 mod sized;
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -108,9 +109,8 @@ struct Meta {
     /// The registry's answer that it has no catalog for us (404, 401, 403): an answer, not a
     /// fault, so it is trusted for `tag_ttl` like the catalog itself would be.
     no_catalog: Option<Timed<Error>>,
-    tag_digests: HashMap<(String, String), Timed<Digest>>,
-    /// Manifests verified per repository, for listing `manifests/`.
-    seen: HashMap<String, BTreeSet<Digest>>,
+    /// What tags resolved to, within [`TAG_DIGESTS`] tags.
+    tag_digests: Option<lru::LruCache<(String, String), Timed<Digest>>>,
     /// What HEAD said of blobs no descriptor sizes (`blobs/<digest>`, schema1 layers), per
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
     /// each travels in its own node (`tree::Node::Blob`).
@@ -119,8 +119,17 @@ struct Meta {
 
 /// HEAD answers kept (a few MiB at most).
 const HEAD_SIZES: usize = 16 << 10;
+/// What tags resolved to, kept (for `tag_ttl`) for at most this many tags of all repositories
+/// together (a few MiB at most), least recently used first out.
+pub const TAG_DIGESTS: usize = 16 << 10;
 
 impl Meta {
+    fn tag_digests(&mut self) -> &mut lru::LruCache<(String, String), Timed<Digest>> {
+        self.tag_digests.get_or_insert_with(|| {
+            lru::LruCache::new(std::num::NonZeroUsize::new(TAG_DIGESTS).unwrap_or(std::num::NonZeroUsize::MIN))
+        })
+    }
+
     fn head_sizes(&mut self) -> &mut lru::LruCache<(String, Digest), u64> {
         self.head_sizes.get_or_insert_with(|| {
             lru::LruCache::new(std::num::NonZeroUsize::new(HEAD_SIZES).unwrap_or(std::num::NonZeroUsize::MIN))
@@ -237,6 +246,11 @@ impl Store {
         })
     }
 
+    /// Tags whose resolution is kept now.
+    pub fn tag_digests_held(&self) -> usize {
+        lock(&self.meta).tag_digests.as_ref().map_or(0, lru::LruCache::len)
+    }
+
     /// Bytes the tag lists kept hold, as [`TAG_LISTS_BYTES`] counts them.
     pub fn tag_list_bytes(&self) -> usize {
         lock(&self.tag_lists).bytes()
@@ -255,15 +269,15 @@ impl Store {
 
     /// What `tag` points to, if resolved within `tag_ttl`; never a request.
     pub fn resolve_tag_if_known(&self, repo: &str, tag: &str) -> Option<Digest> {
-        let meta = lock(&self.meta);
-        self.fresh(meta.tag_digests.get(&(repo.to_string(), tag.to_string())))
+        let mut meta = lock(&self.meta);
+        self.fresh(meta.tag_digests().get(&(repo.to_string(), tag.to_string())))
     }
 
     /// What `tag` points to now (trusted for `tag_ttl`).
     pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
         names::check_tag(tag)?;
         let key = (repo.to_string(), tag.to_string());
-        if let Some(d) = self.fresh(lock(&self.meta).tag_digests.get(&key)) {
+        if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
             return Ok(d);
         }
         self.tag_flights.run(&key, || {
@@ -288,7 +302,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             // Not listed under `manifests/` yet: only verified manifests are (see `keep_manifest`).
-            lock(&self.meta).tag_digests.insert(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
+            lock(&self.meta).tag_digests().put(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
             Ok(digest)
         })
     }
@@ -303,7 +317,6 @@ impl Store {
 
     fn keep_manifest(&self, repo: &str, doc: VerifiedManifest) -> Arc<VerifiedManifest> {
         let doc = Arc::new(doc);
-        lock(&self.meta).seen.entry(repo.to_string()).or_default().insert(doc.digest.clone());
         lock(&self.manifests).put((repo.to_string(), doc.digest.clone()), Arc::clone(&doc));
         doc
     }
@@ -320,9 +333,13 @@ impl Store {
         })
     }
 
-    /// Manifests of `repo` verified so far (through tags or lookups), for listing `manifests/`.
+    /// Manifests of `repo` verified (through tags or lookups) and still held in memory, sorted,
+    /// for listing `manifests/`: pruned with the manifest cache, so the list is bounded by it.
     pub fn seen_manifests(&self, repo: &str) -> Vec<Digest> {
-        lock(&self.meta).seen.get(repo).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        let mut seen: Vec<Digest> =
+            lock(&self.manifests).iter().filter(|((r, _), _)| r == repo).map(|((_, d), _)| d.clone()).collect();
+        seen.sort();
+        seen
     }
 
     /// A blob's size as shown: `claimed` (the size in the descriptor that named the file) when
