@@ -93,6 +93,8 @@ impl Fs {
         &self.store
     }
 
+    /// The node behind `ino`. An unknown number is `NotFound` (ENOENT), which is what the kernel
+    /// sees for a forgotten inode today; nothing asks for ESTALE.
     fn node(&self, ino: u64) -> Result<Node> {
         self.inodes.node(ino).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
@@ -235,7 +237,7 @@ impl Fs {
                 let digest: Digest = name.parse()?;
                 Ok(Node::Blob { repo: repo.clone(), digest, size: None })
             }
-            _ => Err(Error::NotFound(format!("{name}: not a directory"))),
+            _ => Err(Error::NotADirectory(format!("looking up {name}"))),
         }
     }
 
@@ -252,7 +254,7 @@ impl Fs {
 
     /// The listing taken when `fh` was opened.
     pub fn listing(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        sync::lock(&self.dirs).get(&fh).cloned().ok_or_else(|| Error::Io(format!("no open directory {fh}")))
+        sync::lock(&self.dirs).get(&fh).cloned().ok_or_else(|| Error::BadHandle(format!("no open directory {fh}")))
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -320,7 +322,7 @@ impl Fs {
                 }
             }
             Node::Blobs(_) => {}
-            _ => return Err(Error::NotFound(format!("inode {ino}: not a directory"))),
+            _ => return Err(Error::NotADirectory(format!("inode {ino}"))),
         }
         Ok(out)
     }
@@ -374,7 +376,7 @@ impl Fs {
                 Ok(target)
             }
             Node::IndexLink { target, .. } => Ok(link_target(&target)),
-            _ => Err(Error::InvalidName(format!("inode {ino}: not a symlink"))),
+            _ => Err(Error::NotASymlink(format!("inode {ino}"))),
         }
     }
 
@@ -390,7 +392,10 @@ impl Fs {
         let content = match self.node(ino)? {
             Node::ManifestJson { repo, digest } => Content::Manifest(self.store.manifest(&repo, &digest)?),
             Node::Blob { repo, digest, size } => self.store.blob(&repo, &digest, size)?,
-            _ => return Err(Error::InvalidName(format!("inode {ino}: not a file"))),
+            Node::Tag { .. } | Node::IndexLink { .. } => {
+                return Err(Error::BadArgument(format!("inode {ino}: a symlink is not opened, its target is")));
+            }
+            _ => return Err(Error::IsADirectory(format!("inode {ino}"))),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = match &content {
@@ -402,8 +407,10 @@ impl Fs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let content =
-            sync::lock(&self.handles).get(&fh).cloned().ok_or_else(|| Error::Io(format!("no open file {fh}")))?;
+        let content = sync::lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::BadHandle(format!("no open file {fh}")))?;
         let slice = |bytes: &[u8]| {
             let start = (offset.min(bytes.len() as u64)) as usize;
             let end = start.saturating_add(size as usize).min(bytes.len());

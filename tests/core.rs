@@ -768,3 +768,38 @@ fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
     c.fs.store().tags("r0").expect("tags");
     assert_eq!(asked(&c, "r0"), 2);
 }
+
+#[test]
+fn calls_of_the_wrong_shape_answer_in_filesystem_terms() {
+    let fake = Fake::default();
+    let (manifest, _) = fake.image("r", "v1", b"layer");
+    let c = core(fake);
+    let dir = c.walk("r/manifests").expect("manifests");
+    let link = c.walk("r/tags/v1").expect("tag");
+    let json = c.walk(&format!("r/manifests/{manifest}/manifest.json")).expect("manifest.json");
+    let errno = |r: Result<()>| {
+        let e = r.expect_err("wrong shape");
+        assert!(!e.is_not_found(), "{e} would become a negative entry");
+        e.errno()
+    };
+    // A name inside a file or a link: not a directory.
+    assert_eq!(errno(c.fs.lookup(json.ino, OsStr::new("x")).map(drop)), libc::ENOTDIR);
+    assert_eq!(errno(c.fs.lookup(link.ino, OsStr::new("x")).map(drop)), libc::ENOTDIR);
+    assert_eq!(errno(c.fs.opendir(json.ino).map(drop)), libc::ENOTDIR);
+    // readlink of what is not a link: EINVAL, as readlink(2).
+    assert_eq!(errno(c.fs.readlink(dir.ino).map(drop)), libc::EINVAL);
+    assert_eq!(errno(c.fs.readlink(json.ino).map(drop)), libc::EINVAL);
+    // open of a directory is EISDIR; of a link (never followed by the core), EINVAL.
+    assert_eq!(errno(c.fs.open_file(dir.ino).map(drop)), libc::EISDIR);
+    assert_eq!(errno(c.fs.open_file(link.ino).map(drop)), libc::EINVAL);
+    // Handles that were never opened, or were released.
+    assert_eq!(errno(c.fs.listing(999).map(drop)), libc::EBADF);
+    assert_eq!(errno(c.fs.read(999, 0, 10).map(drop)), libc::EBADF);
+    let fh = c.fs.open_file(json.ino).expect("open").fh;
+    c.fs.release(fh);
+    assert_eq!(errno(c.fs.read(fh, 0, 10).map(drop)), libc::EBADF);
+    // Only a name the grammar forbids is an invalid name (with the day-long negative entry).
+    let e = c.fs.lookup(dir.ino, OsStr::new("not-a-digest")).expect_err("grammar");
+    assert!(matches!(e, Error::InvalidName(_)), "{e}");
+    assert_eq!(c.fs.negative_ttl(dir.ino, &e), Duration::from_secs(24 * 3600));
+}
