@@ -25,12 +25,13 @@ use std::collections::HashMap;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::inodes::{Inodes, ROOT_INO};
+use crate::layout::{BLOBS, MANIFESTS, Node, RESERVED, TAGS};
 use crate::manifest::{CONFIG_JSON, Entry, LAYERS_DIR, MANIFEST_JSON};
 use crate::names;
 use crate::readahead::Readahead;
 use crate::store::{Content, Store, VerifiedManifest};
 use crate::sync;
-use crate::tree::{BLOBS, Inodes, MANIFESTS, Node, RESERVED, ROOT_INO, TAGS};
 
 /// How long the kernel may trust digest-addressed entries and attributes.
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
