@@ -812,18 +812,18 @@ fn transcribe(c: &Core, path: &str, out: &mut Vec<String>) {
     let mut line =
         format!("{shown} {:?} size={} perm={:o} ttl={}", attr.kind, attr.size, attr.perm, attr.ttl.as_secs());
     match attr.kind {
-        regfs::fs::FileKind::Symlink => {
+        regfs::layout::FileKind::Symlink => {
             line += &format!(" -> {}", c.fs.readlink(attr.ino).expect("readlink"));
             out.push(line);
         }
-        regfs::fs::FileKind::File => {
+        regfs::layout::FileKind::File => {
             match c.cat(path) {
                 Ok(bytes) => line += &format!(" read={}", bytes.len()),
                 Err(e) => line += &format!(" read: errno={}", e.errno()),
             }
             out.push(line);
         }
-        regfs::fs::FileKind::Directory => {
+        regfs::layout::FileKind::Directory => {
             let fh = match c.fs.opendir(attr.ino) {
                 Ok(fh) => fh,
                 Err(e) => return out.push(format!("{line} opendir: errno={}", e.errno())),

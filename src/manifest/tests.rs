@@ -1,6 +1,7 @@
 //! The dispatcher on the specifications' own example documents, and on hostile ones.
 
 use super::*;
+use crate::layout::image::{Entry, entries};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -8,7 +9,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn names(m: &Manifest) -> Vec<String> {
-    m.entries()
+    entries(m)
         .into_iter()
         .map(|e| match e {
             Entry::ManifestJson => MANIFEST_JSON.to_string(),
