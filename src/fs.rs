@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
-use crate::layout::{FileKind, Layout, Node};
+use crate::layout::{FileKind, Layout, Node, Shape, Stability};
 use crate::store::{Content, Store};
 use crate::sync;
 
@@ -87,26 +87,33 @@ impl Fs {
 
     /// Attributes of `node`, under inode number 0: the caller puts in the number (the one asked
     /// about, or the one a lookup hands out).
-    fn attr(&self, node: &Node, kind: FileKind, size: u64) -> Attr {
+    fn attr(&self, shape: &Shape, size: u64) -> Attr {
+        let kind = shape.kind();
         let perm = match kind {
             FileKind::Directory => 0o555,
             FileKind::File => 0o444,
             FileKind::Symlink => 0o777,
         };
-        Attr {
-            ino: 0,
-            kind,
-            size,
-            perm,
-            ttl: if node.is_immutable() { IMMUTABLE_TTL } else { self.tag_ttl },
-            mtime: self.mounted_at,
+        Attr { ino: 0, kind, size, perm, ttl: self.ttl(shape.stability()), mtime: self.mounted_at }
+    }
+
+    fn ttl(&self, stability: Stability) -> Duration {
+        match stability {
+            Stability::Immutable => IMMUTABLE_TTL,
+            Stability::Named => self.tag_ttl,
         }
     }
 
     /// The attributes of `node`; may ask the registry for what it does not know yet.
     fn attr_of(&self, node: &Node) -> Result<Attr> {
-        let (kind, size) = self.layout.stat(node)?;
-        Ok(self.attr(node, kind, size))
+        let cx = &self.layout;
+        let shape = node.shape();
+        let size = match &shape {
+            Shape::Dir(d) => d.check(cx).map(|()| 0)?,
+            Shape::File(f) => f.size(cx)?,
+            Shape::Link(l) => l.size(cx),
+        };
+        Ok(self.attr(&shape, size))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -119,14 +126,17 @@ impl Fs {
     pub fn negative_ttl(&self, parent: u64, error: &Error) -> Duration {
         match (self.inodes.node(parent), error) {
             (_, Error::InvalidName(_)) => IMMUTABLE_TTL,
-            (Some(p), _) if p.is_immutable() => IMMUTABLE_TTL,
+            (Some(p), _) if p.shape().stability() == Stability::Immutable => IMMUTABLE_TTL,
             _ => self.tag_ttl,
         }
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
-        let child = self.layout.child(&self.node(parent)?, name)?;
+        let child = match self.node(parent)?.shape() {
+            Shape::Dir(d) => d.child(&self.layout, name)?,
+            Shape::File(_) | Shape::Link(_) => return Err(Error::NotADirectory(format!("looking up {name}"))),
+        };
         let attr = self.attr_of(&child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
         Ok(Attr { ino: self.inodes.lookup(&child), ..attr })
@@ -165,18 +175,20 @@ impl Fs {
     /// The entries of a directory, `.` and `..` first, as they are now.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
-        let mut out = vec![
-            DirEntry { ino, kind: FileKind::Directory, name: ".".into() },
-            DirEntry { ino: self.inodes.listed(&node.parent()), kind: FileKind::Directory, name: "..".into() },
-        ];
-        for (name, kind, n) in self.layout.children(&node)? {
-            out.push(DirEntry { ino: self.inodes.listed(&n), kind, name });
+        let mut out = vec![DirEntry { ino, kind: FileKind::Directory, name: ".".into() }];
+        let Shape::Dir(dir) = node.shape() else { return Err(Error::NotADirectory(format!("inode {ino}"))) };
+        out.push(DirEntry { ino: self.inodes.listed(&dir.parent()), kind: FileKind::Directory, name: "..".into() });
+        for (name, n) in dir.children(&self.layout)? {
+            out.push(DirEntry { ino: self.inodes.listed(&n), kind: n.shape().kind(), name });
         }
         Ok(out)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<String> {
-        self.layout.target(&self.node(ino)?)
+        match self.node(ino)?.shape() {
+            Shape::Link(l) => l.target(&self.layout),
+            Shape::Dir(_) | Shape::File(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
+        }
     }
 
     /// The mount is going: downloads in flight stop, and their waiters get an error.
@@ -188,7 +200,13 @@ impl Fs {
     /// verified cache file behind it, if it has one, is handed out too, so the adapter can let the
     /// kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
-        let content = self.layout.content(&self.node(ino)?)?;
+        let content = match self.node(ino)?.shape() {
+            Shape::File(f) => f.open(&self.layout)?,
+            Shape::Dir(_) => return Err(Error::IsADirectory(format!("inode {ino}"))),
+            Shape::Link(_) => {
+                return Err(Error::BadArgument(format!("inode {ino}: a symlink is not opened, its target is")));
+            }
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = match &content {
             Content::File(f) => Some(Arc::clone(f)),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::layout::Node;
+use crate::layout::{Node, Root};
 use crate::sync;
 
 pub const ROOT_INO: u64 = 1;
@@ -42,9 +42,9 @@ struct Held {
 impl Default for Inodes {
     fn default() -> Self {
         let mut by_node = HashMap::new();
-        by_node.insert(Node::Root, ROOT_INO);
+        by_node.insert(Node::Root(Root), ROOT_INO);
         let mut by_ino = HashMap::new();
-        by_ino.insert(ROOT_INO, Held { node: Node::Root, lookups: 1 });
+        by_ino.insert(ROOT_INO, Held { node: Node::Root(Root), lookups: 1 });
         Inodes { inner: RwLock::new(Table { by_node, by_ino, next: ROOT_INO + 1, peak: 1 }) }
     }
 }
@@ -112,40 +112,45 @@ impl Inodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::Namespace;
+
+    fn ns(path: impl Into<String>) -> Node {
+        Node::Namespace(Namespace { path: path.into() })
+    }
 
     #[test]
     fn inode_numbers_are_stable_while_held_and_freed_when_forgotten() {
         let inodes = Inodes::default();
-        assert_eq!(inodes.lookup(&Node::Root), ROOT_INO);
-        let a = inodes.lookup(&Node::Path("a".into()));
-        let b = inodes.lookup(&Node::Tags("a".into()));
+        assert_eq!(inodes.lookup(&Node::Root(Root)), ROOT_INO);
+        let a = inodes.lookup(&ns("a"));
+        let b = inodes.lookup(&Node::Tags(crate::layout::Tags { repo: "a".into() }));
         assert_ne!(a, b);
-        assert_eq!(inodes.lookup(&Node::Path("a".into())), a, "same node, same number while held");
-        assert_eq!(inodes.node(a), Some(Node::Path("a".into())));
+        assert_eq!(inodes.lookup(&ns("a")), a, "same node, same number while held");
+        assert_eq!(inodes.node(a), Some(ns("a")));
         assert_eq!(inodes.node(0), None);
         assert_eq!(inodes.node(9999), None);
         assert_eq!(inodes.held(), (3, 3));
         // Two lookups of `a`: one forget leaves it held, the second frees it.
         inodes.forget(a, 1);
-        assert_eq!(inodes.node(a), Some(Node::Path("a".into())));
+        assert_eq!(inodes.node(a), Some(ns("a")));
         inodes.forget(a, 1);
         assert_eq!(inodes.node(a), None);
         assert_eq!(inodes.held(), (2, 3));
         // Looked up again, the same node comes back under a new number: a stale `a` names nothing.
-        let a2 = inodes.lookup(&Node::Path("a".into()));
+        let a2 = inodes.lookup(&ns("a"));
         assert_ne!(a2, a);
-        assert_eq!(inodes.node(a2), Some(Node::Path("a".into())));
+        assert_eq!(inodes.node(a2), Some(ns("a")));
         assert_eq!(inodes.node(a), None);
         // Forgetting more than was looked up, or an unknown or the root inode, is harmless.
         inodes.forget(b, 5);
         inodes.forget(b, 1);
         inodes.forget(12345, 1);
         inodes.forget(ROOT_INO, 10);
-        assert_eq!(inodes.node(ROOT_INO), Some(Node::Root));
+        assert_eq!(inodes.node(ROOT_INO), Some(Node::Root(Root)));
         assert_eq!(inodes.held(), (2, 3));
         // Listing numbers: the held one for a held node, a fresh unkept one otherwise.
-        assert_eq!(inodes.listed(&Node::Path("a".into())), a2);
-        let listed = inodes.listed(&Node::Path("zzz".into()));
+        assert_eq!(inodes.listed(&ns("a")), a2);
+        let listed = inodes.listed(&ns("zzz"));
         assert!(listed > a2 && inodes.node(listed).is_none());
         assert_eq!(inodes.held(), (2, 3));
     }
@@ -153,7 +158,7 @@ mod tests {
     #[test]
     fn a_hundred_thousand_lookups_forgotten_leave_the_table_as_it_was() {
         let inodes = Inodes::default();
-        let inos: Vec<u64> = (0..100_000).map(|i| inodes.lookup(&Node::Path(format!("a{i}")))).collect();
+        let inos: Vec<u64> = (0..100_000).map(|i| inodes.lookup(&ns(format!("a{i}")))).collect();
         assert_eq!(inodes.held(), (100_001, 100_001));
         for ino in inos {
             inodes.forget(ino, 1);
