@@ -1,19 +1,11 @@
-//! The filesystem core, free of FUSE: lookup, getattr, readdir, readlink, open, read and release
-//! over inode numbers, answering with plain Rust values or an [`Error`]. `fuse.rs` is a thin
-//! adapter over this; tests drive it directly with a fake registry client.
+//! The filesystem core, free of FUSE: lookup, getattr, forget, readdir, readlink, open, read
+//! and release over inode numbers, answering with plain Rust values or an [`Error`]. `fuse.rs`
+//! is a thin adapter over this; tests drive it directly with a fake registry client.
 //!
-//! # Costs (what each operation may ask the registry)
-//! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
-//! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
-//!   directory: a registry without a catalog must still be browsable by name).
-//! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
-//!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
-//!   readahead of the next ones (`readahead.rs`).
-//! - `lookup manifests/<d>` and everything inside it: the manifest, once (then memory).
-//! - `stat` of config and layers: nothing; sizes come from the descriptor that named the file
-//!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
-//!   blob is cached, else cost one HEAD each, once).
-//! - `open` of a blob: the download, once per digest, verified before the open returns.
+//! What a name means and what a directory lists is the layout's ([`crate::layout`], which also
+//! says what each operation may cost). This keeps what the kernel deals in: inode numbers
+//! ([`Inodes`]), open handles and directory snapshots, attributes (permissions from the kind,
+//! TTLs from its [`Stability`]), reads, and the answers to calls of the wrong shape.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;

@@ -24,6 +24,19 @@
 //! Calls of the wrong shape (a lookup in a file, `readlink` of a directory) cannot be written
 //! against a kind; `fs` answers them with `NotADirectory`, `NotASymlink` and so on.
 //!
+//! # Costs (what each operation may ask the registry)
+//! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
+//! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
+//!   directory: a registry without a catalog must still be browsable by name).
+//! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
+//!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
+//!   readahead of the next ones (`readahead.rs`).
+//! - `lookup manifests/<d>` and everything inside it: the manifest, once (then memory).
+//! - `stat` of config and layers: nothing; sizes come from the descriptor that named the file
+//!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
+//!   blob is cached, else cost one HEAD each, once).
+//! - `open` of a blob: the download, once per digest, verified before the open returns.
+//!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
 //! inode, which shares one page cache. `blobs/<digest>` (no descriptor, so no claimed size) is an
