@@ -114,7 +114,11 @@ pub trait Dir: Send + Sync {
     /// `..`; the root is its own parent. (Only directories have one: a file may have many names.)
     fn parent(&self) -> Node;
     /// That it exists, as far as `stat` may cost (a manifest directory: its manifest, once).
-    fn check(&self, cx: &Layout) -> Result<()>;
+    /// By default nothing: a name that looked up is a directory.
+    fn check(&self, cx: &Layout) -> Result<()> {
+        let _ = cx;
+        Ok(())
+    }
     /// What `name` means here, checked to exist as far as that is cheap. `InvalidName` only
     /// where the grammar forbids the name.
     fn child(&self, cx: &Layout, name: &str) -> Result<Node>;

@@ -120,10 +120,6 @@ impl Dir for Root {
         Node::Root(Root)
     }
 
-    fn check(&self, _: &Layout) -> Result<()> {
-        Ok(())
-    }
-
     fn child(&self, _: &Layout, name: &str) -> Result<Node> {
         namespace_child(None, name)
     }
@@ -144,10 +140,6 @@ impl Dir for Namespace {
             Some((up, _)) => Node::Namespace(Namespace { path: up.to_string() }),
             None => Node::Root(Root),
         }
-    }
-
-    fn check(&self, _: &Layout) -> Result<()> {
-        Ok(())
     }
 
     fn child(&self, _: &Layout, name: &str) -> Result<Node> {
@@ -182,10 +174,6 @@ impl Dir for Tags {
 
     fn parent(&self) -> Node {
         Node::Namespace(Namespace { path: self.repo.clone() })
-    }
-
-    fn check(&self, _: &Layout) -> Result<()> {
-        Ok(())
     }
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
@@ -239,10 +227,6 @@ impl Dir for Manifests {
         Node::Namespace(Namespace { path: self.repo.clone() })
     }
 
-    fn check(&self, _: &Layout) -> Result<()> {
-        Ok(())
-    }
-
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let digest: Digest = name.parse()?;
         cx.store.manifest(&self.repo, &digest)?;
@@ -266,10 +250,6 @@ impl Dir for Blobs {
 
     fn parent(&self) -> Node {
         Node::Namespace(Namespace { path: self.repo.clone() })
-    }
-
-    fn check(&self, _: &Layout) -> Result<()> {
-        Ok(())
     }
 
     fn child(&self, _: &Layout, name: &str) -> Result<Node> {
