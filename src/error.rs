@@ -26,9 +26,25 @@ pub enum Error {
     /// A document we cannot trust or understand: bad JSON, missing fields, absurd sizes.
     #[error("malformed {what}: {why}")]
     Malformed { what: String, why: String },
-    /// A name (repository, tag, digest) that is not valid in the distribution grammar.
+    /// A name (repository, tag, digest) that is not valid in the distribution grammar, and so
+    /// can never exist: only that (the day-long negative entry relies on it).
     #[error("invalid name {0:?}")]
     InvalidName(String),
+    /// A name was looked up, or a listing asked, in something that is not a directory.
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    /// A link's target was asked of something that is not a symlink (EINVAL, as readlink(2)).
+    #[error("not a symlink: {0}")]
+    NotASymlink(String),
+    /// A directory was opened as a file.
+    #[error("is a directory: {0}")]
+    IsADirectory(String),
+    /// A file or directory handle that is not open.
+    #[error("bad handle: {0}")]
+    BadHandle(String),
+    /// An argument that cannot be used: a malformed option or registry URL, or a link opened as a file.
+    #[error("bad argument: {0}")]
+    BadArgument(String),
     /// Something larger than regfs accepts (manifests over 4 MiB, bodies longer than declared).
     #[error("too large: {0}")]
     TooLarge(String),
@@ -67,6 +83,10 @@ impl Error {
             | Error::Io(_)
             | Error::Cancelled(_) => libc::EIO,
             Error::Interrupted(_) => libc::EINTR,
+            Error::NotADirectory(_) => libc::ENOTDIR,
+            Error::NotASymlink(_) | Error::BadArgument(_) => libc::EINVAL,
+            Error::IsADirectory(_) => libc::EISDIR,
+            Error::BadHandle(_) => libc::EBADF,
         }
     }
 
@@ -96,6 +116,11 @@ mod tests {
         assert_eq!(Error::TooLarge("x".into()).errno(), libc::EFBIG);
         assert_eq!(Error::Interrupted("x".into()).errno(), libc::EINTR);
         assert_eq!(Error::Cancelled("x".into()).errno(), libc::EIO);
+        assert_eq!(Error::NotADirectory("x".into()).errno(), libc::ENOTDIR);
+        assert_eq!(Error::NotASymlink("x".into()).errno(), libc::EINVAL);
+        assert_eq!(Error::IsADirectory("x".into()).errno(), libc::EISDIR);
+        assert_eq!(Error::BadHandle("x".into()).errno(), libc::EBADF);
+        assert_eq!(Error::BadArgument("x".into()).errno(), libc::EINVAL);
         let mismatch =
             Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);

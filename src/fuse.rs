@@ -48,7 +48,8 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, FileKind, Fs};
+use crate::fs::{Attr, Fs};
+use crate::layout::FileKind;
 use crate::sync;
 
 /// How often waiting requests are looked at.

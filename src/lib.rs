@@ -1,8 +1,10 @@
 //! regfs: a container registry as a read-only, digest-verified filesystem.
 //!
-//! Data flows one way: `fuse` (the kernel adapter) → `fs` (the FUSE-free core) → `tree` (what an
-//! inode is) → `manifest` (what a manifest directory holds) → `store` (verified caches) →
-//! `registry` (HTTP, auth, paging). Everything below `fuse` is testable without a mount.
+//! Data flows one way: `fuse` (the kernel adapter) → `fs` (the FUSE-free core: inodes, handles,
+//! attributes) → `layout` (what every name means and what every directory lists) → `store`
+//! (verified caches) → `manifest` (the dispatcher) and `registry` (HTTP, auth, paging). `layout`
+//! also reads what `manifest` parsed; `inodes`, `media`, `limits`, `sync`, `digest`, `names` and
+//! `error` sit underneath. Everything below `fuse` is testable without a mount.
 
 pub mod cli;
 pub mod daemon;
@@ -10,6 +12,8 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod inodes;
+pub mod layout;
 pub mod limits;
 pub mod manifest;
 pub mod media;
@@ -18,4 +22,3 @@ pub mod readahead;
 pub mod registry;
 pub mod store;
 pub mod sync;
-pub mod tree;

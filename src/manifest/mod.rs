@@ -24,7 +24,7 @@
 //! a duplicate key shows neither. Known types keep every strict check below.
 //!
 //! # What a directory holds
-//! See [`Manifest::entries`]: image manifests show `manifest.json`, `config.json` and
+//! The layout (`layout/image.rs`) shows it: image manifests show `manifest.json`, `config.json` and
 //! `layers/<n><ext>`; indexes show `manifest.json` and one symlink per entry, named
 //! `<os>-<arch>[-<variant>]` or by digest, always unique.
 //!
@@ -73,22 +73,12 @@ pub struct Descriptor {
     pub platform: Option<String>,
 }
 
-/// One name in a manifest's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    /// `manifest.json`: the manifest's bytes exactly as served.
-    ManifestJson,
-    /// `config.json`: the config blob.
-    Config(Descriptor),
-    /// `layers/`: one file per layer, in filesystem order.
-    Layers,
-    /// A symlink to `../<digest>`, for an index entry.
-    Link { name: String, target: Digest },
-}
-
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";
 pub const LAYERS_DIR: &str = "layers";
+/// Every fixed name a manifest directory may show: index link names never take one of these.
+/// The layout's guard test fails if a fixed name it shows is missing here.
+pub const DIR_NAMES: [&str; 3] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR];
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -108,22 +98,6 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The names the manifest's directory shows.
-    pub fn entries(&self) -> Vec<Entry> {
-        let mut out = vec![Entry::ManifestJson];
-        if let Some(c) = &self.config {
-            out.push(Entry::Config(c.clone()));
-        }
-        if !self.layers.is_empty() || matches!(self.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1)
-        {
-            out.push(Entry::Layers);
-        }
-        for (name, d) in &self.children {
-            out.push(Entry::Link { name: name.clone(), target: d.digest.clone() });
-        }
-        out
-    }
-
     /// The layer file called `name`, if any.
     pub fn layer(&self, name: &str) -> Option<&Descriptor> {
         self.layers.iter().find(|(n, _)| n == name).map(|(_, d)| d)
@@ -314,7 +288,7 @@ fn name_layers(layers: Vec<Descriptor>) -> Vec<(String, Descriptor)> {
 /// `digest-N`. Platform strings come from the network, so anything outside `[A-Za-z0-9._-]`
 /// becomes `_`, and a name that would be hidden or reserved is not used.
 fn name_children(entries: Vec<Descriptor>) -> Vec<(String, Descriptor)> {
-    let mut taken: HashSet<String> = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR].iter().map(|s| s.to_string()).collect();
+    let mut taken: HashSet<String> = DIR_NAMES.iter().map(|s| s.to_string()).collect();
     let mut out = Vec::with_capacity(entries.len());
     for d in entries {
         let platform = d.platform.as_deref().map(|p| {

@@ -1,6 +1,7 @@
 //! The dispatcher on the specifications' own example documents, and on hostile ones.
 
 use super::*;
+use crate::layout::{Node, image::entries};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -8,13 +9,11 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn names(m: &Manifest) -> Vec<String> {
-    m.entries()
+    entries("r", &m.digest(Algorithm::Sha256), m)
         .into_iter()
-        .map(|e| match e {
-            Entry::ManifestJson => MANIFEST_JSON.to_string(),
-            Entry::Config(_) => CONFIG_JSON.to_string(),
-            Entry::Layers => LAYERS_DIR.to_string(),
-            Entry::Link { name, target } => format!("{name} -> {target}"),
+        .map(|(name, node)| match node {
+            Node::IndexLink(l) => format!("{name} -> {}", l.target),
+            _ => name,
         })
         .collect()
 }

@@ -11,7 +11,7 @@ use reqwest::Url;
 use crate::error::{Error, Result};
 
 pub fn parse(registry: &str) -> Result<Url> {
-    let bad = |why: &str| Error::InvalidName(format!("{registry}: {why}"));
+    let bad = |why: &str| Error::BadArgument(format!("{registry}: {why}"));
     let with_scheme = if registry.starts_with("http://") || registry.starts_with("https://") {
         registry.to_string()
     } else {

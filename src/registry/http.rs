@@ -210,9 +210,9 @@ impl HttpClient {
             http
         } else {
             let certs = reqwest::Certificate::from_pem_bundle(&options.ca_certs)
-                .map_err(|e| Error::InvalidName(format!("--ca-cert: not PEM certificates: {e}")))?;
+                .map_err(|e| Error::BadArgument(format!("--ca-cert: not PEM certificates: {e}")))?;
             if certs.is_empty() {
-                return Err(Error::InvalidName("--ca-cert: no certificate in the file".into()));
+                return Err(Error::BadArgument("--ca-cert: no certificate in the file".into()));
             }
             http.tls_certs_merge(certs)
         };
@@ -230,7 +230,7 @@ impl HttpClient {
     }
 
     fn url(&self, path: &str) -> Result<Url> {
-        self.base.join(path).map_err(|e| Error::InvalidName(format!("{path}: {e}")))
+        self.base.join(path).map_err(|e| Error::BadArgument(format!("{path}: {e}")))
     }
 
     fn same_origin(&self, url: &Url) -> bool {

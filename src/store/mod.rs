@@ -113,7 +113,7 @@ struct Meta {
     tag_digests: Option<lru::LruCache<(String, String), Timed<Digest>>>,
     /// What HEAD said of blobs no descriptor sizes (`blobs/<digest>`, schema1 layers), per
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
-    /// each travels in its own node (`tree::Node::Blob`).
+    /// each travels in its own node (`layout::Node::Blob`).
     head_sizes: Option<lru::LruCache<(String, Digest), u64>>,
 }
 

@@ -1,0 +1,168 @@
+//! Inode numbers for nodes, both ways: handed out on first lookup, freed when the kernel forgets
+//! them, never reused while mounted ([`Inodes`]). What a node is lives in `layout`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::layout::{Node, Root};
+use crate::sync;
+
+pub const ROOT_INO: u64 = 1;
+
+/// Inode numbers for nodes, both ways, for as long as the kernel holds them.
+///
+/// Each successful `lookup` reply hands the kernel one reference to an inode ([`Inodes::lookup`]
+/// counts it); the kernel gives references back with `forget` ([`Inodes::forget`]), and an
+/// inode whose count falls to zero is dropped from the table. A node is a value naming what it
+/// shows, so a dropped one is re-created identically when its name is looked up again, under a
+/// new number: numbers are never reused while mounted, so a number the kernel still holds (or
+/// a stale one) never names another node. Directory listings report the number of a node the
+/// kernel holds, and for one it does not, a fresh number that is not kept (`d_ino` is
+/// informational; `stat` is what names the inode), so listing a large directory allocates
+/// nothing here. The root is held for the life of the mount.
+pub struct Inodes {
+    inner: RwLock<Table>,
+}
+
+struct Table {
+    by_node: HashMap<Node, u64>,
+    by_ino: HashMap<u64, Held>,
+    /// The next number to hand out; never goes back.
+    next: u64,
+    /// The most inodes held at once, for the log at unmount.
+    peak: usize,
+}
+
+struct Held {
+    node: Node,
+    /// References the kernel holds (lookups answered, minus those forgotten).
+    lookups: u64,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        let mut by_node = HashMap::new();
+        by_node.insert(Node::Root(Root), ROOT_INO);
+        let mut by_ino = HashMap::new();
+        by_ino.insert(ROOT_INO, Held { node: Node::Root(Root), lookups: 1 });
+        Inodes { inner: RwLock::new(Table { by_node, by_ino, next: ROOT_INO + 1, peak: 1 }) }
+    }
+}
+
+impl Inodes {
+    /// The number of `node` for a `lookup` reply: the one it has if the kernel holds it, else a
+    /// new one; either way the kernel now holds one more reference to it.
+    pub fn lookup(&self, node: &Node) -> u64 {
+        let mut w = sync::write(&self.inner);
+        if let Some(&ino) = w.by_node.get(node) {
+            if let Some(h) = w.by_ino.get_mut(&ino) {
+                h.lookups += 1;
+            }
+            return ino;
+        }
+        let ino = w.next;
+        w.next += 1;
+        w.by_node.insert(node.clone(), ino);
+        w.by_ino.insert(ino, Held { node: node.clone(), lookups: 1 });
+        w.peak = w.peak.max(w.by_ino.len());
+        ino
+    }
+
+    /// The kernel dropped `n` references to `ino`; at zero the inode is freed (never the root).
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut w = sync::write(&self.inner);
+        let Some(h) = w.by_ino.get_mut(&ino) else { return };
+        h.lookups = h.lookups.saturating_sub(n);
+        if h.lookups == 0 {
+            if let Some(h) = w.by_ino.remove(&ino) {
+                w.by_node.remove(&h.node);
+            }
+        }
+    }
+
+    /// A number for `node` in a directory listing, which gives the kernel no reference: the
+    /// number it has if held, else a fresh one that is not kept.
+    pub fn listed(&self, node: &Node) -> u64 {
+        if let Some(&ino) = sync::read(&self.inner).by_node.get(node) {
+            return ino;
+        }
+        let mut w = sync::write(&self.inner);
+        if let Some(&ino) = w.by_node.get(node) {
+            return ino;
+        }
+        let ino = w.next;
+        w.next += 1;
+        ino
+    }
+
+    pub fn node(&self, ino: u64) -> Option<Node> {
+        sync::read(&self.inner).by_ino.get(&ino).map(|h| h.node.clone())
+    }
+
+    /// Inodes held now (the root included), and the most held at once.
+    pub fn held(&self) -> (usize, usize) {
+        let r = sync::read(&self.inner);
+        (r.by_ino.len(), r.peak)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Namespace;
+
+    fn ns(path: impl Into<String>) -> Node {
+        Node::Namespace(Namespace { path: path.into() })
+    }
+
+    #[test]
+    fn inode_numbers_are_stable_while_held_and_freed_when_forgotten() {
+        let inodes = Inodes::default();
+        assert_eq!(inodes.lookup(&Node::Root(Root)), ROOT_INO);
+        let a = inodes.lookup(&ns("a"));
+        let b = inodes.lookup(&Node::Tags(crate::layout::Tags { repo: "a".into() }));
+        assert_ne!(a, b);
+        assert_eq!(inodes.lookup(&ns("a")), a, "same node, same number while held");
+        assert_eq!(inodes.node(a), Some(ns("a")));
+        assert_eq!(inodes.node(0), None);
+        assert_eq!(inodes.node(9999), None);
+        assert_eq!(inodes.held(), (3, 3));
+        // Two lookups of `a`: one forget leaves it held, the second frees it.
+        inodes.forget(a, 1);
+        assert_eq!(inodes.node(a), Some(ns("a")));
+        inodes.forget(a, 1);
+        assert_eq!(inodes.node(a), None);
+        assert_eq!(inodes.held(), (2, 3));
+        // Looked up again, the same node comes back under a new number: a stale `a` names nothing.
+        let a2 = inodes.lookup(&ns("a"));
+        assert_ne!(a2, a);
+        assert_eq!(inodes.node(a2), Some(ns("a")));
+        assert_eq!(inodes.node(a), None);
+        // Forgetting more than was looked up, or an unknown or the root inode, is harmless.
+        inodes.forget(b, 5);
+        inodes.forget(b, 1);
+        inodes.forget(12345, 1);
+        inodes.forget(ROOT_INO, 10);
+        assert_eq!(inodes.node(ROOT_INO), Some(Node::Root(Root)));
+        assert_eq!(inodes.held(), (2, 3));
+        // Listing numbers: the held one for a held node, a fresh unkept one otherwise.
+        assert_eq!(inodes.listed(&ns("a")), a2);
+        let listed = inodes.listed(&ns("zzz"));
+        assert!(listed > a2 && inodes.node(listed).is_none());
+        assert_eq!(inodes.held(), (2, 3));
+    }
+
+    #[test]
+    fn a_hundred_thousand_lookups_forgotten_leave_the_table_as_it_was() {
+        let inodes = Inodes::default();
+        let inos: Vec<u64> = (0..100_000).map(|i| inodes.lookup(&ns(format!("a{i}")))).collect();
+        assert_eq!(inodes.held(), (100_001, 100_001));
+        for ino in inos {
+            inodes.forget(ino, 1);
+        }
+        assert_eq!(inodes.held(), (1, 100_001));
+    }
+}

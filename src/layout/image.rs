@@ -1,0 +1,229 @@
+//! What a verified manifest shows: its directory (`manifest.json`, `config.json`, `layers/`,
+//! or one link per index entry), the layer files, and blobs. Everything here is addressed by
+//! digest, so it is immutable. Names are computed once, when the manifest is parsed
+//! (`manifest/`), and only read here.
+
+use std::sync::Arc;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest};
+use crate::store::{Content, VerifiedManifest};
+
+use super::{Dir, File, Layout, Link, Manifests, Node, Stability};
+
+/// `<repo>/manifests/<digest>/`: what the dispatcher found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ManifestDir {
+    pub repo: String,
+    pub digest: Digest,
+}
+
+/// `manifest.json`: the manifest's bytes exactly as served.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ManifestJson {
+    pub repo: String,
+    pub digest: Digest,
+}
+
+/// `layers/`: one file per layer, bottom layer first.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Layers {
+    pub repo: String,
+    pub digest: Digest,
+}
+
+/// A config or layer file, or `blobs/<digest>`. `size` is what the descriptor that named it
+/// claims (none for `blobs/<digest>` and schema1 layers): each manifest's claim is its own,
+/// so a wrong size in one manifest cannot change another's file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Blob {
+    pub repo: String,
+    pub digest: Digest,
+    pub size: Option<u64>,
+}
+
+/// An index entry: a symlink to `../<target>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IndexLink {
+    pub repo: String,
+    pub parent: Digest,
+    pub name: String,
+    pub target: Digest,
+}
+
+/// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
+/// manifests `manifest.json`, `config.json` and `layers/`; indexes `manifest.json` and one
+/// symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
+pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String, Node)> {
+    let (repo, digest) = (repo.to_string(), digest.clone());
+    let mut out = vec![(
+        MANIFEST_JSON.to_string(),
+        Node::ManifestJson(ManifestJson { repo: repo.clone(), digest: digest.clone() }),
+    )];
+    if let Some(c) = &m.config {
+        out.push((
+            CONFIG_JSON.to_string(),
+            Node::Blob(Blob { repo: repo.clone(), digest: c.digest.clone(), size: c.size }),
+        ));
+    }
+    if !m.layers.is_empty() || matches!(m.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1) {
+        out.push((LAYERS_DIR.to_string(), Node::Layers(Layers { repo: repo.clone(), digest: digest.clone() })));
+    }
+    for (name, d) in &m.children {
+        let link =
+            IndexLink { repo: repo.clone(), parent: digest.clone(), name: name.clone(), target: d.digest.clone() };
+        out.push((name.clone(), Node::IndexLink(link)));
+    }
+    out
+}
+
+impl ManifestDir {
+    fn manifest(&self, cx: &Layout) -> Result<Arc<VerifiedManifest>> {
+        cx.store.manifest(&self.repo, &self.digest)
+    }
+}
+
+impl Dir for ManifestDir {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    fn parent(&self) -> Node {
+        Node::Manifests(Manifests { repo: self.repo.clone() })
+    }
+
+    fn check(&self, cx: &Layout) -> Result<()> {
+        self.manifest(cx).map(drop)
+    }
+
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        let doc = self.manifest(cx)?;
+        entries(&self.repo, &doc.digest, &doc.manifest)
+            .into_iter()
+            .find_map(|(n, node)| (n == name).then_some(node))
+            .ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        let doc = self.manifest(cx)?;
+        Ok(entries(&self.repo, &doc.digest, &doc.manifest))
+    }
+}
+
+impl File for ManifestJson {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    fn size(&self, cx: &Layout) -> Result<u64> {
+        Ok(cx.store.manifest(&self.repo, &self.digest)?.bytes().len() as u64)
+    }
+
+    fn open(&self, cx: &Layout) -> Result<Content> {
+        Ok(Content::Manifest(cx.store.manifest(&self.repo, &self.digest)?))
+    }
+}
+
+impl Dir for Layers {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    fn parent(&self) -> Node {
+        Node::ManifestDir(ManifestDir { repo: self.repo.clone(), digest: self.digest.clone() })
+    }
+
+    fn check(&self, cx: &Layout) -> Result<()> {
+        cx.store.manifest(&self.repo, &self.digest).map(drop)
+    }
+
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        let doc = cx.store.manifest(&self.repo, &self.digest)?;
+        let layer = doc.manifest.layer(name).ok_or_else(|| Error::NotFound(name.to_string()))?;
+        Ok(Node::Blob(Blob { repo: self.repo.clone(), digest: layer.digest.clone(), size: layer.size }))
+    }
+
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        let doc = cx.store.manifest(&self.repo, &self.digest)?;
+        Ok(doc
+            .manifest
+            .layers
+            .iter()
+            .map(|(name, d)| {
+                (name.clone(), Node::Blob(Blob { repo: self.repo.clone(), digest: d.digest.clone(), size: d.size }))
+            })
+            .collect())
+    }
+}
+
+impl File for Blob {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    /// The claimed size; without one, the verified length or one HEAD, once.
+    fn size(&self, cx: &Layout) -> Result<u64> {
+        cx.store.blob_size(&self.repo, &self.digest, self.size)
+    }
+
+    /// The download, once per digest, verified before this returns.
+    fn open(&self, cx: &Layout) -> Result<Content> {
+        cx.store.blob(&self.repo, &self.digest, self.size)
+    }
+}
+
+fn link_target(d: &Digest) -> String {
+    format!("../{d}")
+}
+
+impl Link for IndexLink {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    fn size(&self, _: &Layout) -> u64 {
+        link_target(&self.target).len() as u64
+    }
+
+    fn target(&self, _: &Layout) -> Result<String> {
+        Ok(link_target(&self.target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+    use crate::manifest::{DIR_NAMES, parse};
+    use crate::media;
+
+    /// Index link names avoid `manifest::DIR_NAMES` (`name_children`); a fixed name shown in a
+    /// manifest directory but missing there could be shadowed by a link of the same name.
+    #[test]
+    fn every_fixed_name_of_a_manifest_directory_is_in_dir_names() {
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let docs = [
+            ("oci-manifest-seed.json", media::OCI_MANIFEST),
+            ("oci-index-seed.json", media::OCI_INDEX),
+            ("docker-schema2-spec.json", media::DOCKER_SCHEMA2),
+            ("docker-manifest-list-spec.json", media::DOCKER_LIST),
+            ("schema1-signed.json", media::DOCKER_SCHEMA1_SIGNED),
+        ];
+        let mut seen = 0;
+        for (file, media_type) in docs {
+            let m = parse(&fixture(file), Some(media_type), file).expect("fixture");
+            for (name, node) in entries("r", &m.digest(Algorithm::Sha256), &m) {
+                // Every name that is not an index entry's link is a fixed one.
+                if !matches!(node, Node::IndexLink(_)) {
+                    assert!(DIR_NAMES.contains(&name.as_str()), "{file}: {name} is not in manifest::DIR_NAMES");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 10, "the fixtures show fixed names");
+    }
+}

@@ -1,0 +1,184 @@
+//! The layout: what every name in the mount means and what every directory lists.
+//!
+//! ```text
+//! /                                   Root        the catalog's top-level names
+//!   <ns>/…/<repo>/                    Namespace   one directory per repository-name component
+//!     tags/                           Tags
+//!       <tag>                         Tag         -> ../manifests/<digest>       (tag_ttl)
+//!     manifests/                      Manifests   verified so far; any digest looks up
+//!       <digest>/                     ManifestDir what the dispatcher found      (immutable below)
+//!         manifest.json               ManifestJson
+//!         config.json                 Blob
+//!         layers/                     Layers
+//!           <n>.<ext>                 Blob
+//!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
+//!     blobs/                          Blobs       lookup only
+//!       <digest>                      Blob
+//! ```
+//!
+//! Each kind is one struct and one `impl` of [`Dir`], [`File`] or [`Link`], in `registry.rs`
+//! (the names a registry gives: root to `blobs/`) or `image.rs` (what a verified manifest
+//! shows). [`Node::shape`] is the one match over kinds, with no wildcard: adding a kind is one
+//! struct, its impl, one variant and one arm here, plus a line in the map above. A fixed name
+//! inside a manifest directory also goes into `manifest::DIR_NAMES` (a test guards it).
+//! Calls of the wrong shape (a lookup in a file, `readlink` of a directory) cannot be written
+//! against a kind; `fs` answers them with `NotADirectory`, `NotASymlink` and so on.
+//!
+//! # Costs (what each operation may ask the registry)
+//! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
+//! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
+//!   directory: a registry without a catalog must still be browsable by name).
+//! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
+//!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
+//!   readahead of the next ones (`readahead.rs`).
+//! - `lookup manifests/<d>` and everything inside it: the manifest, once (then memory).
+//! - `stat` of config and layers: nothing; sizes come from the descriptor that named the file
+//!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
+//!   blob is cached, else cost one HEAD each, once).
+//! - `open` of a blob: the download, once per digest, verified before the open returns.
+//!
+//! A node is a value naming what it shows, so the same thing gets the same inode while the
+//! kernel holds it: a layer named with the same size by two manifests of a repository is one
+//! inode, which shares one page cache. `blobs/<digest>` (no descriptor, so no claimed size) is an
+//! inode of its own. Inode numbers are handed out on first lookup, freed when the kernel forgets
+//! them, and never reused while mounted ([`Inodes`](crate::inodes::Inodes)).
+
+pub(crate) mod image;
+mod registry;
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::readahead::Readahead;
+use crate::store::{Content, Store};
+
+pub use image::{Blob, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
+
+/// What every rule may consult: the verified store, and the readahead of tag links.
+pub struct Layout {
+    store: Arc<Store>,
+    readahead: Readahead,
+}
+
+impl Layout {
+    pub fn new(store: Arc<Store>) -> Layout {
+        Layout { store, readahead: Readahead::default() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Repositories whose tag-reading position readahead remembers now.
+    pub fn readahead_streams(&self) -> usize {
+        self.readahead.streams()
+    }
+}
+
+/// How long what a node shows stays true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stability {
+    /// Addressed by digest: it can never change.
+    Immutable,
+    /// Addressed by a name the registry may move (a tag, the catalog): trusted for `tag_ttl`.
+    Named,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    File,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root(Root),
+    Namespace(Namespace),
+    Tags(Tags),
+    Tag(Tag),
+    Manifests(Manifests),
+    Blobs(Blobs),
+    ManifestDir(ManifestDir),
+    ManifestJson(ManifestJson),
+    Layers(Layers),
+    Blob(Blob),
+    IndexLink(IndexLink),
+}
+
+/// A node seen as what it is: the operations its kind has.
+pub enum Shape<'a> {
+    Dir(&'a dyn Dir),
+    File(&'a dyn File),
+    Link(&'a dyn Link),
+}
+
+pub trait Dir: Send + Sync {
+    fn stability(&self) -> Stability;
+    /// `..`; the root is its own parent. (Only directories have one: a file may have many names.)
+    fn parent(&self) -> Node;
+    /// That it exists, as far as `stat` may cost (a manifest directory: its manifest, once).
+    /// By default nothing: a name that looked up is a directory.
+    fn check(&self, cx: &Layout) -> Result<()> {
+        let _ = cx;
+        Ok(())
+    }
+    /// What `name` means here, checked to exist as far as that is cheap. `InvalidName` only
+    /// where the grammar forbids the name.
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node>;
+    /// What is listed, in listing order, as it is now (a name may look up without being listed).
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>>;
+}
+
+pub trait File: Send + Sync {
+    fn stability(&self) -> Stability;
+    /// `st_size`; where it comes from is the kind's rule (descriptor, HEAD, verified length).
+    fn size(&self, cx: &Layout) -> Result<u64>;
+    /// The verified content, ready (downloaded if need be) when this returns.
+    fn open(&self, cx: &Layout) -> Result<Content>;
+}
+
+pub trait Link: Send + Sync {
+    fn stability(&self) -> Stability;
+    /// `st_size`, without resolving what need not be.
+    fn size(&self, cx: &Layout) -> u64;
+    fn target(&self, cx: &Layout) -> Result<String>;
+}
+
+impl Node {
+    /// The one match over kinds.
+    pub fn shape(&self) -> Shape<'_> {
+        match self {
+            Node::Root(n) => Shape::Dir(n),
+            Node::Namespace(n) => Shape::Dir(n),
+            Node::Tags(n) => Shape::Dir(n),
+            Node::Tag(n) => Shape::Link(n),
+            Node::Manifests(n) => Shape::Dir(n),
+            Node::Blobs(n) => Shape::Dir(n),
+            Node::ManifestDir(n) => Shape::Dir(n),
+            Node::ManifestJson(n) => Shape::File(n),
+            Node::Layers(n) => Shape::Dir(n),
+            Node::Blob(n) => Shape::File(n),
+            Node::IndexLink(n) => Shape::Link(n),
+        }
+    }
+}
+
+impl Shape<'_> {
+    pub fn kind(&self) -> FileKind {
+        match self {
+            Shape::Dir(_) => FileKind::Directory,
+            Shape::File(_) => FileKind::File,
+            Shape::Link(_) => FileKind::Symlink,
+        }
+    }
+
+    pub fn stability(&self) -> Stability {
+        match self {
+            Shape::Dir(d) => d.stability(),
+            Shape::File(f) => f.stability(),
+            Shape::Link(l) => l.stability(),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The names a registry gives: the root and namespaces (from the catalog), and in each
+//! repository `tags/`, `manifests/` and `blobs/`.
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::names;
+
+use super::{Blob, Dir, Layout, Link, ManifestDir, Node, Stability};
+
+pub const TAGS: &str = "tags";
+pub const MANIFESTS: &str = "manifests";
+pub const BLOBS: &str = "blobs";
+/// Names a repository directory reserves for itself; no repository component may use them.
+pub const RESERVED: [&str; 3] = [TAGS, MANIFESTS, BLOBS];
+/// Length of `../manifests/sha256:<64 hex>`, reported before a tag is resolved.
+const SHA256_TAG_LINK_LEN: u64 = 83;
+
+/// `/`: the catalog's top-level names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Root;
+
+/// A repository name or a prefix of one (`library`, `library/alpine`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    pub path: String,
+}
+
+/// `<repo>/tags/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tags {
+    pub repo: String,
+}
+
+/// `<repo>/tags/<tag>`: a symlink to `../manifests/<digest>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub repo: String,
+    pub tag: String,
+}
+
+/// `<repo>/manifests/`: the manifests verified so far; any digest looks up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Manifests {
+    pub repo: String,
+}
+
+/// `<repo>/blobs/`: lookup only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Blobs {
+    pub repo: String,
+}
+
+/// A name at the root or in a namespace: a namespace, if the grammar allows it.
+fn namespace_child(prefix: Option<&str>, name: &str) -> Result<Node> {
+    // `tags`, `manifests` and `blobs` are taken inside a repository directory (by its own
+    // directories); at the root they are ordinary names.
+    if !names::is_component(name) {
+        return Err(Error::InvalidName(name.to_string()));
+    }
+    let path = prefix.map_or_else(|| name.to_string(), |p| format!("{p}/{name}"));
+    names::check_repo(&path)?;
+    Ok(Node::Namespace(Namespace { path }))
+}
+
+/// What the root or a namespace directory lists, from the catalog: the next components, and
+/// whether the directory may be a repository. Without a catalog (the registry has none, or
+/// refuses it) nothing is listed but every name still looks up.
+fn namespace_listing(cx: &Layout, prefix: Option<&str>) -> (Vec<String>, bool) {
+    let catalog = match cx.store.catalog() {
+        Ok(c) => c,
+        // A registry without a catalog for us (404, 401, 403) is ordinary; anything else
+        // (a catalog over its byte budget, a registry failing) is worth a warning.
+        Err(e @ (Error::NotFound(_) | Error::Denied(_))) => {
+            log::info!("no catalog ({e}); listing only what is looked up by name");
+            return (Vec::new(), true);
+        }
+        Err(e) => {
+            log::warn!("no catalog ({e}); listing only what is looked up by name");
+            return (Vec::new(), true);
+        }
+    };
+    let mut children: Vec<String> = Vec::new();
+    let mut is_repo = false;
+    for repo in catalog.iter() {
+        let rest = match prefix {
+            None => Some(repo.as_str()),
+            Some(p) if repo == p => {
+                is_repo = true;
+                None
+            }
+            Some(p) => repo.strip_prefix(p).and_then(|r| r.strip_prefix('/')),
+        };
+        if let Some(first) = rest.and_then(|r| r.split('/').next()) {
+            // Inside a repository directory the reserved names are taken by its own dirs.
+            let hidden = prefix.is_some() && RESERVED.contains(&first);
+            if !hidden && children.last().map(String::as_str) != Some(first) {
+                children.push(first.to_string());
+            }
+        }
+    }
+    children.dedup();
+    // A name the catalog does not know may still be a repository it does not show.
+    let maybe_repo = is_repo || children.is_empty();
+    (children, maybe_repo)
+}
+
+fn namespaces(prefix: Option<&str>, children: Vec<String>) -> impl Iterator<Item = (String, Node)> {
+    children.into_iter().map(move |c| {
+        let path = prefix.map_or_else(|| c.clone(), |p| format!("{p}/{c}"));
+        (c, Node::Namespace(Namespace { path }))
+    })
+}
+
+impl Dir for Root {
+    fn stability(&self) -> Stability {
+        Stability::Named
+    }
+
+    fn parent(&self) -> Node {
+        Node::Root(Root)
+    }
+
+    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
+        namespace_child(None, name)
+    }
+
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        let (children, _) = namespace_listing(cx, None);
+        Ok(namespaces(None, children).collect())
+    }
+}
+
+impl Dir for Namespace {
+    fn stability(&self) -> Stability {
+        Stability::Named
+    }
+
+    fn parent(&self) -> Node {
+        match self.path.rsplit_once('/') {
+            Some((up, _)) => Node::Namespace(Namespace { path: up.to_string() }),
+            None => Node::Root(Root),
+        }
+    }
+
+    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
+        let repo = self.path.clone();
+        match name {
+            TAGS => Ok(Node::Tags(Tags { repo })),
+            MANIFESTS => Ok(Node::Manifests(Manifests { repo })),
+            BLOBS => Ok(Node::Blobs(Blobs { repo })),
+            _ => namespace_child(Some(&self.path), name),
+        }
+    }
+
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        let (children, maybe_repo) = namespace_listing(cx, Some(&self.path));
+        let mut out = Vec::new();
+        if maybe_repo {
+            for r in RESERVED {
+                if let Ok(n) = self.child(cx, r) {
+                    out.push((r.to_string(), n));
+                }
+            }
+        }
+        out.extend(namespaces(Some(&self.path), children));
+        Ok(out)
+    }
+}
+
+impl Dir for Tags {
+    fn stability(&self) -> Stability {
+        Stability::Named
+    }
+
+    fn parent(&self) -> Node {
+        Node::Namespace(Namespace { path: self.repo.clone() })
+    }
+
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        names::check_tag(name)?;
+        match cx.store.tag_listed(&self.repo, name) {
+            Some(true) => {}
+            Some(false) => return Err(Error::NotFound(name.to_string())),
+            None => {
+                cx.store.resolve_tag(&self.repo, name)?;
+            }
+        }
+        Ok(Node::Tag(Tag { repo: self.repo.clone(), tag: name.to_string() }))
+    }
+
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        let tags = cx.store.tags(&self.repo)?;
+        Ok(tags.iter().map(|t| (t.clone(), Node::Tag(Tag { repo: self.repo.clone(), tag: t.clone() }))).collect())
+    }
+}
+
+fn tag_target(d: &Digest) -> String {
+    format!("../{MANIFESTS}/{d}")
+}
+
+impl Link for Tag {
+    fn stability(&self) -> Stability {
+        Stability::Named
+    }
+
+    /// Exact once resolved; until then the sha256 length, so `ls -l` costs no HEAD.
+    fn size(&self, cx: &Layout) -> u64 {
+        cx.store
+            .resolve_tag_if_known(&self.repo, &self.tag)
+            .map_or(SHA256_TAG_LINK_LEN, |d| tag_target(&d).len() as u64)
+    }
+
+    /// One HEAD (cached for `tag_ttl`); tags read in order start a readahead of the next ones.
+    fn target(&self, cx: &Layout) -> Result<String> {
+        let target = tag_target(&cx.store.resolve_tag(&self.repo, &self.tag)?);
+        cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
+        Ok(target)
+    }
+}
+
+impl Dir for Manifests {
+    fn stability(&self) -> Stability {
+        Stability::Named
+    }
+
+    fn parent(&self) -> Node {
+        Node::Namespace(Namespace { path: self.repo.clone() })
+    }
+
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        let digest: Digest = name.parse()?;
+        cx.store.manifest(&self.repo, &digest)?;
+        Ok(Node::ManifestDir(ManifestDir { repo: self.repo.clone(), digest }))
+    }
+
+    fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        Ok(cx
+            .store
+            .seen_manifests(&self.repo)
+            .into_iter()
+            .map(|d| (d.to_string(), Node::ManifestDir(ManifestDir { repo: self.repo.clone(), digest: d })))
+            .collect())
+    }
+}
+
+impl Dir for Blobs {
+    fn stability(&self) -> Stability {
+        Stability::Named
+    }
+
+    fn parent(&self) -> Node {
+        Node::Namespace(Namespace { path: self.repo.clone() })
+    }
+
+    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
+        let digest: Digest = name.parse()?;
+        Ok(Node::Blob(Blob { repo: self.repo.clone(), digest, size: None }))
+    }
+
+    fn children(&self, _: &Layout) -> Result<Vec<(String, Node)>> {
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        let ns = |p: &str| Namespace { path: p.into() };
+        assert_eq!(ns("a/b").parent(), Node::Namespace(ns("a")));
+        assert_eq!(ns("a").parent(), Node::Root(Root));
+        assert_eq!(Tags { repo: "a/b".into() }.parent(), Node::Namespace(ns("a/b")));
+    }
+}
