@@ -18,6 +18,15 @@ pub struct StoredManifest {
     pub digest_header: Option<String>,
 }
 
+/// What `Docker-Content-Digest` says when a registry or mirror serves altered manifest bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum DigestHeader {
+    /// Not sent at all.
+    Omitted,
+    /// The hash of the bytes actually served (a mirror that computes it): consistent, and wrong.
+    OfServedBytes,
+}
+
 #[derive(Default)]
 pub struct Knobs {
     /// Cut every blob body off after this many bytes, this many times.
@@ -78,6 +87,31 @@ impl Fake {
         });
         let body = serde_json::to_vec(&m).expect("json");
         (self.manifest(repo, Some(tag), regfs::manifest::media::OCI_MANIFEST, &body, Algorithm::Sha256), l)
+    }
+
+    /// From now on serve `reference` of `repo` altered by `alter`, with `header` saying what a
+    /// registry or mirror whose storage was changed would say.
+    pub fn serve_altered_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        alter: impl FnOnce(&mut Vec<u8>),
+        header: DigestHeader,
+    ) {
+        let mut m = lock(&self.manifests);
+        let stored = m.get_mut(&(repo.to_string(), reference.to_string())).expect("no such manifest to alter");
+        alter(&mut stored.body);
+        stored.digest_header = match header {
+            DigestHeader::Omitted => None,
+            DigestHeader::OfServedBytes => Some(Digest::of(Algorithm::Sha256, &stored.body).to_string()),
+        };
+    }
+
+    /// From now on send `claim` as the `Docker-Content-Digest` of `reference` (None: no header).
+    pub fn claim_digest(&self, repo: &str, reference: &str, claim: Option<&Digest>) {
+        let mut m = lock(&self.manifests);
+        let stored = m.get_mut(&(repo.to_string(), reference.to_string())).expect("no such manifest");
+        stored.digest_header = claim.map(Digest::to_string);
     }
 
     pub fn calls(&self) -> Vec<String> {
