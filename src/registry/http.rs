@@ -37,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{MAX_MANIFEST_SIZE, media};
 
 pub const MAX_REDIRECTS: usize = 5;
-/// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).
+/// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off);
+/// the default of [`HttpClient::with_max_pages`].
 pub const MAX_PAGES: usize = 10_000;
 /// Entries of one tag list or catalog kept at most: memory stays bounded whatever a registry sends.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
@@ -86,6 +87,7 @@ pub struct HttpClient {
     auth: Authenticator,
     retry: RetryPolicy,
     counters: Arc<Counters>,
+    max_pages: usize,
 }
 
 /// What an attempt that did not produce a usable response means for the retry loop.
@@ -125,7 +127,14 @@ impl HttpClient {
             auth: Authenticator::new(options.credentials, allow_http_realm),
             retry: options.retry,
             counters: Arc::new(Counters::default()),
+            max_pages: MAX_PAGES,
         })
+    }
+
+    /// Follow at most `pages` pages of a tag list or catalog (default [`MAX_PAGES`]).
+    pub fn with_max_pages(mut self, pages: usize) -> Self {
+        self.max_pages = pages;
+        self
     }
 
     pub fn base(&self) -> &Url {
@@ -335,7 +344,7 @@ impl HttpClient {
     ) -> Result<()> {
         let mut url = first;
         let mut seen = std::collections::HashSet::new();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..self.max_pages {
             if !seen.insert(url.clone()) {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
@@ -360,7 +369,7 @@ impl HttpClient {
                 }
             }
         }
-        Err(Error::Protocol(format!("GET {url}: more than {MAX_PAGES} pages")))
+        Err(Error::Protocol(format!("GET {url}: more than {} pages", self.max_pages)))
     }
 }
 
