@@ -524,3 +524,36 @@ fn a_blob_of_the_right_length_with_other_bytes_is_refused_and_not_kept() {
         assert_eq!(std::fs::read_dir(c.cache.path().join("tmp")).expect("tmp").count(), 0);
     }
 }
+
+#[test]
+fn a_body_cut_off_is_resumed_five_times_and_no_more() {
+    let data = noise(200_000, 7);
+    // Five cut-offs: the sixth GET completes it.
+    let fake = Fake::default();
+    let (d, _) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().cut_after = Some((10_000, 5));
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed five times"), data);
+    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 6);
+    // Six: given up after the sixth GET, though a seventh would have worked.
+    let fake = Fake::default();
+    let (d, _) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().cut_after = Some((10_000, 6));
+    let c = core(fake);
+    let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).map(|b| b.len()).expect_err("cut off six times");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("5 times"), "{err}");
+    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 6);
+}
+
+#[test]
+fn a_body_that_ends_short_without_an_error_is_resumed_and_verified() {
+    let fake = Fake::default();
+    let data = noise(500_000, 8);
+    let (d, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().end_early = Some((200_000, 1));
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed"), data);
+    let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
+    assert_eq!(gets, [format!("GET blob r {layer} from 0"), format!("GET blob r {layer} from 200000")]);
+}

@@ -31,6 +31,9 @@ pub enum DigestHeader {
 pub struct Knobs {
     /// Cut every blob body off after this many bytes, this many times.
     pub cut_after: Option<(usize, usize)>,
+    /// End every blob body cleanly (no error, as a server whose body is short) after this many
+    /// bytes, this many times.
+    pub end_early: Option<(usize, usize)>,
     pub ignore_range: bool,
     /// Serve these bytes instead of a blob's own.
     pub substitute: HashMap<String, Vec<u8>>,
@@ -122,12 +125,17 @@ impl Fake {
 struct CutReader {
     inner: std::io::Cursor<Vec<u8>>,
     left: Option<usize>,
+    /// At `left == 0`, end the body (Ok(0)) rather than fail.
+    clean: bool,
 }
 
 impl Read for CutReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Some(left) = self.left {
             if left == 0 {
+                if self.clean {
+                    return Ok(0);
+                }
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut-off"));
             }
             let max = buf.len().min(left);
@@ -195,10 +203,18 @@ impl Client for Fake {
             }
             _ => None,
         };
+        let short = match knobs.end_early.as_mut() {
+            Some((after, times)) if *times > 0 && left.is_none() => {
+                *times -= 1;
+                Some(*after)
+            }
+            _ => None,
+        };
+        let (left, clean) = if short.is_some() { (short, true) } else { (left, false) };
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
             length: Some(body.len() as u64),
-            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left }),
+            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left, clean }),
             ranged,
         })
     }
