@@ -557,3 +557,15 @@ fn a_body_that_ends_short_without_an_error_is_resumed_and_verified() {
     let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
     assert_eq!(gets, [format!("GET blob r {layer} from 0"), format!("GET blob r {layer} from 200000")]);
 }
+
+#[test]
+fn an_interrupted_read_is_read_again_not_taken_for_a_cut_off() {
+    let fake = Fake::default();
+    let data = noise(300_000, 9);
+    let (d, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().interrupt_after = Some(100_000);
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("read through EINTR"), data);
+    let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
+    assert_eq!(gets, [format!("GET blob r {layer} from 0")]);
+}

@@ -34,6 +34,9 @@ pub struct Knobs {
     /// End every blob body cleanly (no error, as a server whose body is short) after this many
     /// bytes, this many times.
     pub end_early: Option<(usize, usize)>,
+    /// Fail one read of every blob body with `Interrupted` (EINTR: to be retried, not a fault)
+    /// after this many bytes.
+    pub interrupt_after: Option<usize>,
     pub ignore_range: bool,
     /// Serve these bytes instead of a blob's own.
     pub substitute: HashMap<String, Vec<u8>>,
@@ -127,10 +130,25 @@ struct CutReader {
     left: Option<usize>,
     /// At `left == 0`, end the body (Ok(0)) rather than fail.
     clean: bool,
+    /// Bytes before one `Interrupted` error.
+    interrupt_in: Option<usize>,
 }
 
 impl Read for CutReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.interrupt_in {
+            Some(0) => {
+                self.interrupt_in = None;
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "injected EINTR"));
+            }
+            Some(n) => {
+                let max = buf.len().min(n);
+                let got = self.inner.read(&mut buf[..max])?;
+                self.interrupt_in = Some(n - got);
+                return Ok(got);
+            }
+            None => {}
+        }
         if let Some(left) = self.left {
             if left == 0 {
                 if self.clean {
@@ -214,7 +232,12 @@ impl Client for Fake {
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
             length: Some(body.len() as u64),
-            reader: Box::new(CutReader { inner: std::io::Cursor::new(body), left, clean }),
+            reader: Box::new(CutReader {
+                inner: std::io::Cursor::new(body),
+                left,
+                clean,
+                interrupt_in: knobs.interrupt_after,
+            }),
             ranged,
         })
     }
