@@ -435,7 +435,7 @@ fn a_manifest_served_altered_must_hash_to_its_digest_whatever_docker_content_dig
         assert_eq!(stdout(&out), "0", "{header:?}: bytes of an altered manifest were shown");
         let log = m.log();
         assert!(log.lines().any(|l| l.contains("digest mismatch") && l.contains(&digest)), "{header:?}: {log}");
-        // The front did serve the altered bytes, and with the header as told.
+        // Both reads reached the registry as GETs by that digest (directly, and after the tag's HEAD).
         let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
         assert!(gets >= 2, "{header:?}: {:#?}", front.requests());
     }

@@ -6,8 +6,7 @@
 //! registries redirect to object storage), answers with injected statuses (429 with
 //! `Retry-After`, 500, 503), stalls, cuts bodies off half way, ignores `Range`, serves altered
 //! manifests, and sends `Link` headers no registry should (another origin, a loop, a chain too
-//! long to follow). It records
-//! every request so tests can assert on what regfs sent.
+//! long to follow). It records every request so tests can assert on what regfs sent.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
