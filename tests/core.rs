@@ -569,3 +569,25 @@ fn an_interrupted_read_is_read_again_not_taken_for_a_cut_off() {
     let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
     assert_eq!(gets, [format!("GET blob r {layer} from 0")]);
 }
+
+#[test]
+fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
+    use regfs::store::{Content, SMALL_BLOB};
+    let fake = Arc::new(Fake::default());
+    let small = fake.blob(&noise(4096, 10));
+    let large = fake.blob(&noise(SMALL_BLOB as usize + 1, 11));
+    let cache = tempfile::tempdir().expect("cache");
+    let store = Store::new(fake.clone(), cache.path(), 1 << 30, Duration::from_secs(60)).expect("store");
+    assert!(matches!(store.blob("r", &small).expect("small"), Content::Memory(_)));
+    assert!(matches!(store.blob("r", &large).expect("large"), Content::File(_)));
+    // With the disk copies gone, the small blob is still served (from memory, asking nothing);
+    // the large one is fetched again.
+    for d in [&small, &large] {
+        std::fs::remove_file(cache.path().join("blobs/sha256").join(d.hex())).expect("cached file");
+    }
+    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    assert!(matches!(store.blob("r", &small).expect("small again"), Content::Memory(_)));
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets, "the small blob was fetched again");
+    assert!(matches!(store.blob("r", &large).expect("large again"), Content::File(_)));
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
+}
