@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::fake::Fake;
+use common::fake::{DigestHeader, Fake};
 use regfs::digest::{Algorithm, Digest};
 use regfs::error::{Error, Result};
 use regfs::fs::{Attr, Fs};
@@ -1060,4 +1060,146 @@ fn the_layout_of_every_kind_of_node_is_as_recorded() {
         eprintln!("{text}");
     }
     assert_eq!(text.trim(), expected.trim());
+}
+
+#[test]
+fn a_manifest_fetched_by_digest_must_hash_to_it_whatever_docker_content_digest_says() {
+    // A registry or mirror whose stored manifest changed: one that sends no header, and one that
+    // sends the hash of the bytes it actually serves (consistent with the body, not the request).
+    for header in [DigestHeader::Omitted, DigestHeader::OfServedBytes] {
+        let fake = Fake::default();
+        let (good, _) = fake.image("r", "v1", b"layer");
+        // Still valid JSON, still the same manifest to a parser: only the hash tells.
+        fake.serve_altered_manifest("r", &good.to_string(), |body| body.insert(1, b' '), header);
+        let c = core(fake);
+        let err = c.walk(&format!("r/manifests/{good}")).expect_err("altered manifest");
+        assert_eq!(err.errno(), libc::EIO, "{header:?}: {err}");
+        match &err {
+            Error::DigestMismatch { expected, .. } => assert_eq!(expected, &good.to_string(), "{header:?}"),
+            other => panic!("{header:?}: {other}"),
+        }
+        // Through the tag too: HEAD names the good digest, the GET by digest serves other bytes.
+        let target = c.fs.readlink(c.walk("r/tags/v1").expect("tag").ino).expect("readlink");
+        assert_eq!(target, format!("../manifests/{good}"));
+        assert!(c.cat(&format!("r/manifests/{good}/manifest.json")).is_err(), "{header:?}");
+        // Nothing kept: asking again asks the registry again.
+        let before = c.fake.calls().len();
+        assert!(c.walk(&format!("r/manifests/{good}")).is_err());
+        assert!(c.fake.calls().len() > before, "{header:?}");
+    }
+}
+
+#[test]
+fn when_head_is_refused_the_get_by_tag_must_match_its_docker_content_digest() {
+    let fake = Fake::default();
+    let (d, _) = fake.image("r", "v1", b"layer");
+    let other = Digest::of(Algorithm::Sha256, b"another manifest");
+    fake.claim_digest("r", "v1", Some(&other));
+    fake.knobs.lock().unwrap().refuse_head = true;
+    let c = core(fake);
+    let err = c.walk("r/tags/v1").and_then(|a| c.fs.readlink(a.ino)).expect_err("a header that lies");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("Docker-Content-Digest"), "{err}");
+    assert!(c.fake.calls().iter().any(|call| call == "Get manifest r v1"), "{:?}", c.fake.calls());
+    // Neither the body's digest nor the claimed one is taken for a manifest of the repository.
+    let seen = c.ls("r/manifests").expect("manifests/");
+    assert!(!seen.contains(&d.to_string()) && !seen.contains(&other.to_string()), "{seen:?}");
+}
+
+#[test]
+fn a_blob_of_the_right_length_with_other_bytes_is_refused_and_not_kept() {
+    let fake = Fake::default();
+    let data = noise(300_000, 6);
+    let (d, layer) = fake.image("r", "v1", &data);
+    let mut corrupt = data.clone();
+    corrupt[150_000] ^= 1;
+    let served = Digest::of(Algorithm::Sha256, &corrupt);
+    fake.knobs.lock().unwrap().substitute.insert(layer.to_string(), corrupt);
+    let c = core(fake);
+    for path in [format!("r/manifests/{d}/layers/0.tar"), format!("r/blobs/{layer}")] {
+        let gets = c.fake.blob_gets.load(Ordering::SeqCst);
+        let err = match c.cat(&path) {
+            Ok(bytes) => panic!("{path}: {} bytes served from a corrupt blob", bytes.len()),
+            Err(e) => e,
+        };
+        assert_eq!(err.errno(), libc::EIO, "{path}: {err}");
+        match &err {
+            Error::DigestMismatch { expected, actual, .. } => {
+                assert_eq!(expected, &layer.to_string(), "{path}");
+                assert_eq!(actual, &served.to_string(), "{path}");
+            }
+            other => panic!("{path}: {other}"),
+        }
+        // Asked anew each time: nothing of it was kept, in memory or on disk.
+        assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), gets + 1, "{path}");
+        assert!(!c.cache.path().join("blobs/sha256").join(layer.hex()).exists());
+        assert_eq!(std::fs::read_dir(c.cache.path().join("tmp")).expect("tmp").count(), 0);
+    }
+}
+
+#[test]
+fn a_body_cut_off_is_resumed_five_times_and_no_more() {
+    let data = noise(200_000, 7);
+    // Five cut-offs: the sixth GET completes it.
+    let fake = Fake::default();
+    let (d, _) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().cut_after = Some((10_000, 5));
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed five times"), data);
+    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 6);
+    // Six: given up after the sixth GET, though a seventh would have worked.
+    let fake = Fake::default();
+    let (d, _) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().cut_after = Some((10_000, 6));
+    let c = core(fake);
+    let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).map(|b| b.len()).expect_err("cut off six times");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("6 times"), "{err}");
+    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 6);
+}
+
+#[test]
+fn a_body_that_ends_short_without_an_error_is_resumed_and_verified() {
+    let fake = Fake::default();
+    let data = noise(500_000, 8);
+    let (d, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().end_early = Some((200_000, 1));
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed"), data);
+    let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
+    assert_eq!(gets, [format!("GET blob r {layer} from 0"), format!("GET blob r {layer} from 200000")]);
+}
+
+#[test]
+fn an_interrupted_read_is_read_again_not_taken_for_a_cut_off() {
+    let fake = Fake::default();
+    let data = noise(300_000, 9);
+    let (d, layer) = fake.image("r", "v1", &data);
+    fake.knobs.lock().unwrap().interrupt_after = Some(100_000);
+    let c = core(fake);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("read through EINTR"), data);
+    let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
+    assert_eq!(gets, [format!("GET blob r {layer} from 0")]);
+}
+
+#[test]
+fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
+    use regfs::store::{Content, SMALL_BLOB};
+    let fake = Arc::new(Fake::default());
+    let small = fake.blob(&noise(4096, 10));
+    let large = fake.blob(&noise(SMALL_BLOB as usize + 1, 11));
+    let cache = tempfile::tempdir().expect("cache");
+    let store = Store::new(fake.clone(), cache.path(), 1 << 30, Duration::from_secs(60)).expect("store");
+    assert!(matches!(store.blob("r", &small, None).expect("small"), Content::Memory(_)));
+    assert!(matches!(store.blob("r", &large, None).expect("large"), Content::File(_)));
+    // With the disk copies gone, the small blob is still served (from memory, asking nothing);
+    // the large one is fetched again.
+    for d in [&small, &large] {
+        std::fs::remove_file(cache.path().join("blobs/sha256").join(d.hex())).expect("cached file");
+    }
+    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    assert!(matches!(store.blob("r", &small, None).expect("small again"), Content::Memory(_)));
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets, "the small blob was fetched again");
+    assert!(matches!(store.blob("r", &large, None).expect("large again"), Content::File(_)));
+    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::front::{Bearer, Behavior, Fault, Front, STALL};
+use common::front::{BadLink, Bearer, Behavior, Fault, Front, ManifestHeader, STALL};
 use common::{Mount, Registry, sh_in, sha256sum, shared, start_forever, stdout};
 
 fn names(dir: &std::path::Path) -> Vec<String> {
@@ -444,4 +444,73 @@ fn a_first_basic_challenge_met_by_concurrent_requests_lets_every_one_through() {
         }
     }
     assert!(failures.is_empty(), "{} of {} first requests failed: {failures:#?}", failures.len(), 10 * THREADS);
+}
+
+#[test]
+fn a_manifest_served_altered_must_hash_to_its_digest_whatever_docker_content_digest_says() {
+    let sh = shared();
+    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
+    let (repo, tag, digest) = (s(&img["repo"]), s(&img["tag"]), s(&img["digest"]));
+    // A registry or mirror whose stored manifest changed: one that sends no Docker-Content-Digest,
+    // and one that sends the hash of the bytes it actually serves.
+    for header in [ManifestHeader::Omitted, ManifestHeader::OfServedBytes] {
+        let front = Front::start(&sh.registry.url, Behavior { alter_manifests: Some(header), ..Behavior::default() });
+        let m = Mount::start(&front.url, &[]);
+        let e = std::fs::read_dir(m.path(&format!("{repo}/manifests/{digest}")))
+            .map(|d| d.count())
+            .expect_err("an altered manifest by digest");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{header:?}");
+        // Through the tag: HEAD names the true digest, the GET by that digest is altered.
+        let out = m.sh(&format!("cat {repo}/tags/{tag}/manifest.json | wc -c; exit ${{PIPESTATUS[0]}}"));
+        assert!(!out.status.success(), "{header:?}: the altered manifest was read");
+        assert_eq!(stdout(&out), "0", "{header:?}: bytes of an altered manifest were shown");
+        let log = m.log();
+        assert!(log.lines().any(|l| l.contains("digest mismatch") && l.contains(&digest)), "{header:?}: {log}");
+        // Both reads reached the registry as GETs by that digest (directly, and after the tag's HEAD).
+        let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
+        assert!(gets >= 2, "{header:?}: {:#?}", front.requests());
+    }
+}
+
+#[test]
+fn a_link_to_another_origin_or_back_to_a_page_already_read_is_an_error() {
+    let sh = shared();
+    for (bad, says, pages) in
+        [(BadLink::OtherOrigin, "Link to another origin", 1), (BadLink::LoopBack, "pages loop back", 2)]
+    {
+        let front = Front::start(&sh.registry.url, Behavior { bad_links: Some(bad), ..Behavior::default() });
+        let m = Mount::start(&front.url, &[]);
+        let e = std::fs::read_dir(m.path("demo/oci/tags")).map(|d| d.count()).expect_err("a bad Link");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{bad:?}");
+        let log = m.log();
+        assert!(log.lines().any(|l| l.contains(says) && l.contains("/v2/demo/oci/tags/list")), "{bad:?}: {log}");
+        let reqs = front.requests();
+        let lists: Vec<_> = reqs.iter().filter(|r| r.path.contains("/tags/list")).collect();
+        assert_eq!(lists.len(), pages, "{bad:?}: {lists:#?}");
+        // Nothing was sent to the other origin (the same front, named `localhost`).
+        assert!(reqs.iter().all(|r| !r.host.starts_with("localhost")), "{bad:?}: {reqs:#?}");
+    }
+}
+
+#[test]
+fn a_registry_that_pages_on_and_on_is_cut_off_at_the_page_cap() {
+    use regfs::limits::MAX_PAGES;
+    use regfs::registry::Client;
+    use regfs::registry::http::{HttpClient, Options};
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { bad_links: Some(BadLink::Chain(60)), ..Behavior::default() });
+    let url = reqwest::Url::parse(&front.url).expect("url");
+    // 60 pages, each with a fresh URL, against a cap of 25 (the default cap, MAX_PAGES = 10,000,
+    // costs half a minute of requests: the same loop, only longer).
+    assert_eq!(MAX_PAGES, 10_000, "doc/SEMANTICS.md gives the cap");
+    let client = HttpClient::new(url, Options::default()).expect("client").with_max_pages(25);
+    let err = match client.tags("demo/oci") {
+        Ok(tags) => panic!("{} tags from a chain of pages past the cap", tags.len()),
+        Err(e) => e,
+    };
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("more than 25 pages"), "{err}");
+    let pages = front.requests().iter().filter(|r| r.path.contains("/tags/list")).count();
+    assert_eq!(pages, 25);
 }

@@ -162,6 +162,7 @@ pub struct HttpClient {
     retry: RetryPolicy,
     progress: Progress,
     counters: Arc<Counters>,
+    max_pages: usize,
     /// Listings being fetched now, at most [`LISTINGS_AT_ONCE`].
     listings: (std::sync::Mutex<usize>, std::sync::Condvar),
 }
@@ -226,7 +227,14 @@ impl HttpClient {
             progress: options.progress,
             counters: Arc::new(Counters::default()),
             listings: Default::default(),
+            max_pages: MAX_PAGES,
         })
+    }
+
+    /// Follow at most `pages` pages of a tag list or catalog (default [`MAX_PAGES`]).
+    pub fn with_max_pages(mut self, pages: usize) -> Self {
+        self.max_pages = pages;
+        self
     }
 
     fn url(&self, path: &str) -> Result<Url> {
@@ -443,7 +451,7 @@ impl HttpClient {
         let mut seen = std::collections::HashSet::new();
         let mut budget = ListBudget::new(first.clone());
         let mut all = Vec::new();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..self.max_pages {
             if !seen.insert(url.clone()) {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
@@ -472,7 +480,7 @@ impl HttpClient {
                 }
             }
         }
-        Err(Error::Protocol(format!("GET {url}: more than {MAX_PAGES} pages")))
+        Err(Error::Protocol(format!("GET {url}: more than {} pages", self.max_pages)))
     }
 }
 

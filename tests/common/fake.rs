@@ -19,10 +19,25 @@ pub struct StoredManifest {
     pub digest_header: Option<String>,
 }
 
+/// What `Docker-Content-Digest` says when a registry or mirror serves altered manifest bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum DigestHeader {
+    /// Not sent at all.
+    Omitted,
+    /// The hash of the bytes actually served (a mirror that computes it): consistent, and wrong.
+    OfServedBytes,
+}
+
 #[derive(Default)]
 pub struct Knobs {
     /// Cut every blob body off after this many bytes, this many times.
     pub cut_after: Option<(usize, usize)>,
+    /// End every blob body cleanly (no error, as a server whose body is short) after this many
+    /// bytes, this many times.
+    pub end_early: Option<(usize, usize)>,
+    /// Fail one read of every blob body with `Interrupted` (EINTR: to be retried, not a fault)
+    /// after this many bytes.
+    pub interrupt_after: Option<usize>,
     pub ignore_range: bool,
     /// Serve these bytes instead of a blob's own.
     pub substitute: HashMap<String, Vec<u8>>,
@@ -95,6 +110,31 @@ impl Fake {
         self.manifest(repo, Some(tag), regfs::media::OCI_MANIFEST, &body, Algorithm::Sha256)
     }
 
+    /// From now on serve `reference` of `repo` altered by `alter`, with `header` saying what a
+    /// registry or mirror whose storage was changed would say.
+    pub fn serve_altered_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        alter: impl FnOnce(&mut Vec<u8>),
+        header: DigestHeader,
+    ) {
+        let mut m = lock(&self.manifests);
+        let stored = m.get_mut(&(repo.to_string(), reference.to_string())).expect("no such manifest to alter");
+        alter(&mut stored.body);
+        stored.digest_header = match header {
+            DigestHeader::Omitted => None,
+            DigestHeader::OfServedBytes => Some(Digest::of(Algorithm::Sha256, &stored.body).to_string()),
+        };
+    }
+
+    /// From now on send `claim` as the `Docker-Content-Digest` of `reference` (None: no header).
+    pub fn claim_digest(&self, repo: &str, reference: &str, claim: Option<&Digest>) {
+        let mut m = lock(&self.manifests);
+        let stored = m.get_mut(&(repo.to_string(), reference.to_string())).expect("no such manifest");
+        stored.digest_header = claim.map(Digest::to_string);
+    }
+
     pub fn calls(&self) -> Vec<String> {
         lock(&self.calls).clone()
     }
@@ -105,6 +145,10 @@ struct CutReader {
     left: Option<usize>,
     slow: Option<std::time::Duration>,
     on_read: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    /// At `left == 0`, end the body (Ok(0)) rather than fail.
+    clean: bool,
+    /// Bytes before one `Interrupted` error.
+    interrupt_in: Option<usize>,
 }
 
 impl Read for CutReader {
@@ -115,8 +159,24 @@ impl Read for CutReader {
         if let Some(f) = &self.on_read {
             f();
         }
+        match self.interrupt_in {
+            Some(0) => {
+                self.interrupt_in = None;
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "injected EINTR"));
+            }
+            Some(n) => {
+                let max = buf.len().min(n);
+                let got = self.inner.read(&mut buf[..max])?;
+                self.interrupt_in = Some(n - got);
+                return Ok(got);
+            }
+            None => {}
+        }
         if let Some(left) = self.left {
             if left == 0 {
+                if self.clean {
+                    return Ok(0);
+                }
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut-off"));
             }
             let max = buf.len().min(left);
@@ -187,6 +247,14 @@ impl Client for Fake {
             }
             _ => None,
         };
+        let short = match knobs.end_early.as_mut() {
+            Some((after, times)) if *times > 0 && left.is_none() => {
+                *times -= 1;
+                Some(*after)
+            }
+            _ => None,
+        };
+        let (left, clean) = if short.is_some() { (short, true) } else { (left, false) };
         Ok(BlobReply {
             url: format!("fake://{repo}/blobs/{digest}"),
             reader: Box::new(CutReader {
@@ -194,6 +262,8 @@ impl Client for Fake {
                 left,
                 slow: knobs.slow_reads,
                 on_read: knobs.on_read.clone(),
+                clean,
+                interrupt_in: knobs.interrupt_after,
             }),
             ranged,
         })

@@ -5,8 +5,9 @@
 //! Hub does), demands bearer tokens that expire, redirects blob GETs to another host name (as
 //! registries redirect to object storage), answers with injected statuses (429 with
 //! `Retry-After`, 500, 503), stalls, cuts bodies off half way, trickles them (a few bytes at a
-//! time, a pause between), and ignores `Range`. It records
-//! every request so tests can assert on what regfs sent.
+//! time, a pause between), ignores `Range`, serves altered manifests, and sends `Link` headers
+//! no registry should (another origin, a loop, a chain too long to follow). It records every
+//! request so tests can assert on what regfs sent.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -59,6 +60,28 @@ pub struct Bearer {
     pub basic: Option<(String, String)>,
 }
 
+/// What `Docker-Content-Digest` says on a manifest the front serves altered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestHeader {
+    /// Not sent at all.
+    Omitted,
+    /// The sha256 of the bytes actually served (a mirror that computes it): consistent, and wrong.
+    OfServedBytes,
+}
+
+/// `Link` headers on tag lists that a registry must not be followed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLink {
+    /// The first page links to the rest of the list on another origin (`localhost` for
+    /// `127.0.0.1`: the same server under another name).
+    OtherOrigin,
+    /// The second page links back to the first.
+    LoopBack,
+    /// A chain of this many pages, each linking to a URL not seen before (as long as a client
+    /// should never follow; a client without a cap would follow it to the end).
+    Chain(u64),
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Behavior {
     pub tag_page: Option<usize>,
@@ -77,6 +100,11 @@ pub struct Behavior {
     pub tag_floods: Vec<(String, u64)>,
     /// The same for the catalog: this many bytes of generated repository names.
     pub catalog_flood: Option<u64>,
+    /// Serve every manifest GET by digest altered (a space after its opening brace: the same JSON,
+    /// other bytes), as a registry or mirror whose storage was changed, with this header.
+    pub alter_manifests: Option<ManifestHeader>,
+    /// Tag lists are served as made-up pages (tags `p0`, `p1`, …) linked like this.
+    pub bad_links: Option<BadLink>,
     pub faults: Vec<Fault>,
 }
 
@@ -438,6 +466,13 @@ fn decide(
     if let (Some(bytes), "/v2/_catalog") = (b.catalog_flood, bare) {
         return (flood_page(bare, "repositories", bytes, &query(path)), Duration::ZERO);
     }
+    if let (Some(bad), true) = (b.bad_links, bare.ends_with("/tags/list")) {
+        return (bad_page(bad, bare, &query(path), port), Duration::ZERO);
+    }
+    if let (Some(header), "GET", true) = (b.alter_manifests, req.method.as_str(), path.contains("/manifests/sha256:")) {
+        let resp = forward(http, &req.method, &format!("{upstream}{path}"), req, false);
+        return (altered_manifest(resp, header), stall);
+    }
     if let (Some(n), true) = (b.tag_page, bare.ends_with("/tags/list")) {
         let full = forward(http, "GET", &format!("{upstream}{bare}"), req, false);
         return (page(full, "tags", n, bare, &query(path)), Duration::ZERO);
@@ -472,6 +507,39 @@ fn flood_page(bare: &str, field: &str, total: u64, q: &HashMap<String, String>) 
         r = r.header("Link", format!(r#"<{bare}?n={i}&page={}>; rel="next""#, k + 1));
     }
     r
+}
+
+/// A manifest with a space inserted after its opening brace, and `Docker-Content-Digest` as
+/// `header` says.
+fn altered_manifest(mut resp: Response, header: ManifestHeader) -> Response {
+    if resp.status != 200 || resp.body.first() != Some(&b'{') {
+        return resp;
+    }
+    resp.body.insert(1, b' ');
+    resp.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("docker-content-digest") && !k.eq_ignore_ascii_case("content-length"));
+    if header == ManifestHeader::OfServedBytes {
+        let served = regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, &resp.body);
+        resp.headers.push(("docker-content-digest".into(), served.to_string()));
+    }
+    resp
+}
+
+/// A made-up page `?page=K` of a tag list (one tag, `pK`), linked as `bad` says.
+fn bad_page(bad: BadLink, bare: &str, q: &HashMap<String, String>, port: u16) -> Response {
+    let k: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let name = bare.strip_prefix("/v2/").and_then(|p| p.strip_suffix("/tags/list")).unwrap_or("");
+    let body = serde_json::json!({"name": name, "tags": [format!("p{k}")]});
+    let next = match bad {
+        BadLink::OtherOrigin => format!("http://localhost:{port}{bare}?page={}", k + 1),
+        BadLink::LoopBack if k == 0 => format!("{bare}?page=1"),
+        BadLink::LoopBack => bare.to_string(),
+        BadLink::Chain(n) if k + 1 >= n => String::new(),
+        BadLink::Chain(_) => format!("{bare}?page={}", k + 1),
+    };
+    let r =
+        Response::new(200, serde_json::to_vec(&body).unwrap_or_default()).header("Content-Type", "application/json");
+    if next.is_empty() { r } else { r.header("Link", format!(r#"<{next}>; rel="next""#)) }
 }
 
 /// One page of a list response, with a `Link` to the next.
