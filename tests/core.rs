@@ -1203,3 +1203,19 @@ fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
     assert!(matches!(store.blob("r", &large, None).expect("large again"), Content::File(_)));
     assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
 }
+
+/// `ls -l tags/` shows a tag link's size before the tag is resolved (no HEAD per tag): it must be
+/// the length readlink then gives, for the sha256 digests registries use.
+#[test]
+fn an_unresolved_tag_link_reports_the_length_of_its_target() {
+    let fake = Fake::default();
+    fake.image("r", "v1", b"layer");
+    let c = core(fake);
+    // Listed first, as `ls -l` does: the lookup then needs no request.
+    assert_eq!(c.ls("r/tags").expect("tags"), ["v1"]);
+    let before = c.walk("r/tags/v1").expect("tag");
+    assert!(c.fs.store().resolve_tag_if_known("r", "v1").is_none(), "resolved already: {:?}", c.fake.calls());
+    let target = c.fs.readlink(before.ino).expect("readlink");
+    assert_eq!(before.size, target.len() as u64, "size before resolution vs {target:?}");
+    assert_eq!(c.walk("r/tags/v1").expect("tag").size, target.len() as u64);
+}

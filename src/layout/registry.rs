@@ -12,8 +12,9 @@ pub const MANIFESTS: &str = "manifests";
 pub const BLOBS: &str = "blobs";
 /// Names a repository directory reserves for itself; no repository component may use them.
 pub const RESERVED: [&str; 3] = [TAGS, MANIFESTS, BLOBS];
-/// Length of `../manifests/sha256:<64 hex>`, reported before a tag is resolved.
-const SHA256_TAG_LINK_LEN: u64 = 83;
+/// Length of `../manifests/sha256:<64 hex>`, reported before a tag is resolved: counted from its
+/// parts, so it stays the length `readlink` gives.
+const SHA256_TAG_LINK_LEN: u64 = ("../".len() + MANIFESTS.len() + "/sha256:".len() + 64) as u64;
 
 /// `/`: the catalog's top-level names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
