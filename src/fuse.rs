@@ -32,8 +32,8 @@
 //! that handles a signal (SIGCHLD, SIGWINCH, a SIGINT handler) is never handed an EINTR from
 //! `open`, which the kernel would return even under `SA_RESTART`. The costs: one read of a small
 //! `/proc` file per waiting request every 100 ms, and a requester regfs cannot see (pid 0, from
-//! another pid namespace) is not freed early; its wait stays bounded by the network's bounds
-//! and by unmounting.
+//! another pid namespace; a thread a `hidepid=2` /proc hides) is not freed early; its wait
+//! stays bounded by the network's bounds and by unmounting.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -226,12 +226,12 @@ fn mounted(path: &std::path::Path) -> Option<bool> {
 }
 
 /// Whether thread `tid` is dying: SIGKILL pending for it or its process (a default-fatal signal
-/// is turned into SIGKILL on every thread). A thread that is gone counts as dying.
+/// is turned into SIGKILL on every thread). A thread `/proc` does not show is not: a thread
+/// waiting on a request cannot exit before it is answered, so a missing `/proc/<tid>` means
+/// regfs cannot see it (`/proc` mounted `hidepid=2` with another user's reader under
+/// `--allow-other`, or a `/proc` of another pid namespace), not that it was killed.
 fn fatal_signal_pending(tid: u32) -> bool {
-    let status = match std::fs::read_to_string(format!("/proc/{tid}/status")) {
-        Ok(s) => s,
-        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
-    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return false };
     const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
     status.lines().any(|l| {
         let mask = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
@@ -606,5 +606,39 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
         rdev: 0,
         blksize: 128 << 10,
         flags: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fatal_signal_pending;
+
+    /// A requester regfs cannot see in `/proc` (a `hidepid=2` /proc with an `--allow-other`
+    /// mount, or regfs in another pid namespace than its /proc) is not a dying one: a waiting
+    /// request's thread cannot exit before it is answered, so a missing `/proc/<tid>` says
+    /// nothing about its signals, and answering EINTR would fail a live reader after 100 ms.
+    #[test]
+    fn a_requester_regfs_cannot_see_is_not_dying() {
+        // Above any pid_max (at most 2^22): no such thread ever exists.
+        assert!(!fatal_signal_pending(u32::MAX), "a thread /proc does not show was taken for a killed one");
+    }
+
+    /// The `Name:` line of `/proc/<tid>/status` comes first and a thread sets its own name: a
+    /// name holding a newline and a `ShdPnd:` mask with SIGKILL set must not read as a kill.
+    #[test]
+    fn a_thread_name_cannot_fake_a_pending_kill() {
+        let faked = std::thread::spawn(|| {
+            let name = c"\nShdPnd:\t100";
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            assert_eq!(rc, 0, "prctl: {}", std::io::Error::last_os_error());
+            // SAFETY: gettid cannot fail.
+            let tid = unsafe { libc::gettid() } as u32;
+            let status = std::fs::read_to_string(format!("/proc/{tid}/status")).expect("own status");
+            (fatal_signal_pending(tid), status.lines().next().unwrap_or_default().to_string())
+        })
+        .join()
+        .expect("thread");
+        assert!(!faked.0, "a thread's name was read as a pending SIGKILL (first line: {:?})", faked.1);
     }
 }
