@@ -496,3 +496,74 @@ fn a_trickled_manifest_is_fetched_again_within_the_retry_budget() {
     assert_eq!(gets, 3, "two trickled, then whole");
     assert!(m.log().contains("slower than 1024 bytes/s"), "{}", m.log());
 }
+
+/// Descriptors of `pid` that are not sockets (pooled connections come and go), and its threads.
+fn files_and_threads(pid: u32) -> (Vec<String>, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| !t.starts_with("socket:"))
+        .collect();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").count();
+    (fds, threads)
+}
+
+#[test]
+fn many_readers_killed_in_lookup_opendir_and_open_leave_nothing_behind() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let stalls = [format!("/blobs/{digest}"), "/v2/demo/oci/manifests/v1".into(), "/v2/demo/oci/tags/list".into()];
+    let faults = stalls
+        .iter()
+        .map(|p| {
+            let mut f = Fault::status(p, STALL, 1);
+            f.delay = Duration::from_secs(4);
+            f
+        })
+        .collect();
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &[]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let pid = m.pid().expect("pid");
+    let (mut fds_before, threads_before) = files_and_threads(pid);
+    let mut readers: Vec<std::process::Child> = Vec::new();
+    for _ in 0..24 {
+        readers.push(spawn_reader(&m.path(&path)));
+    }
+    for _ in 0..8 {
+        // lookup of a tag whose manifest stalls, opendir of a tag list that stalls
+        readers.push(spawn_reader(&m.path("demo/oci/tags/v1/manifest.json")));
+        let mut ls = std::process::Command::new("ls");
+        ls.arg(m.path("demo/oci/tags")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        readers.push(ls.spawn().expect("ls"));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(readers.iter_mut().all(|r| r.try_wait().expect("wait").is_none()), "a reader did not wait");
+    let mut signalled: Vec<_> = readers.iter_mut().map(|r| (r, libc::SIGKILL)).collect();
+    let times = reaped_after(&mut signalled);
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    eprintln!("{} readers killed while waiting: the last reaped after {slowest:?}", times.len());
+    assert!(slowest < Duration::from_secs(1), "a killed reader took {slowest:?}");
+    // The work they left goes on and ends; then regfs holds what it held before.
+    assert_eq!(sha256sum(&m.path(&path)), digest);
+    assert_eq!(common::stdout(&m.sh("cat demo/oci/tags/v1/manifest.json | head -c 1")), "{");
+    assert_eq!(common::stdout(&m.sh("ls demo/oci/tags")), "v1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut fds_after, mut threads_after) = files_and_threads(pid);
+    while (fds_after.len() > fds_before.len() || threads_after > threads_before) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        (fds_after, threads_after) = files_and_threads(pid);
+    }
+    fds_before.sort();
+    fds_after.sort();
+    eprintln!(
+        "regfs: {} files and {threads_before} threads before, {} and {threads_after} after",
+        fds_before.len(),
+        fds_after.len()
+    );
+    assert!(fds_after.len() <= fds_before.len(), "descriptors left open: {fds_after:?}, before {fds_before:?}");
+    assert!(threads_after <= threads_before, "threads left: {threads_after}, before {threads_before}");
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}
