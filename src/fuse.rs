@@ -22,6 +22,9 @@
 //!   which looks every second, while requests wait, whether the mount point is still mounted.
 //!
 //! A worker whose answer came too late undoes what it did for it (an open handle is released).
+//! While it waits for work another request started (a download in flight), it leaves that wait
+//! within 100 ms of its request being answered, so requesters killed one after another do not
+//! pile up threads; the work itself goes on.
 //!
 //! ## Why look at the requester's signals, not handle FUSE_INTERRUPT
 //! fuser 0.18 answers FUSE_INTERRUPT with ENOSYS (after which the kernel sends no more). Handling
@@ -94,6 +97,9 @@ struct Waiting {
 struct Pending {
     /// The requesting thread.
     tid: u32,
+    /// Set once the request is answered without its worker: the worker then stops waiting for
+    /// work in flight ([`crate::store::flight::for_requester`]) instead of holding its thread.
+    left: Arc<AtomicBool>,
     what: String,
     /// Answers the request with this error, unless its worker already answered it.
     abandon: Box<dyn FnOnce(&Error) + Send>,
@@ -203,6 +209,7 @@ impl Waiting {
             for (unique, e) in leaving {
                 let Some(p) = sync::lock(&self.pending).remove(&unique) else { continue };
                 log::info!("{}: {e}; answered at once", p.what);
+                p.left.store(true, Ordering::SeqCst);
                 (p.abandon)(&e);
             }
             if !cancelled {
@@ -285,10 +292,12 @@ impl FuseAdapter {
                 r.fail(Errno::from_i32(e.errno()));
             }
         });
-        sync::lock(&self.waiting.pending).insert(unique, Pending { tid: req.pid(), what, abandon });
+        let left = Arc::new(AtomicBool::new(false));
+        let pending = Pending { tid: req.pid(), left: Arc::clone(&left), what, abandon };
+        sync::lock(&self.waiting.pending).insert(unique, pending);
         self.waiting.wake.notify_all();
         let ticket = Ticket { unique, slot, waiting: Arc::clone(&self.waiting) };
-        self.spawn(move |fs| job(fs, ticket));
+        self.spawn(move |fs| crate::store::flight::for_requester(left, || job(fs, ticket)));
     }
 
     /// Serve every read through regfs itself, never by passthrough.

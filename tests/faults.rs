@@ -567,3 +567,35 @@ fn many_readers_killed_in_lookup_opendir_and_open_leave_nothing_behind() {
     let status = m.unmount().expect("exit");
     assert!(status.success(), "{status:?}\n{}", m.log());
 }
+
+/// One reader at a time opens a blob whose download stalls and is killed as soon as it waits,
+/// over and over: each open leaves regfs a thread that waits for the download. Those threads
+/// are root's when regfs runs as root, so a user limited to a few processes could grow them
+/// without bound. A thread whose requester was answered must stop waiting.
+#[test]
+fn readers_killed_one_after_another_do_not_pile_up_threads() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(12);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let pid = m.pid().expect("pid");
+    let (_, threads_before) = files_and_threads(pid);
+    let mut most = threads_before;
+    for _ in 0..20 {
+        let mut reader = spawn_reader(&m.path(&path));
+        std::thread::sleep(Duration::from_millis(150));
+        let took = reaped_after(&mut [(&mut reader, libc::SIGKILL)])[0];
+        assert!(took < Duration::from_secs(1), "a killed reader took {took:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        most = most.max(files_and_threads(pid).1);
+    }
+    eprintln!("20 readers killed in turn: regfs had {threads_before} threads before, at most {most} while they left");
+    // The download itself holds one thread; the leavers none.
+    assert!(most <= threads_before + 3, "{most} threads while the download stalls, {threads_before} before");
+    assert_eq!(sha256sum(&m.path(&path)), digest);
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}

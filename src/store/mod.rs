@@ -19,7 +19,7 @@
 pub mod cache;
 pub mod dir;
 pub mod download;
-mod flight;
+pub mod flight;
 mod sized;
 
 use std::collections::{BTreeSet, HashMap};
