@@ -599,3 +599,41 @@ fn readers_killed_one_after_another_do_not_pile_up_threads() {
     let status = m.unmount().expect("exit");
     assert!(status.success(), "{status:?}\n{}", m.log());
 }
+
+/// /proc/self/mountinfo escapes a space, a tab, a newline and a backslash in a mount point's
+/// name: regfs must still find its own mount there, to refuse a second one and to notice a
+/// lazy unmount while readers wait.
+#[test]
+fn a_mountpoint_named_with_spaces_newlines_and_backslashes_is_watched_and_guarded() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(20);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start_named(&front.url, &["--timeout", "30"], "a b\\134c\td\ne ");
+    assert!(m.log().contains("mounted on"), "{}", m.log());
+    let cache = tempfile::tempdir().expect("cache");
+    let second = std::process::Command::new(common::regfs_bin())
+        .arg(&front.url)
+        .arg(m.dir.path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("HOME", cache.path())
+        .output()
+        .expect("regfs");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains("already a mount point"), "{err}");
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let f = m.path(&path);
+    let reader = std::thread::spawn(move || (std::fs::read(f).map(|b| b.len()), Instant::now()));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let detached = std::process::Command::new("umount").arg("-l").arg(m.dir.path()).status().expect("umount");
+    assert!(detached.success());
+    let status = m.wait_exit(Duration::from_secs(10));
+    let exited = started.elapsed();
+    assert!(status.is_some_and(|s| s.success()), "{status:?} after {exited:?}\n{}", m.log());
+    assert!(exited < Duration::from_secs(3), "exit took {exited:?}\n{}", m.log());
+    let (result, _) = reader.join().expect("reader");
+    assert!(result.is_err(), "the reader got {result:?}");
+}
