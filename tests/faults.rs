@@ -637,3 +637,43 @@ fn a_mountpoint_named_with_spaces_newlines_and_backslashes_is_watched_and_guarde
     let (result, _) = reader.join().expect("reader");
     assert!(result.is_err(), "the reader got {result:?}");
 }
+
+/// A reader in a pid namespace of its own (a container's `cat`) is seen by regfs under its pid
+/// in regfs's namespace, so killing it frees it as fast as any other.
+#[test]
+fn a_reader_in_another_pid_namespace_can_be_killed_while_waiting() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(8);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "cat"])
+        .arg(m.path(&path))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    std::thread::sleep(Duration::from_millis(800));
+    let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+    let inner: i32 = std::fs::read_to_string(&children)
+        .expect("children")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the reader inside the namespace");
+    let syscall = std::fs::read_to_string(format!("/proc/{inner}/syscall")).expect("syscall");
+    let nr = syscall.split(' ').next().and_then(|n| n.parse::<i64>().ok());
+    assert_eq!(nr, Some(libc::SYS_openat), "the reader is not waiting in open: {syscall}");
+    let started = Instant::now();
+    // SAFETY: signalling the reader this test started (pid 1 of its namespace).
+    unsafe { libc::kill(inner, libc::SIGKILL) };
+    let status = unshare.wait().expect("unshare");
+    let took = started.elapsed();
+    eprintln!("kill -9 of a reader in another pid namespace: gone after {took:?}");
+    assert!(!status.success());
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}
