@@ -128,7 +128,8 @@ struct Prepared {
     credentials: Option<Credentials>,
     ca_certs: Vec<u8>,
     /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
-    /// the terminal; the store opens it again after detaching.
+    /// the terminal; the store uses this very directory after detaching, whatever the path
+    /// names by then (`the_cache_directory_checked_before_detaching_is_the_one_used`).
     cache: CacheDir,
 }
 
@@ -183,10 +184,10 @@ fn serve(
         };
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let cache_dir = cli.cache_dir();
         let tag_ttl = Duration::from_secs(cli.tag_ttl);
-        let store =
-            Arc::new(Store::new(Arc::new(client), &cache_dir, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?);
+        let store = Arc::new(
+            Store::in_dir(Arc::new(client), prepared.cache, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?,
+        );
         let core = Arc::new(Fs::new(Arc::clone(&store), tag_ttl));
         let mut config = fuser::Config::default();
         config.mount_options = vec![
