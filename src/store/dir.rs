@@ -7,8 +7,10 @@
 //!   owns the link itself, so a link someone else planted in a shared directory such as `/tmp`
 //!   is refused. The root's last component is held (`O_PATH | O_NOFOLLOW`) while it is judged
 //!   and opened through that handle, so whoever can write the directory it is in cannot swap
-//!   it for their link between the look and the open. The parents of the root are the user's
-//!   choice and are not checked.
+//!   it for their link between the look and the open. Every directory and link on the way to
+//!   the root must be root's or the user's, and no directory on the way writable by others
+//!   unless sticky (`/tmp`): someone else who could change one could point the path at a
+//!   directory regfs would take for its cache, truncating its `lock` and emptying its `tmp/`.
 //! - Inside the root nothing is opened by path: every file and directory is created, opened,
 //!   renamed and removed relative to its directory's descriptor (`openat`, `mkdirat`, `renameat`,
 //!   `unlinkat`), with `O_NOFOLLOW`. A link is never followed, whoever made it.
@@ -88,10 +90,88 @@ fn check_owned(path: &Path, st: &Stat) -> Result<()> {
     Ok(())
 }
 
+/// Every directory and link on the way to the cache root (`parent`, links followed as they
+/// read) must be root's or the user's, and no directory on it writable by others unless it is
+/// sticky: anyone else who could change one could point the path at a directory regfs would
+/// then take for its cache. The walk stops at the first missing component (regfs makes the
+/// rest, as the user). Group write is the user's choice of group, and allowed.
+fn check_parents(root: &Path, parent: &Path) -> Result<()> {
+    use std::ffi::OsString;
+    use std::path::Component;
+    let me = me();
+    let refuse = |at: &Path, why: String| {
+        err(
+            root,
+            format!("on the way to it, {} is {why}; choose a --cache-dir only root and you control", at.display()),
+        )
+    };
+    let push = |todo: &mut Vec<OsString>, path: &Path| {
+        for c in path.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push(n.to_owned()),
+                Component::ParentDir => todo.push("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    let mut todo = Vec::new();
+    push(&mut todo, parent);
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    let check_dir = |at: &Path, st: &Stat| {
+        if st.st_uid != 0 && st.st_uid != me {
+            return Err(refuse(at, format!("owned by uid {}", st.st_uid)));
+        }
+        if st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 == 0 {
+            return Err(refuse(at, format!("writable by others and not sticky (mode {:o})", st.st_mode & 0o7777)));
+        }
+        Ok(())
+    };
+    check_dir(&at, &rustix::fs::lstat(&at).map_err(|e| err(&at, e))?)?;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&name);
+        let st = match rustix::fs::lstat(&next) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(err(&next, e)),
+        };
+        match file_type(&st) {
+            FileType::Symlink => {
+                if st.st_uid != 0 && st.st_uid != me {
+                    return Err(refuse(&next, format!("a symbolic link owned by uid {}", st.st_uid)));
+                }
+                links += 1;
+                if links > 40 {
+                    return Err(err(&next, "too many symbolic links"));
+                }
+                let target = std::fs::read_link(&next).map_err(|e| err(&next, e))?;
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                push(&mut todo, &target);
+            }
+            FileType::Directory => {
+                check_dir(&next, &st)?;
+                at = next;
+            }
+            _ => return Err(err(&next, "not a directory")),
+        }
+    }
+    Ok(())
+}
+
 impl CacheDir {
     /// Open the cache root at `path`, creating it (0700, parents as needed) if missing, and
     /// check that it is the user's own (see the module notes).
     pub fn open_root(path: &Path) -> Result<CacheDir> {
+        let absolute = std::path::absolute(path).map_err(|e| err(path, e))?;
+        if let Some(parent) = absolute.parent() {
+            check_parents(path, parent)?;
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
         }
@@ -379,6 +459,48 @@ mod tests {
             let dir = CacheDir::open_root(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(rustix::fs::fstat(&*dir.fd).expect("fstat").st_ino, ino, "{}", path.display());
         }
+    }
+
+    /// `--cache-dir` through a directory or link another user owns: that user can point the
+    /// path anywhere, such as a directory of root's that holds a `lock` and a `tmp/` of its
+    /// own, which regfs would then truncate and empty. So is a directory on the way that
+    /// anyone can write without the sticky bit. A sticky one (`/tmp`) is fine.
+    #[test]
+    fn a_root_reached_through_another_user_s_directory_or_link_is_refused() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+        mode(base.path(), 0o755);
+        let lib = base.path().join("lib");
+        std::fs::create_dir_all(lib.join("dpkg")).expect("lib/dpkg");
+        mode(&lib, 0o755);
+        mode(&lib.join("dpkg"), 0o755);
+        let mallory = base.path().join("mallory");
+        std::fs::create_dir(&mallory).expect("mallory");
+        mode(&mallory, 0o755);
+        if me() != 0 {
+            eprintln!("needs root to make another user's directory; skipped");
+            return;
+        }
+        std::os::unix::fs::symlink(&lib, mallory.join("x")).expect("link");
+        std::os::unix::fs::lchown(mallory.join("x"), Some(65534), None).expect("lchown");
+        std::os::unix::fs::chown(&mallory, Some(65534), None).expect("chown");
+        let e = CacheDir::open_root(&mallory.join("x/dpkg")).err().expect("a root through another user's link");
+        assert!(e.to_string().contains("uid 65534"), "{e}");
+        let e = CacheDir::open_root(&mallory.join("cache")).err().expect("a root in another user's directory");
+        assert!(e.to_string().contains("uid 65534"), "{e}");
+        assert!(!mallory.join("cache").exists(), "regfs made a directory in another user's");
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).expect("open");
+        mode(&open, 0o777);
+        let e = CacheDir::open_root(&open.join("cache")).err().expect("a root in a directory anyone can write");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        let sticky = base.path().join("sticky");
+        std::fs::create_dir(&sticky).expect("sticky");
+        mode(&sticky, 0o1777);
+        CacheDir::open_root(&sticky.join("a/cache")).expect("a root under a sticky directory");
+        // A link of root's own on the way is the system's (think /var/run -> /run).
+        std::os::unix::fs::symlink(&sticky, base.path().join("rootlink")).expect("link");
+        CacheDir::open_root(&base.path().join("rootlink/a/cache")).expect("a root through root's link");
     }
 
     #[test]
