@@ -22,6 +22,8 @@
 //!   which looks every second, while requests wait, whether the mount point is still mounted.
 //!
 //! A worker whose answer came too late undoes what it did for it (an open handle is released).
+//! A worker that ends without answering (a bug that panicked) answers EIO as its [`Ticket`]
+//! goes, so no requester waits for an answer that never comes.
 //! While it waits for work another request started (a download in flight), it leaves that wait
 //! within 100 ms of its request being answered, so requesters killed one after another do not
 //! pile up threads; the work itself goes on.
@@ -106,18 +108,30 @@ struct Pending {
 }
 
 /// A reply that only one of its worker and the watchdog gets to send.
-struct Ticket<R> {
+struct Ticket<R: Answer> {
     unique: u64,
     slot: Arc<Mutex<Option<R>>>,
     waiting: Arc<Waiting>,
 }
 
-impl<R> Ticket<R> {
+impl<R: Answer> Ticket<R> {
     /// The reply to send, or `None` if the request was answered already (its process was
     /// killed, or the mount is going): then whatever was done for it must be undone.
     fn take(self) -> Option<R> {
         sync::lock(&self.waiting.pending).remove(&self.unique);
         sync::lock(&self.slot).take()
+    }
+}
+
+impl<R: Answer> Drop for Ticket<R> {
+    /// A worker that ends without taking its reply (a bug that panicked) answers EIO, so its
+    /// requester is not left waiting, and its entry is not left for the watchdog.
+    fn drop(&mut self) {
+        sync::lock(&self.waiting.pending).remove(&self.unique);
+        if let Some(reply) = sync::lock(&self.slot).take() {
+            log::error!("request {}: its worker ended without answering; answered EIO", self.unique);
+            reply.fail(Errno::EIO);
+        }
     }
 }
 
@@ -620,7 +634,41 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
 
 #[cfg(test)]
 mod tests {
-    use super::fatal_signal_pending;
+    use super::*;
+
+    /// A reply that records the errno it was failed with.
+    struct Probe(Arc<Mutex<Option<i32>>>);
+
+    impl Answer for Probe {
+        fn fail(self, errno: Errno) {
+            *sync::lock(&self.0) = Some(errno.code());
+        }
+    }
+
+    /// A worker that ends without answering (a bug that panics) must not leave its requester
+    /// waiting for an answer that never comes, nor its entry for the watchdog to look at forever.
+    #[test]
+    fn a_worker_that_panics_answers_eio_and_leaves_no_entry() {
+        let waiting = Arc::new(Waiting::default());
+        let answered = Arc::new(Mutex::new(None));
+        let slot = Arc::new(Mutex::new(Some(Probe(Arc::clone(&answered)))));
+        let for_watchdog = Arc::clone(&slot);
+        let abandon = Box::new(move |e: &Error| {
+            if let Some(r) = sync::lock(&for_watchdog).take() {
+                r.fail(Errno::from_i32(e.errno()));
+            }
+        });
+        let left = Arc::new(AtomicBool::new(false));
+        sync::lock(&waiting.pending).insert(7, Pending { tid: 0, left, what: "open 7".into(), abandon });
+        let ticket = Ticket { unique: 7, slot, waiting: Arc::clone(&waiting) };
+        let worker = std::thread::spawn(move || {
+            let _held = ticket;
+            panic!("a worker's bug");
+        });
+        assert!(worker.join().is_err());
+        assert_eq!(*sync::lock(&answered), Some(libc::EIO), "the requester was never answered");
+        assert!(sync::lock(&waiting.pending).is_empty(), "the entry stays for the watchdog");
+    }
 
     /// A requester regfs cannot see in `/proc` (a `hidepid=2` /proc with an `--allow-other`
     /// mount, or regfs in another pid namespace than its /proc) is not a dying one: a waiting
