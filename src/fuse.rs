@@ -22,6 +22,11 @@
 //!   which looks every second, while requests wait, whether the mount point is still mounted.
 //!
 //! A worker whose answer came too late undoes what it did for it (an open handle is released).
+//! A worker that ends without answering (a bug that panicked) answers EIO as its [`Ticket`]
+//! goes, so no requester waits for an answer that never comes.
+//! While it waits for work another request started (a download in flight), it leaves that wait
+//! within 100 ms of its request being answered, so requesters killed one after another do not
+//! pile up threads; the work itself goes on.
 //!
 //! ## Why look at the requester's signals, not handle FUSE_INTERRUPT
 //! fuser 0.18 answers FUSE_INTERRUPT with ENOSYS (after which the kernel sends no more). Handling
@@ -32,8 +37,8 @@
 //! that handles a signal (SIGCHLD, SIGWINCH, a SIGINT handler) is never handed an EINTR from
 //! `open`, which the kernel would return even under `SA_RESTART`. The costs: one read of a small
 //! `/proc` file per waiting request every 100 ms, and a requester regfs cannot see (pid 0, from
-//! another pid namespace) is not freed early; its wait stays bounded by the network's bounds
-//! and by unmounting.
+//! another pid namespace; a thread a `hidepid=2` /proc hides) is not freed early; its wait
+//! stays bounded by the network's bounds and by unmounting.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -95,24 +100,39 @@ struct Waiting {
 struct Pending {
     /// The requesting thread.
     tid: u32,
+    /// Set once the request is answered without its worker: the worker then stops waiting for
+    /// work in flight ([`crate::store::flight::for_requester`]) instead of holding its thread.
+    left: Arc<AtomicBool>,
     what: String,
     /// Answers the request with this error, unless its worker already answered it.
     abandon: Box<dyn FnOnce(&Error) + Send>,
 }
 
 /// A reply that only one of its worker and the watchdog gets to send.
-struct Ticket<R> {
+struct Ticket<R: Answer> {
     unique: u64,
     slot: Arc<Mutex<Option<R>>>,
     waiting: Arc<Waiting>,
 }
 
-impl<R> Ticket<R> {
+impl<R: Answer> Ticket<R> {
     /// The reply to send, or `None` if the request was answered already (its process was
     /// killed, or the mount is going): then whatever was done for it must be undone.
     fn take(self) -> Option<R> {
         sync::lock(&self.waiting.pending).remove(&self.unique);
         sync::lock(&self.slot).take()
+    }
+}
+
+impl<R: Answer> Drop for Ticket<R> {
+    /// A worker that ends without taking its reply (a bug that panicked) answers EIO, so its
+    /// requester is not left waiting, and its entry is not left for the watchdog.
+    fn drop(&mut self) {
+        sync::lock(&self.waiting.pending).remove(&self.unique);
+        if let Some(reply) = sync::lock(&self.slot).take() {
+            log::error!("request {}: its worker ended without answering; answered EIO", self.unique);
+            reply.fail(Errno::EIO);
+        }
     }
 }
 
@@ -204,6 +224,7 @@ impl Waiting {
             for (unique, e) in leaving {
                 let Some(p) = sync::lock(&self.pending).remove(&unique) else { continue };
                 log::info!("{}: {e}; answered at once", p.what);
+                p.left.store(true, Ordering::SeqCst);
                 (p.abandon)(&e);
             }
             if !cancelled {
@@ -227,12 +248,12 @@ fn mounted(path: &std::path::Path) -> Option<bool> {
 }
 
 /// Whether thread `tid` is dying: SIGKILL pending for it or its process (a default-fatal signal
-/// is turned into SIGKILL on every thread). A thread that is gone counts as dying.
+/// is turned into SIGKILL on every thread). A thread `/proc` does not show is not: a thread
+/// waiting on a request cannot exit before it is answered, so a missing `/proc/<tid>` means
+/// regfs cannot see it (`/proc` mounted `hidepid=2` with another user's reader under
+/// `--allow-other`, or a `/proc` of another pid namespace), not that it was killed.
 fn fatal_signal_pending(tid: u32) -> bool {
-    let status = match std::fs::read_to_string(format!("/proc/{tid}/status")) {
-        Ok(s) => s,
-        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
-    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return false };
     const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
     status.lines().any(|l| {
         let mask = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
@@ -286,10 +307,12 @@ impl FuseAdapter {
                 r.fail(Errno::from_i32(e.errno()));
             }
         });
-        sync::lock(&self.waiting.pending).insert(unique, Pending { tid: req.pid(), what, abandon });
+        let left = Arc::new(AtomicBool::new(false));
+        let pending = Pending { tid: req.pid(), left: Arc::clone(&left), what, abandon };
+        sync::lock(&self.waiting.pending).insert(unique, pending);
         self.waiting.wake.notify_all();
         let ticket = Ticket { unique, slot, waiting: Arc::clone(&self.waiting) };
-        self.spawn(move |fs| job(fs, ticket));
+        self.spawn(move |fs| crate::store::flight::for_requester(left, || job(fs, ticket)));
     }
 
     /// Serve every read through regfs itself, never by passthrough.
@@ -607,5 +630,73 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
         rdev: 0,
         blksize: 128 << 10,
         flags: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply that records the errno it was failed with.
+    struct Probe(Arc<Mutex<Option<i32>>>);
+
+    impl Answer for Probe {
+        fn fail(self, errno: Errno) {
+            *sync::lock(&self.0) = Some(errno.code());
+        }
+    }
+
+    /// A worker that ends without answering (a bug that panics) must not leave its requester
+    /// waiting for an answer that never comes, nor its entry for the watchdog to look at forever.
+    #[test]
+    fn a_worker_that_panics_answers_eio_and_leaves_no_entry() {
+        let waiting = Arc::new(Waiting::default());
+        let answered = Arc::new(Mutex::new(None));
+        let slot = Arc::new(Mutex::new(Some(Probe(Arc::clone(&answered)))));
+        let for_watchdog = Arc::clone(&slot);
+        let abandon = Box::new(move |e: &Error| {
+            if let Some(r) = sync::lock(&for_watchdog).take() {
+                r.fail(Errno::from_i32(e.errno()));
+            }
+        });
+        let left = Arc::new(AtomicBool::new(false));
+        sync::lock(&waiting.pending).insert(7, Pending { tid: 0, left, what: "open 7".into(), abandon });
+        let ticket = Ticket { unique: 7, slot, waiting: Arc::clone(&waiting) };
+        let worker = std::thread::spawn(move || {
+            let _held = ticket;
+            panic!("a worker's bug");
+        });
+        assert!(worker.join().is_err());
+        assert_eq!(*sync::lock(&answered), Some(libc::EIO), "the requester was never answered");
+        assert!(sync::lock(&waiting.pending).is_empty(), "the entry stays for the watchdog");
+    }
+
+    /// A requester regfs cannot see in `/proc` (a `hidepid=2` /proc with an `--allow-other`
+    /// mount, or regfs in another pid namespace than its /proc) is not a dying one: a waiting
+    /// request's thread cannot exit before it is answered, so a missing `/proc/<tid>` says
+    /// nothing about its signals, and answering EINTR would fail a live reader after 100 ms.
+    #[test]
+    fn a_requester_regfs_cannot_see_is_not_dying() {
+        // Above any pid_max (at most 2^22): no such thread ever exists.
+        assert!(!fatal_signal_pending(u32::MAX), "a thread /proc does not show was taken for a killed one");
+    }
+
+    /// The `Name:` line of `/proc/<tid>/status` comes first and a thread sets its own name: a
+    /// name holding a newline and a `ShdPnd:` mask with SIGKILL set must not read as a kill.
+    #[test]
+    fn a_thread_name_cannot_fake_a_pending_kill() {
+        let faked = std::thread::spawn(|| {
+            let name = c"\nShdPnd:\t100";
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            assert_eq!(rc, 0, "prctl: {}", std::io::Error::last_os_error());
+            // SAFETY: gettid cannot fail.
+            let tid = unsafe { libc::gettid() } as u32;
+            let status = std::fs::read_to_string(format!("/proc/{tid}/status")).expect("own status");
+            (fatal_signal_pending(tid), status.lines().next().unwrap_or_default().to_string())
+        })
+        .join()
+        .expect("thread");
+        assert!(!faked.0, "a thread's name was read as a pending SIGKILL (first line: {:?})", faked.1);
     }
 }

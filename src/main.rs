@@ -2,6 +2,7 @@
 //! serve.
 
 use std::io::{BufRead, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,10 +24,13 @@ fn main() -> ExitCode {
     let raised = raise_nofile_limit();
     let mut cli = Cli::parse();
     // Paths are made absolute now: the background process leaves the caller's directory.
-    if let Err(msg) = absolute_paths(&mut cli) {
-        eprintln!("regfs: {msg}");
-        return ExitCode::from(2);
-    }
+    let mount_lock = match absolute_paths(&mut cli) {
+        Ok(lock) => lock,
+        Err(msg) => {
+            eprintln!("regfs: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     // Everything that can be wrong with the command line is found before detaching, so the user
     // sees it on the terminal.
     let prepared = match prepare(&cli) {
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    match serve(&cli, prepared, ready, raised) {
+    match serve(&cli, prepared, ready, raised, mount_lock) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             log::error!("{msg}");
@@ -59,12 +63,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
+/// Make the paths absolute and check the mountpoint; the lock on the mountpoint, held until
+/// this process has mounted there (see [`lock_mountpoint`]).
+fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
     cli.mountpoint =
         std::fs::canonicalize(&cli.mountpoint).map_err(|e| format!("{}: {e}", cli.mountpoint.display()))?;
     if !cli.mountpoint.is_dir() {
         return Err(format!("{}: not a directory", cli.mountpoint.display()));
     }
+    let lock = lock_mountpoint(&cli.mountpoint);
     check_mountpoint(&cli.mountpoint)?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cli.cache_dir = Some(absolute(&cli.cache_dir())?);
@@ -77,15 +84,52 @@ fn absolute_paths(cli: &mut Cli) -> Result<(), String> {
     if let Some(f) = &cli.ca_cert {
         cli.ca_cert = Some(absolute(f)?);
     }
-    Ok(())
+    Ok(lock)
 }
+
+/// An exclusive `flock` on the mountpoint directory, taken before it is checked and held until
+/// this process has mounted there (or failed). Two regfs started at once on one directory would
+/// otherwise both find it unmounted and stack two mounts: the second now waits for the first
+/// and then finds its mount (`two_regfs_racing_for_one_fresh_mountpoint_do_not_stack`). Once a
+/// mount covers the directory, opening the path reaches the mount's root instead, so the lock
+/// is no longer there to wait for. Anyone who can read the directory can lock it too, so the
+/// wait is bounded ([`MOUNTPOINT_LOCK_WAIT`]): past it regfs goes on without the lock, as it
+/// would where the directory cannot be opened for reading (`None`).
+fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(mountpoint, flags, Mode::empty()).ok()?;
+    let started = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Some(fd),
+            Err(rustix::io::Errno::WOULDBLOCK) if started.elapsed() < MOUNTPOINT_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                eprintln!(
+                    "regfs: {}: still locked by another process after {} s; going on without waiting",
+                    mountpoint.display(),
+                    MOUNTPOINT_LOCK_WAIT.as_secs()
+                );
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// How long regfs waits for another process starting on the same mountpoint: its start (the
+/// registry's first answer, then the mount) is bounded by `--timeout` and `--retries`.
+const MOUNTPOINT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 struct Prepared {
     url: reqwest::Url,
     credentials: Option<Credentials>,
     ca_certs: Vec<u8>,
     /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
-    /// the terminal; the store opens it again after detaching.
+    /// the terminal; the store uses this very directory after detaching, whatever the path
+    /// names by then (`the_cache_directory_checked_before_detaching_is_the_one_used`).
     cache: CacheDir,
 }
 
@@ -123,6 +167,7 @@ fn serve(
     prepared: Prepared,
     ready: Option<std::fs::File>,
     raised: std::io::Result<u64>,
+    mount_lock: Option<OwnedFd>,
 ) -> Result<(), String> {
     let report = |ready: Option<std::fs::File>, msg: &str| {
         if let Some(mut r) = ready {
@@ -139,10 +184,10 @@ fn serve(
         };
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let cache_dir = cli.cache_dir();
         let tag_ttl = Duration::from_secs(cli.tag_ttl);
-        let store =
-            Arc::new(Store::new(Arc::new(client), &cache_dir, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?);
+        let store = Arc::new(
+            Store::in_dir(Arc::new(client), prepared.cache, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?,
+        );
         let core = Arc::new(Fs::new(Arc::clone(&store), tag_ttl));
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -172,6 +217,8 @@ fn serve(
                 format!("mounting {} on {}: {e}{hint}", prepared.url, cli.mountpoint.display())
             })
     })();
+    // Mounted (or failed): a second regfs waiting on the mountpoint may look now.
+    drop(mount_lock);
     let (mut session, store, canceller) = match result {
         Ok(s) => s,
         Err(msg) => {

@@ -29,6 +29,12 @@ pub fn wait<'a, T>(c: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
     tolerate(c.wait(guard))
 }
 
+/// `c.wait_timeout(guard, d)`, even if a holder of the guard's mutex panicked; the guard only
+/// (a caller looks again at what it waits for, as after any wake-up).
+pub fn wait_timeout<'a, T>(c: &Condvar, guard: MutexGuard<'a, T>, d: std::time::Duration) -> MutexGuard<'a, T> {
+    tolerate(c.wait_timeout(guard, d)).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

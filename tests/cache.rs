@@ -251,3 +251,41 @@ fn ext_of(media_type: &str) -> &'static str {
         "tar"
     }
 }
+
+/// The cache root is checked on the terminal, before regfs detaches; the background process
+/// must use that very directory, not whatever its path names once the registry has answered.
+/// Here the path is moved to another directory of the user's, whose `tmp/` holds a file, while
+/// the registry is slow to answer the first request.
+#[test]
+fn the_cache_directory_checked_before_detaching_is_the_one_used() {
+    use common::front::{Behavior, Fault, Front, STALL};
+    let sh = shared();
+    let mut stall = Fault::status("/v2/", STALL, 1);
+    stall.delay = std::time::Duration::from_secs(3);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let base = tempfile::tempdir().expect("base");
+    let (cache, moved, other) =
+        (base.path().join("cache"), base.path().join("cache.checked"), base.path().join("other"));
+    for d in [&cache, &other, &other.join("tmp")] {
+        std::fs::create_dir(d).expect("dir");
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    std::fs::write(other.join("tmp/precious"), b"keep me").expect("precious");
+    let mnt = tempfile::tempdir().expect("mountpoint");
+    let _guard = UnmountOnDrop(mnt.path().to_path_buf());
+    let run = {
+        let (url, mnt, cache) = (front.url.clone(), mnt.path().to_path_buf(), cache.clone());
+        std::thread::spawn(move || regfs_background(&url, &mnt, &cache))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::rename(&cache, &moved).expect("move the checked directory away");
+    std::fs::rename(&other, &cache).expect("put the other in its place");
+    let out = run.join().expect("regfs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let precious = std::fs::read(cache.join("tmp/precious"));
+    let used_checked = moved.join("lock").exists();
+    unmount_and_wait(mnt.path(), &cache);
+    assert_eq!(precious.ok().as_deref(), Some(&b"keep me"[..]), "the other directory's tmp/ was emptied");
+    assert!(used_checked, "regfs did not use the directory it checked");
+    assert!(!cache.join("lock").exists(), "regfs took the other directory for its cache");
+}

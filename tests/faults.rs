@@ -496,3 +496,184 @@ fn a_trickled_manifest_is_fetched_again_within_the_retry_budget() {
     assert_eq!(gets, 3, "two trickled, then whole");
     assert!(m.log().contains("slower than 1024 bytes/s"), "{}", m.log());
 }
+
+/// Descriptors of `pid` that are not sockets (pooled connections come and go), and its threads.
+fn files_and_threads(pid: u32) -> (Vec<String>, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| !t.starts_with("socket:"))
+        .collect();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").count();
+    (fds, threads)
+}
+
+#[test]
+fn many_readers_killed_in_lookup_opendir_and_open_leave_nothing_behind() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let stalls = [format!("/blobs/{digest}"), "/v2/demo/oci/manifests/v1".into(), "/v2/demo/oci/tags/list".into()];
+    let faults = stalls
+        .iter()
+        .map(|p| {
+            let mut f = Fault::status(p, STALL, 1);
+            f.delay = Duration::from_secs(4);
+            f
+        })
+        .collect();
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &[]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let pid = m.pid().expect("pid");
+    let (mut fds_before, threads_before) = files_and_threads(pid);
+    let mut readers: Vec<std::process::Child> = Vec::new();
+    for _ in 0..24 {
+        readers.push(spawn_reader(&m.path(&path)));
+    }
+    for _ in 0..8 {
+        // lookup of a tag whose manifest stalls, opendir of a tag list that stalls
+        readers.push(spawn_reader(&m.path("demo/oci/tags/v1/manifest.json")));
+        let mut ls = std::process::Command::new("ls");
+        ls.arg(m.path("demo/oci/tags")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        readers.push(ls.spawn().expect("ls"));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(readers.iter_mut().all(|r| r.try_wait().expect("wait").is_none()), "a reader did not wait");
+    let mut signalled: Vec<_> = readers.iter_mut().map(|r| (r, libc::SIGKILL)).collect();
+    let times = reaped_after(&mut signalled);
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    eprintln!("{} readers killed while waiting: the last reaped after {slowest:?}", times.len());
+    assert!(slowest < Duration::from_secs(1), "a killed reader took {slowest:?}");
+    // The work they left goes on and ends; then regfs holds what it held before.
+    assert_eq!(sha256sum(&m.path(&path)), digest);
+    assert_eq!(common::stdout(&m.sh("cat demo/oci/tags/v1/manifest.json | head -c 1")), "{");
+    assert_eq!(common::stdout(&m.sh("ls demo/oci/tags")), "v1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut fds_after, mut threads_after) = files_and_threads(pid);
+    while (fds_after.len() > fds_before.len() || threads_after > threads_before) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        (fds_after, threads_after) = files_and_threads(pid);
+    }
+    fds_before.sort();
+    fds_after.sort();
+    eprintln!(
+        "regfs: {} files and {threads_before} threads before, {} and {threads_after} after",
+        fds_before.len(),
+        fds_after.len()
+    );
+    assert!(fds_after.len() <= fds_before.len(), "descriptors left open: {fds_after:?}, before {fds_before:?}");
+    assert!(threads_after <= threads_before, "threads left: {threads_after}, before {threads_before}");
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}
+
+/// One reader at a time opens a blob whose download stalls and is killed as soon as it waits,
+/// over and over: each open leaves regfs a thread that waits for the download. Those threads
+/// are root's when regfs runs as root, so a user limited to a few processes could grow them
+/// without bound. A thread whose requester was answered must stop waiting.
+#[test]
+fn readers_killed_one_after_another_do_not_pile_up_threads() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(12);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let pid = m.pid().expect("pid");
+    let (_, threads_before) = files_and_threads(pid);
+    let mut most = threads_before;
+    for _ in 0..20 {
+        let mut reader = spawn_reader(&m.path(&path));
+        std::thread::sleep(Duration::from_millis(150));
+        let took = reaped_after(&mut [(&mut reader, libc::SIGKILL)])[0];
+        assert!(took < Duration::from_secs(1), "a killed reader took {took:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        most = most.max(files_and_threads(pid).1);
+    }
+    eprintln!("20 readers killed in turn: regfs had {threads_before} threads before, at most {most} while they left");
+    // The download itself holds one thread; the leavers none.
+    assert!(most <= threads_before + 3, "{most} threads while the download stalls, {threads_before} before");
+    assert_eq!(sha256sum(&m.path(&path)), digest);
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}
+
+/// /proc/self/mountinfo escapes a space, a tab, a newline and a backslash in a mount point's
+/// name: regfs must still find its own mount there, to refuse a second one and to notice a
+/// lazy unmount while readers wait.
+#[test]
+fn a_mountpoint_named_with_spaces_newlines_and_backslashes_is_watched_and_guarded() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(20);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start_named(&front.url, &["--timeout", "30"], "a b\\134c\td\ne ");
+    assert!(m.log().contains("mounted on"), "{}", m.log());
+    let cache = tempfile::tempdir().expect("cache");
+    let second = std::process::Command::new(common::regfs_bin())
+        .arg(&front.url)
+        .arg(m.dir.path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("HOME", cache.path())
+        .output()
+        .expect("regfs");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains("already a mount point"), "{err}");
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let f = m.path(&path);
+    let reader = std::thread::spawn(move || (std::fs::read(f).map(|b| b.len()), Instant::now()));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let detached = std::process::Command::new("umount").arg("-l").arg(m.dir.path()).status().expect("umount");
+    assert!(detached.success());
+    let status = m.wait_exit(Duration::from_secs(10));
+    let exited = started.elapsed();
+    assert!(status.is_some_and(|s| s.success()), "{status:?} after {exited:?}\n{}", m.log());
+    assert!(exited < Duration::from_secs(3), "exit took {exited:?}\n{}", m.log());
+    let (result, _) = reader.join().expect("reader");
+    assert!(result.is_err(), "the reader got {result:?}");
+}
+
+/// A reader in a pid namespace of its own (a container's `cat`) is seen by regfs under its pid
+/// in regfs's namespace, so killing it frees it as fast as any other.
+#[test]
+fn a_reader_in_another_pid_namespace_can_be_killed_while_waiting() {
+    let sh = shared();
+    let (path, digest) = big_layer();
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
+    stall.delay = Duration::from_secs(8);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let mut m = Mount::start(&front.url, &["--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "cat"])
+        .arg(m.path(&path))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    std::thread::sleep(Duration::from_millis(800));
+    let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+    let inner: i32 = std::fs::read_to_string(&children)
+        .expect("children")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the reader inside the namespace");
+    let syscall = std::fs::read_to_string(format!("/proc/{inner}/syscall")).expect("syscall");
+    let nr = syscall.split(' ').next().and_then(|n| n.parse::<i64>().ok());
+    assert_eq!(nr, Some(libc::SYS_openat), "the reader is not waiting in open: {syscall}");
+    let started = Instant::now();
+    // SAFETY: signalling the reader this test started (pid 1 of its namespace).
+    unsafe { libc::kill(inner, libc::SIGKILL) };
+    let status = unshare.wait().expect("unshare");
+    let took = started.elapsed();
+    eprintln!("kill -9 of a reader in another pid namespace: gone after {took:?}");
+    assert!(!status.success());
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+}

@@ -665,3 +665,42 @@ fn a_mountpoint_inside_a_regfs_mount_is_refused() {
     assert!(!common::is_mounted(&inner));
     assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
 }
+
+/// Two regfs started at once on one fresh directory: each checks that it is not a mount point
+/// before either has mounted. One must be refused; never two mounts stacked there.
+#[test]
+fn two_regfs_racing_for_one_fresh_mountpoint_do_not_stack() {
+    let sh = shared();
+    for round in 0..5 {
+        let mnt = tempfile::tempdir().expect("mountpoint");
+        let _guard = common::UnmountOnDrop(mnt.path().to_path_buf());
+        let caches: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("cache")).collect();
+        let runs: Vec<_> = caches
+            .iter()
+            .map(|cache| {
+                let mut cmd = std::process::Command::new(common::regfs_bin());
+                cmd.arg(&sh.registry.url)
+                    .arg(mnt.path())
+                    .arg("--cache-dir")
+                    .arg(cache.path())
+                    .env("HOME", cache.path());
+                std::thread::spawn(move || cmd.output().expect("regfs"))
+            })
+            .collect();
+        let outs: Vec<_> = runs.into_iter().map(|r| r.join().expect("regfs")).collect();
+        let stacked = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(&*mnt.path().to_string_lossy()))
+            .count();
+        // Take every mount down before judging, so a failure leaves none behind.
+        for _ in 0..stacked {
+            let _ = std::process::Command::new("umount").arg("-l").arg(mnt.path()).status();
+        }
+        let ok = outs.iter().filter(|o| o.status.success()).count();
+        let errs: Vec<_> = outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).to_string()).collect();
+        assert_eq!(stacked, 1, "round {round}: {stacked} mounts on {}: {errs:?}", mnt.path().display());
+        assert_eq!(ok, 1, "round {round}: {ok} regfs succeeded: {errs:?}");
+        assert!(errs.iter().any(|e| e.contains("already a mount point")), "round {round}: {errs:?}");
+    }
+}

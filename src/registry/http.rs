@@ -17,7 +17,9 @@
 //! # Bounded time
 //! Each attempt is bounded by `timeout` per network operation (connect, headers, each body read),
 //! so a stalled registry costs at most `(retries + 1) × timeout` plus the backoff delays before
-//! the caller sees EIO; `doc/SEMANTICS.md` gives the figures.
+//! the caller sees EIO; `doc/SEMANTICS.md` gives the figures. An attempt follows no redirect
+//! once `timeout` has passed since it began (it is retried instead), so slow hops, each within
+//! `timeout`, cost an attempt at most twice that, not `MAX_REDIRECTS + 1` times.
 //!
 //! A per-read timeout does not bound a body that trickles (a byte every few seconds). So every
 //! body is also held to a [`Progress`] rule, as curl's `--speed-limit`/`--speed-time`: once
@@ -161,6 +163,8 @@ pub struct HttpClient {
     auth: Authenticator,
     retry: RetryPolicy,
     progress: Progress,
+    /// `--timeout`: also how long one try may spend following redirects before it gives up.
+    timeout: Duration,
     counters: Arc<Counters>,
     max_pages: usize,
     /// Listings being fetched now, at most [`LISTINGS_AT_ONCE`].
@@ -224,6 +228,7 @@ impl HttpClient {
             http,
             auth: Authenticator::new(options.credentials, allow_http_realm),
             retry: options.retry,
+            timeout: options.timeout,
             progress: options.progress,
             counters: Arc::new(Counters::default()),
             listings: Default::default(),
@@ -310,6 +315,7 @@ impl HttpClient {
         let mut method = method.clone();
         let mut hops = 0;
         let mut authenticated = false;
+        let started = std::time::Instant::now();
         loop {
             let mut req: RequestBuilder = self.http.request(method.clone(), url.clone());
             for (name, value) in headers {
@@ -348,6 +354,17 @@ impl HttpClient {
                             "{method} {}: more than {MAX_REDIRECTS} redirects",
                             self.shown(&url)
                         )));
+                    }
+                    // Each hop may take `timeout`; all of a try's hops together not much more.
+                    if started.elapsed() >= self.timeout {
+                        return Ok(Attempt::Retry(
+                            Error::Unavailable(format!(
+                                "{method} {}: {hops} redirects took longer than {:?}",
+                                self.shown(&url),
+                                self.timeout
+                            )),
+                            None,
+                        ));
                     }
                     let next = url
                         .join(location)
@@ -879,6 +896,49 @@ mod tests {
             got += paced.read(&mut buf)?;
         }
         Ok(got)
+    }
+
+    /// A registry whose every answer is a redirect, each sent just within `--timeout`, and whose
+    /// last hop never answers: each hop alone is within the timeout, but a try must not last
+    /// (redirects + 1) timeouts. A try follows no redirect once `--timeout` has passed since it
+    /// began, so it ends within twice the timeout.
+    #[test]
+    fn slow_redirect_hops_are_bounded_per_try() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for (hop, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    if hop % 6 == 5 {
+                        std::thread::sleep(Duration::from_secs(30)); // the last hop says nothing
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(700));
+                    let reply = format!(
+                        "HTTP/1.1 302 Found\r\nLocation: /v2/hop{hop}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = conn.write_all(reply.as_bytes());
+                });
+            }
+        });
+        let timeout = Duration::from_secs(1);
+        let retry = RetryPolicy { retries: 1, base_delay: Duration::from_millis(200), ..RetryPolicy::default() };
+        let options = Options { timeout, retry, ..Options::default() };
+        let client = HttpClient::new(format!("http://{addr}/").parse().expect("url"), options).expect("client");
+        let started = std::time::Instant::now();
+        let result = client.ping();
+        let took = started.elapsed();
+        assert!(result.is_err(), "{result:?}");
+        // Two tries of at most 2 s each, and 0.2 s between them.
+        let bound = 2 * 2 * timeout + Duration::from_millis(200);
+        assert!(
+            took < bound + Duration::from_millis(500),
+            "slow redirects took {took:?} (bound {bound:?}): {result:?}"
+        );
     }
 
     #[test]

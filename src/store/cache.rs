@@ -106,7 +106,11 @@ impl Drop for TempFile {
 impl BlobCache {
     /// Open (creating) the cache under `dir`, empty its `tmp/`, and take stock of what it holds.
     pub fn new(dir: &Path, limit: u64) -> Result<BlobCache> {
-        let root = CacheDir::open_root(dir)?;
+        BlobCache::in_dir(CacheDir::open_root(dir)?, limit)
+    }
+
+    /// The cache in `root`, a root opened and checked already ([`CacheDir::open_root`]).
+    pub fn in_dir(root: CacheDir, limit: u64) -> Result<BlobCache> {
         // Taken before anything else is touched: another regfs may be using the directory.
         let lock = lock_dir(&root)?;
         let blobs = root.subdir("blobs")?;

@@ -1,13 +1,52 @@
 //! One in-flight computation per key: the first caller runs it, every caller that arrives while
 //! it runs waits for and shares its result. This is what makes 64 readers of one blob cost one
 //! download, and 250 lookups of one tag list cost one request.
+//!
+//! A caller that waits for another's run can leave: a thread working for a requester that may
+//! go away ([`for_requester`], used by `fuse.rs` for every request that may wait) stops waiting
+//! within [`LEAVE_CHECK`] once that requester has been answered without it (killed, or the
+//! mount going), instead of holding a thread until the run ends. The run itself goes on for
+//! the others.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::sync;
+
+/// How often a waiting caller that may leave looks whether it has.
+pub const LEAVE_CHECK: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// Set while this thread works for a requester that may leave: true once it has.
+    static LEFT: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// Clears this thread's [`LEFT`] flag however `for_requester` ends.
+struct Requester;
+
+impl Drop for Requester {
+    fn drop(&mut self) {
+        LEFT.with(|l| *l.borrow_mut() = None);
+    }
+}
+
+/// Run `work` on this thread for a requester that may leave: once `left` is set, any wait of
+/// this thread for another caller's run ends at once with [`Error::Interrupted`].
+pub fn for_requester<T>(left: Arc<AtomicBool>, work: impl FnOnce() -> T) -> T {
+    LEFT.with(|l| *l.borrow_mut() = Some(left));
+    let _clear = Requester;
+    work()
+}
+
+/// This thread's flag, if it works for a requester that may leave.
+fn left_flag() -> Option<Arc<AtomicBool>> {
+    LEFT.with(|l| l.borrow().clone())
+}
 
 struct Slot<V> {
     result: Mutex<Option<Result<V>>>,
@@ -63,9 +102,16 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
             drop(guard);
             return result;
         }
+        let left = left_flag();
         let mut result = sync::lock(&slot.result);
         while result.is_none() {
-            result = sync::wait(&slot.ready, result);
+            result = match &left {
+                None => sync::wait(&slot.ready, result),
+                Some(left) if left.load(Ordering::SeqCst) => {
+                    return Err(Error::Interrupted("the requester left while waiting for work in flight".into()));
+                }
+                Some(_) => sync::wait_timeout(&slot.ready, result, LEAVE_CHECK),
+            };
         }
         result.clone().unwrap_or_else(|| Err(Error::Io("no result".into())))
     }
@@ -99,6 +145,36 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // Afterwards the key is free again: a new call runs anew.
         assert_eq!(flight.run(&7, || Ok(43)).expect("test input is valid"), 43);
+    }
+
+    #[test]
+    fn a_waiter_whose_requester_left_stops_waiting_and_the_run_goes_on() {
+        let flight: Arc<SingleFlight<u32, u32>> = Arc::new(SingleFlight::default());
+        let leader = {
+            let flight = Arc::clone(&flight);
+            std::thread::spawn(move || {
+                flight.run(&7, || {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Ok(42)
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let left = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (flight, left) = (Arc::clone(&flight), Arc::clone(&left));
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let r = for_requester(left, || flight.run(&7, || Ok(0)));
+                (r, started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        left.store(true, Ordering::SeqCst);
+        let (r, took) = waiter.join().expect("waiter");
+        assert!(matches!(r, Err(Error::Interrupted(_))), "{r:?}");
+        assert!(took < Duration::from_millis(200 + 3 * LEAVE_CHECK.as_millis() as u64), "left after {took:?}");
+        assert_eq!(leader.join().expect("leader").expect("run"), 42);
     }
 
     #[test]

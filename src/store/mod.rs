@@ -21,7 +21,7 @@
 pub mod cache;
 pub mod dir;
 pub mod download;
-mod flight;
+pub mod flight;
 mod sized;
 
 use std::fs::File;
@@ -154,6 +154,12 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Arc<dyn Client>, cache_dir: &Path, cache_size: u64, tag_ttl: Duration) -> Result<Store> {
+        Store::in_dir(client, dir::CacheDir::open_root(cache_dir)?, cache_size, tag_ttl)
+    }
+
+    /// A store whose blob cache is the directory `root`, opened (and checked) already: the
+    /// directory used is the one checked, whatever its path names by now.
+    pub fn in_dir(client: Arc<dyn Client>, root: dir::CacheDir, cache_size: u64, tag_ttl: Duration) -> Result<Store> {
         Ok(Store {
             client,
             tag_ttl,
@@ -161,7 +167,7 @@ impl Store {
             manifests: Mutex::new(SizedLru::new(MANIFEST_CACHE_BYTES)),
             tag_lists: Mutex::new(SizedLru::new(TAG_LISTS_BYTES)),
             small: Mutex::new(SizedLru::new(SMALL_CACHE_BYTES)),
-            blobs: BlobCache::new(cache_dir, cache_size)?,
+            blobs: BlobCache::in_dir(root, cache_size)?,
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),

@@ -98,7 +98,18 @@ impl Mount {
         let mut cache_args = vec!["--cache-dir".to_string(), cache.to_string_lossy().into_owned()];
         cache_args.extend(args.iter().map(|a| a.to_string()));
         let env = [("HOME".to_string(), cache.to_string_lossy().into_owned())]; // no stray ~/.docker
-        Mount::launch(registry, &cache_args, &env, stdin, cache, log, keep)
+        Mount::launch(registry, &cache_args, &env, stdin, cache, log, keep, ".tmp")
+    }
+
+    /// A mount on a directory whose name starts with `prefix` (spaces, newlines and all).
+    pub fn start_named(registry: &str, args: &[&str], prefix: &str) -> Mount {
+        let cache = tempfile::tempdir().expect("cache");
+        let cache_path = cache.path().to_path_buf();
+        let log = cache_path.with_extension("log");
+        let mut all = vec!["--cache-dir".to_string(), cache_path.to_string_lossy().into_owned()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let env = [("HOME".to_string(), cache_path.to_string_lossy().into_owned())];
+        Mount::launch(registry, &all, &env, None, cache_path, log, Some(cache), prefix)
     }
 
     /// Mount with exactly these arguments and extra environment (no `--cache-dir` added), for
@@ -107,9 +118,10 @@ impl Mount {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let env: Vec<(String, String)> =
             env.iter().map(|(k, v)| (k.to_string(), v.to_string_lossy().into_owned())).collect();
-        Mount::launch(registry, &args, &env, None, cache, log, None)
+        Mount::launch(registry, &args, &env, None, cache, log, None, ".tmp")
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn launch(
         registry: &str,
         args: &[String],
@@ -118,8 +130,9 @@ impl Mount {
         cache: PathBuf,
         log: PathBuf,
         keep: Option<tempfile::TempDir>,
+        prefix: &str,
     ) -> Mount {
-        let dir = tempfile::tempdir().expect("mountpoint");
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("mountpoint");
         let logf = std::fs::File::create(&log).expect("log");
         let mut cmd = Command::new(regfs_bin());
         cmd.arg(registry)
@@ -220,7 +233,13 @@ impl Drop for UnmountOnDrop {
 }
 
 pub fn is_mounted(path: &Path) -> bool {
-    let want = path.to_string_lossy().to_string();
+    // As /proc/self/mountinfo shows a path: space, tab, newline and backslash in octal.
+    let want = path
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\n', "\\012")
+        .replace('\t', "\\011");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
