@@ -591,3 +591,17 @@ fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
     assert!(matches!(store.blob("r", &large).expect("large again"), Content::File(_)));
     assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
 }
+
+#[test]
+fn after_a_fresh_listing_tag_lookups_ask_the_registry_nothing() {
+    let fake = Fake::default();
+    fake.image("r", "v1", b"layer");
+    let c = core(fake);
+    assert_eq!(c.ls("r/tags").expect("tags"), ["v1"]);
+    let before = c.fake.calls();
+    // Listed: found without a HEAD. Not listed: missing without a HEAD.
+    assert!(c.walk("r/tags/v1").is_ok());
+    let err = c.walk("r/tags/v2").expect_err("not in the list");
+    assert_eq!(err.errno(), libc::ENOENT, "{err}");
+    assert_eq!(c.fake.calls(), before);
+}
