@@ -605,3 +605,21 @@ fn after_a_fresh_listing_tag_lookups_ask_the_registry_nothing() {
     assert_eq!(err.errno(), libc::ENOENT, "{err}");
     assert_eq!(c.fake.calls(), before);
 }
+
+#[test]
+fn a_blob_the_registry_says_is_over_1_tib_is_efbig() {
+    let fake = Fake::default();
+    let at_limit = fake.blob(b"one");
+    let over = fake.blob(b"two");
+    {
+        let mut k = fake.knobs.lock().unwrap();
+        k.head_size.insert(at_limit.to_string(), regfs::manifest::MAX_BLOB_SIZE);
+        k.head_size.insert(over.to_string(), regfs::manifest::MAX_BLOB_SIZE + 1);
+    }
+    fake.tags.lock().unwrap().insert("r".into(), vec![]);
+    let c = core(fake);
+    // No descriptor names them: the size comes from a HEAD.
+    assert_eq!(c.walk(&format!("r/blobs/{at_limit}")).expect("1 TiB").size, regfs::manifest::MAX_BLOB_SIZE);
+    let err = c.walk(&format!("r/blobs/{over}")).expect_err("over 1 TiB");
+    assert_eq!(err.errno(), libc::EFBIG, "{err}");
+}

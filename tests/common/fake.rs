@@ -42,6 +42,8 @@ pub struct Knobs {
     pub substitute: HashMap<String, Vec<u8>>,
     /// Answer HEAD of manifests with an unexpected status (as a proxy that refuses HEAD).
     pub refuse_head: bool,
+    /// The size a HEAD of these blobs reports, whatever they hold.
+    pub head_size: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -195,6 +197,9 @@ impl Client for Fake {
 
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
         lock(&self.calls).push(format!("HEAD blob {repo} {digest}"));
+        if let Some(size) = lock(&self.knobs).head_size.get(&digest.to_string()) {
+            return Ok(*size);
+        }
         lock(&self.blobs)
             .get(&digest.to_string())
             .map(|b| b.len() as u64)
