@@ -1219,3 +1219,35 @@ fn an_unresolved_tag_link_reports_the_length_of_its_target() {
     assert_eq!(before.size, target.len() as u64, "size before resolution vs {target:?}");
     assert_eq!(c.walk("r/tags/v1").expect("tag").size, target.len() as u64);
 }
+
+#[test]
+fn after_a_fresh_listing_tag_lookups_ask_the_registry_nothing() {
+    let fake = Fake::default();
+    fake.image("r", "v1", b"layer");
+    let c = core(fake);
+    assert_eq!(c.ls("r/tags").expect("tags"), ["v1"]);
+    let before = c.fake.calls();
+    // Listed: found without a HEAD. Not listed: missing without a HEAD.
+    assert!(c.walk("r/tags/v1").is_ok());
+    let err = c.walk("r/tags/v2").expect_err("not in the list");
+    assert_eq!(err.errno(), libc::ENOENT, "{err}");
+    assert_eq!(c.fake.calls(), before);
+}
+
+#[test]
+fn a_blob_the_registry_says_is_over_1_tib_is_efbig() {
+    let fake = Fake::default();
+    let at_limit = fake.blob(b"one");
+    let over = fake.blob(b"two");
+    {
+        let mut k = fake.knobs.lock().unwrap();
+        k.head_sizes.insert(at_limit.to_string(), regfs::limits::MAX_BLOB_SIZE);
+        k.head_sizes.insert(over.to_string(), regfs::limits::MAX_BLOB_SIZE + 1);
+    }
+    fake.tags.lock().unwrap().insert("r".into(), vec![]);
+    let c = core(fake);
+    // No descriptor names them: the size comes from a HEAD.
+    assert_eq!(c.walk(&format!("r/blobs/{at_limit}")).expect("1 TiB").size, regfs::limits::MAX_BLOB_SIZE);
+    let err = c.walk(&format!("r/blobs/{over}")).expect_err("over 1 TiB");
+    assert_eq!(err.errno(), libc::EFBIG, "{err}");
+}
