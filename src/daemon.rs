@@ -188,60 +188,24 @@ fn lazy_unmount(path: &Path) -> std::io::Result<()> {
 /// a regfs mount, the new mount's lookups would go through the first.
 pub fn check_mountpoint(mountpoint: &Path) -> Result<(), String> {
     // Without /proc there is nothing to compare with; the kernel decides.
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Ok(()) };
-    for line in info.lines() {
-        // `id parent major:minor root mountpoint options [optional fields] - fstype source super`
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let Some(at) = left.split(' ').nth(4).map(unescape_mountinfo) else { continue };
-        let mut rest = right.split(' ');
-        let (fstype, source) = (rest.next().unwrap_or(""), rest.next().unwrap_or(""));
-        let at = Path::new(&at);
-        if at == mountpoint {
+    let Some(mounts) = crate::mountinfo::mounts() else { return Ok(()) };
+    for m in mounts {
+        if m.at == mountpoint {
             return Err(format!(
-                "{}: already a mount point ({fstype} {source}); unmount it first or choose another directory",
-                mountpoint.display()
+                "{}: already a mount point ({} {}); unmount it first or choose another directory",
+                mountpoint.display(),
+                m.fstype,
+                m.source
             ));
         }
-        let regfs = fstype == "fuse.regfs" || (fstype.starts_with("fuse") && source.starts_with("regfs:"));
-        if regfs && mountpoint.starts_with(at) {
+        let regfs = m.fstype == "fuse.regfs" || (m.fstype.starts_with("fuse") && m.source.starts_with("regfs:"));
+        if regfs && mountpoint.starts_with(&m.at) {
             return Err(format!(
                 "{}: inside the regfs mount at {}; choose a directory outside it",
                 mountpoint.display(),
-                at.display()
+                m.at.display()
             ));
         }
     }
     Ok(())
-}
-
-/// Paths in mountinfo escape space, tab, newline and backslash as `\ooo` (octal).
-fn unescape_mountinfo(field: &str) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(o) if b[i] == b'\\' => {
-                out.push(o.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    std::ffi::OsString::from_vec(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(super::unescape_mountinfo(r"/tmp/a\040b\134c\011d"), "/tmp/a b\\c\td");
-        assert_eq!(super::unescape_mountinfo(r"/x\04"), r"/x\04");
-        assert_eq!(super::unescape_mountinfo("/plain"), "/plain");
-    }
 }

@@ -163,7 +163,7 @@ impl Canceller {
     /// requests wait, cancel. Only if it shows in `/proc/self/mountinfo` now, as mounted: where
     /// it does not (another mount namespace's view), its absence later would mean nothing.
     pub fn watch_mount(&self, mountpoint: &std::path::Path) {
-        if mounted(mountpoint) != Some(true) {
+        if crate::mountinfo::is_mount_point(mountpoint) != Some(true) {
             log::debug!("{} is not in /proc/self/mountinfo; not watching for a detach", mountpoint.display());
             return;
         }
@@ -186,7 +186,7 @@ impl Waiting {
     /// Whether the mount point (if watched) is gone from this namespace's mounts.
     fn detached(&self) -> bool {
         let path = sync::lock(&self.mountpoint).clone();
-        path.is_some_and(|p| mounted(&p) == Some(false))
+        path.is_some_and(|p| crate::mountinfo::is_mount_point(&p) == Some(false))
     }
 
     /// Look at the waiting requests until the adapter goes.
@@ -232,19 +232,6 @@ impl Waiting {
             }
         }
     }
-}
-
-/// Whether `path` is a mount point in `/proc/self/mountinfo` (`None` if that cannot be read).
-fn mounted(path: &std::path::Path) -> Option<bool> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // Field 5 is the mount point, with spaces and the like escaped in octal.
-    let want = path
-        .to_string_lossy()
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\n', "\\012")
-        .replace('\t', "\\011");
-    Some(mounts.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
 }
 
 /// Whether thread `tid` is dying: SIGKILL pending for it or its process (a default-fatal signal

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod limits;
 pub mod manifest;
 pub mod media;
+pub mod mountinfo;
 pub mod names;
 pub mod readahead;
 pub mod registry;

@@ -538,8 +538,10 @@ fn inodes_the_kernel_forgets_are_freed() {
     let log = m.log();
     let (held, peak) = inode_table_at_unmount(&log).unwrap_or_else(|| panic!("no inode table line:\n{log}"));
     eprintln!("inode table: at most {peak} held, {held} at unmount");
-    // The kernel may forget a few while the loop runs (it did once under load): most must have been held.
-    assert!(peak >= n * 9 / 10, "only {peak} inodes at most for {n} names");
+    // The table must really have grown, or the test shows nothing. The kernel may forget some
+    // while the loop runs (any process's drop_caches does that, as another run of this very test
+    // does on a shared machine), so half of them at once is asked, not all.
+    assert!(peak >= n / 2, "only {peak} inodes at most for {n} names");
     assert!(held < 1_000, "{held} inodes still held of {peak}: forgotten inodes were not freed");
 }
 

@@ -233,17 +233,7 @@ impl Drop for UnmountOnDrop {
 }
 
 pub fn is_mounted(path: &Path) -> bool {
-    // As /proc/self/mountinfo shows a path: space, tab, newline and backslash in octal.
-    let want = path
-        .to_string_lossy()
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\n', "\\012")
-        .replace('\t', "\\011");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    regfs::mountinfo::is_mount_point(path).unwrap_or(false)
 }
 
 pub fn sh_in(dir: &Path, cmd: &str) -> Output {
