@@ -185,9 +185,8 @@ fn serve(
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
         let tag_ttl = Duration::from_secs(cli.tag_ttl);
-        let store = Arc::new(
-            Store::in_dir(Arc::new(client), prepared.cache, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?,
-        );
+        let store =
+            Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
         let core = Arc::new(Fs::new(Arc::clone(&store), tag_ttl));
         let mut config = fuser::Config::default();
         config.mount_options = vec![
