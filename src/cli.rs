@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::fs::FsConfig;
 use crate::store::{self, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -121,6 +122,11 @@ impl Cli {
             ..StoreConfig::default()
         }
     }
+
+    /// The core's configuration: `--tag-ttl`, the rest default.
+    pub fn fs_config(&self) -> FsConfig {
+        FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() }
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +159,6 @@ mod tests {
     fn the_defaults_of_the_command_line_are_each_layers_default() {
         let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
         assert_eq!(c.store_config(), StoreConfig::default());
+        assert_eq!(c.fs_config(), FsConfig::default());
     }
 }

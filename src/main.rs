@@ -184,10 +184,9 @@ fn serve(
         };
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let tag_ttl = Duration::from_secs(cli.tag_ttl);
         let store =
             Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
-        let core = Arc::new(Fs::new(Arc::clone(&store), tag_ttl));
+        let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::fake::{DigestHeader, Fake};
 use regfs::digest::{Algorithm, Digest};
 use regfs::error::{Error, Result};
-use regfs::fs::{Attr, Fs};
+use regfs::fs::{Attr, Fs, FsConfig};
 use regfs::media;
 use regfs::store::{Store, StoreConfig};
 
@@ -29,13 +29,13 @@ fn store_config(dir: &std::path::Path, cache_size: u64, tag_ttl: Duration) -> St
 fn core_with(fake: Arc<Fake>, cache: tempfile::TempDir, cache_size: u64) -> Core {
     let store =
         Store::new(fake.clone(), &store_config(cache.path(), cache_size, Duration::from_secs(60))).expect("store");
-    Core { fake, fs: Fs::new(Arc::new(store), Duration::from_secs(60)), cache }
+    Core { fake, fs: Fs::new(Arc::new(store), FsConfig::default()), cache }
 }
 
 fn core_with_ttl(fake: Arc<Fake>, tag_ttl: Duration) -> Core {
     let cache = tempfile::tempdir().expect("cache");
     let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, tag_ttl)).expect("store");
-    Core { fake, fs: Fs::new(Arc::new(store), tag_ttl), cache }
+    Core { fake, fs: Fs::new(Arc::new(store), FsConfig { tag_ttl, ..FsConfig::default() }), cache }
 }
 
 fn core(fake: Fake) -> Core {
@@ -410,14 +410,15 @@ fn tags_read_in_order_are_resolved_ahead_and_only_then() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!((0..40).map(|i| heads(&format!("t{i:02}"))).sum::<usize>(), 2, "{:?}", fake.calls());
     // Two in order: the next WINDOW are resolved in the background.
+    let window = FsConfig::default().readahead.window;
     link("t21");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while heads(&format!("t{:02}", 21 + regfs::readahead::WINDOW)) == 0 {
+    while heads(&format!("t{:02}", 21 + window)) == 0 {
         assert!(std::time::Instant::now() < deadline, "no readahead: {:?}", fake.calls());
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(heads(&format!("t{:02}", 22 + regfs::readahead::WINDOW)), 0, "read past the window");
+    assert_eq!(heads(&format!("t{:02}", 22 + window)), 0, "read past the window");
     // Reading on to the end resolves every tag exactly once.
     for i in 22..40 {
         link(&format!("t{i:02}"));
@@ -876,7 +877,8 @@ fn readahead_remembers_a_bounded_number_of_repositories() {
     let (_, _) = fake.image("r0", "v1", b"layer");
     let stored = fake.manifests.lock().expect("manifests").get(&("r0".to_string(), "v1".to_string())).cloned();
     let stored = stored.expect("stored");
-    let n = regfs::readahead::STREAMS + 500;
+    let streams = FsConfig::default().readahead.streams;
+    let n = streams + 500;
     for i in 1..n {
         fake.manifests.lock().expect("manifests").insert((format!("r{i}"), "v1".into()), stored.clone());
         fake.tags.lock().expect("tags").insert(format!("r{i}"), vec!["v1".into()]);
@@ -889,7 +891,7 @@ fn readahead_remembers_a_bounded_number_of_repositories() {
         c.fs.readlink(link.ino).expect("readlink");
     }
     let held = c.fs.readahead_streams();
-    assert!(held <= regfs::readahead::STREAMS, "{held} repositories remembered after {n}");
+    assert!(held <= streams, "{held} repositories remembered after {n}");
 }
 
 #[test]
