@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::fs::FsConfig;
+use crate::fuse::MountConfig;
 use crate::store::{self, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -127,6 +128,16 @@ impl Cli {
     pub fn fs_config(&self) -> FsConfig {
         FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() }
     }
+
+    /// The mount's configuration: `--fuse-threads`, `--allow-other`, `--no-passthrough`.
+    pub fn mount_config(&self) -> MountConfig {
+        MountConfig {
+            fuse_threads: self.fuse_threads,
+            allow_other: self.allow_other,
+            passthrough: !self.no_passthrough,
+            ..MountConfig::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -160,5 +171,6 @@ mod tests {
         let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
         assert_eq!(c.store_config(), StoreConfig::default());
         assert_eq!(c.fs_config(), FsConfig::default());
+        assert_eq!(c.mount_config(), MountConfig::default());
     }
 }

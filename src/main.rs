@@ -187,22 +187,9 @@ fn serve(
         let store =
             Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::RO,
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoSuid,
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::FSName(format!("regfs:{}", prepared.url.host_str().unwrap_or("registry"))),
-            fuser::MountOption::Subtype("regfs".into()),
-        ];
-        if cli.allow_other {
-            config.acl = fuser::SessionACL::All;
-        }
-        config.n_threads = Some(cli.fuse_threads.max(1));
-        config.clone_fd = true;
-        let adapter = FuseAdapter::new(core);
-        let adapter = if cli.no_passthrough { adapter.without_passthrough() } else { adapter };
+        let mount = cli.mount_config();
+        let config = mount.session(prepared.url.host_str().unwrap_or("registry"));
+        let adapter = FuseAdapter::new(core, mount);
         let canceller = adapter.canceller();
         fuser::Session::new(adapter, &cli.mountpoint, &config)
             .map(|session| (session, store, canceller))
