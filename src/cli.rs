@@ -7,6 +7,8 @@ use clap::Parser;
 
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
+use crate::registry::credentials::Credentials;
+use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -129,6 +131,20 @@ impl Cli {
         FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() }
     }
 
+    /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
+    /// (the two durations at least a second), with the credentials and the CA certificates (PEM)
+    /// read from the options that name them.
+    pub fn http_options(&self, credentials: Option<Credentials>, ca_certs: Vec<u8>) -> Options {
+        Options {
+            credentials,
+            retry: RetryPolicy { retries: self.retries, ..RetryPolicy::default() },
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            progress: Progress { min_speed: self.min_speed, window: Duration::from_secs(self.min_speed_time.max(1)) },
+            ca_certs,
+            ..Options::default()
+        }
+    }
+
     /// The mount's configuration: `--fuse-threads`, `--allow-other`, `--no-passthrough`.
     pub fn mount_config(&self) -> MountConfig {
         MountConfig {
@@ -172,5 +188,6 @@ mod tests {
         assert_eq!(c.store_config(), StoreConfig::default());
         assert_eq!(c.fs_config(), FsConfig::default());
         assert_eq!(c.mount_config(), MountConfig::default());
+        assert_eq!(c.http_options(None, Vec::new()), Options::default());
     }
 }

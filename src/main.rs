@@ -15,7 +15,7 @@ use regfs::daemon::{Detached, check_mountpoint, detach, init_logging, raise_nofi
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials};
-use regfs::registry::http::{HttpClient, Options, Progress, RetryPolicy};
+use regfs::registry::http::HttpClient;
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 use regfs::store::dir::CacheDir;
@@ -175,13 +175,7 @@ fn serve(
         }
     };
     let result = (|| {
-        let options = Options {
-            credentials: prepared.credentials,
-            retry: RetryPolicy { retries: cli.retries, ..RetryPolicy::default() },
-            timeout: Duration::from_secs(cli.timeout.max(1)),
-            progress: Progress { min_speed: cli.min_speed, window: Duration::from_secs(cli.min_speed_time.max(1)) },
-            ca_certs: prepared.ca_certs,
-        };
+        let options = cli.http_options(prepared.credentials, prepared.ca_certs);
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
         let store =
