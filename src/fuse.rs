@@ -74,7 +74,8 @@ pub struct MountConfig {
     pub congestion_threshold: u16,
     /// The most the kernel reads ahead of a reader, in bytes (1 MiB).
     pub max_readahead: u32,
-    /// `st_blksize` of every entry: the I/O size `stat` suggests (128 KiB).
+    /// `st_blksize` of every entry (the I/O size `stat` suggests), and the block size `statfs`
+    /// reports (128 KiB).
     pub blksize: u32,
     /// How often the watchdog looks at waiting requests (100 ms).
     pub watch_every: Duration,
@@ -597,7 +598,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 128 << 10, 255, 128 << 10);
+        let block = self.config.blksize;
+        reply.statfs(0, 0, 0, 0, 0, block, 255, block);
     }
 }
 
