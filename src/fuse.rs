@@ -79,6 +79,10 @@ pub struct MountConfig {
     pub blksize: u32,
     /// How often the watchdog looks at waiting requests (100 ms).
     pub watch_every: Duration,
+    /// How long regfs waits for another process starting on the same mountpoint before going on
+    /// without its lock (60 s): that start (the registry's first answer, then the mount) is
+    /// bounded by `--timeout` and `--retries`. Used by `main.rs`.
+    pub lock_wait: Duration,
 }
 
 impl Default for MountConfig {
@@ -92,6 +96,7 @@ impl Default for MountConfig {
             max_readahead: 1 << 20,
             blksize: 128 << 10,
             watch_every: Duration::from_millis(100),
+            lock_wait: Duration::from_secs(60),
         }
     }
 }

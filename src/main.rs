@@ -71,7 +71,7 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
     if !cli.mountpoint.is_dir() {
         return Err(format!("{}: not a directory", cli.mountpoint.display()));
     }
-    let lock = lock_mountpoint(&cli.mountpoint);
+    let lock = lock_mountpoint(&cli.mountpoint, cli.mount_config().lock_wait);
     check_mountpoint(&cli.mountpoint)?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cli.cache_dir = Some(absolute(&cli.cache_dir())?);
@@ -93,9 +93,9 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
 /// and then finds its mount (`two_regfs_racing_for_one_fresh_mountpoint_do_not_stack`). Once a
 /// mount covers the directory, opening the path reaches the mount's root instead, so the lock
 /// is no longer there to wait for. Anyone who can read the directory can lock it too, so the
-/// wait is bounded ([`MOUNTPOINT_LOCK_WAIT`]): past it regfs goes on without the lock, as it
-/// would where the directory cannot be opened for reading (`None`).
-fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
+/// wait is bounded (`wait`: `MountConfig::lock_wait`, 60 s): past it regfs goes on without the
+/// lock, as it would where the directory cannot be opened for reading (`None`).
+fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
     use rustix::fs::{FlockOperation, Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let fd = rustix::fs::open(mountpoint, flags, Mode::empty()).ok()?;
@@ -103,14 +103,14 @@ fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
     loop {
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Some(fd),
-            Err(rustix::io::Errno::WOULDBLOCK) if started.elapsed() < MOUNTPOINT_LOCK_WAIT => {
+            Err(rustix::io::Errno::WOULDBLOCK) if started.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(50))
             }
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 eprintln!(
                     "regfs: {}: still locked by another process after {} s; going on without waiting",
                     mountpoint.display(),
-                    MOUNTPOINT_LOCK_WAIT.as_secs()
+                    wait.as_secs()
                 );
                 return None;
             }
@@ -118,10 +118,6 @@ fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
         }
     }
 }
-
-/// How long regfs waits for another process starting on the same mountpoint: its start (the
-/// registry's first answer, then the mount) is bounded by `--timeout` and `--retries`.
-const MOUNTPOINT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 struct Prepared {
     url: reqwest::Url,
