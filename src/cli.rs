@@ -1,8 +1,15 @@
 //! The command line. Every option is documented in `doc/CONFIGURATION.md` too.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+
+use crate::fs::FsConfig;
+use crate::fuse::MountConfig;
+use crate::registry::credentials::Credentials;
+use crate::registry::http::{Options, Progress, RetryPolicy};
+use crate::store::{self, StoreConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,15 +111,48 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl Cli {
+    /// `--cache-dir`, else [`store::default_cache_dir`].
     pub fn cache_dir(&self) -> PathBuf {
-        if let Some(d) = &self.cache_dir {
-            return d.clone();
+        self.cache_dir.clone().unwrap_or_else(store::default_cache_dir)
+    }
+
+    /// The store's configuration: the options that say where and how much, the rest default.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            cache_dir: self.cache_dir(),
+            cache_size: self.cache_size,
+            tag_ttl: Duration::from_secs(self.tag_ttl),
+            ..StoreConfig::default()
         }
-        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-            return PathBuf::from(x).join("regfs");
+    }
+
+    /// The core's configuration: `--tag-ttl`, the rest default.
+    pub fn fs_config(&self) -> FsConfig {
+        FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() }
+    }
+
+    /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
+    /// (the two durations at least a second), with the credentials and the CA certificates (PEM)
+    /// read from the options that name them.
+    pub fn http_options(&self, credentials: Option<Credentials>, ca_certs: Vec<u8>) -> Options {
+        Options {
+            credentials,
+            retry: RetryPolicy { retries: self.retries, ..RetryPolicy::default() },
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            progress: Progress { min_speed: self.min_speed, window: Duration::from_secs(self.min_speed_time.max(1)) },
+            ca_certs,
+            ..Options::default()
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-        home.join(".cache").join("regfs")
+    }
+
+    /// The mount's configuration: `--fuse-threads`, `--allow-other`, `--no-passthrough`.
+    pub fn mount_config(&self) -> MountConfig {
+        MountConfig {
+            fuse_threads: self.fuse_threads,
+            allow_other: self.allow_other,
+            passthrough: !self.no_passthrough,
+            ..MountConfig::default()
+        }
     }
 }
 
@@ -139,5 +179,15 @@ mod tests {
         let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
         assert_eq!((c.tag_ttl, c.cache_size, c.foreground), (60, 10 << 30, false));
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--username", "u"]).is_err());
+    }
+
+    /// What the command line builds when no option is given is each layer's own default.
+    #[test]
+    fn the_defaults_of_the_command_line_are_each_layers_default() {
+        let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
+        assert_eq!(c.store_config(), StoreConfig::default());
+        assert_eq!(c.fs_config(), FsConfig::default());
+        assert_eq!(c.mount_config(), MountConfig::default());
+        assert_eq!(c.http_options(None, Vec::new()), Options::default());
     }
 }

@@ -18,11 +18,32 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
 use crate::layout::{FileKind, Layout, Node, Shape, Stability};
+use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
 
-/// How long the kernel may trust digest-addressed entries and attributes.
-pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// What the core tells the kernel to trust, and for how long, and how tag links are read ahead.
+/// `Default` is what regfs runs with; `cli.rs` builds it (`--tag-ttl`; the rest have no option).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// How long the kernel may trust digest-addressed entries and attributes, and names the
+    /// grammar rules out (a day).
+    pub immutable_ttl: Duration,
+    /// How long the kernel may trust entries and attributes of names the registry may move
+    /// (tags, the catalog), and their absence (60 s; `--tag-ttl`).
+    pub tag_ttl: Duration,
+    pub readahead: ReadaheadConfig,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            immutable_ttl: Duration::from_secs(24 * 3600),
+            tag_ttl: Duration::from_secs(60),
+            readahead: ReadaheadConfig::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -46,6 +67,7 @@ pub struct DirEntry {
 pub struct Fs {
     layout: Layout,
     inodes: Inodes,
+    immutable_ttl: Duration,
     tag_ttl: Duration,
     mounted_at: SystemTime,
     handles: Mutex<HashMap<u64, Content>>,
@@ -58,11 +80,12 @@ pub struct Fs {
 }
 
 impl Fs {
-    pub fn new(store: Arc<Store>, tag_ttl: Duration) -> Fs {
+    pub fn new(store: Arc<Store>, config: FsConfig) -> Fs {
         Fs {
-            layout: Layout::new(store),
+            layout: Layout::new(store, &config.readahead),
             inodes: Inodes::default(),
-            tag_ttl,
+            immutable_ttl: config.immutable_ttl,
+            tag_ttl: config.tag_ttl,
             mounted_at: SystemTime::now(),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
@@ -95,7 +118,7 @@ impl Fs {
 
     fn ttl(&self, stability: Stability) -> Duration {
         match stability {
-            Stability::Immutable => IMMUTABLE_TTL,
+            Stability::Immutable => self.immutable_ttl,
             Stability::Named => self.tag_ttl,
         }
     }
@@ -121,8 +144,8 @@ impl Fs {
     /// rules out), `tag_ttl` where it can (a tag may be pushed).
     pub fn negative_ttl(&self, parent: u64, error: &Error) -> Duration {
         match (self.inodes.node(parent), error) {
-            (_, Error::InvalidName(_)) => IMMUTABLE_TTL,
-            (Some(p), _) if p.shape().stability() == Stability::Immutable => IMMUTABLE_TTL,
+            (_, Error::InvalidName(_)) => self.immutable_ttl,
+            (Some(p), _) if p.shape().stability() == Stability::Immutable => self.immutable_ttl,
             _ => self.tag_ttl,
         }
     }

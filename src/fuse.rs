@@ -11,7 +11,7 @@
 //! Once the kernel has sent a request, the process that made it waits for our answer, and a
 //! fatal signal does not free it: it sits in `D` state, unkillable. So every request that runs
 //! on a thread of its own is also entered in a table of [`Waiting`] requests, and a watchdog
-//! thread looks at them every [`WATCH_EVERY`]. It answers one at once, and the worker's answer
+//! thread looks at them every [`MountConfig::watch_every`] (100 ms). It answers one at once, and the worker's answer
 //! later is dropped, when
 //! - the requesting thread has a fatal signal pending (`EINTR`): `kill -9`, or a default-fatal
 //!   signal such as SIGINT, which the kernel turns into SIGKILL on every thread of the process.
@@ -57,15 +57,80 @@ use crate::fs::{Attr, Fs};
 use crate::layout::FileKind;
 use crate::sync;
 
-/// How often waiting requests are looked at.
-pub const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How the mount is made and what the kernel is told at init. `Default` is what regfs runs with;
+/// `cli.rs` builds it (`--fuse-threads`, `--allow-other`, `--no-passthrough`; the rest have no
+/// option).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountConfig {
+    /// Threads reading requests from the kernel (4); at least one.
+    pub fuse_threads: usize,
+    /// Let users other than the one mounting read the mount (off).
+    pub allow_other: bool,
+    /// Try FUSE passthrough (on; the kernel may still refuse it at init, and it needs root).
+    pub passthrough: bool,
+    /// Requests the kernel keeps in the background at once (64: the load test runs 64 readers).
+    pub max_background: u16,
+    /// Background requests past which the kernel holds back readahead and writeback (48).
+    pub congestion_threshold: u16,
+    /// The most the kernel reads ahead of a reader, in bytes (1 MiB).
+    pub max_readahead: u32,
+    /// `st_blksize` of every entry (the I/O size `stat` suggests), and the block size `statfs`
+    /// reports (128 KiB).
+    pub blksize: u32,
+    /// How often the watchdog looks at waiting requests (100 ms).
+    pub watch_every: Duration,
+    /// How long regfs waits for another process starting on the same mountpoint before going on
+    /// without its lock (60 s): that start (the registry's first answer, then the mount) is
+    /// bounded by `--timeout` and `--retries`. Used by `main.rs`.
+    pub lock_wait: Duration,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            fuse_threads: 4,
+            allow_other: false,
+            passthrough: true,
+            max_background: 64,
+            congestion_threshold: 48,
+            max_readahead: 1 << 20,
+            blksize: 128 << 10,
+            watch_every: Duration::from_millis(100),
+            lock_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+impl MountConfig {
+    /// The session's configuration: read-only, no devices or setuid, the kernel checking
+    /// permissions, named `regfs:<host>` in the mount table.
+    pub fn session(&self, host: &str) -> fuser::Config {
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::FSName(format!("regfs:{host}")),
+            fuser::MountOption::Subtype("regfs".into()),
+        ];
+        if self.allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
+        config.n_threads = Some(self.fuse_threads.max(1));
+        config.clone_fd = true;
+        config
+    }
+}
 
 pub struct FuseAdapter {
     core: Arc<Fs>,
     waiting: Arc<Waiting>,
     uid: u32,
     gid: u32,
-    /// Whether to try FUSE passthrough (asked for; the kernel may still refuse it at init).
+    config: MountConfig,
+    /// Whether to try FUSE passthrough (asked for, and possible as far as init can tell; the
+    /// kernel may still refuse it).
     want_passthrough: bool,
     /// Set at init when the kernel granted passthrough.
     backing: Option<Arc<Backing>>,
@@ -190,7 +255,7 @@ impl Waiting {
     }
 
     /// Look at the waiting requests until the adapter goes.
-    fn watch(self: Arc<Self>, core: Arc<Fs>) {
+    fn watch(self: Arc<Self>, core: Arc<Fs>, every: Duration) {
         let mut ticks = 0u32;
         loop {
             {
@@ -228,7 +293,7 @@ impl Waiting {
                 (p.abandon)(&e);
             }
             if !cancelled {
-                std::thread::sleep(WATCH_EVERY);
+                std::thread::sleep(every);
             }
         }
     }
@@ -256,16 +321,18 @@ impl Drop for FuseAdapter {
 }
 
 impl FuseAdapter {
-    pub fn new(core: Arc<Fs>) -> Self {
+    pub fn new(core: Arc<Fs>, config: MountConfig) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let waiting = Arc::new(Waiting::default());
         let (watcher, for_watcher) = (Arc::clone(&waiting), Arc::clone(&core));
-        let watch = move || watcher.watch(for_watcher);
+        let every = config.watch_every;
+        let watch = move || watcher.watch(for_watcher, every);
         if let Err(e) = std::thread::Builder::new().name("regfs-watch".into()).spawn(watch) {
             log::warn!("no watchdog thread ({e}): a killed reader waits for its download to end");
         }
-        FuseAdapter { core, waiting, uid, gid, want_passthrough: true, backing: None }
+        let want_passthrough = config.passthrough;
+        FuseAdapter { core, waiting, uid, gid, config, want_passthrough, backing: None }
     }
 
     /// What ends the waiting at unmount.
@@ -302,12 +369,6 @@ impl FuseAdapter {
         self.spawn(move |fs| crate::store::flight::for_requester(left, || job(fs, ticket)));
     }
 
-    /// Serve every read through regfs itself, never by passthrough.
-    pub fn without_passthrough(mut self) -> Self {
-        self.want_passthrough = false;
-        self
-    }
-
     /// Run `job` on its own thread (inline if no thread can be had).
     fn spawn(&self, job: impl FnOnce(&Fs) + Send + 'static) {
         let core = Arc::clone(&self.core);
@@ -341,12 +402,11 @@ fn errno(op: &str, e: &Error) -> Errno {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Let the kernel keep many requests in flight (readahead, many readers). 64 background
-        // requests: the load test runs 64 readers. Blocking work does not tie up the session's
-        // threads, because it runs on threads of its own (`spawn`).
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
-        let _ = config.set_max_readahead(1 << 20);
+        // Let the kernel keep many requests in flight (readahead, many readers). Blocking work
+        // does not tie up the session's threads, because it runs on threads of its own (`spawn`).
+        let _ = config.set_max_background(self.config.max_background);
+        let _ = config.set_congestion_threshold(self.config.congestion_threshold);
+        let _ = config.set_max_readahead(self.config.max_readahead);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_ASYNC_READ);
         // Passthrough (Linux 6.9+): reads of a verified cache file go straight to that file in
         // the kernel, at local-file speed. The cache lives on an ordinary filesystem, so a stack
@@ -370,7 +430,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
-        let (uid, gid) = (self.uid, self.gid);
+        let (uid, gid, blksize) = (self.uid, self.gid, self.config.blksize);
         self.spawn_waiting(req, format!("lookup {name:?}"), reply, move |fs, ticket| {
             let result = fs.lookup(parent.0, &name);
             let Some(reply) = ticket.take() else {
@@ -381,7 +441,7 @@ impl Filesystem for FuseAdapter {
                 return;
             };
             match result {
-                Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid), Generation(0)),
+                Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid, blksize), Generation(0)),
                 // A negative entry (inode 0): the kernel remembers the name is missing for the
                 // TTL instead of asking again on every `stat` or shell completion.
                 Err(e) if e.is_not_found() => {
@@ -407,12 +467,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (uid, gid) = (self.uid, self.gid);
+        let (uid, gid, blksize) = (self.uid, self.gid, self.config.blksize);
         self.spawn_waiting(req, format!("getattr {ino}"), reply, move |fs, ticket| {
             let result = fs.getattr(ino.0);
             let Some(reply) = ticket.take() else { return };
             match result {
-                Ok(a) => reply.attr(&a.ttl, &file_attr(&a, uid, gid)),
+                Ok(a) => reply.attr(&a.ttl, &file_attr(&a, uid, gid, blksize)),
                 Err(e) => reply.error(errno(&format!("getattr {ino}"), &e)),
             }
         });
@@ -543,7 +603,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 128 << 10, 255, 128 << 10);
+        let block = self.config.blksize;
+        reply.statfs(0, 0, 0, 0, 0, block, 255, block);
     }
 }
 
@@ -600,7 +661,7 @@ fn file_type(kind: FileKind) -> FileType {
     }
 }
 
-fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
+fn file_attr(a: &Attr, uid: u32, gid: u32, blksize: u32) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -615,7 +676,7 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
         uid,
         gid,
         rdev: 0,
-        blksize: 128 << 10,
+        blksize,
         flags: 0,
     }
 }

@@ -15,7 +15,7 @@ use regfs::daemon::{Detached, check_mountpoint, detach, init_logging, raise_nofi
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials};
-use regfs::registry::http::{HttpClient, Options, Progress, RetryPolicy};
+use regfs::registry::http::HttpClient;
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 use regfs::store::dir::CacheDir;
@@ -71,7 +71,7 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
     if !cli.mountpoint.is_dir() {
         return Err(format!("{}: not a directory", cli.mountpoint.display()));
     }
-    let lock = lock_mountpoint(&cli.mountpoint);
+    let lock = lock_mountpoint(&cli.mountpoint, cli.mount_config().lock_wait);
     check_mountpoint(&cli.mountpoint)?;
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cli.cache_dir = Some(absolute(&cli.cache_dir())?);
@@ -93,9 +93,9 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
 /// and then finds its mount (`two_regfs_racing_for_one_fresh_mountpoint_do_not_stack`). Once a
 /// mount covers the directory, opening the path reaches the mount's root instead, so the lock
 /// is no longer there to wait for. Anyone who can read the directory can lock it too, so the
-/// wait is bounded ([`MOUNTPOINT_LOCK_WAIT`]): past it regfs goes on without the lock, as it
-/// would where the directory cannot be opened for reading (`None`).
-fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
+/// wait is bounded (`wait`: `MountConfig::lock_wait`, 60 s): past it regfs goes on without the
+/// lock, as it would where the directory cannot be opened for reading (`None`).
+fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
     use rustix::fs::{FlockOperation, Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let fd = rustix::fs::open(mountpoint, flags, Mode::empty()).ok()?;
@@ -103,14 +103,14 @@ fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
     loop {
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Some(fd),
-            Err(rustix::io::Errno::WOULDBLOCK) if started.elapsed() < MOUNTPOINT_LOCK_WAIT => {
+            Err(rustix::io::Errno::WOULDBLOCK) if started.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(50))
             }
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 eprintln!(
                     "regfs: {}: still locked by another process after {} s; going on without waiting",
                     mountpoint.display(),
-                    MOUNTPOINT_LOCK_WAIT.as_secs()
+                    wait.as_secs()
                 );
                 return None;
             }
@@ -118,10 +118,6 @@ fn lock_mountpoint(mountpoint: &Path) -> Option<OwnedFd> {
         }
     }
 }
-
-/// How long regfs waits for another process starting on the same mountpoint: its start (the
-/// registry's first answer, then the mount) is bounded by `--timeout` and `--retries`.
-const MOUNTPOINT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 struct Prepared {
     url: reqwest::Url,
@@ -175,36 +171,15 @@ fn serve(
         }
     };
     let result = (|| {
-        let options = Options {
-            credentials: prepared.credentials,
-            retry: RetryPolicy { retries: cli.retries, ..RetryPolicy::default() },
-            timeout: Duration::from_secs(cli.timeout.max(1)),
-            progress: Progress { min_speed: cli.min_speed, window: Duration::from_secs(cli.min_speed_time.max(1)) },
-            ca_certs: prepared.ca_certs,
-        };
+        let options = cli.http_options(prepared.credentials, prepared.ca_certs);
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let tag_ttl = Duration::from_secs(cli.tag_ttl);
-        let store = Arc::new(
-            Store::in_dir(Arc::new(client), prepared.cache, cli.cache_size, tag_ttl).map_err(|e| e.to_string())?,
-        );
-        let core = Arc::new(Fs::new(Arc::clone(&store), tag_ttl));
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::RO,
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoSuid,
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::FSName(format!("regfs:{}", prepared.url.host_str().unwrap_or("registry"))),
-            fuser::MountOption::Subtype("regfs".into()),
-        ];
-        if cli.allow_other {
-            config.acl = fuser::SessionACL::All;
-        }
-        config.n_threads = Some(cli.fuse_threads.max(1));
-        config.clone_fd = true;
-        let adapter = FuseAdapter::new(core);
-        let adapter = if cli.no_passthrough { adapter.without_passthrough() } else { adapter };
+        let store =
+            Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
+        let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
+        let mount = cli.mount_config();
+        let config = mount.session(prepared.url.host_str().unwrap_or("registry"));
+        let adapter = FuseAdapter::new(core, mount);
         let canceller = adapter.canceller();
         fuser::Session::new(adapter, &cli.mountpoint, &config)
             .map(|session| (session, store, canceller))

@@ -4,23 +4,35 @@
 //! `ls -l tags/` and `cat tags/*/…` read every link in sorted order, one after another, and each
 //! link costs one HEAD. Against a registry 100 ms away, 250 tags take 25 s that way. Like the
 //! kernel's readahead for files, this watches for sequential access: when the tag read follows
-//! the one read before it in the (fresh) tag list, the next [`WINDOW`] tags are resolved in the
-//! background, [`PARALLEL`] at a time. Reading one tag, or tags out of order, prefetches nothing.
+//! the one read before it in the (fresh) tag list, the next [`ReadaheadConfig::window`] tags are
+//! resolved in the background, [`ReadaheadConfig::parallel`] at a time. Reading one tag, or tags out of order, prefetches nothing.
 //! A plain `ls` reads no links and so costs only the tag list. Resolutions go through the store's
 //! single flight, so a tag the reader asks for while its prefetch runs waits for that one HEAD.
-//! The reading position is kept for the [`STREAMS`] repositories read most recently.
+//! The reading position is kept for the [`ReadaheadConfig::streams`] repositories read most
+//! recently.
 
 use std::sync::{Arc, Mutex};
 
 use crate::store::Store;
 use crate::sync;
 
-/// How far ahead of the reader tags are resolved.
-pub const WINDOW: usize = 16;
-/// HEADs in flight at once for one repository.
-pub const PARALLEL: usize = 8;
-/// Repositories whose reading position is remembered, least recently read first out.
-pub const STREAMS: usize = 4096;
+/// How far ahead, how wide, and for how many repositories; part of
+/// [`FsConfig`](crate::fs::FsConfig).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadaheadConfig {
+    /// How far ahead of the reader tags are resolved (16).
+    pub window: usize,
+    /// HEADs in flight at once for one repository (8).
+    pub parallel: usize,
+    /// Repositories whose reading position is remembered, least recently read first out (4096).
+    pub streams: usize,
+}
+
+impl Default for ReadaheadConfig {
+    fn default() -> Self {
+        ReadaheadConfig { window: 16, parallel: 8, streams: 4096 }
+    }
+}
 
 #[derive(Default)]
 struct Stream {
@@ -30,19 +42,20 @@ struct Stream {
     issued: usize,
 }
 
-/// Where the reader of each repository's tag links is, for at most [`STREAMS`] repositories.
+/// Where the reader of each repository's tag links is, for at most
+/// [`ReadaheadConfig::streams`] repositories.
 pub struct Readahead {
     streams: Mutex<lru::LruCache<String, Stream>>,
-}
-
-impl Default for Readahead {
-    fn default() -> Self {
-        let cap = std::num::NonZeroUsize::new(STREAMS).unwrap_or(std::num::NonZeroUsize::MIN);
-        Readahead { streams: Mutex::new(lru::LruCache::new(cap)) }
-    }
+    window: usize,
+    parallel: usize,
 }
 
 impl Readahead {
+    pub fn new(config: &ReadaheadConfig) -> Readahead {
+        let cap = std::num::NonZeroUsize::new(config.streams).unwrap_or(std::num::NonZeroUsize::MIN);
+        Readahead { streams: Mutex::new(lru::LruCache::new(cap)), window: config.window, parallel: config.parallel }
+    }
+
     /// Repositories whose reading position is remembered now.
     pub fn streams(&self) -> usize {
         sync::lock(&self.streams).len()
@@ -62,7 +75,7 @@ impl Readahead {
                 return;
             }
             let from = s.issued.max(at + 1);
-            let to = (at + 1 + WINDOW).min(tags.len());
+            let to = (at + 1 + self.window).min(tags.len());
             s.issued = to.max(s.issued);
             tags.get(from..to).map(<[String]>::to_vec).unwrap_or_default()
         };
@@ -74,7 +87,7 @@ impl Readahead {
         let mut wanted = wanted;
         wanted.reverse();
         let queue = Arc::new(Mutex::new(wanted));
-        for _ in 0..PARALLEL {
+        for _ in 0..self.parallel {
             let (store, queue, repo) = (Arc::clone(store), Arc::clone(&queue), repo.to_string());
             let spawned = std::thread::Builder::new().name("regfs-readahead".into()).spawn(move || {
                 loop {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::fake::{DigestHeader, Fake};
 use regfs::digest::{Algorithm, Digest};
 use regfs::error::{Error, Result};
-use regfs::fs::{Attr, Fs};
+use regfs::fs::{Attr, Fs, FsConfig};
 use regfs::media;
-use regfs::store::Store;
+use regfs::store::{Store, StoreConfig};
 
 struct Core {
     fake: Arc<Fake>,
@@ -21,15 +21,21 @@ struct Core {
     cache: tempfile::TempDir,
 }
 
+/// The default store, on `dir`, holding at most `cache_size` on disk, trusting names for `tag_ttl`.
+fn store_config(dir: &std::path::Path, cache_size: u64, tag_ttl: Duration) -> StoreConfig {
+    StoreConfig { cache_dir: dir.to_path_buf(), cache_size, tag_ttl, ..StoreConfig::default() }
+}
+
 fn core_with(fake: Arc<Fake>, cache: tempfile::TempDir, cache_size: u64) -> Core {
-    let store = Store::new(fake.clone(), cache.path(), cache_size, Duration::from_secs(60)).expect("store");
-    Core { fake, fs: Fs::new(Arc::new(store), Duration::from_secs(60)), cache }
+    let store =
+        Store::new(fake.clone(), &store_config(cache.path(), cache_size, Duration::from_secs(60))).expect("store");
+    Core { fake, fs: Fs::new(Arc::new(store), FsConfig::default()), cache }
 }
 
 fn core_with_ttl(fake: Arc<Fake>, tag_ttl: Duration) -> Core {
     let cache = tempfile::tempdir().expect("cache");
-    let store = Store::new(fake.clone(), cache.path(), 1 << 30, tag_ttl).expect("store");
-    Core { fake, fs: Fs::new(Arc::new(store), tag_ttl), cache }
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, tag_ttl)).expect("store");
+    Core { fake, fs: Fs::new(Arc::new(store), FsConfig { tag_ttl, ..FsConfig::default() }), cache }
 }
 
 fn core(fake: Fake) -> Core {
@@ -367,8 +373,9 @@ fn a_listing_is_a_snapshot_taken_at_opendir() {
 #[test]
 fn a_cache_directory_serves_one_process_at_a_time_and_is_private() {
     let dir = tempfile::tempdir().expect("cache");
-    let first = Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60)).expect("first");
-    let second = Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60));
+    let first = Store::new(Arc::new(Fake::default()), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)))
+        .expect("first");
+    let second = Store::new(Arc::new(Fake::default()), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)));
     let err = second.err().expect("a second store on the same directory");
     assert!(
         err.to_string().contains("in use by another regfs")
@@ -383,7 +390,7 @@ fn a_cache_directory_serves_one_process_at_a_time_and_is_private() {
     }
     drop(first);
     // Released with its owner.
-    Store::new(Arc::new(Fake::default()), dir.path(), 1 << 30, Duration::from_secs(60))
+    Store::new(Arc::new(Fake::default()), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)))
         .expect("after the first is gone");
 }
 
@@ -403,14 +410,15 @@ fn tags_read_in_order_are_resolved_ahead_and_only_then() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!((0..40).map(|i| heads(&format!("t{i:02}"))).sum::<usize>(), 2, "{:?}", fake.calls());
     // Two in order: the next WINDOW are resolved in the background.
+    let window = FsConfig::default().readahead.window;
     link("t21");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while heads(&format!("t{:02}", 21 + regfs::readahead::WINDOW)) == 0 {
+    while heads(&format!("t{:02}", 21 + window)) == 0 {
         assert!(std::time::Instant::now() < deadline, "no readahead: {:?}", fake.calls());
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(heads(&format!("t{:02}", 22 + regfs::readahead::WINDOW)), 0, "read past the window");
+    assert_eq!(heads(&format!("t{:02}", 22 + window)), 0, "read past the window");
     // Reading on to the end resolves every tag exactly once.
     for i in 22..40 {
         link(&format!("t{i:02}"));
@@ -760,7 +768,7 @@ fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
     }
     let held = c.fs.store().tag_list_bytes();
     eprintln!("ten 10 MiB tag lists listed: {} MiB kept", held >> 20);
-    assert!(held <= regfs::store::TAG_LISTS_BYTES, "{held} bytes of tag lists kept");
+    assert!(held <= StoreConfig::default().tag_lists_bytes, "{held} bytes of tag lists kept");
     // The most recent are still fresh (no request); the oldest are asked for again.
     let asked = |c: &Core, repo: &str| c.fake.calls().iter().filter(|x| *x == &format!("tags {repo}")).count();
     c.fs.store().tags("r9").expect("tags");
@@ -798,7 +806,7 @@ fn resolved_tags_kept_are_bounded() {
     let (digest, _) = fake.image("r", "t0", b"layer");
     let stored = fake.manifests.lock().expect("manifests").get(&("r".to_string(), "t0".to_string())).cloned();
     let stored = stored.expect("stored");
-    let n = regfs::store::TAG_DIGESTS + 2000;
+    let n = StoreConfig::default().tag_digests + 2000;
     for i in 1..n {
         fake.manifests.lock().expect("manifests").insert(("r".into(), format!("t{i}")), stored.clone());
     }
@@ -807,7 +815,7 @@ fn resolved_tags_kept_are_bounded() {
         assert_eq!(c.fs.store().resolve_tag("r", &format!("t{i}")).expect("resolve"), digest);
     }
     let held = c.fs.store().tag_digests_held();
-    assert!(held <= regfs::store::TAG_DIGESTS, "{held} tag resolutions held after {n}");
+    assert!(held <= StoreConfig::default().tag_digests, "{held} tag resolutions held after {n}");
     // The most recent are still known without a request.
     assert_eq!(c.fs.store().resolve_tag_if_known("r", &format!("t{}", n - 1)), Some(digest));
 }
@@ -869,7 +877,8 @@ fn readahead_remembers_a_bounded_number_of_repositories() {
     let (_, _) = fake.image("r0", "v1", b"layer");
     let stored = fake.manifests.lock().expect("manifests").get(&("r0".to_string(), "v1".to_string())).cloned();
     let stored = stored.expect("stored");
-    let n = regfs::readahead::STREAMS + 500;
+    let streams = FsConfig::default().readahead.streams;
+    let n = streams + 500;
     for i in 1..n {
         fake.manifests.lock().expect("manifests").insert((format!("r{i}"), "v1".into()), stored.clone());
         fake.tags.lock().expect("tags").insert(format!("r{i}"), vec!["v1".into()]);
@@ -882,7 +891,7 @@ fn readahead_remembers_a_bounded_number_of_repositories() {
         c.fs.readlink(link.ino).expect("readlink");
     }
     let held = c.fs.readahead_streams();
-    assert!(held <= regfs::readahead::STREAMS, "{held} repositories remembered after {n}");
+    assert!(held <= streams, "{held} repositories remembered after {n}");
 }
 
 #[test]
@@ -1184,12 +1193,13 @@ fn an_interrupted_read_is_read_again_not_taken_for_a_cut_off() {
 
 #[test]
 fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
-    use regfs::store::{Content, SMALL_BLOB};
+    use regfs::store::Content;
+    let small_blob = StoreConfig::default().small_blob;
     let fake = Arc::new(Fake::default());
     let small = fake.blob(&noise(4096, 10));
-    let large = fake.blob(&noise(SMALL_BLOB as usize + 1, 11));
+    let large = fake.blob(&noise(small_blob as usize + 1, 11));
     let cache = tempfile::tempdir().expect("cache");
-    let store = Store::new(fake.clone(), cache.path(), 1 << 30, Duration::from_secs(60)).expect("store");
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
     assert!(matches!(store.blob("r", &small, None).expect("small"), Content::Memory(_)));
     assert!(matches!(store.blob("r", &large, None).expect("large"), Content::File(_)));
     // With the disk copies gone, the small blob is still served (from memory, asking nothing);

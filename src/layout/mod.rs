@@ -49,7 +49,7 @@ mod registry;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::readahead::Readahead;
+use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
 
 pub use image::{Blob, IndexLink, Layers, ManifestDir, ManifestJson};
@@ -62,8 +62,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(store: Arc<Store>) -> Layout {
-        Layout { store, readahead: Readahead::default() }
+    pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
+        Layout { store, readahead: Readahead::new(readahead) }
     }
 
     pub fn store(&self) -> &Store {

@@ -53,7 +53,7 @@ use crate::media;
 use crate::names;
 use crate::sync;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub retries: u32,
@@ -70,7 +70,7 @@ impl Default for RetryPolicy {
 }
 
 /// The least a body must move: `min_speed` bytes a second, measured over `window`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Bytes a second; 0 turns the rule off.
     pub min_speed: u64,
@@ -132,12 +132,17 @@ impl<R: Read> Read for Paced<R> {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The transport's configuration. `Default` is what regfs runs with; `cli.rs` builds it
+/// (`Cli::http_options`: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`, and the
+/// credentials and CA certificates read from the options that name them).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
-    /// Per network operation: connect, response headers, each body read.
+    /// Per network operation: connect, response headers, each body read (10 s).
     pub timeout: Duration,
+    /// Idle connections kept open to one host, for reuse (32).
+    pub pool_idle: usize,
     /// The least any body must move.
     pub progress: Progress,
     /// Certificate authorities to trust besides the system's (PEM), for registries behind an
@@ -151,6 +156,7 @@ impl Default for Options {
             credentials: None,
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(10),
+            pool_idle: 32,
             progress: Progress::default(),
             ca_certs: Vec::new(),
         }
@@ -208,7 +214,7 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(options.pool_idle)
             .tcp_nodelay(true)
             .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")));
         let http = if options.ca_certs.is_empty() {

@@ -34,14 +34,15 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::StoreConfig;
 use super::dir::{Access, CacheDir, file_type};
-use super::download::{self, CHUNK};
+use super::download::{self, DownloadConfig};
 use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
@@ -69,6 +70,7 @@ pub struct BlobCache {
     /// `blobs/<algorithm>/`, opened once each.
     algorithms: Mutex<HashMap<&'static str, CacheDir>>,
     limit: u64,
+    download: DownloadConfig,
     state: Mutex<State>,
     /// Each download's result is the verified file, already open: waiters share the descriptor,
     /// so eviction (which only unlinks paths) can never pull it from under them. Keyed by the
@@ -104,13 +106,16 @@ impl Drop for TempFile {
 }
 
 impl BlobCache {
-    /// Open (creating) the cache under `dir`, empty its `tmp/`, and take stock of what it holds.
-    pub fn new(dir: &Path, limit: u64) -> Result<BlobCache> {
-        BlobCache::in_dir(CacheDir::open_root(dir)?, limit)
+    /// Open (creating) the cache under `config.cache_dir`, empty its `tmp/`, and take stock of
+    /// what it holds; it keeps within `config.cache_size`.
+    pub fn new(config: &StoreConfig) -> Result<BlobCache> {
+        BlobCache::in_dir(CacheDir::open_root(&config.cache_dir)?, config)
     }
 
-    /// The cache in `root`, a root opened and checked already ([`CacheDir::open_root`]).
-    pub fn in_dir(root: CacheDir, limit: u64) -> Result<BlobCache> {
+    /// The cache in `root`, a root opened and checked already ([`CacheDir::open_root`]);
+    /// `config.cache_dir` is not looked at.
+    pub fn in_dir(root: CacheDir, config: &StoreConfig) -> Result<BlobCache> {
+        let limit = config.cache_size;
         // Taken before anything else is touched: another regfs may be using the directory.
         let lock = lock_dir(&root)?;
         let blobs = root.subdir("blobs")?;
@@ -165,6 +170,7 @@ impl BlobCache {
             tmp,
             algorithms: Mutex::new(algorithms),
             limit,
+            download: config.download.clone(),
             state: Mutex::new(state),
             flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
@@ -271,7 +277,7 @@ impl BlobCache {
             }
         }
         if let Ok(Some(mut f)) = self.open_cached(digest) {
-            match hash_file(&mut f, digest) {
+            match hash_file(&mut f, digest, self.download.chunk) {
                 // It hashes right: it is the blob, whatever length a descriptor claims.
                 Ok(len) => {
                     self.verified_bytes.fetch_add(len, Ordering::Relaxed);
@@ -298,7 +304,7 @@ impl BlobCache {
         let file = self.tmp.create_new(&name)?;
         let mut tmp = TempFile { name, dir: self.tmp.clone(), file, keep: false };
         let mut charge = Charge { cache: self, bytes: 0 };
-        let len = download::fetch(client, repo, digest, size, &mut tmp.file, &mut |held| {
+        let len = download::fetch(&self.download, client, repo, digest, size, &mut tmp.file, &mut |held| {
             self.check_cancelled(digest)?;
             charge.set(held);
             Ok(())
@@ -412,10 +418,10 @@ fn lock_dir(dir: &CacheDir) -> Result<File> {
     Ok(file)
 }
 
-/// Hash a whole file; its length if it matches `digest`.
-fn hash_file(f: &mut File, digest: &Digest) -> Result<u64> {
+/// Hash a whole file, `chunk` bytes at a time; its length if it matches `digest`.
+fn hash_file(f: &mut File, digest: &Digest, chunk: usize) -> Result<u64> {
     let mut hasher = Hasher::new(digest.algorithm());
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; chunk.max(1)];
     let mut len = 0u64;
     loop {
         let n = f.read(&mut buf)?;

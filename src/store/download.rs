@@ -7,13 +7,14 @@
 //! before every chunk is written; an error from the hook stops the download.
 //!
 //! # Resuming
-//! Streamed in 256 KiB chunks, so memory stays bounded whatever the blob size. A body that is
+//! Streamed in [`DownloadConfig::chunk`] pieces (256 KiB), so memory stays bounded whatever the
+//! blob size. A body that is
 //! cut off is resumed with a `Range` request from where it stopped, and the same hasher carries
 //! on; a registry that ignores `Range` (answers 200) makes the download start over. A body longer
 //! than its descriptor is cut off and refused at once.
 //!
 //! A body that moves too slowly (the progress rule, `registry/http.rs`) counts as cut off: it
-//! is resumed, and after [`MAX_RESUMES`] the download fails (EIO) with a line naming the URL and
+//! is resumed, and after [`DownloadConfig::max_resumes`] (5) the download fails (EIO) with a line naming the URL and
 //! the digest.
 //!
 //! # Why one stream, not parallel ranged GETs
@@ -34,12 +35,23 @@ use crate::error::{Error, Result};
 use crate::limits::MAX_BLOB_SIZE;
 use crate::registry::Client;
 
-/// Bytes read from the body (and written) at a time.
-pub const CHUNK: usize = 256 << 10;
-/// Resumes of one download after cut-off bodies, before giving up.
-const MAX_RESUMES: u32 = 5;
-/// Downloads this large are logged at info level.
-const LOUD_DOWNLOAD: u64 = 64 << 20;
+/// How a blob is downloaded; part of [`StoreConfig`](super::StoreConfig).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadConfig {
+    /// Bytes read from the body (and written, and hashed) at a time; also the buffer with which
+    /// the cache hashes a file again.
+    pub chunk: usize,
+    /// Resumes of one download after cut-off bodies, before giving up.
+    pub max_resumes: u32,
+    /// Downloads at least this large are logged at info level.
+    pub loud: u64,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        DownloadConfig { chunk: 256 << 10, max_resumes: 5, loud: 64 << 20 }
+    }
+}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
@@ -49,10 +61,11 @@ fn mib(bytes: u64) -> String {
 /// return its length once it hashes right. `size` is a descriptor's claim, when there is one: it
 /// bounds the length (else [`MAX_BLOB_SIZE`] does), and a body shorter than it that does not hash
 /// right counts as cut off. Cut-off bodies are resumed with `Range` (from the start if the
-/// registry ignores it), [`MAX_RESUMES`] times at most. `each` is told how many bytes `out` is
+/// registry ignores it), [`DownloadConfig::max_resumes`] times at most. `each` is told how many bytes `out` is
 /// about to hold before every request and before every chunk is written (0 when it starts over);
 /// an error from it stops the download.
 pub fn fetch(
+    config: &DownloadConfig,
     client: &dyn Client,
     repo: &str,
     digest: &Digest,
@@ -62,7 +75,7 @@ pub fn fetch(
 ) -> Result<u64> {
     // Large downloads are announced: `open` (and so `cat`) waits for the whole blob to be
     // verified before the first byte, and the log says why.
-    let loud = size.is_some_and(|s| s >= LOUD_DOWNLOAD);
+    let loud = size.is_some_and(|s| s >= config.loud);
     let level = if loud { log::Level::Info } else { log::Level::Debug };
     log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
     let started = std::time::Instant::now();
@@ -70,7 +83,7 @@ pub fn fetch(
     let mut hasher = Hasher::new(digest.algorithm());
     let mut len: u64 = 0;
     let mut resumes = 0;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; config.chunk.max(1)];
     let url = loop {
         each(len)?;
         let mut reply = client.blob(repo, digest, len)?;
@@ -105,17 +118,21 @@ pub fn fetch(
         let short = size.is_some_and(|s| len < s) && hasher.clone().finish() != *digest;
         match cut {
             None if !short => break reply.url,
-            _ if resumes < MAX_RESUMES => {
+            _ if resumes < config.max_resumes => {
                 resumes += 1;
                 let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
-                log::warn!("{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{MAX_RESUMES})", reply.url);
+                log::warn!(
+                    "{}: body cut off after {len} bytes ({why}); resuming ({resumes}/{})",
+                    reply.url,
+                    config.max_resumes
+                );
             }
             _ => {
                 let why = cut.map_or_else(|| "ended early".to_string(), |e| e.to_string());
                 return Err(Error::Unavailable(format!(
                     "{}: body of {digest} cut off after {len} bytes, {} times; giving up ({why})",
                     reply.url,
-                    MAX_RESUMES + 1
+                    config.max_resumes + 1
                 )));
             }
         }

@@ -9,7 +9,10 @@
 //!   through the verified disk cache ([`cache`]), and small ones are also kept in memory.
 //! - Addressed by name (the catalog, tag lists, what a tag points to): mutable, trusted for
 //!   `tag_ttl` and then asked again; each kept within a bound (tag lists in bytes, what tags
-//!   point to in number, [`TAG_DIGESTS`]).
+//!   point to in number, [`StoreConfig::tag_digests`]).
+//!
+//! Every bound and size here is a field of [`StoreConfig`], built once from the command line
+//! (`cli.rs`); its `Default` is what regfs runs with unless an option says otherwise.
 //!
 //! # Verification of manifests
 //! A manifest fetched by digest must hash (as the registry hashes it; see `manifest::Manifest::
@@ -25,7 +28,7 @@ pub mod flight;
 mod sized;
 
 use std::fs::File;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,17 +41,64 @@ use crate::registry::{Client, Fetch, ManifestReply};
 use crate::sync::lock;
 
 use cache::BlobCache;
+use download::DownloadConfig;
 use flight::SingleFlight;
 use sized::{SizedLru, Weigh};
 
-/// Blobs up to this size are also kept in memory once verified.
-pub const SMALL_BLOB: u64 = 1 << 20;
-/// Memory for verified manifests, and for small blobs (by their bytes, not their number).
-const MANIFEST_CACHE_BYTES: usize = 64 << 20;
-const SMALL_CACHE_BYTES: usize = 32 << 20;
-/// Memory for the tag lists kept (of all repositories together), each name counted as its length
-/// plus [`limits::LIST_ENTRY_OVERHEAD`]; least recently used first out.
-pub const TAG_LISTS_BYTES: usize = 64 << 20;
+/// What the store keeps, where, and for how long. `Default` is what regfs runs with; `cli.rs`
+/// builds it from the command line (`--cache-dir`, `--cache-size`, `--tag-ttl`; the rest have no
+/// option).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The verified blob cache on disk ([`default_cache_dir`]).
+    pub cache_dir: PathBuf,
+    /// Most bytes the blob cache may hold, downloads in progress included (10 GiB).
+    pub cache_size: u64,
+    /// How long the catalog, a tag list and what a tag points to are trusted (60 s).
+    pub tag_ttl: Duration,
+    /// Blobs up to this size are also kept in memory once verified (1 MiB).
+    pub small_blob: u64,
+    /// Memory for verified manifests, by what each holds (64 MiB).
+    pub manifest_cache_bytes: usize,
+    /// Memory for small blobs, by their bytes, not their number (32 MiB).
+    pub small_cache_bytes: usize,
+    /// Memory for the tag lists kept (of all repositories together), each name counted as its
+    /// length plus [`limits::LIST_ENTRY_OVERHEAD`]; least recently used first out (64 MiB).
+    pub tag_lists_bytes: usize,
+    /// What tags resolved to, kept (for `tag_ttl`) for at most this many tags of all
+    /// repositories together, least recently used first out (16 Ki, a few MiB at most).
+    pub tag_digests: usize,
+    /// HEAD answers on blob sizes kept (16 Ki, a few MiB at most).
+    pub head_sizes: usize,
+    /// How one blob is downloaded.
+    pub download: DownloadConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_dir: default_cache_dir(),
+            cache_size: 10 << 30,
+            tag_ttl: Duration::from_secs(60),
+            small_blob: 1 << 20,
+            manifest_cache_bytes: 64 << 20,
+            small_cache_bytes: 32 << 20,
+            tag_lists_bytes: 64 << 20,
+            tag_digests: 16 << 10,
+            head_sizes: 16 << 10,
+            download: DownloadConfig::default(),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/regfs`, else `~/.cache/regfs` (`/tmp/.cache/regfs` without a `$HOME`).
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("regfs");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("regfs")
+}
 
 /// A verified manifest.
 #[derive(Debug)]
@@ -84,7 +134,7 @@ pub enum Content {
 }
 
 /// A repository's tag list, as fetched at `at`; `weight` is what it counts for in
-/// [`TAG_LISTS_BYTES`].
+/// [`StoreConfig::tag_lists_bytes`].
 #[derive(Clone)]
 struct Listed {
     at: Instant,
@@ -103,38 +153,48 @@ struct Timed<T> {
     value: T,
 }
 
-#[derive(Default)]
 struct Meta {
     catalog: Option<Timed<Arc<Vec<String>>>>,
     /// The registry's answer that it has no catalog for us (404, 401, 403): an answer, not a
     /// fault, so it is trusted for `tag_ttl` like the catalog itself would be.
     no_catalog: Option<Timed<Error>>,
-    /// What tags resolved to, within [`TAG_DIGESTS`] tags.
+    /// What tags resolved to, within [`StoreConfig::tag_digests`] tags.
     tag_digests: Option<lru::LruCache<(String, String), Timed<Digest>>>,
     /// What HEAD said of blobs no descriptor sizes (`blobs/<digest>`, schema1 layers), per
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
     /// each travels in its own node (`layout::Node::Blob`).
     head_sizes: Option<lru::LruCache<(String, Digest), u64>>,
+    /// The bounds of the two above ([`StoreConfig::tag_digests`], [`StoreConfig::head_sizes`]);
+    /// each is made on first use.
+    tag_digests_cap: usize,
+    head_sizes_cap: usize,
 }
 
-/// HEAD answers kept (a few MiB at most).
-const HEAD_SIZES: usize = 16 << 10;
-/// What tags resolved to, kept (for `tag_ttl`) for at most this many tags of all repositories
-/// together (a few MiB at most), least recently used first out.
-pub const TAG_DIGESTS: usize = 16 << 10;
-
 impl Meta {
+    fn new(config: &StoreConfig) -> Meta {
+        Meta {
+            catalog: None,
+            no_catalog: None,
+            tag_digests: None,
+            head_sizes: None,
+            tag_digests_cap: config.tag_digests,
+            head_sizes_cap: config.head_sizes,
+        }
+    }
+
     fn tag_digests(&mut self) -> &mut lru::LruCache<(String, String), Timed<Digest>> {
-        self.tag_digests.get_or_insert_with(|| {
-            lru::LruCache::new(std::num::NonZeroUsize::new(TAG_DIGESTS).unwrap_or(std::num::NonZeroUsize::MIN))
-        })
+        let cap = self.tag_digests_cap;
+        self.tag_digests.get_or_insert_with(|| lru::LruCache::new(nonzero(cap)))
     }
 
     fn head_sizes(&mut self) -> &mut lru::LruCache<(String, Digest), u64> {
-        self.head_sizes.get_or_insert_with(|| {
-            lru::LruCache::new(std::num::NonZeroUsize::new(HEAD_SIZES).unwrap_or(std::num::NonZeroUsize::MIN))
-        })
+        let cap = self.head_sizes_cap;
+        self.head_sizes.get_or_insert_with(|| lru::LruCache::new(nonzero(cap)))
     }
+}
+
+fn nonzero(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 pub struct Store {
@@ -142,9 +202,11 @@ pub struct Store {
     tag_ttl: Duration,
     meta: Mutex<Meta>,
     manifests: Mutex<SizedLru<(String, Digest), Arc<VerifiedManifest>>>,
-    /// Tag lists by repository, within [`TAG_LISTS_BYTES`].
+    /// Tag lists by repository, within [`StoreConfig::tag_lists_bytes`].
     tag_lists: Mutex<SizedLru<String, Listed>>,
     small: Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
+    /// Blobs up to this size go into `small` too.
+    small_blob: u64,
     blobs: BlobCache,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
@@ -153,21 +215,24 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(client: Arc<dyn Client>, cache_dir: &Path, cache_size: u64, tag_ttl: Duration) -> Result<Store> {
-        Store::in_dir(client, dir::CacheDir::open_root(cache_dir)?, cache_size, tag_ttl)
+    /// The store of `config`, its blob cache under `config.cache_dir`.
+    pub fn new(client: Arc<dyn Client>, config: &StoreConfig) -> Result<Store> {
+        Store::in_dir(client, dir::CacheDir::open_root(&config.cache_dir)?, config)
     }
 
     /// A store whose blob cache is the directory `root`, opened (and checked) already: the
-    /// directory used is the one checked, whatever its path names by now.
-    pub fn in_dir(client: Arc<dyn Client>, root: dir::CacheDir, cache_size: u64, tag_ttl: Duration) -> Result<Store> {
+    /// directory used is the one checked, whatever its path names by now (`config.cache_dir`
+    /// is not looked at).
+    pub fn in_dir(client: Arc<dyn Client>, root: dir::CacheDir, config: &StoreConfig) -> Result<Store> {
         Ok(Store {
             client,
-            tag_ttl,
-            meta: Mutex::default(),
-            manifests: Mutex::new(SizedLru::new(MANIFEST_CACHE_BYTES)),
-            tag_lists: Mutex::new(SizedLru::new(TAG_LISTS_BYTES)),
-            small: Mutex::new(SizedLru::new(SMALL_CACHE_BYTES)),
-            blobs: BlobCache::in_dir(root, cache_size)?,
+            tag_ttl: config.tag_ttl,
+            meta: Mutex::new(Meta::new(config)),
+            manifests: Mutex::new(SizedLru::new(config.manifest_cache_bytes)),
+            tag_lists: Mutex::new(SizedLru::new(config.tag_lists_bytes)),
+            small: Mutex::new(SizedLru::new(config.small_cache_bytes)),
+            small_blob: config.small_blob,
+            blobs: BlobCache::in_dir(root, config)?,
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
@@ -257,7 +322,7 @@ impl Store {
         lock(&self.meta).tag_digests.as_ref().map_or(0, lru::LruCache::len)
     }
 
-    /// Bytes the tag lists kept hold, as [`TAG_LISTS_BYTES`] counts them.
+    /// Bytes the tag lists kept hold, as [`StoreConfig::tag_lists_bytes`] counts them.
     pub fn tag_list_bytes(&self) -> usize {
         lock(&self.tag_lists).bytes()
     }
@@ -399,7 +464,7 @@ impl Store {
             (e, _) => e,
         })?;
         let len = file.metadata()?.len();
-        let content = if len <= SMALL_BLOB {
+        let content = if len <= self.small_blob {
             let mut bytes = vec![0u8; len as usize];
             // pread: the descriptor may be shared with other readers.
             std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0)?;
