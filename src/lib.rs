@@ -22,3 +22,5 @@ pub mod readahead;
 pub mod registry;
 pub mod store;
 pub mod sync;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

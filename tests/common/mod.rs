@@ -1,7 +1,8 @@
 //! The integration-test harness: a real registry, real mounts, real HTTP.
 #![allow(dead_code)]
 
-pub mod fake;
+#[allow(unused_imports)] // not every test binary uses it
+pub use regfs::testkit::fake;
 #[path = "../../src/bin/regfs-front/front.rs"]
 pub mod front;
 pub mod registry;

@@ -6,10 +6,10 @@ use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use regfs::digest::{Algorithm, Digest};
-use regfs::error::{Error, Result};
-use regfs::registry::{BlobReply, Client, Fetch, ManifestReply};
-use regfs::sync::lock;
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, Result};
+use crate::registry::{BlobReply, Client, Fetch, ManifestReply};
+use crate::sync::lock;
 
 #[derive(Clone)]
 pub struct StoredManifest {
@@ -90,24 +90,24 @@ impl Fake {
         let l = self.blob(layer);
         let cfg = self.blob(br#"{"architecture":"amd64","os":"linux"}"#);
         let m = serde_json::json!({
-            "schemaVersion": 2, "mediaType": regfs::media::OCI_MANIFEST,
+            "schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 38},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.to_string(), "size": layer.len()}]
         });
         let body = serde_json::to_vec(&m).expect("json");
-        (self.manifest(repo, Some(tag), regfs::media::OCI_MANIFEST, &body, Algorithm::Sha256), l)
+        (self.manifest(repo, Some(tag), crate::media::OCI_MANIFEST, &body, Algorithm::Sha256), l)
     }
 
     /// An OCI image whose one layer is `layer` (already stored) with the size `claimed`.
     pub fn image_claiming(&self, repo: &str, tag: &str, layer: &Digest, claimed: u64) -> Digest {
         let cfg = self.blob(br#"{"architecture":"amd64","os":"linux"}"#);
         let m = serde_json::json!({
-            "schemaVersion": 2, "mediaType": regfs::media::OCI_MANIFEST,
+            "schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 38},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": claimed}]
         });
         let body = serde_json::to_vec(&m).expect("json");
-        self.manifest(repo, Some(tag), regfs::media::OCI_MANIFEST, &body, Algorithm::Sha256)
+        self.manifest(repo, Some(tag), crate::media::OCI_MANIFEST, &body, Algorithm::Sha256)
     }
 
     /// From now on serve `reference` of `repo` altered by `alter`, with `header` saying what a

@@ -1,0 +1,6 @@
+//! Test tools, built for the crate's own tests and with the `testkit` feature (integration tests
+//! get it through the self dev-dependency in Cargo.toml): never part of what `cargo install` builds.
+//!
+//! - [`fake`]: an in-memory registry behind the `Client` trait, for the core without FUSE or HTTP.
+
+pub mod fake;
