@@ -2,5 +2,8 @@
 //! get it through the self dev-dependency in Cargo.toml): never part of what `cargo install` builds.
 //!
 //! - [`fake`]: an in-memory registry behind the `Client` trait, for the core without FUSE or HTTP.
+//! - [`front`]: a fault-injecting HTTP front for a real registry on loopback (also the
+//!   `regfs-front` program, for scripts/bench).
 
 pub mod fake;
+pub mod front;

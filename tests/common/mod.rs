@@ -3,8 +3,8 @@
 
 #[allow(unused_imports)] // not every test binary uses it
 pub use regfs::testkit::fake;
-#[path = "../../src/bin/regfs-front/front.rs"]
-pub mod front;
+#[allow(unused_imports)] // not every test binary uses it
+pub use regfs::testkit::front;
 pub mod registry;
 
 use std::os::unix::process::CommandExt;
