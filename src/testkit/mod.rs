@@ -2,8 +2,10 @@
 //! get it through the self dev-dependency in Cargo.toml): never part of what `cargo install` builds.
 //!
 //! - [`fake`]: an in-memory registry behind the `Client` trait, for the core without FUSE or HTTP.
+//! - [`faulty`]: a fault-injecting wrapper around any `Client` (the fake or `HttpClient`).
 //! - [`front`]: a fault-injecting HTTP front for a real registry on loopback (also the
 //!   `regfs-front` program, for scripts/bench).
 
 pub mod fake;
+pub mod faulty;
 pub mod front;
