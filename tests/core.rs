@@ -1207,3 +1207,14 @@ fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
     assert!(matches!(store.blob("r", &large, None).expect("large again"), Content::File(_)));
     assert_eq!(fake.blob_gets(), gets + 1);
 }
+
+/// The kit's own image must be what it says: its config reads back as stored.
+#[test]
+fn the_config_of_an_image_reads_as_stored() {
+    let fake = Faulty::new(Fake::default());
+    let (d, _) = fake.image("r", "v1", b"layer");
+    let c = core(fake);
+    let path = format!("r/manifests/{d}/config.json");
+    assert_eq!(c.walk(&path).expect("config").size, regfs::testkit::fake::IMAGE_CONFIG.len() as u64);
+    assert_eq!(c.cat(&path).expect("config.json"), regfs::testkit::fake::IMAGE_CONFIG);
+}

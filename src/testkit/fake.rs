@@ -110,7 +110,7 @@ impl Fake {
         let cfg = self.add_blob(IMAGE_CONFIG);
         let m = serde_json::json!({
             "schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 38},
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": IMAGE_CONFIG.len()},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": claimed}]
         });
         let body = serde_json::to_vec(&m).expect("json");
