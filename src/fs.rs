@@ -318,3 +318,50 @@ type Snapshot = Arc<Vec<DirEntry>>;
 fn same_names(a: &[DirEntry], b: &[DirEntry]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.kind == y.kind && x.name == y.name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::fake::Fake;
+    use crate::testkit::faulty::Faulty;
+
+    /// A core over one image `r:v1`, its cache directory, and the image's manifest digest.
+    fn core() -> (Fs, tempfile::TempDir, String) {
+        let client = Faulty::new(Fake::default());
+        let (d, _) = client.image("r", "v1", b"layer");
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Store::new(Arc::new(client), &config).expect("store");
+        (Fs::new(Arc::new(store), FsConfig::default()), cache, d.to_string())
+    }
+
+    fn walk(fs: &Fs, path: &str) -> Attr {
+        path.split('/').fold(fs.getattr(fs.root_ino()).expect("root"), |at, part| {
+            fs.lookup(at.ino, OsStr::new(part)).unwrap_or_else(|e| panic!("{path}: {part}: {e}"))
+        })
+    }
+
+    /// Calls of the wrong shape get the errno a local filesystem gives, never EIO.
+    #[test]
+    fn calls_of_the_wrong_shape_get_the_errno_of_a_local_filesystem() {
+        let (fs, _cache, d) = core();
+        let dir = walk(&fs, &format!("r/manifests/{d}"));
+        let file = walk(&fs, &format!("r/manifests/{d}/manifest.json"));
+        let link = walk(&fs, "r/tags/v1");
+        let errno = |r: Result<()>| r.expect_err("an error").errno();
+        assert_eq!(errno(fs.open_file(dir.ino).map(drop)), libc::EISDIR, "open of a directory");
+        assert_eq!(errno(fs.open_file(link.ino).map(drop)), libc::EINVAL, "open of a symlink");
+        assert_eq!(errno(fs.lookup(file.ino, OsStr::new("x")).map(drop)), libc::ENOTDIR, "lookup in a file");
+        assert_eq!(errno(fs.readdir(file.ino).map(drop)), libc::ENOTDIR, "readdir of a file");
+        assert_eq!(errno(fs.readlink(dir.ino).map(drop)), libc::EINVAL, "readlink of a directory");
+        assert_eq!(errno(fs.readlink(file.ino).map(drop)), libc::EINVAL, "readlink of a file");
+        assert_eq!(errno(fs.read(u64::MAX, 0, 10).map(drop)), libc::EBADF, "read of no open file");
+        assert_eq!(errno(fs.listing(u64::MAX).map(drop)), libc::EBADF, "listing of no open directory");
+        assert_eq!(errno(fs.getattr(u64::MAX - 1).map(drop)), libc::ENOENT, "an inode never given out");
+        // And the right calls work, so the errors above are about shape, not a broken core.
+        let fh = fs.open_file(file.ino).expect("open").fh;
+        assert!(!fs.read(fh, 0, 4096).expect("read").is_empty());
+        fs.release(fh);
+        assert_eq!(errno(fs.read(fh, 0, 10).map(drop)), libc::EBADF, "read after release");
+    }
+}

@@ -4,7 +4,8 @@
 //! attributes) → `layout` (what every name means and what every directory lists) → `store`
 //! (verified caches) → `manifest` (the dispatcher) and `registry` (HTTP, auth, paging). `layout`
 //! also reads what `manifest` parsed; `inodes`, `media`, `limits`, `sync`, `digest`, `names` and
-//! `error` sit underneath. Everything below `fuse` is testable without a mount.
+//! `error` sit underneath. Everything below `fuse` is testable without a mount, with the tools in
+//! `testkit` (only in tests, or with the `testkit` feature).
 
 pub mod cli;
 pub mod daemon;
@@ -23,3 +24,5 @@ pub mod readahead;
 pub mod registry;
 pub mod store;
 pub mod sync;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -14,9 +14,10 @@ use regfs::error::{Error, Result};
 use regfs::fs::{Attr, Fs, FsConfig};
 use regfs::media;
 use regfs::store::{Store, StoreConfig};
+use regfs::testkit::faulty::Faulty;
 
 struct Core {
-    fake: Arc<Fake>,
+    fake: Arc<Faulty<Fake>>,
     fs: Fs,
     cache: tempfile::TempDir,
 }
@@ -26,19 +27,19 @@ fn store_config(dir: &std::path::Path, cache_size: u64, tag_ttl: Duration) -> St
     StoreConfig { cache_dir: dir.to_path_buf(), cache_size, tag_ttl, ..StoreConfig::default() }
 }
 
-fn core_with(fake: Arc<Fake>, cache: tempfile::TempDir, cache_size: u64) -> Core {
+fn core_with(fake: Arc<Faulty<Fake>>, cache: tempfile::TempDir, cache_size: u64) -> Core {
     let store =
         Store::new(fake.clone(), &store_config(cache.path(), cache_size, Duration::from_secs(60))).expect("store");
     Core { fake, fs: Fs::new(Arc::new(store), FsConfig::default()), cache }
 }
 
-fn core_with_ttl(fake: Arc<Fake>, tag_ttl: Duration) -> Core {
+fn core_with_ttl(fake: Arc<Faulty<Fake>>, tag_ttl: Duration) -> Core {
     let cache = tempfile::tempdir().expect("cache");
     let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, tag_ttl)).expect("store");
     Core { fake, fs: Fs::new(Arc::new(store), FsConfig { tag_ttl, ..FsConfig::default() }), cache }
 }
 
-fn core(fake: Fake) -> Core {
+fn core(fake: Faulty<Fake>) -> Core {
     core_with(Arc::new(fake), tempfile::tempdir().expect("cache"), 1 << 30)
 }
 
@@ -81,12 +82,12 @@ fn noise(n: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn a_manifest_that_does_not_hash_to_its_digest_is_refused_and_not_kept() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (good, _) = fake.image("r", "v1", b"layer");
     // The registry serves other bytes under that digest (and says the digest it was asked).
-    let mut evil = fake.manifests.lock().unwrap().get(&("r".into(), good.to_string())).cloned().unwrap();
+    let mut evil = fake.stored_manifest("r", &good.to_string()).unwrap();
     evil.body.extend_from_slice(b"\n ");
-    fake.manifests.lock().unwrap().insert(("r".into(), good.to_string()), evil.clone());
+    fake.serve_stored_manifest("r", &good.to_string(), evil.clone());
     let c = core(fake);
     let err = c.walk(&format!("r/manifests/{good}")).expect_err("a lying manifest");
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
@@ -99,12 +100,11 @@ fn a_manifest_that_does_not_hash_to_its_digest_is_refused_and_not_kept() {
 
 #[test]
 fn a_docker_content_digest_that_lies_is_an_error() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (good, _) = fake.image("r", "v1", b"layer");
     let other = Digest::of(Algorithm::Sha256, b"something else");
     for key in [good.to_string(), "v1".to_string()] {
-        fake.manifests.lock().unwrap().get_mut(&("r".to_string(), key)).unwrap().digest_header =
-            Some(other.to_string());
+        fake.claim_digest("r", &key, Some(&other));
     }
     let c = core(fake);
     let err = c.walk(&format!("r/manifests/{good}")).expect_err("lying header");
@@ -119,10 +119,10 @@ fn a_docker_content_digest_that_lies_is_an_error() {
 
 #[test]
 fn without_docker_content_digest_a_tag_is_named_by_the_hash_of_its_manifest() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (d, layer) = fake.image("r", "v1", b"layer bytes");
     for key in [d.to_string(), "v1".to_string()] {
-        fake.manifests.lock().unwrap().get_mut(&("r".to_string(), key)).unwrap().digest_header = None;
+        fake.claim_digest("r", &key, None);
     }
     let c = core(fake);
     let target = c.fs.readlink(c.walk("r/tags/v1").expect("tag").ino).expect("readlink");
@@ -133,10 +133,10 @@ fn without_docker_content_digest_a_tag_is_named_by_the_hash_of_its_manifest() {
 
 #[test]
 fn sha512_manifests_are_accepted() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (_, _) = fake.image("r", "v1", b"x");
-    let body = fake.manifests.lock().unwrap().get(&("r".into(), "v1".into())).unwrap().body.clone();
-    let d512 = fake.manifest("r", None, media::OCI_MANIFEST, &body, Algorithm::Sha512);
+    let body = fake.stored_manifest("r", "v1").unwrap().body;
+    let d512 = fake.put_manifest("r", None, media::OCI_MANIFEST, &body, Algorithm::Sha512);
     let c = core(fake);
     assert_eq!(c.ls(&format!("r/manifests/{d512}")).expect("sha512 dir"), ["manifest.json", "config.json", "layers"]);
     assert_eq!(c.cat(&format!("r/manifests/{d512}/manifest.json")).expect("bytes"), body);
@@ -144,10 +144,10 @@ fn sha512_manifests_are_accepted() {
 
 #[test]
 fn a_cut_off_body_is_resumed_with_range_and_verified() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(1 << 20, 1);
     let (d, layer) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().cut_after = Some((300_000, 2));
+    fake.cut_bodies_after(300_000, 2);
     let c = core(fake);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed"), data);
     let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
@@ -163,25 +163,22 @@ fn a_cut_off_body_is_resumed_with_range_and_verified() {
 
 #[test]
 fn a_registry_that_ignores_range_makes_the_download_start_over() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(500_000, 2);
     let (d, _) = fake.image("r", "v1", &data);
-    {
-        let mut k = fake.knobs.lock().unwrap();
-        k.cut_after = Some((100_000, 1));
-        k.ignore_range = true;
-    }
+    fake.cut_bodies_after(100_000, 1);
+    fake.ignore_range();
     let c = core(fake);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("restarted"), data);
-    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 2);
+    assert_eq!(c.fake.blob_gets(), 2);
 }
 
 #[test]
 fn bodies_that_never_complete_fail_and_leave_nothing() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(400_000, 3);
     let (d, layer) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().cut_after = Some((1000, 100));
+    fake.cut_bodies_after(1000, 100);
     let c = core(fake);
     let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect_err("always cut off");
     assert_eq!(err.errno(), libc::EIO, "{err}");
@@ -191,12 +188,12 @@ fn bodies_that_never_complete_fail_and_leave_nothing() {
 
 #[test]
 fn a_body_longer_than_its_descriptor_is_refused() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(300_000, 4);
     let (d, layer) = fake.image("r", "v1", &data);
     let mut longer = data.clone();
     longer.extend_from_slice(&noise(1 << 20, 5));
-    fake.knobs.lock().unwrap().substitute.insert(layer.to_string(), longer);
+    fake.corrupt_blob(&layer, longer);
     let c = core(fake);
     let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect_err("too long");
     assert_eq!(err.errno(), libc::EIO);
@@ -205,7 +202,7 @@ fn a_body_longer_than_its_descriptor_is_refused() {
 
 #[test]
 fn a_cache_file_altered_on_disk_is_detected_after_restart_and_replaced() {
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Faulty::new(Fake::default()));
     let data = noise(2 << 20, 6);
     let (d, layer) = fake.image("r", "v1", &data);
     let cache = tempfile::tempdir().expect("cache");
@@ -224,21 +221,21 @@ fn a_cache_file_altered_on_disk_is_detected_after_restart_and_replaced() {
     // "Restart": a new store on the same directory.
     let c = core_with(fake.clone(), cache, 1 << 30);
     assert_eq!(std::fs::read_dir(cache_path.join("tmp")).expect("tmp").count(), 0, "tmp/ emptied at start");
-    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    let gets = fake.blob_gets();
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("re-verified"), data);
-    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1, "the altered file was downloaded again");
+    assert_eq!(fake.blob_gets(), gets + 1, "the altered file was downloaded again");
     // An intact file from an earlier run is re-hashed, not downloaded.
     // The old process is gone (and with it, its lock on the directory).
     let Core { cache, fs, .. } = c;
     drop(fs);
     let c = core_with(fake.clone(), cache, 1 << 30);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("intact"), data);
-    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
+    assert_eq!(fake.blob_gets(), gets + 1);
 }
 
 #[test]
 fn the_cache_stays_within_its_size_under_churn_and_open_files_stay_readable() {
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Faulty::new(Fake::default()));
     let mut images = Vec::new();
     for i in 0..10u8 {
         let data = noise(2 << 20, 10 + i);
@@ -265,7 +262,7 @@ fn the_cache_stays_within_its_size_under_churn_and_open_files_stay_readable() {
 
 #[test]
 fn concurrent_opens_of_one_blob_download_it_once() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(3 << 20, 30);
     let (d, _) = fake.image("r", "v1", &data);
     let c = Arc::new(core(fake));
@@ -279,20 +276,14 @@ fn concurrent_opens_of_one_blob_download_it_once() {
     for t in threads {
         assert_eq!(t.join().expect("thread"), data);
     }
-    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 1);
+    assert_eq!(c.fake.blob_gets(), 1);
 }
 
 #[test]
 fn names_from_the_registry_that_break_the_grammar_are_never_shown() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     fake.image("r", "ok", b"x");
-    fake.tags.lock().unwrap().get_mut("r").unwrap().extend([
-        "../../etc".to_string(),
-        "a/b".into(),
-        "".into(),
-        ".hidden".into(),
-        "x\0y".into(),
-    ]);
+    fake.add_tags("r", &["../../etc", "a/b", "", ".hidden", "x\0y"]);
     let c = core(fake);
     assert_eq!(c.ls("r/tags").expect("tags"), ["ok"]);
     for bad in ["../x", "a\0b", ".", ".."] {
@@ -303,7 +294,7 @@ fn names_from_the_registry_that_break_the_grammar_are_never_shown() {
 
 #[test]
 fn hostile_manifests_are_refused_with_a_clear_error_and_nothing_is_shown() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let dg = format!("sha256:{}", "c".repeat(64));
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("invalid JSON", b"{\"schemaVersion\": 2,".to_vec(), "not JSON"),
@@ -333,7 +324,7 @@ fn hostile_manifests_are_refused_with_a_clear_error_and_nothing_is_shown() {
     ];
     let mut digests = Vec::new();
     for (_, body, _) in &cases {
-        digests.push(fake.manifest("r", None, media::OCI_MANIFEST, body, Algorithm::Sha256));
+        digests.push(fake.put_manifest("r", None, media::OCI_MANIFEST, body, Algorithm::Sha256));
     }
     let c = core(fake);
     for ((what, _, why), d) in cases.iter().zip(&digests) {
@@ -349,7 +340,7 @@ fn hostile_manifests_are_refused_with_a_clear_error_and_nothing_is_shown() {
 
 #[test]
 fn a_listing_is_a_snapshot_taken_at_opendir() {
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Faulty::new(Fake::default()));
     for i in 0..3 {
         fake.image("r", &format!("t{i}"), b"x");
     }
@@ -373,9 +364,11 @@ fn a_listing_is_a_snapshot_taken_at_opendir() {
 #[test]
 fn a_cache_directory_serves_one_process_at_a_time_and_is_private() {
     let dir = tempfile::tempdir().expect("cache");
-    let first = Store::new(Arc::new(Fake::default()), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)))
-        .expect("first");
-    let second = Store::new(Arc::new(Fake::default()), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)));
+    let first =
+        Store::new(Arc::new(Faulty::new(Fake::default())), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)))
+            .expect("first");
+    let second =
+        Store::new(Arc::new(Faulty::new(Fake::default())), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)));
     let err = second.err().expect("a second store on the same directory");
     assert!(
         err.to_string().contains("in use by another regfs")
@@ -390,13 +383,13 @@ fn a_cache_directory_serves_one_process_at_a_time_and_is_private() {
     }
     drop(first);
     // Released with its owner.
-    Store::new(Arc::new(Fake::default()), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)))
+    Store::new(Arc::new(Faulty::new(Fake::default())), &store_config(dir.path(), 1 << 30, Duration::from_secs(60)))
         .expect("after the first is gone");
 }
 
 #[test]
 fn tags_read_in_order_are_resolved_ahead_and_only_then() {
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Faulty::new(Fake::default()));
     for i in 0..40 {
         fake.image("r", &format!("t{i:02}"), format!("layer {i}").as_bytes());
     }
@@ -431,7 +424,7 @@ fn tags_read_in_order_are_resolved_ahead_and_only_then() {
 
 #[test]
 fn reserved_names_are_reserved_only_inside_repository_directories() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     fake.image("tags/x", "v1", b"a");
     fake.image("r/blobs", "v1", b"b");
     fake.image("r", "v1", b"c");
@@ -446,9 +439,9 @@ fn reserved_names_are_reserved_only_inside_repository_directories() {
 
 #[test]
 fn a_registry_that_refuses_head_still_resolves_tags_by_get() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (d, _) = fake.image("r", "v1", b"layer");
-    fake.knobs.lock().unwrap().refuse_head = true;
+    fake.refuse_manifest_head();
     let c = core(fake);
     let target = c.fs.readlink(c.walk("r/tags/v1").expect("tag").ino).expect("readlink");
     assert_eq!(target, format!("../manifests/{d}"));
@@ -481,11 +474,12 @@ fn a_forged_signed_schema1_served_for_a_pinned_digest_is_refused_and_nothing_of_
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let (bytes, payload, d) = signed_schema1_fixture();
-    let fake = Fake::default();
-    let evil = fake.blob(b"not the layer the digest names");
+    let fake = Faulty::new(Fake::default());
+    let evil = fake.add_blob(b"not the layer the digest names");
     let serve = |repo: &str, body: Vec<u8>| {
-        fake.manifests.lock().unwrap().insert(
-            (repo.to_string(), d.to_string()),
+        fake.serve_stored_manifest(
+            repo,
+            &d.to_string(),
             common::fake::StoredManifest {
                 content_type: media::DOCKER_SCHEMA1_SIGNED.into(),
                 body,
@@ -517,7 +511,7 @@ fn a_forged_signed_schema1_served_for_a_pinned_digest_is_refused_and_nothing_of_
 /// The honest one stats and reads right whoever comes first, the liar's layer is EIO, and the
 /// verified cache file survives, across a restart too.
 fn one_layer_two_sizes(data_len: usize, lie: u64, liar_first: bool) {
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Faulty::new(Fake::default()));
     let data = noise(data_len, 41);
     let (honest, layer) = fake.image("honest", "v1", &data);
     let liar = fake.image_claiming("liar", "v1", &layer, lie);
@@ -549,11 +543,11 @@ fn one_layer_two_sizes(data_len: usize, lie: u64, liar_first: bool) {
     // Restart on the same cache: the file is re-hashed and kept, whoever asks first.
     let Core { cache, fs, .. } = c;
     drop(fs);
-    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    let gets = fake.blob_gets();
     let c = core_with(fake.clone(), cache, 1 << 30);
     check(&c, true);
     assert_eq!(std::fs::read(&file).expect("the cache file survives a restart"), data);
-    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets, "a verified file is never downloaded again");
+    assert_eq!(fake.blob_gets(), gets, "a verified file is never downloaded again");
 }
 
 #[test]
@@ -568,11 +562,11 @@ fn a_wrong_descriptor_size_in_another_manifest_fails_only_that_manifest_s_entry(
 #[test]
 fn a_wrong_descriptor_size_does_not_fail_an_honest_reader_of_the_same_layer_concurrently() {
     for lie in [(2u64 << 20) - 1, (2 << 20) + 1] {
-        let fake = Arc::new(Fake::default());
+        let fake = Arc::new(Faulty::new(Fake::default()));
         let data = noise(2 << 20, 43);
         let (honest, layer) = fake.image("honest", "v1", &data);
         let liar = fake.image_claiming("liar", "v1", &layer, lie);
-        fake.knobs.lock().unwrap().slow_reads = Some(Duration::from_millis(20));
+        fake.slow_reads(Duration::from_millis(20));
         let c = core_with(fake.clone(), tempfile::tempdir().expect("cache"), 1 << 30);
         // Both manifests known first, so that the two opens race for the blob itself.
         c.walk(&format!("honest/manifests/{honest}/layers/0.tar")).expect("honest");
@@ -604,13 +598,15 @@ fn a_wrong_descriptor_size_does_not_fail_an_honest_reader_of_the_same_layer_conc
 
 #[test]
 fn a_manifest_of_a_type_regfs_does_not_know_is_shown_as_its_verified_bytes() {
-    let fake = Fake::default();
-    let sbom = fake.blob(b"{\"sbom\":true}");
+    let fake = Faulty::new(Fake::default());
+    let sbom = fake.add_blob(b"{\"sbom\":true}");
     let body = format!(
         r#"{{"schemaVersion": 9, "artifactType": "x", "layers": [{{"mediaType": "application/x.sbom", "size": 13, "digest": "{sbom}"}}]}}"#
     );
-    let d = fake.manifest("r", Some("v1"), "application/vnd.example.thing.v9+json", body.as_bytes(), Algorithm::Sha256);
-    let not_json = fake.manifest("r", None, "application/vnd.example.blob", b"\x00\x01 not JSON", Algorithm::Sha256);
+    let d =
+        fake.put_manifest("r", Some("v1"), "application/vnd.example.thing.v9+json", body.as_bytes(), Algorithm::Sha256);
+    let not_json =
+        fake.put_manifest("r", None, "application/vnd.example.blob", b"\x00\x01 not JSON", Algorithm::Sha256);
     let c = core(fake);
     assert_eq!(c.ls(&format!("r/manifests/{d}")).expect("listed"), ["manifest.json", "layers"]);
     assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("read"), body.as_bytes());
@@ -621,12 +617,14 @@ fn a_manifest_of_a_type_regfs_does_not_know_is_shown_as_its_verified_bytes() {
 
 #[test]
 fn manifests_are_listed_only_once_verified() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (good, _) = fake.image("r", "good", b"layer");
     let (bad, _) = fake.image("r", "bad", b"other layer");
     // The registry serves other bytes under `bad` (by tag and by digest).
     for key in [bad.to_string(), "bad".to_string()] {
-        fake.manifests.lock().unwrap().get_mut(&("r".to_string(), key)).unwrap().body.push(b' ');
+        let mut altered = fake.stored_manifest("r", &key).unwrap();
+        altered.body.push(b' ');
+        fake.serve_stored_manifest("r", &key, altered);
     }
     let c = core(fake);
     for tag in ["good", "bad"] {
@@ -640,19 +638,19 @@ fn manifests_are_listed_only_once_verified() {
 
 #[test]
 fn a_head_size_that_disagrees_with_the_verified_blob_is_an_error_and_then_corrected() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(300_000, 44);
     let (_, layer) = fake.image("r", "v1", &data);
     let path = format!("r/blobs/{layer}");
     let c = core(fake);
     // HEAD says less than the blob holds: the download is bounded by what was shown, and fails.
-    c.fake.knobs.lock().unwrap().head_sizes.insert(layer.to_string(), 1000);
+    c.fake.lie_about_size(&layer, 1000);
     assert_eq!(c.walk(&path).expect("stat").size, 1000, "what HEAD says, before any download");
     let err = c.cat(&path).map(|v| v.len()).expect_err("a body longer than shown");
     assert_eq!(err.errno(), libc::EIO, "{err}");
     assert!(err.to_string().contains("longer"), "{err}");
     // HEAD says more: the blob verifies, but the size shown was wrong, so that open fails...
-    c.fake.knobs.lock().unwrap().head_sizes.insert(layer.to_string(), 400_000);
+    c.fake.lie_about_size(&layer, 400_000);
     assert_eq!(c.walk(&path).expect("stat").size, 400_000, "a new HEAD after the failure");
     let err = c.cat(&path).map(|v| v.len()).expect_err("a size that was shown wrong");
     assert_eq!(err.errno(), libc::EIO, "{err}");
@@ -664,7 +662,7 @@ fn a_head_size_that_disagrees_with_the_verified_blob_is_an_error_and_then_correc
 
 #[test]
 fn lookups_are_counted_and_forgotten_inodes_are_freed_not_reused() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let tags: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
     let mut layer_digest = None;
     for t in &tags {
@@ -712,7 +710,7 @@ fn cache_bytes(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn downloads_in_progress_count_against_the_cache_size() {
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(Faulty::new(Fake::default()));
     let mib = 1u64 << 20;
     let blob = |n: u64, seed: u8| {
         let data = noise(n as usize, seed);
@@ -734,7 +732,7 @@ fn downloads_in_progress_count_against_the_cache_size() {
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
         let (peak, dir) = (Arc::clone(&peak), dir.clone());
-        fake.knobs.lock().expect("knobs").on_read = Some(Arc::new(move || {
+        fake.on_read(Arc::new(move || {
             peak.fetch_max(cache_bytes(&dir), Ordering::SeqCst);
         }));
     }
@@ -756,11 +754,11 @@ fn downloads_in_progress_count_against_the_cache_size() {
 
 #[test]
 fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     // Ten repositories of 200,000 tags each: about 10 MiB of names apiece as regfs counts them.
     for r in 0..10 {
         let tags: Vec<String> = (0..200_000).map(|i| format!("tag-{r}-{i:012}")).collect();
-        fake.tags.lock().expect("tags").insert(format!("r{r}"), tags);
+        fake.set_tags(&format!("r{r}"), tags);
     }
     let c = core(fake);
     for r in 0..10 {
@@ -783,9 +781,9 @@ fn tag_lists_kept_are_bounded_in_bytes_across_repositories() {
 /// not by how many times it is open.
 #[test]
 fn open_handles_of_an_unchanged_directory_share_one_listing() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let tags: Vec<String> = (0..10_000).map(|i| format!("tag-{i:08}-{}", "x".repeat(40))).collect();
-    fake.tags.lock().expect("tags").insert("r".into(), tags);
+    fake.set_tags("r", tags);
     let c = core(fake);
     let dir = c.walk("r/tags").expect("tags");
     let handles: Vec<u64> = (0..100).map(|_| c.fs.opendir(dir.ino).expect("opendir")).collect();
@@ -802,13 +800,13 @@ fn open_handles_of_an_unchanged_directory_share_one_listing() {
 /// tag after tag (each one HEAD) must not grow a table for the life of the mount.
 #[test]
 fn resolved_tags_kept_are_bounded() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (digest, _) = fake.image("r", "t0", b"layer");
-    let stored = fake.manifests.lock().expect("manifests").get(&("r".to_string(), "t0".to_string())).cloned();
+    let stored = fake.stored_manifest("r", "t0");
     let stored = stored.expect("stored");
     let n = StoreConfig::default().tag_digests + 2000;
     for i in 1..n {
-        fake.manifests.lock().expect("manifests").insert(("r".into(), format!("t{i}")), stored.clone());
+        fake.serve_stored_manifest("r", &format!("t{i}"), stored.clone());
     }
     let c = core(fake);
     for i in 0..n {
@@ -824,13 +822,13 @@ fn resolved_tags_kept_are_bounded() {
 /// what it costs) cannot grow past the manifest cache; one pruned is verified again on lookup.
 #[test]
 fn manifests_listed_are_pruned_with_the_manifest_cache() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let ct = "application/vnd.example.blob";
     let digests: Vec<Digest> = (0..20u8)
         .map(|i| {
             let mut body = vec![b'x'; (4 << 20) - 16];
             body[0] = i;
-            fake.manifest("r", None, ct, &body, Algorithm::Sha256)
+            fake.put_manifest("r", None, ct, &body, Algorithm::Sha256)
         })
         .collect();
     let c = core(fake);
@@ -851,7 +849,7 @@ fn manifests_listed_are_pruned_with_the_manifest_cache() {
 /// regfs out of descriptors for everybody. Handles of one verified blob share its descriptor.
 #[test]
 fn open_handles_of_one_blob_share_one_descriptor() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(3 << 20, 9);
     fake.image("r", "v1", &data);
     let c = core(fake);
@@ -873,15 +871,15 @@ fn open_handles_of_one_blob_share_one_descriptor() {
 /// that table for the life of the mount.
 #[test]
 fn readahead_remembers_a_bounded_number_of_repositories() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (_, _) = fake.image("r0", "v1", b"layer");
-    let stored = fake.manifests.lock().expect("manifests").get(&("r0".to_string(), "v1".to_string())).cloned();
+    let stored = fake.stored_manifest("r0", "v1");
     let stored = stored.expect("stored");
     let streams = FsConfig::default().readahead.streams;
     let n = streams + 500;
     for i in 1..n {
-        fake.manifests.lock().expect("manifests").insert((format!("r{i}"), "v1".into()), stored.clone());
-        fake.tags.lock().expect("tags").insert(format!("r{i}"), vec!["v1".into()]);
+        fake.serve_stored_manifest(&format!("r{i}"), "v1", stored.clone());
+        fake.set_tags(&format!("r{i}"), vec!["v1".into()]);
     }
     let c = core(fake);
     for i in 0..n {
@@ -896,7 +894,7 @@ fn readahead_remembers_a_bounded_number_of_repositories() {
 
 #[test]
 fn calls_of_the_wrong_shape_answer_in_filesystem_terms() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (manifest, _) = fake.image("r", "v1", b"layer");
     let c = core(fake);
     let dir = c.walk("r/manifests").expect("manifests");
@@ -972,10 +970,10 @@ fn transcribe(c: &Core, path: &str, out: &mut Vec<String>) {
 
 #[test]
 fn the_layout_of_every_kind_of_node_is_as_recorded() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (img, layer) = fake.image("ns/img", "v1", b"layer one");
     let (arm, _) = fake.image("ns/img", "arm", b"layer two");
-    let cfg = fake.blob(br#"{"architecture":"amd64","os":"linux"}"#);
+    let cfg = fake.add_blob(br#"{"architecture":"amd64","os":"linux"}"#);
     let docker = serde_json::json!({
         "schemaVersion": 2, "mediaType": media::DOCKER_SCHEMA2,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg.to_string(), "size": 38},
@@ -984,8 +982,13 @@ fn the_layout_of_every_kind_of_node_is_as_recorded() {
             {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": layer.to_string(), "size": 9}
         ]
     });
-    let d2 =
-        fake.manifest("ns/img", Some("d2"), media::DOCKER_SCHEMA2, docker.to_string().as_bytes(), Algorithm::Sha256);
+    let d2 = fake.put_manifest(
+        "ns/img",
+        Some("d2"),
+        media::DOCKER_SCHEMA2,
+        docker.to_string().as_bytes(),
+        Algorithm::Sha256,
+    );
     let index = serde_json::json!({
         "schemaVersion": 2, "mediaType": media::OCI_INDEX,
         "manifests": [
@@ -996,13 +999,15 @@ fn the_layout_of_every_kind_of_node_is_as_recorded() {
             {"mediaType": media::OCI_MANIFEST, "digest": arm.to_string(), "size": 1}
         ]
     });
-    let idx = fake.manifest("ns/img", Some("idx"), media::OCI_INDEX, index.to_string().as_bytes(), Algorithm::Sha256);
+    let idx =
+        fake.put_manifest("ns/img", Some("idx"), media::OCI_INDEX, index.to_string().as_bytes(), Algorithm::Sha256);
     let s1 = serde_json::json!({
         "schemaVersion": 1, "name": "ns/img", "tag": "s1", "architecture": "amd64",
         "fsLayers": [{"blobSum": layer.to_string()}], "history": [{"v1Compatibility": "{}"}]
     });
-    let s1 = fake.manifest("ns/img", Some("s1"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
-    let art = fake.manifest("ns/img", Some("art"), "application/vnd.example.thing", b"not json", Algorithm::Sha256);
+    let s1 =
+        fake.put_manifest("ns/img", Some("s1"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let art = fake.put_manifest("ns/img", Some("art"), "application/vnd.example.thing", b"not json", Algorithm::Sha256);
     let (solo, _) = fake.image("solo", "latest", b"solo layer");
     fake.image("ns/img/tags", "v1", b"hidden by the reserved name");
     let c = core(fake);
@@ -1076,7 +1081,7 @@ fn a_manifest_fetched_by_digest_must_hash_to_it_whatever_docker_content_digest_s
     // A registry or mirror whose stored manifest changed: one that sends no header, and one that
     // sends the hash of the bytes it actually serves (consistent with the body, not the request).
     for header in [DigestHeader::Omitted, DigestHeader::OfServedBytes] {
-        let fake = Fake::default();
+        let fake = Faulty::new(Fake::default());
         let (good, _) = fake.image("r", "v1", b"layer");
         // Still valid JSON, still the same manifest to a parser: only the hash tells.
         fake.serve_altered_manifest("r", &good.to_string(), |body| body.insert(1, b' '), header);
@@ -1100,11 +1105,11 @@ fn a_manifest_fetched_by_digest_must_hash_to_it_whatever_docker_content_digest_s
 
 #[test]
 fn when_head_is_refused_the_get_by_tag_must_match_its_docker_content_digest() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (d, _) = fake.image("r", "v1", b"layer");
     let other = Digest::of(Algorithm::Sha256, b"another manifest");
     fake.claim_digest("r", "v1", Some(&other));
-    fake.knobs.lock().unwrap().refuse_head = true;
+    fake.refuse_manifest_head();
     let c = core(fake);
     let err = c.walk("r/tags/v1").and_then(|a| c.fs.readlink(a.ino)).expect_err("a header that lies");
     assert_eq!(err.errno(), libc::EIO, "{err}");
@@ -1117,16 +1122,16 @@ fn when_head_is_refused_the_get_by_tag_must_match_its_docker_content_digest() {
 
 #[test]
 fn a_blob_of_the_right_length_with_other_bytes_is_refused_and_not_kept() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(300_000, 6);
     let (d, layer) = fake.image("r", "v1", &data);
     let mut corrupt = data.clone();
     corrupt[150_000] ^= 1;
     let served = Digest::of(Algorithm::Sha256, &corrupt);
-    fake.knobs.lock().unwrap().substitute.insert(layer.to_string(), corrupt);
+    fake.corrupt_blob(&layer, corrupt);
     let c = core(fake);
     for path in [format!("r/manifests/{d}/layers/0.tar"), format!("r/blobs/{layer}")] {
-        let gets = c.fake.blob_gets.load(Ordering::SeqCst);
+        let gets = c.fake.blob_gets();
         let err = match c.cat(&path) {
             Ok(bytes) => panic!("{path}: {} bytes served from a corrupt blob", bytes.len()),
             Err(e) => e,
@@ -1140,7 +1145,7 @@ fn a_blob_of_the_right_length_with_other_bytes_is_refused_and_not_kept() {
             other => panic!("{path}: {other}"),
         }
         // Asked anew each time: nothing of it was kept, in memory or on disk.
-        assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), gets + 1, "{path}");
+        assert_eq!(c.fake.blob_gets(), gets + 1, "{path}");
         assert!(!c.cache.path().join("blobs/sha256").join(layer.hex()).exists());
         assert_eq!(std::fs::read_dir(c.cache.path().join("tmp")).expect("tmp").count(), 0);
     }
@@ -1150,29 +1155,29 @@ fn a_blob_of_the_right_length_with_other_bytes_is_refused_and_not_kept() {
 fn a_body_cut_off_is_resumed_five_times_and_no_more() {
     let data = noise(200_000, 7);
     // Five cut-offs: the sixth GET completes it.
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (d, _) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().cut_after = Some((10_000, 5));
+    fake.cut_bodies_after(10_000, 5);
     let c = core(fake);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed five times"), data);
-    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 6);
+    assert_eq!(c.fake.blob_gets(), 6);
     // Six: given up after the sixth GET, though a seventh would have worked.
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let (d, _) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().cut_after = Some((10_000, 6));
+    fake.cut_bodies_after(10_000, 6);
     let c = core(fake);
     let err = c.cat(&format!("r/manifests/{d}/layers/0.tar")).map(|b| b.len()).expect_err("cut off six times");
     assert_eq!(err.errno(), libc::EIO, "{err}");
     assert!(err.to_string().contains("6 times"), "{err}");
-    assert_eq!(c.fake.blob_gets.load(Ordering::SeqCst), 6);
+    assert_eq!(c.fake.blob_gets(), 6);
 }
 
 #[test]
 fn a_body_that_ends_short_without_an_error_is_resumed_and_verified() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(500_000, 8);
     let (d, layer) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().end_early = Some((200_000, 1));
+    fake.end_bodies_early(200_000, 1);
     let c = core(fake);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("resumed"), data);
     let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
@@ -1181,10 +1186,10 @@ fn a_body_that_ends_short_without_an_error_is_resumed_and_verified() {
 
 #[test]
 fn an_interrupted_read_is_read_again_not_taken_for_a_cut_off() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     let data = noise(300_000, 9);
     let (d, layer) = fake.image("r", "v1", &data);
-    fake.knobs.lock().unwrap().interrupt_after = Some(100_000);
+    fake.interrupt_bodies_after(100_000);
     let c = core(fake);
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("read through EINTR"), data);
     let gets: Vec<String> = c.fake.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
@@ -1195,9 +1200,9 @@ fn an_interrupted_read_is_read_again_not_taken_for_a_cut_off() {
 fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
     use regfs::store::Content;
     let small_blob = StoreConfig::default().small_blob;
-    let fake = Arc::new(Fake::default());
-    let small = fake.blob(&noise(4096, 10));
-    let large = fake.blob(&noise(small_blob as usize + 1, 11));
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let small = fake.add_blob(&noise(4096, 10));
+    let large = fake.add_blob(&noise(small_blob as usize + 1, 11));
     let cache = tempfile::tempdir().expect("cache");
     let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
     assert!(matches!(store.blob("r", &small, None).expect("small"), Content::Memory(_)));
@@ -1207,18 +1212,29 @@ fn small_blobs_are_kept_in_memory_once_verified_and_large_ones_are_not() {
     for d in [&small, &large] {
         std::fs::remove_file(cache.path().join("blobs/sha256").join(d.hex())).expect("cached file");
     }
-    let gets = fake.blob_gets.load(Ordering::SeqCst);
+    let gets = fake.blob_gets();
     assert!(matches!(store.blob("r", &small, None).expect("small again"), Content::Memory(_)));
-    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets, "the small blob was fetched again");
+    assert_eq!(fake.blob_gets(), gets, "the small blob was fetched again");
     assert!(matches!(store.blob("r", &large, None).expect("large again"), Content::File(_)));
-    assert_eq!(fake.blob_gets.load(Ordering::SeqCst), gets + 1);
+    assert_eq!(fake.blob_gets(), gets + 1);
+}
+
+/// The kit's own image must be what it says: its config reads back as stored.
+#[test]
+fn the_config_of_an_image_reads_as_stored() {
+    let fake = Faulty::new(Fake::default());
+    let (d, _) = fake.image("r", "v1", b"layer");
+    let c = core(fake);
+    let path = format!("r/manifests/{d}/config.json");
+    assert_eq!(c.walk(&path).expect("config").size, regfs::testkit::fake::IMAGE_CONFIG.len() as u64);
+    assert_eq!(c.cat(&path).expect("config.json"), regfs::testkit::fake::IMAGE_CONFIG);
 }
 
 /// `ls -l tags/` shows a tag link's size before the tag is resolved (no HEAD per tag): it must be
 /// the length readlink then gives, for the sha256 digests registries use.
 #[test]
 fn an_unresolved_tag_link_reports_the_length_of_its_target() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     fake.image("r", "v1", b"layer");
     let c = core(fake);
     // Listed first, as `ls -l` does: the lookup then needs no request.
@@ -1232,7 +1248,7 @@ fn an_unresolved_tag_link_reports_the_length_of_its_target() {
 
 #[test]
 fn after_a_fresh_listing_tag_lookups_ask_the_registry_nothing() {
-    let fake = Fake::default();
+    let fake = Faulty::new(Fake::default());
     fake.image("r", "v1", b"layer");
     let c = core(fake);
     assert_eq!(c.ls("r/tags").expect("tags"), ["v1"]);
@@ -1246,15 +1262,12 @@ fn after_a_fresh_listing_tag_lookups_ask_the_registry_nothing() {
 
 #[test]
 fn a_blob_the_registry_says_is_over_1_tib_is_efbig() {
-    let fake = Fake::default();
-    let at_limit = fake.blob(b"one");
-    let over = fake.blob(b"two");
-    {
-        let mut k = fake.knobs.lock().unwrap();
-        k.head_sizes.insert(at_limit.to_string(), regfs::limits::MAX_BLOB_SIZE);
-        k.head_sizes.insert(over.to_string(), regfs::limits::MAX_BLOB_SIZE + 1);
-    }
-    fake.tags.lock().unwrap().insert("r".into(), vec![]);
+    let fake = Faulty::new(Fake::default());
+    let at_limit = fake.add_blob(b"one");
+    let over = fake.add_blob(b"two");
+    fake.lie_about_size(&at_limit, regfs::limits::MAX_BLOB_SIZE);
+    fake.lie_about_size(&over, regfs::limits::MAX_BLOB_SIZE + 1);
+    fake.set_tags("r", Vec::new());
     let c = core(fake);
     // No descriptor names them: the size comes from a HEAD.
     assert_eq!(c.walk(&format!("r/blobs/{at_limit}")).expect("1 TiB").size, regfs::limits::MAX_BLOB_SIZE);

@@ -44,13 +44,8 @@ fn fds(pid: u32) -> (usize, usize) {
 fn sixty_four_readers_over_sixteen_blobs_and_250_tags() {
     let reg = start_forever(|| {
         let r = Registry::start(None);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_regfs-fixtures"))
-            .arg(&r.url)
-            .arg("--load")
-            .output()
-            .expect("fixtures");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let f: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+        let opts = regfs::testkit::fixtures::Opts { load: true, ..Default::default() };
+        let f = regfs::testkit::fixtures::push(&r.url, &opts).unwrap_or_else(|e| panic!("fixtures: {e}"));
         (r, f)
     });
     let (registry, fixtures) = (&reg.0, &reg.1["load"]);

@@ -3,8 +3,9 @@
 //!
 //! The trait speaks in registry terms (catalog, tags, manifests, blobs) and returns raw bytes and
 //! headers: it does not parse manifests or check digests, which is the store's job. So the core's
-//! tests put an in-memory registry behind it (tests/common/fake.rs), whose knobs inject faults
-//! (cut bodies, ignored `Range`, lying sizes), and the store's verification runs unchanged.
+//! tests put an in-memory registry behind it (`testkit::fake`), wrapped in `testkit::faulty`,
+//! which injects faults (cut bodies, ignored `Range`, lying sizes) around any client, and the
+//! store's verification runs unchanged.
 
 pub mod auth;
 pub mod credentials;

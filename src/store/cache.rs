@@ -442,3 +442,77 @@ fn hash_file(f: &mut File, digest: &Digest, chunk: usize) -> Result<u64> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::testkit::fake::Fake;
+    use crate::testkit::faulty::Faulty;
+
+    fn noise(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 10) as u8).collect()
+    }
+
+    fn read_all(f: &File) -> Vec<u8> {
+        let len = f.metadata().expect("metadata").len() as usize;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, 0).expect("read");
+        buf
+    }
+
+    fn config(dir: &std::path::Path, cache_size: u64) -> StoreConfig {
+        StoreConfig { cache_dir: dir.to_path_buf(), cache_size, ..StoreConfig::default() }
+    }
+
+    fn on_disk(dir: &std::path::Path, d: &Digest) -> bool {
+        dir.join("blobs").join(d.algorithm().name()).join(d.hex()).exists()
+    }
+
+    #[test]
+    fn past_the_limit_the_least_recently_used_file_goes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let blobs: Vec<(Digest, Vec<u8>)> = (0..3)
+            .map(|i| {
+                let data = noise(100_000, i);
+                (client.add_blob(&data), data)
+            })
+            .collect();
+        let cache = BlobCache::new(&config(dir.path(), 250_000)).expect("cache");
+        let open = |i: usize| drop(cache.open(&client, "r", &blobs[i].0, Some(100_000)).expect("open"));
+        open(0);
+        open(1);
+        open(0); // 0 is now the more recently used
+        open(2); // 300,000 > 250,000: one goes, the least recently used
+        assert!(on_disk(dir.path(), &blobs[0].0), "the recently used file was evicted");
+        assert!(!on_disk(dir.path(), &blobs[1].0), "the least recently used file was kept");
+        assert!(on_disk(dir.path(), &blobs[2].0));
+        assert_eq!(cache.size(), 200_000);
+        assert_eq!(client.blob_gets(), 3);
+    }
+
+    #[test]
+    fn a_file_left_by_an_earlier_run_is_hashed_again_before_it_is_served() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let (good, bad) = (noise(50_000, 1), noise(50_000, 2));
+        let (dg, db) = (client.add_blob(&good), client.add_blob(&bad));
+        drop(BlobCache::new(&config(dir.path(), 1 << 30)).expect("first run"));
+        // What an earlier run left: one file intact, one altered on disk since.
+        let sha = dir.path().join("blobs/sha256");
+        std::fs::write(sha.join(dg.hex()), &good).expect("plant");
+        let mut altered = bad.clone();
+        altered[1000] ^= 1;
+        std::fs::write(sha.join(db.hex()), &altered).expect("plant");
+        let cache = BlobCache::new(&config(dir.path(), 1 << 30)).expect("second run");
+        assert_eq!(cache.verified_len(&dg), None, "trusted before it was hashed");
+        assert_eq!(read_all(&cache.open(&client, "r", &dg, None).expect("intact")), good);
+        assert_eq!(client.blob_gets(), 0, "an intact file is not downloaded again");
+        assert_eq!(cache.verified_len(&dg), Some(50_000));
+        assert_eq!(read_all(&cache.open(&client, "r", &db, None).expect("altered")), bad);
+        assert_eq!(client.blob_gets(), 1, "an altered file is downloaded again");
+        assert_eq!(std::fs::read(sha.join(db.hex())).expect("replaced"), bad);
+    }
+}

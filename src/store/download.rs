@@ -154,3 +154,79 @@ pub fn fetch(
     );
     Ok(len)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::testkit::fake::Fake;
+    use crate::testkit::faulty::Faulty;
+
+    /// The chunk the download reads and writes at a time (the default).
+    const CHUNK: usize = 256 << 10;
+
+    fn noise(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ (i >> 9) as u8).collect()
+    }
+
+    /// Run `fetch` into a fresh file; its result, the file's bytes, and every length `each` saw.
+    fn run(client: &Faulty<Fake>, d: &Digest, size: Option<u64>) -> (Result<u64>, Vec<u8>, Vec<u64>) {
+        let mut out = tempfile::tempfile().expect("tempfile");
+        let mut seen = Vec::new();
+        let config = DownloadConfig { chunk: CHUNK, ..DownloadConfig::default() };
+        let got = fetch(&config, client, "r", d, size, &mut out, &mut |n| {
+            seen.push(n);
+            Ok(())
+        });
+        let mut bytes = Vec::new();
+        out.rewind().expect("rewind");
+        out.read_to_end(&mut bytes).expect("read back");
+        (got, bytes, seen)
+    }
+
+    #[test]
+    fn a_cut_off_body_is_resumed_from_where_it_stopped() {
+        let client = Faulty::new(Fake::default());
+        let data = noise(3 * CHUNK);
+        let d = client.add_blob(&data);
+        client.cut_bodies_after(CHUNK + 1000, 2);
+        let (got, bytes, _) = run(&client, &d, Some(data.len() as u64));
+        assert_eq!(got.expect("resumed"), data.len() as u64);
+        assert!(bytes == data, "the file holds other bytes than the blob");
+        let gets: Vec<String> = client.calls().into_iter().filter(|c| c.starts_with("GET blob")).collect();
+        let from = |n: usize| format!("GET blob r {d} from {n}");
+        assert_eq!(gets, [from(0), from(CHUNK + 1000), from(2 * (CHUNK + 1000))]);
+    }
+
+    #[test]
+    fn when_range_is_ignored_the_file_starts_over_and_holds_only_the_blob() {
+        let client = Faulty::new(Fake::default());
+        let data = noise(2 * CHUNK);
+        let d = client.add_blob(&data);
+        client.cut_bodies_after(CHUNK + 7, 1);
+        client.ignore_range();
+        let (got, bytes, seen) = run(&client, &d, Some(data.len() as u64));
+        assert_eq!(got.expect("started over"), data.len() as u64);
+        assert_eq!(bytes.len(), data.len(), "what the first attempt wrote is not kept");
+        assert!(bytes == data, "the file holds other bytes than the blob");
+        assert_eq!(client.blob_gets(), 2);
+        // The cache is told the download holds nothing again (at the start, and at the restart).
+        assert_eq!(seen.iter().filter(|&&n| n == 0).count(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_body_longer_than_its_size_is_refused_before_more_is_written() {
+        let client = Faulty::new(Fake::default());
+        let data = noise(CHUNK);
+        let d = client.add_blob(&data);
+        let mut longer = data.clone();
+        longer.extend(noise(4 * CHUNK));
+        client.corrupt_blob(&d, longer);
+        let (got, bytes, seen) = run(&client, &d, Some(data.len() as u64));
+        let err = got.expect_err("too long");
+        assert!(err.to_string().contains("longer"), "{err}");
+        assert!(bytes.len() <= data.len(), "{} bytes written for a blob of {}", bytes.len(), data.len());
+        assert!(seen.iter().all(|&n| n <= data.len() as u64), "{seen:?}");
+    }
+}

@@ -1,9 +1,10 @@
 //! The integration-test harness: a real registry, real mounts, real HTTP.
 #![allow(dead_code)]
 
-pub mod fake;
-#[path = "../../src/bin/regfs-front/front.rs"]
-pub mod front;
+#[allow(unused_imports)] // not every test binary uses it
+pub use regfs::testkit::fake;
+#[allow(unused_imports)] // not every test binary uses it
+pub use regfs::testkit::front;
 pub mod registry;
 
 use std::os::unix::process::CommandExt;

@@ -1,11 +1,13 @@
 //! A real reference registry (Debian's `docker-registry`, distribution 2.8) on a free loopback
-//! port in a temporary directory, with the project's fixtures pushed by `regfs-fixtures`.
+//! port in a temporary directory, with the project's fixtures pushed by `regfs::testkit::fixtures`.
 
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use regfs::testkit::fixtures::{self, Opts};
 
 pub struct Registry {
     pub url: String,
@@ -142,14 +144,8 @@ impl Registry {
 
     /// Push the fixtures (as `user:password` when auth is on); their summary.
     pub fn push_fixtures(&self, basic: Option<(&str, &str)>) -> serde_json::Value {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regfs-fixtures"));
-        cmd.arg(&self.url);
-        if let Some((u, p)) = basic {
-            cmd.env("REGFS_FIXTURES_AUTH", format!("{u}:{p}"));
-        }
-        let out = cmd.output().expect("regfs-fixtures");
-        assert!(out.status.success(), "regfs-fixtures failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("fixture summary")
+        let opts = Opts { basic: basic.map(|(u, p)| (u.to_string(), p.to_string())), ..Opts::default() };
+        fixtures::push(&self.url, &opts).unwrap_or_else(|e| panic!("pushing the fixtures failed: {e}"))
     }
 
     /// Overwrite a blob's stored bytes with as many different ones, behind the registry's back.

@@ -4,10 +4,7 @@
 //! needs tag lists served in pages; the reference registry does not page them). Prints its URL,
 //! then serves until killed. `GET /_front/requests` lists what it has forwarded.
 
-#[allow(dead_code)]
-mod front;
-
-use front::{Behavior, Front};
+use regfs::testkit::front::{Behavior, Front};
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use regfs::sync;
+use crate::sync;
 
 #[derive(Debug, Clone)]
 pub struct Fault {
@@ -519,7 +519,7 @@ fn altered_manifest(mut resp: Response, header: ManifestHeader) -> Response {
     resp.headers
         .retain(|(k, _)| !k.eq_ignore_ascii_case("docker-content-digest") && !k.eq_ignore_ascii_case("content-length"));
     if header == ManifestHeader::OfServedBytes {
-        let served = regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, &resp.body);
+        let served = crate::digest::Digest::of(crate::digest::Algorithm::Sha256, &resp.body);
         resp.headers.push(("docker-content-digest".into(), served.to_string()));
     }
     resp

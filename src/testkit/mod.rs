@@ -1,0 +1,14 @@
+//! Test tools, built for the crate's own tests and with the `testkit` feature (integration tests
+//! get it through the self dev-dependency in Cargo.toml): never part of what `cargo install` builds.
+//!
+//! - [`fake`]: an in-memory registry behind the `Client` trait, for the core without FUSE or HTTP.
+//! - [`faulty`]: a fault-injecting wrapper around any `Client` (the fake or `HttpClient`).
+//! - `fixtures` (with the `testkit` feature only): the sample images, pushed to a real registry.
+//! - [`front`]: a fault-injecting HTTP front for a real registry on loopback (also the
+//!   `regfs-front` program, for scripts/bench).
+
+pub mod fake;
+pub mod faulty;
+#[cfg(feature = "testkit")] // its crates (tar, flate2, zstd, p256) are optional
+pub mod fixtures;
+pub mod front;
