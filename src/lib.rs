@@ -4,7 +4,7 @@
 //! attributes) → `layout` (what every name means and what every directory lists) → `store`
 //! (verified caches) → `manifest` (the dispatcher) and `registry` (HTTP, auth, paging). `layout`
 //! also reads what `manifest` parsed; `inodes`, `media`, `limits`, `sync`, `digest`, `names` and
-//! `error` sit underneath. Everything below `fuse` is testable without a mount, with the tools in
+//! `error` sit underneath; `daemon` and `mountinfo` serve the process around the mount. Everything below `fuse` is testable without a mount, with the tools in
 //! `testkit` (only in tests, or with the `testkit` feature).
 
 pub mod cli;
