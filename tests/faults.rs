@@ -18,6 +18,14 @@ fn big_layer() -> (String, String) {
     ("demo/docker/tags/v1/layers/2.tar.gz".to_string(), str_of(&img["layers"][2]["digest"]))
 }
 
+/// A front before the shared registry that holds the first GET of blob `digest` for `secs`
+/// seconds, then answers it with `status` (`STALL`: the body after all; `CUT_OFF`: half of it).
+fn stalled_front(digest: &str, status: u16, secs: u64) -> Front {
+    let mut stall = Fault::status(&format!("/blobs/{digest}"), status, 1);
+    stall.delay = Duration::from_secs(secs);
+    Front::start(&shared().registry.url, Behavior { faults: vec![stall], ..Behavior::default() })
+}
+
 #[test]
 fn tokens_that_expire_mid_session_are_renewed_without_loops() {
     let sh = shared();
@@ -152,12 +160,9 @@ fn a_manifest_altered_in_the_registry_s_storage_is_refused() {
 
 #[test]
 fn sigkill_mid_download_then_restart_on_the_same_cache_serves_only_verified_bytes() {
-    let sh = shared();
     let (path, digest) = big_layer();
     // Half the body, then a 3 s hold: regfs is killed with a half-written download.
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), CUT_OFF, 1);
-    stall.delay = Duration::from_secs(3);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, CUT_OFF, 3);
     let cache = tempfile::tempdir().expect("cache");
     let cache_dir = cache.path().join("c");
     let mut m = Mount::start_with_cache(&front.url, &[], cache_dir.clone(), None);
@@ -190,9 +195,7 @@ fn sigkill_mid_download_then_restart_on_the_same_cache_serves_only_verified_byte
 fn unmounting_while_reads_are_in_flight_leaves_no_stale_mount() {
     let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(2);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 2);
     let mut m = Mount::start(&front.url, &[]);
     std::fs::metadata(m.path(&path)).expect("stat");
     let readers: Vec<_> = (0..4)
@@ -390,11 +393,8 @@ fn a_slow_but_steady_body_outlasting_the_timeout_still_succeeds() {
 
 #[test]
 fn a_reader_waiting_on_a_stalled_download_can_be_killed_and_the_download_goes_on() {
-    let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(6);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 6);
     let m = Mount::start(&front.url, &[]);
     std::fs::metadata(m.path(&path)).expect("stat");
     let file = m.path(&path);
@@ -420,11 +420,8 @@ fn a_reader_waiting_on_a_stalled_download_can_be_killed_and_the_download_goes_on
 
 #[test]
 fn sigterm_with_a_stalled_download_exits_within_seconds_and_its_readers_get_an_error() {
-    let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(20);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 20);
     let mut m = Mount::start(&front.url, &["--timeout", "30"]);
     std::fs::metadata(m.path(&path)).expect("stat");
     let readers: Vec<_> = (0..2)
@@ -455,11 +452,8 @@ fn sigterm_with_a_stalled_download_exits_within_seconds_and_its_readers_get_an_e
 
 #[test]
 fn a_lazy_umount_with_a_stalled_download_frees_its_readers_and_regfs_exits() {
-    let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(20);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 20);
     let mut m = Mount::start(&front.url, &["--timeout", "30"]);
     std::fs::metadata(m.path(&path)).expect("stat");
     let f = m.path(&path);
@@ -574,11 +568,8 @@ fn many_readers_killed_in_lookup_opendir_and_open_leave_nothing_behind() {
 /// without bound. A thread whose requester was answered must stop waiting.
 #[test]
 fn readers_killed_one_after_another_do_not_pile_up_threads() {
-    let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(12);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 12);
     let mut m = Mount::start(&front.url, &["--timeout", "30"]);
     std::fs::metadata(m.path(&path)).expect("stat");
     let pid = m.pid().expect("pid");
@@ -605,12 +596,14 @@ fn readers_killed_one_after_another_do_not_pile_up_threads() {
 /// lazy unmount while readers wait.
 #[test]
 fn a_mountpoint_named_with_spaces_newlines_and_backslashes_is_watched_and_guarded() {
-    let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(20);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 20);
     let mut m = Mount::start_named(&front.url, &["--timeout", "30"], "a b\\134c\td\ne ");
+    // The mount is live before regfs logs that it is: give the line a moment.
+    let logged = Instant::now();
+    while !m.log().contains("mounted on") && logged.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(m.log().contains("mounted on"), "{}", m.log());
     let cache = tempfile::tempdir().expect("cache");
     let second = std::process::Command::new(common::regfs_bin())
@@ -642,11 +635,8 @@ fn a_mountpoint_named_with_spaces_newlines_and_backslashes_is_watched_and_guarde
 /// in regfs's namespace, so killing it frees it as fast as any other.
 #[test]
 fn a_reader_in_another_pid_namespace_can_be_killed_while_waiting() {
-    let sh = shared();
     let (path, digest) = big_layer();
-    let mut stall = Fault::status(&format!("/blobs/{digest}"), STALL, 1);
-    stall.delay = Duration::from_secs(8);
-    let front = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let front = stalled_front(&digest, STALL, 8);
     let mut m = Mount::start(&front.url, &["--timeout", "30"]);
     std::fs::metadata(m.path(&path)).expect("stat");
     let mut unshare = std::process::Command::new("unshare")
