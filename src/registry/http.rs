@@ -1125,9 +1125,12 @@ mod tests {
 
     #[test]
     fn list_pages_are_parsed_name_by_name() {
-        assert_eq!(names(r#"{"name":"a","tags":["v1","v\u0032"],"x":{"tags":[1]}}"#).unwrap(), ["v1", "v2"]);
-        assert_eq!(names(r#"{"name":"a","tags":null}"#).unwrap(), Vec::<String>::new());
-        assert_eq!(names(r#"{"name":"a"}"#).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            names(r#"{"name":"a","tags":["v1","v\u0032"],"x":{"tags":[1]}}"#).expect("a valid page"),
+            ["v1", "v2"]
+        );
+        assert_eq!(names(r#"{"name":"a","tags":null}"#).expect("a valid page"), Vec::<String>::new());
+        assert_eq!(names(r#"{"name":"a"}"#).expect("a valid page"), Vec::<String>::new());
         assert!(names(r#"{"tags":[1]}"#).is_err());
         assert!(names(r#"{"tags":["a"]} trailing"#).is_err());
         assert!(names(r#"["a"]"#).is_err());
