@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
-use crate::layout::{FileKind, Layout, Node, Shape, Stability};
+use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
 use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
@@ -50,11 +50,59 @@ pub struct Attr {
     pub ino: u64,
     pub kind: FileKind,
     pub size: u64,
-    /// Permission bits (read-only: 0555 directories, 0444 files, 0777 links).
-    pub perm: u16,
+    /// Permission bits with setuid, setgid and sticky (12 bits). Kinds without metadata of
+    /// their own are read-only: 0555 directories, 0444 files, 0777 links.
+    pub mode: u16,
+    /// The owner; `None` is the mounting user (every kind without metadata of its own).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub nlink: u32,
+    /// A device's number in the kernel's encoding ([`rdev`]); 0 for anything else.
+    pub rdev: u32,
     /// How long the kernel may cache this entry and its attributes.
     pub ttl: Duration,
     pub mtime: SystemTime,
+}
+
+/// `major:minor` as the kernel reads a FUSE `rdev` (`new_decode_dev`): 12 bits of major and
+/// 20 of minor, the low byte of the minor first.
+pub fn rdev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// An answer to getxattr or listxattr: the length asked for (size 0), or the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Xattr {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// The FUSE size protocol: size 0 asks the length; a buffer smaller than the value is ERANGE.
+pub fn xattr_reply(value: &[u8], size: u32) -> Result<Xattr> {
+    let len = u32::try_from(value.len()).map_err(|_| Error::TooLarge(format!("{} bytes", value.len())))?;
+    match size {
+        0 => Ok(Xattr::Size(len)),
+        s if s < len => Err(Error::BufferTooSmall(format!("{len} bytes into {s}"))),
+        _ => Ok(Xattr::Data(value.to_vec())),
+    }
+}
+
+/// The names of `xattrs`, each followed by a NUL, as listxattr(2) gives them.
+pub fn xattr_list(xattrs: &[(String, Vec<u8>)], size: u32) -> Result<Xattr> {
+    let mut names = Vec::new();
+    for (name, _) in xattrs {
+        names.extend_from_slice(name.as_bytes());
+        names.push(0);
+    }
+    xattr_reply(&names, size)
+}
+
+/// The value of `name` in `xattrs`; ENODATA if it is not there.
+pub fn xattr_value(xattrs: &[(String, Vec<u8>)], name: &OsStr, size: u32) -> Result<Xattr> {
+    match xattrs.iter().find(|(n, _)| OsStr::new(n) == name) {
+        Some((_, value)) => xattr_reply(value, size),
+        None => Err(Error::NoAttribute(name.to_string_lossy().into_owned())),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,15 +153,32 @@ impl Fs {
     }
 
     /// Attributes of `node`, under inode number 0: the caller puts in the number (the one asked
-    /// about, or the one a lookup hands out).
-    fn attr(&self, shape: &Shape, size: u64) -> Attr {
-        let kind = shape.kind();
-        let perm = match kind {
+    /// about, or the one a lookup hands out). What the kind says of itself (`meta`) wins; kinds
+    /// that say nothing are read-only and the mounting user's.
+    fn attr(&self, shape: &Shape, size: u64, meta: Option<Meta>) -> Attr {
+        let (kind, ttl) = (shape.kind(), self.ttl(shape.stability()));
+        if let Some(m) = meta {
+            let (uid, gid) = (Some(m.uid), Some(m.gid));
+            return Attr {
+                ino: 0,
+                kind,
+                size,
+                mode: m.mode & 0o7777,
+                uid,
+                gid,
+                nlink: m.nlink,
+                rdev: m.rdev,
+                ttl,
+                mtime: m.mtime,
+            };
+        }
+        let mode = match kind {
             FileKind::Directory => 0o555,
-            FileKind::File => 0o444,
             FileKind::Symlink => 0o777,
+            FileKind::File | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => 0o444,
         };
-        Attr { ino: 0, kind, size, perm, ttl: self.ttl(shape.stability()), mtime: self.mounted_at }
+        let nlink = if kind == FileKind::Directory { 2 } else { 1 };
+        Attr { ino: 0, kind, size, mode, uid: None, gid: None, nlink, rdev: 0, ttl, mtime: self.mounted_at }
     }
 
     fn ttl(&self, stability: Stability) -> Duration {
@@ -132,7 +197,19 @@ impl Fs {
             Shape::File(f) => f.size(cx)?,
             Shape::Link(l) => l.size(cx),
         };
-        Ok(self.attr(&shape, size))
+        Ok(self.attr(&shape, size, shape.meta(cx)?))
+    }
+
+    /// Extended attribute `name` of `ino` (the FUSE size protocol: [`xattr_reply`]).
+    pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<Xattr> {
+        let meta = self.node(ino)?.shape().meta(&self.layout)?;
+        xattr_value(meta.as_ref().map_or(&[][..], |m| &m.xattrs), name, size)
+    }
+
+    /// The names of the extended attributes of `ino`.
+    pub fn listxattr(&self, ino: u64, size: u32) -> Result<Xattr> {
+        let meta = self.node(ino)?.shape().meta(&self.layout)?;
+        xattr_list(meta.as_ref().map_or(&[][..], |m| &m.xattrs), size)
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -363,5 +440,53 @@ mod tests {
         assert!(!fs.read(fh, 0, 4096).expect("read").is_empty());
         fs.release(fh);
         assert_eq!(errno(fs.read(fh, 0, 10).map(drop)), libc::EBADF, "read after release");
+    }
+    /// Kinds that say nothing of their own metadata keep what they always showed: 0555
+    /// directories, 0444 files, 0777 links, owned by the mounting user.
+    #[test]
+    fn existing_kinds_keep_0444_0555_0777_and_the_mounting_user() {
+        let (fs, _cache, d) = core();
+        for (path, perm) in [
+            (format!("r/manifests/{d}"), 0o555),
+            (format!("r/manifests/{d}/layers"), 0o555),
+            (format!("r/manifests/{d}/manifest.json"), 0o444),
+            (format!("r/manifests/{d}/config.json"), 0o444),
+            ("r/tags/v1".to_string(), 0o777),
+        ] {
+            let a = walk(&fs, &path);
+            assert_eq!(a.mode, perm, "{path}");
+            assert_eq!((a.uid, a.gid, a.rdev), (None, None, 0), "{path}: owned by the mounting user");
+            assert_eq!(a.nlink, if a.kind == FileKind::Directory { 2 } else { 1 }, "{path}");
+        }
+    }
+
+    /// getxattr/listxattr answer as FUSE wants: size 0 asks the length, a buffer too small is
+    /// ERANGE, a name not there is ENODATA; kinds without xattrs have none and list nothing.
+    #[test]
+    fn xattr_size_protocol() {
+        let value = b"\x01\x00\x00\x02";
+        assert_eq!(xattr_reply(value, 0).expect("size"), Xattr::Size(4));
+        assert_eq!(xattr_reply(value, 3).expect_err("too small").errno(), libc::ERANGE);
+        assert_eq!(xattr_reply(value, 4).expect("exact"), Xattr::Data(value.to_vec()));
+        assert_eq!(xattr_reply(value, 4096).expect("larger"), Xattr::Data(value.to_vec()));
+        assert_eq!(xattr_reply(b"", 0).expect("empty value"), Xattr::Size(0));
+        let names = [("user.a".to_string(), b"1".to_vec()), ("security.capability".to_string(), value.to_vec())];
+        let list = b"user.a\0security.capability\0";
+        assert_eq!(xattr_list(&names, 0).expect("size"), Xattr::Size(list.len() as u32));
+        assert_eq!(xattr_list(&names, 5).expect_err("too small").errno(), libc::ERANGE);
+        assert_eq!(xattr_list(&names, 64).expect("list"), Xattr::Data(list.to_vec()));
+        assert_eq!(xattr_value(&names, OsStr::new("user.a"), 0).expect("user.a"), Xattr::Size(1));
+        assert_eq!(xattr_value(&names, OsStr::new("user.b"), 0).expect_err("absent").errno(), libc::ENODATA);
+
+        let (fs, _cache, d) = core();
+        let file = walk(&fs, &format!("r/manifests/{d}/manifest.json"));
+        let dir = walk(&fs, &format!("r/manifests/{d}"));
+        for ino in [file.ino, dir.ino, fs.root_ino()] {
+            assert_eq!(fs.getxattr(ino, OsStr::new("user.x"), 0).expect_err("none").errno(), libc::ENODATA);
+            assert_eq!(fs.getxattr(ino, OsStr::new("user.x"), 64).expect_err("none").errno(), libc::ENODATA);
+            assert_eq!(fs.listxattr(ino, 0).expect("list size"), Xattr::Size(0));
+            assert_eq!(fs.listxattr(ino, 64).expect("list"), Xattr::Data(Vec::new()));
+        }
+        assert_eq!(fs.listxattr(u64::MAX - 1, 0).expect_err("no inode").errno(), libc::ENOENT);
     }
 }

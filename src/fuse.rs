@@ -53,7 +53,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, Fs};
+use crate::fs::{Attr, Fs, Xattr};
 use crate::layout::FileKind;
 use crate::sync;
 
@@ -209,7 +209,7 @@ trait Answer: Send + 'static {
 macro_rules! answers {
     ($($t:ty),*) => {$(impl Answer for $t { fn fail(self, errno: Errno) { self.error(errno) } })*};
 }
-answers!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen);
+answers!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen, ReplyXattr);
 
 /// Ends the mount's waiting: every waiter is answered with an error at once, new requests are
 /// refused, and downloads in flight stop.
@@ -557,13 +557,23 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    /// No extended attributes: `ls` and `cp -a` ask, and "none" is the honest answer.
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+    /// Extended attributes as the kind gives them (rootfs entries: the layer's); other kinds
+    /// have none. On a thread: a rootfs entry's metadata may need its layer's index.
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_owned();
+        self.spawn_waiting(req, format!("getxattr {ino} {name:?}"), reply, move |fs, ticket| {
+            let result = fs.getxattr(ino.0, &name, size);
+            let Some(reply) = ticket.take() else { return };
+            answer_xattr(reply, result, &format!("getxattr {ino} {name:?}"));
+        });
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 { reply.size(0) } else { reply.data(&[]) }
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn_waiting(req, format!("listxattr {ino}"), reply, move |fs, ticket| {
+            let result = fs.listxattr(ino.0, size);
+            let Some(reply) = ticket.take() else { return };
+            answer_xattr(reply, result, &format!("listxattr {ino}"));
+        });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -631,6 +641,19 @@ impl Backing {
     }
 }
 
+/// An xattr answer; ENODATA (asked of every file by `ls` and `cp -a`) quietly.
+fn answer_xattr(reply: ReplyXattr, result: crate::error::Result<Xattr>, what: &str) {
+    match result {
+        Ok(Xattr::Size(n)) => reply.size(n),
+        Ok(Xattr::Data(bytes)) => reply.data(&bytes),
+        Err(e @ Error::NoAttribute(_)) => {
+            log::debug!("{what}: {e}");
+            reply.error(Errno::from_i32(e.errno()))
+        }
+        Err(e) => reply.error(errno(what, &e)),
+    }
+}
+
 /// A negative entry: inode 0 is all the kernel reads of it.
 fn negative_entry() -> FileAttr {
     let never = std::time::UNIX_EPOCH;
@@ -658,9 +681,13 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::Directory => FileType::Directory,
         FileKind::File => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
     }
 }
 
+/// The kernel's attributes of `a`; `uid`/`gid` (the mounting user) where `a` names no owner.
 fn file_attr(a: &Attr, uid: u32, gid: u32, blksize: u32) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -671,11 +698,11 @@ fn file_attr(a: &Attr, uid: u32, gid: u32, blksize: u32) -> FileAttr {
         ctime: a.mtime,
         crtime: a.mtime,
         kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: if a.kind == FileKind::Directory { 2 } else { 1 },
-        uid,
-        gid,
-        rdev: 0,
+        perm: a.mode & 0o7777,
+        nlink: a.nlink,
+        uid: a.uid.unwrap_or(uid),
+        gid: a.gid.unwrap_or(gid),
+        rdev: a.rdev,
         blksize,
         flags: 0,
     }
@@ -717,6 +744,37 @@ mod tests {
         assert!(worker.join().is_err());
         assert_eq!(*sync::lock(&answered), Some(libc::EIO), "the requester was never answered");
         assert!(sync::lock(&waiting.pending).is_empty(), "the entry stays for the watchdog");
+    }
+
+    /// What the core says of a file reaches the kernel whole: mode bits with setuid, setgid and
+    /// sticky, the image's owner, the link count, the device number, the kind.
+    #[test]
+    fn file_attr_carries_mode_bits_owner_nlink_and_rdev() {
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let attr = Attr {
+            ino: 9,
+            kind: FileKind::BlockDevice,
+            size: 0,
+            mode: 0o4755,
+            uid: Some(7),
+            gid: Some(70),
+            nlink: 3,
+            rdev: crate::fs::rdev(8, 1),
+            ttl: Duration::from_secs(5),
+            mtime,
+        };
+        let fa = file_attr(&attr, 1000, 1001, 4096);
+        assert_eq!((fa.perm, fa.uid, fa.gid, fa.nlink), (0o4755, 7, 70, 3));
+        assert_eq!(fa.rdev as u64, libc::makedev(8, 1), "the kernel's encoding of 8:1");
+        assert_eq!((fa.kind, fa.mtime, fa.ino), (FileType::BlockDevice, mtime, INodeNo(9)));
+        let big = crate::fs::rdev(259, 70_000);
+        assert_eq!(big as u64, libc::makedev(259, 70_000), "majors past 255 and minors past 65535");
+        for (kind, ty) in [(FileKind::CharDevice, FileType::CharDevice), (FileKind::Fifo, FileType::NamedPipe)] {
+            assert_eq!(file_attr(&Attr { kind, ..attr.clone() }, 1000, 1001, 4096).kind, ty);
+        }
+        // Without an owner of its own, the mounting user's.
+        let mine = file_attr(&Attr { uid: None, gid: None, ..attr }, 1000, 1001, 4096);
+        assert_eq!((mine.uid, mine.gid), (1000, 1001));
     }
 
     /// A requester regfs cannot see in `/proc` (a `hidepid=2` /proc with an `--allow-other`

@@ -933,7 +933,7 @@ fn transcribe(c: &Core, path: &str, out: &mut Vec<String>) {
     let attr = c.walk(path).expect(path);
     let shown = if path.is_empty() { "/" } else { path };
     let mut line =
-        format!("{shown} {:?} size={} perm={:o} ttl={}", attr.kind, attr.size, attr.perm, attr.ttl.as_secs());
+        format!("{shown} {:?} size={} perm={:o} ttl={}", attr.kind, attr.size, attr.mode, attr.ttl.as_secs());
     match attr.kind {
         regfs::layout::FileKind::Symlink => {
             line += &format!(" -> {}", c.fs.readlink(attr.ino).expect("readlink"));
@@ -945,6 +945,9 @@ fn transcribe(c: &Core, path: &str, out: &mut Vec<String>) {
                 Err(e) => line += &format!(" read: errno={}", e.errno()),
             }
             out.push(line);
+        }
+        regfs::layout::FileKind::CharDevice | regfs::layout::FileKind::BlockDevice | regfs::layout::FileKind::Fifo => {
+            out.push(format!("{line} rdev={:x}", attr.rdev))
         }
         regfs::layout::FileKind::Directory => {
             let fh = match c.fs.opendir(attr.ino) {

@@ -90,6 +90,28 @@ pub enum FileKind {
     Directory,
     File,
     Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+}
+
+/// What a kind may say of itself beyond its shape and size: the metadata an image's layer gives
+/// its entries. Kinds that say nothing ([`Dir::meta`] and the others default to `None`) show
+/// what regfs always showed: 0555/0444/0777, the mounting user, the mount's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits with setuid, setgid and sticky (12 bits).
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: std::time::SystemTime,
+    /// Names of this inode (hard links); directories say 1 (unknown, as btrfs does).
+    pub nlink: u32,
+    /// The device number of a character or block device, in the kernel's encoding
+    /// ([`crate::fs::rdev`]); 0 for anything else.
+    pub rdev: u32,
+    /// Extended attributes, by name, in the order the layer gave them.
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,6 +151,11 @@ pub trait Dir: Send + Sync {
     fn child(&self, cx: &Layout, name: &str) -> Result<Node>;
     /// What is listed, in listing order, as it is now (a name may look up without being listed).
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>>;
+    /// Its own metadata, if it has any (see [`Meta`]); by default none.
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        let _ = cx;
+        Ok(None)
+    }
 }
 
 pub trait File: Send + Sync {
@@ -137,6 +164,11 @@ pub trait File: Send + Sync {
     fn size(&self, cx: &Layout) -> Result<u64>;
     /// The verified content, ready (downloaded if need be) when this returns.
     fn open(&self, cx: &Layout) -> Result<Content>;
+    /// Its own metadata, if it has any (see [`Meta`]); by default none.
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        let _ = cx;
+        Ok(None)
+    }
 }
 
 pub trait Link: Send + Sync {
@@ -144,6 +176,11 @@ pub trait Link: Send + Sync {
     /// `st_size`, without resolving what need not be.
     fn size(&self, cx: &Layout) -> u64;
     fn target(&self, cx: &Layout) -> Result<String>;
+    /// Its own metadata, if it has any (see [`Meta`]); by default none.
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        let _ = cx;
+        Ok(None)
+    }
 }
 
 impl Node {
@@ -179,6 +216,15 @@ impl Shape<'_> {
             Shape::Dir(d) => d.stability(),
             Shape::File(f) => f.stability(),
             Shape::Link(l) => l.stability(),
+        }
+    }
+
+    /// The kind's own metadata, if it has any.
+    pub fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        match self {
+            Shape::Dir(d) => d.meta(cx),
+            Shape::File(f) => f.meta(cx),
+            Shape::Link(l) => l.meta(cx),
         }
     }
 }
