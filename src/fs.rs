@@ -334,13 +334,23 @@ impl Fs {
                 return Err(Error::BadArgument(format!("inode {ino}: a symlink is not opened, its target is")));
             }
         };
+        Ok(self.opened(content))
+    }
+
+    /// [`Fs::open_file`] if it needs no waiting (the content verified and at hand); `None` if
+    /// it may have to fetch, decode or hash, or if `ino` is not a file (then `open_file` says
+    /// what is wrong).
+    pub fn open_now(&self, ino: u64) -> Option<Result<Opened>> {
+        let node = self.inodes.node(ino)?;
+        let Shape::File(f) = node.shape() else { return None };
+        Some(f.open_now(&self.layout)?.map(|content| self.opened(content)))
+    }
+
+    fn opened(&self, content: Content) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let file = match &content {
-            Content::File(f) => Some(Arc::clone(f)),
-            _ => None,
-        };
+        let file = passthrough_file(&content);
         sync::lock(&self.handles).insert(fh, content);
-        Ok(Opened { fh, file })
+        Opened { fh, file }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -348,29 +358,7 @@ impl Fs {
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::BadHandle(format!("no open file {fh}")))?;
-        let slice = |bytes: &[u8]| {
-            let start = (offset.min(bytes.len() as u64)) as usize;
-            let end = start.saturating_add(size as usize).min(bytes.len());
-            bytes[start..end].to_vec()
-        };
-        match content {
-            Content::Manifest(doc) => Ok(slice(doc.bytes())),
-            Content::Memory(bytes) => Ok(slice(&bytes)),
-            Content::File(file) => {
-                let mut buf = vec![0u8; size as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                buf.truncate(filled);
-                Ok(buf)
-            }
-        }
+        read_content(&content, offset, size)
     }
 
     pub fn release(&self, fh: u64) {
@@ -380,6 +368,57 @@ impl Fs {
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }
+}
+
+/// The file the kernel may read directly for `content` (passthrough): only a whole verified
+/// file. A range's file holds other bytes around it.
+fn passthrough_file(content: &Content) -> Option<Arc<std::fs::File>> {
+    match content {
+        Content::File(f) => Some(Arc::clone(f)),
+        Content::Manifest(_) | Content::Memory(_) | Content::Range { .. } => None,
+    }
+}
+
+/// Up to `size` bytes of `content` from `offset`; none at or past its end.
+fn read_content(content: &Content, offset: u64, size: u32) -> Result<Vec<u8>> {
+    let slice = |bytes: &[u8]| {
+        let start = (offset.min(bytes.len() as u64)) as usize;
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        bytes[start..end].to_vec()
+    };
+    match content {
+        Content::Manifest(doc) => Ok(slice(doc.bytes())),
+        Content::Memory(bytes) => Ok(slice(bytes)),
+        Content::File(file) => pread(file, offset, size as usize, false),
+        Content::Range { file, start, len } => {
+            let want = len.saturating_sub(offset).min(u64::from(size));
+            if want == 0 {
+                return Ok(Vec::new());
+            }
+            // A range is verified to lie inside its file: ending early is an error, not EOF.
+            let at = start.checked_add(offset).ok_or_else(|| Error::Io(format!("a range at {start} + {offset}")))?;
+            pread(file, at, want as usize, true)
+        }
+    }
+}
+
+/// `size` bytes of `file` from `offset` (fewer at its end, an error then if `exact`).
+fn pread(file: &std::fs::File, offset: u64, size: usize, exact: bool) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if exact && filled < size {
+        return Err(Error::Io(format!("a range of {size} bytes at {offset} ends after {filled}: its file is shorter")));
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// An open file: its handle, and the verified cache file behind it when the content is on disk.
@@ -488,5 +527,33 @@ mod tests {
             assert_eq!(fs.listxattr(ino, 64).expect("list"), Xattr::Data(Vec::new()));
         }
         assert_eq!(fs.listxattr(u64::MAX - 1, 0).expect_err("no inode").errno(), libc::ENOENT);
+    }
+
+    /// A range is a window on a shared file: reads at any offset see only its bytes, end at its
+    /// end, and never reach the bytes beyond it; it is never handed out for passthrough.
+    #[test]
+    fn a_range_reads_only_its_slice_at_any_offset() {
+        let mut tmp = tempfile::tempfile().expect("tmp");
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::io::Write::write_all(&mut tmp, &bytes).expect("write");
+        let file = Arc::new(tmp);
+        let (start, len) = (1000u64, 3000u64);
+        let range = Content::Range { file: Arc::clone(&file), start, len };
+        let want = |o: u64, n: u64| bytes[(start + o) as usize..(start + o + n) as usize].to_vec();
+        assert_eq!(read_content(&range, 0, 100).expect("at 0"), want(0, 100));
+        assert_eq!(read_content(&range, 0, 1 << 20).expect("all"), want(0, len), "a big read stops at the end");
+        assert_eq!(read_content(&range, 2900, 4096).expect("across the end"), want(2900, 100));
+        assert_eq!(read_content(&range, 1234, 7).expect("inside"), want(1234, 7));
+        assert!(read_content(&range, len, 4096).expect("at the end").is_empty());
+        assert!(read_content(&range, len + 5000, 4096).expect("past the end").is_empty());
+        assert!(read_content(&range, u64::MAX - 10, 4096).expect("far past").is_empty());
+        let empty = Content::Range { file: Arc::clone(&file), start: 10_000, len: 0 };
+        assert!(read_content(&empty, 0, 4096).expect("empty").is_empty());
+        // A range whose file is shorter than it claims (a bug, or a file cut behind regfs's back)
+        // is an error, never a short read that looks like the end.
+        let short = Content::Range { file: Arc::clone(&file), start: 9_000, len: 2_000 };
+        assert_eq!(read_content(&short, 0, 4096).expect_err("short").errno(), libc::EIO);
+        assert!(passthrough_file(&range).is_none(), "a range's file starts before its bytes");
+        assert!(passthrough_file(&Content::File(file)).is_some(), "whole files keep passthrough");
     }
 }

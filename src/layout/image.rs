@@ -123,6 +123,10 @@ impl File for ManifestJson {
     fn open(&self, cx: &Layout) -> Result<Content> {
         Ok(Content::Manifest(cx.store.manifest(&self.repo, &self.digest)?))
     }
+
+    fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        cx.store.manifest_now(&self.repo, &self.digest).map(|m| Ok(Content::Manifest(m)))
+    }
 }
 
 impl Dir for Layers {
@@ -170,6 +174,10 @@ impl File for Blob {
     /// The download, once per digest, verified before this returns.
     fn open(&self, cx: &Layout) -> Result<Content> {
         cx.store.blob(&self.repo, &self.digest, self.size)
+    }
+
+    fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        cx.store.blob_now(&self.repo, &self.digest, self.size)
     }
 }
 

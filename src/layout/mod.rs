@@ -164,6 +164,12 @@ pub trait File: Send + Sync {
     fn size(&self, cx: &Layout) -> Result<u64>;
     /// The verified content, ready (downloaded if need be) when this returns.
     fn open(&self, cx: &Layout) -> Result<Content>;
+    /// [`File::open`] if it needs no waiting (nothing to fetch, decode or hash): the adapter
+    /// then answers the open inline instead of on a thread. `None` (the default): it may wait.
+    fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        let _ = cx;
+        None
+    }
     /// Its own metadata, if it has any (see [`Meta`]); by default none.
     fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
         let _ = cx;
