@@ -357,6 +357,53 @@ fn bad_command_lines_are_refused_before_mounting() {
     }
 }
 
+/// Mistakes on the command line are told in the user's terms: what is wrong and what to write
+/// instead, no `local I/O:` or `bad argument:` category in front, and never a password echoed.
+#[test]
+fn messages_about_the_users_own_input_say_what_to_do() {
+    let work = tempfile::tempdir().expect("work");
+    let mnt = work.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mnt");
+    let file = work.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(common::regfs_bin())
+            .args(args)
+            .env("HOME", work.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .output()
+            .expect("regfs");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(!common::is_mounted(&mnt));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (m, under_file, dir) = (mnt.as_os_str().to_owned(), file.join("cache").into_os_string(), work.path());
+    let cases: Vec<(Vec<std::ffi::OsString>, &[&str])> = vec![
+        (vec![os("ftp://127.0.0.1:1"), m.clone()], &["ftp://127.0.0.1:1", "http:// and https:// only"]),
+        (vec![os("http://me:s3cret@127.0.0.1:1"), m.clone()], &["***@127.0.0.1:1", "--password-stdin"]),
+        (vec![os("127.0.0.1:1"), m.clone(), os("--cache-size"), os("1.5G")], &["decimals are not accepted", "1536M"]),
+        (vec![os("127.0.0.1:1"), m.clone(), os("--cache-dir"), under_file], &["--cache-dir", "a-file"]),
+        (vec![os("127.0.0.1:1"), m.clone(), os("--auth-file"), dir.as_os_str().to_owned()], &["--auth-file"]),
+        (
+            vec![os("127.0.0.1:1"), m.clone(), os("--ca-cert"), dir.join("missing.pem").into_os_string()],
+            &["--ca-cert", "missing.pem"],
+        ),
+    ];
+    for (args, wanted) in cases {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let err = run(&refs);
+        for w in wanted {
+            assert!(err.contains(w), "{args:?}: {w:?} is not in: {err}");
+        }
+        for unwanted in ["local I/O", "bad argument:", "s3cret"] {
+            assert!(!err.contains(unwanted), "{args:?}: {unwanted:?} in: {err}");
+        }
+        assert_eq!(err.matches(wanted[0]).count(), 1, "{args:?}: said more than once: {err}");
+    }
+}
+
 #[test]
 fn every_blob_matches_what_skopeo_copy_downloads() {
     let sh = shared();
