@@ -154,7 +154,10 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
         None => Vec::new(),
     };
-    let cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {}", e.tell()))?;
+    let mut cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {}", e.tell()))?;
+    // Taken now, before detaching: a second regfs on this directory is refused on its own
+    // terminal, and writes nothing into the log of the one that has it.
+    cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
     Ok(Prepared { url, credentials, ca_certs, cache })
 }
 
