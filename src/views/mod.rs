@@ -3,4 +3,5 @@
 //! `index` is the per-layer index built from it and the query API the merge reads.
 
 pub mod index;
+pub mod merge;
 pub mod tar;
