@@ -129,8 +129,19 @@ pub struct Fs {
 
 impl Fs {
     pub fn new(store: Arc<Store>, config: FsConfig) -> Fs {
+        let layout = Layout::new(store, &config.readahead);
+        Fs::with_layout(layout, config)
+    }
+
+    /// A core reading image layers (`rootfs/`) through `images` (tests give their own).
+    pub fn with_images(store: Arc<Store>, config: FsConfig, images: Arc<dyn crate::layout::ImageLayers>) -> Fs {
+        let layout = Layout::with_images(store, images, &config.readahead);
+        Fs::with_layout(layout, config)
+    }
+
+    fn with_layout(layout: Layout, config: FsConfig) -> Fs {
         Fs {
-            layout: Layout::new(store, &config.readahead),
+            layout,
             inodes: Inodes::default(),
             immutable_ttl: config.immutable_ttl,
             tag_ttl: config.tag_ttl,
@@ -196,6 +207,7 @@ impl Fs {
             Shape::Dir(d) => d.check(cx).map(|()| 0)?,
             Shape::File(f) => f.size(cx)?,
             Shape::Link(l) => l.size(cx),
+            Shape::Special(_) => 0,
         };
         Ok(self.attr(&shape, size, shape.meta(cx)?))
     }
@@ -231,7 +243,9 @@ impl Fs {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
         let child = match self.node(parent)?.shape() {
             Shape::Dir(d) => d.child(&self.layout, name)?,
-            Shape::File(_) | Shape::Link(_) => return Err(Error::NotADirectory(format!("looking up {name}"))),
+            Shape::File(_) | Shape::Link(_) | Shape::Special(_) => {
+                return Err(Error::NotADirectory(format!("looking up {name}")));
+            }
         };
         let attr = self.attr_of(&child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
@@ -314,7 +328,7 @@ impl Fs {
     pub fn readlink(&self, ino: u64) -> Result<String> {
         match self.node(ino)?.shape() {
             Shape::Link(l) => l.target(&self.layout),
-            Shape::Dir(_) | Shape::File(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
+            Shape::Dir(_) | Shape::File(_) | Shape::Special(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
         }
     }
 
@@ -332,6 +346,10 @@ impl Fs {
             Shape::Dir(_) => return Err(Error::IsADirectory(format!("inode {ino}"))),
             Shape::Link(_) => {
                 return Err(Error::BadArgument(format!("inode {ino}: a symlink is not opened, its target is")));
+            }
+            // The kernel opens FIFOs itself and refuses devices on a `nodev` mount: never here.
+            Shape::Special(_) => {
+                return Err(Error::BadArgument(format!("inode {ino}: a device or FIFO is not opened through regfs")));
             }
         };
         Ok(self.opened(content))

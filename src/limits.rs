@@ -60,3 +60,6 @@ pub const MAX_LAYER_COMPONENT: usize = 255;
 pub const MAX_ENTRY_XATTRS: usize = 64 << 10;
 /// Bytes of one extended attribute's value; a longer one drops the entry's xattrs.
 pub const MAX_XATTR_VALUE: usize = 64 << 10;
+
+/// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
+pub const MAX_ROOTFS_LAYERS: usize = 512;

@@ -138,7 +138,10 @@ fn sha512_manifests_are_accepted() {
     let body = fake.stored_manifest("r", "v1").unwrap().body;
     let d512 = fake.put_manifest("r", None, media::OCI_MANIFEST, &body, Algorithm::Sha512);
     let c = core(fake);
-    assert_eq!(c.ls(&format!("r/manifests/{d512}")).expect("sha512 dir"), ["manifest.json", "config.json", "layers"]);
+    assert_eq!(
+        c.ls(&format!("r/manifests/{d512}")).expect("sha512 dir"),
+        ["manifest.json", "config.json", "layers", "rootfs"]
+    );
     assert_eq!(c.cat(&format!("r/manifests/{d512}/manifest.json")).expect("bytes"), body);
 }
 

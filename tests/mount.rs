@@ -76,7 +76,7 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
                 continue;
             }
             let dir = m.path(&format!("{repo}/manifests/{digest}"));
-            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json"], "{repo}");
+            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "rootfs"], "{repo}");
             let manifest: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
             assert_eq!(sha256sum(&dir.join("config.json")), s(&manifest["config"]["digest"]));
@@ -163,7 +163,7 @@ fn schema1_layers_are_bottom_first_and_its_digest_is_the_registry_s() {
         std::fs::read_link(&dir).expect("readlink").to_string_lossy(),
         format!("../manifests/{}", s(&img["digest"]))
     );
-    assert_eq!(ls(&dir), ["layers", "manifest.json"]);
+    assert_eq!(ls(&dir), ["layers", "manifest.json", "rootfs"]);
     assert_eq!(ls(&dir.join("layers")), ["0.tar.gz", "1.tar.gz"]);
     for (i, l) in img["layers"].as_array().expect("layers").iter().enumerate() {
         let file = dir.join(format!("layers/{i}.tar.gz"));

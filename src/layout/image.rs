@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest};
+use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, ROOTFS_DIR};
 use crate::store::{Content, VerifiedManifest};
 
 use super::{Dir, File, Layout, Link, Manifests, Node, Stability};
@@ -53,8 +53,8 @@ pub struct IndexLink {
 }
 
 /// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
-/// manifests `manifest.json`, `config.json` and `layers/`; indexes `manifest.json` and one
-/// symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
+/// manifests `manifest.json`, `config.json`, `layers/` and (if every layer is a tar) `rootfs/`;
+/// indexes `manifest.json` and one symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
 pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String, Node)> {
     let (repo, digest) = (repo.to_string(), digest.clone());
     let mut out = vec![(
@@ -69,6 +69,10 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
     }
     if !m.layers.is_empty() || matches!(m.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1) {
         out.push((LAYERS_DIR.to_string(), Node::Layers(Layers { repo: repo.clone(), digest: digest.clone() })));
+    }
+    if super::rootfs::has_rootfs(m) {
+        let root = super::RootfsDir { repo: repo.clone(), manifest: digest.clone(), path: String::new() };
+        out.push((ROOTFS_DIR.to_string(), Node::RootfsDir(root)));
     }
     for (name, d) in &m.children {
         let link =

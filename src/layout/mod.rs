@@ -11,6 +11,9 @@
 //!         config.json                 Blob
 //!         layers/                     Layers
 //!           <n>.<ext>                 Blob
+//!         rootfs/                     RootfsDir   the layers applied, bottom to top (rootfs.rs)
+//!           <path>/                   RootfsDir
+//!           <path>                    RootfsFile, RootfsLink, RootfsSpecial (device, FIFO)
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
 //!     blobs/                          Blobs       lookup only
 //!       <digest>                      Blob
@@ -36,6 +39,10 @@
 //!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
 //!   blob is cached, else cost one HEAD each, once).
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
+//! - `stat rootfs`: the manifest only. `lookup` below it: the config, then layer indexes from
+//!   the top down until one decides the path (a top-layer file needs only the top layer);
+//!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
+//!   at once); `open` of a rootfs file: its own layer's decoded tar (see `views::merge`).
 //!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
@@ -45,6 +52,7 @@
 
 pub(crate) mod image;
 mod registry;
+pub mod rootfs;
 
 use std::sync::Arc;
 
@@ -54,16 +62,29 @@ use crate::store::{Content, Store};
 
 pub use image::{Blob, IndexLink, Layers, ManifestDir, ManifestJson};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
+pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
-/// What every rule may consult: the verified store, and the readahead of tag links.
+/// What every rule may consult: the verified store, the readahead of tag links, and the layers
+/// of images as `rootfs/` reads them.
 pub struct Layout {
     store: Arc<Store>,
     readahead: Readahead,
+    images: Arc<dyn ImageLayers>,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
-        Layout { store, readahead: Readahead::new(readahead) }
+        let images = rootfs::default_images(&store);
+        Layout::with_images(store, images, readahead)
+    }
+
+    /// A layout reading image layers through `images` (tests give their own).
+    pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
+        Layout { store, readahead: Readahead::new(readahead), images }
+    }
+
+    pub fn images(&self) -> &dyn ImageLayers {
+        &*self.images
     }
 
     pub fn store(&self) -> &Store {
@@ -85,7 +106,7 @@ pub enum Stability {
     Named,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     Directory,
     File,
@@ -127,6 +148,10 @@ pub enum Node {
     Layers(Layers),
     Blob(Blob),
     IndexLink(IndexLink),
+    RootfsDir(RootfsDir),
+    RootfsFile(RootfsFile),
+    RootfsLink(RootfsLink),
+    RootfsSpecial(RootfsSpecial),
 }
 
 /// A node seen as what it is: the operations its kind has.
@@ -134,6 +159,9 @@ pub enum Shape<'a> {
     Dir(&'a dyn Dir),
     File(&'a dyn File),
     Link(&'a dyn Link),
+    /// A character or block device or a FIFO: attributes only (the mount is `nodev`, and the
+    /// kernel opens FIFOs itself).
+    Special(&'a dyn Special),
 }
 
 pub trait Dir: Send + Sync {
@@ -189,6 +217,14 @@ pub trait Link: Send + Sync {
     }
 }
 
+pub trait Special: Send + Sync {
+    fn stability(&self) -> Stability;
+    /// Which of [`FileKind::CharDevice`], [`FileKind::BlockDevice`], [`FileKind::Fifo`].
+    fn kind(&self) -> FileKind;
+    /// Its metadata (device numbers included).
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>>;
+}
+
 impl Node {
     /// The one match over kinds.
     pub fn shape(&self) -> Shape<'_> {
@@ -204,6 +240,10 @@ impl Node {
             Node::Layers(n) => Shape::Dir(n),
             Node::Blob(n) => Shape::File(n),
             Node::IndexLink(n) => Shape::Link(n),
+            Node::RootfsDir(n) => Shape::Dir(n),
+            Node::RootfsFile(n) => Shape::File(n),
+            Node::RootfsLink(n) => Shape::Link(n),
+            Node::RootfsSpecial(n) => Shape::Special(n),
         }
     }
 }
@@ -214,6 +254,7 @@ impl Shape<'_> {
             Shape::Dir(_) => FileKind::Directory,
             Shape::File(_) => FileKind::File,
             Shape::Link(_) => FileKind::Symlink,
+            Shape::Special(s) => s.kind(),
         }
     }
 
@@ -222,6 +263,7 @@ impl Shape<'_> {
             Shape::Dir(d) => d.stability(),
             Shape::File(f) => f.stability(),
             Shape::Link(l) => l.stability(),
+            Shape::Special(s) => s.stability(),
         }
     }
 
@@ -231,6 +273,7 @@ impl Shape<'_> {
             Shape::Dir(d) => d.meta(cx),
             Shape::File(f) => f.meta(cx),
             Shape::Link(l) => l.meta(cx),
+            Shape::Special(s) => s.meta(cx),
         }
     }
 }
