@@ -578,15 +578,15 @@ fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     if ns == 0 { Some((-secs, 0)) } else { Some((-secs - 1, 1_000_000_000 - ns)) }
 }
 
+/// Hand-made tar blocks for tests (here and in `index`).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Cursor;
+pub(crate) mod testtar {
+    use super::padded;
     use std::path::Path;
     use std::process::Command;
 
     /// A ustar (`gnu`: GNU) header block, with its checksum.
-    fn header(name: &[u8], flag: u8, size: u64, gnu: bool) -> [u8; 512] {
+    pub(crate) fn header(name: &[u8], flag: u8, size: u64, gnu: bool) -> [u8; 512] {
         let mut b = [0u8; 512];
         b[..name.len()].copy_from_slice(name);
         octal(&mut b[100..108], 0o644);
@@ -604,12 +604,12 @@ mod tests {
         b
     }
 
-    fn octal(field: &mut [u8], v: u64) {
+    pub(crate) fn octal(field: &mut [u8], v: u64) {
         let s = format!("{:0w$o}\0", v, w = field.len() - 1);
         field.copy_from_slice(s.as_bytes());
     }
 
-    fn checksum(b: &mut [u8; 512]) {
+    pub(crate) fn checksum(b: &mut [u8; 512]) {
         b[148..156].fill(b' ');
         let sum: u64 = b.iter().map(|&c| u64::from(c)).sum();
         let s = format!("{sum:06o}\0 ");
@@ -617,13 +617,13 @@ mod tests {
     }
 
     /// `data` padded to whole blocks.
-    fn padded_data(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn padded_data(data: &[u8]) -> Vec<u8> {
         let mut v = data.to_vec();
         v.resize(padded(data.len() as u64).unwrap_or(0) as usize, 0);
         v
     }
 
-    fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    pub(crate) fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
         let body = [key.as_bytes(), b"=", value, b"\n"].concat();
         let mut len = body.len() + 2;
         while format!("{len} ").len() + body.len() != len {
@@ -633,30 +633,17 @@ mod tests {
     }
 
     /// An `x` (or `g`) header with these records, then its data.
-    fn pax(flag: u8, records: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn pax(flag: u8, records: &[(&str, &[u8])]) -> Vec<u8> {
         let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
         [&header(b"PaxHeaders/x", flag, data.len() as u64, false)[..], &padded_data(&data)].concat()
     }
 
-    fn eoa() -> Vec<u8> {
+    pub(crate) fn eoa() -> Vec<u8> {
         vec![0u8; 1024]
     }
 
-    fn all(bytes: &[u8]) -> Result<(Vec<RawEntry>, Option<u64>)> {
-        let mut p = Parser::new(Cursor::new(bytes));
-        let mut v = Vec::new();
-        while let Some(e) = p.next_entry()? {
-            v.push(e);
-        }
-        Ok((v, p.end()))
-    }
-
-    fn is_malformed<T: std::fmt::Debug>(r: Result<T>) -> bool {
-        matches!(r, Err(Error::Malformed { .. }))
-    }
-
     /// A tree exercising every kind GNU tar stores; long names only where the format has them.
-    fn tree(root: &Path, long: bool) {
+    pub(crate) fn tree(root: &Path, long: bool) {
         let run = |c: &mut Command| assert!(c.status().expect("run").success());
         std::fs::create_dir_all(root.join("d/sub")).expect("mkdir");
         std::fs::write(root.join("hello"), b"hello world\n").expect("write");
@@ -674,7 +661,7 @@ mod tests {
         }
     }
 
-    fn gnu_tar(format: &str, long: bool) -> (tempfile::TempDir, Vec<u8>) {
+    pub(crate) fn gnu_tar(format: &str, long: bool) -> (tempfile::TempDir, Vec<u8>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         tree(&root, long);
@@ -690,6 +677,27 @@ mod tests {
         assert!(ok.success(), "tar --format={format}");
         let bytes = std::fs::read(&out).expect("read");
         (dir, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testtar::*;
+    use super::*;
+    use std::io::Cursor;
+    use std::process::Command;
+
+    fn all(bytes: &[u8]) -> Result<(Vec<RawEntry>, Option<u64>)> {
+        let mut p = Parser::new(Cursor::new(bytes));
+        let mut v = Vec::new();
+        while let Some(e) = p.next_entry()? {
+            v.push(e);
+        }
+        Ok((v, p.end()))
+    }
+
+    fn is_malformed<T: std::fmt::Debug>(r: Result<T>) -> bool {
+        matches!(r, Err(Error::Malformed { .. }))
     }
 
     #[test]
