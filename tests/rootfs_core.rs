@@ -248,6 +248,107 @@ fn files_under(dir: &Path) -> usize {
         .sum()
 }
 
+/// Layers given as decoded tars, indexed by the real parser and builder, with no registry
+/// download or decode behind them: the merge and the layout over real tar bytes.
+struct Tars {
+    layers: Vec<(Arc<regfs::views::index::LayerIndex>, Arc<std::fs::File>)>,
+}
+
+impl Tars {
+    fn new(tars: &[Vec<u8>]) -> Tars {
+        use std::io::Write;
+        let layers = tars
+            .iter()
+            .map(|t| {
+                let limits = (regfs::views::tar::TarLimits::default(), regfs::views::index::IndexLimits::default());
+                let index = regfs::views::index::build_all(&t[..], limits.0, limits.1).expect("index");
+                let mut file = tempfile::tempfile().expect("tmp");
+                file.write_all(t).expect("write");
+                (Arc::new(index), Arc::new(file))
+            })
+            .collect();
+        Tars { layers }
+    }
+}
+
+impl regfs::layout::ImageLayers for Tars {
+    fn index(&self, _: &str, _: &Digest, n: usize) -> Result<Arc<regfs::views::index::LayerIndex>> {
+        Ok(Arc::clone(&self.layers[n].0))
+    }
+
+    fn decoded(&self, _: &str, _: &Digest, n: usize) -> Result<Arc<std::fs::File>> {
+        Ok(Arc::clone(&self.layers[n].1))
+    }
+}
+
+/// The rootfs tests' trees, over real tars but without views: hard links, xattrs, devices,
+/// whiteouts and file bytes as the tar parser, the index and the merge give them.
+#[test]
+fn real_tars_through_the_merge_and_the_layout() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00";
+    let layers = vec![
+        (
+            vec![
+                dir("bin"),
+                file("bin/dash", b"#!dash\n").mode(0o755),
+                hardlink("bin/sh", "bin/dash"),
+                hardlink("bin/gone", "bin/dash"),
+                file("bin/ping", b"ping").mode(0o4755).xattr("security.capability", cap).xattr("user.note", b"hi"),
+                dir("dev"),
+                device("dev/null", tar::EntryType::Char, 1, 3).mode(0o666),
+                device("dev/sda1", tar::EntryType::Block, 8, 1).mode(0o660).owner(0, 6),
+                device("dev/initctl", tar::EntryType::Fifo, 0, 0).mode(0o600),
+                file("etc/passwd", b"root\n"),
+                file("usr/lib/big", &noise(300_000, 1)),
+            ],
+            Compression::Plain,
+        ),
+        (
+            vec![
+                dir("usr"),
+                dir("usr/bin"),
+                hardlink("usr/bin/dash", "bin/dash"),
+                dir("bin"),
+                whiteout("bin/gone"),
+                whiteout("etc/passwd"),
+            ],
+            Compression::Plain,
+        ),
+    ];
+    let img = push(&fake, "r", "v1", &layers, None);
+    let tars: Vec<Vec<u8>> = layers.iter().map(|(e, _)| tar_of(e)).collect();
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let store = Store::new(fake.clone(), &config).expect("store");
+    let fs = Arc::new(Fs::with_images(Arc::new(store), FsConfig::default(), Arc::new(Tars::new(&tars))));
+    let c = Core { fake, fs, cache };
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+
+    let names = ["bin/dash", "bin/sh", "usr/bin/dash"].map(|p| c.walk(&format!("{root}/{p}")).expect(p));
+    for a in &names {
+        assert_eq!((a.ino, a.nlink, a.mode, a.kind), (names[0].ino, 3, 0o755, FileKind::File), "{a:?}");
+    }
+    assert_eq!(c.walk(&format!("{root}/bin/gone")).expect_err("whited out").errno(), libc::ENOENT);
+    assert_eq!(c.cat(&format!("{root}/usr/bin/dash")).expect("dash"), b"#!dash\n");
+    assert_eq!(c.cat(&format!("{root}/usr/lib/big")).expect("big"), noise(300_000, 1));
+    assert_eq!(c.ls(&root).expect("ls"), ["bin", "dev", "etc", "usr"]);
+    assert_eq!(c.ls(&format!("{root}/etc")).expect("ls etc"), Vec::<String>::new());
+    assert_eq!(c.ls(&format!("{root}/bin")).expect("ls bin"), ["dash", "ping", "sh"]);
+
+    let ping = c.walk(&format!("{root}/bin/ping")).expect("ping");
+    assert_eq!(ping.mode, 0o4755);
+    assert_eq!(c.fs.getxattr(ping.ino, OsStr::new("security.capability"), 64).expect("cap"), Xattr::Data(cap.to_vec()));
+    assert_eq!(c.fs.listxattr(ping.ino, 256).expect("list"), Xattr::Data(b"security.capability\0user.note\0".to_vec()));
+
+    let null = c.walk(&format!("{root}/dev/null")).expect("null");
+    assert_eq!((null.kind, null.mode, u64::from(null.rdev)), (FileKind::CharDevice, 0o666, libc::makedev(1, 3)));
+    let sda = c.walk(&format!("{root}/dev/sda1")).expect("sda1");
+    assert_eq!((sda.kind, sda.gid, u64::from(sda.rdev)), (FileKind::BlockDevice, Some(6), libc::makedev(8, 1)));
+    assert_eq!(c.walk(&format!("{root}/dev/initctl")).expect("fifo").kind, FileKind::Fifo);
+    assert_eq!(c.fake.blob_gets(), 0, "no layer was fetched: the tars were given");
+}
+
 fn noise(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
 }
