@@ -1,0 +1,10 @@
+//! Views derived from verified blobs: layers decoded to plain tar (`layers/<n>.tar`), later the
+//! per-layer index and the flattened `rootfs/` (doc/plans/issue-9.md).
+//!
+//! - `config`: the image config's `rootfs.diff_ids`, strict and bounded.
+//! - `decode`: compression sniffed by magic, the decoders, and the [`decode::Tee`] that hashes,
+//!   writes and charges every decoded byte.
+//! - `layers`: [`Views`], which turns a manifest's layer into a verified decoded file in the cache.
+
+pub mod config;
+pub mod decode;
