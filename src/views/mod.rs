@@ -8,3 +8,6 @@
 
 pub mod config;
 pub mod decode;
+mod layers;
+
+pub use layers::{Views, ViewsStats, has_view};
