@@ -3,13 +3,16 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::fake::Fake;
 use regfs::digest::{Algorithm, Digest};
 use regfs::error::Result;
+use regfs::fs::{Attr, Fs, FsConfig};
 use regfs::media;
 use regfs::store::{Store, StoreConfig};
 use regfs::testkit::faulty::Faulty;
@@ -17,6 +20,7 @@ use regfs::views::Views;
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const PLAIN: &str = "application/vnd.oci.image.layer.v1.tar";
 
 fn sha(bytes: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, bytes)
@@ -201,4 +205,139 @@ fn a_config_without_diff_ids_for_every_layer_is_eio() {
     let e = c.decoded("r", &d, 0).expect_err("no diff_id for the layer");
     assert_eq!(e.errno(), libc::EIO, "{e}");
     assert_eq!(c.views.stats().decodes, 0);
+}
+
+/// The filesystem core over `fake`, as the kernel sees it.
+struct Mounted {
+    fake: Arc<Faulty<Fake>>,
+    fs: Fs,
+    _cache: tempfile::TempDir,
+}
+
+fn mounted(fake: Faulty<Fake>) -> Mounted {
+    let fake = Arc::new(fake);
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let store = Store::new(fake.clone(), &config).expect("store");
+    Mounted { fake, fs: Fs::new(Arc::new(store), FsConfig::default()), _cache: cache }
+}
+
+impl Mounted {
+    fn walk(&self, path: &str) -> Result<Attr> {
+        let mut attr = self.fs.getattr(self.fs.root_ino())?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            attr = self.fs.lookup(attr.ino, OsStr::new(part))?;
+        }
+        Ok(attr)
+    }
+
+    fn ls(&self, path: &str) -> Result<Vec<String>> {
+        let fh = self.fs.opendir(self.walk(path)?.ino)?;
+        let names = self.fs.listing(fh)?.iter().map(|e| e.name.clone()).filter(|n| n != "." && n != "..").collect();
+        self.fs.releasedir(fh);
+        Ok(names)
+    }
+
+    fn cat(&self, path: &str) -> Result<Vec<u8>> {
+        let fh = self.fs.open_file(self.walk(path)?.ino)?.fh;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.fs.read(fh, out.len() as u64, 65536)?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        self.fs.release(fh);
+        Ok(out)
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[test]
+fn ls_l_of_layers_decodes_nothing_and_shows_0_until_materialised() {
+    let fake = Faulty::new(Fake::default());
+    let (a, b, p) =
+        (tar_of(&[("a", noise(70_000, 6))]), tar_of(&[("b", noise(50_000, 7))]), tar_of(&[("p", b"p".to_vec())]));
+    let m = image(
+        &fake,
+        "r",
+        "v1",
+        &[(gzip(&a), GZIP, sha(&a)), (zstd_of(&b), ZSTD, sha(&b)), (p.clone(), PLAIN, sha(&p))],
+    );
+    let c = mounted(fake);
+    let dir = format!("r/manifests/{m}/layers");
+    // `ls -l`: the listing and every entry's attributes.
+    assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz", "0.tar", "1.tar.zst", "1.tar", "2.tar"]);
+    for name in ["0.tar", "1.tar"] {
+        let attr = c.walk(&format!("{dir}/{name}")).expect(name);
+        assert_eq!((attr.size, attr.ttl), (0, Duration::ZERO), "{name} before it is decoded");
+        let again = c.fs.getattr(attr.ino).expect("getattr");
+        assert_eq!((again.size, again.ttl), (0, Duration::ZERO), "{name} before it is decoded");
+    }
+    for name in ["0.tar.gz", "1.tar.zst", "2.tar"] {
+        assert_eq!(c.walk(&format!("{dir}/{name}")).expect(name).ttl, DAY, "{name}: a blob is unchanged");
+    }
+    assert_eq!(c.fake.blob_gets(), 0, "ls -l fetched a blob");
+    // Reading decodes; from then on the size is exact and immutable.
+    assert_eq!(c.cat(&format!("{dir}/0.tar")).expect("cat 0.tar"), a);
+    let attr = c.walk(&format!("{dir}/0.tar")).expect("0.tar");
+    assert_eq!((attr.size, attr.ttl), (a.len() as u64, DAY));
+    assert_eq!(c.fs.getattr(attr.ino).expect("getattr").size, a.len() as u64);
+    assert_eq!(c.cat(&format!("{dir}/1.tar")).expect("cat 1.tar"), b);
+    assert_eq!(c.walk(&format!("{dir}/1.tar")).expect("1.tar").size, b.len() as u64);
+    assert!(c.walk(&format!("{dir}/2.tar.tar")).is_err());
+    assert_eq!(c.walk(&format!("{dir}/9.tar")).expect_err("no layer 9").errno(), libc::ENOENT);
+}
+
+#[test]
+fn schema1_layers_decode_verified_by_their_blob_digest() {
+    let fake = Faulty::new(Fake::default());
+    let (top, base) = (tar_of(&[("top", noise(20_000, 8))]), tar_of(&[("base", noise(30_000, 9))]));
+    let (top_d, base_d) = (fake.add_blob(&gzip(&top)), fake.add_blob(&zstd_of(&base)));
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": top_d.to_string()}, {"blobSum": base_d.to_string()}],
+        "history": [{"v1Compatibility": "{}"}, {"v1Compatibility": "{}"}]
+    });
+    let m = fake.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let c = mounted(fake);
+    let dir = format!("r/manifests/{m}/layers");
+    assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz", "0.tar", "1.tar.gz", "1.tar"]);
+    // Bottom first: layer 0 is the last fsLayer.
+    assert_eq!(c.cat(&format!("{dir}/0.tar")).expect("0.tar"), base, "a zstd blob said gzip: sniffed");
+    assert_eq!(c.cat(&format!("{dir}/1.tar")).expect("1.tar"), top);
+    assert_eq!(c.walk(&format!("{dir}/1.tar")).expect("1.tar").size, top.len() as u64);
+    // A blob that does not hash to its blobSum gives no decoded view either.
+    let other = tar_of(&[("evil", b"x".to_vec())]);
+    let bad = Faulty::new(Fake::default());
+    let d = bad.add_blob(&gzip(&top));
+    bad.corrupt_blob(&d, gzip(&other));
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": d.to_string()}], "history": [{"v1Compatibility": "{}"}]
+    });
+    let m = bad.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let c = mounted(bad);
+    let e = c.cat(&format!("r/manifests/{m}/layers/0.tar")).expect_err("a corrupt blob");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+}
+
+#[test]
+fn a_layer_listed_by_an_artifact_gets_no_tar_view() {
+    let fake = Faulty::new(Fake::default());
+    let chart = gzip(&tar_of(&[("chart/Chart.yaml", b"name: x\n".to_vec())]));
+    let l = fake.add_blob(&chart);
+    let cfg = fake.add_blob(b"{}");
+    let art = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cfg.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": l.to_string(), "size": chart.len()}]
+    });
+    let m = fake.put_manifest("r", Some("chart"), media::OCI_MANIFEST, art.to_string().as_bytes(), Algorithm::Sha256);
+    let c = mounted(fake);
+    let dir = format!("r/manifests/{m}/layers");
+    assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz"]);
+    assert_eq!(c.walk(&format!("{dir}/0.tar")).expect_err("no view").errno(), libc::ENOENT);
 }
