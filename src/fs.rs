@@ -203,13 +203,19 @@ impl Fs {
     fn attr_of(&self, node: &Node) -> Result<Attr> {
         let cx = &self.layout;
         let shape = node.shape();
-        let size = match &shape {
-            Shape::Dir(d) => d.check(cx).map(|()| 0)?,
-            Shape::File(f) => f.size(cx)?,
-            Shape::Link(l) => l.size(cx),
-            Shape::Special(_) => 0,
+        let (size, settled) = match &shape {
+            Shape::Dir(d) => (d.check(cx).map(|()| 0)?, true),
+            // Settledness first: a size read after it said yes is final.
+            Shape::File(f) => {
+                let settled = f.settled(cx);
+                (f.size(cx)?, settled)
+            }
+            Shape::Link(l) => (l.size(cx), true),
+            Shape::Special(_) => (0, true),
         };
-        Ok(self.attr(&shape, size, shape.meta(cx)?))
+        let attr = self.attr(&shape, size, shape.meta(cx)?);
+        // A size not final yet (a layer not decoded yet) is not cached by the kernel.
+        Ok(if settled { attr } else { Attr { ttl: Duration::ZERO, ..attr } })
     }
 
     /// Extended attribute `name` of `ino` (the FUSE size protocol: [`xattr_reply`]).

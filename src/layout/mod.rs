@@ -11,6 +11,7 @@
 //!         config.json                 Blob
 //!         layers/                     Layers
 //!           <n>.<ext>                 Blob
+//!           <n>.tar                   DecodedLayer the gzip/zstd layer decoded     (verified by diff_id)
 //!         rootfs/                     RootfsDir   the layers applied, bottom to top (rootfs.rs)
 //!           <path>/                   RootfsDir
 //!           <path>                    RootfsFile, RootfsLink, RootfsSpecial (device, FIFO)
@@ -39,6 +40,8 @@
 //!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
 //!   blob is cached, else cost one HEAD each, once).
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
+//! - `stat` of `layers/<n>.tar`: nothing (size 0, uncached, until the layer is decoded); `open`:
+//!   the config and the layer's blob, once, then the decode, once per diff_id.
 //! - `stat rootfs`: the manifest only. `lookup` below it: the config, then layer indexes from
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
@@ -59,15 +62,17 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
+use crate::views::Views;
 
-pub use image::{Blob, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
-/// What every rule may consult: the verified store, the readahead of tag links, and the layers
-/// of images as `rootfs/` reads them.
+/// What every rule may consult: the verified store, the views derived from it (decoded
+/// layers), the readahead of tag links, and the layers of images as `rootfs/` reads them.
 pub struct Layout {
     store: Arc<Store>,
+    views: Views,
     readahead: Readahead,
     images: Arc<dyn ImageLayers>,
 }
@@ -80,7 +85,7 @@ impl Layout {
 
     /// A layout reading image layers through `images` (tests give their own).
     pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
-        Layout { store, readahead: Readahead::new(readahead), images }
+        Layout { views: Views::new(Arc::clone(&store)), store, readahead: Readahead::new(readahead), images }
     }
 
     pub fn images(&self) -> &dyn ImageLayers {
@@ -89,6 +94,10 @@ impl Layout {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn views(&self) -> &Views {
+        &self.views
     }
 
     /// Repositories whose tag-reading position readahead remembers now.
@@ -147,6 +156,7 @@ pub enum Node {
     ManifestJson(ManifestJson),
     Layers(Layers),
     Blob(Blob),
+    DecodedLayer(DecodedLayer),
     IndexLink(IndexLink),
     RootfsDir(RootfsDir),
     RootfsFile(RootfsFile),
@@ -190,6 +200,13 @@ pub trait File: Send + Sync {
     fn stability(&self) -> Stability;
     /// `st_size`; where it comes from is the kind's rule (descriptor, HEAD, verified length).
     fn size(&self, cx: &Layout) -> Result<u64>;
+    /// Whether `size` is final. An unsettled size (a decoded layer not decoded yet shows 0) is
+    /// not cached by the kernel (TTL 0), so it asks again and sees the real size once known.
+    /// Ask before `size`: a size read after `true` is final. Never costs a request.
+    fn settled(&self, cx: &Layout) -> bool {
+        let _ = cx;
+        true
+    }
     /// The verified content, ready (downloaded if need be) when this returns.
     fn open(&self, cx: &Layout) -> Result<Content>;
     /// [`File::open`] if it needs no waiting (nothing to fetch, decode or hash): the adapter
@@ -239,6 +256,7 @@ impl Node {
             Node::ManifestJson(n) => Shape::File(n),
             Node::Layers(n) => Shape::Dir(n),
             Node::Blob(n) => Shape::File(n),
+            Node::DecodedLayer(n) => Shape::File(n),
             Node::IndexLink(n) => Shape::Link(n),
             Node::RootfsDir(n) => Shape::Dir(n),
             Node::RootfsFile(n) => Shape::File(n),
