@@ -72,20 +72,22 @@ pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 /// layers), the readahead of tag links, and the layers of images as `rootfs/` reads them.
 pub struct Layout {
     store: Arc<Store>,
-    views: Views,
+    views: Arc<Views>,
     readahead: Readahead,
     images: Arc<dyn ImageLayers>,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
-        let images = rootfs::default_images(&store);
-        Layout::with_images(store, images, readahead)
+        let views = Arc::new(Views::new(Arc::clone(&store)));
+        let images = rootfs::views_layers(&store, &views);
+        Layout { views, store, readahead: Readahead::new(readahead), images }
     }
 
     /// A layout reading image layers through `images` (tests give their own).
     pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
-        Layout { views: Views::new(Arc::clone(&store)), store, readahead: Readahead::new(readahead), images }
+        let views = Arc::new(Views::new(Arc::clone(&store)));
+        Layout { views, store, readahead: Readahead::new(readahead), images }
     }
 
     pub fn images(&self) -> &dyn ImageLayers {

@@ -23,6 +23,7 @@ use crate::limits;
 use crate::manifest::{Kind, Manifest};
 use crate::media;
 use crate::store::{Content, Store};
+use crate::views::Views;
 use crate::views::index::{EntryKind, LayerIndex};
 use crate::views::merge::{Found, Inode, LayerSource, Merge};
 
@@ -32,11 +33,12 @@ use super::{Dir, File, FileKind, Layout, Link, ManifestDir, Meta, Node, Special,
 pub trait ImageLayers: Send + Sync {
     /// Layer `n`'s index (fetched, decoded, verified and indexed if need be).
     fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>>;
-    /// Layer `n`'s decoded tar, verified against its diff_id, open for `pread`.
-    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<StdFile>>;
+    /// Layer `n`'s decoded tar, verified against its diff_id: a cache file open for `pread`
+    /// ([`Content::File`]), or its bytes (a small uncompressed layer kept in memory).
+    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content>;
     /// Layer `n`'s index and decoded tar if both are at hand now (nothing to fetch, decode or
     /// hash): a file of it then opens inline. By default never.
-    fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Arc<StdFile>)> {
+    fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
         let _ = (repo, manifest, n);
         None
     }
@@ -47,23 +49,206 @@ pub trait ImageLayers: Send + Sync {
     }
 }
 
-/// What a layout has until decoded views exist: `rootfs/` shows, and anything below it is EIO.
-struct NoViews;
+/// The image layers a layout reads: decoded by `views` (verified against their diff_ids), then
+/// indexed here.
+pub(crate) fn views_layers(store: &Arc<Store>, views: &Arc<Views>) -> Arc<dyn ImageLayers> {
+    Arc::new(ViewsLayers(Arc::new(LayersInner::new(Arc::clone(store), Arc::clone(views)))))
+}
 
-impl ImageLayers for NoViews {
-    fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
-        Err(Error::Unavailable(format!("{repo}@{manifest}: layer {n}: decoded layers are not built in")))
+/// A layer as `rootfs/` reads it: its index, and its verified decoded tar.
+#[derive(Clone)]
+struct Ready {
+    index: Arc<LayerIndex>,
+    content: Content,
+}
+
+/// Layers of images decoded by [`Views`] and indexed once per layer blob, kept in memory
+/// within [`INDEX_CACHE_BYTES`] (least recently used first out). An uncompressed layer is its
+/// own decoded tar: its blob, verified by its digest, which must be its diff_id.
+///
+/// Interim (PLAN-9 A5 replaces it): the tar is read twice (decoded, then indexed), and the
+/// index is not persisted, so a remount indexes each layer again from the cached decoded tar.
+struct ViewsLayers(Arc<LayersInner>);
+
+struct LayersInner {
+    store: Arc<Store>,
+    views: Arc<Views>,
+    ready: std::sync::Mutex<ReadyCache>,
+    flights: crate::store::flight::SingleFlight<Digest, Ready>,
+    prefetcher: Prefetcher,
+}
+
+/// Memory for layer indexes kept (64 MiB): a Debian base of 8,000 entries takes about 1 MB.
+pub const INDEX_CACHE_BYTES: usize = 64 << 20;
+
+struct ReadyCache {
+    lru: lru::LruCache<Digest, Ready>,
+    bytes: usize,
+}
+
+impl LayersInner {
+    fn new(store: Arc<Store>, views: Arc<Views>) -> LayersInner {
+        LayersInner {
+            store,
+            views,
+            ready: std::sync::Mutex::new(ReadyCache { lru: lru::LruCache::unbounded(), bytes: 0 }),
+            flights: crate::store::flight::SingleFlight::default(),
+            prefetcher: Prefetcher::new(),
+        }
     }
 
-    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<StdFile>> {
-        Err(Error::Unavailable(format!("{repo}@{manifest}: layer {n}: decoded layers are not built in")))
+    /// Layer `n`'s blob descriptor.
+    fn layer(&self, repo: &str, manifest: &Digest, n: usize) -> Result<crate::manifest::Descriptor> {
+        let doc = self.store.manifest(repo, manifest)?;
+        let layer = doc.manifest.layers.get(n).map(|(_, d)| d.clone());
+        layer.ok_or_else(|| Error::NotFound(format!("{repo}@{manifest}: no layer {n}")))
+    }
+
+    fn get(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Ready> {
+        let layer = self.layer(repo, manifest, n)?;
+        if let Some(r) = crate::sync::lock(&self.ready).lru.get(&layer.digest) {
+            return Ok(r.clone());
+        }
+        self.flights.run(&layer.digest, || {
+            let content = self.decoded(repo, manifest, n)?;
+            let index = index_of(&content).map_err(|e| {
+                log::warn!("{repo}@{manifest}: layer {n} ({}) cannot be indexed: {e}", layer.digest);
+                e
+            })?;
+            log::debug!("index of layer {}: {} entries, {} bytes", layer.digest, index.len(), index.weight());
+            let ready = Ready { index: Arc::new(index), content };
+            let mut c = crate::sync::lock(&self.ready);
+            if c.lru.put(layer.digest.clone(), ready.clone()).is_none() {
+                c.bytes += ready.index.weight();
+            }
+            while c.bytes > INDEX_CACHE_BYTES && c.lru.len() > 1 {
+                let Some((_, old)) = c.lru.pop_lru() else { break };
+                c.bytes = c.bytes.saturating_sub(old.index.weight());
+            }
+            Ok(ready)
+        })
+    }
+
+    /// Layer `n`'s verified decoded tar.
+    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
+        let doc = self.store.manifest(repo, manifest)?;
+        if crate::views::has_view(&doc.manifest, n) {
+            return Ok(Content::File(self.views.decoded(repo, manifest, n)?));
+        }
+        // An uncompressed layer: its blob is its decoded tar, so its digest must be its diff_id.
+        let layer = self.layer(repo, manifest, n)?;
+        let ids = self.diff_ids(repo, manifest)?;
+        if ids.len() != doc.manifest.layers.len() {
+            return Err(Error::malformed(
+                format!("config of {repo}@{manifest}"),
+                format!("{} diff_ids for {} layers", ids.len(), doc.manifest.layers.len()),
+            ));
+        }
+        if ids.get(n) != Some(&layer.digest) {
+            log::warn!(
+                "{repo}@{manifest}: uncompressed layer {n} is {} but its diff_id says {:?}",
+                layer.digest,
+                ids.get(n)
+            );
+            return Err(Error::DigestMismatch {
+                what: format!("uncompressed layer {n} of {repo}@{manifest}"),
+                expected: ids.get(n).map_or_else(|| "a diff_id".to_string(), |d| d.to_string()),
+                actual: layer.digest.to_string(),
+            });
+        }
+        self.store.blob(repo, &layer.digest, layer.size)
+    }
+
+    /// The config's `rootfs.diff_ids`.
+    fn diff_ids(&self, repo: &str, manifest: &Digest) -> Result<Vec<Digest>> {
+        let doc = self.store.manifest(repo, manifest)?;
+        let config =
+            doc.manifest.config.as_ref().ok_or_else(|| Error::malformed(format!("{repo}@{manifest}"), "no config"))?;
+        let what = format!("config {} of {repo}", config.digest);
+        let content = self.store.blob(repo, &config.digest, config.size)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(reader(content), crate::views::config::MAX_CONFIG + 1),
+            &mut bytes,
+        )?;
+        if bytes.len() as u64 > crate::views::config::MAX_CONFIG {
+            return Err(Error::TooLarge(what));
+        }
+        crate::views::config::diff_ids(&bytes, &what)
     }
 }
 
-/// The image layers a layout over `store` reads.
-pub(crate) fn default_images(store: &Arc<Store>) -> Arc<dyn ImageLayers> {
-    let _ = store;
-    Arc::new(NoViews)
+/// A reader over verified content from its start.
+fn reader(content: Content) -> Box<dyn std::io::Read + Send> {
+    struct At(Arc<StdFile>, u64);
+    impl std::io::Read for At {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::os::unix::fs::FileExt::read_at(&*self.0, buf, self.1)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
+    }
+    match content {
+        Content::File(f) => Box::new(std::io::BufReader::with_capacity(256 << 10, At(f, 0))),
+        Content::Range { file, start, len } => Box::new(std::io::Read::take(At(file, start), len)),
+        Content::Memory(b) => Box::new(std::io::Cursor::new(b.to_vec())),
+        Content::Manifest(m) => Box::new(std::io::Cursor::new(m.bytes().to_vec())),
+    }
+}
+
+/// The index of a decoded tar (its trailing bytes counted in its length).
+fn index_of(content: &Content) -> Result<LayerIndex> {
+    let limits = (crate::views::tar::TarLimits::default(), crate::views::index::IndexLimits::default());
+    crate::views::index::build_all(reader(content.clone()), limits.0, limits.1)
+}
+
+impl ImageLayers for ViewsLayers {
+    fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
+        Ok(self.0.get(repo, manifest, n)?.index)
+    }
+
+    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
+        Ok(self.0.get(repo, manifest, n)?.content)
+    }
+
+    fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
+        let doc = self.0.store.manifest_now(repo, manifest)?;
+        let (_, layer) = doc.manifest.layers.get(n)?;
+        let r = crate::sync::lock(&self.0.ready).lru.get(&layer.digest).cloned()?;
+        Some((r.index, r.content))
+    }
+
+    /// Layers not at hand yet are downloaded and decoded at once (two at least: one alone
+    /// gains nothing from a thread).
+    fn prefetch(&self, repo: &str, manifest: &Digest, layers: &[usize]) {
+        let Ok(doc) = self.0.store.manifest(repo, manifest) else { return };
+        let missing: Vec<(usize, crate::manifest::Descriptor)> = layers
+            .iter()
+            .filter_map(|&n| doc.manifest.layers.get(n).map(|(_, d)| (n, d.clone())))
+            .filter(|(_, d)| !crate::sync::lock(&self.0.ready).lru.contains(&d.digest))
+            .collect();
+        if missing.len() < 2 {
+            return;
+        }
+        log::debug!("{repo}@{manifest}: getting {} layers ready at once", missing.len());
+        let ns: Vec<usize> = missing.iter().map(|(n, _)| *n).collect();
+        let (inner, repo2, m2) = (Arc::clone(&self.0), repo.to_string(), manifest.clone());
+        let descs: std::collections::HashMap<usize, crate::manifest::Descriptor> = missing.into_iter().collect();
+        let download: Step = Arc::new(move |n| {
+            if let Some(d) = descs.get(&n) {
+                if let Err(e) = inner.store.blob(&repo2, &d.digest, d.size) {
+                    log::debug!("{repo2}@{m2}: prefetch of layer {n}: {e}");
+                }
+            }
+        });
+        let (inner, repo, manifest) = (Arc::clone(&self.0), repo.to_string(), manifest.clone());
+        let decode: Step = Arc::new(move |n| {
+            if let Err(e) = inner.get(&repo, &manifest, n) {
+                log::debug!("{repo}@{manifest}: prefetch of layer {n}: {e}");
+            }
+        });
+        drop(self.0.prefetcher.start(&ns, download, decode));
+    }
 }
 
 /// Whether manifest `m` shows `rootfs/`: an image manifest (Docker schema2 or OCI with an image
@@ -300,7 +485,7 @@ impl RootfsFile {
     }
 
     /// Its bytes in its layer's decoded tar, checked to lie inside it.
-    fn range(&self, index: &LayerIndex, file: Arc<StdFile>) -> Result<Content> {
+    fn range(&self, index: &LayerIndex, tar: Content) -> Result<Content> {
         let what = || format!("rootfs entry {} of layer {} of {}@{}", self.entry, self.layer, self.repo, self.manifest);
         let e = index.entry(self.entry).ok_or_else(|| Error::malformed(what(), "no such entry"))?;
         let (start, len) = (e.data_offset(), e.size());
@@ -311,7 +496,18 @@ impl RootfsFile {
                 format!("data ends at {end}, past the layer's {} bytes", index.decoded_len()),
             ));
         }
-        Ok(Content::Range { file, start, len })
+        match tar {
+            Content::File(file) => Ok(Content::Range { file, start, len }),
+            Content::Memory(bytes) => {
+                let slice = bytes
+                    .get(start as usize..end as usize)
+                    .ok_or_else(|| Error::malformed(what(), "past its layer"))?;
+                Ok(Content::Memory(Arc::new(slice.to_vec())))
+            }
+            Content::Range { .. } | Content::Manifest(_) => {
+                Err(Error::malformed(what(), "a layer that is not a whole file"))
+            }
+        }
     }
 }
 
@@ -536,12 +732,14 @@ mod tests {
             self.layers.get(n).map(|l| Arc::clone(&l.0)).ok_or_else(|| Error::NotFound(format!("layer {n}")))
         }
 
-        fn decoded(&self, _: &str, _: &Digest, n: usize) -> Result<Arc<StdFile>> {
-            self.layers.get(n).map(|l| Arc::clone(&l.1)).ok_or_else(|| Error::NotFound(format!("layer {n}")))
+        fn decoded(&self, _: &str, _: &Digest, n: usize) -> Result<Content> {
+            let file = self.layers.get(n).map(|l| Arc::clone(&l.1));
+            file.map(Content::File).ok_or_else(|| Error::NotFound(format!("layer {n}")))
         }
 
-        fn ready(&self, _: &str, _: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Arc<StdFile>)> {
-            self.ready.then(|| self.layers.get(n).cloned()).flatten()
+        fn ready(&self, _: &str, _: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
+            let layer = self.ready.then(|| self.layers.get(n).cloned()).flatten()?;
+            Some((layer.0, Content::File(layer.1)))
         }
     }
 
