@@ -468,7 +468,7 @@ impl<'a> EntryRef<'a> {
         if r.nchildren == 0 {
             return None;
         }
-        let (lo, hi) = (r.first_child as usize, (r.first_child + r.nchildren) as usize);
+        let (lo, hi) = (r.first_child as usize, r.first_child as usize + r.nchildren as usize);
         let slice = self.index.recs.get(lo..hi)?;
         let i = slice.binary_search_by(|c| self.index.names_at(c.name_off, c.name_len).cmp(name.as_bytes())).ok()?;
         Some(EntryRef { index: self.index, id: (lo + i) as u32 })
@@ -1351,9 +1351,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Digest, LayerIndex)> {
             && within(rec.target_off, u64::from(rec.target_len), names_len)
             && within(rec.xattr_off, u64::from(rec.xattr_len), xattrs_len)
             && (rec.link == NONE || u64::from(rec.link) < n)
-            && (i != 0 || kind == EntryKind::Dir);
+            && (i != 0 || kind == EntryKind::Dir)
+            // Breadth-first: a parent comes before its children, children after their parent and
+            // within the visible records, so that walks up and down always end.
+            && (i == 0 || (rec.parent as usize) < i)
+            && (rec.nchildren == 0 || (rec.first_child as usize > i && (rec.first_child + rec.nchildren) as usize <= visible));
         if !ok {
             return Err(bad_index(format!("record {i} out of bounds")));
+        }
+        let children = rec.first_child as usize..(rec.first_child + rec.nchildren) as usize;
+        if recs[children].iter().any(|c| c.parent as usize != i) {
+            return Err(bad_index(format!("record {i}'s children name another parent")));
         }
     }
     if lower.iter().chain(same.iter().flat_map(|(a, b)| [a, b])).any(|&id| u64::from(id) >= n) {
@@ -1923,5 +1931,28 @@ mod tests {
         );
         assert!(per_entry <= 128.0, "{per_entry} bytes per entry");
         assert!(layer.weight() < 1 << 20, "8,000 entries in under 1 MiB");
+    }
+
+    /// `bytes` (an encoded index) with record `i`'s parent set to `parent`, trailer recomputed.
+    fn with_parent(bytes: &[u8], i: usize, parent: u32) -> Vec<u8> {
+        let dlen = u16::from_le_bytes([bytes[12], bytes[13]]) as usize;
+        let at = 14 + dlen + 8 + 24 + i * REC_DISK + 32;
+        let mut body = bytes[..bytes.len() - TRAILER].to_vec();
+        body[at..at + 4].copy_from_slice(&parent.to_le_bytes());
+        let sum = Digest::of(crate::digest::Algorithm::Sha256, &body);
+        body.extend(hex_bytes(sum.hex()));
+        body
+    }
+
+    #[test]
+    fn a_decoded_index_whose_parents_do_not_come_first_is_refused() {
+        let layer = rich_layer();
+        let bytes = encode(&layer, &sha(3));
+        let leaf = layer.get("usr/bin/a").expect("a").id() as usize;
+        let unchanged = with_parent(&bytes, leaf, layer.get("usr/bin").expect("bin").id());
+        assert!(decode(&unchanged).is_ok(), "the offsets in this test are right");
+        // A parent after its child could make a cycle, and `path()` would never end.
+        assert!(matches!(decode(&with_parent(&bytes, leaf, leaf as u32)), Err(Error::Malformed { .. })));
+        assert!(matches!(decode(&with_parent(&bytes, 2, 5)), Err(Error::Malformed { .. })));
     }
 }
