@@ -13,7 +13,8 @@
 //!   records: links name them, listings and lookups never show them.
 //! - A whiteout is a record of kind [`EntryKind::Whiteout`] under the victim's own name. A name
 //!   both whited out and present in one layer is present (the whiteout applies only below), and
-//!   opaque if it is a directory.
+//!   opaque if it is a directory. A directory under an opaque directory of its own layer is
+//!   opaque too (the lower layers' directory of that name is hidden with its parent).
 //!
 //! What the merge needs from one layer is [`LayerIndex::says`]: present, whited out, blocked (an
 //! opaque, whited-out or non-directory ancestor hides every lower layer there), or silent.
@@ -366,8 +367,9 @@ impl<'a> EntryRef<'a> {
         EntryKind::from_code(self.rec().kind).unwrap_or(EntryKind::File)
     }
 
-    /// A directory that hides the lower layers' children (an opaque marker, or whited out and
-    /// re-created in this layer). Its own entries still show.
+    /// A directory that hides the lower layers' children (an opaque marker, whited out and
+    /// re-created in this layer, or under such a directory of this layer). Its own entries still
+    /// show.
     pub fn is_opaque(&self) -> bool {
         self.rec().flags & F_OPAQUE != 0
     }
@@ -1015,6 +1017,10 @@ impl Builder {
             let (mut flags, mut link) = (node.flags, NONE);
             if pos as u32 >= visible {
                 flags |= F_HIDDEN;
+            } else if pos > 0 && node.kind == EntryKind::Dir && index.recs[parent as usize].flags & F_OPAQUE != 0 {
+                // Under an opaque directory of this layer, the lower layers' same directory is
+                // hidden too: this layer's own subdirectories are opaque.
+                flags |= F_OPAQUE;
             }
             let target = match (&node.link, node.kind) {
                 (Some(NodeLink::Lower(p)), _) => {
@@ -1954,5 +1960,21 @@ mod tests {
         // A parent after its child could make a cycle, and `path()` would never end.
         assert!(matches!(decode(&with_parent(&bytes, leaf, leaf as u32)), Err(Error::Malformed { .. })));
         assert!(matches!(decode(&with_parent(&bytes, 2, 5)), Err(Error::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_directory_under_an_opaque_one_hides_lower_layers_too() {
+        // Found by lazy_merge_equals_an_eager_apply: the root made opaque and `a` re-created
+        // must hide a lower `a/a`, since the lower `a` is hidden.
+        let layer = LayerIndex::from_entries(vec![
+            Entry::opaque(""),
+            Entry::dir("a"),
+            Entry::opaque("d"),
+            Entry::file("d/e/f", 1),
+        ]);
+        assert!(matches!(layer.says("a/a"), Says::Blocked));
+        assert!(matches!(layer.says("d/e/lower"), Says::Blocked));
+        assert!(layer.get("a").is_some_and(|a| a.is_opaque()), "the merge stops at a's floor here");
+        assert!(layer.get("d/e").is_some_and(|e| e.is_opaque()));
     }
 }
