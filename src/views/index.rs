@@ -929,10 +929,13 @@ impl Builder {
         }
         let lower = || NodeLink::Lower(parts.join("/"));
         let mut cur = 0;
+        // An opaque directory hides the lower layers below it, its subdirectories included.
+        let mut hidden = false;
         for (i, c) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
+            hidden |= self.nodes[cur].flags & F_OPAQUE != 0;
             match self.nodes[cur].children.get(*c).copied() {
-                None if self.nodes[cur].flags & F_OPAQUE != 0 => return Err("target hidden by an opaque directory"),
+                None if hidden => return Err("target hidden by an opaque directory"),
                 None => return Ok(lower()),
                 Some(id) => {
                     let n = &self.nodes[id];
@@ -1976,5 +1979,18 @@ mod tests {
         assert!(matches!(layer.says("d/e/lower"), Says::Blocked));
         assert!(layer.get("a").is_some_and(|a| a.is_opaque()), "the merge stops at a's floor here");
         assert!(layer.get("d/e").is_some_and(|e| e.is_opaque()));
+    }
+
+    #[test]
+    fn a_hardlink_to_a_lower_path_under_an_opaque_ancestor_is_refused() {
+        let mut b = Builder::new(IndexLimits::default());
+        for e in
+            [Entry::opaque("d"), Entry::dir("d/e"), Entry::hardlink("l", "d/e/lower"), Entry::hardlink("m", "x/lower")]
+        {
+            b.push(e).expect("push");
+        }
+        let layer = b.finish(0).expect("finish");
+        assert!(layer.get("l").is_none(), "d/e/lower is hidden in this layer by d");
+        assert_eq!(layer.get("m").and_then(|m| m.link()), Some(LinkTo::Lower("x/lower")));
     }
 }
