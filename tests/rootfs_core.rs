@@ -406,12 +406,17 @@ fn a_wrong_diff_id_is_eio_for_files_that_need_that_layer_only() {
     assert_eq!(c.cat(&format!("{root}/etc/passwd")).expect_err("a base file").errno(), libc::EIO);
     // Nothing of the bad layer is kept (the good ones may be): refused again, not served.
     c.ls(&root).expect_err("again");
-    let good = Digest::of(Algorithm::Sha256, &tar_of(&layers[1].0)).hex().to_string();
-    let decoded: Vec<String> = std::fs::read_dir(c.cache.path().join("decoded/sha256"))
-        .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    assert!(decoded.iter().all(|n| *n == good), "only the good zstd layer may be kept: {decoded:?}");
-    assert_eq!(files_under(&c.cache.path().join("index")), 0);
+    let good: Vec<String> =
+        layers[1..].iter().map(|(e, _)| Digest::of(Algorithm::Sha256, &tar_of(e)).hex().to_string()).collect();
+    let names = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(c.cache.path().join(sub))
+            .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let (decoded, indexes) = (names("decoded/sha256"), names("index/sha256"));
+    assert!(decoded.iter().all(|n| good.contains(n)), "only good layers may be kept: {decoded:?}");
+    assert!(indexes.iter().all(|n| good.contains(n)), "only good layers' indexes may be kept: {indexes:?}");
+    assert!(!indexes.is_empty(), "the top layer's index is kept (so the names above are the cache's)");
     assert_eq!(files_under(&c.cache.path().join("tmp")), 0, "no half-written decode left");
 }
 

@@ -13,7 +13,6 @@
 //! - `rootfs/` itself is 0755 root:root with mtime 0, whatever the layers say of `./`, so that
 //!   `stat` of a manifest directory's entries costs the manifest only.
 
-use std::fs::File as StdFile;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,41 +48,43 @@ pub trait ImageLayers: Send + Sync {
     }
 }
 
-/// The image layers a layout reads: decoded by `views` (verified against their diff_ids), then
-/// indexed here.
+/// The image layers a layout reads: decoded, verified and indexed by `views`.
 pub(crate) fn views_layers(store: &Arc<Store>, views: &Arc<Views>) -> Arc<dyn ImageLayers> {
     Arc::new(ViewsLayers(Arc::new(LayersInner::new(Arc::clone(store), Arc::clone(views)))))
 }
 
-/// A layer as `rootfs/` reads it: its index, and its verified decoded tar.
+/// A layer opened once this run: its index and its verified decoded tar, at hand.
 #[derive(Clone)]
 struct Ready {
     index: Arc<LayerIndex>,
     content: Content,
 }
 
-/// Layers of images decoded by [`Views`] and indexed once per layer blob, kept in memory
-/// within [`INDEX_CACHE_BYTES`] (least recently used first out). An uncompressed layer is its
-/// own decoded tar: its blob, verified by its digest, which must be its diff_id.
-///
-/// Interim (PLAN-9 A5 replaces it): the tar is read twice (decoded, then indexed), and the
-/// index is not persisted, so a remount indexes each layer again from the cached decoded tar.
+/// Layers as [`Views`] gives them (decoded, verified against their diff_ids, indexed in one
+/// pass, indexes kept within their own bound), with what `rootfs/` adds: the layers opened
+/// this run kept at hand, so that further opens of their files are answered inline, and the
+/// parallel preparation of a listing's layers.
 struct ViewsLayers(Arc<LayersInner>);
 
 struct LayersInner {
     store: Arc<Store>,
     views: Arc<Views>,
-    ready: std::sync::Mutex<ReadyCache>,
-    flights: crate::store::flight::SingleFlight<Digest, Ready>,
+    /// Layers opened this run, by blob digest (at most [`READY_LAYERS`]).
+    ready: std::sync::Mutex<lru::LruCache<Digest, Ready>>,
+    /// Layers whose index this run has had, by blob digest (at most [`INDEXED_LAYERS`]): a
+    /// listing does not start threads for them.
+    indexed: std::sync::Mutex<lru::LruCache<Digest, ()>>,
     prefetcher: Prefetcher,
 }
 
-/// Memory for layer indexes kept (64 MiB): a Debian base of 8,000 entries takes about 1 MB.
-pub const INDEX_CACHE_BYTES: usize = 64 << 20;
+/// Layers kept at hand for inline opens (each holds an index the views' LRU also holds, and an
+/// open descriptor of its decoded tar).
+pub const READY_LAYERS: usize = 64;
+/// Layers remembered as indexed this run.
+pub const INDEXED_LAYERS: usize = 4096;
 
-struct ReadyCache {
-    lru: lru::LruCache<Digest, Ready>,
-    bytes: usize,
+fn capacity(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 impl LayersInner {
@@ -91,141 +92,60 @@ impl LayersInner {
         LayersInner {
             store,
             views,
-            ready: std::sync::Mutex::new(ReadyCache { lru: lru::LruCache::unbounded(), bytes: 0 }),
-            flights: crate::store::flight::SingleFlight::default(),
+            ready: std::sync::Mutex::new(lru::LruCache::new(capacity(READY_LAYERS))),
+            indexed: std::sync::Mutex::new(lru::LruCache::new(capacity(INDEXED_LAYERS))),
             prefetcher: Prefetcher::new(),
         }
     }
 
-    /// Layer `n`'s blob descriptor.
-    fn layer(&self, repo: &str, manifest: &Digest, n: usize) -> Result<crate::manifest::Descriptor> {
+    /// Layer `n`'s blob digest.
+    fn layer(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Digest> {
         let doc = self.store.manifest(repo, manifest)?;
-        let layer = doc.manifest.layers.get(n).map(|(_, d)| d.clone());
+        let layer = doc.manifest.layers.get(n).map(|(_, d)| d.digest.clone());
         layer.ok_or_else(|| Error::NotFound(format!("{repo}@{manifest}: no layer {n}")))
     }
 
-    fn get(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Ready> {
-        let layer = self.layer(repo, manifest, n)?;
-        if let Some(r) = crate::sync::lock(&self.ready).lru.get(&layer.digest) {
-            return Ok(r.clone());
+    fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
+        let index = self.views.index(repo, manifest, n)?;
+        if let Ok(d) = self.layer(repo, manifest, n) {
+            crate::sync::lock(&self.indexed).put(d, ());
         }
-        self.flights.run(&layer.digest, || {
-            let content = self.decoded(repo, manifest, n)?;
-            let index = index_of(&content).map_err(|e| {
-                log::warn!("{repo}@{manifest}: layer {n} ({}) cannot be indexed: {e}", layer.digest);
-                e
-            })?;
-            log::debug!("index of layer {}: {} entries, {} bytes", layer.digest, index.len(), index.weight());
-            let ready = Ready { index: Arc::new(index), content };
-            let mut c = crate::sync::lock(&self.ready);
-            if c.lru.put(layer.digest.clone(), ready.clone()).is_none() {
-                c.bytes += ready.index.weight();
-            }
-            while c.bytes > INDEX_CACHE_BYTES && c.lru.len() > 1 {
-                let Some((_, old)) = c.lru.pop_lru() else { break };
-                c.bytes = c.bytes.saturating_sub(old.index.weight());
-            }
-            Ok(ready)
-        })
+        Ok(index)
     }
 
-    /// Layer `n`'s verified decoded tar.
     fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
-        let doc = self.store.manifest(repo, manifest)?;
-        if crate::views::has_view(&doc.manifest, n) {
-            return Ok(Content::File(self.views.decoded(repo, manifest, n)?));
-        }
-        // An uncompressed layer: its blob is its decoded tar, so its digest must be its diff_id.
-        let layer = self.layer(repo, manifest, n)?;
-        let ids = self.diff_ids(repo, manifest)?;
-        if ids.len() != doc.manifest.layers.len() {
-            return Err(Error::malformed(
-                format!("config of {repo}@{manifest}"),
-                format!("{} diff_ids for {} layers", ids.len(), doc.manifest.layers.len()),
-            ));
-        }
-        if ids.get(n) != Some(&layer.digest) {
-            log::warn!(
-                "{repo}@{manifest}: uncompressed layer {n} is {} but its diff_id says {:?}",
-                layer.digest,
-                ids.get(n)
-            );
-            return Err(Error::DigestMismatch {
-                what: format!("uncompressed layer {n} of {repo}@{manifest}"),
-                expected: ids.get(n).map_or_else(|| "a diff_id".to_string(), |d| d.to_string()),
-                actual: layer.digest.to_string(),
-            });
-        }
-        self.store.blob(repo, &layer.digest, layer.size)
+        let content = self.views.decoded_content(repo, manifest, n)?;
+        let index = self.index(repo, manifest, n)?;
+        let digest = self.layer(repo, manifest, n)?;
+        crate::sync::lock(&self.ready).put(digest, Ready { index, content: content.clone() });
+        Ok(content)
     }
-
-    /// The config's `rootfs.diff_ids`.
-    fn diff_ids(&self, repo: &str, manifest: &Digest) -> Result<Vec<Digest>> {
-        let doc = self.store.manifest(repo, manifest)?;
-        let config =
-            doc.manifest.config.as_ref().ok_or_else(|| Error::malformed(format!("{repo}@{manifest}"), "no config"))?;
-        let what = format!("config {} of {repo}", config.digest);
-        let content = self.store.blob(repo, &config.digest, config.size)?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(reader(content), crate::views::config::MAX_CONFIG + 1),
-            &mut bytes,
-        )?;
-        if bytes.len() as u64 > crate::views::config::MAX_CONFIG {
-            return Err(Error::TooLarge(what));
-        }
-        crate::views::config::diff_ids(&bytes, &what)
-    }
-}
-
-/// A reader over verified content from its start.
-fn reader(content: Content) -> Box<dyn std::io::Read + Send> {
-    struct At(Arc<StdFile>, u64);
-    impl std::io::Read for At {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = std::os::unix::fs::FileExt::read_at(&*self.0, buf, self.1)?;
-            self.1 += n as u64;
-            Ok(n)
-        }
-    }
-    match content {
-        Content::File(f) => Box::new(std::io::BufReader::with_capacity(256 << 10, At(f, 0))),
-        Content::Range { file, start, len } => Box::new(std::io::Read::take(At(file, start), len)),
-        Content::Memory(b) => Box::new(std::io::Cursor::new(b.to_vec())),
-        Content::Manifest(m) => Box::new(std::io::Cursor::new(m.bytes().to_vec())),
-    }
-}
-
-/// The index of a decoded tar (its trailing bytes counted in its length).
-fn index_of(content: &Content) -> Result<LayerIndex> {
-    let limits = (crate::views::tar::TarLimits::default(), crate::views::index::IndexLimits::default());
-    crate::views::index::build_all(reader(content.clone()), limits.0, limits.1)
 }
 
 impl ImageLayers for ViewsLayers {
     fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
-        Ok(self.0.get(repo, manifest, n)?.index)
+        self.0.index(repo, manifest, n)
     }
 
     fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
-        Ok(self.0.get(repo, manifest, n)?.content)
+        self.0.decoded(repo, manifest, n)
     }
 
     fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
         let doc = self.0.store.manifest_now(repo, manifest)?;
         let (_, layer) = doc.manifest.layers.get(n)?;
-        let r = crate::sync::lock(&self.0.ready).lru.get(&layer.digest).cloned()?;
+        let r = crate::sync::lock(&self.0.ready).get(&layer.digest).cloned()?;
         Some((r.index, r.content))
     }
 
-    /// Layers not at hand yet are downloaded and decoded at once (two at least: one alone
-    /// gains nothing from a thread).
+    /// Layers not indexed yet this run are downloaded and decoded at once (two at least: one
+    /// alone gains nothing from a thread).
     fn prefetch(&self, repo: &str, manifest: &Digest, layers: &[usize]) {
         let Ok(doc) = self.0.store.manifest(repo, manifest) else { return };
         let missing: Vec<(usize, crate::manifest::Descriptor)> = layers
             .iter()
             .filter_map(|&n| doc.manifest.layers.get(n).map(|(_, d)| (n, d.clone())))
-            .filter(|(_, d)| !crate::sync::lock(&self.0.ready).lru.contains(&d.digest))
+            .filter(|(_, d)| !crate::sync::lock(&self.0.indexed).contains(&d.digest))
             .collect();
         if missing.len() < 2 {
             return;
@@ -243,7 +163,7 @@ impl ImageLayers for ViewsLayers {
         });
         let (inner, repo, manifest) = (Arc::clone(&self.0), repo.to_string(), manifest.clone());
         let decode: Step = Arc::new(move |n| {
-            if let Err(e) = inner.get(&repo, &manifest, n) {
+            if let Err(e) = inner.index(&repo, &manifest, n) {
                 log::debug!("{repo}@{manifest}: prefetch of layer {n}: {e}");
             }
         });
@@ -684,6 +604,7 @@ impl Default for Prefetcher {
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
+    use std::fs::File as StdFile;
     use std::os::unix::fs::FileExt;
     use std::sync::Mutex;
 
