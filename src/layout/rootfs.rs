@@ -297,6 +297,26 @@ fn node_of(repo: &str, manifest: &Digest, path: &str, found: Found) -> Result<No
     })
 }
 
+/// A reader of `tar` from `at` (a whole decoded layer: a file or bytes).
+fn reader_at(tar: &Content, at: u64) -> Result<Box<dyn std::io::Read + Send>> {
+    struct At(Arc<std::fs::File>, u64);
+    impl std::io::Read for At {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::os::unix::fs::FileExt::read_at(&*self.0, buf, self.1)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
+    }
+    match tar {
+        Content::File(f) => Ok(Box::new(At(Arc::clone(f), at))),
+        Content::Memory(b) => {
+            let start = usize::try_from(at).ok().filter(|s| *s <= b.len()).unwrap_or(b.len());
+            Ok(Box::new(std::io::Cursor::new(b[start..].to_vec())))
+        }
+        Content::Range { .. } | Content::Manifest(_) => Err(Error::Io("a layer that is not a whole file".into())),
+    }
+}
+
 /// Seconds and nanoseconds since the epoch (either side of it) as a time.
 fn time_of((secs, ns): (i64, u32)) -> SystemTime {
     let ns = Duration::from_nanos(u64::from(ns.min(999_999_999)));
@@ -404,6 +424,30 @@ impl RootfsFile {
         Inode { layer: usize::from(self.layer), entry: self.entry, kind: EntryKind::File }
     }
 
+    /// The headers at the entry's header offset in `tar`: a regular file of its size, its name,
+    /// its data where the index says.
+    fn check_header(&self, index: &LayerIndex, tar: &Content) -> Result<()> {
+        let what = || format!("rootfs entry {} of layer {} of {}@{}", self.entry, self.layer, self.repo, self.manifest);
+        let e = index.entry(self.entry).ok_or_else(|| Error::malformed(what(), "no such entry"))?;
+        let at = e.header_offset();
+        let raw = crate::views::tar::Parser::new(reader_at(tar, at)?)
+            .next_entry()
+            .map_err(|err| Error::malformed(what(), format!("no header at {at}: {err}")))?
+            .ok_or_else(|| Error::malformed(what(), format!("no header at {at}")))?;
+        let name = String::from_utf8_lossy(&raw.name).into_owned();
+        let base = crate::views::index::normalise(&name).last().map(|b| b.to_string()).unwrap_or_default();
+        let agrees = raw.kind == crate::views::tar::RawKind::File
+            && raw.size == e.size()
+            && raw.header_offset == 0
+            && at.checked_add(raw.data_offset) == Some(e.data_offset())
+            && base == e.name();
+        if !agrees {
+            log::warn!("{}: the layer's index disagrees with the tar's header at {at} ({name:?}); refused", what());
+            return Err(Error::malformed(what(), format!("the index disagrees with the tar's header at {at}")));
+        }
+        Ok(())
+    }
+
     /// Its bytes in its layer's decoded tar, checked to lie inside it.
     fn range(&self, index: &LayerIndex, tar: Content) -> Result<Content> {
         let what = || format!("rootfs entry {} of layer {} of {}@{}", self.entry, self.layer, self.repo, self.manifest);
@@ -444,12 +488,15 @@ impl File for RootfsFile {
             .ok_or_else(|| Error::malformed(format!("layer {}", self.layer), "no such entry"))
     }
 
-    /// Its own layer's decoded tar only (verified before this returns).
+    /// Its own layer's decoded tar only (verified before this returns). The entry's headers
+    /// there are parsed again and must agree with the index, which may have been read back from
+    /// disk: so the bytes served are the entry's, whatever the index file says.
     fn open(&self, cx: &Layout) -> Result<Content> {
         let n = usize::from(self.layer);
         let index = cx.images().index(&self.repo, &self.manifest, n)?;
-        let file = cx.images().decoded(&self.repo, &self.manifest, n)?;
-        self.range(&index, file)
+        let tar = cx.images().decoded(&self.repo, &self.manifest, n)?;
+        self.check_header(&index, &tar)?;
+        self.range(&index, tar)
     }
 
     fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
@@ -605,7 +652,6 @@ impl Default for Prefetcher {
 mod tests {
     use std::ffi::OsStr;
     use std::fs::File as StdFile;
-    use std::os::unix::fs::FileExt;
     use std::sync::Mutex;
 
     use super::*;
@@ -632,19 +678,60 @@ mod tests {
             let layers = layers
                 .into_iter()
                 .map(|entries| {
-                    let index = LayerIndex::from_entries(entries.clone());
-                    let file = tempfile::tempfile().expect("tmp");
-                    file.set_len(index.decoded_len()).expect("len");
-                    for (i, e) in entries.iter().enumerate() {
-                        if e.kind == EntryKind::File {
-                            file.write_all_at(&content(&e.name, e.size), 1024 * i as u64 + 512).expect("write");
-                        }
-                    }
+                    let tar = tar_of(&entries);
+                    let limits = (crate::views::tar::TarLimits::default(), crate::views::index::IndexLimits::default());
+                    let index = crate::views::index::build_all(&tar[..], limits.0, limits.1).expect("index");
+                    let mut file = tempfile::tempfile().expect("tmp");
+                    std::io::Write::write_all(&mut file, &tar).expect("write");
                     (Arc::new(index), Arc::new(file))
                 })
                 .collect();
             Fixed { layers, ready: false, asked: Mutex::new(Vec::new()) }
         }
+    }
+
+    /// A real tar of `entries` (each file holding [`content`]; xattrs and a negative mtime as PAX
+    /// records), so that indexes and headers are the parser's.
+    fn tar_of(entries: &[Entry]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut pax: Vec<(String, Vec<u8>)> =
+                e.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone())).collect();
+            if e.mtime < 0 {
+                pax.push(("mtime".into(), e.mtime.to_string().into_bytes()));
+            }
+            if !pax.is_empty() {
+                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).expect("pax");
+            }
+            let kind = match e.kind {
+                EntryKind::File | EntryKind::Whiteout => tar::EntryType::Regular,
+                EntryKind::Dir => tar::EntryType::Directory,
+                EntryKind::Symlink => tar::EntryType::Symlink,
+                EntryKind::Hardlink => tar::EntryType::Link,
+                EntryKind::CharDevice => tar::EntryType::Char,
+                EntryKind::BlockDevice => tar::EntryType::Block,
+                EntryKind::Fifo => tar::EntryType::Fifo,
+            };
+            let data = if kind == tar::EntryType::Regular { content(&e.name, e.size) } else { Vec::new() };
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_path(&e.name).expect("name");
+            h.set_mode(e.mode);
+            h.set_uid(e.uid);
+            h.set_gid(e.gid);
+            h.set_mtime(e.mtime.max(0) as u64);
+            h.set_size(data.len() as u64);
+            if !e.link_target.is_empty() {
+                h.set_link_name(&e.link_target).expect("link");
+            }
+            if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+                h.set_device_major(e.dev_major).expect("major");
+                h.set_device_minor(e.dev_minor).expect("minor");
+            }
+            h.set_cksum();
+            b.append(&h, data.as_slice()).expect("append");
+        }
+        b.into_inner().expect("tar")
     }
 
     impl ImageLayers for Fixed {
@@ -826,6 +913,28 @@ mod tests {
         assert_eq!(done, [0, 1, 2, 3, 4, 5], "every layer once");
         // One at a time: 6 × 300 ms. Two decodes at once: about 3 × 200 ms after the first download.
         assert!(took < Duration::from_millis(1200), "{took:?}");
+    }
+
+    /// An open checks the entry's headers in the decoded tar against its index (an index read
+    /// back from disk is trusted on its checksum only): one that names other offsets, another
+    /// size or another name is refused, not served from the wrong bytes.
+    #[test]
+    fn an_index_that_disagrees_with_the_tar_s_header_is_refused_at_open() {
+        let honest = two_layers();
+        let (fs, _cache, d) = core(2, Arc::new(Fixed::new(honest.clone())));
+        let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
+        assert_eq!(cat(&fs, motd.ino), content("etc/motd", 5), "the honest index opens");
+        // The top layer's index from another tar (a file of another size and name first):
+        // same entry ids, other offsets.
+        let mut lying = Fixed::new(honest.clone());
+        let mut shifted = honest[1].clone();
+        shifted.insert(0, Entry::file("aaa", 700));
+        let other = Fixed::new(vec![honest[0].clone(), shifted]);
+        lying.layers[1].1 = Arc::clone(&other.layers[1].1);
+        let (fs, _cache, d) = core(2, Arc::new(lying));
+        let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
+        let e = fs.open_file(motd.ino).map(drop).expect_err("headers disagree");
+        assert_eq!(e.errno(), libc::EIO, "{e}");
     }
 
     /// A rootfs file whose layer is at hand opens inline (no thread), and only then.
