@@ -491,3 +491,27 @@ fn a_schema1_layer_decoded_by_an_earlier_run_is_hashed_against_the_diff_id_its_i
     assert_eq!(buf, raw, "the altered file is not served");
     assert_eq!(views.stats().decodes, 1, "decoded again");
 }
+
+#[test]
+fn a_layer_is_ready_only_once_its_index_and_decoded_tar_are_at_hand() {
+    let fake = Faulty::new(Fake::default());
+    let (a, p) = (two_file_layer(), tar_of(&[("plain", b"p".to_vec())]));
+    let m = image(&fake, "r", "v1", &[(gzip(&a), GZIP, sha(&a)), (p.clone(), PLAIN, sha(&p))]);
+    let c = core(fake);
+    let doc = c.store.manifest("r", &m).expect("manifest");
+    assert!(c.views.ready(&doc, 0).is_none() && c.views.ready(&doc, 1).is_none(), "nothing is ready yet");
+    let gets = c.fake.blob_gets();
+    assert!(c.views.ready(&doc, 0).is_none());
+    assert_eq!(c.fake.blob_gets(), gets, "asking costs nothing");
+    for n in 0..2 {
+        c.views.materialise("r", &m, n).expect("materialise");
+        let (index, content) = c.views.ready(&doc, n).expect("ready");
+        let regfs::store::Content::File(f) = content else { panic!("a file") };
+        let want = if n == 0 { &a } else { &p };
+        assert_eq!(f.metadata().expect("metadata").len(), want.len() as u64);
+        assert_eq!(index.decoded_len(), want.len() as u64);
+    }
+    let spans = c.views.decode_intervals();
+    assert_eq!(spans.len(), 1, "one decode (the uncompressed layer is not decoded)");
+    assert!(spans[0].0 <= spans[0].1);
+}

@@ -348,6 +348,12 @@ impl BlobCache {
         Ok(self.checked_existing(&key, check).map(|f| self.share(&key, f)))
     }
 
+    /// The file `kind`/`key` if it is open already or verified by this process (and still on
+    /// disk); never a check, never any work.
+    pub fn open_verified(&self, kind: Kind, key: &Digest) -> Result<Option<Arc<File>>> {
+        self.ready(&(kind, key.clone()))
+    }
+
     /// `key`'s file verified by a flight that finished meanwhile, or left by an earlier run and
     /// passing `check` (then verified from now on); one failing it is removed.
     fn checked_existing(&self, key: &Key, check: &Check) -> Option<Arc<File>> {

@@ -28,6 +28,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use lru::LruCache;
 
@@ -113,7 +114,12 @@ pub struct Views {
     configs_read: AtomicU64,
     index_passes: AtomicU64,
     indexes_read: AtomicU64,
+    /// The last [`DECODES_KEPT`] decodes' start and end.
+    intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
 }
+
+/// Decode intervals kept for [`Views::decode_intervals`].
+pub const DECODES_KEPT: usize = 64;
 
 /// Whether layer `n` of `m` has a decoded view (`<n>.tar`): an image manifest's (schema2, OCI,
 /// schema1) gzip or zstd layer of an image-layer media type. An uncompressed layer already is a
@@ -186,6 +192,7 @@ impl Views {
             configs_read: AtomicU64::new(0),
             index_passes: AtomicU64::new(0),
             indexes_read: AtomicU64::new(0),
+            intervals: Mutex::default(),
         }
     }
 
@@ -399,6 +406,32 @@ impl Views {
         Ok(Some((found.0, Arc::new(found.1))))
     }
 
+    /// Layer `n` of `doc` (a manifest at hand) if its index and decoded tar are both ready
+    /// now: in memory, and verified by this process. Never a request, a decode or a hash, so
+    /// a caller may answer inline.
+    pub fn ready(&self, doc: &VerifiedManifest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
+        let (_, layer) = doc.manifest.layers.get(n)?;
+        let cache = self.store.blob_cache();
+        let view = has_view(&doc.manifest, n);
+        let (key, kind, file_key) = if doc.manifest.kind == ManifestKind::DockerSchema1 {
+            (layer.digest.clone(), Kind::DecodedFrom, layer.digest.clone())
+        } else {
+            let config = doc.manifest.config.as_ref()?;
+            let ids = sync::lock(&self.configs).lru.peek(&config.digest).cloned()?;
+            let id = ids.get(n)?.clone();
+            if view { (id.clone(), Kind::Decoded, id) } else { (id, Kind::Blob, layer.digest.clone()) }
+        };
+        let Some(Known::Index(_, index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
+        let file = cache.open_verified(kind, &file_key).ok()??;
+        Some((index, Content::File(file)))
+    }
+
+    /// When each of the last [`DECODES_KEPT`] decodes started and ended (for tests of
+    /// parallel decoding).
+    pub fn decode_intervals(&self) -> Vec<(Instant, Instant)> {
+        sync::lock(&self.intervals).iter().copied().collect()
+    }
+
     fn known(&self, key: &Digest) -> Option<Known> {
         sync::lock(&self.indexes).lru.get(key).cloned()
     }
@@ -500,6 +533,8 @@ impl Views {
         let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
         self.decodes.fetch_add(1, Ordering::SeqCst);
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
+        let started = Instant::now();
+        let _record = Interval { views: self, started };
         let (_, decoder) = decode::decoder(reader(blob)?)?;
         let alg = match target {
             Target::DiffId(d) => d.algorithm(),
@@ -551,6 +586,22 @@ fn tee_index<R: Read, W: std::io::Write>(
     };
     let (len, digest) = tee.finish()?;
     Ok((len, digest, built.and_then(|b| b.finish(len))))
+}
+
+/// Records a decode's interval when it ends, however it ends.
+struct Interval<'a> {
+    views: &'a Views,
+    started: Instant,
+}
+
+impl Drop for Interval<'_> {
+    fn drop(&mut self) {
+        let mut kept = sync::lock(&self.views.intervals);
+        if kept.len() >= DECODES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((self.started, Instant::now()));
+    }
 }
 
 /// Where a decode leaves the index it built in the same pass: the diff_id the stream hashed to,

@@ -16,4 +16,4 @@ mod layers;
 pub mod merge;
 pub mod tar;
 
-pub use layers::{INDEX_CACHE_BYTES, Materialised, Views, ViewsStats, has_view};
+pub use layers::{DECODES_KEPT, INDEX_CACHE_BYTES, Materialised, Views, ViewsStats, has_view};
