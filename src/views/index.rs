@@ -774,6 +774,8 @@ impl Builder {
         if e.kind == EntryKind::Whiteout {
             e.kind = EntryKind::File;
         }
+        // The node keeps its component, not the whole path as written (memory per entry).
+        let name = std::mem::take(&mut e.name);
         let Some((base, dirs)) = parts.split_last() else {
             // The root itself: a directory sets its attributes, anything else is refused.
             if e.kind == EntryKind::Dir {
@@ -781,7 +783,7 @@ impl Builder {
                 root.e = e;
                 root.flags &= !F_IMPLIED;
             } else {
-                self.skip("a non-directory named as the root", &e.name);
+                self.skip("a non-directory named as the root", &name);
             }
             return Ok(());
         };
@@ -791,7 +793,7 @@ impl Builder {
                 let id = self.new_node(base, e);
                 self.plnk.insert(format!("{AUFS_PLNK}/{base}"), id);
             } else {
-                self.skip("AUFS metadata", &e.name);
+                self.skip("AUFS metadata", &name);
             }
             return Ok(());
         }
@@ -801,12 +803,12 @@ impl Builder {
             return Ok(());
         }
         if base.starts_with(AUFS_PREFIX) {
-            self.skip("AUFS metadata", &e.name);
+            self.skip("AUFS metadata", &name);
             return Ok(());
         }
         if let Some(victim) = base.strip_prefix(WHITEOUT_PREFIX) {
             if victim.is_empty() || victim == "." || victim == ".." {
-                self.skip("whiteout of an invalid name", &e.name);
+                self.skip("whiteout of an invalid name", &name);
                 return Ok(());
             }
             let dir = self.ensure_dirs(dirs);
@@ -830,7 +832,7 @@ impl Builder {
             match self.resolve_link(&parts, &e.link_target) {
                 Ok(l) => Some(l),
                 Err(why) => {
-                    log::debug!("layer index: hard link {:?} -> {:?} left out: {why}", e.name, e.link_target);
+                    log::debug!("layer index: hard link {:?} -> {:?} left out: {why}", name, e.link_target);
                     *self.left_out.entry("hard link refused").or_insert(0) += 1;
                     return Ok(());
                 }
