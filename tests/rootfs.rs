@@ -269,6 +269,32 @@ fn a_corrupt_diff_id_is_eio_for_the_layer_and_its_files_and_caches_nothing() {
     assert!(leaked.is_empty(), "cached from the bad layer: {leaked:?}");
 }
 
+#[test]
+#[ignore = "needs rootfs/ (issue 9)"]
+fn a_debian_rootfs_of_thousands_of_files_matches_umoci_file_by_file() {
+    let s = shared();
+    let distro = regfs::testkit::fixtures::push_distro(&s.registry.url).unwrap_or_else(|e| panic!("distro image: {e}"));
+    let repo = distro["repo"].as_str().expect("repo");
+    let top = &distro["notes"]["top"];
+    let (umoci, how) = umoci_tree(&s.registry.url, repo, "v1");
+    let want = umoci.unwrap_or_else(|e| panic!("umoci: {e}"));
+    // the fixture is what it claims: thousands of paths, the top layer applied
+    let files = want.values().filter(|n| n.kind == Kind::File).count();
+    assert!(want.len() >= 6000 && files >= 4000, "{} paths, {files} files", want.len());
+    assert!(want.contains_key(top["top_file"].as_str().expect("top file")));
+    for v in top["whited_out"].as_array().expect("victims") {
+        assert!(!want.contains_key(v.as_str().expect("victim")), "{v} whited out");
+    }
+
+    let m = Mount::start(&s.registry.url, &[]);
+    let mut failures = Vec::new();
+    for tag in ["v1", "zstd"] {
+        failures.extend(check(tag, &m.path(&format!("{repo}/tags/{tag}/rootfs")), &want, &how));
+    }
+    let shown: Vec<&String> = failures.iter().take(200).collect();
+    assert!(failures.is_empty(), "{} differences (first 200):\n{shown:#?}", failures.len());
+}
+
 /// Every file path under `dir` (recursive).
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
