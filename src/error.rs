@@ -63,6 +63,19 @@ pub enum Error {
     Cancelled(String),
 }
 
+impl Error {
+    /// The error as told to the person at the terminal about their own input (a path, a URL,
+    /// an option): the detail alone, without the category a log line starts with ("local
+    /// I/O:", "bad argument:"), which says nothing to them. Registry errors keep theirs.
+    pub fn tell(&self) -> String {
+        match self {
+            Error::Io(detail) | Error::BadArgument(detail) => detail.clone(),
+            Error::Malformed { what, why } => format!("{what}: {why}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e.to_string())

@@ -130,7 +130,7 @@ struct Prepared {
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
-    let url = endpoint::parse(&cli.registry).map_err(|e| e.to_string())?;
+    let url = endpoint::parse(&cli.registry).map_err(|e| e.tell())?;
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
         None => url.host_str().unwrap_or("").to_string(),
@@ -146,7 +146,7 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     } else {
         let file = cli.auth_file.clone().or_else(credentials::default_auth_file);
         match file {
-            Some(f) => credentials::from_docker_config(&f, &host).map_err(|e| e.to_string())?,
+            Some(f) => credentials::from_docker_config(&f, &host).map_err(|e| format!("--auth-file {}", e.tell()))?,
             None => None,
         }
     };
@@ -154,7 +154,10 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
         None => Vec::new(),
     };
-    let cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {e}"))?;
+    let mut cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {}", e.tell()))?;
+    // Taken now, before detaching: a second regfs on this directory is refused on its own
+    // terminal, and writes nothing into the log of the one that has it.
+    cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
     Ok(Prepared { url, credentials, ca_certs, cache })
 }
 

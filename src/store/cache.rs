@@ -33,7 +33,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use super::StoreConfig;
-use super::dir::{Access, CacheDir, file_type};
+use super::dir::{CacheDir, file_type};
 use super::download::{self, DownloadConfig};
 use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -63,8 +63,8 @@ struct State {
 }
 
 pub struct BlobCache {
-    /// Held open for the `flock` that makes the directory this process's alone.
-    _lock: File,
+    /// The root, kept for the `flock` it holds, which makes the directory this process's alone.
+    _root: CacheDir,
     blobs: CacheDir,
     tmp: CacheDir,
     /// `blobs/<algorithm>/`, opened once each.
@@ -114,10 +114,12 @@ impl BlobCache {
 
     /// The cache in `root`, a root opened and checked already ([`CacheDir::open_root`]);
     /// `config.cache_dir` is not looked at.
-    pub fn in_dir(root: CacheDir, config: &StoreConfig) -> Result<BlobCache> {
+    pub fn in_dir(mut root: CacheDir, config: &StoreConfig) -> Result<BlobCache> {
         let limit = config.cache_size;
-        // Taken before anything else is touched: another regfs may be using the directory.
-        let lock = lock_dir(&root)?;
+        // Taken before anything else is touched (if the caller has not taken it already):
+        // another regfs may be using the directory. The pid written is this process's.
+        root.lock()?;
+        root.note_holder()?;
         let blobs = root.subdir("blobs")?;
         let tmp = root.subdir("tmp")?;
         for (name, st) in tmp.entries()? {
@@ -165,7 +167,7 @@ impl BlobCache {
             state.lru.put(d, len);
         }
         let cache = BlobCache {
-            _lock: lock,
+            _root: root,
             blobs,
             tmp,
             algorithms: Mutex::new(algorithms),
@@ -398,24 +400,6 @@ impl Drop for Charge<'_> {
             s.downloading -= self.bytes;
         }
     }
-}
-
-/// Take the cache directory for this process, or say who has it.
-fn lock_dir(dir: &CacheDir) -> Result<File> {
-    let mut file = dir.own_file("lock", Access::ReadWrite)?;
-    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        return Err(Error::Io(format!(
-            "{} is in use by another regfs (pid {}); give each mount its own --cache-dir",
-            dir.path().display(),
-            holder.trim()
-        )));
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(file)
 }
 
 /// Hash a whole file, `chunk` bytes at a time; its length if it matches `digest`.

@@ -1,0 +1,1132 @@
+//! The per-layer index: what one layer's tar says about every path, as a compact sorted table the
+//! merge (`views::merge`) queries without reading the tar again.
+//!
+//! Design (doc/plans/issue-9.md, section 2.2):
+//! - Entries are applied in tar order to a virtual tree by *literal* paths, never following a
+//!   link (the same-layer rules: last entry wins, implied parents, whiteouts by basename, opaque
+//!   markers, AUFS metadata, hard links resolved to their original). The tree is then frozen into
+//!   records numbered breadth-first, so that a directory's children are contiguous and sorted by
+//!   name bytes (found by binary search), and ids grow with depth. The root is entry 0, path `""`.
+//! - Every record has the same fixed size ([`LayerIndex::weight`] counts it) and points into two
+//!   byte arenas (names and link targets, xattrs). Hard-link originals whose name is gone (replaced
+//!   later in the layer, or AUFS `.wh..wh.plnk/` files) are kept after the tree as *hidden*
+//!   records: links name them, listings and lookups never show them.
+//! - A whiteout is a record of kind [`EntryKind::Whiteout`] under the victim's own name. A name
+//!   both whited out and present in one layer is present (the whiteout applies only below), and
+//!   opaque if it is a directory.
+//!
+//! What the merge needs from one layer is [`LayerIndex::says`]: present, whited out, blocked (an
+//! opaque, whited-out or non-directory ancestor hides every lower layer there), or silent.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::{Error, Result};
+use crate::limits;
+
+/// The number of an entry in one layer's index (the root is 0).
+pub type EntryId = u32;
+
+/// What an index entry is. Inputs are never `Whiteout`: whiteouts are recognised by name
+/// (`.wh.<x>`), whatever their typeflag; a `Whiteout` input is taken as a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A regular file (tar `0`, `\0`, `7`); its data is `size` bytes at `data_offset`.
+    File,
+    /// A directory (tar `5`, GNU `D`), explicit or implied (see [`EntryRef::is_implied`]).
+    Dir,
+    /// A symbolic link; [`EntryRef::symlink_target`] is its target, as written.
+    Symlink,
+    /// A character device ([`EntryRef::rdev`]).
+    CharDevice,
+    /// A block device ([`EntryRef::rdev`]).
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+    /// A hard link; [`EntryRef::link`] says to which inode. Its own attributes are the header's;
+    /// the inode's are those of the entry it links to.
+    Hardlink,
+    /// A whiteout of this name: the name is absent here and in every lower layer.
+    Whiteout,
+}
+
+impl EntryKind {
+    fn code(self) -> u8 {
+        match self {
+            EntryKind::File => 0,
+            EntryKind::Dir => 1,
+            EntryKind::Symlink => 2,
+            EntryKind::CharDevice => 3,
+            EntryKind::BlockDevice => 4,
+            EntryKind::Fifo => 5,
+            EntryKind::Hardlink => 6,
+            EntryKind::Whiteout => 7,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<EntryKind> {
+        Some(match c {
+            0 => EntryKind::File,
+            1 => EntryKind::Dir,
+            2 => EntryKind::Symlink,
+            3 => EntryKind::CharDevice,
+            4 => EntryKind::BlockDevice,
+            5 => EntryKind::Fifo,
+            6 => EntryKind::Hardlink,
+            7 => EntryKind::Whiteout,
+            _ => return None,
+        })
+    }
+}
+
+/// One tar entry as the index builder takes it: the name as written in the tar (not yet
+/// normalised), the header's attributes, and where the header and the data are in the decoded
+/// stream. [`crate::views::tar`] produces these from a tar; tests build them with the
+/// constructors below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The path as the tar names it (PAX `path` or GNU long name applied): the builder drops
+    /// `./` and `/` prefixes, `.` and empty components, and clamps `..` at the root.
+    pub name: String,
+    /// What the header says it is (never `Whiteout`, see [`EntryKind`]).
+    pub kind: EntryKind,
+    /// Permission bits (the low 12 bits are kept).
+    pub mode: u32,
+    /// Owner; values over 32 bits are shown as 65534.
+    pub uid: u64,
+    /// Group; values over 32 bits are shown as 65534.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch (may be negative).
+    pub mtime: i64,
+    /// Nanoseconds of the modification time (PAX `mtime` fractions), below 10⁹.
+    pub mtime_ns: u32,
+    /// Bytes of data (regular files only; 0 for the others).
+    pub size: u64,
+    /// A symlink's target, or a hard link's target path as written; empty for the others.
+    pub link_target: String,
+    /// Device numbers (character and block devices).
+    pub dev_major: u32,
+    /// See `dev_major`.
+    pub dev_minor: u32,
+    /// Extended attributes (PAX `SCHILY.xattr.*`, `LIBARCHIVE.xattr.*`), in header order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Offset in the decoded stream of the entry's first header (extension headers included).
+    pub header_offset: u64,
+    /// Offset in the decoded stream of the entry's data (just past its last header). Never 0
+    /// for a real entry; [`LayerIndex::from_entries`] invents offsets when it is 0.
+    pub data_offset: u64,
+}
+
+impl Entry {
+    /// An entry of `kind` named `name`, mode 0644 (0755 for directories), root-owned, mtime 0.
+    pub fn new(name: &str, kind: EntryKind) -> Entry {
+        Entry {
+            name: name.to_string(),
+            kind,
+            mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_ns: 0,
+            size: 0,
+            link_target: String::new(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: Vec::new(),
+            header_offset: 0,
+            data_offset: 0,
+        }
+    }
+
+    /// A regular file of `size` bytes.
+    pub fn file(name: &str, size: u64) -> Entry {
+        Entry { size, ..Entry::new(name, EntryKind::File) }
+    }
+
+    /// A directory.
+    pub fn dir(name: &str) -> Entry {
+        Entry::new(name, EntryKind::Dir)
+    }
+
+    /// A symlink to `target`.
+    pub fn symlink(name: &str, target: &str) -> Entry {
+        Entry { link_target: target.to_string(), mode: 0o777, ..Entry::new(name, EntryKind::Symlink) }
+    }
+
+    /// A hard link named `name` to the path `target`.
+    pub fn hardlink(name: &str, target: &str) -> Entry {
+        Entry { link_target: target.to_string(), ..Entry::new(name, EntryKind::Hardlink) }
+    }
+
+    /// A character device, block device or FIFO (`kind`) with device numbers.
+    pub fn special(name: &str, kind: EntryKind, major: u32, minor: u32) -> Entry {
+        Entry { dev_major: major, dev_minor: minor, ..Entry::new(name, kind) }
+    }
+
+    /// The whiteout of `path`: an empty regular file named `<parent>/.wh.<basename>`.
+    pub fn whiteout(path: &str) -> Entry {
+        let name = match path.rsplit_once('/') {
+            Some((parent, base)) => format!("{parent}/.wh.{base}"),
+            None => format!(".wh.{path}"),
+        };
+        Entry::new(&name, EntryKind::File)
+    }
+
+    /// The opaque marker of directory `dir` (`<dir>/.wh..wh..opq`; `""` is the root).
+    pub fn opaque(dir: &str) -> Entry {
+        let name = if dir.is_empty() { OPAQUE.to_string() } else { format!("{dir}/{OPAQUE}") };
+        Entry::new(&name, EntryKind::File)
+    }
+
+    /// This entry with `mode`.
+    pub fn with_mode(self, mode: u32) -> Entry {
+        Entry { mode, ..self }
+    }
+
+    /// This entry owned by `uid:gid`.
+    pub fn with_owner(self, uid: u64, gid: u64) -> Entry {
+        Entry { uid, gid, ..self }
+    }
+
+    /// This entry with mtime `secs`.
+    pub fn with_mtime(self, secs: i64) -> Entry {
+        Entry { mtime: secs, ..self }
+    }
+
+    /// This entry with one more extended attribute.
+    pub fn with_xattr(mut self, name: &str, value: &[u8]) -> Entry {
+        self.xattrs.push((name.to_string(), value.to_vec()));
+        self
+    }
+}
+
+/// The basename of an opaque marker.
+pub const OPAQUE: &str = ".wh..wh..opq";
+/// The prefix of a whiteout's basename.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The prefix of AUFS metadata basenames (dropped, with their subtree).
+pub const AUFS_PREFIX: &str = ".wh..wh.";
+/// The AUFS directory whose regular files are kept as hidden hard-link sources.
+pub const AUFS_PLNK: &str = ".wh..wh.plnk";
+
+/// What a hard link links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTo<'a> {
+    /// An entry of this layer (never a directory, never itself a hard link: links to links are
+    /// resolved to the original). It may be hidden (its name replaced later in the layer).
+    Entry(EntryId),
+    /// A path of the layers below, normalised, to be resolved against the view below this layer.
+    Lower(&'a str),
+}
+
+/// What one layer says about a path: the merge asks layers from the top down until one decides.
+#[derive(Debug, Clone, Copy)]
+pub enum Says<'a> {
+    /// This layer has an entry at the path (never a whiteout). A non-directory decides the
+    /// path; a directory merges with lower ones unless it is opaque.
+    Present(EntryRef<'a>),
+    /// This layer whites out the path: absent, whatever lower layers hold.
+    WhitedOut,
+    /// An ancestor of the path in this layer hides every lower layer there: it is opaque (and
+    /// does not hold the path), whited out, or not a directory. The path is absent.
+    Blocked,
+    /// This layer does not mention the path: ask the layer below.
+    Silent,
+}
+
+/// Bounds the builder enforces on one layer (defaults from [`crate::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexLimits {
+    /// Entries (tar entries kept, and records) past which the layer is refused (`TooLarge`).
+    pub max_entries: usize,
+    /// Bytes of records and arenas past which the layer is refused (`TooLarge`).
+    pub max_bytes: usize,
+    /// Bytes of a path as written; longer entries are left out and counted.
+    pub max_path: usize,
+    /// Bytes of a path component; entries with a longer one are left out and counted.
+    pub max_component: usize,
+    /// Bytes of one entry's xattrs (names and values); past it its xattrs are dropped.
+    pub max_xattr_bytes: usize,
+    /// Bytes of one xattr value; a longer one drops the entry's xattrs.
+    pub max_xattr_value: usize,
+}
+
+impl Default for IndexLimits {
+    fn default() -> Self {
+        IndexLimits {
+            max_entries: limits::MAX_LAYER_ENTRIES,
+            max_bytes: limits::MAX_INDEX_BYTES,
+            max_path: limits::MAX_LAYER_PATH,
+            max_component: limits::MAX_LAYER_COMPONENT,
+            max_xattr_bytes: limits::MAX_ENTRY_XATTRS,
+            max_xattr_value: limits::MAX_XATTR_VALUE,
+        }
+    }
+}
+
+const F_OPAQUE: u8 = 1;
+const F_IMPLIED: u8 = 2;
+const F_HIDDEN: u8 = 4;
+const F_LOWER: u8 = 8;
+const NONE: u32 = u32::MAX;
+
+/// One fixed-size record (see the module note). Spans point into `names` and `xattrs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rec {
+    pub(crate) size: u64,
+    pub(crate) header_offset: u64,
+    pub(crate) data_offset: u64,
+    pub(crate) mtime: i64,
+    pub(crate) parent: u32,
+    pub(crate) first_child: u32,
+    pub(crate) nchildren: u32,
+    pub(crate) name_off: u32,
+    pub(crate) target_off: u32,
+    pub(crate) xattr_off: u32,
+    pub(crate) xattr_len: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mtime_ns: u32,
+    pub(crate) dev_major: u32,
+    pub(crate) dev_minor: u32,
+    /// Hard links: the target entry, or `NONE` with `F_LOWER` (the target path is the target span).
+    pub(crate) link: u32,
+    pub(crate) name_len: u16,
+    pub(crate) target_len: u16,
+    pub(crate) mode: u16,
+    pub(crate) kind: u8,
+    pub(crate) flags: u8,
+}
+
+/// One layer's index: a frozen, queryable table of its entries (see the module note).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerIndex {
+    pub(crate) recs: Vec<Rec>,
+    pub(crate) names: Vec<u8>,
+    pub(crate) xattrs: Vec<u8>,
+    /// Ids of hard links to lower paths, sorted by target path.
+    pub(crate) lower: Vec<u32>,
+    /// (target, link) for hard links to entries of this layer, sorted.
+    pub(crate) same: Vec<(u32, u32)>,
+    pub(crate) decoded_len: u64,
+    /// Records in the tree (the rest are hidden).
+    pub(crate) visible: u32,
+}
+
+/// A borrowed view of one entry of a [`LayerIndex`].
+#[derive(Clone, Copy)]
+pub struct EntryRef<'a> {
+    index: &'a LayerIndex,
+    id: EntryId,
+}
+
+impl std::fmt::Debug for EntryRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntryRef({} {:?} {:?})", self.id, self.path(), self.kind())
+    }
+}
+
+impl<'a> EntryRef<'a> {
+    fn rec(&self) -> &'a Rec {
+        &self.index.recs[self.id as usize]
+    }
+
+    /// This entry's number in its layer (stable for a given index; the root is 0).
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// The last component of the path (`""` for the root).
+    pub fn name(&self) -> &'a str {
+        let r = self.rec();
+        self.index.str_at(r.name_off, r.name_len)
+    }
+
+    /// The full normalised path (`""` for the root). Allocates; hidden entries have no live path
+    /// and give their own name.
+    pub fn path(&self) -> String {
+        let mut parts = Vec::new();
+        let mut cur = *self;
+        while cur.id != 0 {
+            parts.push(cur.name());
+            if cur.is_hidden() {
+                break;
+            }
+            cur = EntryRef { index: self.index, id: cur.rec().parent };
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// What the entry is.
+    pub fn kind(&self) -> EntryKind {
+        EntryKind::from_code(self.rec().kind).unwrap_or(EntryKind::File)
+    }
+
+    /// A directory that hides the lower layers' children (an opaque marker, or whited out and
+    /// re-created in this layer). Its own entries still show.
+    pub fn is_opaque(&self) -> bool {
+        self.rec().flags & F_OPAQUE != 0
+    }
+
+    /// A directory this layer only implies (a parent of entries, with no header of its own): its
+    /// attributes mean nothing; the merge takes them from a lower explicit entry, or defaults.
+    pub fn is_implied(&self) -> bool {
+        self.rec().flags & F_IMPLIED != 0
+    }
+
+    /// A hard-link original with no name of its own in this layer: reached only through links.
+    pub fn is_hidden(&self) -> bool {
+        self.rec().flags & F_HIDDEN != 0
+    }
+
+    /// Permission bits, 12 of them (setuid, setgid, sticky, rwx).
+    pub fn mode(&self) -> u32 {
+        u32::from(self.rec().mode)
+    }
+
+    /// Owner (65534 if the tar's was over 32 bits).
+    pub fn uid(&self) -> u32 {
+        self.rec().uid
+    }
+
+    /// Group (65534 if the tar's was over 32 bits).
+    pub fn gid(&self) -> u32 {
+        self.rec().gid
+    }
+
+    /// Modification time: seconds since the epoch and nanoseconds.
+    pub fn mtime(&self) -> (i64, u32) {
+        (self.rec().mtime, self.rec().mtime_ns)
+    }
+
+    /// Bytes of data (regular files; 0 otherwise).
+    pub fn size(&self) -> u64 {
+        self.rec().size
+    }
+
+    /// Offset in the decoded tar of this entry's first header (extension headers included).
+    pub fn header_offset(&self) -> u64 {
+        self.rec().header_offset
+    }
+
+    /// Offset in the decoded tar of this entry's data; with the layer, the inode's identity.
+    pub fn data_offset(&self) -> u64 {
+        self.rec().data_offset
+    }
+
+    /// Device numbers (major, minor) of a character or block device.
+    pub fn rdev(&self) -> (u32, u32) {
+        (self.rec().dev_major, self.rec().dev_minor)
+    }
+
+    /// A symlink's target as written; `None` for other kinds.
+    pub fn symlink_target(&self) -> Option<&'a str> {
+        let r = self.rec();
+        (self.kind() == EntryKind::Symlink).then(|| self.index.str_at(r.target_off, r.target_len))
+    }
+
+    /// What a hard link links to; `None` for other kinds.
+    pub fn link(&self) -> Option<LinkTo<'a>> {
+        let r = self.rec();
+        if self.kind() != EntryKind::Hardlink {
+            return None;
+        }
+        Some(if r.flags & F_LOWER != 0 {
+            LinkTo::Lower(self.index.str_at(r.target_off, r.target_len))
+        } else {
+            LinkTo::Entry(r.link)
+        })
+    }
+
+    /// Extended attributes, in header order: (name, value).
+    pub fn xattrs(&self) -> Xattrs<'a> {
+        let r = self.rec();
+        let start = r.xattr_off as usize;
+        let end = start.saturating_add(r.xattr_len as usize);
+        Xattrs { rest: self.index.xattrs.get(start..end).unwrap_or(&[]) }
+    }
+
+    /// The directory holding this entry (`None` for the root and hidden entries).
+    pub fn parent(&self) -> Option<EntryRef<'a>> {
+        (self.id != 0 && !self.is_hidden()).then(|| EntryRef { index: self.index, id: self.rec().parent })
+    }
+
+    /// A directory's entries in this layer, sorted by name bytes, whiteouts included (their kind
+    /// is [`EntryKind::Whiteout`]); empty for other kinds.
+    pub fn children(&self) -> Children<'a> {
+        let r = self.rec();
+        Children { index: self.index, next: r.first_child, end: r.first_child.saturating_add(r.nchildren) }
+    }
+
+    /// The entry named `name` in this directory, whiteouts included.
+    pub fn child(&self, name: &str) -> Option<EntryRef<'a>> {
+        let r = self.rec();
+        if r.nchildren == 0 {
+            return None;
+        }
+        let (lo, hi) = (r.first_child as usize, (r.first_child + r.nchildren) as usize);
+        let slice = self.index.recs.get(lo..hi)?;
+        let i = slice.binary_search_by(|c| self.index.names_at(c.name_off, c.name_len).cmp(name.as_bytes())).ok()?;
+        Some(EntryRef { index: self.index, id: (lo + i) as u32 })
+    }
+}
+
+/// The entries of one directory (see [`EntryRef::children`]).
+pub struct Children<'a> {
+    index: &'a LayerIndex,
+    next: u32,
+    end: u32,
+}
+
+impl<'a> Iterator for Children<'a> {
+    type Item = EntryRef<'a>;
+
+    fn next(&mut self) -> Option<EntryRef<'a>> {
+        if self.next >= self.end || self.next as usize >= self.index.recs.len() {
+            return None;
+        }
+        let e = EntryRef { index: self.index, id: self.next };
+        self.next += 1;
+        Some(e)
+    }
+}
+
+/// One entry's extended attributes (see [`EntryRef::xattrs`]).
+pub struct Xattrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Xattrs<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<(&'a str, &'a [u8])> {
+        let (name, value, rest) = split_xattr(self.rest)?;
+        self.rest = rest;
+        Some((name, value))
+    }
+}
+
+/// One xattr in the arena: u16 name length, name, u32 value length, value (little endian).
+fn split_xattr(b: &[u8]) -> Option<(&str, &[u8], &[u8])> {
+    let nl = u16::from_le_bytes(b.get(0..2)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(b.get(2..2 + nl)?).ok()?;
+    let at = 2 + nl;
+    let vl = u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
+    let value = b.get(at + 4..at + 4 + vl)?;
+    Some((name, value, &b[at + 4 + vl..]))
+}
+
+impl LayerIndex {
+    /// An index of `entries` as if they were a tar in this order: the same-layer rules apply
+    /// (see the module note). Entries with `data_offset` 0 get invented positions (entry `i`:
+    /// header at `1024 i`, data at `1024 i + 512`), and the decoded length is past the last.
+    /// For tests (the merge's included); a layer's real index comes from [`build`]. Entries the
+    /// rules refuse are left out, as from a tar; a bound passed panics (a test's own input).
+    pub fn from_entries(entries: Vec<Entry>) -> LayerIndex {
+        let mut b = Builder::new(IndexLimits::default());
+        let n = entries.len() as u64;
+        for (i, mut e) in entries.into_iter().enumerate() {
+            if e.data_offset == 0 {
+                e.header_offset = 1024 * i as u64;
+                e.data_offset = 1024 * i as u64 + 512;
+            }
+            if let Err(err) = b.push(e) {
+                panic!("LayerIndex::from_entries: {err}");
+            }
+        }
+        match b.finish(1024 * n + 1024) {
+            Ok(index) => index,
+            Err(err) => panic!("LayerIndex::from_entries: {err}"),
+        }
+    }
+
+    fn names_at(&self, off: u32, len: u16) -> &[u8] {
+        let start = off as usize;
+        self.names.get(start..start + len as usize).unwrap_or(&[])
+    }
+
+    fn str_at(&self, off: u32, len: u16) -> &str {
+        std::str::from_utf8(self.names_at(off, len)).unwrap_or("")
+    }
+
+    /// The root directory (entry 0; always a directory, implied unless the tar had a `./`).
+    pub fn root(&self) -> EntryRef<'_> {
+        EntryRef { index: self, id: 0 }
+    }
+
+    /// Entry `id`, hidden ones included (for [`LinkTo::Entry`]).
+    pub fn entry(&self, id: EntryId) -> Option<EntryRef<'_>> {
+        ((id as usize) < self.recs.len()).then_some(EntryRef { index: self, id })
+    }
+
+    /// Records in this index, hidden ones and the root included.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Whether the layer holds nothing but its (implied) root.
+    pub fn is_empty(&self) -> bool {
+        self.recs.len() <= 1
+    }
+
+    /// The entry at the normalised path `path` (`""` is the root), whiteouts included; `None`
+    /// if this layer has no entry there (or an ancestor is not a directory here).
+    pub fn get(&self, path: &str) -> Option<EntryRef<'_>> {
+        let mut cur = self.root();
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            if cur.kind() != EntryKind::Dir {
+                return None;
+            }
+            cur = cur.child(c)?;
+        }
+        Some(cur)
+    }
+
+    /// The entries of the directory at `path`, sorted by name, whiteouts included; empty if
+    /// there is no directory there in this layer.
+    pub fn children(&self, path: &str) -> Children<'_> {
+        match self.get(path) {
+            Some(e) if e.kind() == EntryKind::Dir => e.children(),
+            _ => Children { index: self, next: 0, end: 0 },
+        }
+    }
+
+    /// What this layer says about the normalised path `path` (see [`Says`]).
+    pub fn says(&self, path: &str) -> Says<'_> {
+        let mut cur = self.root();
+        let mut parts = path.split('/').filter(|c| !c.is_empty()).peekable();
+        if parts.peek().is_none() {
+            return Says::Present(cur);
+        }
+        while let Some(c) = parts.next() {
+            let last = parts.peek().is_none();
+            match cur.child(c) {
+                Some(e) if e.kind() == EntryKind::Whiteout => {
+                    return if last { Says::WhitedOut } else { Says::Blocked };
+                }
+                Some(e) if last => return Says::Present(e),
+                Some(e) if e.kind() == EntryKind::Dir => cur = e,
+                Some(_) => return Says::Blocked,
+                None if cur.is_opaque() => return Says::Blocked,
+                None => return Says::Silent,
+            }
+        }
+        Says::Silent
+    }
+
+    /// The hard links of this layer whose target is a lower path: (link entry, target path),
+    /// sorted by target path.
+    pub fn lower_links(&self) -> impl Iterator<Item = (EntryRef<'_>, &str)> + '_ {
+        self.lower.iter().filter_map(move |&id| {
+            let e = self.entry(id)?;
+            match e.link()? {
+                LinkTo::Lower(p) => Some((e, p)),
+                LinkTo::Entry(_) => None,
+            }
+        })
+    }
+
+    /// The hard links of this layer to the lower path `path`.
+    pub fn lower_links_to<'s>(&'s self, path: &'s str) -> impl Iterator<Item = EntryRef<'s>> + 's {
+        let start = self.lower.partition_point(|&id| self.lower_target(id) < path);
+        self.lower[start..]
+            .iter()
+            .take_while(move |&&id| self.lower_target(id) == path)
+            .map(move |&id| EntryRef { index: self, id })
+    }
+
+    fn lower_target(&self, id: u32) -> &str {
+        let r = &self.recs[id as usize];
+        self.str_at(r.target_off, r.target_len)
+    }
+
+    /// The hard links of this layer to its entry `target` (links to links count: they resolve
+    /// to the original).
+    pub fn links_to(&self, target: EntryId) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        let start = self.same.partition_point(|&(t, _)| t < target);
+        self.same[start..]
+            .iter()
+            .take_while(move |&&(t, _)| t == target)
+            .map(move |&(_, id)| EntryRef { index: self, id })
+    }
+
+    /// Bytes of the decoded tar this index describes (trailing bytes after the EOA included).
+    pub fn decoded_len(&self) -> u64 {
+        self.decoded_len
+    }
+
+    /// Bytes this index takes in memory (records, arenas, link tables): what the index LRU
+    /// charges for it.
+    pub fn weight(&self) -> usize {
+        std::mem::size_of::<LayerIndex>()
+            + self.recs.len() * std::mem::size_of::<Rec>()
+            + self.names.len()
+            + self.xattrs.len()
+            + self.lower.len() * 4
+            + self.same.len() * 8
+    }
+}
+
+/// Bytes one record takes in memory (for bounds and reports).
+pub const RECORD_BYTES: usize = std::mem::size_of::<Rec>();
+
+/// A hard link's resolved target while building.
+#[derive(Debug, Clone)]
+enum NodeLink {
+    Node(usize),
+    Lower(String),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    kind: EntryKind,
+    flags: u8,
+    /// Whited out in this layer: if it is (or becomes) a directory, it is opaque.
+    whited: bool,
+    /// A hard link of this layer names it (kept, hidden, if its name goes).
+    referenced: bool,
+    e: Entry,
+    link: Option<NodeLink>,
+    children: BTreeMap<String, usize>,
+}
+
+/// Applies entries in tar order to a virtual tree (the same-layer rules of the module note),
+/// then freezes it into a [`LayerIndex`]. One per layer; bounded by [`IndexLimits`].
+pub struct Builder {
+    limits: IndexLimits,
+    nodes: Vec<Node>,
+    /// AUFS `.wh..wh.plnk/` files by path: hidden hard-link sources.
+    plnk: HashMap<String, usize>,
+    /// Entries pushed and kept so far (the `max_entries` bound).
+    kept: usize,
+    /// Bytes of names, targets and xattrs kept so far (with records, the `max_bytes` bound).
+    bytes: usize,
+    /// Entries left out, by reason (one log line per layer at the end).
+    left_out: BTreeMap<&'static str, usize>,
+}
+
+impl Builder {
+    /// A builder for one layer with these bounds.
+    pub fn new(limits: IndexLimits) -> Builder {
+        let root = Node {
+            name: String::new(),
+            kind: EntryKind::Dir,
+            flags: F_IMPLIED,
+            whited: false,
+            referenced: false,
+            e: Entry::dir(""),
+            link: None,
+            children: BTreeMap::new(),
+        };
+        Builder { limits, nodes: vec![root], plnk: HashMap::new(), kept: 0, bytes: 0, left_out: BTreeMap::new() }
+    }
+
+    /// Entries left out so far, by reason (each reason is a short phrase).
+    pub fn left_out(&self) -> &BTreeMap<&'static str, usize> {
+        &self.left_out
+    }
+
+    fn skip(&mut self, why: &'static str, name: &str) {
+        let n = self.left_out.entry(why).or_insert(0);
+        if *n == 0 {
+            log::debug!("layer index: {name:?} left out: {why}");
+        }
+        *n += 1;
+    }
+
+    /// Apply one entry. Entries the rules refuse are left out and counted; an `Err` is a bound
+    /// passed (`TooLarge`): the whole layer is refused.
+    pub fn push(&mut self, mut e: Entry) -> Result<()> {
+        if e.name.len() > self.limits.max_path || e.link_target.len() > self.limits.max_path {
+            self.skip("path too long", &e.name);
+            return Ok(());
+        }
+        let owned: Vec<String> = normalise(&e.name).into_iter().map(str::to_string).collect();
+        let parts: Vec<&str> = owned.iter().map(String::as_str).collect();
+        if parts.iter().any(|c| c.len() > self.limits.max_component) {
+            self.skip("path component too long", &e.name);
+            return Ok(());
+        }
+        self.kept += 1;
+        if self.kept > self.limits.max_entries {
+            return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
+        }
+        self.bound_xattrs(&mut e);
+        self.bytes = self.bytes.saturating_add(e.name.len() + e.link_target.len() + RECORD_BYTES);
+        self.bytes = self.bytes.saturating_add(e.xattrs.iter().map(|(n, v)| n.len() + v.len() + 6).sum::<usize>());
+        if self.bytes > self.limits.max_bytes {
+            return Err(Error::TooLarge(format!("layer index: more than {} bytes", self.limits.max_bytes)));
+        }
+        if e.kind == EntryKind::Whiteout {
+            e.kind = EntryKind::File;
+        }
+        let Some((base, dirs)) = parts.split_last() else {
+            // The root itself: a directory sets its attributes, anything else is refused.
+            if e.kind == EntryKind::Dir {
+                let root = &mut self.nodes[0];
+                root.e = e;
+                root.flags &= !F_IMPLIED;
+            } else {
+                self.skip("a non-directory named as the root", &e.name);
+            }
+            return Ok(());
+        };
+        // AUFS metadata: `.wh..wh.plnk/<file>` kept hidden for links; the rest dropped.
+        if let Some(i) = dirs.iter().position(|c| c.starts_with(AUFS_PREFIX)) {
+            if i == 0 && dirs.len() == 1 && dirs[0] == AUFS_PLNK && e.kind == EntryKind::File {
+                let id = self.new_node(base, e);
+                self.plnk.insert(format!("{AUFS_PLNK}/{base}"), id);
+            } else {
+                self.skip("AUFS metadata", &e.name);
+            }
+            return Ok(());
+        }
+        if *base == OPAQUE {
+            let dir = self.ensure_dirs(dirs);
+            self.nodes[dir].flags |= F_OPAQUE;
+            return Ok(());
+        }
+        if base.starts_with(AUFS_PREFIX) {
+            self.skip("AUFS metadata", &e.name);
+            return Ok(());
+        }
+        if let Some(victim) = base.strip_prefix(WHITEOUT_PREFIX) {
+            if victim.is_empty() || victim == "." || victim == ".." {
+                self.skip("whiteout of an invalid name", &e.name);
+                return Ok(());
+            }
+            let dir = self.ensure_dirs(dirs);
+            match self.nodes[dir].children.get(victim).copied() {
+                Some(id) => {
+                    let n = &mut self.nodes[id];
+                    n.whited = true;
+                    if n.kind == EntryKind::Dir {
+                        n.flags |= F_OPAQUE;
+                    }
+                }
+                None => {
+                    let id = self.new_node(victim, Entry { kind: EntryKind::Whiteout, ..e });
+                    self.nodes[id].whited = true;
+                    self.nodes[dir].children.insert(victim.to_string(), id);
+                }
+            }
+            return Ok(());
+        }
+        let link = if e.kind == EntryKind::Hardlink {
+            match self.resolve_link(&parts, &e.link_target) {
+                Ok(l) => Some(l),
+                Err(why) => {
+                    log::debug!("layer index: hard link {:?} -> {:?} left out: {why}", e.name, e.link_target);
+                    *self.left_out.entry("hard link refused").or_insert(0) += 1;
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let dir = self.ensure_dirs(dirs);
+        let existing = self.nodes[dir].children.get(*base).copied();
+        if let (Some(old), EntryKind::Dir) = (existing, e.kind) {
+            if self.nodes[old].kind == EntryKind::Dir {
+                // A directory over a directory: new attributes, same children and opacity.
+                let n = &mut self.nodes[old];
+                n.e = e;
+                n.flags &= !F_IMPLIED;
+                return Ok(());
+            }
+        }
+        let id = self.new_node(base, e);
+        self.nodes[id].link = link;
+        self.replace(dir, base, id);
+        Ok(())
+    }
+
+    fn bound_xattrs(&mut self, e: &mut Entry) {
+        let total: usize = e.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let too_big = e.xattrs.iter().any(|(_, v)| v.len() > self.limits.max_xattr_value);
+        if total > self.limits.max_xattr_bytes || too_big {
+            log::debug!("layer index: xattrs of {:?} dropped: {total} bytes", e.name);
+            *self.left_out.entry("xattrs over the bound (dropped, entry kept)").or_insert(0) += 1;
+            e.xattrs.clear();
+        }
+    }
+
+    fn new_node(&mut self, name: &str, e: Entry) -> usize {
+        let kind = e.kind;
+        self.nodes.push(Node {
+            name: name.to_string(),
+            kind,
+            flags: 0,
+            whited: false,
+            referenced: false,
+            e,
+            link: None,
+            children: BTreeMap::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Put node `id` at `dir/name`, replacing what is there (a replaced directory's subtree goes
+    /// with it; a replaced link source stays, hidden). The name's whiteout carries over.
+    fn replace(&mut self, dir: usize, name: &str, id: usize) {
+        if let Some(old) = self.nodes[dir].children.insert(name.to_string(), id) {
+            if self.nodes[old].whited {
+                self.nodes[id].whited = true;
+            }
+        }
+        let n = &mut self.nodes[id];
+        if n.whited && n.kind == EntryKind::Dir {
+            n.flags |= F_OPAQUE;
+        }
+    }
+
+    /// The directory at `dirs`, creating implied directories where missing and replacing
+    /// same-layer non-directories on the way (the last entry wins).
+    fn ensure_dirs(&mut self, dirs: &[&str]) -> usize {
+        let mut cur = 0;
+        for c in dirs {
+            cur = match self.nodes[cur].children.get(*c).copied() {
+                Some(id) if self.nodes[id].kind == EntryKind::Dir => id,
+                _ => {
+                    let id = self.new_node(c, Entry::dir(c));
+                    self.nodes[id].flags |= F_IMPLIED;
+                    self.replace(cur, c, id);
+                    id
+                }
+            };
+        }
+        cur
+    }
+
+    /// A hard link's target: an earlier non-directory of this layer (links to links resolved),
+    /// or a lower path. Refused: through a same-layer symlink or non-directory, missing (hidden
+    /// by a whiteout or an opaque directory here), a directory, or the link itself.
+    fn resolve_link(&mut self, link: &[&str], target: &str) -> std::result::Result<NodeLink, &'static str> {
+        if let Some(&id) = self.plnk.get(target.trim_start_matches('/')) {
+            self.nodes[id].referenced = true;
+            return Ok(NodeLink::Node(id));
+        }
+        let parts = normalise(target);
+        if parts.is_empty() {
+            return Err("target is the root");
+        }
+        if parts == link {
+            return Err("a link to itself");
+        }
+        let lower = || NodeLink::Lower(parts.join("/"));
+        let mut cur = 0;
+        for (i, c) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            match self.nodes[cur].children.get(*c).copied() {
+                None if self.nodes[cur].flags & F_OPAQUE != 0 => return Err("target hidden by an opaque directory"),
+                None => return Ok(lower()),
+                Some(id) => {
+                    let n = &self.nodes[id];
+                    match n.kind {
+                        EntryKind::Whiteout => return Err("target whited out"),
+                        EntryKind::Dir if last => return Err("target is a directory"),
+                        EntryKind::Dir => cur = id,
+                        EntryKind::Symlink if !last => return Err("target through a symlink"),
+                        _ if !last => return Err("target under a non-directory"),
+                        EntryKind::Hardlink => {
+                            let l = n.link.clone();
+                            if let Some(NodeLink::Node(t)) = l {
+                                self.nodes[t].referenced = true;
+                            }
+                            return l.ok_or("target is a broken link");
+                        }
+                        _ => {
+                            self.nodes[id].referenced = true;
+                            return Ok(NodeLink::Node(id));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(lower())
+    }
+
+    /// Freeze the tree into an index of a decoded tar of `decoded_len` bytes.
+    pub fn finish(self, decoded_len: u64) -> Result<LayerIndex> {
+        if !self.left_out.is_empty() {
+            log::info!("layer index: entries left out: {:?}", self.left_out);
+        }
+        // Breadth-first ids: children of a directory are contiguous and sorted.
+        let mut order: Vec<(usize, u32)> = vec![(0, 0)];
+        let mut ids: HashMap<usize, u32> = HashMap::new();
+        ids.insert(0, 0);
+        let mut spans: Vec<(u32, u32)> = Vec::new();
+        let mut i = 0;
+        while i < order.len() {
+            let (node, _) = order[i];
+            let first = order.len() as u32;
+            for &child in self.nodes[node].children.values() {
+                ids.insert(child, order.len() as u32);
+                order.push((child, i as u32));
+            }
+            spans.push((first, order.len() as u32 - first));
+            i += 1;
+        }
+        let visible = order.len() as u32;
+        // Hidden sources that a surviving link names.
+        let mut wanted: Vec<usize> = order
+            .iter()
+            .filter_map(|&(n, _)| match self.nodes[n].link {
+                Some(NodeLink::Node(t)) if !ids.contains_key(&t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for t in wanted {
+            ids.insert(t, order.len() as u32);
+            order.push((t, 0));
+            spans.push((0, 0));
+        }
+        if order.len() > self.limits.max_entries.saturating_add(1) {
+            return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
+        }
+        let mut index = LayerIndex {
+            recs: Vec::with_capacity(order.len()),
+            names: Vec::new(),
+            xattrs: Vec::new(),
+            lower: Vec::new(),
+            same: Vec::new(),
+            decoded_len,
+            visible,
+        };
+        for (pos, &(n, parent)) in order.iter().enumerate() {
+            let node = &self.nodes[n];
+            let e = &node.e;
+            let name_off = index.names.len() as u32;
+            index.names.extend_from_slice(node.name.as_bytes());
+            let (mut flags, mut link) = (node.flags, NONE);
+            if pos as u32 >= visible {
+                flags |= F_HIDDEN;
+            }
+            let target = match (&node.link, node.kind) {
+                (Some(NodeLink::Lower(p)), _) => {
+                    flags |= F_LOWER;
+                    index.lower.push(pos as u32);
+                    p.as_str()
+                }
+                (Some(NodeLink::Node(t)), _) => {
+                    link = ids.get(t).copied().unwrap_or(NONE);
+                    index.same.push((link, pos as u32));
+                    ""
+                }
+                (None, EntryKind::Symlink) => e.link_target.as_str(),
+                _ => "",
+            };
+            let target_off = index.names.len() as u32;
+            index.names.extend_from_slice(target.as_bytes());
+            let xattr_off = index.xattrs.len() as u32;
+            for (k, v) in &e.xattrs {
+                index.xattrs.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                index.xattrs.extend_from_slice(k.as_bytes());
+                index.xattrs.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                index.xattrs.extend_from_slice(v);
+            }
+            let (first_child, nchildren) = spans[pos];
+            let id32 = |v: u64| u32::try_from(v).unwrap_or(65534);
+            index.recs.push(Rec {
+                size: if node.kind == EntryKind::File { e.size } else { 0 },
+                header_offset: e.header_offset,
+                data_offset: e.data_offset,
+                mtime: e.mtime,
+                parent,
+                first_child,
+                nchildren,
+                name_off,
+                target_off,
+                xattr_off,
+                xattr_len: index.xattrs.len() as u32 - xattr_off,
+                uid: id32(e.uid),
+                gid: id32(e.gid),
+                mtime_ns: e.mtime_ns,
+                dev_major: e.dev_major,
+                dev_minor: e.dev_minor,
+                link,
+                name_len: node.name.len() as u16,
+                target_len: target.len() as u16,
+                mode: (e.mode & 0o7777) as u16,
+                kind: node.kind.code(),
+                flags,
+            });
+        }
+        let mut lower = std::mem::take(&mut index.lower);
+        lower.sort_by(|&a, &b| index.lower_target(a).cmp(index.lower_target(b)));
+        index.lower = lower;
+        index.same.sort_unstable();
+        if index.weight() > self.limits.max_bytes {
+            return Err(Error::TooLarge(format!("layer index: more than {} bytes", self.limits.max_bytes)));
+        }
+        Ok(index)
+    }
+}
+
+/// The components of a tar name, cleaned as `path.Clean("/" + name)`: `/` and `./` prefixes,
+/// `.` and empty components dropped, `..` clamped at the root. `[]` is the root.
+pub fn normalise(name: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_opaque_directory_hides_lower_children_but_not_itself() {
+        let layer = LayerIndex::from_entries(vec![Entry::dir("etc"), Entry::opaque("etc"), Entry::file("etc/motd", 3)]);
+        assert!(matches!(layer.says("etc"), Says::Present(e) if e.is_opaque() && e.kind() == EntryKind::Dir));
+        assert!(matches!(layer.says("etc/motd"), Says::Present(_)));
+        assert!(matches!(layer.says("etc/passwd"), Says::Blocked));
+        assert!(matches!(layer.says("usr/bin"), Says::Silent));
+    }
+
+    #[test]
+    fn the_query_api_answers_children_links_and_weight() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::file("usr/bin/b", 1),
+            Entry::file("usr/bin/a", 2).with_mode(0o4755).with_owner(7, 8).with_xattr("user.k", b"v"),
+            Entry::hardlink("usr/bin/c", "usr/bin/a"),
+            Entry::hardlink("usr/bin/d", "usr/lib/x"),
+            Entry::whiteout("usr/bin/e"),
+            Entry::symlink("usr/s", "bin/a"),
+        ]);
+        let names: Vec<_> = layer.children("usr/bin").map(|e| (e.name(), e.kind())).collect();
+        assert_eq!(
+            names,
+            [
+                ("a", EntryKind::File),
+                ("b", EntryKind::File),
+                ("c", EntryKind::Hardlink),
+                ("d", EntryKind::Hardlink),
+                ("e", EntryKind::Whiteout)
+            ]
+        );
+        let a = layer.get("usr/bin/a").expect("a");
+        assert_eq!((a.mode(), a.uid(), a.gid(), a.size(), a.path()), (0o4755, 7, 8, 2, "usr/bin/a".to_string()));
+        assert_eq!(a.xattrs().collect::<Vec<_>>(), [("user.k", &b"v"[..])]);
+        assert!(layer.get("usr").expect("usr").is_implied());
+        assert_eq!(layer.get("usr/bin/c").and_then(|c| c.link()), Some(LinkTo::Entry(a.id())));
+        assert_eq!(layer.links_to(a.id()).map(|l| l.name()).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(layer.lower_links().map(|(l, p)| (l.name(), p)).collect::<Vec<_>>(), [("d", "usr/lib/x")]);
+        assert_eq!(layer.lower_links_to("usr/lib/x").count(), 1);
+        assert!(matches!(layer.says("usr/bin/e"), Says::WhitedOut));
+        assert_eq!(layer.get("usr/s").and_then(|s| s.symlink_target()), Some("bin/a"));
+        assert_eq!(layer.decoded_len(), 7 * 1024);
+        assert!(layer.weight() >= 8 * RECORD_BYTES);
+    }
+}
