@@ -20,8 +20,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::io::Read;
+
+use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::views::tar::{Parser, RawEntry, RawKind, TarLimits};
 
 /// The number of an entry in one layer's index (the root is 0).
 pub type EntryId = u32;
@@ -698,8 +702,6 @@ pub struct Builder {
     nodes: Vec<Node>,
     /// AUFS `.wh..wh.plnk/` files by path: hidden hard-link sources.
     plnk: HashMap<String, usize>,
-    /// Entries pushed and kept so far (the `max_entries` bound).
-    kept: usize,
     /// Bytes of names, targets and xattrs kept so far (with records, the `max_bytes` bound).
     bytes: usize,
     /// Entries left out, by reason (one log line per layer at the end).
@@ -708,7 +710,11 @@ pub struct Builder {
 
 impl Builder {
     /// A builder for one layer with these bounds.
-    pub fn new(limits: IndexLimits) -> Builder {
+    pub fn new(mut limits: IndexLimits) -> Builder {
+        // Spans are u16 (path bytes) and u32 (arena offsets) in a record.
+        limits.max_path = limits.max_path.min(u16::MAX as usize);
+        limits.max_component = limits.max_component.min(u16::MAX as usize);
+        limits.max_bytes = limits.max_bytes.min(u32::MAX as usize);
         let root = Node {
             name: String::new(),
             kind: EntryKind::Dir,
@@ -719,7 +725,7 @@ impl Builder {
             link: None,
             children: BTreeMap::new(),
         };
-        Builder { limits, nodes: vec![root], plnk: HashMap::new(), kept: 0, bytes: 0, left_out: BTreeMap::new() }
+        Builder { limits, nodes: vec![root], plnk: HashMap::new(), bytes: 0, left_out: BTreeMap::new() }
     }
 
     /// Entries left out so far, by reason (each reason is a short phrase).
@@ -737,7 +743,16 @@ impl Builder {
 
     /// Apply one entry. Entries the rules refuse are left out and counted; an `Err` is a bound
     /// passed (`TooLarge`): the whole layer is refused.
-    pub fn push(&mut self, mut e: Entry) -> Result<()> {
+    pub fn push(&mut self, e: Entry) -> Result<()> {
+        self.apply(e)?;
+        // Records made so far, implied directories and replaced ones included.
+        if self.nodes.len() > self.limits.max_entries.saturating_add(1) {
+            return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, mut e: Entry) -> Result<()> {
         if e.name.len() > self.limits.max_path || e.link_target.len() > self.limits.max_path {
             self.skip("path too long", &e.name);
             return Ok(());
@@ -747,10 +762,6 @@ impl Builder {
         if parts.iter().any(|c| c.len() > self.limits.max_component) {
             self.skip("path component too long", &e.name);
             return Ok(());
-        }
-        self.kept += 1;
-        if self.kept > self.limits.max_entries {
-            return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
         }
         self.bound_xattrs(&mut e);
         self.bytes = self.bytes.saturating_add(e.name.len() + e.link_target.len() + RECORD_BYTES);
@@ -1066,6 +1077,292 @@ impl Builder {
     }
 }
 
+/// Parse every entry of a tar and apply it to a new [`Builder`], up to the end of the archive.
+/// The caller then drains the stream's trailing bytes (`parser.into_inner()`, through the
+/// diff_id hash) and calls [`Builder::finish`] with the decoded length. A parse error or a bound
+/// passed refuses the whole layer; entries the rules refuse are only left out and counted.
+pub fn build<R: Read>(parser: &mut Parser<R>, limits: IndexLimits) -> Result<Builder> {
+    let mut b = Builder::new(limits);
+    while let Some(raw) = parser.next_entry()? {
+        if let Some(e) = b.convert(raw) {
+            b.push(e)?;
+        }
+    }
+    Ok(b)
+}
+
+/// Index a whole decoded tar read from `r`, trailing bytes included in the decoded length.
+pub fn build_all<R: Read>(r: R, tar_limits: TarLimits, limits: IndexLimits) -> Result<LayerIndex> {
+    let mut parser = Parser::with_limits(r, tar_limits);
+    let b = build(&mut parser, limits)?;
+    let end = parser.position();
+    let rest = std::io::copy(&mut parser.into_inner(), &mut std::io::sink())?;
+    b.finish(end + rest)
+}
+
+/// Xattrs never kept (umoci's list): they describe the machine that made the layer.
+const DROPPED_XATTRS: [&str; 2] = ["security.selinux", "system.nfs4_acl"];
+
+impl Builder {
+    /// A parsed tar entry as the builder's input, or `None` (left out and counted): names or
+    /// link targets that are not UTF-8, sparse entries, unknown typeflags. Whiteouts are
+    /// whiteouts whatever their typeflag.
+    fn convert(&mut self, raw: RawEntry) -> Option<Entry> {
+        let lossy = String::from_utf8_lossy(&raw.name).into_owned();
+        let (Ok(name), Ok(link_target)) = (String::from_utf8(raw.name), String::from_utf8(raw.linkname)) else {
+            self.skip("name not UTF-8", &lossy);
+            return None;
+        };
+        let base = name.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let kind = if base.starts_with(WHITEOUT_PREFIX) {
+            EntryKind::File
+        } else {
+            match raw.kind {
+                RawKind::File => EntryKind::File,
+                RawKind::Dir => EntryKind::Dir,
+                RawKind::Symlink => EntryKind::Symlink,
+                RawKind::Hardlink => EntryKind::Hardlink,
+                RawKind::CharDevice => EntryKind::CharDevice,
+                RawKind::BlockDevice => EntryKind::BlockDevice,
+                RawKind::Fifo => EntryKind::Fifo,
+                RawKind::Sparse => {
+                    self.skip("sparse", &name);
+                    return None;
+                }
+                RawKind::Other(_) => {
+                    self.skip("unknown typeflag", &name);
+                    return None;
+                }
+            }
+        };
+        let mut xattrs = raw.xattrs;
+        xattrs.retain(|(n, _)| !DROPPED_XATTRS.contains(&n.as_str()));
+        Some(Entry {
+            name,
+            kind,
+            mode: raw.mode,
+            uid: raw.uid,
+            gid: raw.gid,
+            mtime: raw.mtime,
+            mtime_ns: raw.mtime_ns,
+            size: raw.size,
+            link_target: if matches!(kind, EntryKind::Symlink | EntryKind::Hardlink) {
+                link_target
+            } else {
+                String::new()
+            },
+            dev_major: raw.devmajor,
+            dev_minor: raw.devminor,
+            xattrs,
+            header_offset: raw.header_offset,
+            data_offset: raw.data_offset,
+        })
+    }
+}
+
+/// The first bytes of an index file.
+pub const MAGIC: &[u8; 8] = b"RGFSIDX1";
+/// The version of the index file format [`encode`] writes and [`decode`] reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes one record takes on disk.
+const REC_DISK: usize = 92;
+/// Bytes of the sha256 trailer.
+const TRAILER: usize = 32;
+
+/// The index as a file: `MAGIC`, version (u32), the diff_id (u16 length, `alg:hex`), decoded
+/// length (u64), counts (records, visible records, names, xattrs, lower links, same-layer
+/// links: u32 each), the records (92 bytes each), the two arenas, the two link tables, then the
+/// sha256 of everything before it. Little endian throughout.
+pub fn encode(index: &LayerIndex, diff_id: &Digest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(index.weight() + 128);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let d = diff_id.to_string();
+    out.extend_from_slice(&(d.len() as u16).to_le_bytes());
+    out.extend_from_slice(d.as_bytes());
+    out.extend_from_slice(&index.decoded_len.to_le_bytes());
+    for n in [
+        index.recs.len(),
+        index.visible as usize,
+        index.names.len(),
+        index.xattrs.len(),
+        index.lower.len(),
+        index.same.len(),
+    ] {
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for r in &index.recs {
+        for v in [r.size, r.header_offset, r.data_offset, r.mtime as u64] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [
+            r.parent,
+            r.first_child,
+            r.nchildren,
+            r.name_off,
+            r.target_off,
+            r.xattr_off,
+            r.xattr_len,
+            r.uid,
+            r.gid,
+            r.mtime_ns,
+            r.dev_major,
+            r.dev_minor,
+            r.link,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [r.name_len, r.target_len, r.mode] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(r.kind);
+        out.push(r.flags);
+    }
+    out.extend_from_slice(&index.names);
+    out.extend_from_slice(&index.xattrs);
+    for id in &index.lower {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    for (t, l) in &index.same {
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&l.to_le_bytes());
+    }
+    let sum = Digest::of(Algorithm::Sha256, &out);
+    out.extend((0..sum.hex().len()).step_by(2).filter_map(|i| u8::from_str_radix(&sum.hex()[i..i + 2], 16).ok()));
+    out
+}
+
+/// A cursor over an index file being decoded.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| bad_index("truncated"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().map_err(|_| bad_index("truncated"))?))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| bad_index("truncated"))?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| bad_index("truncated"))?))
+    }
+}
+
+fn bad_index(why: impl std::fmt::Display) -> Error {
+    Error::malformed("layer index file", why)
+}
+
+/// An index file back: the diff_id it was written for and the index. Refused (`Malformed`):
+/// a wrong magic, another version, a trailer that does not match, or any count, span or id
+/// out of bounds (so that no accessor can panic on what a file says).
+pub fn decode(bytes: &[u8]) -> Result<(Digest, LayerIndex)> {
+    if bytes.len() < MAGIC.len() + 4 + TRAILER || &bytes[..8] != MAGIC {
+        return Err(bad_index("not an index file"));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - TRAILER);
+    let sum = Digest::of(Algorithm::Sha256, body);
+    let hex: String = trailer.iter().map(|b| format!("{b:02x}")).collect();
+    if sum.hex() != hex {
+        return Err(bad_index("checksum mismatch"));
+    }
+    let mut r = Reader { b: body, at: 8 };
+    let version = r.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(bad_index(format!("format version {version}, not {FORMAT_VERSION}")));
+    }
+    let dlen = r.u16()? as usize;
+    let diff_id: Digest =
+        std::str::from_utf8(r.take(dlen)?).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad_index("bad diff_id"))?;
+    let decoded_len = r.u64()?;
+    let mut counts = [0usize; 6];
+    for c in &mut counts {
+        *c = r.u32()? as usize;
+    }
+    let [nrecs, visible, names_len, xattrs_len, nlower, nsame] = counts;
+    if nrecs == 0 || visible == 0 || visible > nrecs || nrecs.saturating_mul(REC_DISK) > body.len() {
+        return Err(bad_index("bad record counts"));
+    }
+    let mut recs = Vec::with_capacity(nrecs);
+    for _ in 0..nrecs {
+        let (size, header_offset, data_offset, mtime) = (r.u64()?, r.u64()?, r.u64()?, r.u64()? as i64);
+        let mut w = [0u32; 13];
+        for v in &mut w {
+            *v = r.u32()?;
+        }
+        let (name_len, target_len, mode) = (r.u16()?, r.u16()?, r.u16()?);
+        let (kind, flags) = (r.u8()?, r.u8()?);
+        recs.push(Rec {
+            size,
+            header_offset,
+            data_offset,
+            mtime,
+            parent: w[0],
+            first_child: w[1],
+            nchildren: w[2],
+            name_off: w[3],
+            target_off: w[4],
+            xattr_off: w[5],
+            xattr_len: w[6],
+            uid: w[7],
+            gid: w[8],
+            mtime_ns: w[9],
+            dev_major: w[10],
+            dev_minor: w[11],
+            link: w[12],
+            name_len,
+            target_len,
+            mode,
+            kind,
+            flags,
+        });
+    }
+    let names = r.take(names_len)?.to_vec();
+    let xattrs = r.take(xattrs_len)?.to_vec();
+    let mut lower = Vec::with_capacity(nlower.min(nrecs));
+    for _ in 0..nlower {
+        lower.push(r.u32()?);
+    }
+    let mut same = Vec::with_capacity(nsame.min(nrecs));
+    for _ in 0..nsame {
+        same.push((r.u32()?, r.u32()?));
+    }
+    if r.at != body.len() {
+        return Err(bad_index("trailing bytes"));
+    }
+    let n = nrecs as u64;
+    let within = |off: u32, len: u64, arena: usize| u64::from(off) + len <= arena as u64;
+    for (i, rec) in recs.iter().enumerate() {
+        let kind = EntryKind::from_code(rec.kind).ok_or_else(|| bad_index("bad kind"))?;
+        let ok = u64::from(rec.parent) < n
+            && u64::from(rec.first_child) + u64::from(rec.nchildren) <= n
+            && (rec.nchildren == 0 || kind == EntryKind::Dir)
+            && within(rec.name_off, u64::from(rec.name_len), names_len)
+            && within(rec.target_off, u64::from(rec.target_len), names_len)
+            && within(rec.xattr_off, u64::from(rec.xattr_len), xattrs_len)
+            && (rec.link == NONE || u64::from(rec.link) < n)
+            && (i != 0 || kind == EntryKind::Dir);
+        if !ok {
+            return Err(bad_index(format!("record {i} out of bounds")));
+        }
+    }
+    if lower.iter().chain(same.iter().flat_map(|(a, b)| [a, b])).any(|&id| u64::from(id) >= n) {
+        return Err(bad_index("link table out of bounds"));
+    }
+    let index = LayerIndex { recs, names, xattrs, lower, same, decoded_len, visible: visible as u32 };
+    Ok((diff_id, index))
+}
+
 /// The components of a tar name, cleaned as `path.Clean("/" + name)`: `/` and `./` prefixes,
 /// `.` and empty components dropped, `..` clamped at the root. `[]` is the root.
 pub fn normalise(name: &str) -> Vec<&str> {
@@ -1128,5 +1425,503 @@ mod tests {
         assert_eq!(layer.get("usr/s").and_then(|s| s.symlink_target()), Some("bin/a"));
         assert_eq!(layer.decoded_len(), 7 * 1024);
         assert!(layer.weight() >= 8 * RECORD_BYTES);
+    }
+
+    use crate::views::tar::Parser;
+    use crate::views::tar::testtar::{checksum, header, pax};
+    use std::io::Cursor;
+
+    fn eoa() -> Vec<u8> {
+        vec![0u8; 1024]
+    }
+
+    /// The index of a tar, and what was left out.
+    fn from_tar(bytes: &[u8], limits: IndexLimits) -> Result<(LayerIndex, BTreeMap<&'static str, usize>)> {
+        let mut p = Parser::new(Cursor::new(bytes));
+        let b = build(&mut p, limits)?;
+        let left = b.left_out().clone();
+        Ok((b.finish(bytes.len() as u64)?, left))
+    }
+
+    fn kinds(layer: &LayerIndex, dir: &str) -> Vec<(String, EntryKind)> {
+        layer.children(dir).map(|e| (e.name().to_string(), e.kind())).collect()
+    }
+
+    fn present(layer: &LayerIndex, path: &str) -> bool {
+        matches!(layer.says(path), Says::Present(_))
+    }
+
+    #[test]
+    fn duplicates_the_last_wins() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::file("a", 1),
+            Entry::file("a", 2),
+            Entry::dir("d").with_mode(0o700),
+            Entry::file("d/x", 1),
+            Entry::dir("d").with_mode(0o750).with_owner(5, 6),
+            Entry::dir("e"),
+            Entry::file("e/y", 1),
+            Entry::file("e", 3),
+            Entry::symlink("s", "a"),
+            Entry::dir("s"),
+        ]);
+        assert_eq!(layer.get("a").map(|a| a.size()), Some(2));
+        let d = layer.get("d").expect("d");
+        assert_eq!((d.mode(), d.uid(), d.gid(), d.is_implied()), (0o750, 5, 6, false));
+        assert!(present(&layer, "d/x"), "a directory over a directory keeps its children");
+        assert_eq!(layer.get("e").map(|e| (e.kind(), e.size())), Some((EntryKind::File, 3)));
+        assert!(matches!(layer.says("e/y"), Says::Blocked), "a replaced directory's children go with it");
+        assert_eq!(layer.get("s").map(|s| s.kind()), Some(EntryKind::Dir));
+        assert_eq!(kinds(&layer, "").len(), 4);
+    }
+
+    #[test]
+    fn dot_slash_and_absolute_names() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::dir("./").with_mode(0o700).with_mtime(9),
+            Entry::file("./a", 1),
+            Entry::file("/b", 1),
+            Entry::file("c/./d", 1),
+            Entry::file("e//f/", 1),
+            Entry::file("/", 1),
+            Entry::file(".", 1),
+        ]);
+        let names: Vec<String> =
+            ["a", "b", "c/d", "e/f"].iter().filter(|p| present(&layer, p)).map(|p| p.to_string()).collect();
+        assert_eq!(names, ["a", "b", "c/d", "e/f"]);
+        let root = layer.root();
+        assert_eq!((root.kind(), root.mode(), root.mtime().0, root.is_implied()), (EntryKind::Dir, 0o700, 9, false));
+        assert_eq!(kinds(&layer, "").len(), 4, "non-directories naming the root are refused");
+    }
+
+    #[test]
+    fn dotdot_is_clamped_at_the_root() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::file("../../etc/passwd", 1),
+            Entry::file("a/../../b", 1),
+            Entry::file("x/y/../z", 1),
+            Entry::symlink("../up", "../../../target"),
+        ]);
+        for p in ["etc/passwd", "b", "x/z", "up"] {
+            assert!(present(&layer, p), "{p}");
+        }
+        assert!(layer.get("x/y").is_none());
+        assert_eq!(
+            layer.get("up").and_then(|e| e.symlink_target()),
+            Some("../../../target"),
+            "targets stay as written"
+        );
+        assert_eq!(kinds(&layer, "").iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["b", "etc", "up", "x"]);
+    }
+
+    #[test]
+    fn implied_parents_have_no_attributes() {
+        let layer =
+            LayerIndex::from_entries(vec![Entry::file("a/b/c", 1).with_owner(3, 3), Entry::dir("a").with_mode(0o711)]);
+        let b = layer.get("a/b").expect("a/b");
+        assert!(b.is_implied() && b.kind() == EntryKind::Dir);
+        assert_eq!((b.uid(), b.mtime(), b.header_offset(), b.data_offset()), (0, (0, 0), 0, 0));
+        let a = layer.get("a").expect("a");
+        assert!(!a.is_implied() && a.mode() == 0o711, "an explicit entry later makes it explicit");
+        assert!(layer.root().is_implied());
+    }
+
+    #[test]
+    fn opaque_marker_before_and_after_siblings_is_the_same() {
+        let first = LayerIndex::from_entries(vec![Entry::opaque("d"), Entry::file("d/x", 1), Entry::dir("d")]);
+        let last = LayerIndex::from_entries(vec![Entry::dir("d"), Entry::file("d/x", 1), Entry::opaque("d")]);
+        for layer in [&first, &last] {
+            assert!(layer.get("d").is_some_and(|d| d.is_opaque() && !d.is_implied()));
+            assert_eq!(kinds(layer, "d"), [("x".to_string(), EntryKind::File)], "the marker is not an entry");
+            assert!(matches!(layer.says("d/lower"), Says::Blocked));
+        }
+        let root = LayerIndex::from_entries(vec![Entry::opaque(""), Entry::file("a", 1)]);
+        assert!(root.root().is_opaque());
+        assert!(matches!(root.says("etc"), Says::Blocked));
+    }
+
+    #[test]
+    fn whiteout_and_recreate_in_one_layer_is_opaque() {
+        for order in [
+            vec![Entry::whiteout("d"), Entry::dir("d"), Entry::file("d/x", 1)],
+            vec![Entry::dir("d"), Entry::file("d/x", 1), Entry::whiteout("d")],
+            vec![Entry::whiteout("d"), Entry::file("d/x", 1)],
+        ] {
+            let layer = LayerIndex::from_entries(order);
+            let d = layer.get("d").expect("d");
+            assert!(d.kind() == EntryKind::Dir && d.is_opaque(), "{d:?}");
+            assert!(present(&layer, "d/x"));
+            assert!(matches!(layer.says("d/old"), Says::Blocked));
+        }
+        for order in [vec![Entry::whiteout("f"), Entry::file("f", 1)], vec![Entry::file("f", 1), Entry::whiteout("f")]]
+        {
+            let layer = LayerIndex::from_entries(order);
+            assert_eq!(layer.get("f").map(|f| f.kind()), Some(EntryKind::File));
+        }
+    }
+
+    #[test]
+    fn whiteouts_apply_only_below() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::file("a", 1),
+            Entry::whiteout("a"),
+            Entry::whiteout("b"),
+            Entry::whiteout("c/d"),
+        ]);
+        assert!(present(&layer, "a"), "present in the layer that whites it out");
+        assert!(matches!(layer.says("b"), Says::WhitedOut));
+        assert!(matches!(layer.says("b/x"), Says::Blocked));
+        assert!(matches!(layer.says("c/d"), Says::WhitedOut));
+        assert!(matches!(layer.says("c/e"), Says::Silent), "c is only implied: lower c/e shows");
+        assert!(layer.get("c").is_some_and(|c| c.is_implied() && !c.is_opaque()));
+    }
+
+    #[test]
+    fn wh_lookalikes_are_ordinary() {
+        let names = [".wh", ".whx", ".wh_a", "a.wh.b", "d/.wh"];
+        let mut entries: Vec<Entry> = names.iter().map(|n| Entry::file(n, 1)).collect();
+        entries.extend([Entry::file(".wh.", 1), Entry::file("d/.wh..", 1), Entry::file("d/.wh...", 1)]);
+        let layer = LayerIndex::from_entries(entries);
+        for n in names {
+            assert_eq!(layer.get(n).map(|e| e.kind()), Some(EntryKind::File), "{n}");
+        }
+        assert_eq!(
+            kinds(&layer, "d"),
+            [(".wh".to_string(), EntryKind::File)],
+            "whiteouts of '', '.', '..' are ignored"
+        );
+        assert!(matches!(layer.says("d"), Says::Present(d) if !d.is_opaque()));
+    }
+
+    #[test]
+    fn aufs_metadata_is_dropped_plnk_files_stay_link_sources() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::dir(".wh..wh.plnk"),
+            Entry::file(".wh..wh.plnk/1234.56", 7),
+            Entry::dir(".wh..wh.orph"),
+            Entry::file(".wh..wh.orph/x", 1),
+            Entry::file(".wh..wh.aufs", 1),
+            Entry::file("d/.wh..wh.other", 1),
+            Entry::hardlink("bin/x", ".wh..wh.plnk/1234.56"),
+            Entry::hardlink("bin/y", "/.wh..wh.plnk/1234.56"),
+        ]);
+        assert_eq!(kinds(&layer, ""), [("bin".to_string(), EntryKind::Dir)], "metadata implies no parent either");
+        let Some(LinkTo::Entry(id)) = layer.get("bin/x").and_then(|x| x.link()) else {
+            panic!("bin/x links the plnk file")
+        };
+        let src = layer.entry(id).expect("source");
+        assert!(src.is_hidden() && src.size() == 7 && src.kind() == EntryKind::File);
+        assert_eq!(layer.get("bin/y").and_then(|y| y.link()), Some(LinkTo::Entry(id)));
+        assert_eq!(layer.links_to(id).count(), 2);
+        assert!(layer.get(".wh..wh.plnk").is_none() && layer.get(".wh..wh.plnk/1234.56").is_none());
+    }
+
+    #[test]
+    fn a_whiteout_stored_as_a_hardlink_is_a_whiteout() {
+        let mut link = header(b"dir/.wh.gone", b'1', 0, false);
+        link[157..163].copy_from_slice(b"target");
+        checksum(&mut link);
+        let fifo = header(b".wh.fifo", b'6', 0, false);
+        let bytes = [&link[..], &fifo, &eoa()].concat();
+        let (layer, _) = from_tar(&bytes, IndexLimits::default()).expect("index");
+        assert!(matches!(layer.says("dir/gone"), Says::WhitedOut));
+        assert!(matches!(layer.says("fifo"), Says::WhitedOut));
+        assert!(layer.lower_links().next().is_none());
+    }
+
+    #[test]
+    fn hardlink_to_an_earlier_entry_and_to_a_lower_path() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::file("a", 5),
+            Entry::hardlink("b", "a"),
+            Entry::hardlink("c", "./b"),
+            Entry::hardlink("d", "/usr/lib/x"),
+            Entry::hardlink("e", "later"),
+            Entry::file("later", 1),
+            Entry::file("a", 9),
+        ]);
+        let Some(LinkTo::Entry(orig)) = layer.get("b").and_then(|b| b.link()) else { panic!("b links a") };
+        assert_eq!(
+            layer.get("c").and_then(|c| c.link()),
+            Some(LinkTo::Entry(orig)),
+            "a link to a link is the original"
+        );
+        let old = layer.entry(orig).expect("original");
+        assert!(old.is_hidden() && old.size() == 5, "the replaced original stays as the inode");
+        assert_eq!(layer.get("a").map(|a| (a.size(), a.is_hidden())), Some((9, false)));
+        let mut names: Vec<_> = layer.links_to(orig).map(|l| l.name()).collect();
+        names.sort();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(layer.get("d").and_then(|d| d.link()), Some(LinkTo::Lower("usr/lib/x")));
+        assert_eq!(layer.get("e").and_then(|e| e.link()), Some(LinkTo::Lower("later")), "not earlier: a lower path");
+        assert_eq!(
+            layer.lower_links().map(|(l, p)| (l.name(), p)).collect::<Vec<_>>(),
+            [("e", "later"), ("d", "usr/lib/x")]
+        );
+    }
+
+    #[test]
+    fn hardlink_through_a_symlinked_parent_is_refused() {
+        let (layer, left) = {
+            let mut b = Builder::new(IndexLimits::default());
+            for e in [
+                Entry::dir("real"),
+                Entry::file("real/f", 1),
+                Entry::symlink("s", "real"),
+                Entry::hardlink("through", "s/f"),
+                Entry::hardlink("to-dir", "real"),
+                Entry::hardlink("self", "self"),
+                Entry::whiteout("gone"),
+                Entry::hardlink("to-whiteout", "gone"),
+                Entry::opaque("o"),
+                Entry::hardlink("under-opaque", "o/lower"),
+                Entry::hardlink("under-file", "real/f/x"),
+                Entry::hardlink("ok", "real/f"),
+            ] {
+                b.push(e).expect("push");
+            }
+            let left = b.left_out().clone();
+            (b.finish(0).expect("finish"), left)
+        };
+        for refused in ["through", "to-dir", "self", "to-whiteout", "under-opaque", "under-file"] {
+            assert!(layer.get(refused).is_none(), "{refused}");
+        }
+        assert!(matches!(layer.get("ok").and_then(|e| e.link()), Some(LinkTo::Entry(_))));
+        assert_eq!(left.get("hard link refused"), Some(&6));
+    }
+
+    #[test]
+    fn entry_under_a_same_layer_file_replaces_it() {
+        let layer = LayerIndex::from_entries(vec![
+            Entry::file("f", 1),
+            Entry::file("f/x", 2),
+            Entry::symlink("l", "/etc"),
+            Entry::file("l/y", 1),
+        ]);
+        for d in ["f", "l"] {
+            let e = layer.get(d).expect(d);
+            assert!(e.kind() == EntryKind::Dir && e.is_implied() && !e.is_opaque(), "{d}");
+        }
+        assert_eq!(layer.get("f/x").map(|x| x.size()), Some(2));
+        assert!(present(&layer, "l/y"));
+    }
+
+    #[test]
+    fn non_utf8_and_overlong_names_are_left_out_and_counted() {
+        let long_component = vec![b'c'; 256];
+        let long_path = [b"p/".repeat(2048), b"x".to_vec()].concat();
+        let ok_component = vec![b'c'; 255];
+        let bytes = [
+            header(b"bad\xff", b'0', 0, false).to_vec(),
+            pax(b'x', &[("path", &long_component)]),
+            header(b"ignored", b'0', 0, false).to_vec(),
+            pax(b'x', &[("path", &long_path)]),
+            header(b"ignored", b'0', 0, false).to_vec(),
+            pax(b'x', &[("path", &ok_component)]),
+            header(b"ignored", b'0', 0, false).to_vec(),
+            {
+                let mut h = header(b"link", b'2', 0, false);
+                h[157..160].copy_from_slice(b"\xfe\xfe\xfe");
+                checksum(&mut h);
+                h.to_vec()
+            },
+            header(b"good", b'0', 0, false).to_vec(),
+            eoa(),
+        ]
+        .concat();
+        let (layer, left) = from_tar(&bytes, IndexLimits::default()).expect("index");
+        assert_eq!(kinds(&layer, "").iter().map(|(n, _)| n.len()).collect::<Vec<_>>(), [255, 4]);
+        assert_eq!(left.get("name not UTF-8"), Some(&2), "{left:?}");
+        assert_eq!(left.get("path component too long"), Some(&1), "{left:?}");
+        assert_eq!(left.get("path too long"), Some(&1), "{left:?}");
+    }
+
+    #[test]
+    fn entries_past_the_bound_refuse_the_layer() {
+        let small = IndexLimits { max_entries: 3, ..IndexLimits::default() };
+        let tar = |n: usize| {
+            let mut v: Vec<u8> = (0..n).flat_map(|i| header(format!("f{i}").as_bytes(), b'0', 0, false)).collect();
+            v.extend(eoa());
+            v
+        };
+        assert!(from_tar(&tar(3), small).is_ok());
+        assert!(matches!(from_tar(&tar(4), small), Err(Error::TooLarge(_))));
+        let tiny = IndexLimits { max_bytes: 4 * RECORD_BYTES, ..IndexLimits::default() };
+        assert!(matches!(from_tar(&tar(8), tiny), Err(Error::TooLarge(_))));
+        // Implied directories count too: one deep entry cannot make a million records.
+        let deep = IndexLimits { max_entries: 3, ..IndexLimits::default() };
+        let mut b = Builder::new(deep);
+        assert!(matches!(b.push(Entry::file("a/b/c/d/e", 1)), Err(Error::TooLarge(_))));
+    }
+
+    #[test]
+    fn xattrs_past_the_bound_are_dropped() {
+        let limits = IndexLimits { max_xattr_bytes: 31, max_xattr_value: 16, ..IndexLimits::default() };
+        let bytes = [
+            pax(b'x', &[("SCHILY.xattr.user.a", b"0123456789"), ("SCHILY.xattr.security.selinux", b"ctx")]),
+            header(b"kept", b'0', 0, false).to_vec(),
+            pax(b'x', &[("SCHILY.xattr.user.a", b"0123456789"), ("SCHILY.xattr.user.b", b"0123456789")]),
+            header(b"total", b'0', 0, false).to_vec(),
+            pax(b'x', &[("SCHILY.xattr.user.big", &[7u8; 17]), ("SCHILY.xattr.system.nfs4_acl", b"x")]),
+            header(b"value", b'0', 0, false).to_vec(),
+            eoa(),
+        ]
+        .concat();
+        let (layer, left) = from_tar(&bytes, limits).expect("index");
+        let xattrs =
+            |p: &str| layer.get(p).map(|e| e.xattrs().map(|(n, v)| (n.to_string(), v.to_vec())).collect::<Vec<_>>());
+        assert_eq!(
+            xattrs("kept"),
+            Some(vec![("user.a".to_string(), b"0123456789".to_vec())]),
+            "security.selinux is never kept"
+        );
+        assert_eq!(xattrs("total"), Some(vec![]));
+        assert_eq!(xattrs("value"), Some(vec![]));
+        assert_eq!(left.get("xattrs over the bound (dropped, entry kept)"), Some(&2));
+    }
+
+    #[test]
+    fn sparse_unknown_and_over_32_bit_owners() {
+        let mut big = header(b"big", b'0', 0, false);
+        big[108..116].fill(0);
+        big[108] = 0x80;
+        big[111] = 1; // uid 2^32
+        checksum(&mut big);
+        let bytes = [
+            header(b"sparse", b'S', 0, true).to_vec(),
+            header(b"volume", b'V', 0, false).to_vec(),
+            header(b"contig", b'7', 0, false).to_vec(),
+            header(b"dumpdir", b'D', 0, true).to_vec(),
+            big.to_vec(),
+            eoa(),
+        ]
+        .concat();
+        let (layer, left) = from_tar(&bytes, IndexLimits::default()).expect("index");
+        assert_eq!(
+            kinds(&layer, ""),
+            [
+                ("big".to_string(), EntryKind::File),
+                ("contig".to_string(), EntryKind::File),
+                ("dumpdir".to_string(), EntryKind::Dir)
+            ]
+        );
+        assert_eq!(layer.get("big").map(|b| b.uid()), Some(65534));
+        assert_eq!((left.get("sparse"), left.get("unknown typeflag")), (Some(&1), Some(&1)));
+    }
+
+    #[test]
+    fn a_gnu_tar_indexes_with_positions_that_point_at_the_data() {
+        for format in ["gnu", "pax", "ustar"] {
+            let (_dir, bytes) = crate::views::tar::testtar::gnu_tar(format, format != "ustar");
+            let layer = build_all(Cursor::new(&bytes), TarLimits::default(), IndexLimits::default()).expect("index");
+            assert_eq!(layer.decoded_len(), bytes.len() as u64, "{format}");
+            let f = layer.get("d/f").expect("d/f");
+            assert_eq!((f.size(), f.mode()), (1500, 0o4750), "{format}");
+            assert_eq!(&bytes[f.data_offset() as usize..][..1500], &[7u8; 1500][..], "{format}");
+            // hello and d/h: one file, one link to it, whichever comes first.
+            let (h, hello) = (layer.get("d/h").expect("d/h"), layer.get("hello").expect("hello"));
+            let (file, link) = if h.kind() == EntryKind::File { (h, hello) } else { (hello, h) };
+            assert_eq!(link.link(), Some(LinkTo::Entry(file.id())), "{format}");
+            assert_eq!(&bytes[file.data_offset() as usize..][..12], b"hello world\n", "{format}");
+            assert_eq!(layer.get("d/s").and_then(|s| s.symlink_target()), Some("../hello"), "{format}");
+            assert!(!layer.root().is_implied(), "{format}: GNU tar writes ./");
+            if format != "ustar" {
+                assert_eq!(layer.get("fifo").map(|f| f.kind()), Some(EntryKind::Fifo), "{format}");
+                assert_eq!(layer.get("longlink").and_then(|l| l.symlink_target()).map(str::len), Some(200));
+            }
+        }
+    }
+
+    fn rich_layer() -> LayerIndex {
+        LayerIndex::from_entries(vec![
+            Entry::dir("./").with_mode(0o700),
+            Entry::file("usr/bin/a", 10).with_mode(0o4755).with_owner(7, 8).with_mtime(-5).with_xattr("user.k", b"v\0"),
+            Entry::hardlink("usr/bin/b", "usr/bin/a"),
+            Entry::hardlink("usr/bin/c", "lib/lower"),
+            Entry::file("usr/bin/a", 3),
+            Entry::symlink("usr/s", "bin/a"),
+            Entry::special("dev/sda", EntryKind::BlockDevice, 8, 1),
+            Entry::special("dev/null", EntryKind::CharDevice, 1, 3),
+            Entry::special("run/p", EntryKind::Fifo, 0, 0),
+            Entry::whiteout("etc/gone"),
+            Entry::opaque("etc"),
+            Entry::file(".wh..wh.plnk/9.9", 4),
+            Entry::hardlink("usr/bin/d", ".wh..wh.plnk/9.9"),
+        ])
+    }
+
+    fn sha(n: u8) -> Digest {
+        Digest::of(crate::digest::Algorithm::Sha256, &[n])
+    }
+
+    #[test]
+    fn an_index_round_trips_byte_for_byte() {
+        for layer in [rich_layer(), LayerIndex::from_entries(vec![])] {
+            let bytes = encode(&layer, &sha(1));
+            assert_eq!(&bytes[..8], MAGIC);
+            let (diff_id, back) = decode(&bytes).expect("decode");
+            assert_eq!(diff_id, sha(1));
+            assert_eq!(back, layer);
+            assert_eq!(encode(&back, &sha(1)), bytes, "re-encoding gives the same bytes");
+            if back.is_empty() {
+                continue;
+            }
+            let a = back.get("usr/bin/d").and_then(|d| d.link());
+            assert!(
+                matches!(a, Some(LinkTo::Entry(id)) if back.entry(id).is_some_and(|e| e.is_hidden() && e.size() == 4))
+            );
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_or_an_old_version_is_refused() {
+        let bytes = encode(&rich_layer(), &sha(2));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            assert!(matches!(decode(&bad), Err(Error::Malformed { .. })), "byte {i} flipped");
+        }
+        for len in [0, 7, 8, 40, bytes.len() - 1] {
+            assert!(decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        // A well-formed file of another version, trailer and all, is refused by its version.
+        let mut old = bytes[..bytes.len() - 32].to_vec();
+        old[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let sum = Digest::of(crate::digest::Algorithm::Sha256, &old);
+        old.extend(hex_bytes(sum.hex()));
+        let err = decode(&old).expect_err("old version");
+        assert!(err.to_string().contains("version"), "{err}");
+    }
+
+    fn hex_bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
+    }
+
+    #[test]
+    fn index_memory_per_entry_is_at_most_128_bytes_plus_names() {
+        // A shape like a distro layer: 8,000 files in 400 directories, some links.
+        let mut entries = Vec::new();
+        for d in 0..400 {
+            entries.push(Entry::dir(&format!("usr/share/pkg{d}")));
+            for f in 0..20 {
+                let e = if f % 10 == 9 {
+                    Entry::hardlink(&format!("usr/share/pkg{d}/link{f}"), &format!("usr/share/pkg{d}/file{}", f - 1))
+                } else {
+                    Entry::file(&format!("usr/share/pkg{d}/file{f}"), 100)
+                };
+                entries.push(e);
+            }
+        }
+        let layer = LayerIndex::from_entries(entries);
+        let names: usize = (0..layer.len() as u32).filter_map(|i| layer.entry(i)).map(|e| e.name().len()).sum();
+        let per_entry = (layer.weight() - names) as f64 / layer.len() as f64;
+        eprintln!(
+            "index of {} entries: {} bytes, {per_entry:.1} bytes per entry besides {names} bytes of names; record {} bytes",
+            layer.len(),
+            layer.weight(),
+            RECORD_BYTES
+        );
+        assert!(per_entry <= 128.0, "{per_entry} bytes per entry");
+        assert!(layer.weight() < 1 << 20, "8,000 entries in under 1 MiB");
     }
 }
