@@ -295,6 +295,68 @@ fn a_debian_rootfs_of_thousands_of_files_matches_umoci_file_by_file() {
     assert!(failures.is_empty(), "{} differences (first 200):\n{shown:#?}", failures.len());
 }
 
+#[test]
+#[ignore = "needs rootfs/ (issue 9)"]
+fn hostile_layers_are_refused_or_bounded_with_a_clear_log_line() {
+    let s = shared();
+    let hostile = s.fixtures["rootfs"]["hostile"].as_array().expect("hostile cases");
+    assert_eq!(hostile.len(), 4);
+    let m = Mount::start(&s.registry.url, &["--cache-size", "8M"]);
+    let mut failures = Vec::new();
+    for h in hostile {
+        let field = |k: &str| h[k].as_str().unwrap_or_default().to_string();
+        let (case, repo) = (field("case"), field("repo"));
+        // umoci 0.4.7, characterised: no bound on decoded bytes; the others fail its unpack
+        let umoci = oracle::umoci(&s.registry.url, &repo, "v1").err();
+        let umoci_says = match case.as_str() {
+            "hostile-bomb" => umoci.is_none(),
+            "hostile-pax-huge" => umoci.as_deref().is_some_and(|e| e.contains("header field too long")),
+            _ => umoci.as_deref().is_some_and(|e| e.contains("file name too long")),
+        };
+        if !umoci_says {
+            failures.push(format!("{case}: umoci no longer behaves as characterised: {umoci:?}"));
+        }
+        let root = m.path(&format!("{repo}/tags/v1/rootfs"));
+        match std::fs::read_to_string(root.join(field("top_file"))) {
+            Ok(t) if t == "top" => {}
+            other => failures.push(format!("{case}: the top layer's file: {other:?}")),
+        }
+        let want = match field("errno").as_str() {
+            "EFBIG" => Some(libc::EFBIG),
+            "EIO" => Some(libc::EIO),
+            _ => None,
+        };
+        let bad = std::fs::read_to_string(root.join(field("bad_layer_file")));
+        let listing =
+            std::fs::read_dir(&root).and_then(|d| d.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>());
+        match want {
+            Some(errno) => {
+                if bad.as_ref().err().and_then(std::io::Error::raw_os_error) != Some(errno) {
+                    failures.push(format!("{case}: a file of the bad layer: {bad:?}, want errno {errno}"));
+                }
+                if listing.as_ref().err().and_then(std::io::Error::raw_os_error) != Some(errno) {
+                    failures.push(format!("{case}: ls rootfs/: {listing:?}, want errno {errno}"));
+                }
+                let layer = field("bad_layer_digest");
+                if !m.log().contains(layer.trim_start_matches("sha256:")) {
+                    failures.push(format!("{case}: no log line names the layer {layer}"));
+                }
+            }
+            None => {
+                if bad.as_deref().ok() != Some("low") {
+                    failures.push(format!("{case}: the ordinary file beside the left-out ones: {bad:?}"));
+                }
+                let low =
+                    std::fs::read_dir(root.join("low")).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+                if low.as_ref().ok().map(Vec::len) != Some(1) {
+                    failures.push(format!("{case}: low/ should hold only `file` (over-long names left out): {low:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}\n--- regfs log:\n{}", failures.join("\n"), m.log());
+}
+
 /// Every file path under `dir` (recursive).
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
