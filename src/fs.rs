@@ -127,12 +127,18 @@ impl Fs {
     fn attr_of(&self, node: &Node) -> Result<Attr> {
         let cx = &self.layout;
         let shape = node.shape();
-        let size = match &shape {
-            Shape::Dir(d) => d.check(cx).map(|()| 0)?,
-            Shape::File(f) => f.size(cx)?,
-            Shape::Link(l) => l.size(cx),
+        let (size, settled) = match &shape {
+            Shape::Dir(d) => (d.check(cx).map(|()| 0)?, true),
+            // Settledness first: a size read after it said yes is final.
+            Shape::File(f) => {
+                let settled = f.settled(cx);
+                (f.size(cx)?, settled)
+            }
+            Shape::Link(l) => (l.size(cx), true),
         };
-        Ok(self.attr(&shape, size))
+        let attr = self.attr(&shape, size);
+        // A size not final yet (a layer not decoded yet) is not cached by the kernel.
+        Ok(if settled { attr } else { Attr { ttl: Duration::ZERO, ..attr } })
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {

@@ -11,6 +11,7 @@
 //!         config.json                 Blob
 //!         layers/                     Layers
 //!           <n>.<ext>                 Blob
+//!           <n>.tar                   DecodedLayer the gzip/zstd layer decoded     (verified by diff_id)
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
 //!     blobs/                          Blobs       lookup only
 //!       <digest>                      Blob
@@ -36,6 +37,8 @@
 //!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
 //!   blob is cached, else cost one HEAD each, once).
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
+//! - `stat` of `layers/<n>.tar`: nothing (size 0, uncached, until the layer is decoded); `open`:
+//!   the config and the layer's blob, once, then the decode, once per diff_id.
 //!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
@@ -51,23 +54,30 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
+use crate::views::Views;
 
-pub use image::{Blob, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 
-/// What every rule may consult: the verified store, and the readahead of tag links.
+/// What every rule may consult: the verified store, the views derived from it (decoded
+/// layers), and the readahead of tag links.
 pub struct Layout {
     store: Arc<Store>,
+    views: Views,
     readahead: Readahead,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
-        Layout { store, readahead: Readahead::new(readahead) }
+        Layout { views: Views::new(Arc::clone(&store)), store, readahead: Readahead::new(readahead) }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn views(&self) -> &Views {
+        &self.views
     }
 
     /// Repositories whose tag-reading position readahead remembers now.
@@ -104,6 +114,7 @@ pub enum Node {
     ManifestJson(ManifestJson),
     Layers(Layers),
     Blob(Blob),
+    DecodedLayer(DecodedLayer),
     IndexLink(IndexLink),
 }
 
@@ -135,6 +146,13 @@ pub trait File: Send + Sync {
     fn stability(&self) -> Stability;
     /// `st_size`; where it comes from is the kind's rule (descriptor, HEAD, verified length).
     fn size(&self, cx: &Layout) -> Result<u64>;
+    /// Whether `size` is final. An unsettled size (a decoded layer not decoded yet shows 0) is
+    /// not cached by the kernel (TTL 0), so it asks again and sees the real size once known.
+    /// Ask before `size`: a size read after `true` is final. Never costs a request.
+    fn settled(&self, cx: &Layout) -> bool {
+        let _ = cx;
+        true
+    }
     /// The verified content, ready (downloaded if need be) when this returns.
     fn open(&self, cx: &Layout) -> Result<Content>;
 }
@@ -160,6 +178,7 @@ impl Node {
             Node::ManifestJson(n) => Shape::File(n),
             Node::Layers(n) => Shape::Dir(n),
             Node::Blob(n) => Shape::File(n),
+            Node::DecodedLayer(n) => Shape::File(n),
             Node::IndexLink(n) => Shape::Link(n),
         }
     }
