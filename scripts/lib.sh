@@ -2,8 +2,10 @@
 
 # Debian packages regfs's scripts and tests use: the reference registry, independent clients
 # (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
-# Basic-auth test, curl and openssl for the benchmark's baseline.
-REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3"
+# Basic-auth test, curl and openssl for the benchmark's baseline; perl and git for the distro image
+# (src/testkit/fixtures/distro.rs rebuilds a Debian image from what dpkg installed, perl and git
+# as two of its layers).
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git"
 
 regfs_install_deps() {
     local missing=()

@@ -35,7 +35,7 @@ fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
     assert_eq!(tags.len(), count);
     assert_eq!(tags.first().map(String::as_str), Some("t000"));
     assert_eq!(tags.last().map(String::as_str), Some("t129"));
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
     assert_eq!(names(&m.path("demo")).len(), 7);
     let reqs = front.requests();
     let tag_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
@@ -192,7 +192,7 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     let cache = tempfile::tempdir().expect("cache");
     let m = Mount::start_as(&registry.url, "alice", "s3cret", cache.path().join("a"));
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
     drop(m);
 
     // A wrong password, or none, is refused when mounting, as `docker login` would refuse it.
