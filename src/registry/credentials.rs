@@ -32,6 +32,23 @@ impl Credentials {
     }
 }
 
+/// What a source of credentials gives: a username and password, or an identity token (docker's
+/// `identitytoken`, a helper's `<token>` user), a refresh token exchanged at the token realm.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Basic(Credentials),
+    IdentityToken(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Basic(c) => c.fmt(f),
+            Secret::IdentityToken(_) => write!(f, "IdentityToken(<hidden>)"),
+        }
+    }
+}
+
 /// The default auth file: `$DOCKER_CONFIG/config.json`, then `~/.docker/config.json`.
 pub fn default_auth_file() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
