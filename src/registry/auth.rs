@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::credentials::Credentials;
+use super::credentials::{Login, Secret};
 use crate::error::{Error, Result};
 use crate::limits::{DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME};
 use crate::sync;
@@ -113,7 +113,7 @@ struct TokenReply {
 
 /// Keeps what is needed to authenticate, and the tokens got so far.
 pub struct Authenticator {
-    credentials: Option<Credentials>,
+    login: Option<Login>,
     allow_http_realm: bool,
     /// The registry asked for Basic: send credentials up front from now on.
     basic: AtomicBool,
@@ -128,13 +128,8 @@ pub struct TokenRequest {
 }
 
 impl Authenticator {
-    pub fn new(credentials: Option<Credentials>, allow_http_realm: bool) -> Self {
-        Authenticator {
-            credentials,
-            allow_http_realm,
-            basic: AtomicBool::new(false),
-            tokens: Mutex::new(HashMap::new()),
-        }
+    pub fn new(login: Option<Login>, allow_http_realm: bool) -> Self {
+        Authenticator { login, allow_http_realm, basic: AtomicBool::new(false), tokens: Mutex::new(HashMap::new()) }
     }
 
     /// The `Authorization` header for a request in `scope`, if we have one.
@@ -145,9 +140,17 @@ impl Authenticator {
         }
         drop(tokens);
         if self.basic.load(Ordering::Relaxed) {
-            return self.credentials.as_ref().map(Credentials::basic_header);
+            return self.basic_header();
         }
         None
+    }
+
+    /// `Basic …` for the current username and password, if that is what we have.
+    fn basic_header(&self) -> Option<String> {
+        match self.login.as_ref().map(Login::current) {
+            Some(Secret::Basic(c)) => Some(c.basic_header()),
+            _ => None,
+        }
     }
 
     /// Forget the token for `scope`, if it is the one `sent` carried (the registry refused it). A
@@ -194,14 +197,14 @@ impl Authenticator {
                     q.append_pair("scope", scope);
                 }
             }
-            let authorization = self.credentials.as_ref().map(Credentials::basic_header);
+            let authorization = self.basic_header();
             return Ok(Some(TokenRequest { url: token_url, authorization }));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            let Some(credentials) = &self.credentials else {
+            let Some(basic) = self.basic_header() else {
                 return Err(Error::Denied(format!("{url}: the registry wants a username and password")));
             };
-            if sent == Some(credentials.basic_header().as_str()) {
+            if sent == Some(basic.as_str()) {
                 return Err(Error::Denied(format!("{url}: credentials refused")));
             }
             self.basic.store(true, Ordering::Relaxed);
@@ -233,6 +236,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::credentials::Credentials;
 
     #[test]
     fn parses_bearer_and_basic_challenges() {
@@ -280,7 +284,7 @@ mod tests {
     #[test]
     fn a_bearer_challenge_becomes_a_token_request() {
         let creds = Credentials { username: "u".into(), password: "p".into() };
-        let a = Authenticator::new(Some(creds), false);
+        let a = Authenticator::new(Some(Login::fixed(Secret::Basic(creds))), false);
         let req = a
             .answer(
                 r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#,

@@ -41,7 +41,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
 use super::auth::Authenticator;
-use super::credentials::Credentials;
+use super::credentials::{Credentials, Login, Secret};
 use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -137,6 +137,9 @@ impl<R: Read> Read for Paced<R> {
 /// credentials and CA certificates read from the options that name them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
+    /// Where the credentials came from, fetched again when refused (`credentials::lookup`).
+    pub login: Option<Login>,
+    /// A username and password given as such (never fetched again); `login` wins.
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
     /// Per network operation: connect, response headers, each body read (10 s).
@@ -153,6 +156,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            login: None,
             credentials: None,
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(10),
@@ -232,7 +236,10 @@ impl HttpClient {
         Ok(HttpClient {
             base,
             http,
-            auth: Authenticator::new(options.credentials, allow_http_realm),
+            auth: Authenticator::new(
+                options.login.or(options.credentials.map(|c| Login::fixed(Secret::Basic(c)))),
+                allow_http_realm,
+            ),
             retry: options.retry,
             timeout: options.timeout,
             progress: options.progress,
