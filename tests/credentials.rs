@@ -270,3 +270,53 @@ fn auth_json_is_found_where_podman_and_skopeo_put_it() {
     let (out, _) = w.refused(&registry.url, &[]);
     assert!(out.contains("access denied"), "{out}");
 }
+
+#[test]
+fn an_identity_token_is_exchanged_for_bearer_tokens_as_docker_does() {
+    use common::front::{Bearer, Behavior, Front};
+    let sh = shared();
+    let (layer, digest) = a_layer(&sh.fixtures);
+    let identity = "idt-refresh-7f3a";
+    let front = Front::start(
+        &sh.registry.url,
+        Behavior {
+            bearer: Some(Bearer { lifetime: 300, basic: None }),
+            refresh_token: Some(identity.into()),
+            ..Behavior::default()
+        },
+    );
+    let host = format!("127.0.0.1:{}", front.port);
+    let w = World::new();
+    // From an auth file's `identitytoken` ...
+    w.write("run/containers/auth.json", &format!(r#"{{"auths":{{"{host}":{{"identitytoken":"{identity}"}}}}}}"#));
+    let m = w.mount(&front.url, &[], &[]);
+    assert_eq!(sha256sum(&m.path(&layer)), digest);
+    let log = m.log();
+    drop(m);
+    // ... and from a helper answering `<token>` as the user.
+    std::fs::remove_file(w.path("run/containers/auth.json")).expect("rm");
+    w.helper(
+        "idt",
+        &format!(r#"cat >/dev/null; echo '{{"ServerURL":"x","Username":"<token>","Secret":"{identity}"}}'"#),
+    );
+    w.write("home/.docker/config.json", &format!(r#"{{"credHelpers":{{"{host}":"idt"}}}}"#));
+    let m = w.mount(&front.url, &[], &[]);
+    assert_eq!(sha256sum(&m.path(&layer)), digest);
+    let log = log + &m.log();
+    drop(m);
+
+    let reqs = front.requests();
+    let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
+    assert!(tokens.len() >= 4, "a token for the ping and one for the repository, per mount: {tokens:#?}");
+    for t in &tokens {
+        assert_eq!((t.method.as_str(), t.status), ("POST", 200), "{t:#?}");
+        assert_eq!(t.authorization, None, "a token POST carried Authorization: {t:#?}");
+        assert!(t.body.contains("grant_type=refresh_token") && t.body.contains("client_id=regfs"), "{t:#?}");
+        assert!(t.body.contains("service=regfs-front"), "{t:#?}");
+    }
+    // The refresh token is the identity token, or the one the token service gave back.
+    assert!(tokens[0].body.contains(&format!("refresh_token={identity}")), "{:#?}", tokens[0]);
+    assert!(tokens.iter().any(|t| t.body.contains("refresh_token=rt-")), "the new refresh token went unused");
+    assert!(tokens.iter().any(|t| t.body.contains("scope=repository%3Ademo%2F")), "{tokens:#?}");
+    assert!(!log.contains(identity), "the identity token reached the log");
+}

@@ -109,6 +109,9 @@ struct TokenReply {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
+    /// A new refresh token (identity token logins): used from now on.
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 /// Keeps what is needed to authenticate, and the tokens got so far.
@@ -120,11 +123,17 @@ pub struct Authenticator {
     tokens: Mutex<HashMap<String, Token>>,
 }
 
-/// What the HTTP layer must do to get a token: a GET it performs itself, so that token requests
-/// share its client, counters and error mapping.
+/// What the HTTP layer must do to get a token: a request it performs itself, so that token
+/// requests share its client, counters and error mapping. A GET of `url` (with `authorization`
+/// if we have a username and password), or with an identity token a POST of `form` to `url` (the
+/// realm), as docker does: `grant_type=refresh_token&refresh_token=…&service=…&scope=…&client_id=regfs`.
 pub struct TokenRequest {
     pub url: reqwest::Url,
     pub authorization: Option<String>,
+    /// The POST body, `application/x-www-form-urlencoded`.
+    pub form: Option<String>,
+    /// The secret this request carries, if any: what was refused if the realm says no.
+    pub secret: Option<Secret>,
 }
 
 impl Authenticator {
@@ -182,23 +191,13 @@ impl Authenticator {
                 .params
                 .get("realm")
                 .ok_or_else(|| Error::Protocol(format!("{url}: bearer challenge without realm")))?;
-            let mut token_url =
+            let token_url =
                 reqwest::Url::parse(realm).map_err(|_| Error::Protocol(format!("{url}: bad token realm {realm:?}")))?;
             if token_url.scheme() != "https" && !(token_url.scheme() == "http" && self.allow_http_realm) {
                 return Err(Error::Denied(format!("{url}: token realm {realm} is not https")));
             }
-            {
-                let mut q = token_url.query_pairs_mut();
-                if let Some(service) = c.params.get("service") {
-                    q.append_pair("service", service);
-                }
-                let scope = c.params.get("scope").map_or(scope, String::as_str);
-                if !scope.is_empty() {
-                    q.append_pair("scope", scope);
-                }
-            }
-            let authorization = self.basic_header();
-            return Ok(Some(TokenRequest { url: token_url, authorization }));
+            let scope = c.params.get("scope").map_or(scope, String::as_str);
+            return Ok(Some(self.token_request(token_url, c.params.get("service").map(String::as_str), scope)));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             let Some(basic) = self.basic_header() else {
@@ -213,10 +212,48 @@ impl Authenticator {
         Err(Error::Denied(format!("{url}: unsupported authentication challenge {www_authenticate:?}")))
     }
 
+    /// How to ask the realm `realm` for a token for `scope`, with the secret we have now.
+    pub fn token_request(&self, realm: reqwest::Url, service: Option<&str>, scope: &str) -> TokenRequest {
+        let secret = self.login.as_ref().map(Login::current);
+        let mut url = realm;
+        if let Some(Secret::IdentityToken(refresh)) = &secret {
+            // The form is serialised as a query string is: the same encoding.
+            let mut body = reqwest::Url::parse("http://form.invalid/").ok();
+            if let Some(b) = &mut body {
+                let mut q = b.query_pairs_mut();
+                q.append_pair("grant_type", "refresh_token");
+                q.append_pair("refresh_token", refresh);
+                if let Some(service) = service {
+                    q.append_pair("service", service);
+                }
+                if !scope.is_empty() {
+                    q.append_pair("scope", scope);
+                }
+                q.append_pair("client_id", "regfs");
+            }
+            let form = body.and_then(|b| b.query().map(str::to_string));
+            return TokenRequest { url, authorization: None, form, secret };
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = service {
+                q.append_pair("service", service);
+            }
+            if !scope.is_empty() {
+                q.append_pair("scope", scope);
+            }
+        }
+        let authorization = self.basic_header();
+        TokenRequest { url, authorization, form: None, secret: secret.filter(|s| matches!(s, Secret::Basic(_))) }
+    }
+
     /// Keep a token reply for `scope`. Reused until 90% of its lifetime (at most 30 s early).
     pub fn store_token(&self, scope: &str, body: &[u8], url: &str) -> Result<()> {
         let reply: TokenReply =
             serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("{url}: bad token reply: {e}")))?;
+        if let (Some(login), Some(refresh)) = (&self.login, reply.refresh_token.filter(|t| !t.is_empty())) {
+            login.replace_identity_token(refresh);
+        }
         let value = reply
             .token
             .or(reply.access_token)

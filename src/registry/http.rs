@@ -423,7 +423,12 @@ impl HttpClient {
     fn fetch_token(&self, req: super::auth::TokenRequest, scope: &str) -> Result<()> {
         Counters::bump(&self.counters.token_fetches);
         Counters::bump(&self.counters.requests);
-        let mut r = self.http.get(req.url.clone());
+        let mut r = match req.form {
+            Some(form) => {
+                self.http.post(req.url.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
+            }
+            None => self.http.get(req.url.clone()),
+        };
         if let Some(a) = req.authorization {
             r = r.header(AUTHORIZATION, a);
         }
