@@ -320,3 +320,59 @@ fn an_identity_token_is_exchanged_for_bearer_tokens_as_docker_does() {
     assert!(tokens.iter().any(|t| t.body.contains("scope=repository%3Ademo%2F")), "{tokens:#?}");
     assert!(!log.contains(identity), "the identity token reached the log");
 }
+
+#[test]
+fn credentials_that_expire_while_mounted_are_fetched_again() {
+    use common::front::{Bearer, Behavior, Front};
+    let sh = shared();
+    let images = common::images(&sh.fixtures, "docker-schema2");
+    let img = images[0];
+    let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
+    let layers = img["layers"].as_array().expect("layers");
+    assert!(layers.len() >= 2, "the test needs an image with two layers");
+    // docker-schema2 layers are gzip.
+    let layer =
+        |i: usize| (format!("{}/tags/{}/layers/{i}.tar.gz", s(&img["repo"]), s(&img["tag"])), s(&layers[i]["digest"]));
+    let basic = |pw: &str| Some(Bearer { lifetime: 2, basic: Some((USER.to_string(), pw.to_string())) });
+    let front = Front::start(&sh.registry.url, Behavior { bearer: basic("first-pw"), ..Behavior::default() });
+    let host = format!("127.0.0.1:{}", front.port);
+    let w = World::new();
+    logging_helper(&w, "rotating");
+    w.write("pw", "first-pw");
+    w.write("home/.docker/config.json", &format!(r#"{{"credHelpers":{{"{host}":"rotating"}}}}"#));
+    let calls = || std::fs::read_to_string(w.path("helper.log")).map(|l| l.lines().count()).unwrap_or(0);
+
+    let m = w.mount(&front.url, &[], &[]);
+    let (first, digest) = layer(0);
+    assert_eq!(sha256sum(&m.path(&first)), digest);
+    assert_eq!(calls(), 1);
+    // The password is rotated (the registry's and the helper's), and the token expires.
+    front.set(|b| b.bearer = basic("second-pw"));
+    w.write("pw", "second-pw");
+    std::thread::sleep(Duration::from_secs(3));
+    let (second, digest) = layer(1);
+    assert_eq!(sha256sum(&m.path(&second)), digest, "{}", m.log());
+    assert_eq!(calls(), 2, "the helper is asked again once, when the old password is refused");
+    assert!(!m.log().contains("second-pw") && !m.log().contains("first-pw"));
+    drop(m);
+
+    // A registry that refuses everything does not have regfs ask the helper in a loop.
+    std::fs::remove_file(w.path("helper.log")).expect("rm");
+    let m = w.mount(&front.url, &[], &[]);
+    assert_eq!(calls(), 1);
+    front.set(|b| b.bearer = basic("nobody-knows-this"));
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let mut refused = 0;
+    for i in 0..20 {
+        let (path, _) = layer(i % 2);
+        match std::fs::read(m.path(&path)) {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => refused += 1,
+            other => panic!("read {i}: {:?}", other.map(|b| b.len())),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(refused, 20);
+    assert!(started.elapsed() < Duration::from_secs(10), "20 refused reads took {:?}", started.elapsed());
+    assert!(calls() <= 2, "the helper was called {} times for 20 refused reads", calls());
+}

@@ -8,6 +8,9 @@
 //! send the token). Tokens are kept per scope (`repository:<name>:pull`, `registry:catalog:*`) and
 //! reused until shortly before `expires_in` runs out; a 401 on a request that carried a token
 //! drops it and authenticates once more. A second 401 in a row is final (EACCES): no loops.
+//! Credentials refused (Basic, or by the token realm) are fetched again once through
+//! [`Login::refresh`] (a rotated password, a helper's new token), at most once per
+//! `CREDENTIAL_REFRESH_EVERY`, and only a changed secret is tried again.
 //! A 401 is judged by what its own request carried: requests that went out anonymously at the
 //! same time as the first one all retry with the credentials (or the token) the first answer
 //! got, and only a request that carried the credentials and was refused fails.
@@ -204,12 +207,29 @@ impl Authenticator {
                 return Err(Error::Denied(format!("{url}: the registry wants a username and password")));
             };
             if sent == Some(basic.as_str()) {
+                // Refused: perhaps changed since (a rotated password). Fetched again, tried once.
+                let refused = self.login.as_ref().map(Login::current);
+                if let Some(refused) = refused {
+                    if self.refresh(&refused)? {
+                        self.basic.store(true, Ordering::Relaxed);
+                        return Ok(None);
+                    }
+                }
                 return Err(Error::Denied(format!("{url}: credentials refused")));
             }
             self.basic.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         Err(Error::Denied(format!("{url}: unsupported authentication challenge {www_authenticate:?}")))
+    }
+
+    /// `refused` was refused: fetch the credentials again (see [`Login::refresh`]). `true`:
+    /// there are others to try, once.
+    pub fn refresh(&self, refused: &Secret) -> Result<bool> {
+        match &self.login {
+            Some(login) => login.refresh(refused),
+            None => Ok(false),
+        }
     }
 
     /// How to ask the realm `realm` for a token for `scope`, with the secret we have now.
@@ -342,5 +362,33 @@ mod tests {
         assert!(a.answer(r#"Basic realm="x""#, "s", "u", None).expect("test input is valid").is_none());
         // A refusal of a request that carried the credentials is final.
         assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&basic)).is_err());
+    }
+
+    #[test]
+    fn refused_basic_credentials_are_read_again_once_and_not_in_a_loop() {
+        use crate::registry::credentials::{Env, lookup};
+        let dir = tempfile::tempdir().expect("test input is valid");
+        let file = dir.path().join("auth.json");
+        let write = |pw: &str| {
+            std::fs::write(&file, format!(r#"{{"auths":{{"reg:1":{{"username":"u","password":"{pw}"}}}}}}"#))
+                .expect("test input is valid")
+        };
+        write("old");
+        let login = lookup("reg:1", Some(&file), &Env::default(), Duration::from_secs(5))
+            .expect("test input is valid")
+            .expect("test input is valid");
+        let a = Authenticator::new(Some(login), false);
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", None).expect("test input is valid").is_none());
+        let old = a.header("s").expect("test input is valid");
+        // The password was changed in the file: the refusal reads it again, and says retry.
+        write("new");
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&old)).expect("refreshed").is_none());
+        let new = a.header("s").expect("test input is valid");
+        assert_ne!(new, old);
+        assert_eq!(new, Credentials { username: "u".into(), password: "new".into() }.basic_header());
+        // Refused again at once: not read again (rate-limited), final.
+        write("newer");
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&new)).is_err());
+        assert_eq!(a.header("s").as_deref(), Some(new.as_str()));
     }
 }

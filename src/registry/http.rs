@@ -408,7 +408,7 @@ impl HttpClient {
                     resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
                 match self.auth.answer(&challenge, scope, url.as_str(), sent.as_deref())? {
                     None => continue,
-                    Some(token_req) => match self.fetch_token(token_req, scope) {
+                    Some(token_req) => match self.fetch_token_refreshing(token_req, &challenge, scope, &url, &sent) {
                         Ok(()) => continue,
                         // The token service failing for a moment is retried like the registry.
                         Err(e @ Error::Unavailable(_)) => return Ok(Attempt::Retry(e, None)),
@@ -417,6 +417,32 @@ impl HttpClient {
                 }
             }
             return self.classify(resp, &method, &url);
+        }
+    }
+
+    /// Fetch a token; if the realm refuses the credentials it was asked with, fetch them again
+    /// (`Login::refresh`: a rotated password, rate-limited) and, if they changed, ask once more.
+    fn fetch_token_refreshing(
+        &self,
+        req: super::auth::TokenRequest,
+        challenge: &str,
+        scope: &str,
+        url: &Url,
+        sent: &Option<String>,
+    ) -> Result<()> {
+        let secret = req.secret.clone();
+        match (self.fetch_token(req, scope), secret) {
+            (Err(e @ Error::Denied(_)), Some(refused)) => {
+                if !self.auth.refresh(&refused)? {
+                    return Err(e);
+                }
+                log::info!("{e}; asking again with the credentials fetched again");
+                match self.auth.answer(challenge, scope, url.as_str(), sent.as_deref())? {
+                    Some(again) => self.fetch_token(again, scope),
+                    None => Ok(()),
+                }
+            }
+            (result, _) => result,
         }
     }
 
