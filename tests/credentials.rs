@@ -87,7 +87,10 @@ impl World {
     }
 
     fn mount(&self, url: &str, args: &[&str], extra: &[(&'static str, PathBuf)]) -> Mount {
-        let cache = tempfile::tempdir().expect("cache").keep();
+        // Inside the world, so it goes with it.
+        static MOUNTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cache = self.path(&format!("cache-{n}"));
         let mut all = vec!["--cache-dir".to_string(), cache.to_string_lossy().into_owned()];
         all.extend(args.iter().map(|a| a.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
