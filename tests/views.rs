@@ -341,3 +341,153 @@ fn a_layer_listed_by_an_artifact_gets_no_tar_view() {
     assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz"]);
     assert_eq!(c.walk(&format!("{dir}/0.tar")).expect_err("no view").errno(), libc::ENOENT);
 }
+
+/// A core on the cache directory `dir` (to restart on it).
+fn core_in(fake: Arc<Faulty<Fake>>, dir: &std::path::Path) -> (Arc<Store>, Views) {
+    let config = StoreConfig { cache_dir: dir.to_path_buf(), ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake, &config).expect("store"));
+    (Arc::clone(&store), Views::new(store))
+}
+
+/// GETs of blob `d` so far.
+fn gets_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
+    fake.calls().iter().filter(|c| c.starts_with("GET blob") && c.contains(&d.to_string())).count()
+}
+
+fn two_file_layer() -> Vec<u8> {
+    tar_of(&[("etc/motd", b"hello\n".to_vec()), ("usr/bin/tool", noise(40_000, 11))])
+}
+
+#[test]
+fn materialising_a_layer_decodes_it_once_and_indexes_it_in_the_same_pass() {
+    let fake = Faulty::new(Fake::default());
+    let raw = two_file_layer();
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let c = core(fake);
+    let index = c.views.index("r", &m, 0).expect("index");
+    assert_eq!(index.get("usr/bin/tool").expect("tool").size(), 40_000);
+    assert_eq!(index.get("etc/motd").expect("motd").size(), 6);
+    assert_eq!(index.decoded_len(), raw.len() as u64);
+    let stats = c.views.stats();
+    assert_eq!((stats.decodes, stats.index_passes), (1, 0), "one pass: decoded and indexed together");
+    assert_eq!(c.decoded("r", &m, 0).expect("layers/0.tar"), raw);
+    c.views.index("r", &m, 0).expect("index again");
+    assert_eq!(c.views.stats().decodes, 1, "nothing decoded again");
+    // Opened as layers/0.tar first: the same one pass leaves the index too.
+    let fake = Faulty::new(Fake::default());
+    let m = image(&fake, "r", "v1", &[(zstd_of(&raw), ZSTD, sha(&raw))]);
+    let c = core(fake);
+    assert_eq!(c.decoded("r", &m, 0).expect("layers/0.tar"), raw);
+    assert!(c.views.index("r", &m, 0).expect("index").get("etc/motd").is_some());
+    assert_eq!((c.views.stats().decodes, c.views.stats().index_passes), (1, 0));
+    assert_eq!(c.held("index/sha256"), [sha(&raw).hex().to_string()], "the index is kept by diff_id");
+}
+
+#[test]
+fn a_remount_reads_the_index_from_disk_without_touching_the_tar() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = two_file_layer();
+    let blob = gzip(&raw);
+    let m = image(&fake, "r", "v1", &[(blob.clone(), GZIP, sha(&raw))]);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        views.index("r", &m, 0).expect("first run");
+    }
+    // The decoded tar (and the blob) deleted behind regfs's back: the index alone answers.
+    std::fs::remove_file(dir.path().join("decoded/sha256").join(sha(&raw).hex())).expect("decoded");
+    std::fs::remove_file(dir.path().join("blobs/sha256").join(sha(&blob).hex())).expect("blob");
+    let before = gets_of(&fake, &sha(&blob));
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let index = views.index("r", &m, 0).expect("second run");
+    assert_eq!(index.get("usr/bin/tool").expect("tool").size(), 40_000);
+    assert_eq!((views.stats().decodes, views.stats().index_passes), (0, 0));
+    assert_eq!(gets_of(&fake, &sha(&blob)), before, "the layer blob was fetched");
+    // Reading the tar then decodes it again, verified as ever.
+    let f = views.decoded("r", &m, 0).expect("decoded again");
+    assert_eq!(f.metadata().expect("metadata").len(), raw.len() as u64);
+    assert_eq!(views.stats().decodes, 1);
+}
+
+#[test]
+fn an_index_with_a_flipped_byte_is_rebuilt() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = two_file_layer();
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        views.index("r", &m, 0).expect("first run");
+    }
+    let path = dir.path().join("index/sha256").join(sha(&raw).hex());
+    let good = std::fs::read(&path).expect("index file");
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x10;
+    std::fs::write(&path, &flipped).expect("flip");
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let index = views.index("r", &m, 0).expect("rebuilt");
+    assert_eq!(index.get("etc/motd").expect("motd").size(), 6);
+    assert_eq!(views.stats().decodes, 0, "rebuilt from the decoded tar (hashed again), not decoded again");
+    assert_eq!(views.stats().index_passes, 1);
+    assert_eq!(std::fs::read(&path).expect("index file"), good, "the file is written anew");
+}
+
+#[test]
+fn a_layer_that_is_not_a_tar_still_gives_its_verified_tar_view_but_no_index() {
+    let fake = Faulty::new(Fake::default());
+    let raw = noise(3000, 12); // hashes to its diff_id, but is no tar
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let c = core(fake);
+    let e = c.views.index("r", &m, 0).expect_err("not a tar");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert_eq!(c.decoded("r", &m, 0).expect("layers/0.tar"), raw);
+    assert_eq!(c.views.index("r", &m, 0).expect_err("kept as the layer's index error").errno(), libc::EIO);
+    assert_eq!(c.views.stats().decodes, 1);
+    assert!(c.held("index/sha256").is_empty());
+}
+
+#[test]
+fn an_uncompressed_layer_is_indexed_from_its_blob_which_must_be_its_diff_id() {
+    let fake = Faulty::new(Fake::default());
+    let raw = two_file_layer();
+    let wrong = tar_of(&[("x", b"x".to_vec())]);
+    let m = image(&fake, "r", "v1", &[(raw.clone(), PLAIN, sha(&raw)), (wrong, PLAIN, sha(b"not it"))]);
+    let c = core(fake);
+    assert!(c.views.index("r", &m, 0).expect("plain").get("etc/motd").is_some());
+    assert_eq!(c.views.stats().decodes, 0);
+    assert_eq!(c.views.index("r", &m, 1).expect_err("a blob that is not its diff_id").errno(), libc::EIO);
+}
+
+#[test]
+fn a_schema1_layer_decoded_by_an_earlier_run_is_hashed_against_the_diff_id_its_index_recorded() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = two_file_layer();
+    let d = fake.add_blob(&gzip(&raw));
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": d.to_string()}], "history": [{"v1Compatibility": "{}"}]
+    });
+    let m = fake.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        assert!(views.index("r", &m, 0).expect("index").get("etc/motd").is_some());
+        assert_eq!(views.stats().decodes, 1);
+    }
+    // The index (kept by the blob's digest) records the diff_id the stream hashed to.
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let f = views.decoded("r", &m, 0).expect("second run");
+    assert_eq!(f.metadata().expect("metadata").len(), raw.len() as u64);
+    assert_eq!(views.stats().decodes, 0, "hashed against the recorded diff_id, not decoded again");
+    drop((f, views));
+    let path = dir.path().join("decoded-from/sha256").join(d.hex());
+    let mut altered = std::fs::read(&path).expect("decoded-from");
+    altered[700] ^= 1;
+    std::fs::write(&path, &altered).expect("alter");
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let f = views.decoded("r", &m, 0).expect("third run");
+    let mut buf = vec![0u8; raw.len()];
+    f.read_exact_at(&mut buf, 0).expect("read");
+    assert_eq!(buf, raw, "the altered file is not served");
+    assert_eq!(views.stats().decodes, 1, "decoded again");
+}

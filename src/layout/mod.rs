@@ -27,8 +27,11 @@
 //!
 //! # Costs (what each operation may ask the registry)
 //! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
-//! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
-//!   directory: a registry without a catalog must still be browsable by name).
+//! - `lookup` of a path component, `manifests`, `blobs`: the catalog (cached for `tag_ttl`;
+//!   a name it does not know is ENOENT). A registry without a catalog must still be browsable
+//!   by name: there any valid name is a directory, at no cost.
+//! - `lookup tags`: as above; without a catalog, the tag list (kept for `readdir tags/` and tag
+//!   lookups), whose 404 makes `tags` ENOENT.
 //! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
 //!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
 //!   readahead of the next ones (`readahead.rs`).

@@ -336,6 +336,48 @@ impl BlobCache {
         Ok(self.share(&key, f))
     }
 
+    /// The file `kind`/`key` if it is there and right: open or verified by this process already,
+    /// or left by an earlier run and passing `check` now (one that fails it is removed). Never
+    /// makes anything. Callers serialise it with the making of the same key (`views` does, per
+    /// layer).
+    pub fn open_existing(&self, kind: Kind, key: &Digest, check: &Check) -> Result<Option<Arc<File>>> {
+        let key = (kind, key.clone());
+        if let Some(f) = self.ready(&key)? {
+            return Ok(Some(f));
+        }
+        Ok(self.checked_existing(&key, check).map(|f| self.share(&key, f)))
+    }
+
+    /// `key`'s file verified by a flight that finished meanwhile, or left by an earlier run and
+    /// passing `check` (then verified from now on); one failing it is removed.
+    fn checked_existing(&self, key: &Key, check: &Check) -> Option<Arc<File>> {
+        // Verified by a flight that finished between our check and this one: use it as is.
+        if sync::lock(&self.state).verified.contains(key) {
+            if let Ok(Some(f)) = self.open_cached(key) {
+                return Some(Arc::new(f));
+            }
+        }
+        let Ok(Some(mut f)) = self.open_cached(key) else { return None };
+        match check(&mut f) {
+            // It checks: it is the file, whatever length a descriptor claims.
+            Ok(len) => {
+                self.verified_bytes.fetch_add(len, Ordering::Relaxed);
+                let mut s = sync::lock(&self.state);
+                s.verified.insert(key.clone());
+                if s.lru.put(key.clone(), len).is_none() {
+                    s.total += len;
+                }
+                Some(Arc::new(f))
+            }
+            Err(e) => {
+                log::warn!("cache: {} does not hold {} any more ({e}); removing it", self.path(key).display(), key.1);
+                self.forget(key);
+                let _ = self.algorithm_dir(key).map(|d| d.remove(key.1.hex()));
+                None
+            }
+        }
+    }
+
     /// `key`'s file if it is open already or verified by this process; `None` when it must be
     /// checked or made.
     fn ready(&self, key: &Key) -> Result<Option<Arc<File>>> {
@@ -386,31 +428,8 @@ impl BlobCache {
     /// Make `key`'s file a verified one, and return it open: check what an earlier run left,
     /// else make it with `produce` (a download, a decode) into `tmp/` and rename it into place.
     fn fill(&self, key: &Key, check: &Check, produce: &Produce) -> Result<Arc<File>> {
-        let path = self.path(key);
-        // Verified by a flight that finished between our check and this one: use it as is.
-        if sync::lock(&self.state).verified.contains(key) {
-            if let Ok(Some(f)) = self.open_cached(key) {
-                return Ok(Arc::new(f));
-            }
-        }
-        if let Ok(Some(mut f)) = self.open_cached(key) {
-            match check(&mut f) {
-                // It checks: it is the file, whatever length a descriptor claims.
-                Ok(len) => {
-                    self.verified_bytes.fetch_add(len, Ordering::Relaxed);
-                    let mut s = sync::lock(&self.state);
-                    s.verified.insert(key.clone());
-                    if s.lru.put(key.clone(), len).is_none() {
-                        s.total += len;
-                    }
-                    return Ok(Arc::new(f));
-                }
-                Err(e) => {
-                    log::warn!("cache: {} does not hold {} any more ({e}); removing it", path.display(), key.1);
-                    self.forget(key);
-                    let _ = self.algorithm_dir(key).map(|d| d.remove(key.1.hex()));
-                }
-            }
+        if let Some(f) = self.checked_existing(key, check) {
+            return Ok(f);
         }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let prefix = if key.0 == Kind::Blob { String::new() } else { format!("{}-", key.0.dir()) };

@@ -133,6 +133,14 @@ pub enum Content {
     File(Arc<File>),
 }
 
+/// What a complete catalog says of a path: a repository, and/or a prefix of repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogKnows {
+    pub repository: bool,
+    /// A repository, or a namespace some repository lies under.
+    pub namespace: bool,
+}
+
 /// A repository's tag list, as fetched at `at`; `weight` is what it counts for in
 /// [`StoreConfig::tag_lists_bytes`].
 #[derive(Clone)]
@@ -296,6 +304,22 @@ impl Store {
             lock(&self.meta).catalog = Some(Timed { at: Instant::now(), value: Arc::clone(&names) });
             Ok(names)
         })
+    }
+
+    /// What the catalog says of `path`, if the registry gives a catalog (fetched, or fresh
+    /// within `tag_ttl`); `None` when it has none for us or it could not be fetched, so that
+    /// nothing is refused on a catalog regfs does not have.
+    pub fn catalog_knows(&self, path: &str) -> Option<CatalogKnows> {
+        let catalog = self.catalog().ok()?;
+        // Sorted: the repositories at or under `path` start where `path` would be.
+        let at = catalog.partition_point(|r| r.as_str() < path);
+        let repository = catalog.get(at).is_some_and(|r| r == path);
+        let under = format!("{path}/");
+        // Names under `path/` are contiguous from where `path/` would be (not right after
+        // `path`: `path-x` sorts between them).
+        let first_under = catalog.partition_point(|r| r.as_str() < under.as_str());
+        let namespace = repository || catalog.get(first_under).is_some_and(|r| r.starts_with(&under));
+        Some(CatalogKnows { repository, namespace })
     }
 
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.

@@ -530,6 +530,12 @@ fn decide(
     if let (Some(bytes), "/v2/_catalog") = (b.catalog_flood, bare) {
         return (flood_page(bare, "repositories", bytes, &query(path)), Duration::ZERO);
     }
+    // The repositories whose tags are made up here are in the catalog too, as a registry
+    // lists every repository it serves.
+    if let (false, "/v2/_catalog", None) = (b.tag_floods.is_empty(), bare, b.catalog_page) {
+        let full = forward(http, "GET", &format!("{upstream}{bare}?n=1000"), req, false);
+        return (with_repositories(full, b.tag_floods.iter().map(|(r, _)| r.as_str())), Duration::ZERO);
+    }
     if let (Some(bad), true) = (b.bad_links, bare.ends_with("/tags/list")) {
         return (bad_page(bad, bare, &query(path), port), Duration::ZERO);
     }
@@ -546,6 +552,22 @@ fn decide(
         return (page(full, "repositories", n, bare, &query(path)), Duration::ZERO);
     }
     (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), stall)
+}
+
+/// A catalog answer with `extra` repositories added (sorted, as registries list them).
+fn with_repositories<'a>(resp: Response, extra: impl Iterator<Item = &'a str>) -> Response {
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&resp.body) else {
+        return resp;
+    };
+    let Some(list) = doc.get_mut("repositories").and_then(|v| v.as_array_mut()) else {
+        return resp;
+    };
+    list.extend(extra.map(|r| serde_json::Value::String(r.to_string())));
+    let mut names: Vec<String> = list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    names.sort();
+    names.dedup();
+    let body = serde_json::json!({ "repositories": names }).to_string();
+    Response::new(200, body).header("Content-Type", "application/json")
 }
 
 /// Page `?page=<k>` of a flood of `total` bytes in `field`: about [`FLOOD_PAGE`] bytes of long

@@ -13,7 +13,8 @@
 //!   records: links name them, listings and lookups never show them.
 //! - A whiteout is a record of kind [`EntryKind::Whiteout`] under the victim's own name. A name
 //!   both whited out and present in one layer is present (the whiteout applies only below), and
-//!   opaque if it is a directory.
+//!   opaque if it is a directory. A directory under an opaque directory of its own layer is
+//!   opaque too (the lower layers' directory of that name is hidden with its parent).
 //!
 //! What the merge needs from one layer is [`LayerIndex::says`]: present, whited out, blocked (an
 //! opaque, whited-out or non-directory ancestor hides every lower layer there), or silent.
@@ -366,8 +367,9 @@ impl<'a> EntryRef<'a> {
         EntryKind::from_code(self.rec().kind).unwrap_or(EntryKind::File)
     }
 
-    /// A directory that hides the lower layers' children (an opaque marker, or whited out and
-    /// re-created in this layer). Its own entries still show.
+    /// A directory that hides the lower layers' children (an opaque marker, whited out and
+    /// re-created in this layer, or under such a directory of this layer). Its own entries still
+    /// show.
     pub fn is_opaque(&self) -> bool {
         self.rec().flags & F_OPAQUE != 0
     }
@@ -468,7 +470,7 @@ impl<'a> EntryRef<'a> {
         if r.nchildren == 0 {
             return None;
         }
-        let (lo, hi) = (r.first_child as usize, (r.first_child + r.nchildren) as usize);
+        let (lo, hi) = (r.first_child as usize, r.first_child as usize + r.nchildren as usize);
         let slice = self.index.recs.get(lo..hi)?;
         let i = slice.binary_search_by(|c| self.index.names_at(c.name_off, c.name_len).cmp(name.as_bytes())).ok()?;
         Some(EntryRef { index: self.index, id: (lo + i) as u32 })
@@ -927,10 +929,13 @@ impl Builder {
         }
         let lower = || NodeLink::Lower(parts.join("/"));
         let mut cur = 0;
+        // An opaque directory hides the lower layers below it, its subdirectories included.
+        let mut hidden = false;
         for (i, c) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
+            hidden |= self.nodes[cur].flags & F_OPAQUE != 0;
             match self.nodes[cur].children.get(*c).copied() {
-                None if self.nodes[cur].flags & F_OPAQUE != 0 => return Err("target hidden by an opaque directory"),
+                None if hidden => return Err("target hidden by an opaque directory"),
                 None => return Ok(lower()),
                 Some(id) => {
                     let n = &self.nodes[id];
@@ -1015,6 +1020,10 @@ impl Builder {
             let (mut flags, mut link) = (node.flags, NONE);
             if pos as u32 >= visible {
                 flags |= F_HIDDEN;
+            } else if pos > 0 && node.kind == EntryKind::Dir && index.recs[parent as usize].flags & F_OPAQUE != 0 {
+                // Under an opaque directory of this layer, the lower layers' same directory is
+                // hidden too: this layer's own subdirectories are opaque.
+                flags |= F_OPAQUE;
             }
             let target = match (&node.link, node.kind) {
                 (Some(NodeLink::Lower(p)), _) => {
@@ -1351,9 +1360,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Digest, LayerIndex)> {
             && within(rec.target_off, u64::from(rec.target_len), names_len)
             && within(rec.xattr_off, u64::from(rec.xattr_len), xattrs_len)
             && (rec.link == NONE || u64::from(rec.link) < n)
-            && (i != 0 || kind == EntryKind::Dir);
+            && (i != 0 || kind == EntryKind::Dir)
+            // Breadth-first: a parent comes before its children, children after their parent and
+            // within the visible records, so that walks up and down always end.
+            && (i == 0 || (rec.parent as usize) < i)
+            && (rec.nchildren == 0 || (rec.first_child as usize > i && (rec.first_child + rec.nchildren) as usize <= visible));
         if !ok {
             return Err(bad_index(format!("record {i} out of bounds")));
+        }
+        let children = rec.first_child as usize..(rec.first_child + rec.nchildren) as usize;
+        if recs[children].iter().any(|c| c.parent as usize != i) {
+            return Err(bad_index(format!("record {i}'s children name another parent")));
         }
     }
     if lower.iter().chain(same.iter().flat_map(|(a, b)| [a, b])).any(|&id| u64::from(id) >= n) {
@@ -1923,5 +1940,57 @@ mod tests {
         );
         assert!(per_entry <= 128.0, "{per_entry} bytes per entry");
         assert!(layer.weight() < 1 << 20, "8,000 entries in under 1 MiB");
+    }
+
+    /// `bytes` (an encoded index) with record `i`'s parent set to `parent`, trailer recomputed.
+    fn with_parent(bytes: &[u8], i: usize, parent: u32) -> Vec<u8> {
+        let dlen = u16::from_le_bytes([bytes[12], bytes[13]]) as usize;
+        let at = 14 + dlen + 8 + 24 + i * REC_DISK + 32;
+        let mut body = bytes[..bytes.len() - TRAILER].to_vec();
+        body[at..at + 4].copy_from_slice(&parent.to_le_bytes());
+        let sum = Digest::of(crate::digest::Algorithm::Sha256, &body);
+        body.extend(hex_bytes(sum.hex()));
+        body
+    }
+
+    #[test]
+    fn a_decoded_index_whose_parents_do_not_come_first_is_refused() {
+        let layer = rich_layer();
+        let bytes = encode(&layer, &sha(3));
+        let leaf = layer.get("usr/bin/a").expect("a").id() as usize;
+        let unchanged = with_parent(&bytes, leaf, layer.get("usr/bin").expect("bin").id());
+        assert!(decode(&unchanged).is_ok(), "the offsets in this test are right");
+        // A parent after its child could make a cycle, and `path()` would never end.
+        assert!(matches!(decode(&with_parent(&bytes, leaf, leaf as u32)), Err(Error::Malformed { .. })));
+        assert!(matches!(decode(&with_parent(&bytes, 2, 5)), Err(Error::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_directory_under_an_opaque_one_hides_lower_layers_too() {
+        // Found by lazy_merge_equals_an_eager_apply: the root made opaque and `a` re-created
+        // must hide a lower `a/a`, since the lower `a` is hidden.
+        let layer = LayerIndex::from_entries(vec![
+            Entry::opaque(""),
+            Entry::dir("a"),
+            Entry::opaque("d"),
+            Entry::file("d/e/f", 1),
+        ]);
+        assert!(matches!(layer.says("a/a"), Says::Blocked));
+        assert!(matches!(layer.says("d/e/lower"), Says::Blocked));
+        assert!(layer.get("a").is_some_and(|a| a.is_opaque()), "the merge stops at a's floor here");
+        assert!(layer.get("d/e").is_some_and(|e| e.is_opaque()));
+    }
+
+    #[test]
+    fn a_hardlink_to_a_lower_path_under_an_opaque_ancestor_is_refused() {
+        let mut b = Builder::new(IndexLimits::default());
+        for e in
+            [Entry::opaque("d"), Entry::dir("d/e"), Entry::hardlink("l", "d/e/lower"), Entry::hardlink("m", "x/lower")]
+        {
+            b.push(e).expect("push");
+        }
+        let layer = b.finish(0).expect("finish");
+        assert!(layer.get("l").is_none(), "d/e/lower is hidden in this layer by d");
+        assert_eq!(layer.get("m").and_then(|m| m.link()), Some(LinkTo::Lower("x/lower")));
     }
 }

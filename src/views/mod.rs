@@ -14,4 +14,4 @@ pub mod index;
 mod layers;
 pub mod tar;
 
-pub use layers::{Views, ViewsStats, has_view};
+pub use layers::{INDEX_CACHE_BYTES, Materialised, Views, ViewsStats, has_view};

@@ -160,7 +160,9 @@ impl<R: Read> Parser<R> {
     }
 
     /// The reader, positioned at [`end`](Self::end) once the archive has ended: the caller
-    /// drains the trailing bytes from it.
+    /// drains the trailing bytes from it. The parser reads nothing ahead, so after an error too
+    /// the reader is exactly at [`position`](Self::position), and draining it hashes every
+    /// decoded byte once.
     pub fn into_inner(self) -> R {
         self.r
     }
