@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
-use crate::registry::credentials::Credentials;
+use crate::registry::credentials::Login;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
 
@@ -52,9 +52,13 @@ pub struct Cli {
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
 
-    /// A docker config.json to take credentials from [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json].
+    /// The one auth file (docker config.json or containers auth.json) to take credentials from [default: REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json or ~/.docker/config.json, ~/.dockercfg].
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
+
+    /// Seconds a credential helper (docker-credential-NAME) may take before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub helper_timeout: u64,
 
     /// Also trust the certificate authorities in this PEM file (a registry behind an internal CA).
     #[arg(long, value_name = "FILE")]
@@ -165,9 +169,9 @@ impl Cli {
     /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
     /// (the two durations at least a second), with the credentials and the CA certificates (PEM)
     /// read from the options that name them.
-    pub fn http_options(&self, credentials: Option<Credentials>, ca_certs: Vec<u8>) -> Options {
+    pub fn http_options(&self, login: Option<Login>, ca_certs: Vec<u8>) -> Options {
         Options {
-            credentials,
+            login,
             retry: RetryPolicy { retries: self.retries, ..RetryPolicy::default() },
             timeout: Duration::from_secs(self.timeout.max(1)),
             progress: Progress { min_speed: self.min_speed, window: Duration::from_secs(self.min_speed_time.max(1)) },

@@ -41,6 +41,17 @@ pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(1);
 /// and `Instant + Duration` must not overflow.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
 
+/// How long a credential helper (`docker-credential-<name> get`) may take before its process
+/// group is killed, unless `--helper-timeout` says otherwise: a keyring may ask to be unlocked.
+pub const DEFAULT_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a credential helper's stdout read; more is refused (the answer is a small JSON).
+pub const MAX_HELPER_STDOUT: usize = 64 << 10;
+/// Bytes of a credential helper's stderr kept to quote in the error; the rest is read and dropped.
+pub const MAX_HELPER_STDERR: usize = 4 << 10;
+/// Credentials refused while mounted are fetched again (the file re-read, the helper run again)
+/// at most this often, so a registry refusing everything never has regfs call a helper in a loop.
+pub const CREDENTIAL_REFRESH_EVERY: Duration = Duration::from_secs(10);
+
 // Decoded layers and their indexes (PLAN-9 section 2.2). `views::index::IndexLimits` and
 // `views::tar::TarLimits` start from these and may be lowered per mount (tests use small ones).
 
