@@ -157,7 +157,6 @@ fn check(label: &str, path: &Path, want: &Tree, how: &Compare) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs rootfs/ (issue 9)"]
 fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
     let s = shared();
     let cases = s.fixtures["rootfs"]["cases"].as_array().expect("rootfs cases in the fixtures");
@@ -185,7 +184,6 @@ fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
 }
 
 #[test]
-#[ignore = "needs rootfs/ (issue 9)"]
 fn schema1_schema2_oci_and_index_platform_rootfs_match_umoci() {
     let s = shared();
     let r = &s.fixtures["rootfs"];
@@ -224,7 +222,6 @@ fn schema1_schema2_oci_and_index_platform_rootfs_match_umoci() {
 }
 
 #[test]
-#[ignore = "needs rootfs/ (issue 9)"]
 fn a_corrupt_diff_id_is_eio_for_the_layer_and_its_files_and_caches_nothing() {
     let s = shared();
     let bad = &s.fixtures["rootfs"]["bad_diff_id"];
@@ -270,7 +267,6 @@ fn a_corrupt_diff_id_is_eio_for_the_layer_and_its_files_and_caches_nothing() {
 }
 
 #[test]
-#[ignore = "needs rootfs/ (issue 9)"]
 fn a_debian_rootfs_of_thousands_of_files_matches_umoci_file_by_file() {
     let s = shared();
     let distro = regfs::testkit::fixtures::push_distro(&s.registry.url).unwrap_or_else(|e| panic!("distro image: {e}"));
@@ -296,7 +292,6 @@ fn a_debian_rootfs_of_thousands_of_files_matches_umoci_file_by_file() {
 }
 
 #[test]
-#[ignore = "needs rootfs/ (issue 9)"]
 fn hostile_layers_are_refused_or_bounded_with_a_clear_log_line() {
     let s = shared();
     let hostile = s.fixtures["rootfs"]["hostile"].as_array().expect("hostile cases");

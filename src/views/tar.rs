@@ -534,10 +534,13 @@ fn parse_pax(data: &[u8], at: u64) -> Result<(BTreeMap<String, Vec<u8>>, Vec<(St
     Ok((map, xattrs, sparse))
 }
 
-/// The last record for a name wins.
+/// The last record for a name wins; an empty value deletes it (POSIX pax: a record with an
+/// empty value removes the field, as Go's archive/tar reads it).
 fn set_xattr(xattrs: &mut Vec<(String, Vec<u8>)>, name: String, value: Vec<u8>) {
     xattrs.retain(|(n, _)| *n != name);
-    xattrs.push((name, value));
+    if !value.is_empty() {
+        xattrs.push((name, value));
+    }
 }
 
 /// `%XX` decoding of a LIBARCHIVE xattr name; `None` if it is not UTF-8 or malformed.
@@ -822,6 +825,20 @@ mod tests {
         let bytes = [pax(b'x', &[("mtime", b"-1.25")]), header(b"old", b'0', 0, false).to_vec(), eoa()].concat();
         let (entries, _) = all(&bytes).expect("parse");
         assert_eq!((entries[0].mtime, entries[0].mtime_ns), (-2, 750_000_000));
+    }
+
+    /// POSIX: a PAX record with an empty value deletes the field (Go's archive/tar, and so
+    /// umoci and containerd, drop such an xattr); found by the umoci oracle (`c14-meta`).
+    #[test]
+    fn a_pax_xattr_with_an_empty_value_is_no_xattr() {
+        let bytes = [
+            pax(b'x', &[("SCHILY.xattr.user.empty", b""), ("SCHILY.xattr.user.k", b"v"), ("SCHILY.xattr.user.k", b"")]),
+            header(b"f", b'0', 0, false).to_vec(),
+            eoa(),
+        ]
+        .concat();
+        let (entries, _) = all(&bytes).expect("parse");
+        assert!(entries[0].xattrs.is_empty(), "{:?}", entries[0].xattrs);
     }
 
     #[test]
