@@ -228,6 +228,25 @@ fn hostile_documents_are_refused_with_a_reason() {
     assert!(matches!(parse(&big, None, "t"), Err(Error::TooLarge(_))));
 }
 
+/// A descriptor may claim up to 1 TiB ([`MAX_BLOB_SIZE`](crate::limits::MAX_BLOB_SIZE)), that size
+/// itself included; one byte more makes its manifest malformed.
+#[test]
+fn a_descriptor_of_exactly_the_blob_size_limit_is_taken_and_one_byte_more_is_not() {
+    use crate::limits::MAX_BLOB_SIZE;
+    let dg = format!("sha256:{}", "c".repeat(64));
+    let with_layer = |size: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "x", "size": 1, "digest": dg},
+            "layers": [{"mediaType": "x", "size": size, "digest": dg}]
+        }))
+        .expect("test input is valid")
+    };
+    let m = parse(&with_layer(MAX_BLOB_SIZE), None, "t").expect("a layer of exactly the limit is taken");
+    assert_eq!(m.layers[0].1.size, Some(MAX_BLOB_SIZE));
+    assert!(refused(&with_layer(MAX_BLOB_SIZE + 1), None).contains("larger than regfs accepts"));
+}
+
 /// The size limit is the reference registry's own (4 MiB): a manifest of exactly that many
 /// bytes is read, one byte more is refused.
 #[test]
