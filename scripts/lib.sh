@@ -2,8 +2,10 @@
 
 # Debian packages regfs's scripts and tests use: the reference registry, independent clients
 # (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
-# Basic-auth test, curl and openssl for the benchmark's baseline.
-REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3"
+# Basic-auth test, curl and openssl for the benchmark's baseline; perl and git for the distro image
+# (src/testkit/fixtures/distro.rs rebuilds a Debian image from what dpkg installed, perl and git
+# as two of its layers).
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git"
 
 regfs_install_deps() {
     local missing=()
@@ -65,7 +67,9 @@ compatibility:
     enabled: true
 YML
     docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
-    echo $! > "$dir/registry.pid"
+    # The pid and the process's start time (field 22 of /proc/PID/stat): a pid alone may be
+    # reused by someone else's process once the registry has died.
+    echo "$! $(regfs_start_time $!)" > "$dir/registry.pid"
     for _ in $(seq 1 100); do
         if curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
             echo "http://127.0.0.1:$port"
@@ -78,7 +82,20 @@ YML
 }
 
 regfs_stop_registry() {
-    local dir=$1
-    [ -f "$dir/registry.pid" ] && kill "$(cat "$dir/registry.pid")" 2>/dev/null
+    local dir=$1 pid started
+    if [ -f "$dir/registry.pid" ]; then
+        read -r pid started < "$dir/registry.pid" || true
+        # Only the very process started: same pid, same start time, and a docker-registry.
+        if [ -n "${pid:-}" ] && [ -n "${started:-}" ] && [ "$(regfs_start_time "$pid")" = "$started" ] \
+            && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE '^([^ ]*/)?docker-registry '; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    fi
     rm -f "$dir/registry.pid"
+}
+
+# regfs_start_time PID: the process's start time in clock ticks since boot; nothing if it is gone.
+regfs_start_time() {
+    # The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    sed -n 's/^.*) //p' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
 }

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
-use crate::registry::credentials::Credentials;
+use crate::registry::credentials::Login;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
 
@@ -52,9 +52,13 @@ pub struct Cli {
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
 
-    /// A docker config.json to take credentials from [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json].
+    /// The one auth file (docker config.json or containers auth.json) to take credentials from [default: REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json or ~/.docker/config.json, ~/.dockercfg].
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
+
+    /// Seconds a credential helper (docker-credential-NAME) may take before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub helper_timeout: u64,
 
     /// Also trust the certificate authorities in this PEM file (a registry behind an internal CA).
     #[arg(long, value_name = "FILE")]
@@ -99,15 +103,46 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size such as 10G"))?;
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    let (fraction, unit) = match unit.strip_prefix('.') {
+        Some(rest) => rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())),
+        None => ("", unit),
     };
+    let shift = unit_shift(unit).ok_or_else(|| format!("{s:?}: unknown unit (use K, M, G or T)"))?;
+    if s[num.len()..].starts_with('.') {
+        return Err(decimal_advice(s, num, fraction, shift));
+    }
     n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn unit_shift(unit: &str) -> Option<u32> {
+    match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => Some(0),
+        "K" => Some(10),
+        "M" => Some(20),
+        "G" => Some(30),
+        "T" => Some(40),
+        _ => None,
+    }
+}
+
+/// The refusal of `1.5G`: say that the decimal is the problem, and how to write the same size
+/// as a whole number of a smaller unit when there is one.
+fn decimal_advice(s: &str, whole: &str, fraction: &str, shift: u32) -> String {
+    let refusal = format!("{s:?}: decimals are not accepted");
+    let digits = format!("{whole}{fraction}");
+    let (Ok(scaled), Some(ten)) = (digits.parse::<u128>(), 10u128.checked_pow(fraction.len() as u32)) else {
+        return format!("{refusal}; write a whole number of K, M, G or T");
+    };
+    // bytes = scaled * 2^shift / 10^len(fraction): the largest smaller unit that holds it whole.
+    for (lower, name) in [(30, "G"), (20, "M"), (10, "K"), (0, "")] {
+        let Some(numerator) = (lower < shift).then(|| scaled.checked_mul(1 << (shift - lower))).flatten() else {
+            continue;
+        };
+        if numerator % ten == 0 {
+            return format!("{refusal}; write {}{name}", numerator / ten);
+        }
+    }
+    format!("{refusal}; write a whole number of K, M, G or T")
 }
 
 impl Cli {
@@ -134,9 +169,9 @@ impl Cli {
     /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
     /// (the two durations at least a second), with the credentials and the CA certificates (PEM)
     /// read from the options that name them.
-    pub fn http_options(&self, credentials: Option<Credentials>, ca_certs: Vec<u8>) -> Options {
+    pub fn http_options(&self, login: Option<Login>, ca_certs: Vec<u8>) -> Options {
         Options {
-            credentials,
+            login,
             retry: RetryPolicy { retries: self.retries, ..RetryPolicy::default() },
             timeout: Duration::from_secs(self.timeout.max(1)),
             progress: Progress { min_speed: self.min_speed, window: Duration::from_secs(self.min_speed_time.max(1)) },
@@ -170,6 +205,17 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5X").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn decimal_sizes_say_decimals_are_the_problem() {
+        let err = parse_size("1.5G").expect_err("decimals are refused");
+        assert!(err.contains("decimals are not accepted") && err.contains("1536M"), "{err}");
+        let err = parse_size("0.5k").expect_err("decimals are refused");
+        assert!(err.contains("decimals are not accepted") && err.contains("512"), "{err}");
+        // A decimal that is no whole number of the unit below: the advice is in bytes.
+        let err = parse_size("1.0001M").expect_err("decimals are refused");
+        assert!(err.contains("decimals are not accepted"), "{err}");
     }
 
     #[test]

@@ -61,6 +61,25 @@ pub enum Error {
     /// The filesystem is being unmounted: work in flight is abandoned.
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// An extended attribute the file does not have (ENODATA, as getxattr(2)).
+    #[error("no such attribute: {0}")]
+    NoAttribute(String),
+    /// A buffer the caller sized too small for the answer (ERANGE, as getxattr(2)).
+    #[error("buffer too small: {0}")]
+    BufferTooSmall(String),
+}
+
+impl Error {
+    /// The error as told to the person at the terminal about their own input (a path, a URL,
+    /// an option): the detail alone, without the category a log line starts with ("local
+    /// I/O:", "bad argument:"), which says nothing to them. Registry errors keep theirs.
+    pub fn tell(&self) -> String {
+        match self {
+            Error::Io(detail) | Error::BadArgument(detail) => detail.clone(),
+            Error::Malformed { what, why } => format!("{what}: {why}"),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl From<std::io::Error> for Error {
@@ -87,6 +106,8 @@ impl Error {
             Error::NotASymlink(_) | Error::BadArgument(_) => libc::EINVAL,
             Error::IsADirectory(_) => libc::EISDIR,
             Error::BadHandle(_) => libc::EBADF,
+            Error::NoAttribute(_) => libc::ENODATA,
+            Error::BufferTooSmall(_) => libc::ERANGE,
         }
     }
 
@@ -121,6 +142,8 @@ mod tests {
         assert_eq!(Error::IsADirectory("x".into()).errno(), libc::EISDIR);
         assert_eq!(Error::BadHandle("x".into()).errno(), libc::EBADF);
         assert_eq!(Error::BadArgument("x".into()).errno(), libc::EINVAL);
+        assert_eq!(Error::NoAttribute("x".into()).errno(), libc::ENODATA);
+        assert_eq!(Error::BufferTooSmall("x".into()).errno(), libc::ERANGE);
         let mismatch =
             Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
-use crate::layout::{FileKind, Layout, Node, Shape, Stability};
+use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
 use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
@@ -50,11 +50,59 @@ pub struct Attr {
     pub ino: u64,
     pub kind: FileKind,
     pub size: u64,
-    /// Permission bits (read-only: 0555 directories, 0444 files, 0777 links).
-    pub perm: u16,
+    /// Permission bits with setuid, setgid and sticky (12 bits). Kinds without metadata of
+    /// their own are read-only: 0555 directories, 0444 files, 0777 links.
+    pub mode: u16,
+    /// The owner; `None` is the mounting user (every kind without metadata of its own).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub nlink: u32,
+    /// A device's number in the kernel's encoding ([`rdev`]); 0 for anything else.
+    pub rdev: u32,
     /// How long the kernel may cache this entry and its attributes.
     pub ttl: Duration,
     pub mtime: SystemTime,
+}
+
+/// `major:minor` as the kernel reads a FUSE `rdev` (`new_decode_dev`): 12 bits of major and
+/// 20 of minor, the low byte of the minor first.
+pub fn rdev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// An answer to getxattr or listxattr: the length asked for (size 0), or the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Xattr {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// The FUSE size protocol: size 0 asks the length; a buffer smaller than the value is ERANGE.
+pub fn xattr_reply(value: &[u8], size: u32) -> Result<Xattr> {
+    let len = u32::try_from(value.len()).map_err(|_| Error::TooLarge(format!("{} bytes", value.len())))?;
+    match size {
+        0 => Ok(Xattr::Size(len)),
+        s if s < len => Err(Error::BufferTooSmall(format!("{len} bytes into {s}"))),
+        _ => Ok(Xattr::Data(value.to_vec())),
+    }
+}
+
+/// The names of `xattrs`, each followed by a NUL, as listxattr(2) gives them.
+pub fn xattr_list(xattrs: &[(String, Vec<u8>)], size: u32) -> Result<Xattr> {
+    let mut names = Vec::new();
+    for (name, _) in xattrs {
+        names.extend_from_slice(name.as_bytes());
+        names.push(0);
+    }
+    xattr_reply(&names, size)
+}
+
+/// The value of `name` in `xattrs`; ENODATA if it is not there.
+pub fn xattr_value(xattrs: &[(String, Vec<u8>)], name: &OsStr, size: u32) -> Result<Xattr> {
+    match xattrs.iter().find(|(n, _)| OsStr::new(n) == name) {
+        Some((_, value)) => xattr_reply(value, size),
+        None => Err(Error::NoAttribute(name.to_string_lossy().into_owned())),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +129,19 @@ pub struct Fs {
 
 impl Fs {
     pub fn new(store: Arc<Store>, config: FsConfig) -> Fs {
+        let layout = Layout::new(store, &config.readahead);
+        Fs::with_layout(layout, config)
+    }
+
+    /// A core reading image layers (`rootfs/`) through `images` (tests give their own).
+    pub fn with_images(store: Arc<Store>, config: FsConfig, images: Arc<dyn crate::layout::ImageLayers>) -> Fs {
+        let layout = Layout::with_images(store, images, &config.readahead);
+        Fs::with_layout(layout, config)
+    }
+
+    fn with_layout(layout: Layout, config: FsConfig) -> Fs {
         Fs {
-            layout: Layout::new(store, &config.readahead),
+            layout,
             inodes: Inodes::default(),
             immutable_ttl: config.immutable_ttl,
             tag_ttl: config.tag_ttl,
@@ -105,15 +164,32 @@ impl Fs {
     }
 
     /// Attributes of `node`, under inode number 0: the caller puts in the number (the one asked
-    /// about, or the one a lookup hands out).
-    fn attr(&self, shape: &Shape, size: u64) -> Attr {
-        let kind = shape.kind();
-        let perm = match kind {
+    /// about, or the one a lookup hands out). What the kind says of itself (`meta`) wins; kinds
+    /// that say nothing are read-only and the mounting user's.
+    fn attr(&self, shape: &Shape, size: u64, meta: Option<Meta>) -> Attr {
+        let (kind, ttl) = (shape.kind(), self.ttl(shape.stability()));
+        if let Some(m) = meta {
+            let (uid, gid) = (Some(m.uid), Some(m.gid));
+            return Attr {
+                ino: 0,
+                kind,
+                size,
+                mode: m.mode & 0o7777,
+                uid,
+                gid,
+                nlink: m.nlink,
+                rdev: m.rdev,
+                ttl,
+                mtime: m.mtime,
+            };
+        }
+        let mode = match kind {
             FileKind::Directory => 0o555,
-            FileKind::File => 0o444,
             FileKind::Symlink => 0o777,
+            FileKind::File | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => 0o444,
         };
-        Attr { ino: 0, kind, size, perm, ttl: self.ttl(shape.stability()), mtime: self.mounted_at }
+        let nlink = if kind == FileKind::Directory { 2 } else { 1 };
+        Attr { ino: 0, kind, size, mode, uid: None, gid: None, nlink, rdev: 0, ttl, mtime: self.mounted_at }
     }
 
     fn ttl(&self, stability: Stability) -> Duration {
@@ -127,12 +203,31 @@ impl Fs {
     fn attr_of(&self, node: &Node) -> Result<Attr> {
         let cx = &self.layout;
         let shape = node.shape();
-        let size = match &shape {
-            Shape::Dir(d) => d.check(cx).map(|()| 0)?,
-            Shape::File(f) => f.size(cx)?,
-            Shape::Link(l) => l.size(cx),
+        let (size, settled) = match &shape {
+            Shape::Dir(d) => (d.check(cx).map(|()| 0)?, true),
+            // Settledness first: a size read after it said yes is final.
+            Shape::File(f) => {
+                let settled = f.settled(cx);
+                (f.size(cx)?, settled)
+            }
+            Shape::Link(l) => (l.size(cx), true),
+            Shape::Special(_) => (0, true),
         };
-        Ok(self.attr(&shape, size))
+        let attr = self.attr(&shape, size, shape.meta(cx)?);
+        // A size not final yet (a layer not decoded yet) is not cached by the kernel.
+        Ok(if settled { attr } else { Attr { ttl: Duration::ZERO, ..attr } })
+    }
+
+    /// Extended attribute `name` of `ino` (the FUSE size protocol: [`xattr_reply`]).
+    pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<Xattr> {
+        let meta = self.node(ino)?.shape().meta(&self.layout)?;
+        xattr_value(meta.as_ref().map_or(&[][..], |m| &m.xattrs), name, size)
+    }
+
+    /// The names of the extended attributes of `ino`.
+    pub fn listxattr(&self, ino: u64, size: u32) -> Result<Xattr> {
+        let meta = self.node(ino)?.shape().meta(&self.layout)?;
+        xattr_list(meta.as_ref().map_or(&[][..], |m| &m.xattrs), size)
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -154,7 +249,9 @@ impl Fs {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
         let child = match self.node(parent)?.shape() {
             Shape::Dir(d) => d.child(&self.layout, name)?,
-            Shape::File(_) | Shape::Link(_) => return Err(Error::NotADirectory(format!("looking up {name}"))),
+            Shape::File(_) | Shape::Link(_) | Shape::Special(_) => {
+                return Err(Error::NotADirectory(format!("looking up {name}")));
+            }
         };
         let attr = self.attr_of(&child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
@@ -237,7 +334,7 @@ impl Fs {
     pub fn readlink(&self, ino: u64) -> Result<String> {
         match self.node(ino)?.shape() {
             Shape::Link(l) => l.target(&self.layout),
-            Shape::Dir(_) | Shape::File(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
+            Shape::Dir(_) | Shape::File(_) | Shape::Special(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
         }
     }
 
@@ -256,14 +353,28 @@ impl Fs {
             Shape::Link(_) => {
                 return Err(Error::BadArgument(format!("inode {ino}: a symlink is not opened, its target is")));
             }
+            // The kernel opens FIFOs itself and refuses devices on a `nodev` mount: never here.
+            Shape::Special(_) => {
+                return Err(Error::BadArgument(format!("inode {ino}: a device or FIFO is not opened through regfs")));
+            }
         };
+        Ok(self.opened(content))
+    }
+
+    /// [`Fs::open_file`] if it needs no waiting (the content verified and at hand); `None` if
+    /// it may have to fetch, decode or hash, or if `ino` is not a file (then `open_file` says
+    /// what is wrong).
+    pub fn open_now(&self, ino: u64) -> Option<Result<Opened>> {
+        let node = self.inodes.node(ino)?;
+        let Shape::File(f) = node.shape() else { return None };
+        Some(f.open_now(&self.layout)?.map(|content| self.opened(content)))
+    }
+
+    fn opened(&self, content: Content) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let file = match &content {
-            Content::File(f) => Some(Arc::clone(f)),
-            _ => None,
-        };
+        let file = passthrough_file(&content);
         sync::lock(&self.handles).insert(fh, content);
-        Ok(Opened { fh, file })
+        Opened { fh, file }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -271,29 +382,7 @@ impl Fs {
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::BadHandle(format!("no open file {fh}")))?;
-        let slice = |bytes: &[u8]| {
-            let start = (offset.min(bytes.len() as u64)) as usize;
-            let end = start.saturating_add(size as usize).min(bytes.len());
-            bytes[start..end].to_vec()
-        };
-        match content {
-            Content::Manifest(doc) => Ok(slice(doc.bytes())),
-            Content::Memory(bytes) => Ok(slice(&bytes)),
-            Content::File(file) => {
-                let mut buf = vec![0u8; size as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                buf.truncate(filled);
-                Ok(buf)
-            }
-        }
+        read_content(&content, offset, size)
     }
 
     pub fn release(&self, fh: u64) {
@@ -303,6 +392,57 @@ impl Fs {
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }
+}
+
+/// The file the kernel may read directly for `content` (passthrough): only a whole verified
+/// file. A range's file holds other bytes around it.
+fn passthrough_file(content: &Content) -> Option<Arc<std::fs::File>> {
+    match content {
+        Content::File(f) => Some(Arc::clone(f)),
+        Content::Manifest(_) | Content::Memory(_) | Content::Range { .. } => None,
+    }
+}
+
+/// Up to `size` bytes of `content` from `offset`; none at or past its end.
+fn read_content(content: &Content, offset: u64, size: u32) -> Result<Vec<u8>> {
+    let slice = |bytes: &[u8]| {
+        let start = (offset.min(bytes.len() as u64)) as usize;
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        bytes[start..end].to_vec()
+    };
+    match content {
+        Content::Manifest(doc) => Ok(slice(doc.bytes())),
+        Content::Memory(bytes) => Ok(slice(bytes)),
+        Content::File(file) => pread(file, offset, size as usize, false),
+        Content::Range { file, start, len } => {
+            let want = len.saturating_sub(offset).min(u64::from(size));
+            if want == 0 {
+                return Ok(Vec::new());
+            }
+            // A range is verified to lie inside its file: ending early is an error, not EOF.
+            let at = start.checked_add(offset).ok_or_else(|| Error::Io(format!("a range at {start} + {offset}")))?;
+            pread(file, at, want as usize, true)
+        }
+    }
+}
+
+/// `size` bytes of `file` from `offset` (fewer at its end, an error then if `exact`).
+fn pread(file: &std::fs::File, offset: u64, size: usize, exact: bool) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if exact && filled < size {
+        return Err(Error::Io(format!("a range of {size} bytes at {offset} ends after {filled}: its file is shorter")));
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// An open file: its handle, and the verified cache file behind it when the content is on disk.
@@ -363,5 +503,81 @@ mod tests {
         assert!(!fs.read(fh, 0, 4096).expect("read").is_empty());
         fs.release(fh);
         assert_eq!(errno(fs.read(fh, 0, 10).map(drop)), libc::EBADF, "read after release");
+    }
+    /// Kinds that say nothing of their own metadata keep what they always showed: 0555
+    /// directories, 0444 files, 0777 links, owned by the mounting user.
+    #[test]
+    fn existing_kinds_keep_0444_0555_0777_and_the_mounting_user() {
+        let (fs, _cache, d) = core();
+        for (path, perm) in [
+            (format!("r/manifests/{d}"), 0o555),
+            (format!("r/manifests/{d}/layers"), 0o555),
+            (format!("r/manifests/{d}/manifest.json"), 0o444),
+            (format!("r/manifests/{d}/config.json"), 0o444),
+            ("r/tags/v1".to_string(), 0o777),
+        ] {
+            let a = walk(&fs, &path);
+            assert_eq!(a.mode, perm, "{path}");
+            assert_eq!((a.uid, a.gid, a.rdev), (None, None, 0), "{path}: owned by the mounting user");
+            assert_eq!(a.nlink, if a.kind == FileKind::Directory { 2 } else { 1 }, "{path}");
+        }
+    }
+
+    /// getxattr/listxattr answer as FUSE wants: size 0 asks the length, a buffer too small is
+    /// ERANGE, a name not there is ENODATA; kinds without xattrs have none and list nothing.
+    #[test]
+    fn xattr_size_protocol() {
+        let value = b"\x01\x00\x00\x02";
+        assert_eq!(xattr_reply(value, 0).expect("size"), Xattr::Size(4));
+        assert_eq!(xattr_reply(value, 3).expect_err("too small").errno(), libc::ERANGE);
+        assert_eq!(xattr_reply(value, 4).expect("exact"), Xattr::Data(value.to_vec()));
+        assert_eq!(xattr_reply(value, 4096).expect("larger"), Xattr::Data(value.to_vec()));
+        assert_eq!(xattr_reply(b"", 0).expect("empty value"), Xattr::Size(0));
+        let names = [("user.a".to_string(), b"1".to_vec()), ("security.capability".to_string(), value.to_vec())];
+        let list = b"user.a\0security.capability\0";
+        assert_eq!(xattr_list(&names, 0).expect("size"), Xattr::Size(list.len() as u32));
+        assert_eq!(xattr_list(&names, 5).expect_err("too small").errno(), libc::ERANGE);
+        assert_eq!(xattr_list(&names, 64).expect("list"), Xattr::Data(list.to_vec()));
+        assert_eq!(xattr_value(&names, OsStr::new("user.a"), 0).expect("user.a"), Xattr::Size(1));
+        assert_eq!(xattr_value(&names, OsStr::new("user.b"), 0).expect_err("absent").errno(), libc::ENODATA);
+
+        let (fs, _cache, d) = core();
+        let file = walk(&fs, &format!("r/manifests/{d}/manifest.json"));
+        let dir = walk(&fs, &format!("r/manifests/{d}"));
+        for ino in [file.ino, dir.ino, fs.root_ino()] {
+            assert_eq!(fs.getxattr(ino, OsStr::new("user.x"), 0).expect_err("none").errno(), libc::ENODATA);
+            assert_eq!(fs.getxattr(ino, OsStr::new("user.x"), 64).expect_err("none").errno(), libc::ENODATA);
+            assert_eq!(fs.listxattr(ino, 0).expect("list size"), Xattr::Size(0));
+            assert_eq!(fs.listxattr(ino, 64).expect("list"), Xattr::Data(Vec::new()));
+        }
+        assert_eq!(fs.listxattr(u64::MAX - 1, 0).expect_err("no inode").errno(), libc::ENOENT);
+    }
+
+    /// A range is a window on a shared file: reads at any offset see only its bytes, end at its
+    /// end, and never reach the bytes beyond it; it is never handed out for passthrough.
+    #[test]
+    fn a_range_reads_only_its_slice_at_any_offset() {
+        let mut tmp = tempfile::tempfile().expect("tmp");
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::io::Write::write_all(&mut tmp, &bytes).expect("write");
+        let file = Arc::new(tmp);
+        let (start, len) = (1000u64, 3000u64);
+        let range = Content::Range { file: Arc::clone(&file), start, len };
+        let want = |o: u64, n: u64| bytes[(start + o) as usize..(start + o + n) as usize].to_vec();
+        assert_eq!(read_content(&range, 0, 100).expect("at 0"), want(0, 100));
+        assert_eq!(read_content(&range, 0, 1 << 20).expect("all"), want(0, len), "a big read stops at the end");
+        assert_eq!(read_content(&range, 2900, 4096).expect("across the end"), want(2900, 100));
+        assert_eq!(read_content(&range, 1234, 7).expect("inside"), want(1234, 7));
+        assert!(read_content(&range, len, 4096).expect("at the end").is_empty());
+        assert!(read_content(&range, len + 5000, 4096).expect("past the end").is_empty());
+        assert!(read_content(&range, u64::MAX - 10, 4096).expect("far past").is_empty());
+        let empty = Content::Range { file: Arc::clone(&file), start: 10_000, len: 0 };
+        assert!(read_content(&empty, 0, 4096).expect("empty").is_empty());
+        // A range whose file is shorter than it claims (a bug, or a file cut behind regfs's back)
+        // is an error, never a short read that looks like the end.
+        let short = Content::Range { file: Arc::clone(&file), start: 9_000, len: 2_000 };
+        assert_eq!(read_content(&short, 0, 4096).expect_err("short").errno(), libc::EIO);
+        assert!(passthrough_file(&range).is_none(), "a range's file starts before its bytes");
+        assert!(passthrough_file(&Content::File(file)).is_some(), "whole files keep passthrough");
     }
 }

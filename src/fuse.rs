@@ -1,8 +1,9 @@
 //! The kernel adapter: fuser callbacks in, calls on the FUSE-free core ([`crate::fs::Fs`]) out,
 //! and the core's errors turned into errno here, once, with one log line each.
 //!
-//! Operations that may wait on the network (lookup, getattr, readlink, opendir, open) run on
-//! their own thread, so a slow download never holds up `ls` elsewhere. `read` (verified memory or
+//! Operations that may wait on the network (lookup, getattr, readlink, opendir, open, the
+//! xattr calls) run on their own thread, so a slow download never holds up `ls` elsewhere; an
+//! open whose content is ready (verified and at hand: [`Fs::open_now`]) is answered inline. `read` (verified memory or
 //! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline. Files are all digest-addressed, so every
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
 //! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`.
@@ -53,7 +54,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, Fs};
+use crate::fs::{Attr, Fs, Xattr};
 use crate::layout::FileKind;
 use crate::sync;
 
@@ -134,6 +135,21 @@ pub struct FuseAdapter {
     want_passthrough: bool,
     /// Set at init when the kernel granted passthrough.
     backing: Option<Arc<Backing>>,
+    /// Threads started for requests (a count for tests: ready opens start none).
+    spawned: std::sync::atomic::AtomicU64,
+}
+
+/// Who asked: the FUSE request id and the requesting thread (what the watchdog looks at).
+#[derive(Clone, Copy)]
+struct Caller {
+    unique: u64,
+    tid: u32,
+}
+
+impl Caller {
+    fn of(req: &Request) -> Caller {
+        Caller { unique: req.unique().0, tid: req.pid() }
+    }
 }
 
 /// Backing files registered with the kernel for passthrough. The kernel wants one backing id per
@@ -209,7 +225,7 @@ trait Answer: Send + 'static {
 macro_rules! answers {
     ($($t:ty),*) => {$(impl Answer for $t { fn fail(self, errno: Errno) { self.error(errno) } })*};
 }
-answers!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen);
+answers!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen, ReplyXattr);
 
 /// Ends the mount's waiting: every waiter is answered with an error at once, new requests are
 /// refused, and downloads in flight stop.
@@ -332,7 +348,7 @@ impl FuseAdapter {
             log::warn!("no watchdog thread ({e}): a killed reader waits for its download to end");
         }
         let want_passthrough = config.passthrough;
-        FuseAdapter { core, waiting, uid, gid, config, want_passthrough, backing: None }
+        FuseAdapter { core, waiting, uid, gid, config, want_passthrough, backing: None, spawned: Default::default() }
     }
 
     /// What ends the waiting at unmount.
@@ -349,11 +365,21 @@ impl FuseAdapter {
         reply: R,
         job: impl FnOnce(&Fs, Ticket<R>) + Send + 'static,
     ) {
+        self.spawn_waiting_for(Caller::of(req), what, reply, job)
+    }
+
+    fn spawn_waiting_for<R: Answer>(
+        &self,
+        caller: Caller,
+        what: String,
+        reply: R,
+        job: impl FnOnce(&Fs, Ticket<R>) + Send + 'static,
+    ) {
         if self.waiting.cancelled.load(Ordering::SeqCst) {
             reply.fail(errno(&what, &Error::Cancelled("the filesystem is being unmounted".into())));
             return;
         }
-        let unique = req.unique().0;
+        let unique = caller.unique;
         let slot = Arc::new(Mutex::new(Some(reply)));
         let for_watchdog = Arc::clone(&slot);
         let abandon = Box::new(move |e: &Error| {
@@ -362,7 +388,7 @@ impl FuseAdapter {
             }
         });
         let left = Arc::new(AtomicBool::new(false));
-        let pending = Pending { tid: req.pid(), left: Arc::clone(&left), what, abandon };
+        let pending = Pending { tid: caller.tid, left: Arc::clone(&left), what, abandon };
         sync::lock(&self.waiting.pending).insert(unique, pending);
         self.waiting.wake.notify_all();
         let ticket = Ticket { unique, slot, waiting: Arc::clone(&self.waiting) };
@@ -371,6 +397,7 @@ impl FuseAdapter {
 
     /// Run `job` on its own thread (inline if no thread can be had).
     fn spawn(&self, job: impl FnOnce(&Fs) + Send + 'static) {
+        self.spawned.fetch_add(1, Ordering::Relaxed);
         let core = Arc::clone(&self.core);
         let slot = Arc::new(std::sync::Mutex::new(Some(job)));
         let for_thread = Arc::clone(&slot);
@@ -490,33 +517,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            reply.error(Errno::EROFS);
-            return;
-        }
-        let backing = self.backing.clone();
-        self.spawn_waiting(req, format!("open {ino}"), reply, move |fs, ticket| match fs.open_file(ino.0) {
-            Ok(opened) => {
-                let Some(reply) = ticket.take() else {
-                    // The requester left (or the mount is going): nobody will release this.
-                    fs.release(opened.fh);
-                    return;
-                };
-                if let (Some(backing), Some(file)) = (backing, opened.file) {
-                    match backing.register(ino.0, opened.fh, &file, &reply) {
-                        Ok(id) => return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id),
-                        Err(e) => log::debug!("passthrough refused for inode {ino} ({e}); serving reads ourselves"),
-                    }
-                }
-                // Everything regfs serves is addressed by digest: the kernel may keep its pages.
-                reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE)
-            }
-            Err(e) => {
-                if let Some(reply) = ticket.take() {
-                    reply.error(errno(&format!("open {ino}"), &e))
-                }
-            }
-        });
+        self.open_for(Caller::of(req), ino, flags, reply);
     }
 
     fn read(
@@ -557,13 +558,23 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    /// No extended attributes: `ls` and `cp -a` ask, and "none" is the honest answer.
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+    /// Extended attributes as the kind gives them (rootfs entries: the layer's); other kinds
+    /// have none. On a thread: a rootfs entry's metadata may need its layer's index.
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_owned();
+        self.spawn_waiting(req, format!("getxattr {ino} {name:?}"), reply, move |fs, ticket| {
+            let result = fs.getxattr(ino.0, &name, size);
+            let Some(reply) = ticket.take() else { return };
+            answer_xattr(reply, result, &format!("getxattr {ino} {name:?}"));
+        });
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 { reply.size(0) } else { reply.data(&[]) }
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn_waiting(req, format!("listxattr {ino}"), reply, move |fs, ticket| {
+            let result = fs.listxattr(ino.0, size);
+            let Some(reply) = ticket.take() else { return };
+            answer_xattr(reply, result, &format!("listxattr {ino}"));
+        });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -608,14 +619,88 @@ impl Filesystem for FuseAdapter {
     }
 }
 
+/// What an open is answered with ([`ReplyOpen`]; tests answer with a probe).
+trait OpenAnswer: Answer {
+    fn backing(&self, file: &std::fs::File) -> std::io::Result<BackingId>;
+    fn opened(self, fh: FileHandle, flags: FopenFlags);
+    fn opened_passthrough(self, fh: FileHandle, flags: FopenFlags, id: &BackingId);
+}
+
+impl OpenAnswer for ReplyOpen {
+    fn backing(&self, file: &std::fs::File) -> std::io::Result<BackingId> {
+        self.open_backing(file)
+    }
+    fn opened(self, fh: FileHandle, flags: FopenFlags) {
+        ReplyOpen::opened(self, fh, flags)
+    }
+    fn opened_passthrough(self, fh: FileHandle, flags: FopenFlags, id: &BackingId) {
+        ReplyOpen::opened_passthrough(self, fh, flags, id)
+    }
+}
+
+impl FuseAdapter {
+    /// Open `ino` for `caller`: inline when the content is ready (verified and at hand, so
+    /// nothing can wait: a warm `xargs cat` of thousands of files starts no thread per file),
+    /// else on a thread of its own that the watchdog can answer for.
+    fn open_for<R: OpenAnswer>(&self, caller: Caller, ino: INodeNo, flags: OpenFlags, reply: R) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            reply.fail(Errno::EROFS);
+            return;
+        }
+        let backing = self.backing.clone();
+        if let Some(result) = self.core.open_now(ino.0) {
+            return answer_open(ino, result, backing, reply);
+        }
+        self.spawn_waiting_for(caller, format!("open {ino}"), reply, move |fs, ticket| {
+            let result = fs.open_file(ino.0);
+            let Some(reply) = ticket.take() else {
+                // The requester left (or the mount is going): nobody will release this.
+                if let Ok(opened) = result {
+                    fs.release(opened.fh);
+                }
+                return;
+            };
+            answer_open(ino, result, backing, reply)
+        });
+    }
+}
+
+/// Answer an open: through passthrough when the content is a whole verified file and the kernel
+/// takes it, else with reads served by regfs.
+fn answer_open<R: OpenAnswer>(
+    ino: INodeNo,
+    result: crate::error::Result<crate::fs::Opened>,
+    backing: Option<Arc<Backing>>,
+    reply: R,
+) {
+    let opened = match result {
+        Ok(opened) => opened,
+        Err(e) => return reply.fail(errno(&format!("open {ino}"), &e)),
+    };
+    if let (Some(backing), Some(file)) = (backing, opened.file) {
+        match backing.register(ino.0, opened.fh, &file, &reply) {
+            Ok(id) => return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id),
+            Err(e) => log::debug!("passthrough refused for inode {ino} ({e}); serving reads ourselves"),
+        }
+    }
+    // Everything regfs serves is addressed by digest: the kernel may keep its pages.
+    reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE)
+}
+
 impl Backing {
     /// The backing id for `ino` (registering `file` if none is live), held for handle `fh`.
-    fn register(&self, ino: u64, fh: u64, file: &std::fs::File, reply: &ReplyOpen) -> std::io::Result<Arc<BackingId>> {
+    fn register(
+        &self,
+        ino: u64,
+        fh: u64,
+        file: &std::fs::File,
+        reply: &impl OpenAnswer,
+    ) -> std::io::Result<Arc<BackingId>> {
         let mut st = sync::lock(&self.state);
         let id = match st.by_ino.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => {
-                let id = Arc::new(reply.open_backing(file)?);
+                let id = Arc::new(reply.backing(file)?);
                 st.by_ino.insert(ino, Arc::downgrade(&id));
                 id
             }
@@ -628,6 +713,19 @@ impl Backing {
 
     fn release(&self, fh: u64) {
         sync::lock(&self.state).by_fh.remove(&fh);
+    }
+}
+
+/// An xattr answer; ENODATA (asked of every file by `ls` and `cp -a`) quietly.
+fn answer_xattr(reply: ReplyXattr, result: crate::error::Result<Xattr>, what: &str) {
+    match result {
+        Ok(Xattr::Size(n)) => reply.size(n),
+        Ok(Xattr::Data(bytes)) => reply.data(&bytes),
+        Err(e @ Error::NoAttribute(_)) => {
+            log::debug!("{what}: {e}");
+            reply.error(Errno::from_i32(e.errno()))
+        }
+        Err(e) => reply.error(errno(what, &e)),
     }
 }
 
@@ -658,9 +756,13 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::Directory => FileType::Directory,
         FileKind::File => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
     }
 }
 
+/// The kernel's attributes of `a`; `uid`/`gid` (the mounting user) where `a` names no owner.
 fn file_attr(a: &Attr, uid: u32, gid: u32, blksize: u32) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -671,11 +773,11 @@ fn file_attr(a: &Attr, uid: u32, gid: u32, blksize: u32) -> FileAttr {
         ctime: a.mtime,
         crtime: a.mtime,
         kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: if a.kind == FileKind::Directory { 2 } else { 1 },
-        uid,
-        gid,
-        rdev: 0,
+        perm: a.mode & 0o7777,
+        nlink: a.nlink,
+        uid: a.uid.unwrap_or(uid),
+        gid: a.gid.unwrap_or(gid),
+        rdev: a.rdev,
         blksize,
         flags: 0,
     }
@@ -692,6 +794,62 @@ mod tests {
         fn fail(self, errno: Errno) {
             *sync::lock(&self.0) = Some(errno.code());
         }
+    }
+
+    /// An open reply that says, through a channel, how it was answered.
+    struct OpenProbe(std::sync::mpsc::Sender<std::result::Result<u64, i32>>);
+
+    impl Answer for OpenProbe {
+        fn fail(self, errno: Errno) {
+            let _ = self.0.send(Err(errno.code()));
+        }
+    }
+
+    impl OpenAnswer for OpenProbe {
+        fn backing(&self, _: &std::fs::File) -> std::io::Result<BackingId> {
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        }
+        fn opened(self, fh: FileHandle, _: FopenFlags) {
+            let _ = self.0.send(Ok(fh.0));
+        }
+        fn opened_passthrough(self, fh: FileHandle, _: FopenFlags, _: &BackingId) {
+            let _ = self.0.send(Ok(fh.0));
+        }
+    }
+
+    /// An open whose content is ready (verified, in memory or open) is answered inline: no
+    /// thread is spawned, and the answer is there when `open` returns. One that must download
+    /// still gets a thread of its own.
+    #[test]
+    fn opening_ready_content_spawns_no_thread() {
+        let client = crate::testkit::faulty::Faulty::new(crate::testkit::fake::Fake::default());
+        let (d, _) = client.image("r", "v1", b"layer");
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = crate::store::Store::new(Arc::new(client), &config).expect("store");
+        let core = Arc::new(Fs::new(Arc::new(store), crate::fs::FsConfig::default()));
+        let walk = |path: &str| {
+            path.split('/').fold(core.root_ino(), |ino, part| core.lookup(ino, OsStr::new(part)).expect(path).ino)
+        };
+        let (layer, manifest) =
+            (walk(&format!("r/manifests/{d}/layers/0.tar")), walk(&format!("r/manifests/{d}/manifest.json")));
+        let adapter = FuseAdapter::new(Arc::clone(&core), MountConfig::default());
+        let caller = Caller { unique: 1, tid: 0 };
+        let open = |ino: u64| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let before = adapter.spawned.load(Ordering::SeqCst);
+            adapter.open_for(caller, INodeNo(ino), OpenFlags(libc::O_RDONLY), OpenProbe(tx));
+            let inline = rx.try_recv().ok();
+            let spawned = adapter.spawned.load(Ordering::SeqCst) - before;
+            let answer = inline.or_else(|| rx.recv_timeout(Duration::from_secs(10)).ok());
+            let fh = answer.expect("answered").expect("opened");
+            core.release(fh);
+            (inline.is_some(), spawned)
+        };
+        // (Its thread may have answered by the time `open_for` returns: only the count says.)
+        assert_eq!(open(layer).1, 1, "a layer never fetched is downloaded on a thread");
+        assert_eq!(open(layer), (true, 0), "the verified layer, now in memory, opens inline");
+        assert_eq!(open(manifest), (true, 0), "a manifest held in memory opens inline");
     }
 
     /// A worker that ends without answering (a bug that panics) must not leave its requester
@@ -717,6 +875,37 @@ mod tests {
         assert!(worker.join().is_err());
         assert_eq!(*sync::lock(&answered), Some(libc::EIO), "the requester was never answered");
         assert!(sync::lock(&waiting.pending).is_empty(), "the entry stays for the watchdog");
+    }
+
+    /// What the core says of a file reaches the kernel whole: mode bits with setuid, setgid and
+    /// sticky, the image's owner, the link count, the device number, the kind.
+    #[test]
+    fn file_attr_carries_mode_bits_owner_nlink_and_rdev() {
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let attr = Attr {
+            ino: 9,
+            kind: FileKind::BlockDevice,
+            size: 0,
+            mode: 0o4755,
+            uid: Some(7),
+            gid: Some(70),
+            nlink: 3,
+            rdev: crate::fs::rdev(8, 1),
+            ttl: Duration::from_secs(5),
+            mtime,
+        };
+        let fa = file_attr(&attr, 1000, 1001, 4096);
+        assert_eq!((fa.perm, fa.uid, fa.gid, fa.nlink), (0o4755, 7, 70, 3));
+        assert_eq!(fa.rdev as u64, libc::makedev(8, 1), "the kernel's encoding of 8:1");
+        assert_eq!((fa.kind, fa.mtime, fa.ino), (FileType::BlockDevice, mtime, INodeNo(9)));
+        let big = crate::fs::rdev(259, 70_000);
+        assert_eq!(big as u64, libc::makedev(259, 70_000), "majors past 255 and minors past 65535");
+        for (kind, ty) in [(FileKind::CharDevice, FileType::CharDevice), (FileKind::Fifo, FileType::NamedPipe)] {
+            assert_eq!(file_attr(&Attr { kind, ..attr.clone() }, 1000, 1001, 4096).kind, ty);
+        }
+        // Without an owner of its own, the mounting user's.
+        let mine = file_attr(&Attr { uid: None, gid: None, ..attr }, 1000, 1001, 4096);
+        assert_eq!((mine.uid, mine.gid), (1000, 1001));
     }
 
     /// A requester regfs cannot see in `/proc` (a `hidepid=2` /proc with an `--allow-other`

@@ -14,7 +14,7 @@ use regfs::cli::Cli;
 use regfs::daemon::{Detached, check_mountpoint, detach, init_logging, raise_nofile_limit, unmount_on_signals};
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
-use regfs::registry::credentials::{self, Credentials};
+use regfs::registry::credentials::{self, Credentials, Login, Secret};
 use regfs::registry::http::HttpClient;
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
@@ -121,7 +121,7 @@ fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
 
 struct Prepared {
     url: reqwest::Url,
-    credentials: Option<Credentials>,
+    login: Option<Login>,
     ca_certs: Vec<u8>,
     /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
     /// the terminal; the store uses this very directory after detaching, whatever the path
@@ -130,32 +130,40 @@ struct Prepared {
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
-    let url = endpoint::parse(&cli.registry).map_err(|e| e.to_string())?;
+    let url = endpoint::parse(&cli.registry).map_err(|e| e.tell())?;
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
         None => url.host_str().unwrap_or("").to_string(),
     };
-    let credentials = if let Some(username) = &cli.username {
+    let login = if let Some(username) = &cli.username {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
         let password = line.trim_end_matches(['\n', '\r']).to_string();
         if password.is_empty() {
             return Err("--password-stdin: stdin gave an empty password".into());
         }
-        Some(Credentials { username: username.clone(), password })
+        Some(Login::fixed(Secret::Basic(Credentials { username: username.clone(), password })))
     } else {
-        let file = cli.auth_file.clone().or_else(credentials::default_auth_file);
-        match file {
-            Some(f) => credentials::from_docker_config(&f, &host).map_err(|e| e.to_string())?,
-            None => None,
-        }
+        // Helpers run now, before detaching: what goes wrong is said on the terminal.
+        let env = credentials::Env::from_process();
+        let timeout = Duration::from_secs(cli.helper_timeout.max(1));
+        credentials::lookup(&host, cli.auth_file.as_deref(), &env, timeout).map_err(|e| {
+            if cli.auth_file.is_some() {
+                format!("--auth-file {}", e.tell())
+            } else {
+                format!("credentials: {}", e.tell())
+            }
+        })?
     };
     let ca_certs = match &cli.ca_cert {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
         None => Vec::new(),
     };
-    let cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {e}"))?;
-    Ok(Prepared { url, credentials, ca_certs, cache })
+    let mut cache = CacheDir::open_root(&cli.cache_dir()).map_err(|e| format!("--cache-dir: {}", e.tell()))?;
+    // Taken now, before detaching: a second regfs on this directory is refused on its own
+    // terminal, and writes nothing into the log of the one that has it.
+    cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
+    Ok(Prepared { url, login, ca_certs, cache })
 }
 
 fn serve(
@@ -171,7 +179,10 @@ fn serve(
         }
     };
     let result = (|| {
-        let options = cli.http_options(prepared.credentials, prepared.ca_certs);
+        if let Some(login) = &prepared.login {
+            log::info!("credentials for {} from {}", prepared.url, login.from());
+        }
+        let options = cli.http_options(prepared.login, prepared.ca_certs);
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
         let store =

@@ -24,7 +24,7 @@ fn s(v: &serde_json::Value) -> &str {
 fn the_root_lists_the_catalog_and_nested_names_are_directories() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
-    assert_eq!(ls(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(ls(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
     assert_eq!(ls(&m.path("demo")), ["artifact", "docker", "list", "many-tags", "multi", "oci", "schema1"]);
     // `nested/a` is both a repository and a namespace.
     assert_eq!(ls(&m.path("nested/a")), ["b", "blobs", "manifests", "tags"]);
@@ -76,13 +76,15 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
                 continue;
             }
             let dir = m.path(&format!("{repo}/manifests/{digest}"));
-            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json"], "{repo}");
+            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "rootfs"], "{repo}");
             let manifest: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
             assert_eq!(sha256sum(&dir.join("config.json")), s(&manifest["config"]["digest"]));
             let layers = img["layers"].as_array().expect("layers");
             let names = ls(&dir.join("layers"));
-            assert_eq!(names.len(), layers.len(), "{repo}: {names:?}");
+            // Each gzip or zstd layer has its decoded view `<n>.tar` beside it (tests/views_mount.rs).
+            let compressed = layers.iter().filter(|l| !s(&l["media_type"]).ends_with(".tar")).count();
+            assert_eq!(names.len(), layers.len() + compressed, "{repo}: {names:?}");
             for (i, l) in layers.iter().enumerate() {
                 let ext = match s(&l["media_type"]) {
                     mt if mt.ends_with("gzip") => ".tar.gz",
@@ -163,8 +165,8 @@ fn schema1_layers_are_bottom_first_and_its_digest_is_the_registry_s() {
         std::fs::read_link(&dir).expect("readlink").to_string_lossy(),
         format!("../manifests/{}", s(&img["digest"]))
     );
-    assert_eq!(ls(&dir), ["layers", "manifest.json"]);
-    assert_eq!(ls(&dir.join("layers")), ["0.tar.gz", "1.tar.gz"]);
+    assert_eq!(ls(&dir), ["layers", "manifest.json", "rootfs"]);
+    assert_eq!(ls(&dir.join("layers")), ["0.tar", "0.tar.gz", "1.tar", "1.tar.gz"]);
     for (i, l) in img["layers"].as_array().expect("layers").iter().enumerate() {
         let file = dir.join(format!("layers/{i}.tar.gz"));
         // schema1 declares no sizes: stat learns them without downloading the layer.
@@ -199,7 +201,12 @@ fn ls_l_stat_and_find_download_no_blob() {
     let m = Mount::start(&registry.url, &[]);
     for img in images(fixtures, "oci-manifest").iter().chain(images(fixtures, "docker-schema2").iter()) {
         let dir = m.path(&format!("{}/tags/{}/", s(&img["repo"]), s(&img["tag"])));
-        let out = sh_in(&dir, "ls -lR . && stat layers/* config.json >/dev/null && find . -type f -size +0 | wc -l");
+        // `rootfs/` is the layers' content: listing it is reading them. Stat of it costs nothing.
+        let out = sh_in(
+            &dir,
+            "ls -lR -I rootfs . && stat rootfs layers/* config.json >/dev/null \
+             && find . -path ./rootfs -prune -o -type f -size +0 -print | wc -l",
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let after: Vec<String> = registry.requests()[before..].to_vec();
@@ -357,6 +364,53 @@ fn bad_command_lines_are_refused_before_mounting() {
     }
 }
 
+/// Mistakes on the command line are told in the user's terms: what is wrong and what to write
+/// instead, no `local I/O:` or `bad argument:` category in front, and never a password echoed.
+#[test]
+fn messages_about_the_users_own_input_say_what_to_do() {
+    let work = tempfile::tempdir().expect("work");
+    let mnt = work.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mnt");
+    let file = work.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(common::regfs_bin())
+            .args(args)
+            .env("HOME", work.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .output()
+            .expect("regfs");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(!common::is_mounted(&mnt));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (m, under_file, dir) = (mnt.as_os_str().to_owned(), file.join("cache").into_os_string(), work.path());
+    let cases: Vec<(Vec<std::ffi::OsString>, &[&str])> = vec![
+        (vec![os("ftp://127.0.0.1:1"), m.clone()], &["ftp://127.0.0.1:1", "http:// and https:// only"]),
+        (vec![os("http://me:s3cret@127.0.0.1:1"), m.clone()], &["***@127.0.0.1:1", "--password-stdin"]),
+        (vec![os("127.0.0.1:1"), m.clone(), os("--cache-size"), os("1.5G")], &["decimals are not accepted", "1536M"]),
+        (vec![os("127.0.0.1:1"), m.clone(), os("--cache-dir"), under_file], &["--cache-dir", "a-file"]),
+        (vec![os("127.0.0.1:1"), m.clone(), os("--auth-file"), dir.as_os_str().to_owned()], &["--auth-file"]),
+        (
+            vec![os("127.0.0.1:1"), m.clone(), os("--ca-cert"), dir.join("missing.pem").into_os_string()],
+            &["--ca-cert", "missing.pem"],
+        ),
+    ];
+    for (args, wanted) in cases {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let err = run(&refs);
+        for w in wanted {
+            assert!(err.contains(w), "{args:?}: {w:?} is not in: {err}");
+        }
+        for unwanted in ["local I/O", "bad argument:", "s3cret"] {
+            assert!(!err.contains(unwanted), "{args:?}: {unwanted:?} in: {err}");
+        }
+        assert_eq!(err.matches(wanted[0]).count(), 1, "{args:?}: said more than once: {err}");
+    }
+}
+
 #[test]
 fn every_blob_matches_what_skopeo_copy_downloads() {
     let sh = shared();
@@ -472,9 +526,51 @@ fn a_second_regfs_on_the_same_cache_directory_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another regfs") && err.contains("--cache-dir"), "{err}");
+    assert_eq!(err.matches("in use by another regfs").count(), 1, "said more than once: {err}");
     assert!(!common::is_mounted(dir.path()));
+    // Refused before detaching: nothing of the second regfs is written into the first one's log.
+    // (The first mount logs to a file of the test's; the cache directory's own `regfs.log` is
+    // where a detached mount on it logs.)
+    let cache_log = std::fs::read_to_string(m.cache.join("regfs.log")).unwrap_or_default();
+    assert!(!cache_log.contains("in use by another regfs"), "{cache_log}");
+    assert!(!m.log().contains("in use by another regfs"), "{}", m.log());
     // The first mount is untouched.
     assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
+}
+
+/// The same refusal when the first mount runs in the background and logs into the cache
+/// directory's `regfs.log`: the second regfs takes the cache's lock before it detaches, so it
+/// says no once, on its own terminal, and writes nothing into the first one's log.
+#[test]
+fn a_refusal_is_printed_once_and_never_into_another_mounts_log() {
+    let sh = shared();
+    let work = tempfile::tempdir().expect("work");
+    let (first, second, cache) = (work.path().join("m1"), work.path().join("m2"), work.path().join("cache"));
+    std::fs::create_dir(&first).expect("m1");
+    std::fs::create_dir(&second).expect("m2");
+    let start = |mnt: &Path| {
+        std::process::Command::new(common::regfs_bin())
+            .arg(&sh.registry.url)
+            .arg(mnt)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("HOME", work.path())
+            .output()
+            .expect("regfs")
+    };
+    let out = start(&first);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _guard = common::UnmountOnDrop(first.clone());
+    let before = std::fs::read_to_string(cache.join("regfs.log")).expect("the first mount's log");
+    let out = start(&second);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("in use by another regfs").count(), 1, "{err}");
+    assert!(!err.contains("local I/O"), "{err}");
+    assert!(!common::is_mounted(&second));
+    let after = std::fs::read_to_string(cache.join("regfs.log")).expect("the first mount's log");
+    assert_eq!(after, before, "the second regfs wrote into the first one's log");
+    assert_eq!(ls(&first.join("demo/oci/tags")), ["v1"]);
 }
 
 #[test]
@@ -510,8 +606,13 @@ fn inode_table_at_unmount(log: &str) -> Option<(usize, usize)> {
 #[test]
 fn inodes_the_kernel_forgets_are_freed() {
     let sh = shared();
-    let mut m = Mount::start(&sh.registry.url, &[]);
-    // 100,000 distinct names that look up without the network: namespace directories.
+    // 100,000 distinct names that look up without the network: namespace directories of a
+    // registry without a catalog (with one, names it does not list are ENOENT).
+    let front = common::front::Front::start(
+        &sh.registry.url,
+        common::front::Behavior { no_catalog: true, ..common::front::Behavior::default() },
+    );
+    let mut m = Mount::start(&front.url, &[]);
     let n = 100_000;
     let root = m.dir.path().to_path_buf();
     let workers: Vec<_> = (0..2)

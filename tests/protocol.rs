@@ -35,7 +35,7 @@ fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
     assert_eq!(tags.len(), count);
     assert_eq!(tags.first().map(String::as_str), Some("t000"));
     assert_eq!(tags.last().map(String::as_str), Some("t129"));
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
     assert_eq!(names(&m.path("demo")).len(), 7);
     let reqs = front.requests();
     let tag_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
@@ -56,13 +56,49 @@ fn without_a_catalog_repositories_are_still_reachable_by_name() {
     assert!(names(m.dir.path()).is_empty());
     // The registry's "no catalog" is an answer: not asked again within --tag-ttl.
     assert!(names(m.dir.path()).is_empty());
-    assert_eq!(names(&m.path("demo")), ["blobs", "manifests", "tags"]);
+    // `demo` is no repository: its tag list answers NAME_UNKNOWN, so no `tags/` (`manifests/`
+    // and `blobs/` cost nothing and are not asked about).
+    assert_eq!(names(&m.path("demo")), ["blobs", "manifests"]);
     let catalogs = front.requests().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
     assert_eq!(catalogs, 1);
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
     assert_eq!(names(&m.path("demo/oci")), ["blobs", "manifests", "tags"]);
     let (repo, tag, digest) = layer_of("oci-manifest");
     assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
+}
+
+/// A name that is not a repository is ENOENT when the registry can say so: a complete catalog
+/// knows every repository and every namespace; without one, the repository's tag list answering
+/// 404 (NAME_UNKNOWN) says `tags/` is not there.
+#[test]
+fn paths_that_are_not_repositories_are_enoent_when_the_registry_can_say_so() {
+    let sh = shared();
+    let enoent = |p: &std::path::Path| match std::fs::symlink_metadata(p) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{}: {e}", p.display()),
+        Ok(_) => panic!("{} exists", p.display()),
+    };
+    let is_dir = |p: &std::path::Path| {
+        assert!(std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).is_dir())
+    };
+    // With the catalog.
+    let m = Mount::start(&sh.registry.url, &[]);
+    enoent(&m.path("nosuch"));
+    enoent(&m.path("demo/nosuch"));
+    enoent(&m.path("demo/oci/nosuch"));
+    // Namespaces of the catalog, but no repositories.
+    enoent(&m.path("demo/tags"));
+    enoent(&m.path("nested/a/b/manifests"));
+    for p in ["demo", "demo/oci", "demo/oci/tags", "nested/a/b", "nested/a/tags", "nested/a/b/c/tags"] {
+        is_dir(&m.path(p));
+    }
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    // Without a catalog: every name may be a namespace, but the tag list answers for `tags/`.
+    let front = Front::start(&sh.registry.url, Behavior { no_catalog: true, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    is_dir(&m.path("nosuch"));
+    enoent(&m.path("nosuch/tags"));
+    is_dir(&m.path("demo/oci/tags"));
+    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
 }
 
 #[test]
@@ -82,12 +118,14 @@ fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
     );
     let reqs = front.requests();
     let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
-    // One token for the ping (no scope), one for demo/oci, reused for everything after.
-    assert_eq!(tokens.len(), 2, "{reqs:#?}");
+    // One token for the ping (no scope), one for the catalog (asked whether `demo` exists), one
+    // for demo/oci, reused for everything after.
+    assert_eq!(tokens.len(), 3, "{reqs:#?}");
     assert!(!tokens[0].path.contains("scope="), "{}", tokens[0].path);
-    assert!(tokens[1].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[1].path);
+    assert!(tokens[1].path.contains("scope=registry%3Acatalog%3A*"), "{}", tokens[1].path);
+    assert!(tokens[2].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[2].path);
     let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
-    assert_eq!(unauthorized, 2, "one 401 per scope, then tokens are reused: {reqs:#?}");
+    assert_eq!(unauthorized, 3, "one 401 per scope, then tokens are reused: {reqs:#?}");
     assert!(
         reqs.iter()
             .filter(|r| r.path.starts_with("/v2/demo"))
@@ -154,7 +192,7 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     let cache = tempfile::tempdir().expect("cache");
     let m = Mount::start_as(&registry.url, "alice", "s3cret", cache.path().join("a"));
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
     drop(m);
 
     // A wrong password, or none, is refused when mounting, as `docker login` would refuse it.

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest};
+use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, ROOTFS_DIR};
 use crate::store::{Content, VerifiedManifest};
+use crate::views::has_view;
 
 use super::{Dir, File, Layout, Link, Manifests, Node, Stability};
 
@@ -43,6 +44,15 @@ pub struct Blob {
     pub size: Option<u64>,
 }
 
+/// `layers/<n>.tar` beside a gzip or zstd layer `n` of an image manifest: the layer decoded,
+/// served only once the whole decoded stream has hashed to its diff_id (`views`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecodedLayer {
+    pub repo: String,
+    pub manifest: Digest,
+    pub n: usize,
+}
+
 /// An index entry: a symlink to `../<target>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IndexLink {
@@ -53,8 +63,8 @@ pub struct IndexLink {
 }
 
 /// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
-/// manifests `manifest.json`, `config.json` and `layers/`; indexes `manifest.json` and one
-/// symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
+/// manifests `manifest.json`, `config.json`, `layers/` and (if every layer is a tar) `rootfs/`;
+/// indexes `manifest.json` and one symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
 pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String, Node)> {
     let (repo, digest) = (repo.to_string(), digest.clone());
     let mut out = vec![(
@@ -69,6 +79,10 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
     }
     if !m.layers.is_empty() || matches!(m.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1) {
         out.push((LAYERS_DIR.to_string(), Node::Layers(Layers { repo: repo.clone(), digest: digest.clone() })));
+    }
+    if super::rootfs::has_rootfs(m) {
+        let root = super::RootfsDir { repo: repo.clone(), manifest: digest.clone(), path: String::new() };
+        out.push((ROOTFS_DIR.to_string(), Node::RootfsDir(root)));
     }
     for (name, d) in &m.children {
         let link =
@@ -123,6 +137,10 @@ impl File for ManifestJson {
     fn open(&self, cx: &Layout) -> Result<Content> {
         Ok(Content::Manifest(cx.store.manifest(&self.repo, &self.digest)?))
     }
+
+    fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        cx.store.manifest_now(&self.repo, &self.digest).map(|m| Ok(Content::Manifest(m)))
+    }
 }
 
 impl Dir for Layers {
@@ -140,20 +158,62 @@ impl Dir for Layers {
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let doc = cx.store.manifest(&self.repo, &self.digest)?;
-        let layer = doc.manifest.layer(name).ok_or_else(|| Error::NotFound(name.to_string()))?;
-        Ok(Node::Blob(Blob { repo: self.repo.clone(), digest: layer.digest.clone(), size: layer.size }))
+        if let Some(layer) = doc.manifest.layer(name) {
+            return Ok(Node::Blob(Blob { repo: self.repo.clone(), digest: layer.digest.clone(), size: layer.size }));
+        }
+        // `<n>.tar`, `n` in decimal as the layers are named (no sign, no leading zero).
+        let n = name
+            .strip_suffix(".tar")
+            .filter(|n| n == &"0" || (!n.starts_with('0') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| has_view(&doc.manifest, *n))
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        Ok(self.decoded(n))
     }
 
+    /// Each layer, and after each gzip or zstd one its decoded view `<n>.tar`.
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let doc = cx.store.manifest(&self.repo, &self.digest)?;
-        Ok(doc
-            .manifest
-            .layers
-            .iter()
-            .map(|(name, d)| {
-                (name.clone(), Node::Blob(Blob { repo: self.repo.clone(), digest: d.digest.clone(), size: d.size }))
-            })
-            .collect())
+        let mut out = Vec::new();
+        for (n, (name, d)) in doc.manifest.layers.iter().enumerate() {
+            out.push((
+                name.clone(),
+                Node::Blob(Blob { repo: self.repo.clone(), digest: d.digest.clone(), size: d.size }),
+            ));
+            if has_view(&doc.manifest, n) {
+                out.push((format!("{n}.tar"), self.decoded(n)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Layers {
+    fn decoded(&self, n: usize) -> Node {
+        Node::DecodedLayer(DecodedLayer { repo: self.repo.clone(), manifest: self.digest.clone(), n })
+    }
+}
+
+impl File for DecodedLayer {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    /// The decoded length once this process has it verified; 0 before (never a request).
+    fn size(&self, cx: &Layout) -> Result<u64> {
+        let doc = cx.store.manifest(&self.repo, &self.manifest)?;
+        Ok(cx.views.decoded_len_if_known(&doc, self.n).unwrap_or(0))
+    }
+
+    fn settled(&self, cx: &Layout) -> bool {
+        cx.store
+            .manifest(&self.repo, &self.manifest)
+            .is_ok_and(|doc| cx.views.decoded_len_if_known(&doc, self.n).is_some())
+    }
+
+    /// The decode, once per diff_id, verified before this returns.
+    fn open(&self, cx: &Layout) -> Result<Content> {
+        Ok(Content::File(cx.views.decoded(&self.repo, &self.manifest, self.n)?))
     }
 }
 
@@ -170,6 +230,10 @@ impl File for Blob {
     /// The download, once per digest, verified before this returns.
     fn open(&self, cx: &Layout) -> Result<Content> {
         cx.store.blob(&self.repo, &self.digest, self.size)
+    }
+
+    fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        cx.store.blob_now(&self.repo, &self.digest, self.size)
     }
 }
 

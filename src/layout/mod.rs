@@ -11,6 +11,10 @@
 //!         config.json                 Blob
 //!         layers/                     Layers
 //!           <n>.<ext>                 Blob
+//!           <n>.tar                   DecodedLayer the gzip/zstd layer decoded     (verified by diff_id)
+//!         rootfs/                     RootfsDir   the layers applied, bottom to top (rootfs.rs)
+//!           <path>/                   RootfsDir
+//!           <path>                    RootfsFile, RootfsLink, RootfsSpecial (device, FIFO)
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
 //!     blobs/                          Blobs       lookup only
 //!       <digest>                      Blob
@@ -26,8 +30,11 @@
 //!
 //! # Costs (what each operation may ask the registry)
 //! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
-//! - `lookup` of a path component, `tags`, `manifests`, `blobs`: nothing (any valid name is a
-//!   directory: a registry without a catalog must still be browsable by name).
+//! - `lookup` of a path component, `manifests`, `blobs`: the catalog (cached for `tag_ttl`;
+//!   a name it does not know is ENOENT). A registry without a catalog must still be browsable
+//!   by name: there any valid name is a directory, at no cost.
+//! - `lookup tags`: as above; without a catalog, the tag list (kept for `readdir tags/` and tag
+//!   lookups), whose 404 makes `tags` ENOENT.
 //! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
 //!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
 //!   readahead of the next ones (`readahead.rs`).
@@ -36,6 +43,12 @@
 //!   (schema1 layers and `blobs/<digest>`, which have none, take the verified length when the
 //!   blob is cached, else cost one HEAD each, once).
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
+//! - `stat` of `layers/<n>.tar`: nothing (size 0, uncached, until the layer is decoded); `open`:
+//!   the config and the layer's blob, once, then the decode, once per diff_id.
+//! - `stat rootfs`: the manifest only. `lookup` below it: the config, then layer indexes from
+//!   the top down until one decides the path (a top-layer file needs only the top layer);
+//!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
+//!   at once); `open` of a rootfs file: its own layer's decoded tar (see `views::merge`).
 //!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
@@ -45,29 +58,51 @@
 
 pub(crate) mod image;
 mod registry;
+pub mod rootfs;
 
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
+use crate::views::Views;
 
-pub use image::{Blob, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
+pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
-/// What every rule may consult: the verified store, and the readahead of tag links.
+/// What every rule may consult: the verified store, the views derived from it (decoded
+/// layers), the readahead of tag links, and the layers of images as `rootfs/` reads them.
 pub struct Layout {
     store: Arc<Store>,
+    views: Arc<Views>,
     readahead: Readahead,
+    images: Arc<dyn ImageLayers>,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
-        Layout { store, readahead: Readahead::new(readahead) }
+        let views = Arc::new(Views::new(Arc::clone(&store)));
+        let images = rootfs::views_layers(&store, &views);
+        Layout { views, store, readahead: Readahead::new(readahead), images }
+    }
+
+    /// A layout reading image layers through `images` (tests give their own).
+    pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
+        let views = Arc::new(Views::new(Arc::clone(&store)));
+        Layout { views, store, readahead: Readahead::new(readahead), images }
+    }
+
+    pub fn images(&self) -> &dyn ImageLayers {
+        &*self.images
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn views(&self) -> &Views {
+        &self.views
     }
 
     /// Repositories whose tag-reading position readahead remembers now.
@@ -85,11 +120,33 @@ pub enum Stability {
     Named,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     Directory,
     File,
     Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+}
+
+/// What a kind may say of itself beyond its shape and size: the metadata an image's layer gives
+/// its entries. Kinds that say nothing ([`Dir::meta`] and the others default to `None`) show
+/// what regfs always showed: 0555/0444/0777, the mounting user, the mount's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits with setuid, setgid and sticky (12 bits).
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: std::time::SystemTime,
+    /// Names of this inode (hard links); directories say 1 (unknown, as btrfs does).
+    pub nlink: u32,
+    /// The device number of a character or block device, in the kernel's encoding
+    /// ([`crate::fs::rdev`]); 0 for anything else.
+    pub rdev: u32,
+    /// Extended attributes, by name, in the order the layer gave them.
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -104,7 +161,12 @@ pub enum Node {
     ManifestJson(ManifestJson),
     Layers(Layers),
     Blob(Blob),
+    DecodedLayer(DecodedLayer),
     IndexLink(IndexLink),
+    RootfsDir(RootfsDir),
+    RootfsFile(RootfsFile),
+    RootfsLink(RootfsLink),
+    RootfsSpecial(RootfsSpecial),
 }
 
 /// A node seen as what it is: the operations its kind has.
@@ -112,6 +174,9 @@ pub enum Shape<'a> {
     Dir(&'a dyn Dir),
     File(&'a dyn File),
     Link(&'a dyn Link),
+    /// A character or block device or a FIFO: attributes only (the mount is `nodev`, and the
+    /// kernel opens FIFOs itself).
+    Special(&'a dyn Special),
 }
 
 pub trait Dir: Send + Sync {
@@ -129,14 +194,37 @@ pub trait Dir: Send + Sync {
     fn child(&self, cx: &Layout, name: &str) -> Result<Node>;
     /// What is listed, in listing order, as it is now (a name may look up without being listed).
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>>;
+    /// Its own metadata, if it has any (see [`Meta`]); by default none.
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        let _ = cx;
+        Ok(None)
+    }
 }
 
 pub trait File: Send + Sync {
     fn stability(&self) -> Stability;
     /// `st_size`; where it comes from is the kind's rule (descriptor, HEAD, verified length).
     fn size(&self, cx: &Layout) -> Result<u64>;
+    /// Whether `size` is final. An unsettled size (a decoded layer not decoded yet shows 0) is
+    /// not cached by the kernel (TTL 0), so it asks again and sees the real size once known.
+    /// Ask before `size`: a size read after `true` is final. Never costs a request.
+    fn settled(&self, cx: &Layout) -> bool {
+        let _ = cx;
+        true
+    }
     /// The verified content, ready (downloaded if need be) when this returns.
     fn open(&self, cx: &Layout) -> Result<Content>;
+    /// [`File::open`] if it needs no waiting (nothing to fetch, decode or hash): the adapter
+    /// then answers the open inline instead of on a thread. `None` (the default): it may wait.
+    fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        let _ = cx;
+        None
+    }
+    /// Its own metadata, if it has any (see [`Meta`]); by default none.
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        let _ = cx;
+        Ok(None)
+    }
 }
 
 pub trait Link: Send + Sync {
@@ -144,6 +232,19 @@ pub trait Link: Send + Sync {
     /// `st_size`, without resolving what need not be.
     fn size(&self, cx: &Layout) -> u64;
     fn target(&self, cx: &Layout) -> Result<String>;
+    /// Its own metadata, if it has any (see [`Meta`]); by default none.
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        let _ = cx;
+        Ok(None)
+    }
+}
+
+pub trait Special: Send + Sync {
+    fn stability(&self) -> Stability;
+    /// Which of [`FileKind::CharDevice`], [`FileKind::BlockDevice`], [`FileKind::Fifo`].
+    fn kind(&self) -> FileKind;
+    /// Its metadata (device numbers included).
+    fn meta(&self, cx: &Layout) -> Result<Option<Meta>>;
 }
 
 impl Node {
@@ -160,7 +261,12 @@ impl Node {
             Node::ManifestJson(n) => Shape::File(n),
             Node::Layers(n) => Shape::Dir(n),
             Node::Blob(n) => Shape::File(n),
+            Node::DecodedLayer(n) => Shape::File(n),
             Node::IndexLink(n) => Shape::Link(n),
+            Node::RootfsDir(n) => Shape::Dir(n),
+            Node::RootfsFile(n) => Shape::File(n),
+            Node::RootfsLink(n) => Shape::Link(n),
+            Node::RootfsSpecial(n) => Shape::Special(n),
         }
     }
 }
@@ -171,6 +277,7 @@ impl Shape<'_> {
             Shape::Dir(_) => FileKind::Directory,
             Shape::File(_) => FileKind::File,
             Shape::Link(_) => FileKind::Symlink,
+            Shape::Special(s) => s.kind(),
         }
     }
 
@@ -179,6 +286,17 @@ impl Shape<'_> {
             Shape::Dir(d) => d.stability(),
             Shape::File(f) => f.stability(),
             Shape::Link(l) => l.stability(),
+            Shape::Special(s) => s.stability(),
+        }
+    }
+
+    /// The kind's own metadata, if it has any.
+    pub fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
+        match self {
+            Shape::Dir(d) => d.meta(cx),
+            Shape::File(f) => f.meta(cx),
+            Shape::Link(l) => l.meta(cx),
+            Shape::Special(s) => s.meta(cx),
         }
     }
 }

@@ -51,8 +51,9 @@ pub struct Blobs {
     pub repo: String,
 }
 
-/// A name at the root or in a namespace: a namespace, if the grammar allows it.
-fn namespace_child(prefix: Option<&str>, name: &str) -> Result<Node> {
+/// A name at the root or in a namespace: a namespace, if the grammar allows it and the
+/// catalog, when the registry gives one, has a repository at or under it.
+fn namespace_child(cx: &Layout, prefix: Option<&str>, name: &str) -> Result<Node> {
     // `tags`, `manifests` and `blobs` are taken inside a repository directory (by its own
     // directories); at the root they are ordinary names.
     if !names::is_component(name) {
@@ -60,7 +61,28 @@ fn namespace_child(prefix: Option<&str>, name: &str) -> Result<Node> {
     }
     let path = prefix.map_or_else(|| name.to_string(), |p| format!("{p}/{name}"));
     names::check_repo(&path)?;
+    if cx.store.catalog_knows(&path).is_some_and(|k| !k.namespace) {
+        return Err(Error::NotFound(format!("{path}: no such repository or namespace in the catalog")));
+    }
     Ok(Node::Namespace(Namespace { path }))
+}
+
+/// Whether `repo` is a repository, as far as the registry can say: a complete catalog decides;
+/// without one, the tag list answering 404 (NAME_UNKNOWN) says no. Any other failure of the
+/// tag list leaves the directory there, for its listing to report.
+fn repository_exists(cx: &Layout, repo: &str) -> Result<()> {
+    let gone = || Error::NotFound(format!("{repo}: not a repository"));
+    match cx.store.catalog_knows(repo) {
+        Some(known) if known.repository => Ok(()),
+        Some(_) => Err(gone()),
+        None => match cx.store.tags(repo) {
+            Err(Error::NotFound(e)) => {
+                log::debug!("{repo}: the tag list is not found ({e}): not a repository");
+                Err(gone())
+            }
+            _ => Ok(()),
+        },
+    }
 }
 
 /// What the root or a namespace directory lists, from the catalog: the next components, and
@@ -121,8 +143,8 @@ impl Dir for Root {
         Node::Root(Root)
     }
 
-    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
-        namespace_child(None, name)
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        namespace_child(cx, None, name)
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
@@ -143,13 +165,20 @@ impl Dir for Namespace {
         }
     }
 
-    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let repo = self.path.clone();
         match name {
-            TAGS => Ok(Node::Tags(Tags { repo })),
+            TAGS => {
+                repository_exists(cx, &repo)?;
+                Ok(Node::Tags(Tags { repo }))
+            }
+            // Without a catalog these cost nothing to look up, as before: only `tags/` asks.
+            MANIFESTS | BLOBS if cx.store.catalog_knows(&repo).is_some_and(|k| !k.repository) => {
+                Err(Error::NotFound(format!("{repo}: not a repository")))
+            }
             MANIFESTS => Ok(Node::Manifests(Manifests { repo })),
             BLOBS => Ok(Node::Blobs(Blobs { repo })),
-            _ => namespace_child(Some(&self.path), name),
+            _ => namespace_child(cx, Some(&self.path), name),
         }
     }
 

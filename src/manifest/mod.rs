@@ -76,9 +76,10 @@ pub struct Descriptor {
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";
 pub const LAYERS_DIR: &str = "layers";
+pub const ROOTFS_DIR: &str = "rootfs";
 /// Every fixed name a manifest directory may show: index link names never take one of these.
 /// The layout's guard test fails if a fixed name it shows is missing here.
-pub const DIR_NAMES: [&str; 3] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR];
+pub const DIR_NAMES: [&str; 4] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR];
 
 #[derive(Debug, Clone)]
 pub struct Manifest {

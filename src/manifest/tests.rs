@@ -22,7 +22,7 @@ fn names(m: &Manifest) -> Vec<String> {
 fn oci_manifest_from_the_seed() {
     let m = parse(&fixture("oci-manifest-seed.json"), Some(media::OCI_MANIFEST), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciManifest);
-    assert_eq!(names(&m), ["manifest.json", "config.json", "layers"]);
+    assert_eq!(names(&m), ["manifest.json", "config.json", "layers", "rootfs"]);
     let config = m.config.as_ref().expect("test input is valid");
     assert_eq!(config.size, Some(985));
     assert_eq!(m.layers.len(), 1);
@@ -125,7 +125,7 @@ fn signed_schema1_digest_is_over_the_canonical_payload() {
     assert_eq!(m.layers.len(), 1);
     assert_eq!(m.layers[0].0, "0.tar.gz");
     assert_eq!(m.layers[0].1.size, None);
-    assert_eq!(names(&m), ["manifest.json", "layers"]);
+    assert_eq!(names(&m), ["manifest.json", "layers", "rootfs"]);
 }
 
 #[test]

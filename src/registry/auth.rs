@@ -8,6 +8,9 @@
 //! send the token). Tokens are kept per scope (`repository:<name>:pull`, `registry:catalog:*`) and
 //! reused until shortly before `expires_in` runs out; a 401 on a request that carried a token
 //! drops it and authenticates once more. A second 401 in a row is final (EACCES): no loops.
+//! Credentials refused (Basic, or by the token realm) are fetched again once through
+//! [`Login::refresh`] (a rotated password, a helper's new token), at most once per
+//! `CREDENTIAL_REFRESH_EVERY`, and only a changed secret is tried again.
 //! A 401 is judged by what its own request carried: requests that went out anonymously at the
 //! same time as the first one all retry with the credentials (or the token) the first answer
 //! got, and only a request that carried the credentials and was refused fails.
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::credentials::Credentials;
+use super::credentials::{Login, Secret};
 use crate::error::{Error, Result};
 use crate::limits::{DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME};
 use crate::sync;
@@ -109,32 +112,36 @@ struct TokenReply {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
+    /// A new refresh token (identity token logins): used from now on.
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 /// Keeps what is needed to authenticate, and the tokens got so far.
 pub struct Authenticator {
-    credentials: Option<Credentials>,
+    login: Option<Login>,
     allow_http_realm: bool,
     /// The registry asked for Basic: send credentials up front from now on.
     basic: AtomicBool,
     tokens: Mutex<HashMap<String, Token>>,
 }
 
-/// What the HTTP layer must do to get a token: a GET it performs itself, so that token requests
-/// share its client, counters and error mapping.
+/// What the HTTP layer must do to get a token: a request it performs itself, so that token
+/// requests share its client, counters and error mapping. A GET of `url` (with `authorization`
+/// if we have a username and password), or with an identity token a POST of `form` to `url` (the
+/// realm), as docker does: `grant_type=refresh_token&refresh_token=…&service=…&scope=…&client_id=regfs`.
 pub struct TokenRequest {
     pub url: reqwest::Url,
     pub authorization: Option<String>,
+    /// The POST body, `application/x-www-form-urlencoded`.
+    pub form: Option<String>,
+    /// The secret this request carries, if any: what was refused if the realm says no.
+    pub secret: Option<Secret>,
 }
 
 impl Authenticator {
-    pub fn new(credentials: Option<Credentials>, allow_http_realm: bool) -> Self {
-        Authenticator {
-            credentials,
-            allow_http_realm,
-            basic: AtomicBool::new(false),
-            tokens: Mutex::new(HashMap::new()),
-        }
+    pub fn new(login: Option<Login>, allow_http_realm: bool) -> Self {
+        Authenticator { login, allow_http_realm, basic: AtomicBool::new(false), tokens: Mutex::new(HashMap::new()) }
     }
 
     /// The `Authorization` header for a request in `scope`, if we have one.
@@ -145,9 +152,17 @@ impl Authenticator {
         }
         drop(tokens);
         if self.basic.load(Ordering::Relaxed) {
-            return self.credentials.as_ref().map(Credentials::basic_header);
+            return self.basic_header();
         }
         None
+    }
+
+    /// `Basic …` for the current username and password, if that is what we have.
+    fn basic_header(&self) -> Option<String> {
+        match self.login.as_ref().map(Login::current) {
+            Some(Secret::Basic(c)) => Some(c.basic_header()),
+            _ => None,
+        }
     }
 
     /// Forget the token for `scope`, if it is the one `sent` carried (the registry refused it). A
@@ -179,29 +194,27 @@ impl Authenticator {
                 .params
                 .get("realm")
                 .ok_or_else(|| Error::Protocol(format!("{url}: bearer challenge without realm")))?;
-            let mut token_url =
+            let token_url =
                 reqwest::Url::parse(realm).map_err(|_| Error::Protocol(format!("{url}: bad token realm {realm:?}")))?;
             if token_url.scheme() != "https" && !(token_url.scheme() == "http" && self.allow_http_realm) {
                 return Err(Error::Denied(format!("{url}: token realm {realm} is not https")));
             }
-            {
-                let mut q = token_url.query_pairs_mut();
-                if let Some(service) = c.params.get("service") {
-                    q.append_pair("service", service);
-                }
-                let scope = c.params.get("scope").map_or(scope, String::as_str);
-                if !scope.is_empty() {
-                    q.append_pair("scope", scope);
-                }
-            }
-            let authorization = self.credentials.as_ref().map(Credentials::basic_header);
-            return Ok(Some(TokenRequest { url: token_url, authorization }));
+            let scope = c.params.get("scope").map_or(scope, String::as_str);
+            return Ok(Some(self.token_request(token_url, c.params.get("service").map(String::as_str), scope)));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            let Some(credentials) = &self.credentials else {
+            let Some(basic) = self.basic_header() else {
                 return Err(Error::Denied(format!("{url}: the registry wants a username and password")));
             };
-            if sent == Some(credentials.basic_header().as_str()) {
+            if sent == Some(basic.as_str()) {
+                // Refused: perhaps changed since (a rotated password). Fetched again, tried once.
+                let refused = self.login.as_ref().map(Login::current);
+                if let Some(refused) = refused {
+                    if self.refresh(&refused)? {
+                        self.basic.store(true, Ordering::Relaxed);
+                        return Ok(None);
+                    }
+                }
                 return Err(Error::Denied(format!("{url}: credentials refused")));
             }
             self.basic.store(true, Ordering::Relaxed);
@@ -210,10 +223,57 @@ impl Authenticator {
         Err(Error::Denied(format!("{url}: unsupported authentication challenge {www_authenticate:?}")))
     }
 
+    /// `refused` was refused: fetch the credentials again (see [`Login::refresh`]). `true`:
+    /// there are others to try, once.
+    pub fn refresh(&self, refused: &Secret) -> Result<bool> {
+        match &self.login {
+            Some(login) => login.refresh(refused),
+            None => Ok(false),
+        }
+    }
+
+    /// How to ask the realm `realm` for a token for `scope`, with the secret we have now.
+    pub fn token_request(&self, realm: reqwest::Url, service: Option<&str>, scope: &str) -> TokenRequest {
+        let secret = self.login.as_ref().map(Login::current);
+        let mut url = realm;
+        if let Some(Secret::IdentityToken(refresh)) = &secret {
+            // The form is serialised as a query string is: the same encoding.
+            let mut body = reqwest::Url::parse("http://form.invalid/").ok();
+            if let Some(b) = &mut body {
+                let mut q = b.query_pairs_mut();
+                q.append_pair("grant_type", "refresh_token");
+                q.append_pair("refresh_token", refresh);
+                if let Some(service) = service {
+                    q.append_pair("service", service);
+                }
+                if !scope.is_empty() {
+                    q.append_pair("scope", scope);
+                }
+                q.append_pair("client_id", "regfs");
+            }
+            let form = body.and_then(|b| b.query().map(str::to_string));
+            return TokenRequest { url, authorization: None, form, secret };
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = service {
+                q.append_pair("service", service);
+            }
+            if !scope.is_empty() {
+                q.append_pair("scope", scope);
+            }
+        }
+        let authorization = self.basic_header();
+        TokenRequest { url, authorization, form: None, secret: secret.filter(|s| matches!(s, Secret::Basic(_))) }
+    }
+
     /// Keep a token reply for `scope`. Reused until 90% of its lifetime (at most 30 s early).
     pub fn store_token(&self, scope: &str, body: &[u8], url: &str) -> Result<()> {
         let reply: TokenReply =
             serde_json::from_slice(body).map_err(|e| Error::Protocol(format!("{url}: bad token reply: {e}")))?;
+        if let (Some(login), Some(refresh)) = (&self.login, reply.refresh_token.filter(|t| !t.is_empty())) {
+            login.replace_identity_token(refresh);
+        }
         let value = reply
             .token
             .or(reply.access_token)
@@ -233,6 +293,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::credentials::Credentials;
 
     #[test]
     fn parses_bearer_and_basic_challenges() {
@@ -280,7 +341,7 @@ mod tests {
     #[test]
     fn a_bearer_challenge_becomes_a_token_request() {
         let creds = Credentials { username: "u".into(), password: "p".into() };
-        let a = Authenticator::new(Some(creds), false);
+        let a = Authenticator::new(Some(Login::fixed(Secret::Basic(creds))), false);
         let req = a
             .answer(
                 r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#,
@@ -323,5 +384,33 @@ mod tests {
         assert!(matches!(asked(false, "http://127.0.0.1:5000/token"), Err(Error::Denied(_))));
         assert!(matches!(asked(true, "ftp://auth.example/token"), Err(Error::Denied(_))));
         assert!(matches!(asked(false, "ftp://auth.example/token"), Err(Error::Denied(_))));
+    }
+
+    #[test]
+    fn refused_basic_credentials_are_read_again_once_and_not_in_a_loop() {
+        use crate::registry::credentials::{Env, lookup};
+        let dir = tempfile::tempdir().expect("test input is valid");
+        let file = dir.path().join("auth.json");
+        let write = |pw: &str| {
+            std::fs::write(&file, format!(r#"{{"auths":{{"reg:1":{{"username":"u","password":"{pw}"}}}}}}"#))
+                .expect("test input is valid")
+        };
+        write("old");
+        let login = lookup("reg:1", Some(&file), &Env::default(), Duration::from_secs(5))
+            .expect("test input is valid")
+            .expect("test input is valid");
+        let a = Authenticator::new(Some(login), false);
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", None).expect("test input is valid").is_none());
+        let old = a.header("s").expect("test input is valid");
+        // The password was changed in the file: the refusal reads it again, and says retry.
+        write("new");
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&old)).expect("refreshed").is_none());
+        let new = a.header("s").expect("test input is valid");
+        assert_ne!(new, old);
+        assert_eq!(new, Credentials { username: "u".into(), password: "new".into() }.basic_header());
+        // Refused again at once: not read again (rate-limited), final.
+        write("newer");
+        assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&new)).is_err());
+        assert_eq!(a.header("s").as_deref(), Some(new.as_str()));
     }
 }

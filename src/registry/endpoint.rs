@@ -11,13 +11,19 @@ use reqwest::Url;
 use crate::error::{Error, Result};
 
 pub fn parse(registry: &str) -> Result<Url> {
-    let bad = |why: &str| Error::BadArgument(format!("{registry}: {why}"));
-    let with_scheme = if registry.starts_with("http://") || registry.starts_with("https://") {
-        registry.to_string()
-    } else {
-        let url = Url::parse(&format!("https://{registry}")).map_err(|_| bad("not a host[:port]"))?;
-        let scheme = if url.host().is_some_and(|h| is_loopback(&h.to_string())) { "http" } else { "https" };
-        format!("{scheme}://{registry}")
+    // Messages name the registry as given, but never a password it may hold.
+    let shown = redacted(registry);
+    let bad = |why: &str| Error::BadArgument(format!("{shown}: {why}"));
+    let with_scheme = match registry.split_once("://") {
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+            _ => return Err(bad("regfs speaks http:// and https:// only")),
+        },
+        None => {
+            let url = Url::parse(&format!("https://{registry}")).map_err(|_| bad("not a host[:port]"))?;
+            let scheme = if url.host().is_some_and(|h| is_loopback(&h.to_string())) { "http" } else { "https" };
+            format!("{scheme}://{registry}")
+        }
     };
     let mut url = Url::parse(&with_scheme).map_err(|_| bad("not a URL"))?;
     if url.host_str().is_none() {
@@ -33,6 +39,19 @@ pub fn parse(registry: &str) -> Result<Url> {
     url.set_query(None);
     url.set_fragment(None);
     Ok(url)
+}
+
+/// `registry` with any `user:password@` before its host shown as `***@`.
+fn redacted(registry: &str) -> String {
+    let (scheme, rest) = match registry.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), registry),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => registry.to_string(),
+    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -59,5 +78,21 @@ mod tests {
         assert!(parse("https://user:pw@example.com").is_err());
         assert!(parse("").is_err());
         assert!(parse("http://").is_err());
+    }
+
+    #[test]
+    fn other_schemes_and_passwords_are_refused_without_echoing_them() {
+        let msg = |s: &str| parse(s).expect_err("must be refused").to_string();
+        for url in ["ftp://registry.example.com", "file:///srv/registry", "ssh://host:22", "HTTP2://x"] {
+            let m = msg(url);
+            assert!(m.contains("http:// and https:// only"), "{url}: {m}");
+        }
+        for url in ["https://user:s3cret@example.com", "http://s3cret@127.0.0.1:5000", "user:s3cret@example.com"] {
+            let m = msg(url);
+            assert!(!m.contains("s3cret"), "the password is echoed: {m}");
+            assert!(m.contains("--password-stdin"), "{url}: {m}");
+        }
+        // Uppercase schemes are schemes too (RFC 3986: case-insensitive).
+        assert_eq!(parse("HTTP://127.0.0.1:5000").expect("valid").to_string(), "http://127.0.0.1:5000/");
     }
 }

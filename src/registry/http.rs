@@ -41,7 +41,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
 use super::auth::Authenticator;
-use super::credentials::Credentials;
+use super::credentials::{Credentials, Login, Secret};
 use super::{BlobReply, Client, Counters, Fetch, ManifestReply, Stats, link};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -137,6 +137,9 @@ impl<R: Read> Read for Paced<R> {
 /// credentials and CA certificates read from the options that name them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
+    /// Where the credentials came from, fetched again when refused (`credentials::lookup`).
+    pub login: Option<Login>,
+    /// A username and password given as such (never fetched again); `login` wins.
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
     /// Per network operation: connect, response headers, each body read (10 s).
@@ -153,6 +156,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            login: None,
             credentials: None,
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(10),
@@ -232,7 +236,10 @@ impl HttpClient {
         Ok(HttpClient {
             base,
             http,
-            auth: Authenticator::new(options.credentials, allow_http_realm),
+            auth: Authenticator::new(
+                options.login.or(options.credentials.map(|c| Login::fixed(Secret::Basic(c)))),
+                allow_http_realm,
+            ),
             retry: options.retry,
             timeout: options.timeout,
             progress: options.progress,
@@ -401,7 +408,7 @@ impl HttpClient {
                     resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
                 match self.auth.answer(&challenge, scope, url.as_str(), sent.as_deref())? {
                     None => continue,
-                    Some(token_req) => match self.fetch_token(token_req, scope) {
+                    Some(token_req) => match self.fetch_token_refreshing(token_req, &challenge, scope, &url, &sent) {
                         Ok(()) => continue,
                         // The token service failing for a moment is retried like the registry.
                         Err(e @ Error::Unavailable(_)) => return Ok(Attempt::Retry(e, None)),
@@ -413,10 +420,41 @@ impl HttpClient {
         }
     }
 
+    /// Fetch a token; if the realm refuses the credentials it was asked with, fetch them again
+    /// (`Login::refresh`: a rotated password, rate-limited) and, if they changed, ask once more.
+    fn fetch_token_refreshing(
+        &self,
+        req: super::auth::TokenRequest,
+        challenge: &str,
+        scope: &str,
+        url: &Url,
+        sent: &Option<String>,
+    ) -> Result<()> {
+        let secret = req.secret.clone();
+        match (self.fetch_token(req, scope), secret) {
+            (Err(e @ Error::Denied(_)), Some(refused)) => {
+                if !self.auth.refresh(&refused)? {
+                    return Err(e);
+                }
+                log::info!("{e}; asking again with the credentials fetched again");
+                match self.auth.answer(challenge, scope, url.as_str(), sent.as_deref())? {
+                    Some(again) => self.fetch_token(again, scope),
+                    None => Ok(()),
+                }
+            }
+            (result, _) => result,
+        }
+    }
+
     fn fetch_token(&self, req: super::auth::TokenRequest, scope: &str) -> Result<()> {
         Counters::bump(&self.counters.token_fetches);
         Counters::bump(&self.counters.requests);
-        let mut r = self.http.get(req.url.clone());
+        let mut r = match req.form {
+            Some(form) => {
+                self.http.post(req.url.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
+            }
+            None => self.http.get(req.url.clone()),
+        };
         if let Some(a) = req.authorization {
             r = r.header(AUTHORIZATION, a);
         }

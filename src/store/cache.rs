@@ -1,4 +1,15 @@
-//! The verified, content-addressed blob cache on disk.
+//! The verified, content-addressed blob cache on disk, and the files derived from blobs.
+//!
+//! # Namespaces
+//! One directory per [`Kind`], each `<kind>/<algorithm>/<hex>`: `blobs/` (by the blob's digest),
+//! `decoded/` (a layer decoded, by its diff_id), `decoded-from/` (a schema1 layer decoded, by its
+//! blob's digest) and `index/` (a layer's index, by its diff_id). They share one LRU, one
+//! `--cache-size`, one `tmp/`, the same charge and cancellation hook, and the same rules below:
+//! a derived file is made into `tmp/` by its producer (a decoder, an index builder), which
+//! verifies what it wrote (a decoded layer against its diff_id) before it is renamed into place;
+//! one left by an earlier run is checked by its caller's rule before any byte is served (hashed
+//! again for `decoded/`; see [`BlobCache::open_derived`]). One derived file larger than the whole
+//! cache is refused ([`Error::TooLarge`]): that bounds a decompression bomb by the disk.
 //!
 //! # Invariants
 //! - A file under `blobs/<algorithm>/<hex>` holds exactly the bytes of that digest. It got there
@@ -33,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use super::StoreConfig;
-use super::dir::{Access, CacheDir, file_type};
+use super::dir::{CacheDir, file_type};
 use super::download::{self, DownloadConfig};
 use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -49,26 +60,67 @@ use crate::error::{Error, Result};
 use crate::registry::Client;
 use crate::sync;
 
-/// Each has its directory `blobs/<name>/`, opened at start and held.
+/// Each has its directory `<kind>/<name>/`, opened at start and held.
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+
+/// What a cached file is: where it lives, and how a file an earlier run left is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A blob, by its own digest (`blobs/<alg>/<hex>`), hashed again after a restart.
+    Blob,
+    /// A layer decoded, by its diff_id (`decoded/<alg>/<hex>`), hashed again after a restart.
+    Decoded,
+    /// A schema1 layer decoded, by its blob's digest (`decoded-from/<alg>/<hex>`): schema1 has
+    /// no diff_id, so its decoder's caller says how an earlier run's file is checked.
+    DecodedFrom,
+    /// A layer's index, by its diff_id (`index/<alg>/<hex>`), checked by its caller (a trailer).
+    Index,
+}
+
+/// Every kind, each with its directory, opened at start.
+const KINDS: [Kind; 4] = [Kind::Blob, Kind::Decoded, Kind::DecodedFrom, Kind::Index];
+
+impl Kind {
+    /// Its directory under the cache root.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Blob => "blobs",
+            Kind::Decoded => "decoded",
+            Kind::DecodedFrom => "decoded-from",
+            Kind::Index => "index",
+        }
+    }
+}
+
+/// A cached file: its kind, and the digest that names it.
+type Key = (Kind, Digest);
+
+/// How an earlier run's file is checked: its length if it is still right.
+pub type Check<'a> = dyn Fn(&mut File) -> Result<u64> + 'a;
+/// How a derived file is made into the open temporary file: `hook(bytes)` before each chunk is
+/// written (it counts the charge, checks cancellation and the size bound; an error stops the
+/// work); the producer verifies what it wrote and returns its length.
+pub type Produce<'a> = dyn Fn(&mut File, &mut dyn FnMut(u64) -> Result<()>) -> Result<u64> + 'a;
 
 struct State {
     /// Every cached file, least recently used first, with its size.
-    lru: LruCache<Digest, u64>,
+    lru: LruCache<Key, u64>,
     total: u64,
-    /// Bytes written to `tmp/` by downloads in progress: they count against the limit too.
+    /// Bytes written to `tmp/` by downloads and decodes in progress: they count against the
+    /// limit too.
     downloading: u64,
-    /// Files hashed (or downloaded) by this process.
-    verified: HashSet<Digest>,
+    /// Files checked (or made) by this process.
+    verified: HashSet<Key>,
 }
 
 pub struct BlobCache {
-    /// Held open for the `flock` that makes the directory this process's alone.
-    _lock: File,
-    blobs: CacheDir,
+    /// The root, kept for the `flock` it holds, which makes the directory this process's alone.
+    _root: CacheDir,
+    /// `<kind>/` of each kind.
+    roots: HashMap<Kind, CacheDir>,
     tmp: CacheDir,
-    /// `blobs/<algorithm>/`, opened once each.
-    algorithms: Mutex<HashMap<&'static str, CacheDir>>,
+    /// `<kind>/<algorithm>/`, opened once each.
+    algorithms: Mutex<HashMap<(Kind, &'static str), CacheDir>>,
     limit: u64,
     download: DownloadConfig,
     state: Mutex<State>,
@@ -77,11 +129,13 @@ pub struct BlobCache {
     /// size that bounds the download too, so that a descriptor claiming a wrong size fails only
     /// its own flight, never an honest reader's.
     flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
+    /// One making of each derived file at a time.
+    derived_flights: SingleFlight<Key, Arc<File>>,
     tmp_seq: AtomicU64,
     /// The verified file of each blob some reader holds open: every open of it shares that one
     /// descriptor, so handles cost no descriptor each (a local user holding thousands of handles
     /// open cannot run regfs out of them), and a blob evicted while open needs no new download.
-    open_files: Mutex<std::collections::HashMap<Digest, std::sync::Weak<File>>>,
+    open_files: Mutex<HashMap<Key, std::sync::Weak<File>>>,
     /// Bytes hashed and found good, for the summary regfs logs at unmount.
     pub verified_bytes: AtomicU64,
     /// Set at unmount: downloads stop.
@@ -114,11 +168,12 @@ impl BlobCache {
 
     /// The cache in `root`, a root opened and checked already ([`CacheDir::open_root`]);
     /// `config.cache_dir` is not looked at.
-    pub fn in_dir(root: CacheDir, config: &StoreConfig) -> Result<BlobCache> {
+    pub fn in_dir(mut root: CacheDir, config: &StoreConfig) -> Result<BlobCache> {
         let limit = config.cache_size;
-        // Taken before anything else is touched: another regfs may be using the directory.
-        let lock = lock_dir(&root)?;
-        let blobs = root.subdir("blobs")?;
+        // Taken before anything else is touched (if the caller has not taken it already):
+        // another regfs may be using the directory. The pid written is this process's.
+        root.lock()?;
+        root.note_holder()?;
         let tmp = root.subdir("tmp")?;
         for (name, st) in tmp.entries()? {
             if file_type(&st) != rustix::fs::FileType::Directory {
@@ -126,53 +181,60 @@ impl BlobCache {
             }
         }
         let mut found = Vec::new();
+        let mut roots = HashMap::new();
         let mut algorithms = HashMap::new();
-        for (name, st) in blobs.entries()? {
-            let alg = name.to_str().ok().and_then(|n| ALGORITHMS.into_iter().find(|a| a.name() == n));
-            let Some(alg) = alg.filter(|_| file_type(&st) == rustix::fs::FileType::Directory) else {
-                log::warn!("cache: removing stray {}", blobs.path().join(name.to_string_lossy().as_ref()).display());
-                let _ = blobs.remove(name.as_c_str());
-                continue;
-            };
-            let alg_dir = blobs.subdir(alg.name())?;
-            for (entry, st) in alg_dir.entries()? {
-                let digest = entry.to_str().ok().and_then(|hex| format!("{}:{hex}", alg.name()).parse::<Digest>().ok());
-                match digest {
-                    Some(d) if file_type(&st) == rustix::fs::FileType::RegularFile => {
-                        found.push(((st.st_mtime, st.st_mtime_nsec), d, st.st_size as u64))
-                    }
-                    _ => {
-                        log::warn!(
-                            "cache: removing stray {}",
-                            alg_dir.path().join(entry.to_string_lossy().as_ref()).display()
-                        );
-                        let _ = alg_dir.remove(entry.as_c_str());
+        for kind in KINDS {
+            let top = root.subdir(kind.dir())?;
+            for (name, st) in top.entries()? {
+                let alg = name.to_str().ok().and_then(|n| ALGORITHMS.into_iter().find(|a| a.name() == n));
+                let Some(alg) = alg.filter(|_| file_type(&st) == rustix::fs::FileType::Directory) else {
+                    log::warn!("cache: removing stray {}", top.path().join(name.to_string_lossy().as_ref()).display());
+                    let _ = top.remove(name.as_c_str());
+                    continue;
+                };
+                let alg_dir = top.subdir(alg.name())?;
+                for (entry, st) in alg_dir.entries()? {
+                    let digest =
+                        entry.to_str().ok().and_then(|hex| format!("{}:{hex}", alg.name()).parse::<Digest>().ok());
+                    match digest {
+                        Some(d) if file_type(&st) == rustix::fs::FileType::RegularFile => {
+                            found.push(((st.st_mtime, st.st_mtime_nsec), (kind, d), st.st_size as u64))
+                        }
+                        _ => {
+                            log::warn!(
+                                "cache: removing stray {}",
+                                alg_dir.path().join(entry.to_string_lossy().as_ref()).display()
+                            );
+                            let _ = alg_dir.remove(entry.as_c_str());
+                        }
                     }
                 }
+                algorithms.insert((kind, alg.name()), alg_dir);
             }
-            algorithms.insert(alg.name(), alg_dir);
-        }
-        // All opened now, so the descriptors a running cache holds do not grow with use.
-        for alg in ALGORITHMS {
-            if !algorithms.contains_key(alg.name()) {
-                algorithms.insert(alg.name(), blobs.subdir(alg.name())?);
+            // All opened now, so the descriptors a running cache holds do not grow with use.
+            for alg in ALGORITHMS {
+                if let std::collections::hash_map::Entry::Vacant(e) = algorithms.entry((kind, alg.name())) {
+                    e.insert(top.subdir(alg.name())?);
+                }
             }
+            roots.insert(kind, top);
         }
         found.sort();
         let mut state = State { lru: LruCache::unbounded(), total: 0, downloading: 0, verified: HashSet::new() };
-        for (_, d, len) in found {
+        for (_, key, len) in found {
             state.total += len;
-            state.lru.put(d, len);
+            state.lru.put(key, len);
         }
         let cache = BlobCache {
-            _lock: lock,
-            blobs,
+            _root: root,
+            roots,
             tmp,
             algorithms: Mutex::new(algorithms),
             limit,
             download: config.download.clone(),
             state: Mutex::new(state),
             flights: SingleFlight::default(),
+            derived_flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
             open_files: Mutex::default(),
             verified_bytes: AtomicU64::new(0),
@@ -182,26 +244,28 @@ impl BlobCache {
         Ok(cache)
     }
 
-    /// Where `digest` is kept, for messages: it is opened through [`BlobCache::algorithm_dir`].
-    fn path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.path().join(digest.algorithm().name()).join(digest.hex())
+    /// Where `key` is kept, for messages: it is opened through [`BlobCache::algorithm_dir`].
+    fn path(&self, (kind, digest): &Key) -> PathBuf {
+        let root = self.roots.get(kind).map(|d| d.path().to_path_buf()).unwrap_or_else(|| PathBuf::from(kind.dir()));
+        root.join(digest.algorithm().name()).join(digest.hex())
     }
 
-    /// `blobs/<algorithm>/` of `digest` (each is opened at start and held).
-    fn algorithm_dir(&self, digest: &Digest) -> Result<CacheDir> {
+    /// `<kind>/<algorithm>/` of `key` (each is opened at start and held).
+    fn algorithm_dir(&self, (kind, digest): &Key) -> Result<CacheDir> {
         let name = digest.algorithm().name();
         let mut dirs = sync::lock(&self.algorithms);
-        if let Some(d) = dirs.get(name) {
+        if let Some(d) = dirs.get(&(*kind, name)) {
             return Ok(d.clone());
         }
-        let d = self.blobs.subdir(name)?;
-        dirs.insert(name, d.clone());
+        let top = self.roots.get(kind).ok_or_else(|| Error::Io(format!("cache: no {} directory", kind.dir())))?;
+        let d = top.subdir(name)?;
+        dirs.insert((*kind, name), d.clone());
         Ok(d)
     }
 
-    /// The cached file of `digest`, if there is one and it is a regular file (see `dir.rs`).
-    fn open_cached(&self, digest: &Digest) -> Result<Option<File>> {
-        self.algorithm_dir(digest)?.open_regular(digest.hex())
+    /// The cached file of `key`, if there is one and it is a regular file (see `dir.rs`).
+    fn open_cached(&self, key: &Key) -> Result<Option<File>> {
+        self.algorithm_dir(key)?.open_regular(key.1.hex())
     }
 
     /// Bytes held on disk now.
@@ -209,10 +273,22 @@ impl BlobCache {
         sync::lock(&self.state).total
     }
 
-    /// The length of `digest`'s file if this process has verified it; never a request.
+    /// The most bytes the cache holds (`--cache-size`).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The length of blob `digest`'s file if this process has verified it; never a request.
     pub fn verified_len(&self, digest: &Digest) -> Option<u64> {
+        self.derived_len(Kind::Blob, digest)
+    }
+
+    /// The length of the `kind` file named `key` if this process has checked or made it; never
+    /// any work.
+    pub fn derived_len(&self, kind: Kind, key: &Digest) -> Option<u64> {
+        let key = (kind, key.clone());
         let s = sync::lock(&self.state);
-        s.verified.contains(digest).then(|| s.lru.peek(digest).copied()).flatten()
+        s.verified.contains(&key).then(|| s.lru.peek(&key).copied()).flatten()
     }
 
     /// An open file holding exactly the bytes of `digest`, downloading and verifying it first
@@ -221,110 +297,174 @@ impl BlobCache {
     /// returned (and kept) whatever its length; the caller compares. Read it with `read_at`
     /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
-        if let Some(f) = self.open_files().get(digest).and_then(std::sync::Weak::upgrade) {
-            sync::lock(&self.state).lru.get(digest);
+        let key = (Kind::Blob, digest.clone());
+        if let Some(f) = self.ready(&key)? {
             return Ok(f);
         }
-        if sync::lock(&self.state).verified.contains(digest) {
-            match self.open_cached(digest)? {
-                Some(f) => {
-                    sync::lock(&self.state).lru.get(digest);
-                    return Ok(self.share(digest, Arc::new(f)));
-                }
-                // Evicted since: download it again below.
-                None => self.forget(digest),
-            }
-        }
-        let f = self.flights.run(&(digest.clone(), size), || self.fill(client, repo, digest, size))?;
-        Ok(self.share(digest, f))
+        let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
+        let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+            download::fetch(&self.download, client, repo, digest, size, out, hook)
+        };
+        let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
+        Ok(self.share(&key, f))
     }
 
-    fn open_files(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, std::sync::Weak<File>>> {
+    /// The file `kind`/`key`, derived from verified content (a decoded layer, an index): checked
+    /// with `check` if an earlier run left it, else made by `produce` into `tmp/` (one making per
+    /// key at a time), renamed into place and kept like a blob, within the same `--cache-size`.
+    /// Its bytes count against the limit as they are written, and one file larger than the
+    /// whole cache is refused ([`Error::TooLarge`]) as soon as it gets there: nothing is kept.
+    pub fn open_derived(&self, kind: Kind, key: &Digest, check: &Check, produce: &Produce) -> Result<Arc<File>> {
+        let key = (kind, key.clone());
+        if let Some(f) = self.ready(&key)? {
+            return Ok(f);
+        }
+        let limit = self.limit;
+        let bounded = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+            produce(out, &mut |held| {
+                if held > limit {
+                    return Err(Error::TooLarge(format!(
+                        "{} {}: more than the cache's {limit} bytes (--cache-size)",
+                        kind.dir(),
+                        key.1
+                    )));
+                }
+                hook(held)
+            })
+        };
+        let f = self.derived_flights.run(&key, || self.fill(&key, check, &bounded))?;
+        Ok(self.share(&key, f))
+    }
+
+    /// The file `kind`/`key` if it is there and right: open or verified by this process already,
+    /// or left by an earlier run and passing `check` now (one that fails it is removed). Never
+    /// makes anything. Callers serialise it with the making of the same key (`views` does, per
+    /// layer).
+    pub fn open_existing(&self, kind: Kind, key: &Digest, check: &Check) -> Result<Option<Arc<File>>> {
+        let key = (kind, key.clone());
+        if let Some(f) = self.ready(&key)? {
+            return Ok(Some(f));
+        }
+        Ok(self.checked_existing(&key, check).map(|f| self.share(&key, f)))
+    }
+
+    /// The file `kind`/`key` if it is open already or verified by this process (and still on
+    /// disk); never a check, never any work.
+    pub fn open_verified(&self, kind: Kind, key: &Digest) -> Result<Option<Arc<File>>> {
+        self.ready(&(kind, key.clone()))
+    }
+
+    /// `key`'s file verified by a flight that finished meanwhile, or left by an earlier run and
+    /// passing `check` (then verified from now on); one failing it is removed.
+    fn checked_existing(&self, key: &Key, check: &Check) -> Option<Arc<File>> {
+        // Verified by a flight that finished between our check and this one: use it as is.
+        if sync::lock(&self.state).verified.contains(key) {
+            if let Ok(Some(f)) = self.open_cached(key) {
+                return Some(Arc::new(f));
+            }
+        }
+        let Ok(Some(mut f)) = self.open_cached(key) else { return None };
+        match check(&mut f) {
+            // It checks: it is the file, whatever length a descriptor claims.
+            Ok(len) => {
+                self.verified_bytes.fetch_add(len, Ordering::Relaxed);
+                let mut s = sync::lock(&self.state);
+                s.verified.insert(key.clone());
+                if s.lru.put(key.clone(), len).is_none() {
+                    s.total += len;
+                }
+                Some(Arc::new(f))
+            }
+            Err(e) => {
+                log::warn!("cache: {} does not hold {} any more ({e}); removing it", self.path(key).display(), key.1);
+                self.forget(key);
+                let _ = self.algorithm_dir(key).map(|d| d.remove(key.1.hex()));
+                None
+            }
+        }
+    }
+
+    /// `key`'s file if it is open already or verified by this process; `None` when it must be
+    /// checked or made.
+    fn ready(&self, key: &Key) -> Result<Option<Arc<File>>> {
+        if let Some(f) = self.open_files().get(key).and_then(std::sync::Weak::upgrade) {
+            sync::lock(&self.state).lru.get(key);
+            return Ok(Some(f));
+        }
+        if sync::lock(&self.state).verified.contains(key) {
+            match self.open_cached(key)? {
+                Some(f) => {
+                    sync::lock(&self.state).lru.get(key);
+                    return Ok(Some(self.share(key, Arc::new(f))));
+                }
+                // Evicted since: made again by the caller.
+                None => self.forget(key),
+            }
+        }
+        Ok(None)
+    }
+
+    fn open_files(&self) -> std::sync::MutexGuard<'_, HashMap<Key, std::sync::Weak<File>>> {
         sync::lock(&self.open_files)
     }
 
-    /// Make `f` (verified) the descriptor later opens of `digest` share while it is held, unless
+    /// Make `f` (verified) the descriptor later opens of `key` share while it is held, unless
     /// another one is already shared: then that one, and `f` is closed.
-    fn share(&self, digest: &Digest, f: Arc<File>) -> Arc<File> {
+    fn share(&self, key: &Key, f: Arc<File>) -> Arc<File> {
         let mut open = self.open_files();
-        if let Some(live) = open.get(digest).and_then(std::sync::Weak::upgrade) {
+        if let Some(live) = open.get(key).and_then(std::sync::Weak::upgrade) {
             return live;
         }
-        // Forget blobs nobody holds any more, now and then (amortised over the inserts).
+        // Forget files nobody holds any more, now and then (amortised over the inserts).
         if open.len() >= 1024 && open.len().is_power_of_two() {
             open.retain(|_, w| w.strong_count() > 0);
         }
-        open.insert(digest.clone(), Arc::downgrade(&f));
+        open.insert(key.clone(), Arc::downgrade(&f));
         f
     }
 
-    fn forget(&self, digest: &Digest) {
+    fn forget(&self, key: &Key) {
         let mut s = sync::lock(&self.state);
-        s.verified.remove(digest);
-        if let Some(len) = s.lru.pop(digest) {
+        s.verified.remove(key);
+        if let Some(len) = s.lru.pop(key) {
             s.total -= len;
         }
     }
 
-    /// Make `path(digest)` a verified file, and return it open: re-hash what an earlier run left,
-    /// else download.
-    fn fill(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
-        let path = self.path(digest);
-        // Verified by a download that finished between our check and this flight: use it as is.
-        if sync::lock(&self.state).verified.contains(digest) {
-            if let Ok(Some(f)) = self.open_cached(digest) {
-                return Ok(Arc::new(f));
-            }
-        }
-        if let Ok(Some(mut f)) = self.open_cached(digest) {
-            match hash_file(&mut f, digest, self.download.chunk) {
-                // It hashes right: it is the blob, whatever length a descriptor claims.
-                Ok(len) => {
-                    self.verified_bytes.fetch_add(len, Ordering::Relaxed);
-                    let mut s = sync::lock(&self.state);
-                    s.verified.insert(digest.clone());
-                    if s.lru.put(digest.clone(), len).is_none() {
-                        s.total += len;
-                    }
-                    return Ok(Arc::new(f));
-                }
-                Err(_) => {
-                    log::warn!(
-                        "cache: {} does not hold {digest} any more; removing it and downloading again",
-                        path.display()
-                    );
-                    self.forget(digest);
-                    let _ = self.algorithm_dir(digest).map(|d| d.remove(digest.hex()));
-                }
-            }
+    /// Make `key`'s file a verified one, and return it open: check what an earlier run left,
+    /// else make it with `produce` (a download, a decode) into `tmp/` and rename it into place.
+    fn fill(&self, key: &Key, check: &Check, produce: &Produce) -> Result<Arc<File>> {
+        if let Some(f) = self.checked_existing(key, check) {
+            return Ok(f);
         }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.{}.{seq}", digest.hex(), std::process::id());
+        let prefix = if key.0 == Kind::Blob { String::new() } else { format!("{}-", key.0.dir()) };
+        let name = format!("{prefix}{}.{}.{seq}", key.1.hex(), std::process::id());
         // Read and write: once verified, this very descriptor is handed to the readers.
         let file = self.tmp.create_new(&name)?;
         let mut tmp = TempFile { name, dir: self.tmp.clone(), file, keep: false };
         let mut charge = Charge { cache: self, bytes: 0 };
-        let len = download::fetch(&self.download, client, repo, digest, size, &mut tmp.file, &mut |held| {
-            self.check_cancelled(digest)?;
+        let len = produce(&mut tmp.file, &mut |held| {
+            self.check_cancelled(key)?;
             charge.set(held);
             Ok(())
         })?;
         self.verified_bytes.fetch_add(len, Ordering::Relaxed);
-        self.tmp.rename(&tmp.name, &self.algorithm_dir(digest)?, digest.hex())?;
+        self.tmp.rename(&tmp.name, &self.algorithm_dir(key)?, key.1.hex())?;
         tmp.keep = true;
         let file = tmp.file.try_clone()?;
         {
-            // The download's bytes move from `tmp/` to the cache: counted once, as a file now.
+            // The bytes move from `tmp/` to the cache: counted once, as a file now.
             let mut s = sync::lock(&self.state);
             s.downloading -= charge.bytes;
             charge.bytes = 0;
-            s.verified.insert(digest.clone());
-            if let Some(old) = s.lru.put(digest.clone(), len) {
+            s.verified.insert(key.clone());
+            if let Some(old) = s.lru.put(key.clone(), len) {
                 s.total -= old;
             }
             s.total += len;
         }
-        self.evict(Some(digest));
+        self.evict(Some(key));
         Ok(Arc::new(file))
     }
 
@@ -333,9 +473,10 @@ impl BlobCache {
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
-    fn check_cancelled(&self, digest: &Digest) -> Result<()> {
+    fn check_cancelled(&self, (kind, digest): &Key) -> Result<()> {
         if self.cancelled.load(Ordering::SeqCst) {
-            return Err(Error::Cancelled(format!("download of {digest}: the filesystem is being unmounted")));
+            let what = if *kind == Kind::Blob { "download" } else { kind.dir() };
+            return Err(Error::Cancelled(format!("{what} of {digest}: the filesystem is being unmounted")));
         }
         Ok(())
     }
@@ -343,7 +484,7 @@ impl BlobCache {
     /// Delete least recently used files until the cache, downloads in progress included, fits
     /// its limit, sparing `keep`. Only finished files can go: when downloads in progress alone
     /// are over the limit, the cache is left holding just them (and `keep`).
-    fn evict(&self, keep: Option<&Digest>) {
+    fn evict(&self, keep: Option<&Key>) {
         let mut victims = Vec::new();
         {
             let mut s = sync::lock(&self.state);
@@ -361,9 +502,9 @@ impl BlobCache {
                 victims.push(d);
             }
         }
-        for d in victims {
-            log::debug!("cache: evicting {d}");
-            let _ = self.algorithm_dir(&d).map(|dir| dir.remove(d.hex()));
+        for key in victims {
+            log::debug!("cache: evicting {} {}", key.0.dir(), key.1);
+            let _ = self.algorithm_dir(&key).map(|dir| dir.remove(key.1.hex()));
         }
     }
 }
@@ -400,26 +541,8 @@ impl Drop for Charge<'_> {
     }
 }
 
-/// Take the cache directory for this process, or say who has it.
-fn lock_dir(dir: &CacheDir) -> Result<File> {
-    let mut file = dir.own_file("lock", Access::ReadWrite)?;
-    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        return Err(Error::Io(format!(
-            "{} is in use by another regfs (pid {}); give each mount its own --cache-dir",
-            dir.path().display(),
-            holder.trim()
-        )));
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(file)
-}
-
 /// Hash a whole file, `chunk` bytes at a time; its length if it matches `digest`.
-fn hash_file(f: &mut File, digest: &Digest, chunk: usize) -> Result<u64> {
+pub(crate) fn hash_file(f: &mut File, digest: &Digest, chunk: usize) -> Result<u64> {
     let mut hasher = Hasher::new(digest.algorithm());
     let mut buf = vec![0u8; chunk.max(1)];
     let mut len = 0u64;
@@ -514,5 +637,137 @@ mod tests {
         assert_eq!(read_all(&cache.open(&client, "r", &db, None).expect("altered")), bad);
         assert_eq!(client.blob_gets(), 1, "an altered file is downloaded again");
         assert_eq!(std::fs::read(sha.join(db.hex())).expect("replaced"), bad);
+    }
+}
+
+#[cfg(test)]
+mod derived_tests {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::testkit::fake::Fake;
+    use crate::testkit::faulty::Faulty;
+
+    fn config(dir: &std::path::Path, cache_size: u64) -> StoreConfig {
+        StoreConfig { cache_dir: dir.to_path_buf(), cache_size, ..StoreConfig::default() }
+    }
+
+    fn noise(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+    }
+
+    /// What the cache holds, files and work in progress together.
+    fn held(cache: &BlobCache) -> u64 {
+        let s = sync::lock(&cache.state);
+        s.total + s.downloading
+    }
+
+    /// Writes `data` in 256 KiB chunks through the hook, checks the hash, as a decoder would.
+    fn producer<'a>(
+        data: &'a [u8],
+        runs: &'a AtomicUsize,
+        after_hook: &'a dyn Fn(),
+    ) -> impl Fn(&mut File, &mut dyn FnMut(u64) -> Result<()>) -> Result<u64> + 'a {
+        move |out, hook| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let mut done = 0usize;
+            for chunk in data.chunks(256 << 10) {
+                hook((done + chunk.len()) as u64)?;
+                after_hook();
+                out.write_all(chunk)?;
+                done += chunk.len();
+            }
+            Ok(done as u64)
+        }
+    }
+
+    fn hashes_to(key: &Digest) -> impl Fn(&mut File) -> Result<u64> + '_ {
+        move |f| hash_file(f, key, 64 << 10)
+    }
+
+    fn read_all(f: &File) -> Vec<u8> {
+        let mut buf = vec![0u8; f.metadata().expect("metadata").len() as usize];
+        f.read_exact_at(&mut buf, 0).expect("read");
+        buf
+    }
+
+    #[test]
+    fn a_decoded_layer_counts_against_the_cache_size_with_its_blob() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let blob = noise(1 << 20, 1);
+        let bd = client.add_blob(&blob);
+        let cache = BlobCache::new(&config(dir.path(), 3 << 20)).expect("cache");
+        drop(cache.open(&client, "r", &bd, Some(1 << 20)).expect("blob"));
+        assert_eq!(cache.size(), 1 << 20);
+        let decoded = noise(5 << 19, 2); // 2.5 MiB
+        let key = Digest::of(Algorithm::Sha256, &decoded);
+        let runs = AtomicUsize::new(0);
+        let most = AtomicU64::new(0);
+        let watch = || {
+            most.fetch_max(held(&cache), Ordering::SeqCst);
+        };
+        let f = cache
+            .open_derived(Kind::Decoded, &key, &hashes_to(&key), &producer(&decoded, &runs, &watch))
+            .expect("derived");
+        assert_eq!(read_all(&f), decoded);
+        assert!(most.load(Ordering::SeqCst) <= 3 << 20, "held {} > 3 MiB", most.load(Ordering::SeqCst));
+        assert!(most.load(Ordering::SeqCst) >= 5 << 19, "the decode was not counted");
+        assert!(!dir.path().join("blobs/sha256").join(bd.hex()).exists(), "the blob went first");
+        assert!(dir.path().join("decoded/sha256").join(key.hex()).exists());
+        assert_eq!(cache.size(), 5 << 19);
+        assert_eq!(cache.derived_len(Kind::Decoded, &key), Some(5 << 19));
+        assert_eq!(cache.verified_len(&key), None, "a decoded file is not a blob");
+        // Used again: no second run.
+        drop(f);
+        cache.open_derived(Kind::Decoded, &key, &hashes_to(&key), &producer(&decoded, &runs, &|| {})).expect("again");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_derived_file_past_the_cache_size_is_too_large_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cache = BlobCache::new(&config(dir.path(), 1 << 20)).expect("cache");
+        let decoded = noise(3 << 19, 3);
+        let key = Digest::of(Algorithm::Sha256, &decoded);
+        let runs = AtomicUsize::new(0);
+        let e = cache
+            .open_derived(Kind::Decoded, &key, &hashes_to(&key), &producer(&decoded, &runs, &|| {}))
+            .expect_err("past the cache size");
+        assert_eq!(e.errno(), libc::EFBIG, "{e}");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0, "tmp/ is empty");
+        assert_eq!(std::fs::read_dir(dir.path().join("decoded/sha256")).expect("decoded").count(), 0);
+        assert_eq!(held(&cache), 0);
+    }
+
+    #[test]
+    fn a_derived_file_altered_between_runs_is_rebuilt_not_served() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (good, other) = (noise(100_000, 4), noise(100_000, 5));
+        let (kg, ko) = (Digest::of(Algorithm::Sha256, &good), Digest::of(Algorithm::Sha256, &other));
+        let runs = AtomicUsize::new(0);
+        {
+            let cache = BlobCache::new(&config(dir.path(), 1 << 30)).expect("first run");
+            for (k, d) in [(&kg, &good), (&ko, &other)] {
+                cache.open_derived(Kind::Index, k, &hashes_to(k), &producer(d, &runs, &|| {})).expect("made");
+            }
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let path = dir.path().join("index/sha256").join(ko.hex());
+        let mut altered = std::fs::read(&path).expect("on disk");
+        altered[500] ^= 1;
+        std::fs::write(&path, &altered).expect("alter");
+        let cache = BlobCache::new(&config(dir.path(), 1 << 30)).expect("second run");
+        assert_eq!(cache.derived_len(Kind::Index, &kg), None, "trusted before it was checked");
+        let f = cache.open_derived(Kind::Index, &kg, &hashes_to(&kg), &producer(&good, &runs, &|| {})).expect("intact");
+        assert_eq!(read_all(&f), good);
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "an intact file is checked, not made again");
+        let f =
+            cache.open_derived(Kind::Index, &ko, &hashes_to(&ko), &producer(&other, &runs, &|| {})).expect("altered");
+        assert_eq!(read_all(&f), other, "the altered file is not served");
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "the altered file is made again");
+        assert_eq!(std::fs::read(&path).expect("replaced"), other);
     }
 }

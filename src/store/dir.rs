@@ -27,6 +27,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +44,8 @@ const FILE_MODE: u32 = 0o600;
 #[derive(Clone)]
 pub struct CacheDir {
     fd: Arc<OwnedFd>,
+    /// The `flock`ed `lock` file, once [`CacheDir::lock`] has taken it (roots only).
+    lock: Option<Arc<File>>,
     /// For messages only: nothing is ever opened through it.
     path: PathBuf,
 }
@@ -181,7 +184,7 @@ impl CacheDir {
         }
         let fd = Self::open_checked_entry(path)?;
         check_owned(path, &rustix::fs::fstat(&fd).map_err(|e| err(path, e))?)?;
-        Ok(CacheDir { fd: Arc::new(fd), path: path.to_path_buf() })
+        Ok(CacheDir { fd: Arc::new(fd), lock: None, path: path.to_path_buf() })
     }
 
     /// Open the directory at `path`, looking at its last component once: what is opened is
@@ -267,7 +270,46 @@ impl CacheDir {
         let st = rustix::fs::fstat(&fd).map_err(|e| err(&path, e))?;
         check_owned(&path, &st)?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE)).map_err(|e| err(&path, e))?;
-        Ok(CacheDir { fd: Arc::new(fd), path })
+        Ok(CacheDir { fd: Arc::new(fd), lock: None, path })
+    }
+
+    /// Take this directory for this process: an exclusive `flock` on its `lock` file, held
+    /// by this `CacheDir` and its clones (and across `fork`, so that regfs takes it before
+    /// detaching and a refusal reaches the terminal, once, and no other mount's log). Taking
+    /// it again is a no-op; who holds it is said when it is refused.
+    pub fn lock(&mut self) -> Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let mut file = self.own_file("lock", Access::ReadWrite)?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(Error::Io(format!(
+                "{} is in use by another regfs (pid {}); give each mount its own --cache-dir",
+                self.path.display(),
+                holder.trim()
+            )));
+        }
+        self.lock = Some(Arc::new(file));
+        self.note_holder()
+    }
+
+    /// Write this process's pid into the held `lock` file (again after a `fork`).
+    pub fn note_holder(&self) -> Result<()> {
+        let Some(lock) = &self.lock else {
+            return Ok(());
+        };
+        let mut file: &File = lock;
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(())
+    }
+
+    /// Whether [`CacheDir::lock`] has taken the directory.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// A file regfs keeps for itself (`lock`, `regfs.log`), created 0600 if missing. A link

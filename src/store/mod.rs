@@ -131,6 +131,22 @@ pub enum Content {
     Manifest(Arc<VerifiedManifest>),
     Memory(Arc<Vec<u8>>),
     File(Arc<File>),
+    /// `len` bytes of a verified file from `start` (a rootfs file: its slice of the decoded
+    /// layer). Reads never see bytes outside it, so it is never handed to the kernel for
+    /// passthrough, which would read the whole file.
+    Range {
+        file: Arc<File>,
+        start: u64,
+        len: u64,
+    },
+}
+
+/// What a complete catalog says of a path: a repository, and/or a prefix of repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogKnows {
+    pub repository: bool,
+    /// A repository, or a namespace some repository lies under.
+    pub namespace: bool,
 }
 
 /// A repository's tag list, as fetched at `at`; `weight` is what it counts for in
@@ -298,6 +314,22 @@ impl Store {
         })
     }
 
+    /// What the catalog says of `path`, if the registry gives a catalog (fetched, or fresh
+    /// within `tag_ttl`); `None` when it has none for us or it could not be fetched, so that
+    /// nothing is refused on a catalog regfs does not have.
+    pub fn catalog_knows(&self, path: &str) -> Option<CatalogKnows> {
+        let catalog = self.catalog().ok()?;
+        // Sorted: the repositories at or under `path` start where `path` would be.
+        let at = catalog.partition_point(|r| r.as_str() < path);
+        let repository = catalog.get(at).is_some_and(|r| r == path);
+        let under = format!("{path}/");
+        // Names under `path/` are contiguous from where `path/` would be (not right after
+        // `path`: `path-x` sorts between them).
+        let first_under = catalog.partition_point(|r| r.as_str() < under.as_str());
+        let namespace = repository || catalog.get(first_under).is_some_and(|r| r.starts_with(&under));
+        Some(CatalogKnows { repository, namespace })
+    }
+
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
     pub fn tags(&self, repo: &str) -> Result<Arc<Vec<String>>> {
         if let Some(t) = self.tags_if_fresh(repo) {
@@ -392,6 +424,11 @@ impl Store {
         doc
     }
 
+    /// The manifest `digest` of `repo` if it is verified and in memory now: asks nothing.
+    pub fn manifest_now(&self, repo: &str, digest: &Digest) -> Option<Arc<VerifiedManifest>> {
+        lock(&self.manifests).get(&(repo.to_string(), digest.clone()))
+    }
+
     /// The manifest `digest` of `repo`, verified.
     pub fn manifest(&self, repo: &str, digest: &Digest) -> Result<Arc<VerifiedManifest>> {
         let key = (repo.to_string(), digest.clone());
@@ -441,10 +478,8 @@ impl Store {
     /// is the size the descriptor naming it declares, if any: verified content of another length
     /// is an error for that descriptor's file only (the content stays cached for everyone else).
     pub fn blob(&self, repo: &str, digest: &Digest, claimed: Option<u64>) -> Result<Content> {
-        if let Some(bytes) = lock(&self.small).get(digest) {
-            self.check_claim(repo, digest, claimed, bytes.len() as u64)?;
-            self.check_head_size(repo, digest, claimed, bytes.len() as u64)?;
-            return Ok(Content::Memory(bytes));
+        if let Some(ready) = self.blob_now(repo, digest, claimed) {
+            return ready;
         }
         // The download is bounded by the size shown: the descriptor's claim, else what HEAD said.
         let key = (repo.to_string(), digest.clone());
@@ -477,6 +512,16 @@ impl Store {
         self.check_claim(repo, digest, claimed, len)?;
         self.check_head_size(repo, digest, claimed, len)?;
         Ok(content)
+    }
+
+    /// [`Store::blob`] if it needs no waiting (a small blob verified and in memory); `None` if
+    /// it may have to download or hash.
+    pub fn blob_now(&self, repo: &str, digest: &Digest, claimed: Option<u64>) -> Option<Result<Content>> {
+        let bytes = lock(&self.small).get(digest)?;
+        let checked = self
+            .check_claim(repo, digest, claimed, bytes.len() as u64)
+            .and_then(|()| self.check_head_size(repo, digest, claimed, bytes.len() as u64));
+        Some(checked.map(|()| Content::Memory(bytes)))
     }
 
     /// Where no descriptor sized the file, its size was shown from a HEAD: if that disagrees with

@@ -144,8 +144,13 @@ impl Fake {
 }
 
 impl Client for Fake {
+    /// Every repository something was pushed to (tags or manifests), as a registry lists them.
     fn catalog(&self) -> Result<Vec<String>> {
-        Ok(lock(&self.tags).keys().cloned().collect())
+        let mut repos: Vec<String> = lock(&self.tags).keys().cloned().collect();
+        repos.extend(lock(&self.manifests).keys().map(|(repo, _)| repo.clone()));
+        repos.sort();
+        repos.dedup();
+        Ok(repos)
     }
 
     fn tags(&self, repo: &str) -> Result<Vec<String>> {

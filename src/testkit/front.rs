@@ -88,6 +88,10 @@ pub struct Behavior {
     pub catalog_page: Option<usize>,
     pub no_catalog: bool,
     pub bearer: Option<Bearer>,
+    /// The token endpoint wants this refresh token (an identity token, as `docker login` keeps
+    /// for some registries), POSTed as docker does (`grant_type=refresh_token`), and refuses GETs;
+    /// each reply carries a new refresh token, good from then on as well.
+    pub refresh_token: Option<String>,
     pub redirect_blobs: bool,
     pub ignore_range: bool,
     /// The upstream is unreachable: every request to /v2/ gets 503.
@@ -116,6 +120,8 @@ pub struct Recorded {
     pub authorization: Option<String>,
     pub range: Option<String>,
     pub status: u16,
+    /// The request's body (token POSTs), at most 64 KiB of it.
+    pub body: String,
 }
 
 #[derive(Default)]
@@ -123,6 +129,8 @@ pub struct State {
     pub behavior: Behavior,
     pub requests: Vec<Recorded>,
     tokens: HashMap<String, Instant>,
+    /// Refresh tokens the token endpoint gave out.
+    refresh_tokens: Vec<String>,
 }
 
 pub struct Front {
@@ -136,6 +144,7 @@ struct Request {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Request {
@@ -231,7 +240,14 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    Some(Request { method, path, headers })
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut body = Vec::new();
+    r.take(length.min(64 << 10)).read_to_end(&mut body).ok()?;
+    Some(Request { method, path, headers, body })
 }
 
 /// Write a response; `cut` sends only the first half of the body, then holds the connection for
@@ -292,6 +308,37 @@ fn query(path: &str) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// An `application/x-www-form-urlencoded` body, decoded.
+fn form(body: &[u8]) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(v) => {
+                            out.push(v);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
 fn repo_of(path: &str) -> Option<String> {
     let p = path.split('?').next()?.strip_prefix("/v2/")?;
     for marker in ["/tags/", "/manifests/", "/blobs/"] {
@@ -334,6 +381,7 @@ fn serve(
         authorization: req.header("authorization"),
         range: req.header("range"),
         status: resp.status,
+        body: String::from_utf8_lossy(&req.body).into_owned(),
     });
     write(&stream, &resp, head, cut, if cut { delay } else { Duration::ZERO }, trickle);
 }
@@ -367,6 +415,22 @@ fn decide(
     // The token endpoint.
     if path.starts_with("/token") {
         let Some(bearer) = &b.bearer else { return (Response::new(404, "no tokens here"), Duration::ZERO) };
+        if let Some(wanted) = &b.refresh_token {
+            let form = form(&req.body);
+            let given = form.get("refresh_token").cloned().unwrap_or_default();
+            let known = given == *wanted || lock().refresh_tokens.contains(&given);
+            if req.method != "POST" || form.get("grant_type").map(String::as_str) != Some("refresh_token") || !known {
+                return (Response::new(401, r#"{"error":"invalid_grant"}"#), Duration::ZERO);
+            }
+            let n = seq.fetch_add(1, Ordering::SeqCst);
+            let (token, refresh) = (format!("tok-{n}"), format!("rt-{n}"));
+            let mut st = lock();
+            st.tokens.insert(token.clone(), Instant::now() + Duration::from_secs(bearer.lifetime));
+            st.refresh_tokens.push(refresh.clone());
+            let body =
+                format!(r#"{{"access_token":"{token}","refresh_token":"{refresh}","expires_in":{}}}"#, bearer.lifetime);
+            return (Response::new(200, body).header("Content-Type", "application/json"), Duration::ZERO);
+        }
         if let Some((u, p)) = &bearer.basic {
             use base64::Engine as _;
             let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
@@ -466,6 +530,12 @@ fn decide(
     if let (Some(bytes), "/v2/_catalog") = (b.catalog_flood, bare) {
         return (flood_page(bare, "repositories", bytes, &query(path)), Duration::ZERO);
     }
+    // The repositories whose tags are made up here are in the catalog too, as a registry
+    // lists every repository it serves.
+    if let (false, "/v2/_catalog", None) = (b.tag_floods.is_empty(), bare, b.catalog_page) {
+        let full = forward(http, "GET", &format!("{upstream}{bare}?n=1000"), req, false);
+        return (with_repositories(full, b.tag_floods.iter().map(|(r, _)| r.as_str())), Duration::ZERO);
+    }
     if let (Some(bad), true) = (b.bad_links, bare.ends_with("/tags/list")) {
         return (bad_page(bad, bare, &query(path), port), Duration::ZERO);
     }
@@ -482,6 +552,22 @@ fn decide(
         return (page(full, "repositories", n, bare, &query(path)), Duration::ZERO);
     }
     (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), stall)
+}
+
+/// A catalog answer with `extra` repositories added (sorted, as registries list them).
+fn with_repositories<'a>(resp: Response, extra: impl Iterator<Item = &'a str>) -> Response {
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&resp.body) else {
+        return resp;
+    };
+    let Some(list) = doc.get_mut("repositories").and_then(|v| v.as_array_mut()) else {
+        return resp;
+    };
+    list.extend(extra.map(|r| serde_json::Value::String(r.to_string())));
+    let mut names: Vec<String> = list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    names.sort();
+    names.dedup();
+    let body = serde_json::json!({ "repositories": names }).to_string();
+    Response::new(200, body).header("Content-Type", "application/json")
 }
 
 /// Page `?page=<k>` of a flood of `total` bytes in `field`: about [`FLOOD_PAGE`] bytes of long

@@ -9,6 +9,6 @@
 
 pub mod fake;
 pub mod faulty;
-#[cfg(feature = "testkit")] // its crates (tar, flate2, zstd, p256) are optional
+#[cfg(feature = "testkit")] // its crates (tar, p256) are optional
 pub mod fixtures;
 pub mod front;

@@ -1,0 +1,698 @@
+//! [`Views`]: a manifest's layer, decoded and verified, as a file in the cache.
+//!
+//! A layer of a Docker schema2 or OCI image manifest is decoded, hashed as it is decoded, and
+//! kept under `decoded/` by its diff_id only if it hashes to the config's `rootfs.diff_ids[n]`
+//! (the config being a blob verified by its digest). A schema1 layer has no diff_id anywhere:
+//! its decoded stream is trusted as a function of its blob, verified by `blobSum`, and kept under
+//! `decoded-from/` by the blob's digest; after a restart it is decoded again (until its index
+//! records the diff_id it hashed to). One decode per diff_id at a time (the cache's single
+//! flight), shared by every image that has the layer.
+//!
+//! # One pass per layer ([`Views::materialise`])
+//! blob → decoder → [`Tee`] (sha256, the cache's temporary file, charge, cancellation) → tar
+//! parser → index builder; what follows the tar's end is drained through the tee, so the hash
+//! covers it. The decoded file is committed (renamed into `decoded/`) only if it verifies, and
+//! its index right after it into `index/` (`RGFSIDX1`, sha256 trailer), by the same key: the
+//! diff_id, or for schema1 the blob's digest (the index then records the diff_id the stream
+//! hashed to, against which the decoded file is hashed again after a restart). A tar that does
+//! not parse still gives its verified `layers/<n>.tar`; the parse failure is kept in memory as
+//! that layer's index error. An index left by an earlier run is read back without touching the
+//! tar; one whose trailer or version fails is removed and rebuilt from the decoded tar (itself
+//! hashed again first). An uncompressed layer is its own decoded tar: its blob, whose digest
+//! must be the diff_id (hashed again with the diff_id's algorithm if they differ), is indexed in
+//! one pass over the blob. Indexes are kept in memory within [`INDEX_CACHE_BYTES`], least
+//! recently used first out.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lru::LruCache;
+
+use super::config;
+use super::decode::{self, Tee};
+use super::index::{self, IndexLimits, LayerIndex};
+use super::tar::{Parser, TarLimits};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::manifest::{Kind as ManifestKind, Manifest};
+use crate::media;
+use crate::store::cache::{Kind, hash_file};
+use crate::store::flight::SingleFlight;
+use crate::store::{Content, Store, VerifiedManifest};
+use crate::sync;
+
+/// Memory for the diff_id lists of configs kept (8 MiB; a list is its digests' bytes).
+pub const CONFIG_CACHE_BYTES: usize = 8 << 20;
+
+/// Memory for layer indexes kept (64 MiB, by [`LayerIndex::weight`]): a Debian base of 8,000
+/// entries takes about 1 MB.
+pub const INDEX_CACHE_BYTES: usize = 64 << 20;
+
+/// What views have done, for tests and the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewsStats {
+    /// Layers decoded (each a full pass over a blob, indexed in the same pass).
+    pub decodes: u64,
+    /// Configs fetched and parsed for their diff_ids.
+    pub configs: u64,
+    /// Passes over a decoded tar (or an uncompressed blob) only to index it: after a restart
+    /// that left the decoded tar but no valid index, or for an uncompressed layer.
+    pub index_passes: u64,
+    /// Indexes read back from `index/`.
+    pub indexes_read: u64,
+}
+
+/// A layer ready for `rootfs/`: its verified decoded tar, and its index (or why it has none).
+#[derive(Clone)]
+pub struct Materialised {
+    pub content: Content,
+    pub index: Result<Arc<LayerIndex>>,
+}
+
+/// What is known in memory of a layer's index, by its key.
+#[derive(Clone)]
+enum Known {
+    /// The index, and the diff_id it records (for schema1, the one the stream hashed to).
+    Index(Digest, Arc<LayerIndex>),
+    /// The decoded tar verified but did not parse (or passed a bound).
+    Failed(Error),
+}
+
+impl Known {
+    fn weight(&self) -> usize {
+        match self {
+            Known::Index(_, i) => 128 + i.weight(),
+            Known::Failed(_) => 256,
+        }
+    }
+}
+
+struct Indexes {
+    lru: LruCache<Digest, Known>,
+    bytes: usize,
+}
+
+struct Configs {
+    lru: LruCache<Digest, Arc<Vec<Digest>>>,
+    bytes: usize,
+}
+
+pub struct Views {
+    store: Arc<Store>,
+    configs: Mutex<Configs>,
+    config_flights: SingleFlight<(String, Digest), Arc<Vec<Digest>>>,
+    indexes: Mutex<Indexes>,
+    /// One materialisation per layer key at a time; `true` when the decoded tar is wanted too
+    /// (an index alone may come from `index/` without it).
+    layer_flights: SingleFlight<(Digest, bool), Materialised>,
+    decodes: AtomicU64,
+    configs_read: AtomicU64,
+    index_passes: AtomicU64,
+    indexes_read: AtomicU64,
+    /// The last [`DECODES_KEPT`] decodes' start and end.
+    intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
+}
+
+/// Decode intervals kept for [`Views::decode_intervals`].
+pub const DECODES_KEPT: usize = 64;
+
+/// Whether layer `n` of `m` has a decoded view (`<n>.tar`): an image manifest's (schema2, OCI,
+/// schema1) gzip or zstd layer of an image-layer media type. An uncompressed layer already is a
+/// tar; artifacts (a Helm chart's `…tar+gzip` included) get none.
+pub fn has_view(m: &Manifest, n: usize) -> bool {
+    let Some((_, d)) = m.layers.get(n) else { return false };
+    let image = matches!(m.kind, ManifestKind::DockerSchema2 | ManifestKind::OciManifest | ManifestKind::DockerSchema1);
+    let mt = media::bare(&d.media_type);
+    let layer_type =
+        mt.starts_with("application/vnd.oci.image.layer.") || mt.starts_with("application/vnd.docker.image.rootfs.");
+    image && layer_type && matches!(media::layer_extension(&mt), ".tar.gz" | ".tar.zst")
+}
+
+/// A layer's decoded tar: decoded into the cache, or its own blob.
+#[derive(Debug, Clone)]
+enum Source {
+    Decoded(Target),
+    /// An uncompressed layer: the blob, whose digest must be this diff_id.
+    Plain(Digest),
+}
+
+impl Source {
+    /// The key of its index in `index/` and in memory.
+    fn index_key(&self) -> &Digest {
+        match self {
+            Source::Decoded(t) => t.key(),
+            Source::Plain(d) => d,
+        }
+    }
+
+    /// Whether the index's recorded diff_id must be its key (all but schema1).
+    fn keyed_by_diff_id(&self) -> bool {
+        !matches!(self, Source::Decoded(Target::From(_)))
+    }
+}
+
+/// Where a layer's decoded file is kept, and what it must hash to.
+#[derive(Debug, Clone)]
+enum Target {
+    /// By the config's diff_id, which the decoded stream must hash to.
+    DiffId(Digest),
+    /// Schema1: by the blob's digest; trusted as a function of the verified blob.
+    From(Digest),
+}
+
+impl Target {
+    fn kind(&self) -> Kind {
+        match self {
+            Target::DiffId(_) => Kind::Decoded,
+            Target::From(_) => Kind::DecodedFrom,
+        }
+    }
+
+    fn key(&self) -> &Digest {
+        match self {
+            Target::DiffId(d) | Target::From(d) => d,
+        }
+    }
+}
+
+impl Views {
+    pub fn new(store: Arc<Store>) -> Views {
+        Views {
+            store,
+            configs: Mutex::new(Configs { lru: LruCache::unbounded(), bytes: 0 }),
+            config_flights: SingleFlight::default(),
+            indexes: Mutex::new(Indexes { lru: LruCache::unbounded(), bytes: 0 }),
+            layer_flights: SingleFlight::default(),
+            decodes: AtomicU64::new(0),
+            configs_read: AtomicU64::new(0),
+            index_passes: AtomicU64::new(0),
+            indexes_read: AtomicU64::new(0),
+            intervals: Mutex::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ViewsStats {
+        ViewsStats {
+            decodes: self.decodes.load(Ordering::SeqCst),
+            configs: self.configs_read.load(Ordering::SeqCst),
+            index_passes: self.index_passes.load(Ordering::SeqCst),
+            indexes_read: self.indexes_read.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Layer `n` of manifest `manifest` of `repo`, decoded and verified: an open file of the
+    /// cache, decoded (and indexed in the same pass) first if need be. Only for layers with a
+    /// decoded view ([`has_view`]). Read it with `read_at` (the descriptor is shared).
+    pub fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<File>> {
+        let doc = self.store.manifest(repo, manifest)?;
+        if !has_view(&doc.manifest, n) {
+            return Err(Error::NotFound(format!("{repo}@{manifest}: layer {n} has no decoded view")));
+        }
+        match self.materialise(repo, manifest, n)?.content {
+            Content::File(f) => Ok(f),
+            _ => Err(Error::Io(format!("{repo}@{manifest}: layer {n}: a decoded layer is a file"))),
+        }
+    }
+
+    /// Layer `n`'s verified decoded tar, any layer of an image: the decoded file of a gzip or
+    /// zstd layer, the blob itself of an uncompressed one (its digest checked against the
+    /// diff_id).
+    pub fn decoded_content(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
+        Ok(self.materialise(repo, manifest, n)?.content)
+    }
+
+    /// Layer `n`'s index: from memory, else from `index/` (without touching the tar), else by
+    /// materialising the layer (one pass). One per layer at a time.
+    pub fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
+        let doc = self.store.manifest(repo, manifest)?;
+        let source = self.source(repo, &doc, n)?;
+        let key = source.index_key().clone();
+        if let Some(known) = self.known(&key) {
+            return known_index(known);
+        }
+        let ready = self.layer_flights.run(&(key.clone(), false), || {
+            if let Some(known) = self.known(&key) {
+                return Ok(Materialised { content: Content::Memory(Arc::default()), index: known_index(known) });
+            }
+            if let Some((diff_id, index)) = self.index_from_disk(&source)? {
+                self.remember(&key, Known::Index(diff_id, Arc::clone(&index)));
+                return Ok(Materialised { content: Content::Memory(Arc::default()), index: Ok(index) });
+            }
+            self.materialise(repo, manifest, n)
+        })?;
+        ready.index
+    }
+
+    /// Layer `n`'s verified decoded tar and its index, making them if need be: decoded,
+    /// hashed, parsed and indexed in one pass, the decoded file and the index committed
+    /// together. A tar that does not parse is still a verified tar: its index is the error.
+    pub fn materialise(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Materialised> {
+        let doc = self.store.manifest(repo, manifest)?;
+        let source = self.source(repo, &doc, n)?;
+        let key = source.index_key().clone();
+        self.layer_flights.run(&(key.clone(), true), || self.materialise_now(repo, &doc, n, &source))
+    }
+
+    fn materialise_now(&self, repo: &str, doc: &VerifiedManifest, n: usize, source: &Source) -> Result<Materialised> {
+        let key = source.index_key();
+        let mut known = self.known(key);
+        if known.is_none() {
+            known = self.index_from_disk(source)?.map(|(d, i)| Known::Index(d, i));
+        }
+        // Schema1: the diff_id the decoded file must hash to after a restart is its index's.
+        let recorded = match &known {
+            Some(Known::Index(d, _)) => Some(d.clone()),
+            _ => None,
+        };
+        let stash: Stash = Mutex::new(None);
+        let want_index = known.is_none();
+        let content = match source {
+            Source::Plain(diff_id) => self.plain(repo, doc, n, diff_id)?,
+            Source::Decoded(target) => {
+                let check = |f: &mut File| match (target, &recorded) {
+                    (Target::DiffId(d), _) | (Target::From(_), Some(d)) => hash_file(f, d, decode::CHUNK),
+                    (Target::From(_), None) => {
+                        Err(Error::Io("a schema1 layer decoded without an index to say its diff_id".into()))
+                    }
+                };
+                let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+                    self.decode(repo, doc, n, target, out, hook, want_index.then_some(&stash))
+                };
+                let cache = self.store.blob_cache();
+                let file = cache.open_derived(target.kind(), target.key(), &check, &produce).inspect_err(|e| {
+                    if matches!(e, Error::TooLarge(_)) {
+                        log::warn!("{repo}@{}: layer {n} decodes past the cache size, refused: {e}", doc.digest);
+                    }
+                })?;
+                Content::File(file)
+            }
+        };
+        let known = match known {
+            Some(k) => k,
+            None => {
+                let (diff_id, built) = match sync::lock(&stash).take() {
+                    Some(made) => made,
+                    None => self.index_pass(source, &content)?,
+                };
+                let known = self.commit_index(repo, doc, n, source, diff_id, built);
+                self.remember(key, known.clone());
+                known
+            }
+        };
+        Ok(Materialised { content, index: known_index(known) })
+    }
+
+    /// An uncompressed layer's blob, checked to be its diff_id.
+    fn plain(&self, repo: &str, doc: &VerifiedManifest, n: usize, diff_id: &Digest) -> Result<Content> {
+        let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
+        let content = self.store.blob(repo, &layer.digest, layer.size)?;
+        let actual = if layer.digest.algorithm() == diff_id.algorithm() {
+            layer.digest.clone()
+        } else {
+            let mut h = Hasher::new(diff_id.algorithm());
+            let mut r = reader(content.clone())?;
+            let mut buf = vec![0u8; decode::CHUNK];
+            loop {
+                let k = r.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+            }
+            h.finish()
+        };
+        if &actual != diff_id {
+            log::warn!(
+                "{repo}@{}: uncompressed layer {n} ({}) is {actual}, but the config's rootfs.diff_ids[{n}] is {diff_id}; refused",
+                doc.digest,
+                layer.digest
+            );
+            return Err(Error::DigestMismatch {
+                what: format!("uncompressed layer {n} ({}) of {repo}@{}", layer.digest, doc.digest),
+                expected: diff_id.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(content)
+    }
+
+    /// One pass over a verified decoded tar only to index it (hashing it on the way, for the
+    /// diff_id a schema1 index records).
+    fn index_pass(&self, source: &Source, content: &Content) -> Result<(Digest, Result<LayerIndex>)> {
+        self.index_passes.fetch_add(1, Ordering::SeqCst);
+        let alg = match source {
+            Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.algorithm(),
+            Source::Decoded(Target::From(_)) => Algorithm::Sha256,
+        };
+        let mut hook = |_| Ok(());
+        let (_, digest, built) = tee_index(reader(content.clone())?, std::io::sink(), alg, &mut hook)?;
+        let diff_id = match source {
+            Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.clone(),
+            Source::Decoded(Target::From(_)) => digest,
+        };
+        Ok((diff_id, built))
+    }
+
+    /// Keep a built index in `index/` (a failure to write it is only logged: it is in memory),
+    /// or log why there is none.
+    fn commit_index(
+        &self,
+        repo: &str,
+        doc: &VerifiedManifest,
+        n: usize,
+        source: &Source,
+        diff_id: Digest,
+        built: Result<LayerIndex>,
+    ) -> Known {
+        let index = match built {
+            Ok(i) => i,
+            Err(e) => {
+                log::warn!("{repo}@{}: layer {n} ({diff_id}) has no index: {e}", doc.digest);
+                return Known::Failed(e);
+            }
+        };
+        let bytes = index::encode(&index, &diff_id);
+        log::debug!("index of {diff_id}: {} entries, {} bytes", index.len(), index.weight());
+        let check = |f: &mut File| index_file_check(f, source, None);
+        let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+            hook(bytes.len() as u64)?;
+            std::io::Write::write_all(out, &bytes)?;
+            Ok(bytes.len() as u64)
+        };
+        if let Err(e) = self.store.blob_cache().open_derived(Kind::Index, source.index_key(), &check, &produce) {
+            log::warn!("{repo}@{}: the index of layer {n} ({diff_id}) is not kept on disk: {e}", doc.digest);
+        }
+        Known::Index(diff_id, Arc::new(index))
+    }
+
+    /// The index an earlier run (or this one) kept in `index/`, if it is there and sound; one
+    /// that is not is removed (and rebuilt by the caller).
+    fn index_from_disk(&self, source: &Source) -> Result<Option<(Digest, Arc<LayerIndex>)>> {
+        let stash = Mutex::new(None);
+        let check = |f: &mut File| index_file_check(f, source, Some(&stash));
+        let Some(file) = self.store.blob_cache().open_existing(Kind::Index, source.index_key(), &check)? else {
+            return Ok(None);
+        };
+        let found = match sync::lock(&stash).take() {
+            Some(found) => found,
+            None => decode_index(&read_file(&file)?, source)?,
+        };
+        self.indexes_read.fetch_add(1, Ordering::SeqCst);
+        Ok(Some((found.0, Arc::new(found.1))))
+    }
+
+    /// Layer `n` of `doc` (a manifest at hand) if its index and decoded tar are both ready
+    /// now: in memory, and verified by this process. Never a request, a decode or a hash, so
+    /// a caller may answer inline.
+    pub fn ready(&self, doc: &VerifiedManifest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
+        let (_, layer) = doc.manifest.layers.get(n)?;
+        let cache = self.store.blob_cache();
+        let view = has_view(&doc.manifest, n);
+        let (key, kind, file_key) = if doc.manifest.kind == ManifestKind::DockerSchema1 {
+            (layer.digest.clone(), Kind::DecodedFrom, layer.digest.clone())
+        } else {
+            let config = doc.manifest.config.as_ref()?;
+            let ids = sync::lock(&self.configs).lru.peek(&config.digest).cloned()?;
+            let id = ids.get(n)?.clone();
+            if view { (id.clone(), Kind::Decoded, id) } else { (id, Kind::Blob, layer.digest.clone()) }
+        };
+        let Some(Known::Index(_, index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
+        let file = cache.open_verified(kind, &file_key).ok()??;
+        Some((index, Content::File(file)))
+    }
+
+    /// When each of the last [`DECODES_KEPT`] decodes started and ended (for tests of
+    /// parallel decoding).
+    pub fn decode_intervals(&self) -> Vec<(Instant, Instant)> {
+        sync::lock(&self.intervals).iter().copied().collect()
+    }
+
+    fn known(&self, key: &Digest) -> Option<Known> {
+        sync::lock(&self.indexes).lru.get(key).cloned()
+    }
+
+    fn remember(&self, key: &Digest, known: Known) {
+        let mut c = sync::lock(&self.indexes);
+        let w = known.weight();
+        if let Some(old) = c.lru.put(key.clone(), known) {
+            c.bytes -= old.weight();
+        }
+        c.bytes += w;
+        while c.bytes > INDEX_CACHE_BYTES && c.lru.len() > 1 {
+            let Some((_, old)) = c.lru.pop_lru() else { break };
+            c.bytes -= old.weight();
+        }
+    }
+
+    /// The length of layer `n`'s decoded file if this process has it verified, without any
+    /// request or decode (`None`: not known yet).
+    pub fn decoded_len_if_known(&self, doc: &VerifiedManifest, n: usize) -> Option<u64> {
+        let (_, layer) = doc.manifest.layers.get(n)?;
+        let cache = self.store.blob_cache();
+        if doc.manifest.kind == ManifestKind::DockerSchema1 {
+            return cache.derived_len(Kind::DecodedFrom, &layer.digest);
+        }
+        let config = doc.manifest.config.as_ref()?;
+        let ids = sync::lock(&self.configs).lru.peek(&config.digest).cloned()?;
+        let id = ids.get(n)?;
+        cache.derived_len(Kind::Decoded, id).or_else(|| match sync::lock(&self.indexes).lru.peek(id) {
+            Some(Known::Index(_, i)) => Some(i.decoded_len()),
+            _ => None,
+        })
+    }
+
+    /// What layer `n`'s decoded tar is, and what it must hash to.
+    fn source(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> Result<Source> {
+        let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
+        let view = has_view(&doc.manifest, n);
+        if doc.manifest.kind == ManifestKind::DockerSchema1 && view {
+            return Ok(Source::Decoded(Target::From(layer.digest.clone())));
+        }
+        let plain = media::layer_extension(&layer.media_type) == ".tar"
+            && matches!(doc.manifest.kind, ManifestKind::DockerSchema2 | ManifestKind::OciManifest);
+        if !view && !plain {
+            return Err(Error::NotFound(format!("{repo}@{}: layer {n} is not a tar", doc.digest)));
+        }
+        let ids = self.diff_ids(repo, doc)?;
+        if ids.len() != doc.manifest.layers.len() {
+            return Err(Error::malformed(
+                format!("config of {repo}@{}", doc.digest),
+                format!("{} diff_ids for {} layers", ids.len(), doc.manifest.layers.len()),
+            ));
+        }
+        let id = ids.get(n).cloned().ok_or_else(|| Error::NotFound(format!("diff_id {n}")))?;
+        Ok(if view { Source::Decoded(Target::DiffId(id)) } else { Source::Plain(id) })
+    }
+
+    /// The config's `rootfs.diff_ids`, fetched (verified) and parsed once per config.
+    fn diff_ids(&self, repo: &str, doc: &VerifiedManifest) -> Result<Arc<Vec<Digest>>> {
+        let config = doc
+            .manifest
+            .config
+            .as_ref()
+            .ok_or_else(|| Error::malformed(format!("manifest {repo}@{}", doc.digest), "no config"))?;
+        if let Some(ids) = sync::lock(&self.configs).lru.get(&config.digest) {
+            return Ok(Arc::clone(ids));
+        }
+        self.config_flights.run(&(repo.to_string(), config.digest.clone()), || {
+            self.configs_read.fetch_add(1, Ordering::SeqCst);
+            let what = format!("{} of {repo}", config.digest);
+            let bytes = read_bounded(self.store.blob(repo, &config.digest, config.size)?, config::MAX_CONFIG, &what)?;
+            let ids = Arc::new(config::diff_ids(&bytes, &what)?);
+            let mut c = sync::lock(&self.configs);
+            let weight = 64 + ids.iter().map(|d| 32 + d.hex().len()).sum::<usize>();
+            if c.lru.put(config.digest.clone(), Arc::clone(&ids)).is_none() {
+                c.bytes += weight;
+            }
+            while c.bytes > CONFIG_CACHE_BYTES {
+                let Some((_, old)) = c.lru.pop_lru() else { break };
+                c.bytes -= 64 + old.iter().map(|d| 32 + d.hex().len()).sum::<usize>();
+            }
+            Ok(ids)
+        })
+    }
+
+    /// Decode layer `n`'s blob into `out` through the tee (and, given `stash`, parse and index
+    /// it in the same pass, leaving the index there); its length if it hashes right.
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &self,
+        repo: &str,
+        doc: &VerifiedManifest,
+        n: usize,
+        target: &Target,
+        out: &mut File,
+        hook: &mut dyn FnMut(u64) -> Result<()>,
+        stash: Option<&Stash>,
+    ) -> Result<u64> {
+        let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
+        self.decodes.fetch_add(1, Ordering::SeqCst);
+        let blob = self.store.blob(repo, &layer.digest, layer.size)?;
+        let started = Instant::now();
+        let _record = Interval { views: self, started };
+        let (_, decoder) = decode::decoder(reader(blob)?)?;
+        let alg = match target {
+            Target::DiffId(d) => d.algorithm(),
+            Target::From(_) => Algorithm::Sha256,
+        };
+        let (len, actual, built) = if stash.is_some() {
+            tee_index(decoder, out, alg, hook)?
+        } else {
+            let (len, actual) = Tee::new(decoder, out, alg, hook).finish()?;
+            (len, actual, Err(Error::Io("not indexed".into())))
+        };
+        match target {
+            Target::DiffId(expected) if &actual != expected => {
+                log::warn!(
+                    "{repo}@{}: layer {n} ({}) decodes to {actual}, but the config's rootfs.diff_ids[{n}] is {expected}; refused",
+                    doc.digest,
+                    layer.digest
+                );
+                Err(Error::DigestMismatch {
+                    what: format!("layer {n} ({}) of {repo}@{} decoded", layer.digest, doc.digest),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                })
+            }
+            _ => {
+                log::debug!("{repo}@{}: layer {n} ({}) decoded: {len} bytes, {actual}", doc.digest, layer.digest);
+                if let Some(stash) = stash {
+                    *sync::lock(stash) = Some((actual, built));
+                }
+                Ok(len)
+            }
+        }
+    }
+}
+
+/// Read `decoded` through a tee into `out` while parsing and indexing it, then drain what
+/// follows the tar's end through the tee: the length, the digest of every byte, and the index
+/// (or why the tar did not parse; a failure of the stream itself is the outer error).
+fn tee_index<R: Read, W: std::io::Write>(
+    decoded: R,
+    out: W,
+    alg: Algorithm,
+    hook: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<(u64, Digest, Result<LayerIndex>)> {
+    let mut tee = Tee::new(decoded, out, alg, hook);
+    let built = {
+        let mut parser = Parser::with_limits(&mut tee, TarLimits::default());
+        index::build(&mut parser, IndexLimits::default())
+    };
+    let (len, digest) = tee.finish()?;
+    Ok((len, digest, built.and_then(|b| b.finish(len))))
+}
+
+/// Records a decode's interval when it ends, however it ends.
+struct Interval<'a> {
+    views: &'a Views,
+    started: Instant,
+}
+
+impl Drop for Interval<'_> {
+    fn drop(&mut self) {
+        let mut kept = sync::lock(&self.views.intervals);
+        if kept.len() >= DECODES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((self.started, Instant::now()));
+    }
+}
+
+/// Where a decode leaves the index it built in the same pass: the diff_id the stream hashed to,
+/// and the index or why the tar did not parse.
+type Stash = Mutex<Option<(Digest, Result<LayerIndex>)>>;
+
+fn known_index(known: Known) -> Result<Arc<LayerIndex>> {
+    match known {
+        Known::Index(_, i) => Ok(i),
+        Known::Failed(e) => Err(e),
+    }
+}
+
+/// Bytes an index file may have: the index bound, and room for its header and link tables.
+const MAX_INDEX_FILE: u64 = limits::MAX_INDEX_BYTES as u64 + (1 << 20);
+
+/// An index file's bytes decoded and checked to be `source`'s.
+fn decode_index(bytes: &[u8], source: &Source) -> Result<(Digest, LayerIndex)> {
+    let (diff_id, index) = index::decode(bytes)?;
+    if source.keyed_by_diff_id() && &diff_id != source.index_key() {
+        return Err(Error::malformed("layer index file", format!("for {diff_id}, not {}", source.index_key())));
+    }
+    Ok((diff_id, index))
+}
+
+/// The cache's check of an index file: sound (magic, version, trailer, bounds) and `source`'s;
+/// the index itself left in `stash`.
+fn index_file_check(f: &mut File, source: &Source, stash: Option<&Mutex<Option<(Digest, LayerIndex)>>>) -> Result<u64> {
+    let bytes = read_file(f)?;
+    let found = decode_index(&bytes, source)?;
+    if let Some(stash) = stash {
+        *sync::lock(stash) = Some(found);
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// A whole index file, at most [`MAX_INDEX_FILE`] bytes.
+fn read_file(f: &File) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    At { file: Arc::new(f.try_clone()?), pos: 0 }.take(MAX_INDEX_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INDEX_FILE {
+        return Err(Error::TooLarge(format!("layer index file of more than {MAX_INDEX_FILE} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// A reader over verified blob content.
+fn reader(content: Content) -> Result<Box<dyn Read>> {
+    match content {
+        Content::Memory(bytes) => Ok(Box::new(Mem { bytes, pos: 0 })),
+        Content::File(file) => Ok(Box::new(At { file, pos: 0 })),
+        _ => Err(Error::Io("a blob's content is neither in memory nor a file".into())),
+    }
+}
+
+/// Reads shared bytes from the start.
+struct Mem {
+    bytes: Arc<Vec<u8>>,
+    pos: usize,
+}
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads a shared descriptor with `pread`, from the start (its offset is other readers' too).
+struct At {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Read for At {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// All of `content`, refused past `limit` bytes.
+fn read_bounded(content: Content, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader(content)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::TooLarge(format!("{what}: more than {limit} bytes")));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,19 @@
+//! Views derived from an image's verified blobs: layers decoded to plain tar (`layers/<n>.tar`),
+//! the per-layer index and the flattened `rootfs/` (doc/plans/issue-9.md).
+//!
+//! - `config`: the image config's `rootfs.diff_ids`, strict and bounded.
+//! - `decode`: compression sniffed by magic, the decoders, and the [`decode::Tee`] that hashes,
+//!   writes and charges every decoded byte.
+//! - `layers`: [`Views`], which turns a manifest's layer into a verified decoded file in the cache.
+//! - `tar`: a bounded streaming parser of a decoded layer.
+//! - `index`: the per-layer index built from it, and the query API the merge reads.
+//! - `merge`: the lazy top-down merge of a stack of indexes, which `rootfs/` shows.
+
+pub mod config;
+pub mod decode;
+pub mod index;
+mod layers;
+pub mod merge;
+pub mod tar;
+
+pub use layers::{DECODES_KEPT, INDEX_CACHE_BYTES, Materialised, Views, ViewsStats, has_view};

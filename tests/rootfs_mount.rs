@@ -1,0 +1,86 @@
+//! `rootfs/` through a real mount of a real registry: the tree the kernel shows (names, kinds,
+//! modes, sizes, bytes) equals what GNU tar extracts from the same layers, applied bottom to
+//! top, for gzip, zstd and plain layers, with and without passthrough.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::{Mount, images, sh_in, shared, stdout};
+
+fn s(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+/// Every path under `root` with its kind, mode, size and content hash, sorted.
+fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("ls {}: {e}", dir.display())) {
+        let p = e.expect("entry").path();
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        let rel = p.strip_prefix(root).expect("under root").display().to_string();
+        let what = if m.is_dir() {
+            walk(root, &p, out);
+            "dir".to_string()
+        } else if m.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&p).expect("readlink").display())
+        } else {
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+            format!("{} bytes {}", m.len(), regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, &bytes))
+        };
+        out.push(format!("{rel} {:o} {what}", m.mode() & 0o7777));
+    }
+}
+
+#[test]
+fn a_mounted_rootfs_is_what_gnu_tar_extracts_from_its_layers() {
+    let sh = shared();
+    for args in [&[][..], &["--no-passthrough"][..]] {
+        let m = Mount::start(&sh.registry.url, args);
+        let mut checked = 0;
+        for kind in ["oci-manifest", "docker-schema2"] {
+            for img in images(&sh.fixtures, kind) {
+                let (repo, digest) = (s(&img["repo"]), s(&img["digest"]));
+                if repo.starts_with("broken/") {
+                    continue;
+                }
+                let dir = m.path(&format!("{repo}/manifests/{digest}"));
+                let want = tempfile::tempdir().expect("extract");
+                let n = img["layers"].as_array().expect("layers").len();
+                for i in 0..n {
+                    // The blob as stored (GNU tar decompresses gzip and zstd itself): the longest
+                    // of `<i>.tar*` (`<i>.tar` alone is an uncompressed layer's blob).
+                    let layer = std::fs::read_dir(dir.join("layers"))
+                        .expect("layers")
+                        .map(|e| e.expect("entry").path())
+                        .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&format!("{i}.tar"))))
+                        .max_by_key(|p| p.as_os_str().len())
+                        .expect("a layer file");
+                    let o = sh_in(want.path(), &format!("tar -xf {} --no-same-owner", layer.display()));
+                    assert!(
+                        o.status.success(),
+                        "{repo}: tar -xf {}: {}",
+                        layer.display(),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                }
+                let got = tree(&dir.join("rootfs"));
+                assert!(!got.is_empty(), "{repo}: an empty rootfs");
+                assert_eq!(got, tree(want.path()), "{repo} {args:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "the fixtures have images to compare");
+        let root = std::fs::metadata(m.path("demo/oci/tags/v1/rootfs")).expect("stat rootfs");
+        assert_eq!((root.mode() & 0o7777, root.uid(), root.gid()), (0o755, 0, 0), "rootfs/ is 0755 root:root");
+        let listing = stdout(&m.sh("ls -ln demo/oci/tags/v1/rootfs/regfs-fixture"));
+        assert!(listing.lines().skip(1).all(|l| l.starts_with("-rw-r--r-- 1 0 0 ")), "{listing}");
+    }
+}

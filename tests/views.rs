@@ -1,0 +1,517 @@
+//! Decoded layers (`layers/<n>.tar`, issue 9 track A) in the core, without FUSE or HTTP: `Views`
+//! and `Fs` over an in-memory registry, with layers made as real tars at test time.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake::Fake;
+use regfs::digest::{Algorithm, Digest};
+use regfs::error::Result;
+use regfs::fs::{Attr, Fs, FsConfig};
+use regfs::media;
+use regfs::store::{Store, StoreConfig};
+use regfs::testkit::faulty::Faulty;
+use regfs::views::Views;
+
+const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const PLAIN: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn sha(bytes: &[u8]) -> Digest {
+    Digest::of(Algorithm::Sha256, bytes)
+}
+
+/// A tar of `files`, made with the tar crate.
+fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_slice()).expect("tar");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn noise(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(37).wrapping_add(seed) ^ (i >> 7) as u8).collect()
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(raw).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn zstd_of(raw: &[u8]) -> Vec<u8> {
+    zstd::encode_all(raw, 3).expect("zstd")
+}
+
+/// An OCI image in `repo:tag` whose layers are `(blob, media type, diff_id)`; its digest.
+fn image(fake: &Fake, repo: &str, tag: &str, layers: &[(Vec<u8>, &str, Digest)]) -> Digest {
+    let ids: Vec<String> = layers.iter().map(|(_, _, id)| id.to_string()).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids}
+    }))
+    .expect("json");
+    let cfg = fake.add_blob(&config);
+    let descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(blob, mt, _)| serde_json::json!({"mediaType": mt, "digest": fake.add_blob(blob).to_string(), "size": blob.len()}))
+        .collect();
+    let m = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+        "layers": descs
+    });
+    fake.put_manifest(repo, Some(tag), media::OCI_MANIFEST, m.to_string().as_bytes(), Algorithm::Sha256)
+}
+
+struct Core {
+    fake: Arc<Faulty<Fake>>,
+    store: Arc<Store>,
+    views: Views,
+    cache: tempfile::TempDir,
+}
+
+fn core_sized(fake: Faulty<Fake>, cache_size: u64) -> Core {
+    let fake = Arc::new(fake);
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), cache_size, ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake.clone(), &config).expect("store"));
+    Core { fake, views: Views::new(Arc::clone(&store)), store, cache }
+}
+
+fn core(fake: Faulty<Fake>) -> Core {
+    core_sized(fake, 1 << 30)
+}
+
+impl Core {
+    fn decoded(&self, repo: &str, m: &Digest, n: usize) -> Result<Vec<u8>> {
+        let f = self.views.decoded(repo, m, n)?;
+        let mut buf = vec![0u8; f.metadata().expect("metadata").len() as usize];
+        f.read_exact_at(&mut buf, 0).expect("read");
+        Ok(buf)
+    }
+
+    /// Names under a directory of the cache (`decoded/sha256`, `tmp`, …).
+    fn held(&self, dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.cache.path().join(dir))
+            .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+#[test]
+fn a_decoded_layer_must_hash_to_its_diff_id_trailing_bytes_included() {
+    let fake = Faulty::new(Fake::default());
+    let tar = tar_of(&[("a.txt", b"hello\n".to_vec()), ("b.bin", noise(5000, 1))]);
+    let raw = [tar.clone(), noise(1024, 9)].concat(); // 1 KiB of non-zero bytes after the EOA
+    let good = image(&fake, "r", "good", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let short = image(&fake, "r", "short", &[(gzip(&raw), GZIP, sha(&tar))]);
+    let c = core(fake);
+    assert_eq!(c.decoded("r", &good, 0).expect("the diff_id of every decoded byte"), raw);
+    let e = c.decoded("r", &short, 0).expect_err("the diff_id of the tar without its tail");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.to_string().contains(&sha(&tar).to_string()) && e.to_string().contains(&sha(&raw).to_string()), "{e}");
+}
+
+#[test]
+fn a_wrong_diff_id_is_eio_and_leaves_nothing_in_decoded_or_index() {
+    let fake = Faulty::new(Fake::default());
+    let raw = tar_of(&[("x", noise(300_000, 2))]);
+    let blob = gzip(&raw);
+    let wrong = sha(b"something else");
+    let m = image(&fake, "r", "v1", &[(blob.clone(), GZIP, wrong)]);
+    let c = core(fake);
+    for attempt in 0..2 {
+        let e = c.decoded("r", &m, 0).expect_err("a wrong diff_id");
+        assert_eq!(e.errno(), libc::EIO, "attempt {attempt}: {e}");
+    }
+    assert_eq!(c.views.stats().decodes, 2, "a failure is not kept as a success, nor as a failure");
+    assert!(c.held("decoded/sha256").is_empty(), "{:?}", c.held("decoded/sha256"));
+    assert!(c.held("index/sha256").is_empty());
+    assert!(c.held("tmp").is_empty(), "{:?}", c.held("tmp"));
+    assert_eq!(c.held("blobs/sha256").iter().filter(|h| **h == sha(&blob).hex()).count(), 1, "the valid blob stays");
+    assert_eq!(c.fake.blob_gets(), 2, "the config and the blob, once each");
+}
+
+#[test]
+fn two_images_with_one_diff_id_decode_it_once() {
+    let fake = Faulty::new(Fake::default());
+    let raw = tar_of(&[("shared", noise(200_000, 3))]);
+    let a = image(&fake, "a", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let b = image(&fake, "b", "v1", &[(zstd_of(&raw), ZSTD, sha(&raw))]);
+    let c = core(fake);
+    assert_eq!(c.decoded("a", &a, 0).expect("a"), raw);
+    assert_eq!(c.decoded("b", &b, 0).expect("b, another blob of the same diff_id"), raw);
+    assert_eq!(c.decoded("a", &a, 0).expect("a again"), raw);
+    assert_eq!(c.views.stats().decodes, 1);
+    assert_eq!(c.held("decoded/sha256"), [sha(&raw).hex().to_string()]);
+}
+
+#[test]
+fn a_gzip_bomb_past_the_cache_size_is_efbig() {
+    let fake = Faulty::new(Fake::default());
+    // 64 MiB of zeros as 64 gzip members of 1 MiB each: about 64 KiB of blob.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 1 << 20]).expect("gzip");
+    let member = e.finish().expect("gzip");
+    let bomb = member.repeat(64);
+    assert!(bomb.len() < 128 << 10, "{}", bomb.len());
+    let m = image(&fake, "r", "bomb", &[(bomb, GZIP, sha(b"whatever"))]);
+    let c = core_sized(fake, 16 << 20);
+    let e = c.decoded("r", &m, 0).expect_err("a bomb");
+    assert_eq!(e.errno(), libc::EFBIG, "{e}");
+    assert!(c.held("decoded/sha256").is_empty());
+    assert!(c.held("tmp").is_empty(), "{:?}", c.held("tmp"));
+    assert!(c.store.blob_cache().size() <= 16 << 20);
+}
+
+#[test]
+fn a_mislabelled_plain_layer_still_verifies() {
+    let fake = Faulty::new(Fake::default());
+    let plain = tar_of(&[("p", noise(10_000, 4))]);
+    let zst = tar_of(&[("z", noise(10_000, 5))]);
+    // Said gzip, is plain; said gzip, is zstd: the magic bytes decide, the diff_id verifies.
+    let m = image(&fake, "r", "v1", &[(plain.clone(), GZIP, sha(&plain)), (zstd_of(&zst), GZIP, sha(&zst))]);
+    let c = core(fake);
+    assert_eq!(c.decoded("r", &m, 0).expect("plain said gzip"), plain);
+    assert_eq!(c.decoded("r", &m, 1).expect("zstd said gzip"), zst);
+}
+
+#[test]
+fn a_config_without_diff_ids_for_every_layer_is_eio() {
+    let fake = Faulty::new(Fake::default());
+    let raw = tar_of(&[("a", b"a".to_vec())]);
+    let (l, _) = (fake.add_blob(&gzip(&raw)), ());
+    let cfg = fake.add_blob(br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let m = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 42},
+        "layers": [{"mediaType": GZIP, "digest": l.to_string(), "size": gzip(&raw).len()}]
+    });
+    let d = fake.put_manifest("r", Some("v1"), media::OCI_MANIFEST, m.to_string().as_bytes(), Algorithm::Sha256);
+    let c = core(fake);
+    let e = c.decoded("r", &d, 0).expect_err("no diff_id for the layer");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert_eq!(c.views.stats().decodes, 0);
+}
+
+/// The filesystem core over `fake`, as the kernel sees it.
+struct Mounted {
+    fake: Arc<Faulty<Fake>>,
+    fs: Fs,
+    _cache: tempfile::TempDir,
+}
+
+fn mounted(fake: Faulty<Fake>) -> Mounted {
+    let fake = Arc::new(fake);
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let store = Store::new(fake.clone(), &config).expect("store");
+    Mounted { fake, fs: Fs::new(Arc::new(store), FsConfig::default()), _cache: cache }
+}
+
+impl Mounted {
+    fn walk(&self, path: &str) -> Result<Attr> {
+        let mut attr = self.fs.getattr(self.fs.root_ino())?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            attr = self.fs.lookup(attr.ino, OsStr::new(part))?;
+        }
+        Ok(attr)
+    }
+
+    fn ls(&self, path: &str) -> Result<Vec<String>> {
+        let fh = self.fs.opendir(self.walk(path)?.ino)?;
+        let names = self.fs.listing(fh)?.iter().map(|e| e.name.clone()).filter(|n| n != "." && n != "..").collect();
+        self.fs.releasedir(fh);
+        Ok(names)
+    }
+
+    fn cat(&self, path: &str) -> Result<Vec<u8>> {
+        let fh = self.fs.open_file(self.walk(path)?.ino)?.fh;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.fs.read(fh, out.len() as u64, 65536)?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        self.fs.release(fh);
+        Ok(out)
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[test]
+fn ls_l_of_layers_decodes_nothing_and_shows_0_until_materialised() {
+    let fake = Faulty::new(Fake::default());
+    let (a, b, p) =
+        (tar_of(&[("a", noise(70_000, 6))]), tar_of(&[("b", noise(50_000, 7))]), tar_of(&[("p", b"p".to_vec())]));
+    let m = image(
+        &fake,
+        "r",
+        "v1",
+        &[(gzip(&a), GZIP, sha(&a)), (zstd_of(&b), ZSTD, sha(&b)), (p.clone(), PLAIN, sha(&p))],
+    );
+    let c = mounted(fake);
+    let dir = format!("r/manifests/{m}/layers");
+    // `ls -l`: the listing and every entry's attributes.
+    assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz", "0.tar", "1.tar.zst", "1.tar", "2.tar"]);
+    for name in ["0.tar", "1.tar"] {
+        let attr = c.walk(&format!("{dir}/{name}")).expect(name);
+        assert_eq!((attr.size, attr.ttl), (0, Duration::ZERO), "{name} before it is decoded");
+        let again = c.fs.getattr(attr.ino).expect("getattr");
+        assert_eq!((again.size, again.ttl), (0, Duration::ZERO), "{name} before it is decoded");
+    }
+    for name in ["0.tar.gz", "1.tar.zst", "2.tar"] {
+        assert_eq!(c.walk(&format!("{dir}/{name}")).expect(name).ttl, DAY, "{name}: a blob is unchanged");
+    }
+    assert_eq!(c.fake.blob_gets(), 0, "ls -l fetched a blob");
+    // Reading decodes; from then on the size is exact and immutable.
+    assert_eq!(c.cat(&format!("{dir}/0.tar")).expect("cat 0.tar"), a);
+    let attr = c.walk(&format!("{dir}/0.tar")).expect("0.tar");
+    assert_eq!((attr.size, attr.ttl), (a.len() as u64, DAY));
+    assert_eq!(c.fs.getattr(attr.ino).expect("getattr").size, a.len() as u64);
+    assert_eq!(c.cat(&format!("{dir}/1.tar")).expect("cat 1.tar"), b);
+    assert_eq!(c.walk(&format!("{dir}/1.tar")).expect("1.tar").size, b.len() as u64);
+    assert!(c.walk(&format!("{dir}/2.tar.tar")).is_err());
+    assert_eq!(c.walk(&format!("{dir}/9.tar")).expect_err("no layer 9").errno(), libc::ENOENT);
+}
+
+#[test]
+fn schema1_layers_decode_verified_by_their_blob_digest() {
+    let fake = Faulty::new(Fake::default());
+    let (top, base) = (tar_of(&[("top", noise(20_000, 8))]), tar_of(&[("base", noise(30_000, 9))]));
+    let (top_d, base_d) = (fake.add_blob(&gzip(&top)), fake.add_blob(&zstd_of(&base)));
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": top_d.to_string()}, {"blobSum": base_d.to_string()}],
+        "history": [{"v1Compatibility": "{}"}, {"v1Compatibility": "{}"}]
+    });
+    let m = fake.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let c = mounted(fake);
+    let dir = format!("r/manifests/{m}/layers");
+    assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz", "0.tar", "1.tar.gz", "1.tar"]);
+    // Bottom first: layer 0 is the last fsLayer.
+    assert_eq!(c.cat(&format!("{dir}/0.tar")).expect("0.tar"), base, "a zstd blob said gzip: sniffed");
+    assert_eq!(c.cat(&format!("{dir}/1.tar")).expect("1.tar"), top);
+    assert_eq!(c.walk(&format!("{dir}/1.tar")).expect("1.tar").size, top.len() as u64);
+    // A blob that does not hash to its blobSum gives no decoded view either.
+    let other = tar_of(&[("evil", b"x".to_vec())]);
+    let bad = Faulty::new(Fake::default());
+    let d = bad.add_blob(&gzip(&top));
+    bad.corrupt_blob(&d, gzip(&other));
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": d.to_string()}], "history": [{"v1Compatibility": "{}"}]
+    });
+    let m = bad.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let c = mounted(bad);
+    let e = c.cat(&format!("r/manifests/{m}/layers/0.tar")).expect_err("a corrupt blob");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+}
+
+#[test]
+fn a_layer_listed_by_an_artifact_gets_no_tar_view() {
+    let fake = Faulty::new(Fake::default());
+    let chart = gzip(&tar_of(&[("chart/Chart.yaml", b"name: x\n".to_vec())]));
+    let l = fake.add_blob(&chart);
+    let cfg = fake.add_blob(b"{}");
+    let art = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cfg.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": l.to_string(), "size": chart.len()}]
+    });
+    let m = fake.put_manifest("r", Some("chart"), media::OCI_MANIFEST, art.to_string().as_bytes(), Algorithm::Sha256);
+    let c = mounted(fake);
+    let dir = format!("r/manifests/{m}/layers");
+    assert_eq!(c.ls(&dir).expect("ls"), ["0.tar.gz"]);
+    assert_eq!(c.walk(&format!("{dir}/0.tar")).expect_err("no view").errno(), libc::ENOENT);
+}
+
+/// A core on the cache directory `dir` (to restart on it).
+fn core_in(fake: Arc<Faulty<Fake>>, dir: &std::path::Path) -> (Arc<Store>, Views) {
+    let config = StoreConfig { cache_dir: dir.to_path_buf(), ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake, &config).expect("store"));
+    (Arc::clone(&store), Views::new(store))
+}
+
+/// GETs of blob `d` so far.
+fn gets_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
+    fake.calls().iter().filter(|c| c.starts_with("GET blob") && c.contains(&d.to_string())).count()
+}
+
+fn two_file_layer() -> Vec<u8> {
+    tar_of(&[("etc/motd", b"hello\n".to_vec()), ("usr/bin/tool", noise(40_000, 11))])
+}
+
+#[test]
+fn materialising_a_layer_decodes_it_once_and_indexes_it_in_the_same_pass() {
+    let fake = Faulty::new(Fake::default());
+    let raw = two_file_layer();
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let c = core(fake);
+    let index = c.views.index("r", &m, 0).expect("index");
+    assert_eq!(index.get("usr/bin/tool").expect("tool").size(), 40_000);
+    assert_eq!(index.get("etc/motd").expect("motd").size(), 6);
+    assert_eq!(index.decoded_len(), raw.len() as u64);
+    let stats = c.views.stats();
+    assert_eq!((stats.decodes, stats.index_passes), (1, 0), "one pass: decoded and indexed together");
+    assert_eq!(c.decoded("r", &m, 0).expect("layers/0.tar"), raw);
+    c.views.index("r", &m, 0).expect("index again");
+    assert_eq!(c.views.stats().decodes, 1, "nothing decoded again");
+    // Opened as layers/0.tar first: the same one pass leaves the index too.
+    let fake = Faulty::new(Fake::default());
+    let m = image(&fake, "r", "v1", &[(zstd_of(&raw), ZSTD, sha(&raw))]);
+    let c = core(fake);
+    assert_eq!(c.decoded("r", &m, 0).expect("layers/0.tar"), raw);
+    assert!(c.views.index("r", &m, 0).expect("index").get("etc/motd").is_some());
+    assert_eq!((c.views.stats().decodes, c.views.stats().index_passes), (1, 0));
+    assert_eq!(c.held("index/sha256"), [sha(&raw).hex().to_string()], "the index is kept by diff_id");
+}
+
+#[test]
+fn a_remount_reads_the_index_from_disk_without_touching_the_tar() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = two_file_layer();
+    let blob = gzip(&raw);
+    let m = image(&fake, "r", "v1", &[(blob.clone(), GZIP, sha(&raw))]);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        views.index("r", &m, 0).expect("first run");
+    }
+    // The decoded tar (and the blob) deleted behind regfs's back: the index alone answers.
+    std::fs::remove_file(dir.path().join("decoded/sha256").join(sha(&raw).hex())).expect("decoded");
+    std::fs::remove_file(dir.path().join("blobs/sha256").join(sha(&blob).hex())).expect("blob");
+    let before = gets_of(&fake, &sha(&blob));
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let index = views.index("r", &m, 0).expect("second run");
+    assert_eq!(index.get("usr/bin/tool").expect("tool").size(), 40_000);
+    assert_eq!((views.stats().decodes, views.stats().index_passes), (0, 0));
+    assert_eq!(gets_of(&fake, &sha(&blob)), before, "the layer blob was fetched");
+    // Reading the tar then decodes it again, verified as ever.
+    let f = views.decoded("r", &m, 0).expect("decoded again");
+    assert_eq!(f.metadata().expect("metadata").len(), raw.len() as u64);
+    assert_eq!(views.stats().decodes, 1);
+}
+
+#[test]
+fn an_index_with_a_flipped_byte_is_rebuilt() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = two_file_layer();
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        views.index("r", &m, 0).expect("first run");
+    }
+    let path = dir.path().join("index/sha256").join(sha(&raw).hex());
+    let good = std::fs::read(&path).expect("index file");
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x10;
+    std::fs::write(&path, &flipped).expect("flip");
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let index = views.index("r", &m, 0).expect("rebuilt");
+    assert_eq!(index.get("etc/motd").expect("motd").size(), 6);
+    assert_eq!(views.stats().decodes, 0, "rebuilt from the decoded tar (hashed again), not decoded again");
+    assert_eq!(views.stats().index_passes, 1);
+    assert_eq!(std::fs::read(&path).expect("index file"), good, "the file is written anew");
+}
+
+#[test]
+fn a_layer_that_is_not_a_tar_still_gives_its_verified_tar_view_but_no_index() {
+    let fake = Faulty::new(Fake::default());
+    let raw = noise(3000, 12); // hashes to its diff_id, but is no tar
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw))]);
+    let c = core(fake);
+    let e = c.views.index("r", &m, 0).expect_err("not a tar");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert_eq!(c.decoded("r", &m, 0).expect("layers/0.tar"), raw);
+    assert_eq!(c.views.index("r", &m, 0).expect_err("kept as the layer's index error").errno(), libc::EIO);
+    assert_eq!(c.views.stats().decodes, 1);
+    assert!(c.held("index/sha256").is_empty());
+}
+
+#[test]
+fn an_uncompressed_layer_is_indexed_from_its_blob_which_must_be_its_diff_id() {
+    let fake = Faulty::new(Fake::default());
+    let raw = two_file_layer();
+    let wrong = tar_of(&[("x", b"x".to_vec())]);
+    let m = image(&fake, "r", "v1", &[(raw.clone(), PLAIN, sha(&raw)), (wrong, PLAIN, sha(b"not it"))]);
+    let c = core(fake);
+    assert!(c.views.index("r", &m, 0).expect("plain").get("etc/motd").is_some());
+    assert_eq!(c.views.stats().decodes, 0);
+    assert_eq!(c.views.index("r", &m, 1).expect_err("a blob that is not its diff_id").errno(), libc::EIO);
+}
+
+#[test]
+fn a_schema1_layer_decoded_by_an_earlier_run_is_hashed_against_the_diff_id_its_index_recorded() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = two_file_layer();
+    let d = fake.add_blob(&gzip(&raw));
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": d.to_string()}], "history": [{"v1Compatibility": "{}"}]
+    });
+    let m = fake.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        assert!(views.index("r", &m, 0).expect("index").get("etc/motd").is_some());
+        assert_eq!(views.stats().decodes, 1);
+    }
+    // The index (kept by the blob's digest) records the diff_id the stream hashed to.
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let f = views.decoded("r", &m, 0).expect("second run");
+    assert_eq!(f.metadata().expect("metadata").len(), raw.len() as u64);
+    assert_eq!(views.stats().decodes, 0, "hashed against the recorded diff_id, not decoded again");
+    drop((f, views));
+    let path = dir.path().join("decoded-from/sha256").join(d.hex());
+    let mut altered = std::fs::read(&path).expect("decoded-from");
+    altered[700] ^= 1;
+    std::fs::write(&path, &altered).expect("alter");
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let f = views.decoded("r", &m, 0).expect("third run");
+    let mut buf = vec![0u8; raw.len()];
+    f.read_exact_at(&mut buf, 0).expect("read");
+    assert_eq!(buf, raw, "the altered file is not served");
+    assert_eq!(views.stats().decodes, 1, "decoded again");
+}
+
+#[test]
+fn a_layer_is_ready_only_once_its_index_and_decoded_tar_are_at_hand() {
+    let fake = Faulty::new(Fake::default());
+    let (a, p) = (two_file_layer(), tar_of(&[("plain", b"p".to_vec())]));
+    let m = image(&fake, "r", "v1", &[(gzip(&a), GZIP, sha(&a)), (p.clone(), PLAIN, sha(&p))]);
+    let c = core(fake);
+    let doc = c.store.manifest("r", &m).expect("manifest");
+    assert!(c.views.ready(&doc, 0).is_none() && c.views.ready(&doc, 1).is_none(), "nothing is ready yet");
+    let gets = c.fake.blob_gets();
+    assert!(c.views.ready(&doc, 0).is_none());
+    assert_eq!(c.fake.blob_gets(), gets, "asking costs nothing");
+    for n in 0..2 {
+        c.views.materialise("r", &m, n).expect("materialise");
+        let (index, content) = c.views.ready(&doc, n).expect("ready");
+        let regfs::store::Content::File(f) = content else { panic!("a file") };
+        let want = if n == 0 { &a } else { &p };
+        assert_eq!(f.metadata().expect("metadata").len(), want.len() as u64);
+        assert_eq!(index.decoded_len(), want.len() as u64);
+    }
+    let spans = c.views.decode_intervals();
+    assert_eq!(spans.len(), 1, "one decode (the uncompressed layer is not decoded)");
+    assert!(spans[0].0 <= spans[0].1);
+}
