@@ -43,6 +43,37 @@ fn oci_manifest_without_media_type_is_known_by_its_structure() {
 }
 
 #[test]
+fn oci_index_without_media_type_is_known_by_its_structure() {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fixture("oci-index-seed.json")).expect("test input is valid");
+    doc.as_object_mut().expect("test input is valid").remove("mediaType");
+    let bytes = serde_json::to_vec(&doc).expect("test input is valid");
+    for content_type in [Some("application/json"), None] {
+        let m = parse(&bytes, content_type, "t").expect("test input is valid");
+        assert_eq!((m.kind, m.children.len()), (Kind::OciIndex, 3), "served as {content_type:?}");
+    }
+}
+
+/// Without a media type in header or body, only a document with both `config` and `layers` is
+/// read as an image manifest (and its parts required); one with either alone, or neither, is shown
+/// for what its JSON has, like an artifact.
+#[test]
+fn without_media_type_only_config_and_layers_together_make_an_image_manifest() {
+    let config = serde_json::json!({"mediaType": "x", "size": 2, "digest": format!("sha256:{}", "a".repeat(64))});
+    let layers = serde_json::json!([{"mediaType": "x", "size": 10, "digest": format!("sha256:{}", "b".repeat(64))}]);
+    for (doc, parts) in [
+        (serde_json::json!({"schemaVersion": 2}), ["manifest.json"].as_slice()),
+        (serde_json::json!({"schemaVersion": 2, "config": config}), &["manifest.json", "config.json"]),
+        (serde_json::json!({"schemaVersion": 2, "layers": layers}), &["manifest.json", "layers"]),
+    ] {
+        let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), None, "t")
+            .unwrap_or_else(|e| panic!("{doc}: {e}"));
+        assert_eq!(m.kind, Kind::Other, "{doc}");
+        assert_eq!(names(&m), parts, "{doc}");
+    }
+}
+
+#[test]
 fn oci_index_from_the_seed_names_links_uniquely() {
     let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").expect("test input is valid");
     assert_eq!(m.kind, Kind::OciIndex);
@@ -195,6 +226,37 @@ fn hostile_documents_are_refused_with_a_reason() {
     assert!(refused(forged, None).contains("formatLength"));
     let big = vec![b' '; MAX_MANIFEST_SIZE + 1];
     assert!(matches!(parse(&big, None, "t"), Err(Error::TooLarge(_))));
+}
+
+/// A descriptor may claim up to 1 TiB ([`MAX_BLOB_SIZE`](crate::limits::MAX_BLOB_SIZE)), that size
+/// itself included; one byte more makes its manifest malformed.
+#[test]
+fn a_descriptor_of_exactly_the_blob_size_limit_is_taken_and_one_byte_more_is_not() {
+    use crate::limits::MAX_BLOB_SIZE;
+    let dg = format!("sha256:{}", "c".repeat(64));
+    let with_layer = |size: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "x", "size": 1, "digest": dg},
+            "layers": [{"mediaType": "x", "size": size, "digest": dg}]
+        }))
+        .expect("test input is valid")
+    };
+    let m = parse(&with_layer(MAX_BLOB_SIZE), None, "t").expect("a layer of exactly the limit is taken");
+    assert_eq!(m.layers[0].1.size, Some(MAX_BLOB_SIZE));
+    assert!(refused(&with_layer(MAX_BLOB_SIZE + 1), None).contains("larger than regfs accepts"));
+}
+
+/// The size limit is the reference registry's own (4 MiB): a manifest of exactly that many
+/// bytes is read, one byte more is refused.
+#[test]
+fn a_manifest_of_exactly_the_size_limit_is_read_and_one_byte_more_is_not() {
+    let mut edge = fixture("oci-manifest-seed.json");
+    edge.resize(MAX_MANIFEST_SIZE, b' ');
+    let m = parse(&edge, Some(media::OCI_MANIFEST), "t").expect("a manifest of exactly the limit is read");
+    assert_eq!((m.kind, m.bytes().len()), (Kind::OciManifest, MAX_MANIFEST_SIZE));
+    edge.push(b' ');
+    assert!(matches!(parse(&edge, Some(media::OCI_MANIFEST), "t"), Err(Error::TooLarge(_))));
 }
 
 #[test]
@@ -380,6 +442,15 @@ fn a_document_that_is_both_index_and_image_manifest_is_refused_whatever_the_head
         None,
     ] {
         assert!(refused(&bytes, ct).contains("both"), "{ct:?}");
+    }
+    // `manifests` with either part of an image manifest is as ambiguous as with both.
+    for part in ["config", "layers"] {
+        let mut half = both.clone();
+        half.as_object_mut().expect("test input is valid").remove(part);
+        let bytes = serde_json::to_vec(&half).expect("test input is valid");
+        for ct in [Some(media::OCI_INDEX), Some(media::OCI_MANIFEST), None] {
+            assert!(refused(&bytes, ct).contains("both"), "without {part}, as {ct:?}");
+        }
     }
     // A body that names itself an index (the digest covers that) is not shown as anything else
     // because a header says another type, known or not.

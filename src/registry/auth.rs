@@ -364,6 +364,28 @@ mod tests {
         assert!(a.answer(r#"Basic realm="x""#, "s", "u", Some(&basic)).is_err());
     }
 
+    /// A realm on plain http is taken only from a registry that is itself plain http (loopback),
+    /// and then only http or https: never another scheme.
+    #[test]
+    fn a_plain_http_realm_is_taken_only_from_a_plain_http_registry() {
+        let asked = |allow_http_realm: bool, realm: &str| {
+            Authenticator::new(None, allow_http_realm)
+                .answer(&format!("Bearer realm=\"{realm}\""), "s", "u", None)
+                .map(|r| r.map(|r| r.url.to_string()))
+        };
+        assert_eq!(
+            asked(true, "http://127.0.0.1:5000/token").ok().flatten().as_deref(),
+            Some("http://127.0.0.1:5000/token?scope=s")
+        );
+        assert_eq!(
+            asked(true, "https://auth.example/token").ok().flatten().as_deref(),
+            Some("https://auth.example/token?scope=s")
+        );
+        assert!(matches!(asked(false, "http://127.0.0.1:5000/token"), Err(Error::Denied(_))));
+        assert!(matches!(asked(true, "ftp://auth.example/token"), Err(Error::Denied(_))));
+        assert!(matches!(asked(false, "ftp://auth.example/token"), Err(Error::Denied(_))));
+    }
+
     #[test]
     fn refused_basic_credentials_are_read_again_once_and_not_in_a_loop() {
         use crate::registry::credentials::{Env, lookup};

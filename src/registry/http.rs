@@ -1182,4 +1182,69 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(seen, 2);
     }
+
+    /// A `Link` is followed only on the registry's own origin, and only to a page not read yet:
+    /// a link elsewhere, or back, ends the listing in an error, and the other origin is never
+    /// asked (it would get the request, and any credentials, of a listing it was never part of).
+    #[test]
+    fn a_link_to_another_origin_or_back_is_an_error_and_the_other_origin_is_never_asked() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (elsewhere, asked_elsewhere) = serve(|_| {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            (head, br#"{"name":"r","tags":["planted"]}"#.to_vec())
+        });
+        let other = elsewhere.join("/v2/r/tags/list?p=1").expect("url").to_string();
+        let (base, _) = serve(move |path| {
+            let mut head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            let next = match path {
+                // repository "away": its first page links to another origin.
+                "/v2/away/tags/list" => other.clone(),
+                // repository "round": page 1 links to 2, and 2 back to 1.
+                "/v2/round/tags/list" => "/v2/round/tags/list?p=2".to_string(),
+                _ => "/v2/round/tags/list".to_string(),
+            };
+            head += &format!("Link: <{next}>; rel=\"next\"\r\n");
+            (head, br#"{"name":"r","tags":["t"]}"#.to_vec())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client");
+        match client.tags("away") {
+            Err(Error::Protocol(e)) => assert!(e.contains("another origin"), "{e}"),
+            other => panic!("a Link to another origin gave {other:?}"),
+        }
+        assert_eq!(asked_elsewhere.load(SeqCst), 0, "the other origin was asked");
+        match client.tags("round") {
+            Err(Error::Protocol(e)) => assert!(e.contains("loop back"), "{e}"),
+            other => panic!("a Link back to a page already read gave {other:?}"),
+        }
+    }
+
+    /// Asked for a token without a scope of its own, regfs asks the realm for the one the
+    /// request needs: pull on that repository, not more, not another.
+    #[test]
+    fn a_token_is_asked_for_pull_on_the_repository_listed() {
+        use std::sync::Mutex;
+        let base_url: Arc<std::sync::OnceLock<Url>> = Arc::new(std::sync::OnceLock::new());
+        let token_paths: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let (url_of, asked) = (Arc::clone(&base_url), Arc::clone(&token_paths));
+        let (base, _) = serve(move |path| {
+            if path.starts_with("/token") {
+                sync::lock(&asked).push(path.to_string());
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+                return (head, br#"{"token":"t"}"#.to_vec());
+            }
+            if sync::lock(&asked).is_empty() {
+                let realm = url_of.get().map(|u| u.join("/token").expect("url").to_string()).unwrap_or_default();
+                let head = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\"\r\n"
+                );
+                return (head, Vec::new());
+            }
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n".to_string();
+            (head, br#"{"name":"a/b","tags":["v1"]}"#.to_vec())
+        });
+        base_url.set(base.clone()).expect("set once");
+        let client = HttpClient::new(base, Options::default()).expect("client");
+        assert_eq!(client.tags("a/b").expect("tags once authenticated"), ["v1"]);
+        assert_eq!(*sync::lock(&token_paths), ["/token?service=reg&scope=repository%3Aa%2Fb%3Apull"]);
+    }
 }

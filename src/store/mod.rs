@@ -659,4 +659,20 @@ mod tests {
         let d = doc(&s1, crate::media::DOCKER_SCHEMA1_SIGNED);
         assert!(d.weight() >= s1.len() + 400, "weight {} for {} bytes and a payload", d.weight(), s1.len());
     }
+
+    /// Besides the manifest, a cached entry holds its digest (in the value, and again in the key,
+    /// each with its hex digits), the key itself and the `Arc`'s counts: the weight allows for at
+    /// least those, and not much more (under 1 KiB), so that the 64 MiB of the manifest cache,
+    /// filled with small manifests, is neither many times that in memory nor a fraction of it.
+    #[test]
+    fn a_cached_manifest_s_entry_is_weighed_for_its_digests_and_key_too() {
+        use std::mem::size_of;
+        let d =
+            doc(br#"{"schemaVersion":2,"mediaType":"application/vnd.example.thing"}"#, "application/vnd.example.thing");
+        let entry = d.weight().checked_sub(d.manifest.weight()).expect("the entry weighs its manifest");
+        let hex = d.digest.hex().len();
+        let held = 2 * size_of::<usize>() + size_of::<Digest>() + hex + size_of::<(String, Digest)>() + hex;
+        assert!(entry >= held, "{entry} bytes allowed for an entry holding {held}");
+        assert!(entry < 1024, "{entry} bytes allowed for an entry holding {held}");
+    }
 }
