@@ -504,8 +504,10 @@ fn a_killed_reader_waiting_on_a_layer_decode_leaves_at_once() {
     let img = push(&c.fake, "r", "v1", &three_layers(), None);
     let path = format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest);
     c.walk(&format!("r/manifests/{}", img.manifest)).expect("manifest");
-    // Every read of a body takes 200 ms: the top layer's download and decode take a while.
-    c.fake.slow_reads(Duration::from_millis(200));
+    // Every read of a body takes 1 s: the top layer's download and decode take seconds, so the
+    // first reader is still waiting when the second is killed, however fast the machine is
+    // (200 ms was not enough on a quiet one).
+    c.fake.slow_reads(Duration::from_millis(1000));
     let first = {
         let (fs, path) = (Arc::clone(&c.fs), path.clone());
         std::thread::spawn(move || {
