@@ -2,6 +2,7 @@
 //! stall), on images made here with the tar crate: what each operation fetches, what a wrong
 //! diff_id fails, and what the kernel is told of hard links, xattrs, devices and FIFOs.
 
+use regfs::testkit::paths::Paths;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -200,34 +201,15 @@ fn core(fake: Faulty<Fake>) -> Core {
 
 impl Core {
     fn walk(&self, path: &str) -> Result<Attr> {
-        let mut attr = self.fs.getattr(self.fs.root_ino())?;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            attr = self.fs.lookup(attr.ino, OsStr::new(part))?;
-        }
-        Ok(attr)
+        self.fs.walk(path)
     }
 
     fn cat(&self, path: &str) -> Result<Vec<u8>> {
-        let attr = self.walk(path)?;
-        let fh = self.fs.open_file(attr.ino)?.fh;
-        let mut out = Vec::new();
-        loop {
-            let chunk = self.fs.read(fh, out.len() as u64, 4096)?;
-            if chunk.is_empty() {
-                break;
-            }
-            out.extend(chunk);
-        }
-        self.fs.release(fh);
-        Ok(out)
+        self.fs.cat(path)
     }
 
     fn ls(&self, path: &str) -> Result<Vec<String>> {
-        let attr = self.walk(path)?;
-        let fh = self.fs.opendir(attr.ino)?;
-        let names = self.fs.listing(fh)?.iter().map(|e| e.name.clone()).filter(|n| n != "." && n != "..").collect();
-        self.fs.releasedir(fh);
-        Ok(names)
+        self.fs.ls(path)
     }
 
     /// GETs of blob `d` so far.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::ffi::OsStr;
+use regfs::testkit::paths::Paths;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -224,32 +224,15 @@ fn mounted(fake: Faulty<Fake>) -> Mounted {
 
 impl Mounted {
     fn walk(&self, path: &str) -> Result<Attr> {
-        let mut attr = self.fs.getattr(self.fs.root_ino())?;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            attr = self.fs.lookup(attr.ino, OsStr::new(part))?;
-        }
-        Ok(attr)
+        self.fs.walk(path)
     }
 
     fn ls(&self, path: &str) -> Result<Vec<String>> {
-        let fh = self.fs.opendir(self.walk(path)?.ino)?;
-        let names = self.fs.listing(fh)?.iter().map(|e| e.name.clone()).filter(|n| n != "." && n != "..").collect();
-        self.fs.releasedir(fh);
-        Ok(names)
+        self.fs.ls(path)
     }
 
     fn cat(&self, path: &str) -> Result<Vec<u8>> {
-        let fh = self.fs.open_file(self.walk(path)?.ino)?.fh;
-        let mut out = Vec::new();
-        loop {
-            let chunk = self.fs.read(fh, out.len() as u64, 65536)?;
-            if chunk.is_empty() {
-                break;
-            }
-            out.extend(chunk);
-        }
-        self.fs.release(fh);
-        Ok(out)
+        self.fs.cat(path)
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`fake`]: an in-memory registry behind the `Client` trait, for the core without FUSE or HTTP.
 //! - [`faulty`]: a fault-injecting wrapper around any `Client` (the fake or `HttpClient`).
 //! - `fixtures` (with the `testkit` feature only): the sample images, pushed to a real registry.
+//! - [`paths`]: the core driven by paths (`walk`, `cat`, `ls`), for tests without FUSE.
 //! - [`front`]: a fault-injecting HTTP front for a real registry on loopback (also the
 //!   `regfs-front` program, for scripts/bench).
 
@@ -12,3 +13,4 @@ pub mod faulty;
 #[cfg(feature = "testkit")] // its crates (tar, p256) are optional
 pub mod fixtures;
 pub mod front;
+pub mod paths;
