@@ -216,3 +216,66 @@ fn an_altered_index_pointing_at_a_same_named_file_elsewhere_is_refused() {
     assert!(opened.as_ref().map(|b| b.as_slice() != other).unwrap_or(true), "opt/passwd's bytes served as etc/passwd");
     assert_eq!(opened.as_ref().map_err(|e| e.errno()).err(), Some(libc::EIO), "{opened:?}");
 }
+
+/// One layer's index, counting how often the merge asks for it.
+struct Counted {
+    index: Arc<regfs::views::index::LayerIndex>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl regfs::views::merge::LayerSource for Counted {
+    fn len(&self) -> usize {
+        1
+    }
+    fn index(&self, _: usize) -> Result<Arc<regfs::views::index::LayerIndex>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Arc::clone(&self.index))
+    }
+}
+
+/// HOLE (CPU): `st_nlink` of a hard-linked inode is recomputed on every `getattr` by looking up
+/// every name of the inode (`Merge::nlink`), so one stat costs O(links) and `ls -l` of a
+/// directory of K links to one file costs O(K²) lookups. A layer of 100,000 hard links (a
+/// 50 MB tar that gzips to a few MB; the index allows 1,048,576 entries) makes `ls -l` run
+/// for hours on a FUSE thread. Shown by counting index look-ups per `nlink` (it should not
+/// grow with the number of links) and timing one stat.
+#[test]
+#[ignore = "adversary: nlink walks every name of the inode on every stat; ls -l of K hard links is O(K^2)"]
+fn stat_of_a_name_of_a_much_linked_file_does_not_cost_one_lookup_per_link() {
+    use regfs::views::merge::{Found, Merge};
+    const K: usize = 20_000;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path("bin/busybox").expect("name");
+    h.set_mode(0o755);
+    h.set_size(4);
+    h.set_cksum();
+    b.append(&h, &b"\x7fELF"[..]).expect("append");
+    for i in 0..K {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_path(format!("bin/l{i:06}")).expect("name");
+        h.set_link_name("bin/busybox").expect("link");
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).expect("append");
+    }
+    let raw = b.into_inner().expect("tar");
+    let limits = (regfs::views::tar::TarLimits::default(), regfs::views::index::IndexLimits::default());
+    let index = regfs::views::index::build_all(&raw[..], limits.0, limits.1).expect("index");
+    let src = Counted { index: Arc::new(index), asked: Default::default() };
+    let m = Merge::new(&src);
+    let Some(Found::Inode(inode)) = m.lookup("bin/l000001").expect("lookup") else { panic!("a file") };
+    let before = src.asked.load(std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let nlink = m.nlink(inode).expect("nlink");
+    let took = started.elapsed();
+    let asked = src.asked.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(nlink as usize, K + 1);
+    eprintln!("one stat of one of {K} links: {asked} index look-ups, {took:?}; ls -l of the directory: {K} times that");
+    assert!(
+        asked <= 8,
+        "one stat asked the layer's index {asked} times ({took:?}): O(links) per stat, O(links²) per ls -l"
+    );
+}
