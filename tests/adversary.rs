@@ -355,3 +355,83 @@ fn every_name_listxattr_shows_is_one_getxattr_finds() {
         assert!(!name.is_empty() && got.is_ok(), "listxattr shows {:?}, getxattr: {got:?} (list {list:?})", n);
     }
 }
+
+/// Live heap bytes of this test binary (every test in it shares the count).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's layout, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: allocated by `alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// HOLE (memory): indexes in memory are bounded by `INDEX_CACHE_BYTES` (64 MiB) in the views'
+/// LRU, but `rootfs/`'s table of layers at hand keeps up to `READY_LAYERS` (64) of them, each up
+/// to `MAX_INDEX_BYTES` (128 MiB), whatever they weigh: a hostile image of layers whose indexes
+/// are big (64 KiB xattrs per entry, long symlink targets) pins them all once one file of each
+/// has been opened (8 GiB at the bounds). Here 5 layers of 32 MiB of index each: opening one
+/// file of each, once all are indexed, reads the evicted indexes back from disk and keeps them
+/// (live heap counted by this binary's allocator).
+#[test]
+#[ignore = "adversary: rootfs's ready-layer table pins up to 64 indexes of up to 128 MiB each, outside INDEX_CACHE_BYTES"]
+fn indexes_held_for_inline_opens_stay_within_the_index_memory_bound() {
+    const LAYERS: usize = 5;
+    const PER_LAYER: usize = 500;
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let mut layers = Vec::new();
+    let mut ids = Vec::new();
+    for l in 0..LAYERS {
+        let mut b = tar::Builder::new(Vec::new());
+        let value = vec![b'a' + l as u8; 65_000];
+        for i in 0..PER_LAYER {
+            b.append_pax_extensions([("SCHILY.xattr.user.big", value.as_slice())]).expect("pax");
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_path(format!("l{l}/f{i}")).expect("name");
+            h.set_mode(0o644);
+            h.set_size(1);
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).expect("append");
+        }
+        let raw = b.into_inner().expect("tar");
+        let (blob, size, diff) = add_layer(&fake, &raw);
+        layers.push((blob, size));
+        ids.push(diff);
+    }
+    let d = put_image(&fake, "r", "v1", &layers, &ids);
+    let fs = fs_on(&fake, cache.path());
+    // Every layer indexed first (the views' LRU keeps what its bound allows, the rest on disk).
+    let files: Vec<Attr> =
+        (0..LAYERS).map(|l| walk(&fs, &format!("r/manifests/{d}/rootfs/l{l}/f0")).expect("file")).collect();
+    let before = live();
+    // Then one file of each opened: nothing more than a descriptor per layer need stay.
+    for f in &files {
+        assert_eq!(cat_as_fuse(&fs, f.ino).expect("cat"), b"x");
+    }
+    let held = live();
+    eprintln!(
+        "live heap: {} MiB once all are indexed, {} MiB after one open in each of {LAYERS} layers",
+        before >> 20,
+        held >> 20
+    );
+    let bound = regfs::views::INDEX_CACHE_BYTES + (40 << 20);
+    assert!(held <= bound, "{} MiB live for indexes bounded at 64 MiB: evicted ones pinned", held >> 20);
+}
