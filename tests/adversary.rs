@@ -111,7 +111,6 @@ fn cat_as_fuse(fs: &Fs, ino: u64) -> Result<Vec<u8>> {
 /// verified against N's own diff_id, then open inline (`open_now`, what FUSE does first) on
 /// A's bytes.
 #[test]
-#[ignore = "adversary: rootfs ready-layer table keyed by blob digest lets a hostile manifest make an honest image serve another layer's bytes"]
 fn a_hostile_manifest_cannot_make_an_honest_image_serve_another_layer_s_bytes() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");
@@ -159,7 +158,6 @@ fn plant_index(cache: &Path, diff_id: &Digest, lying: &[u8]) {
 /// (the kernel retries; FUSE tries `open_now` first) takes the inline path, which never checks
 /// the headers: the other file's bytes are served.
 #[test]
-#[ignore = "adversary: open_now skips the header check, so an index altered between runs is refused once then served"]
 fn an_altered_index_refused_at_open_is_refused_again_not_served_inline() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");
@@ -192,7 +190,6 @@ fn an_altered_index_refused_at_open_is_refused_again_not_served_inline() {
 /// altered index (trusted on its checksum) that points `etc/passwd` at the data of
 /// `opt/passwd` passes it, and the other file's bytes are served, even on the slow open path.
 #[test]
-#[ignore = "adversary: the open-time header check compares the base name only; an altered index swaps same-named files"]
 fn an_altered_index_pointing_at_a_same_named_file_elsewhere_is_refused() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");
@@ -325,7 +322,6 @@ fn a_planted_schema1_decoded_file_and_index_are_not_served() {
 /// `security.capability` (and `user.a`) that `getxattr` then says does not exist, and
 /// `SCHILY.xattr.` lists an empty name. What a name-list shows should be what `getxattr` finds.
 #[test]
-#[ignore = "adversary: xattr names with NUL (or empty) forge extra names in listxattr"]
 fn every_name_listxattr_shows_is_one_getxattr_finds() {
     use regfs::fs::Xattr;
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -441,7 +437,6 @@ fn indexes_held_for_inline_opens_stay_within_the_index_memory_bound() {
 /// name that looks up nothing, or another entry) beside the real one. Names with NUL should be
 /// left out like names that are not UTF-8.
 #[test]
-#[ignore = "adversary: names with a NUL byte (PAX path) are listed; C readers see them cut"]
 fn a_name_with_a_nul_byte_is_left_out() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");
@@ -458,7 +453,16 @@ fn a_name_with_a_nul_byte_is_left_out() {
     let (blob, size, diff) = add_layer(&fake, &raw);
     let d = put_image(&fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
     let fs = fs_on(&fake, cache.path());
-    let etc = walk(&fs, &format!("r/manifests/{d}/rootfs/etc")).expect("etc");
-    let names: Vec<String> = fs.readdir(etc.ino).expect("ls etc").into_iter().map(|e| e.name).collect();
-    assert!(names.iter().all(|n| !n.contains('\0')), "a name with a NUL is listed: {names:?}");
+    // Left out, the entry implies nothing either: no `etc` at all is as right as an `etc`
+    // without the name.
+    let root = walk(&fs, &format!("r/manifests/{d}/rootfs")).expect("rootfs");
+    let top: Vec<String> = fs.readdir(root.ino).expect("ls rootfs").into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = match walk(&fs, &format!("r/manifests/{d}/rootfs/etc")) {
+        Ok(etc) => fs.readdir(etc.ino).expect("ls etc").into_iter().map(|e| e.name).collect(),
+        Err(e) => {
+            assert_eq!(e.errno(), libc::ENOENT, "{e}");
+            top.clone()
+        }
+    };
+    assert!(names.iter().chain(&top).all(|n| !n.contains('\0')), "a name with a NUL is listed: {names:?}");
 }

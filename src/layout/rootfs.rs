@@ -69,8 +69,11 @@ struct ViewsLayers(Arc<LayersInner>);
 struct LayersInner {
     store: Arc<Store>,
     views: Arc<Views>,
-    /// Layers opened this run, by blob digest (at most [`READY_LAYERS`]).
-    ready: std::sync::Mutex<lru::LruCache<Digest, Ready>>,
+    /// Layers opened this run, by (manifest digest, layer number) (at most [`READY_LAYERS`]):
+    /// what a layer's index and decoded tar are is decided by the diff_id its image's config
+    /// names, so they are kept for that image only, never by blob digest, which a hostile
+    /// manifest can pair with another diff_id.
+    ready: std::sync::Mutex<lru::LruCache<(Digest, usize), Ready>>,
     /// Layers whose index this run has had, by blob digest (at most [`INDEXED_LAYERS`]): a
     /// listing does not start threads for them.
     indexed: std::sync::Mutex<lru::LruCache<Digest, ()>>,
@@ -116,8 +119,7 @@ impl LayersInner {
     fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
         let content = self.views.decoded_content(repo, manifest, n)?;
         let index = self.index(repo, manifest, n)?;
-        let digest = self.layer(repo, manifest, n)?;
-        crate::sync::lock(&self.ready).put(digest, Ready { index, content: content.clone() });
+        crate::sync::lock(&self.ready).put((manifest.clone(), n), Ready { index, content: content.clone() });
         Ok(content)
     }
 }
@@ -132,9 +134,8 @@ impl ImageLayers for ViewsLayers {
     }
 
     fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
-        let doc = self.0.store.manifest_now(repo, manifest)?;
-        let (_, layer) = doc.manifest.layers.get(n)?;
-        let r = crate::sync::lock(&self.0.ready).get(&layer.digest).cloned()?;
+        let _ = repo;
+        let r = crate::sync::lock(&self.0.ready).get(&(manifest.clone(), n)).cloned()?;
         Some((r.index, r.content))
     }
 
@@ -435,12 +436,16 @@ impl RootfsFile {
             .map_err(|err| Error::malformed(what(), format!("no header at {at}: {err}")))?
             .ok_or_else(|| Error::malformed(what(), format!("no header at {at}")))?;
         let name = String::from_utf8_lossy(&raw.name).into_owned();
-        let base = crate::views::index::normalise(&name).last().map(|b| b.to_string()).unwrap_or_default();
+        let parts = crate::views::index::normalise(&name);
+        // The whole path, not only its last part: an index pointing `etc/passwd` at
+        // `opt/passwd`'s header must not pass. A hidden entry (a link's original whose name a
+        // later entry of its layer took) has no live path: its own name is what is left.
+        let same_name = if e.is_hidden() { parts.last() == Some(&e.name()) } else { parts.join("/") == e.path() };
         let agrees = raw.kind == crate::views::tar::RawKind::File
             && raw.size == e.size()
             && raw.header_offset == 0
             && at.checked_add(raw.data_offset) == Some(e.data_offset())
-            && base == e.name();
+            && same_name;
         if !agrees {
             log::warn!("{}: the layer's index disagrees with the tar's header at {at} ({name:?}); refused", what());
             return Err(Error::malformed(what(), format!("the index disagrees with the tar's header at {at}")));
@@ -499,9 +504,10 @@ impl File for RootfsFile {
         self.range(&index, tar)
     }
 
+    /// The same check as `open`, inline: a layer at hand is no reason to trust its index.
     fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
         let (index, file) = cx.images().ready(&self.repo, &self.manifest, usize::from(self.layer))?;
-        Some(self.range(&index, file))
+        Some(self.check_header(&index, &file).and_then(|()| self.range(&index, file)))
     }
 
     fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {

@@ -1124,6 +1124,12 @@ impl Builder {
             self.skip("name not UTF-8", &lossy);
             return None;
         };
+        // No file name holds a NUL: the kernel would cut it there, and C readers would see
+        // another name than the one listed.
+        if name.contains('\0') || link_target.contains('\0') {
+            self.skip("name with a NUL byte", &lossy);
+            return None;
+        }
         let base = name.trim_end_matches('/').rsplit('/').next().unwrap_or("");
         let kind = if base.starts_with(WHITEOUT_PREFIX) {
             EntryKind::File

@@ -536,7 +536,12 @@ fn parse_pax(data: &[u8], at: u64) -> Result<(BTreeMap<String, Vec<u8>>, Vec<(St
 
 /// The last record for a name wins; an empty value deletes it (POSIX pax: a record with an
 /// empty value removes the field, as Go's archive/tar reads it).
+/// A name that is empty or holds a NUL is no xattr name (listxattr separates names by NUL).
 fn set_xattr(xattrs: &mut Vec<(String, Vec<u8>)>, name: String, value: Vec<u8>) {
+    if name.is_empty() || name.contains('\0') {
+        log::debug!("tar: xattr name {name:?} dropped: empty or with a NUL byte");
+        return;
+    }
     xattrs.retain(|(n, _)| *n != name);
     if !value.is_empty() {
         xattrs.push((name, value));
