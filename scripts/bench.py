@@ -325,13 +325,18 @@ def main():
             print("listing tags…", file=sys.stderr)
             tags_repo = bench["tags"]["repo"]
             skopeo_tags = [timed(f"skopeo list-tags --tls-verify=false docker://{front.url.removeprefix('http://')}/{tags_repo}") for _ in range(runs)]
-            ls_times, ls_reqs, again_reqs = [], [], []
+            ls_times, ls_reqs, catalog_reqs, again_reqs = [], [], [], []
             for _ in range(runs):
                 m = Mount(front.url, work, "tags")
                 before = len(front.requests())
                 ls_times.append(timed(f"ls {m.path(tags_repo + '/tags')}"))
                 mid = front.requests()
-                ls_reqs.append(len(mid) - before)
+                sent = mid[before:]
+                # The tag list's pages; looking the repository up also asks the catalog once per
+                # --tag-ttl (a name it does not know is ENOENT), counted apart.
+                ls_reqs.append(sum(1 for r in sent if "/tags/list" in r["path"]))
+                catalog_reqs.append(sum(1 for r in sent if r["path"].startswith("/v2/_catalog")))
+                assert len(sent) == ls_reqs[-1] + catalog_reqs[-1], sent
                 count = len(os.listdir(m.path(tags_repo + "/tags")))
                 assert count == 250, count
                 sh(f"ls {m.path(tags_repo + '/tags')} > /dev/null")
@@ -339,7 +344,8 @@ def main():
                 m.close()
             lt, st = median(ls_times), median(skopeo_tags)
             pages = -(-250 // 100)
-            row("ls tags/ (250 tags, pages of 100): requests", f"{max(ls_reqs)}", f"{pages} pages", "", f"= {pages}", max(ls_reqs) == pages)
+            row("ls tags/ (250 tags, pages of 100): tag-list requests", f"{max(ls_reqs)}", f"{pages} pages", "", f"= {pages}", max(ls_reqs) == pages)
+            row("  … and the catalog, asked once to look the repository up", f"{max(catalog_reqs)}", "", "", "<= 1", max(catalog_reqs) <= 1)
             row("ls tags/ vs skopeo list-tags", f"{lt * 1000:.0f} ms", f"{st * 1000:.0f} ms", f"{lt / st:.2f}x time", "<= 1.2x", lt <= 1.2 * st)
             row("second ls tags/ within --tag-ttl: requests", f"{max(again_reqs)}", "", "", "= 0", max(again_reqs) == 0)
 
