@@ -386,7 +386,6 @@ fn live() -> usize {
 /// file of each, once all are indexed, reads the evicted indexes back from disk and keeps them
 /// (live heap counted by this binary's allocator).
 #[test]
-#[ignore = "adversary: rootfs's ready-layer table pins up to 64 indexes of up to 128 MiB each, outside INDEX_CACHE_BYTES"]
 fn indexes_held_for_inline_opens_stay_within_the_index_memory_bound() {
     const LAYERS: usize = 5;
     const PER_LAYER: usize = 500;

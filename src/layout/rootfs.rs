@@ -53,36 +53,23 @@ pub(crate) fn views_layers(store: &Arc<Store>, views: &Arc<Views>) -> Arc<dyn Im
     Arc::new(ViewsLayers(Arc::new(LayersInner::new(Arc::clone(store), Arc::clone(views)))))
 }
 
-/// A layer opened once this run: its index and its verified decoded tar, at hand.
-#[derive(Clone)]
-struct Ready {
-    index: Arc<LayerIndex>,
-    content: Content,
-}
-
 /// Layers as [`Views`] gives them (decoded, verified against their diff_ids, indexed in one
-/// pass, indexes kept within their own bound), with what `rootfs/` adds: the layers opened
-/// this run kept at hand, so that further opens of their files are answered inline, and the
-/// parallel preparation of a listing's layers.
+/// pass, indexes kept within their own bound), with what `rootfs/` adds: the parallel
+/// preparation of a listing's layers. A layer whose index is still in the views' own bounded
+/// LRU and whose decoded tar is verified this run is at hand ([`Views::ready`], by the diff_id
+/// this image's config names): its files open inline; no table of its own holds indexes past
+/// that bound.
 struct ViewsLayers(Arc<LayersInner>);
 
 struct LayersInner {
     store: Arc<Store>,
     views: Arc<Views>,
-    /// Layers opened this run, by (manifest digest, layer number) (at most [`READY_LAYERS`]):
-    /// what a layer's index and decoded tar are is decided by the diff_id its image's config
-    /// names, so they are kept for that image only, never by blob digest, which a hostile
-    /// manifest can pair with another diff_id.
-    ready: std::sync::Mutex<lru::LruCache<(Digest, usize), Ready>>,
     /// Layers whose index this run has had, by blob digest (at most [`INDEXED_LAYERS`]): a
     /// listing does not start threads for them.
     indexed: std::sync::Mutex<lru::LruCache<Digest, ()>>,
     prefetcher: Prefetcher,
 }
 
-/// Layers kept at hand for inline opens (each holds an index the views' LRU also holds, and an
-/// open descriptor of its decoded tar).
-pub const READY_LAYERS: usize = 64;
 /// Layers remembered as indexed this run.
 pub const INDEXED_LAYERS: usize = 4096;
 
@@ -95,7 +82,6 @@ impl LayersInner {
         LayersInner {
             store,
             views,
-            ready: std::sync::Mutex::new(lru::LruCache::new(capacity(READY_LAYERS))),
             indexed: std::sync::Mutex::new(lru::LruCache::new(capacity(INDEXED_LAYERS))),
             prefetcher: Prefetcher::new(),
         }
@@ -118,8 +104,8 @@ impl LayersInner {
 
     fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
         let content = self.views.decoded_content(repo, manifest, n)?;
-        let index = self.index(repo, manifest, n)?;
-        crate::sync::lock(&self.ready).put((manifest.clone(), n), Ready { index, content: content.clone() });
+        // Indexed too, so that the layer is at hand for the next open.
+        self.index(repo, manifest, n)?;
         Ok(content)
     }
 }
@@ -134,9 +120,8 @@ impl ImageLayers for ViewsLayers {
     }
 
     fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
-        let _ = repo;
-        let r = crate::sync::lock(&self.0.ready).get(&(manifest.clone(), n)).cloned()?;
-        Some((r.index, r.content))
+        let doc = self.0.store.manifest_now(repo, manifest)?;
+        self.0.views.ready(&doc, n)
     }
 
     /// Layers not indexed yet this run are downloaded and decoded at once (two at least: one
