@@ -12,6 +12,7 @@ use regfs::media;
 use regfs::store::{Store, StoreConfig};
 use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
+use regfs::testkit::paths::Paths;
 
 /// A tar of regular files `(name, data)` in order (ustar, ended by the EOA).
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -74,11 +75,7 @@ fn fs_on(fake: &Arc<Faulty<Fake>>, cache: &Path) -> Fs {
 }
 
 fn walk(fs: &Fs, path: &str) -> Result<Attr> {
-    let mut attr = fs.getattr(fs.root_ino())?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        attr = fs.lookup(attr.ino, OsStr::new(part))?;
-    }
-    Ok(attr)
+    fs.walk(path)
 }
 
 fn read_all(fs: &Fs, fh: u64) -> Result<Vec<u8>> {
@@ -152,6 +149,32 @@ fn plant_index(cache: &Path, diff_id: &Digest, lying: &[u8]) {
     std::fs::write(&path, bytes).expect("plant the index");
 }
 
+/// One image of the layer `honest`; a first run reads `file` of its rootfs (`want`) and so
+/// persists the layer's index; then the index of `lying` (same diff_id, valid trailer) is
+/// planted in its place, and a second run (a new `Fs` on the same cache) looks `file` up
+/// again from that index.
+fn read_then_plant_index(
+    fake: &Arc<Faulty<Fake>>,
+    cache: &Path,
+    honest: &[u8],
+    lying: &[u8],
+    file: &str,
+    want: &[u8],
+) -> (Fs, Attr) {
+    let (blob, size, diff) = add_layer(fake, honest);
+    let d = put_image(fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
+    let path = format!("r/manifests/{d}/rootfs/{file}");
+    {
+        let fs = fs_on(fake, cache);
+        let f = walk(&fs, &path).expect(file);
+        assert_eq!(cat_as_fuse(&fs, f.ino).expect("first run"), want);
+    }
+    plant_index(cache, &diff, lying);
+    let fs = fs_on(fake, cache);
+    let f = walk(&fs, &path).expect("the file, from the planted index");
+    (fs, f)
+}
+
 /// HOLE: SEMANTICS promises that an open re-parses the entry's headers, so an index read back
 /// from disk (trusted on its checksum) that disagrees is `EIO`, never the wrong bytes. But the
 /// refused open has already filed the layer as "at hand", and the next open of the same file
@@ -168,17 +191,7 @@ fn an_altered_index_refused_at_open_is_refused_again_not_served_inline() {
     // Same names, same lengths, other order: passwd's offsets are shadow's in the honest tar.
     let lying = tar_of(&[("etc/shadow", shadow), ("etc/passwd", passwd)]);
     assert_eq!(honest.len(), lying.len());
-    let (blob, size, diff) = add_layer(&fake, &honest);
-    let d = put_image(&fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
-    let path = format!("r/manifests/{d}/rootfs/etc/passwd");
-    {
-        let fs = fs_on(&fake, cache.path());
-        let f = walk(&fs, &path).expect("passwd");
-        assert_eq!(cat_as_fuse(&fs, f.ino).expect("first run"), passwd);
-    }
-    plant_index(cache.path(), &diff, &lying);
-    let fs = fs_on(&fake, cache.path());
-    let f = walk(&fs, &path).expect("passwd (index from disk)");
+    let (fs, f) = read_then_plant_index(&fake, cache.path(), &honest, &lying, "etc/passwd", passwd);
     let first = cat_as_fuse(&fs, f.ino);
     assert_eq!(first.as_ref().map_err(|e| e.errno()).err(), Some(libc::EIO), "refused at open: {first:?}");
     let again = cat_as_fuse(&fs, f.ino);
@@ -198,17 +211,7 @@ fn an_altered_index_pointing_at_a_same_named_file_elsewhere_is_refused() {
     let honest = tar_of(&[("etc/passwd", real), ("opt/passwd", other)]);
     let lying = tar_of(&[("opt/passwd", other), ("etc/passwd", real)]);
     assert_eq!(honest.len(), lying.len());
-    let (blob, size, diff) = add_layer(&fake, &honest);
-    let d = put_image(&fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
-    let path = format!("r/manifests/{d}/rootfs/etc/passwd");
-    {
-        let fs = fs_on(&fake, cache.path());
-        let f = walk(&fs, &path).expect("passwd");
-        assert_eq!(cat_as_fuse(&fs, f.ino).expect("first run"), real);
-    }
-    plant_index(cache.path(), &diff, &lying);
-    let fs = fs_on(&fake, cache.path());
-    let f = walk(&fs, &path).expect("passwd (index from disk)");
+    let (fs, f) = read_then_plant_index(&fake, cache.path(), &honest, &lying, "etc/passwd", real);
     let opened = fs.open_file(f.ino).and_then(|o| read_all(&fs, o.fh));
     assert!(opened.as_ref().map(|b| b.as_slice() != other).unwrap_or(true), "opt/passwd's bytes served as etc/passwd");
     assert_eq!(opened.as_ref().map_err(|e| e.errno()).err(), Some(libc::EIO), "{opened:?}");

@@ -26,18 +26,10 @@ fn sha(bytes: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, bytes)
 }
 
-/// A tar of `files`, made with the tar crate.
+/// A tar of `files`, made by the fixtures' own tar writer.
 fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append_data(&mut h, path, data.as_slice()).expect("tar");
-    }
-    b.into_inner().expect("tar")
+    let owned: Vec<(String, Vec<u8>)> = files.iter().map(|(p, d)| (p.to_string(), d.clone())).collect();
+    regfs::testkit::fixtures::layers::tar(&owned).expect("tar")
 }
 
 fn noise(n: usize, seed: u8) -> Vec<u8> {
