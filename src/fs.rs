@@ -139,6 +139,12 @@ impl Fs {
         Fs::with_layout(layout, config)
     }
 
+    /// The layout under this core (tests look at its counters).
+    #[cfg(test)]
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     fn with_layout(layout: Layout, config: FsConfig) -> Fs {
         Fs {
             layout,

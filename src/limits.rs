@@ -74,3 +74,6 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
+/// Link counts of hard-linked inodes of `rootfs/` kept (by image and inode, about 100 bytes
+/// each): `ls -l` of K names of one inode counts its links once, not K times.
+pub const LINK_COUNTS: usize = 16_384;

@@ -240,7 +240,6 @@ impl regfs::views::merge::LayerSource for Counted {
 /// for hours on a FUSE thread. Shown by counting index look-ups per `nlink` (it should not
 /// grow with the number of links) and timing one stat.
 #[test]
-#[ignore = "adversary: nlink walks every name of the inode on every stat; ls -l of K hard links is O(K^2)"]
 fn stat_of_a_name_of_a_much_linked_file_does_not_cost_one_lookup_per_link() {
     use regfs::views::merge::{Found, Merge};
     const K: usize = 20_000;
@@ -287,7 +286,6 @@ fn stat_of_a_name_of_a_much_linked_file_does_not_cost_one_lookup_per_link() {
 /// layer (a blob altered the same way is hashed again and replaced, SEMANTICS' rule for
 /// `blobs/`).
 #[test]
-#[ignore = "adversary: a schema1 decoded-from file and index planted together between runs are served, never tied to the blob digest"]
 fn a_planted_schema1_decoded_file_and_index_are_not_served() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");

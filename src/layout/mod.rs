@@ -78,19 +78,26 @@ pub struct Layout {
     views: Arc<Views>,
     readahead: Readahead,
     images: Arc<dyn ImageLayers>,
+    /// `rootfs/`'s link counts of hard-linked inodes (issue 9, H9A).
+    links: rootfs::LinkCounts,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
         let views = Arc::new(Views::new(Arc::clone(&store)));
         let images = rootfs::views_layers(&store, &views);
-        Layout { views, store, readahead: Readahead::new(readahead), images }
+        Layout { views, store, readahead: Readahead::new(readahead), images, links: Default::default() }
     }
 
     /// A layout reading image layers through `images` (tests give their own).
     pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
         let views = Arc::new(Views::new(Arc::clone(&store)));
-        Layout { views, store, readahead: Readahead::new(readahead), images }
+        Layout { views, store, readahead: Readahead::new(readahead), images, links: Default::default() }
+    }
+
+    /// `rootfs/`'s link counts, kept per image and inode.
+    pub fn link_counts(&self) -> &rootfs::LinkCounts {
+        &self.links
     }
 
     pub fn images(&self) -> &dyn ImageLayers {

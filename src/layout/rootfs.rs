@@ -314,11 +314,52 @@ fn time_of((secs, ns): (i64, u32)) -> SystemTime {
     t.and_then(|t| t.checked_add(ns)).unwrap_or(UNIX_EPOCH)
 }
 
+/// The link counts of hard-linked inodes, by image and inode: counting costs a look-up per
+/// name of the inode, and `ls -l` of a directory of K names of one inode stats each of them, so
+/// the count is worked out once and kept (at most [`limits::LINK_COUNTS`], least recently used
+/// first out). Exact: an image's layers never change, and the count is of its merged tree.
+/// Counts of 1 are not kept (the common case, and cheap but for an inode whose other names are
+/// all gone, which then has only that one name to stat).
+pub struct LinkCounts {
+    counts: std::sync::Mutex<lru::LruCache<(Digest, usize, u32), u32>>,
+    computed: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LinkCounts {
+    fn default() -> Self {
+        LinkCounts {
+            counts: std::sync::Mutex::new(lru::LruCache::new(capacity(limits::LINK_COUNTS))),
+            computed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl LinkCounts {
+    /// Counts worked out (not found kept) so far.
+    pub fn computed(&self) -> u64 {
+        self.computed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Inode `i`'s count in `manifest`'s tree: kept, or counted by `count` and kept.
+    fn get(&self, manifest: &Digest, i: Inode, count: impl FnOnce() -> Result<u32>) -> Result<u32> {
+        let key = (manifest.clone(), i.layer, i.entry);
+        if let Some(&n) = crate::sync::lock(&self.counts).get(&key) {
+            return Ok(n);
+        }
+        self.computed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = count()?;
+        if n > 1 {
+            crate::sync::lock(&self.counts).put(key, n);
+        }
+        Ok(n)
+    }
+}
+
 /// The metadata of inode `i`: its original entry's, and the names of it that survive.
 fn inode_meta(cx: &Layout, repo: &str, manifest: &Digest, i: Inode) -> Result<Meta> {
     with_merge(cx, repo, manifest, |m| {
         let meta = m.inode(i)?;
-        let nlink = m.nlink(i)?;
+        let nlink = cx.link_counts().get(manifest, i, || m.nlink(i))?;
         let (major, minor) = meta.rdev;
         let rdev = match meta.kind {
             EntryKind::CharDevice | EntryKind::BlockDevice => crate::fs::rdev(major, minor),
@@ -959,5 +1000,27 @@ mod tests {
         assert!(crate::sync::lock(&fixed.asked).is_empty(), "no layer for `stat rootfs`");
         walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
         assert!(crate::sync::lock(&fixed.asked).iter().all(|&n| n == 1), "the top layer only");
+    }
+
+    /// `ls -l` of a directory of K names of one inode: its link count is worked out once (each
+    /// name's stat after the first is a look-up of the count), and every name shows it exactly.
+    #[test]
+    fn ls_l_of_many_hard_links_counts_the_links_once() {
+        const K: usize = 300;
+        let mut layer = vec![Entry::file("bin/busybox", 4)];
+        layer.extend((0..K).map(|i| Entry::hardlink(&format!("bin/l{i:04}"), "bin/busybox")));
+        let mut upper = vec![Entry::file("etc/motd", 3)];
+        upper.extend((0..5).map(|i| Entry::hardlink(&format!("usr/bin/u{i}"), "bin/busybox")));
+        let (fs, _cache, d) = core(2, Arc::new(Fixed::new(vec![layer, upper])));
+        let bin = walk(&fs, &format!("r/manifests/{d}/rootfs/bin")).expect("bin");
+        let names: Vec<String> = fs.readdir(bin.ino).expect("ls bin").into_iter().skip(2).map(|e| e.name).collect();
+        assert_eq!(names.len(), K + 1);
+        for name in &names {
+            let a = fs.lookup(bin.ino, OsStr::new(name)).expect(name);
+            assert_eq!(a.nlink as usize, K + 1 + 5, "{name}");
+        }
+        assert_eq!(fs.layout().link_counts().computed(), 1, "one count for the {} names of one inode", K + 1);
+        let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
+        assert_eq!(motd.nlink, 1);
     }
 }

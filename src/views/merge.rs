@@ -114,11 +114,37 @@ fn owned_xattrs(e: &EntryRef<'_>) -> Vec<(String, Vec<u8>)> {
 /// The merged tree of one image's layers.
 pub struct Merge<'a, S: LayerSource + ?Sized> {
     src: &'a S,
+    /// `src` already asks each layer once ([`Memo`]).
+    memo: bool,
+}
+
+/// A source that asks each layer of another one for its index once, for the length of one
+/// query that looks up many paths ([`Merge::nlink`]).
+struct Memo<'a, S: LayerSource + ?Sized> {
+    src: &'a S,
+    got: std::cell::RefCell<Vec<Option<Arc<LayerIndex>>>>,
+}
+
+impl<S: LayerSource + ?Sized> LayerSource for Memo<'_, S> {
+    fn len(&self) -> usize {
+        self.src.len()
+    }
+
+    fn index(&self, i: usize) -> Result<Arc<LayerIndex>> {
+        if let Some(Some(index)) = self.got.borrow().get(i) {
+            return Ok(Arc::clone(index));
+        }
+        let index = self.src.index(i)?;
+        if let Some(slot) = self.got.borrow_mut().get_mut(i) {
+            *slot = Some(Arc::clone(&index));
+        }
+        Ok(index)
+    }
 }
 
 impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
     pub fn new(src: &'a S) -> Self {
-        Merge { src }
+        Merge { src, memo: false }
     }
 
     /// What `path` is, or `None` if the merged tree has nothing there.
@@ -254,7 +280,18 @@ impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
     /// The names of `inode` that survive to the top (`st_nlink`): its own and its layer's links
     /// to it, and the links of higher layers to any of those names that resolve to it there.
     /// Needs the indexes of its layer and those above (which finding it needed anyway).
+    /// Each layer's index is asked for once however many names there are (a stat of one of K
+    /// links costs K path look-ups in memory, not K index fetches); callers that stat every name
+    /// (`ls -l`) keep the count per inode (`layout::rootfs`'s link counts).
     pub fn nlink(&self, inode: Inode) -> Result<u32> {
+        if self.memo {
+            return self.nlink_memo(inode);
+        }
+        let memo = Memo { src: self.src, got: std::cell::RefCell::new(vec![None; self.src.len()]) };
+        Merge { src: &memo, memo: true }.nlink_memo(inode)
+    }
+
+    fn nlink_memo(&self, inode: Inode) -> Result<u32> {
         let base = self.src.index(inode.layer)?;
         let e = base.entry(inode.entry).ok_or_else(|| missing(inode))?;
         let mut names: Vec<String> = Vec::new();
