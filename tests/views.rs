@@ -128,13 +128,37 @@ fn a_wrong_diff_id_is_eio_and_leaves_nothing_in_decoded_or_index() {
     for attempt in 0..2 {
         let e = c.decoded("r", &m, 0).expect_err("a wrong diff_id");
         assert_eq!(e.errno(), libc::EIO, "attempt {attempt}: {e}");
+        let e = c.views.index("r", &m, 0).expect_err("no index either");
+        assert_eq!(e.errno(), libc::EIO, "attempt {attempt}: {e}");
     }
-    assert_eq!(c.views.stats().decodes, 2, "a failure is not kept as a success, nor as a failure");
+    assert_eq!(c.views.stats().decodes, 1, "the failure is kept for the run (in memory only), not decoded again");
     assert!(c.held("decoded/sha256").is_empty(), "{:?}", c.held("decoded/sha256"));
     assert!(c.held("index/sha256").is_empty());
     assert!(c.held("tmp").is_empty(), "{:?}", c.held("tmp"));
     assert_eq!(c.held("blobs/sha256").iter().filter(|h| **h == sha(&blob).hex()).count(), 1, "the valid blob stays");
     assert_eq!(c.fake.blob_gets(), 2, "the config and the blob, once each");
+}
+
+/// A failed decode is kept by (blob, diff_id), never by one of them alone: a hostile image that
+/// pairs an honest diff_id with another blob, or an honest blob with a wrong diff_id, fails
+/// alone; the honest image decodes and reads after both.
+#[test]
+fn a_decode_failure_is_kept_for_its_blob_and_diff_id_pair_only() {
+    let fake = Faulty::new(Fake::default());
+    let honest = tar_of(&[("etc/motd", b"hello\n".to_vec())]);
+    let other = tar_of(&[("etc/motd", b"other\n".to_vec())]);
+    let wrong_blob = image(&fake, "evil", "a", &[(gzip(&other), GZIP, sha(&honest))]);
+    let wrong_id = image(&fake, "evil", "b", &[(gzip(&honest), GZIP, sha(b"nothing"))]);
+    let good = image(&fake, "r", "v1", &[(gzip(&honest), GZIP, sha(&honest))]);
+    let c = core(fake);
+    for _ in 0..2 {
+        assert_eq!(c.decoded("evil", &wrong_blob, 0).expect_err("another blob").errno(), libc::EIO);
+        assert_eq!(c.decoded("evil", &wrong_id, 0).expect_err("another diff_id").errno(), libc::EIO);
+    }
+    assert_eq!(c.views.stats().decodes, 2, "each failing pair decoded once");
+    assert_eq!(c.decoded("r", &good, 0).expect("the honest image"), honest);
+    assert!(c.views.index("r", &good, 0).expect("its index").get("etc/motd").is_some());
+    assert_eq!(c.views.stats().decodes, 3);
 }
 
 #[test]

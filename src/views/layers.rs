@@ -116,7 +116,17 @@ pub struct Views {
     indexes_read: AtomicU64,
     /// The last [`DECODES_KEPT`] decodes' start and end.
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
+    /// Decodes that failed this run, by (blob digest, what the stream had to be: the diff_id,
+    /// or for schema1 the blob again): a wrong diff_id, a stream that does not decode, a bomb.
+    /// The failure is a function of the verified blob and the diff_id, so it is kept for the
+    /// run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
+    /// once instead of decoding the whole blob again. Never by one digest alone: a hostile
+    /// manifest pairing an honest diff_id with another blob must not fail the honest image.
+    failed: Mutex<LruCache<(Digest, Digest), Error>>,
 }
+
+/// Failed decodes remembered for the run (see [`Views`]'s `failed`).
+pub const FAILED_DECODES: usize = 4096;
 
 /// Decode intervals kept for [`Views::decode_intervals`].
 pub const DECODES_KEPT: usize = 64;
@@ -193,6 +203,9 @@ impl Views {
             index_passes: AtomicU64::new(0),
             indexes_read: AtomicU64::new(0),
             intervals: Mutex::default(),
+            failed: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(FAILED_DECODES).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -531,8 +544,37 @@ impl Views {
         stash: Option<&Stash>,
     ) -> Result<u64> {
         let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
-        self.decodes.fetch_add(1, Ordering::SeqCst);
+        let pair = (layer.digest.clone(), target.key().clone());
+        if let Some(e) = sync::lock(&self.failed).get(&pair).cloned() {
+            log::debug!("{repo}@{}: layer {n} ({}) failed to decode earlier this run: {e}", doc.digest, layer.digest);
+            return Err(e);
+        }
+        // Fetching the blob may fail for a while (the network): only what follows is kept.
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
+        self.decodes.fetch_add(1, Ordering::SeqCst);
+        let decoded = self.decode_blob(repo, doc, n, target, blob, out, hook, stash);
+        if let Err(e) = &decoded {
+            if matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
+                sync::lock(&self.failed).put(pair, e.clone());
+            }
+        }
+        decoded
+    }
+
+    /// [`Views::decode`] once the blob is at hand.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_blob(
+        &self,
+        repo: &str,
+        doc: &VerifiedManifest,
+        n: usize,
+        target: &Target,
+        blob: Content,
+        out: &mut File,
+        hook: &mut dyn FnMut(u64) -> Result<()>,
+        stash: Option<&Stash>,
+    ) -> Result<u64> {
+        let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
         let started = Instant::now();
         let _record = Interval { views: self, started };
         let (_, decoder) = decode::decoder(reader(blob)?)?;
