@@ -4,8 +4,8 @@
 //! kept under `decoded/` by its diff_id only if it hashes to the config's `rootfs.diff_ids[n]`
 //! (the config being a blob verified by its digest). A schema1 layer has no diff_id anywhere:
 //! its decoded stream is trusted as a function of its blob, verified by `blobSum`, and kept under
-//! `decoded-from/` by the blob's digest; after a restart it is decoded again (until its index
-//! records the diff_id it hashed to). One decode per diff_id at a time (the cache's single
+//! `decoded-from/` by the blob's digest; it is trusted only as derived by this run, so the first
+//! use in each run decodes the blob again ([`Target::From`] says why). One decode per diff_id at a time (the cache's single
 //! flight), shared by every image that has the layer.
 //!
 //! # One pass per layer ([`Views::materialise`])
@@ -13,8 +13,8 @@
 //! parser → index builder; what follows the tar's end is drained through the tee, so the hash
 //! covers it. The decoded file is committed (renamed into `decoded/`) only if it verifies, and
 //! its index right after it into `index/` (`RGFSIDX1`, sha256 trailer), by the same key: the
-//! diff_id, or for schema1 the blob's digest (the index then records the diff_id the stream
-//! hashed to, against which the decoded file is hashed again after a restart). A tar that does
+//! diff_id, or for schema1 the blob's digest (the index then records the digest the stream
+//! hashed to, and is trusted only when this run's decode gave that digest). A tar that does
 //! not parse still gives its verified `layers/<n>.tar`; the parse failure is kept in memory as
 //! that layer's index error. An index left by an earlier run is read back without touching the
 //! tar; one whose trailer or version fails is removed and rebuilt from the decoded tar (itself
@@ -77,8 +77,8 @@ pub struct Materialised {
 /// What is known in memory of a layer's index, by its key.
 #[derive(Clone)]
 enum Known {
-    /// The index, and the diff_id it records (for schema1, the one the stream hashed to).
-    Index(Digest, Arc<LayerIndex>),
+    /// The index.
+    Index(Arc<LayerIndex>),
     /// The decoded tar verified but did not parse (or passed a bound).
     Failed(Error),
 }
@@ -86,7 +86,7 @@ enum Known {
 impl Known {
     fn weight(&self) -> usize {
         match self {
-            Known::Index(_, i) => 128 + i.weight(),
+            Known::Index(i) => 128 + i.weight(),
             Known::Failed(_) => 256,
         }
     }
@@ -123,7 +123,13 @@ pub struct Views {
     /// once instead of decoding the whole blob again. Never by one digest alone: a hostile
     /// manifest pairing an honest diff_id with another blob must not fail the honest image.
     failed: Mutex<LruCache<(Digest, Digest), Error>>,
+    /// Schema1 layers decoded this run: blob digest → the sha256 of the decoded stream (see
+    /// [`Target::From`]). At most [`SCHEMA1_DERIVED`]; one forgotten is decoded again.
+    derived: Mutex<LruCache<Digest, Digest>>,
 }
+
+/// Schema1 layers whose decoded digest is remembered for the run.
+pub const SCHEMA1_DERIVED: usize = 4096;
 
 /// Failed decodes remembered for the run (see [`Views`]'s `failed`).
 pub const FAILED_DECODES: usize = 4096;
@@ -159,11 +165,6 @@ impl Source {
             Source::Plain(d) => d,
         }
     }
-
-    /// Whether the index's recorded diff_id must be its key (all but schema1).
-    fn keyed_by_diff_id(&self) -> bool {
-        !matches!(self, Source::Decoded(Target::From(_)))
-    }
 }
 
 /// Where a layer's decoded file is kept, and what it must hash to.
@@ -171,7 +172,18 @@ impl Source {
 enum Target {
     /// By the config's diff_id, which the decoded stream must hash to.
     DiffId(Digest),
-    /// Schema1: by the blob's digest; trusted as a function of the verified blob.
+    /// Schema1: by the blob's digest; trusted as a function of the verified blob, and only as
+    /// derived from it by this run.
+    ///
+    /// Nothing an earlier run left can tie a decoded file to the blob: no digest of the decoded
+    /// stream is published anywhere, and whatever regfs wrote beside it (the index's recorded
+    /// digest, a keyed MAC with its key) a local user able to plant the file could plant or
+    /// read too. So `decoded-from/` and a schema1 `index/` file are trusted only once this run
+    /// has decoded the blob and knows the stream's sha256 ([`Views`]'s `derived`): the first
+    /// use in a run decodes the blob again (one pass, indexed on the way; schema1 images are
+    /// legacy and rare), and later uses, or a file evicted from memory, are checked against
+    /// that digest. Rejected alternatives: re-decoding and hashing to compare costs the same
+    /// pass as re-deriving; a recorded digest is forgeable.
     From(Digest),
 }
 
@@ -203,9 +215,8 @@ impl Views {
             index_passes: AtomicU64::new(0),
             indexes_read: AtomicU64::new(0),
             intervals: Mutex::default(),
-            failed: Mutex::new(LruCache::new(
-                std::num::NonZeroUsize::new(FAILED_DECODES).unwrap_or(std::num::NonZeroUsize::MIN),
-            )),
+            failed: Mutex::new(LruCache::new(nonzero(FAILED_DECODES))),
+            derived: Mutex::new(LruCache::new(nonzero(SCHEMA1_DERIVED))),
         }
     }
 
@@ -252,8 +263,8 @@ impl Views {
             if let Some(known) = self.known(&key) {
                 return Ok(Materialised { content: Content::Memory(Arc::default()), index: known_index(known) });
             }
-            if let Some((diff_id, index)) = self.index_from_disk(&source)? {
-                self.remember(&key, Known::Index(diff_id, Arc::clone(&index)));
+            if let Some((_, index)) = self.index_from_disk(&source)? {
+                self.remember(&key, Known::Index(Arc::clone(&index)));
                 return Ok(Materialised { content: Content::Memory(Arc::default()), index: Ok(index) });
             }
             self.materialise(repo, manifest, n)
@@ -275,23 +286,16 @@ impl Views {
         let key = source.index_key();
         let mut known = self.known(key);
         if known.is_none() {
-            known = self.index_from_disk(source)?.map(|(d, i)| Known::Index(d, i));
+            known = self.index_from_disk(source)?.map(|(_, i)| Known::Index(i));
         }
-        // Schema1: the diff_id the decoded file must hash to after a restart is its index's.
-        let recorded = match &known {
-            Some(Known::Index(d, _)) => Some(d.clone()),
-            _ => None,
-        };
         let stash: Stash = Mutex::new(None);
         let want_index = known.is_none();
         let content = match source {
             Source::Plain(diff_id) => self.plain(repo, doc, n, diff_id)?,
             Source::Decoded(target) => {
-                let check = |f: &mut File| match (target, &recorded) {
-                    (Target::DiffId(d), _) | (Target::From(_), Some(d)) => hash_file(f, d, decode::CHUNK),
-                    (Target::From(_), None) => {
-                        Err(Error::Io("a schema1 layer decoded without an index to say its diff_id".into()))
-                    }
+                let check = |f: &mut File| match self.expected(source) {
+                    Some(d) => hash_file(f, &d, decode::CHUNK),
+                    None => Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into())),
                 };
                 let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
                     self.decode(repo, doc, n, target, out, hook, want_index.then_some(&stash))
@@ -391,7 +395,8 @@ impl Views {
         };
         let bytes = index::encode(&index, &diff_id);
         log::debug!("index of {diff_id}: {} entries, {} bytes", index.len(), index.weight());
-        let check = |f: &mut File| index_file_check(f, source, None);
+        let expected = self.expected(source);
+        let check = |f: &mut File| index_file_check(f, expected.as_ref(), None);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             hook(bytes.len() as u64)?;
             std::io::Write::write_all(out, &bytes)?;
@@ -400,20 +405,22 @@ impl Views {
         if let Err(e) = self.store.blob_cache().open_derived(Kind::Index, source.index_key(), &check, &produce) {
             log::warn!("{repo}@{}: the index of layer {n} ({diff_id}) is not kept on disk: {e}", doc.digest);
         }
-        Known::Index(diff_id, Arc::new(index))
+        Known::Index(Arc::new(index))
     }
 
     /// The index an earlier run (or this one) kept in `index/`, if it is there and sound; one
     /// that is not is removed (and rebuilt by the caller).
     fn index_from_disk(&self, source: &Source) -> Result<Option<(Digest, Arc<LayerIndex>)>> {
+        // A schema1 index is trusted only once this run has derived the layer from its blob.
+        let Some(expected) = self.expected(source) else { return Ok(None) };
         let stash = Mutex::new(None);
-        let check = |f: &mut File| index_file_check(f, source, Some(&stash));
+        let check = |f: &mut File| index_file_check(f, Some(&expected), Some(&stash));
         let Some(file) = self.store.blob_cache().open_existing(Kind::Index, source.index_key(), &check)? else {
             return Ok(None);
         };
         let found = match sync::lock(&stash).take() {
             Some(found) => found,
-            None => decode_index(&read_file(&file)?, source)?,
+            None => decode_index(&read_file(&file)?, Some(&expected))?,
         };
         self.indexes_read.fetch_add(1, Ordering::SeqCst);
         Ok(Some((found.0, Arc::new(found.1))))
@@ -434,7 +441,7 @@ impl Views {
             let id = ids.get(n)?.clone();
             if view { (id.clone(), Kind::Decoded, id) } else { (id, Kind::Blob, layer.digest.clone()) }
         };
-        let Some(Known::Index(_, index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
+        let Some(Known::Index(index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
         let file = cache.open_verified(kind, &file_key).ok()??;
         Some((index, Content::File(file)))
     }
@@ -443,6 +450,15 @@ impl Views {
     /// parallel decoding).
     pub fn decode_intervals(&self) -> Vec<(Instant, Instant)> {
         sync::lock(&self.intervals).iter().copied().collect()
+    }
+
+    /// What `source`'s decoded stream hashes to, as far as this run knows: the diff_id, or
+    /// for schema1 the digest this run's decode of the blob gave (`None` before that).
+    fn expected(&self, source: &Source) -> Option<Digest> {
+        match source {
+            Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => Some(d.clone()),
+            Source::Decoded(Target::From(blob)) => sync::lock(&self.derived).get(blob).cloned(),
+        }
     }
 
     fn known(&self, key: &Digest) -> Option<Known> {
@@ -474,7 +490,7 @@ impl Views {
         let ids = sync::lock(&self.configs).lru.peek(&config.digest).cloned()?;
         let id = ids.get(n)?;
         cache.derived_len(Kind::Decoded, id).or_else(|| match sync::lock(&self.indexes).lru.peek(id) {
-            Some(Known::Index(_, i)) => Some(i.decoded_len()),
+            Some(Known::Index(i)) => Some(i.decoded_len()),
             _ => None,
         })
     }
@@ -603,6 +619,9 @@ impl Views {
             }
             _ => {
                 log::debug!("{repo}@{}: layer {n} ({}) decoded: {len} bytes, {actual}", doc.digest, layer.digest);
+                if let Target::From(blob) = target {
+                    sync::lock(&self.derived).put(blob.clone(), actual.clone());
+                }
                 if let Some(stash) = stash {
                     *sync::lock(stash) = Some((actual, built));
                 }
@@ -652,7 +671,7 @@ type Stash = Mutex<Option<(Digest, Result<LayerIndex>)>>;
 
 fn known_index(known: Known) -> Result<Arc<LayerIndex>> {
     match known {
-        Known::Index(_, i) => Ok(i),
+        Known::Index(i) => Ok(i),
         Known::Failed(e) => Err(e),
     }
 }
@@ -660,20 +679,26 @@ fn known_index(known: Known) -> Result<Arc<LayerIndex>> {
 /// Bytes an index file may have: the index bound, and room for its header and link tables.
 const MAX_INDEX_FILE: u64 = limits::MAX_INDEX_BYTES as u64 + (1 << 20);
 
-/// An index file's bytes decoded and checked to be `source`'s.
-fn decode_index(bytes: &[u8], source: &Source) -> Result<(Digest, LayerIndex)> {
+/// An index file's bytes decoded and checked to be of the decoded stream `expected` (the
+/// diff_id; for schema1 what this run's decode gave; `None`: nothing to trust it by yet).
+fn decode_index(bytes: &[u8], expected: Option<&Digest>) -> Result<(Digest, LayerIndex)> {
     let (diff_id, index) = index::decode(bytes)?;
-    if source.keyed_by_diff_id() && &diff_id != source.index_key() {
-        return Err(Error::malformed("layer index file", format!("for {diff_id}, not {}", source.index_key())));
+    match expected {
+        Some(want) if &diff_id == want => Ok((diff_id, index)),
+        Some(want) => Err(Error::malformed("layer index file", format!("for {diff_id}, not {want}"))),
+        None => Err(Error::malformed("layer index file", "of a schema1 layer not decoded by this run")),
     }
-    Ok((diff_id, index))
 }
 
-/// The cache's check of an index file: sound (magic, version, trailer, bounds) and `source`'s;
-/// the index itself left in `stash`.
-fn index_file_check(f: &mut File, source: &Source, stash: Option<&Mutex<Option<(Digest, LayerIndex)>>>) -> Result<u64> {
+/// The cache's check of an index file: sound (magic, version, trailer, bounds) and of the
+/// stream `expected`; the index itself left in `stash`.
+fn index_file_check(
+    f: &mut File,
+    expected: Option<&Digest>,
+    stash: Option<&Mutex<Option<(Digest, LayerIndex)>>>,
+) -> Result<u64> {
     let bytes = read_file(f)?;
-    let found = decode_index(&bytes, source)?;
+    let found = decode_index(&bytes, expected)?;
     if let Some(stash) = stash {
         *sync::lock(stash) = Some(found);
     }
@@ -688,6 +713,10 @@ fn read_file(f: &File) -> Result<Vec<u8>> {
         return Err(Error::TooLarge(format!("layer index file of more than {MAX_INDEX_FILE} bytes")));
     }
     Ok(bytes)
+}
+
+fn nonzero(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 /// A reader over verified blob content.
