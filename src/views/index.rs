@@ -676,58 +676,83 @@ impl LayerIndex {
 /// Bytes one record takes in memory (for bounds and reports).
 pub const RECORD_BYTES: usize = std::mem::size_of::<Rec>();
 
-/// A hard link's resolved target while building.
-#[derive(Debug, Clone)]
-enum NodeLink {
-    Node(usize),
-    Lower(String),
-}
-
-#[derive(Debug, Clone)]
-struct Node {
-    name: String,
-    kind: EntryKind,
-    flags: u8,
-    /// Whited out in this layer: if it is (or becomes) a directory, it is opaque.
-    whited: bool,
-    /// A hard link of this layer names it (kept, hidden, if its name goes).
-    referenced: bool,
-    e: Entry,
-    link: Option<NodeLink>,
-    children: BTreeMap<String, usize>,
-}
+/// A builder-only flag: the name is whited out in this layer (if it is, or becomes, a
+/// directory, it is opaque). Cleared when the index is frozen.
+const B_WHITED: u8 = 16;
+/// The flags an index keeps.
+const INDEX_FLAGS: u8 = F_OPAQUE | F_IMPLIED | F_HIDDEN | F_LOWER;
 
 /// Applies entries in tar order to a virtual tree (the same-layer rules of the module note),
 /// then freezes it into a [`LayerIndex`]. One per layer; bounded by [`IndexLimits`].
+///
+/// # Memory
+/// The builder holds what the index will, and little more: every node is already a [`Rec`]
+/// (96 bytes; `parent` and `link` are node numbers until the freeze), its name and link target
+/// are spans of one names arena, its xattrs of one xattrs arena (both become the index's as
+/// they are, with what replaced entries left there, which the byte bound counted), and a
+/// directory's children are found through one hash table of node numbers keyed by (parent,
+/// name bytes), hashed with a random key (a hostile tar cannot aim at one bucket). The freeze
+/// sorts node numbers, not nodes, numbers the tree breadth-first in a table of `u32`, and
+/// moves the records into that order in place. So the peak is the records, the arenas and
+/// about 16 bytes per entry (was about 370 bytes per entry with a node per entry holding
+/// its owned strings and a map of its children).
 pub struct Builder {
     limits: IndexLimits,
-    nodes: Vec<Node>,
+    /// Every node made, live or replaced (a replaced one may stay as a hidden link source).
+    recs: Vec<Rec>,
+    names: Vec<u8>,
+    xattrs: Vec<u8>,
+    /// Live children: node numbers, found by (parent, name).
+    children: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
     /// AUFS `.wh..wh.plnk/` files by path: hidden hard-link sources.
-    plnk: HashMap<String, usize>,
+    plnk: HashMap<String, u32>,
     /// Bytes of names, targets and xattrs kept so far (with records, the `max_bytes` bound).
     bytes: usize,
     /// Entries left out, by reason (one log line per layer at the end).
     left_out: BTreeMap<&'static str, usize>,
 }
 
+/// What a new node's link field and target span say while building.
+enum NodeLink {
+    /// An earlier node of this layer.
+    Node(u32),
+    /// A lower path, normalised.
+    Lower(String),
+}
+
+fn key_hash(hasher: &std::hash::RandomState, parent: u32, name: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    hasher.hash_one((parent, name))
+}
+
+fn span(arena: &[u8], off: u32, len: u16) -> &[u8] {
+    let start = off as usize;
+    arena.get(start..start + len as usize).unwrap_or(&[])
+}
+
 impl Builder {
     /// A builder for one layer with these bounds.
     pub fn new(mut limits: IndexLimits) -> Builder {
-        // Spans are u16 (path bytes) and u32 (arena offsets) in a record.
+        // Spans are u16 (path bytes) and u32 (arena offsets) in a record; an arena holds at
+        // most twice the bytes counted (implied directories' names come from counted paths).
         limits.max_path = limits.max_path.min(u16::MAX as usize);
         limits.max_component = limits.max_component.min(u16::MAX as usize);
-        limits.max_bytes = limits.max_bytes.min(u32::MAX as usize);
-        let root = Node {
-            name: String::new(),
-            kind: EntryKind::Dir,
-            flags: F_IMPLIED,
-            whited: false,
-            referenced: false,
-            e: Entry::dir(""),
-            link: None,
-            children: BTreeMap::new(),
+        limits.max_bytes = limits.max_bytes.min(u32::MAX as usize / 4);
+        let mut b = Builder {
+            limits,
+            recs: Vec::new(),
+            names: Vec::new(),
+            xattrs: Vec::new(),
+            children: hashbrown::HashTable::new(),
+            hasher: std::hash::RandomState::new(),
+            plnk: HashMap::new(),
+            bytes: 0,
+            left_out: BTreeMap::new(),
         };
-        Builder { limits, nodes: vec![root], plnk: HashMap::new(), bytes: 0, left_out: BTreeMap::new() }
+        let root = b.new_node(0, "", &Entry::dir(""), EntryKind::Dir);
+        b.recs[root as usize].flags = F_IMPLIED;
+        b
     }
 
     /// Entries left out so far, by reason (each reason is a short phrase).
@@ -748,10 +773,120 @@ impl Builder {
     pub fn push(&mut self, e: Entry) -> Result<()> {
         self.apply(e)?;
         // Records made so far, implied directories and replaced ones included.
-        if self.nodes.len() > self.limits.max_entries.saturating_add(1) {
+        if self.recs.len() > self.limits.max_entries.saturating_add(1) {
             return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
         }
         Ok(())
+    }
+
+    fn kind_of(&self, id: u32) -> EntryKind {
+        EntryKind::from_code(self.recs[id as usize].kind).unwrap_or(EntryKind::File)
+    }
+
+    fn flags(&mut self, id: u32) -> &mut u8 {
+        &mut self.recs[id as usize].flags
+    }
+
+    /// The live child `name` of node `dir`.
+    fn child(&self, dir: u32, name: &str) -> Option<u32> {
+        let h = key_hash(&self.hasher, dir, name.as_bytes());
+        let (recs, names) = (&self.recs, &self.names);
+        self.children
+            .find(h, |&id| {
+                let r = &recs[id as usize];
+                r.parent == dir && span(names, r.name_off, r.name_len) == name.as_bytes()
+            })
+            .copied()
+    }
+
+    /// Make `id` the live child of its parent under its name: the previous one, if any, is
+    /// returned (it stays as a node, out of the tree).
+    fn set_child(&mut self, id: u32) -> Option<u32> {
+        let Builder { recs, names, children, hasher, .. } = self;
+        let r = &recs[id as usize];
+        let (dir, name) = (r.parent, span(names, r.name_off, r.name_len));
+        let h = key_hash(hasher, dir, name);
+        let eq = |&c: &u32| {
+            let c = &recs[c as usize];
+            c.parent == dir && span(names, c.name_off, c.name_len) == name
+        };
+        if let Some(slot) = children.find_mut(h, eq) {
+            return Some(std::mem::replace(slot, id));
+        }
+        let rehash = |&c: &u32| {
+            let c = &recs[c as usize];
+            key_hash(hasher, c.parent, span(names, c.name_off, c.name_len))
+        };
+        children.insert_unique(h, id, rehash);
+        None
+    }
+
+    /// `bytes` appended to the names arena: its span.
+    fn intern(&mut self, bytes: &[u8]) -> (u32, u16) {
+        let off = self.names.len() as u32;
+        self.names.extend_from_slice(bytes);
+        (off, bytes.len().min(u16::MAX as usize) as u16)
+    }
+
+    /// `e`'s attributes (not its name, kind or links) into record `id`, its xattrs appended.
+    fn set_attrs(&mut self, id: u32, e: &Entry) {
+        let xattr_off = self.xattrs.len() as u32;
+        for (k, v) in &e.xattrs {
+            self.xattrs.extend_from_slice(&(k.len() as u16).to_le_bytes());
+            self.xattrs.extend_from_slice(k.as_bytes());
+            self.xattrs.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            self.xattrs.extend_from_slice(v);
+        }
+        let xattr_len = self.xattrs.len() as u32 - xattr_off;
+        let id32 = |v: u64| u32::try_from(v).unwrap_or(65534);
+        let r = &mut self.recs[id as usize];
+        r.size = if EntryKind::from_code(r.kind) == Some(EntryKind::File) { e.size } else { 0 };
+        r.header_offset = e.header_offset;
+        r.data_offset = e.data_offset;
+        r.mtime = e.mtime;
+        r.mtime_ns = e.mtime_ns;
+        r.uid = id32(e.uid);
+        r.gid = id32(e.gid);
+        r.dev_major = e.dev_major;
+        r.dev_minor = e.dev_minor;
+        r.mode = (e.mode & 0o7777) as u16;
+        r.xattr_off = xattr_off;
+        r.xattr_len = xattr_len;
+    }
+
+    /// A new node of `kind` named `name` under `parent` (not yet its child), with `e`'s
+    /// attributes; a symlink's target is `e`'s.
+    fn new_node(&mut self, parent: u32, name: &str, e: &Entry, kind: EntryKind) -> u32 {
+        let (name_off, name_len) = self.intern(name.as_bytes());
+        let (target_off, target_len) =
+            if kind == EntryKind::Symlink { self.intern(e.link_target.as_bytes()) } else { (name_off, 0) };
+        let id = self.recs.len() as u32;
+        self.recs.push(Rec {
+            size: 0,
+            header_offset: 0,
+            data_offset: 0,
+            mtime: 0,
+            parent,
+            first_child: 0,
+            nchildren: 0,
+            name_off,
+            target_off,
+            xattr_off: 0,
+            xattr_len: 0,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            link: NONE,
+            name_len,
+            target_len,
+            mode: 0,
+            kind: kind.code(),
+            flags: 0,
+        });
+        self.set_attrs(id, e);
+        id
     }
 
     fn apply(&mut self, mut e: Entry) -> Result<()> {
@@ -759,14 +894,14 @@ impl Builder {
             self.skip("path too long", &e.name);
             return Ok(());
         }
-        let owned: Vec<String> = normalise(&e.name).into_iter().map(str::to_string).collect();
-        let parts: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let name = std::mem::take(&mut e.name);
+        let parts = normalise(&name);
         if parts.iter().any(|c| c.len() > self.limits.max_component) {
-            self.skip("path component too long", &e.name);
+            self.skip("path component too long", &name);
             return Ok(());
         }
-        self.bound_xattrs(&mut e);
-        self.bytes = self.bytes.saturating_add(e.name.len() + e.link_target.len() + RECORD_BYTES);
+        self.bound_xattrs(&mut e, &name);
+        self.bytes = self.bytes.saturating_add(name.len() + e.link_target.len() + RECORD_BYTES);
         self.bytes = self.bytes.saturating_add(e.xattrs.iter().map(|(n, v)| n.len() + v.len() + 6).sum::<usize>());
         if self.bytes > self.limits.max_bytes {
             return Err(Error::TooLarge(format!("layer index: more than {} bytes", self.limits.max_bytes)));
@@ -774,14 +909,11 @@ impl Builder {
         if e.kind == EntryKind::Whiteout {
             e.kind = EntryKind::File;
         }
-        // The node keeps its component, not the whole path as written (memory per entry).
-        let name = std::mem::take(&mut e.name);
         let Some((base, dirs)) = parts.split_last() else {
             // The root itself: a directory sets its attributes, anything else is refused.
             if e.kind == EntryKind::Dir {
-                let root = &mut self.nodes[0];
-                root.e = e;
-                root.flags &= !F_IMPLIED;
+                self.set_attrs(0, &e);
+                *self.flags(0) &= !F_IMPLIED;
             } else {
                 self.skip("a non-directory named as the root", &name);
             }
@@ -790,7 +922,7 @@ impl Builder {
         // AUFS metadata: `.wh..wh.plnk/<file>` kept hidden for links; the rest dropped.
         if let Some(i) = dirs.iter().position(|c| c.starts_with(AUFS_PREFIX)) {
             if i == 0 && dirs.len() == 1 && dirs[0] == AUFS_PLNK && e.kind == EntryKind::File {
-                let id = self.new_node(base, e);
+                let id = self.new_node(0, base, &e, EntryKind::File);
                 self.plnk.insert(format!("{AUFS_PLNK}/{base}"), id);
             } else {
                 self.skip("AUFS metadata", &name);
@@ -799,7 +931,7 @@ impl Builder {
         }
         if *base == OPAQUE {
             let dir = self.ensure_dirs(dirs);
-            self.nodes[dir].flags |= F_OPAQUE;
+            *self.flags(dir) |= F_OPAQUE;
             return Ok(());
         }
         if base.starts_with(AUFS_PREFIX) {
@@ -812,18 +944,15 @@ impl Builder {
                 return Ok(());
             }
             let dir = self.ensure_dirs(dirs);
-            match self.nodes[dir].children.get(victim).copied() {
+            match self.child(dir, victim) {
                 Some(id) => {
-                    let n = &mut self.nodes[id];
-                    n.whited = true;
-                    if n.kind == EntryKind::Dir {
-                        n.flags |= F_OPAQUE;
-                    }
+                    let dir_kind = self.kind_of(id) == EntryKind::Dir;
+                    *self.flags(id) |= B_WHITED | if dir_kind { F_OPAQUE } else { 0 };
                 }
                 None => {
-                    let id = self.new_node(victim, Entry { kind: EntryKind::Whiteout, ..e });
-                    self.nodes[id].whited = true;
-                    self.nodes[dir].children.insert(victim.to_string(), id);
+                    let id = self.new_node(dir, victim, &e, EntryKind::Whiteout);
+                    *self.flags(id) |= B_WHITED;
+                    self.set_child(id);
                 }
             }
             return Ok(());
@@ -841,72 +970,67 @@ impl Builder {
             None
         };
         let dir = self.ensure_dirs(dirs);
-        let existing = self.nodes[dir].children.get(*base).copied();
-        if let (Some(old), EntryKind::Dir) = (existing, e.kind) {
-            if self.nodes[old].kind == EntryKind::Dir {
+        if let (Some(old), EntryKind::Dir) = (self.child(dir, base), e.kind) {
+            if self.kind_of(old) == EntryKind::Dir {
                 // A directory over a directory: new attributes, same children and opacity.
-                let n = &mut self.nodes[old];
-                n.e = e;
-                n.flags &= !F_IMPLIED;
+                self.set_attrs(old, &e);
+                *self.flags(old) &= !F_IMPLIED;
                 return Ok(());
             }
         }
-        let id = self.new_node(base, e);
-        self.nodes[id].link = link;
-        self.replace(dir, base, id);
+        let id = self.new_node(dir, base, &e, e.kind);
+        match link {
+            Some(NodeLink::Node(t)) => self.recs[id as usize].link = t,
+            Some(NodeLink::Lower(p)) => {
+                let (off, len) = self.intern(p.as_bytes());
+                let r = &mut self.recs[id as usize];
+                (r.target_off, r.target_len) = (off, len);
+                r.flags |= F_LOWER;
+            }
+            None => {}
+        }
+        self.replace(id);
+        if self.names.len() > u32::MAX as usize / 2 || self.xattrs.len() > u32::MAX as usize / 2 {
+            return Err(Error::TooLarge("layer index: arenas past 2 GiB".into()));
+        }
         Ok(())
     }
 
-    fn bound_xattrs(&mut self, e: &mut Entry) {
+    fn bound_xattrs(&mut self, e: &mut Entry, name: &str) {
         let total: usize = e.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
         let too_big = e.xattrs.iter().any(|(_, v)| v.len() > self.limits.max_xattr_value);
         if total > self.limits.max_xattr_bytes || too_big {
-            log::debug!("layer index: xattrs of {:?} dropped: {total} bytes", e.name);
+            log::debug!("layer index: xattrs of {name:?} dropped: {total} bytes");
             *self.left_out.entry("xattrs over the bound (dropped, entry kept)").or_insert(0) += 1;
             e.xattrs.clear();
         }
     }
 
-    fn new_node(&mut self, name: &str, e: Entry) -> usize {
-        let kind = e.kind;
-        self.nodes.push(Node {
-            name: name.to_string(),
-            kind,
-            flags: 0,
-            whited: false,
-            referenced: false,
-            e,
-            link: None,
-            children: BTreeMap::new(),
-        });
-        self.nodes.len() - 1
-    }
-
-    /// Put node `id` at `dir/name`, replacing what is there (a replaced directory's subtree goes
-    /// with it; a replaced link source stays, hidden). The name's whiteout carries over.
-    fn replace(&mut self, dir: usize, name: &str, id: usize) {
-        if let Some(old) = self.nodes[dir].children.insert(name.to_string(), id) {
-            if self.nodes[old].whited {
-                self.nodes[id].whited = true;
+    /// Put node `id` in the tree under its parent and name, replacing what is there (a
+    /// replaced directory's subtree goes with it; a replaced link source stays, hidden). The
+    /// name's whiteout carries over.
+    fn replace(&mut self, id: u32) {
+        if let Some(old) = self.set_child(id) {
+            if self.recs[old as usize].flags & B_WHITED != 0 {
+                *self.flags(id) |= B_WHITED;
             }
         }
-        let n = &mut self.nodes[id];
-        if n.whited && n.kind == EntryKind::Dir {
-            n.flags |= F_OPAQUE;
+        if self.recs[id as usize].flags & B_WHITED != 0 && self.kind_of(id) == EntryKind::Dir {
+            *self.flags(id) |= F_OPAQUE;
         }
     }
 
     /// The directory at `dirs`, creating implied directories where missing and replacing
     /// same-layer non-directories on the way (the last entry wins).
-    fn ensure_dirs(&mut self, dirs: &[&str]) -> usize {
+    fn ensure_dirs(&mut self, dirs: &[&str]) -> u32 {
         let mut cur = 0;
         for c in dirs {
-            cur = match self.nodes[cur].children.get(*c).copied() {
-                Some(id) if self.nodes[id].kind == EntryKind::Dir => id,
+            cur = match self.child(cur, c) {
+                Some(id) if self.kind_of(id) == EntryKind::Dir => id,
                 _ => {
-                    let id = self.new_node(c, Entry::dir(c));
-                    self.nodes[id].flags |= F_IMPLIED;
-                    self.replace(cur, c, id);
+                    let id = self.new_node(cur, c, &Entry::dir(c), EntryKind::Dir);
+                    *self.flags(id) |= F_IMPLIED;
+                    self.replace(id);
                     id
                 }
             };
@@ -919,7 +1043,6 @@ impl Builder {
     /// by a whiteout or an opaque directory here), a directory, or the link itself.
     fn resolve_link(&mut self, link: &[&str], target: &str) -> std::result::Result<NodeLink, &'static str> {
         if let Some(&id) = self.plnk.get(target.trim_start_matches('/')) {
-            self.nodes[id].referenced = true;
             return Ok(NodeLink::Node(id));
         }
         let parts = normalise(target);
@@ -935,31 +1058,30 @@ impl Builder {
         let mut hidden = false;
         for (i, c) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
-            hidden |= self.nodes[cur].flags & F_OPAQUE != 0;
-            match self.nodes[cur].children.get(*c).copied() {
+            hidden |= self.recs[cur as usize].flags & F_OPAQUE != 0;
+            match self.child(cur, c) {
                 None if hidden => return Err("target hidden by an opaque directory"),
                 None => return Ok(lower()),
-                Some(id) => {
-                    let n = &self.nodes[id];
-                    match n.kind {
-                        EntryKind::Whiteout => return Err("target whited out"),
-                        EntryKind::Dir if last => return Err("target is a directory"),
-                        EntryKind::Dir => cur = id,
-                        EntryKind::Symlink if !last => return Err("target through a symlink"),
-                        _ if !last => return Err("target under a non-directory"),
-                        EntryKind::Hardlink => {
-                            let l = n.link.clone();
-                            if let Some(NodeLink::Node(t)) = l {
-                                self.nodes[t].referenced = true;
-                            }
-                            return l.ok_or("target is a broken link");
-                        }
-                        _ => {
-                            self.nodes[id].referenced = true;
-                            return Ok(NodeLink::Node(id));
-                        }
+                Some(id) => match self.kind_of(id) {
+                    EntryKind::Whiteout => return Err("target whited out"),
+                    EntryKind::Dir if last => return Err("target is a directory"),
+                    EntryKind::Dir => cur = id,
+                    EntryKind::Symlink if !last => return Err("target through a symlink"),
+                    _ if !last => return Err("target under a non-directory"),
+                    EntryKind::Hardlink => {
+                        let r = &self.recs[id as usize];
+                        return if r.flags & F_LOWER != 0 {
+                            Ok(NodeLink::Lower(
+                                String::from_utf8_lossy(span(&self.names, r.target_off, r.target_len)).into_owned(),
+                            ))
+                        } else if r.link != NONE {
+                            Ok(NodeLink::Node(r.link))
+                        } else {
+                            Err("target is a broken link")
+                        };
                     }
-                }
+                    _ => return Ok(NodeLink::Node(id)),
+                },
             }
         }
         Ok(lower())
@@ -970,119 +1092,109 @@ impl Builder {
         if !self.left_out.is_empty() {
             log::info!("layer index: entries left out: {:?}", self.left_out);
         }
-        // Breadth-first ids: children of a directory are contiguous and sorted.
-        let mut order: Vec<(usize, u32)> = vec![(0, 0)];
-        let mut ids: HashMap<usize, u32> = HashMap::new();
-        ids.insert(0, 0);
-        let mut spans: Vec<(u32, u32)> = Vec::new();
+        let Builder { limits, mut recs, names, xattrs, children, .. } = self;
+        // Every live child, sorted by (parent, name bytes): each directory's run, in order.
+        let mut kids: Vec<u32> = children.into_iter().collect();
+        kids.sort_unstable_by(|&a, &b| {
+            let (ra, rb) = (&recs[a as usize], &recs[b as usize]);
+            ra.parent
+                .cmp(&rb.parent)
+                .then_with(|| span(&names, ra.name_off, ra.name_len).cmp(span(&names, rb.name_off, rb.name_len)))
+        });
+        // Breadth-first numbers: `order[pos]` is the node at `pos`, `ids[node]` its position.
+        let mut order: Vec<u32> = vec![0];
+        let mut ids: Vec<u32> = vec![NONE; recs.len()];
+        ids[0] = 0;
         let mut i = 0;
         while i < order.len() {
-            let (node, _) = order[i];
+            let node = order[i];
+            let start = kids.partition_point(|&k| recs[k as usize].parent < node);
             let first = order.len() as u32;
-            for &child in self.nodes[node].children.values() {
-                ids.insert(child, order.len() as u32);
-                order.push((child, i as u32));
+            for &child in kids[start..].iter().take_while(|&&k| recs[k as usize].parent == node) {
+                ids[child as usize] = order.len() as u32;
+                order.push(child);
             }
-            spans.push((first, order.len() as u32 - first));
+            let r = &mut recs[node as usize];
+            (r.first_child, r.nchildren) = (first, order.len() as u32 - first);
             i += 1;
         }
+        drop(kids);
         let visible = order.len() as u32;
         // Hidden sources that a surviving link names.
-        let mut wanted: Vec<usize> = order
+        let mut wanted: Vec<u32> = order
             .iter()
-            .filter_map(|&(n, _)| match self.nodes[n].link {
-                Some(NodeLink::Node(t)) if !ids.contains_key(&t) => Some(t),
-                _ => None,
-            })
+            .map(|&n| &recs[n as usize])
+            .filter(|r| r.kind == EntryKind::Hardlink.code() && r.flags & F_LOWER == 0 && r.link != NONE)
+            .map(|r| r.link)
+            .filter(|&t| ids[t as usize] == NONE)
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
         for t in wanted {
-            ids.insert(t, order.len() as u32);
-            order.push((t, 0));
-            spans.push((0, 0));
+            ids[t as usize] = order.len() as u32;
+            order.push(t);
         }
-        if order.len() > self.limits.max_entries.saturating_add(1) {
-            return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
+        if order.len() > limits.max_entries.saturating_add(1) {
+            return Err(Error::TooLarge(format!("layer index: more than {} entries", limits.max_entries)));
         }
-        let mut index = LayerIndex {
-            recs: Vec::with_capacity(order.len()),
-            names: Vec::new(),
-            xattrs: Vec::new(),
-            lower: Vec::new(),
-            same: Vec::new(),
-            decoded_len,
-            visible,
-        };
-        for (pos, &(n, parent)) in order.iter().enumerate() {
-            let node = &self.nodes[n];
-            let e = &node.e;
-            let name_off = index.names.len() as u32;
-            index.names.extend_from_slice(node.name.as_bytes());
-            let (mut flags, mut link) = (node.flags, NONE);
-            if pos as u32 >= visible {
-                flags |= F_HIDDEN;
-            } else if pos > 0 && node.kind == EntryKind::Dir && index.recs[parent as usize].flags & F_OPAQUE != 0 {
-                // Under an opaque directory of this layer, the lower layers' same directory is
-                // hidden too: this layer's own subdirectories are opaque.
-                flags |= F_OPAQUE;
-            }
-            let target = match (&node.link, node.kind) {
-                (Some(NodeLink::Lower(p)), _) => {
-                    flags |= F_LOWER;
-                    index.lower.push(pos as u32);
-                    p.as_str()
+        // Numbers and flags as the index has them, before the records move.
+        let (mut lower, mut same) = (Vec::new(), Vec::new());
+        for (pos, &node) in order.iter().enumerate() {
+            let pos = pos as u32;
+            let hidden = pos >= visible;
+            let parent = recs[node as usize].parent;
+            // Under an opaque directory of this layer, the lower layers' same directory is
+            // hidden too: this layer's own subdirectories are opaque (the parent is done first).
+            let inherit = !hidden
+                && pos > 0
+                && recs[node as usize].kind == EntryKind::Dir.code()
+                && recs[parent as usize].flags & F_OPAQUE != 0;
+            let r = &mut recs[node as usize];
+            r.flags &= INDEX_FLAGS;
+            if hidden {
+                r.flags |= F_HIDDEN;
+                (r.parent, r.first_child, r.nchildren) = (0, 0, 0);
+            } else {
+                r.parent = if pos == 0 { 0 } else { ids[parent as usize] };
+                if inherit {
+                    r.flags |= F_OPAQUE;
                 }
-                (Some(NodeLink::Node(t)), _) => {
-                    link = ids.get(t).copied().unwrap_or(NONE);
-                    index.same.push((link, pos as u32));
-                    ""
-                }
-                (None, EntryKind::Symlink) => e.link_target.as_str(),
-                _ => "",
-            };
-            let target_off = index.names.len() as u32;
-            index.names.extend_from_slice(target.as_bytes());
-            let xattr_off = index.xattrs.len() as u32;
-            for (k, v) in &e.xattrs {
-                index.xattrs.extend_from_slice(&(k.len() as u16).to_le_bytes());
-                index.xattrs.extend_from_slice(k.as_bytes());
-                index.xattrs.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                index.xattrs.extend_from_slice(v);
             }
-            let (first_child, nchildren) = spans[pos];
-            let id32 = |v: u64| u32::try_from(v).unwrap_or(65534);
-            index.recs.push(Rec {
-                size: if node.kind == EntryKind::File { e.size } else { 0 },
-                header_offset: e.header_offset,
-                data_offset: e.data_offset,
-                mtime: e.mtime,
-                parent,
-                first_child,
-                nchildren,
-                name_off,
-                target_off,
-                xattr_off,
-                xattr_len: index.xattrs.len() as u32 - xattr_off,
-                uid: id32(e.uid),
-                gid: id32(e.gid),
-                mtime_ns: e.mtime_ns,
-                dev_major: e.dev_major,
-                dev_minor: e.dev_minor,
-                link,
-                name_len: node.name.len() as u16,
-                target_len: target.len() as u16,
-                mode: (e.mode & 0o7777) as u16,
-                kind: node.kind.code(),
-                flags,
-            });
+            if r.kind == EntryKind::Hardlink.code() {
+                if r.flags & F_LOWER != 0 {
+                    lower.push(pos);
+                } else if r.link != NONE {
+                    r.link = ids[r.link as usize];
+                    same.push((r.link, pos));
+                }
+            } else {
+                r.link = NONE;
+            }
         }
-        let mut lower = std::mem::take(&mut index.lower);
+        // Replaced nodes go after the kept ones; then every record moves to its place.
+        let kept = order.len();
+        drop(order);
+        for (next, id) in (kept as u32..).zip(ids.iter_mut().filter(|id| **id == NONE)) {
+            *id = next;
+        }
+        for i in 0..recs.len() {
+            while ids[i] as usize != i {
+                let j = ids[i] as usize;
+                recs.swap(i, j);
+                ids.swap(i, j);
+            }
+        }
+        drop(ids);
+        recs.truncate(kept);
+        recs.shrink_to_fit();
+        let mut index = LayerIndex { recs, names, xattrs, lower: Vec::new(), same, decoded_len, visible };
+        index.names.shrink_to_fit();
+        index.xattrs.shrink_to_fit();
         lower.sort_by(|&a, &b| index.lower_target(a).cmp(index.lower_target(b)));
         index.lower = lower;
         index.same.sort_unstable();
-        if index.weight() > self.limits.max_bytes {
-            return Err(Error::TooLarge(format!("layer index: more than {} bytes", self.limits.max_bytes)));
+        if index.weight() > limits.max_bytes {
+            return Err(Error::TooLarge(format!("layer index: more than {} bytes", limits.max_bytes)));
         }
         Ok(index)
     }
