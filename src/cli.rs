@@ -7,9 +7,11 @@ use clap::Parser;
 
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
+use crate::limits;
 use crate::registry::credentials::Login;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
+use crate::views::ViewsConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +41,22 @@ pub struct Cli {
     /// Most disk the blob cache may use (e.g. 500M, 10G); least recently used blobs go first.
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
+
+    /// Memory for the indexes of decoded layers (what rootfs/ is listed from); past it the least recently used are read back from the cache when needed (e.g. 64M).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_memory)]
+    pub index_memory: usize,
+
+    /// Entries one layer may have for rootfs/ to show it (implied directories included); a layer with more is EFBIG in rootfs/, its layers/<n>.tar still served.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_LAYER_ENTRIES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 26))]
+    pub layer_entries: usize,
+
+    /// Memory one layer's index may take (records and names, about 110 bytes an entry); a layer needing more is EFBIG in rootfs/ (e.g. 128M; at most 1G).
+    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_index_size)]
+    pub layer_index_size: usize,
+
+    /// Layers an image may have for rootfs/ to merge them; an image with more shows rootfs/ as EFBIG.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_ROOTFS_LAYERS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 16))]
+    pub rootfs_layers: usize,
 
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
@@ -96,6 +114,24 @@ pub struct Cli {
     /// Threads reading requests from the kernel (operations that wait on the network get threads of their own).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub fuse_threads: usize,
+}
+
+/// A size of memory (`64M`), at least 1 byte.
+fn parse_memory(s: &str) -> Result<usize, String> {
+    match usize::try_from(parse_size(s)?) {
+        Ok(0) => Err(format!("{s:?}: must be more than 0")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is too large")),
+    }
+}
+
+/// A layer index's size: at most 1 GiB (spans in an index are 32-bit).
+fn parse_index_size(s: &str) -> Result<usize, String> {
+    let n = parse_memory(s)?;
+    if n > 1 << 30 {
+        return Err(format!("{s:?}: an index may take at most 1G"));
+    }
+    Ok(n)
 }
 
 /// `10G`, `512M`, `64K`, `1T`, or plain bytes; binary units.
@@ -161,9 +197,16 @@ impl Cli {
         }
     }
 
-    /// The core's configuration: `--tag-ttl`, the rest default.
+    /// The core's configuration: `--tag-ttl`, and the views' bounds (`--index-memory`,
+    /// `--layer-entries`, `--layer-index-size`, `--rootfs-layers`); the rest default.
     pub fn fs_config(&self) -> FsConfig {
-        FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() }
+        let views = ViewsConfig {
+            index_memory: self.index_memory,
+            layer_entries: self.layer_entries,
+            layer_index_size: self.layer_index_size,
+            rootfs_layers: self.rootfs_layers,
+        };
+        FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), views, ..FsConfig::default() }
     }
 
     /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
@@ -225,6 +268,19 @@ mod tests {
         let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
         assert_eq!((c.tag_ttl, c.cache_size, c.foreground), (60, 10 << 30, false));
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--username", "u"]).is_err());
+    }
+
+    /// The views' bounds come from their options, in the core's configuration.
+    #[test]
+    fn the_views_bounds_are_options() {
+        use crate::views::ViewsConfig;
+        let args = ["regfs", "r", "/m", "--index-memory", "16M", "--layer-entries", "1000"];
+        let c = Cli::try_parse_from(args.iter().chain(&["--layer-index-size", "8M", "--rootfs-layers", "4"]))
+            .expect("test input is valid");
+        let want =
+            ViewsConfig { index_memory: 16 << 20, layer_entries: 1000, layer_index_size: 8 << 20, rootfs_layers: 4 };
+        assert_eq!(c.fs_config().views, want);
+        assert!(Cli::try_parse_from(["regfs", "r", "/m", "--layer-entries", "0"]).is_err(), "a bound of 0 is refused");
     }
 
     /// What the command line builds when no option is given is each layer's own default.

@@ -33,6 +33,9 @@ pub struct FsConfig {
     /// (tags, the catalog), and their absence (60 s; `--tag-ttl`).
     pub tag_ttl: Duration,
     pub readahead: ReadaheadConfig,
+    /// Decoded layers', indexes' and `rootfs/`'s bounds (`--index-memory`, `--layer-entries`,
+    /// `--layer-index-size`, `--rootfs-layers`).
+    pub views: crate::views::ViewsConfig,
 }
 
 impl Default for FsConfig {
@@ -41,6 +44,7 @@ impl Default for FsConfig {
             immutable_ttl: Duration::from_secs(24 * 3600),
             tag_ttl: Duration::from_secs(60),
             readahead: ReadaheadConfig::default(),
+            views: crate::views::ViewsConfig::default(),
         }
     }
 }
@@ -129,13 +133,13 @@ pub struct Fs {
 
 impl Fs {
     pub fn new(store: Arc<Store>, config: FsConfig) -> Fs {
-        let layout = Layout::new(store, &config.readahead);
+        let layout = Layout::new(store, &config.readahead, config.views);
         Fs::with_layout(layout, config)
     }
 
     /// A core reading image layers (`rootfs/`) through `images` (tests give their own).
     pub fn with_images(store: Arc<Store>, config: FsConfig, images: Arc<dyn crate::layout::ImageLayers>) -> Fs {
-        let layout = Layout::with_images(store, images, &config.readahead);
+        let layout = Layout::with_images(store, images, &config.readahead, config.views);
         Fs::with_layout(layout, config)
     }
 

@@ -55,6 +55,9 @@ pub const CREDENTIAL_REFRESH_EVERY: Duration = Duration::from_secs(10);
 // Decoded layers and their indexes (PLAN-9 section 2.2). `views::index::IndexLimits` and
 // `views::tar::TarLimits` start from these and may be lowered per mount (tests use small ones).
 
+// `views::ViewsConfig` starts from the next four; each has its option (`--layer-entries`,
+// `--layer-index-size`, `--index-memory`, `--rootfs-layers`).
+
 /// Entries one layer's index may hold (past it the layer's index is refused, `TooLarge`).
 pub const MAX_LAYER_ENTRIES: usize = 1 << 20;
 /// Bytes one layer's index may take in memory, records and arenas (past it: `TooLarge`).
@@ -74,6 +77,9 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
+/// Bytes of layer indexes kept in memory (by `LayerIndex::weight`); a Debian base of 8,000
+/// entries takes about 1 MB.
+pub const INDEX_MEMORY: usize = 64 << 20;
 /// Link counts of hard-linked inodes of `rootfs/` kept (by image and inode, about 100 bytes
 /// each): `ls -l` of K names of one inode counts its links once, not K times.
 pub const LINK_COUNTS: usize = 16_384;

@@ -192,11 +192,15 @@ struct Core {
 }
 
 fn core(fake: Faulty<Fake>) -> Core {
+    core_with(fake, FsConfig::default())
+}
+
+fn core_with(fake: Faulty<Fake>, fs_config: FsConfig) -> Core {
     let fake = Arc::new(fake);
     let cache = tempfile::tempdir().expect("cache");
     let config = StoreConfig { cache_dir: cache.path().to_path_buf(), cache_size: 1 << 30, ..StoreConfig::default() };
     let store = Store::new(fake.clone(), &config).expect("store");
-    Core { fake, fs: Arc::new(Fs::new(Arc::new(store), FsConfig::default())), cache }
+    Core { fake, fs: Arc::new(Fs::new(Arc::new(store), fs_config)), cache }
 }
 
 impl Core {
@@ -544,4 +548,18 @@ fn rootfs_through_an_index_platform_link() {
         let child = target.strip_prefix("../").expect("a sibling manifest");
         assert_eq!(c.cat(&format!("r/manifests/{child}/rootfs/arch")).expect("arch"), want, "{platform}");
     }
+}
+
+/// `--rootfs-layers`: an image with more layers shows `rootfs/` as `EFBIG` (and fetches no
+/// layer for it); one within the bound is merged.
+#[test]
+fn an_image_with_more_layers_than_rootfs_layers_is_efbig() {
+    let views = regfs::views::ViewsConfig { rootfs_layers: 2, ..Default::default() };
+    let c = core_with(Faulty::new(Fake::default()), FsConfig { views, ..FsConfig::default() });
+    let img = push(&c.fake, "r", "v1", &three_layers(), None);
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    assert_eq!(c.ls(&root).expect_err("three layers, two allowed").errno(), libc::EFBIG);
+    assert!(img.blobs.iter().all(|b| c.gets_of(b) == 0), "no layer fetched");
+    let two = push(&c.fake, "r", "v2", &three_layers()[1..], None);
+    assert!(!c.ls(&format!("r/manifests/{}/rootfs", two.manifest)).expect("two layers").is_empty());
 }

@@ -520,3 +520,36 @@ fn a_layer_is_ready_only_once_its_index_and_decoded_tar_are_at_hand() {
     assert_eq!(spans.len(), 1, "one decode (the uncompressed layer is not decoded)");
     assert!(spans[0].0 <= spans[0].1);
 }
+
+/// The views' bounds are the mount's (`--layer-entries`, `--layer-index-size`,
+/// `--index-memory`): a layer past the entry or byte bound has no index (`EFBIG`), its
+/// `layers/<n>.tar` still served; indexes past the memory bound are read back from `index/`.
+#[test]
+fn the_views_bounds_are_the_mount_s() {
+    use regfs::views::ViewsConfig;
+    let fake = Faulty::new(Fake::default());
+    let many: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("d/f{i:02}"), vec![b'x'; 10])).collect();
+    let many = regfs::testkit::fixtures::layers::tar(&many).expect("tar");
+    let small = two_file_layer();
+    let other = tar_of(&[("etc/issue", b"regfs\n".to_vec())]);
+    let layers =
+        [(gzip(&many), GZIP, sha(&many)), (gzip(&small), GZIP, sha(&small)), (gzip(&other), GZIP, sha(&other))];
+    let m = image(&fake, "r", "v1", &layers);
+    let fake = Arc::new(fake);
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake, &config).expect("store"));
+    let bounds = ViewsConfig { layer_entries: 20, index_memory: 1, ..ViewsConfig::default() };
+    let views = Views::with_config(Arc::clone(&store), bounds);
+    assert_eq!(views.index("r", &m, 0).expect_err("51 records, 20 allowed").errno(), libc::EFBIG);
+    assert!(views.decoded("r", &m, 0).is_ok(), "the tar view is still served");
+    assert!(views.index("r", &m, 1).expect("small").get("etc/motd").is_some());
+    assert!(views.index("r", &m, 2).expect("other").get("etc/issue").is_some());
+    assert_eq!(views.stats().indexes_read, 0);
+    assert!(views.index("r", &m, 1).expect("again").get("etc/motd").is_some());
+    assert_eq!(views.stats().indexes_read, 1, "one byte of index memory keeps one index: read back from index/");
+    assert_eq!(views.stats().decodes, 3, "not decoded again");
+    let bytes = ViewsConfig { layer_index_size: 1024, ..ViewsConfig::default() };
+    let views = Views::with_config(store, bytes);
+    assert_eq!(views.index("r", &m, 0).expect_err("past 1 KiB of index").errno(), libc::EFBIG);
+}

@@ -83,15 +83,20 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
-        let views = Arc::new(Views::new(Arc::clone(&store)));
+    pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig, bounds: crate::views::ViewsConfig) -> Layout {
+        let views = Arc::new(Views::with_config(Arc::clone(&store), bounds));
         let images = rootfs::views_layers(&store, &views);
         Layout { views, store, readahead: Readahead::new(readahead), images, links: Default::default() }
     }
 
     /// A layout reading image layers through `images` (tests give their own).
-    pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
-        let views = Arc::new(Views::new(Arc::clone(&store)));
+    pub fn with_images(
+        store: Arc<Store>,
+        images: Arc<dyn ImageLayers>,
+        readahead: &ReadaheadConfig,
+        bounds: crate::views::ViewsConfig,
+    ) -> Layout {
+        let views = Arc::new(Views::with_config(Arc::clone(&store), bounds));
         Layout { views, store, readahead: Readahead::new(readahead), images, links: Default::default() }
     }
 

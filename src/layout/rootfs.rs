@@ -246,11 +246,9 @@ fn with_merge<T>(
 ) -> Result<T> {
     let doc = cx.store().manifest(repo, manifest)?;
     let len = doc.manifest.layers.len();
-    if len > limits::MAX_ROOTFS_LAYERS {
-        return Err(Error::TooLarge(format!(
-            "{repo}@{manifest}: {len} layers, rootfs/ merges at most {}",
-            limits::MAX_ROOTFS_LAYERS
-        )));
+    let most = cx.views().config().rootfs_layers;
+    if len > most {
+        return Err(Error::TooLarge(format!("{repo}@{manifest}: {len} layers, rootfs/ merges at most {most}")));
     }
     let source = Source { images: cx.images(), repo, manifest, len };
     f(&Merge::new(&source))

@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use lru::LruCache;
 
+use super::bounds::ViewsConfig;
 use super::config;
 use super::decode::{self, Tee};
 use super::index::{self, IndexLimits, LayerIndex};
@@ -49,9 +50,9 @@ use crate::sync;
 /// Memory for the diff_id lists of configs kept (8 MiB; a list is its digests' bytes).
 pub const CONFIG_CACHE_BYTES: usize = 8 << 20;
 
-/// Memory for layer indexes kept (64 MiB, by [`LayerIndex::weight`]): a Debian base of 8,000
-/// entries takes about 1 MB.
-pub const INDEX_CACHE_BYTES: usize = 64 << 20;
+/// Memory for layer indexes kept by default (64 MiB, by [`LayerIndex::weight`];
+/// `--index-memory`): a Debian base of 8,000 entries takes about 1 MB.
+pub const INDEX_CACHE_BYTES: usize = limits::INDEX_MEMORY;
 
 /// What views have done, for tests and the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +105,8 @@ struct Configs {
 
 pub struct Views {
     store: Arc<Store>,
+    /// The mount's bounds (`--index-memory`, `--layer-entries`, `--layer-index-size`).
+    config: ViewsConfig,
     configs: Mutex<Configs>,
     config_flights: SingleFlight<(String, Digest), Arc<Vec<Digest>>>,
     indexes: Mutex<Indexes>,
@@ -203,9 +206,16 @@ impl Target {
 }
 
 impl Views {
+    /// Views with the default bounds.
     pub fn new(store: Arc<Store>) -> Views {
+        Views::with_config(store, ViewsConfig::default())
+    }
+
+    /// Views within the mount's bounds.
+    pub fn with_config(store: Arc<Store>, config: ViewsConfig) -> Views {
         Views {
             store,
+            config,
             configs: Mutex::new(Configs { lru: LruCache::unbounded(), bytes: 0 }),
             config_flights: SingleFlight::default(),
             indexes: Mutex::new(Indexes { lru: LruCache::unbounded(), bytes: 0 }),
@@ -218,6 +228,11 @@ impl Views {
             failed: Mutex::new(LruCache::new(nonzero(FAILED_DECODES))),
             derived: Mutex::new(LruCache::new(nonzero(SCHEMA1_DERIVED))),
         }
+    }
+
+    /// The bounds these views keep.
+    pub fn config(&self) -> &ViewsConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> ViewsStats {
@@ -367,7 +382,8 @@ impl Views {
             Source::Decoded(Target::From(_)) => Algorithm::Sha256,
         };
         let mut hook = |_| Ok(());
-        let (_, digest, built) = tee_index(reader(content.clone())?, std::io::sink(), alg, &mut hook)?;
+        let limits = self.config.index_limits();
+        let (_, digest, built) = tee_index(reader(content.clone())?, std::io::sink(), alg, &mut hook, limits)?;
         let diff_id = match source {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.clone(),
             Source::Decoded(Target::From(_)) => digest,
@@ -396,7 +412,7 @@ impl Views {
         let bytes = index::encode(&index, &diff_id);
         log::debug!("index of {diff_id}: {} entries, {} bytes", index.len(), index.weight());
         let expected = self.expected(source);
-        let check = |f: &mut File| index_file_check(f, expected.as_ref(), None);
+        let check = |f: &mut File| index_file_check(f, expected.as_ref(), self.max_index_file(), None);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             hook(bytes.len() as u64)?;
             std::io::Write::write_all(out, &bytes)?;
@@ -414,13 +430,13 @@ impl Views {
         // A schema1 index is trusted only once this run has derived the layer from its blob.
         let Some(expected) = self.expected(source) else { return Ok(None) };
         let stash = Mutex::new(None);
-        let check = |f: &mut File| index_file_check(f, Some(&expected), Some(&stash));
+        let check = |f: &mut File| index_file_check(f, Some(&expected), self.max_index_file(), Some(&stash));
         let Some(file) = self.store.blob_cache().open_existing(Kind::Index, source.index_key(), &check)? else {
             return Ok(None);
         };
         let found = match sync::lock(&stash).take() {
             Some(found) => found,
-            None => decode_index(&read_file(&file)?, Some(&expected))?,
+            None => decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?,
         };
         self.indexes_read.fetch_add(1, Ordering::SeqCst);
         Ok(Some((found.0, Arc::new(found.1))))
@@ -461,6 +477,11 @@ impl Views {
         }
     }
 
+    /// Bytes an index file may have: the index bound and some room.
+    fn max_index_file(&self) -> u64 {
+        self.config.layer_index_size as u64 + INDEX_FILE_SLACK
+    }
+
     fn known(&self, key: &Digest) -> Option<Known> {
         sync::lock(&self.indexes).lru.get(key).cloned()
     }
@@ -472,7 +493,7 @@ impl Views {
             c.bytes -= old.weight();
         }
         c.bytes += w;
-        while c.bytes > INDEX_CACHE_BYTES && c.lru.len() > 1 {
+        while c.bytes > self.config.index_memory && c.lru.len() > 1 {
             let Some((_, old)) = c.lru.pop_lru() else { break };
             c.bytes -= old.weight();
         }
@@ -599,7 +620,7 @@ impl Views {
             Target::From(_) => Algorithm::Sha256,
         };
         let (len, actual, built) = if stash.is_some() {
-            tee_index(decoder, out, alg, hook)?
+            tee_index(decoder, out, alg, hook, self.config.index_limits())?
         } else {
             let (len, actual) = Tee::new(decoder, out, alg, hook).finish()?;
             (len, actual, Err(Error::Io("not indexed".into())))
@@ -639,11 +660,12 @@ fn tee_index<R: Read, W: std::io::Write>(
     out: W,
     alg: Algorithm,
     hook: &mut dyn FnMut(u64) -> Result<()>,
+    limits: IndexLimits,
 ) -> Result<(u64, Digest, Result<LayerIndex>)> {
     let mut tee = Tee::new(decoded, out, alg, hook);
     let built = {
         let mut parser = Parser::with_limits(&mut tee, TarLimits::default());
-        index::build(&mut parser, IndexLimits::default())
+        index::build(&mut parser, limits)
     };
     let (len, digest) = tee.finish()?;
     Ok((len, digest, built.and_then(|b| b.finish(len))))
@@ -676,8 +698,8 @@ fn known_index(known: Known) -> Result<Arc<LayerIndex>> {
     }
 }
 
-/// Bytes an index file may have: the index bound, and room for its header and link tables.
-const MAX_INDEX_FILE: u64 = limits::MAX_INDEX_BYTES as u64 + (1 << 20);
+/// Bytes an index file may have past the index bound: room for its header and link tables.
+const INDEX_FILE_SLACK: u64 = 1 << 20;
 
 /// An index file's bytes decoded and checked to be of the decoded stream `expected` (the
 /// diff_id; for schema1 what this run's decode gave; `None`: nothing to trust it by yet).
@@ -695,9 +717,10 @@ fn decode_index(bytes: &[u8], expected: Option<&Digest>) -> Result<(Digest, Laye
 fn index_file_check(
     f: &mut File,
     expected: Option<&Digest>,
+    max: u64,
     stash: Option<&Mutex<Option<(Digest, LayerIndex)>>>,
 ) -> Result<u64> {
-    let bytes = read_file(f)?;
+    let bytes = read_file(f, max)?;
     let found = decode_index(&bytes, expected)?;
     if let Some(stash) = stash {
         *sync::lock(stash) = Some(found);
@@ -705,12 +728,12 @@ fn index_file_check(
     Ok(bytes.len() as u64)
 }
 
-/// A whole index file, at most [`MAX_INDEX_FILE`] bytes.
-fn read_file(f: &File) -> Result<Vec<u8>> {
+/// A whole index file, at most `max` bytes.
+fn read_file(f: &File, max: u64) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    At { file: Arc::new(f.try_clone()?), pos: 0 }.take(MAX_INDEX_FILE + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_INDEX_FILE {
-        return Err(Error::TooLarge(format!("layer index file of more than {MAX_INDEX_FILE} bytes")));
+    At { file: Arc::new(f.try_clone()?), pos: 0 }.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Error::TooLarge(format!("layer index file of more than {max} bytes")));
     }
     Ok(bytes)
 }

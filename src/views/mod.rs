@@ -1,6 +1,7 @@
 //! Views derived from an image's verified blobs: layers decoded to plain tar (`layers/<n>.tar`),
 //! the per-layer index and the flattened `rootfs/` (doc/plans/issue-9.md).
 //!
+//! - `bounds`: [`ViewsConfig`], the bounds a mount sets (defaults in `crate::limits`).
 //! - `config`: the image config's `rootfs.diff_ids`, strict and bounded.
 //! - `decode`: compression sniffed by magic, the decoders, and the [`decode::Tee`] that hashes,
 //!   writes and charges every decoded byte.
@@ -9,6 +10,7 @@
 //! - `index`: the per-layer index built from it, and the query API the merge reads.
 //! - `merge`: the lazy top-down merge of a stack of indexes, which `rootfs/` shows.
 
+pub mod bounds;
 pub mod config;
 pub mod decode;
 pub mod index;
@@ -16,4 +18,7 @@ mod layers;
 pub mod merge;
 pub mod tar;
 
-pub use layers::{DECODES_KEPT, INDEX_CACHE_BYTES, Materialised, Views, ViewsStats, has_view};
+pub use bounds::ViewsConfig;
+pub use layers::{
+    DECODES_KEPT, FAILED_DECODES, INDEX_CACHE_BYTES, Materialised, SCHEMA1_DERIVED, Views, ViewsStats, has_view,
+};
