@@ -338,6 +338,14 @@ impl Fs {
         }
     }
 
+    /// [`Fs::readlink`] if it needs no waiting (the target known now); `None` if it may have to
+    /// ask the registry, or if `ino` is not a symlink (then `readlink` says what is wrong).
+    pub fn readlink_now(&self, ino: u64) -> Option<Result<String>> {
+        let node = self.inodes.node(ino)?;
+        let Shape::Link(l) = node.shape() else { return None };
+        l.target_now(&self.layout)
+    }
+
     /// The mount is going: downloads in flight stop, and their waiters get an error.
     pub fn cancel(&self) {
         self.layout.store().blob_cache().cancel();

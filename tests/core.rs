@@ -1266,3 +1266,28 @@ fn a_blob_the_registry_says_is_over_1_tib_is_efbig() {
     let err = c.walk(&format!("r/blobs/{over}")).expect_err("over 1 TiB");
     assert_eq!(err.errno(), libc::EFBIG, "{err}");
 }
+
+/// A tag's link is answered without waiting (`Fs::readlink_now`, which the adapter answers
+/// inline) only while the tag is resolved within `tag_ttl`: that answer costs no request, and
+/// once the TTL has passed it is `None`, so the kernel's READLINK goes to a thread that asks the
+/// registry again and sees the tag moved. What is not a link is left to `readlink` to refuse.
+#[test]
+fn a_tag_link_is_answered_without_waiting_only_within_its_ttl() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (one, _) = fake.image("r", "v1", b"one");
+    let ttl = Duration::from_millis(400);
+    let c = core_with_ttl(fake.clone(), ttl);
+    let ino = c.walk("r/tags/v1").expect("tag").ino;
+    assert_eq!(c.fs.readlink(ino).expect("readlink"), format!("../manifests/{one}"));
+    let calls = fake.calls().len();
+    let now = c.fs.readlink_now(ino).expect("resolved within the TTL").expect("target");
+    assert_eq!(now, format!("../manifests/{one}"));
+    assert_eq!(fake.calls().len(), calls, "an inline readlink asked the registry: {:?}", fake.calls());
+    let (two, _) = fake.image("r", "v1", b"two");
+    std::thread::sleep(ttl + Duration::from_millis(100));
+    assert!(c.fs.readlink_now(ino).is_none(), "a tag past its TTL was answered from memory");
+    assert_eq!(c.fs.readlink(ino).expect("readlink"), format!("../manifests/{two}"), "the tag moved");
+    assert_eq!(c.fs.readlink_now(ino).expect("resolved again").expect("target"), format!("../manifests/{two}"));
+    let dir = c.walk("r/tags").expect("tags").ino;
+    assert!(c.fs.readlink_now(dir).is_none(), "a directory is readlink's to refuse");
+}
