@@ -20,6 +20,9 @@
 //!   round trip too, but it is one switch for the whole mount, and the kernel never drops a
 //!   cached link on its own (only regular files' pages go when attributes change): a tag's link,
 //!   same inode after the tag moves, would stay stale;
+//! - the walk before (`find`): each OPENDIR started a thread and each directory was read again.
+//!   Immutable directories' listings are kept, bounded ([`Fs::opendir_now`]), so they open
+//!   inline, with `FOPEN_CACHE_DIR`: the kernel keeps what it read, and sends no READDIR again;
 //! - OPEN and RELEASE stay: `FUSE_NO_OPEN_SUPPORT` (ENOSYS at open) is one switch for the whole
 //!   connection too, and would take passthrough, the check at open of what a file's bytes are,
 //!   and direct I/O for volatile files with it.
@@ -602,7 +605,24 @@ impl Filesystem for FuseAdapter {
         });
     }
 
+    /// Inline when the listing is kept (an immutable directory listed before), else on a
+    /// thread. An immutable directory's listing never changes: the kernel may keep what it read
+    /// of it (`FOPEN_CACHE_DIR`, and `FOPEN_KEEP_CACHE` so a new open does not drop that).
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let answer = move |fs: &Fs, result: crate::error::Result<u64>, reply: ReplyOpen| match result {
+            Ok(fh) => {
+                let flags = if fs.dir_is_immutable(ino.0) {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags)
+            }
+            Err(e) => reply.error(errno(&format!("opendir {ino}"), &e)),
+        };
+        if let Some(result) = self.core.opendir_now(ino.0) {
+            return answer(&self.core, result, reply);
+        }
         self.spawn_waiting(req, format!("opendir {ino}"), reply, move |fs, ticket| {
             let result = fs.opendir(ino.0);
             let Some(reply) = ticket.take() else {
@@ -611,10 +631,7 @@ impl Filesystem for FuseAdapter {
                 }
                 return;
             };
-            match result {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(&format!("opendir {ino}"), &e)),
-            }
+            answer(fs, result, reply)
         });
     }
 

@@ -74,3 +74,8 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
+
+/// Entries of immutable directories' listings (a manifest's, a rootfs directory) kept after
+/// their handles close, all directories together (about 64 bytes each: 4 MiB). A warm walk of a
+/// rootfs of up to this many paths opens every directory inline.
+pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;

@@ -1291,3 +1291,56 @@ fn a_tag_link_is_answered_without_waiting_only_within_its_ttl() {
     let dir = c.walk("r/tags").expect("tags").ino;
     assert!(c.fs.readlink_now(dir).is_none(), "a directory is readlink's to refuse");
 }
+
+/// The listing of an immutable directory (a manifest's, a rootfs directory) never changes, so it
+/// is kept after its handles close, within a bound of entries: opened again, it is ready
+/// without the layout (`Fs::opendir_now`, which the adapter answers inline) and the same.
+/// Directories of names the registry may move (`tags/`) are not kept: each opendir lists anew.
+#[test]
+fn immutable_listings_are_kept_within_a_bound_and_open_without_waiting() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let digests: Vec<Digest> = (0..4).map(|i| fake.image("r", &format!("t{i}"), &[i]).0).collect();
+    let cache = tempfile::tempdir().expect("cache");
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
+    let names = |fs: &Fs, fh| fs.listing(fh).expect("listing").iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    // Room for the listings of two manifest directories, not three.
+    let per_dir = {
+        let fs = Fs::new(Arc::new(store), FsConfig::default());
+        let ino = fs.walk(&format!("r/manifests/{}", digests[0])).expect("dir").ino;
+        let fh = fs.opendir(ino).expect("opendir");
+        let n = fs.listing(fh).expect("listing").len();
+        fs.releasedir(fh);
+        n
+    };
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
+    let fs = Fs::new(Arc::new(store), FsConfig { kept_listing_entries: 2 * per_dir + 1, ..FsConfig::default() });
+    let dirs: Vec<u64> = digests.iter().map(|d| fs.walk(&format!("r/manifests/{d}")).expect("dir").ino).collect();
+    let first: Vec<Vec<String>> = dirs
+        .iter()
+        .map(|&ino| {
+            assert!(fs.opendir_now(ino).is_none(), "a listing never taken is ready");
+            let fh = fs.opendir(ino).expect("opendir");
+            let listed = names(&fs, fh);
+            fs.releasedir(fh);
+            listed
+        })
+        .collect();
+    let calls = fake.calls().len();
+    // The two most recent are kept, whole; the older ones went to keep within the bound.
+    for (i, &ino) in dirs.iter().enumerate() {
+        match fs.opendir_now(ino) {
+            Some(opened) => {
+                assert!(i >= 2, "dir {i} kept past the bound of {} entries", 2 * per_dir + 1);
+                let fh = opened.expect("opened");
+                assert_eq!(names(&fs, fh), first[i]);
+                fs.releasedir(fh);
+            }
+            None => assert!(i < 2, "dir {i}, listed last, was not kept"),
+        }
+    }
+    assert_eq!(fake.calls().len(), calls, "opening kept listings asked the registry: {:?}", fake.calls());
+    let tags = fs.walk("r/tags").expect("tags").ino;
+    let fh = fs.opendir(tags).expect("opendir");
+    fs.releasedir(fh);
+    assert!(fs.opendir_now(tags).is_none(), "a listing of tags was kept");
+}
