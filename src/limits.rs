@@ -79,3 +79,8 @@ pub const MAX_ROOTFS_LAYERS: usize = 512;
 /// their handles close, all directories together (about 64 bytes each: 4 MiB). A warm walk of a
 /// rootfs of up to this many paths opens every directory inline.
 pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;
+
+/// Decoded layer tars kept open after their last file is closed (the most recently handed out
+/// by `Views::ready`): a warm read of a rootfs, one file after another, then opens no file per
+/// file. Each pins its cache file's disk space while held, should the cache evict it meanwhile.
+pub const HELD_DECODED_FILES: usize = 8;

@@ -116,6 +116,8 @@ pub struct Views {
     indexes_read: AtomicU64,
     /// The last [`DECODES_KEPT`] decodes' start and end.
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
+    /// The decoded tars `ready` handed out last, kept open ([`limits::HELD_DECODED_FILES`]).
+    held: Mutex<LruCache<Digest, Arc<std::fs::File>>>,
 }
 
 /// Decode intervals kept for [`Views::decode_intervals`].
@@ -193,6 +195,9 @@ impl Views {
             index_passes: AtomicU64::new(0),
             indexes_read: AtomicU64::new(0),
             intervals: Mutex::default(),
+            held: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(crate::limits::HELD_DECODED_FILES).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -423,6 +428,8 @@ impl Views {
         };
         let Some(Known::Index(_, index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
         let file = cache.open_verified(kind, &file_key).ok()??;
+        // Kept open: the next file of this layer finds it shared (no open, check or close).
+        sync::lock(&self.held).put(file_key, Arc::clone(&file));
         Some((index, Content::File(file)))
     }
 
