@@ -23,6 +23,14 @@
 //! - the walk before (`find`): each OPENDIR started a thread and each directory was read again.
 //!   Immutable directories' listings are kept, bounded ([`Fs::opendir_now`]), so they open
 //!   inline, with `FOPEN_CACHE_DIR`: the kernel keeps what it read, and sends no READDIR again;
+//! - OPEN, answered inline already, did its own system calls: open, check and close the layer's
+//!   decoded tar, and read and parse the entry's headers. The last few decoded tars handed out
+//!   stay open (`Views::ready`), and an index remembers which entries' headers it checked.
+//!
+//! What is left per file is READLINK and OPEN, both inline, and RELEASE (sent after `close`
+//! returns): `strace -c` of regfs over a warm run shows a `read` and a `writev` per request and
+//! no other call. Figures (`scripts/bench --only distro`, same load on both sides): 9.3x the
+//! time of the same on umoci's tree before, 2.0x after.
 //! - OPEN and RELEASE stay: `FUSE_NO_OPEN_SUPPORT` (ENOSYS at open) is one switch for the whole
 //!   connection too, and would take passthrough, the check at open of what a file's bytes are,
 //!   and direct I/O for volatile files with it.
