@@ -29,8 +29,10 @@
 //!
 //! What is left per file is READLINK and OPEN, both inline, and RELEASE (sent after `close`
 //! returns): `strace -c` of regfs over a warm run shows a `read` and a `writev` per request and
-//! no other call. Figures (`scripts/bench --only distro`, same load on both sides): 9.3x the
-//! time of the same on umoci's tree before, 2.0x after.
+//! no other call. Figures (`scripts/bench --only distro`, loaded 2-core machine): 6.9x to 8.2x
+//! the time of the same on umoci's tree before, 2.0x to 2.2x after. Saving the READLINK too
+//! needs `FUSE_CACHE_SYMLINKS` and a tag that moved to be a new inode (the kernel ends a cached
+//! link at the inode's `st_size`, which for a tag not resolved yet is a guess).
 //! - OPEN and RELEASE stay: `FUSE_NO_OPEN_SUPPORT` (ENOSYS at open) is one switch for the whole
 //!   connection too, and would take passthrough, the check at open of what a file's bytes are,
 //!   and direct I/O for volatile files with it.
