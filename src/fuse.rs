@@ -26,16 +26,19 @@
 //! - OPEN, answered inline already, did its own system calls: open, check and close the layer's
 //!   decoded tar, and read and parse the entry's headers. The last few decoded tars handed out
 //!   stay open (`Views::ready`), and an index remembers which entries' headers it checked.
-//!
-//! What is left per file is READLINK and OPEN, both inline, and RELEASE (sent after `close`
-//! returns): `strace -c` of regfs over a warm run shows a `read` and a `writev` per request and
-//! no other call. Figures (`scripts/bench --only distro`, loaded 2-core machine): 6.9x to 8.2x
-//! the time of the same on umoci's tree before, 2.0x to 2.2x after. Saving the READLINK too
-//! needs `FUSE_CACHE_SYMLINKS` and a tag that moved to be a new inode (the kernel ends a cached
-//! link at the inode's `st_size`, which for a tag not resolved yet is a guess).
 //! - OPEN and RELEASE stay: `FUSE_NO_OPEN_SUPPORT` (ENOSYS at open) is one switch for the whole
 //!   connection too, and would take passthrough, the check at open of what a file's bytes are,
 //!   and direct I/O for volatile files with it.
+//!
+//! What is left per file is READLINK and OPEN, both inline, and RELEASE (sent after `close`
+//! returns): `strace -c` of regfs over a warm run shows a `read` and a `writev` per request and
+//! no other call. Figures (`scripts/bench --only distro`): idle, 8.1x the time of the same on
+//! umoci's tree before, 4.6x after; loaded by other builds, 6.9x to 8.2x before, 2.0x to 2.2x
+//! after. Idle, the CPUs are idle 61% of a warm run (`perf record -a`): what is left is the
+//! latency of the round trips, not work. Saving the READLINK too (`FUSE_CACHE_SYMLINKS`,
+//! measured: 0.95 s to 0.75 s) needs a tag that moved to be a new inode (the kernel ends a
+//! cached link at the inode's `st_size`, which for a tag not resolved yet is a guess); 2x needs
+//! no OPEN and RELEASE per file, which only `FUSE_NO_OPEN_SUPPORT` gives.
 //!
 //! # Any waiter can leave
 //! Once the kernel has sent a request, the process that made it waits for our answer, and a
