@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
 use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
+use crate::limits;
 use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
@@ -36,6 +37,9 @@ pub struct FsConfig {
     /// Decoded layers', indexes' and `rootfs/`'s bounds (`--index-memory`, `--layer-entries`,
     /// `--layer-index-size`, `--rootfs-layers`).
     pub views: crate::views::ViewsConfig,
+    /// Entries of immutable directories' listings kept after their handles close
+    /// ([`limits::KEPT_LISTING_ENTRIES`]; tests lower it).
+    pub kept_listing_entries: usize,
 }
 
 impl Default for FsConfig {
@@ -45,6 +49,7 @@ impl Default for FsConfig {
             tag_ttl: Duration::from_secs(60),
             readahead: ReadaheadConfig::default(),
             views: crate::views::ViewsConfig::default(),
+            kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
         }
     }
 }
@@ -128,7 +133,36 @@ pub struct Fs {
     /// The listing open handles of each directory share, while any is open: a new `opendir` that
     /// finds the same names reuses it, so a directory open many times is held once.
     shared: Mutex<HashMap<u64, std::sync::Weak<Vec<DirEntry>>>>,
+    /// Listings of immutable directories, kept after their handles close (see [`Kept`]).
+    kept: Mutex<Kept>,
     next_fh: AtomicU64,
+}
+
+/// Listings of immutable directories (a manifest's, a rootfs directory: functions of a verified
+/// manifest and its layers, so they never change), by node, most recently opened kept first,
+/// holding at most `bound` entries in all. A directory kept opens inline ([`Fs::opendir_now`]):
+/// a warm `find` of a rootfs starts no thread per directory. Keyed by node, not inode number: a
+/// number the kernel forgot may name another node later.
+struct Kept {
+    lru: lru::LruCache<Node, Snapshot>,
+    entries: usize,
+    bound: usize,
+}
+
+impl Kept {
+    fn keep(&mut self, node: Node, listing: &Snapshot) {
+        if listing.len() > self.bound {
+            return;
+        }
+        if let Some(old) = self.lru.put(node, Arc::clone(listing)) {
+            self.entries -= old.len();
+        }
+        self.entries += listing.len();
+        while self.entries > self.bound {
+            let Some((_, old)) = self.lru.pop_lru() else { break };
+            self.entries -= old.len();
+        }
+    }
 }
 
 impl Fs {
@@ -159,6 +193,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
+            kept: Mutex::new(Kept { lru: lru::LruCache::unbounded(), entries: 0, bound: config.kept_listing_entries }),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -293,6 +328,13 @@ impl Fs {
     /// first handle): a local user opening a large directory a thousand times costs one listing,
     /// not a thousand.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let node = self.node(ino)?;
+        let immutable = is_immutable_dir(&node);
+        if immutable {
+            if let Some(listing) = sync::lock(&self.kept).lru.get(&node).cloned() {
+                return Ok(self.open_listing(ino, listing));
+            }
+        }
         let fresh = self.readdir(ino)?;
         let entries = {
             let mut shared = sync::lock(&self.shared);
@@ -305,9 +347,31 @@ impl Fs {
                 }
             }
         };
+        if immutable {
+            sync::lock(&self.kept).keep(node, &entries);
+        }
+        Ok(self.open_listing(ino, entries))
+    }
+
+    /// [`Fs::opendir`] if the listing is kept (an immutable directory listed before): no layout
+    /// call, so the adapter answers inline. `None` otherwise (then `opendir` lists, or says what
+    /// is wrong).
+    pub fn opendir_now(&self, ino: u64) -> Option<Result<u64>> {
+        let node = self.inodes.node(ino)?;
+        let listing = sync::lock(&self.kept).lru.get(&node).cloned()?;
+        Some(Ok(self.open_listing(ino, listing)))
+    }
+
+    /// Whether `ino` is a directory whose listing never changes: the kernel may keep what it
+    /// read of it (`FOPEN_CACHE_DIR`).
+    pub fn dir_is_immutable(&self, ino: u64) -> bool {
+        self.inodes.node(ino).is_some_and(|n| is_immutable_dir(&n))
+    }
+
+    fn open_listing(&self, ino: u64, entries: Snapshot) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         sync::lock(&self.dirs).insert(fh, (ino, entries));
-        Ok(fh)
+        fh
     }
 
     /// The listing taken when `fh` was opened.
@@ -346,6 +410,14 @@ impl Fs {
             Shape::Link(l) => l.target(&self.layout),
             Shape::Dir(_) | Shape::File(_) | Shape::Special(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
         }
+    }
+
+    /// [`Fs::readlink`] if it needs no waiting (the target known now); `None` if it may have to
+    /// ask the registry, or if `ino` is not a symlink (then `readlink` says what is wrong).
+    pub fn readlink_now(&self, ino: u64) -> Option<Result<String>> {
+        let node = self.inodes.node(ino)?;
+        let Shape::Link(l) = node.shape() else { return None };
+        l.target_now(&self.layout)
     }
 
     /// The mount is going: downloads in flight stop, and their waiters get an error.
@@ -402,6 +474,10 @@ impl Fs {
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }
+}
+
+fn is_immutable_dir(node: &Node) -> bool {
+    matches!(node.shape(), Shape::Dir(d) if d.stability() == Stability::Immutable)
 }
 
 /// The file the kernel may read directly for `content` (passthrough): only a whole verified

@@ -83,3 +83,13 @@ pub const INDEX_MEMORY: usize = 64 << 20;
 /// Link counts of hard-linked inodes of `rootfs/` kept (by image and inode, about 100 bytes
 /// each): `ls -l` of K names of one inode counts its links once, not K times.
 pub const LINK_COUNTS: usize = 16_384;
+
+/// Entries of immutable directories' listings (a manifest's, a rootfs directory) kept after
+/// their handles close, all directories together (about 64 bytes each: 4 MiB). A warm walk of a
+/// rootfs of up to this many paths opens every directory inline.
+pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;
+
+/// Decoded layer tars kept open after their last file is closed (the most recently handed out
+/// by `Views::ready`): a warm read of a rootfs, one file after another, then opens no file per
+/// file. Each pins its cache file's disk space while held, should the cache evict it meanwhile.
+pub const HELD_DECODED_FILES: usize = 8;

@@ -1266,3 +1266,81 @@ fn a_blob_the_registry_says_is_over_1_tib_is_efbig() {
     let err = c.walk(&format!("r/blobs/{over}")).expect_err("over 1 TiB");
     assert_eq!(err.errno(), libc::EFBIG, "{err}");
 }
+
+/// A tag's link is answered without waiting (`Fs::readlink_now`, which the adapter answers
+/// inline) only while the tag is resolved within `tag_ttl`: that answer costs no request, and
+/// once the TTL has passed it is `None`, so the kernel's READLINK goes to a thread that asks the
+/// registry again and sees the tag moved. What is not a link is left to `readlink` to refuse.
+#[test]
+fn a_tag_link_is_answered_without_waiting_only_within_its_ttl() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (one, _) = fake.image("r", "v1", b"one");
+    let ttl = Duration::from_millis(400);
+    let c = core_with_ttl(fake.clone(), ttl);
+    let ino = c.walk("r/tags/v1").expect("tag").ino;
+    assert_eq!(c.fs.readlink(ino).expect("readlink"), format!("../manifests/{one}"));
+    let calls = fake.calls().len();
+    let now = c.fs.readlink_now(ino).expect("resolved within the TTL").expect("target");
+    assert_eq!(now, format!("../manifests/{one}"));
+    assert_eq!(fake.calls().len(), calls, "an inline readlink asked the registry: {:?}", fake.calls());
+    let (two, _) = fake.image("r", "v1", b"two");
+    std::thread::sleep(ttl + Duration::from_millis(100));
+    assert!(c.fs.readlink_now(ino).is_none(), "a tag past its TTL was answered from memory");
+    assert_eq!(c.fs.readlink(ino).expect("readlink"), format!("../manifests/{two}"), "the tag moved");
+    assert_eq!(c.fs.readlink_now(ino).expect("resolved again").expect("target"), format!("../manifests/{two}"));
+    let dir = c.walk("r/tags").expect("tags").ino;
+    assert!(c.fs.readlink_now(dir).is_none(), "a directory is readlink's to refuse");
+}
+
+/// The listing of an immutable directory (a manifest's, a rootfs directory) never changes, so it
+/// is kept after its handles close, within a bound of entries: opened again, it is ready
+/// without the layout (`Fs::opendir_now`, which the adapter answers inline) and the same.
+/// Directories of names the registry may move (`tags/`) are not kept: each opendir lists anew.
+#[test]
+fn immutable_listings_are_kept_within_a_bound_and_open_without_waiting() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let digests: Vec<Digest> = (0..4).map(|i| fake.image("r", &format!("t{i}"), &[i]).0).collect();
+    let cache = tempfile::tempdir().expect("cache");
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
+    let names = |fs: &Fs, fh| fs.listing(fh).expect("listing").iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    // Room for the listings of two manifest directories, not three.
+    let per_dir = {
+        let fs = Fs::new(Arc::new(store), FsConfig::default());
+        let ino = fs.walk(&format!("r/manifests/{}", digests[0])).expect("dir").ino;
+        let fh = fs.opendir(ino).expect("opendir");
+        let n = fs.listing(fh).expect("listing").len();
+        fs.releasedir(fh);
+        n
+    };
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
+    let fs = Fs::new(Arc::new(store), FsConfig { kept_listing_entries: 2 * per_dir + 1, ..FsConfig::default() });
+    let dirs: Vec<u64> = digests.iter().map(|d| fs.walk(&format!("r/manifests/{d}")).expect("dir").ino).collect();
+    let first: Vec<Vec<String>> = dirs
+        .iter()
+        .map(|&ino| {
+            assert!(fs.opendir_now(ino).is_none(), "a listing never taken is ready");
+            let fh = fs.opendir(ino).expect("opendir");
+            let listed = names(&fs, fh);
+            fs.releasedir(fh);
+            listed
+        })
+        .collect();
+    let calls = fake.calls().len();
+    // The two most recent are kept, whole; the older ones went to keep within the bound.
+    for (i, &ino) in dirs.iter().enumerate() {
+        match fs.opendir_now(ino) {
+            Some(opened) => {
+                assert!(i >= 2, "dir {i} kept past the bound of {} entries", 2 * per_dir + 1);
+                let fh = opened.expect("opened");
+                assert_eq!(names(&fs, fh), first[i]);
+                fs.releasedir(fh);
+            }
+            None => assert!(i < 2, "dir {i}, listed last, was not kept"),
+        }
+    }
+    assert_eq!(fake.calls().len(), calls, "opening kept listings asked the registry: {:?}", fake.calls());
+    let tags = fs.walk("r/tags").expect("tags").ino;
+    let fh = fs.opendir(tags).expect("opendir");
+    fs.releasedir(fh);
+    assert!(fs.opendir_now(tags).is_none(), "a listing of tags was kept");
+}

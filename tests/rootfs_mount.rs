@@ -84,3 +84,64 @@ fn a_mounted_rootfs_is_what_gnu_tar_extracts_from_its_layers() {
         assert!(listing.lines().skip(1).all(|l| l.starts_with("-rw-r--r-- 1 0 0 ")), "{listing}");
     }
 }
+
+/// What the kernel asks of regfs for files read again and again through a tag (a warm
+/// `find rootfs -type f | xargs cat`): no FLUSH at each close (`FOPEN_NOFLUSH`), and neither the
+/// tag's READLINK (the tag resolved within `--tag-ttl`) nor the OPEN (the layer at hand) waits
+/// for a thread of its own. Counted from fuser's log of every request and regfs's log of every
+/// request it hands to a thread.
+#[test]
+fn warm_reads_through_a_tag_cost_no_flush_and_no_thread() {
+    let sh = shared();
+    let cache = tempfile::tempdir().expect("cache");
+    let log = cache.path().with_extension("log");
+    let cache_arg = cache.path().to_string_lossy().into_owned();
+    let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
+    let m = Mount::start_env(&sh.registry.url, &["--cache-dir", &cache_arg], &env, cache.path().to_path_buf(), log);
+    let files = stdout(&m.sh("find demo/oci/tags/v1/rootfs/regfs-fixture -type f | sort | head -3"));
+    let files: Vec<&str> = files.lines().collect();
+    assert!(!files.is_empty(), "the fixture's rootfs has files");
+    let cat = format!("cat {} > /dev/null", files.join(" "));
+    assert!(m.sh(&cat).status.success(), "the first (cold) read");
+    let before = m.log().len();
+    for _ in 0..3 {
+        assert!(m.sh(&cat).status.success(), "a warm read");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300)); // RELEASE is sent after close returns
+    let warm = m.log().get(before..).unwrap_or_default().to_string();
+    let count = |op: &str| warm.lines().filter(|l| l.contains("fuser::request") && l.contains(op)).count();
+    let reads = 3 * files.len();
+    assert_eq!(count(" OPEN "), reads, "every warm open reaches regfs (the log shows requests):\n{warm}");
+    assert!(count(" READLINK") >= 3, "every path walk reads the tag's link:\n{warm}");
+    assert_eq!(count(" FLUSH "), 0, "a close of a read-only file sent FLUSH:\n{warm}");
+    let threads: Vec<&str> = warm.lines().filter(|l| l.contains("on a thread of its own")).collect();
+    assert!(threads.is_empty(), "warm requests waited for threads of their own: {threads:#?}");
+}
+
+/// A warm `find` of a rootfs (what `find rootfs -type f | xargs cat` starts with): its
+/// directories are immutable, so their listings are kept and opened inline, and the kernel
+/// keeps what it read of them (`FOPEN_CACHE_DIR`): a second walk sends no READDIR and hands
+/// no request to a thread, and finds the same paths.
+#[test]
+fn a_warm_walk_of_a_rootfs_reads_no_directory_twice_and_waits_for_no_thread() {
+    let sh = shared();
+    let cache = tempfile::tempdir().expect("cache");
+    let log = cache.path().with_extension("log");
+    let cache_arg = cache.path().to_string_lossy().into_owned();
+    let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
+    let m = Mount::start_env(&sh.registry.url, &["--cache-dir", &cache_arg], &env, cache.path().to_path_buf(), log);
+    // From outside the mount, as the benchmark does: `find` opens its starting directory too.
+    let find = format!("find {} | sort", m.path("demo/oci/tags/v1/rootfs").display());
+    let outside = tempfile::tempdir().expect("a directory outside the mount");
+    let cold = stdout(&sh_in(outside.path(), &find));
+    assert!(cold.lines().count() > 3, "a rootfs with directories and files: {cold}");
+    let before = m.log().len();
+    assert_eq!(stdout(&sh_in(outside.path(), &find)), cold, "the second walk found other paths");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let warm = m.log().get(before..).unwrap_or_default().to_string();
+    let count = |op: &str| warm.lines().filter(|l| l.contains("fuser::request") && l.contains(op)).count();
+    assert!(count(" OPENDIR ") > 0, "the walk opens directories (the log shows requests):\n{warm}");
+    assert_eq!(count(" READDIR "), 0, "a directory already read was read again:\n{warm}");
+    let threads: Vec<&str> = warm.lines().filter(|l| l.contains("on a thread of its own")).collect();
+    assert!(threads.is_empty(), "warm requests waited for threads of their own: {threads:#?}");
+}

@@ -553,3 +553,34 @@ fn the_views_bounds_are_the_mount_s() {
     let views = Views::with_config(store, bytes);
     assert_eq!(views.index("r", &m, 0).expect_err("past 1 KiB of index").errno(), libc::EFBIG);
 }
+
+/// A layer at hand stays open between opens of its files: `ready` keeps the last few decoded
+/// tars it handed out open (`limits::HELD_DECODED_FILES`), so a warm `xargs cat` of a rootfs,
+/// whose every file is closed before the next opens, does not open, check and close the layer's
+/// file once per file. Past the bound, the oldest is let go.
+#[test]
+fn a_ready_layer_s_decoded_tar_stays_open_between_opens() {
+    let fake = Faulty::new(Fake::default());
+    let held = regfs::limits::HELD_DECODED_FILES;
+    let layers: Vec<Vec<u8>> = (0..=held).map(|i| tar_of(&[(&format!("f{i}"), vec![i as u8; 10])])).collect();
+    let descs: Vec<_> = layers.iter().map(|l| (gzip(l), GZIP, sha(l))).collect();
+    let m = image(&fake, "r", "v1", &descs);
+    let c = core(fake);
+    let doc = c.store.manifest("r", &m).expect("manifest");
+    let file = |n: usize| {
+        let (_, content) = c.views.ready(&doc, n).expect("ready");
+        let regfs::store::Content::File(f) = content else { panic!("a file") };
+        f
+    };
+    for n in 0..=held {
+        c.views.materialise("r", &m, n).expect("materialise");
+    }
+    // Every handle dropped at once: what still holds the file open is `ready`'s own.
+    let handed: Vec<std::sync::Weak<std::fs::File>> = (0..=held).map(|n| Arc::downgrade(&file(n))).collect();
+    assert!(handed[0].upgrade().is_none(), "more than the bound is held");
+    for (n, w) in handed.iter().enumerate().skip(1) {
+        let open = w.upgrade().expect("a layer of the last few was let go");
+        assert!(Arc::ptr_eq(&open, &file(n)), "layer {n} was opened again");
+    }
+    assert!(file(0).metadata().is_ok(), "the oldest opens again");
+}

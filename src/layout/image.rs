@@ -253,6 +253,10 @@ impl Link for IndexLink {
     fn target(&self, _: &Layout) -> Result<String> {
         Ok(link_target(&self.target))
     }
+
+    fn target_now(&self, cx: &Layout) -> Option<Result<String>> {
+        Some(self.target(cx))
+    }
 }
 
 #[cfg(test)]

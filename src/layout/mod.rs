@@ -244,6 +244,12 @@ pub trait Link: Send + Sync {
     /// `st_size`, without resolving what need not be.
     fn size(&self, cx: &Layout) -> u64;
     fn target(&self, cx: &Layout) -> Result<String>;
+    /// [`Link::target`] if it needs no waiting (nothing to fetch or resolve): the adapter then
+    /// answers the readlink inline instead of on a thread. `None` (the default): it may wait.
+    fn target_now(&self, cx: &Layout) -> Option<Result<String>> {
+        let _ = cx;
+        None
+    }
     /// Its own metadata, if it has any (see [`Meta`]); by default none.
     fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
         let _ = cx;

@@ -246,6 +246,14 @@ impl Link for Tag {
         cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
         Ok(target)
     }
+
+    /// Resolved within `tag_ttl`: every path through `tags/<tag>/` reads this link, so a walk
+    /// of a tag's tree asks it once per path, inline.
+    fn target_now(&self, cx: &Layout) -> Option<Result<String>> {
+        let target = tag_target(&cx.store.resolve_tag_if_known(&self.repo, &self.tag)?);
+        cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
+        Some(Ok(target))
+    }
 }
 
 impl Dir for Manifests {

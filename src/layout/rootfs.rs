@@ -450,8 +450,13 @@ impl RootfsFile {
     }
 
     /// The headers at the entry's header offset in `tar`: a regular file of its size, its name,
-    /// its data where the index says.
+    /// its data where the index says. Once per index and entry: found to agree, the index
+    /// remembers it ([`LayerIndex::set_header_checked`]; `tar` is the verified decoded tar that
+    /// index was made or checked for, which never changes).
     fn check_header(&self, index: &LayerIndex, tar: &Content) -> Result<()> {
+        if index.header_checked(self.entry) {
+            return Ok(());
+        }
         let what = || format!("rootfs entry {} of layer {} of {}@{}", self.entry, self.layer, self.repo, self.manifest);
         let e = index.entry(self.entry).ok_or_else(|| Error::malformed(what(), "no such entry"))?;
         let at = e.header_offset();
@@ -474,6 +479,7 @@ impl RootfsFile {
             log::warn!("{}: the layer's index disagrees with the tar's header at {at} ({name:?}); refused", what());
             return Err(Error::malformed(what(), format!("the index disagrees with the tar's header at {at}")));
         }
+        index.set_header_checked(self.entry);
         Ok(())
     }
 
@@ -965,6 +971,35 @@ mod tests {
         let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
         let e = fs.open_file(motd.ino).map(drop).expect_err("headers disagree");
         assert_eq!(e.errno(), libc::EIO, "{e}");
+    }
+
+    /// An entry's headers are parsed once per index: found to agree, later opens through the
+    /// same index read no header (a warm `xargs cat` does no `pread` and parse per file). The
+    /// mark goes with the index: another copy of it (an index read back from disk again after
+    /// the LRU dropped it) checks for itself, and refuses headers that do not agree.
+    #[test]
+    fn an_entry_s_headers_are_parsed_once_per_index() {
+        use std::os::unix::fs::FileExt;
+        let fixed = Arc::new(Fixed::new(two_layers()));
+        let (fs, _cache, d) = core(2, Arc::clone(&fixed));
+        let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
+        assert_eq!(cat(&fs, motd.ino), content("etc/motd", 5));
+        let (index, tar) = fixed.layers[1].clone();
+        let crate::views::index::Says::Present(e) = index.says("etc/motd") else { panic!("motd is in the top layer") };
+        assert!(index.header_checked(e.id()), "the check was not remembered");
+        // Its header spoiled in the tar: the same index does not parse it again.
+        tar.write_at(&[0u8; 512], e.header_offset()).expect("spoil the header");
+        assert_eq!(cat(&fs, motd.ino), content("etc/motd", 5), "the header was parsed again");
+        // Another copy of the index checks for itself.
+        let copy = Fixed {
+            layers: vec![fixed.layers[0].clone(), (Arc::new((*index).clone()), tar)],
+            ready: false,
+            asked: Mutex::new(Vec::new()),
+        };
+        let (fs, _cache, d) = core(2, Arc::new(copy));
+        let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
+        let err = fs.open_file(motd.ino).map(drop).expect_err("a spoiled header, not checked by this index");
+        assert_eq!(err.errno(), libc::EIO, "{err}");
     }
 
     /// A rootfs file whose layer is at hand opens inline (no thread), and only then.

@@ -315,6 +315,36 @@ pub struct LayerIndex {
     pub(crate) decoded_len: u64,
     /// Records in the tree (the rest are hidden).
     pub(crate) visible: u32,
+    /// Entries whose headers were found to agree with this index in the decoded tar (see
+    /// [`LayerIndex::header_checked`]).
+    pub(crate) checked: HeaderChecks,
+}
+
+/// One bit per record: its headers in the layer's verified decoded tar were parsed and agree
+/// with this index. Kept with the index itself, so it goes with it: an index read back from disk
+/// again (after the LRU dropped this one) is a new value with none checked. A clone starts with
+/// none checked too, and equality ignores it.
+#[derive(Default)]
+pub(crate) struct HeaderChecks(std::sync::OnceLock<Box<[std::sync::atomic::AtomicU64]>>);
+
+impl Clone for HeaderChecks {
+    fn clone(&self) -> Self {
+        HeaderChecks::default()
+    }
+}
+
+impl PartialEq for HeaderChecks {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for HeaderChecks {}
+
+impl std::fmt::Debug for HeaderChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeaderChecks")
+    }
 }
 
 /// A borrowed view of one entry of a [`LayerIndex`].
@@ -661,6 +691,29 @@ impl LayerIndex {
         self.decoded_len
     }
 
+    /// Whether entry `id`'s headers in the decoded tar were found to agree with this index
+    /// ([`LayerIndex::set_header_checked`]): then an open need not parse them again.
+    pub fn header_checked(&self, id: EntryId) -> bool {
+        let (word, bit) = ((id / 64) as usize, id % 64);
+        self.checked
+            .0
+            .get()
+            .and_then(|b| b.get(word))
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & (1 << bit) != 0)
+    }
+
+    /// Remember that entry `id`'s headers agree with this index (one bit per record, allocated
+    /// at the first).
+    pub fn set_header_checked(&self, id: EntryId) {
+        let bits = self
+            .checked
+            .0
+            .get_or_init(|| (0..self.recs.len().div_ceil(64)).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
+        if let Some(w) = bits.get((id / 64) as usize) {
+            w.fetch_or(1 << (id % 64), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Bytes this index takes in memory (records, arenas, link tables): what the index LRU
     /// charges for it.
     pub fn weight(&self) -> usize {
@@ -670,6 +723,7 @@ impl LayerIndex {
             + self.xattrs.len()
             + self.lower.len() * 4
             + self.same.len() * 8
+            + self.recs.len().div_ceil(64) * 8
     }
 }
 
@@ -1187,7 +1241,16 @@ impl Builder {
         drop(ids);
         recs.truncate(kept);
         recs.shrink_to_fit();
-        let mut index = LayerIndex { recs, names, xattrs, lower: Vec::new(), same, decoded_len, visible };
+        let mut index = LayerIndex {
+            recs,
+            names,
+            xattrs,
+            lower: Vec::new(),
+            same,
+            decoded_len,
+            visible,
+            checked: HeaderChecks::default(),
+        };
         index.names.shrink_to_fit();
         index.xattrs.shrink_to_fit();
         lower.sort_by(|&a, &b| index.lower_target(a).cmp(index.lower_target(b)));
@@ -1496,7 +1559,16 @@ pub fn decode(bytes: &[u8]) -> Result<(Digest, LayerIndex)> {
     if lower.iter().chain(same.iter().flat_map(|(a, b)| [a, b])).any(|&id| u64::from(id) >= n) {
         return Err(bad_index("link table out of bounds"));
     }
-    let index = LayerIndex { recs, names, xattrs, lower, same, decoded_len, visible: visible as u32 };
+    let index = LayerIndex {
+        recs,
+        names,
+        xattrs,
+        lower,
+        same,
+        decoded_len,
+        visible: visible as u32,
+        checked: HeaderChecks::default(),
+    };
     Ok((diff_id, index))
 }
 

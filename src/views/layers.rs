@@ -129,6 +129,8 @@ pub struct Views {
     /// Schema1 layers decoded this run: blob digest → the sha256 of the decoded stream (see
     /// [`Target::From`]). At most [`SCHEMA1_DERIVED`]; one forgotten is decoded again.
     derived: Mutex<LruCache<Digest, Digest>>,
+    /// The decoded tars `ready` handed out last, kept open ([`limits::HELD_DECODED_FILES`]).
+    held: Mutex<LruCache<Digest, Arc<std::fs::File>>>,
 }
 
 /// Schema1 layers whose decoded digest is remembered for the run.
@@ -227,6 +229,9 @@ impl Views {
             intervals: Mutex::default(),
             failed: Mutex::new(LruCache::new(nonzero(FAILED_DECODES))),
             derived: Mutex::new(LruCache::new(nonzero(SCHEMA1_DERIVED))),
+            held: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(crate::limits::HELD_DECODED_FILES).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -459,6 +464,8 @@ impl Views {
         };
         let Some(Known::Index(index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
         let file = cache.open_verified(kind, &file_key).ok()??;
+        // Kept open: the next file of this layer finds it shared (no open, check or close).
+        sync::lock(&self.held).put(file_key, Arc::clone(&file));
         Some((index, Content::File(file)))
     }
 

@@ -8,7 +8,9 @@
 //!   mentions it (an entry) or hides it (a whiteout, an opaque or whited-out ancestor, a
 //!   non-directory ancestor) decides. So a top-layer file needs only the top index, and a lower
 //!   one the indexes from the top down to its own layer; no floor needs remembering, since a
-//!   layer that blocks a directory says so for every path below it.
+//!   layer that blocks a directory says so for every path below it. Once the top layer has not
+//!   decided, the layers below are asked for at once ([`LayerSource::prefetch`]), so a source
+//!   gets them ready in parallel rather than one after another as the walk down reaches each.
 //! - **Directories** merge. Their attributes are the topmost explicit entry's, looking down to
 //!   the directory's floor: the first layer that makes it opaque, or holds a non-directory or a
 //!   whiteout there (an upper directory over a lower non-directory starts empty). Implied all the
@@ -164,8 +166,21 @@ impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
                 Says::WhitedOut | Says::Blocked => return Ok(None),
                 Says::Silent => {}
             }
+            if i + 1 == top {
+                self.below(i);
+            }
         }
         Ok(None)
+    }
+
+    /// The topmost layer asked, `i`, did not decide: every layer below may be needed, so they
+    /// are asked for at once (top first), and a source may get them ready in parallel instead
+    /// of one after another as the walk down reaches each (a cold `cat rootfs/etc/os-release`
+    /// of a file of the base layer). A path the top layer decides asks for none.
+    fn below(&self, i: usize) {
+        if i > 0 {
+            self.src.prefetch(&(0..i).rev().collect::<Vec<_>>());
+        }
     }
 
     /// What entry `e` of layer `layer` makes its path: a directory, an inode, or (a hard link
@@ -196,7 +211,8 @@ impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
     /// The attributes of the directory at `path`; `None` if it is not a directory.
     pub fn dir(&self, path: &str) -> Result<Option<DirMeta>> {
         let mut seen = false;
-        for i in (0..self.src.len()).rev() {
+        let top = self.src.len();
+        for i in (0..top).rev() {
             let index = self.src.index(i)?;
             match index.says(path) {
                 Says::Present(e) if e.kind() == EntryKind::Dir => {
@@ -211,6 +227,9 @@ impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
                 Says::Present(_) | Says::WhitedOut | Says::Blocked => break,
                 Says::Silent => {}
             }
+            if i + 1 == top {
+                self.below(i);
+            }
         }
         Ok((seen || path.is_empty()).then(DirMeta::implied))
     }
@@ -219,7 +238,8 @@ impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
     /// floor. Empty if it is not a directory.
     fn floors(&self, path: &str) -> Result<Vec<usize>> {
         let mut layers = Vec::new();
-        for i in (0..self.src.len()).rev() {
+        let top = self.src.len();
+        for i in (0..top).rev() {
             let index = self.src.index(i)?;
             match index.says(path) {
                 Says::Present(e) if e.kind() == EntryKind::Dir => {
@@ -230,6 +250,10 @@ impl<'a, S: LayerSource + ?Sized> Merge<'a, S> {
                 }
                 Says::Present(_) | Says::WhitedOut | Says::Blocked => break,
                 Says::Silent => {}
+            }
+            // The root was asked for whole by `list`.
+            if i + 1 == top && !path.is_empty() {
+                self.below(i);
             }
         }
         Ok(layers)
@@ -340,12 +364,14 @@ mod tests {
     struct Counting {
         layers: Vec<Option<Arc<LayerIndex>>>,
         asked: Mutex<Vec<usize>>,
+        /// Each call of `prefetch`, in order.
+        prefetched: Mutex<Vec<Vec<usize>>>,
     }
 
     impl Counting {
         fn new(layers: Vec<Vec<Entry>>) -> Counting {
             let layers = layers.into_iter().map(|l| Some(Arc::new(LayerIndex::from_entries(l)))).collect();
-            Counting { layers, asked: Mutex::new(Vec::new()) }
+            Counting { layers, asked: Mutex::new(Vec::new()), prefetched: Mutex::new(Vec::new()) }
         }
 
         fn broken(mut self, i: usize) -> Counting {
@@ -373,7 +399,7 @@ mod tests {
         }
 
         fn prefetch(&self, layers: &[usize]) {
-            crate::sync::lock(&self.asked).extend_from_slice(layers);
+            crate::sync::lock(&self.prefetched).push(layers.to_vec());
         }
     }
 
@@ -386,6 +412,31 @@ mod tests {
             Some(Found::Inode(i)) => i,
             other => panic!("not a non-directory: {other:?}"),
         }
+    }
+
+    /// A path the top layer does not decide may need every layer below: they are asked for at
+    /// once (top first, so a source may get them ready in parallel) before the lookup reads them
+    /// one by one, not as the lookup reaches each. A path the top layer decides asks for none.
+    #[test]
+    fn a_path_the_top_layer_does_not_decide_gets_the_layers_below_at_once() {
+        let src = Counting::new(vec![
+            vec![Entry::file("usr/lib/os-release", 10), Entry::dir("etc"), Entry::file("etc/hosts", 1)],
+            vec![Entry::file("usr/bin/ls", 20)],
+            vec![Entry::file("usr/bin/cat", 20)],
+            vec![Entry::file("etc/motd", 5)],
+        ]);
+        let m = Merge::new(&src);
+        let prefetched = || std::mem::take(&mut *crate::sync::lock(&src.prefetched));
+        assert_eq!(inode(m.lookup("etc/motd").expect("motd")).layer, 3);
+        assert!(prefetched().is_empty(), "a top-layer path asks for no layer below");
+        assert_eq!(inode(m.lookup("usr/lib/os-release").expect("os-release")).layer, 0);
+        assert_eq!(prefetched(), [vec![2, 1, 0]], "the layers below the top, at once, top first");
+        assert_eq!(src.asked(), [0, 1, 2, 3]);
+        // A directory's attributes and listing look down past the top layer the same way.
+        assert!(m.dir("etc").expect("etc").is_some());
+        assert_eq!(prefetched(), [vec![2, 1, 0]]);
+        assert_eq!(names(&m, "etc"), ["hosts", "motd"]);
+        assert_eq!(prefetched(), [vec![2, 1, 0]]);
     }
 
     #[test]
@@ -404,7 +455,8 @@ mod tests {
         assert_eq!((meta.mode, meta.uid, meta.gid, meta.size), (0o600, 1, 2, 5));
         assert_eq!(m.nlink(motd).expect("nlink"), 1);
         assert_eq!(src.asked(), [2], "its attributes and link count too");
-        // One layer down: the two layers above it, and still not the broken base.
+        // One layer down: the two layers above it are read, and still not the broken base
+        // (asked for at once with layer 1, to be got ready in the background; not waited for).
         assert_eq!(inode(m.lookup("usr/bin/ls").expect("ls")).layer, 1);
         assert_eq!(src.asked(), [1, 2]);
         // What needs the broken layer fails, with its error.
