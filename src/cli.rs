@@ -332,6 +332,22 @@ pub fn expand_mount_options(argv: impl IntoIterator<Item = OsString>) -> Result<
     Ok(out)
 }
 
+impl Cli {
+    /// The mount's source in the mount table: the registry as given (`127.0.0.1:5000`,
+    /// `https://r.example/`), so `mount -a` finds an fstab line's mount by its source and
+    /// leaves it be; `regfs:<host>` where the text given holds a character a mount option list
+    /// or the mount table would mangle (`,`, a space, a query) or is over 255 bytes.
+    pub fn mount_source(&self, url: &reqwest::Url) -> String {
+        let given = &self.registry;
+        let safe = |c: char| c.is_ascii_alphanumeric() || ".-_:/[]".contains(c);
+        if !given.is_empty() && given.len() <= 255 && given.chars().all(safe) {
+            given.clone()
+        } else {
+            format!("regfs:{}", url.host_str().unwrap_or("registry"))
+        }
+    }
+}
+
 /// Split a `-o` list at the commas outside `"…"`, dropping the quotes and empty items.
 fn split_mount_options(list: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let (mut items, mut item, mut quoted) = (Vec::new(), Vec::new(), false);
@@ -471,6 +487,24 @@ mod tests {
             }
             assert!(!err.contains(never), "{given:?}: {err:?} echoes {never:?}");
         }
+    }
+
+    /// The mount's source is the registry as given, so `mount -a` and findmnt match it with
+    /// the fstab line; where that would not survive a mount option list, `regfs:<host>`.
+    #[test]
+    fn the_mount_source_is_the_registry_as_given_when_it_can_be() {
+        let source = |given: &str| {
+            let cli = Cli::try_parse_from(["regfs", given, "/m"]).expect("valid");
+            let url = crate::registry::endpoint::parse(given).expect("a valid registry");
+            cli.mount_source(&url)
+        };
+        for given in ["127.0.0.1:5000", "localhost:5000", "ghcr.io", "https://registry.example.com:8443/", "[::1]:5000"]
+        {
+            assert_eq!(source(given), given);
+        }
+        assert_eq!(source("https://r.example/x?a,b=c"), "regfs:r.example");
+        assert_eq!(source("r.example/a b"), "regfs:r.example");
+        assert_eq!(source(&format!("{}.example", "a".repeat(300))), format!("regfs:{}.example", "a".repeat(300)));
     }
 
     /// doc/CONFIGURATION.md lists every option of the command line and every environment variable

@@ -205,7 +205,7 @@ fn serve(
             Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
         let mount = cli.mount_config();
-        let config = mount.session(prepared.url.host_str().unwrap_or("registry"));
+        let config = mount.session(&cli.mount_source(&prepared.url));
         let adapter = FuseAdapter::new(core, mount);
         let canceller = adapter.canceller();
         fuser::Session::new(adapter, &cli.mountpoint, &config)
