@@ -317,7 +317,7 @@ pub fn expand_mount_options(argv: impl IntoIterator<Item = OsString>) -> Result<
                     )
                 })?;
             let mut expanded = format!("--{long}").into_bytes();
-            match (arg.get_action().takes_values(), value) {
+            match (arg.get_action().takes_values(), value.filter(|v| !v.is_empty())) {
                 (true, Some(v)) => {
                     expanded.push(b'=');
                     expanded.extend_from_slice(v);
@@ -473,6 +473,7 @@ mod tests {
             (&["regfs", "r", "/m", "-o", "fsname=x"], &["unknown mount option", "fsname"], "@"),
             (&["regfs", "r", "/m", "-o", "allow_other=yes"], &["allow_other", "takes no value"], "@"),
             (&["regfs", "r", "/m", "-o", "cache_dir"], &["cache_dir", "needs a value"], "@"),
+            (&["regfs", "r", "/m", "-o", "cache_dir="], &["cache_dir", "needs a value"], "@"),
             (&["regfs", "r", "/m", "-o", "cache_dir=\"/a"], &["unterminated"], "@"),
             (&["regfs", "r", "/m", "-o"], &["-o", "needs"], "@"),
             (&["regfs", "r", "/m", "-o", "help"], &["unknown mount option", "help"], "@"),

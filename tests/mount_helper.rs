@@ -32,6 +32,7 @@ say() { printf '%s\n' "$*"; }
 mounts=""
 # A failing check leaves no mount (and so no regfs) behind in the namespace.
 trap 'for m in $mounts; do mountpoint -q "$m" && umount -l "$m"; done' EXIT
+trap 'exit 124' TERM INT
 run_mount() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$T" mount "$@"; }
 check() {
     label=$1 mnt=$2
