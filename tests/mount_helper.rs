@@ -25,7 +25,8 @@ fn s(v: &serde_json::Value) -> &str {
 
 /// The shell functions every script gets: `$T` is the test's tempdir, `/usr/local/bin` holds the
 /// regfs under test, `run_mount` runs `mount` with an environment as bare as a boot's, and
-/// `check LABEL MOUNTPOINT` prints what the mount serves and whether `umount` ends regfs.
+/// `check LABEL MOUNTPOINT` prints what the mount serves (read as `$reader`, if set) and
+/// whether `umount` (or `$unmount`) ends regfs.
 const PRELUDE: &str = r#"
 set -u
 say() { printf '%s\n' "$*"; }
@@ -37,19 +38,19 @@ run_mount() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$T" mount "$@"; }
 check() {
     label=$1 mnt=$2
     mounts="$mounts $mnt"
-    say "$label mounted $(mountpoint -q "$mnt" && echo yes || echo no)"
-    say "$label digest sha256:$(sha256sum < "$mnt/$LAYER" | cut -d' ' -f1)"
+    say "$label mounted $(${reader:-} mountpoint -q "$mnt" && echo yes || echo no)"
+    say "$label digest sha256:$(${reader:-} cat "$mnt/$LAYER" | sha256sum | cut -d' ' -f1)"
     say "$label fstype $(awk -v m="$mnt" '$5 == m { for (i = 7; i <= NF; i++) if ($i == "-") { print $(i + 1); exit } }' /proc/self/mountinfo)"
-    pid=$(pgrep -f "^regfs [^ ]+ $mnt -o ")
+    pid=$(pgrep -f "regfs [^ ]+ $mnt( |\$)")
     say "$label pids $(echo $pid | wc -w)"
-    umount "$mnt"
+    ${unmount:-umount} "$mnt"
     say "$label umount $?"
     for _ in $(seq 500); do
         { [ -d "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; } || break
         sleep 0.02
     done
     say "$label exited $({ [ -d "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; } && echo no || echo yes)"
-    say "$label mounted-after $(mountpoint -q "$mnt" && echo yes || echo no)"
+    say "$label mounted-after $(${reader:-} mountpoint -q "$mnt" && echo yes || echo no)"
 }
 mount --bind "$T/bin" /usr/local/bin || exit 97
 "#;
@@ -292,4 +293,30 @@ check fstab "$T/m2"
         assert_eq!(run.get(label, "rc"), "0", "{label}: mount failed\n{run}");
         run.assert_served_and_unmounted(label, &digest);
     }
+}
+
+/// A user other than root mounts through fusermount3 (where `/dev/fuse` is open to all, as on a
+/// standard Debian system: here a node of its own in the namespace) and unmounts with
+/// `fusermount3 -u`; that mount too is of type `fuse.regfs`.
+#[test]
+fn a_user_other_than_root_mounts_through_fusermount3_and_the_mount_is_fuse_regfs() {
+    let (layer, digest) = a_layer();
+    let run = in_namespace(
+        r#"
+mknod "$T/fuse" c 10 229 && chmod 666 "$T/fuse" && mount --bind "$T/fuse" /dev/fuse || exit 96
+# The user needs to reach the binary, the mountpoint and the cache.
+mkdir "$T/user" && cp /usr/local/bin/regfs "$T/user/regfs" && chmod 755 "$T" "$T/user" "$T/user/regfs"
+chown 65534:65534 "$T/m1" "$T/c1"
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin HOME="$T/c1" "$@"; }
+( cd / && as_nobody "$T/user/regfs" "$REG" "$T/m1" --cache-dir "$T/c1" )
+say "user rc $?"
+# Without allow_other only the user who mounted may look inside, root included.
+reader=as_nobody unmount="as_nobody fusermount3 -u"
+check user "$T/m1"
+"#,
+        &layer,
+    );
+    assert_ne!(run.out.status.code(), Some(96), "making a /dev/fuse open to all failed\n{run}");
+    assert_eq!(run.get("user", "rc"), "0", "{run}");
+    run.assert_served_and_unmounted("user", &digest);
 }
