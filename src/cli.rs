@@ -1,4 +1,8 @@
 //! The command line. Every option is documented in `doc/CONFIGURATION.md` too.
+//!
+//! `mount(8)` runs regfs as `regfs SOURCE MOUNTPOINT -o LIST` (through mount.fuse3), so
+//! [`expand_mount_options`] rewrites each `-o` list into the long options before clap parses:
+//! one grammar, with `-o` a second spelling of it rather than a second set of options.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
