@@ -1,5 +1,11 @@
 //! The command line. Every option is documented in `doc/CONFIGURATION.md` too.
+//!
+//! `mount(8)` runs regfs as `regfs SOURCE MOUNTPOINT -o LIST` (through mount.fuse3), so
+//! [`expand_mount_options`] rewrites each `-o` list into the long options before clap parses:
+//! one grammar, with `-o` a second spelling of it rather than a second set of options.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +27,11 @@ use crate::views::ViewsConfig;
     after_help = "Layout: MOUNT/<repo>/tags/<tag> -> ../manifests/<digest>, MOUNT/<repo>/manifests/<digest>/ \
 (manifest.json, config.json, layers/, one link per platform of an index), MOUNT/<repo>/blobs/<digest>.\n\
 Unmount with `umount MOUNTPOINT` (root), `fusermount3 -u MOUNTPOINT`, or Ctrl-C / SIGTERM in --foreground.\n\
-Logs: RUST_LOG=debug for more; in the background they go to --log-file."
+Logs: RUST_LOG=debug for more; in the background they go to --log-file.\n\
+Mount options: -o name[=value],... (as mount(8) and /etc/fstab pass them) stands for the long options above \
+without their -- (-o ro,cache_dir=/var/cache/regfs,tag_ttl=30,allow_other,nonempty); ro, rw, nodev, nosuid, \
+noexec, nofail, _netdev, defaults, x-* and the other generic mount options are ignored (regfs is read-only). \
+`mount -t fuse.regfs REGISTRY DIR` runs regfs with a default PATH: install it in /usr/local/bin or /usr/bin."
 )]
 pub struct Cli {
     /// The registry: host[:port] (https, or http on loopback) or a full http:// or https:// URL.
@@ -114,6 +124,10 @@ pub struct Cli {
     /// Threads reading requests from the kernel (operations that wait on the network get threads of their own).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub fuse_threads: usize,
+
+    /// Mount on a directory that has entries, hiding them while mounted (without it, regfs refuses a non-empty MOUNTPOINT, as fusermount does; -o nonempty).
+    #[arg(long)]
+    pub nonempty: bool,
 }
 
 /// A size of memory (`64M`), at least 1 byte.
@@ -234,6 +248,171 @@ impl Cli {
     }
 }
 
+// `-o` mount options, as mount(8) runs a helper (issue 10, mount conventions).
+
+/// The command line with its `-o` lists expanded, and what to log about them once logging runs.
+#[derive(Debug)]
+pub struct Expanded {
+    pub args: Vec<OsString>,
+    pub notes: Vec<String>,
+}
+
+/// The generic mount options mount(8) and mount.fuse3 hand to a helper (fstab's `defaults`
+/// arrives as `rw`; mount.fuse3 appends `dev,suid`), plus `x-*`: accepted and ignored, since
+/// regfs always mounts `ro,nodev,nosuid` with `default_permissions`.
+const GENERIC_MOUNT_OPTIONS: &[&str] = &[
+    "ro",
+    "rw",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "nofail",
+    "_netdev",
+    "defaults",
+    "async",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "lazytime",
+    "diratime",
+    "nodiratime",
+    "default_permissions",
+];
+
+/// Long options `-o` does not carry: the login (a password has no place in `/etc/fstab` or the
+/// process list, and stdin is not the user's under mount), `--foreground` (mount waits for its
+/// helper to return), and clap's own.
+fn refuse_by_mount_option(long: &str) -> Option<String> {
+    let secret = ["password", "passwd", "secret", "token"].iter().any(|w| long.contains(w));
+    if secret || long == "username" {
+        return Some(
+            "-o cannot carry a login (a password would be readable in /etc/fstab and the process list); \
+             put the credentials in an auth file (--auth-file, -o auth_file=PATH) or a credential helper"
+                .into(),
+        );
+    }
+    if long == "foreground" {
+        return Some(
+            "mount waits for regfs to return, so a mount by mount(8) cannot stay in the foreground (-f)".into(),
+        );
+    }
+    None
+}
+
+/// Rewrite each `-o name[=value],...` (also `-oLIST`) of `argv` into regfs's own options before
+/// clap sees them: `name=value` becomes `--name=value` and a bare `name` becomes `--name`, where
+/// `--name` is a long option of [`Cli`] (`_` may stand for `-`); a value in `"…"` may hold
+/// commas. The generic mount options ([`GENERIC_MOUNT_OPTIONS`], `x-*`) are dropped (`rw` with a
+/// note: regfs is read-only). An unknown name, a value where none is taken or none where one is,
+/// and the login options are refused; a message names the option, never its value. Everything
+/// after `--` is left as it is.
+pub fn expand_mount_options(argv: impl IntoIterator<Item = OsString>) -> Result<Expanded, String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut out = Expanded { args: Vec::new(), notes: Vec::new() };
+    let mut argv = argv.into_iter();
+    out.args.extend(argv.next());
+    while let Some(arg) = argv.next() {
+        let bytes = arg.as_bytes();
+        let list = if bytes == b"--" {
+            out.args.push(arg);
+            out.args.extend(argv.by_ref());
+            break;
+        } else if bytes == b"-o" {
+            argv.next().ok_or("-o needs a list of options (-o name[=value],...)")?.into_vec()
+        } else if let Some(rest) = bytes.strip_prefix(b"-o") {
+            rest.to_vec()
+        } else {
+            out.args.push(arg);
+            continue;
+        };
+        for item in split_mount_options(&list)? {
+            let (name, value) = match item.iter().position(|&b| b == b'=') {
+                Some(at) => (String::from_utf8_lossy(&item[..at]).into_owned(), Some(&item[at + 1..])),
+                None => (String::from_utf8_lossy(&item).into_owned(), None),
+            };
+            if GENERIC_MOUNT_OPTIONS.contains(&name.as_str()) || name.starts_with("x-") {
+                if name == "rw" {
+                    out.notes.push("-o rw: regfs is read-only; mounted read-only".into());
+                }
+                continue;
+            }
+            let long = name.replace('_', "-");
+            if let Some(why) = refuse_by_mount_option(&long) {
+                return Err(format!("-o {name}: {why}"));
+            }
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()) && !matches!(long.as_str(), "help" | "version"))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown mount option {name:?}: -o takes regfs's long options without their -- \
+                         (cache_dir=DIR, tag_ttl=SECONDS, allow_other, nonempty, ...; see regfs --help) and the \
+                         generic ones (ro, nodev, nosuid, noexec, nofail, _netdev, defaults, x-*, ...)"
+                    )
+                })?;
+            let mut expanded = format!("--{long}").into_bytes();
+            match (arg.get_action().takes_values(), value.filter(|v| !v.is_empty())) {
+                (true, Some(v)) => {
+                    expanded.push(b'=');
+                    expanded.extend_from_slice(v);
+                }
+                (true, None) => return Err(format!("-o {name} needs a value ({name}=...)")),
+                (false, Some(_)) => return Err(format!("-o {name} takes no value")),
+                (false, None) => {}
+            }
+            out.args.push(OsString::from_vec(expanded));
+        }
+    }
+    Ok(out)
+}
+
+impl Cli {
+    /// The mount's source in the mount table: the registry as given (`127.0.0.1:5000`,
+    /// `https://r.example/`), so `mount -a` finds an fstab line's mount by its source and
+    /// leaves it be; `regfs:<host>` where the text given holds a character a mount option list
+    /// or the mount table would mangle (`,`, a space, a query) or is over 255 bytes.
+    pub fn mount_source(&self, url: &reqwest::Url) -> String {
+        let given = &self.registry;
+        let safe = |c: char| c.is_ascii_alphanumeric() || ".-_:/[]".contains(c);
+        if !given.is_empty() && given.len() <= 255 && given.chars().all(safe) {
+            given.clone()
+        } else {
+            format!("regfs:{}", url.host_str().unwrap_or("registry"))
+        }
+    }
+}
+
+/// Split a `-o` list at the commas outside `"…"`, dropping the quotes and empty items.
+fn split_mount_options(list: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let (mut items, mut item, mut quoted) = (Vec::new(), Vec::new(), false);
+    for &b in list {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => items.push(std::mem::take(&mut item)),
+            _ => item.push(b),
+        }
+    }
+    if quoted {
+        return Err("-o: a value's opening \" has no closing \" (unterminated quote)".into());
+    }
+    items.push(item);
+    items.retain(|i| !i.is_empty());
+    Ok(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +470,102 @@ mod tests {
         assert_eq!(c.fs_config(), FsConfig::default());
         assert_eq!(c.mount_config(), MountConfig::default());
         assert_eq!(c.http_options(None, Vec::new()), Options::default());
+    }
+
+    // `-o` mount options (issue 10, mount conventions).
+
+    fn expand(args: &[&str]) -> Result<Expanded, String> {
+        expand_mount_options(args.iter().map(std::ffi::OsString::from))
+    }
+
+    fn strings(e: &Expanded) -> Vec<String> {
+        e.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    /// What mount.fuse3 runs (`regfs SRC MNT -o opts`) becomes the command line's own options:
+    /// `name=value` → `--name=value` (`_` for `-`), a bare name → `--name`; the generic mount
+    /// options are dropped; quoted values keep their commas; secrets, `--foreground` and unknown
+    /// names are refused, naming the option but never a value.
+    #[test]
+    fn mount_options_become_command_line_options() {
+        let table: &[(&[&str], &[&str])] = &[
+            (
+                &["regfs", "r:5000", "/m", "-o", "ro,cache_dir=/x,tag_ttl=5,allow_other,dev,suid"],
+                &["regfs", "r:5000", "/m", "--cache-dir=/x", "--tag-ttl=5", "--allow-other"],
+            ),
+            (
+                &["regfs", "-o", "x-systemd.automount,_netdev,nofail,noauto,defaults,rw", "r", "/m"],
+                &["regfs", "r", "/m"],
+            ),
+            (&["regfs", "r", "/m", "-ocache-size=2G,nonempty"], &["regfs", "r", "/m", "--cache-size=2G", "--nonempty"]),
+            (
+                &["regfs", "r", "/m", "-o", "cache_dir=\"/a,b\",no_passthrough"],
+                &["regfs", "r", "/m", "--cache-dir=/a,b", "--no-passthrough"],
+            ),
+            (&["regfs", "r", "/m", "-o", "ro", "-o", "timeout=3"], &["regfs", "r", "/m", "--timeout=3"]),
+            (&["regfs", "r", "/m", "--tag-ttl", "5"], &["regfs", "r", "/m", "--tag-ttl", "5"]),
+            // After `--`, nothing is an option.
+            (&["regfs", "--", "r", "-o"], &["regfs", "--", "r", "-o"]),
+        ];
+        for (given, want) in table {
+            let got = expand(given).unwrap_or_else(|e| panic!("{given:?}: {e}"));
+            assert_eq!(strings(&got), *want, "{given:?}");
+        }
+        // What the expansion gives, clap takes.
+        let got = expand(&["regfs", "r:5000", "/m", "-o", "ro,cache_dir=/x,tag_ttl=5,allow_other,nonempty,dev,suid"])
+            .expect("valid");
+        let cli = Cli::try_parse_from(&got.args).expect("clap takes the expansion");
+        assert_eq!(cli.cache_dir.as_deref(), Some(std::path::Path::new("/x")));
+        assert_eq!((cli.tag_ttl, cli.allow_other, cli.nonempty, cli.foreground), (5, true, true, false));
+        // `rw` is accepted, and said: regfs is read-only.
+        let got = expand(&["regfs", "r", "/m", "-o", "rw,dev,suid"]).expect("rw is accepted");
+        assert_eq!(strings(&got), ["regfs", "r", "/m"]);
+        assert!(got.notes.iter().any(|n| n.contains("rw") && n.contains("read-only")), "{:?}", got.notes);
+
+        let refused: &[(&[&str], &[&str], &str)] = &[
+            (&["regfs", "r", "/m", "-o", "password=hunter2"], &["password", "--auth-file"], "hunter2"),
+            (&["regfs", "r", "/m", "-o", "ro,registry_password=s3cr3t"], &["registry_password"], "s3cr3t"),
+            (&["regfs", "r", "/m", "-o", "token=abc123"], &["token"], "abc123"),
+            (&["regfs", "r", "/m", "-o", "username=alice"], &["username", "--auth-file"], "alice"),
+            (&["regfs", "r", "/m", "-o", "password_stdin"], &["password_stdin"], "@"),
+            (&["regfs", "r", "/m", "-o", "foreground"], &["foreground", "-f"], "@"),
+            (&["regfs", "r", "/m", "-o", "colour=blue"], &["unknown mount option", "colour"], "blue"),
+            (&["regfs", "r", "/m", "-o", "fsname=x"], &["unknown mount option", "fsname"], "@"),
+            (&["regfs", "r", "/m", "-o", "allow_other=yes"], &["allow_other", "takes no value"], "@"),
+            (&["regfs", "r", "/m", "-o", "cache_dir"], &["cache_dir", "needs a value"], "@"),
+            (&["regfs", "r", "/m", "-o", "cache_dir="], &["cache_dir", "needs a value"], "@"),
+            (&["regfs", "r", "/m", "-o", "cache_dir=\"/a"], &["unterminated"], "@"),
+            (&["regfs", "r", "/m", "-o"], &["-o", "needs"], "@"),
+            (&["regfs", "r", "/m", "-o", "help"], &["unknown mount option", "help"], "@"),
+        ];
+        for (given, says, never) in refused {
+            let err = match expand(given) {
+                Ok(e) => panic!("{given:?} was accepted: {:?}", strings(&e)),
+                Err(err) => err,
+            };
+            for s in *says {
+                assert!(err.contains(s), "{given:?}: {err:?} does not say {s:?}");
+            }
+            assert!(!err.contains(never), "{given:?}: {err:?} echoes {never:?}");
+        }
+    }
+
+    /// The mount's source is the registry as given, so `mount -a` and findmnt match it with
+    /// the fstab line; where that would not survive a mount option list, `regfs:<host>`.
+    #[test]
+    fn the_mount_source_is_the_registry_as_given_when_it_can_be() {
+        let source = |given: &str| {
+            let cli = Cli::try_parse_from(["regfs", given, "/m"]).expect("valid");
+            let url = crate::registry::endpoint::parse(given).expect("a valid registry");
+            cli.mount_source(&url)
+        };
+        for given in ["127.0.0.1:5000", "localhost:5000", "ghcr.io", "https://registry.example.com:8443/", "[::1]:5000"]
+        {
+            assert_eq!(source(given), given);
+        }
+        assert_eq!(source("https://r.example/x?a,b=c"), "regfs:r.example");
+        assert_eq!(source("r.example/a b"), "regfs:r.example");
+        assert_eq!(source(&format!("{}.example", "a".repeat(300))), format!("regfs:{}.example", "a".repeat(300)));
     }
 
     /// doc/CONFIGURATION.md lists every option of the command line and every environment variable

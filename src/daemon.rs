@@ -13,7 +13,8 @@
 //!
 //! # The mountpoint
 //! [`check_mountpoint`] refuses one that is a mount point already or lies inside a regfs mount
-//! (read from `/proc/self/mountinfo`): mounting there would stack.
+//! (read from `/proc/self/mountinfo`): mounting there would stack. Then [`check_empty`] refuses
+//! one with entries unless `--nonempty`, as fusermount does: the mount would hide them.
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -208,4 +209,20 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Refuse a mountpoint that has entries, as fusermount does (libfuse 2's `nonempty`): the mount
+/// would hide them until unmounted, which is seldom what was meant. `--nonempty` (`-o nonempty`)
+/// mounts anyway. Called after [`check_mountpoint`], so a mount point (whose root shows entries)
+/// is refused as such. A directory regfs cannot list is left to the kernel to judge.
+pub fn check_empty(mountpoint: &Path) -> Result<(), String> {
+    let Ok(mut entries) = std::fs::read_dir(mountpoint) else { return Ok(()) };
+    match entries.next() {
+        None => Ok(()),
+        Some(_) => Err(format!(
+            "{}: not empty; mounting would hide what it holds. Choose an empty directory, or pass \
+             --nonempty (-o nonempty) to mount over it",
+            mountpoint.display()
+        )),
+    }
 }

@@ -136,16 +136,20 @@ impl Default for MountConfig {
 
 impl MountConfig {
     /// The session's configuration: read-only, no devices or setuid, the kernel checking
-    /// permissions, named `regfs:<host>` in the mount table.
-    pub fn session(&self, host: &str) -> fuser::Config {
+    /// permissions, shown in the mount table as `source` (`Cli::mount_source`) of type
+    /// `fuse.regfs`.
+    pub fn session(&self, source: &str) -> fuser::Config {
         let mut config = fuser::Config::default();
         config.mount_options = vec![
             fuser::MountOption::RO,
             fuser::MountOption::NoDev,
             fuser::MountOption::NoSuid,
             fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::FSName(format!("regfs:{host}")),
-            fuser::MountOption::Subtype("regfs".into()),
+            fuser::MountOption::FSName(source.to_string()),
+            // As a kernel option, not fuser's `Subtype` (which only fusermount3 is told): a
+            // mount by root then shows as `fuse.regfs` too, as its fstab line names it
+            // (tests/mount_helper.rs). fusermount3 takes `subtype=` from `-o` the same way.
+            fuser::MountOption::CUSTOM("subtype=regfs".into()),
         ];
         if self.allow_other {
             config.acl = fuser::SessionACL::All;

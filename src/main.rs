@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use regfs::cli::Cli;
-use regfs::daemon::{Detached, check_mountpoint, detach, init_logging, raise_nofile_limit, unmount_on_signals};
+use regfs::daemon::{
+    Detached, check_empty, check_mountpoint, detach, init_logging, raise_nofile_limit, unmount_on_signals,
+};
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
@@ -22,7 +24,15 @@ use regfs::store::dir::CacheDir;
 
 fn main() -> ExitCode {
     let raised = raise_nofile_limit();
-    let mut cli = Cli::parse();
+    // `-o name[=value],...` (as mount(8) runs a helper) becomes regfs's own options first.
+    let expanded = match regfs::cli::expand_mount_options(std::env::args_os()) {
+        Ok(e) => e,
+        Err(msg) => {
+            eprintln!("regfs: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cli = Cli::parse_from(&expanded.args);
     // Paths are made absolute now: the background process leaves the caller's directory.
     let mount_lock = match absolute_paths(&mut cli) {
         Ok(lock) => lock,
@@ -53,6 +63,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    for note in &expanded.notes {
+        log::info!("{note}");
+    }
     match serve(&cli, prepared, ready, raised, mount_lock) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -73,6 +86,9 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
     }
     let lock = lock_mountpoint(&cli.mountpoint, cli.mount_config().lock_wait);
     check_mountpoint(&cli.mountpoint)?;
+    if !cli.nonempty {
+        check_empty(&cli.mountpoint)?;
+    }
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cli.cache_dir = Some(absolute(&cli.cache_dir())?);
     if let Some(f) = &cli.log_file {
@@ -189,7 +205,7 @@ fn serve(
             Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
         let mount = cli.mount_config();
-        let config = mount.session(prepared.url.host_str().unwrap_or("registry"));
+        let config = mount.session(&cli.mount_source(&prepared.url));
         let adapter = FuseAdapter::new(core, mount);
         let canceller = adapter.canceller();
         fuser::Session::new(adapter, &cli.mountpoint, &config)

@@ -807,3 +807,62 @@ fn two_regfs_racing_for_one_fresh_mountpoint_do_not_stack() {
         assert!(errs.iter().any(|e| e.contains("already a mount point")), "round {round}: {errs:?}");
     }
 }
+
+/// A mountpoint with entries is refused, as fusermount does (libfuse 2's `nonempty`), unless
+/// `--nonempty` / `-o nonempty`; "already a mount point" still comes first.
+#[test]
+fn a_mountpoint_that_is_not_empty_is_refused_unless_nonempty() {
+    let sh = shared();
+    let dir = tempfile::tempdir().expect("mountpoint");
+    std::fs::write(dir.path().join("keep.txt"), "mine").expect("a file in the mountpoint");
+    let regfs = |extra: &[&str]| {
+        // A cache of its own each time: the last regfs may still be exiting after its umount.
+        let cache = tempfile::tempdir().expect("cache");
+        let _guard = common::UnmountOnDrop(dir.path().to_path_buf());
+        let out = std::process::Command::new(common::regfs_bin())
+            .arg(&sh.registry.url)
+            .arg(dir.path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(extra)
+            .env("HOME", cache.path())
+            .output()
+            .expect("regfs");
+        let mounted = common::is_mounted(dir.path());
+        let listed = if mounted { ls(dir.path()) } else { Vec::new() };
+        if mounted {
+            assert!(std::process::Command::new("umount").arg(dir.path()).status().expect("umount").success());
+        }
+        (out, mounted, listed)
+    };
+    let (out, mounted, listed) = regfs(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!mounted, "regfs mounted over the files of {}: {listed:?}", dir.path().display());
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("-o nonempty") && err.contains(&*dir.path().to_string_lossy()),
+        "{err}"
+    );
+    for extra in [&["--nonempty"][..], &["-o", "ro,nonempty"][..]] {
+        let (out, mounted, listed) = regfs(extra);
+        assert!(out.status.success() && mounted, "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        // The mount hides the files while it lasts, and leaves them as they were.
+        assert_eq!(listed, ["broken", "demo", "nested", "rootfs-cases"], "{extra:?}");
+    }
+    // Unmounted: regfs's process has let go, and the file is there.
+    assert_eq!(std::fs::read_to_string(dir.path().join("keep.txt")).expect("keep.txt"), "mine");
+    // A mount point (which shows entries) is refused as such, not as non-empty.
+    let m = Mount::start(&sh.registry.url, &[]);
+    let cache = tempfile::tempdir().expect("cache");
+    let out = std::process::Command::new(common::regfs_bin())
+        .arg(&sh.registry.url)
+        .arg(m.dir.path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("HOME", cache.path())
+        .output()
+        .expect("regfs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("already a mount point") && !err.contains("nonempty"), "{err}");
+}
