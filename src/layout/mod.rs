@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! /                                   Root        the catalog's top-level names
+//!   .regfs/                           RegfsDir    lookup only: the mount's own files (regfs.rs)
+//!     status, status.json             StatusFile  what the mount is doing now  (volatile)
 //!   <ns>/…/<repo>/                    Namespace   one directory per repository-name component
 //!     tags/                           Tags
 //!       <tag>                         Tag         -> ../manifests/<digest>       (tag_ttl)
@@ -45,6 +47,7 @@
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
 //! - `stat` of `layers/<n>.tar`: nothing (size 0, uncached, until the layer is decoded); `open`:
 //!   the config and the layer's blob, once, then the decode, once per diff_id.
+//! - `.regfs/` and its files: nothing, ever (the status is taken from memory at each open).
 //! - `stat rootfs`: the manifest only. `lookup` below it: the config, then layer indexes from
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
@@ -57,6 +60,7 @@
 //! them, and never reused while mounted ([`Inodes`](crate::inodes::Inodes)).
 
 pub(crate) mod image;
+mod regfs;
 mod registry;
 pub mod rootfs;
 
@@ -68,6 +72,7 @@ use crate::store::{Content, Store};
 use crate::views::Views;
 
 pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use regfs::{REGFS_DIR, RegfsDir, STATUS, STATUS_JSON, StatusFile};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
@@ -118,6 +123,9 @@ pub enum Stability {
     Immutable,
     /// Addressed by a name the registry may move (a tag, the catalog): trusted for `tag_ttl`.
     Named,
+    /// What the mount is doing now (`.regfs/status`): never cached by the kernel (TTL 0,
+    /// opened for direct I/O, never passthrough), rendered at each open.
+    Volatile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +160,8 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     Root(Root),
+    RegfsDir(RegfsDir),
+    StatusFile(StatusFile),
     Namespace(Namespace),
     Tags(Tags),
     Tag(Tag),
@@ -252,6 +262,8 @@ impl Node {
     pub fn shape(&self) -> Shape<'_> {
         match self {
             Node::Root(n) => Shape::Dir(n),
+            Node::RegfsDir(n) => Shape::Dir(n),
+            Node::StatusFile(n) => Shape::File(n),
             Node::Namespace(n) => Shape::Dir(n),
             Node::Tags(n) => Shape::Dir(n),
             Node::Tag(n) => Shape::Link(n),

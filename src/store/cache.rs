@@ -58,6 +58,7 @@ use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::registry::Client;
+use crate::status::{Activity, Work};
 use crate::sync;
 
 /// Each has its directory `<kind>/<name>/`, opened at start and held.
@@ -140,6 +141,8 @@ pub struct BlobCache {
     pub verified_bytes: AtomicU64,
     /// Set at unmount: downloads stop.
     cancelled: AtomicBool,
+    /// The downloads (and, from `views`, decodes) in flight, for `.regfs/status`.
+    activity: Activity,
 }
 
 /// Deletes a temporary file unless it was kept.
@@ -239,6 +242,7 @@ impl BlobCache {
             open_files: Mutex::default(),
             verified_bytes: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            activity: Activity::default(),
         };
         cache.evict(None);
         Ok(cache)
@@ -278,6 +282,20 @@ impl BlobCache {
         self.limit
     }
 
+    /// Files held on disk now.
+    pub fn len(&self) -> usize {
+        sync::lock(&self.state).lru.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The work in flight (for `.regfs/status`).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
     /// The length of blob `digest`'s file if this process has verified it; never a request.
     pub fn verified_len(&self, digest: &Digest) -> Option<u64> {
         self.derived_len(Kind::Blob, digest)
@@ -303,7 +321,11 @@ impl BlobCache {
         }
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-            download::fetch(&self.download, client, repo, digest, size, out, hook)
+            let job = self.activity.start(Work::Download, repo, digest, size);
+            download::fetch(&self.download, client, repo, digest, size, out, &mut |held| {
+                job.progress(held);
+                hook(held)
+            })
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))

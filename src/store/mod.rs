@@ -228,6 +228,8 @@ pub struct Store {
     tag_flights: SingleFlight<(String, String), Digest>,
     manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
     size_flights: SingleFlight<(String, Digest), u64>,
+    /// The errors readers were given (`fuse.rs` records them), for `.regfs/status`.
+    errors: crate::status::Errors,
 }
 
 impl Store {
@@ -253,11 +255,22 @@ impl Store {
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
             size_flights: SingleFlight::default(),
+            errors: crate::status::Errors::default(),
         })
     }
 
     pub fn blob_cache(&self) -> &BlobCache {
         &self.blobs
+    }
+
+    /// The errors readers were given (for `.regfs/status`; `fuse.rs` records them).
+    pub fn errors(&self) -> &crate::status::Errors {
+        &self.errors
+    }
+
+    /// The client's request counters so far; never a request.
+    pub fn stats(&self) -> crate::registry::Stats {
+        self.client.stats()
     }
 
     /// One line on what this mount has done, for the log at unmount.

@@ -535,6 +535,12 @@ impl Views {
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
         let started = Instant::now();
         let _record = Interval { views: self, started };
+        // Shown in `.regfs/status` while it runs, by the layer's blob digest, with the bytes decoded.
+        let job = self.store.blob_cache().activity().start(crate::status::Work::Decode, repo, &layer.digest, None);
+        let hook = &mut |n: u64| {
+            job.progress(n);
+            hook(n)
+        };
         let (_, decoder) = decode::decoder(reader(blob)?)?;
         let alg = match target {
             Target::DiffId(d) => d.algorithm(),
