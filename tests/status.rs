@@ -114,3 +114,69 @@ fn status_shows_the_last_errors_with_their_digests_and_counts_by_errno() {
     assert!(text.contains("EIO") && text.contains(&layer), "{text}");
     assert!(!Path::new(&m.path(".regfs/status")).with_file_name("other").exists());
 }
+
+/// A decode (`layers/<n>.tar` of a gzip layer) shows in the status while it runs, by the layer's
+/// blob digest, with the bytes decoded so far and no total (a decoded size is not known ahead).
+/// In the core, without a mount: 16 MiB of zeros decode for long enough to be seen.
+#[test]
+fn a_decode_in_flight_shows_in_the_status_with_its_bytes_so_far() {
+    use regfs::digest::{Algorithm, Digest};
+    use regfs::testkit::paths::Paths;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    let raw = regfs::testkit::fixtures::layers::tar(&[("zeros".to_string(), vec![0u8; 16 << 20])]).expect("tar");
+    let blob = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&raw).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let fake = Arc::new(regfs::testkit::faulty::Faulty::new(common::fake::Fake::default()));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(Algorithm::Sha256, &raw).to_string()]}
+    }))
+    .expect("json");
+    let cfg = fake.add_blob(&config);
+    let layer = fake.add_blob(&blob);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": regfs::media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": blob.len()}]
+    });
+    let m = fake.put_manifest(
+        "r",
+        Some("v1"),
+        regfs::media::OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        Algorithm::Sha256,
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let store_config = regfs::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+    let store = regfs::store::Store::new(fake.clone(), &store_config).expect("store");
+    let fs = Arc::new(regfs::fs::Fs::new(Arc::new(store), regfs::fs::FsConfig::default()));
+    // The blob first, so that what runs next is the decode alone.
+    assert_eq!(fs.cat(&format!("r/manifests/{m}/layers/0.tar.gz")).expect("blob"), blob);
+
+    let reader = {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || fs.cat(&format!("r/manifests/{m}/layers/0.tar")).map(|b| b.len()))
+    };
+    let mut seen = Vec::new();
+    while !reader.is_finished() {
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs.cat(".regfs/status.json").expect("status.json")).expect("JSON");
+        if let Some(job) = status["in_flight"].as_array().and_then(|j| j.iter().find(|j| j["kind"] == "decode")) {
+            seen.push(job.clone());
+        }
+    }
+    assert_eq!(reader.join().expect("reader").expect("decoded"), raw.len());
+    eprintln!("the decode was seen in {} renderings", seen.len());
+    let moving = seen.iter().find(|j| j["done"].as_u64().is_some_and(|d| d > 0 && d < raw.len() as u64));
+    let job = moving.unwrap_or_else(|| panic!("no decode seen in progress ({} seen): {:?}", seen.len(), seen.last()));
+    assert_eq!((job["repo"].as_str(), job["digest"].as_str()), (Some("r"), Some(layer.to_string().as_str())), "{job}");
+    assert!(job["total"].is_null(), "{job}");
+    let after: serde_json::Value =
+        serde_json::from_slice(&fs.cat(".regfs/status.json").expect("status.json")).expect("JSON");
+    assert_eq!(after["in_flight"].as_array().map(Vec::len), Some(0), "{after}");
+}
