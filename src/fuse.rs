@@ -10,7 +10,7 @@
 //! `.regfs/status` (volatile): TTL 0, opened with `FOPEN_DIRECT_IO` and never passthrough, so each
 //! read sees the status as rendered at its open.
 //!
-//! Every error given to a reader goes through [`errno`], which logs it and records it for
+//! Every error given to a reader goes through `errno()`, which logs it and records it for
 //! `.regfs/status` ([`crate::status::Errors`]).
 //!
 //! # Any waiter can leave

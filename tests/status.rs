@@ -71,6 +71,10 @@ fn status_shows_downloads_in_flight_with_progress_and_costs_no_request() {
     let of = format!(" of {:.1} MiB", size as f64 / (1 << 20) as f64);
     assert!(text.lines().any(|l| l.contains(&digest) && l.contains(&of) && l.contains("demo/docker")), "{text}");
 
+    // The README's example for programs.
+    let jq = sh_in(m.dir.path(), "jq .in_flight .regfs/status.json");
+    assert!(jq.status.success() && common::stdout(&jq).contains(&digest), "{jq:?}");
+
     // Reading the status asks the registry nothing.
     let before = front.requests().len();
     for _ in 0..5 {
