@@ -3,11 +3,13 @@
 //! cache against its limit, the requests made by kind, and the errors readers were given.
 //!
 //! # Where it comes from
-//! - [`Activity`]: one entry per piece of work in flight, made by [`Activity::start`] where the
-//!   work runs and removed when its [`Job`] guard goes, however the work ends. Downloads register
-//!   in the blob cache (`store/cache.rs`, around the download, whose progress hook sets the bytes
-//!   done), decodes in `views` (around the decoder, whose tee's hook does the same). One download
-//!   waited for by many readers is one job (the store runs it once).
+//! - [`Activity`]: one entry per piece of work in flight (a kind of work on a digest), shown while
+//!   any [`Shown`] guard of it lives, however the work ends. Whoever waits for a download says
+//!   what it is ([`Activity::show`]: `store/cache.rs` `open`, once the blob is not at hand), and
+//!   the cache's progress hook, which every download into the cache runs before each chunk, sets
+//!   its bytes done ([`Activity::progress`], one line in `fill`). So one download waited for by
+//!   many readers is one entry. Decodes are shown and advanced by `views` around the decoder
+//!   (the tee's hook), by the layer's blob digest.
 //! - [`Errors`]: every error the FUSE adapter turns into an errno (`fuse.rs`, one place) is
 //!   counted by errno and by kind; the last [`STATUS_LAST_ERRORS`] that were not ENOENT (a name
 //!   that is not there is an answer, not a fault) are kept with their time, operation, message and
@@ -66,39 +68,59 @@ impl Work {
 struct JobState {
     work: Work,
     repo: String,
-    digest: String,
+    digest: Digest,
     total: Option<u64>,
     done: AtomicU64,
     started: Instant,
 }
 
-/// The work in flight, and when the mount started.
+/// A job in flight and how many guards show it.
+struct Entry {
+    state: Arc<JobState>,
+    holders: usize,
+}
+
+/// The work in flight, oldest first, and when the mount started. Few at once (one per download
+/// or decode in flight), so they are looked up by a scan.
 pub struct Activity {
     started: Instant,
-    next: AtomicU64,
-    jobs: Mutex<BTreeMap<u64, Arc<JobState>>>,
+    jobs: Mutex<Vec<Entry>>,
 }
 
 impl Default for Activity {
     fn default() -> Self {
-        Activity { started: Instant::now(), next: AtomicU64::new(0), jobs: Mutex::default() }
+        Activity { started: Instant::now(), jobs: Mutex::default() }
     }
 }
 
 impl Activity {
-    /// Show `work` on `digest` of `repo` (`total` bytes, if known) until the guard goes.
-    pub fn start(&self, work: Work, repo: &str, digest: &Digest, total: Option<u64>) -> Job<'_> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(JobState {
-            work,
-            repo: repo.to_string(),
-            digest: digest.to_string(),
-            total,
-            done: AtomicU64::new(0),
-            started: Instant::now(),
-        });
-        sync::lock(&self.jobs).insert(id, Arc::clone(&state));
-        Job { activity: self, id, state }
+    /// Show `work` on `digest` of `repo` (`total` bytes, if known) while the guard lives. Shown
+    /// already (another reader waits for the same download): the same entry, held once more.
+    pub fn show(&self, work: Work, repo: &str, digest: &Digest, total: Option<u64>) -> Shown<'_> {
+        let mut jobs = sync::lock(&self.jobs);
+        if let Some(e) = jobs.iter_mut().find(|e| e.state.work == work && e.state.digest == *digest) {
+            e.holders += 1;
+        } else {
+            let state = JobState {
+                work,
+                repo: repo.to_string(),
+                digest: digest.clone(),
+                total,
+                done: AtomicU64::new(0),
+                started: Instant::now(),
+            };
+            jobs.push(Entry { state: Arc::new(state), holders: 1 });
+        }
+        Shown { activity: self, work, digest: digest.clone() }
+    }
+
+    /// `work` on `digest` has `done` bytes so far (a download started over says 0 again); nothing
+    /// if it is not shown.
+    pub fn progress(&self, work: Work, digest: &Digest, done: u64) {
+        let jobs = sync::lock(&self.jobs);
+        if let Some(e) = jobs.iter().find(|e| e.state.work == work && e.state.digest == *digest) {
+            e.state.done.store(done, Ordering::Relaxed);
+        }
     }
 
     /// Jobs in flight now.
@@ -111,23 +133,22 @@ impl Activity {
     }
 }
 
-/// A job in flight, shown until this goes.
-pub struct Job<'a> {
+/// Shows a job in flight until it goes (with the job's other guards).
+pub struct Shown<'a> {
     activity: &'a Activity,
-    id: u64,
-    state: Arc<JobState>,
+    work: Work,
+    digest: Digest,
 }
 
-impl Job<'_> {
-    /// The work has `done` bytes so far (a download started over says 0 again).
-    pub fn progress(&self, done: u64) {
-        self.state.done.store(done, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Job<'_> {
+impl Drop for Shown<'_> {
     fn drop(&mut self) {
-        sync::lock(&self.activity.jobs).remove(&self.id);
+        let mut jobs = sync::lock(&self.activity.jobs);
+        if let Some(i) = jobs.iter().position(|e| e.state.work == self.work && e.state.digest == self.digest) {
+            jobs[i].holders -= 1;
+            if jobs[i].holders == 0 {
+                jobs.remove(i);
+            }
+        }
     }
 }
 
@@ -246,7 +267,7 @@ impl Snapshot {
     pub fn take(store: &Store) -> Snapshot {
         let cache = store.blob_cache();
         let activity = cache.activity();
-        let jobs: Vec<Arc<JobState>> = sync::lock(&activity.jobs).values().cloned().collect();
+        let jobs: Vec<Arc<JobState>> = sync::lock(&activity.jobs).iter().map(|e| Arc::clone(&e.state)).collect();
         let in_flight_not_shown = jobs.len().saturating_sub(STATUS_JOBS_SHOWN);
         let in_flight = jobs.iter().take(STATUS_JOBS_SHOWN).map(|j| view(j)).collect();
         let errors = {
@@ -356,7 +377,7 @@ fn view(j: &JobState) -> JobView {
     JobView {
         kind: j.work,
         repo: j.repo.clone(),
-        digest: j.digest.clone(),
+        digest: j.digest.to_string(),
         done,
         total: j.total,
         elapsed_seconds: elapsed,
@@ -522,25 +543,34 @@ mod tests {
         assert!(long.message.len() <= STATUS_MESSAGE_BYTES && long.message.ends_with('…'), "{}", long.message.len());
     }
 
-    /// A job shows from its start to its guard's end, with its progress, rate and ETA.
+    /// A job shows while any of its guards lives, once however many wait for it, with its
+    /// progress, rate and ETA; progress of what is not shown changes nothing.
     #[test]
     fn a_job_is_shown_while_its_guard_lives() {
         let activity = Activity::default();
         let d = Digest::of(Algorithm::Sha256, b"layer");
+        let other = Digest::of(Algorithm::Sha256, b"other");
+        activity.progress(Work::Download, &other, 5);
         {
-            let job = activity.start(Work::Download, "r", &d, Some(1000));
-            job.progress(250);
+            let first = activity.show(Work::Download, "r", &d, Some(1000));
+            let second = activity.show(Work::Download, "r", &d, Some(1000));
+            activity.progress(Work::Download, &d, 250);
+            activity.progress(Work::Decode, &d, 999);
             std::thread::sleep(Duration::from_millis(20));
-            let jobs: Vec<JobView> = sync::lock(&activity.jobs).values().map(|j| view(j)).collect();
-            assert_eq!(jobs.len(), 1);
+            let jobs: Vec<JobView> = sync::lock(&activity.jobs).iter().map(|e| view(&e.state)).collect();
+            assert_eq!(jobs.len(), 1, "one download, two readers: {jobs:?}");
             let j = &jobs[0];
             assert_eq!(
                 (j.kind, j.repo.as_str(), j.digest.clone(), j.done, j.total),
                 (Work::Download, "r", d.to_string(), 250, Some(1000))
             );
             assert!(j.rate > 0.0 && j.eta_seconds.is_some_and(|s| s > 0.0), "{j:?}");
-            let _decode = activity.start(Work::Decode, "r", &d, None);
+            let _decode = activity.show(Work::Decode, "r", &d, None);
             assert_eq!(activity.len(), 2);
+            drop(first);
+            assert_eq!(activity.len(), 2, "gone while a reader still waits");
+            drop(second);
+            assert_eq!(activity.len(), 1);
         }
         assert!(activity.is_empty(), "a job outlived its guard");
     }

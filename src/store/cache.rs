@@ -58,7 +58,6 @@ use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::registry::Client;
-use crate::status::{Activity, Work};
 use crate::sync;
 
 /// Each has its directory `<kind>/<name>/`, opened at start and held.
@@ -142,7 +141,7 @@ pub struct BlobCache {
     /// Set at unmount: downloads stop.
     cancelled: AtomicBool,
     /// The downloads (and, from `views`, decodes) in flight, for `.regfs/status`.
-    activity: Activity,
+    activity: crate::status::Activity,
 }
 
 /// Deletes a temporary file unless it was kept.
@@ -242,7 +241,7 @@ impl BlobCache {
             open_files: Mutex::default(),
             verified_bytes: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
-            activity: Activity::default(),
+            activity: crate::status::Activity::default(),
         };
         cache.evict(None);
         Ok(cache)
@@ -292,7 +291,7 @@ impl BlobCache {
     }
 
     /// The work in flight (for `.regfs/status`).
-    pub fn activity(&self) -> &Activity {
+    pub fn activity(&self) -> &crate::status::Activity {
         &self.activity
     }
 
@@ -319,13 +318,10 @@ impl BlobCache {
         if let Some(f) = self.ready(&key)? {
             return Ok(f);
         }
+        let _shown = self.activity.show(crate::status::Work::Download, repo, digest, size); // `.regfs/status`
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-            let job = self.activity.start(Work::Download, repo, digest, size);
-            download::fetch(&self.download, client, repo, digest, size, out, &mut |held| {
-                job.progress(held);
-                hook(held)
-            })
+            download::fetch(&self.download, client, repo, digest, size, out, hook)
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))
@@ -467,6 +463,9 @@ impl BlobCache {
         let mut tmp = TempFile { name, dir: self.tmp.clone(), file, keep: false };
         let mut charge = Charge { cache: self, bytes: 0 };
         let len = produce(&mut tmp.file, &mut |held| {
+            if key.0 == Kind::Blob {
+                self.activity.progress(crate::status::Work::Download, &key.1, held); // shown by `open`: `.regfs/status`
+            }
             self.check_cancelled(key)?;
             charge.set(held);
             Ok(())

@@ -536,9 +536,10 @@ impl Views {
         let started = Instant::now();
         let _record = Interval { views: self, started };
         // Shown in `.regfs/status` while it runs, by the layer's blob digest, with the bytes decoded.
-        let job = self.store.blob_cache().activity().start(crate::status::Work::Decode, repo, &layer.digest, None);
+        let (activity, decode) = (self.store.blob_cache().activity(), crate::status::Work::Decode);
+        let _shown = activity.show(decode, repo, &layer.digest, None);
         let hook = &mut |n: u64| {
-            job.progress(n);
+            activity.progress(decode, &layer.digest, n);
             hook(n)
         };
         let (_, decoder) = decode::decoder(reader(blob)?)?;
