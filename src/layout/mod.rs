@@ -60,9 +60,12 @@
 //! them, and never reused while mounted ([`Inodes`](crate::inodes::Inodes)).
 
 pub(crate) mod image;
-mod regfs;
 mod registry;
 pub mod rootfs;
+
+// `/.regfs/`: the mount's own files (issue 10).
+mod regfs;
+pub use regfs::{REGFS_DIR, RegfsDir, STATUS, STATUS_JSON, StatusFile};
 
 use std::sync::Arc;
 
@@ -72,7 +75,6 @@ use crate::store::{Content, Store};
 use crate::views::Views;
 
 pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
-pub use regfs::{REGFS_DIR, RegfsDir, STATUS, STATUS_JSON, StatusFile};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
