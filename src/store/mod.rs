@@ -224,12 +224,12 @@ pub struct Store {
     /// Blobs up to this size go into `small` too.
     small_blob: u64,
     blobs: BlobCache,
+    /// The errors readers were given (`fuse.rs` records them), for `.regfs/status`.
+    errors: crate::status::Errors,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
     manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
     size_flights: SingleFlight<(String, Digest), u64>,
-    /// The errors readers were given (`fuse.rs` records them), for `.regfs/status`.
-    errors: crate::status::Errors,
 }
 
 impl Store {
@@ -251,11 +251,11 @@ impl Store {
             small: Mutex::new(SizedLru::new(config.small_cache_bytes)),
             small_blob: config.small_blob,
             blobs: BlobCache::in_dir(root, config)?,
+            errors: crate::status::Errors::default(),
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
             size_flights: SingleFlight::default(),
-            errors: crate::status::Errors::default(),
         })
     }
 
