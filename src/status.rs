@@ -163,7 +163,7 @@ pub struct ErrorSeen {
     pub errno: String,
     /// The error's kind (`digest mismatch`).
     pub kind: String,
-    /// The message, cut to [`STATUS_MESSAGE_BYTES`].
+    /// The message on one line, cut to [`STATUS_MESSAGE_BYTES`].
     pub message: String,
     /// The digests the message names, in order, at most [`STATUS_DIGESTS_PER_ERROR`].
     pub digests: Vec<String>,
@@ -431,8 +431,10 @@ pub fn errno_name(errno: i32) -> String {
     name.to_string()
 }
 
-/// `s`, cut at a character boundary to at most `max` bytes (`…` marks a cut).
+/// `s` on one line (control characters, a registry's newlines included, as spaces), cut at a
+/// character boundary to at most `max` bytes (`…` marks a cut).
 fn cut(s: &str, max: usize) -> String {
+    let s = &s.replace(char::is_control, " ");
     if s.len() <= max {
         return s.to_string();
     }
@@ -529,15 +531,17 @@ mod tests {
             let e = Error::DigestMismatch { what: format!("blob {i}"), expected: d.to_string(), actual: "x".into() };
             errors.record(&format!("open {i}"), &e);
         }
+        errors.record("open 98", &Error::Protocol("a body\nwith\r\ta forged line".into()));
         errors.record("open 99", &Error::Unavailable("é".repeat(STATUS_MESSAGE_BYTES)));
         let s = sync::lock(&errors.state);
-        assert_eq!(s.total, STATUS_LAST_ERRORS as u64 + 5);
+        assert_eq!(s.total, STATUS_LAST_ERRORS as u64 + 6);
         assert_eq!(s.by_errno.get("ENOENT"), Some(&1));
-        assert_eq!(s.by_errno.get("EIO"), Some(&(STATUS_LAST_ERRORS as u64 + 4)));
+        assert_eq!(s.by_errno.get("EIO"), Some(&(STATUS_LAST_ERRORS as u64 + 5)));
         assert_eq!(s.by_kind.get("digest mismatch"), Some(&(STATUS_LAST_ERRORS as u64 + 3)));
         assert_eq!(s.last.len(), STATUS_LAST_ERRORS);
         assert!(s.last.iter().all(|e| e.errno == "EIO"), "ENOENT kept");
-        assert_eq!(s.last[0].op, "open 4", "the oldest went first");
+        assert_eq!(s.last[0].op, "open 5", "the oldest went first");
+        assert_eq!(s.last[STATUS_LAST_ERRORS - 2].message, "protocol error: a body with  a forged line");
         assert_eq!(s.last[0].digests, [d.to_string()]);
         let long = s.last.back().expect("last");
         assert!(long.message.len() <= STATUS_MESSAGE_BYTES && long.message.ends_with('…'), "{}", long.message.len());
