@@ -111,6 +111,30 @@ impl Error {
         }
     }
 
+    /// The kind of error, in a few words (as its message starts), for counting (`.regfs/status`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not found",
+            Error::Denied(_) => "access denied",
+            Error::Unavailable(_) => "registry unavailable",
+            Error::DigestMismatch { .. } => "digest mismatch",
+            Error::Malformed { .. } => "malformed",
+            Error::InvalidName(_) => "invalid name",
+            Error::NotADirectory(_) => "not a directory",
+            Error::NotASymlink(_) => "not a symlink",
+            Error::IsADirectory(_) => "is a directory",
+            Error::BadHandle(_) => "bad handle",
+            Error::BadArgument(_) => "bad argument",
+            Error::TooLarge(_) => "too large",
+            Error::Protocol(_) => "protocol error",
+            Error::Io(_) => "local I/O",
+            Error::Interrupted(_) => "interrupted",
+            Error::Cancelled(_) => "cancelled",
+            Error::NoAttribute(_) => "no such attribute",
+            Error::BufferTooSmall(_) => "buffer too small",
+        }
+    }
+
     /// Whether this is the ordinary "no such thing" answer, which is not worth a warning.
     pub fn is_not_found(&self) -> bool {
         self.errno() == libc::ENOENT
@@ -148,5 +172,34 @@ mod tests {
             Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);
         assert!(mismatch.to_string().contains("sha256:aa"));
+    }
+
+    /// The kind `.regfs/status` counts an error under is how its message starts.
+    #[test]
+    fn each_kind_is_how_its_message_starts() {
+        let x = || "x".to_string();
+        let all = [
+            Error::NotFound(x()),
+            Error::Denied(x()),
+            Error::Unavailable(x()),
+            Error::DigestMismatch { what: x(), expected: x(), actual: x() },
+            Error::malformed("m", "w"),
+            Error::InvalidName(x()),
+            Error::NotADirectory(x()),
+            Error::NotASymlink(x()),
+            Error::IsADirectory(x()),
+            Error::BadHandle(x()),
+            Error::BadArgument(x()),
+            Error::TooLarge(x()),
+            Error::Protocol(x()),
+            Error::Io(x()),
+            Error::Interrupted(x()),
+            Error::Cancelled(x()),
+            Error::NoAttribute(x()),
+            Error::BufferTooSmall(x()),
+        ];
+        for e in all {
+            assert!(e.to_string().starts_with(e.kind()), "{e}: {}", e.kind());
+        }
     }
 }

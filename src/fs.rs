@@ -241,6 +241,7 @@ impl Fs {
         match stability {
             Stability::Immutable => self.immutable_ttl,
             Stability::Named => self.tag_ttl,
+            Stability::Volatile => Duration::ZERO,
         }
     }
 
@@ -429,8 +430,8 @@ impl Fs {
     /// verified cache file behind it, if it has one, is handed out too, so the adapter can let the
     /// kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
-        let content = match self.node(ino)?.shape() {
-            Shape::File(f) => f.open(&self.layout)?,
+        let (content, stability) = match self.node(ino)?.shape() {
+            Shape::File(f) => (f.open(&self.layout)?, f.stability()),
             Shape::Dir(_) => return Err(Error::IsADirectory(format!("inode {ino}"))),
             Shape::Link(_) => {
                 return Err(Error::BadArgument(format!("inode {ino}: a symlink is not opened, its target is")));
@@ -440,7 +441,7 @@ impl Fs {
                 return Err(Error::BadArgument(format!("inode {ino}: a device or FIFO is not opened through regfs")));
             }
         };
-        Ok(self.opened(content))
+        Ok(self.opened(content, stability))
     }
 
     /// [`Fs::open_file`] if it needs no waiting (the content verified and at hand); `None` if
@@ -449,14 +450,15 @@ impl Fs {
     pub fn open_now(&self, ino: u64) -> Option<Result<Opened>> {
         let node = self.inodes.node(ino)?;
         let Shape::File(f) = node.shape() else { return None };
-        Some(f.open_now(&self.layout)?.map(|content| self.opened(content)))
+        Some(f.open_now(&self.layout)?.map(|content| self.opened(content, f.stability())))
     }
 
-    fn opened(&self, content: Content) -> Opened {
+    fn opened(&self, content: Content, stability: Stability) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let file = passthrough_file(&content);
+        let volatile = stability == Stability::Volatile;
+        let file = if volatile { None } else { passthrough_file(&content) };
         sync::lock(&self.handles).insert(fh, content);
-        Opened { fh, file }
+        Opened { fh, file, volatile }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -535,6 +537,9 @@ fn pread(file: &std::fs::File, offset: u64, size: usize, exact: bool) -> Result<
 pub struct Opened {
     pub fh: u64,
     pub file: Option<Arc<std::fs::File>>,
+    /// Content that is true only now (`.regfs/status`): the kernel must not keep its pages,
+    /// and reads it through to regfs (direct I/O), whatever size `stat` said.
+    pub volatile: bool,
 }
 
 /// A directory's listing as taken at `opendir`, shared by its handles.
@@ -637,6 +642,85 @@ mod tests {
             assert_eq!(fs.listxattr(ino, 64).expect("list"), Xattr::Data(Vec::new()));
         }
         assert_eq!(fs.listxattr(u64::MAX - 1, 0).expect_err("no inode").errno(), libc::ENOENT);
+    }
+
+    /// `/.regfs/status` and `status.json`: found by lookup from the root only (never listed),
+    /// never cached by the kernel (TTL 0, opened for direct I/O), rendered anew at each open
+    /// (two opens around a download see different counters; one during it sees the download in
+    /// flight), and reading them asks the registry nothing.
+    #[test]
+    fn status_files_are_volatile_hidden_and_cost_no_request() {
+        use crate::testkit::paths::Paths;
+        let client = Arc::new(Faulty::new(Fake::default()));
+        let big: Vec<u8> = (0..(3usize << 20)).map(|i| (i % 251) as u8).collect();
+        let (d, layer) = client.image("r", "v1", &big);
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Store::new(Arc::clone(&client) as Arc<dyn crate::registry::Client>, &config).expect("store");
+        let fs = Arc::new(Fs::new(Arc::new(store), FsConfig::default()));
+        let json = |fs: &Fs| -> serde_json::Value {
+            serde_json::from_slice(&fs.cat(".regfs/status.json").expect("status.json")).expect("JSON")
+        };
+
+        assert!(!fs.ls("").expect("ls /").iter().any(|n| n.starts_with('.')), "the root lists .regfs");
+        let dir = fs.walk(".regfs").expect(".regfs looks up");
+        assert_eq!(dir.kind, FileKind::Directory);
+        assert_eq!(fs.ls(".regfs").expect("ls .regfs"), ["status", "status.json"]);
+        for name in ["status", "status.json"] {
+            let a = fs.walk(&format!(".regfs/{name}")).expect(name);
+            assert_eq!((a.kind, a.ttl), (FileKind::File, Duration::ZERO), "{name}: not volatile");
+            assert!(a.size > 0, "{name}: a size cat can see");
+            let opened = fs.open_file(a.ino).expect("open");
+            assert!(opened.volatile && opened.file.is_none(), "{name}: direct I/O, never passthrough");
+            fs.release(opened.fh);
+        }
+        assert_eq!(fs.walk(".regfs/nope").expect_err("nope").errno(), libc::ENOENT);
+
+        let calls = client.calls().len();
+        let first = json(&fs);
+        for _ in 0..5 {
+            json(&fs);
+            assert!(!fs.cat(".regfs/status").expect("status").is_empty());
+        }
+        assert_eq!(client.calls().len(), calls, "reading the status asked the registry: {:?}", client.calls());
+        assert_eq!(first["version"], 1);
+        assert!(first["in_flight"].as_array().expect("in_flight").is_empty(), "{first}");
+
+        // While the layer downloads, the status shows it with its progress.
+        let seen: Arc<Mutex<Vec<(serde_json::Value, String)>>> = Arc::default();
+        let (for_hook, seen_by_hook) = (Arc::downgrade(&fs), Arc::clone(&seen));
+        client.on_read(Arc::new(move || {
+            if let Some(fs) = for_hook.upgrade() {
+                let text = String::from_utf8(fs.cat(".regfs/status").expect("status")).expect("UTF-8");
+                sync::lock(&seen_by_hook).push((json(&fs), text));
+            }
+        }));
+        let path = format!("r/manifests/{d}/layers/0.tar");
+        assert_eq!(fs.cat(&path).expect("layer"), big);
+        let seen = sync::lock(&seen).clone();
+        let progress: Vec<(u64, u64)> = seen
+            .iter()
+            .filter_map(|(s, _)| {
+                let job = s["in_flight"].as_array()?.iter().find(|j| j["digest"] == layer.to_string())?.clone();
+                assert_eq!((job["kind"].as_str(), job["repo"].as_str()), (Some("download"), Some("r")), "{job}");
+                Some((job["done"].as_u64()?, job["total"].as_u64()?))
+            })
+            .collect();
+        assert!(
+            progress.iter().any(|&(done, total)| 0 < done && done < total && total == big.len() as u64),
+            "no download in flight with its progress: {progress:?}"
+        );
+        assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0), "progress went back: {progress:?}");
+        let shown = seen.iter().any(|(_, t)| t.contains(&layer.to_string()) && t.contains(" of 3.0 MiB"));
+        assert!(shown, "the text never showed the download: {:?}", seen.last());
+
+        let second = json(&fs);
+        assert!(second["in_flight"].as_array().expect("in_flight").is_empty(), "a finished download stays: {second}");
+        // (The fake counts no requests: the mount test reads those.)
+        let files = |s: &serde_json::Value| s["cache"]["files"].as_u64().expect("files");
+        assert_eq!(files(&second), files(&first) + 1, "{first}\n{second}");
+        assert!(second["cache"]["used"].as_u64().expect("used") >= big.len() as u64, "{second}");
+        assert_eq!(second["cache"]["limit"].as_u64(), Some(config.cache_size), "{second}");
     }
 
     /// A range is a window on a shared file: reads at any offset see only its bytes, end at its

@@ -6,7 +6,12 @@
 //! open whose content is ready (verified and at hand: [`Fs::open_now`]) is answered inline. `read` (verified memory or
 //! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline. Files are all digest-addressed, so every
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
-//! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`.
+//! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`. The one exception is
+//! `.regfs/status` (volatile): TTL 0, opened with `FOPEN_DIRECT_IO` and never passthrough, so each
+//! read sees the status as rendered at its open.
+//!
+//! Every error given to a reader goes through `errno()`, which logs it and records it for
+//! `.regfs/status` ([`crate::status::Errors`]).
 //!
 //! # What a warm read of a file costs
 //! A warm `find rootfs -type f | xargs cat` through `tags/<tag>/` (the distro image: 6,047 files,
@@ -412,7 +417,7 @@ impl FuseAdapter {
         job: impl FnOnce(&Fs, Ticket<R>) + Send + 'static,
     ) {
         if self.waiting.cancelled.load(Ordering::SeqCst) {
-            reply.fail(errno(&what, &Error::Cancelled("the filesystem is being unmounted".into())));
+            reply.fail(errno(&self.core, &what, &Error::Cancelled("the filesystem is being unmounted".into())));
             return;
         }
         log::debug!("{what}: on a thread of its own");
@@ -454,8 +459,9 @@ impl FuseAdapter {
 }
 
 /// The errno for `e`, logged once: ENOENT quietly, everything else as a warning naming the URL
-/// or digest the error carries.
-fn errno(op: &str, e: &Error) -> Errno {
+/// or digest the error carries; and recorded for `.regfs/status` (counted, the last kept).
+fn errno(fs: &Fs, op: &str, e: &Error) -> Errno {
+    fs.store().errors().record(op, e);
     if e.is_not_found() {
         log::debug!("{op}: {e}");
     } else {
@@ -512,7 +518,7 @@ impl Filesystem for FuseAdapter {
                     log::debug!("lookup {name:?}: {e}");
                     reply.entry(&fs.negative_ttl(parent.0, &e), &negative_entry(), Generation(0))
                 }
-                Err(e) => reply.error(errno(&format!("lookup {:?}", name), &e)),
+                Err(e) => reply.error(errno(fs, &format!("lookup {:?}", name), &e)),
             }
         });
     }
@@ -537,7 +543,7 @@ impl Filesystem for FuseAdapter {
             let Some(reply) = ticket.take() else { return };
             match result {
                 Ok(a) => reply.attr(&a.ttl, &file_attr(&a, uid, gid, blksize)),
-                Err(e) => reply.error(errno(&format!("getattr {ino}"), &e)),
+                Err(e) => reply.error(errno(fs, &format!("getattr {ino}"), &e)),
             }
         });
     }
@@ -548,7 +554,7 @@ impl Filesystem for FuseAdapter {
         if let Some(result) = self.core.readlink_now(ino.0) {
             return match result {
                 Ok(target) => reply.data(target.as_bytes()),
-                Err(e) => reply.error(errno(&format!("readlink {ino}"), &e)),
+                Err(e) => reply.error(errno(&self.core, &format!("readlink {ino}"), &e)),
             };
         }
         self.spawn_waiting(req, format!("readlink {ino}"), reply, move |fs, ticket| {
@@ -556,7 +562,7 @@ impl Filesystem for FuseAdapter {
             let Some(reply) = ticket.take() else { return };
             match result {
                 Ok(target) => reply.data(target.as_bytes()),
-                Err(e) => reply.error(errno(&format!("readlink {ino}"), &e)),
+                Err(e) => reply.error(errno(fs, &format!("readlink {ino}"), &e)),
             }
         });
     }
@@ -578,7 +584,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.core.read(fh.0, offset, size) {
             Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno(&format!("read {ino}"), &e)),
+            Err(e) => reply.error(errno(&self.core, &format!("read {ino}"), &e)),
         }
     }
 
@@ -610,7 +616,7 @@ impl Filesystem for FuseAdapter {
         self.spawn_waiting(req, format!("getxattr {ino} {name:?}"), reply, move |fs, ticket| {
             let result = fs.getxattr(ino.0, &name, size);
             let Some(reply) = ticket.take() else { return };
-            answer_xattr(reply, result, &format!("getxattr {ino} {name:?}"));
+            answer_xattr(fs, reply, result, &format!("getxattr {ino} {name:?}"));
         });
     }
 
@@ -618,7 +624,7 @@ impl Filesystem for FuseAdapter {
         self.spawn_waiting(req, format!("listxattr {ino}"), reply, move |fs, ticket| {
             let result = fs.listxattr(ino.0, size);
             let Some(reply) = ticket.take() else { return };
-            answer_xattr(reply, result, &format!("listxattr {ino}"));
+            answer_xattr(fs, reply, result, &format!("listxattr {ino}"));
         });
     }
 
@@ -635,7 +641,7 @@ impl Filesystem for FuseAdapter {
                 };
                 reply.opened(FileHandle(fh), flags)
             }
-            Err(e) => reply.error(errno(&format!("opendir {ino}"), &e)),
+            Err(e) => reply.error(errno(fs, &format!("opendir {ino}"), &e)),
         };
         if let Some(result) = self.core.opendir_now(ino.0) {
             return answer(&self.core, result, reply);
@@ -668,7 +674,7 @@ impl Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno(&format!("readdir {ino}"), &e)),
+            Err(e) => reply.error(errno(&self.core, &format!("readdir {ino}"), &e)),
         }
     }
 
@@ -708,7 +714,7 @@ impl FuseAdapter {
         }
         let backing = self.backing.clone();
         if let Some(result) = self.core.open_now(ino.0) {
-            return answer_open(ino, result, backing, reply);
+            return answer_open(&self.core, ino, result, backing, reply);
         }
         self.spawn_waiting_for(caller, format!("open {ino}"), reply, move |fs, ticket| {
             let result = fs.open_file(ino.0);
@@ -719,7 +725,7 @@ impl FuseAdapter {
                 }
                 return;
             };
-            answer_open(ino, result, backing, reply)
+            answer_open(fs, ino, result, backing, reply)
         });
     }
 }
@@ -727,6 +733,7 @@ impl FuseAdapter {
 /// Answer an open: through passthrough when the content is a whole verified file and the kernel
 /// takes it, else with reads served by regfs.
 fn answer_open<R: OpenAnswer>(
+    fs: &Fs,
     ino: INodeNo,
     result: crate::error::Result<crate::fs::Opened>,
     backing: Option<Arc<Backing>>,
@@ -734,8 +741,12 @@ fn answer_open<R: OpenAnswer>(
 ) {
     let opened = match result {
         Ok(opened) => opened,
-        Err(e) => return reply.fail(errno(&format!("open {ino}"), &e)),
+        Err(e) => return reply.fail(errno(fs, &format!("open {ino}"), &e)),
     };
+    // What is true only now (`.regfs/status`): read through to regfs each time, never kept.
+    if opened.volatile {
+        return reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH);
+    }
     if let (Some(backing), Some(file)) = (backing, opened.file) {
         match backing.register(ino.0, opened.fh, &file, &reply) {
             Ok(id) => return reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::FOPEN_NOFLUSH, &id),
@@ -776,7 +787,7 @@ impl Backing {
 }
 
 /// An xattr answer; ENODATA (asked of every file by `ls` and `cp -a`) quietly.
-fn answer_xattr(reply: ReplyXattr, result: crate::error::Result<Xattr>, what: &str) {
+fn answer_xattr(fs: &Fs, reply: ReplyXattr, result: crate::error::Result<Xattr>, what: &str) {
     match result {
         Ok(Xattr::Size(n)) => reply.size(n),
         Ok(Xattr::Data(bytes)) => reply.data(&bytes),
@@ -784,7 +795,7 @@ fn answer_xattr(reply: ReplyXattr, result: crate::error::Result<Xattr>, what: &s
             log::debug!("{what}: {e}");
             reply.error(Errno::from_i32(e.errno()))
         }
-        Err(e) => reply.error(errno(what, &e)),
+        Err(e) => reply.error(errno(fs, what, &e)),
     }
 }
 
@@ -874,6 +885,65 @@ mod tests {
         fn opened_passthrough(self, fh: FileHandle, _: FopenFlags, _: &BackingId) {
             let _ = self.0.send(Ok(fh.0));
         }
+    }
+
+    /// An open reply that says with which flags it was answered (passthrough: `None`).
+    struct FlagsProbe(std::sync::mpsc::Sender<Option<FopenFlags>>);
+
+    impl Answer for FlagsProbe {
+        fn fail(self, errno: Errno) {
+            panic!("open failed: {errno:?}");
+        }
+    }
+
+    impl OpenAnswer for FlagsProbe {
+        fn backing(&self, _: &std::fs::File) -> std::io::Result<BackingId> {
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        }
+        fn opened(self, _: FileHandle, flags: FopenFlags) {
+            let _ = self.0.send(Some(flags));
+        }
+        fn opened_passthrough(self, _: FileHandle, _: FopenFlags, _: &BackingId) {
+            let _ = self.0.send(None);
+        }
+    }
+
+    /// `.regfs/status` is opened for direct I/O without keeping the page cache, and inline (it
+    /// is rendered from memory); a verified blob keeps the page cache. An error given to a reader
+    /// is counted in the status where it is turned into an errno.
+    #[test]
+    fn status_files_open_for_direct_io_and_errors_given_to_readers_are_counted() {
+        let client = crate::testkit::faulty::Faulty::new(crate::testkit::fake::Fake::default());
+        let (d, _) = client.image("r", "v1", b"layer");
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = crate::store::Store::new(Arc::new(client), &config).expect("store");
+        let core = Arc::new(Fs::new(Arc::new(store), crate::fs::FsConfig::default()));
+        let walk = |path: &str| {
+            path.split('/').fold(core.root_ino(), |ino, part| core.lookup(ino, OsStr::new(part)).expect(path).ino)
+        };
+        let adapter = FuseAdapter::new(Arc::clone(&core), MountConfig::default());
+        let open = |ino: u64| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            adapter.open_for(Caller { unique: 1, tid: 0 }, INodeNo(ino), OpenFlags(libc::O_RDONLY), FlagsProbe(tx));
+            rx.recv_timeout(Duration::from_secs(10)).expect("answered")
+        };
+        for path in [".regfs/status", ".regfs/status.json"] {
+            let flags = open(walk(path)).expect("not passthrough");
+            assert!(flags.contains(FopenFlags::FOPEN_DIRECT_IO), "{path}: {flags:?}");
+            assert!(!flags.contains(FopenFlags::FOPEN_KEEP_CACHE), "{path}: {flags:?}");
+        }
+        let layer = open(walk(&format!("r/manifests/{d}/layers/0.tar"))).expect("not passthrough");
+        assert_eq!(layer, FopenFlags::FOPEN_KEEP_CACHE);
+
+        let e = Error::Unavailable(format!("blob {d}: 503"));
+        assert_eq!(errno(&core, "open 7", &e), Errno::EIO);
+        let status = crate::status::Snapshot::take(core.store());
+        assert_eq!(status.errors.by_errno.get("EIO"), Some(&1));
+        assert_eq!(
+            status.errors.last.last().map(|e| (e.op.as_str(), e.digests.clone())),
+            Some(("open 7", vec![d.to_string()]))
+        );
     }
 
     /// An open whose content is ready (verified, in memory or open) is answered inline: no

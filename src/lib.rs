@@ -22,6 +22,7 @@ pub mod mountinfo;
 pub mod names;
 pub mod readahead;
 pub mod registry;
+pub mod status;
 pub mod store;
 pub mod sync;
 #[cfg(any(test, feature = "testkit"))]

@@ -52,6 +52,17 @@ pub const MAX_HELPER_STDERR: usize = 4 << 10;
 /// at most this often, so a registry refusing everything never has regfs call a helper in a loop.
 pub const CREDENTIAL_REFRESH_EVERY: Duration = Duration::from_secs(10);
 
+// `MOUNT/.regfs/status` (src/status.rs): what it holds stays bounded whatever the registry says.
+
+/// Jobs in flight the status lists one by one; past it they are only counted.
+pub const STATUS_JOBS_SHOWN: usize = 64;
+/// Errors the status keeps (the last ones; every error is counted).
+pub const STATUS_LAST_ERRORS: usize = 16;
+/// Bytes of a kept error's message (and operation); a longer one is cut, marked `…`.
+pub const STATUS_MESSAGE_BYTES: usize = 1024;
+/// Digests kept of one error's message.
+pub const STATUS_DIGESTS_PER_ERROR: usize = 4;
+
 // Decoded layers and their indexes (PLAN-9 section 2.2). `views::index::IndexLimits` and
 // `views::tar::TarLimits` start from these and may be lowered per mount (tests use small ones).
 

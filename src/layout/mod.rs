@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! /                                   Root        the catalog's top-level names
+//!   .regfs/                           RegfsDir    lookup only: the mount's own files (regfs.rs)
+//!     status, status.json             StatusFile  what the mount is doing now  (volatile)
 //!   <ns>/…/<repo>/                    Namespace   one directory per repository-name component
 //!     tags/                           Tags
 //!       <tag>                         Tag         -> ../manifests/<digest>       (tag_ttl)
@@ -45,6 +47,7 @@
 //! - `open` of a blob: the download, once per digest, verified before the open returns.
 //! - `stat` of `layers/<n>.tar`: nothing (size 0, uncached, until the layer is decoded); `open`:
 //!   the config and the layer's blob, once, then the decode, once per diff_id.
+//! - `.regfs/` and its files: nothing, ever (the status is taken from memory at each open).
 //! - `stat rootfs`: the manifest only. `lookup` below it: the config, then layer indexes from
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
@@ -59,6 +62,10 @@
 pub(crate) mod image;
 mod registry;
 pub mod rootfs;
+
+// `/.regfs/`: the mount's own files (issue 10).
+mod regfs;
+pub use regfs::{REGFS_DIR, RegfsDir, STATUS, STATUS_JSON, StatusFile};
 
 use std::sync::Arc;
 
@@ -130,6 +137,9 @@ pub enum Stability {
     Immutable,
     /// Addressed by a name the registry may move (a tag, the catalog): trusted for `tag_ttl`.
     Named,
+    /// What the mount is doing now (`.regfs/status`): never cached by the kernel (TTL 0,
+    /// opened for direct I/O, never passthrough), rendered at each open.
+    Volatile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,6 +174,8 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
     Root(Root),
+    RegfsDir(RegfsDir),
+    StatusFile(StatusFile),
     Namespace(Namespace),
     Tags(Tags),
     Tag(Tag),
@@ -270,6 +282,8 @@ impl Node {
     pub fn shape(&self) -> Shape<'_> {
         match self {
             Node::Root(n) => Shape::Dir(n),
+            Node::RegfsDir(n) => Shape::Dir(n),
+            Node::StatusFile(n) => Shape::File(n),
             Node::Namespace(n) => Shape::Dir(n),
             Node::Tags(n) => Shape::Dir(n),
             Node::Tag(n) => Shape::Link(n),

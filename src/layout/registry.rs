@@ -144,6 +144,9 @@ impl Dir for Root {
     }
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        if name == super::REGFS_DIR {
+            return Ok(Node::RegfsDir(super::RegfsDir));
+        }
         namespace_child(cx, None, name)
     }
 

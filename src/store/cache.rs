@@ -140,6 +140,8 @@ pub struct BlobCache {
     pub verified_bytes: AtomicU64,
     /// Set at unmount: downloads stop.
     cancelled: AtomicBool,
+    /// The downloads (and, from `views`, decodes) in flight, for `.regfs/status`.
+    activity: crate::status::Activity,
 }
 
 /// Deletes a temporary file unless it was kept.
@@ -239,6 +241,7 @@ impl BlobCache {
             open_files: Mutex::default(),
             verified_bytes: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            activity: crate::status::Activity::default(),
         };
         cache.evict(None);
         Ok(cache)
@@ -278,6 +281,20 @@ impl BlobCache {
         self.limit
     }
 
+    /// Files held on disk now.
+    pub fn len(&self) -> usize {
+        sync::lock(&self.state).lru.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The work in flight (for `.regfs/status`).
+    pub fn activity(&self) -> &crate::status::Activity {
+        &self.activity
+    }
+
     /// The length of blob `digest`'s file if this process has verified it; never a request.
     pub fn verified_len(&self, digest: &Digest) -> Option<u64> {
         self.derived_len(Kind::Blob, digest)
@@ -301,6 +318,7 @@ impl BlobCache {
         if let Some(f) = self.ready(&key)? {
             return Ok(f);
         }
+        let _shown = self.activity.show(crate::status::Work::Download, repo, digest, size); // `.regfs/status`
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             download::fetch(&self.download, client, repo, digest, size, out, hook)
@@ -445,6 +463,9 @@ impl BlobCache {
         let mut tmp = TempFile { name, dir: self.tmp.clone(), file, keep: false };
         let mut charge = Charge { cache: self, bytes: 0 };
         let len = produce(&mut tmp.file, &mut |held| {
+            if key.0 == Kind::Blob {
+                self.activity.progress(crate::status::Work::Download, &key.1, held); // shown by `open`: `.regfs/status`
+            }
             self.check_cancelled(key)?;
             charge.set(held);
             Ok(())

@@ -224,6 +224,8 @@ pub struct Store {
     /// Blobs up to this size go into `small` too.
     small_blob: u64,
     blobs: BlobCache,
+    /// The errors readers were given (`fuse.rs` records them), for `.regfs/status`.
+    errors: crate::status::Errors,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
     manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
@@ -249,6 +251,7 @@ impl Store {
             small: Mutex::new(SizedLru::new(config.small_cache_bytes)),
             small_blob: config.small_blob,
             blobs: BlobCache::in_dir(root, config)?,
+            errors: crate::status::Errors::default(),
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
@@ -258,6 +261,16 @@ impl Store {
 
     pub fn blob_cache(&self) -> &BlobCache {
         &self.blobs
+    }
+
+    /// The errors readers were given (for `.regfs/status`; `fuse.rs` records them).
+    pub fn errors(&self) -> &crate::status::Errors {
+        &self.errors
+    }
+
+    /// The client's request counters so far; never a request.
+    pub fn stats(&self) -> crate::registry::Stats {
+        self.client.stats()
     }
 
     /// One line on what this mount has done, for the log at unmount.

@@ -621,6 +621,13 @@ impl Views {
         let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
         let started = Instant::now();
         let _record = Interval { views: self, started };
+        // Shown in `.regfs/status` while it runs, by the layer's blob digest, with the bytes decoded.
+        let (activity, decode) = (self.store.blob_cache().activity(), crate::status::Work::Decode);
+        let _shown = activity.show(decode, repo, &layer.digest, None);
+        let hook = &mut |n: u64| {
+            activity.progress(decode, &layer.digest, n);
+            hook(n)
+        };
         let (_, decoder) = decode::decoder(reader(blob)?)?;
         let alg = match target {
             Target::DiffId(d) => d.algorithm(),

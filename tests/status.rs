@@ -1,0 +1,186 @@
+//! Issue 10, "Status a person can read": `MOUNT/.regfs/status` and `status.json` on real mounts,
+//! through the real registry and the fault-injecting front. The downloads in flight with their
+//! progress, `watch cat` as a progress bar, the last errors with their digests, and reading them
+//! costing no request.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::front::{Behavior, Fault, Front};
+use common::{Mount, sh_in, shared};
+
+fn str_of(v: &serde_json::Value) -> String {
+    v.as_str().expect("string").to_string()
+}
+
+fn status_json(m: &Mount) -> serde_json::Value {
+    let bytes = std::fs::read(m.path(".regfs/status.json")).expect("reading status.json");
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("status.json: {e}: {}", String::from_utf8_lossy(&bytes)))
+}
+
+fn status_text(m: &Mount) -> String {
+    std::fs::read_to_string(m.path(".regfs/status")).expect("reading status")
+}
+
+/// The job in flight for `digest`, if the status shows one: (done, total).
+fn job(status: &serde_json::Value, digest: &str) -> Option<(u64, Option<u64>)> {
+    let job = status["in_flight"].as_array()?.iter().find(|j| j["digest"] == digest)?;
+    assert_eq!(job["kind"], "download", "{job}");
+    Some((job["done"].as_u64()?, job["total"].as_u64()))
+}
+
+#[test]
+fn status_shows_downloads_in_flight_with_progress_and_costs_no_request() {
+    let sh = shared();
+    // The 3 MB layer of demo/docker, 16 KiB every 25 ms (about 640 KiB/s): about 5 s in flight.
+    let img = common::images(&sh.fixtures, "docker-schema2")[0];
+    let digest = str_of(&img["layers"][2]["digest"]);
+    let size = img["layers"][2]["size"].as_u64().expect("size");
+    let path = "demo/docker/tags/v1/layers/2.tar.gz";
+    let trickle = Fault::trickle(&format!("/blobs/{digest}"), 16 << 10, Duration::from_millis(25), 1);
+    let front = Front::start(&sh.registry.url, Behavior { faults: vec![trickle], ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+
+    // Not listed in the root, and there by name.
+    let ls = sh_in(m.dir.path(), "ls -a");
+    assert!(!common::stdout(&ls).contains(".regfs"), "{ls:?}");
+    assert!(m.path(".regfs/status").is_file() && m.path(".regfs/status.json").is_file());
+
+    std::fs::metadata(m.path(path)).expect("stat");
+    let mut cat = Command::new("cat").arg(m.path(path)).stdout(Stdio::null()).spawn().expect("cat");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (done, status) = loop {
+        let status = status_json(&m);
+        match job(&status, &digest) {
+            Some((done, total)) if done > 0 => {
+                assert!(done < size, "{status}");
+                assert_eq!(total, Some(size), "{status}");
+                break (done, status);
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the download never showed: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["version"], 1);
+    let text = status_text(&m);
+    eprintln!("{text}");
+    let of = format!(" of {:.1} MiB", size as f64 / (1 << 20) as f64);
+    assert!(text.lines().any(|l| l.contains(&digest) && l.contains(&of) && l.contains("demo/docker")), "{text}");
+
+    // The README's example for programs.
+    let jq = sh_in(m.dir.path(), "jq .in_flight .regfs/status.json");
+    assert!(jq.status.success() && common::stdout(&jq).contains(&digest), "{jq:?}");
+
+    // Reading the status asks the registry nothing.
+    let before = front.requests().len();
+    for _ in 0..5 {
+        status_json(&m);
+        status_text(&m);
+    }
+    assert_eq!(front.requests().len(), before, "{:#?}", &front.requests()[before..]);
+
+    // `watch cat`: each read is rendered anew (no page cache), and shows the download moving.
+    std::thread::sleep(Duration::from_millis(200));
+    let later = job(&status_json(&m), &digest).expect("still in flight 200 ms later").0;
+    assert!(later > done, "the same progress 200 ms later: {done} then {later}");
+
+    assert!(cat.wait().expect("cat").success());
+    let after = status_json(&m);
+    assert_eq!(job(&after, &digest), None, "a finished download is still shown: {after}");
+    assert!(after["requests"]["blob_gets"].as_u64() >= Some(1), "{after}");
+}
+
+#[test]
+fn status_shows_the_last_errors_with_their_digests_and_counts_by_errno() {
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &[]);
+    let layer = str_of(&sh.fixtures["corrupt"]["layer"]);
+    let empty = status_json(&m);
+    assert_eq!(empty["errors"]["last"].as_array().map(Vec::len), Some(0), "{empty}");
+    let file = m.path("broken/corrupt/tags/v1/layers/0.tar.gz");
+    let err = std::fs::read(&file).expect_err("a corrupt blob");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+
+    let status = status_json(&m);
+    assert!(status["errors"]["by_errno"]["EIO"].as_u64() >= Some(1), "{status}");
+    let last = status["errors"]["last"].as_array().expect("last errors");
+    let mine = last.iter().find(|e| e["digests"].as_array().is_some_and(|d| d.iter().any(|d| d == &*layer)));
+    let mine = mine.unwrap_or_else(|| panic!("no error names {layer}: {status}"));
+    assert_eq!(mine["errno"], "EIO", "{mine}");
+    assert!(mine["op"].as_str().is_some_and(|op| op.starts_with("open")), "{mine}");
+    assert!(mine["message"].as_str().is_some_and(|s| s.contains("digest mismatch")), "{mine}");
+    assert!(mine["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{mine}");
+    let text = status_text(&m);
+    assert!(text.contains("EIO") && text.contains(&layer), "{text}");
+    assert!(!Path::new(&m.path(".regfs/status")).with_file_name("other").exists());
+}
+
+/// A decode (`layers/<n>.tar` of a gzip layer) shows in the status while it runs, by the layer's
+/// blob digest, with the bytes decoded so far and no total (a decoded size is not known ahead).
+/// In the core, without a mount: 16 MiB of zeros decode for long enough to be seen.
+#[test]
+fn a_decode_in_flight_shows_in_the_status_with_its_bytes_so_far() {
+    use regfs::digest::{Algorithm, Digest};
+    use regfs::testkit::paths::Paths;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    let raw = regfs::testkit::fixtures::layers::tar(&[("zeros".to_string(), vec![0u8; 16 << 20])]).expect("tar");
+    let blob = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&raw).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let fake = Arc::new(regfs::testkit::faulty::Faulty::new(common::fake::Fake::default()));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(Algorithm::Sha256, &raw).to_string()]}
+    }))
+    .expect("json");
+    let cfg = fake.add_blob(&config);
+    let layer = fake.add_blob(&blob);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": regfs::media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": blob.len()}]
+    });
+    let m = fake.put_manifest(
+        "r",
+        Some("v1"),
+        regfs::media::OCI_MANIFEST,
+        manifest.to_string().as_bytes(),
+        Algorithm::Sha256,
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let store_config = regfs::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+    let store = regfs::store::Store::new(fake.clone(), &store_config).expect("store");
+    let fs = Arc::new(regfs::fs::Fs::new(Arc::new(store), regfs::fs::FsConfig::default()));
+    // The blob first, so that what runs next is the decode alone.
+    assert_eq!(fs.cat(&format!("r/manifests/{m}/layers/0.tar.gz")).expect("blob"), blob);
+
+    let reader = {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || fs.cat(&format!("r/manifests/{m}/layers/0.tar")).map(|b| b.len()))
+    };
+    let mut seen = Vec::new();
+    while !reader.is_finished() {
+        let status: serde_json::Value =
+            serde_json::from_slice(&fs.cat(".regfs/status.json").expect("status.json")).expect("JSON");
+        if let Some(job) = status["in_flight"].as_array().and_then(|j| j.iter().find(|j| j["kind"] == "decode")) {
+            seen.push(job.clone());
+        }
+    }
+    assert_eq!(reader.join().expect("reader").expect("decoded"), raw.len());
+    eprintln!("the decode was seen in {} renderings", seen.len());
+    let moving = seen.iter().find(|j| j["done"].as_u64().is_some_and(|d| d > 0 && d < raw.len() as u64));
+    let job = moving.unwrap_or_else(|| panic!("no decode seen in progress ({} seen): {:?}", seen.len(), seen.last()));
+    assert_eq!((job["repo"].as_str(), job["digest"].as_str()), (Some("r"), Some(layer.to_string().as_str())), "{job}");
+    assert!(job["total"].is_null(), "{job}");
+    let after: serde_json::Value =
+        serde_json::from_slice(&fs.cat(".regfs/status.json").expect("status.json")).expect("JSON");
+    assert_eq!(after["in_flight"].as_array().map(Vec::len), Some(0), "{after}");
+}
