@@ -31,6 +31,11 @@ pub const LISTINGS_AT_ONCE: usize = 2;
 /// Invalid names of one listing logged one by one; past that, only counted.
 pub const LOGGED_INVALID: usize = 10;
 
+/// Entries one subject's referrers list may hold, all pages together (past it: `TooLarge`).
+pub const MAX_REFERRERS: usize = 10_000;
+/// Bytes of one referrer's annotations kept, keys and values; past it they are dropped.
+pub const MAX_REFERRER_ANNOTATIONS: usize = 16 << 10;
+
 /// Bytes a token endpoint's reply may have.
 pub const MAX_TOKEN_REPLY: usize = 1 << 20;
 /// A token's lifetime when the reply does not say (the distribution spec's 60 s).

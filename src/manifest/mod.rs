@@ -41,6 +41,7 @@
 
 mod image;
 mod json;
+pub mod referrers;
 mod schema1;
 #[cfg(test)]
 mod tests;
