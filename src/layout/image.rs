@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, ROOTFS_DIR};
+use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR};
 use crate::store::{Content, VerifiedManifest};
 use crate::views::has_view;
 
@@ -64,7 +64,7 @@ pub struct IndexLink {
 
 /// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
 /// manifests `manifest.json`, `config.json`, `layers/` and (if every layer is a tar) `rootfs/`;
-/// indexes `manifest.json` and one symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
+/// indexes `manifest.json` and one symlink per entry; every kind `referrers/`, after the fixed names. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
 pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String, Node)> {
     let (repo, digest) = (repo.to_string(), digest.clone());
     let mut out = vec![(
@@ -84,6 +84,8 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
         let root = super::RootfsDir { repo: repo.clone(), manifest: digest.clone(), path: String::new() };
         out.push((ROOTFS_DIR.to_string(), Node::RootfsDir(root)));
     }
+    let referrers = super::Referrers { repo: repo.clone(), subject: digest.clone() };
+    out.push((REFERRERS_DIR.to_string(), Node::Referrers(referrers)));
     for (name, d) in &m.children {
         let link =
             IndexLink { repo: repo.clone(), parent: digest.clone(), name: name.clone(), target: d.digest.clone() };

@@ -16,6 +16,11 @@
 //!           <path>/                   RootfsDir
 //!           <path>                    RootfsFile, RootfsLink, RootfsSpecial (device, FIFO)
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
+//!         referrers/                  Referrers   what refers to it (tag_ttl; referrers.rs)
+//!           <digest>                  ReferrerLink -> ../../<digest>
+//!           <type>/                   ReferrersType
+//!             <subtype>/              ReferrersSubtype  by artifactType
+//!               <digest>              ReferrerLink -> ../../../../<digest>
 //!     blobs/                          Blobs       lookup only
 //!       <digest>                      Blob
 //! ```
@@ -49,6 +54,9 @@
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
 //!   at once); `open` of a rootfs file: its own layer's decoded tar (see `views::merge`).
+//! - `stat` of `referrers/`: nothing. Listing it or any directory below it, and lookups there:
+//!   the subject's referrers list, one request per `tag_ttl` (the API, or where it answered 404
+//!   once, the `sha256-<hex>` tag); `find` over a mount so costs one per manifest directory.
 //!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
@@ -57,6 +65,7 @@
 //! them, and never reused while mounted ([`Inodes`](crate::inodes::Inodes)).
 
 pub(crate) mod image;
+pub mod referrers;
 mod registry;
 pub mod rootfs;
 
@@ -68,6 +77,7 @@ use crate::store::{Content, Store};
 use crate::views::Views;
 
 pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use referrers::{ReferrerLink, Referrers, ReferrersSubtype, ReferrersType};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
@@ -167,6 +177,10 @@ pub enum Node {
     RootfsFile(RootfsFile),
     RootfsLink(RootfsLink),
     RootfsSpecial(RootfsSpecial),
+    Referrers(Referrers),
+    ReferrersType(ReferrersType),
+    ReferrersSubtype(ReferrersSubtype),
+    ReferrerLink(ReferrerLink),
 }
 
 /// A node seen as what it is: the operations its kind has.
@@ -267,6 +281,10 @@ impl Node {
             Node::RootfsFile(n) => Shape::File(n),
             Node::RootfsLink(n) => Shape::Link(n),
             Node::RootfsSpecial(n) => Shape::Special(n),
+            Node::Referrers(n) => Shape::Dir(n),
+            Node::ReferrersType(n) => Shape::Dir(n),
+            Node::ReferrersSubtype(n) => Shape::Dir(n),
+            Node::ReferrerLink(n) => Shape::Link(n),
         }
     }
 }

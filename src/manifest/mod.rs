@@ -78,9 +78,10 @@ pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";
 pub const LAYERS_DIR: &str = "layers";
 pub const ROOTFS_DIR: &str = "rootfs";
+pub const REFERRERS_DIR: &str = "referrers";
 /// Every fixed name a manifest directory may show: index link names never take one of these.
 /// The layout's guard test fails if a fixed name it shows is missing here.
-pub const DIR_NAMES: [&str; 4] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR];
+pub const DIR_NAMES: [&str; 5] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR, REFERRERS_DIR];
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
