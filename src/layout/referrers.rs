@@ -209,3 +209,27 @@ impl Link for ReferrerLink {
         Ok(self.target_path())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+    use crate::layout::image::entries;
+    use crate::manifest::parse;
+    use crate::media;
+
+    /// `referrers` is a fixed name (`manifest::DIR_NAMES`): an index entry whose platform would
+    /// be called that is named by its digest, and `referrers/` stays the directory.
+    #[test]
+    fn an_index_entry_named_referrers_does_not_shadow_the_directory() {
+        let child = format!("sha256:{}", "1".repeat(64));
+        let doc = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [
+            {"mediaType": media::OCI_MANIFEST, "size": 1, "digest": child, "platform": {"os": "referrers", "architecture": ""}}
+        ]});
+        let m = parse(&serde_json::to_vec(&doc).expect("test input"), None, "t").expect("an index");
+        let shown = entries("r", &m.digest(Algorithm::Sha256), &m);
+        let named: Vec<&Node> = shown.iter().filter(|(n, _)| n == "referrers").map(|(_, node)| node).collect();
+        assert!(matches!(named[..], [Node::Referrers(_)]), "{named:?}");
+        assert!(shown.iter().any(|(n, node)| *n == child && matches!(node, Node::IndexLink(_))), "{shown:?}");
+    }
+}
