@@ -63,7 +63,8 @@ pub struct IndexLink {
 }
 
 /// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
-/// manifests `manifest.json`, `config.json`, `layers/` and (if every layer is a tar) `rootfs/`;
+/// manifests `manifest.json`, `config.json`, `layers/`, (if every layer is a tar) `rootfs/` and
+/// the layers that have a safe, unique title under that title (`Manifest::titles`);
 /// indexes `manifest.json` and one symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
 pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String, Node)> {
     let (repo, digest) = (repo.to_string(), digest.clone());
@@ -83,6 +84,12 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
     if super::rootfs::has_rootfs(m) {
         let root = super::RootfsDir { repo: repo.clone(), manifest: digest.clone(), path: String::new() };
         out.push((ROOTFS_DIR.to_string(), Node::RootfsDir(root)));
+    }
+    // Layers named by their title too (safe, unique names; see `manifest::title_names`).
+    for (title, n) in &m.titles {
+        if let Some((_, d)) = m.layers.get(*n) {
+            out.push((title.clone(), Node::Blob(Blob { repo: repo.clone(), digest: d.digest.clone(), size: d.size })));
+        }
     }
     for (name, d) in &m.children {
         let link =
@@ -281,8 +288,8 @@ mod tests {
         for (file, media_type) in docs {
             let m = parse(&fixture(file), Some(media_type), file).expect("fixture");
             for (name, node) in entries("r", &m.digest(Algorithm::Sha256), &m) {
-                // Every name that is not an index entry's link is a fixed one.
-                if !matches!(node, Node::IndexLink(_)) {
+                // Every name that is not an index entry's link or a layer's title is a fixed one.
+                if !matches!(node, Node::IndexLink(_)) && !m.titles.iter().any(|(t, _)| *t == name) {
                     assert!(DIR_NAMES.contains(&name.as_str()), "{file}: {name} is not in manifest::DIR_NAMES");
                     seen += 1;
                 }
