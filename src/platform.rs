@@ -270,7 +270,7 @@ mod tests {
                 }
             })
             .collect();
-        Matcher::new(&p(wanted)).best(raw.iter().enumerate().map(|(i, p)| (i, p)))
+        Matcher::new(&p(wanted)).best(raw.iter().enumerate())
     }
 
     #[test]

@@ -25,7 +25,10 @@ fn the_root_lists_the_catalog_and_nested_names_are_directories() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
     assert_eq!(ls(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
-    assert_eq!(ls(&m.path("demo")), ["artifact", "docker", "list", "many-tags", "multi", "oci", "schema1"]);
+    assert_eq!(
+        ls(&m.path("demo")),
+        ["artifact", "docker", "list", "many-tags", "multi", "oci", "platforms", "schema1", "titled"]
+    );
     // `nested/a` is both a repository and a namespace.
     assert_eq!(ls(&m.path("nested/a")), ["b", "blobs", "manifests", "tags"]);
     assert_eq!(ls(&m.path("nested/a/b")), ["c"]);

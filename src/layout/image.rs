@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, ROOTFS_DIR};
+use crate::manifest::{CONFIG_JSON, CURRENT_LINK, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, ROOTFS_DIR};
+use crate::platform::Matcher;
 use crate::store::{Content, VerifiedManifest};
 use crate::views::has_view;
 
@@ -62,6 +63,23 @@ pub struct IndexLink {
     pub target: Digest,
 }
 
+/// `current` in an index directory: a symlink to the link of the entry docker would pull for
+/// the mount's platform (`platform::Matcher`), e.g. `current -> linux-amd64`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CurrentLink {
+    pub repo: String,
+    pub parent: Digest,
+    /// The chosen entry's link name.
+    pub name: String,
+}
+
+/// The link name of the index entry `platform` chooses, if any: among the entries with a
+/// platform, in index order (see `platform`'s note).
+pub(crate) fn chosen(m: &Manifest, platform: &Matcher) -> Option<String> {
+    let with_platform = m.children.iter().filter_map(|(name, d)| d.platform.as_ref().map(|p| (name, p)));
+    platform.best(with_platform).cloned()
+}
+
 /// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
 /// manifests `manifest.json`, `config.json`, `layers/`, (if every layer is a tar) `rootfs/` and
 /// the layers that have a safe, unique title under that title (`Manifest::titles`);
@@ -103,6 +121,17 @@ impl ManifestDir {
     fn manifest(&self, cx: &Layout) -> Result<Arc<VerifiedManifest>> {
         cx.store.manifest(&self.repo, &self.digest)
     }
+
+    /// What this directory shows here: [`entries`], then, in an index, `current` when an entry
+    /// matches the mount's platform.
+    fn shown(&self, cx: &Layout, doc: &VerifiedManifest) -> Vec<(String, Node)> {
+        let mut out = entries(&self.repo, &doc.digest, &doc.manifest);
+        if let Some(name) = chosen(&doc.manifest, &cx.platform) {
+            let link = CurrentLink { repo: self.repo.clone(), parent: doc.digest.clone(), name };
+            out.push((CURRENT_LINK.to_string(), Node::CurrentLink(link)));
+        }
+        out
+    }
 }
 
 impl Dir for ManifestDir {
@@ -120,7 +149,7 @@ impl Dir for ManifestDir {
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let doc = self.manifest(cx)?;
-        entries(&self.repo, &doc.digest, &doc.manifest)
+        self.shown(cx, &doc)
             .into_iter()
             .find_map(|(n, node)| (n == name).then_some(node))
             .ok_or_else(|| Error::NotFound(name.to_string()))
@@ -128,7 +157,7 @@ impl Dir for ManifestDir {
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let doc = self.manifest(cx)?;
-        Ok(entries(&self.repo, &doc.digest, &doc.manifest))
+        Ok(self.shown(cx, &doc))
     }
 }
 
@@ -259,6 +288,20 @@ impl Link for IndexLink {
 
     fn target(&self, _: &Layout) -> Result<String> {
         Ok(link_target(&self.target))
+    }
+}
+
+impl Link for CurrentLink {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    fn size(&self, _: &Layout) -> u64 {
+        self.name.len() as u64
+    }
+
+    fn target(&self, _: &Layout) -> Result<String> {
+        Ok(self.name.clone())
     }
 }
 
