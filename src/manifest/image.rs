@@ -4,10 +4,10 @@
 
 use serde::Deserialize;
 
-use super::{Descriptor, MAX_TITLE, TITLE_ANNOTATION};
+use super::{Descriptor, TITLE_ANNOTATION};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::limits::MAX_BLOB_SIZE;
+use crate::limits::{MAX_BLOB_SIZE, MAX_PLATFORM_PART, MAX_TITLE};
 use crate::platform::Platform;
 
 #[derive(Deserialize)]
@@ -40,8 +40,14 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
     if raw.size > MAX_BLOB_SIZE {
         return Err(Error::malformed(what, format!("size {} is larger than regfs accepts", raw.size)));
     }
-    // An empty platform (no OS, no architecture) is no platform.
-    let platform = raw.platform.filter(|p| !p.os.is_empty() || !p.architecture.is_empty()).map(|p| Platform {
+    // An empty platform (no OS, no architecture) is no platform; nor is one with an overlong part.
+    let kept = |p: &RawPlatform| {
+        (!p.os.is_empty() || !p.architecture.is_empty())
+            && [p.os.len(), p.architecture.len(), p.variant.as_ref().map_or(0, String::len)]
+                .iter()
+                .all(|n| *n <= MAX_PLATFORM_PART)
+    };
+    let platform = raw.platform.filter(kept).map(|p| Platform {
         os: p.os,
         architecture: p.architecture,
         variant: p.variant.unwrap_or_default(),

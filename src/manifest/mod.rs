@@ -80,8 +80,7 @@ pub struct Descriptor {
 
 /// The annotation naming a layer's file (as `oras push` writes it and `oras pull` reads it).
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
-/// Bytes a title may have (a file name's limit, `NAME_MAX`).
-pub const MAX_TITLE: usize = 255;
+pub use crate::limits::MAX_TITLE;
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";

@@ -564,3 +564,22 @@ fn titles_name_layers_only_when_safe_and_unique() {
     assert_eq!(m.kind, Kind::Other);
     assert_eq!(m.titles.len(), 3);
 }
+
+/// A platform part longer than a file name could be is no platform: the entry is named by its
+/// digest and never chosen for `current`; one of exactly the limit is kept.
+#[test]
+fn overlong_platform_parts_make_no_platform() {
+    use crate::limits::MAX_PLATFORM_PART;
+    let entry = |n: char, arch: String| {
+        serde_json::json!({"mediaType": media::OCI_MANIFEST, "size": 1,
+            "digest": format!("sha256:{}", n.to_string().repeat(64)),
+            "platform": {"os": "linux", "architecture": arch}})
+    };
+    let doc = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [
+        entry('1', "a".repeat(MAX_PLATFORM_PART + 1)), entry('2', "b".repeat(MAX_PLATFORM_PART))
+    ]});
+    let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), None, "t").expect("test input is valid");
+    assert_eq!(m.children[0].1.platform, None);
+    assert_eq!(m.children[0].0, format!("sha256:{}", "1".repeat(64)));
+    assert_eq!(m.children[1].1.platform.as_ref().map(|p| p.architecture.len()), Some(MAX_PLATFORM_PART));
+}
