@@ -339,5 +339,10 @@ mod tests {
             }
         }
         assert!(seen >= 10, "the fixtures show fixed names");
+        // `current`, added beside the entries of an index (`ManifestDir::shown`), is fixed too.
+        let index = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "index").expect("fixture");
+        let amd64 = crate::platform::Platform::parse("linux/amd64").expect("platform");
+        assert_eq!(chosen(&index, &Matcher::new(&amd64)).as_deref(), Some("linux-amd64"));
+        assert!(DIR_NAMES.contains(&CURRENT_LINK));
     }
 }

@@ -51,6 +51,8 @@
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
 //!   at once); `open` of a rootfs file: its own layer's decoded tar (see `views::merge`).
+//! - `current` in an index directory and a layer's title name: nothing beyond the manifest (the
+//!   platform is fixed per mount, the titles were read with the manifest).
 //!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
