@@ -7,6 +7,7 @@ use clap::Parser;
 
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
+use crate::platform::Platform;
 use crate::registry::credentials::Login;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
@@ -17,7 +18,8 @@ use crate::store::{self, StoreConfig};
     version,
     about = "Mount a container registry as a read-only directory; every byte served is checked against its digest.",
     after_help = "Layout: MOUNT/<repo>/tags/<tag> -> ../manifests/<digest>, MOUNT/<repo>/manifests/<digest>/ \
-(manifest.json, config.json, layers/, one link per platform of an index), MOUNT/<repo>/blobs/<digest>.\n\
+(manifest.json, config.json, layers/, rootfs/; in an index one link per platform and `current`, the one for --platform), \
+MOUNT/<repo>/blobs/<digest>.\n\
 Unmount with `umount MOUNTPOINT` (root), `fusermount3 -u MOUNTPOINT`, or Ctrl-C / SIGTERM in --foreground.\n\
 Logs: RUST_LOG=debug for more; in the background they go to --log-file."
 )]
@@ -43,6 +45,10 @@ pub struct Cli {
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub tag_ttl: u64,
+
+    /// The platform (os/arch[/variant], e.g. linux/arm64) whose image each index's `current` link names, chosen with docker's fallbacks [default: this machine's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = Platform::parse)]
+    pub platform: Option<Platform>,
 
     /// Log in as this user (the password is read from stdin with --password-stdin).
     #[arg(long, requires = "password_stdin")]
@@ -161,9 +167,13 @@ impl Cli {
         }
     }
 
-    /// The core's configuration: `--tag-ttl`, the rest default.
+    /// The core's configuration: `--tag-ttl`, `--platform`, the rest default.
     pub fn fs_config(&self) -> FsConfig {
-        FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() }
+        let mut config = FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), ..FsConfig::default() };
+        if let Some(p) = &self.platform {
+            config.platform = p.clone();
+        }
+        config
     }
 
     /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
@@ -225,6 +235,14 @@ mod tests {
         let c = Cli::try_parse_from(["regfs", "localhost:5000", "/mnt"]).expect("test input is valid");
         assert_eq!((c.tag_ttl, c.cache_size, c.foreground), (60, 10 << 30, false));
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--username", "u"]).is_err());
+    }
+
+    #[test]
+    fn platform_is_parsed_normalised_and_refused_with_the_form_to_write() {
+        let c = Cli::try_parse_from(["regfs", "r", "/m", "--platform", "linux/aarch64"]).expect("a platform");
+        assert_eq!(c.fs_config().platform.to_string(), "linux/arm64");
+        let err = Cli::try_parse_from(["regfs", "r", "/m", "--platform", "arm64"]).expect_err("no OS").to_string();
+        assert!(err.contains("os/arch[/variant]"), "{err}");
     }
 
     /// What the command line builds when no option is given is each layer's own default.

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
 use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
+use crate::platform::Platform;
 use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
@@ -33,6 +34,9 @@ pub struct FsConfig {
     /// (tags, the catalog), and their absence (60 s; `--tag-ttl`).
     pub tag_ttl: Duration,
     pub readahead: ReadaheadConfig,
+    /// The platform `current` links choose for, in index directories (`--platform`; by default
+    /// this machine's).
+    pub platform: Platform,
 }
 
 impl Default for FsConfig {
@@ -41,6 +45,7 @@ impl Default for FsConfig {
             immutable_ttl: Duration::from_secs(24 * 3600),
             tag_ttl: Duration::from_secs(60),
             readahead: ReadaheadConfig::default(),
+            platform: Platform::host(),
         }
     }
 }
@@ -139,7 +144,8 @@ impl Fs {
         Fs::with_layout(layout, config)
     }
 
-    fn with_layout(layout: Layout, config: FsConfig) -> Fs {
+    fn with_layout(mut layout: Layout, config: FsConfig) -> Fs {
+        layout.choose_platform(&config.platform);
         Fs {
             layout,
             inodes: Inodes::default(),

@@ -79,3 +79,12 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
+
+// Platforms and artifact titles (issue 10).
+
+/// Bytes one part of an index entry's platform (OS, architecture, variant) may have; an entry
+/// with a longer one has no platform: it is named by its digest and never `current`.
+pub const MAX_PLATFORM_PART: usize = 255;
+/// Bytes an `org.opencontainers.image.title` may have to name a file (`NAME_MAX`); a longer title
+/// is no title.
+pub const MAX_TITLE: usize = 255;

@@ -16,6 +16,8 @@
 //!           <path>/                   RootfsDir
 //!           <path>                    RootfsFile, RootfsLink, RootfsSpecial (device, FIFO)
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
+//!         current                     CurrentLink -> <the link of the entry chosen for --platform>
+//!         <title>                     Blob        a layer named by its title annotation
 //!         referrers/                  Referrers   what refers to it (tag_ttl; referrers.rs)
 //!           <digest>                  ReferrerLink -> ../../<digest>
 //!           <type>/                   ReferrersType
@@ -54,6 +56,8 @@
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
 //!   at once); `open` of a rootfs file: its own layer's decoded tar (see `views::merge`).
+//! - `current` in an index directory and a layer's title name: nothing beyond the manifest (the
+//!   platform is fixed per mount, the titles were read with the manifest).
 //! - `stat` of `referrers/`: nothing. Listing it or any directory below it, and lookups there:
 //!   the subject's referrers list, one request per `tag_ttl` (the API, or where it answered 404
 //!   once, the `sha256-<hex>` tag); `find` over a mount so costs one per manifest directory.
@@ -72,11 +76,12 @@ pub mod rootfs;
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::platform::{Matcher, Platform};
 use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
 use crate::views::Views;
 
-pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use image::{Blob, CurrentLink, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
 pub use referrers::{ReferrerLink, Referrers, ReferrersSubtype, ReferrersType};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
@@ -88,19 +93,26 @@ pub struct Layout {
     views: Arc<Views>,
     readahead: Readahead,
     images: Arc<dyn ImageLayers>,
+    /// What `current` chooses by, in index directories (fixed per mount).
+    platform: Matcher,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig) -> Layout {
         let views = Arc::new(Views::new(Arc::clone(&store)));
         let images = rootfs::views_layers(&store, &views);
-        Layout { views, store, readahead: Readahead::new(readahead), images }
+        Layout { views, store, readahead: Readahead::new(readahead), images, platform: Matcher::new(&Platform::host()) }
     }
 
     /// A layout reading image layers through `images` (tests give their own).
     pub fn with_images(store: Arc<Store>, images: Arc<dyn ImageLayers>, readahead: &ReadaheadConfig) -> Layout {
         let views = Arc::new(Views::new(Arc::clone(&store)));
-        Layout { views, store, readahead: Readahead::new(readahead), images }
+        Layout { views, store, readahead: Readahead::new(readahead), images, platform: Matcher::new(&Platform::host()) }
+    }
+
+    /// `current` links (in index directories) name the entry chosen for `platform`.
+    pub fn choose_platform(&mut self, platform: &Platform) {
+        self.platform = Matcher::new(platform);
     }
 
     pub fn images(&self) -> &dyn ImageLayers {
@@ -173,6 +185,7 @@ pub enum Node {
     Blob(Blob),
     DecodedLayer(DecodedLayer),
     IndexLink(IndexLink),
+    CurrentLink(CurrentLink),
     RootfsDir(RootfsDir),
     RootfsFile(RootfsFile),
     RootfsLink(RootfsLink),
@@ -277,6 +290,7 @@ impl Node {
             Node::Blob(n) => Shape::File(n),
             Node::DecodedLayer(n) => Shape::File(n),
             Node::IndexLink(n) => Shape::Link(n),
+            Node::CurrentLink(n) => Shape::Link(n),
             Node::RootfsDir(n) => Shape::Dir(n),
             Node::RootfsFile(n) => Shape::File(n),
             Node::RootfsLink(n) => Shape::Link(n),

@@ -727,12 +727,28 @@ mod tests {
                     + name.len()
                     + c.media_type.len()
                     + c.digest.hex().len()
-                    + c.platform.as_ref().map_or(0, String::len)
+                    + c.platform.as_ref().map_or(0, |p| p.os.len() + p.architecture.len() + p.variant.len())
             })
             .sum();
         let w = d.weight();
         assert!(w >= bytes.len() + parsed, "weight {w} < {} bytes + {parsed} parsed", bytes.len());
         assert!(w <= 2 * (bytes.len() + parsed), "weight {w} is not honest either");
+
+        // An artifact of many titled layers holds each title twice: in its descriptor and as a name.
+        let layers: Vec<_> = (0..2000)
+            .map(|i| {
+                serde_json::json!({"mediaType": "x", "size": 1, "digest": format!("sha256:{:064x}", i),
+                    "annotations": {manifest::TITLE_ANNOTATION: format!("{i}-{}", "t".repeat(200))}})
+            })
+            .collect();
+        let art = serde_json::json!({"schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
+            "config": {"mediaType": "x", "size": 2, "digest": format!("sha256:{}", "c".repeat(64))}, "layers": layers});
+        let bytes = serde_json::to_vec(&art).expect("test input is valid");
+        let d = doc(&bytes, crate::media::OCI_MANIFEST);
+        assert_eq!(d.manifest.titles.len(), 2000);
+        let titles: usize = d.manifest.titles.iter().map(|(t, _)| 2 * t.len()).sum();
+        let w = d.weight();
+        assert!(w >= bytes.len() + titles, "weight {w} < {} bytes + {titles} of titles", bytes.len());
 
         // Signed schema1 holds its payload besides its bytes.
         let s1 = std::fs::read(format!("{}/tests/fixtures/schema1-signed.json", env!("CARGO_MANIFEST_DIR")))
