@@ -1361,4 +1361,33 @@ mod tests {
             other => panic!("a Link to another origin gave {other:?}"),
         }
     }
+
+    /// A registry whose referrers pages go on and on (each under the 4 MiB a page may have)
+    /// must hit the listing's byte budget, not make regfs read page after page: all of them
+    /// together may bring at most [`MAX_LIST_BODY`] bytes, however many pages are allowed.
+    #[test]
+    fn referrers_pages_count_against_the_listing_budget() {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        const PAGE: usize = 3 << 20;
+        let sent = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::clone(&sent);
+        let (base, _) = serve(move |path| {
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let bare = path.split('?').next().unwrap_or(path);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nLink: <{bare}?p={}>; rel=\"next\"\r\n",
+                media::OCI_INDEX,
+                page + 1
+            );
+            let body = format!(r#"{{"schemaVersion":2,"manifests":[],"pad":"{}"}}"#, "x".repeat(PAGE));
+            bytes.fetch_add(body.len() as u64, SeqCst);
+            (head, body.into_bytes())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client").with_max_pages(40);
+        let subject = Digest::of(crate::digest::Algorithm::Sha256, b"subject");
+        let result = client.referrers("r", &subject);
+        let sent = sent.load(SeqCst);
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?} after {} MiB", sent >> 20);
+        assert!(sent <= MAX_LIST_BODY + 2 * PAGE as u64, "{} MiB sent for a 32 MiB budget", sent >> 20);
+    }
 }
