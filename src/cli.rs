@@ -14,6 +14,7 @@ use clap::Parser;
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
 use crate::limits;
+use crate::platform::Platform;
 use crate::registry::credentials::Login;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
@@ -25,7 +26,8 @@ use crate::views::ViewsConfig;
     version,
     about = "Mount a container registry as a read-only directory; every byte served is checked against its digest.",
     after_help = "Layout: MOUNT/<repo>/tags/<tag> -> ../manifests/<digest>, MOUNT/<repo>/manifests/<digest>/ \
-(manifest.json, config.json, layers/, one link per platform of an index), MOUNT/<repo>/blobs/<digest>.\n\
+(manifest.json, config.json, layers/, rootfs/; in an index one link per platform and `current`, the one for --platform), \
+MOUNT/<repo>/blobs/<digest>.\n\
 Unmount with `umount MOUNTPOINT` (root), `fusermount3 -u MOUNTPOINT`, or Ctrl-C / SIGTERM in --foreground.\n\
 Logs: RUST_LOG=debug for more; in the background they go to --log-file.\n\
 Mount options: -o name[=value],... (as mount(8) and /etc/fstab pass them) stands for the long options above \
@@ -71,6 +73,10 @@ pub struct Cli {
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub tag_ttl: u64,
+
+    /// The platform (os/arch[/variant], e.g. linux/arm64) whose image each index's `current` link names, chosen with docker's fallbacks [default: this machine's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = Platform::parse)]
+    pub platform: Option<Platform>,
 
     /// Log in as this user (the password is read from stdin with --password-stdin).
     #[arg(long, requires = "password_stdin")]
@@ -211,7 +217,7 @@ impl Cli {
         }
     }
 
-    /// The core's configuration: `--tag-ttl`, and the views' bounds (`--index-memory`,
+    /// The core's configuration: `--tag-ttl`, `--platform`, and the views' bounds (`--index-memory`,
     /// `--layer-entries`, `--layer-index-size`, `--rootfs-layers`); the rest default.
     pub fn fs_config(&self) -> FsConfig {
         let views = ViewsConfig {
@@ -220,7 +226,11 @@ impl Cli {
             layer_index_size: self.layer_index_size,
             rootfs_layers: self.rootfs_layers,
         };
-        FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), views, ..FsConfig::default() }
+        let mut config = FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), views, ..FsConfig::default() };
+        if let Some(p) = &self.platform {
+            config.platform = p.clone();
+        }
+        config
     }
 
     /// The transport's configuration: `--retries`, `--timeout`, `--min-speed`, `--min-speed-time`
@@ -460,6 +470,14 @@ mod tests {
             ViewsConfig { index_memory: 16 << 20, layer_entries: 1000, layer_index_size: 8 << 20, rootfs_layers: 4 };
         assert_eq!(c.fs_config().views, want);
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--layer-entries", "0"]).is_err(), "a bound of 0 is refused");
+    }
+
+    #[test]
+    fn platform_is_parsed_normalised_and_refused_with_the_form_to_write() {
+        let c = Cli::try_parse_from(["regfs", "r", "/m", "--platform", "linux/aarch64"]).expect("a platform");
+        assert_eq!(c.fs_config().platform.to_string(), "linux/arm64");
+        let err = Cli::try_parse_from(["regfs", "r", "/m", "--platform", "arm64"]).expect_err("no OS").to_string();
+        assert!(err.contains("os/arch[/variant]"), "{err}");
     }
 
     /// What the command line builds when no option is given is each layer's own default.

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::inodes::{Inodes, ROOT_INO};
 use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
 use crate::limits;
+use crate::platform::Platform;
 use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
@@ -40,6 +41,9 @@ pub struct FsConfig {
     /// Entries of immutable directories' listings kept after their handles close
     /// ([`limits::KEPT_LISTING_ENTRIES`]; tests lower it).
     pub kept_listing_entries: usize,
+    /// The platform `current` links choose for, in index directories (`--platform`; by default
+    /// this machine's).
+    pub platform: Platform,
 }
 
 impl Default for FsConfig {
@@ -50,6 +54,7 @@ impl Default for FsConfig {
             readahead: ReadaheadConfig::default(),
             views: crate::views::ViewsConfig::default(),
             kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
+            platform: Platform::host(),
         }
     }
 }
@@ -183,7 +188,8 @@ impl Fs {
         &self.layout
     }
 
-    fn with_layout(layout: Layout, config: FsConfig) -> Fs {
+    fn with_layout(mut layout: Layout, config: FsConfig) -> Fs {
+        layout.choose_platform(&config.platform);
         Fs {
             layout,
             inodes: Inodes::default(),

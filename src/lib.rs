@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod media;
 pub mod mountinfo;
 pub mod names;
+pub mod platform;
 pub mod readahead;
 pub mod registry;
 pub mod status;

@@ -31,6 +31,11 @@ pub const LISTINGS_AT_ONCE: usize = 2;
 /// Invalid names of one listing logged one by one; past that, only counted.
 pub const LOGGED_INVALID: usize = 10;
 
+/// Entries one subject's referrers list may hold, all pages together (past it: `TooLarge`).
+pub const MAX_REFERRERS: usize = 10_000;
+/// Bytes of one referrer's annotations kept, keys and values; past it they are dropped.
+pub const MAX_REFERRER_ANNOTATIONS: usize = 16 << 10;
+
 /// Bytes a token endpoint's reply may have.
 pub const MAX_TOKEN_REPLY: usize = 1 << 20;
 /// A token's lifetime when the reply does not say (the distribution spec's 60 s).
@@ -104,3 +109,12 @@ pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;
 /// by `Views::ready`): a warm read of a rootfs, one file after another, then opens no file per
 /// file. Each pins its cache file's disk space while held, should the cache evict it meanwhile.
 pub const HELD_DECODED_FILES: usize = 8;
+
+// Platforms and artifact titles (issue 10).
+
+/// Bytes one part of an index entry's platform (OS, architecture, variant) may have; an entry
+/// with a longer one has no platform: it is named by its digest and never `current`.
+pub const MAX_PLATFORM_PART: usize = 255;
+/// Bytes an `org.opencontainers.image.title` may have to name a file (`NAME_MAX`); a longer title
+/// is no title.
+pub const MAX_TITLE: usize = 255;

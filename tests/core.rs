@@ -44,6 +44,14 @@ fn core(fake: Faulty<Fake>) -> Core {
     core_with(Arc::new(fake), tempfile::tempdir().expect("cache"), 1 << 30)
 }
 
+/// A core whose `current` links choose for `platform` (`--platform`).
+fn core_for_platform(fake: Faulty<Fake>, platform: &str) -> Core {
+    let (fake, cache) = (Arc::new(fake), tempfile::tempdir().expect("cache"));
+    let store = Store::new(fake.clone(), &store_config(cache.path(), 1 << 30, Duration::from_secs(60))).expect("store");
+    let platform = regfs::platform::Platform::parse(platform).expect("test platform");
+    Core { fake, fs: Fs::new(Arc::new(store), FsConfig { platform, ..FsConfig::default() }), cache }
+}
+
 impl Core {
     fn walk(&self, path: &str) -> Result<Attr> {
         self.fs.walk(path)
@@ -122,7 +130,7 @@ fn sha512_manifests_are_accepted() {
     let c = core(fake);
     assert_eq!(
         c.ls(&format!("r/manifests/{d512}")).expect("sha512 dir"),
-        ["manifest.json", "config.json", "layers", "rootfs"]
+        ["manifest.json", "config.json", "layers", "rootfs", "referrers"]
     );
     assert_eq!(c.cat(&format!("r/manifests/{d512}/manifest.json")).expect("bytes"), body);
 }
@@ -593,10 +601,10 @@ fn a_manifest_of_a_type_regfs_does_not_know_is_shown_as_its_verified_bytes() {
     let not_json =
         fake.put_manifest("r", None, "application/vnd.example.blob", b"\x00\x01 not JSON", Algorithm::Sha256);
     let c = core(fake);
-    assert_eq!(c.ls(&format!("r/manifests/{d}")).expect("listed"), ["manifest.json", "layers"]);
+    assert_eq!(c.ls(&format!("r/manifests/{d}")).expect("listed"), ["manifest.json", "layers", "referrers"]);
     assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("read"), body.as_bytes());
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0")).expect("layer"), b"{\"sbom\":true}");
-    assert_eq!(c.ls(&format!("r/manifests/{not_json}")).expect("listed"), ["manifest.json"]);
+    assert_eq!(c.ls(&format!("r/manifests/{not_json}")).expect("listed"), ["manifest.json", "referrers"]);
     assert_eq!(c.cat(&format!("r/manifests/{not_json}/manifest.json")).expect("read"), b"\x00\x01 not JSON");
 }
 
@@ -1000,7 +1008,8 @@ fn the_layout_of_every_kind_of_node_is_as_recorded() {
     let art = fake.put_manifest("ns/img", Some("art"), "application/vnd.example.thing", b"not json", Algorithm::Sha256);
     let (solo, _) = fake.image("solo", "latest", b"solo layer");
     fake.image("ns/img/tags", "v1", b"hidden by the reserved name");
-    let c = core(fake);
+    // `current` chooses for a fixed platform, so the record is the same on any machine.
+    let c = core_for_platform(fake, "linux/amd64");
 
     // Resolve ns/img's tags first, so their sizes do not depend on how far the readahead got;
     // solo's one tag stays unresolved until read, and shows the size reported before that.
@@ -1031,6 +1040,7 @@ fn the_layout_of_every_kind_of_node_is_as_recorded() {
         &format!("ns/img/manifests/{img}/config.json/x"),
         &format!("ns/img/manifests/{img}/layers/9.tar"),
         &format!("ns/img/manifests/{idx}/linux-s390x"),
+        &format!("ns/img/manifests/{img}/current"),
         &format!("ns/img/manifests/{art}/config.json"),
         "ns/img/blobs/not-a-digest",
         &format!("ns/img/blobs/{zeros}"),

@@ -25,7 +25,10 @@ fn the_root_lists_the_catalog_and_nested_names_are_directories() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
     assert_eq!(ls(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
-    assert_eq!(ls(&m.path("demo")), ["artifact", "docker", "list", "many-tags", "multi", "oci", "schema1"]);
+    assert_eq!(
+        ls(&m.path("demo")),
+        ["artifact", "docker", "list", "many-tags", "multi", "oci", "platforms", "schema1", "signed", "titled"]
+    );
     // `nested/a` is both a repository and a namespace.
     assert_eq!(ls(&m.path("nested/a")), ["b", "blobs", "manifests", "tags"]);
     assert_eq!(ls(&m.path("nested/a/b")), ["c"]);
@@ -76,7 +79,7 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
                 continue;
             }
             let dir = m.path(&format!("{repo}/manifests/{digest}"));
-            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "rootfs"], "{repo}");
+            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "referrers", "rootfs"], "{repo}");
             let manifest: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
             assert_eq!(sha256sum(&dir.join("config.json")), s(&manifest["config"]["digest"]));
@@ -118,14 +121,18 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
 #[test]
 fn an_oci_index_shows_one_link_per_entry_and_nested_indexes_work_the_same_way() {
     let sh = shared();
-    let m = Mount::start(&sh.registry.url, &[]);
+    // A fixed platform: `current` is listed whatever machine runs the test.
+    let m = Mount::start(&sh.registry.url, &["--platform", "linux/amd64"]);
     let img = images(&sh.fixtures, "oci-index")[0];
     let dir = m.path(&format!("{}/manifests/{}", s(&img["repo"]), s(&img["digest"])));
     let children = sh.fixtures["index_children"].as_object().expect("children");
     let mut want: Vec<String> = children.keys().cloned().collect();
     want.push("manifest.json".into());
+    want.push("current".into());
+    want.push("referrers".into());
     want.sort();
     assert_eq!(ls(&dir), want);
+    assert_eq!(std::fs::read_link(dir.join("current")).expect("readlink").to_string_lossy(), "linux-amd64");
     for (name, target) in children {
         let link = std::fs::read_link(dir.join(name)).expect("readlink");
         assert_eq!(link.to_string_lossy(), format!("../{}", s(target)), "{name}");
@@ -141,9 +148,10 @@ fn an_oci_index_shows_one_link_per_entry_and_nested_indexes_work_the_same_way() 
 #[test]
 fn a_docker_manifest_list_shows_platform_links() {
     let sh = shared();
-    let m = Mount::start(&sh.registry.url, &[]);
+    let m = Mount::start(&sh.registry.url, &["--platform", "linux/arm/v7"]);
     let dir = m.path("demo/list/tags/latest");
-    assert_eq!(ls(&dir), ["linux-amd64", "linux-arm-v7", "manifest.json"]);
+    assert_eq!(ls(&dir), ["current", "linux-amd64", "linux-arm-v7", "manifest.json", "referrers"]);
+    assert_eq!(std::fs::read_link(dir.join("current")).expect("readlink").to_string_lossy(), "linux-arm-v7");
     for (name, target) in sh.fixtures["list_children"].as_object().expect("children") {
         assert_eq!(
             std::fs::read_link(dir.join(name)).expect("readlink").to_string_lossy(),
@@ -165,7 +173,7 @@ fn schema1_layers_are_bottom_first_and_its_digest_is_the_registry_s() {
         std::fs::read_link(&dir).expect("readlink").to_string_lossy(),
         format!("../manifests/{}", s(&img["digest"]))
     );
-    assert_eq!(ls(&dir), ["layers", "manifest.json", "rootfs"]);
+    assert_eq!(ls(&dir), ["layers", "manifest.json", "referrers", "rootfs"]);
     assert_eq!(ls(&dir.join("layers")), ["0.tar", "0.tar.gz", "1.tar", "1.tar.gz"]);
     for (i, l) in img["layers"].as_array().expect("layers").iter().enumerate() {
         let file = dir.join(format!("layers/{i}.tar.gz"));
@@ -181,7 +189,7 @@ fn an_artifact_shows_its_config_and_layers_without_a_tar_extension() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
     let dir = m.path("demo/artifact/tags/sbom");
-    assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json"]);
+    assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "referrers"]);
     assert_eq!(ls(&dir.join("layers")), ["0"]);
     let sbom = std::fs::read_to_string(dir.join("layers/0")).expect("sbom");
     assert!(sbom.contains("SPDX-2.3"), "{sbom}");

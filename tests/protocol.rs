@@ -36,7 +36,7 @@ fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
     assert_eq!(tags.first().map(String::as_str), Some("t000"));
     assert_eq!(tags.last().map(String::as_str), Some("t129"));
     assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
-    assert_eq!(names(&m.path("demo")).len(), 7);
+    assert_eq!(names(&m.path("demo")).len(), 10);
     let reqs = front.requests();
     let tag_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
     assert_eq!(tag_pages, count.div_ceil(50), "{reqs:?}");
@@ -439,7 +439,7 @@ fn https_is_verified_and_an_internal_ca_can_be_trusted_with_ca_cert() {
         sha256sum(&m.path("demo/docker/tags/v1/layers/2.tar.gz")),
         img["layers"][2]["digest"].as_str().expect("d")
     );
-    assert_eq!(names(&m.path("demo")).len(), 7);
+    assert_eq!(names(&m.path("demo")).len(), 10);
     // A file that holds no certificate is refused before mounting.
     let bogus = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(bogus.path(), "not a certificate").expect("write");

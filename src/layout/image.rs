@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{CONFIG_JSON, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, ROOTFS_DIR};
+use crate::manifest::{
+    CONFIG_JSON, CURRENT_LINK, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR,
+};
+use crate::platform::Matcher;
 use crate::store::{Content, VerifiedManifest};
 use crate::views::has_view;
 
@@ -62,9 +65,28 @@ pub struct IndexLink {
     pub target: Digest,
 }
 
+/// `current` in an index directory: a symlink to the link of the entry docker would pull for
+/// the mount's platform (`platform::Matcher`), e.g. `current -> linux-amd64`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CurrentLink {
+    pub repo: String,
+    pub parent: Digest,
+    /// The chosen entry's link name.
+    pub name: String,
+}
+
+/// The link name of the index entry `platform` chooses, if any: among the entries with a
+/// platform, in index order (see `platform`'s note).
+pub(crate) fn chosen(m: &Manifest, platform: &Matcher) -> Option<String> {
+    let with_platform = m.children.iter().filter_map(|(name, d)| d.platform.as_ref().map(|p| (name, p)));
+    platform.best(with_platform).cloned()
+}
+
 /// The names the directory of manifest `m` (`digest` in `repo`) shows, in listing order: image
-/// manifests `manifest.json`, `config.json`, `layers/` and (if every layer is a tar) `rootfs/`;
-/// indexes `manifest.json` and one symlink per entry. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
+/// manifests `manifest.json`, `config.json`, `layers/`, (if every layer is a tar) `rootfs/` and
+/// the layers that have a safe, unique title under that title (`Manifest::titles`);
+/// indexes `manifest.json` and one symlink per entry; every kind `referrers/`, after the fixed
+/// names and titles. Fixed names are in `manifest::DIR_NAMES`, which link names avoid.
 pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String, Node)> {
     let (repo, digest) = (repo.to_string(), digest.clone());
     let mut out = vec![(
@@ -84,6 +106,14 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
         let root = super::RootfsDir { repo: repo.clone(), manifest: digest.clone(), path: String::new() };
         out.push((ROOTFS_DIR.to_string(), Node::RootfsDir(root)));
     }
+    // Layers named by their title too (safe, unique names; see `manifest::title_names`).
+    for (title, n) in &m.titles {
+        if let Some((_, d)) = m.layers.get(*n) {
+            out.push((title.clone(), Node::Blob(Blob { repo: repo.clone(), digest: d.digest.clone(), size: d.size })));
+        }
+    }
+    let referrers = super::Referrers { repo: repo.clone(), subject: digest.clone() };
+    out.push((REFERRERS_DIR.to_string(), Node::Referrers(referrers)));
     for (name, d) in &m.children {
         let link =
             IndexLink { repo: repo.clone(), parent: digest.clone(), name: name.clone(), target: d.digest.clone() };
@@ -95,6 +125,17 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
 impl ManifestDir {
     fn manifest(&self, cx: &Layout) -> Result<Arc<VerifiedManifest>> {
         cx.store.manifest(&self.repo, &self.digest)
+    }
+
+    /// What this directory shows here: [`entries`], then, in an index, `current` when an entry
+    /// matches the mount's platform.
+    fn shown(&self, cx: &Layout, doc: &VerifiedManifest) -> Vec<(String, Node)> {
+        let mut out = entries(&self.repo, &doc.digest, &doc.manifest);
+        if let Some(name) = chosen(&doc.manifest, &cx.platform) {
+            let link = CurrentLink { repo: self.repo.clone(), parent: doc.digest.clone(), name };
+            out.push((CURRENT_LINK.to_string(), Node::CurrentLink(link)));
+        }
+        out
     }
 }
 
@@ -113,7 +154,7 @@ impl Dir for ManifestDir {
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let doc = self.manifest(cx)?;
-        entries(&self.repo, &doc.digest, &doc.manifest)
+        self.shown(cx, &doc)
             .into_iter()
             .find_map(|(n, node)| (n == name).then_some(node))
             .ok_or_else(|| Error::NotFound(name.to_string()))
@@ -121,7 +162,7 @@ impl Dir for ManifestDir {
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let doc = self.manifest(cx)?;
-        Ok(entries(&self.repo, &doc.digest, &doc.manifest))
+        Ok(self.shown(cx, &doc))
     }
 }
 
@@ -259,6 +300,20 @@ impl Link for IndexLink {
     }
 }
 
+impl Link for CurrentLink {
+    fn stability(&self) -> Stability {
+        Stability::Immutable
+    }
+
+    fn size(&self, _: &Layout) -> u64 {
+        self.name.len() as u64
+    }
+
+    fn target(&self, _: &Layout) -> Result<String> {
+        Ok(self.name.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,13 +340,18 @@ mod tests {
         for (file, media_type) in docs {
             let m = parse(&fixture(file), Some(media_type), file).expect("fixture");
             for (name, node) in entries("r", &m.digest(Algorithm::Sha256), &m) {
-                // Every name that is not an index entry's link is a fixed one.
-                if !matches!(node, Node::IndexLink(_)) {
+                // Every name that is not an index entry's link or a layer's title is a fixed one.
+                if !matches!(node, Node::IndexLink(_)) && !m.titles.iter().any(|(t, _)| *t == name) {
                     assert!(DIR_NAMES.contains(&name.as_str()), "{file}: {name} is not in manifest::DIR_NAMES");
                     seen += 1;
                 }
             }
         }
         assert!(seen >= 10, "the fixtures show fixed names");
+        // `current`, added beside the entries of an index (`ManifestDir::shown`), is fixed too.
+        let index = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "index").expect("fixture");
+        let amd64 = crate::platform::Platform::parse("linux/amd64").expect("platform");
+        assert_eq!(chosen(&index, &Matcher::new(&amd64)).as_deref(), Some("linux-amd64"));
+        assert!(DIR_NAMES.contains(&CURRENT_LINK));
     }
 }

@@ -18,6 +18,13 @@
 //!           <path>/                   RootfsDir
 //!           <path>                    RootfsFile, RootfsLink, RootfsSpecial (device, FIFO)
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
+//!         current                     CurrentLink -> <the link of the entry chosen for --platform>
+//!         <title>                     Blob        a layer named by its title annotation
+//!         referrers/                  Referrers   what refers to it (tag_ttl; referrers.rs)
+//!           <digest>                  ReferrerLink -> ../../<digest>
+//!           <type>/                   ReferrersType
+//!             <subtype>/              ReferrersSubtype  by artifactType
+//!               <digest>              ReferrerLink -> ../../../../<digest>
 //!     blobs/                          Blobs       lookup only
 //!       <digest>                      Blob
 //! ```
@@ -52,6 +59,11 @@
 //!   the top down until one decides the path (a top-layer file needs only the top layer);
 //!   `readdir`: every layer from the top down to the directory's floor (the root: all, asked for
 //!   at once); `open` of a rootfs file: its own layer's decoded tar (see `views::merge`).
+//! - `current` in an index directory and a layer's title name: nothing beyond the manifest (the
+//!   platform is fixed per mount, the titles were read with the manifest).
+//! - `stat` of `referrers/`: nothing. Listing it or any directory below it, and lookups there:
+//!   the subject's referrers list, one request per `tag_ttl` (the API, or where it answered 404
+//!   once, the `sha256-<hex>` tag); `find` over a mount so costs one per manifest directory.
 //!
 //! A node is a value naming what it shows, so the same thing gets the same inode while the
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
@@ -60,6 +72,7 @@
 //! them, and never reused while mounted ([`Inodes`](crate::inodes::Inodes)).
 
 pub(crate) mod image;
+pub mod referrers;
 mod registry;
 pub mod rootfs;
 
@@ -70,11 +83,13 @@ pub use regfs::{REGFS_DIR, RegfsDir, STATUS, STATUS_JSON, StatusFile};
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::platform::{Matcher, Platform};
 use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
 use crate::views::Views;
 
-pub use image::{Blob, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use image::{Blob, CurrentLink, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
+pub use referrers::{ReferrerLink, Referrers, ReferrersSubtype, ReferrersType};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
@@ -87,13 +102,22 @@ pub struct Layout {
     images: Arc<dyn ImageLayers>,
     /// `rootfs/`'s link counts of hard-linked inodes (issue 9, H9A).
     links: rootfs::LinkCounts,
+    /// What `current` chooses by, in index directories (fixed per mount).
+    platform: Matcher,
 }
 
 impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig, bounds: crate::views::ViewsConfig) -> Layout {
         let views = Arc::new(Views::with_config(Arc::clone(&store), bounds));
         let images = rootfs::views_layers(&store, &views);
-        Layout { views, store, readahead: Readahead::new(readahead), images, links: Default::default() }
+        Layout {
+            views,
+            store,
+            readahead: Readahead::new(readahead),
+            images,
+            links: Default::default(),
+            platform: Matcher::new(&Platform::host()),
+        }
     }
 
     /// A layout reading image layers through `images` (tests give their own).
@@ -104,12 +128,24 @@ impl Layout {
         bounds: crate::views::ViewsConfig,
     ) -> Layout {
         let views = Arc::new(Views::with_config(Arc::clone(&store), bounds));
-        Layout { views, store, readahead: Readahead::new(readahead), images, links: Default::default() }
+        Layout {
+            views,
+            store,
+            readahead: Readahead::new(readahead),
+            images,
+            links: Default::default(),
+            platform: Matcher::new(&Platform::host()),
+        }
     }
 
     /// `rootfs/`'s link counts, kept per image and inode.
     pub fn link_counts(&self) -> &rootfs::LinkCounts {
         &self.links
+    }
+
+    /// `current` links (in index directories) name the entry chosen for `platform`.
+    pub fn choose_platform(&mut self, platform: &Platform) {
+        self.platform = Matcher::new(platform);
     }
 
     pub fn images(&self) -> &dyn ImageLayers {
@@ -187,10 +223,15 @@ pub enum Node {
     Blob(Blob),
     DecodedLayer(DecodedLayer),
     IndexLink(IndexLink),
+    CurrentLink(CurrentLink),
     RootfsDir(RootfsDir),
     RootfsFile(RootfsFile),
     RootfsLink(RootfsLink),
     RootfsSpecial(RootfsSpecial),
+    Referrers(Referrers),
+    ReferrersType(ReferrersType),
+    ReferrersSubtype(ReferrersSubtype),
+    ReferrerLink(ReferrerLink),
 }
 
 /// A node seen as what it is: the operations its kind has.
@@ -295,10 +336,15 @@ impl Node {
             Node::Blob(n) => Shape::File(n),
             Node::DecodedLayer(n) => Shape::File(n),
             Node::IndexLink(n) => Shape::Link(n),
+            Node::CurrentLink(n) => Shape::Link(n),
             Node::RootfsDir(n) => Shape::Dir(n),
             Node::RootfsFile(n) => Shape::File(n),
             Node::RootfsLink(n) => Shape::Link(n),
             Node::RootfsSpecial(n) => Shape::Special(n),
+            Node::Referrers(n) => Shape::Dir(n),
+            Node::ReferrersType(n) => Shape::Dir(n),
+            Node::ReferrersSubtype(n) => Shape::Dir(n),
+            Node::ReferrerLink(n) => Shape::Link(n),
         }
     }
 }

@@ -1028,7 +1028,7 @@ mod tests {
         let (fs, _cache, d) = core(2, Arc::clone(&fixed));
         let dir = walk(&fs, &format!("r/manifests/{d}")).expect("manifest dir");
         let names: Vec<String> = fs.readdir(dir.ino).expect("ls").into_iter().map(|e| e.name).collect();
-        assert_eq!(names, [".", "..", "manifest.json", "config.json", "layers", "rootfs"]);
+        assert_eq!(names, [".", "..", "manifest.json", "config.json", "layers", "rootfs", "referrers"]);
         walk(&fs, &format!("r/manifests/{d}/rootfs")).expect("stat rootfs");
         assert!(crate::sync::lock(&fixed.asked).is_empty(), "no layer for `stat rootfs`");
         walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");

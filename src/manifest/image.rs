@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 
-use super::Descriptor;
+use super::{Descriptor, TITLE_ANNOTATION};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::limits::MAX_BLOB_SIZE;
+use crate::limits::{MAX_BLOB_SIZE, MAX_PLATFORM_PART, MAX_TITLE};
+use crate::platform::Platform;
 
 #[derive(Deserialize)]
 struct RawDescriptor {
@@ -17,6 +18,10 @@ struct RawDescriptor {
     size: u64,
     #[serde(default)]
     platform: Option<RawPlatform>,
+    /// Kept as JSON: only the title is read, and an annotation of another type is no reason to
+    /// refuse the descriptor.
+    #[serde(default)]
+    annotations: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -35,13 +40,26 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
     if raw.size > MAX_BLOB_SIZE {
         return Err(Error::malformed(what, format!("size {} is larger than regfs accepts", raw.size)));
     }
-    let platform = raw.platform.and_then(|p| {
-        let mut parts = vec![p.os, p.architecture];
-        parts.retain(|p| !p.is_empty());
-        parts.extend(p.variant.filter(|v| !v.is_empty()));
-        if parts.is_empty() { None } else { Some(parts.join("-")) }
+    // An empty platform (no OS, no architecture) is no platform; nor is one with an overlong part.
+    let kept = |p: &RawPlatform| {
+        (!p.os.is_empty() || !p.architecture.is_empty())
+            && [p.os.len(), p.architecture.len(), p.variant.as_ref().map_or(0, String::len)]
+                .iter()
+                .all(|n| *n <= MAX_PLATFORM_PART)
+    };
+    let platform = raw.platform.filter(kept).map(|p| Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: p.variant.unwrap_or_default(),
     });
-    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform })
+    let title = raw
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TITLE_ANNOTATION))
+        .and_then(|t| t.as_str())
+        .filter(|t| t.len() <= MAX_TITLE)
+        .map(str::to_string);
+    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform, title })
 }
 
 fn descriptors(value: &serde_json::Value, field: &str) -> Result<Vec<Descriptor>> {

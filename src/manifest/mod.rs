@@ -41,6 +41,7 @@
 
 mod image;
 mod json;
+pub mod referrers;
 mod schema1;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
 use crate::limits::MAX_MANIFEST_SIZE;
 use crate::media;
+use crate::platform::Platform;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -69,17 +71,28 @@ pub struct Descriptor {
     pub digest: Digest,
     /// Unknown only for schema1 layers, which carry no sizes.
     pub size: Option<u64>,
-    /// `os-arch[-variant]` for index entries that have a platform.
-    pub platform: Option<String>,
+    /// The platform of an index entry, as the registry wrote it (none when it names neither an
+    /// OS nor an architecture). Link names and `current` are computed from it.
+    pub platform: Option<Platform>,
+    /// The `org.opencontainers.image.title` annotation, when it is a string of at most
+    /// [`MAX_TITLE`] bytes (a longer one could never be a file name).
+    pub title: Option<String>,
 }
+
+/// The annotation naming a layer's file (as `oras push` writes it and `oras pull` reads it).
+pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+pub use crate::limits::MAX_TITLE;
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";
 pub const LAYERS_DIR: &str = "layers";
 pub const ROOTFS_DIR: &str = "rootfs";
-/// Every fixed name a manifest directory may show: index link names never take one of these.
-/// The layout's guard test fails if a fixed name it shows is missing here.
-pub const DIR_NAMES: [&str; 4] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR];
+/// In an index directory: a link to the entry chosen for `--platform` (`layout/image.rs`).
+pub const CURRENT_LINK: &str = "current";
+pub const REFERRERS_DIR: &str = "referrers";
+/// Every fixed name a manifest directory may show: index link names and layer titles never take
+/// one of these. The layout's guard test fails if a fixed name it shows is missing here.
+pub const DIR_NAMES: [&str; 6] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR, CURRENT_LINK, REFERRERS_DIR];
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -91,6 +104,9 @@ pub struct Manifest {
     pub layers: Vec<(String, Descriptor)>,
     /// Index entries with their unique link names.
     pub children: Vec<(String, Descriptor)>,
+    /// Layers also shown in the manifest directory under their title: `(title, index in
+    /// layers)`, only safe and unique titles ([`title_names`]), in layer order.
+    pub titles: Vec<(String, usize)>,
     /// The bytes as served: what `manifest.json` shows.
     bytes: Vec<u8>,
     /// For signed schema1 only: the JWS payload, which the digest covers and every field shown
@@ -114,7 +130,10 @@ impl Manifest {
     pub fn weight(&self) -> usize {
         use std::mem::size_of;
         let desc = |d: &Descriptor| {
-            d.media_type.capacity() + d.digest.hex().len() + d.platform.as_ref().map_or(0, String::capacity)
+            d.media_type.capacity()
+                + d.digest.hex().len()
+                + d.platform.as_ref().map_or(0, |p| p.os.capacity() + p.architecture.capacity() + p.variant.capacity())
+                + d.title.as_ref().map_or(0, String::capacity)
         };
         let named = |v: &[(String, Descriptor)]| {
             v.iter().map(|(n, d)| size_of::<(String, Descriptor)>() + n.capacity() + desc(d)).sum::<usize>()
@@ -126,6 +145,7 @@ impl Manifest {
             + self.config.as_ref().map_or(0, desc)
             + named(&self.layers)
             + named(&self.children)
+            + self.titles.iter().map(|(t, _)| size_of::<(String, usize)>() + t.capacity()).sum::<usize>()
     }
 
     /// The bytes as served, which `manifest.json` shows.
@@ -175,6 +195,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         config: None,
         layers: Vec::new(),
         children: Vec::new(),
+        titles: Vec::new(),
         bytes: bytes.to_vec(),
         payload: None,
     };
@@ -203,6 +224,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
             let (config, layers) = image::optional_parts(doc, what);
             m.config = config;
             m.layers = name_layers(layers);
+            m.titles = title_names(&m.layers);
         }
         return Ok(m);
     }
@@ -276,7 +298,33 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         }
     };
     m.layers = name_layers(layers);
+    m.titles = title_names(&m.layers);
     Ok(m)
+}
+
+/// The layers shown under their title too: those whose title is one safe name (not empty, at
+/// most [`MAX_TITLE`] bytes, no `/`, NUL or other control character, not `.` or `..`, not
+/// hidden, not a fixed name of the directory) that no other layer also claims. A title two
+/// layers share names neither: which file is meant is ambiguous.
+fn title_names(layers: &[(String, Descriptor)]) -> Vec<(String, usize)> {
+    let safe = |t: &str| {
+        !t.is_empty()
+            && t.len() <= MAX_TITLE
+            && !t.starts_with('.')
+            && !t.chars().any(|c| c == '/' || c.is_control())
+            && !DIR_NAMES.contains(&t)
+    };
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for t in layers.iter().filter_map(|(_, d)| d.title.as_deref()) {
+        *count.entry(t).or_default() += 1;
+    }
+    layers
+        .iter()
+        .enumerate()
+        .filter_map(|(n, (_, d))| d.title.as_deref().map(|t| (t, n)))
+        .filter(|(t, _)| safe(t) && count.get(t) == Some(&1))
+        .map(|(t, n)| (t.to_string(), n))
+        .collect()
 }
 
 /// Layer file names: the index, bottom layer first, and an extension from the media type.
@@ -292,8 +340,13 @@ fn name_children(entries: Vec<Descriptor>) -> Vec<(String, Descriptor)> {
     let mut taken: HashSet<String> = DIR_NAMES.iter().map(|s| s.to_string()).collect();
     let mut out = Vec::with_capacity(entries.len());
     for d in entries {
-        let platform = d.platform.as_deref().map(|p| {
-            p.chars()
+        let platform = d.platform.as_ref().map(|p| {
+            let mut parts = vec![p.os.as_str(), p.architecture.as_str()];
+            parts.retain(|p| !p.is_empty());
+            parts.extend(Some(p.variant.as_str()).filter(|v| !v.is_empty()));
+            parts
+                .join("-")
+                .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
                 .take(200)
                 .collect::<String>()

@@ -8,9 +8,13 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// What the directory of `m` shows, but `referrers/`: every manifest directory shows it (checked
+/// here, once each), and the tests using this are about what the manifest itself gives.
 fn names(m: &Manifest) -> Vec<String> {
-    entries("r", &m.digest(Algorithm::Sha256), m)
-        .into_iter()
+    let all = entries("r", &m.digest(Algorithm::Sha256), m);
+    assert_eq!(all.iter().filter(|(_, n)| matches!(n, Node::Referrers(_))).count(), 1, "one referrers/");
+    all.into_iter()
+        .filter(|(_, node)| !matches!(node, Node::Referrers(_)))
         .map(|(name, node)| match node {
             Node::IndexLink(l) => format!("{name} -> {}", l.target),
             _ => name,
@@ -490,4 +494,96 @@ fn a_manifest_of_millions_of_json_values_is_refused_before_it_is_all_built() {
     // An unknown type is still shown as its bytes, with no parts.
     let m = parse(&bytes, Some("application/vnd.example.thing"), "t").expect("shown");
     assert_eq!(names(&m), ["manifest.json"]);
+}
+
+#[test]
+fn index_entries_keep_their_platform_for_the_matcher() {
+    use crate::platform::Platform;
+    let m = parse(&fixture("oci-index-seed.json"), Some(media::OCI_INDEX), "t").expect("test input is valid");
+    let platforms: Vec<_> = m.children.iter().map(|(_, d)| d.platform.clone()).collect();
+    let p = |os: &str, arch: &str| Some(Platform { os: os.into(), architecture: arch.into(), variant: String::new() });
+    assert_eq!(platforms, [p("linux", "amd64"), None, p("sunos", "sun4m")]);
+    let list =
+        parse(&fixture("docker-manifest-list-spec.json"), Some(media::DOCKER_LIST), "t").expect("test input is valid");
+    assert_eq!(list.children[0].1.platform, p("linux", "ppc64le"));
+}
+
+/// An artifact's layers titled `org.opencontainers.image.title` are also shown under that title
+/// when it is one safe, unique name; the rest only under `layers/`.
+#[test]
+fn titles_name_layers_only_when_safe_and_unique() {
+    let layer = |n: usize, title: Option<&str>| {
+        let mut d = serde_json::json!({"mediaType": "application/octet-stream", "size": n + 1,
+            "digest": format!("sha256:{n:064x}")});
+        if let Some(t) = title {
+            d["annotations"] = serde_json::json!({"org.opencontainers.image.title": t, "other": "x"});
+        }
+        d
+    };
+    let long = "l".repeat(256);
+    let longest = "m".repeat(255);
+    let titles = [
+        Some("sbom.spdx.json"),
+        Some("../evil"),
+        Some("manifest.json"),
+        Some("dup.txt"),
+        Some("dup.txt"),
+        Some(".hidden"),
+        Some("."),
+        Some(".."),
+        Some(""),
+        Some("a\u{1}b"),
+        Some("a\u{7f}b"),
+        Some("nul\u{0}"),
+        Some("current"),
+        Some("layers"),
+        Some(long.as_str()),
+        Some(longest.as_str()),
+        None,
+        Some("naïve café.txt"),
+    ];
+    let mut layers: Vec<_> = titles.iter().enumerate().map(|(n, t)| layer(n, *t)).collect();
+    // A title that is not a string is no title.
+    layers.push(serde_json::json!({"mediaType": "x", "size": 1, "digest": format!("sha256:{:064x}", 99),
+        "annotations": {"org.opencontainers.image.title": 7}}));
+    let doc = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                   "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+        "layers": layers
+    });
+    let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), Some(media::OCI_MANIFEST), "t")
+        .expect("test input is valid");
+    let titled: Vec<(&str, usize)> = m.titles.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    assert_eq!(titled, [("sbom.spdx.json", 0), (longest.as_str(), 15), ("naïve café.txt", 17)]);
+    let shown = names(&m);
+    assert_eq!(shown[..4], ["manifest.json", "config.json", "layers", "sbom.spdx.json"]);
+    assert_eq!(shown.len(), 6, "{shown:?}");
+    // Under `layers/` every layer is still there by number.
+    assert_eq!(m.layers.len(), titles.len() + 1);
+    // The same names on an artifact of a type regfs does not know.
+    let mut other = doc.clone();
+    other["mediaType"] = serde_json::json!("application/vnd.example.thing");
+    let m = parse(&serde_json::to_vec(&other).expect("test input is valid"), None, "t").expect("test input is valid");
+    assert_eq!(m.kind, Kind::Other);
+    assert_eq!(m.titles.len(), 3);
+}
+
+/// A platform part longer than a file name could be is no platform: the entry is named by its
+/// digest and never chosen for `current`; one of exactly the limit is kept.
+#[test]
+fn overlong_platform_parts_make_no_platform() {
+    use crate::limits::MAX_PLATFORM_PART;
+    let entry = |n: char, arch: String| {
+        serde_json::json!({"mediaType": media::OCI_MANIFEST, "size": 1,
+            "digest": format!("sha256:{}", n.to_string().repeat(64)),
+            "platform": {"os": "linux", "architecture": arch}})
+    };
+    let doc = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [
+        entry('1', "a".repeat(MAX_PLATFORM_PART + 1)), entry('2', "b".repeat(MAX_PLATFORM_PART))
+    ]});
+    let m = parse(&serde_json::to_vec(&doc).expect("test input is valid"), None, "t").expect("test input is valid");
+    assert_eq!(m.children[0].1.platform, None);
+    assert_eq!(m.children[0].0, format!("sha256:{}", "1".repeat(64)));
+    assert_eq!(m.children[1].1.platform.as_ref().map(|p| p.architecture.len()), Some(MAX_PLATFORM_PART));
 }

@@ -49,6 +49,7 @@ use crate::limits::{
     LIST_ENTRY_OVERHEAD, LISTINGS_AT_ONCE, LOGGED_INVALID, MAX_LIST_BODY, MAX_LIST_HELD, MAX_MANIFEST_SIZE, MAX_PAGES,
     MAX_REDIRECTS, MAX_TOKEN_REPLY,
 };
+use crate::manifest::referrers::{self, Referrer};
 use crate::media;
 use crate::names;
 use crate::sync;
@@ -872,6 +873,56 @@ impl Client for HttpClient {
         })
     }
 
+    /// Every page of the referrers list, as [`ListBudget`] bounds a listing: each page at most a
+    /// manifest's size and all of them (and their `Link` URLs) within [`MAX_LIST_BODY`], on the
+    /// registry's origin only, never a page twice; entries bounded by `manifest::referrers`.
+    /// A 404 to the first page means the registry has no referrers API.
+    fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Referrer>>> {
+        let first = self.url(&format!("/v2/{repo}/referrers/{digest}"))?;
+        let scope = repo_scope(repo);
+        let accept = [(ACCEPT, media::OCI_INDEX.to_string())];
+        // Memory is bounded per listing: a few at a time keep it bounded in all.
+        let _turn = ListingTurn::take(&self.listings);
+        let mut collect = referrers::Collect::new(first.as_str());
+        let mut url = first.clone();
+        let mut seen = std::collections::HashSet::new();
+        let mut received: u64 = 0;
+        for page in 0..self.max_pages {
+            if !seen.insert(url.clone()) {
+                return Err(Error::Protocol(format!("GET {url}: pages loop back")));
+            }
+            Counters::bump(&self.counters.referrers_pages);
+            let limit = MAX_LIST_BODY.saturating_sub(received).min(MAX_MANIFEST_SIZE as u64) as usize;
+            let got = self.send_with(Method::GET, url.clone(), &scope, &accept, |resp| {
+                let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);
+                Ok((next, read_limited(resp, limit, url.as_str(), self.progress)?))
+            });
+            let (next, body) = match got {
+                Err(Error::NotFound(e)) if page == 0 => {
+                    log::debug!("{e}: no referrers API");
+                    return Ok(None);
+                }
+                other => other?,
+            };
+            received += body.len() as u64;
+            collect.page(&body)?;
+            let Some(n) = next else { return Ok(Some(collect.finish())) };
+            let n = url.join(&n).map_err(|_| Error::Protocol(format!("GET {url}: bad Link {n:?}")))?;
+            if !self.same_origin(&n) {
+                return Err(Error::Protocol(format!(
+                    "GET {url}: Link to another origin {}",
+                    n.origin().ascii_serialization()
+                )));
+            }
+            received += n.as_str().len() as u64;
+            if received > MAX_LIST_BODY {
+                return Err(Error::TooLarge(format!("referrers {first}: over {} MiB of pages", MAX_LIST_BODY >> 20)));
+            }
+            url = n;
+        }
+        Err(Error::Protocol(format!("GET {url}: more than {} pages", self.max_pages)))
+    }
+
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
         Counters::bump(&self.counters.blob_heads);
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
@@ -1246,5 +1297,97 @@ mod tests {
         let client = HttpClient::new(base, Options::default()).expect("client");
         assert_eq!(client.tags("a/b").expect("tags once authenticated"), ["v1"]);
         assert_eq!(*sync::lock(&token_paths), ["/token?service=reg&scope=repository%3Aa%2Fb%3Apull"]);
+    }
+
+    /// A registry without the referrers API answers 404: that is an answer (`None`, the store
+    /// then reads the tag schema), asked once, not retried and not an error.
+    #[test]
+    fn referrers_404_means_no_api() {
+        let (base, served) = serve(|path| {
+            let status = if path.contains("/referrers/") { "404 Not Found" } else { "500 Internal Server Error" };
+            (format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"), br#"{"errors":[]}"#.to_vec())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client");
+        let subject = Digest::of(crate::digest::Algorithm::Sha256, b"subject");
+        assert_eq!(client.referrers("a/b", &subject).expect("an answer"), None);
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(client.stats().referrers_pages, 1);
+    }
+
+    /// The API's answer is read whole: every page its `Link` headers name, on the registry's
+    /// origin only, never one already read; no `artifactType` filter is sent (one unfiltered
+    /// answer serves every type directory).
+    #[test]
+    fn referrers_pages_are_followed_unfiltered_on_the_registry_s_origin() {
+        use std::sync::Mutex;
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&asked);
+        let entry = |c: char, t: &str| {
+            format!(
+                r#"{{"mediaType":"{}","digest":"sha256:{}","size":3,"artifactType":"{t}"}}"#,
+                media::OCI_MANIFEST,
+                c.to_string().repeat(64)
+            )
+        };
+        let pages = [entry('a', "application/spdx+json"), entry('b', "application/vnd.cncf.notary.signature")];
+        let (base, _) = serve(move |path| {
+            sync::lock(&log).push(path.to_string());
+            let mut head = format!("HTTP/1.1 200 OK\r\nContent-Type: {}\r\n", media::OCI_INDEX);
+            let (body, next) = match path.split_once('?').map_or("", |(_, q)| q) {
+                "" if path.starts_with("/v2/loop/") => (pages[0].clone(), Some(path.to_string())),
+                "" if path.starts_with("/v2/away/") => (pages[0].clone(), Some("http://localhost:1/x".to_string())),
+                "" => (pages[0].clone(), Some(format!("{path}?page=2"))),
+                _ => (pages[1].clone(), None),
+            };
+            if let Some(n) = next {
+                head += &format!("Link: <{n}>; rel=\"next\"\r\n");
+            }
+            (head, format!(r#"{{"schemaVersion":2,"manifests":[{body}]}}"#).into_bytes())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client");
+        let subject = Digest::of(crate::digest::Algorithm::Sha256, b"subject");
+        let list = client.referrers("a/b", &subject).expect("an answer").expect("the API");
+        let types: Vec<_> = list.iter().map(|r| r.artifact_type.clone().unwrap_or_default()).collect();
+        assert_eq!(types, ["application/spdx+json", "application/vnd.cncf.notary.signature"]);
+        let first = format!("/v2/a/b/referrers/{subject}");
+        assert_eq!(*sync::lock(&asked), [first.clone(), format!("{first}?page=2")]);
+        assert_eq!(client.stats().referrers_pages, 2);
+        match client.referrers("loop", &subject) {
+            Err(Error::Protocol(e)) => assert!(e.contains("loop back"), "{e}"),
+            other => panic!("a page linking to itself gave {other:?}"),
+        }
+        match client.referrers("away", &subject) {
+            Err(Error::Protocol(e)) => assert!(e.contains("another origin"), "{e}"),
+            other => panic!("a Link to another origin gave {other:?}"),
+        }
+    }
+
+    /// A registry whose referrers pages go on and on (each under the 4 MiB a page may have)
+    /// must hit the listing's byte budget, not make regfs read page after page: all of them
+    /// together may bring at most [`MAX_LIST_BODY`] bytes, however many pages are allowed.
+    #[test]
+    fn referrers_pages_count_against_the_listing_budget() {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        const PAGE: usize = 3 << 20;
+        let sent = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::clone(&sent);
+        let (base, _) = serve(move |path| {
+            let page: usize = path.rsplit("p=").next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let bare = path.split('?').next().unwrap_or(path);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nLink: <{bare}?p={}>; rel=\"next\"\r\n",
+                media::OCI_INDEX,
+                page + 1
+            );
+            let body = format!(r#"{{"schemaVersion":2,"manifests":[],"pad":"{}"}}"#, "x".repeat(PAGE));
+            bytes.fetch_add(body.len() as u64, SeqCst);
+            (head, body.into_bytes())
+        });
+        let client = HttpClient::new(base, Options::default()).expect("client").with_max_pages(40);
+        let subject = Digest::of(crate::digest::Algorithm::Sha256, b"subject");
+        let result = client.referrers("r", &subject);
+        let sent = sent.load(SeqCst);
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?} after {} MiB", sent >> 20);
+        assert!(sent <= MAX_LIST_BODY + 2 * PAGE as u64, "{} MiB sent for a 32 MiB budget", sent >> 20);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
 use crate::error::Result;
+use crate::manifest::referrers::Referrer;
 
 /// HEAD or GET, for manifests: HEAD when only the digest is needed (Docker Hub does not count
 /// HEADs against its pull limit).
@@ -61,6 +62,13 @@ pub trait Client: Send + Sync {
     fn tags(&self, repo: &str) -> Result<Vec<String>>;
     /// A manifest by tag or digest.
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply>;
+    /// What refers to manifest `digest` (OCI 1.1 `GET /v2/<repo>/referrers/<digest>`, every page,
+    /// unfiltered), parsed and bounded by `manifest::referrers`; `None` when the registry answers
+    /// 404, i.e. it has no referrers API (the store then reads the `<alg>-<hex>` tag instead).
+    fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Referrer>>> {
+        let _ = (repo, digest);
+        Ok(None)
+    }
     /// A blob's size, from a HEAD.
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64>;
     /// A blob's bytes from `offset` on (a `Range` request when `offset > 0`).
@@ -84,6 +92,7 @@ pub struct Stats {
     pub token_fetches: u64,
     pub retries: u64,
     pub blob_bytes: u64,
+    pub referrers_pages: u64,
 }
 
 /// Lock-free counters behind [`Stats`].
@@ -99,6 +108,7 @@ pub struct Counters {
     pub token_fetches: AtomicU64,
     pub retries: AtomicU64,
     pub blob_bytes: AtomicU64,
+    pub referrers_pages: AtomicU64,
 }
 
 impl Counters {
@@ -119,6 +129,7 @@ impl Counters {
             token_fetches: g(&self.token_fetches),
             retries: g(&self.retries),
             blob_bytes: g(&self.blob_bytes),
+            referrers_pages: g(&self.referrers_pages),
         }
     }
 }

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::manifest::{self, Manifest};
+use crate::manifest::referrers::{self, Referrer};
+use crate::manifest::{self, Kind, Manifest};
 use crate::names;
 use crate::registry::{Client, Fetch, ManifestReply};
 use crate::sync::lock;
@@ -72,6 +73,9 @@ pub struct StoreConfig {
     pub head_sizes: usize,
     /// How one blob is downloaded.
     pub download: DownloadConfig,
+    /// Memory for referrers lists (of all subjects together), each weighed by what it holds;
+    /// least recently used first out (16 MiB).
+    pub referrers_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +91,7 @@ impl Default for StoreConfig {
             tag_digests: 16 << 10,
             head_sizes: 16 << 10,
             download: DownloadConfig::default(),
+            referrers_bytes: 16 << 20,
         }
     }
 }
@@ -164,6 +169,20 @@ impl Weigh for Listed {
     }
 }
 
+/// One subject's referrers, as fetched at `at` (trusted for `tag_ttl`).
+#[derive(Clone)]
+struct HeldReferrers {
+    at: Instant,
+    list: Arc<Vec<Referrer>>,
+}
+
+impl Weigh for HeldReferrers {
+    fn weight(&self) -> usize {
+        const ENTRY: usize = 256;
+        ENTRY + self.list.iter().map(Referrer::weight).sum::<usize>()
+    }
+}
+
 struct Timed<T> {
     at: Instant,
     value: T,
@@ -230,6 +249,12 @@ pub struct Store {
     tag_flights: SingleFlight<(String, String), Digest>,
     manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
     size_flights: SingleFlight<(String, Digest), u64>,
+    /// Referrers lists by subject, within [`StoreConfig::referrers_bytes`].
+    referrers: Mutex<SizedLru<(String, Digest), HeldReferrers>>,
+    referrer_flights: SingleFlight<(String, Digest), Arc<Vec<Referrer>>>,
+    /// The registry answered the referrers API with 404 once: for the rest of the mount, the
+    /// tag schema is read at once (one request per subject, not two).
+    no_referrers_api: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -256,6 +281,9 @@ impl Store {
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
             size_flights: SingleFlight::default(),
+            referrers: Mutex::new(SizedLru::new(config.referrers_bytes)),
+            referrer_flights: SingleFlight::default(),
+            no_referrers_api: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -452,6 +480,59 @@ impl Store {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
             Ok(self.keep_manifest(repo, checked(reply, Some(digest))?))
         })
+    }
+
+    /// What refers to manifest `subject` of `repo`, trusted for `tag_ttl`: the referrers API's
+    /// answer, unless this mount has seen it answer 404; then the index tagged by the referrers
+    /// tag schema (`<alg>-<hex>`, hex cut to 64), fetched by tag and verified as any tag is (by
+    /// its `Docker-Content-Digest`, else named by its hash). No such tag, or a tag that is not an
+    /// image index, means nobody refers to `subject`. One request per subject per `tag_ttl`
+    /// (two for the first subject that finds the API missing).
+    pub fn referrers(&self, repo: &str, subject: &Digest) -> Result<Arc<Vec<Referrer>>> {
+        use std::sync::atomic::Ordering;
+        let key = (repo.to_string(), subject.clone());
+        if let Some(held) = lock(&self.referrers).get(&key).filter(|h| h.at.elapsed() < self.tag_ttl) {
+            return Ok(held.list);
+        }
+        self.referrer_flights.run(&key, || {
+            let api = if self.no_referrers_api.load(Ordering::Relaxed) {
+                None
+            } else {
+                self.client.referrers(repo, subject)?
+            };
+            let list = match api {
+                Some(list) => list,
+                None => {
+                    if !self.no_referrers_api.swap(true, Ordering::Relaxed) {
+                        log::info!("{repo}: no referrers API (404); reading the referrers tag schema from now on");
+                    }
+                    self.referrers_by_tag(repo, subject)?
+                }
+            };
+            let list = Arc::new(list);
+            let held = HeldReferrers { at: Instant::now(), list: Arc::clone(&list) };
+            lock(&self.referrers).put(key.clone(), held);
+            Ok(list)
+        })
+    }
+
+    /// The referrers tag schema's index of `subject`, fetched by tag in one GET.
+    fn referrers_by_tag(&self, repo: &str, subject: &Digest) -> Result<Vec<Referrer>> {
+        let hex = subject.hex();
+        let tag = format!("{}-{}", subject.algorithm().name(), &hex[..hex.len().min(64)]);
+        let reply = match self.client.manifest(repo, &tag, Fetch::Get) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let doc = self.keep_manifest(repo, checked(reply, None)?);
+        let key = (repo.to_string(), tag.clone());
+        lock(&self.meta).tag_digests().put(key, Timed { at: Instant::now(), value: doc.digest.clone() });
+        if doc.manifest.kind != Kind::OciIndex {
+            log::warn!("{repo}:{tag} is not an image index ({}): no referrers shown for {subject}", doc.digest);
+            return Ok(Vec::new());
+        }
+        referrers::parse(doc.bytes(), &format!("{repo}:{tag}@{}", doc.digest))
     }
 
     /// Manifests of `repo` verified (through tags or lookups) and still held in memory, sorted,
@@ -659,12 +740,28 @@ mod tests {
                     + name.len()
                     + c.media_type.len()
                     + c.digest.hex().len()
-                    + c.platform.as_ref().map_or(0, String::len)
+                    + c.platform.as_ref().map_or(0, |p| p.os.len() + p.architecture.len() + p.variant.len())
             })
             .sum();
         let w = d.weight();
         assert!(w >= bytes.len() + parsed, "weight {w} < {} bytes + {parsed} parsed", bytes.len());
         assert!(w <= 2 * (bytes.len() + parsed), "weight {w} is not honest either");
+
+        // An artifact of many titled layers holds each title twice: in its descriptor and as a name.
+        let layers: Vec<_> = (0..2000)
+            .map(|i| {
+                serde_json::json!({"mediaType": "x", "size": 1, "digest": format!("sha256:{:064x}", i),
+                    "annotations": {manifest::TITLE_ANNOTATION: format!("{i}-{}", "t".repeat(200))}})
+            })
+            .collect();
+        let art = serde_json::json!({"schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
+            "config": {"mediaType": "x", "size": 2, "digest": format!("sha256:{}", "c".repeat(64))}, "layers": layers});
+        let bytes = serde_json::to_vec(&art).expect("test input is valid");
+        let d = doc(&bytes, crate::media::OCI_MANIFEST);
+        assert_eq!(d.manifest.titles.len(), 2000);
+        let titles: usize = d.manifest.titles.iter().map(|(t, _)| 2 * t.len()).sum();
+        let w = d.weight();
+        assert!(w >= bytes.len() + titles, "weight {w} < {} bytes + {titles} of titles", bytes.len());
 
         // Signed schema1 holds its payload besides its bytes.
         let s1 = std::fs::read(format!("{}/tests/fixtures/schema1-signed.json", env!("CARGO_MANIFEST_DIR")))

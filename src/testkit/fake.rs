@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
+use crate::manifest::referrers::Referrer;
 use crate::registry::{BlobReply, Client, Fetch, ManifestReply};
 use crate::sync::lock;
 
@@ -40,6 +41,8 @@ pub struct Fake {
     /// Bytes served by GET instead of a blob's own (a registry whose storage went bad).
     corrupt: Mutex<HashMap<String, Vec<u8>>>,
     tags: Mutex<HashMap<String, Vec<String>>>,
+    /// Answer the referrers API with 404, as a registry without it (distribution 2.8).
+    no_referrers_api: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -143,6 +146,50 @@ impl Fake {
     }
 }
 
+/// Referrers, as a registry computes them from what it stores.
+impl Fake {
+    /// From now on answer the referrers API with 404 (a registry without it).
+    pub fn without_referrers_api(&self) {
+        self.no_referrers_api.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The referrers index of `subject` in `repo`, as the OCI 1.1 API answers it: one descriptor
+    /// per manifest stored by digest whose `subject` names it (sorted by digest), with its
+    /// `artifactType` (else its config's media type) and annotations.
+    pub fn referrers_index(&self, repo: &str, subject: &Digest) -> Vec<u8> {
+        let mut entries: Vec<(String, serde_json::Value)> = lock(&self.manifests)
+            .iter()
+            .filter(|((r, reference), _)| r == repo && reference.parse::<Digest>().is_ok())
+            .filter_map(|((_, reference), m)| {
+                let doc: serde_json::Value = serde_json::from_slice(&m.body).ok()?;
+                (doc["subject"]["digest"].as_str()? == subject.to_string()).then_some(())?;
+                let mut d = serde_json::json!({"mediaType": m.content_type, "digest": reference, "size": m.body.len()});
+                let artifact_type = doc.get("artifactType").or_else(|| doc["config"].get("mediaType"));
+                if let Some(t) = artifact_type {
+                    d["artifactType"] = t.clone();
+                }
+                if let Some(a) = doc.get("annotations") {
+                    d["annotations"] = a.clone();
+                }
+                Some((reference.clone(), d))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let manifests: Vec<serde_json::Value> = entries.into_iter().map(|(_, d)| d).collect();
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": crate::media::OCI_INDEX, "manifests": manifests});
+        serde_json::to_vec(&index).expect("json")
+    }
+
+    /// Store the referrers index of `subject` under its referrers-tag-schema tag
+    /// (`sha256-<hex>`), as a client pushing to a registry without the API does; its digest.
+    pub fn put_referrers_tag(&self, repo: &str, subject: &Digest) -> Digest {
+        let tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
+        let index = self.referrers_index(repo, subject);
+        self.put_manifest(repo, Some(&tag), crate::media::OCI_INDEX, &index, Algorithm::Sha256)
+    }
+}
+
 impl Client for Fake {
     /// Every repository something was pushed to (tags or manifests), as a registry lists them.
     fn catalog(&self) -> Result<Vec<String>> {
@@ -165,6 +212,14 @@ impl Client for Fake {
             digest_header: m.digest_header,
             body: (fetch == Fetch::Get).then_some(m.body),
         })
+    }
+
+    fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Referrer>>> {
+        if self.no_referrers_api.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let what = format!("fake://{repo}/referrers/{digest}");
+        crate::manifest::referrers::parse(&self.referrers_index(repo, digest), &what).map(Some)
     }
 
     fn blob_size(&self, _repo: &str, digest: &Digest) -> Result<u64> {

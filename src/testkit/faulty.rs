@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::manifest::referrers::Referrer;
 use crate::registry::{BlobReply, Client, Fetch, ManifestReply, Stats};
 use crate::sync::lock;
 
@@ -95,7 +96,7 @@ impl<C: Client> Faulty<C> {
     }
 
     /// Every call so far, as `catalog`, `tags R`, `Head manifest R REF`, `Get manifest R REF`,
-    /// `HEAD blob R D`, `GET blob R D from N`.
+    /// `HEAD blob R D`, `GET blob R D from N`, `referrers R D`.
     pub fn calls(&self) -> Vec<String> {
         lock(&self.calls).clone()
     }
@@ -175,6 +176,11 @@ impl<C: Client> Client for Faulty<C> {
             return Err(Error::Protocol(format!("HEAD {repo}/manifests/{reference}: HTTP 405 (injected)")));
         }
         self.inner.manifest(repo, reference, fetch)
+    }
+
+    fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Referrer>>> {
+        lock(&self.calls).push(format!("referrers {repo} {digest}"));
+        self.inner.referrers(repo, digest)
     }
 
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {

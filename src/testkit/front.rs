@@ -110,6 +110,10 @@ pub struct Behavior {
     /// Tag lists are served as made-up pages (tags `p0`, `p1`, …) linked like this.
     pub bad_links: Option<BadLink>,
     pub faults: Vec<Fault>,
+    /// Answer the OCI 1.1 referrers API (`GET /v2/<r>/referrers/<d>`, which the reference
+    /// registry 2.8 lacks) from the upstream's referrers tag schema index (`sha256-<hex>`), or
+    /// with an empty index where there is none, as a registry with the API would.
+    pub referrers_api: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -341,7 +345,7 @@ fn form(body: &[u8]) -> HashMap<String, String> {
 
 fn repo_of(path: &str) -> Option<String> {
     let p = path.split('?').next()?.strip_prefix("/v2/")?;
-    for marker in ["/tags/", "/manifests/", "/blobs/"] {
+    for marker in ["/tags/", "/manifests/", "/blobs/", "/referrers/"] {
         if let Some(i) = p.rfind(marker) {
             return Some(p[..i].to_string());
         }
@@ -551,7 +555,31 @@ fn decide(
         let full = forward(http, "GET", &format!("{upstream}{bare}?n=1000"), req, false);
         return (page(full, "repositories", n, bare, &query(path)), Duration::ZERO);
     }
+    if let (true, "GET", Some((repo, digest))) = (b.referrers_api, req.method.as_str(), referrers_path(bare)) {
+        return (referrers(http, upstream, req, repo, digest), stall);
+    }
     (forward(http, &req.method, &format!("{upstream}{path}"), req, b.ignore_range), stall)
+}
+
+/// `/v2/<repo>/referrers/<alg>:<hex>` as `(repo, digest)`.
+fn referrers_path(bare: &str) -> Option<(&str, &str)> {
+    let (repo, digest) = bare.strip_prefix("/v2/")?.rsplit_once("/referrers/")?;
+    digest.split_once(':').map(|_| (repo, digest))
+}
+
+/// The referrers API's answer, made from the upstream's referrers tag schema.
+fn referrers(http: &reqwest::blocking::Client, upstream: &str, req: &Request, repo: &str, digest: &str) -> Response {
+    let tag = digest.replacen(':', "-", 1);
+    let found = forward(http, "GET", &format!("{upstream}/v2/{repo}/manifests/{tag}"), req, false);
+    let body = match found.status {
+        200 => found.body,
+        404 => serde_json::to_vec(
+            &serde_json::json!({"schemaVersion": 2, "mediaType": crate::media::OCI_INDEX, "manifests": []}),
+        )
+        .unwrap_or_default(),
+        _ => return found,
+    };
+    Response::new(200, body).header("Content-Type", crate::media::OCI_INDEX)
 }
 
 /// A catalog answer with `extra` repositories added (sorted, as registries list them).
