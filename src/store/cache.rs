@@ -303,7 +303,8 @@ impl BlobCache {
         }
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-            download::fetch(&self.download, client, repo, digest, size, out, hook)
+            let mut body = |from| client.blob(repo, digest, from);
+            download::fetch(&self.download, repo, digest, size, &mut body, out, hook)
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))
