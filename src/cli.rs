@@ -8,6 +8,7 @@ use clap::Parser;
 use crate::fs::FsConfig;
 use crate::fuse::MountConfig;
 use crate::registry::credentials::Login;
+use crate::registry::foreign::UrlRules;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
 
@@ -64,6 +65,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    // foreign layers
+    /// Fetch a layer the registry lacks from the `urls` its descriptor lists when every one of them
+    /// matches one of these regular expressions and no --layer-url-deny (repeatable; e.g. '^https://host/') [default: no URL is used].
+    #[arg(long, value_name = "RE", value_parser = parse_pattern)]
+    pub layer_url_allow: Vec<String>,
+
+    /// Never fetch a layer from its `urls` when one of them matches this regular expression (repeatable).
+    #[arg(long, value_name = "RE", value_parser = parse_pattern)]
+    pub layer_url_deny: Vec<String>,
+
     /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]
     pub allow_other: bool,
@@ -112,6 +123,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(decimal_advice(s, num, fraction, shift));
     }
     n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// A `--layer-url-allow`/`--layer-url-deny` pattern: a regular expression that compiles.
+fn parse_pattern(s: &str) -> Result<String, String> {
+    regex::Regex::new(s).map(|_| s.to_string()).map_err(|e| format!("{s:?} is not a regular expression: {e}"))
 }
 
 fn unit_shift(unit: &str) -> Option<u32> {
@@ -180,6 +196,11 @@ impl Cli {
         }
     }
 
+    /// Which layer URLs may be fetched: `--layer-url-allow`, `--layer-url-deny`.
+    pub fn url_rules(&self) -> crate::error::Result<UrlRules> {
+        UrlRules::new(&self.layer_url_allow, &self.layer_url_deny)
+    }
+
     /// The mount's configuration: `--fuse-threads`, `--allow-other`, `--no-passthrough`.
     pub fn mount_config(&self) -> MountConfig {
         MountConfig {
@@ -216,6 +237,34 @@ mod tests {
         // A decimal that is no whole number of the unit below: the advice is in bytes.
         let err = parse_size("1.0001M").expect_err("decimals are refused");
         assert!(err.contains("decimals are not accepted"), "{err}");
+    }
+
+    #[test]
+    fn layer_url_patterns_are_regular_expressions_checked_on_the_command_line() {
+        let c = Cli::try_parse_from([
+            "regfs",
+            "r",
+            "/m",
+            "--layer-url-allow",
+            "^https://a/",
+            "--layer-url-allow",
+            "^https://b/",
+            "--layer-url-deny",
+            "secret",
+        ])
+        .expect("valid patterns");
+        assert_eq!(c.layer_url_allow, ["^https://a/", "^https://b/"]);
+        let rules = c.url_rules().expect("valid patterns");
+        assert!(rules.check(&["https://b/x".into()]).is_ok());
+        assert!(rules.check(&["https://b/secret".into()]).is_err());
+        let err = Cli::try_parse_from(["regfs", "r", "/m", "--layer-url-allow", "(unclosed"]).expect_err("bad regex");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("(unclosed"), "{err}");
+        let err = Cli::try_parse_from(["regfs", "r", "/m", "--layer-url-deny", "[z-a]"]).expect_err("bad regex");
+        assert!(err.to_string().contains("[z-a]"), "{err}");
+        // By default no URL is allowed.
+        let c = Cli::try_parse_from(["regfs", "r", "/m"]).expect("valid");
+        assert!(!c.url_rules().expect("no patterns").allows_any());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod credentials;
 pub mod endpoint;
+pub mod foreign;
 pub mod helper;
 pub mod http;
 pub mod link;

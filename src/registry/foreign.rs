@@ -1,0 +1,188 @@
+//! Foreign layers: blobs a manifest says may be fetched from `urls` (non-distributable layers),
+//! used only when the registry does not have them, under the seed's rules.
+//!
+//! # The rules ([`UrlRules`]), as the reference registry's
+//! Ported from distribution's `ocimanifesthandler.go` (`verifyManifest`), the design seed, which
+//! applies them to the `urls` of a pushed manifest's layers: every URL must parse, have the
+//! scheme `http` or `https`, no fragment, match an allow pattern and no deny pattern. **Any** bad
+//! URL refuses the descriptor: then none of its URLs is used, not even the good ones. Patterns
+//! are regular expressions matched anywhere in the URL as written (Go's `MatchString` is
+//! unanchored; the `regex` crate's syntax is RE2's, as Go's); several patterns are alternatives,
+//! as the registry joins `validation.manifests.urls.allow` with `|`. One difference, on purpose:
+//! the registry allows any URL when no allow pattern is configured; regfs allows none
+//! (`--layer-url-allow` is required), since following a URL a manifest names sends a request
+//! wherever the image's author chose. The fragment rule is Go's: `http://h/p#` (an empty
+//! fragment) passes, as there; a fragment is never sent anyway.
+//!
+//! A URL is parsed with the WHATWG parser (`url` crate) rather than Go's `net/url`: the rare URL
+//! Go accepts and it does not (`http://` with no host) is a bad URL here, so refused; a URL it
+//! can parse is fetched as it serialises it.
+
+use regex::RegexSet;
+use reqwest::Url;
+
+use crate::error::{Error, Result};
+
+/// Which layer URLs may be used: `--layer-url-allow` / `--layer-url-deny`. `Default` allows none.
+#[derive(Debug, Clone, Default)]
+pub struct UrlRules {
+    allow: Option<RegexSet>,
+    deny: Option<RegexSet>,
+}
+
+impl UrlRules {
+    /// The rules of `allow` and `deny` patterns; a pattern that does not compile is a
+    /// [`Error::BadArgument`] naming the option and the pattern.
+    pub fn new(allow: &[String], deny: &[String]) -> Result<UrlRules> {
+        Ok(UrlRules { allow: set("--layer-url-allow", allow)?, deny: set("--layer-url-deny", deny)? })
+    }
+
+    /// Whether any URL can pass (an allow pattern was given).
+    pub fn allows_any(&self) -> bool {
+        self.allow.is_some()
+    }
+
+    /// The URLs to fetch from, in order, if every one of `urls` passes; else why not (naming
+    /// the first bad URL, without its query). An empty list passes and gives nothing.
+    pub fn check(&self, urls: &[String]) -> std::result::Result<Vec<Url>, String> {
+        let mut out = Vec::with_capacity(urls.len());
+        for u in urls {
+            let parsed = Url::parse(u).map_err(|e| format!("{}: not a URL ({e})", shown_raw(u)))?;
+            let refuse = |why: &str| Err(format!("{}: {why}", shown(&parsed)));
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return refuse("not http or https");
+            }
+            if parsed.fragment().is_some_and(|f| !f.is_empty()) {
+                return refuse("has a fragment");
+            }
+            match &self.allow {
+                None => return refuse("no --layer-url-allow pattern given"),
+                Some(allow) if !allow.is_match(u) => return refuse("matches no --layer-url-allow pattern"),
+                Some(_) => {}
+            }
+            if self.deny.as_ref().is_some_and(|d| d.is_match(u)) {
+                return refuse("matches a --layer-url-deny pattern");
+            }
+            out.push(parsed);
+        }
+        Ok(out)
+    }
+}
+
+fn set(option: &str, patterns: &[String]) -> Result<Option<RegexSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    for p in patterns {
+        regex::Regex::new(p)
+            .map_err(|e| Error::BadArgument(format!("{option} {p:?}: not a regular expression: {e}")))?;
+    }
+    RegexSet::new(patterns)
+        .map(Some)
+        .map_err(|e| Error::BadArgument(format!("{option}: the patterns do not compile together: {e}")))
+}
+
+/// A URL as it may be logged: without its query or fragment (a query often carries a signature
+/// that works as a credential).
+pub fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    // Not possible for URLs without a host (`file:`), which have no credentials to hide.
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+/// [`shown`] for a string that did not parse: cut at the first `?` or `#`, and bounded.
+fn shown_raw(u: &str) -> String {
+    let cut = &u[..u.find(['?', '#']).unwrap_or(u.len())];
+    let mut end = cut.len().min(200);
+    while !cut.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}", &cut[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: &[&str], deny: &[&str]) -> UrlRules {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        UrlRules::new(&s(allow), &s(deny)).expect("the seed's patterns compile")
+    }
+
+    /// The seed's table (distribution's `TestVerifyOCIManifestNonDistributableLayer`, allow
+    /// `^https?://foo`, deny `^https?://foo/nope`), inputs verbatim: `Ok` where the seed's
+    /// registry accepts the descriptor's URLs, `Err` where it answers `errInvalidURL`. Its first
+    /// case (no URLs, blob unknown) is a descriptor with nothing to fetch from; its second (a
+    /// distributable layer with `http://foo/bar`) is accepted like any other.
+    #[test]
+    fn urls_follow_the_seed_rules() {
+        let r = rules(&["^https?://foo"], &["^https?://foo/nope"]);
+        let cases: [(&[&str], bool); 11] = [
+            (&[], true),
+            (&["http://foo/bar"], true),
+            (&["file:///local/file"], false),
+            (&["http://foo/bar#baz"], false),
+            (&[""], false),
+            (&["https://foo/bar", ""], false),
+            (&["", "https://foo/bar"], false),
+            (&["http://nope/bar"], false),
+            (&["http://foo/nope"], false),
+            (&["http://foo/bar"], true),
+            (&["https://foo/bar"], true),
+        ];
+        for (urls, valid) in cases {
+            let urls: Vec<String> = urls.iter().map(|s| s.to_string()).collect();
+            let got = r.check(&urls);
+            assert_eq!(got.is_ok(), valid, "{urls:?}: {got:?}");
+            if let Ok(ok) = got {
+                // What is fetched is every URL given, in order.
+                assert_eq!(ok.iter().map(|u| u.as_str()).collect::<Vec<_>>(), urls, "{urls:?}");
+            }
+        }
+        // Any bad URL refuses all of them, wherever it is, and the refusal names it.
+        let err = r.check(&["https://foo/a".into(), "ftp://foo/b".into()]).expect_err("ftp is refused");
+        assert!(err.contains("ftp://foo/b"), "{err}");
+        // Patterns match anywhere (Go's MatchString is unanchored), and any of several does.
+        let r = rules(&["example\\.com/", "^http://mirror/"], &["secret"]);
+        assert!(r.check(&["https://cdn.example.com/x".into()]).is_ok());
+        assert!(r.check(&["http://mirror/x".into()]).is_ok());
+        assert!(r.check(&["http://other/x".into()]).is_err());
+        assert!(r.check(&["https://cdn.example.com/secret".into()]).is_err());
+    }
+
+    /// regfs's default is stricter than the seed's registry (which allows any URL when no
+    /// pattern is configured): without `--layer-url-allow`, no URL is used.
+    #[test]
+    fn without_an_allow_pattern_no_url_is_used() {
+        let r = UrlRules::default();
+        assert!(!r.allows_any());
+        let err = r.check(&["https://foo/bar".into()]).expect_err("nothing is allowed by default");
+        assert!(err.contains("--layer-url-allow"), "{err}");
+        assert!(rules(&[], &["x"]).check(&["https://foo/bar".into()]).is_err());
+        assert!(rules(&["."], &[]).allows_any());
+    }
+
+    #[test]
+    fn a_bad_pattern_is_refused_naming_it() {
+        let err = UrlRules::new(&["^https://ok/".into(), "(unclosed".into()], &[]).expect_err("bad regex");
+        let msg = err.tell();
+        assert!(msg.contains("--layer-url-allow") && msg.contains("(unclosed"), "{msg}");
+        let err = UrlRules::new(&[], &["[z-a]".into()]).expect_err("bad regex");
+        assert!(err.tell().contains("--layer-url-deny") && err.tell().contains("[z-a]"), "{}", err.tell());
+    }
+
+    /// A URL is logged without its query (often a signature that works as a credential).
+    #[test]
+    fn urls_are_shown_without_their_query() {
+        let u = Url::parse("https://cdn.example.com/layer?X-Amz-Signature=secret").expect("test URL");
+        assert_eq!(shown(&u), "https://cdn.example.com/layer");
+        let u = Url::parse("http://user:pw@h:8/p#f").expect("test URL");
+        assert_eq!(shown(&u), "http://h:8/p");
+        let err = UrlRules::default().check(&["file:///local/file".into()]).expect_err("file: is refused");
+        assert!(err.contains("file:///local/file"), "{err}");
+    }
+}
