@@ -15,6 +15,7 @@ use regfs::daemon::{Detached, check_mountpoint, detach, init_logging, raise_nofi
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
+use regfs::registry::foreign::{Foreign, UrlRules};
 use regfs::registry::http::HttpClient;
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
@@ -127,6 +128,8 @@ struct Prepared {
     /// the terminal; the store uses this very directory after detaching, whatever the path
     /// names by then (`the_cache_directory_checked_before_detaching_is_the_one_used`).
     cache: CacheDir,
+    /// `--layer-url-allow`, `--layer-url-deny`.
+    url_rules: UrlRules,
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
@@ -163,7 +166,8 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     // Taken now, before detaching: a second regfs on this directory is refused on its own
     // terminal, and writes nothing into the log of the one that has it.
     cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
-    Ok(Prepared { url, login, ca_certs, cache })
+    let url_rules = cli.url_rules().map_err(|e| e.tell())?;
+    Ok(Prepared { url, login, ca_certs, cache, url_rules })
 }
 
 fn serve(
@@ -183,10 +187,11 @@ fn serve(
             log::info!("credentials for {} from {}", prepared.url, login.from());
         }
         let options = cli.http_options(prepared.login, prepared.ca_certs);
+        let foreign = Foreign::new(prepared.url_rules, &options).map_err(|e| e.to_string())?;
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let store =
-            Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
+        let store = Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?;
+        let store = Arc::new(store.with_foreign(foreign));
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
         let mount = cli.mount_config();
         let config = mount.session(prepared.url.host_str().unwrap_or("registry"));

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::limits::MAX_BLOB_SIZE;
+use crate::limits::{MAX_BLOB_SIZE, MAX_LAYER_URL_LEN, MAX_LAYER_URLS};
 
 #[derive(Deserialize)]
 struct RawDescriptor {
@@ -17,6 +17,8 @@ struct RawDescriptor {
     size: u64,
     #[serde(default)]
     platform: Option<RawPlatform>,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,7 +43,18 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
         parts.extend(p.variant.filter(|v| !v.is_empty()));
         if parts.is_empty() { None } else { Some(parts.join("-")) }
     });
-    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform })
+    let mut urls = raw.urls.unwrap_or_default();
+    if urls.len() > MAX_LAYER_URLS || urls.iter().any(|u| u.len() > MAX_LAYER_URL_LEN) {
+        log::warn!(
+            "{what} ({}): {} urls, the longest {} bytes; more than regfs takes ({MAX_LAYER_URLS} of {MAX_LAYER_URL_LEN} bytes): none will be used",
+            raw.digest,
+            urls.len(),
+            urls.iter().map(String::len).max().unwrap_or(0)
+        );
+        urls = Vec::new();
+    }
+    urls.shrink_to_fit();
+    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform, urls })
 }
 
 fn descriptors(value: &serde_json::Value, field: &str) -> Result<Vec<Descriptor>> {

@@ -71,6 +71,10 @@ pub struct Descriptor {
     pub size: Option<u64>,
     /// `os-arch[-variant]` for index entries that have a platform.
     pub platform: Option<String>,
+    /// Where the blob may also be fetched from when the registry lacks it (non-distributable
+    /// layers), as listed, unchecked (`registry::foreign::UrlRules` judges them); within
+    /// `limits::MAX_LAYER_URLS` of `MAX_LAYER_URL_LEN` bytes, else empty.
+    pub urls: Vec<String>,
 }
 
 pub const MANIFEST_JSON: &str = "manifest.json";
@@ -114,7 +118,11 @@ impl Manifest {
     pub fn weight(&self) -> usize {
         use std::mem::size_of;
         let desc = |d: &Descriptor| {
-            d.media_type.capacity() + d.digest.hex().len() + d.platform.as_ref().map_or(0, String::capacity)
+            d.media_type.capacity()
+                + d.digest.hex().len()
+                + d.platform.as_ref().map_or(0, String::capacity)
+                + d.urls.capacity() * size_of::<String>()
+                + d.urls.iter().map(String::capacity).sum::<usize>()
         };
         let named = |v: &[(String, Descriptor)]| {
             v.iter().map(|(n, d)| size_of::<(String, Descriptor)>() + n.capacity() + desc(d)).sum::<usize>()

@@ -52,6 +52,7 @@ pub fn layers(payload: &serde_json::Value) -> Result<Vec<Descriptor>> {
             digest: l.blob_sum,
             size: None,
             platform: None,
+            urls: Vec::new(),
         })
         .collect())
 }

@@ -14,14 +14,31 @@
 //! wherever the image's author chose. The fragment rule is Go's: `http://h/p#` (an empty
 //! fragment) passes, as there; a fragment is never sent anyway.
 //!
+//! # Fetching ([`Foreign`])
+//! Only after the registry answered 404 for the blob (`store/cache.rs`, `BlobCache::open_foreign`),
+//! from each allowed URL in order until one gives the blob. Through a client of its own that
+//! never sends an `Authorization` header (not the registry's credentials, not its tokens, not
+//! a `user:password@` written in the URL, which is removed), even to the registry's own host.
+//! Otherwise as a registry blob: the same `--timeout`, `--retries` (429, 5xx, transport faults),
+//! progress rule ([`Paced`]), redirect cap ([`MAX_REDIRECTS`], http and https only), `Range`
+//! resume, size bound and digest check (`store/download.rs`). URLs are logged and named in
+//! errors without their query ([`shown`]).
+//!
 //! A URL is parsed with the WHATWG parser (`url` crate) rather than Go's `net/url`: the rare URL
 //! Go accepts and it does not (`http://` with no host) is a bad URL here, so refused; a URL it
 //! can parse is fetched as it serialises it.
 
-use regex::RegexSet;
-use reqwest::Url;
+use std::time::{Duration, Instant};
 
+use regex::RegexSet;
+use reqwest::blocking::Client as Reqwest;
+use reqwest::header::{LOCATION, RANGE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+
+use super::BlobReply;
+use super::http::{Options, Paced, Progress, RetryPolicy, error_chain, is_certificate_error, reqwest_client};
 use crate::error::{Error, Result};
+use crate::limits::MAX_REDIRECTS;
 
 /// Which layer URLs may be used: `--layer-url-allow` / `--layer-url-deny`. `Default` allows none.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +84,144 @@ impl UrlRules {
         }
         Ok(out)
     }
+}
+
+/// The rules, and the client foreign layers are fetched with.
+pub struct Foreign {
+    rules: UrlRules,
+    http: Reqwest,
+    retry: RetryPolicy,
+    progress: Progress,
+    timeout: Duration,
+}
+
+/// What one try gave: a body, or an error and whether another try may help.
+enum Tried {
+    Body(BlobReply),
+    Again(Error, Option<Duration>),
+}
+
+impl Foreign {
+    /// `options` are the registry's transport options: their timeouts, retries, progress rule
+    /// and CA certificates are used; their credentials never are.
+    pub fn new(rules: UrlRules, options: &Options) -> Result<Foreign> {
+        let anonymous = Options { login: None, credentials: None, ..options.clone() };
+        Ok(Foreign {
+            rules,
+            http: reqwest_client(&anonymous)?,
+            retry: options.retry.clone(),
+            progress: options.progress,
+            timeout: options.timeout,
+        })
+    }
+
+    pub fn rules(&self) -> &UrlRules {
+        &self.rules
+    }
+
+    /// The body of `url` from `offset` on (`Range` when it is not 0), retried as a registry
+    /// request is; the reply's `url` is [`shown`].
+    pub fn get(&self, url: &Url, offset: u64) -> Result<BlobReply> {
+        let mut attempt = 0;
+        loop {
+            let (err, asked) = match self.try_once(url, offset)? {
+                Tried::Body(reply) => return Ok(reply),
+                Tried::Again(err, asked) => (err, asked),
+            };
+            if attempt >= self.retry.retries {
+                return Err(err);
+            }
+            let backoff = self.retry.base_delay.saturating_mul(1 << attempt.min(16));
+            let delay = asked.unwrap_or(backoff).min(self.retry.max_delay);
+            log::info!("{err}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
+            std::thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    /// One try: redirects followed by hand, within [`MAX_REDIRECTS`] hops and `timeout`.
+    fn try_once(&self, url: &Url, offset: u64) -> Result<Tried> {
+        let mut url = anonymous(url);
+        let started = Instant::now();
+        let mut hops = 0;
+        loop {
+            let at = format!("GET {}", shown(&url));
+            let mut req = self.http.get(url.clone());
+            if offset > 0 {
+                req = req.header(RANGE, format!("bytes={offset}-"));
+            }
+            let resp = match req.send() {
+                Ok(r) => r,
+                Err(e) if is_certificate_error(&e) => {
+                    return Err(Error::Denied(format!("{at}: TLS: {}", error_chain(&e.without_url()))));
+                }
+                Err(e) => {
+                    return Ok(Tried::Again(
+                        Error::Unavailable(format!("{at}: {}", error_chain(&e.without_url()))),
+                        None,
+                    ));
+                }
+            };
+            let status = resp.status();
+            if status.is_redirection() {
+                if let Some(location) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
+                    hops += 1;
+                    if hops > MAX_REDIRECTS {
+                        return Err(Error::Protocol(format!("{at}: more than {MAX_REDIRECTS} redirects")));
+                    }
+                    if started.elapsed() >= self.timeout {
+                        let why = format!("{at}: {hops} redirects took longer than {:?}", self.timeout);
+                        return Ok(Tried::Again(Error::Unavailable(why), None));
+                    }
+                    let next = url.join(location).map_err(|_| Error::Protocol(format!("{at}: bad redirect")))?;
+                    if !matches!(next.scheme(), "http" | "https") {
+                        return Err(Error::Protocol(format!("{at}: redirect to a {} URL", next.scheme())));
+                    }
+                    log::debug!("{at} redirected to {}", shown(&next));
+                    url = anonymous(&next);
+                    continue;
+                }
+            }
+            return match status.as_u16() {
+                200..=299 => {
+                    let ranged = status == StatusCode::PARTIAL_CONTENT;
+                    let what = shown(&url);
+                    let reader = Paced::new(resp, self.progress, what.clone());
+                    Ok(Tried::Body(BlobReply { url: what, reader: Box::new(reader), ranged }))
+                }
+                429 | 500 | 502 | 503 | 504 => {
+                    let asked = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    Ok(Tried::Again(Error::Unavailable(format!("{at}: HTTP {status}")), asked))
+                }
+                404 => Err(Error::NotFound(at)),
+                401 | 403 => Err(Error::Denied(format!("{at}: HTTP {status}"))),
+                _ => Err(Error::Protocol(format!("{at}: HTTP {status}"))),
+            };
+        }
+    }
+}
+
+/// `url` without a `user:password@`, which reqwest would send as Basic credentials.
+fn anonymous(url: &Url) -> Url {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u
+}
+
+/// The hint logged for a layer whose URLs are not allowed: the pattern that would allow its first
+/// URL's origin.
+pub fn allow_hint(urls: &[String]) -> Option<String> {
+    let u = Url::parse(urls.first()?).ok()?;
+    let origin = u.origin();
+    origin
+        .is_tuple()
+        .then(|| format!("--layer-url-allow '^{}'", regex::escape(&format!("{}/", origin.ascii_serialization()))))
 }
 
 fn set(option: &str, patterns: &[String]) -> Result<Option<RegexSet>> {
@@ -173,6 +328,19 @@ mod tests {
         assert!(msg.contains("--layer-url-allow") && msg.contains("(unclosed"), "{msg}");
         let err = UrlRules::new(&[], &["[z-a]".into()]).expect_err("bad regex");
         assert!(err.tell().contains("--layer-url-deny") && err.tell().contains("[z-a]"), "{}", err.tell());
+    }
+
+    /// The hint for a refused layer allows its first URL's origin, escaped, anchored.
+    #[test]
+    fn the_hint_allows_the_first_urls_origin() {
+        let hint = allow_hint(&["https://cdn.example.com:8443/a/b?sig=x".into(), "http://other/".into()]);
+        assert_eq!(hint.as_deref(), Some(r"--layer-url-allow '^https://cdn\.example\.com:8443/'"));
+        let pattern = r"^https://cdn\.example\.com:8443/";
+        let rules = rules(&[pattern], &[]);
+        assert!(rules.check(&["https://cdn.example.com:8443/a/b?sig=x".into()]).is_ok());
+        assert!(rules.check(&["https://cdnXexample.com:8443/a".into()]).is_err());
+        assert_eq!(allow_hint(&["not a url".into()]), None);
+        assert_eq!(allow_hint(&[]), None);
     }
 
     /// A URL is logged without its query (often a signature that works as a credential).

@@ -212,26 +212,7 @@ enum Attempt {
 
 impl HttpClient {
     pub fn new(base: Url, options: Options) -> Result<Self> {
-        // One client for the whole mount: its pool reuses connections (and TLS sessions) across
-        // requests, which is most of the cost of a small request to a remote registry.
-        let http = Reqwest::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout)
-            .pool_max_idle_per_host(options.pool_idle)
-            .tcp_nodelay(true)
-            .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")));
-        let http = if options.ca_certs.is_empty() {
-            http
-        } else {
-            let certs = reqwest::Certificate::from_pem_bundle(&options.ca_certs)
-                .map_err(|e| Error::BadArgument(format!("--ca-cert: not PEM certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::BadArgument("--ca-cert: no certificate in the file".into()));
-            }
-            http.tls_certs_merge(certs)
-        };
-        let http = http.build().map_err(|e| Error::Io(format!("cannot build the HTTP client: {e}")))?;
+        let http = reqwest_client(&options)?;
         let allow_http_realm = base.scheme() == "http";
         Ok(HttpClient {
             base,
@@ -791,6 +772,31 @@ impl<'de, F: FnMut(&str) -> bool> serde::de::Visitor<'de> for Name<'_, F> {
     }
 }
 
+/// The HTTP client of `options` (timeouts, pool, CA certificates; redirects are followed by hand,
+/// never by it), for the registry and for foreign layers (`foreign.rs`).
+pub(crate) fn reqwest_client(options: &Options) -> Result<Reqwest> {
+    // One client for the whole mount: its pool reuses connections (and TLS sessions) across
+    // requests, which is most of the cost of a small request to a remote registry.
+    let http = Reqwest::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout)
+        .pool_max_idle_per_host(options.pool_idle)
+        .tcp_nodelay(true)
+        .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")));
+    let http = if options.ca_certs.is_empty() {
+        http
+    } else {
+        let certs = reqwest::Certificate::from_pem_bundle(&options.ca_certs)
+            .map_err(|e| Error::BadArgument(format!("--ca-cert: not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::BadArgument("--ca-cert: no certificate in the file".into()));
+        }
+        http.tls_certs_merge(certs)
+    };
+    http.build().map_err(|e| Error::Io(format!("cannot build the HTTP client: {e}")))
+}
+
 /// Read a whole body, refusing more than `limit` bytes and one slower than `progress`.
 fn read_limited(resp: Response, limit: usize, what: &str, progress: Progress) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length() {
@@ -811,12 +817,12 @@ fn read_limited(resp: Response, limit: usize, what: &str, progress: Progress) ->
 
 /// Whether a connection failed on the server's certificate (rustls names it in its message;
 /// reqwest does not expose the TLS error as a type).
-fn is_certificate_error(e: &reqwest::Error) -> bool {
+pub(crate) fn is_certificate_error(e: &reqwest::Error) -> bool {
     let chain = error_chain(e);
     e.is_connect() && (chain.contains("certificate") || chain.contains("UnknownIssuer"))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

@@ -44,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,9 @@ use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::registry::Client;
+use crate::registry::foreign::{self, Foreign};
 use crate::sync;
+use reqwest::Url;
 
 /// Each has its directory `<kind>/<name>/`, opened at start and held.
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
@@ -305,6 +307,46 @@ impl BlobCache {
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             let mut body = |from| client.blob(repo, digest, from);
             download::fetch(&self.download, repo, digest, size, &mut body, out, hook)
+        };
+        let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
+        Ok(self.share(&key, f))
+    }
+
+    /// [`BlobCache::open`] for a blob the registry does not have, from a foreign layer's URLs
+    /// (allowed already by the caller), tried in order until one gives the blob; each is
+    /// downloaded as a registry blob is (resumed, bounded by `size`, verified). The last
+    /// failure is returned when none does, and each is logged naming the URL and the digest.
+    pub fn open_foreign(
+        &self,
+        foreign: &Foreign,
+        urls: &[Url],
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Arc<File>> {
+        let key = (Kind::Blob, digest.clone());
+        if let Some(f) = self.ready(&key)? {
+            return Ok(f);
+        }
+        let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
+        let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+            let mut last = Error::NotFound(format!("{digest}: no URL to fetch it from"));
+            for url in urls {
+                // What an earlier URL left is not kept (the hook is told the file is empty again).
+                out.set_len(0)?;
+                out.rewind()?;
+                let shown = foreign::shown(url);
+                log::info!("fetching {digest} from {shown} (a foreign layer: the registry does not have it)");
+                let mut body = |from| foreign.get(url, from);
+                match download::fetch(&self.download, &shown, digest, size, &mut body, out, hook) {
+                    Ok(len) => return Ok(len),
+                    Err(e @ (Error::Cancelled(_) | Error::Interrupted(_))) => return Err(e),
+                    Err(e) => {
+                        log::warn!("foreign layer {digest} from {shown}: {e}");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))

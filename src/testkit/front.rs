@@ -110,6 +110,10 @@ pub struct Behavior {
     /// Tag lists are served as made-up pages (tags `p0`, `p1`, …) linked like this.
     pub bad_links: Option<BadLink>,
     pub faults: Vec<Fault>,
+    /// Plain files served at these paths (the query ignored), with `Range: bytes=N-` honoured
+    /// (206) unless `ignore_range`, and without any authentication: a foreign layer's host, or
+    /// documents the registry would not take. Requests are recorded like any other.
+    pub files: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -471,6 +475,25 @@ fn decide(
                 return (r, f.delay);
             }
         }
+    }
+
+    // Files served as they are: a foreign layer's host.
+    if let Some(bytes) = b.files.get(path.split('?').next().unwrap_or(path)) {
+        let from = req
+            .header("range")
+            .and_then(|r| {
+                r.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')).and_then(|n| n.parse::<usize>().ok())
+            })
+            .filter(|_| !b.ignore_range);
+        return match from {
+            Some(n) if n <= bytes.len() => (
+                Response::new(206, bytes[n..].to_vec())
+                    .header("Content-Range", format!("bytes {n}-{}/{}", bytes.len().saturating_sub(1), bytes.len())),
+                stall,
+            ),
+            Some(_) => (Response::new(416, ""), Duration::ZERO),
+            None => (Response::new(200, bytes.clone()), stall),
+        };
     }
 
     // Object storage, where blob GETs are redirected: no auth needed, any given is recorded.

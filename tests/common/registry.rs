@@ -32,6 +32,11 @@ fn registry_binary() -> PathBuf {
 impl Registry {
     /// Start a registry; `htpasswd` (a file's contents) turns on Basic auth.
     pub fn start(htpasswd: Option<&str>) -> Registry {
+        Registry::start_configured(htpasswd, "")
+    }
+
+    /// [`Registry::start`] with `extra` (top-level YAML sections) added to its configuration.
+    pub fn start_configured(htpasswd: Option<&str>, extra: &str) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut auth = String::new();
@@ -43,7 +48,7 @@ impl Registry {
             );
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\ncompatibility:\n  schema1:\n    enabled: true\n{auth}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\ncompatibility:\n  schema1:\n    enabled: true\n{auth}{extra}",
             root = dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
