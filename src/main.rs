@@ -189,7 +189,7 @@ fn serve(
         let options = cli.http_options(prepared.login, prepared.ca_certs);
         let foreign = Foreign::new(prepared.url_rules, &options).map_err(|e| e.to_string())?;
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
-        client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
+        client.ping().map_err(|e| format!("{}: {}", prepared.url, e.tell()))?;
         let store = Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?;
         let store = Arc::new(store.with_foreign(foreign));
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
