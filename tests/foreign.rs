@@ -18,7 +18,7 @@ use common::{Mount, Registry, sha256sum, start_forever};
 use regfs::digest::{Algorithm, Digest};
 use regfs::testkit::fixtures::layers::{Compression, layer};
 use regfs::testkit::fixtures::push::Pusher;
-use regfs::testkit::front::{Behavior, Front};
+use regfs::testkit::front::{Behavior, CUT_OFF, Fault, Front};
 
 const USER: &str = "fiona";
 const PASSWORD: &str = "foreign-pw";
@@ -42,6 +42,8 @@ struct World {
     good: Image,
     altered: Image,
     unallowed: Image,
+    /// Its first URL fails (nothing there), its second serves it.
+    second: Image,
     /// Served by `relay` only: its descriptor's URLs are a `#fragment` one and a good one.
     fragment: Image,
     relay: Front,
@@ -104,6 +106,7 @@ fn world() -> &'static World {
             altered_bytes[1000] ^= 0x55;
             let (altered, _) = image("altered", Some(altered_bytes), &[]);
             let (unallowed, _) = image("unallowed", None, &[]);
+            let (second, _) = image("second", None, &[format!("{}/layers/missing.tar.gz", host.url)]);
             // A registry refuses a fragment URL, so this manifest is served by a front that passes
             // everything else through to the registry.
             let (bytes, raw) = layer("fragment", 300 << 10, Compression::Gzip).expect("layer");
@@ -117,7 +120,7 @@ fn world() -> &'static World {
             let relay = Front::start(&registry.url, Behavior { files: served, ..Behavior::default() });
             let fragment = Image { manifest, layer: Digest::of(Algorithm::Sha256, &bytes), file };
             host.set(|b| b.files = files);
-            World { registry, host, allow, good, altered, unallowed, fragment, relay }
+            World { registry, host, allow, good, altered, unallowed, second, fragment, relay }
         })
     })
 }
@@ -144,6 +147,8 @@ fn asked(w: &World, file: &str) -> Vec<regfs::testkit::front::Recorded> {
 fn foreign_layers_are_fetched_from_allowed_urls_without_credentials_and_verified() {
     let w = world();
     let m = mount(&w.registry.url, Some(&w.allow));
+    // The first body is cut off half way: the download resumes from there with Range.
+    w.host.set(|b| b.faults.push(Fault::status(&w.good.file, CUT_OFF, 1)));
     // The registry does not have the layer: it answered 404 first.
     let path = m.path(&layer_path(&w.good));
     assert_eq!(sha256sum(&path), w.good.layer.to_string(), "the layer from its URL, verified:\n{}", m.log());
@@ -154,6 +159,13 @@ fn foreign_layers_are_fetched_from_allowed_urls_without_credentials_and_verified
     for r in &seen {
         assert_eq!(r.authorization, None, "no Authorization to the foreign host: {r:?}");
     }
+    let resumed = seen.iter().any(|r| r.range.as_deref().is_some_and(|v| v.starts_with("bytes=") && v != "bytes=0-"));
+    assert!(resumed, "the cut-off body was resumed with Range: {seen:?}");
+
+    // URLs are tried in order: one that fails gives way to the next.
+    assert_eq!(sha256sum(&m.path(&layer_path(&w.second))), w.second.layer.to_string(), "{}", m.log());
+    assert!(!asked(w, "/layers/missing.tar.gz").is_empty(), "the first URL was tried first");
+    assert!(!asked(w, &w.second.file).is_empty());
     // The layer decodes like any other (views read the foreign blob through the same store).
     let tar = m.sh(&format!("tar -tf {REPO}/manifests/{}/layers/0.tar | head -3", w.good.manifest));
     assert!(common::stdout(&tar).contains("regfs-fixture/good.txt"), "{tar:?}");
