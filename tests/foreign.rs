@@ -46,6 +46,8 @@ struct World {
     second: Image,
     /// Served by `relay` only: its descriptor's URLs are a `#fragment` one and a good one.
     fragment: Image,
+    /// Served by `relay` only, its URL on the relay's own origin.
+    same_origin: Image,
     relay: Front,
 }
 
@@ -117,10 +119,20 @@ fn world() -> &'static World {
             let manifest = Digest::of(Algorithm::Sha256, &m);
             let mut served = HashMap::new();
             served.insert(format!("/v2/{REPO}/manifests/{manifest}"), m);
-            let relay = Front::start(&registry.url, Behavior { files: served, ..Behavior::default() });
             let fragment = Image { manifest, layer: Digest::of(Algorithm::Sha256, &bytes), file };
+            // A layer whose URL is on the registry's own origin (the relay's, for the mount through
+            // it): it too is fetched without the registry's credentials.
+            let relay = Front::start(&registry.url, Behavior::default());
+            let (bytes, raw) = layer("same-origin", 300 << 10, Compression::Gzip).expect("layer");
+            let file = "/layers/same-origin.tar.gz".to_string();
+            served.insert(file.clone(), bytes.clone());
+            let m = manifest_with_urls(&p, "same-origin", &bytes, &raw, &[format!("{}{file}", relay.url)]);
+            let manifest = Digest::of(Algorithm::Sha256, &m);
+            served.insert(format!("/v2/{REPO}/manifests/{manifest}"), m);
+            let same_origin = Image { manifest, layer: Digest::of(Algorithm::Sha256, &bytes), file };
+            relay.set(|b| b.files = served);
             host.set(|b| b.files = files);
-            World { registry, host, allow, good, altered, unallowed, second, fragment, relay }
+            World { registry, host, allow, good, altered, unallowed, second, fragment, same_origin, relay }
         })
     })
 }
@@ -186,6 +198,28 @@ fn foreign_layers_are_fetched_from_allowed_urls_without_credentials_and_verified
     assert!(!out.status.success() && err.contains("No such file or directory"), "{err}");
     assert!(asked(w, &w.fragment.file).is_empty(), "no URL of a descriptor with a fragment URL is used");
     assert!(through_relay.log().contains("has a fragment"), "the log says why:\n{}", through_relay.log());
+}
+
+/// "No registry credentials" holds on the registry's own origin too: the foreign client has none.
+#[test]
+fn a_foreign_url_on_the_registry_s_own_origin_gets_no_credentials_either() {
+    let w = world();
+    let relay_allow = format!("^http://127\\.0\\.0\\.1:{}/", w.relay.port);
+    let cache = tempfile::tempdir().expect("cache").keep();
+    let args = ["--username", USER, "--password-stdin", "--layer-url-allow", &relay_allow];
+    let m = Mount::start_with_cache(&w.relay.url, &args, cache, Some(&format!("{PASSWORD}\n")));
+    let path = m.path(&layer_path(&w.same_origin));
+    assert_eq!(sha256sum(&path), w.same_origin.layer.to_string(), "{}", m.log());
+    let requests = w.relay.requests();
+    let layer: Vec<_> = requests.iter().filter(|r| r.path == w.same_origin.file).collect();
+    assert!(!layer.is_empty(), "the layer's URL was asked");
+    assert!(layer.iter().all(|r| r.authorization.is_none()), "credentials sent with a foreign layer: {layer:?}");
+    // The same origin did get the credentials, for the registry's own API.
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.starts_with("/v2/") && r.authorization.as_deref().is_some_and(|a| a.starts_with("Basic ")))
+    );
 }
 
 #[test]
