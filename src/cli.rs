@@ -64,6 +64,14 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// A mirror or pull-through cache to read from before the registry (repeatable, tried in order; URL or host[:port]); tags are resolved there too unless --mirror-digest-only.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+
+    /// Ask the --mirror mirrors for content by digest only: tags are resolved at the registry.
+    #[arg(long)]
+    pub mirror_digest_only: bool,
+
     /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]
     pub allow_other: bool,

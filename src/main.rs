@@ -15,7 +15,8 @@ use regfs::daemon::{Detached, check_mountpoint, detach, init_logging, raise_nofi
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
-use regfs::registry::http::HttpClient;
+use regfs::registry::http::{HttpClient, RetryPolicy};
+use regfs::registry::mirrors::{self, Mirror, MirrorConfig, MirrorSpec, Mirrored};
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 use regfs::store::dir::CacheDir;
@@ -122,6 +123,8 @@ fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
 struct Prepared {
     url: reqwest::Url,
     login: Option<Login>,
+    /// The mirrors, in order, each with the credentials of its own host.
+    mirrors: Vec<(MirrorSpec, Option<Login>)>,
     ca_certs: Vec<u8>,
     /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
     /// the terminal; the store uses this very directory after detaching, whatever the path
@@ -131,9 +134,17 @@ struct Prepared {
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
     let url = endpoint::parse(&cli.registry).map_err(|e| e.tell())?;
-    let host = match url.port() {
-        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
-        None => url.host_str().unwrap_or("").to_string(),
+    let host = mirrors::host_of(&url);
+    let env = credentials::Env::from_process();
+    let timeout = Duration::from_secs(cli.helper_timeout.max(1));
+    let lookup = |host: &str| {
+        credentials::lookup(host, cli.auth_file.as_deref(), &env, timeout).map_err(|e| {
+            if cli.auth_file.is_some() {
+                format!("--auth-file {}", e.tell())
+            } else {
+                format!("credentials: {}", e.tell())
+            }
+        })
     };
     let login = if let Some(username) = &cli.username {
         let mut line = String::new();
@@ -145,16 +156,14 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         Some(Login::fixed(Secret::Basic(Credentials { username: username.clone(), password })))
     } else {
         // Helpers run now, before detaching: what goes wrong is said on the terminal.
-        let env = credentials::Env::from_process();
-        let timeout = Duration::from_secs(cli.helper_timeout.max(1));
-        credentials::lookup(&host, cli.auth_file.as_deref(), &env, timeout).map_err(|e| {
-            if cli.auth_file.is_some() {
-                format!("--auth-file {}", e.tell())
-            } else {
-                format!("credentials: {}", e.tell())
-            }
-        })?
+        lookup(&host)?
     };
+    // A mirror gets the credentials of its own host, never the registry's.
+    let mut mirrors = Vec::new();
+    for spec in mirror_specs(cli)? {
+        let login = lookup(&spec.host())?;
+        mirrors.push((spec, login));
+    }
     let ca_certs = match &cli.ca_cert {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
         None => Vec::new(),
@@ -163,7 +172,12 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     // Taken now, before detaching: a second regfs on this directory is refused on its own
     // terminal, and writes nothing into the log of the one that has it.
     cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
-    Ok(Prepared { url, login, ca_certs, cache })
+    Ok(Prepared { url, login, mirrors, ca_certs, cache })
+}
+
+/// The mirrors to read from, in order: `--mirror` as given.
+fn mirror_specs(cli: &Cli) -> Result<Vec<MirrorSpec>, String> {
+    cli.mirrors.iter().map(|m| MirrorSpec::parse(m, !cli.mirror_digest_only).map_err(|e| e.tell())).collect()
 }
 
 fn serve(
@@ -182,11 +196,25 @@ fn serve(
         if let Some(login) = &prepared.login {
             log::info!("credentials for {} from {}", prepared.url, login.from());
         }
+        let mut mirrors = Vec::new();
+        for (spec, login) in prepared.mirrors {
+            // One attempt per mirror: the registry behind it is the retry (`registry/mirrors.rs`).
+            let mut options = cli.http_options(login, prepared.ca_certs.clone());
+            options.retry = RetryPolicy { retries: 0, ..options.retry };
+            let client =
+                HttpClient::new(spec.url.clone(), options).map_err(|e| format!("--mirror {}: {e}", spec.url))?;
+            log::info!("mirror {} ({})", spec.url, if spec.resolve { "tags and digests" } else { "digests only" });
+            mirrors.push(Mirror { name: spec.url.to_string(), client: Box::new(client), resolve: spec.resolve });
+        }
         let options = cli.http_options(prepared.login, prepared.ca_certs);
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let store =
-            Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
+        let client: Arc<dyn regfs::registry::Client> = if mirrors.is_empty() {
+            Arc::new(client)
+        } else {
+            Arc::new(Mirrored::new(Box::new(client), mirrors, MirrorConfig::default()))
+        };
+        let store = Arc::new(Store::in_dir(client, prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
         let mount = cli.mount_config();
         let config = mount.session(prepared.url.host_str().unwrap_or("registry"));

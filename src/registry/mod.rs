@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod helper;
 pub mod http;
 pub mod link;
+pub mod mirrors;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +85,22 @@ pub struct Stats {
     pub token_fetches: u64,
     pub retries: u64,
     pub blob_bytes: u64,
+}
+
+impl Stats {
+    /// Add `other`'s counts to these (a registry's and its mirrors').
+    pub fn add(&mut self, other: &Stats) {
+        self.requests += other.requests;
+        self.catalog_pages += other.catalog_pages;
+        self.tag_pages += other.tag_pages;
+        self.manifest_heads += other.manifest_heads;
+        self.manifest_gets += other.manifest_gets;
+        self.blob_heads += other.blob_heads;
+        self.blob_gets += other.blob_gets;
+        self.token_fetches += other.token_fetches;
+        self.retries += other.retries;
+        self.blob_bytes += other.blob_bytes;
+    }
 }
 
 /// Lock-free counters behind [`Stats`].
