@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use common::front::{Behavior, Front};
-use common::{Mount, images, sha256sum, shared};
+use common::{Mount, Registry, images, sha256sum, shared};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().expect("a string in the fixtures")
@@ -105,4 +106,99 @@ fn reads_go_to_the_first_mirror_that_answers_and_fall_back_to_the_registry() {
         assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the registry served {d}: {gets:?}");
     }
     assert!(!m.log().contains(" ERROR "), "{}", m.log());
+}
+
+/// GETs of each blob in `read` that `upstream` has answered so far.
+fn gets_per_blob(upstream: &Front, read: &[String]) -> BTreeMap<String, usize> {
+    let gets = blob_gets(upstream);
+    read.iter().map(|d| (d.clone(), gets.iter().filter(|p| p.ends_with(d.as_str())).count())).collect()
+}
+
+/// Wait until the proxy has stored each of `blobs` (distribution 2.8 stores a cold blob in the
+/// background while it serves it), so that what the next mount costs does not depend on timing.
+/// Stored means linked into its repository: the proxy serves from its storage only then.
+fn wait_stored(proxy: &Registry, blobs: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for d in blobs {
+        while !proxy.blob_linked(d) {
+            assert!(Instant::now() < deadline, "the proxy never stored {d}:\n{}", proxy.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn read_all(m: &Mount, imgs: &[Image]) -> Vec<String> {
+    let mut read: Vec<String> = imgs.iter().flat_map(|img| read_image(m, img)).collect();
+    read.sort();
+    read.dedup();
+    read
+}
+
+#[test]
+fn a_pull_through_proxy_fetches_each_blob_from_the_upstream_a_fixed_number_of_times_for_any_number_of_mounts() {
+    let sh = shared();
+    let imgs = readable(&sh.fixtures);
+    // The upstream's own counter (what the proxy asks it), and the registry as regfs is given
+    // it (what regfs asks the upstream directly, past the proxy): both the same registry.
+    let upstream = Front::start(&sh.registry.url, Behavior::default());
+    let direct = Front::start(&sh.registry.url, Behavior::default());
+    let proxy = Registry::start_proxy(&upstream.url);
+    let mut after = Vec::new();
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        // Each mount has its own cache, as machines of a fleet have.
+        let m = Mount::start(&direct.url, &["--mirror", &proxy.url]);
+        read = read_all(&m, &imgs);
+        wait_stored(&proxy, &read);
+        after.push(gets_per_blob(&upstream, &read));
+    }
+    assert_eq!(asked_for(&direct, "/blobs/"), 0, "no mount went past the proxy for a blob");
+    eprintln!("upstream GETs per blob, sequential mounts: after 1: {:?}; after 3: {:?}", after[0], after[2]);
+    assert_eq!(after[0], after[2], "mounts 2 and 3 cost the upstream nothing");
+    // Distribution 2.8 fetches a cold blob once to store it and once for each request it serves
+    // before that store commits (proxyblobstore.go): the first mount's HEAD (the size of
+    // blobs/<digest>) and GET may both be such requests. Measured: 2 or 3 per blob.
+    for (d, n) in &after[0] {
+        assert!((1..=3).contains(n), "{d}: {n} upstream GETs for the first mount");
+    }
+
+    // Three mounts at once, through a cold proxy.
+    let upstream = Front::start(&sh.registry.url, Behavior::default());
+    let proxy = Registry::start_proxy(&upstream.url);
+    let mounts: Vec<Mount> = (0..3).map(|_| Mount::start(&direct.url, &["--mirror", &proxy.url])).collect();
+    let read_at_once: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = mounts.iter().map(|m| scope.spawn(|| read_all(m, &imgs))).collect();
+        readers.into_iter().map(|r| r.join().expect("a reader failed")).collect()
+    });
+    assert!(read_at_once.iter().all(|r| *r == read));
+    wait_stored(&proxy, &read);
+    let at_once = gets_per_blob(&upstream, &read);
+    eprintln!("upstream GETs per blob, three mounts at once: {at_once:?}");
+    for (d, n) in &at_once {
+        assert!((1..=1 + 2 * mounts.len()).contains(n), "{d}: {n} upstream GETs for three mounts at once");
+    }
+    assert_eq!(asked_for(&direct, "/blobs/"), 0, "no mount went past the proxy for a blob");
+}
+
+#[test]
+fn the_proxy_going_down_falls_back_to_the_upstream_with_no_error_seen_by_readers() {
+    let sh = shared();
+    let imgs = readable(&sh.fixtures);
+    let direct = Front::start(&sh.registry.url, Behavior::default());
+    let mut proxy = Registry::start_proxy(&sh.registry.url);
+    let m = Mount::start(&direct.url, &["--mirror", &proxy.url]);
+    let (first, rest) = imgs.split_at(imgs.len() / 2);
+    let before = read_all(&m, first);
+    assert_eq!(asked_for(&direct, "/blobs/"), 0, "the proxy served the first half");
+    proxy.stop();
+    let started = Instant::now();
+    // Every read still checked by sha256sum inside read_image: no reader sees an error.
+    let later = read_all(&m, rest);
+    let took = started.elapsed();
+    let gets = blob_gets(&direct);
+    for d in later.iter().filter(|d| !before.contains(d)) {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the upstream served {d}: {gets:?}");
+    }
+    eprintln!("after the proxy died: {} blobs read from the upstream in {took:?}", later.len());
+    assert!(m.log().contains("not asked again"), "the log says the mirror is skipped:\n{}", m.log());
 }
