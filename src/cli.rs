@@ -72,6 +72,10 @@ pub struct Cli {
     #[arg(long)]
     pub mirror_digest_only: bool,
 
+    /// Ignore the mirrors of registries.conf (CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf and their registries.conf.d).
+    #[arg(long)]
+    pub no_mirror_config: bool,
+
     /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]
     pub allow_other: bool,

@@ -16,7 +16,8 @@ use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
 use regfs::registry::http::{HttpClient, RetryPolicy};
-use regfs::registry::mirrors::{self, Mirror, MirrorConfig, MirrorSpec, Mirrored};
+use regfs::registry::mirror_config::{self, ConfEnv};
+use regfs::registry::mirrors::{self, Mirror, MirrorConfig, MirrorGroup, MirrorSpec, Mirrored};
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 use regfs::store::dir::CacheDir;
@@ -120,11 +121,18 @@ fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
     }
 }
 
+/// Mirrors for the repositories under `repos` ("": all); `blocked` refuses them.
+struct PreparedGroup {
+    repos: String,
+    blocked: bool,
+    mirrors: Vec<(MirrorSpec, Option<Login>)>,
+}
+
 struct Prepared {
     url: reqwest::Url,
     login: Option<Login>,
-    /// The mirrors, in order, each with the credentials of its own host.
-    mirrors: Vec<(MirrorSpec, Option<Login>)>,
+    /// The mirrors by repositories, in order, each with the credentials of its own host.
+    mirrors: Vec<PreparedGroup>,
     ca_certs: Vec<u8>,
     /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
     /// the terminal; the store uses this very directory after detaching, whatever the path
@@ -160,9 +168,13 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     };
     // A mirror gets the credentials of its own host, never the registry's.
     let mut mirrors = Vec::new();
-    for spec in mirror_specs(cli)? {
-        let login = lookup(&spec.host())?;
-        mirrors.push((spec, login));
+    for (repos, blocked, specs) in mirror_groups(cli, &host)? {
+        let mut group = PreparedGroup { repos, blocked, mirrors: Vec::new() };
+        for spec in specs {
+            let login = lookup(&spec.host())?;
+            group.mirrors.push((spec, login));
+        }
+        mirrors.push(group);
     }
     let ca_certs = match &cli.ca_cert {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
@@ -175,9 +187,33 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     Ok(Prepared { url, login, mirrors, ca_certs, cache })
 }
 
-/// The mirrors to read from, in order: `--mirror` as given.
-fn mirror_specs(cli: &Cli) -> Result<Vec<MirrorSpec>, String> {
-    cli.mirrors.iter().map(|m| MirrorSpec::parse(m, !cli.mirror_digest_only).map_err(|e| e.tell())).collect()
+/// The mirrors to read from, by repositories, in order: `--mirror` as given if any; else those
+/// registries.conf gives the registry `host` (unless `--no-mirror-config`).
+type Groups = Vec<(String, bool, Vec<MirrorSpec>)>;
+fn mirror_groups(cli: &Cli, host: &str) -> Result<Groups, String> {
+    if !cli.mirrors.is_empty() {
+        let specs: Result<Vec<MirrorSpec>, String> =
+            cli.mirrors.iter().map(|m| MirrorSpec::parse(m, !cli.mirror_digest_only).map_err(|e| e.tell())).collect();
+        return Ok(vec![(String::new(), false, specs?)]);
+    }
+    if cli.no_mirror_config {
+        return Ok(Vec::new());
+    }
+    // registries.conf names Docker Hub docker.io.
+    let host = if host == "registry-1.docker.io" { "docker.io" } else { host };
+    let files = mirror_config::registries_conf_files(&ConfEnv::from_process());
+    let plan = mirror_config::plan(&files, host).map_err(|e| format!("registries.conf: {}", e.tell()))?;
+    let mut groups = Vec::new();
+    for g in plan.groups {
+        if g.repos.is_empty() && g.blocked {
+            return Err(format!("{host} is blocked in {} (blocked = true)", g.from.display()));
+        }
+        if !g.mirrors.is_empty() || g.blocked {
+            log::info!("{}: {} mirror(s) for {host}/{}", g.from.display(), g.mirrors.len(), g.repos);
+        }
+        groups.push((g.repos, g.blocked, g.mirrors));
+    }
+    Ok(groups)
 }
 
 fn serve(
@@ -196,23 +232,33 @@ fn serve(
         if let Some(login) = &prepared.login {
             log::info!("credentials for {} from {}", prepared.url, login.from());
         }
-        let mut mirrors = Vec::new();
-        for (spec, login) in prepared.mirrors {
-            // One attempt per mirror: the registry behind it is the retry (`registry/mirrors.rs`).
-            let mut options = cli.http_options(login, prepared.ca_certs.clone());
-            options.retry = RetryPolicy { retries: 0, ..options.retry };
-            let client =
-                HttpClient::new(spec.url.clone(), options).map_err(|e| format!("--mirror {}: {e}", spec.url))?;
-            log::info!("mirror {} ({})", spec.url, if spec.resolve { "tags and digests" } else { "digests only" });
-            mirrors.push(Mirror { name: spec.url.to_string(), client: Box::new(client), resolve: spec.resolve });
+        let mut groups = Vec::new();
+        for group in prepared.mirrors {
+            let mut mirrors = Vec::new();
+            for (spec, login) in group.mirrors {
+                // One attempt per mirror: the registry behind it is the retry (`registry/mirrors.rs`).
+                let mut options = cli.http_options(login, prepared.ca_certs.clone());
+                options.retry = RetryPolicy { retries: 0, ..options.retry };
+                let client =
+                    HttpClient::new(spec.url.clone(), options).map_err(|e| format!("mirror {}: {e}", spec.url))?;
+                let asks = if spec.resolve { "tags and digests" } else { "digests only" };
+                log::info!("mirror {} for /{} ({asks})", spec.url, group.repos);
+                mirrors.push(Mirror {
+                    name: spec.url.to_string(),
+                    client: Box::new(client),
+                    resolve: spec.resolve,
+                    path: spec.path,
+                });
+            }
+            groups.push(MirrorGroup { repos: group.repos, blocked: group.blocked, mirrors });
         }
         let options = cli.http_options(prepared.login, prepared.ca_certs);
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
         client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let client: Arc<dyn regfs::registry::Client> = if mirrors.is_empty() {
+        let client: Arc<dyn regfs::registry::Client> = if groups.is_empty() {
             Arc::new(client)
         } else {
-            Arc::new(Mirrored::new(Box::new(client), mirrors, MirrorConfig::default()))
+            Arc::new(Mirrored::grouped(Box::new(client), groups, MirrorConfig::default()))
         };
         let store = Arc::new(Store::in_dir(client, prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));

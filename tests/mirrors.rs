@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::front::{Behavior, Front};
@@ -201,4 +202,59 @@ fn the_proxy_going_down_falls_back_to_the_upstream_with_no_error_seen_by_readers
     }
     eprintln!("after the proxy died: {} blobs read from the upstream in {took:?}", later.len());
     assert!(m.log().contains("not asked again"), "the log says the mirror is skipped:\n{}", m.log());
+}
+
+/// A mount whose environment names `conf` as CONTAINERS_REGISTRIES_CONF.
+fn mount_with_conf(registry: &str, conf: &Path, extra: &[&str]) -> (Mount, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("cache");
+    let cache_dir = cache.path().join("c");
+    let mut args = vec!["--cache-dir", cache_dir.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf), ("HOME", cache.path())];
+    let m = Mount::start_env(registry, &args, &env, cache_dir.clone(), cache.path().join("log"));
+    (m, cache)
+}
+
+#[test]
+fn registries_conf_mirrors_are_used_and_digest_only_resolves_tags_upstream() {
+    let sh = shared();
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let mirror = Front::start(&sh.registry.url, Behavior::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"127.0.0.1:{r}\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:{m}\"\npull-from-mirror = \"digest-only\"\n\n\
+             [[registry]]\nprefix = \"127.0.0.1:{r}/demo/docker\"\nblocked = true\n",
+            r = registry.port,
+            m = mirror.port
+        ),
+    )
+    .expect("registries.conf");
+    let imgs: Vec<Image> = readable(&sh.fixtures).into_iter().filter(|i| i.repo != "demo/docker").collect();
+    let (m, _keep) = mount_with_conf(&registry.url, &conf, &[]);
+    let read = read_all(&m, &imgs);
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    assert_eq!(asked_for(&registry, "/blobs/"), 0, "the registry served no blob");
+    for img in &imgs {
+        let by_tag = format!("/{}/manifests/{}", img.repo, img.tag);
+        assert_eq!(asked_for(&mirror, &by_tag), 0, "digest-only: no tag asked at the mirror");
+        assert!(asked_for(&registry, &by_tag) >= 1, "{}:{} resolved at the registry", img.repo, img.tag);
+    }
+    // blocked = true: the repository is refused, and nothing of it is asked anywhere.
+    let err = std::fs::read(m.path("demo/docker/tags/v1/manifest.json")).expect_err("blocked");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    assert_eq!(asked_for(&registry, "demo/docker/manifests") + asked_for(&mirror, "demo/docker"), 0);
+    drop(m);
+
+    // --no-mirror-config: the file is not read.
+    let before = mirror.requests().len();
+    let (m, _keep) = mount_with_conf(&registry.url, &conf, &["--no-mirror-config"]);
+    read_image(&m, &imgs[0]);
+    assert_eq!(mirror.requests().len(), before, "--no-mirror-config: the mirror is not asked");
+    assert!(m.path("demo/docker/tags/v1/manifest.json").exists(), "and nothing is blocked");
 }

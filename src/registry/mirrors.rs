@@ -49,13 +49,15 @@ pub struct MirrorSpec {
     pub url: reqwest::Url,
     /// Tags are resolved there too.
     pub resolve: bool,
+    /// Where the repositories of its group are at the mirror ("": under the same names).
+    pub path: String,
 }
 
 impl MirrorSpec {
     /// `--mirror URL`: a URL or `host[:port]` as the registry argument is read (`endpoint.rs`).
     pub fn parse(given: &str, resolve: bool) -> Result<MirrorSpec> {
         let url = super::endpoint::parse(given).map_err(|e| Error::BadArgument(format!("--mirror {}", e.tell())))?;
-        Ok(MirrorSpec { url, resolve })
+        Ok(MirrorSpec { url, resolve, path: String::new() })
     }
 
     /// `host[:port]`, as credentials are looked up.
@@ -81,6 +83,29 @@ pub struct Mirror {
     pub client: Box<dyn Client>,
     /// Tags are resolved here too (else only content by digest is asked).
     pub resolve: bool,
+    /// Where its group's repositories are at the mirror ("": under the same names).
+    pub path: String,
+}
+
+/// Mirrors for the repositories under `repos` ("": all), as registries.conf gives them per
+/// prefix; `blocked` refuses those repositories.
+pub struct MirrorGroup {
+    pub repos: String,
+    pub blocked: bool,
+    pub mirrors: Vec<Mirror>,
+}
+
+struct Group {
+    repos: String,
+    blocked: bool,
+    sources: Vec<Source>,
+}
+
+impl Group {
+    fn holds(&self, repo: &str) -> bool {
+        self.repos.is_empty()
+            || repo.strip_prefix(self.repos.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
 }
 
 struct Source {
@@ -97,7 +122,8 @@ impl Source {
 
 /// The registry behind its mirrors.
 pub struct Mirrored {
-    mirrors: Vec<Source>,
+    /// Longest `repos` first: a repository follows the first group that holds it.
+    groups: Vec<Group>,
     registry: Box<dyn Client>,
     config: MirrorConfig,
 }
@@ -105,19 +131,56 @@ pub struct Mirrored {
 impl Mirrored {
     /// `registry`, asked after `mirrors` (in this order).
     pub fn new(registry: Box<dyn Client>, mirrors: Vec<Mirror>, config: MirrorConfig) -> Mirrored {
-        let mirrors = mirrors.into_iter().map(|mirror| Source { mirror, down_until: Mutex::new(None) }).collect();
-        Mirrored { mirrors, registry, config }
+        Mirrored::grouped(registry, vec![MirrorGroup { repos: String::new(), blocked: false, mirrors }], config)
     }
 
-    /// `ask` each mirror that may answer (all of them, or those that resolve tags when `tag`)
-    /// and is not cooling off, once, in order; the first answer wins; else the registry's.
-    fn first<T>(&self, what: &dyn Fn() -> String, tag: bool, ask: &dyn Fn(&dyn Client) -> Result<T>) -> Result<T> {
-        for source in &self.mirrors {
+    /// `registry`, each repository asked first at the mirrors of the longest group holding it.
+    pub fn grouped(registry: Box<dyn Client>, groups: Vec<MirrorGroup>, config: MirrorConfig) -> Mirrored {
+        let mut groups: Vec<Group> = groups
+            .into_iter()
+            .map(|g| Group {
+                repos: g.repos,
+                blocked: g.blocked,
+                sources: g.mirrors.into_iter().map(|mirror| Source { mirror, down_until: Mutex::new(None) }).collect(),
+            })
+            .collect();
+        groups.sort_by_key(|g| std::cmp::Reverse(g.repos.len()));
+        Mirrored { groups, registry, config }
+    }
+
+    /// Refuse a repository registries.conf blocks.
+    fn allowed(&self, repo: &str) -> Result<()> {
+        match self.groups.iter().find(|g| g.holds(repo)) {
+            Some(g) if g.blocked => Err(Error::Denied(format!("{repo}: blocked in registries.conf"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `ask` each mirror of `repo`'s group that may answer (all of them, or those that resolve
+    /// tags when `tag`) and is not cooling off, once, in order, with the name `repo` has there;
+    /// the first answer wins; else the registry's.
+    fn first<T>(
+        &self,
+        repo: &str,
+        what: &dyn Fn() -> String,
+        tag: bool,
+        ask: &dyn Fn(&dyn Client, &str) -> Result<T>,
+    ) -> Result<T> {
+        self.allowed(repo)?;
+        let group = self.groups.iter().find(|g| g.holds(repo));
+        for source in group.map_or(&[][..], |g| &g.sources[..]) {
             let m = &source.mirror;
             if (tag && !m.resolve) || source.is_down() {
                 continue;
             }
-            match ask(&*m.client) {
+            let there = match group {
+                Some(g) if !(g.repos.is_empty() && m.path.is_empty()) => {
+                    let rest = repo[g.repos.len()..].trim_start_matches('/');
+                    [m.path.as_str(), rest].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/")
+                }
+                _ => repo.to_string(),
+            };
+            match ask(&*m.client, &there) {
                 Ok(v) => {
                     log::debug!("{} served by mirror {}", what(), m.name);
                     return Ok(v);
@@ -133,7 +196,7 @@ impl Mirrored {
                 Err(e) => log::debug!("mirror {} did not serve {}: {e}; asking the next source", m.name, what()),
             }
         }
-        ask(&*self.registry)
+        ask(&*self.registry, repo)
     }
 }
 
@@ -151,28 +214,29 @@ impl Client for Mirrored {
     }
 
     fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        self.allowed(repo)?;
         self.registry.tags(repo)
     }
 
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
         let what = || format!("manifest {repo}:{reference}");
-        self.first(&what, !is_digest(reference), &|c| c.manifest(repo, reference, fetch))
+        self.first(repo, &what, !is_digest(reference), &|c, r| c.manifest(r, reference, fetch))
     }
 
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
         let what = || format!("size of {digest} of {repo}");
-        self.first(&what, false, &|c| c.blob_size(repo, digest))
+        self.first(repo, &what, false, &|c, r| c.blob_size(r, digest))
     }
 
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply> {
         let what = || format!("blob {digest} of {repo} from {offset}");
-        self.first(&what, false, &|c| c.blob(repo, digest, offset))
+        self.first(repo, &what, false, &|c, r| c.blob(r, digest, offset))
     }
 
     /// The registry's and every mirror's requests, added up.
     fn stats(&self) -> Stats {
         let mut all = self.registry.stats();
-        for s in &self.mirrors {
+        for s in self.groups.iter().flat_map(|g| &g.sources) {
             all.add(&s.mirror.client.stats());
         }
         all
@@ -257,8 +321,18 @@ mod tests {
             }
         }
         let mirrors = vec![
-            Mirror { name: "dead".into(), client: Box::new(Dead(Arc::clone(&dead))), resolve: true },
-            Mirror { name: "live".into(), client: Box::new(Shared(Arc::clone(&live))), resolve: true },
+            Mirror {
+                name: "dead".into(),
+                client: Box::new(Dead(Arc::clone(&dead))),
+                resolve: true,
+                path: String::new(),
+            },
+            Mirror {
+                name: "live".into(),
+                client: Box::new(Shared(Arc::clone(&live))),
+                resolve: true,
+                path: String::new(),
+            },
         ];
         let cool_off = Duration::from_millis(300);
         let c = Mirrored::new(Box::new(Shared(Arc::clone(&registry))), mirrors, MirrorConfig { cool_off });
@@ -288,8 +362,18 @@ mod tests {
         digests_only.image("r", "v1", b"layer bytes");
         // Asked first, but for digests only.
         let mirrors = vec![
-            Mirror { name: "digests".into(), client: Box::new(Shared(Arc::clone(&digests_only))), resolve: false },
-            Mirror { name: "all".into(), client: Box::new(Shared(Arc::clone(&tags_too))), resolve: true },
+            Mirror {
+                name: "digests".into(),
+                client: Box::new(Shared(Arc::clone(&digests_only))),
+                resolve: false,
+                path: String::new(),
+            },
+            Mirror {
+                name: "all".into(),
+                client: Box::new(Shared(Arc::clone(&tags_too))),
+                resolve: true,
+                path: String::new(),
+            },
         ];
         let c = Mirrored::new(Box::new(Shared(Arc::clone(&registry))), mirrors, MirrorConfig::default());
         assert_eq!(c.tags("r").expect("tags"), ["v1"]);
@@ -302,5 +386,39 @@ mod tests {
         assert_eq!(tags_too.calls(), ["Head manifest r v1"], "the tag went to the first mirror that resolves");
         let by_digest = [format!("Get manifest r {m}"), format!("GET blob r {layer} from 0")];
         assert_eq!(digests_only.calls(), by_digest, "a digest-only mirror is asked for digests first, tags never");
+    }
+
+    #[test]
+    fn a_repository_follows_the_longest_group_with_its_name_at_the_mirror() {
+        let (registry, _, _, layer) = twins();
+        // The mirror holds `team/app` as `cache/app` (registries.conf: prefix host/team, location mirror/cache).
+        let at_mirror = Arc::new(Faulty::new(Fake::default()));
+        at_mirror.image("cache/app", "v1", b"layer bytes");
+        registry.image("team/app", "v1", b"layer bytes");
+        let group =
+            |repos: &str, blocked: bool, mirrors: Vec<Mirror>| MirrorGroup { repos: repos.into(), blocked, mirrors };
+        let mirror = Mirror {
+            name: "m".into(),
+            client: Box::new(Shared(Arc::clone(&at_mirror))),
+            resolve: true,
+            path: "cache".into(),
+        };
+        let groups =
+            vec![group("", false, vec![]), group("team", false, vec![mirror]), group("team/secret", true, vec![])];
+        let c = Mirrored::grouped(Box::new(Shared(Arc::clone(&registry))), groups, MirrorConfig::default());
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut c.blob("team/app", &layer, 0).expect("blob").reader, &mut out).expect("body");
+        assert_eq!(out, b"layer bytes");
+        assert_eq!(at_mirror.calls(), [format!("GET blob cache/app {layer} from 0")]);
+        assert_eq!(read(&c, &layer), b"layer bytes", "`r` is in no group with mirrors: the registry serves it");
+        assert_eq!(registry.calls(), [format!("GET blob r {layer} from 0")]);
+        // `teamwork` is not under `team`; `team/secret` is blocked, tags and all.
+        c.blob("teamwork", &layer, 0).expect("the registry has every blob");
+        assert_eq!(at_mirror.calls().len(), 1);
+        for e in
+            [c.tags("team/secret/x").expect_err("blocked"), c.blob("team/secret", &layer, 0).err().expect("blocked")]
+        {
+            assert!(matches!(e, Error::Denied(_)), "{e}");
+        }
     }
 }

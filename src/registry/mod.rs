@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod helper;
 pub mod http;
 pub mod link;
+pub mod mirror_config;
 pub mod mirrors;
 
 use std::io::Read;
