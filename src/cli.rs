@@ -72,9 +72,13 @@ pub struct Cli {
     #[arg(long)]
     pub mirror_digest_only: bool,
 
-    /// Ignore the mirrors of registries.conf (CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf and their registries.conf.d).
+    /// Ignore the mirrors of registries.conf (CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf and their registries.conf.d) and of containerd's hosts.toml.
     #[arg(long)]
     pub no_mirror_config: bool,
+
+    /// containerd's hosts directory: mirrors from DIR/<host[:port]>/hosts.toml (else DIR/_default/hosts.toml) when registries.conf gives none [default: /etc/containerd/certs.d].
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
 
     /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]

@@ -86,6 +86,9 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
     if let Some(f) = &cli.ca_cert {
         cli.ca_cert = Some(absolute(f)?);
     }
+    if let Some(d) = &cli.hosts_dir {
+        cli.hosts_dir = Some(absolute(d)?);
+    }
     Ok(lock)
 }
 
@@ -125,7 +128,8 @@ fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
 struct PreparedGroup {
     repos: String,
     blocked: bool,
-    mirrors: Vec<(MirrorSpec, Option<Login>)>,
+    /// Each with its credentials and the CA certificates (PEM) hosts.toml names for it.
+    mirrors: Vec<(MirrorSpec, Option<Login>, Vec<u8>)>,
 }
 
 struct Prepared {
@@ -172,7 +176,12 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         let mut group = PreparedGroup { repos, blocked, mirrors: Vec::new() };
         for spec in specs {
             let login = lookup(&spec.host())?;
-            group.mirrors.push((spec, login));
+            let mut ca = Vec::new();
+            for f in &spec.ca {
+                ca.extend(std::fs::read(f).map_err(|e| format!("CA of mirror {}: {}: {e}", spec.url, f.display()))?);
+                ca.push(b'\n');
+            }
+            group.mirrors.push((spec, login, ca));
         }
         mirrors.push(group);
     }
@@ -213,7 +222,18 @@ fn mirror_groups(cli: &Cli, host: &str) -> Result<Groups, String> {
         }
         groups.push((g.repos, g.blocked, g.mirrors));
     }
-    Ok(groups)
+    if groups.iter().any(|(_, blocked, mirrors)| *blocked || !mirrors.is_empty()) {
+        return Ok(groups);
+    }
+    // Else containerd's hosts.toml.
+    let dir = cli.hosts_dir.clone().unwrap_or_else(|| "/etc/containerd/certs.d".into());
+    match mirror_config::hosts_toml(&dir, host).map_err(|e| format!("--hosts-dir: {}", e.tell()))? {
+        Some((file, specs)) => {
+            log::info!("{}: {} mirror(s) for {host}", file.display(), specs.len());
+            Ok(vec![(String::new(), false, specs)])
+        }
+        None => Ok(Vec::new()),
+    }
 }
 
 fn serve(
@@ -235,9 +255,9 @@ fn serve(
         let mut groups = Vec::new();
         for group in prepared.mirrors {
             let mut mirrors = Vec::new();
-            for (spec, login) in group.mirrors {
+            for (spec, login, ca) in group.mirrors {
                 // One attempt per mirror: the registry behind it is the retry (`registry/mirrors.rs`).
-                let mut options = cli.http_options(login, prepared.ca_certs.clone());
+                let mut options = cli.http_options(login, [prepared.ca_certs.as_slice(), &ca].concat());
                 options.retry = RetryPolicy { retries: 0, ..options.retry };
                 let client =
                     HttpClient::new(spec.url.clone(), options).map_err(|e| format!("mirror {}: {e}", spec.url))?;

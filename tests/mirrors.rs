@@ -258,3 +258,36 @@ fn registries_conf_mirrors_are_used_and_digest_only_resolves_tags_upstream() {
     assert_eq!(mirror.requests().len(), before, "--no-mirror-config: the mirror is not asked");
     assert!(m.path("demo/docker/tags/v1/manifest.json").exists(), "and nothing is blocked");
 }
+
+#[test]
+fn hosts_toml_mirror_without_resolve_gets_no_tag_requests() {
+    let sh = shared();
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let mirror = Front::start(&sh.registry.url, Behavior::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts = dir.path().join("certs.d");
+    let host_dir = hosts.join(format!("127.0.0.1:{}", registry.port));
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"{}\"\n[host.\"{}\"]\n  capabilities = [\"pull\"]\n", registry.url, mirror.url),
+    )
+    .expect("hosts.toml");
+    // registries.conf gives this registry nothing: hosts.toml is read.
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(&conf, "").expect("registries.conf");
+    let imgs = readable(&sh.fixtures);
+    let hosts_arg = hosts.to_str().expect("utf-8 path");
+    let (m, _keep) = mount_with_conf(&registry.url, &conf, &["--hosts-dir", hosts_arg]);
+    let read = read_all(&m, &imgs[..2]);
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    assert_eq!(asked_for(&registry, "/blobs/"), 0, "the registry served no blob");
+    for img in &imgs[..2] {
+        let by_tag = format!("/{}/manifests/{}", img.repo, img.tag);
+        assert_eq!(asked_for(&mirror, &by_tag), 0, "no resolve capability: no tag asked at the mirror");
+        assert!(asked_for(&registry, &by_tag) >= 1, "{}:{} resolved at the registry", img.repo, img.tag);
+    }
+}

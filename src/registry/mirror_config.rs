@@ -1,5 +1,5 @@
 //! Mirrors configured in files: containers-registries.conf(5), as podman, skopeo and buildah
-//! read it. (containerd's hosts.toml is not read yet.)
+//! read it, and containerd's `hosts.toml` (used when registries.conf gives the registry none).
 //!
 //! # Which files
 //! `CONTAINERS_REGISTRIES_CONF` if set; else `~/.config/containers/registries.conf` if it exists
@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::Table;
 
 use super::mirrors::MirrorSpec;
 use crate::error::{Error, Result};
@@ -198,7 +199,79 @@ fn mirror_spec(m: &MirrorEntry, digest_only: bool) -> Result<MirrorSpec> {
     let given = if m.insecure { format!("http://{authority}") } else { authority.to_string() };
     let url =
         super::endpoint::parse(&given).map_err(|e| Error::BadArgument(format!("mirror {location:?}: {}", e.tell())))?;
-    Ok(MirrorSpec { url, resolve, path: path.to_string() })
+    Ok(MirrorSpec { url, resolve, path: path.to_string(), ca: Vec::new() })
+}
+
+/// containerd's `hosts.toml` for the registry `host` (`host[:port]`, `docker.io` for Docker Hub):
+/// `DIR/<host>/hosts.toml`, else `DIR/_default/hosts.toml`; the file read (if any) and its
+/// `[host."URL"]` mirrors in file order. `capabilities` (default pull and resolve) without
+/// `pull` leaves a host out; without `resolve` it is asked for digests only. `ca` (a path or a
+/// list) is trusted for that host; `skip_verify = true` is logged and not honoured (regfs never
+/// skips TLS verification); a host with a path or `override_path` is logged and left out (regfs
+/// speaks to `/v2/` at a host's root). `server` is the registry itself: not a mirror.
+pub fn hosts_toml(dir: &Path, host: &str) -> Result<Option<(PathBuf, Vec<MirrorSpec>)>> {
+    let mut found = None;
+    for name in [host, "_default"] {
+        let path = dir.join(name).join("hosts.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                found = Some((path, text));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
+        }
+    }
+    let Some((path, text)) = found else { return Ok(None) };
+    let bad = |why: String| Error::malformed(path.display(), why);
+    let doc: Table = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
+    let mut specs = Vec::new();
+    let hosts = match doc.get("host") {
+        None => return Ok(Some((path, specs))),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(bad("host is not a table".into())),
+    };
+    for (location, v) in hosts {
+        let toml::Value::Table(h) = v else { return Err(bad(format!("host {location:?} is not a table"))) };
+        let strings = |key: &str| -> Result<Option<Vec<String>>> {
+            match h.get(key) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(vec![s.clone()])),
+                Some(toml::Value::Array(a)) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad(format!("{location}: {key} holds a non-string")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                Some(_) => Err(bad(format!("{location}: {key} is not a string or a list"))),
+            }
+        };
+        let caps = strings("capabilities")?.unwrap_or_else(|| vec!["pull".into(), "resolve".into()]);
+        if !caps.iter().any(|c| c == "pull") {
+            log::info!("{}: {location} cannot pull; not a mirror for reads", path.display());
+            continue;
+        }
+        if h.get("skip_verify").and_then(toml::Value::as_bool) == Some(true) {
+            log::warn!(
+                "{}: {location}: skip_verify = true is not honoured; its certificate is verified",
+                path.display()
+            );
+        }
+        let url = super::endpoint::parse(location).map_err(|e| bad(format!("{location}: {}", e.tell())))?;
+        let given_path =
+            reqwest::Url::parse(location).map(|u| u.path().trim_matches('/').to_string()).unwrap_or_default();
+        let override_path = h.get("override_path").and_then(toml::Value::as_bool) == Some(true);
+        if override_path || !(given_path.is_empty() || given_path == "v2") {
+            log::warn!("{}: {location}: a path (or override_path) is not supported; left out", path.display());
+            continue;
+        }
+        let ca = strings("ca")?.unwrap_or_default().into_iter().map(|c| dir.join(host).join(c)).collect();
+        specs.push(MirrorSpec { url, resolve: caps.iter().any(|c| c == "resolve"), path: String::new(), ca });
+    }
+    Ok(Some((path, specs)))
 }
 
 #[cfg(test)]
@@ -210,6 +283,49 @@ mod tests {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(&p, text).expect("write");
         p
+    }
+
+    #[test]
+    fn hosts_toml_hosts_in_order_with_capabilities() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(
+            t.path(),
+            "reg.example:5000/hosts.toml",
+            r#"
+server = "https://reg.example:5000"
+[host."https://z-first.example"]
+  capabilities = ["pull"]
+  ca = "/etc/ca.pem"
+[host."http://a-second.example:8080"]
+  capabilities = ["pull", "resolve"]
+  skip_verify = true
+[host."https://push-only.example"]
+  capabilities = ["push"]
+[host."https://pathed.example/some/path"]
+[host."https://defaults.example/v2"]
+  ca = ["rel.pem"]
+"#,
+        );
+        write(t.path(), "_default/hosts.toml", "[host.\"https://fallback.example\"]\n");
+        let (file, specs) = hosts_toml(t.path(), "reg.example:5000").expect("read").expect("found");
+        assert_eq!(file, t.path().join("reg.example:5000/hosts.toml"));
+        let got: Vec<(String, bool, Vec<PathBuf>)> =
+            specs.iter().map(|s| (s.url.to_string(), s.resolve, s.ca.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("https://z-first.example/".to_string(), false, vec![PathBuf::from("/etc/ca.pem")]),
+                ("http://a-second.example:8080/".to_string(), true, vec![]),
+                ("https://defaults.example/".to_string(), true, vec![t.path().join("reg.example:5000/rel.pem")]),
+            ],
+            "file order kept; push-only and pathed hosts left out; no capabilities means pull and resolve"
+        );
+        let (file, specs) = hosts_toml(t.path(), "other.example").expect("read").expect("the _default");
+        assert_eq!((file, specs.len()), (t.path().join("_default/hosts.toml"), 1));
+        assert!(hosts_toml(&t.path().join("none"), "reg.example:5000").expect("no dir").is_none());
+        write(t.path(), "bad.example/hosts.toml", "[host.\"https://x\"]\ncapabilities = 3\n");
+        let err = hosts_toml(t.path(), "bad.example").expect_err("bad capabilities");
+        assert!(err.to_string().contains("bad.example/hosts.toml"), "{err}");
     }
 
     #[test]

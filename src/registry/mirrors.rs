@@ -51,13 +51,15 @@ pub struct MirrorSpec {
     pub resolve: bool,
     /// Where the repositories of its group are at the mirror ("": under the same names).
     pub path: String,
+    /// CA files to trust for it (hosts.toml `ca`), besides `--ca-cert` and the system's.
+    pub ca: Vec<std::path::PathBuf>,
 }
 
 impl MirrorSpec {
     /// `--mirror URL`: a URL or `host[:port]` as the registry argument is read (`endpoint.rs`).
     pub fn parse(given: &str, resolve: bool) -> Result<MirrorSpec> {
         let url = super::endpoint::parse(given).map_err(|e| Error::BadArgument(format!("--mirror {}", e.tell())))?;
-        Ok(MirrorSpec { url, resolve, path: String::new() })
+        Ok(MirrorSpec { url, resolve, path: String::new(), ca: Vec::new() })
     }
 
     /// `host[:port]`, as credentials are looked up.
