@@ -291,3 +291,36 @@ fn hosts_toml_mirror_without_resolve_gets_no_tag_requests() {
         assert!(asked_for(&registry, &by_tag) >= 1, "{}:{} resolved at the registry", img.repo, img.tag);
     }
 }
+
+#[test]
+fn a_mirror_serving_altered_bytes_is_distrusted_and_the_registry_serves_them() {
+    let sh = shared();
+    // Manifests: the mirror serves them altered (with a Docker-Content-Digest of what it serves).
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let altering =
+        Behavior { alter_manifests: Some(common::front::ManifestHeader::OfServedBytes), ..Behavior::default() };
+    let mirror = Front::start(&sh.registry.url, altering);
+    let m = Mount::start(&registry.url, &["--mirror", &mirror.url]);
+    let img = &readable(&sh.fixtures)[0];
+    let digest = s(&images(&sh.fixtures, "oci-manifest")
+        .into_iter()
+        .find(|i| s(&i["repo"]) == img.repo)
+        .expect("the image in the fixtures")["digest"])
+    .to_string();
+    read_image(&m, img);
+    assert_eq!(sha256sum(&m.path(&format!("{}/tags/{}/manifest.json", img.repo, img.tag))), digest);
+    assert!(asked_for(&registry, &format!("/manifests/{digest}")) >= 1, "the registry served the manifest");
+    assert!(m.log().contains(&format!("mirror {}/ served", mirror.url)), "the log names the mirror:\n{}", m.log());
+    assert_eq!(asked_for(&mirror, "/blobs/"), 0, "a distrusted mirror is not asked again");
+    drop(m);
+
+    // Blobs: the shared registry (whose copy of the broken/corrupt layer is corrupted on disk)
+    // as the mirror of a registry holding the right bytes.
+    let good = Registry::start(None);
+    good.push_fixtures(None);
+    let layer = s(&sh.fixtures["corrupt"]["layer"]).to_string();
+    let m = Mount::start(&good.url, &["--mirror", &sh.registry.url]);
+    let path = m.path(&format!("broken/corrupt/blobs/{layer}"));
+    assert_eq!(sha256sum(&path), layer, "the registry's right bytes, not the mirror's");
+    assert!(m.log().contains(&format!("mirror {}/ served", sh.registry.url)), "{}", m.log());
+}

@@ -114,11 +114,18 @@ struct Source {
     mirror: Mirror,
     /// Not asked until then.
     down_until: Mutex<Option<Instant>>,
+    /// It served bytes that did not hash right: never asked again by this mount.
+    distrusted: std::sync::atomic::AtomicBool,
 }
 
 impl Source {
+    fn new(mirror: Mirror) -> Source {
+        Source { mirror, down_until: Mutex::new(None), distrusted: Default::default() }
+    }
+
     fn is_down(&self) -> bool {
-        lock(&self.down_until).is_some_and(|t| Instant::now() < t)
+        self.distrusted.load(std::sync::atomic::Ordering::Relaxed)
+            || lock(&self.down_until).is_some_and(|t| Instant::now() < t)
     }
 }
 
@@ -143,7 +150,7 @@ impl Mirrored {
             .map(|g| Group {
                 repos: g.repos,
                 blocked: g.blocked,
-                sources: g.mirrors.into_iter().map(|mirror| Source { mirror, down_until: Mutex::new(None) }).collect(),
+                sources: g.mirrors.into_iter().map(Source::new).collect(),
             })
             .collect();
         groups.sort_by_key(|g| std::cmp::Reverse(g.repos.len()));
@@ -233,6 +240,20 @@ impl Client for Mirrored {
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply> {
         let what = || format!("blob {digest} of {repo} from {offset}");
         self.first(repo, &what, false, &|c, r| c.blob(r, digest, offset))
+    }
+
+    /// A mirror whose reply at `url` did not hash right is not asked again by this mount.
+    fn distrust(&self, url: &str) -> bool {
+        let Some(source) = self.groups.iter().flat_map(|g| &g.sources).find(|s| url.starts_with(&s.mirror.name)) else {
+            return false;
+        };
+        if !source.distrusted.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "mirror {} served {url} with bytes that do not match its digest; not asked again by this mount",
+                source.mirror.name
+            );
+        }
+        true
     }
 
     /// The registry's and every mirror's requests, added up.

@@ -67,6 +67,13 @@ pub trait Client: Send + Sync {
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64>;
     /// A blob's bytes from `offset` on (a `Range` request when `offset > 0`).
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply>;
+    /// Bytes from `url` (a reply of this client's) did not hash to their digest: stop trusting
+    /// its source, if another can be asked instead. True if the same request is worth sending
+    /// again (a mirror served it; the next source will answer); false for a plain registry.
+    fn distrust(&self, url: &str) -> bool {
+        let _ = url;
+        false
+    }
     /// What this client has sent so far.
     fn stats(&self) -> Stats {
         Stats::default()
