@@ -324,3 +324,29 @@ fn a_mirror_serving_altered_bytes_is_distrusted_and_the_registry_serves_them() {
     assert_eq!(sha256sum(&path), layer, "the registry's right bytes, not the mirror's");
     assert!(m.log().contains(&format!("mirror {}/ served", sh.registry.url)), "{}", m.log());
 }
+
+#[test]
+fn a_stalled_mirror_costs_one_timeout_per_cool_off_not_one_per_read() {
+    let sh = shared();
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    // Every request to the mirror stalls far past --timeout (a blackholed host).
+    let stall = common::front::Fault {
+        delay: Duration::from_secs(30),
+        ..common::front::Fault::status("/v2/", common::front::STALL, 1000)
+    };
+    let mirror = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let m = Mount::start(&registry.url, &["--mirror", &mirror.url, "--timeout", "2"]);
+    let imgs = readable(&sh.fixtures);
+    let started = Instant::now();
+    read_image(&m, &imgs[0]);
+    let first = started.elapsed();
+    let started = Instant::now();
+    for img in &imgs[1..] {
+        read_image(&m, img);
+    }
+    let rest = started.elapsed();
+    eprintln!("a stalled mirror: first image read in {first:?}, the {} others in {rest:?}", imgs.len() - 1);
+    assert!(first >= Duration::from_secs(2), "the first read waited for the mirror's timeout: {first:?}");
+    assert!(first < Duration::from_secs(8), "one timeout, not one per request: {first:?}");
+    assert!(rest < Duration::from_secs(4), "later reads do not wait for the mirror: {rest:?}");
+}
