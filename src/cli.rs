@@ -65,6 +65,22 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// A mirror or pull-through cache to read from before the registry (repeatable, tried in order; URL or host[:port]); tags are resolved there too unless --mirror-digest-only.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+
+    /// Ask the --mirror mirrors for content by digest only: tags are resolved at the registry.
+    #[arg(long)]
+    pub mirror_digest_only: bool,
+
+    /// Ignore the mirrors of registries.conf (CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf and their registries.conf.d) and of containerd's hosts.toml.
+    #[arg(long)]
+    pub no_mirror_config: bool,
+
+    /// containerd's hosts directory: mirrors from DIR/<host[:port]>/hosts.toml (else DIR/_default/hosts.toml) when registries.conf gives none [default: /etc/containerd/certs.d].
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
+
     // foreign layers
     /// Fetch a layer the registry lacks from the `urls` its descriptor lists when every one of them
     /// matches one of these regular expressions and no --layer-url-deny (repeatable; e.g. '^https://host/') [default: no URL is used].

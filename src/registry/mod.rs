@@ -14,6 +14,8 @@ pub mod foreign;
 pub mod helper;
 pub mod http;
 pub mod link;
+pub mod mirror_config;
+pub mod mirrors;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +68,13 @@ pub trait Client: Send + Sync {
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64>;
     /// A blob's bytes from `offset` on (a `Range` request when `offset > 0`).
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply>;
+    /// Bytes from `url` (a reply of this client's) did not hash to their digest: stop trusting
+    /// its source, if another can be asked instead. True if the same request is worth sending
+    /// again (a mirror served it; the next source will answer); false for a plain registry.
+    fn distrust(&self, url: &str) -> bool {
+        let _ = url;
+        false
+    }
     /// What this client has sent so far.
     fn stats(&self) -> Stats {
         Stats::default()
@@ -85,6 +94,22 @@ pub struct Stats {
     pub token_fetches: u64,
     pub retries: u64,
     pub blob_bytes: u64,
+}
+
+impl Stats {
+    /// Add `other`'s counts to these (a registry's and its mirrors').
+    pub fn add(&mut self, other: &Stats) {
+        self.requests += other.requests;
+        self.catalog_pages += other.catalog_pages;
+        self.tag_pages += other.tag_pages;
+        self.manifest_heads += other.manifest_heads;
+        self.manifest_gets += other.manifest_gets;
+        self.blob_heads += other.blob_heads;
+        self.blob_gets += other.blob_gets;
+        self.token_fetches += other.token_fetches;
+        self.retries += other.retries;
+        self.blob_bytes += other.blob_bytes;
+    }
 }
 
 /// Lock-free counters behind [`Stats`].

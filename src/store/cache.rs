@@ -310,8 +310,30 @@ impl BlobCache {
         }
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-            let mut body = |from| client.blob(repo, digest, from);
-            download::fetch(&self.download, repo, digest, size, &mut body, out, hook)
+            // Where the bytes came from: a mirror among them that served wrong bytes is dropped
+            // (`Client::distrust`) and the download made once more from the next source.
+            let mut urls = Vec::new();
+            let mut body = |from| {
+                let reply = client.blob(repo, digest, from)?;
+                urls.push(reply.url.clone());
+                Ok(reply)
+            };
+            match download::fetch(&self.download, repo, digest, size, &mut body, out, hook) {
+                Err(e @ Error::DigestMismatch { .. }) => {
+                    let mut again = false;
+                    for url in std::mem::take(&mut urls) {
+                        again |= client.distrust(&url);
+                    }
+                    if !again {
+                        return Err(e);
+                    }
+                    out.set_len(0)?;
+                    std::io::Seek::rewind(out)?;
+                    let mut body = |from| client.blob(repo, digest, from);
+                    download::fetch(&self.download, repo, digest, size, &mut body, out, hook)
+                }
+                other => other,
+            }
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))

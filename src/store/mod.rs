@@ -429,7 +429,14 @@ impl Store {
 
     /// GET a manifest by tag, name it by its own hash, and keep it.
     fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
-        let doc = checked(self.client.manifest(repo, tag, Fetch::Get)?, None)?;
+        let reply = self.client.manifest(repo, tag, Fetch::Get)?;
+        let url = reply.url.clone();
+        let doc = match checked(reply, None) {
+            Err(Error::DigestMismatch { .. }) if self.client.distrust(&url) => {
+                checked(self.client.manifest(repo, tag, Fetch::Get)?, None)?
+            }
+            other => other?,
+        };
         let digest = doc.digest.clone();
         self.keep_manifest(repo, doc);
         Ok(digest)
@@ -454,7 +461,15 @@ impl Store {
         }
         self.manifest_flights.run(&key, || {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
-            Ok(self.keep_manifest(repo, checked(reply, Some(digest))?))
+            let url = reply.url.clone();
+            let doc = match checked(reply, Some(digest)) {
+                // A mirror served other bytes: it is dropped, and the next source asked once.
+                Err(Error::DigestMismatch { .. }) if self.client.distrust(&url) => {
+                    checked(self.client.manifest(repo, &digest.to_string(), Fetch::Get)?, Some(digest))?
+                }
+                other => other?,
+            };
+            Ok(self.keep_manifest(repo, doc))
         })
     }
 

@@ -681,7 +681,10 @@ fn forward(http: &reqwest::blocking::Client, method: &str, url: &str, req: &Requ
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut r = http.request(method, url);
     for name in ["accept", "authorization"] {
-        if let Some(v) = req.header(name) {
+        // A client may send a header in several lines (Go's sends one `Accept` per media type).
+        let all: Vec<&str> =
+            req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
+        if let Some(v) = (!all.is_empty()).then(|| all.join(", ")) {
             if name == "authorization" && v.starts_with("Bearer tok-") {
                 continue; // the front's own tokens mean nothing upstream
             }
