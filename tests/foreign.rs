@@ -89,7 +89,7 @@ fn world() -> &'static World {
             // The registry takes manifests whose URLs are on the foreign host (and, for the
             // refused-by-default case, on a second path there too).
             let validation = format!("validation:\n  manifests:\n    urls:\n      allow:\n        - '{allow}'\n");
-            let registry = Registry::start_configured(Some(&String::from_utf8_lossy(&htpasswd.stdout)), &validation);
+            let registry = Registry::start_with(Some(&String::from_utf8_lossy(&htpasswd.stdout)), &validation);
             let base = reqwest::Url::parse(&registry.url).expect("registry URL");
             let p = Pusher::new(base, Some(&(USER.to_string(), PASSWORD.to_string()))).expect("pusher");
             let mut image = |name: &str, serve: Option<Vec<u8>>, extra_urls: &[String]| {

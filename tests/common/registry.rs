@@ -32,11 +32,11 @@ fn registry_binary() -> PathBuf {
 impl Registry {
     /// Start a registry; `htpasswd` (a file's contents) turns on Basic auth.
     pub fn start(htpasswd: Option<&str>) -> Registry {
-        Registry::start_configured(htpasswd, "")
+        Registry::start_with(htpasswd, "")
     }
 
-    /// [`Registry::start`] with `extra` (top-level YAML sections) added to its configuration.
-    pub fn start_configured(htpasswd: Option<&str>, extra: &str) -> Registry {
+    /// Start a registry with `extra` appended to its configuration (top-level YAML sections).
+    pub fn start_with(htpasswd: Option<&str>, extra: &str) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut auth = String::new();
