@@ -252,4 +252,63 @@ mod tests {
         assert_eq!(c.mount_config(), MountConfig::default());
         assert_eq!(c.http_options(None, Vec::new()), Options::default());
     }
+
+    /// doc/CONFIGURATION.md lists every option of the command line and every environment variable
+    /// regfs's own code reads (the ones its libraries read are listed there by hand): a new option
+    /// or variable without its line fails here.
+    #[test]
+    fn every_option_and_environment_variable_is_documented() {
+        use clap::CommandFactory;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let doc = std::fs::read_to_string(root.join("doc/CONFIGURATION.md")).expect("doc/CONFIGURATION.md is readable");
+        let mut missing = Vec::new();
+        for arg in Cli::command().get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if long != "help" && long != "version" && !doc.contains(&format!("--{long}")) {
+                    missing.push(format!("option --{long}"));
+                }
+            }
+        }
+        let mut files = vec![root.join("src")];
+        let mut seen = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                // The test kit and the test-only binaries are not regfs.
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name == "testkit" || name == "bin" {
+                    continue;
+                }
+                for entry in std::fs::read_dir(&path).expect("src/ is readable") {
+                    files.push(entry.expect("src/ is readable").path());
+                }
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a source file is readable");
+            for marker in ["var_os(\"", "var(\""] {
+                for (at, _) in text.match_indices(marker) {
+                    let rest = &text[at + marker.len()..];
+                    let name = &rest[..rest.find('"').unwrap_or(0)];
+                    if name.is_empty()
+                        || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    {
+                        continue;
+                    }
+                    seen += 1;
+                    if !doc.contains(&format!("`{name}`")) {
+                        missing.push(format!("environment variable {name} ({})", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(seen >= 5, "the scan found the variables regfs reads ({seen})");
+        for by_hand in ["RUST_LOG", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR", "PATH"] {
+            if !doc.contains(&format!("`{by_hand}`")) {
+                missing.push(format!("environment variable {by_hand} (read by a library)"));
+            }
+        }
+        assert!(missing.is_empty(), "doc/CONFIGURATION.md does not mention: {missing:#?}");
+    }
 }
