@@ -65,7 +65,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
-    /// A mirror or pull-through cache to read from before the registry (repeatable, tried in order; URL or host[:port]); tags are resolved there too unless --mirror-digest-only.
+    /// A mirror or pull-through cache to read from before the registry (repeatable, tried in order; URL or host[:port]); tags are resolved there too unless --mirror-digest-only. Without it, the mirrors of registries.conf, else of containerd's hosts.toml.
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
 

@@ -54,11 +54,12 @@ fn read_image(m: &Mount, img: &Image) -> Vec<String> {
     read
 }
 
+/// Blob GETs `front` answered with the blob (200 or 206).
 fn blob_gets(front: &Front) -> Vec<String> {
     front
         .requests()
         .iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/") && matches!(r.status, 200 | 206))
         .map(|r| r.path.clone())
         .collect()
 }
@@ -349,4 +350,48 @@ fn a_stalled_mirror_costs_one_timeout_per_cool_off_not_one_per_read() {
     assert!(first >= Duration::from_secs(2), "the first read waited for the mirror's timeout: {first:?}");
     assert!(first < Duration::from_secs(8), "one timeout, not one per request: {first:?}");
     assert!(rest < Duration::from_secs(4), "later reads do not wait for the mirror: {rest:?}");
+}
+
+#[test]
+fn a_mirror_is_sent_the_credentials_of_its_own_host_never_the_registry_s() {
+    use base64::Engine as _;
+    let sh = shared();
+    let basic = |u: &str, p: &str| common::front::Bearer { lifetime: 300, basic: Some((u.to_string(), p.to_string())) };
+    let registry = Front::start(
+        &sh.registry.url,
+        Behavior { bearer: Some(basic("reg-user", "reg-secret")), ..Behavior::default() },
+    );
+    let mirror = Front::start(
+        &sh.registry.url,
+        Behavior { bearer: Some(basic("mirror-user", "mirror-secret")), ..Behavior::default() },
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = dir.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{}"}},"127.0.0.1:{}":{{"auth":"{}"}}}}}}"#,
+            registry.port,
+            b64("reg-user:reg-secret"),
+            mirror.port,
+            b64("mirror-user:mirror-secret")
+        ),
+    )
+    .expect("auth.json");
+    let m = Mount::start(&registry.url, &["--auth-file", auth.to_str().expect("utf-8"), "--mirror", &mirror.url]);
+    let imgs = readable(&sh.fixtures);
+    let read = read_all(&m, &imgs[..2]);
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    let sent = |front: &Front| -> Vec<String> {
+        front.requests().iter().filter_map(|r| r.authorization.clone()).filter(|a| a.starts_with("Basic ")).collect()
+    };
+    let (to_mirror, to_registry) = (sent(&mirror), sent(&registry));
+    assert!(!to_mirror.is_empty() && !to_registry.is_empty(), "both asked for tokens with Basic");
+    assert!(to_mirror.iter().all(|a| *a == format!("Basic {}", b64("mirror-user:mirror-secret"))), "{to_mirror:?}");
+    assert!(to_registry.iter().all(|a| *a == format!("Basic {}", b64("reg-user:reg-secret"))), "{to_registry:?}");
+    assert!(!m.log().contains("secret"), "no password in the log");
 }
