@@ -16,6 +16,7 @@ use crate::fuse::MountConfig;
 use crate::limits;
 use crate::platform::Platform;
 use crate::registry::credentials::Login;
+use crate::registry::foreign::UrlRules;
 use crate::registry::http::{Options, Progress, RetryPolicy};
 use crate::store::{self, StoreConfig};
 use crate::views::ViewsConfig;
@@ -98,6 +99,32 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// A mirror or pull-through cache to read from before the registry (repeatable, tried in order; URL or host[:port]); tags are resolved there too unless --mirror-digest-only. Without it, the mirrors of registries.conf, else of containerd's hosts.toml.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+
+    /// Ask the --mirror mirrors for content by digest only: tags are resolved at the registry.
+    #[arg(long)]
+    pub mirror_digest_only: bool,
+
+    /// Ignore the mirrors of registries.conf (CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf and their registries.conf.d) and of containerd's hosts.toml.
+    #[arg(long)]
+    pub no_mirror_config: bool,
+
+    /// containerd's hosts directory: mirrors from DIR/<host[:port]>/hosts.toml (else DIR/_default/hosts.toml) when registries.conf gives none [default: /etc/containerd/certs.d].
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
+
+    // foreign layers
+    /// Fetch a layer the registry lacks from the `urls` its descriptor lists when every one of them
+    /// matches one of these regular expressions and no --layer-url-deny (repeatable; e.g. '^https://host/') [default: no URL is used].
+    #[arg(long, value_name = "RE", value_parser = parse_pattern)]
+    pub layer_url_allow: Vec<String>,
+
+    /// Never fetch a layer from its `urls` when one of them matches this regular expression (repeatable).
+    #[arg(long, value_name = "RE", value_parser = parse_pattern)]
+    pub layer_url_deny: Vec<String>,
+
     /// Let users other than the one mounting read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]
     pub allow_other: bool,
@@ -168,6 +195,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(decimal_advice(s, num, fraction, shift));
     }
     n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// A `--layer-url-allow`/`--layer-url-deny` pattern: a regular expression that compiles.
+fn parse_pattern(s: &str) -> Result<String, String> {
+    regex::Regex::new(s).map(|_| s.to_string()).map_err(|e| format!("{s:?} is not a regular expression: {e}"))
 }
 
 fn unit_shift(unit: &str) -> Option<u32> {
@@ -245,6 +277,11 @@ impl Cli {
             ca_certs,
             ..Options::default()
         }
+    }
+
+    /// Which layer URLs may be fetched: `--layer-url-allow`, `--layer-url-deny`.
+    pub fn url_rules(&self) -> crate::error::Result<UrlRules> {
+        UrlRules::new(&self.layer_url_allow, &self.layer_url_deny)
     }
 
     /// The mount's configuration: `--fuse-threads`, `--allow-other`, `--no-passthrough`.
@@ -448,6 +485,34 @@ mod tests {
         // A decimal that is no whole number of the unit below: the advice is in bytes.
         let err = parse_size("1.0001M").expect_err("decimals are refused");
         assert!(err.contains("decimals are not accepted"), "{err}");
+    }
+
+    #[test]
+    fn layer_url_patterns_are_regular_expressions_checked_on_the_command_line() {
+        let c = Cli::try_parse_from([
+            "regfs",
+            "r",
+            "/m",
+            "--layer-url-allow",
+            "^https://a/",
+            "--layer-url-allow",
+            "^https://b/",
+            "--layer-url-deny",
+            "secret",
+        ])
+        .expect("valid patterns");
+        assert_eq!(c.layer_url_allow, ["^https://a/", "^https://b/"]);
+        let rules = c.url_rules().expect("valid patterns");
+        assert!(rules.check(&["https://b/x".into()]).is_ok());
+        assert!(rules.check(&["https://b/secret".into()]).is_err());
+        let err = Cli::try_parse_from(["regfs", "r", "/m", "--layer-url-allow", "(unclosed"]).expect_err("bad regex");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("(unclosed"), "{err}");
+        let err = Cli::try_parse_from(["regfs", "r", "/m", "--layer-url-deny", "[z-a]"]).expect_err("bad regex");
+        assert!(err.to_string().contains("[z-a]"), "{err}");
+        // By default no URL is allowed.
+        let c = Cli::try_parse_from(["regfs", "r", "/m"]).expect("valid");
+        assert!(!c.url_rules().expect("no patterns").allows_any());
     }
 
     #[test]

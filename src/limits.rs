@@ -9,6 +9,12 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// Descriptor sizes larger than this (1 TiB) are taken as hostile.
 pub const MAX_BLOB_SIZE: u64 = 1 << 40;
 
+/// URLs one layer descriptor may list (`urls`, non-distributable layers): a descriptor with more
+/// keeps none, so none is used (`registry/foreign.rs`).
+pub const MAX_LAYER_URLS: usize = 16;
+/// Bytes of one URL of a layer descriptor; a descriptor with a longer one keeps none.
+pub const MAX_LAYER_URL_LEN: usize = 2048;
+
 /// Redirect hops one request follows at most.
 pub const MAX_REDIRECTS: usize = 5;
 /// Pages of a tag list or catalog followed at most (a registry that pages forever is cut off).

@@ -17,7 +17,10 @@ use regfs::daemon::{
 use regfs::fs::Fs;
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
-use regfs::registry::http::HttpClient;
+use regfs::registry::foreign::{Foreign, UrlRules};
+use regfs::registry::http::{HttpClient, RetryPolicy};
+use regfs::registry::mirror_config::{self, ConfEnv};
+use regfs::registry::mirrors::{self, Mirror, MirrorConfig, MirrorGroup, MirrorSpec, Mirrored};
 use regfs::registry::{Client as _, endpoint};
 use regfs::store::Store;
 use regfs::store::dir::CacheDir;
@@ -100,6 +103,9 @@ fn absolute_paths(cli: &mut Cli) -> Result<Option<OwnedFd>, String> {
     if let Some(f) = &cli.ca_cert {
         cli.ca_cert = Some(absolute(f)?);
     }
+    if let Some(d) = &cli.hosts_dir {
+        cli.hosts_dir = Some(absolute(d)?);
+    }
     Ok(lock)
 }
 
@@ -135,21 +141,41 @@ fn lock_mountpoint(mountpoint: &Path, wait: Duration) -> Option<OwnedFd> {
     }
 }
 
+/// Mirrors for the repositories under `repos` ("": all); `blocked` refuses them.
+struct PreparedGroup {
+    repos: String,
+    blocked: bool,
+    /// Each with its credentials and the CA certificates (PEM) hosts.toml names for it.
+    mirrors: Vec<(MirrorSpec, Option<Login>, Vec<u8>)>,
+}
+
 struct Prepared {
     url: reqwest::Url,
     login: Option<Login>,
+    /// The mirrors by repositories, in order, each with the credentials of its own host.
+    mirrors: Vec<PreparedGroup>,
     ca_certs: Vec<u8>,
     /// Opened (and checked) now, so that a cache directory regfs will not use is reported on
     /// the terminal; the store uses this very directory after detaching, whatever the path
     /// names by then (`the_cache_directory_checked_before_detaching_is_the_one_used`).
     cache: CacheDir,
+    /// `--layer-url-allow`, `--layer-url-deny`.
+    url_rules: UrlRules,
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
     let url = endpoint::parse(&cli.registry).map_err(|e| e.tell())?;
-    let host = match url.port() {
-        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
-        None => url.host_str().unwrap_or("").to_string(),
+    let host = mirrors::host_of(&url);
+    let env = credentials::Env::from_process();
+    let timeout = Duration::from_secs(cli.helper_timeout.max(1));
+    let lookup = |host: &str| {
+        credentials::lookup(host, cli.auth_file.as_deref(), &env, timeout).map_err(|e| {
+            if cli.auth_file.is_some() {
+                format!("--auth-file {}", e.tell())
+            } else {
+                format!("credentials: {}", e.tell())
+            }
+        })
     };
     let login = if let Some(username) = &cli.username {
         let mut line = String::new();
@@ -161,16 +187,23 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
         Some(Login::fixed(Secret::Basic(Credentials { username: username.clone(), password })))
     } else {
         // Helpers run now, before detaching: what goes wrong is said on the terminal.
-        let env = credentials::Env::from_process();
-        let timeout = Duration::from_secs(cli.helper_timeout.max(1));
-        credentials::lookup(&host, cli.auth_file.as_deref(), &env, timeout).map_err(|e| {
-            if cli.auth_file.is_some() {
-                format!("--auth-file {}", e.tell())
-            } else {
-                format!("credentials: {}", e.tell())
-            }
-        })?
+        lookup(&host)?
     };
+    // A mirror gets the credentials of its own host, never the registry's.
+    let mut mirrors = Vec::new();
+    for (repos, blocked, specs) in mirror_groups(cli, &host)? {
+        let mut group = PreparedGroup { repos, blocked, mirrors: Vec::new() };
+        for spec in specs {
+            let login = lookup(&spec.host())?;
+            let mut ca = Vec::new();
+            for f in &spec.ca {
+                ca.extend(std::fs::read(f).map_err(|e| format!("CA of mirror {}: {}: {e}", spec.url, f.display()))?);
+                ca.push(b'\n');
+            }
+            group.mirrors.push((spec, login, ca));
+        }
+        mirrors.push(group);
+    }
     let ca_certs = match &cli.ca_cert {
         Some(f) => std::fs::read(f).map_err(|e| format!("--ca-cert {}: {e}", f.display()))?,
         None => Vec::new(),
@@ -179,7 +212,48 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     // Taken now, before detaching: a second regfs on this directory is refused on its own
     // terminal, and writes nothing into the log of the one that has it.
     cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
-    Ok(Prepared { url, login, ca_certs, cache })
+    let url_rules = cli.url_rules().map_err(|e| e.tell())?;
+    Ok(Prepared { url, login, mirrors, ca_certs, cache, url_rules })
+}
+
+/// The mirrors to read from, by repositories, in order: `--mirror` as given if any; else those
+/// registries.conf gives the registry `host` (unless `--no-mirror-config`).
+type Groups = Vec<(String, bool, Vec<MirrorSpec>)>;
+fn mirror_groups(cli: &Cli, host: &str) -> Result<Groups, String> {
+    if !cli.mirrors.is_empty() {
+        let specs: Result<Vec<MirrorSpec>, String> =
+            cli.mirrors.iter().map(|m| MirrorSpec::parse(m, !cli.mirror_digest_only).map_err(|e| e.tell())).collect();
+        return Ok(vec![(String::new(), false, specs?)]);
+    }
+    if cli.no_mirror_config {
+        return Ok(Vec::new());
+    }
+    // registries.conf names Docker Hub docker.io.
+    let host = if host == "registry-1.docker.io" { "docker.io" } else { host };
+    let files = mirror_config::registries_conf_files(&ConfEnv::from_process());
+    let plan = mirror_config::plan(&files, host).map_err(|e| format!("registries.conf: {}", e.tell()))?;
+    let mut groups = Vec::new();
+    for g in plan.groups {
+        if g.repos.is_empty() && g.blocked {
+            return Err(format!("{host} is blocked in {} (blocked = true)", g.from.display()));
+        }
+        if !g.mirrors.is_empty() || g.blocked {
+            log::info!("{}: {} mirror(s) for {host}/{}", g.from.display(), g.mirrors.len(), g.repos);
+        }
+        groups.push((g.repos, g.blocked, g.mirrors));
+    }
+    if groups.iter().any(|(_, blocked, mirrors)| *blocked || !mirrors.is_empty()) {
+        return Ok(groups);
+    }
+    // Else containerd's hosts.toml.
+    let dir = cli.hosts_dir.clone().unwrap_or_else(|| "/etc/containerd/certs.d".into());
+    match mirror_config::hosts_toml(&dir, host).map_err(|e| format!("--hosts-dir: {}", e.tell()))? {
+        Some((file, specs)) => {
+            log::info!("{}: {} mirror(s) for {host}", file.display(), specs.len());
+            Ok(vec![(String::new(), false, specs)])
+        }
+        None => Ok(Vec::new()),
+    }
 }
 
 fn serve(
@@ -198,11 +272,37 @@ fn serve(
         if let Some(login) = &prepared.login {
             log::info!("credentials for {} from {}", prepared.url, login.from());
         }
+        let mut groups = Vec::new();
+        for group in prepared.mirrors {
+            let mut mirrors = Vec::new();
+            for (spec, login, ca) in group.mirrors {
+                // One attempt per mirror: the registry behind it is the retry (`registry/mirrors.rs`).
+                let mut options = cli.http_options(login, [prepared.ca_certs.as_slice(), &ca].concat());
+                options.retry = RetryPolicy { retries: 0, ..options.retry };
+                let client =
+                    HttpClient::new(spec.url.clone(), options).map_err(|e| format!("mirror {}: {e}", spec.url))?;
+                let asks = if spec.resolve { "tags and digests" } else { "digests only" };
+                log::info!("mirror {} for /{} ({asks})", spec.url, group.repos);
+                mirrors.push(Mirror {
+                    name: spec.url.to_string(),
+                    client: Box::new(client),
+                    resolve: spec.resolve,
+                    path: spec.path,
+                });
+            }
+            groups.push(MirrorGroup { repos: group.repos, blocked: group.blocked, mirrors });
+        }
         let options = cli.http_options(prepared.login, prepared.ca_certs);
+        let foreign = Foreign::new(prepared.url_rules, &options).map_err(|e| e.to_string())?;
         let client = HttpClient::new(prepared.url.clone(), options).map_err(|e| e.to_string())?;
-        client.ping().map_err(|e| format!("{}: {e}", prepared.url))?;
-        let store =
-            Arc::new(Store::in_dir(Arc::new(client), prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?);
+        client.ping().map_err(|e| format!("{}: {}", prepared.url, e.tell()))?;
+        let client: Arc<dyn regfs::registry::Client> = if groups.is_empty() {
+            Arc::new(client)
+        } else {
+            Arc::new(Mirrored::grouped(Box::new(client), groups, MirrorConfig::default()))
+        };
+        let store = Store::in_dir(client, prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?;
+        let store = Arc::new(store.with_foreign(foreign));
         let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
         let mount = cli.mount_config();
         let config = mount.session(&cli.mount_source(&prepared.url));

@@ -552,3 +552,37 @@ fn a_registry_that_pages_on_and_on_is_cut_off_at_the_page_cap() {
     let pages = front.requests().iter().filter(|r| r.path.contains("/tags/list")).count();
     assert_eq!(pages, 25);
 }
+
+/// `https://` to the (plain-http) shared registry: a mistake in the URL, said as such on the
+/// terminal with the `http://` URL to try, at once, and never retried (before: 4 retries over
+/// about 3 s, then "registry unavailable: … received corrupt message of type InvalidContentType").
+#[test]
+fn https_to_a_plain_http_registry_says_to_try_http_and_is_not_retried() {
+    let sh = shared();
+    let port = sh.registry.port;
+    let mnt = tempfile::tempdir().expect("mountpoint");
+    let cache = tempfile::tempdir().expect("cache");
+    let before = sh.registry.requests().len();
+    let started = Instant::now();
+    // In the background (the default): the message must reach the terminal from the daemon.
+    let out = std::process::Command::new(common::regfs_bin())
+        .arg(format!("https://127.0.0.1:{port}"))
+        .arg(mnt.path())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("HOME", cache.path())
+        .output()
+        .expect("regfs runs");
+    let took = started.elapsed();
+    let _unmount = common::UnmountOnDrop(mnt.path().to_path_buf());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted over plain HTTP: {err}");
+    assert!(
+        err.contains("the server answered in plain HTTP") && err.contains(&format!("try http://127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("retry") && !err.contains("bad argument"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
+    // The TLS hello is no HTTP request: the registry logged none.
+    assert_eq!(sh.registry.requests().len(), before, "a request reached the registry");
+}

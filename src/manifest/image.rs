@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{Descriptor, TITLE_ANNOTATION};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::limits::{MAX_BLOB_SIZE, MAX_PLATFORM_PART, MAX_TITLE};
+use crate::limits::{MAX_BLOB_SIZE, MAX_LAYER_URL_LEN, MAX_LAYER_URLS, MAX_PLATFORM_PART, MAX_TITLE};
 use crate::platform::Platform;
 
 #[derive(Deserialize)]
@@ -22,6 +22,8 @@ struct RawDescriptor {
     /// refuse the descriptor.
     #[serde(default)]
     annotations: Option<serde_json::Value>,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,7 +61,18 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
         .and_then(|t| t.as_str())
         .filter(|t| t.len() <= MAX_TITLE)
         .map(str::to_string);
-    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform, title })
+    let mut urls = raw.urls.unwrap_or_default();
+    if urls.len() > MAX_LAYER_URLS || urls.iter().any(|u| u.len() > MAX_LAYER_URL_LEN) {
+        log::warn!(
+            "{what} ({}): {} urls, the longest {} bytes; more than regfs takes ({MAX_LAYER_URLS} of {MAX_LAYER_URL_LEN} bytes): none will be used",
+            raw.digest,
+            urls.len(),
+            urls.iter().map(String::len).max().unwrap_or(0)
+        );
+        urls = Vec::new();
+    }
+    urls.shrink_to_fit();
+    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform, title, urls })
 }
 
 fn descriptors(value: &serde_json::Value, field: &str) -> Result<Vec<Descriptor>> {

@@ -77,6 +77,10 @@ pub struct Descriptor {
     /// The `org.opencontainers.image.title` annotation, when it is a string of at most
     /// [`MAX_TITLE`] bytes (a longer one could never be a file name).
     pub title: Option<String>,
+    /// Where the blob may also be fetched from when the registry lacks it (non-distributable
+    /// layers), as listed, unchecked (`registry::foreign::UrlRules` judges them); within
+    /// `limits::MAX_LAYER_URLS` of `MAX_LAYER_URL_LEN` bytes, else empty.
+    pub urls: Vec<String>,
 }
 
 /// The annotation naming a layer's file (as `oras push` writes it and `oras pull` reads it).
@@ -134,6 +138,8 @@ impl Manifest {
                 + d.digest.hex().len()
                 + d.platform.as_ref().map_or(0, |p| p.os.capacity() + p.architecture.capacity() + p.variant.capacity())
                 + d.title.as_ref().map_or(0, String::capacity)
+                + d.urls.capacity() * size_of::<String>()
+                + d.urls.iter().map(String::capacity).sum::<usize>()
         };
         let named = |v: &[(String, Descriptor)]| {
             v.iter().map(|(n, d)| size_of::<(String, Descriptor)>() + n.capacity() + desc(d)).sum::<usize>()

@@ -53,6 +53,7 @@ pub fn layers(payload: &serde_json::Value) -> Result<Vec<Descriptor>> {
             size: None,
             platform: None,
             title: None,
+            urls: Vec::new(),
         })
         .collect())
 }

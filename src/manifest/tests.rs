@@ -587,3 +587,44 @@ fn overlong_platform_parts_make_no_platform() {
     assert_eq!(m.children[0].0, format!("sha256:{}", "1".repeat(64)));
     assert_eq!(m.children[1].1.platform.as_ref().map(|p| p.architecture.len()), Some(MAX_PLATFORM_PART));
 }
+
+/// A layer's `urls` (non-distributable layers) are kept as given, in order, within
+/// `limits::MAX_LAYER_URLS` URLs of `limits::MAX_LAYER_URL_LEN` bytes; a descriptor past either
+/// bound keeps none (none of its URLs will be used, as for a descriptor with one bad URL). What
+/// they hold is weighed in the manifest cache.
+#[test]
+fn layer_urls_are_kept_bounded_and_weighed() {
+    use crate::limits::{MAX_LAYER_URL_LEN, MAX_LAYER_URLS};
+    let doc = |urls: Vec<String>| {
+        let layer = |n: u32, urls: &[String]| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                "digest": format!("sha256:{n:064x}"), "size": 10, "urls": urls})
+        };
+        let m = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{:064x}", 9), "size": 2},
+            "layers": [layer(1, &urls), layer(2, &[])]});
+        parse(&serde_json::to_vec(&m).expect("JSON"), Some(media::OCI_MANIFEST), "t").expect("test input is valid")
+    };
+    let urls = vec!["https://a.example/l".to_string(), "http://b.example/l?x=1".to_string()];
+    let m = doc(urls.clone());
+    assert_eq!(m.layers[0].1.urls, urls);
+    assert!(m.layers[1].1.urls.is_empty());
+    assert!(m.config.as_ref().expect("config").urls.is_empty());
+    let many: Vec<String> =
+        (0..MAX_LAYER_URLS).map(|i| format!("https://h/{i}{}", "x".repeat(MAX_LAYER_URL_LEN - 12))).collect();
+    assert!(many.iter().all(|u| u.len() <= MAX_LAYER_URL_LEN));
+    let full = doc(many.clone());
+    assert_eq!(full.layers[0].1.urls.len(), MAX_LAYER_URLS);
+    let held: usize = many.iter().map(String::len).sum();
+    assert!(full.weight() >= m.weight() + held, "{} does not weigh the {held} bytes of URLs", full.weight());
+    let mut too_many = many.clone();
+    too_many.push("https://h/one-more".into());
+    assert!(doc(too_many).layers[0].1.urls.is_empty(), "more than {MAX_LAYER_URLS} URLs: none kept");
+    let too_long = vec![format!("https://h/{}", "x".repeat(MAX_LAYER_URL_LEN))];
+    assert!(doc(too_long).layers[0].1.urls.is_empty(), "a URL over {MAX_LAYER_URL_LEN} bytes: none kept");
+    // `urls` must be an array of strings, as for the registry.
+    let bad = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "x", "digest": format!("sha256:{:064x}", 9), "size": 2},
+        "layers": [{"mediaType": "x", "digest": format!("sha256:{:064x}", 1), "size": 1, "urls": "https://a/"}]});
+    assert!(parse(&serde_json::to_vec(&bad).expect("JSON"), Some(media::OCI_MANIFEST), "t").is_err());
+}

@@ -213,26 +213,7 @@ enum Attempt {
 
 impl HttpClient {
     pub fn new(base: Url, options: Options) -> Result<Self> {
-        // One client for the whole mount: its pool reuses connections (and TLS sessions) across
-        // requests, which is most of the cost of a small request to a remote registry.
-        let http = Reqwest::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout)
-            .pool_max_idle_per_host(options.pool_idle)
-            .tcp_nodelay(true)
-            .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")));
-        let http = if options.ca_certs.is_empty() {
-            http
-        } else {
-            let certs = reqwest::Certificate::from_pem_bundle(&options.ca_certs)
-                .map_err(|e| Error::BadArgument(format!("--ca-cert: not PEM certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::BadArgument("--ca-cert: no certificate in the file".into()));
-            }
-            http.tls_certs_merge(certs)
-        };
-        let http = http.build().map_err(|e| Error::Io(format!("cannot build the HTTP client: {e}")))?;
+        let http = reqwest_client(&options)?;
         let allow_http_realm = base.scheme() == "http";
         Ok(HttpClient {
             base,
@@ -349,6 +330,18 @@ impl HttpClient {
                         "{method} {}: TLS: {}; for a registry behind an internal CA, pass it with --ca-cert",
                         self.shown(&url),
                         error_chain(&e.without_url())
+                    )));
+                }
+                // https:// to a registry that speaks plain HTTP: the URL is wrong, no retry helps.
+                Err(e) if same_origin && url.scheme() == "https" && is_plain_http(&e) => {
+                    let host = url.host_str().unwrap_or("");
+                    let try_url = match url.port() {
+                        Some(p) => format!("http://{host}:{p}"),
+                        None => format!("http://{host}"),
+                    };
+                    return Err(Error::BadArgument(format!(
+                        "{method} {}: the server answered in plain HTTP; try {try_url}",
+                        self.shown(&url)
                     )));
                 }
                 Err(e) => {
@@ -792,6 +785,31 @@ impl<'de, F: FnMut(&str) -> bool> serde::de::Visitor<'de> for Name<'_, F> {
     }
 }
 
+/// The HTTP client of `options` (timeouts, pool, CA certificates; redirects are followed by hand,
+/// never by it), for the registry and for foreign layers (`foreign.rs`).
+pub(crate) fn reqwest_client(options: &Options) -> Result<Reqwest> {
+    // One client for the whole mount: its pool reuses connections (and TLS sessions) across
+    // requests, which is most of the cost of a small request to a remote registry.
+    let http = Reqwest::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout)
+        .pool_max_idle_per_host(options.pool_idle)
+        .tcp_nodelay(true)
+        .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")));
+    let http = if options.ca_certs.is_empty() {
+        http
+    } else {
+        let certs = reqwest::Certificate::from_pem_bundle(&options.ca_certs)
+            .map_err(|e| Error::BadArgument(format!("--ca-cert: not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::BadArgument("--ca-cert: no certificate in the file".into()));
+        }
+        http.tls_certs_merge(certs)
+    };
+    http.build().map_err(|e| Error::Io(format!("cannot build the HTTP client: {e}")))
+}
+
 /// Read a whole body, refusing more than `limit` bytes and one slower than `progress`.
 fn read_limited(resp: Response, limit: usize, what: &str, progress: Progress) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length() {
@@ -812,12 +830,20 @@ fn read_limited(resp: Response, limit: usize, what: &str, progress: Progress) ->
 
 /// Whether a connection failed on the server's certificate (rustls names it in its message;
 /// reqwest does not expose the TLS error as a type).
-fn is_certificate_error(e: &reqwest::Error) -> bool {
+pub(crate) fn is_certificate_error(e: &reqwest::Error) -> bool {
     let chain = error_chain(e);
     e.is_connect() && (chain.contains("certificate") || chain.contains("UnknownIssuer"))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// Whether a TLS connection failed because the server answered in plain HTTP: rustls reads the
+/// reply's first bytes (`HTTP/1.…`) as a record of an unknown type ("received corrupt message of
+/// type InvalidContentType"; checked against the reference registry and Go's server, which
+/// answer a TLS hello with an HTTP 400).
+fn is_plain_http(e: &reqwest::Error) -> bool {
+    e.is_connect() && error_chain(e).contains("InvalidContentType")
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -1107,6 +1133,41 @@ mod tests {
             }
         });
         (url, served)
+    }
+
+    /// `https://` to a server that speaks plain HTTP (answering the TLS hello with an HTTP 400, as
+    /// Go's server and the reference registry do; rustls reports "received corrupt message of type
+    /// InvalidContentType") is a mistake in the URL, not a passing fault: said so, with the
+    /// `http://` URL to try, on the first connection, without retrying.
+    #[test]
+    fn https_to_a_plain_http_server_says_to_try_http_and_is_not_retried() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("address").port();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut hello = [0u8; 1024];
+                let _ = stream.read(&mut hello);
+                let _ = stream
+                    .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n");
+            }
+        });
+        let url = Url::parse(&format!("https://127.0.0.1:{port}/")).expect("url");
+        let client = HttpClient::new(url, Options::default()).expect("client");
+        let started = std::time::Instant::now();
+        let err = client.ping().expect_err("plain HTTP is no TLS");
+        let msg = err.tell();
+        assert!(matches!(err, Error::BadArgument(_)), "{err:?}");
+        assert!(
+            msg.contains("the server answered in plain HTTP") && msg.contains(&format!("try http://127.0.0.1:{port}")),
+            "{msg}"
+        );
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "not retried");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
 
     /// Bytes received count whether or not the page they belong to arrives whole: a registry that

@@ -10,9 +10,12 @@
 pub mod auth;
 pub mod credentials;
 pub mod endpoint;
+pub mod foreign;
 pub mod helper;
 pub mod http;
 pub mod link;
+pub mod mirror_config;
+pub mod mirrors;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +76,13 @@ pub trait Client: Send + Sync {
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64>;
     /// A blob's bytes from `offset` on (a `Range` request when `offset > 0`).
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply>;
+    /// Bytes from `url` (a reply of this client's) did not hash to their digest: stop trusting
+    /// its source, if another can be asked instead. True if the same request is worth sending
+    /// again (a mirror served it; the next source will answer); false for a plain registry.
+    fn distrust(&self, url: &str) -> bool {
+        let _ = url;
+        false
+    }
     /// What this client has sent so far.
     fn stats(&self) -> Stats {
         Stats::default()
@@ -93,6 +103,23 @@ pub struct Stats {
     pub retries: u64,
     pub blob_bytes: u64,
     pub referrers_pages: u64,
+}
+
+impl Stats {
+    /// Add `other`'s counts to these (a registry's and its mirrors').
+    pub fn add(&mut self, other: &Stats) {
+        self.requests += other.requests;
+        self.catalog_pages += other.catalog_pages;
+        self.tag_pages += other.tag_pages;
+        self.manifest_heads += other.manifest_heads;
+        self.manifest_gets += other.manifest_gets;
+        self.blob_heads += other.blob_heads;
+        self.blob_gets += other.blob_gets;
+        self.token_fetches += other.token_fetches;
+        self.retries += other.retries;
+        self.blob_bytes += other.blob_bytes;
+        self.referrers_pages += other.referrers_pages;
+    }
 }
 
 /// Lock-free counters behind [`Stats`].

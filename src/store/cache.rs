@@ -44,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,9 @@ use super::flight::SingleFlight;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::registry::Client;
+use crate::registry::foreign::{self, Foreign};
 use crate::sync;
+use reqwest::Url;
 
 /// Each has its directory `<kind>/<name>/`, opened at start and held.
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
@@ -129,6 +131,10 @@ pub struct BlobCache {
     /// size that bounds the download too, so that a descriptor claiming a wrong size fails only
     /// its own flight, never an honest reader's.
     flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
+    /// Foreign layers' downloads from their URLs (`open_foreign`), apart from `flights`: a reader
+    /// turning to the URLs must not join a registry download of the same blob (whose 404 it has
+    /// seen already) that another reader started meanwhile.
+    foreign_flights: SingleFlight<(Digest, Option<u64>), Arc<File>>,
     /// One making of each derived file at a time.
     derived_flights: SingleFlight<Key, Arc<File>>,
     tmp_seq: AtomicU64,
@@ -236,6 +242,7 @@ impl BlobCache {
             download: config.download.clone(),
             state: Mutex::new(state),
             flights: SingleFlight::default(),
+            foreign_flights: SingleFlight::default(),
             derived_flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
             open_files: Mutex::default(),
@@ -321,9 +328,73 @@ impl BlobCache {
         let _shown = self.activity.show(crate::status::Work::Download, repo, digest, size); // `.regfs/status`
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-            download::fetch(&self.download, client, repo, digest, size, out, hook)
+            // Where the bytes came from: a mirror among them that served wrong bytes is dropped
+            // (`Client::distrust`) and the download made once more from the next source.
+            let mut urls = Vec::new();
+            let mut body = |from| {
+                let reply = client.blob(repo, digest, from)?;
+                urls.push(reply.url.clone());
+                Ok(reply)
+            };
+            match download::fetch(&self.download, repo, digest, size, &mut body, out, hook) {
+                Err(e @ Error::DigestMismatch { .. }) => {
+                    let mut again = false;
+                    for url in std::mem::take(&mut urls) {
+                        again |= client.distrust(&url);
+                    }
+                    if !again {
+                        return Err(e);
+                    }
+                    out.set_len(0)?;
+                    std::io::Seek::rewind(out)?;
+                    let mut body = |from| client.blob(repo, digest, from);
+                    download::fetch(&self.download, repo, digest, size, &mut body, out, hook)
+                }
+                other => other,
+            }
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
+        Ok(self.share(&key, f))
+    }
+
+    /// [`BlobCache::open`] for a blob the registry does not have, from a foreign layer's URLs
+    /// (allowed already by the caller), tried in order until one gives the blob; each is
+    /// downloaded as a registry blob is (resumed, bounded by `size`, verified). The last
+    /// failure is returned when none does, and each is logged naming the URL and the digest.
+    pub fn open_foreign(
+        &self,
+        foreign: &Foreign,
+        urls: &[Url],
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Arc<File>> {
+        let key = (Kind::Blob, digest.clone());
+        if let Some(f) = self.ready(&key)? {
+            return Ok(f);
+        }
+        let _shown = self.activity.show(crate::status::Work::Download, "(foreign layer)", digest, size); // `.regfs/status`
+        let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
+        let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+            let mut last = Error::NotFound(format!("{digest}: no URL to fetch it from"));
+            for url in urls {
+                // What an earlier URL left is not kept (the hook is told the file is empty again).
+                out.set_len(0)?;
+                out.rewind()?;
+                let shown = foreign::shown(url);
+                log::info!("fetching {digest} from {shown} (a foreign layer: the registry does not have it)");
+                let mut body = |from| foreign.get(url, from);
+                match download::fetch(&self.download, &shown, digest, size, &mut body, out, hook) {
+                    Ok(len) => return Ok(len),
+                    Err(e @ (Error::Cancelled(_) | Error::Interrupted(_))) => return Err(e),
+                    Err(e) => {
+                        log::warn!("foreign layer {digest} from {shown}: {e}");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
+        };
+        let f = self.foreign_flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))
     }
 
@@ -790,5 +861,83 @@ mod derived_tests {
         assert_eq!(read_all(&f), other, "the altered file is not served");
         assert_eq!(runs.load(Ordering::SeqCst), 3, "the altered file is made again");
         assert_eq!(std::fs::read(&path).expect("replaced"), other);
+    }
+}
+
+#[cfg(test)]
+mod foreign_tests {
+    use std::collections::HashMap;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::registry::http::Options;
+    use crate::registry::{BlobReply, Fetch, ManifestReply};
+    use crate::testkit::front::{Behavior, Front};
+
+    /// A registry that has nothing, and whose blob GETs say they started and then wait for the
+    /// test's word.
+    struct Held(Mutex<(mpsc::Sender<()>, mpsc::Receiver<()>)>);
+
+    impl Client for Held {
+        fn catalog(&self) -> Result<Vec<String>> {
+            Err(Error::NotFound("catalog".into()))
+        }
+        fn tags(&self, _: &str) -> Result<Vec<String>> {
+            Err(Error::NotFound("tags".into()))
+        }
+        fn manifest(&self, _: &str, _: &str, _: Fetch) -> Result<ManifestReply> {
+            Err(Error::NotFound("manifest".into()))
+        }
+        fn blob_size(&self, _: &str, d: &Digest) -> Result<u64> {
+            Err(Error::NotFound(format!("HEAD {d}")))
+        }
+        fn blob(&self, _: &str, d: &Digest, _: u64) -> Result<BlobReply> {
+            let channels = sync::lock(&self.0);
+            let _ = channels.0.send(());
+            let _ = channels.1.recv();
+            Err(Error::NotFound(format!("GET {d}")))
+        }
+    }
+
+    /// A reader that has seen the registry's 404 and turns to the layer's URLs gets the blob
+    /// from them even while another reader's registry download of the same blob is in flight
+    /// (it must not join that download and get its 404).
+    #[test]
+    fn a_reader_turning_to_the_urls_does_not_join_a_registry_download_in_flight() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(Algorithm::Sha256, &data);
+        let mut files = HashMap::new();
+        files.insert("/layer".to_string(), data.clone());
+        let host = Front::start("http://127.0.0.1:9", Behavior { files, ..Behavior::default() });
+        let rules = foreign::UrlRules::new(&[".".to_string()], &[]).expect("rules");
+        let foreign = Foreign::new(rules, &Options::default()).expect("client");
+        let urls = foreign.rules().check(&[format!("{}/layer", host.url)]).expect("allowed");
+
+        let dir = tempfile::tempdir().expect("dir");
+        let config = StoreConfig { cache_dir: dir.path().to_path_buf(), ..StoreConfig::default() };
+        let cache = BlobCache::new(&config).expect("cache");
+        let len = data.len() as u64;
+        let (release, held) = mpsc::channel();
+        let (entered, started) = mpsc::channel();
+        let registry = Held(Mutex::new((entered, held)));
+        std::thread::scope(|s| {
+            let other = s.spawn(|| cache.open(&registry, "r", &digest, Some(data.len() as u64)).map(|_| ()));
+            // Until the other reader's registry download is in flight.
+            started.recv().expect("the registry download started");
+            let (tx, rx) = mpsc::channel();
+            let (foreign, urls, digest, cache) = (&foreign, &urls, &digest, &cache);
+            s.spawn(move || {
+                let _ = tx.send(cache.open_foreign(foreign, urls, digest, Some(len)));
+            });
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+            let _ = release.send(());
+            let got = got.expect("the reader waited on the registry's download in flight instead of the URLs");
+            let file = got.expect("the blob from its URL");
+            let mut bytes = vec![0u8; data.len()];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, 0).expect("read");
+            assert!(bytes == data, "other bytes than the blob");
+            // The other reader's download got its 404, as it should.
+            assert!(matches!(other.join().expect("thread"), Err(Error::NotFound(_))));
+        });
     }
 }

@@ -33,7 +33,13 @@ use std::io::{self, Read, Seek, Write};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::limits::MAX_BLOB_SIZE;
-use crate::registry::Client;
+use crate::registry::BlobReply;
+
+/// Where a download's body comes from: asked for the bytes from an offset on (a `Range` request
+/// when it is not 0), once at the start and again for every resume. A registry's `blob`, or a
+/// chain of sources (mirrors, then the registry): the hash carries on whichever answers, since
+/// the bytes are the same by digest.
+pub type Body<'a> = dyn FnMut(u64) -> Result<BlobReply> + 'a;
 
 /// How a blob is downloaded; part of [`StoreConfig`](super::StoreConfig).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +63,8 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-/// Download `digest` of `repo` into `out` (open read and write, empty), hashing as it goes, and
-/// return its length once it hashes right. `size` is a descriptor's claim, when there is one: it
+/// Download `digest` (of `what`, a repository, for the log) from `body` into `out` (open read
+/// and write, empty), hashing as it goes, and return its length once it hashes right. `size` is a descriptor's claim, when there is one: it
 /// bounds the length (else [`MAX_BLOB_SIZE`] does), and a body shorter than it that does not hash
 /// right counts as cut off. Cut-off bodies are resumed with `Range` (from the start if the
 /// registry ignores it), [`DownloadConfig::max_resumes`] times at most. `each` is told how many bytes `out` is
@@ -66,10 +72,10 @@ fn mib(bytes: u64) -> String {
 /// an error from it stops the download.
 pub fn fetch(
     config: &DownloadConfig,
-    client: &dyn Client,
-    repo: &str,
+    what: &str,
     digest: &Digest,
     size: Option<u64>,
+    body: &mut Body,
     out: &mut File,
     each: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<u64> {
@@ -77,7 +83,7 @@ pub fn fetch(
     // verified before the first byte, and the log says why.
     let loud = size.is_some_and(|s| s >= config.loud);
     let level = if loud { log::Level::Info } else { log::Level::Debug };
-    log::log!(level, "downloading {digest} of {repo} ({})", size.map_or("size unknown".into(), mib));
+    log::log!(level, "downloading {digest} of {what} ({})", size.map_or("size unknown".into(), mib));
     let started = std::time::Instant::now();
     let limit = size.unwrap_or(MAX_BLOB_SIZE);
     let mut hasher = Hasher::new(digest.algorithm());
@@ -86,7 +92,7 @@ pub fn fetch(
     let mut buf = vec![0u8; config.chunk.max(1)];
     let url = loop {
         each(len)?;
-        let mut reply = client.blob(repo, digest, len)?;
+        let mut reply = body(len)?;
         if len > 0 && !reply.ranged {
             log::info!("{}: Range not honoured; downloading {digest} from the start", reply.url);
             out.set_len(0)?;
@@ -160,6 +166,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+    use crate::registry::Client;
     use crate::testkit::fake::Fake;
     use crate::testkit::faulty::Faulty;
 
@@ -175,7 +182,8 @@ mod tests {
         let mut out = tempfile::tempfile().expect("tempfile");
         let mut seen = Vec::new();
         let config = DownloadConfig { chunk: CHUNK, ..DownloadConfig::default() };
-        let got = fetch(&config, client, "r", d, size, &mut out, &mut |n| {
+        let mut body = |from| client.blob("r", d, from);
+        let got = fetch(&config, "r", d, size, &mut body, &mut out, &mut |n| {
             seen.push(n);
             Ok(())
         });

@@ -38,6 +38,7 @@ use crate::limits;
 use crate::manifest::referrers::{self, Referrer};
 use crate::manifest::{self, Kind, Manifest};
 use crate::names;
+use crate::registry::foreign::{self, Foreign};
 use crate::registry::{Client, Fetch, ManifestReply};
 use crate::sync::lock;
 
@@ -228,6 +229,9 @@ impl Meta {
     }
 }
 
+/// Foreign layers remembered as logged (refused), so each is said once.
+const REFUSED_FOREIGN_LOGGED: usize = 1024;
+
 fn nonzero(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
@@ -255,6 +259,10 @@ pub struct Store {
     /// The registry answered the referrers API with 404 once: for the rest of the mount, the
     /// tag schema is read at once (one request per subject, not two).
     no_referrers_api: std::sync::atomic::AtomicBool,
+    /// Foreign layers: the URL rules and their client (`None`: no URL is allowed).
+    foreign: Option<Arc<Foreign>>,
+    /// Foreign layers already said to be refused, so each is logged once (bounded).
+    refused_foreign: Mutex<lru::LruCache<Digest, ()>>,
 }
 
 impl Store {
@@ -284,7 +292,16 @@ impl Store {
             referrers: Mutex::new(SizedLru::new(config.referrers_bytes)),
             referrer_flights: SingleFlight::default(),
             no_referrers_api: std::sync::atomic::AtomicBool::new(false),
+            foreign: None,
+            refused_foreign: Mutex::new(lru::LruCache::new(nonzero(REFUSED_FOREIGN_LOGGED))),
         })
+    }
+
+    /// Fetch foreign layers the registry lacks from their URLs, under `foreign`'s rules
+    /// (`--layer-url-allow`, `--layer-url-deny`); without this, no URL is used.
+    pub fn with_foreign(mut self, foreign: Foreign) -> Store {
+        self.foreign = Some(Arc::new(foreign));
+        self
     }
 
     pub fn blob_cache(&self) -> &BlobCache {
@@ -453,7 +470,14 @@ impl Store {
 
     /// GET a manifest by tag, name it by its own hash, and keep it.
     fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
-        let doc = checked(self.client.manifest(repo, tag, Fetch::Get)?, None)?;
+        let reply = self.client.manifest(repo, tag, Fetch::Get)?;
+        let url = reply.url.clone();
+        let doc = match checked(reply, None) {
+            Err(Error::DigestMismatch { .. }) if self.client.distrust(&url) => {
+                checked(self.client.manifest(repo, tag, Fetch::Get)?, None)?
+            }
+            other => other?,
+        };
         let digest = doc.digest.clone();
         self.keep_manifest(repo, doc);
         Ok(digest)
@@ -478,7 +502,15 @@ impl Store {
         }
         self.manifest_flights.run(&key, || {
             let reply = self.client.manifest(repo, &digest.to_string(), Fetch::Get)?;
-            Ok(self.keep_manifest(repo, checked(reply, Some(digest))?))
+            let url = reply.url.clone();
+            let doc = match checked(reply, Some(digest)) {
+                // A mirror served other bytes: it is dropped, and the next source asked once.
+                Err(Error::DigestMismatch { .. }) if self.client.distrust(&url) => {
+                    checked(self.client.manifest(repo, &digest.to_string(), Fetch::Get)?, Some(digest))?
+                }
+                other => other?,
+            };
+            Ok(self.keep_manifest(repo, doc))
         })
     }
 
@@ -578,7 +610,12 @@ impl Store {
         // The download is bounded by the size shown: the descriptor's claim, else what HEAD said.
         let key = (repo.to_string(), digest.clone());
         let head = if claimed.is_none() { lock(&self.meta).head_sizes().peek(&key).copied() } else { None };
-        let file = self.blobs.open(&*self.client, repo, digest, claimed.or(head)).map_err(|e| match (e, claimed) {
+        let opened = match self.blobs.open(&*self.client, repo, digest, claimed.or(head)) {
+            // The registry does not have it: a foreign layer's URLs may.
+            Err(e @ Error::NotFound(_)) => self.foreign_blob(repo, digest, claimed.or(head)).unwrap_or(Err(e)),
+            other => other,
+        };
+        let file = opened.map_err(|e| match (e, claimed) {
             // A body longer than claimed: say whose claim it was.
             (Error::DigestMismatch { what, expected, actual }, Some(c)) => Error::DigestMismatch {
                 what: format!("{what} as described by {}", self.claimants(repo, digest, c)),
@@ -606,6 +643,38 @@ impl Store {
         self.check_claim(repo, digest, claimed, len)?;
         self.check_head_size(repo, digest, claimed, len)?;
         Ok(content)
+    }
+
+    /// A blob the registry does not have, from the `urls` a descriptor of it lists in a
+    /// manifest of `repo` held in memory (the manifest the reader came through), if the rules
+    /// allow every one of them; `None` (the registry's 404 stands) when no descriptor lists URLs
+    /// or they are refused, which is logged once per layer with how to allow them.
+    fn foreign_blob(&self, repo: &str, digest: &Digest, size: Option<u64>) -> Option<Result<Arc<File>>> {
+        let urls = lock(&self.manifests)
+            .iter()
+            .filter(|((r, _), _)| r == repo)
+            .flat_map(|(_, doc)| doc.manifest.config.iter().chain(doc.manifest.layers.iter().map(|(_, d)| d)))
+            .find(|d| d.digest == *digest && !d.urls.is_empty())
+            .map(|d| d.urls.clone())?;
+        let default = foreign::UrlRules::default();
+        let rules = self.foreign.as_ref().map_or(&default, |f| f.rules());
+        match (rules.check(&urls), &self.foreign) {
+            (Ok(allowed), Some(foreign)) => Some(self.blobs.open_foreign(foreign, &allowed, digest, size)),
+            (Ok(_), None) => None,
+            (Err(why), _) => {
+                if lock(&self.refused_foreign).put(digest.clone(), ()).is_none() {
+                    let hint = match foreign::allow_hint(&urls).filter(|_| !rules.allows_any()) {
+                        Some(h) => format!("; pass {h} to fetch it"),
+                        None => String::new(),
+                    };
+                    log::warn!(
+                        "{repo}: layer {digest} is not in the registry and has {} urls, not used: {why}{hint}",
+                        urls.len()
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// [`Store::blob`] if it needs no waiting (a small blob verified and in memory); `None` if

@@ -114,6 +114,10 @@ pub struct Behavior {
     /// registry 2.8 lacks) from the upstream's referrers tag schema index (`sha256-<hex>`), or
     /// with an empty index where there is none, as a registry with the API would.
     pub referrers_api: bool,
+    /// Plain files served at these paths (the query ignored), with `Range: bytes=N-` honoured
+    /// (206) unless `ignore_range`, and without any authentication: a foreign layer's host, or
+    /// documents the registry would not take. Requests are recorded like any other.
+    pub files: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -477,6 +481,25 @@ fn decide(
         }
     }
 
+    // Files served as they are: a foreign layer's host.
+    if let Some(bytes) = b.files.get(path.split('?').next().unwrap_or(path)) {
+        let from = req
+            .header("range")
+            .and_then(|r| {
+                r.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')).and_then(|n| n.parse::<usize>().ok())
+            })
+            .filter(|_| !b.ignore_range);
+        return match from {
+            Some(n) if n <= bytes.len() => (
+                Response::new(206, bytes[n..].to_vec())
+                    .header("Content-Range", format!("bytes {n}-{}/{}", bytes.len().saturating_sub(1), bytes.len())),
+                stall,
+            ),
+            Some(_) => (Response::new(416, ""), Duration::ZERO),
+            None => (Response::new(200, bytes.clone()), stall),
+        };
+    }
+
     // Object storage, where blob GETs are redirected: no auth needed, any given is recorded.
     if let Some(rest) = path.strip_prefix("/_storage/") {
         let rest = rest.split('?').next().unwrap_or(rest);
@@ -686,7 +709,10 @@ fn forward(http: &reqwest::blocking::Client, method: &str, url: &str, req: &Requ
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut r = http.request(method, url);
     for name in ["accept", "authorization"] {
-        if let Some(v) = req.header(name) {
+        // A client may send a header in several lines (Go's sends one `Accept` per media type).
+        let all: Vec<&str> =
+            req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
+        if let Some(v) = (!all.is_empty()).then(|| all.join(", ")) {
             if name == "authorization" && v.starts_with("Bearer tok-") {
                 continue; // the front's own tokens mean nothing upstream
             }

@@ -32,6 +32,17 @@ fn registry_binary() -> PathBuf {
 impl Registry {
     /// Start a registry; `htpasswd` (a file's contents) turns on Basic auth.
     pub fn start(htpasswd: Option<&str>) -> Registry {
+        Registry::start_with(htpasswd, "")
+    }
+
+    /// A pull-through cache (distribution's `proxy: remoteurl:`) of the registry at `upstream`,
+    /// with storage of its own.
+    pub fn start_proxy(upstream: &str) -> Registry {
+        Registry::start_with(None, &format!("proxy:\n  remoteurl: {upstream}\n"))
+    }
+
+    /// Start a registry with `extra` appended to its configuration (top-level YAML sections).
+    pub fn start_with(htpasswd: Option<&str>, extra: &str) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut auth = String::new();
@@ -43,7 +54,7 @@ impl Registry {
             );
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\ncompatibility:\n  schema1:\n    enabled: true\n{auth}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\ncompatibility:\n  schema1:\n    enabled: true\n{auth}{extra}",
             root = dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
@@ -124,6 +135,19 @@ impl Registry {
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+
+    /// Whether a blob is stored and linked into some repository (what a registry serves it from;
+    /// a pull-through proxy links it once it has stored it whole).
+    pub fn blob_linked(&self, digest: &str) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        let repos = self.dir.path().join("data/docker/registry/v2/repositories");
+        let out = Command::new("find")
+            .arg(&repos)
+            .args(["-path", &format!("*/_layers/sha256/{hex}/link")])
+            .output()
+            .expect("find");
+        self.blob_path(digest).exists() && !out.stdout.is_empty()
     }
 
     pub fn log(&self) -> String {

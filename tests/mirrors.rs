@@ -1,0 +1,397 @@
+//! Mirrors and pull-through caches (issue 10), with real registries and real mounts: `--mirror`,
+//! the reference registry as a pull-through proxy, registries.conf.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::front::{Behavior, Front};
+use common::{Mount, Registry, images, sha256sum, shared};
+
+fn s(v: &serde_json::Value) -> &str {
+    v.as_str().expect("a string in the fixtures")
+}
+
+/// An image of the fixtures that reads whole: (repo, tag, layer digests).
+struct Image {
+    repo: String,
+    tag: String,
+    layers: Vec<String>,
+}
+
+fn readable(fixtures: &serde_json::Value) -> Vec<Image> {
+    let mut all = Vec::new();
+    for kind in ["oci-manifest", "docker-schema2"] {
+        for img in images(fixtures, kind) {
+            let repo = s(&img["repo"]).to_string();
+            if repo.starts_with("broken/") {
+                continue;
+            }
+            let layers = img["layers"].as_array().expect("layers").iter().map(|l| s(&l["digest"]).to_string());
+            all.push(Image { repo, tag: s(&img["tag"]).to_string(), layers: layers.collect() });
+        }
+    }
+    assert!(all.len() >= 4, "too few fixture images to split");
+    all
+}
+
+/// Read an image's config and every layer through the mount, each checked by `sha256sum`; the
+/// blob digests read.
+fn read_image(m: &Mount, img: &Image) -> Vec<String> {
+    let dir = m.path(&format!("{}/tags/{}", img.repo, img.tag));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest.json")).expect("json");
+    let config = s(&manifest["config"]["digest"]).to_string();
+    assert_eq!(sha256sum(&dir.join("config.json")), config, "{}:{} config", img.repo, img.tag);
+    for layer in &img.layers {
+        let path = m.path(&format!("{}/blobs/{layer}", img.repo));
+        assert_eq!(sha256sum(&path), *layer, "{}", path.display());
+    }
+    let mut read = img.layers.clone();
+    read.push(config);
+    read
+}
+
+/// Blob GETs `front` answered with the blob (200 or 206).
+fn blob_gets(front: &Front) -> Vec<String> {
+    front
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/") && matches!(r.status, 200 | 206))
+        .map(|r| r.path.clone())
+        .collect()
+}
+
+fn asked_for(front: &Front, what: &str) -> usize {
+    front.requests().iter().filter(|r| r.path.contains(what)).count()
+}
+
+#[test]
+fn reads_go_to_the_first_mirror_that_answers_and_fall_back_to_the_registry() {
+    let sh = shared();
+    // Fronts only count: the registry regfs is given, a dead mirror (503), a live one.
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let dead = Front::start(&sh.registry.url, Behavior { down: true, ..Behavior::default() });
+    let mirror = Front::start(&sh.registry.url, Behavior::default());
+    let started = Instant::now();
+    let m = Mount::start(&registry.url, &["--mirror", &dead.url, "--mirror", &mirror.url]);
+    let imgs = readable(&sh.fixtures);
+    let (first, rest) = imgs.split_at(imgs.len() / 2);
+    let mut read = Vec::new();
+    for img in first {
+        read.extend(read_image(&m, img));
+    }
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    assert_eq!(asked_for(&registry, "/blobs/"), 0, "the registry served no blob while the mirror answered");
+    assert_eq!(asked_for(&registry, "/manifests/"), 0, "nor any manifest, by tag or digest");
+    let cool_offs = started.elapsed().as_secs() / 30 + 1;
+    assert!(
+        dead.requests().len() as u64 <= cool_offs,
+        "the dead mirror is asked once per cool-off: {:?}",
+        dead.requests()
+    );
+    assert!(!dead.requests().is_empty(), "the dead mirror was tried first");
+
+    // The mirror goes away: reads go to the registry, and no reader sees an error.
+    drop(mirror);
+    let mut later = Vec::new();
+    for img in rest {
+        later.extend(read_image(&m, img));
+    }
+    let gets = blob_gets(&registry);
+    for d in later.iter().filter(|d| !read.contains(d)) {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the registry served {d}: {gets:?}");
+    }
+    assert!(!m.log().contains(" ERROR "), "{}", m.log());
+}
+
+/// GETs of each blob in `read` that `upstream` has answered so far.
+fn gets_per_blob(upstream: &Front, read: &[String]) -> BTreeMap<String, usize> {
+    let gets = blob_gets(upstream);
+    read.iter().map(|d| (d.clone(), gets.iter().filter(|p| p.ends_with(d.as_str())).count())).collect()
+}
+
+/// Wait until the proxy has stored each of `blobs` (distribution 2.8 stores a cold blob in the
+/// background while it serves it), so that what the next mount costs does not depend on timing.
+/// Stored means linked into its repository: the proxy serves from its storage only then.
+fn wait_stored(proxy: &Registry, blobs: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for d in blobs {
+        while !proxy.blob_linked(d) {
+            assert!(Instant::now() < deadline, "the proxy never stored {d}:\n{}", proxy.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn read_all(m: &Mount, imgs: &[Image]) -> Vec<String> {
+    let mut read: Vec<String> = imgs.iter().flat_map(|img| read_image(m, img)).collect();
+    read.sort();
+    read.dedup();
+    read
+}
+
+#[test]
+fn a_pull_through_proxy_fetches_each_blob_from_the_upstream_a_fixed_number_of_times_for_any_number_of_mounts() {
+    let sh = shared();
+    let imgs = readable(&sh.fixtures);
+    // The upstream's own counter (what the proxy asks it), and the registry as regfs is given
+    // it (what regfs asks the upstream directly, past the proxy): both the same registry.
+    let upstream = Front::start(&sh.registry.url, Behavior::default());
+    let direct = Front::start(&sh.registry.url, Behavior::default());
+    let proxy = Registry::start_proxy(&upstream.url);
+    let mut after = Vec::new();
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        // Each mount has its own cache, as machines of a fleet have.
+        let m = Mount::start(&direct.url, &["--mirror", &proxy.url]);
+        read = read_all(&m, &imgs);
+        wait_stored(&proxy, &read);
+        after.push(gets_per_blob(&upstream, &read));
+    }
+    assert_eq!(asked_for(&direct, "/blobs/"), 0, "no mount went past the proxy for a blob");
+    eprintln!("upstream GETs per blob, sequential mounts: after 1: {:?}; after 3: {:?}", after[0], after[2]);
+    assert_eq!(after[0], after[2], "mounts 2 and 3 cost the upstream nothing");
+    // Distribution 2.8 fetches a cold blob once to store it and once for each request it serves
+    // before that store commits (proxyblobstore.go): the first mount's HEAD (the size of
+    // blobs/<digest>) and GET may both be such requests. Measured: 2 or 3 per blob.
+    for (d, n) in &after[0] {
+        assert!((1..=3).contains(n), "{d}: {n} upstream GETs for the first mount");
+    }
+
+    // Three mounts at once, through a cold proxy.
+    let upstream = Front::start(&sh.registry.url, Behavior::default());
+    let proxy = Registry::start_proxy(&upstream.url);
+    let mounts: Vec<Mount> = (0..3).map(|_| Mount::start(&direct.url, &["--mirror", &proxy.url])).collect();
+    let read_at_once: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = mounts.iter().map(|m| scope.spawn(|| read_all(m, &imgs))).collect();
+        readers.into_iter().map(|r| r.join().expect("a reader failed")).collect()
+    });
+    assert!(read_at_once.iter().all(|r| *r == read));
+    wait_stored(&proxy, &read);
+    let at_once = gets_per_blob(&upstream, &read);
+    eprintln!("upstream GETs per blob, three mounts at once: {at_once:?}");
+    for (d, n) in &at_once {
+        assert!((1..=1 + 2 * mounts.len()).contains(n), "{d}: {n} upstream GETs for three mounts at once");
+    }
+    assert_eq!(asked_for(&direct, "/blobs/"), 0, "no mount went past the proxy for a blob");
+}
+
+#[test]
+fn the_proxy_going_down_falls_back_to_the_upstream_with_no_error_seen_by_readers() {
+    let sh = shared();
+    let imgs = readable(&sh.fixtures);
+    let direct = Front::start(&sh.registry.url, Behavior::default());
+    let mut proxy = Registry::start_proxy(&sh.registry.url);
+    let m = Mount::start(&direct.url, &["--mirror", &proxy.url]);
+    let (first, rest) = imgs.split_at(imgs.len() / 2);
+    let before = read_all(&m, first);
+    assert_eq!(asked_for(&direct, "/blobs/"), 0, "the proxy served the first half");
+    proxy.stop();
+    let started = Instant::now();
+    // Every read still checked by sha256sum inside read_image: no reader sees an error.
+    let later = read_all(&m, rest);
+    let took = started.elapsed();
+    let gets = blob_gets(&direct);
+    for d in later.iter().filter(|d| !before.contains(d)) {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the upstream served {d}: {gets:?}");
+    }
+    eprintln!("after the proxy died: {} blobs read from the upstream in {took:?}", later.len());
+    assert!(m.log().contains("not asked again"), "the log says the mirror is skipped:\n{}", m.log());
+}
+
+/// A mount whose environment names `conf` as CONTAINERS_REGISTRIES_CONF.
+fn mount_with_conf(registry: &str, conf: &Path, extra: &[&str]) -> (Mount, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("cache");
+    let cache_dir = cache.path().join("c");
+    let mut args = vec!["--cache-dir", cache_dir.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf), ("HOME", cache.path())];
+    let m = Mount::start_env(registry, &args, &env, cache_dir.clone(), cache.path().join("log"));
+    (m, cache)
+}
+
+#[test]
+fn registries_conf_mirrors_are_used_and_digest_only_resolves_tags_upstream() {
+    let sh = shared();
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let mirror = Front::start(&sh.registry.url, Behavior::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"127.0.0.1:{r}\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:{m}\"\npull-from-mirror = \"digest-only\"\n\n\
+             [[registry]]\nprefix = \"127.0.0.1:{r}/demo/docker\"\nblocked = true\n",
+            r = registry.port,
+            m = mirror.port
+        ),
+    )
+    .expect("registries.conf");
+    let imgs: Vec<Image> = readable(&sh.fixtures).into_iter().filter(|i| i.repo != "demo/docker").collect();
+    let (m, _keep) = mount_with_conf(&registry.url, &conf, &[]);
+    let read = read_all(&m, &imgs);
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    assert_eq!(asked_for(&registry, "/blobs/"), 0, "the registry served no blob");
+    for img in &imgs {
+        let by_tag = format!("/{}/manifests/{}", img.repo, img.tag);
+        assert_eq!(asked_for(&mirror, &by_tag), 0, "digest-only: no tag asked at the mirror");
+        assert!(asked_for(&registry, &by_tag) >= 1, "{}:{} resolved at the registry", img.repo, img.tag);
+    }
+    // blocked = true: the repository is refused, and nothing of it is asked anywhere.
+    let err = std::fs::read(m.path("demo/docker/tags/v1/manifest.json")).expect_err("blocked");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    assert_eq!(asked_for(&registry, "demo/docker/manifests") + asked_for(&mirror, "demo/docker"), 0);
+    drop(m);
+
+    // --no-mirror-config: the file is not read.
+    let before = mirror.requests().len();
+    let (m, _keep) = mount_with_conf(&registry.url, &conf, &["--no-mirror-config"]);
+    read_image(&m, &imgs[0]);
+    assert_eq!(mirror.requests().len(), before, "--no-mirror-config: the mirror is not asked");
+    assert!(m.path("demo/docker/tags/v1/manifest.json").exists(), "and nothing is blocked");
+}
+
+#[test]
+fn hosts_toml_mirror_without_resolve_gets_no_tag_requests() {
+    let sh = shared();
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let mirror = Front::start(&sh.registry.url, Behavior::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts = dir.path().join("certs.d");
+    let host_dir = hosts.join(format!("127.0.0.1:{}", registry.port));
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!("server = \"{}\"\n[host.\"{}\"]\n  capabilities = [\"pull\"]\n", registry.url, mirror.url),
+    )
+    .expect("hosts.toml");
+    // registries.conf gives this registry nothing: hosts.toml is read.
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(&conf, "").expect("registries.conf");
+    let imgs = readable(&sh.fixtures);
+    let hosts_arg = hosts.to_str().expect("utf-8 path");
+    let (m, _keep) = mount_with_conf(&registry.url, &conf, &["--hosts-dir", hosts_arg]);
+    let read = read_all(&m, &imgs[..2]);
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    assert_eq!(asked_for(&registry, "/blobs/"), 0, "the registry served no blob");
+    for img in &imgs[..2] {
+        let by_tag = format!("/{}/manifests/{}", img.repo, img.tag);
+        assert_eq!(asked_for(&mirror, &by_tag), 0, "no resolve capability: no tag asked at the mirror");
+        assert!(asked_for(&registry, &by_tag) >= 1, "{}:{} resolved at the registry", img.repo, img.tag);
+    }
+}
+
+#[test]
+fn a_mirror_serving_altered_bytes_is_distrusted_and_the_registry_serves_them() {
+    let sh = shared();
+    // Manifests: the mirror serves them altered (with a Docker-Content-Digest of what it serves).
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    let altering =
+        Behavior { alter_manifests: Some(common::front::ManifestHeader::OfServedBytes), ..Behavior::default() };
+    let mirror = Front::start(&sh.registry.url, altering);
+    let m = Mount::start(&registry.url, &["--mirror", &mirror.url]);
+    let img = &readable(&sh.fixtures)[0];
+    let digest = s(&images(&sh.fixtures, "oci-manifest")
+        .into_iter()
+        .find(|i| s(&i["repo"]) == img.repo)
+        .expect("the image in the fixtures")["digest"])
+    .to_string();
+    read_image(&m, img);
+    assert_eq!(sha256sum(&m.path(&format!("{}/tags/{}/manifest.json", img.repo, img.tag))), digest);
+    assert!(asked_for(&registry, &format!("/manifests/{digest}")) >= 1, "the registry served the manifest");
+    assert!(m.log().contains(&format!("mirror {}/ served", mirror.url)), "the log names the mirror:\n{}", m.log());
+    assert_eq!(asked_for(&mirror, "/blobs/"), 0, "a distrusted mirror is not asked again");
+    drop(m);
+
+    // Blobs: the shared registry (whose copy of the broken/corrupt layer is corrupted on disk)
+    // as the mirror of a registry holding the right bytes.
+    let good = Registry::start(None);
+    good.push_fixtures(None);
+    let layer = s(&sh.fixtures["corrupt"]["layer"]).to_string();
+    let m = Mount::start(&good.url, &["--mirror", &sh.registry.url]);
+    let path = m.path(&format!("broken/corrupt/blobs/{layer}"));
+    assert_eq!(sha256sum(&path), layer, "the registry's right bytes, not the mirror's");
+    assert!(m.log().contains(&format!("mirror {}/ served", sh.registry.url)), "{}", m.log());
+}
+
+#[test]
+fn a_stalled_mirror_costs_one_timeout_per_cool_off_not_one_per_read() {
+    let sh = shared();
+    let registry = Front::start(&sh.registry.url, Behavior::default());
+    // Every request to the mirror stalls far past --timeout (a blackholed host).
+    let stall = common::front::Fault {
+        delay: Duration::from_secs(30),
+        ..common::front::Fault::status("/v2/", common::front::STALL, 1000)
+    };
+    let mirror = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
+    let m = Mount::start(&registry.url, &["--mirror", &mirror.url, "--timeout", "2"]);
+    let imgs = readable(&sh.fixtures);
+    let started = Instant::now();
+    read_image(&m, &imgs[0]);
+    let first = started.elapsed();
+    let started = Instant::now();
+    for img in &imgs[1..] {
+        read_image(&m, img);
+    }
+    let rest = started.elapsed();
+    eprintln!("a stalled mirror: first image read in {first:?}, the {} others in {rest:?}", imgs.len() - 1);
+    assert!(first >= Duration::from_secs(2), "the first read waited for the mirror's timeout: {first:?}");
+    assert!(first < Duration::from_secs(8), "one timeout, not one per request: {first:?}");
+    assert!(rest < Duration::from_secs(4), "later reads do not wait for the mirror: {rest:?}");
+}
+
+#[test]
+fn a_mirror_is_sent_the_credentials_of_its_own_host_never_the_registry_s() {
+    use base64::Engine as _;
+    let sh = shared();
+    let basic = |u: &str, p: &str| common::front::Bearer { lifetime: 300, basic: Some((u.to_string(), p.to_string())) };
+    let registry = Front::start(
+        &sh.registry.url,
+        Behavior { bearer: Some(basic("reg-user", "reg-secret")), ..Behavior::default() },
+    );
+    let mirror = Front::start(
+        &sh.registry.url,
+        Behavior { bearer: Some(basic("mirror-user", "mirror-secret")), ..Behavior::default() },
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = dir.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{}"}},"127.0.0.1:{}":{{"auth":"{}"}}}}}}"#,
+            registry.port,
+            b64("reg-user:reg-secret"),
+            mirror.port,
+            b64("mirror-user:mirror-secret")
+        ),
+    )
+    .expect("auth.json");
+    let m = Mount::start(&registry.url, &["--auth-file", auth.to_str().expect("utf-8"), "--mirror", &mirror.url]);
+    let imgs = readable(&sh.fixtures);
+    let read = read_all(&m, &imgs[..2]);
+    let gets = blob_gets(&mirror);
+    for d in &read {
+        assert!(gets.iter().any(|p| p.ends_with(d.as_str())), "the mirror served {d}: {gets:?}");
+    }
+    let sent = |front: &Front| -> Vec<String> {
+        front.requests().iter().filter_map(|r| r.authorization.clone()).filter(|a| a.starts_with("Basic ")).collect()
+    };
+    let (to_mirror, to_registry) = (sent(&mirror), sent(&registry));
+    assert!(!to_mirror.is_empty() && !to_registry.is_empty(), "both asked for tokens with Basic");
+    assert!(to_mirror.iter().all(|a| *a == format!("Basic {}", b64("mirror-user:mirror-secret"))), "{to_mirror:?}");
+    assert!(to_registry.iter().all(|a| *a == format!("Basic {}", b64("reg-user:reg-secret"))), "{to_registry:?}");
+    assert!(!m.log().contains("secret"), "no password in the log");
+}
