@@ -932,9 +932,10 @@ mod tests {
             let flags = open(walk(path)).expect("not passthrough");
             assert!(flags.contains(FopenFlags::FOPEN_DIRECT_IO), "{path}: {flags:?}");
             assert!(!flags.contains(FopenFlags::FOPEN_KEEP_CACHE), "{path}: {flags:?}");
+            assert!(flags.contains(FopenFlags::FOPEN_NOFLUSH), "{path}: read-only, no FLUSH at close: {flags:?}");
         }
         let layer = open(walk(&format!("r/manifests/{d}/layers/0.tar"))).expect("not passthrough");
-        assert_eq!(layer, FopenFlags::FOPEN_KEEP_CACHE);
+        assert_eq!(layer, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
 
         let e = Error::Unavailable(format!("blob {d}: 503"));
         assert_eq!(errno(&core, "open 7", &e), Errno::EIO);
