@@ -110,14 +110,7 @@ impl Layout {
     pub fn new(store: Arc<Store>, readahead: &ReadaheadConfig, bounds: crate::views::ViewsConfig) -> Layout {
         let views = Arc::new(Views::with_config(Arc::clone(&store), bounds));
         let images = rootfs::views_layers(&store, &views);
-        Layout {
-            views,
-            store,
-            readahead: Readahead::new(readahead),
-            images,
-            links: Default::default(),
-            platform: Matcher::new(&Platform::host()),
-        }
+        Layout::from_parts(store, views, images, readahead)
     }
 
     /// A layout reading image layers through `images` (tests give their own).
@@ -128,6 +121,15 @@ impl Layout {
         bounds: crate::views::ViewsConfig,
     ) -> Layout {
         let views = Arc::new(Views::with_config(Arc::clone(&store), bounds));
+        Layout::from_parts(store, views, images, readahead)
+    }
+
+    fn from_parts(
+        store: Arc<Store>,
+        views: Arc<Views>,
+        images: Arc<dyn ImageLayers>,
+        readahead: &ReadaheadConfig,
+    ) -> Layout {
         Layout {
             views,
             store,

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use regex::RegexSet;
 use reqwest::blocking::Client as Reqwest;
-use reqwest::header::{LOCATION, RANGE, RETRY_AFTER};
+use reqwest::header::{LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
 
 use super::BlobReply;
@@ -189,18 +189,10 @@ impl Foreign {
                     let reader = Paced::new(resp, self.progress, what.clone());
                     Ok(Tried::Body(BlobReply { url: what, reader: Box::new(reader), ranged }))
                 }
-                429 | 500 | 502 | 503 | 504 => {
-                    let asked = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    Ok(Tried::Again(Error::Unavailable(format!("{at}: HTTP {status}")), asked))
+                _ => {
+                    let (e, asked) = super::http::failure(&resp, at)?;
+                    Ok(Tried::Again(e, asked))
                 }
-                404 => Err(Error::NotFound(at)),
-                401 | 403 => Err(Error::Denied(format!("{at}: HTTP {status}"))),
-                _ => Err(Error::Protocol(format!("{at}: HTTP {status}"))),
             };
         }
     }

@@ -470,22 +470,11 @@ impl HttpClient {
     fn classify(&self, resp: Response, method: &Method, url: &Url) -> Result<Attempt> {
         let status = resp.status();
         let at = format!("{method} {}", self.shown(url));
-        match status.as_u16() {
-            200..=299 => Ok(Attempt::Done(resp)),
-            429 | 500 | 502 | 503 | 504 => {
-                let asked = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                Ok(Attempt::Retry(Error::Unavailable(format!("{at}: HTTP {status}")), asked))
-            }
-            // Not retried: these are answers, not faults.
-            404 => Err(Error::NotFound(at)),
-            401 | 403 => Err(Error::Denied(format!("{at}: HTTP {status}"))),
-            _ => Err(Error::Protocol(format!("{at}: HTTP {status}"))),
+        if status.is_success() {
+            return Ok(Attempt::Done(resp));
         }
+        let (e, asked) = failure(&resp, at)?;
+        Ok(Attempt::Retry(e, asked))
     }
 
     /// GET every page of a list (tags or catalog), following `Link: <…>; rel="next"`, and return
@@ -987,6 +976,28 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         self.counters.blob_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// What a status other than 2xx means, for the registry's requests and a foreign host's alike
+/// (one place): `Ok((error, Retry-After))` for a fault worth trying again (429, 500, 502, 503,
+/// 504), `Err` for an answer (404, 401, 403, anything else), which is not retried. `at` names the
+/// request in the message.
+pub(crate) fn failure(resp: &Response, at: String) -> Result<(Error, Option<Duration>)> {
+    let status = resp.status();
+    match status.as_u16() {
+        429 | 500 | 502 | 503 | 504 => {
+            let asked = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Ok((Error::Unavailable(format!("{at}: HTTP {status}")), asked))
+        }
+        404 => Err(Error::NotFound(at)),
+        401 | 403 => Err(Error::Denied(format!("{at}: HTTP {status}"))),
+        _ => Err(Error::Protocol(format!("{at}: HTTP {status}"))),
     }
 }
 
