@@ -442,6 +442,11 @@ impl Store {
             return Ok(d);
         }
         self.tag_flights.run(&key, || {
+            // A resolution that finished between the check above and this flight (the readahead's,
+            // or another reader's) is not made again.
+            if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
+                return Ok(d);
+            }
             let digest = match self.client.manifest(repo, tag, Fetch::Head) {
                 Ok(head) => match head.digest_header.as_deref().map(str::parse::<Digest>) {
                     Some(Ok(d)) => d,
