@@ -551,7 +551,6 @@ fn url_rules(allow: &[&str], deny: &[&str]) -> UrlRules {
 /// refuses, written so the raw text slips past the pattern (Go's parser, the seed's, refuses
 /// control characters outright).
 #[test]
-#[ignore = "adversary: --layer-url-deny checks the raw text, regfs fetches the parsed URL (tab / dot-segment bypass)"]
 fn a_denied_url_cannot_be_smuggled_past_the_deny_pattern() {
     let rules = url_rules(&["^https?://foo/"], &["^https?://foo/nope"]);
     assert!(rules.check(&["http://foo/nope".into()]).is_err(), "the plain URL is denied");
@@ -567,7 +566,6 @@ fn a_denied_url_cannot_be_smuggled_past_the_deny_pattern() {
 /// strips the `user@` and fetches from evil.example. A URL with a userinfo is never needed by
 /// regfs (it never sends one), so refusing it costs nothing and closes the classic bypass.
 #[test]
-#[ignore = "adversary: a user@host URL passes a host-prefix allow pattern and is fetched from another host"]
 fn an_allow_pattern_naming_a_host_does_not_let_another_host_through_a_userinfo() {
     let rules = url_rules(&["^https?://foo"], &[]);
     if let Ok(fetched) = rules.check(&["http://foo@evil.example/layer".into()]) {
@@ -608,7 +606,6 @@ fn http_server(answer: impl Fn(&str) -> String + Send + 'static) -> (String, Arc
 /// allowed host is followed anywhere http(s), denied hosts included (SSRF to what the operator
 /// denied, e.g. an internal network, through any open redirector on an allowed host).
 #[test]
-#[ignore = "adversary: redirects of a foreign layer URL are not checked against --layer-url-deny"]
 fn a_foreign_layer_redirect_to_a_denied_url_is_not_followed() {
     let (denied, denied_asked) = http_server(|_| "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsecr".into());
     let target = format!("{denied}/internal/metadata");
@@ -623,3 +620,4 @@ fn a_foreign_layer_redirect_to_a_denied_url_is_not_followed() {
     let asked = denied_asked.lock().expect("lock").clone();
     assert!(asked.is_empty() && got.is_err(), "the denied host was asked {asked:?}; result ok: {}", got.is_ok());
 }
+
