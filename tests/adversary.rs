@@ -607,7 +607,8 @@ fn http_server(answer: impl Fn(&str) -> String + Send + 'static) -> (String, Arc
 /// denied, e.g. an internal network, through any open redirector on an allowed host).
 #[test]
 fn a_foreign_layer_redirect_to_a_denied_url_is_not_followed() {
-    let (denied, denied_asked) = http_server(|_| "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsecr".into());
+    let (denied, denied_asked) =
+        http_server(|_| "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsecr".into());
     let target = format!("{denied}/internal/metadata");
     let (allowed, _) = http_server(move |_| {
         format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -686,7 +687,11 @@ fn looking_up_names_in_a_long_referrers_list_is_not_quadratic() {
     }
     let each = started.elapsed() / names.len() as u32;
     // A linear directory would take well under a millisecond per name here.
-    assert!(each < std::time::Duration::from_millis(20), "{each:?} per lookup; 20 000 names would take {:?}", each * 20_000);
+    assert!(
+        each < std::time::Duration::from_millis(20),
+        "{each:?} per lookup; 20 000 names would take {:?}",
+        each * 20_000
+    );
 }
 
 /// One 404 from the referrers API, for any repository (a repository deleted or renamed since

@@ -192,7 +192,8 @@ impl Foreign {
                         return Err(Error::Protocol(format!("{at}: redirect to a {} URL", next.scheme())));
                     }
                     if self.rules.denies(next.as_str()) {
-                        let why = format!("{at}: redirect to {}, which a --layer-url-deny pattern matches", shown(&next));
+                        let why =
+                            format!("{at}: redirect to {}, which a --layer-url-deny pattern matches", shown(&next));
                         return Err(Error::Denied(why));
                     }
                     log::debug!("{at} redirected to {}", shown(&next));
