@@ -752,3 +752,20 @@ fn a_lying_mirror_beside_another_on_the_same_host_cannot_fail_a_read() {
     let store = Store::new(client, &config).expect("store");
     store.blob("r", &layer, Some(11)).expect("the registry has the right bytes");
 }
+
+/// hosts.toml: a relative `ca` is joined under `DIR/<host>/` even when the file read was
+/// `DIR/_default/hosts.toml` (containerd reads it beside the file that names it). The CA the
+/// operator put beside `_default/hosts.toml` is never found; a file of that name under
+/// `DIR/<host>/` (another config's directory) is trusted instead.
+#[test]
+#[ignore = "adversary: a relative ca in _default/hosts.toml is looked up under DIR/<host>/, not beside the file"]
+fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("_default")).expect("mkdir");
+    std::fs::write(dir.path().join("_default/hosts.toml"), "[host.\"https://m.example\"]\nca = \"ca.pem\"\n")
+        .expect("write");
+    let (from, specs) =
+        regfs::registry::mirror_config::hosts_toml(dir.path(), "r.example").expect("parses").expect("found");
+    assert_eq!(from, dir.path().join("_default/hosts.toml"));
+    assert_eq!(specs[0].ca, [dir.path().join("_default/ca.pem")]);
+}
