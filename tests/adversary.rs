@@ -758,7 +758,6 @@ fn a_lying_mirror_beside_another_on_the_same_host_cannot_fail_a_read() {
 /// operator put beside `_default/hosts.toml` is never found; a file of that name under
 /// `DIR/<host>/` (another config's directory) is trusted instead.
 #[test]
-#[ignore = "adversary: a relative ca in _default/hosts.toml is looked up under DIR/<host>/, not beside the file"]
 fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::create_dir_all(dir.path().join("_default")).expect("mkdir");
