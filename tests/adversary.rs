@@ -535,3 +535,235 @@ fn a_planted_index_does_not_change_symlink_targets_or_modes() {
         "bin/tool's mode and bin/sh's target are the verified tar's"
     );
 }
+
+// ---- adv-final: foreign layers (`registry/foreign.rs`) ----
+
+use regfs::registry::foreign::{Foreign, UrlRules};
+
+fn url_rules(allow: &[&str], deny: &[&str]) -> UrlRules {
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    UrlRules::new(&s(allow), &s(deny)).expect("patterns")
+}
+
+/// The patterns are matched against the URL as the manifest wrote it, but the URL fetched is
+/// the WHATWG parser's serialisation of it, which drops tabs and newlines anywhere and
+/// resolves `.`/`..` segments. So a manifest can name a URL a `--layer-url-deny` pattern
+/// refuses, written so the raw text slips past the pattern (Go's parser, the seed's, refuses
+/// control characters outright).
+#[test]
+fn a_denied_url_cannot_be_smuggled_past_the_deny_pattern() {
+    let rules = url_rules(&["^https?://foo/"], &["^https?://foo/nope"]);
+    assert!(rules.check(&["http://foo/nope".into()]).is_err(), "the plain URL is denied");
+    for sneaky in ["http://foo/no\tpe", "http://foo/n\nope", "http://foo/x/../nope", "http://foo/./nope"] {
+        match rules.check(&[sneaky.to_string()]) {
+            Err(_) => {}
+            Ok(fetched) => panic!("{sneaky:?} passes the rules and regfs would fetch {}", fetched[0]),
+        }
+    }
+}
+
+/// The seed's own allow pattern (`^https?://foo`) passes `http://foo@evil.example/`; regfs then
+/// strips the `user@` and fetches from evil.example. A URL with a userinfo is never needed by
+/// regfs (it never sends one), so refusing it costs nothing and closes the classic bypass.
+#[test]
+fn an_allow_pattern_naming_a_host_does_not_let_another_host_through_a_userinfo() {
+    let rules = url_rules(&["^https?://foo"], &[]);
+    if let Ok(fetched) = rules.check(&["http://foo@evil.example/layer".into()]) {
+        panic!("allowed, and fetched from host {:?}", fetched[0].host_str());
+    }
+}
+
+/// One HTTP/1.1 answer per connection from `answer(path)`, on 127.0.0.1; the paths asked.
+fn http_server(answer: impl Fn(&str) -> String + Send + 'static) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map(|n| n == 0).unwrap_or(true) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().expect("lock").push(path.clone());
+            let _ = conn.write_all(answer(&path).as_bytes());
+        }
+    });
+    (base, asked)
+}
+
+/// `--layer-url-deny` (and allow) are checked on the manifest's URL only: a redirect from an
+/// allowed host is followed anywhere http(s), denied hosts included (SSRF to what the operator
+/// denied, e.g. an internal network, through any open redirector on an allowed host).
+#[test]
+fn a_foreign_layer_redirect_to_a_denied_url_is_not_followed() {
+    let (denied, denied_asked) =
+        http_server(|_| "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsecr".into());
+    let target = format!("{denied}/internal/metadata");
+    let (allowed, _) = http_server(move |_| {
+        format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    });
+    let deny = format!("^{}", regex::escape(&denied));
+    let rules = url_rules(&[&format!("^{}", regex::escape(&allowed))], &[&deny]);
+    let urls = rules.check(&[format!("{allowed}/layer")]).expect("the manifest's URL is allowed");
+    let foreign = Foreign::new(rules, &regfs::registry::http::Options::default()).expect("client");
+    let got = foreign.get(&urls[0], 0);
+    let asked = denied_asked.lock().expect("lock").clone();
+    assert!(asked.is_empty() && got.is_err(), "the denied host was asked {asked:?}; result ok: {}", got.is_ok());
+}
+
+// ---- adv-final: referrers (`layout/referrers.rs`) ----
+
+use regfs::manifest::referrers::Referrer;
+use regfs::registry::{BlobReply, Client, Fetch, ManifestReply};
+
+/// A registry (`Fake`) whose referrers API answers `list` for every subject.
+struct ListsReferrers {
+    inner: Arc<Faulty<Fake>>,
+    list: Vec<Referrer>,
+    /// A repository whose referrers API answers 404 (e.g. NAME_UNKNOWN: a repository gone).
+    missing_in: &'static str,
+}
+
+impl Client for ListsReferrers {
+    fn catalog(&self) -> Result<Vec<String>> {
+        self.inner.catalog()
+    }
+    fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        self.inner.tags(repo)
+    }
+    fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
+        self.inner.manifest(repo, reference, fetch)
+    }
+    fn referrers(&self, repo: &str, _: &Digest) -> Result<Option<Vec<Referrer>>> {
+        Ok((repo != self.missing_in).then(|| self.list.clone()))
+    }
+    fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
+        self.inner.blob_size(repo, digest)
+    }
+    fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply> {
+        self.inner.blob(repo, digest, offset)
+    }
+}
+
+/// `Referrers::child` (a lookup) rebuilds the whole directory, type names made unique by a
+/// linear scan per name: O(n²) per lookup in the number of distinct artifact types. A list of
+/// 10 000 referrers (within `MAX_REFERRERS`), each with its own type, which anyone who can push
+/// artifacts to the repository can make, costs seconds of CPU per name looked up: `ls -l
+/// referrers/` (one lookup per name) holds FUSE threads for hours.
+#[test]
+fn looking_up_names_in_a_long_referrers_list_is_not_quadratic() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (image, _) = fake.image("r", "v1", b"layer");
+    let list: Vec<Referrer> = (0..10_000)
+        .map(|i| Referrer {
+            digest: Digest::of(Algorithm::Sha256, format!("referrer {i}").as_bytes()),
+            media_type: media::OCI_MANIFEST.into(),
+            size: 100,
+            artifact_type: Some(format!("t{i}/x")),
+            annotations: Vec::new(),
+        })
+        .collect();
+    let names: Vec<String> = list.iter().take(20).map(|r| r.digest.to_string()).collect();
+    let client = Arc::new(ListsReferrers { inner: fake, list, missing_in: "" });
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let fs = Fs::new(Arc::new(Store::new(client, &config).expect("store")), FsConfig::default());
+    let top = fs.walk(&format!("r/manifests/{image}/referrers")).expect("referrers/");
+    let started = std::time::Instant::now();
+    for name in &names {
+        fs.lookup(top.ino, std::ffi::OsStr::new(name)).expect("a listed referrer");
+    }
+    let each = started.elapsed() / names.len() as u32;
+    // A linear directory would take well under a millisecond per name here.
+    assert!(
+        each < std::time::Duration::from_millis(20),
+        "{each:?} per lookup; 20 000 names would take {:?}",
+        each * 20_000
+    );
+}
+
+/// One 404 from the referrers API, for any repository (a repository deleted or renamed since
+/// its manifest was read, a per-repository proxy rule, a registry hiccup), turns the API off
+/// for the whole mount (`Store::no_referrers_api`, never reset): from then on every subject of
+/// every repository reads the `sha256-<hex>` tag instead, and referrers pushed through the API
+/// (no tag, as `oras attach` does on an OCI 1.1 registry) are hidden until the next mount.
+#[test]
+#[ignore = "adversary: one referrers 404 in any repo switches the whole mount to the tag schema for good, hiding API-only referrers"]
+fn a_404_in_one_repository_does_not_hide_the_referrers_of_every_other() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (image, _) = fake.image("r", "v1", b"layer");
+    let (other, _) = fake.image("gone", "v1", b"other layer");
+    let sig = Referrer {
+        digest: Digest::of(Algorithm::Sha256, b"a signature"),
+        media_type: media::OCI_MANIFEST.into(),
+        size: 100,
+        artifact_type: Some("application/vnd.cncf.notary.signature".into()),
+        annotations: Vec::new(),
+    };
+    let client = Arc::new(ListsReferrers { inner: fake, list: vec![sig.clone()], missing_in: "gone" });
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let fs = Fs::new(Arc::new(Store::new(client, &config).expect("store")), FsConfig::default());
+    assert!(fs.ls(&format!("gone/manifests/{other}/referrers")).expect("ls").is_empty());
+    let shown = fs.ls(&format!("r/manifests/{image}/referrers")).expect("ls");
+    assert!(shown.contains(&sig.digest.to_string()), "r's signature is hidden: {shown:?}");
+}
+
+// ---- adv-final: mirrors (`registry/mirrors.rs`) ----
+
+/// `Mirrored::distrust` finds the mirror that served bad bytes by "its name is a prefix of the
+/// reply's URL". Two mirrors on one host (registries.conf `location = "m/a"` and `"m/b"`, both
+/// named `https://m/`; or a mirror whose URL is a prefix of another's) are not told apart: the
+/// first is distrusted, the one that lied is asked again, lies again, and the read fails with
+/// EIO though the registry holds the right bytes. A mirror could make a read fail, not just slow.
+#[test]
+#[ignore = "adversary: distrust() matches mirrors by URL prefix: with two mirrors on one host the wrong one is dropped and the read fails"]
+fn a_lying_mirror_beside_another_on_the_same_host_cannot_fail_a_read() {
+    use regfs::registry::mirrors::{Mirror, MirrorConfig, Mirrored};
+    let registry = Fake::default();
+    let (_, layer) = registry.image("r", "v1", b"layer bytes");
+    let lacking = Fake::default(); // a pull-through cache that has not cached it yet
+    let liar = Fake::default();
+    liar.image("b/r", "v1", b"layer bytes");
+    liar.corrupt_blob(&layer, b"other bytes".to_vec());
+    let mirror = |name: &str, client: Fake, path: &str| Mirror {
+        name: name.into(),
+        client: Box::new(client),
+        resolve: false,
+        path: path.into(),
+    };
+    // Both on host m: the same name, as main.rs gives them (`spec.url.to_string()`).
+    let mirrors = vec![mirror("fake://", lacking, "a"), mirror("fake://", liar, "b")];
+    let client = Arc::new(Mirrored::new(Box::new(registry), mirrors, MirrorConfig::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), small_blob: 0, ..StoreConfig::default() };
+    let store = Store::new(client, &config).expect("store");
+    store.blob("r", &layer, Some(11)).expect("the registry has the right bytes");
+}
+
+/// hosts.toml: a relative `ca` is joined under `DIR/<host>/` even when the file read was
+/// `DIR/_default/hosts.toml` (containerd reads it beside the file that names it). The CA the
+/// operator put beside `_default/hosts.toml` is never found; a file of that name under
+/// `DIR/<host>/` (another config's directory) is trusted instead.
+#[test]
+fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("_default")).expect("mkdir");
+    std::fs::write(dir.path().join("_default/hosts.toml"), "[host.\"https://m.example\"]\nca = \"ca.pem\"\n")
+        .expect("write");
+    let (from, specs) =
+        regfs::registry::mirror_config::hosts_toml(dir.path(), "r.example").expect("parses").expect("found");
+    assert_eq!(from, dir.path().join("_default/hosts.toml"));
+    assert_eq!(specs[0].ca, [dir.path().join("_default/ca.pem")]);
+}

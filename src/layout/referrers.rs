@@ -71,14 +71,10 @@ fn link(repo: &str, subject: &Digest, target: &Digest, depth: u8) -> (String, No
 }
 
 /// Names in first-listed order, each once.
+/// Linear: a lookup rebuilds the directory, and a list holds up to `MAX_REFERRERS` types.
 fn unique<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for n in names {
-        if !out.iter().any(|o| o == n) {
-            out.push(n.to_string());
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    names.filter(|n| seen.insert(*n)).map(str::to_string).collect()
 }
 
 impl Referrers {
@@ -106,13 +102,29 @@ impl Dir for Referrers {
         Node::ManifestDir(ManifestDir { repo: self.repo.clone(), digest: self.subject.clone() })
     }
 
+    /// One scan of the list, nothing built but the node found (a lookup per name of a long
+    /// list must not rebuild the directory).
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
-        find(self.entries(cx)?, name)
+        let list = list(cx, &self.repo, &self.subject)?;
+        if let Some(d) = link_digest(name) {
+            if list.iter().any(|r| r.digest == d) {
+                return Ok(link(&self.repo, &self.subject, &d, 2).1);
+            }
+        } else if list.iter().any(|r| r.type_dirs().is_some_and(|(k, _)| k == name)) {
+            let node = ReferrersType { repo: self.repo.clone(), subject: self.subject.clone(), kind: name.to_string() };
+            return Ok(Node::ReferrersType(node));
+        }
+        Err(Error::NotFound(name.to_string()))
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         self.entries(cx)
     }
+}
+
+/// The digest a link named `name` would point to: only a name exactly as links are named.
+fn link_digest(name: &str) -> Option<Digest> {
+    name.parse::<Digest>().ok().filter(|d| d.to_string() == name)
 }
 
 impl ReferrersType {
@@ -145,7 +157,17 @@ impl Dir for ReferrersType {
     }
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
-        find(self.entries(cx)?, name)
+        let list = list(cx, &self.repo, &self.subject)?;
+        if !list.iter().any(|r| r.type_dirs() == Some((self.kind.as_str(), name))) {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        let node = ReferrersSubtype {
+            repo: self.repo.clone(),
+            subject: self.subject.clone(),
+            kind: self.kind.clone(),
+            subtype: name.to_string(),
+        };
+        Ok(Node::ReferrersSubtype(node))
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
@@ -175,19 +197,19 @@ impl Dir for ReferrersSubtype {
     }
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
-        find(self.entries(cx)?, name)
+        let list = list(cx, &self.repo, &self.subject)?;
+        let kind = Some((self.kind.as_str(), self.subtype.as_str()));
+        match link_digest(name) {
+            Some(d) if list.iter().any(|r| r.digest == d && r.type_dirs() == kind) => {
+                Ok(link(&self.repo, &self.subject, &d, 4).1)
+            }
+            _ => Err(Error::NotFound(name.to_string())),
+        }
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         self.entries(cx)
     }
-}
-
-fn find(entries: Vec<(String, Node)>, name: &str) -> Result<Node> {
-    entries
-        .into_iter()
-        .find_map(|(n, node)| (n == name).then_some(node))
-        .ok_or_else(|| Error::NotFound(name.to_string()))
 }
 
 impl ReferrerLink {

@@ -59,6 +59,11 @@ impl UrlRules {
         self.allow.is_some()
     }
 
+    /// Whether a `--layer-url-deny` pattern matches `url` (also checked on each redirect).
+    pub fn denies(&self, url: &str) -> bool {
+        self.deny.as_ref().is_some_and(|d| d.is_match(url))
+    }
+
     /// The URLs to fetch from, in order, if every one of `urls` passes; else why not (naming
     /// the first bad URL, without its query). An empty list passes and gives nothing.
     pub fn check(&self, urls: &[String]) -> std::result::Result<Vec<Url>, String> {
@@ -72,12 +77,21 @@ impl UrlRules {
             if parsed.fragment().is_some_and(|f| !f.is_empty()) {
                 return refuse("has a fragment");
             }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                // Never sent (`anonymous`), and the classic way past a host-prefix pattern.
+                return refuse("has a user@ before its host");
+            }
+            // The patterns must hold for the URL as written and as it is fetched (the parser
+            // drops tabs and newlines and resolves `..`, which the text as written hides).
+            let fetched = parsed.as_str();
             match &self.allow {
                 None => return refuse("no --layer-url-allow pattern given"),
-                Some(allow) if !allow.is_match(u) => return refuse("matches no --layer-url-allow pattern"),
+                Some(allow) if !(allow.is_match(u) && allow.is_match(fetched)) => {
+                    return refuse("matches no --layer-url-allow pattern");
+                }
                 Some(_) => {}
             }
-            if self.deny.as_ref().is_some_and(|d| d.is_match(u)) {
+            if self.denies(u) || self.denies(fetched) {
                 return refuse("matches a --layer-url-deny pattern");
             }
             out.push(parsed);
@@ -176,6 +190,11 @@ impl Foreign {
                     let next = url.join(location).map_err(|_| Error::Protocol(format!("{at}: bad redirect")))?;
                     if !matches!(next.scheme(), "http" | "https") {
                         return Err(Error::Protocol(format!("{at}: redirect to a {} URL", next.scheme())));
+                    }
+                    if self.rules.denies(next.as_str()) {
+                        let why =
+                            format!("{at}: redirect to {}, which a --layer-url-deny pattern matches", shown(&next));
+                        return Err(Error::Denied(why));
                     }
                     log::debug!("{at} redirected to {}", shown(&next));
                     url = anonymous(&next);

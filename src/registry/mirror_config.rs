@@ -268,7 +268,9 @@ pub fn hosts_toml(dir: &Path, host: &str) -> Result<Option<(PathBuf, Vec<MirrorS
             log::warn!("{}: {location}: a path (or override_path) is not supported; left out", path.display());
             continue;
         }
-        let ca = strings("ca")?.unwrap_or_default().into_iter().map(|c| dir.join(host).join(c)).collect();
+        // Relative to the file that names it (`DIR/<host>/` or `DIR/_default/`), as containerd reads it.
+        let beside = path.parent().unwrap_or(dir);
+        let ca = strings("ca")?.unwrap_or_default().into_iter().map(|c| beside.join(c)).collect();
         specs.push(MirrorSpec { url, resolve: caps.iter().any(|c| c == "resolve"), path: String::new(), ca });
     }
     Ok(Some((path, specs)))
