@@ -699,7 +699,6 @@ fn looking_up_names_in_a_long_referrers_list_is_not_quadratic() {
 /// every repository reads the `sha256-<hex>` tag instead, and referrers pushed through the API
 /// (no tag, as `oras attach` does on an OCI 1.1 registry) are hidden until the next mount.
 #[test]
-#[ignore = "adversary: one referrers 404 in any repo switches the whole mount to the tag schema for good, hiding API-only referrers"]
 fn a_404_in_one_repository_does_not_hide_the_referrers_of_every_other() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let (image, _) = fake.image("r", "v1", b"layer");
@@ -728,7 +727,6 @@ fn a_404_in_one_repository_does_not_hide_the_referrers_of_every_other() {
 /// first is distrusted, the one that lied is asked again, lies again, and the read fails with
 /// EIO though the registry holds the right bytes. A mirror could make a read fail, not just slow.
 #[test]
-#[ignore = "adversary: distrust() matches mirrors by URL prefix: with two mirrors on one host the wrong one is dropped and the read fails"]
 fn a_lying_mirror_beside_another_on_the_same_host_cannot_fail_a_read() {
     use regfs::registry::mirrors::{Mirror, MirrorConfig, Mirrored};
     let registry = Fake::default();

@@ -251,7 +251,22 @@ impl Client for Mirrored {
 
     /// A mirror whose reply at `url` did not hash right is not asked again by this mount.
     fn distrust(&self, url: &str) -> bool {
-        let Some(source) = self.groups.iter().flat_map(|g| &g.sources).find(|s| url.starts_with(&s.mirror.name)) else {
+        // The source that served `url`: its origin, and its repositories' path there when it has
+        // one (two mirrors on one host, `m/a` and `m/b`, differ only by it): the longest match.
+        let served = |s: &&Source| -> Option<usize> {
+            let rest = url.strip_prefix(s.mirror.name.trim_end_matches('/'))?;
+            let path = s.mirror.path.trim_matches('/');
+            if path.is_empty() {
+                return Some(0);
+            }
+            let rest = rest.trim_start_matches('/');
+            let under = rest.strip_prefix("v2/").unwrap_or(rest).strip_prefix(path)?;
+            under.starts_with('/').then_some(path.len())
+        };
+        let candidates = self.groups.iter().flat_map(|g| &g.sources);
+        let Some(source) =
+            candidates.filter_map(|s| served(&s).map(|n| (n, s))).max_by_key(|(n, _)| *n).map(|(_, s)| s)
+        else {
             return false;
         };
         if !source.distrusted.swap(true, std::sync::atomic::Ordering::Relaxed) {

@@ -232,6 +232,9 @@ impl Meta {
 /// Foreign layers remembered as logged (refused), so each is said once.
 const REFUSED_FOREIGN_LOGGED: usize = 1024;
 
+/// Repositories remembered to have no referrers API (see `Store::no_referrers_api`).
+const NO_REFERRERS_API_HELD: usize = 4096;
+
 fn nonzero(n: usize) -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
@@ -256,9 +259,10 @@ pub struct Store {
     /// Referrers lists by subject, within [`StoreConfig::referrers_bytes`].
     referrers: Mutex<SizedLru<(String, Digest), HeldReferrers>>,
     referrer_flights: SingleFlight<(String, Digest), Arc<Vec<Referrer>>>,
-    /// The registry answered the referrers API with 404 once: for the rest of the mount, the
-    /// tag schema is read at once (one request per subject, not two).
-    no_referrers_api: std::sync::atomic::AtomicBool,
+    /// Repositories whose referrers API answered 404: there the tag schema is read at once (one
+    /// request per subject, not two), per repository, for `tag_ttl` (a 404 in one repository, or a passing one, says nothing of
+    /// the others, nor for ever); at most [`NO_REFERRERS_API_HELD`] repositories.
+    no_referrers_api: Mutex<lru::LruCache<String, Instant>>,
     /// Foreign layers: the URL rules and their client (`None`: no URL is allowed).
     foreign: Option<Arc<Foreign>>,
     /// Foreign layers already said to be refused, so each is logged once (bounded).
@@ -291,7 +295,7 @@ impl Store {
             size_flights: SingleFlight::default(),
             referrers: Mutex::new(SizedLru::new(config.referrers_bytes)),
             referrer_flights: SingleFlight::default(),
-            no_referrers_api: std::sync::atomic::AtomicBool::new(false),
+            no_referrers_api: Mutex::new(lru::LruCache::new(nonzero(NO_REFERRERS_API_HELD))),
             foreign: None,
             refused_foreign: Mutex::new(lru::LruCache::new(nonzero(REFUSED_FOREIGN_LOGGED))),
         })
@@ -526,22 +530,22 @@ impl Store {
     /// image index, means nobody refers to `subject`. One request per subject per `tag_ttl`
     /// (two for the first subject that finds the API missing).
     pub fn referrers(&self, repo: &str, subject: &Digest) -> Result<Arc<Vec<Referrer>>> {
-        use std::sync::atomic::Ordering;
         let key = (repo.to_string(), subject.clone());
         if let Some(held) = lock(&self.referrers).get(&key).filter(|h| h.at.elapsed() < self.tag_ttl) {
             return Ok(held.list);
         }
         self.referrer_flights.run(&key, || {
-            let api = if self.no_referrers_api.load(Ordering::Relaxed) {
-                None
-            } else {
-                self.client.referrers(repo, subject)?
-            };
+            let known_absent = lock(&self.no_referrers_api).get(repo).is_some_and(|at| at.elapsed() < self.tag_ttl);
+            let api = if known_absent { None } else { self.client.referrers(repo, subject)? };
             let list = match api {
                 Some(list) => list,
                 None => {
-                    if !self.no_referrers_api.swap(true, Ordering::Relaxed) {
-                        log::info!("{repo}: no referrers API (404); reading the referrers tag schema from now on");
+                    if !known_absent {
+                        log::info!(
+                            "{repo}: no referrers API (404); reading the referrers tag schema for {} s",
+                            self.tag_ttl.as_secs()
+                        );
+                        lock(&self.no_referrers_api).put(repo.to_string(), Instant::now());
                     }
                     self.referrers_by_tag(repo, subject)?
                 }
