@@ -558,11 +558,13 @@ fn a_registry_that_pages_on_and_on_is_cut_off_at_the_page_cap() {
 /// about 3 s, then "registry unavailable: … received corrupt message of type InvalidContentType").
 #[test]
 fn https_to_a_plain_http_registry_says_to_try_http_and_is_not_retried() {
-    let sh = shared();
-    let port = sh.registry.port;
+    // A registry of its own: the shared one's request log also holds the other tests' requests,
+    // which run at the same time.
+    let registry = Registry::start(None);
+    let port = registry.port;
     let mnt = tempfile::tempdir().expect("mountpoint");
     let cache = tempfile::tempdir().expect("cache");
-    let before = sh.registry.requests().len();
+    let before = registry.requests().len();
     let started = Instant::now();
     // In the background (the default): the message must reach the terminal from the daemon.
     let out = std::process::Command::new(common::regfs_bin())
@@ -584,5 +586,5 @@ fn https_to_a_plain_http_registry_says_to_try_http_and_is_not_retried() {
     assert!(!err.contains("retry") && !err.contains("bad argument"), "{err}");
     assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
     // The TLS hello is no HTTP request: the registry logged none.
-    assert_eq!(sh.registry.requests().len(), before, "a request reached the registry");
+    assert_eq!(registry.requests().len(), before, "a request reached the registry");
 }
