@@ -908,20 +908,29 @@ mod tests {
         }
     }
 
-    /// `.regfs/status` is opened for direct I/O without keeping the page cache, and inline (it
-    /// is rendered from memory); a verified blob keeps the page cache. An error given to a reader
-    /// is counted in the status where it is turned into an errno.
-    #[test]
-    fn status_files_open_for_direct_io_and_errors_given_to_readers_are_counted() {
+    /// A core over a fake registry holding image `r:v1` of one layer (its manifest's digest), and
+    /// the cache directory it lives in.
+    fn core_with_one_image() -> (Arc<Fs>, crate::digest::Digest, tempfile::TempDir) {
         let client = crate::testkit::faulty::Faulty::new(crate::testkit::fake::Fake::default());
         let (d, _) = client.image("r", "v1", b"layer");
         let cache = tempfile::tempdir().expect("cache");
         let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
         let store = crate::store::Store::new(Arc::new(client), &config).expect("store");
-        let core = Arc::new(Fs::new(Arc::new(store), crate::fs::FsConfig::default()));
-        let walk = |path: &str| {
-            path.split('/').fold(core.root_ino(), |ino, part| core.lookup(ino, OsStr::new(part)).expect(path).ino)
-        };
+        (Arc::new(Fs::new(Arc::new(store), crate::fs::FsConfig::default())), d, cache)
+    }
+
+    /// The inode at `path` below the root.
+    fn walk(core: &Fs, path: &str) -> u64 {
+        path.split('/').fold(core.root_ino(), |ino, part| core.lookup(ino, OsStr::new(part)).expect(path).ino)
+    }
+
+    /// `.regfs/status` is opened for direct I/O without keeping the page cache, and inline (it
+    /// is rendered from memory); a verified blob keeps the page cache. An error given to a reader
+    /// is counted in the status where it is turned into an errno.
+    #[test]
+    fn status_files_open_for_direct_io_and_errors_given_to_readers_are_counted() {
+        let (core, d, _cache) = core_with_one_image();
+        let walk = |path: &str| walk(&core, path);
         let adapter = FuseAdapter::new(Arc::clone(&core), MountConfig::default());
         let open = |ino: u64| {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -952,15 +961,8 @@ mod tests {
     /// still gets a thread of its own.
     #[test]
     fn opening_ready_content_spawns_no_thread() {
-        let client = crate::testkit::faulty::Faulty::new(crate::testkit::fake::Fake::default());
-        let (d, _) = client.image("r", "v1", b"layer");
-        let cache = tempfile::tempdir().expect("cache");
-        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
-        let store = crate::store::Store::new(Arc::new(client), &config).expect("store");
-        let core = Arc::new(Fs::new(Arc::new(store), crate::fs::FsConfig::default()));
-        let walk = |path: &str| {
-            path.split('/').fold(core.root_ino(), |ino, part| core.lookup(ino, OsStr::new(part)).expect(path).ino)
-        };
+        let (core, d, _cache) = core_with_one_image();
+        let walk = |path: &str| walk(&core, path);
         let (layer, manifest) =
             (walk(&format!("r/manifests/{d}/layers/0.tar")), walk(&format!("r/manifests/{d}/manifest.json")));
         let adapter = FuseAdapter::new(Arc::clone(&core), MountConfig::default());

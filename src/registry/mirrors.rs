@@ -321,6 +321,11 @@ mod tests {
         }
     }
 
+    /// A mirror under the registry's own repository names.
+    fn mirror(name: &str, client: Box<dyn Client>, resolve: bool) -> Mirror {
+        Mirror { name: name.into(), client, resolve, path: String::new() }
+    }
+
     /// A registry holding image `r:v1` (one layer), and a mirror holding the same.
     fn twins() -> (Arc<Faulty<Fake>>, Arc<Faulty<Fake>>, Digest, Digest) {
         let (registry, mirror) = (Arc::new(Faulty::new(Fake::default())), Arc::new(Faulty::new(Fake::default())));
@@ -369,18 +374,8 @@ mod tests {
             }
         }
         let mirrors = vec![
-            Mirror {
-                name: "dead".into(),
-                client: Box::new(Dead(Arc::clone(&dead))),
-                resolve: true,
-                path: String::new(),
-            },
-            Mirror {
-                name: "live".into(),
-                client: Box::new(Shared(Arc::clone(&live))),
-                resolve: true,
-                path: String::new(),
-            },
+            mirror("dead", Box::new(Dead(Arc::clone(&dead))), true),
+            mirror("live", Box::new(Shared(Arc::clone(&live))), true),
         ];
         let cool_off = Duration::from_millis(300);
         let c = Mirrored::new(Box::new(Shared(Arc::clone(&registry))), mirrors, MirrorConfig { cool_off });
@@ -410,18 +405,8 @@ mod tests {
         digests_only.image("r", "v1", b"layer bytes");
         // Asked first, but for digests only.
         let mirrors = vec![
-            Mirror {
-                name: "digests".into(),
-                client: Box::new(Shared(Arc::clone(&digests_only))),
-                resolve: false,
-                path: String::new(),
-            },
-            Mirror {
-                name: "all".into(),
-                client: Box::new(Shared(Arc::clone(&tags_too))),
-                resolve: true,
-                path: String::new(),
-            },
+            mirror("digests", Box::new(Shared(Arc::clone(&digests_only))), false),
+            mirror("all", Box::new(Shared(Arc::clone(&tags_too))), true),
         ];
         let c = Mirrored::new(Box::new(Shared(Arc::clone(&registry))), mirrors, MirrorConfig::default());
         assert_eq!(c.tags("r").expect("tags"), ["v1"]);
