@@ -84,6 +84,10 @@ pub const STATUS_DIGESTS_PER_ERROR: usize = 4;
 pub const MAX_LAYER_ENTRIES: usize = 1 << 20;
 /// Bytes one layer's index may take in memory, records and arenas (past it: `TooLarge`).
 pub const MAX_INDEX_BYTES: usize = 128 << 20;
+/// Bytes of an index build past which it takes the one slot for large builds: builds in
+/// parallel (one per decoding layer) hold at most `(N - 1) ×` this `+ MAX_INDEX_BYTES` together.
+/// The distro image's largest layer index takes about 1 MB.
+pub const INDEX_BUILD_ALONE_ABOVE: usize = 16 << 20;
 /// Bytes of a PAX extended header's (`x`) records (past it the layer is `Malformed`, unread).
 pub const MAX_PAX_HEADER: u64 = 1 << 20;
 /// Bytes of a GNU long name or long link (`L`, `K`) (past it the layer is `Malformed`, unread).

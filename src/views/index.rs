@@ -253,6 +253,44 @@ pub struct IndexLimits {
     pub max_xattr_bytes: usize,
     /// Bytes of one xattr value; a longer one drops the entry's xattrs.
     pub max_xattr_value: usize,
+    /// Bytes past which a build takes the one slot for large builds ([`LargeBuild`]), waiting
+    /// for it if another build has it.
+    pub alone_above: usize,
+}
+
+/// The one slot for large index builds. Layers decode (and index) in parallel, each build
+/// bounded by `max_bytes` alone; without a shared budget, N hostile layers of a million entries
+/// each would hold N times that at once. A build that grows past `alone_above` takes this slot
+/// first (waiting while another build holds it), and keeps it until it is frozen or dropped, so
+/// builds together hold at most `(N - 1) × alone_above + max_bytes`. The holder never waits for
+/// another build (it only reads its own stream), so waiting cannot deadlock.
+pub struct LargeBuild(());
+
+static LARGE_BUILD: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+impl LargeBuild {
+    /// Take the slot, waiting for it if it is held.
+    fn take() -> LargeBuild {
+        let (held, freed) = &LARGE_BUILD;
+        let mut h = crate::sync::lock(held);
+        if *h {
+            log::debug!("layer index: waiting for another large index build to finish");
+        }
+        while *h {
+            h = crate::sync::wait(freed, h);
+        }
+        *h = true;
+        LargeBuild(())
+    }
+}
+
+impl Drop for LargeBuild {
+    fn drop(&mut self) {
+        let (held, freed) = &LARGE_BUILD;
+        *crate::sync::lock(held) = false;
+        freed.notify_one();
+    }
 }
 
 impl Default for IndexLimits {
@@ -264,6 +302,7 @@ impl Default for IndexLimits {
             max_component: limits::MAX_LAYER_COMPONENT,
             max_xattr_bytes: limits::MAX_ENTRY_XATTRS,
             max_xattr_value: limits::MAX_XATTR_VALUE,
+            alone_above: limits::INDEX_BUILD_ALONE_ABOVE,
         }
     }
 }
@@ -765,6 +804,8 @@ pub struct Builder {
     bytes: usize,
     /// Entries left out, by reason (one log line per layer at the end).
     left_out: BTreeMap<&'static str, usize>,
+    /// The large-build slot, once `bytes` passed `alone_above`; held until frozen or dropped.
+    large: Option<LargeBuild>,
 }
 
 /// What a new node's link field and target span say while building.
@@ -803,6 +844,7 @@ impl Builder {
             plnk: HashMap::new(),
             bytes: 0,
             left_out: BTreeMap::new(),
+            large: None,
         };
         let root = b.new_node(0, "", &Entry::dir(""), EntryKind::Dir);
         b.recs[root as usize].flags = F_IMPLIED;
@@ -829,6 +871,9 @@ impl Builder {
         // Records made so far, implied directories and replaced ones included.
         if self.recs.len() > self.limits.max_entries.saturating_add(1) {
             return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
+        }
+        if self.large.is_none() && self.bytes > self.limits.alone_above {
+            self.large = Some(LargeBuild::take());
         }
         Ok(())
     }
@@ -1146,7 +1191,8 @@ impl Builder {
         if !self.left_out.is_empty() {
             log::info!("layer index: entries left out: {:?}", self.left_out);
         }
-        let Builder { limits, mut recs, names, xattrs, children, .. } = self;
+        // `large` (the large-build slot, if taken) is held until the index is frozen.
+        let Builder { limits, mut recs, names, xattrs, children, large, .. } = self;
         // Every live child, sorted by (parent, name bytes): each directory's run, in order.
         let mut kids: Vec<u32> = children.into_iter().collect();
         kids.sort_unstable_by(|&a, &b| {
@@ -1256,6 +1302,7 @@ impl Builder {
         lower.sort_by(|&a, &b| index.lower_target(a).cmp(index.lower_target(b)));
         index.lower = lower;
         index.same.sort_unstable();
+        drop(large);
         if index.weight() > limits.max_bytes {
             return Err(Error::TooLarge(format!("layer index: more than {} bytes", limits.max_bytes)));
         }
@@ -1961,6 +2008,39 @@ mod tests {
         let deep = IndexLimits { max_entries: 3, ..IndexLimits::default() };
         let mut b = Builder::new(deep);
         assert!(matches!(b.push(Entry::file("a/b/c/d/e", 1)), Err(Error::TooLarge(_))));
+    }
+
+    /// Builds past `alone_above` take turns: while one holds the slot, another that grows past
+    /// it waits, and goes on once the first is frozen (or dropped).
+    #[test]
+    fn large_builds_take_turns() {
+        let limits = IndexLimits { alone_above: 4 * RECORD_BYTES, ..IndexLimits::default() };
+        let grow = |b: &mut Builder, prefix: &str| {
+            for i in 0..16 {
+                b.push(Entry::file(&format!("{prefix}{i}"), 1)).expect("push");
+            }
+        };
+        let mut first = Builder::new(limits);
+        grow(&mut first, "a");
+        assert!(first.large.is_some(), "the first build took the slot");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let second = std::thread::spawn(move || {
+            let mut b = Builder::new(limits);
+            grow(&mut b, "b");
+            tx.send(()).expect("send");
+            b.finish(0).map(|i| i.len())
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "the second build waited");
+        assert_eq!(first.finish(0).map(|i| i.len()).ok(), Some(17));
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second build went on once the first was frozen");
+        assert_eq!(second.join().expect("second").ok(), Some(17));
+        // A small build never waits, whoever holds the slot.
+        let mut held = Builder::new(limits);
+        grow(&mut held, "c");
+        let mut small = Builder::new(limits);
+        small.push(Entry::file("d", 1)).expect("a small build goes on");
+        drop(held);
     }
 
     #[test]
