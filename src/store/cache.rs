@@ -8,8 +8,13 @@
 //! a derived file is made into `tmp/` by its producer (a decoder, an index builder), which
 //! verifies what it wrote (a decoded layer against its diff_id) before it is renamed into place;
 //! one left by an earlier run is checked by its caller's rule before any byte is served (hashed
-//! again for `decoded/`; see [`BlobCache::open_derived`]). One derived file larger than the whole
-//! cache is refused ([`Error::TooLarge`]): that bounds a decompression bomb by the disk.
+//! again for `decoded/`; see [`BlobCache::open_derived`]). An `index/` file an earlier run left
+//! is never trusted on what it says of itself (a trailer, a recorded diff_id: a local user can
+//! rewrite any file here between runs and recompute both): `views` reads back only index files
+//! this process made or checked ([`BlobCache::open_verified`]), and checks one already there
+//! against the index it built itself from the verified tar, byte for byte; a remount so hashes
+//! (and indexes) each decoded tar once. One derived file larger than the whole cache is refused
+//! ([`Error::TooLarge`]): that bounds a decompression bomb by the disk.
 //!
 //! # Invariants
 //! - A file under `blobs/<algorithm>/<hex>` holds exactly the bytes of that digest. It got there
@@ -75,7 +80,8 @@ pub enum Kind {
     /// A schema1 layer decoded, by its blob's digest (`decoded-from/<alg>/<hex>`): schema1 has
     /// no diff_id, so its decoder's caller says how an earlier run's file is checked.
     DecodedFrom,
-    /// A layer's index, by its diff_id (`index/<alg>/<hex>`), checked by its caller (a trailer).
+    /// A layer's index, by its diff_id (`index/<alg>/<hex>`): used only as made or checked by
+    /// this process (its caller compares one an earlier run left with the index it built).
     Index,
 }
 
@@ -423,18 +429,6 @@ impl BlobCache {
         };
         let f = self.derived_flights.run(&key, || self.fill(&key, check, &bounded))?;
         Ok(self.share(&key, f))
-    }
-
-    /// The file `kind`/`key` if it is there and right: open or verified by this process already,
-    /// or left by an earlier run and passing `check` now (one that fails it is removed). Never
-    /// makes anything. Callers serialise it with the making of the same key (`views` does, per
-    /// layer).
-    pub fn open_existing(&self, kind: Kind, key: &Digest, check: &Check) -> Result<Option<Arc<File>>> {
-        let key = (kind, key.clone());
-        if let Some(f) = self.ready(&key)? {
-            return Ok(Some(f));
-        }
-        Ok(self.checked_existing(&key, check).map(|f| self.share(&key, f)))
     }
 
     /// The file `kind`/`key` if it is open already or verified by this process (and still on

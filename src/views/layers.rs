@@ -14,14 +14,28 @@
 //! covers it. The decoded file is committed (renamed into `decoded/`) only if it verifies, and
 //! its index right after it into `index/` (`RGFSIDX1`, sha256 trailer), by the same key: the
 //! diff_id, or for schema1 the blob's digest (the index then records the digest the stream
-//! hashed to, and is trusted only when this run's decode gave that digest). A tar that does
-//! not parse still gives its verified `layers/<n>.tar`; the parse failure is kept in memory as
-//! that layer's index error. An index left by an earlier run is read back without touching the
-//! tar; one whose trailer or version fails is removed and rebuilt from the decoded tar (itself
-//! hashed again first). An uncompressed layer is its own decoded tar: its blob, whose digest
-//! must be the diff_id (hashed again with the diff_id's algorithm if they differ), is indexed in
-//! one pass over the blob. Indexes are kept in memory within [`INDEX_CACHE_BYTES`], least
-//! recently used first out.
+//! hashed to). A tar that does not parse still gives its verified `layers/<n>.tar`; the parse
+//! failure is kept in memory as that layer's index error. An uncompressed layer is its own
+//! decoded tar: its blob, whose digest must be the diff_id (hashed again with the diff_id's
+//! algorithm if they differ), is indexed in one pass over the blob. Indexes are kept in memory
+//! within [`INDEX_CACHE_BYTES`], least recently used first out.
+//!
+//! # Which index is trusted
+//! Only one this run built from a verified tar. The index alone decides what `rootfs/` shows
+//! besides a regular file's bytes (symlink targets, modes and setuid bits, owners, xattrs,
+//! devices, hard links), and a local user can rewrite any file of the cache between runs; a
+//! sha256 trailer, or the diff_id the file records, is no defence (anyone can recompute them).
+//! So an `index/` file an earlier run left is never read: after a remount, the decoded tar
+//! left in `decoded/` is hashed again before use anyway ([`BlobCache::open_derived`]'s check),
+//! and that same pass parses and indexes it (`materialise_now`'s `check`): a remount costs
+//! one read of each decoded tar, no decode and no download. With the decoded tar gone, the
+//! layer is decoded again from its blob (indexed in the same pass). Index files are still
+//! written: within a run, an index the memory LRU let go is read back from `index/` instead
+//! of parsing the tar again, but only one this run wrote, or found equal byte for byte to the
+//! one it built (`commit_index`; any other file there is replaced by ours, so a planted file
+//! never becomes "verified by this process").
+//!
+//! [`BlobCache::open_derived`]: crate::store::cache::BlobCache::open_derived
 
 use std::fs::File;
 use std::io::Read;
@@ -61,10 +75,11 @@ pub struct ViewsStats {
     pub decodes: u64,
     /// Configs fetched and parsed for their diff_ids.
     pub configs: u64,
-    /// Passes over a decoded tar (or an uncompressed blob) only to index it: after a restart
-    /// that left the decoded tar but no valid index, or for an uncompressed layer.
+    /// Indexes built by a pass over a decoded tar (or an uncompressed blob) rather than by a
+    /// decode: after a restart, in the pass that hashes the decoded tar again; for an
+    /// uncompressed layer; or for a tar this run has verified whose index it let go.
     pub index_passes: u64,
-    /// Indexes read back from `index/`.
+    /// Indexes read back from `index/` (only files this run wrote or checked against its own).
     pub indexes_read: u64,
 }
 
@@ -270,8 +285,9 @@ impl Views {
         Ok(self.materialise(repo, manifest, n)?.content)
     }
 
-    /// Layer `n`'s index: from memory, else from `index/` (without touching the tar), else by
-    /// materialising the layer (one pass). One per layer at a time.
+    /// Layer `n`'s index: from memory, else from `index/` if this run wrote it (without
+    /// touching the tar), else by materialising the layer (one pass over the decoded tar, or a
+    /// decode). One per layer at a time.
     pub fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
         let doc = self.store.manifest(repo, manifest)?;
         let source = self.source(repo, &doc, n)?;
@@ -313,9 +329,30 @@ impl Views {
         let content = match source {
             Source::Plain(diff_id) => self.plain(repo, doc, n, diff_id)?,
             Source::Decoded(target) => {
-                let check = |f: &mut File| match self.expected(source) {
-                    Some(d) => hash_file(f, &d, decode::CHUNK),
-                    None => Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into())),
+                // A decoded tar an earlier run left is hashed again before use; when no index is
+                // at hand, that same pass parses and indexes it (no index file an earlier run
+                // left is trusted: `index_from_disk`), so a remount costs one read of the tar.
+                let check = |f: &mut File| {
+                    let Some(want) = self.expected(source) else {
+                        return Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into()));
+                    };
+                    if !want_index {
+                        return hash_file(f, &want, decode::CHUNK);
+                    }
+                    let mut hook = |_| Ok(());
+                    let read = std::io::BufReader::with_capacity(decode::CHUNK, &*f);
+                    let limits = self.config.index_limits();
+                    let (len, actual, built) = tee_index(read, std::io::sink(), want.algorithm(), &mut hook, limits)?;
+                    if actual != want {
+                        return Err(Error::DigestMismatch {
+                            what: "cached decoded layer".into(),
+                            expected: want.to_string(),
+                            actual: actual.to_string(),
+                        });
+                    }
+                    self.index_passes.fetch_add(1, Ordering::SeqCst);
+                    *sync::lock(&stash) = Some((actual, built));
+                    Ok(len)
                 };
                 let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
                     self.decode(repo, doc, n, target, out, hook, want_index.then_some(&stash))
@@ -416,8 +453,17 @@ impl Views {
         };
         let bytes = index::encode(&index, &diff_id);
         log::debug!("index of {diff_id}: {} entries, {} bytes", index.len(), index.weight());
-        let expected = self.expected(source);
-        let check = |f: &mut File| index_file_check(f, expected.as_ref(), self.max_index_file(), None);
+        // A file already there (an earlier run's, or planted) is kept only if it is, byte for
+        // byte, the index this run built from the verified tar: else it is removed and ours
+        // written. Accepting it on its trailer would make a planted index "verified by this
+        // process", and `index_from_disk` would then serve it.
+        let check = |f: &mut File| {
+            if read_file(f, self.max_index_file())? == bytes {
+                Ok(bytes.len() as u64)
+            } else {
+                Err(Error::malformed("layer index file", "not the index this run built from the verified tar"))
+            }
+        };
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             hook(bytes.len() as u64)?;
             std::io::Write::write_all(out, &bytes)?;
@@ -429,20 +475,19 @@ impl Views {
         Known::Index(Arc::new(index))
     }
 
-    /// The index an earlier run (or this one) kept in `index/`, if it is there and sound; one
-    /// that is not is removed (and rebuilt by the caller).
+    /// The index this run kept in `index/` (written, or found equal to the one it built from
+    /// the verified tar: [`Views::commit_index`]), if the cache still holds it: an index
+    /// evicted from memory is read back without another pass over the tar. An index file an
+    /// earlier run left is never used, whatever its trailer says: a local user can rewrite any
+    /// file of the cache between runs, and the index alone decides symlink targets, modes,
+    /// owners and xattrs of `rootfs/`; the caller builds the index from the verified tar.
     fn index_from_disk(&self, source: &Source) -> Result<Option<(Digest, Arc<LayerIndex>)>> {
         // A schema1 index is trusted only once this run has derived the layer from its blob.
         let Some(expected) = self.expected(source) else { return Ok(None) };
-        let stash = Mutex::new(None);
-        let check = |f: &mut File| index_file_check(f, Some(&expected), self.max_index_file(), Some(&stash));
-        let Some(file) = self.store.blob_cache().open_existing(Kind::Index, source.index_key(), &check)? else {
+        let Some(file) = self.store.blob_cache().open_verified(Kind::Index, source.index_key())? else {
             return Ok(None);
         };
-        let found = match sync::lock(&stash).take() {
-            Some(found) => found,
-            None => decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?,
-        };
+        let found = decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?;
         self.indexes_read.fetch_add(1, Ordering::SeqCst);
         Ok(Some((found.0, Arc::new(found.1))))
     }
@@ -724,22 +769,6 @@ fn decode_index(bytes: &[u8], expected: Option<&Digest>) -> Result<(Digest, Laye
         Some(want) => Err(Error::malformed("layer index file", format!("for {diff_id}, not {want}"))),
         None => Err(Error::malformed("layer index file", "of a schema1 layer not decoded by this run")),
     }
-}
-
-/// The cache's check of an index file: sound (magic, version, trailer, bounds) and of the
-/// stream `expected`; the index itself left in `stash`.
-fn index_file_check(
-    f: &mut File,
-    expected: Option<&Digest>,
-    max: u64,
-    stash: Option<&Mutex<Option<(Digest, LayerIndex)>>>,
-) -> Result<u64> {
-    let bytes = read_file(f, max)?;
-    let found = decode_index(&bytes, expected)?;
-    if let Some(stash) = stash {
-        *sync::lock(stash) = Some(found);
-    }
-    Ok(bytes.len() as u64)
 }
 
 /// A whole index file, at most `max` bytes.
