@@ -161,6 +161,42 @@ fn a_decode_failure_is_kept_for_its_blob_and_diff_id_pair_only() {
     assert_eq!(c.views.stats().decodes, 3);
 }
 
+/// A decode that fails because of the local disk, not of the verified content, is not
+/// remembered as a failed layer: here the cached blob (verified when it was fetched) is
+/// altered in place before the decode reads it, and put back; the next access decodes it.
+/// Only a failure of the verified blob's own content (a wrong diff_id, a stream that does not
+/// decode, a bomb) is kept for the run.
+#[test]
+fn a_decode_failing_on_a_local_fault_is_tried_again_once_the_fault_is_gone() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = tar_of(&[("etc/motd", b"hello\n".to_vec()), ("usr/bin/tool", noise(200_000, 5))]);
+    let blob = gzip(&raw);
+    let m = image(&fake, "r", "v1", &[(blob.clone(), GZIP, sha(&raw))]);
+    let cache = tempfile::tempdir().expect("cache");
+    // small_blob 0: the decode reads the blob from its cache file, never from memory.
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), small_blob: 0, ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake.clone(), &config).expect("store"));
+    let views = Views::new(Arc::clone(&store));
+    store.blob("r", &sha(&blob), Some(blob.len() as u64)).expect("the blob, fetched and verified");
+    let path = cache.path().join("blobs/sha256").join(sha(&blob).hex());
+    let at = blob.len() as u64 / 2;
+    let write_at = |bytes: &[u8]| {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+            f.write_all_at(bytes, at).expect("write in place");
+        }
+    };
+    write_at(&[0u8; 512]);
+    let e = views.index("r", &m, 0).expect_err("the altered blob does not decode");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    write_at(&blob[at as usize..at as usize + 512]);
+    let index = views.index("r", &m, 0).expect("the fault is gone: decoded now");
+    assert!(index.get("etc/motd").is_some());
+    let f = views.decoded("r", &m, 0).expect("layers/0.tar");
+    let mut buf = vec![0u8; raw.len()];
+    f.read_exact_at(&mut buf, 0).expect("read");
+    assert!(buf == raw, "the decoded tar is the layer's");
+}
+
 #[test]
 fn two_images_with_one_diff_id_decode_it_once() {
     let fake = Faulty::new(Fake::default());

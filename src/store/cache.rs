@@ -437,6 +437,17 @@ impl BlobCache {
         self.ready(&(kind, key.clone()))
     }
 
+    /// Drop the `kind` file named `key` as no longer right (a verified file found altered on
+    /// disk since): forgotten, unlinked, and no more shared, so the next open makes or fetches it
+    /// anew. Readers holding it keep their descriptor.
+    pub fn discard(&self, kind: Kind, key: &Digest) {
+        let key = (kind, key.clone());
+        log::warn!("cache: {} was altered on disk after it was verified; removing it", self.path(&key).display());
+        self.open_files().remove(&key);
+        self.forget(&key);
+        let _ = self.algorithm_dir(&key).map(|d| d.remove(key.1.hex()));
+    }
+
     /// `key`'s file verified by a flight that finished meanwhile, or left by an earlier run and
     /// passing `check` (then verified from now on); one failing it is removed.
     fn checked_existing(&self, key: &Key, check: &Check) -> Option<Arc<File>> {

@@ -48,7 +48,7 @@ use lru::LruCache;
 
 use super::bounds::ViewsConfig;
 use super::config;
-use super::decode::{self, Tee};
+use super::decode::{self, Local, Tee};
 use super::index::{self, IndexLimits, LayerIndex};
 use super::tar::{Parser, TarLimits};
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -95,7 +95,8 @@ pub struct Materialised {
 enum Known {
     /// The index.
     Index(Arc<LayerIndex>),
-    /// The decoded tar verified but did not parse (or passed a bound).
+    /// The decoded tar verified but did not parse (or passed a bound): never a local error,
+    /// which is returned and not remembered (`commit_index`).
     Failed(Error),
 }
 
@@ -136,8 +137,8 @@ pub struct Views {
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
     /// Decodes that failed this run, by (blob digest, what the stream had to be: the diff_id,
     /// or for schema1 the blob again): a wrong diff_id, a stream that does not decode, a bomb.
-    /// The failure is a function of the verified blob and the diff_id, so it is kept for the
-    /// run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
+    /// The failure is a function of the verified blob and the diff_id (checked: the blob is
+    /// hashed again first; local errors are never kept), so it is kept for the run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
     /// once instead of decoding the whole blob again. Never by one digest alone: a hostile
     /// manifest pairing an honest diff_id with another blob must not fail the honest image.
     failed: Mutex<LruCache<(Digest, Digest), Error>>,
@@ -340,7 +341,7 @@ impl Views {
                         return hash_file(f, &want, decode::CHUNK);
                     }
                     let mut hook = |_| Ok(());
-                    let read = std::io::BufReader::with_capacity(decode::CHUNK, &*f);
+                    let read = Local(std::io::BufReader::with_capacity(decode::CHUNK, &*f));
                     let limits = self.config.index_limits();
                     let (len, actual, built) = tee_index(read, std::io::sink(), want.algorithm(), &mut hook, limits)?;
                     if actual != want {
@@ -366,19 +367,20 @@ impl Views {
                 Content::File(file)
             }
         };
-        let known = match known {
-            Some(k) => k,
+        let index = match known {
+            Some(k) => known_index(k),
             None => {
                 let (diff_id, built) = match sync::lock(&stash).take() {
                     Some(made) => made,
                     None => self.index_pass(source, &content)?,
                 };
-                let known = self.commit_index(repo, doc, n, source, diff_id, built);
-                self.remember(key, known.clone());
-                known
+                self.commit_index(repo, doc, n, source, diff_id, built).and_then(|known| {
+                    self.remember(key, known.clone());
+                    known_index(known)
+                })
             }
         };
-        Ok(Materialised { content, index: known_index(known) })
+        Ok(Materialised { content, index })
     }
 
     /// An uncompressed layer's blob, checked to be its diff_id.
@@ -425,7 +427,7 @@ impl Views {
         };
         let mut hook = |_| Ok(());
         let limits = self.config.index_limits();
-        let (_, digest, built) = tee_index(reader(content.clone())?, std::io::sink(), alg, &mut hook, limits)?;
+        let (_, digest, built) = tee_index(Local(reader(content.clone())?), std::io::sink(), alg, &mut hook, limits)?;
         let diff_id = match source {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.clone(),
             Source::Decoded(Target::From(_)) => digest,
@@ -443,12 +445,20 @@ impl Views {
         source: &Source,
         diff_id: Digest,
         built: Result<LayerIndex>,
-    ) -> Known {
+    ) -> Result<Known> {
         let index = match built {
             Ok(i) => i,
-            Err(e) => {
+            // The tar (verified: it hashed to `diff_id`) does not parse, or passes a bound: a
+            // function of its content, kept as the layer's index error.
+            Err(e @ (Error::Malformed { .. } | Error::TooLarge(_))) => {
                 log::warn!("{repo}@{}: layer {n} ({diff_id}) has no index: {e}", doc.digest);
-                return Known::Failed(e);
+                return Ok(Known::Failed(e));
+            }
+            // A read of the stream failed under the parser (local I/O, cancellation): returned,
+            // not remembered; the next access indexes the layer again.
+            Err(e) => {
+                log::warn!("{repo}@{}: layer {n} ({diff_id}) was not indexed this time: {e}", doc.digest);
+                return Err(e);
             }
         };
         let bytes = index::encode(&index, &diff_id);
@@ -472,7 +482,7 @@ impl Views {
         if let Err(e) = self.store.blob_cache().open_derived(Kind::Index, source.index_key(), &check, &produce) {
             log::warn!("{repo}@{}: the index of layer {n} ({diff_id}) is not kept on disk: {e}", doc.digest);
         }
-        Known::Index(Arc::new(index))
+        Ok(Known::Index(Arc::new(index)))
     }
 
     /// The index this run kept in `index/` (written, or found equal to the one it built from
@@ -641,13 +651,32 @@ impl Views {
         // Fetching the blob may fail for a while (the network): only what follows is kept.
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
         self.decodes.fetch_add(1, Ordering::SeqCst);
-        let decoded = self.decode_blob(repo, doc, n, target, blob, out, hook, stash);
-        if let Err(e) = &decoded {
-            if matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
-                sync::lock(&self.failed).put(pair, e.clone());
-            }
+        let decoded = self.decode_blob(repo, doc, n, target, blob.clone(), out, hook, stash);
+        let Err(e) = decoded else { return decoded };
+        // Remembered only if it is a function of the verified blob: a wrong diff_id, a stream
+        // that does not decode, a bomb past a bound; and only once the blob's bytes are found
+        // to be still the verified ones (a cached file altered or cut under the decode fails it
+        // the same way). A local error (`Error::Io`: a read or write of the cache failed),
+        // cancellation or anything else is returned, and the next access tries again.
+        if !matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
+            return Err(e);
         }
-        decoded
+        match still_hashes_to(&blob, &layer.digest) {
+            Ok(true) => {
+                sync::lock(&self.failed).put(pair, e.clone());
+                Err(e)
+            }
+            Ok(false) => {
+                log::warn!(
+                    "{repo}@{}: layer {n} ({}): the cached blob changed under the decode ({e})",
+                    doc.digest,
+                    layer.digest
+                );
+                self.store.blob_cache().discard(Kind::Blob, &layer.digest);
+                Err(Error::Io(format!("the cached blob {} changed on disk during its decode: {e}", layer.digest)))
+            }
+            Err(local) => Err(Error::Io(format!("{e}; and the cached blob could not be read again: {local}"))),
+        }
     }
 
     /// [`Views::decode`] once the blob is at hand.
@@ -673,7 +702,7 @@ impl Views {
             activity.progress(decode, &layer.digest, n);
             hook(n)
         };
-        let (_, decoder) = decode::decoder(reader(blob)?)?;
+        let (_, decoder) = decode::decoder(Local(reader(blob)?))?;
         let alg = match target {
             Target::DiffId(d) => d.algorithm(),
             Target::From(_) => Algorithm::Sha256,
@@ -779,6 +808,22 @@ fn read_file(f: &File, max: u64) -> Result<Vec<u8>> {
         return Err(Error::TooLarge(format!("layer index file of more than {max} bytes")));
     }
     Ok(bytes)
+}
+
+/// Whether `content` (a blob verified when it was fetched) still hashes to `digest`.
+fn still_hashes_to(content: &Content, digest: &Digest) -> Result<bool> {
+    let mut h = Hasher::new(digest.algorithm());
+    let mut r = reader(content.clone())?;
+    let mut buf = vec![0u8; decode::CHUNK];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => h.update(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(&h.finish() == digest)
 }
 
 fn nonzero(n: usize) -> std::num::NonZeroUsize {
