@@ -161,6 +161,42 @@ fn a_decode_failure_is_kept_for_its_blob_and_diff_id_pair_only() {
     assert_eq!(c.views.stats().decodes, 3);
 }
 
+/// A decode that fails because of the local disk, not of the verified content, is not
+/// remembered as a failed layer: here the cached blob (verified when it was fetched) is
+/// altered in place before the decode reads it, and put back; the next access decodes it.
+/// Only a failure of the verified blob's own content (a wrong diff_id, a stream that does not
+/// decode, a bomb) is kept for the run.
+#[test]
+fn a_decode_failing_on_a_local_fault_is_tried_again_once_the_fault_is_gone() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let raw = tar_of(&[("etc/motd", b"hello\n".to_vec()), ("usr/bin/tool", noise(200_000, 5))]);
+    let blob = gzip(&raw);
+    let m = image(&fake, "r", "v1", &[(blob.clone(), GZIP, sha(&raw))]);
+    let cache = tempfile::tempdir().expect("cache");
+    // small_blob 0: the decode reads the blob from its cache file, never from memory.
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), small_blob: 0, ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake.clone(), &config).expect("store"));
+    let views = Views::new(Arc::clone(&store));
+    store.blob("r", &sha(&blob), Some(blob.len() as u64)).expect("the blob, fetched and verified");
+    let path = cache.path().join("blobs/sha256").join(sha(&blob).hex());
+    let at = blob.len() as u64 / 2;
+    let write_at = |bytes: &[u8]| {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+            f.write_all_at(bytes, at).expect("write in place");
+        }
+    };
+    write_at(&[0u8; 512]);
+    let e = views.index("r", &m, 0).expect_err("the altered blob does not decode");
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    write_at(&blob[at as usize..at as usize + 512]);
+    let index = views.index("r", &m, 0).expect("the fault is gone: decoded now");
+    assert!(index.get("etc/motd").is_some());
+    let f = views.decoded("r", &m, 0).expect("layers/0.tar");
+    let mut buf = vec![0u8; raw.len()];
+    f.read_exact_at(&mut buf, 0).expect("read");
+    assert!(buf == raw, "the decoded tar is the layer's");
+}
+
 #[test]
 fn two_images_with_one_diff_id_decode_it_once() {
     let fake = Faulty::new(Fake::default());
@@ -382,8 +418,13 @@ fn materialising_a_layer_decodes_it_once_and_indexes_it_in_the_same_pass() {
     assert_eq!(c.held("index/sha256"), [sha(&raw).hex().to_string()], "the index is kept by diff_id");
 }
 
+/// An index file an earlier run left is never trusted (a local user can rewrite it between
+/// runs): a remount builds the index again from the verified decoded tar, in the one pass that
+/// hashes that tar anyway before it is used: no decode, no blob GET, no index read back. With
+/// the decoded tar gone too, the layer is decoded again from the cached blob (verified, and
+/// indexed in the same pass).
 #[test]
-fn a_remount_reads_the_index_from_disk_without_touching_the_tar() {
+fn a_remount_builds_the_index_in_the_pass_that_hashes_the_decoded_tar_again() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let raw = two_file_layer();
     let blob = gzip(&raw);
@@ -393,19 +434,70 @@ fn a_remount_reads_the_index_from_disk_without_touching_the_tar() {
         let (_, views) = core_in(Arc::clone(&fake), dir.path());
         views.index("r", &m, 0).expect("first run");
     }
-    // The decoded tar (and the blob) deleted behind regfs's back: the index alone answers.
-    std::fs::remove_file(dir.path().join("decoded/sha256").join(sha(&raw).hex())).expect("decoded");
-    std::fs::remove_file(dir.path().join("blobs/sha256").join(sha(&blob).hex())).expect("blob");
-    let before = gets_of(&fake, &sha(&blob));
+    let index_file = dir.path().join("index/sha256").join(sha(&raw).hex());
+    let written = std::fs::read(&index_file).expect("the first run kept an index file");
+    let gets = gets_of(&fake, &sha(&blob));
     let (_, views) = core_in(Arc::clone(&fake), dir.path());
     let index = views.index("r", &m, 0).expect("second run");
     assert_eq!(index.get("usr/bin/tool").expect("tool").size(), 40_000);
-    assert_eq!((views.stats().decodes, views.stats().index_passes), (0, 0));
-    assert_eq!(gets_of(&fake, &sha(&blob)), before, "the layer blob was fetched");
-    // Reading the tar then decodes it again, verified as ever.
-    let f = views.decoded("r", &m, 0).expect("decoded again");
+    let stats = views.stats();
+    assert_eq!(
+        (stats.decodes, stats.index_passes, stats.indexes_read),
+        (0, 1, 0),
+        "one pass over the decoded tar (hashed and indexed together); the index file is not read"
+    );
+    assert_eq!(gets_of(&fake, &sha(&blob)), gets, "the layer blob was fetched");
+    // The tar is at hand as verified now: reading it costs nothing more.
+    let f = views.decoded("r", &m, 0).expect("decoded tar");
     assert_eq!(f.metadata().expect("metadata").len(), raw.len() as u64);
-    assert_eq!(views.stats().decodes, 1);
+    assert_eq!((views.stats().decodes, views.stats().index_passes), (0, 1));
+    assert_eq!(std::fs::read(&index_file).expect("index file"), written, "the same index, kept");
+    drop((f, views));
+
+    // The decoded tar deleted behind regfs's back: decoded again from the cached blob.
+    std::fs::remove_file(dir.path().join("decoded/sha256").join(sha(&raw).hex())).expect("decoded");
+    let (_, views) = core_in(Arc::clone(&fake), dir.path());
+    let index = views.index("r", &m, 0).expect("third run");
+    assert_eq!(index.get("etc/motd").expect("motd").size(), 6);
+    let stats = views.stats();
+    assert_eq!((stats.decodes, stats.index_passes, stats.indexes_read), (1, 0, 0), "decoded and indexed in one pass");
+    assert_eq!(gets_of(&fake, &sha(&blob)), gets, "the cached blob is used (hashed again), not fetched");
+    let f = views.decoded("r", &m, 0).expect("decoded again");
+    let mut buf = vec![0u8; raw.len()];
+    f.read_exact_at(&mut buf, 0).expect("read");
+    assert_eq!(buf, raw);
+}
+
+/// A sound index file (right trailer, right diff_id) planted between runs does not become
+/// "verified by this run" when the run commits the index it built: the planted file is
+/// replaced by ours, so an index evicted from memory and read back from `index/` is the
+/// verified tar's.
+#[test]
+fn a_planted_index_is_replaced_when_the_run_commits_its_own() {
+    use regfs::views::ViewsConfig;
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (raw, other) = (two_file_layer(), tar_of(&[("etc/issue", b"regfs\n".to_vec())]));
+    let m = image(&fake, "r", "v1", &[(gzip(&raw), GZIP, sha(&raw)), (gzip(&other), GZIP, sha(&other))]);
+    let dir = tempfile::tempdir().expect("cache");
+    {
+        let (_, views) = core_in(Arc::clone(&fake), dir.path());
+        views.index("r", &m, 0).expect("first run");
+    }
+    let path = dir.path().join("index/sha256").join(sha(&raw).hex());
+    let ours = std::fs::read(&path).expect("index file");
+    let lying = tar_of(&[("etc/motd", b"pwned\n".to_vec()), ("usr/bin/evil", noise(40_000, 11))]);
+    let limits = (regfs::views::tar::TarLimits::default(), regfs::views::index::IndexLimits::default());
+    let planted = regfs::views::index::build_all(&lying[..], limits.0, limits.1).expect("lying index");
+    std::fs::write(&path, regfs::views::index::encode(&planted, &sha(&raw))).expect("plant");
+    let config = StoreConfig { cache_dir: dir.path().to_path_buf(), ..StoreConfig::default() };
+    let store = Arc::new(Store::new(fake, &config).expect("store"));
+    let views = Views::with_config(store, ViewsConfig { index_memory: 1, ..ViewsConfig::default() });
+    assert!(views.index("r", &m, 0).expect("second run").get("usr/bin/tool").is_some());
+    assert!(std::fs::read(&path).expect("index file") == ours, "the planted file is not replaced by this run's index");
+    views.index("r", &m, 1).expect("evicts layer 0's index from memory");
+    let back = views.index("r", &m, 0).expect("read back");
+    assert_eq!(views.stats().indexes_read, 1, "read back from index/");
+    assert!(back.get("usr/bin/tool").is_some() && back.get("usr/bin/evil").is_none(), "the planted index was used");
 }
 
 #[test]
@@ -427,7 +519,7 @@ fn an_index_with_a_flipped_byte_is_rebuilt() {
     let index = views.index("r", &m, 0).expect("rebuilt");
     assert_eq!(index.get("etc/motd").expect("motd").size(), 6);
     assert_eq!(views.stats().decodes, 0, "rebuilt from the decoded tar (hashed again), not decoded again");
-    assert_eq!(views.stats().index_passes, 1);
+    assert_eq!((views.stats().index_passes, views.stats().indexes_read), (1, 0));
     assert_eq!(std::fs::read(&path).expect("index file"), good, "the file is written anew");
 }
 

@@ -8,8 +8,13 @@
 //! a derived file is made into `tmp/` by its producer (a decoder, an index builder), which
 //! verifies what it wrote (a decoded layer against its diff_id) before it is renamed into place;
 //! one left by an earlier run is checked by its caller's rule before any byte is served (hashed
-//! again for `decoded/`; see [`BlobCache::open_derived`]). One derived file larger than the whole
-//! cache is refused ([`Error::TooLarge`]): that bounds a decompression bomb by the disk.
+//! again for `decoded/`; see [`BlobCache::open_derived`]). An `index/` file an earlier run left
+//! is never trusted on what it says of itself (a trailer, a recorded diff_id: a local user can
+//! rewrite any file here between runs and recompute both): `views` reads back only index files
+//! this process made or checked ([`BlobCache::open_verified`]), and checks one already there
+//! against the index it built itself from the verified tar, byte for byte; a remount so hashes
+//! (and indexes) each decoded tar once. One derived file larger than the whole cache is refused
+//! ([`Error::TooLarge`]): that bounds a decompression bomb by the disk.
 //!
 //! # Invariants
 //! - A file under `blobs/<algorithm>/<hex>` holds exactly the bytes of that digest. It got there
@@ -75,7 +80,8 @@ pub enum Kind {
     /// A schema1 layer decoded, by its blob's digest (`decoded-from/<alg>/<hex>`): schema1 has
     /// no diff_id, so its decoder's caller says how an earlier run's file is checked.
     DecodedFrom,
-    /// A layer's index, by its diff_id (`index/<alg>/<hex>`), checked by its caller (a trailer).
+    /// A layer's index, by its diff_id (`index/<alg>/<hex>`): used only as made or checked by
+    /// this process (its caller compares one an earlier run left with the index it built).
     Index,
 }
 
@@ -425,22 +431,21 @@ impl BlobCache {
         Ok(self.share(&key, f))
     }
 
-    /// The file `kind`/`key` if it is there and right: open or verified by this process already,
-    /// or left by an earlier run and passing `check` now (one that fails it is removed). Never
-    /// makes anything. Callers serialise it with the making of the same key (`views` does, per
-    /// layer).
-    pub fn open_existing(&self, kind: Kind, key: &Digest, check: &Check) -> Result<Option<Arc<File>>> {
-        let key = (kind, key.clone());
-        if let Some(f) = self.ready(&key)? {
-            return Ok(Some(f));
-        }
-        Ok(self.checked_existing(&key, check).map(|f| self.share(&key, f)))
-    }
-
     /// The file `kind`/`key` if it is open already or verified by this process (and still on
     /// disk); never a check, never any work.
     pub fn open_verified(&self, kind: Kind, key: &Digest) -> Result<Option<Arc<File>>> {
         self.ready(&(kind, key.clone()))
+    }
+
+    /// Drop the `kind` file named `key` as no longer right (a verified file found altered on
+    /// disk since): forgotten, unlinked, and no more shared, so the next open makes or fetches it
+    /// anew. Readers holding it keep their descriptor.
+    pub fn discard(&self, kind: Kind, key: &Digest) {
+        let key = (kind, key.clone());
+        log::warn!("cache: {} was altered on disk after it was verified; removing it", self.path(&key).display());
+        self.open_files().remove(&key);
+        self.forget(&key);
+        let _ = self.algorithm_dir(&key).map(|d| d.remove(key.1.hex()));
     }
 
     /// `key`'s file verified by a flight that finished meanwhile, or left by an earlier run and

@@ -78,7 +78,8 @@ pub fn decoder<'a>(mut blob: impl Read + 'a) -> Result<(Compression, Box<dyn Rea
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+            // Nothing decoded yet: whatever failed is the reader's, not the stream's.
+            Err(e) => return Err(carried_or_io(e)),
         }
     }
     let c = sniff(&head[..got]);
@@ -139,9 +140,26 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
         if let Some(h) = self.hasher.as_mut() {
             h.update(&buf[..n]);
         }
-        self.out.write_all(&buf[..n])?;
+        // A write that fails (a full disk) is local, not a fault of the stream.
+        self.out.write_all(&buf[..n]).map_err(|e| to_io(Error::Io(format!("writing the decoded layer: {e}"))))?;
         self.len = total;
         Ok(n)
+    }
+}
+
+/// Reads `inner` (a verified blob or decoded tar in the cache), its errors carried as
+/// [`Error::Io`]: a decoder passes its reader's errors through unchanged, and [`from_io`] would
+/// take them for a stream that does not decode, a fault of the content, remembered for the run.
+/// A read error of a local file is not one.
+pub struct Local<R>(pub R);
+
+impl<R: Read> Read for Local<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::Interrupted => e,
+            _ if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) => e,
+            _ => to_io(Error::Io(format!("reading a cached file: {e}"))),
+        })
     }
 }
 
@@ -161,8 +179,14 @@ fn to_io(e: Error) -> io::Error {
     io::Error::other(Carried(e))
 }
 
+/// The [`Error`] an `io::Error` carries, else [`Error::Io`].
+fn carried_or_io(e: io::Error) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) { from_io(e) } else { e.into() }
+}
+
 /// The [`Error`] an `io::Error` carries, else a decoding failure: the stream is not what its
-/// magic bytes said (EIO).
+/// magic bytes said (EIO). Readers of local files are wrapped in [`Local`], so their errors
+/// come back as [`Error::Io`], not as a fault of the stream.
 pub fn from_io(e: io::Error) -> Error {
     if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) {
         if let Some(inner) = e.into_inner() {
@@ -232,6 +256,48 @@ mod tests {
         let e = Tee::new(d, &mut out, Algorithm::Sha256, &mut hook).finish().expect_err("stopped");
         assert!(matches!(e, Error::TooLarge(_)), "{e}");
         assert!(out.len() <= CHUNK, "nothing past the refusal was written: {}", out.len());
+    }
+
+    /// Gives `ok` bytes of `data`, then fails every read as a disk would (EIO).
+    struct FailsAfter<'a> {
+        data: &'a [u8],
+        ok: usize,
+    }
+
+    impl Read for FailsAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            let n = buf.len().min(self.ok).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.ok -= n;
+            Ok(n)
+        }
+    }
+
+    /// A local read error of the blob in the middle of a gzip stream is `Error::Io` (not
+    /// remembered), not `Malformed` (a fault of the content, remembered for the run); a stream
+    /// that truly does not decode is still `Malformed`.
+    #[test]
+    fn a_local_read_error_mid_stream_is_io_not_malformed() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let gz = gzip(&data);
+        let run = |r: Box<dyn Read>| -> Result<(u64, Digest)> {
+            let (_, d) = decoder(r)?;
+            let mut hook = |_| Ok(());
+            Tee::new(d, io::sink(), Algorithm::Sha256, &mut hook).finish()
+        };
+        let e = run(Box::new(Local(FailsAfter { data: &gz, ok: gz.len() / 2 }))).expect_err("a read error");
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
+        let e = run(Box::new(Local(FailsAfter { data: &gz, ok: 2 }))).expect_err("a read error in the magic");
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
+        let mut bad = gz.clone();
+        let mid = bad.len() / 2;
+        bad.truncate(mid);
+        let e = run(Box::new(Local(&bad[..]))).expect_err("a cut stream");
+        assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
     }
 
     /// A zstd frame whose header asks for a 256 MiB window is refused, not allocated.

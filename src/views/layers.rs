@@ -14,14 +14,28 @@
 //! covers it. The decoded file is committed (renamed into `decoded/`) only if it verifies, and
 //! its index right after it into `index/` (`RGFSIDX1`, sha256 trailer), by the same key: the
 //! diff_id, or for schema1 the blob's digest (the index then records the digest the stream
-//! hashed to, and is trusted only when this run's decode gave that digest). A tar that does
-//! not parse still gives its verified `layers/<n>.tar`; the parse failure is kept in memory as
-//! that layer's index error. An index left by an earlier run is read back without touching the
-//! tar; one whose trailer or version fails is removed and rebuilt from the decoded tar (itself
-//! hashed again first). An uncompressed layer is its own decoded tar: its blob, whose digest
-//! must be the diff_id (hashed again with the diff_id's algorithm if they differ), is indexed in
-//! one pass over the blob. Indexes are kept in memory within [`INDEX_CACHE_BYTES`], least
-//! recently used first out.
+//! hashed to). A tar that does not parse still gives its verified `layers/<n>.tar`; the parse
+//! failure is kept in memory as that layer's index error. An uncompressed layer is its own
+//! decoded tar: its blob, whose digest must be the diff_id (hashed again with the diff_id's
+//! algorithm if they differ), is indexed in one pass over the blob. Indexes are kept in memory
+//! within [`INDEX_CACHE_BYTES`], least recently used first out.
+//!
+//! # Which index is trusted
+//! Only one this run built from a verified tar. The index alone decides what `rootfs/` shows
+//! besides a regular file's bytes (symlink targets, modes and setuid bits, owners, xattrs,
+//! devices, hard links), and a local user can rewrite any file of the cache between runs; a
+//! sha256 trailer, or the diff_id the file records, is no defence (anyone can recompute them).
+//! So an `index/` file an earlier run left is never read: after a remount, the decoded tar
+//! left in `decoded/` is hashed again before use anyway ([`BlobCache::open_derived`]'s check),
+//! and that same pass parses and indexes it (`materialise_now`'s `check`): a remount costs
+//! one read of each decoded tar, no decode and no download. With the decoded tar gone, the
+//! layer is decoded again from its blob (indexed in the same pass). Index files are still
+//! written: within a run, an index the memory LRU let go is read back from `index/` instead
+//! of parsing the tar again, but only one this run wrote, or found equal byte for byte to the
+//! one it built (`commit_index`; any other file there is replaced by ours, so a planted file
+//! never becomes "verified by this process").
+//!
+//! [`BlobCache::open_derived`]: crate::store::cache::BlobCache::open_derived
 
 use std::fs::File;
 use std::io::Read;
@@ -34,7 +48,7 @@ use lru::LruCache;
 
 use super::bounds::ViewsConfig;
 use super::config;
-use super::decode::{self, Tee};
+use super::decode::{self, Local, Tee};
 use super::index::{self, IndexLimits, LayerIndex};
 use super::tar::{Parser, TarLimits};
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -61,10 +75,11 @@ pub struct ViewsStats {
     pub decodes: u64,
     /// Configs fetched and parsed for their diff_ids.
     pub configs: u64,
-    /// Passes over a decoded tar (or an uncompressed blob) only to index it: after a restart
-    /// that left the decoded tar but no valid index, or for an uncompressed layer.
+    /// Indexes built by a pass over a decoded tar (or an uncompressed blob) rather than by a
+    /// decode: after a restart, in the pass that hashes the decoded tar again; for an
+    /// uncompressed layer; or for a tar this run has verified whose index it let go.
     pub index_passes: u64,
-    /// Indexes read back from `index/`.
+    /// Indexes read back from `index/` (only files this run wrote or checked against its own).
     pub indexes_read: u64,
 }
 
@@ -80,7 +95,8 @@ pub struct Materialised {
 enum Known {
     /// The index.
     Index(Arc<LayerIndex>),
-    /// The decoded tar verified but did not parse (or passed a bound).
+    /// The decoded tar verified but did not parse (or passed a bound): never a local error,
+    /// which is returned and not remembered (`commit_index`).
     Failed(Error),
 }
 
@@ -121,8 +137,8 @@ pub struct Views {
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
     /// Decodes that failed this run, by (blob digest, what the stream had to be: the diff_id,
     /// or for schema1 the blob again): a wrong diff_id, a stream that does not decode, a bomb.
-    /// The failure is a function of the verified blob and the diff_id, so it is kept for the
-    /// run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
+    /// The failure is a function of the verified blob and the diff_id (checked: the blob is
+    /// hashed again first; local errors are never kept), so it is kept for the run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
     /// once instead of decoding the whole blob again. Never by one digest alone: a hostile
     /// manifest pairing an honest diff_id with another blob must not fail the honest image.
     failed: Mutex<LruCache<(Digest, Digest), Error>>,
@@ -270,8 +286,9 @@ impl Views {
         Ok(self.materialise(repo, manifest, n)?.content)
     }
 
-    /// Layer `n`'s index: from memory, else from `index/` (without touching the tar), else by
-    /// materialising the layer (one pass). One per layer at a time.
+    /// Layer `n`'s index: from memory, else from `index/` if this run wrote it (without
+    /// touching the tar), else by materialising the layer (one pass over the decoded tar, or a
+    /// decode). One per layer at a time.
     pub fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
         let doc = self.store.manifest(repo, manifest)?;
         let source = self.source(repo, &doc, n)?;
@@ -313,9 +330,30 @@ impl Views {
         let content = match source {
             Source::Plain(diff_id) => self.plain(repo, doc, n, diff_id)?,
             Source::Decoded(target) => {
-                let check = |f: &mut File| match self.expected(source) {
-                    Some(d) => hash_file(f, &d, decode::CHUNK),
-                    None => Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into())),
+                // A decoded tar an earlier run left is hashed again before use; when no index is
+                // at hand, that same pass parses and indexes it (no index file an earlier run
+                // left is trusted: `index_from_disk`), so a remount costs one read of the tar.
+                let check = |f: &mut File| {
+                    let Some(want) = self.expected(source) else {
+                        return Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into()));
+                    };
+                    if !want_index {
+                        return hash_file(f, &want, decode::CHUNK);
+                    }
+                    let mut hook = |_| Ok(());
+                    let read = Local(std::io::BufReader::with_capacity(decode::CHUNK, &*f));
+                    let limits = self.config.index_limits();
+                    let (len, actual, built) = tee_index(read, std::io::sink(), want.algorithm(), &mut hook, limits)?;
+                    if actual != want {
+                        return Err(Error::DigestMismatch {
+                            what: "cached decoded layer".into(),
+                            expected: want.to_string(),
+                            actual: actual.to_string(),
+                        });
+                    }
+                    self.index_passes.fetch_add(1, Ordering::SeqCst);
+                    *sync::lock(&stash) = Some((actual, built));
+                    Ok(len)
                 };
                 let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
                     self.decode(repo, doc, n, target, out, hook, want_index.then_some(&stash))
@@ -329,19 +367,20 @@ impl Views {
                 Content::File(file)
             }
         };
-        let known = match known {
-            Some(k) => k,
+        let index = match known {
+            Some(k) => known_index(k),
             None => {
                 let (diff_id, built) = match sync::lock(&stash).take() {
                     Some(made) => made,
                     None => self.index_pass(source, &content)?,
                 };
-                let known = self.commit_index(repo, doc, n, source, diff_id, built);
-                self.remember(key, known.clone());
-                known
+                self.commit_index(repo, doc, n, source, diff_id, built).and_then(|known| {
+                    self.remember(key, known.clone());
+                    known_index(known)
+                })
             }
         };
-        Ok(Materialised { content, index: known_index(known) })
+        Ok(Materialised { content, index })
     }
 
     /// An uncompressed layer's blob, checked to be its diff_id.
@@ -388,7 +427,7 @@ impl Views {
         };
         let mut hook = |_| Ok(());
         let limits = self.config.index_limits();
-        let (_, digest, built) = tee_index(reader(content.clone())?, std::io::sink(), alg, &mut hook, limits)?;
+        let (_, digest, built) = tee_index(Local(reader(content.clone())?), std::io::sink(), alg, &mut hook, limits)?;
         let diff_id = match source {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.clone(),
             Source::Decoded(Target::From(_)) => digest,
@@ -406,18 +445,35 @@ impl Views {
         source: &Source,
         diff_id: Digest,
         built: Result<LayerIndex>,
-    ) -> Known {
+    ) -> Result<Known> {
         let index = match built {
             Ok(i) => i,
-            Err(e) => {
+            // The tar (verified: it hashed to `diff_id`) does not parse, or passes a bound: a
+            // function of its content, kept as the layer's index error.
+            Err(e @ (Error::Malformed { .. } | Error::TooLarge(_))) => {
                 log::warn!("{repo}@{}: layer {n} ({diff_id}) has no index: {e}", doc.digest);
-                return Known::Failed(e);
+                return Ok(Known::Failed(e));
+            }
+            // A read of the stream failed under the parser (local I/O, cancellation): returned,
+            // not remembered; the next access indexes the layer again.
+            Err(e) => {
+                log::warn!("{repo}@{}: layer {n} ({diff_id}) was not indexed this time: {e}", doc.digest);
+                return Err(e);
             }
         };
         let bytes = index::encode(&index, &diff_id);
         log::debug!("index of {diff_id}: {} entries, {} bytes", index.len(), index.weight());
-        let expected = self.expected(source);
-        let check = |f: &mut File| index_file_check(f, expected.as_ref(), self.max_index_file(), None);
+        // A file already there (an earlier run's, or planted) is kept only if it is, byte for
+        // byte, the index this run built from the verified tar: else it is removed and ours
+        // written. Accepting it on its trailer would make a planted index "verified by this
+        // process", and `index_from_disk` would then serve it.
+        let check = |f: &mut File| {
+            if read_file(f, self.max_index_file())? == bytes {
+                Ok(bytes.len() as u64)
+            } else {
+                Err(Error::malformed("layer index file", "not the index this run built from the verified tar"))
+            }
+        };
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             hook(bytes.len() as u64)?;
             std::io::Write::write_all(out, &bytes)?;
@@ -426,23 +482,22 @@ impl Views {
         if let Err(e) = self.store.blob_cache().open_derived(Kind::Index, source.index_key(), &check, &produce) {
             log::warn!("{repo}@{}: the index of layer {n} ({diff_id}) is not kept on disk: {e}", doc.digest);
         }
-        Known::Index(Arc::new(index))
+        Ok(Known::Index(Arc::new(index)))
     }
 
-    /// The index an earlier run (or this one) kept in `index/`, if it is there and sound; one
-    /// that is not is removed (and rebuilt by the caller).
+    /// The index this run kept in `index/` (written, or found equal to the one it built from
+    /// the verified tar: [`Views::commit_index`]), if the cache still holds it: an index
+    /// evicted from memory is read back without another pass over the tar. An index file an
+    /// earlier run left is never used, whatever its trailer says: a local user can rewrite any
+    /// file of the cache between runs, and the index alone decides symlink targets, modes,
+    /// owners and xattrs of `rootfs/`; the caller builds the index from the verified tar.
     fn index_from_disk(&self, source: &Source) -> Result<Option<(Digest, Arc<LayerIndex>)>> {
         // A schema1 index is trusted only once this run has derived the layer from its blob.
         let Some(expected) = self.expected(source) else { return Ok(None) };
-        let stash = Mutex::new(None);
-        let check = |f: &mut File| index_file_check(f, Some(&expected), self.max_index_file(), Some(&stash));
-        let Some(file) = self.store.blob_cache().open_existing(Kind::Index, source.index_key(), &check)? else {
+        let Some(file) = self.store.blob_cache().open_verified(Kind::Index, source.index_key())? else {
             return Ok(None);
         };
-        let found = match sync::lock(&stash).take() {
-            Some(found) => found,
-            None => decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?,
-        };
+        let found = decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?;
         self.indexes_read.fetch_add(1, Ordering::SeqCst);
         Ok(Some((found.0, Arc::new(found.1))))
     }
@@ -596,13 +651,32 @@ impl Views {
         // Fetching the blob may fail for a while (the network): only what follows is kept.
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
         self.decodes.fetch_add(1, Ordering::SeqCst);
-        let decoded = self.decode_blob(repo, doc, n, target, blob, out, hook, stash);
-        if let Err(e) = &decoded {
-            if matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
-                sync::lock(&self.failed).put(pair, e.clone());
-            }
+        let decoded = self.decode_blob(repo, doc, n, target, blob.clone(), out, hook, stash);
+        let Err(e) = decoded else { return decoded };
+        // Remembered only if it is a function of the verified blob: a wrong diff_id, a stream
+        // that does not decode, a bomb past a bound; and only once the blob's bytes are found
+        // to be still the verified ones (a cached file altered or cut under the decode fails it
+        // the same way). A local error (`Error::Io`: a read or write of the cache failed),
+        // cancellation or anything else is returned, and the next access tries again.
+        if !matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
+            return Err(e);
         }
-        decoded
+        match still_hashes_to(&blob, &layer.digest) {
+            Ok(true) => {
+                sync::lock(&self.failed).put(pair, e.clone());
+                Err(e)
+            }
+            Ok(false) => {
+                log::warn!(
+                    "{repo}@{}: layer {n} ({}): the cached blob changed under the decode ({e})",
+                    doc.digest,
+                    layer.digest
+                );
+                self.store.blob_cache().discard(Kind::Blob, &layer.digest);
+                Err(Error::Io(format!("the cached blob {} changed on disk during its decode: {e}", layer.digest)))
+            }
+            Err(local) => Err(Error::Io(format!("{e}; and the cached blob could not be read again: {local}"))),
+        }
     }
 
     /// [`Views::decode`] once the blob is at hand.
@@ -628,7 +702,7 @@ impl Views {
             activity.progress(decode, &layer.digest, n);
             hook(n)
         };
-        let (_, decoder) = decode::decoder(reader(blob)?)?;
+        let (_, decoder) = decode::decoder(Local(reader(blob)?))?;
         let alg = match target {
             Target::DiffId(d) => d.algorithm(),
             Target::From(_) => Algorithm::Sha256,
@@ -726,22 +800,6 @@ fn decode_index(bytes: &[u8], expected: Option<&Digest>) -> Result<(Digest, Laye
     }
 }
 
-/// The cache's check of an index file: sound (magic, version, trailer, bounds) and of the
-/// stream `expected`; the index itself left in `stash`.
-fn index_file_check(
-    f: &mut File,
-    expected: Option<&Digest>,
-    max: u64,
-    stash: Option<&Mutex<Option<(Digest, LayerIndex)>>>,
-) -> Result<u64> {
-    let bytes = read_file(f, max)?;
-    let found = decode_index(&bytes, expected)?;
-    if let Some(stash) = stash {
-        *sync::lock(stash) = Some(found);
-    }
-    Ok(bytes.len() as u64)
-}
-
 /// A whole index file, at most `max` bytes.
 fn read_file(f: &File, max: u64) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -750,6 +808,22 @@ fn read_file(f: &File, max: u64) -> Result<Vec<u8>> {
         return Err(Error::TooLarge(format!("layer index file of more than {max} bytes")));
     }
     Ok(bytes)
+}
+
+/// Whether `content` (a blob verified when it was fetched) still hashes to `digest`.
+fn still_hashes_to(content: &Content, digest: &Digest) -> Result<bool> {
+    let mut h = Hasher::new(digest.algorithm());
+    let mut r = reader(content.clone())?;
+    let mut buf = vec![0u8; decode::CHUNK];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => h.update(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(&h.finish() == digest)
 }
 
 fn nonzero(n: usize) -> std::num::NonZeroUsize {
