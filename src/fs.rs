@@ -140,7 +140,13 @@ pub struct Fs {
     shared: Mutex<HashMap<u64, std::sync::Weak<Vec<DirEntry>>>>,
     /// Listings of immutable directories, kept after their handles close (see [`Kept`]).
     kept: Mutex<Kept>,
+    /// Never 0: a read with handle 0 is a read by inode (the kernel sends no open: `--no-open`).
     next_fh: AtomicU64,
+    /// `--no-open`: the handle reads of each inode are served from, opened at its first read and
+    /// released when the kernel forgets the inode ([`Fs::read_ino`]).
+    by_ino: Mutex<HashMap<u64, u64>>,
+    /// `--no-open`: status files are rendered at lookup, each a new inode ([`Fs::lookup`]).
+    volatile_at_lookup: std::sync::atomic::AtomicBool,
 }
 
 /// Listings of immutable directories (a manifest's, a rootfs directory: functions of a verified
@@ -201,6 +207,8 @@ impl Fs {
             shared: Mutex::new(HashMap::new()),
             kept: Mutex::new(Kept { lru: lru::LruCache::unbounded(), entries: 0, bound: config.kept_listing_entries }),
             next_fh: AtomicU64::new(1),
+            by_ino: Mutex::new(HashMap::new()),
+            volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -305,14 +313,41 @@ impl Fs {
                 return Err(Error::NotADirectory(format!("looking up {name}")));
             }
         };
+        // With `--no-open` the kernel keeps the pages of every file it reads (no open is sent, so
+        // none can say `FOPEN_DIRECT_IO`), and an inode's pages live as long as the inode. So a
+        // status file is rendered here, and every lookup is a node of its own: a new inode
+        // number. Its entry's TTL is 0, so each path walk (each `cat`) looks it up again; the
+        // kernel, told another number than the one its dentry holds, drops that dentry and makes
+        // a new inode, whose pages start empty. Its size is exactly the rendering's, and a
+        // `getattr` (the kernel asks at a read past the size it knows) says the same, so a read
+        // sequence sees one snapshot, whole, however the status moves meanwhile. The old inode's
+        // rendering goes when the kernel forgets it.
+        let child = match child {
+            Node::StatusFile(f) if self.volatile_at_lookup.load(Ordering::Relaxed) => {
+                Node::StatusFile(f.rendered_now(&self.layout))
+            }
+            other => other,
+        };
         let attr = self.attr_of(&child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
         Ok(Attr { ino: self.inodes.lookup(&child), ..attr })
     }
 
-    /// The kernel dropped `n` references to `ino` (FUSE `forget`): at none, its inode is freed.
+    /// Render status files at lookup, each a new inode, not at open (`--no-open`: the kernel
+    /// sends no open, and keeps pages).
+    pub fn render_volatile_at_lookup(&self) {
+        self.volatile_at_lookup.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel dropped `n` references to `ino` (FUSE `forget`): at none, its inode is freed,
+    /// and the handle its reads were served from (`--no-open`) is released.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.forget(ino, n);
+        if self.inodes.forget(ino, n) {
+            let fh = sync::lock(&self.by_ino).remove(&ino);
+            if let Some(fh) = fh {
+                self.release(fh);
+            }
+        }
     }
 
     /// Repositories whose tag-reading position readahead remembers now.
@@ -477,6 +512,82 @@ impl Fs {
 
     pub fn release(&self, fh: u64) {
         sync::lock(&self.handles).remove(&fh);
+    }
+
+    /// A read of `ino` with no handle (`--no-open`: the kernel sends no open, and reads with
+    /// handle 0). Served from the inode's own handle, opened at its first read ([`Fs::open_file`]:
+    /// it may download, decode and verify, so the adapter calls this on a thread of its own) and
+    /// kept until the kernel forgets the inode. An error opening is this read's, and the next
+    /// read tries again.
+    pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        match self.ino_handle(ino) {
+            Some(fh) => self.read(fh, offset, size),
+            None => {
+                let opened = self.open_file(ino)?;
+                self.read_kept(ino, opened.fh, offset, size)
+            }
+        }
+    }
+
+    /// [`Fs::read_ino`] if it needs no waiting: the inode's handle is open, or its content is
+    /// verified and at hand ([`Fs::open_now`]). `None` if opening may wait, or `ino` is not a
+    /// file (then `read_ino` says what is wrong).
+    pub fn read_ino_now(&self, ino: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+        match self.ino_handle(ino) {
+            Some(fh) => Some(self.read(fh, offset, size)),
+            None => match self.open_now(ino)? {
+                Ok(opened) => Some(self.read_kept(ino, opened.fh, offset, size)),
+                Err(e) => Some(Err(e)),
+            },
+        }
+    }
+
+    /// Open `ino`'s handle if it has none (`--no-open`): what an open does, at the kernel's first
+    /// `getattr` of an open file (its reads ask for the size first: a layer not decoded yet says
+    /// 0, and the kernel reads nothing past what it was told). It may download, decode and verify.
+    pub fn open_ino(&self, ino: u64) -> Result<()> {
+        if self.ino_handle(ino).is_none() {
+            let opened = self.open_file(ino)?;
+            let mut by_ino = sync::lock(&self.by_ino);
+            if by_ino.contains_key(&ino) || self.inodes.node(ino).is_none() {
+                drop(by_ino);
+                self.release(opened.fh);
+            } else {
+                by_ino.insert(ino, opened.fh);
+            }
+        }
+        Ok(())
+    }
+
+    fn ino_handle(&self, ino: u64) -> Option<u64> {
+        sync::lock(&self.by_ino).get(&ino).copied()
+    }
+
+    /// Keep `fh`, just opened, as `ino`'s handle and read from it; unless another read kept one
+    /// first (then `fh` is released and that one read), or the kernel forgot the inode meanwhile
+    /// (then `fh` is read once and released: no `forget` would release it). `forget` frees the
+    /// inode before it takes `by_ino`, so one of the two always sees the other.
+    fn read_kept(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut by_ino = sync::lock(&self.by_ino);
+        if let Some(&kept) = by_ino.get(&ino) {
+            drop(by_ino);
+            self.release(fh);
+            return self.read(kept, offset, size);
+        }
+        if self.inodes.node(ino).is_some() {
+            by_ino.insert(ino, fh);
+            drop(by_ino);
+            return self.read(fh, offset, size);
+        }
+        drop(by_ino);
+        let bytes = self.read(fh, offset, size);
+        self.release(fh);
+        bytes
+    }
+
+    /// Handles held by inode now (`--no-open`), and handles open in all (tests).
+    pub fn handles_held(&self) -> (usize, usize) {
+        (sync::lock(&self.by_ino).len(), sync::lock(&self.handles).len())
     }
 
     pub fn root_ino(&self) -> u64 {
