@@ -82,6 +82,10 @@
 //!   one `cat` would drop the pages read so far and mix two snapshots; nothing of that kind
 //!   can happen to an inode whose rendering is fixed at its lookup.
 //!
+//! Measured (`scripts/bench --only distro`, one run, a debug build, cargo running beside it): the
+//! warm `find rootfs -type f | xargs cat` took 1.02 s without `--no-open`, 0.30 s with it, and
+//! 0.21 s on umoci's tree (1.43x).
+//!
 //! # Any waiter can leave
 //! Once the kernel has sent a request, the process that made it waits for our answer, and a
 //! fatal signal does not free it: it sits in `D` state, unkillable. So every request that runs
