@@ -41,6 +41,9 @@ pub struct FsConfig {
     /// Entries of immutable directories' listings kept after their handles close
     /// ([`limits::KEPT_LISTING_ENTRIES`]; tests lower it).
     pub kept_listing_entries: usize,
+    /// Contents kept for reads by inode with `--no-open` ([`limits::INODE_HANDLES`]; tests
+    /// lower it).
+    pub inode_handles: usize,
     /// The platform `current` links choose for, in index directories (`--platform`; by default
     /// this machine's).
     pub platform: Platform,
@@ -54,6 +57,7 @@ impl Default for FsConfig {
             readahead: ReadaheadConfig::default(),
             views: crate::views::ViewsConfig::default(),
             kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
+            inode_handles: limits::INODE_HANDLES,
             platform: Platform::host(),
         }
     }
@@ -142,9 +146,11 @@ pub struct Fs {
     kept: Mutex<Kept>,
     /// Never 0: a read with handle 0 is a read by inode (the kernel sends no open: `--no-open`).
     next_fh: AtomicU64,
-    /// `--no-open`: the handle reads of each inode are served from, opened at its first read and
-    /// released when the kernel forgets the inode ([`Fs::read_ino`]).
-    by_ino: Mutex<HashMap<u64, u64>>,
+    /// `--no-open`: what reads of each inode are served from, opened at its first read and let go
+    /// when the kernel forgets the inode ([`Fs::read_ino`]), or when more than
+    /// [`FsConfig::inode_handles`] are held (the least recently read first; read again, it opens
+    /// again).
+    by_ino: Mutex<lru::LruCache<u64, Content>>,
     /// `--no-open`: status files are rendered at lookup, each a new inode ([`Fs::lookup`]).
     volatile_at_lookup: std::sync::atomic::AtomicBool,
 }
@@ -207,7 +213,9 @@ impl Fs {
             shared: Mutex::new(HashMap::new()),
             kept: Mutex::new(Kept { lru: lru::LruCache::unbounded(), entries: 0, bound: config.kept_listing_entries }),
             next_fh: AtomicU64::new(1),
-            by_ino: Mutex::new(HashMap::new()),
+            by_ino: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -343,10 +351,8 @@ impl Fs {
     /// and the handle its reads were served from (`--no-open`) is released.
     pub fn forget(&self, ino: u64, n: u64) {
         if self.inodes.forget(ino, n) {
-            let fh = sync::lock(&self.by_ino).remove(&ino);
-            if let Some(fh) = fh {
-                self.release(fh);
-            }
+            let content = sync::lock(&self.by_ino).pop(&ino);
+            drop(content);
         }
     }
 
@@ -471,7 +477,13 @@ impl Fs {
     /// verified cache file behind it, if it has one, is handed out too, so the adapter can let the
     /// kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
-        let (content, stability) = match self.node(ino)?.shape() {
+        let (content, stability) = self.content(ino)?;
+        Ok(self.opened(content, stability))
+    }
+
+    /// What [`Fs::open_file`] opens, with no handle.
+    fn content(&self, ino: u64) -> Result<(Content, Stability)> {
+        Ok(match self.node(ino)?.shape() {
             Shape::File(f) => (f.open(&self.layout)?, f.stability()),
             Shape::Dir(_) => return Err(Error::IsADirectory(format!("inode {ino}"))),
             Shape::Link(_) => {
@@ -481,8 +493,7 @@ impl Fs {
             Shape::Special(_) => {
                 return Err(Error::BadArgument(format!("inode {ino}: a device or FIFO is not opened through regfs")));
             }
-        };
-        Ok(self.opened(content, stability))
+        })
     }
 
     /// [`Fs::open_file`] if it needs no waiting (the content verified and at hand); `None` if
@@ -515,77 +526,71 @@ impl Fs {
     }
 
     /// A read of `ino` with no handle (`--no-open`: the kernel sends no open, and reads with
-    /// handle 0). Served from the inode's own handle, opened at its first read ([`Fs::open_file`]:
-    /// it may download, decode and verify, so the adapter calls this on a thread of its own) and
-    /// kept until the kernel forgets the inode. An error opening is this read's, and the next
-    /// read tries again.
+    /// handle 0). Served from the inode's own content, opened at its first read (as
+    /// [`Fs::open_file`] opens: it may download, decode and verify, so the adapter calls this on
+    /// a thread of its own) and kept until the kernel forgets the inode. An error opening is this
+    /// read's, and the next read tries again.
     pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        match self.ino_handle(ino) {
-            Some(fh) => self.read(fh, offset, size),
-            None => {
-                let opened = self.open_file(ino)?;
-                self.read_kept(ino, opened.fh, offset, size)
-            }
-        }
+        let content = match self.ino_content(ino) {
+            Some(content) => content,
+            None => self.keep_ino_content(ino, self.content(ino)?.0),
+        };
+        read_content(&content, offset, size)
     }
 
-    /// [`Fs::read_ino`] if it needs no waiting: the inode's handle is open, or its content is
-    /// verified and at hand ([`Fs::open_now`]). `None` if opening may wait, or `ino` is not a
-    /// file (then `read_ino` says what is wrong).
+    /// [`Fs::read_ino`] if it needs no waiting: the inode's content is kept, or verified and at
+    /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
+    /// `read_ino` says what is wrong).
     pub fn read_ino_now(&self, ino: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
-        match self.ino_handle(ino) {
-            Some(fh) => Some(self.read(fh, offset, size)),
-            None => match self.open_now(ino)? {
-                Ok(opened) => Some(self.read_kept(ino, opened.fh, offset, size)),
-                Err(e) => Some(Err(e)),
-            },
-        }
+        let content = match self.ino_content(ino) {
+            Some(content) => content,
+            None => {
+                let node = self.inodes.node(ino)?;
+                let Shape::File(f) = node.shape() else { return None };
+                match f.open_now(&self.layout)? {
+                    Ok(content) => self.keep_ino_content(ino, content),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        };
+        Some(read_content(&content, offset, size))
     }
 
-    /// Open `ino`'s handle if it has none (`--no-open`): what an open does, at the kernel's first
-    /// `getattr` of an open file (its reads ask for the size first: a layer not decoded yet says
-    /// 0, and the kernel reads nothing past what it was told). It may download, decode and verify.
+    /// Open `ino`'s content if none is kept (`--no-open`): what an open does, at the kernel's
+    /// first `getattr` of an open file (its reads ask for the size first: a layer not decoded
+    /// yet says 0, and the kernel reads nothing past what it was told). It may download, decode
+    /// and verify.
     pub fn open_ino(&self, ino: u64) -> Result<()> {
-        if self.ino_handle(ino).is_none() {
-            let opened = self.open_file(ino)?;
-            let mut by_ino = sync::lock(&self.by_ino);
-            if by_ino.contains_key(&ino) || self.inodes.node(ino).is_none() {
-                drop(by_ino);
-                self.release(opened.fh);
-            } else {
-                by_ino.insert(ino, opened.fh);
-            }
+        if self.ino_content(ino).is_none() {
+            self.keep_ino_content(ino, self.content(ino)?.0);
         }
         Ok(())
     }
 
-    fn ino_handle(&self, ino: u64) -> Option<u64> {
-        sync::lock(&self.by_ino).get(&ino).copied()
+    fn ino_content(&self, ino: u64) -> Option<Content> {
+        sync::lock(&self.by_ino).get(&ino).cloned()
     }
 
-    /// Keep `fh`, just opened, as `ino`'s handle and read from it; unless another read kept one
-    /// first (then `fh` is released and that one read), or the kernel forgot the inode meanwhile
-    /// (then `fh` is read once and released: no `forget` would release it). `forget` frees the
-    /// inode before it takes `by_ino`, so one of the two always sees the other.
-    fn read_kept(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    /// Keep `content`, just opened, as `ino`'s; what to read from: the content another read kept
+    /// first, if one did. Not kept if the kernel forgot the inode meanwhile (no `forget` would
+    /// let it go): `forget` frees the inode before it takes `by_ino`, so one of the two always
+    /// sees the other. Reads take a clone of what is kept, so one let go (forgotten, or past
+    /// the bound) under a read in flight still serves that read.
+    fn keep_ino_content(&self, ino: u64, content: Content) -> Content {
         let mut by_ino = sync::lock(&self.by_ino);
-        if let Some(&kept) = by_ino.get(&ino) {
-            drop(by_ino);
-            self.release(fh);
-            return self.read(kept, offset, size);
+        if let Some(kept) = by_ino.get(&ino) {
+            return kept.clone();
         }
-        if self.inodes.node(ino).is_some() {
-            by_ino.insert(ino, fh);
-            drop(by_ino);
-            return self.read(fh, offset, size);
+        if self.inodes.node(ino).is_none() {
+            return content;
         }
+        let evicted = by_ino.push(ino, content.clone());
         drop(by_ino);
-        let bytes = self.read(fh, offset, size);
-        self.release(fh);
-        bytes
+        drop(evicted);
+        content
     }
 
-    /// Handles held by inode now (`--no-open`), and handles open in all (tests).
+    /// Contents held by inode now (`--no-open`), and handles open (tests).
     pub fn handles_held(&self) -> (usize, usize) {
         (sync::lock(&self.by_ino).len(), sync::lock(&self.handles).len())
     }

@@ -63,12 +63,14 @@
 //! `FOPEN_KEEP_CACHE`, and no OPEN or RELEASE of a file is sent again (OPENDIR stays). With no
 //! `FOPEN_NOFLUSH` either, a `close` would send FLUSH: answered ENOSYS too, after which the
 //! kernel sends none. The core never hands out handle 0 (`Fs::next_fh` starts at 1), so:
-//! - `read` with handle 0 is a read by inode ([`Fs::read_ino`]): from the inode's own handle,
-//!   opened at its first read, inline when the content is ready ([`Fs::read_ino_now`]), else on
-//!   a thread entered in [`Waiting`] as a waiting open is (so a killed reader gets EINTR, and
-//!   the unmount EIO). The handle is released when the kernel forgets the inode;
+//! - `read` with handle 0 is a read by inode ([`Fs::read_ino`]): from the inode's content,
+//!   opened at its first read (as an open opens), inline when the content is ready
+//!   ([`Fs::read_ino_now`]), else on a thread entered in [`Waiting`] as a waiting open is (so a
+//!   killed reader gets EINTR, and the unmount EIO). It is kept until the kernel forgets the
+//!   inode, at most [`crate::limits::INODE_HANDLES`] of them (the least recently read let go
+//!   first, opened again if read again: the bound on descriptors they hold);
 //! - `getattr` with handle 0 (the kernel asks it of an open file before a read past the size it
-//!   knows, and at `SEEK_END`) opens the inode's handle first: a decoded layer not decoded yet
+//!   knows, and at `SEEK_END`) opens the inode's content first: a decoded layer not decoded yet
 //!   says size 0 until it is, and the kernel reads nothing past the size it was told;
 //! - an error an open would have given (a digest mismatch, a failed download) is the read's;
 //! - `.regfs/status`: the kernel keeps the pages of every file, and an inode's pages live as
@@ -652,7 +654,7 @@ impl Filesystem for FuseAdapter {
     }
 
     /// Inline from an open handle. Handle 0 (the core hands out none: the kernel sent no open,
-    /// `--no-open`) is a read by inode: inline when the inode's handle is open or its content is
+    /// `--no-open`) is a read by inode: inline when the inode's content is kept, or is
     /// ready, else on a thread of its own, as a waiting open is.
     fn read(
         &self,
@@ -842,7 +844,7 @@ impl ReadAnswer for ReplyData {
 impl FuseAdapter {
     /// Read `ino` with no handle (`--no-open`): inline when it needs no waiting, else on a thread
     /// of its own that the watchdog can answer for (a killed reader, the unmount). What the
-    /// thread opened stays the inode's handle even if the reader left: `forget` releases it.
+    /// thread opened stays kept for the inode even if the reader left: `forget` lets it go.
     fn read_ino_for<R: ReadAnswer>(&self, caller: Caller, ino: INodeNo, offset: u64, size: u32, reply: R) {
         if let Some(result) = self.core.read_ino_now(ino.0, offset, size) {
             return match result {
@@ -1132,7 +1134,7 @@ mod tests {
 
     /// `--no-open`: an open is ENOSYS and leaves no handle in the core; a read with no handle
     /// is served by inode (on a thread the first time, the layer not fetched yet; inline then),
-    /// from one handle per inode, released when the kernel forgets the inode. Each lookup of a
+    /// from what is kept for the inode, let go when the kernel forgets the inode. Each lookup of a
     /// status file is a new inode whose reads give its rendering, of the size the lookup said.
     #[test]
     fn no_open_reads_by_inode_from_one_handle_released_at_forget() {
@@ -1162,11 +1164,11 @@ mod tests {
         assert_eq!(whole, core.read(plain.fh, 0, 1 << 20).expect("read"), "the bytes an open handle reads");
         core.release(plain.fh);
         assert!(whole.len() >= 4, "{whole:?}");
-        assert_eq!(core.handles_held(), (1, 1));
-        assert_eq!(read(layer, 1, 3), (Ok(whole[1..4].to_vec()), 0), "then inline, from the same handle");
-        assert_eq!(core.handles_held(), (1, 1));
+        assert_eq!(core.handles_held(), (1, 0), "kept by inode, no handle");
+        assert_eq!(read(layer, 1, 3), (Ok(whole[1..4].to_vec()), 0), "then inline, from what is kept");
+        assert_eq!(core.handles_held(), (1, 0));
         core.forget(layer, 1);
-        assert_eq!(core.handles_held(), (0, 0), "forget released the inode's handle");
+        assert_eq!(core.handles_held(), (0, 0), "forget let the inode's content go");
         let (gone, _) = read(layer, 0, 10);
         assert_eq!(gone, Err(libc::ENOENT), "a forgotten inode");
         assert_eq!(core.handles_held(), (0, 0));
@@ -1190,6 +1192,31 @@ mod tests {
 
         // FLUSH is not needed: ENOSYS stops it (tested on a mount); the core holds nothing more.
         drop(adapter);
+    }
+
+    /// What is kept for reads by inode is bounded: past the bound the least recently read is
+    /// let go, and a read of it opens it again (inline: its content is at hand).
+    #[test]
+    fn contents_kept_for_reads_by_inode_are_bounded() {
+        let client = crate::testkit::faulty::Faulty::new(crate::testkit::fake::Fake::default());
+        let (d, _) = client.image("r", "v1", b"layer");
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = crate::store::Store::new(Arc::new(client), &config).expect("store");
+        let fs_config = crate::fs::FsConfig { inode_handles: 1, ..Default::default() };
+        let core = Arc::new(Fs::new(Arc::new(store), fs_config));
+        let (layer, manifest) = (
+            walk(&core, &format!("r/manifests/{d}/layers/0.tar")),
+            walk(&core, &format!("r/manifests/{d}/manifest.json")),
+        );
+        let first = core.read_ino(layer, 0, 1 << 20).expect("layer");
+        assert_eq!(core.handles_held(), (1, 0));
+        let json = core.read_ino_now(manifest, 0, 1 << 20).expect("inline").expect("manifest");
+        assert!(json.starts_with(b"{"), "{json:?}");
+        assert_eq!(core.handles_held(), (1, 0), "the layer was let go");
+        let again = core.read_ino_now(layer, 0, 1 << 20).expect("inline: the layer is at hand").expect("layer");
+        assert_eq!(again, first);
+        assert_eq!(core.handles_held(), (1, 0));
     }
 
     /// A worker that ends without answering (a bug that panics) must not leave its requester
