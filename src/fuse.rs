@@ -4,7 +4,8 @@
 //! Operations that may wait on the network (lookup, getattr, readlink, opendir, open, the
 //! xattr calls) run on their own thread, so a slow download never holds up `ls` elsewhere; an
 //! open whose content is ready (verified and at hand: [`Fs::open_now`]) is answered inline. `read` (verified memory or
-//! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline. Files are all digest-addressed, so every
+//! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline
+//! (but with `--no-open` a read is also what opens: see "No open, no release"). Files are all digest-addressed, so every
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
 //! carry a long TTL; names (tags, the catalog) carry `--tag-ttl`. The one exception is
 //! `.regfs/status` (volatile): TTL 0, opened with `FOPEN_DIRECT_IO` and never passthrough, so each
