@@ -41,6 +41,9 @@ pub struct FsConfig {
     /// Entries of immutable directories' listings kept after their handles close
     /// ([`limits::KEPT_LISTING_ENTRIES`]; tests lower it).
     pub kept_listing_entries: usize,
+    /// Contents kept for reads by inode with `--no-open` ([`limits::INODE_HANDLES`]; tests
+    /// lower it).
+    pub inode_handles: usize,
     /// The platform `current` links choose for, in index directories (`--platform`; by default
     /// this machine's).
     pub platform: Platform,
@@ -54,6 +57,7 @@ impl Default for FsConfig {
             readahead: ReadaheadConfig::default(),
             views: crate::views::ViewsConfig::default(),
             kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
+            inode_handles: limits::INODE_HANDLES,
             platform: Platform::host(),
         }
     }
@@ -140,7 +144,15 @@ pub struct Fs {
     shared: Mutex<HashMap<u64, std::sync::Weak<Vec<DirEntry>>>>,
     /// Listings of immutable directories, kept after their handles close (see [`Kept`]).
     kept: Mutex<Kept>,
+    /// Never 0: a read with handle 0 is a read by inode (the kernel sends no open: `--no-open`).
     next_fh: AtomicU64,
+    /// `--no-open`: what reads of each inode are served from, opened at its first read and let go
+    /// when the kernel forgets the inode ([`Fs::read_ino`]), or when more than
+    /// [`FsConfig::inode_handles`] are held (the least recently read first; read again, it opens
+    /// again).
+    by_ino: Mutex<lru::LruCache<u64, Content>>,
+    /// `--no-open`: status files are rendered at lookup, each a new inode ([`Fs::lookup`]).
+    volatile_at_lookup: std::sync::atomic::AtomicBool,
 }
 
 /// Listings of immutable directories (a manifest's, a rootfs directory: functions of a verified
@@ -201,6 +213,10 @@ impl Fs {
             shared: Mutex::new(HashMap::new()),
             kept: Mutex::new(Kept { lru: lru::LruCache::unbounded(), entries: 0, bound: config.kept_listing_entries }),
             next_fh: AtomicU64::new(1),
+            by_ino: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -305,14 +321,39 @@ impl Fs {
                 return Err(Error::NotADirectory(format!("looking up {name}")));
             }
         };
+        // With `--no-open` the kernel keeps the pages of every file it reads (no open is sent, so
+        // none can say `FOPEN_DIRECT_IO`), and an inode's pages live as long as the inode. So a
+        // status file is rendered here, and every lookup is a node of its own: a new inode
+        // number. Its entry's TTL is 0, so each path walk (each `cat`) looks it up again; the
+        // kernel, told another number than the one its dentry holds, drops that dentry and makes
+        // a new inode, whose pages start empty. Its size is exactly the rendering's, and a
+        // `getattr` (the kernel asks at a read past the size it knows) says the same, so a read
+        // sequence sees one snapshot, whole, however the status moves meanwhile. The old inode's
+        // rendering goes when the kernel forgets it.
+        let child = match child {
+            Node::StatusFile(f) if self.volatile_at_lookup.load(Ordering::Relaxed) => {
+                Node::StatusFile(f.rendered_now(&self.layout))
+            }
+            other => other,
+        };
         let attr = self.attr_of(&child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
         Ok(Attr { ino: self.inodes.lookup(&child), ..attr })
     }
 
-    /// The kernel dropped `n` references to `ino` (FUSE `forget`): at none, its inode is freed.
+    /// Render status files at lookup, each a new inode, not at open (`--no-open`: the kernel
+    /// sends no open, and keeps pages).
+    pub fn render_volatile_at_lookup(&self) {
+        self.volatile_at_lookup.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel dropped `n` references to `ino` (FUSE `forget`): at none, its inode is freed,
+    /// and the handle its reads were served from (`--no-open`) is released.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.forget(ino, n);
+        if self.inodes.forget(ino, n) {
+            let content = sync::lock(&self.by_ino).pop(&ino);
+            drop(content);
+        }
     }
 
     /// Repositories whose tag-reading position readahead remembers now.
@@ -436,7 +477,13 @@ impl Fs {
     /// verified cache file behind it, if it has one, is handed out too, so the adapter can let the
     /// kernel read that file directly (FUSE passthrough).
     pub fn open_file(&self, ino: u64) -> Result<Opened> {
-        let (content, stability) = match self.node(ino)?.shape() {
+        let (content, stability) = self.content(ino)?;
+        Ok(self.opened(content, stability))
+    }
+
+    /// What [`Fs::open_file`] opens, with no handle.
+    fn content(&self, ino: u64) -> Result<(Content, Stability)> {
+        Ok(match self.node(ino)?.shape() {
             Shape::File(f) => (f.open(&self.layout)?, f.stability()),
             Shape::Dir(_) => return Err(Error::IsADirectory(format!("inode {ino}"))),
             Shape::Link(_) => {
@@ -446,8 +493,7 @@ impl Fs {
             Shape::Special(_) => {
                 return Err(Error::BadArgument(format!("inode {ino}: a device or FIFO is not opened through regfs")));
             }
-        };
-        Ok(self.opened(content, stability))
+        })
     }
 
     /// [`Fs::open_file`] if it needs no waiting (the content verified and at hand); `None` if
@@ -477,6 +523,76 @@ impl Fs {
 
     pub fn release(&self, fh: u64) {
         sync::lock(&self.handles).remove(&fh);
+    }
+
+    /// A read of `ino` with no handle (`--no-open`: the kernel sends no open, and reads with
+    /// handle 0). Served from the inode's own content, opened at its first read (as
+    /// [`Fs::open_file`] opens: it may download, decode and verify, so the adapter calls this on
+    /// a thread of its own) and kept until the kernel forgets the inode. An error opening is this
+    /// read's, and the next read tries again.
+    pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let content = match self.ino_content(ino) {
+            Some(content) => content,
+            None => self.keep_ino_content(ino, self.content(ino)?.0),
+        };
+        read_content(&content, offset, size)
+    }
+
+    /// [`Fs::read_ino`] if it needs no waiting: the inode's content is kept, or verified and at
+    /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
+    /// `read_ino` says what is wrong).
+    pub fn read_ino_now(&self, ino: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+        let content = match self.ino_content(ino) {
+            Some(content) => content,
+            None => {
+                let node = self.inodes.node(ino)?;
+                let Shape::File(f) = node.shape() else { return None };
+                match f.open_now(&self.layout)? {
+                    Ok(content) => self.keep_ino_content(ino, content),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        };
+        Some(read_content(&content, offset, size))
+    }
+
+    /// Open `ino`'s content if none is kept (`--no-open`): what an open does, at the kernel's
+    /// first `getattr` of an open file (its reads ask for the size first: a layer not decoded
+    /// yet says 0, and the kernel reads nothing past what it was told). It may download, decode
+    /// and verify.
+    pub fn open_ino(&self, ino: u64) -> Result<()> {
+        if self.ino_content(ino).is_none() {
+            self.keep_ino_content(ino, self.content(ino)?.0);
+        }
+        Ok(())
+    }
+
+    fn ino_content(&self, ino: u64) -> Option<Content> {
+        sync::lock(&self.by_ino).get(&ino).cloned()
+    }
+
+    /// Keep `content`, just opened, as `ino`'s; what to read from: the content another read kept
+    /// first, if one did. Not kept if the kernel forgot the inode meanwhile (no `forget` would
+    /// let it go): `forget` frees the inode before it takes `by_ino`, so one of the two always
+    /// sees the other. Reads take a clone of what is kept, so one let go (forgotten, or past
+    /// the bound) under a read in flight still serves that read.
+    fn keep_ino_content(&self, ino: u64, content: Content) -> Content {
+        let mut by_ino = sync::lock(&self.by_ino);
+        if let Some(kept) = by_ino.get(&ino) {
+            return kept.clone();
+        }
+        if self.inodes.node(ino).is_none() {
+            return content;
+        }
+        let evicted = by_ino.push(ino, content.clone());
+        drop(by_ino);
+        drop(evicted);
+        content
+    }
+
+    /// Contents held by inode now (`--no-open`), and handles open (tests).
+    pub fn handles_held(&self) -> (usize, usize) {
+        (sync::lock(&self.by_ino).len(), sync::lock(&self.handles).len())
     }
 
     pub fn root_ino(&self) -> u64 {

@@ -69,18 +69,21 @@ impl Inodes {
     }
 
     /// The kernel dropped `n` references to `ino`; at zero the inode is freed (never the root).
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Whether it was freed now.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
         if ino == ROOT_INO {
-            return;
+            return false;
         }
         let mut w = sync::write(&self.inner);
-        let Some(h) = w.by_ino.get_mut(&ino) else { return };
+        let Some(h) = w.by_ino.get_mut(&ino) else { return false };
         h.lookups = h.lookups.saturating_sub(n);
         if h.lookups == 0 {
             if let Some(h) = w.by_ino.remove(&ino) {
                 w.by_node.remove(&h.node);
+                return true;
             }
         }
+        false
     }
 
     /// A number for `node` in a directory listing, which gives the kernel no reference: the

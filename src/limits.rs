@@ -120,6 +120,12 @@ pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;
 /// file. Each pins its cache file's disk space while held, should the cache evict it meanwhile.
 pub const HELD_DECODED_FILES: usize = 8;
 
+/// `--no-open`: files whose content stays open for reads by inode (the kernel sends no open or
+/// release, so a handle is kept per inode until the kernel forgets it), the most recently read
+/// kept; a read of one let go opens it again (inline when its content is at hand). Bounds the
+/// descriptors and the evicted cache files' disk space the handles can pin.
+pub const INODE_HANDLES: usize = 4096;
+
 // Platforms and artifact titles (issue 10).
 
 /// Bytes one part of an index entry's platform (OS, architecture, variant) may have; an entry

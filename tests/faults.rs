@@ -418,6 +418,47 @@ fn a_reader_waiting_on_a_stalled_download_can_be_killed_and_the_download_goes_on
     assert!(status.success(), "{status:?}\n{}", m.log());
 }
 
+/// With `--no-open` a reader waits in `read` (the kernel sends no open), on a thread the
+/// watchdog answers for as it does for a waiting open: `kill -9` frees it at once, the download
+/// goes on for the reader that stayed, and the mount then unmounts cleanly. SIGTERM frees the
+/// readers left with an error.
+#[test]
+fn with_no_open_a_reader_waiting_in_read_can_be_killed_and_sigterm_frees_the_rest() {
+    let (path, digest) = big_layer();
+    let front = stalled_front(&digest, STALL, 4);
+    let m = Mount::start(&front.url, &["--no-open"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let file = m.path(&path);
+    let mut killed = spawn_reader(&file);
+    let patient = std::thread::spawn(move || sha256sum(&file));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(killed.try_wait().expect("wait").is_none(), "the reader did not wait for the download");
+    let kill_9 = reaped_after(&mut [(&mut killed, libc::SIGKILL)])[0];
+    eprintln!("--no-open, kill -9 of a reader waiting in read: reaped after {kill_9:?}");
+    assert!(kill_9 < Duration::from_secs(1), "kill -9 took {kill_9:?}\n{}", m.log());
+    assert_eq!(patient.join().expect("reader"), digest);
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
+    assert_eq!(gets, 1);
+    let mut m = m;
+    let status = m.unmount().expect("exit");
+    assert!(status.success(), "{status:?}\n{}", m.log());
+
+    let front = stalled_front(&digest, STALL, 20);
+    let mut m = Mount::start(&front.url, &["--no-open", "--timeout", "30"]);
+    std::fs::metadata(m.path(&path)).expect("stat");
+    let f = m.path(&path);
+    let reader = std::thread::spawn(move || (std::fs::read(f).map(|b| b.len()), Instant::now()));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(m.pid().expect("pid") as i32, libc::SIGTERM) };
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", m.log());
+    let (result, at) = reader.join().expect("reader");
+    assert!(result.is_err(), "a reader got {result:?}");
+    assert!(at.duration_since(started) < Duration::from_secs(3));
+}
+
 #[test]
 fn sigterm_with_a_stalled_download_exits_within_seconds_and_its_readers_get_an_error() {
     let (path, digest) = big_layer();
