@@ -206,9 +206,24 @@ fn a_pull_through_proxy_fetches_each_blob_from_the_upstream_a_fixed_number_of_ti
         readers.into_iter().map(|r| r.join().expect("a reader failed")).collect()
     });
     assert!(read_at_once.iter().all(|r| *r == read));
+    // Distribution 2.8's proxy may answer 500 ("invalid checksum digest format") to a request
+    // for a blob another request is storing at that moment (seen under load). Then that mount
+    // sets the proxy aside for its cool-off and reads from the registry (each read still
+    // checked by sha256sum above): going past the proxy is allowed only in that case.
+    let past_at_once = asked_for(&direct, "/blobs/");
+    if past_at_once > 0 {
+        let logs: Vec<String> = mounts.iter().map(|m| m.log()).collect();
+        eprintln!("three mounts at once: {past_at_once} blob requests went past the proxy after it failed");
+        assert!(
+            proxy.log().contains(" 500 ") && logs.iter().any(|l| l.contains("not asked again")),
+            "mounts went past a proxy that had not failed them; the mounts' logs:\n{}\nthe proxy's:\n{}",
+            logs.join("\n----\n"),
+            proxy.log()
+        );
+    }
     wait_stored(&proxy, &read);
     assert_upstream_bounded(&upstream, &to_proxy, &read, (mounts.len(), repos), "three mounts at once");
-    // Once stored, a fourth mount costs the upstream nothing.
+    // Once stored, a fourth mount costs the upstream nothing, and goes nowhere but the proxy.
     let stored = gets_per_blob(&upstream, &read);
     let m = Mount::start(&direct.url, &["--mirror", &to_proxy.url]);
     assert_eq!(read_all(&m, &imgs), read);
@@ -217,7 +232,7 @@ fn a_pull_through_proxy_fetches_each_blob_from_the_upstream_a_fixed_number_of_ti
         stored,
         "a mount after the proxy stored the blobs costs the upstream nothing"
     );
-    assert_eq!(asked_for(&direct, "/blobs/"), 0, "no mount went past the proxy for a blob");
+    assert_eq!(asked_for(&direct, "/blobs/"), past_at_once, "the fourth mount went past the proxy:\n{}", m.log());
 }
 
 #[test]
