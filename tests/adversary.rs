@@ -768,7 +768,7 @@ fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
 
 // ---- adv9: index trust, failed decodes, large builds ----
 
-/// HOLE (cross-image, schema1): layer indexes are kept in memory by one digest, the index key,
+/// Was a HOLE (cross-image, schema1; fixed: the memory key says which kind of key it is): layer indexes were kept in memory by one digest, the index key,
 /// whatever kind of key it is: a schema1 layer's index by its *blob* digest (`Target::From`),
 /// an uncompressed layer's by its diff_id (= its blob digest). A hostile OCI manifest naming an
 /// honest schema1 image's gzip blob B as an uncompressed `tar` layer with diff_id B passes the
@@ -776,7 +776,6 @@ fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
 /// `Known::Failed` under B: the honest schema1 image's `rootfs/` is `EIO` for the run. SEMANTICS:
 /// "a hostile manifest pairing an honest diff_id with another blob fails alone".
 #[test]
-#[ignore = "adversary: a hostile plain layer on a schema1 blob files Known::Failed under the schema1 layer's index key"]
 fn a_hostile_plain_layer_on_a_schema1_blob_does_not_fail_the_schema1_image() {
     let _serial = serial();
     let fake = Arc::new(Faulty::new(Fake::default()));
