@@ -765,3 +765,53 @@ fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
     assert_eq!(from, dir.path().join("_default/hosts.toml"));
     assert_eq!(specs[0].ca, [dir.path().join("_default/ca.pem")]);
 }
+
+// ---- adv9: index trust, failed decodes, large builds ----
+
+/// Was a HOLE (cross-image, schema1; fixed: the memory key says which kind of key it is): layer indexes were kept in memory by one digest, the index key,
+/// whatever kind of key it is: a schema1 layer's index by its *blob* digest (`Target::From`),
+/// an uncompressed layer's by its diff_id (= its blob digest). A hostile OCI manifest naming an
+/// honest schema1 image's gzip blob B as an uncompressed `tar` layer with diff_id B passes the
+/// diff_id check (the blob is B), fails to parse (gzip bytes are no tar), and files
+/// `Known::Failed` under B: the honest schema1 image's `rootfs/` is `EIO` for the run. SEMANTICS:
+/// "a hostile manifest pairing an honest diff_id with another blob fails alone".
+#[test]
+fn a_hostile_plain_layer_on_a_schema1_blob_does_not_fail_the_schema1_image() {
+    let _serial = serial();
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let honest = tar_of(&[("etc/motd", b"hello\n")]);
+    let gz = gzip(&honest);
+    let blob = fake.add_blob(&gz);
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": blob.to_string()}], "history": [{"v1Compatibility": "{}"}]
+    });
+    let m = fake.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    // The hostile image: the same blob, as an uncompressed layer whose diff_id is the blob's digest.
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [blob.to_string()]},
+    }))
+    .expect("config");
+    let cfg = fake.add_blob(&config);
+    let evil = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blob.to_string(), "size": gz.len()}],
+    });
+    let e = fake.put_manifest(
+        "evil",
+        Some("v1"),
+        media::OCI_MANIFEST,
+        &serde_json::to_vec(&evil).expect("json"),
+        Algorithm::Sha256,
+    );
+    let fs = fs_on(&fake, cache.path());
+    // Browsing the hostile image first: its rootfs has no index (a gzip is no tar).
+    let hostile = walk(&fs, &format!("evil/manifests/{e}/rootfs/etc"));
+    assert!(hostile.is_err(), "the hostile layer is no tar: {hostile:?}");
+    // The honest schema1 image, verified by its blobSum.
+    let got = walk(&fs, &format!("r/manifests/{m}/rootfs/etc/motd")).and_then(|f| cat_as_fuse(&fs, f.ino));
+    assert_eq!(got.as_ref().ok().map(Vec::as_slice), Some(&b"hello\n"[..]), "the schema1 image fails: {got:?}");
+}

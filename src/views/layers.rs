@@ -110,7 +110,7 @@ impl Known {
 }
 
 struct Indexes {
-    lru: LruCache<Digest, Known>,
+    lru: LruCache<MemKey, Known>,
     bytes: usize,
 }
 
@@ -128,7 +128,7 @@ pub struct Views {
     indexes: Mutex<Indexes>,
     /// One materialisation per layer key at a time; `true` when the decoded tar is wanted too
     /// (an index alone may come from `index/` without it).
-    layer_flights: SingleFlight<(Digest, bool), Materialised>,
+    layer_flights: SingleFlight<(MemKey, bool), Materialised>,
     decodes: AtomicU64,
     configs_read: AtomicU64,
     index_passes: AtomicU64,
@@ -170,6 +170,9 @@ pub fn has_view(m: &Manifest, n: usize) -> bool {
     image && layer_type && matches!(media::layer_extension(&mt), ".tar.gz" | ".tar.zst")
 }
 
+/// A layer's key in memory: whether it is a schema1 blob's digest, and the digest.
+type MemKey = (bool, Digest);
+
 /// A layer's decoded tar: decoded into the cache, or its own blob.
 #[derive(Debug, Clone)]
 enum Source {
@@ -179,7 +182,15 @@ enum Source {
 }
 
 impl Source {
-    /// The key of its index in `index/` and in memory.
+    /// Its key in memory (indexes, flights): the index key, and whether it is a schema1 blob's
+    /// digest. A blob digest and a diff_id can be the same digest (a hostile manifest naming a
+    /// schema1 layer's gzip blob as an uncompressed layer whose diff_id is that blob's digest):
+    /// one must never take the other's index, or its failure.
+    fn mem_key(&self) -> MemKey {
+        (matches!(self, Source::Decoded(Target::From(_))), self.index_key().clone())
+    }
+
+    /// The key of its index in `index/`.
     fn index_key(&self) -> &Digest {
         match self {
             Source::Decoded(t) => t.key(),
@@ -292,7 +303,7 @@ impl Views {
     pub fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
         let doc = self.store.manifest(repo, manifest)?;
         let source = self.source(repo, &doc, n)?;
-        let key = source.index_key().clone();
+        let key = source.mem_key();
         if let Some(known) = self.known(&key) {
             return known_index(known);
         }
@@ -315,12 +326,12 @@ impl Views {
     pub fn materialise(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Materialised> {
         let doc = self.store.manifest(repo, manifest)?;
         let source = self.source(repo, &doc, n)?;
-        let key = source.index_key().clone();
+        let key = source.mem_key();
         self.layer_flights.run(&(key.clone(), true), || self.materialise_now(repo, &doc, n, &source))
     }
 
     fn materialise_now(&self, repo: &str, doc: &VerifiedManifest, n: usize, source: &Source) -> Result<Materialised> {
-        let key = source.index_key();
+        let key = &source.mem_key();
         let mut known = self.known(key);
         if known.is_none() {
             known = self.index_from_disk(source)?.map(|(_, i)| Known::Index(i));
@@ -510,12 +521,16 @@ impl Views {
         let cache = self.store.blob_cache();
         let view = has_view(&doc.manifest, n);
         let (key, kind, file_key) = if doc.manifest.kind == ManifestKind::DockerSchema1 {
-            (layer.digest.clone(), Kind::DecodedFrom, layer.digest.clone())
+            ((true, layer.digest.clone()), Kind::DecodedFrom, layer.digest.clone())
         } else {
             let config = doc.manifest.config.as_ref()?;
             let ids = sync::lock(&self.configs).lru.peek(&config.digest).cloned()?;
             let id = ids.get(n)?.clone();
-            if view { (id.clone(), Kind::Decoded, id) } else { (id, Kind::Blob, layer.digest.clone()) }
+            if view {
+                ((false, id.clone()), Kind::Decoded, id)
+            } else {
+                ((false, id), Kind::Blob, layer.digest.clone())
+            }
         };
         let Some(Known::Index(index)) = sync::lock(&self.indexes).lru.get(&key).cloned() else { return None };
         let file = cache.open_verified(kind, &file_key).ok()??;
@@ -544,11 +559,11 @@ impl Views {
         self.config.layer_index_size as u64 + INDEX_FILE_SLACK
     }
 
-    fn known(&self, key: &Digest) -> Option<Known> {
+    fn known(&self, key: &MemKey) -> Option<Known> {
         sync::lock(&self.indexes).lru.get(key).cloned()
     }
 
-    fn remember(&self, key: &Digest, known: Known) {
+    fn remember(&self, key: &MemKey, known: Known) {
         let mut c = sync::lock(&self.indexes);
         let w = known.weight();
         if let Some(old) = c.lru.put(key.clone(), known) {
@@ -572,9 +587,11 @@ impl Views {
         let config = doc.manifest.config.as_ref()?;
         let ids = sync::lock(&self.configs).lru.peek(&config.digest).cloned()?;
         let id = ids.get(n)?;
-        cache.derived_len(Kind::Decoded, id).or_else(|| match sync::lock(&self.indexes).lru.peek(id) {
-            Some(Known::Index(i)) => Some(i.decoded_len()),
-            _ => None,
+        cache.derived_len(Kind::Decoded, id).or_else(|| {
+            match sync::lock(&self.indexes).lru.peek(&(false, id.clone())) {
+                Some(Known::Index(i)) => Some(i.decoded_len()),
+                _ => None,
+            }
         })
     }
 
