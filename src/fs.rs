@@ -150,9 +150,50 @@ pub struct Fs {
     /// when the kernel forgets the inode ([`Fs::read_ino`]), or when more than
     /// [`FsConfig::inode_handles`] are held (the least recently read first; read again, it opens
     /// again).
-    by_ino: Mutex<lru::LruCache<u64, Content>>,
+    by_ino: Mutex<ByIno>,
     /// `--no-open`: status files are rendered at lookup, each a new inode ([`Fs::lookup`]).
     volatile_at_lookup: std::sync::atomic::AtomicBool,
+}
+
+/// Contents kept for reads by inode (`--no-open`): at most so many (the LRU's capacity, which
+/// bounds descriptors), and contents held in memory (small blobs, manifests) at most
+/// [`limits::INODE_MEMORY`] bytes in all, the least recently read let go first.
+struct ByIno {
+    lru: lru::LruCache<u64, Content>,
+    /// Bytes of the in-memory contents kept.
+    bytes: usize,
+}
+
+impl ByIno {
+    fn weight(content: &Content) -> usize {
+        match content {
+            Content::Memory(bytes) => bytes.len(),
+            Content::Manifest(doc) => doc.bytes().len(),
+            Content::File(_) | Content::Range { .. } => 0,
+        }
+    }
+
+    fn pop(&mut self, ino: u64) -> Option<Content> {
+        let content = self.lru.pop(&ino)?;
+        self.bytes -= ByIno::weight(&content);
+        Some(content)
+    }
+
+    /// Keep `content` for `ino` (not kept yet); what was let go, for the caller to drop unlocked.
+    fn push(&mut self, ino: u64, content: Content) -> Vec<Content> {
+        self.bytes += ByIno::weight(&content);
+        let mut out = Vec::new();
+        if let Some((_, old)) = self.lru.push(ino, content) {
+            self.bytes -= ByIno::weight(&old);
+            out.push(old);
+        }
+        while self.bytes > limits::INODE_MEMORY && self.lru.len() > 1 {
+            let Some((_, old)) = self.lru.pop_lru() else { break };
+            self.bytes -= ByIno::weight(&old);
+            out.push(old);
+        }
+        out
+    }
 }
 
 /// Listings of immutable directories (a manifest's, a rootfs directory: functions of a verified
@@ -213,9 +254,12 @@ impl Fs {
             shared: Mutex::new(HashMap::new()),
             kept: Mutex::new(Kept { lru: lru::LruCache::unbounded(), entries: 0, bound: config.kept_listing_entries }),
             next_fh: AtomicU64::new(1),
-            by_ino: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
-            )),
+            by_ino: Mutex::new(ByIno {
+                lru: lru::LruCache::new(
+                    std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
+                ),
+                bytes: 0,
+            }),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -351,7 +395,7 @@ impl Fs {
     /// and the handle its reads were served from (`--no-open`) is released.
     pub fn forget(&self, ino: u64, n: u64) {
         if self.inodes.forget(ino, n) {
-            let content = sync::lock(&self.by_ino).pop(&ino);
+            let content = sync::lock(&self.by_ino).pop(ino);
             drop(content);
         }
     }
@@ -568,7 +612,7 @@ impl Fs {
     }
 
     fn ino_content(&self, ino: u64) -> Option<Content> {
-        sync::lock(&self.by_ino).get(&ino).cloned()
+        sync::lock(&self.by_ino).lru.get(&ino).cloned()
     }
 
     /// Keep `content`, just opened, as `ino`'s; what to read from: the content another read kept
@@ -578,7 +622,7 @@ impl Fs {
     /// the bound) under a read in flight still serves that read.
     fn keep_ino_content(&self, ino: u64, content: Content) -> Content {
         let mut by_ino = sync::lock(&self.by_ino);
-        if let Some(kept) = by_ino.get(&ino) {
+        if let Some(kept) = by_ino.lru.get(&ino) {
             return kept.clone();
         }
         if self.inodes.node(ino).is_none() {
@@ -592,7 +636,7 @@ impl Fs {
 
     /// Contents held by inode now (`--no-open`), and handles open (tests).
     pub fn handles_held(&self) -> (usize, usize) {
-        (sync::lock(&self.by_ino).len(), sync::lock(&self.handles).len())
+        (sync::lock(&self.by_ino).lru.len(), sync::lock(&self.handles).len())
     }
 
     pub fn root_ino(&self) -> u64 {

@@ -125,6 +125,10 @@ pub const HELD_DECODED_FILES: usize = 8;
 /// kept; a read of one let go opens it again (inline when its content is at hand). Bounds the
 /// descriptors and the evicted cache files' disk space the handles can pin.
 pub const INODE_HANDLES: usize = 4096;
+/// `--no-open`: bytes of in-memory contents (small blobs, manifests) kept for reads by inode, in
+/// all; past it the least recently read are let go (read again, they open again, from the
+/// store's own bounded memory or the disk cache).
+pub const INODE_MEMORY: usize = 32 << 20;
 
 // Platforms and artifact titles (issue 10).
 
