@@ -408,12 +408,16 @@ fn a_reader_waiting_on_a_stalled_download_can_be_killed_and_the_download_goes_on
     eprintln!("kill -9 of a waiting reader: reaped after {kill_9:?}; SIGINT: {sigint:?}");
     assert!(kill_9 < Duration::from_secs(1), "kill -9 took {kill_9:?}");
     assert!(sigint < Duration::from_secs(1), "SIGINT took {sigint:?}");
-    // The download went on for the reader that stayed, and was made once.
+    // The download went on for the reader that stayed, and was made once; a killed reader left
+    // no open file behind: the mount unmounts cleanly.
+    downloaded_once_and_unmounts(&front, &digest, patient, m);
+}
+
+/// The reader that stayed got `digest`, the front served it once, and `m` unmounts cleanly.
+fn downloaded_once_and_unmounts(front: &Front, digest: &str, patient: std::thread::JoinHandle<String>, mut m: Mount) {
     assert_eq!(patient.join().expect("reader"), digest);
-    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
+    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(digest)).count();
     assert_eq!(gets, 1);
-    // A killed reader left no open file behind: the mount unmounts cleanly.
-    let mut m = m;
     let status = m.unmount().expect("exit");
     assert!(status.success(), "{status:?}\n{}", m.log());
 }
@@ -436,12 +440,7 @@ fn with_no_open_a_reader_waiting_in_read_can_be_killed_and_sigterm_frees_the_res
     let kill_9 = reaped_after(&mut [(&mut killed, libc::SIGKILL)])[0];
     eprintln!("--no-open, kill -9 of a reader waiting in read: reaped after {kill_9:?}");
     assert!(kill_9 < Duration::from_secs(1), "kill -9 took {kill_9:?}\n{}", m.log());
-    assert_eq!(patient.join().expect("reader"), digest);
-    let gets = front.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(&digest)).count();
-    assert_eq!(gets, 1);
-    let mut m = m;
-    let status = m.unmount().expect("exit");
-    assert!(status.success(), "{status:?}\n{}", m.log());
+    downloaded_once_and_unmounts(&front, &digest, patient, m);
 
     let front = stalled_front(&digest, STALL, 20);
     let mut m = Mount::start(&front.url, &["--no-open", "--timeout", "30"]);
