@@ -575,11 +575,7 @@ impl Fs {
     /// a thread of its own) and kept until the kernel forgets the inode. An error opening is this
     /// read's, and the next read tries again.
     pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let content = match self.ino_content(ino) {
-            Some(content) => content,
-            None => self.keep_ino_content(ino, self.content(ino)?.0),
-        };
-        read_content(&content, offset, size)
+        read_content(&self.kept_or_opened(ino)?, offset, size)
     }
 
     /// [`Fs::read_ino`] if it needs no waiting: the inode's content is kept, or verified and at
@@ -605,10 +601,15 @@ impl Fs {
     /// yet says 0, and the kernel reads nothing past what it was told). It may download, decode
     /// and verify.
     pub fn open_ino(&self, ino: u64) -> Result<()> {
-        if self.ino_content(ino).is_none() {
-            self.keep_ino_content(ino, self.content(ino)?.0);
+        self.kept_or_opened(ino).map(drop)
+    }
+
+    /// `ino`'s kept content, else its content opened (it may wait) and kept.
+    fn kept_or_opened(&self, ino: u64) -> Result<Content> {
+        match self.ino_content(ino) {
+            Some(content) => Ok(content),
+            None => Ok(self.keep_ino_content(ino, self.content(ino)?.0)),
         }
-        Ok(())
     }
 
     fn ino_content(&self, ino: u64) -> Option<Content> {

@@ -848,19 +848,21 @@ impl FuseAdapter {
     /// thread opened stays kept for the inode even if the reader left: `forget` lets it go.
     fn read_ino_for<R: ReadAnswer>(&self, caller: Caller, ino: INodeNo, offset: u64, size: u32, reply: R) {
         if let Some(result) = self.core.read_ino_now(ino.0, offset, size) {
-            return match result {
-                Ok(bytes) => reply.data(&bytes),
-                Err(e) => reply.fail(errno(&self.core, &format!("read {ino}"), &e)),
-            };
+            return answer_read(&self.core, ino, result, reply);
         }
         self.spawn_waiting_for(caller, format!("read {ino}"), reply, move |fs, ticket| {
             let result = fs.read_ino(ino.0, offset, size);
             let Some(reply) = ticket.take() else { return };
-            match result {
-                Ok(bytes) => reply.data(&bytes),
-                Err(e) => reply.fail(errno(fs, &format!("read {ino}"), &e)),
-            }
+            answer_read(fs, ino, result, reply)
         });
+    }
+}
+
+/// Answer a read by inode with its bytes, or its error through `errno()`.
+fn answer_read<R: ReadAnswer>(fs: &Fs, ino: INodeNo, result: crate::error::Result<Vec<u8>>, reply: R) {
+    match result {
+        Ok(bytes) => reply.data(&bytes),
+        Err(e) => reply.fail(errno(fs, &format!("read {ino}"), &e)),
     }
 }
 

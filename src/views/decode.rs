@@ -157,7 +157,7 @@ impl<R: Read> Read for Local<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.read(buf).map_err(|e| match e.kind() {
             io::ErrorKind::Interrupted => e,
-            _ if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) => e,
+            _ if carries(&e) => e,
             _ => to_io(Error::Io(format!("reading a cached file: {e}"))),
         })
     }
@@ -179,16 +179,21 @@ fn to_io(e: Error) -> io::Error {
     io::Error::other(Carried(e))
 }
 
+/// Whether `e` carries an [`Error`] ([`to_io`]).
+fn carries(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Carried>())
+}
+
 /// The [`Error`] an `io::Error` carries, else [`Error::Io`].
 fn carried_or_io(e: io::Error) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) { from_io(e) } else { e.into() }
+    if carries(&e) { from_io(e) } else { e.into() }
 }
 
 /// The [`Error`] an `io::Error` carries, else a decoding failure: the stream is not what its
 /// magic bytes said (EIO). Readers of local files are wrapped in [`Local`], so their errors
 /// come back as [`Error::Io`], not as a fault of the stream.
 pub fn from_io(e: io::Error) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) {
+    if carries(&e) {
         if let Some(inner) = e.into_inner() {
             if let Ok(c) = inner.downcast::<Carried>() {
                 return c.0;

@@ -351,10 +351,8 @@ impl Views {
                     if !want_index {
                         return hash_file(f, &want, decode::CHUNK);
                     }
-                    let mut hook = |_| Ok(());
-                    let read = Local(std::io::BufReader::with_capacity(decode::CHUNK, &*f));
-                    let limits = self.config.index_limits();
-                    let (len, actual, built) = tee_index(read, std::io::sink(), want.algorithm(), &mut hook, limits)?;
+                    let read = std::io::BufReader::with_capacity(decode::CHUNK, &*f);
+                    let (len, actual, built) = self.hash_and_index(read, want.algorithm())?;
                     if actual != want {
                         return Err(Error::DigestMismatch {
                             what: "cached decoded layer".into(),
@@ -436,14 +434,20 @@ impl Views {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.algorithm(),
             Source::Decoded(Target::From(_)) => Algorithm::Sha256,
         };
-        let mut hook = |_| Ok(());
-        let limits = self.config.index_limits();
-        let (_, digest, built) = tee_index(Local(reader(content.clone())?), std::io::sink(), alg, &mut hook, limits)?;
+        let (_, digest, built) = self.hash_and_index(reader(content.clone())?, alg)?;
         let diff_id = match source {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.clone(),
             Source::Decoded(Target::From(_)) => digest,
         };
         Ok((diff_id, built))
+    }
+
+    /// Read a verified decoded tar (a cache file: its read errors are local, [`Local`]) to its
+    /// end, hashing every byte with `alg` and indexing it within the mount's bounds: its length,
+    /// digest and index. The one pass both a remount's check and [`Views::index_pass`] make.
+    fn hash_and_index(&self, tar: impl Read, alg: Algorithm) -> Result<(u64, Digest, Result<LayerIndex>)> {
+        let mut hook = |_| Ok(());
+        tee_index(Local(tar), std::io::sink(), alg, &mut hook, self.config.index_limits())
     }
 
     /// Keep a built index in `index/` (a failure to write it is only logged: it is in memory),
