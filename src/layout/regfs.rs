@@ -117,10 +117,7 @@ impl File for StatusFile {
     /// it, and a later open may be longer or shorter. A node rendered at lookup: its rendering's,
     /// exactly (the kernel keeps its pages and reads up to this size).
     fn size(&self, cx: &Layout) -> Result<u64> {
-        Ok(match &self.rendered {
-            Some(r) => r.bytes.len() as u64,
-            None => self.render(cx).len() as u64,
-        })
+        Ok(self.bytes(cx).len() as u64)
     }
 
     fn settled(&self, _cx: &Layout) -> bool {
