@@ -162,6 +162,10 @@ struct ByIno {
     lru: lru::LruCache<u64, Content>,
     /// Bytes of the in-memory contents kept.
     bytes: usize,
+    /// Opens that failed lately, by inode and reader (the requester's thread id), and when: the
+    /// answer to that reader's reads of that inode for [`limits::FAILED_OPEN_HOLD`] (at most
+    /// [`limits::FAILED_OPENS`] at once).
+    failed: lru::LruCache<(u64, u32), (std::time::Instant, Node, Error)>,
 }
 
 impl ByIno {
@@ -259,6 +263,9 @@ impl Fs {
                     std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
                 ),
                 bytes: 0,
+                failed: lru::LruCache::new(
+                    std::num::NonZeroUsize::new(limits::FAILED_OPENS).unwrap_or(std::num::NonZeroUsize::MIN),
+                ),
             }),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
         }
@@ -573,17 +580,20 @@ impl Fs {
     /// handle 0). Served from the inode's own content, opened at its first read (as
     /// [`Fs::open_file`] opens: it may download, decode and verify, so the adapter calls this on
     /// a thread of its own) and kept until the kernel forgets the inode. An error opening is this
-    /// read's, and the next read tries again.
-    pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        read_content(&self.kept_or_opened(ino)?, offset, size)
+    /// read's; the next read tries again, but one by the same `reader` (the requester's thread
+    /// id) within [`limits::FAILED_OPEN_HOLD`] gets the same error: the kernel's second READ of
+    /// one `read(2)`.
+    pub fn read_ino(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Result<Vec<u8>> {
+        read_content(&self.kept_or_opened(ino, reader)?, offset, size)
     }
 
     /// [`Fs::read_ino`] if it needs no waiting: the inode's content is kept, or verified and at
     /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
     /// `read_ino` says what is wrong).
-    pub fn read_ino_now(&self, ino: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
-        let content = match self.ino_content(ino) {
-            Some(content) => content,
+    pub fn read_ino_now(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+        let content = match self.ino_content(ino, reader) {
+            Some(Ok(content)) => content,
+            Some(Err(e)) => return Some(Err(e)),
             None => {
                 let node = self.inodes.node(ino)?;
                 let Shape::File(f) = node.shape() else { return None };
@@ -600,20 +610,48 @@ impl Fs {
     /// first `getattr` of an open file (its reads ask for the size first: a layer not decoded
     /// yet says 0, and the kernel reads nothing past what it was told). It may download, decode
     /// and verify.
-    pub fn open_ino(&self, ino: u64) -> Result<()> {
-        self.kept_or_opened(ino).map(drop)
+    pub fn open_ino(&self, ino: u64, reader: u32) -> Result<()> {
+        self.kept_or_opened(ino, reader).map(drop)
     }
 
-    /// `ino`'s kept content, else its content opened (it may wait) and kept.
-    fn kept_or_opened(&self, ino: u64) -> Result<Content> {
-        match self.ino_content(ino) {
-            Some(content) => Ok(content),
-            None => Ok(self.keep_ino_content(ino, self.content(ino)?.0)),
+    /// `ino`'s kept content; else the error `reader`'s last open of it failed with, if that was
+    /// within [`limits::FAILED_OPEN_HOLD`]; else its content opened (it may wait) and kept.
+    fn kept_or_opened(&self, ino: u64, reader: u32) -> Result<Content> {
+        if let Some(kept) = self.ino_content(ino, reader) {
+            return kept;
+        }
+        match self.content(ino) {
+            Ok((content, _)) => Ok(self.keep_ino_content(ino, content)),
+            Err(e) => {
+                if let (false, Some(node)) = (matches!(e, Error::Interrupted(_)), self.inodes.node(ino)) {
+                    sync::lock(&self.by_ino).failed.put((ino, reader), (std::time::Instant::now(), node, e.clone()));
+                }
+                Err(e)
+            }
         }
     }
 
-    fn ino_content(&self, ino: u64) -> Option<Content> {
-        sync::lock(&self.by_ino).lru.get(&ino).cloned()
+    /// `ino`'s kept content, or `reader`'s failed open of it while still held; `None` if
+    /// neither.
+    fn ino_content(&self, ino: u64, reader: u32) -> Option<Result<Content>> {
+        let mut by_ino = sync::lock(&self.by_ino);
+        if let Some(content) = by_ino.lru.get(&ino) {
+            return Some(Ok(content.clone()));
+        }
+        // The node is compared, not only the number: a number the kernel forgot may name another
+        // node since.
+        match by_ino.failed.get(&(ino, reader)) {
+            Some((at, node, e))
+                if at.elapsed() < limits::FAILED_OPEN_HOLD && self.inodes.node(ino).as_ref() == Some(node) =>
+            {
+                Some(Err(e.clone()))
+            }
+            Some(_) => {
+                by_ino.failed.pop(&(ino, reader));
+                None
+            }
+            None => None,
+        }
     }
 
     /// Keep `content`, just opened, as `ino`'s; what to read from: the content another read kept

@@ -54,9 +54,23 @@
 //! same warm run with regfs and the reader pinned to one CPU takes 0.29 s, with regfs on the
 //! other CPU 0.49 s, umoci's tree 0.17 s. So it is the cross-CPU wake-ups of each OPEN (an
 //! inter-processor interrupt, a VM exit each), not regfs's work. 2x everywhere needs no OPEN
-//! and RELEASE per file, which only `FUSE_NO_OPEN_SUPPORT` gives: `--no-open`, next.
+//! and RELEASE per file, which only `FUSE_NO_OPEN_SUPPORT` gives: "No open, no release", next.
 //!
-//! # No open, no release (`--no-open`)
+//! A check of that reading: this VM's guest kernel has cpuidle's haltpoll driver with
+//! `guest_halt_poll_ns` set to 0, so an idle vCPU halts at once and every wake-up is a VM exit.
+//! Set to the driver's usual 200 µs for one run (and back), the same warm walk with an OPEN and
+//! RELEASE per file took 0.38 s against umoci's 0.21 s (1.8x); with 0, 0.62 s (3x).
+//!
+//! # No open, no release (the default; `--open` turns it off)
+//! Why the default: `rootfs/` is for walking trees of small files (`find | xargs cat`, `tar`,
+//! `rsync`, `grep -r`), where the OPEN and RELEASE per file are most of a warm walk's time
+//! (above); everything regfs serves is immutable but `.regfs/status` (handled below), so an
+//! open has nothing to say that a first read cannot. What `--open` still buys is passthrough
+//! for warm re-reads of large verified blobs, and errors at `open`: measured on this VM, a warm
+//! `cat` of the 256 MiB layer ran at 0.92x to 1.07x of a local `cat` with passthrough and 0.78x
+//! to 0.98x from the kernel's page cache of the FUSE file without it (no open), the same as
+//! `--open --no-passthrough`.
+//!
 //! With [`MountConfig::no_open`], init asks `FUSE_NO_OPEN_SUPPORT` (and not passthrough, which
 //! is set up at an open), and the first OPEN of a file is answered ENOSYS before the core is
 //! asked anything (so no handle is made that nothing would release). The kernel then sets
@@ -73,7 +87,12 @@
 //! - `getattr` with handle 0 (the kernel asks it of an open file before a read past the size it
 //!   knows, and at `SEEK_END`) opens the inode's content first: a decoded layer not decoded yet
 //!   says size 0 until it is, and the kernel reads nothing past the size it was told;
-//! - an error an open would have given (a digest mismatch, a failed download) is the read's;
+//! - an error an open would have given (a digest mismatch, a failed download) is the read's.
+//!   One `read(2)` of pages the kernel does not have sends a readahead READ and, when that
+//!   fails, a READ of the first page: the failure is held for the same reader (thread id) and
+//!   inode for [`crate::limits::FAILED_OPEN_HOLD`], so the second READ does not download and
+//!   retry all over again (a failing registry would be asked twice what `--open` asks it);
+//!   another process, or the same one a second later, tries again;
 //! - `.regfs/status`: the kernel keeps the pages of every file, and an inode's pages live as
 //!   long as the inode. So each lookup renders the status and is a new inode, of exactly the
 //!   rendering's size (`Fs::lookup`). Its entry's TTL is 0, so each path walk looks it up, and
@@ -86,8 +105,8 @@
 //!   can happen to an inode whose rendering is fixed at its lookup.
 //!
 //! Measured (`scripts/bench --only distro`, one run, a debug build, cargo running beside it): the
-//! warm `find rootfs -type f | xargs cat` took 1.02 s without `--no-open`, 0.30 s with it, and
-//! 0.21 s on umoci's tree (1.43x).
+//! warm `find rootfs -type f | xargs cat` took 1.02 s with an OPEN and RELEASE per file, 0.30 s
+//! with no open, and 0.21 s on umoci's tree (1.43x).
 //!
 //! # Any waiter can leave
 //! Once the kernel has sent a request, the process that made it waits for our answer, and a
@@ -140,7 +159,7 @@ use crate::layout::FileKind;
 use crate::sync;
 
 /// How the mount is made and what the kernel is told at init. `Default` is what regfs runs with;
-/// `cli.rs` builds it (`--fuse-threads`, `--allow-other`, `--no-passthrough`, `--no-open`; the
+/// `cli.rs` builds it (`--fuse-threads`, `--allow-other`, `--no-passthrough`, `--open`; the
 /// rest have no option).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
@@ -148,10 +167,11 @@ pub struct MountConfig {
     pub fuse_threads: usize,
     /// Let users other than the one mounting read the mount (off).
     pub allow_other: bool,
-    /// Try FUSE passthrough (on; the kernel may still refuse it at init, and it needs root).
+    /// Try FUSE passthrough (on, but only asked for when `no_open` is off; the kernel may still
+    /// refuse it at init, and it needs root).
     pub passthrough: bool,
-    /// Ask the kernel to send no OPEN and RELEASE of files (`FUSE_NO_OPEN_SUPPORT`, off): see
-    /// "No open, no release" above. Passthrough is not asked for then.
+    /// Ask the kernel to send no OPEN and RELEASE of files (`FUSE_NO_OPEN_SUPPORT`, on; off with
+    /// `--open`): see "No open, no release" above. Passthrough is not asked for then.
     pub no_open: bool,
     /// Requests the kernel keeps in the background at once (64: the load test runs 64 readers).
     pub max_background: u16,
@@ -176,7 +196,7 @@ impl Default for MountConfig {
             fuse_threads: 4,
             allow_other: false,
             passthrough: true,
-            no_open: false,
+            no_open: true,
             max_background: 64,
             congestion_threshold: 48,
             max_readahead: 1 << 20,
@@ -619,9 +639,10 @@ impl Filesystem for FuseAdapter {
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let (uid, gid, blksize) = (self.uid, self.gid, self.config.blksize);
         let open_first = fh == Some(FileHandle(0));
+        let reader = req.pid();
         self.spawn_waiting(req, format!("getattr {ino}"), reply, move |fs, ticket| {
             // An error opening is logged and counted as the read's it is.
-            let opened = if open_first { fs.open_ino(ino.0).map_err(|e| ("read", e)) } else { Ok(()) };
+            let opened = if open_first { fs.open_ino(ino.0, reader).map_err(|e| ("read", e)) } else { Ok(()) };
             let result = opened.and_then(|()| fs.getattr(ino.0).map_err(|e| ("getattr", e)));
             let Some(reply) = ticket.take() else { return };
             match result {
@@ -847,11 +868,12 @@ impl FuseAdapter {
     /// of its own that the watchdog can answer for (a killed reader, the unmount). What the
     /// thread opened stays kept for the inode even if the reader left: `forget` lets it go.
     fn read_ino_for<R: ReadAnswer>(&self, caller: Caller, ino: INodeNo, offset: u64, size: u32, reply: R) {
-        if let Some(result) = self.core.read_ino_now(ino.0, offset, size) {
+        let reader = caller.tid;
+        if let Some(result) = self.core.read_ino_now(ino.0, reader, offset, size) {
             return answer_read(&self.core, ino, result, reply);
         }
         self.spawn_waiting_for(caller, format!("read {ino}"), reply, move |fs, ticket| {
-            let result = fs.read_ino(ino.0, offset, size);
+            let result = fs.read_ino(ino.0, reader, offset, size);
             let Some(reply) = ticket.take() else { return };
             answer_read(fs, ino, result, reply)
         });
@@ -1212,12 +1234,12 @@ mod tests {
             walk(&core, &format!("r/manifests/{d}/layers/0.tar")),
             walk(&core, &format!("r/manifests/{d}/manifest.json")),
         );
-        let first = core.read_ino(layer, 0, 1 << 20).expect("layer");
+        let first = core.read_ino(layer, 1, 0, 1 << 20).expect("layer");
         assert_eq!(core.handles_held(), (1, 0));
-        let json = core.read_ino_now(manifest, 0, 1 << 20).expect("inline").expect("manifest");
+        let json = core.read_ino_now(manifest, 1, 0, 1 << 20).expect("inline").expect("manifest");
         assert!(json.starts_with(b"{"), "{json:?}");
         assert_eq!(core.handles_held(), (1, 0), "the layer was let go");
-        let again = core.read_ino_now(layer, 0, 1 << 20).expect("inline: the layer is at hand").expect("layer");
+        let again = core.read_ino_now(layer, 1, 0, 1 << 20).expect("inline: the layer is at hand").expect("layer");
         assert_eq!(again, first);
         assert_eq!(core.handles_held(), (1, 0));
     }

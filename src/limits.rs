@@ -129,6 +129,14 @@ pub const INODE_HANDLES: usize = 4096;
 /// all; past it the least recently read are let go (read again, they open again, from the
 /// store's own bounded memory or the disk cache).
 pub const INODE_MEMORY: usize = 32 << 20;
+/// No open: how long a failed open of an inode's content is the answer to its next reads,
+/// without trying again. One `read(2)` of a file the kernel has no pages of sends a readahead
+/// READ and, when that fails, a READ of the page itself; without this, each would download (and
+/// retry) again, doubling what a failing registry is asked. A read after this tries again, as
+/// an open does with `--open`. A killed reader's `EINTR` is never held.
+pub const FAILED_OPEN_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+/// No open: inodes whose failed open is held at once (the oldest let go first).
+pub const FAILED_OPENS: usize = 4096;
 
 // Platforms and artifact titles (issue 10).
 

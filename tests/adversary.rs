@@ -845,7 +845,7 @@ fn contents_kept_for_reads_by_inode_stay_within_a_memory_bound() {
     for &ino in &inos {
         let mut off = 0u64;
         loop {
-            let chunk = fs.read_ino(ino, off, 128 << 10).expect("read by inode");
+            let chunk = fs.read_ino(ino, 1, off, 128 << 10).expect("read by inode");
             if chunk.is_empty() {
                 break;
             }

@@ -1,7 +1,8 @@
 //! Issue 4's load test: 64 concurrent readers over 16 blobs and 250 tags for a bounded time,
 //! through a cache far smaller than what they read (so eviction runs under load). Every byte is
 //! compared with what the registry serves directly; no EIO is allowed; RSS stays bounded; the
-//! process's file descriptors come back to where they started.
+//! process's file descriptors come back to where they started, but for the one per blob read
+//! that the default no-open mode keeps for its inode until the kernel forgets it.
 
 mod common;
 
@@ -146,9 +147,12 @@ fn sixty_four_readers_over_sixteen_blobs_and_250_tags() {
     let _ = sampler.join();
     let elapsed = started.elapsed();
     // The kernel sends RELEASE after close() asynchronously: give it a moment to arrive.
+    // With no open (the default) each inode's content stays open until the kernel forgets the
+    // inode, and all that are of one blob share its one descriptor: at most one per blob read.
+    let held = layers.len();
     let deadline = Instant::now() + Duration::from_secs(5);
     let (mut files_after, mut sockets_after) = fds(pid);
-    while files_after != files_before && Instant::now() < deadline {
+    while files_after > files_before + held && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         (files_after, sockets_after) = fds(pid);
     }
@@ -165,7 +169,7 @@ fn sixty_four_readers_over_sixteen_blobs_and_250_tags() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "reads failed without an injected fault:\n{}", m.log());
     assert!(reads.load(Ordering::SeqCst) > 500, "too few reads to mean anything");
     assert!(peak < RSS_LIMIT_MIB, "peak RSS {peak} MiB");
-    assert_eq!(files_after, files_before, "file descriptors leaked");
+    assert!(files_after <= files_before + held, "file descriptors leaked: {files_before} -> {files_after}");
     assert!(sockets_after <= 64, "{sockets_after} sockets");
     let on_disk: u64 = std::fs::read_dir(m.cache.join("blobs/sha256"))
         .expect("cache")

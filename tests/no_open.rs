@@ -1,6 +1,6 @@
-//! `--no-open` on real mounts of a real registry: the kernel sends no OPEN or RELEASE of files
-//! (`FUSE_NO_OPEN_SUPPORT`), and reads come by inode with handle 0. Every byte read is what a
-//! mount without the option reads; `.regfs/status` still shows the status as of each `cat`,
+//! `--no-open` (the default) on real mounts of a real registry: the kernel sends no OPEN or
+//! RELEASE of files (`FUSE_NO_OPEN_SUPPORT`), and reads come by inode with handle 0. Every byte
+//! read is what a mount with `--open` reads; `.regfs/status` still shows the status as of each `cat`,
 //! whole; and an error found when the content is first needed (a decoded layer that does not
 //! match its diff_id) is the read's EIO, the open having succeeded.
 
@@ -46,13 +46,13 @@ fn files(root: &Path) -> Vec<String> {
 }
 
 /// Every file of every image's `rootfs/`, a blob and decoded layers (never decoded before: their
-/// size shows 0 until read) read through a `--no-open` mount are what a mount without it reads
+/// size shows 0 until read) read through a `--no-open` mount are what a mount with `--open` reads
 /// (the blob also what its digest says), cold and warm.
 /// fuser's log of the warm reads shows no OPEN, RELEASE or FLUSH of files at all.
 #[test]
 fn no_open_reads_every_file_the_same_and_sends_no_open_or_release() {
     let sh = shared();
-    let plain = Mount::start(&sh.registry.url, &[]);
+    let plain = Mount::start(&sh.registry.url, &["--open"]);
     let cache = tempfile::tempdir().expect("cache");
     let log = cache.path().with_extension("log");
     let cache_arg = cache.path().to_string_lossy().into_owned();

@@ -1,8 +1,8 @@
 //! Decoded layers (`layers/<n>.tar`) through a real mount of a real registry: what `cat`, `cp`,
 //! `tar -tvf` and `dd skip=` read from a layer regfs has never decoded (the kernel first saw its
-//! size as 0) equals `gzip -dc` / `zstd -dc` of the blob as the registry stores it, with and
-//! without passthrough, and with `--no-open`; a layer whose config names a wrong diff_id is EIO
-//! and leaves nothing.
+//! size as 0) equals `gzip -dc` / `zstd -dc` of the blob as the registry stores it, by default (no
+//! open) and with `--open`, with and without passthrough; a layer whose config names a wrong
+//! diff_id is EIO and leaves nothing.
 
 mod common;
 
@@ -52,7 +52,7 @@ fn cat_cp_tar_and_dd_at_an_offset_of_a_never_read_layer_match_gzip_dc() {
     }
     assert_eq!(layers.len(), 2, "demo/oci has a gzip and a zstd layer");
     let ops = ["cat", "cp", "tar", "dd"];
-    for args in [&[][..], &["--no-passthrough"][..], &["--no-open"][..]] {
+    for args in [&["--open"][..], &["--open", "--no-passthrough"][..], &[][..]] {
         for op in ops {
             // A fresh mount and cache for each: every layer is one regfs has never decoded.
             let m = Mount::start(&sh.registry.url, args);
