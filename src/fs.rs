@@ -166,6 +166,9 @@ struct ByIno {
     /// answer to that reader's reads of that inode for [`limits::FAILED_OPEN_HOLD`] (at most
     /// [`limits::FAILED_OPENS`] at once).
     failed: lru::LruCache<(u64, u32), (std::time::Instant, Node, Error)>,
+    /// [`BlobCache::evictions`](crate::store::BlobCache::evictions) when the kept contents were
+    /// last looked over for files the cache deleted.
+    swept_at: u64,
 }
 
 impl ByIno {
@@ -263,6 +266,7 @@ impl Fs {
                     std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
                 ),
                 bytes: 0,
+                swept_at: 0,
                 failed: lru::LruCache::new(
                     std::num::NonZeroUsize::new(limits::FAILED_OPENS).unwrap_or(std::num::NonZeroUsize::MIN),
                 ),
@@ -591,6 +595,7 @@ impl Fs {
     /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
     /// `read_ino` says what is wrong).
     pub fn read_ino_now(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+        self.let_go_of_evicted();
         let content = match self.ino_content(ino, reader) {
             Some(Ok(content)) => content,
             Some(Err(e)) => return Some(Err(e)),
@@ -617,6 +622,7 @@ impl Fs {
     /// `ino`'s kept content; else the error `reader`'s last open of it failed with, if that was
     /// within [`limits::FAILED_OPEN_HOLD`]; else its content opened (it may wait) and kept.
     fn kept_or_opened(&self, ino: u64, reader: u32) -> Result<Content> {
+        self.let_go_of_evicted();
         if let Some(kept) = self.ino_content(ino, reader) {
             return kept;
         }
@@ -670,7 +676,45 @@ impl Fs {
         let evicted = by_ino.push(ino, content.clone());
         drop(by_ino);
         drop(evicted);
+        // The download or decode that made `content` may have evicted files others keep.
+        self.let_go_of_evicted();
         content
+    }
+
+    /// Let go of kept contents whose cache file was evicted since the last look (`st_nlink` 0):
+    /// a file deleted while open keeps its disk space until closed, and the kernel may never
+    /// forget an inode whose dentry it caches, so without this a user reading many large blobs
+    /// once each would have regfs hold up to [`limits::INODE_HANDLES`] evicted files, past
+    /// `--cache-size`. Read again, such an inode opens again (fetched or decoded anew). Costs an
+    /// atomic load when nothing was evicted, else an `fstat` per file kept.
+    fn let_go_of_evicted(&self) {
+        let evictions = self.layout.store().blob_cache().evictions();
+        let files: Vec<(u64, Arc<std::fs::File>)> = {
+            let mut by_ino = sync::lock(&self.by_ino);
+            if by_ino.swept_at == evictions {
+                return;
+            }
+            by_ino.swept_at = evictions;
+            by_ino.lru.iter().filter_map(|(&ino, content)| Some((ino, Arc::clone(content.file()?)))).collect()
+        };
+        let gone: Vec<_> = files
+            .into_iter()
+            .filter(|(_, file)| file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut let_go = Vec::new();
+        {
+            let mut by_ino = sync::lock(&self.by_ino);
+            for (ino, file) in &gone {
+                if by_ino.lru.peek(ino).and_then(Content::file).is_some_and(|kept| Arc::ptr_eq(kept, file)) {
+                    let_go.extend(by_ino.pop(*ino));
+                }
+            }
+        }
+        log::debug!("let go of {} kept contents whose cache files were evicted", let_go.len());
+        drop(let_go);
     }
 
     /// Contents held by inode now (`--no-open`), and handles open (tests).

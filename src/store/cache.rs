@@ -148,6 +148,10 @@ pub struct BlobCache {
     /// descriptor, so handles cost no descriptor each (a local user holding thousands of handles
     /// open cannot run regfs out of them), and a blob evicted while open needs no new download.
     open_files: Mutex<HashMap<Key, std::sync::Weak<File>>>,
+    /// Files evicted so far: a holder of open files (the contents kept for reads by inode) that
+    /// sees it change looks for files of its own that were evicted, so as not to keep their
+    /// disk space ([`BlobCache::evictions`]).
+    evictions: AtomicU64,
     /// Bytes hashed and found good, for the summary regfs logs at unmount.
     pub verified_bytes: AtomicU64,
     /// Set at unmount: downloads stop.
@@ -252,6 +256,7 @@ impl BlobCache {
             derived_flights: SingleFlight::default(),
             tmp_seq: AtomicU64::new(0),
             open_files: Mutex::default(),
+            evictions: AtomicU64::new(0),
             verified_bytes: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             activity: crate::status::Activity::default(),
@@ -599,10 +604,18 @@ impl BlobCache {
                 victims.push(d);
             }
         }
-        for key in victims {
+        for key in &victims {
             log::debug!("cache: evicting {} {}", key.0.dir(), key.1);
-            let _ = self.algorithm_dir(&key).map(|dir| dir.remove(key.1.hex()));
+            let _ = self.algorithm_dir(key).map(|dir| dir.remove(key.1.hex()));
         }
+        self.evictions.fetch_add(victims.len() as u64, Ordering::Release);
+    }
+
+    /// How many files eviction has deleted so far. A file deleted while open keeps its disk
+    /// space until its last descriptor closes; whoever keeps files open for long compares this
+    /// with what it saw last, and lets go of those deleted since (`st_nlink` 0).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Acquire)
     }
 }
 

@@ -147,6 +147,16 @@ pub enum Content {
     },
 }
 
+impl Content {
+    /// The open file this content reads from, if it is one (a whole file or a range of one).
+    pub fn file(&self) -> Option<&Arc<File>> {
+        match self {
+            Content::File(file) | Content::Range { file, .. } => Some(file),
+            Content::Manifest(_) | Content::Memory(_) => None,
+        }
+    }
+}
+
 /// What a complete catalog says of a path: a repository, and/or a prefix of repositories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatalogKnows {
