@@ -89,34 +89,45 @@ fn a_mounted_rootfs_is_what_gnu_tar_extracts_from_its_layers() {
 /// What the kernel asks of regfs for files read again and again through a tag (a warm
 /// `find rootfs -type f | xargs cat`): no FLUSH at each close (`FOPEN_NOFLUSH`), and neither the
 /// tag's READLINK (the tag resolved within `--tag-ttl`) nor the OPEN (the layer at hand) waits
-/// for a thread of its own. Counted from fuser's log of every request and regfs's log of every
-/// request it hands to a thread.
+/// for a thread of its own. By default (no open) the kernel sends no OPEN and no READ at all:
+/// the pages are kept; with `--open`, one OPEN per file. Counted from fuser's log of every
+/// request and regfs's log of every request it hands to a thread.
 #[test]
 fn warm_reads_through_a_tag_cost_no_flush_and_no_thread() {
     let sh = shared();
-    let cache = tempfile::tempdir().expect("cache");
-    let log = cache.path().with_extension("log");
-    let cache_arg = cache.path().to_string_lossy().into_owned();
-    let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
-    let m = Mount::start_env(&sh.registry.url, &["--cache-dir", &cache_arg], &env, cache.path().to_path_buf(), log);
-    let files = stdout(&m.sh("find demo/oci/tags/v1/rootfs/regfs-fixture -type f | sort | head -3"));
-    let files: Vec<&str> = files.lines().collect();
-    assert!(!files.is_empty(), "the fixture's rootfs has files");
-    let cat = format!("cat {} > /dev/null", files.join(" "));
-    assert!(m.sh(&cat).status.success(), "the first (cold) read");
-    let before = m.log().len();
-    for _ in 0..3 {
-        assert!(m.sh(&cat).status.success(), "a warm read");
+    for open in [false, true] {
+        let cache = tempfile::tempdir().expect("cache");
+        let log = cache.path().with_extension("log");
+        let cache_arg = cache.path().to_string_lossy().into_owned();
+        let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
+        let mut args = vec!["--cache-dir", &cache_arg];
+        if open {
+            args.push("--open");
+        }
+        let m = Mount::start_env(&sh.registry.url, &args, &env, cache.path().to_path_buf(), log);
+        let files = stdout(&m.sh("find demo/oci/tags/v1/rootfs/regfs-fixture -type f | sort | head -3"));
+        let files: Vec<&str> = files.lines().collect();
+        assert!(!files.is_empty(), "the fixture's rootfs has files");
+        let cat = format!("cat {} > /dev/null", files.join(" "));
+        assert!(m.sh(&cat).status.success(), "the first (cold) read");
+        let before = m.log().len();
+        for _ in 0..3 {
+            assert!(m.sh(&cat).status.success(), "a warm read");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300)); // RELEASE is sent after close returns
+        let warm = m.log().get(before..).unwrap_or_default().to_string();
+        let count = |op: &str| warm.lines().filter(|l| l.contains("fuser::request") && l.contains(op)).count();
+        let opens = if open { 3 * files.len() } else { 0 };
+        assert_eq!(count(" OPEN "), opens, "open: {open}, warm OPENs (the log shows requests):\n{warm}");
+        assert_eq!(count(" RELEASE "), opens, "open: {open}, warm RELEASEs:\n{warm}");
+        if !open {
+            assert_eq!(count(" READ "), 0, "warm reads with no open reached regfs:\n{warm}");
+        }
+        assert!(count(" READLINK") >= 3, "every path walk reads the tag's link:\n{warm}");
+        assert_eq!(count(" FLUSH "), 0, "a close of a read-only file sent FLUSH:\n{warm}");
+        let threads: Vec<&str> = warm.lines().filter(|l| l.contains("on a thread of its own")).collect();
+        assert!(threads.is_empty(), "warm requests waited for threads of their own: {threads:#?}");
     }
-    std::thread::sleep(std::time::Duration::from_millis(300)); // RELEASE is sent after close returns
-    let warm = m.log().get(before..).unwrap_or_default().to_string();
-    let count = |op: &str| warm.lines().filter(|l| l.contains("fuser::request") && l.contains(op)).count();
-    let reads = 3 * files.len();
-    assert_eq!(count(" OPEN "), reads, "every warm open reaches regfs (the log shows requests):\n{warm}");
-    assert!(count(" READLINK") >= 3, "every path walk reads the tag's link:\n{warm}");
-    assert_eq!(count(" FLUSH "), 0, "a close of a read-only file sent FLUSH:\n{warm}");
-    let threads: Vec<&str> = warm.lines().filter(|l| l.contains("on a thread of its own")).collect();
-    assert!(threads.is_empty(), "warm requests waited for threads of their own: {threads:#?}");
 }
 
 /// A warm `find` of a rootfs (what `find rootfs -type f | xargs cat` starts with): its
