@@ -244,7 +244,17 @@ fn the_proxy_going_down_falls_back_to_the_upstream_with_no_error_seen_by_readers
     let m = Mount::start(&direct.url, &["--mirror", &proxy.url]);
     let (first, rest) = imgs.split_at(imgs.len() / 2);
     let before = read_all(&m, first);
-    assert_eq!(asked_for(&direct, "/blobs/"), 0, "the proxy served the first half");
+    // As in the test above: under load, distribution 2.8's proxy may answer 500 to a request for
+    // a blob it is storing at that moment; only then may the mount go past it.
+    let past = asked_for(&direct, "/blobs/");
+    if past > 0 {
+        assert!(
+            proxy.log().contains(" 500 ") && m.log().contains("not asked again"),
+            "the mount went past a proxy that had not failed it ({past} blob requests); the mount's log:\n{}\nthe proxy's:\n{}",
+            m.log(),
+            proxy.log()
+        );
+    }
     proxy.stop();
     let started = Instant::now();
     // Every read still checked by sha256sum inside read_image: no reader sees an error.
