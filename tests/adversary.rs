@@ -862,3 +862,32 @@ fn contents_kept_for_reads_by_inode_stay_within_a_memory_bound() {
         grown >> 20
     );
 }
+
+/// HOLE (no open): a failed open by inode is held for 1 s for "the same reader", keyed by the
+/// requester's thread id. But the kernel says thread id 0 for every requester the daemon's pid
+/// namespace cannot see (regfs in a container, or under `unshare --pid`, read from the host or
+/// a sibling container): all of those are one "reader". One such process's failed read (a
+/// registry blip, here a corrupt body) is then the answer to every other such process's reads
+/// of that file for a second, though the registry serves it well again: an error that crosses
+/// to another process, which the hold promises never happens ("another process ... tries
+/// again").
+#[test]
+#[ignore = "adversary: a failed read by inode is held for all requesters with thread id 0 (other pid namespaces)"]
+fn a_failed_read_by_inode_is_not_held_for_every_reader_whose_thread_id_is_unknown() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let good = b"the blob's own bytes".to_vec();
+    let blob = fake.add_blob(&good);
+    let (layer, size, diff) = add_layer(&fake, &tar_of(&[("a", b"a")]));
+    put_image(&fake, "r", "v1", &[(layer, size)], &[diff]);
+    let fs = fs_on(&fake, cache.path());
+    let ino = walk(&fs, &format!("r/blobs/{blob}")).expect("blob").ino;
+    // A blip: the registry serves other bytes once, to a reader regfs sees as thread 0.
+    fake.corrupt_blob(&blob, b"not the blob".to_vec());
+    let err = fs.read_ino(ino, 0, 0, 4096).expect_err("a corrupt body");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    // The registry is well again; another process the daemon cannot see either reads the file.
+    fake.corrupt_blob(&blob, good.clone());
+    let read = fs.read_ino(ino, 0, 0, 1 << 20);
+    assert_eq!(read.map_err(|e| e.to_string()), Ok(good), "another process got the first one's held error");
+}
