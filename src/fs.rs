@@ -629,7 +629,10 @@ impl Fs {
         match self.content(ino) {
             Ok((content, _)) => Ok(self.keep_ino_content(ino, content)),
             Err(e) => {
-                if let (false, Some(node)) = (matches!(e, Error::Interrupted(_)), self.inodes.node(ino)) {
+                // Thread id 0 is every requester the daemon's pid namespace cannot see (another
+                // container's): not one reader, so nothing is held for it.
+                let held = reader != 0 && !matches!(e, Error::Interrupted(_));
+                if let (true, Some(node)) = (held, self.inodes.node(ino)) {
                     sync::lock(&self.by_ino).failed.put((ino, reader), (std::time::Instant::now(), node, e.clone()));
                 }
                 Err(e)

@@ -92,7 +92,8 @@
 //!   fails, a READ of the first page: the failure is held for the same reader (thread id) and
 //!   inode for [`crate::limits::FAILED_OPEN_HOLD`], so the second READ does not download and
 //!   retry all over again (a failing registry would be asked twice what `--open` asks it);
-//!   another process, or the same one a second later, tries again;
+//!   another process, or the same one a second later, tries again (a requester the daemon's
+//!   pid namespace cannot see has thread id 0, shared by all such: nothing is held for it);
 //! - `.regfs/status`: the kernel keeps the pages of every file, and an inode's pages live as
 //!   long as the inode. So each lookup renders the status and is a new inode, of exactly the
 //!   rendering's size (`Fs::lookup`). Its entry's TTL is 0, so each path walk looks it up, and

@@ -872,7 +872,6 @@ fn contents_kept_for_reads_by_inode_stay_within_a_memory_bound() {
 /// to another process, which the hold promises never happens ("another process ... tries
 /// again").
 #[test]
-#[ignore = "adversary: a failed read by inode is held for all requesters with thread id 0 (other pid namespaces)"]
 fn a_failed_read_by_inode_is_not_held_for_every_reader_whose_thread_id_is_unknown() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");
