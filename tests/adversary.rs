@@ -901,7 +901,6 @@ fn a_failed_read_by_inode_is_not_held_for_every_reader_whose_thread_id_is_unknow
 /// hash to its name. A size the open may still contradict must not be cached (as a decoded
 /// layer's 0 is not: TTL 0 until it is known).
 #[test]
-#[ignore = "adversary: a HEAD-sized blob's size is cached a day; after the lie is found, reads succeed truncated"]
 fn a_size_from_a_lying_head_is_not_cached_by_the_kernel_past_the_read_that_disproves_it() {
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");

@@ -268,6 +268,13 @@ impl File for Blob {
         cx.store.blob_size(&self.repo, &self.digest, self.size)
     }
 
+    /// A descriptor's claim is final (content of another length fails this node's every open);
+    /// a HEAD's word is not until the content is verified: an open may find it wrong, drop it,
+    /// and succeed on the next, and the kernel must not keep reading only up to the HEAD's size.
+    fn settled(&self, cx: &Layout) -> bool {
+        self.size.is_some() || cx.store.blob_cache().verified_len(&self.digest).is_some()
+    }
+
     /// The download, once per digest, verified before this returns.
     fn open(&self, cx: &Layout) -> Result<Content> {
         cx.store.blob(&self.repo, &self.digest, self.size)
