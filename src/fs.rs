@@ -595,7 +595,7 @@ impl Fs {
     /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
     /// `read_ino` says what is wrong).
     pub fn read_ino_now(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
-        self.let_go_of_evicted();
+        let seen = self.let_go_of_evicted();
         let content = match self.ino_content(ino, reader) {
             Some(Ok(content)) => content,
             Some(Err(e)) => return Some(Err(e)),
@@ -603,7 +603,7 @@ impl Fs {
                 let node = self.inodes.node(ino)?;
                 let Shape::File(f) = node.shape() else { return None };
                 match f.open_now(&self.layout)? {
-                    Ok(content) => self.keep_ino_content(ino, content),
+                    Ok(content) => self.keep_ino_content(ino, content, seen),
                     Err(e) => return Some(Err(e)),
                 }
             }
@@ -622,12 +622,12 @@ impl Fs {
     /// `ino`'s kept content; else the error `reader`'s last open of it failed with, if that was
     /// within [`limits::FAILED_OPEN_HOLD`]; else its content opened (it may wait) and kept.
     fn kept_or_opened(&self, ino: u64, reader: u32) -> Result<Content> {
-        self.let_go_of_evicted();
+        let seen = self.let_go_of_evicted();
         if let Some(kept) = self.ino_content(ino, reader) {
             return kept;
         }
         match self.content(ino) {
-            Ok((content, _)) => Ok(self.keep_ino_content(ino, content)),
+            Ok((content, _)) => Ok(self.keep_ino_content(ino, content, seen)),
             Err(e) => {
                 // Thread id 0 is every requester the daemon's pid namespace cannot see (another
                 // container's): not one reader, so nothing is held for it.
@@ -668,7 +668,11 @@ impl Fs {
     /// let it go): `forget` frees the inode before it takes `by_ino`, so one of the two always
     /// sees the other. Reads take a clone of what is kept, so one let go (forgotten, or past
     /// the bound) under a read in flight still serves that read.
-    fn keep_ino_content(&self, ino: u64, content: Content) -> Content {
+    ///
+    /// `seen` is the cache's eviction count from before `content` was opened: if it moved by the
+    /// time `content` is kept, its own file may be one evicted meanwhile, which a sweep that
+    /// counted that eviction before the keep would have missed; such a file is let go again.
+    fn keep_ino_content(&self, ino: u64, content: Content, seen: u64) -> Content {
         let mut by_ino = sync::lock(&self.by_ino);
         if let Some(kept) = by_ino.lru.get(&ino) {
             return kept.clone();
@@ -679,6 +683,15 @@ impl Fs {
         let evicted = by_ino.push(ino, content.clone());
         drop(by_ino);
         drop(evicted);
+        if let Some(file) =
+            content.file().filter(|f| self.layout.store().blob_cache().evictions() != seen && unlinked(f))
+        {
+            let mut by_ino = sync::lock(&self.by_ino);
+            let ours = by_ino.lru.peek(&ino).and_then(Content::file).is_some_and(|kept| Arc::ptr_eq(kept, file));
+            let let_go = if ours { by_ino.pop(ino) } else { None };
+            drop(by_ino);
+            drop(let_go);
+        }
         // The download or decode that made `content` may have evicted files others keep.
         self.let_go_of_evicted();
         content
@@ -690,22 +703,20 @@ impl Fs {
     /// once each would have regfs hold up to [`limits::INODE_HANDLES`] evicted files, past
     /// `--cache-size`. Read again, such an inode opens again (fetched or decoded anew). Costs an
     /// atomic load when nothing was evicted, else an `fstat` per file kept.
-    fn let_go_of_evicted(&self) {
+    /// What it returns is the eviction count it looked at (see [`Fs::keep_ino_content`]).
+    fn let_go_of_evicted(&self) -> u64 {
         let evictions = self.layout.store().blob_cache().evictions();
         let files: Vec<(u64, Arc<std::fs::File>)> = {
             let mut by_ino = sync::lock(&self.by_ino);
             if by_ino.swept_at == evictions {
-                return;
+                return evictions;
             }
             by_ino.swept_at = evictions;
             by_ino.lru.iter().filter_map(|(&ino, content)| Some((ino, Arc::clone(content.file()?)))).collect()
         };
-        let gone: Vec<_> = files
-            .into_iter()
-            .filter(|(_, file)| file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0))
-            .collect();
+        let gone: Vec<_> = files.into_iter().filter(|(_, file)| unlinked(file)).collect();
         if gone.is_empty() {
-            return;
+            return evictions;
         }
         let mut let_go = Vec::new();
         {
@@ -718,6 +729,7 @@ impl Fs {
         }
         log::debug!("let go of {} kept contents whose cache files were evicted", let_go.len());
         drop(let_go);
+        evictions
     }
 
     /// Contents held by inode now (`--no-open`), and handles open (tests).
@@ -728,6 +740,11 @@ impl Fs {
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }
+}
+
+/// `file` has no name left: the cache deleted it (it keeps its disk space while open).
+fn unlinked(file: &std::fs::File) -> bool {
+    file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0)
 }
 
 fn is_immutable_dir(node: &Node) -> bool {
