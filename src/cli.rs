@@ -150,7 +150,7 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 
-    /// Serve every read through regfs instead of letting the kernel read verified cache files directly (FUSE passthrough).
+    /// With --open, serve every read through regfs instead of letting the kernel read verified cache files directly (FUSE passthrough); without --open there is no passthrough anyway.
     #[arg(long)]
     pub no_passthrough: bool,
 
