@@ -66,10 +66,12 @@
 //! `rsync`, `grep -r`), where the OPEN and RELEASE per file are most of a warm walk's time
 //! (above); everything regfs serves is immutable but `.regfs/status` (handled below), so an
 //! open has nothing to say that a first read cannot. What `--open` still buys is passthrough
-//! for warm re-reads of large verified blobs, and errors at `open`: measured on this VM, a warm
-//! `cat` of the 256 MiB layer ran at 0.92x to 1.07x of a local `cat` with passthrough and 0.78x
-//! to 0.98x from the kernel's page cache of the FUSE file without it (no open), the same as
-//! `--open --no-passthrough`.
+//! for warm re-reads of large verified blobs, and errors at `open`: in `scripts/bench` on this
+//! VM, a warm `cat` of the 256 MiB layer ran at 0.94x to 0.97x of a local `cat` with
+//! passthrough, and at 0.69x to 0.77x from the kernel's page cache of the FUSE file (no open;
+//! `--open --no-passthrough` the same), which the kernel walks in small pages
+//! (`filemap_get_read_batch` is 19% of a `perf` profile of that read; fuser's `max_write` of
+//! 16 MiB or 4 KiB made no difference).
 //!
 //! With [`MountConfig::no_open`], init asks `FUSE_NO_OPEN_SUPPORT` (and not passthrough, which
 //! is set up at an open), and the first OPEN of a file is answered ENOSYS before the core is
