@@ -226,17 +226,24 @@ fn a_cache_file_altered_on_disk_is_detected_after_restart_and_replaced() {
     assert_eq!(fake.blob_gets(), gets + 1);
 }
 
+/// Ten images of one 2 MiB layer each (noise seeded from `seed`), and a core whose cache holds
+/// 5 MiB: reading them all makes the cache evict.
+fn ten_images_through_a_5_mib_cache(seed: u8) -> (Vec<(Digest, Vec<u8>)>, u64, Core) {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let images = (0..10u8)
+        .map(|i| {
+            let data = noise(2 << 20, seed + i);
+            let (d, _) = fake.image("r", &format!("v{i}"), &data);
+            (d, data)
+        })
+        .collect();
+    let limit = 5 << 20;
+    (images, limit, core_with(fake, tempfile::tempdir().expect("cache"), limit))
+}
+
 #[test]
 fn the_cache_stays_within_its_size_under_churn_and_open_files_stay_readable() {
-    let fake = Arc::new(Faulty::new(Fake::default()));
-    let mut images = Vec::new();
-    for i in 0..10u8 {
-        let data = noise(2 << 20, 10 + i);
-        let (d, _) = fake.image("r", &format!("v{i}"), &data);
-        images.push((d, data));
-    }
-    let limit = 5 << 20;
-    let c = core_with(fake.clone(), tempfile::tempdir().expect("cache"), limit);
+    let (images, limit, c) = ten_images_through_a_5_mib_cache(10);
     // Hold the first blob open while the others churn through.
     let first = c.walk(&format!("r/manifests/{}/layers/0.tar", images[0].0)).expect("first");
     let held = c.fs.open_file(first.ino).expect("open").fh;
@@ -1375,15 +1382,7 @@ fn deleted_bytes_held_under(dir: &std::path::Path) -> u64 {
 /// a user who `cat`s many large blobs once each.
 #[test]
 fn contents_kept_for_reads_by_inode_do_not_pin_evicted_cache_files() {
-    let fake = Arc::new(Faulty::new(Fake::default()));
-    let mut images = Vec::new();
-    for i in 0..10u8 {
-        let data = noise(2 << 20, 40 + i);
-        let (d, _) = fake.image("r", &format!("v{i}"), &data);
-        images.push((d, data));
-    }
-    let limit = 5 << 20;
-    let c = core_with(fake.clone(), tempfile::tempdir().expect("cache"), limit);
+    let (images, _, c) = ten_images_through_a_5_mib_cache(40);
     for (d, data) in &images {
         let ino = c.walk(&format!("r/manifests/{d}/layers/0.tar")).expect("layer").ino;
         assert_eq!(&c.fs.read_ino(ino, 1, 0, 4 << 20).expect("read by inode"), data);
