@@ -153,6 +153,9 @@ pub struct Fs {
     by_ino: Mutex<ByIno>,
     /// `--no-open`: status files are rendered at lookup, each a new inode ([`Fs::lookup`]).
     volatile_at_lookup: std::sync::atomic::AtomicBool,
+    /// [`BlobCache::evictions`](crate::store::BlobCache::evictions) when the contents kept by
+    /// inode were last looked over for files the cache deleted ([`Fs::let_go_of_evicted`]).
+    swept_at: AtomicU64,
 }
 
 /// Contents kept for reads by inode (`--no-open`): at most so many (the LRU's capacity, which
@@ -166,9 +169,6 @@ struct ByIno {
     /// answer to that reader's reads of that inode for [`limits::FAILED_OPEN_HOLD`] (at most
     /// [`limits::FAILED_OPENS`] at once).
     failed: lru::LruCache<(u64, u32), (std::time::Instant, Node, Error)>,
-    /// [`BlobCache::evictions`](crate::store::BlobCache::evictions) when the kept contents were
-    /// last looked over for files the cache deleted.
-    swept_at: u64,
 }
 
 impl ByIno {
@@ -266,12 +266,12 @@ impl Fs {
                     std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
                 ),
                 bytes: 0,
-                swept_at: 0,
                 failed: lru::LruCache::new(
                     std::num::NonZeroUsize::new(limits::FAILED_OPENS).unwrap_or(std::num::NonZeroUsize::MIN),
                 ),
             }),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
+            swept_at: AtomicU64::new(0),
         }
     }
 
@@ -595,7 +595,7 @@ impl Fs {
     /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
     /// `read_ino` says what is wrong).
     pub fn read_ino_now(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
-        let seen = self.let_go_of_evicted();
+        self.let_go_of_evicted();
         let content = match self.ino_content(ino, reader) {
             Some(Ok(content)) => content,
             Some(Err(e)) => return Some(Err(e)),
@@ -603,7 +603,7 @@ impl Fs {
                 let node = self.inodes.node(ino)?;
                 let Shape::File(f) = node.shape() else { return None };
                 match f.open_now(&self.layout)? {
-                    Ok(content) => self.keep_ino_content(ino, content, seen),
+                    Ok(content) => self.keep_ino_content(ino, content),
                     Err(e) => return Some(Err(e)),
                 }
             }
@@ -622,12 +622,12 @@ impl Fs {
     /// `ino`'s kept content; else the error `reader`'s last open of it failed with, if that was
     /// within [`limits::FAILED_OPEN_HOLD`]; else its content opened (it may wait) and kept.
     fn kept_or_opened(&self, ino: u64, reader: u32) -> Result<Content> {
-        let seen = self.let_go_of_evicted();
+        self.let_go_of_evicted();
         if let Some(kept) = self.ino_content(ino, reader) {
             return kept;
         }
         match self.content(ino) {
-            Ok((content, _)) => Ok(self.keep_ino_content(ino, content, seen)),
+            Ok((content, _)) => Ok(self.keep_ino_content(ino, content)),
             Err(e) => {
                 // Thread id 0 is every requester the daemon's pid namespace cannot see (another
                 // container's): not one reader, so nothing is held for it.
@@ -669,10 +669,9 @@ impl Fs {
     /// sees the other. Reads take a clone of what is kept, so one let go (forgotten, or past
     /// the bound) under a read in flight still serves that read.
     ///
-    /// `seen` is the cache's eviction count from before `content` was opened: if it moved by the
-    /// time `content` is kept, its own file may be one evicted meanwhile, which a sweep that
-    /// counted that eviction before the keep would have missed; such a file is let go again.
-    fn keep_ino_content(&self, ino: u64, content: Content, seen: u64) -> Content {
+    /// A file already unlinked once kept (evicted while it was being opened, perhaps counted by
+    /// a sweep that ran before this keep) is let go again: one `fstat` per inode opened.
+    fn keep_ino_content(&self, ino: u64, content: Content) -> Content {
         let mut by_ino = sync::lock(&self.by_ino);
         if let Some(kept) = by_ino.lru.get(&ino) {
             return kept.clone();
@@ -683,9 +682,7 @@ impl Fs {
         let evicted = by_ino.push(ino, content.clone());
         drop(by_ino);
         drop(evicted);
-        if let Some(file) =
-            content.file().filter(|f| self.layout.store().blob_cache().evictions() != seen && unlinked(f))
-        {
+        if let Some(file) = content.file().filter(|f| unlinked(f)) {
             let mut by_ino = sync::lock(&self.by_ino);
             let ours = by_ino.lru.peek(&ino).and_then(Content::file).is_some_and(|kept| Arc::ptr_eq(kept, file));
             let let_go = if ours { by_ino.pop(ino) } else { None };
@@ -702,21 +699,20 @@ impl Fs {
     /// forget an inode whose dentry it caches, so without this a user reading many large blobs
     /// once each would have regfs hold up to [`limits::INODE_HANDLES`] evicted files, past
     /// `--cache-size`. Read again, such an inode opens again (fetched or decoded anew). Costs an
-    /// atomic load when nothing was evicted, else an `fstat` per file kept.
-    /// What it returns is the eviction count it looked at (see [`Fs::keep_ino_content`]).
-    fn let_go_of_evicted(&self) -> u64 {
+    /// atomic load and swap when nothing was evicted (no lock), else an `fstat` per file kept,
+    /// by the one thread that saw the count move.
+    fn let_go_of_evicted(&self) {
         let evictions = self.layout.store().blob_cache().evictions();
+        if self.swept_at.swap(evictions, Ordering::AcqRel) == evictions {
+            return;
+        }
         let files: Vec<(u64, Arc<std::fs::File>)> = {
-            let mut by_ino = sync::lock(&self.by_ino);
-            if by_ino.swept_at == evictions {
-                return evictions;
-            }
-            by_ino.swept_at = evictions;
+            let by_ino = sync::lock(&self.by_ino);
             by_ino.lru.iter().filter_map(|(&ino, content)| Some((ino, Arc::clone(content.file()?)))).collect()
         };
         let gone: Vec<_> = files.into_iter().filter(|(_, file)| unlinked(file)).collect();
         if gone.is_empty() {
-            return evictions;
+            return;
         }
         let mut let_go = Vec::new();
         {
@@ -729,7 +725,6 @@ impl Fs {
         }
         log::debug!("let go of {} kept contents whose cache files were evicted", let_go.len());
         drop(let_go);
-        evictions
     }
 
     /// Contents held by inode now (`--no-open`), and handles open (tests).
