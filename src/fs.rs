@@ -47,6 +47,9 @@ pub struct FsConfig {
     /// The platform `current` links choose for, in index directories (`--platform`; by default
     /// this machine's).
     pub platform: Platform,
+    /// Whether the registry is Docker Hub, where a one-component name means an official image
+    /// (`MOUNT/alpine/tags` links to `library/alpine/tags`; false).
+    pub docker_hub: bool,
 }
 
 impl Default for FsConfig {
@@ -59,6 +62,7 @@ impl Default for FsConfig {
             kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
             inode_handles: limits::INODE_HANDLES,
             platform: Platform::host(),
+            docker_hub: false,
         }
     }
 }
@@ -250,6 +254,7 @@ impl Fs {
 
     fn with_layout(mut layout: Layout, config: FsConfig) -> Fs {
         layout.choose_platform(&config.platform);
+        layout.read_names_as_docker_hub(config.docker_hub);
         Fs {
             layout,
             inodes: Inodes::default(),

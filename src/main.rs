@@ -14,7 +14,7 @@ use regfs::cli::Cli;
 use regfs::daemon::{
     Detached, check_empty, check_mountpoint, detach, init_logging, raise_nofile_limit, unmount_on_signals,
 };
-use regfs::fs::Fs;
+use regfs::fs::{Fs, FsConfig};
 use regfs::fuse::FuseAdapter;
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
 use regfs::registry::foreign::{Foreign, UrlRules};
@@ -303,7 +303,8 @@ fn serve(
         };
         let store = Store::in_dir(client, prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?;
         let store = Arc::new(store.with_foreign(foreign));
-        let core = Arc::new(Fs::new(Arc::clone(&store), cli.fs_config()));
+        let fs_config = FsConfig { docker_hub: endpoint::is_docker_hub(&prepared.url), ..cli.fs_config() };
+        let core = Arc::new(Fs::new(Arc::clone(&store), fs_config));
         let mount = cli.mount_config();
         let config = mount.session(&cli.mount_source(&prepared.url));
         let adapter = FuseAdapter::new(core, mount);

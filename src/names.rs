@@ -57,9 +57,38 @@ pub fn check_tag(tag: &str) -> Result<()> {
     if ok { Ok(()) } else { Err(Error::InvalidName(tag.to_string())) }
 }
 
+/// Where Docker Hub keeps its official images: a one-component name as people type it
+/// (`alpine`) is the repository `library/alpine`.
+pub const DOCKER_HUB_OFFICIAL: &str = "library";
+
+/// The repository Docker Hub means by `name` as typed (docker, podman, crane and skopeo all
+/// read it so): a single valid component is an official image under [`DOCKER_HUB_OFFICIAL`];
+/// anything with a `/` is already whole, and an invalid name means nothing.
+pub fn docker_hub_repository(name: &str) -> Option<String> {
+    (is_component(name) && name.len() + DOCKER_HUB_OFFICIAL.len() < MAX_REPO_LEN)
+        .then(|| format!("{DOCKER_HUB_OFFICIAL}/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_hub_reads_one_component_as_an_official_image() {
+        assert_eq!(docker_hub_repository("alpine").as_deref(), Some("library/alpine"));
+        assert_eq!(docker_hub_repository("ubuntu22.04").as_deref(), Some("library/ubuntu22.04"));
+        // As docker reads it: `library` alone is `library/library`.
+        assert_eq!(docker_hub_repository("library").as_deref(), Some("library/library"));
+        // Names with a namespace are whole; invalid names mean nothing.
+        for other in ["alpine/git", "library/alpine", "", "Alpine", "a..b", "-a", "../etc", "a/"] {
+            assert_eq!(docker_hub_repository(other), None, "{other:?}");
+        }
+        // The result is a valid repository name, up to the grammar's length.
+        let longest = "a".repeat(MAX_REPO_LEN - DOCKER_HUB_OFFICIAL.len() - 1);
+        let whole = docker_hub_repository(&longest).expect("fits");
+        assert!(check_repo(&whole).is_ok() && whole.len() == MAX_REPO_LEN);
+        assert_eq!(docker_hub_repository(&format!("{longest}a")), None);
+    }
 
     #[test]
     fn components() {

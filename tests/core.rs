@@ -1031,9 +1031,11 @@ fn the_layout_of_every_kind_of_node_is_as_recorded() {
     transcribe(&c, &format!("ns/img/blobs/{layer}"), &mut out);
     let zeros = format!("sha256:{}", "0".repeat(64));
     let wrong = [
-        // Not in the catalog: no repository or namespace (a reserved name is ordinary at the root).
+        // Not in the catalog: still a namespace (a catalog never denies a name; a reserved name
+        // is ordinary at the root), but no repository, as its tag list says.
         "tags",
         "nosuch",
+        "nosuch/tags",
         "UPPER",
         ".hidden",
         "ns/x y",

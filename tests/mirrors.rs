@@ -458,3 +458,84 @@ fn a_mirror_is_sent_the_credentials_of_its_own_host_never_the_registry_s() {
     assert!(to_registry.iter().all(|a| *a == format!("Basic {}", b64("reg-user:reg-secret"))), "{to_registry:?}");
     assert!(!m.log().contains("secret"), "no password in the log");
 }
+
+/// Every path under `root` with its kind, size and content hash, sorted.
+fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("ls {}: {e}", dir.display())) {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+            let rel = p.strip_prefix(root).expect("under root").display().to_string();
+            if m.is_dir() {
+                out.push(format!("{rel}/"));
+                dirs.push(p);
+            } else if m.file_type().is_symlink() {
+                out.push(format!("{rel} -> {}", std::fs::read_link(&p).expect("readlink").display()));
+            } else if m.is_file() {
+                out.push(format!("{rel} {} {}", m.len(), sha256sum(&p)));
+            } else {
+                out.push(format!("{rel} special"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn errno(p: &Path) -> Option<i32> {
+    std::fs::symlink_metadata(p).err().and_then(|e| e.raw_os_error())
+}
+
+/// A pull-through cache lists in `/v2/_catalog` only what it has cached (nothing, when fresh),
+/// yet serves every repository of its upstream by name: a catalog may add names, never hide one.
+#[test]
+fn a_pull_through_cache_s_partial_catalog_hides_no_repository() {
+    let sh = shared();
+    let imgs = readable(&sh.fixtures);
+    let proxy = Registry::start_proxy(&sh.registry.url);
+    let front = Front::start(&proxy.url, Behavior::default());
+    let m = Mount::start(&front.url, &[]);
+    let direct = Mount::start(&sh.registry.url, &[]);
+    // The fresh cache's catalog lists nothing: the root is empty, and that hides nothing.
+    assert!(std::fs::read_dir(m.dir.path()).expect("ls /").next().is_none(), "a fresh cache lists nothing");
+    let img = &imgs[0];
+    let tags = |mnt: &Mount| {
+        let mut t: Vec<String> = std::fs::read_dir(mnt.path(&format!("{}/tags", img.repo)))
+            .unwrap_or_else(|e| panic!("ls {}/tags through the cache: {e}\n{}", img.repo, mnt.log()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(tags(&m), tags(&direct), "the tags of {} through the cache", img.repo);
+    assert!(std::fs::symlink_metadata(m.path(&img.repo)).expect("the repository").is_dir());
+    // Manifests, config and layers, and blobs by digest, verified by sha256sum.
+    assert_eq!(read_image(&m, img), read_image(&direct, img));
+    // rootfs/ of an image through the cache is the same tree as through the registry itself.
+    for i in &imgs[..2] {
+        let rootfs = format!("{}/tags/{}/rootfs", i.repo, i.tag);
+        let got = listing(&m.path(&rootfs));
+        assert!(!got.is_empty(), "{rootfs}: empty");
+        assert_eq!(got, listing(&direct.path(&rootfs)), "{rootfs} through the cache");
+    }
+    // A name the upstream does not have is ENOENT, decided by one tag list, which is then
+    // remembered: a listing of the same directory asks nothing more.
+    let tag_lists =
+        |what: &str| front.requests().iter().filter(|r| r.path.starts_with(&format!("/v2/{what}/tags/list"))).count();
+    assert_eq!(errno(&m.path("demo/nosuch/tags")), Some(libc::ENOENT), "{}", m.log());
+    assert_eq!(tag_lists("demo/nosuch"), 1);
+    let listed: Vec<String> = std::fs::read_dir(m.path("demo/nosuch"))
+        .expect("a namespace that may hold repositories")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!listed.contains(&"tags".to_string()), "{listed:?}");
+    assert_eq!(tag_lists("demo/nosuch"), 1, "the 404 is remembered for --tag-ttl");
+    // A lookup by name costs at most the repository's tag list (one page here) and no catalog.
+    let before = front.requests().len();
+    let other = &imgs[imgs.len() - 1];
+    assert!(std::fs::symlink_metadata(m.path(&format!("{}/tags", other.repo))).expect("tags/").is_dir());
+    let asked: Vec<String> = front.requests()[before..].iter().map(|r| r.path.clone()).collect();
+    assert_eq!(asked, [format!("/v2/{}/tags/list", other.repo)], "what a lookup of tags/ asked");
+}

@@ -67,9 +67,11 @@ fn without_a_catalog_repositories_are_still_reachable_by_name() {
     assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
 }
 
-/// A name that is not a repository is ENOENT when the registry can say so: a complete catalog
-/// knows every repository and every namespace; without one, the repository's tag list answering
-/// 404 (NAME_UNKNOWN) says `tags/` is not there.
+/// A name that is not a repository is ENOENT when the registry can say so: its tag list answers
+/// 404 (NAME_UNKNOWN), and `tags/` is not there. A catalog only adds names: with one or without,
+/// every valid name looks up as a namespace, and a repository the catalog does not list (a
+/// partial catalog: a pull-through cache, a registry listing only what the caller may see) is
+/// found by its tag list.
 #[test]
 fn paths_that_are_not_repositories_are_enoent_when_the_registry_can_say_so() {
     let sh = shared();
@@ -80,25 +82,45 @@ fn paths_that_are_not_repositories_are_enoent_when_the_registry_can_say_so() {
     let is_dir = |p: &std::path::Path| {
         assert!(std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).is_dir())
     };
-    // With the catalog.
-    let m = Mount::start(&sh.registry.url, &[]);
-    enoent(&m.path("nosuch"));
-    enoent(&m.path("demo/nosuch"));
-    enoent(&m.path("demo/oci/nosuch"));
-    // Namespaces of the catalog, but no repositories.
-    enoent(&m.path("demo/tags"));
-    enoent(&m.path("nested/a/b/manifests"));
-    for p in ["demo", "demo/oci", "demo/oci/tags", "nested/a/b", "nested/a/tags", "nested/a/b/c/tags"] {
-        is_dir(&m.path(p));
-    }
-    assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
-    // Without a catalog: every name may be a namespace, but the tag list answers for `tags/`.
+    // With the catalog, and without one.
     let front = Front::start(&sh.registry.url, Behavior { no_catalog: true, ..Behavior::default() });
+    for url in [&sh.registry.url, &front.url] {
+        let m = Mount::start(url, &[]);
+        for p in ["nosuch", "demo/nosuch", "demo/oci/nosuch"] {
+            is_dir(&m.path(p));
+        }
+        // Namespaces of the catalog, but no repositories: their tag lists say so.
+        for p in ["nosuch/tags", "demo/tags", "demo/oci/nosuch/tags"] {
+            enoent(&m.path(p));
+        }
+        for p in ["demo", "demo/oci", "demo/oci/tags", "nested/a/b", "nested/a/tags", "nested/a/b/c/tags"] {
+            is_dir(&m.path(p));
+        }
+        assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    }
+}
+
+/// A catalog that lists some repositories and not others hides none: the ones it leaves out
+/// are found by name, and those it lists cost no tag list to look up.
+#[test]
+fn a_catalog_that_leaves_repositories_out_hides_none_of_them() {
+    let sh = shared();
+    let front = Front::start(
+        &sh.registry.url,
+        Behavior { catalog_only: Some(vec!["demo/docker".into()]), ..Behavior::default() },
+    );
     let m = Mount::start(&front.url, &[]);
-    is_dir(&m.path("nosuch"));
-    enoent(&m.path("nosuch/tags"));
-    is_dir(&m.path("demo/oci/tags"));
+    assert_eq!(names(m.dir.path()), ["demo"]);
+    assert_eq!(names(&m.path("demo")), ["docker"]);
+    let tag_lists = || front.requests().iter().filter(|r| r.path.ends_with("/tags/list")).count();
+    // Listed: known to be a repository, so `tags/` costs nothing until it is listed.
+    assert!(std::fs::symlink_metadata(m.path("demo/docker/tags")).expect("tags/").is_dir());
+    assert_eq!(tag_lists(), 0);
+    // Left out: found by its tag list.
     assert_eq!(names(&m.path("demo/oci/tags")), ["v1"]);
+    assert_eq!(tag_lists(), 1);
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
 }
 
 #[test]
@@ -118,14 +140,13 @@ fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
     );
     let reqs = front.requests();
     let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
-    // One token for the ping (no scope), one for the catalog (asked whether `demo` exists), one
-    // for demo/oci, reused for everything after.
-    assert_eq!(tokens.len(), 3, "{reqs:#?}");
+    // One token for the ping (no scope), one for demo/oci, reused for everything after (a
+    // lookup by name never asks the catalog).
+    assert_eq!(tokens.len(), 2, "{reqs:#?}");
     assert!(!tokens[0].path.contains("scope="), "{}", tokens[0].path);
-    assert!(tokens[1].path.contains("scope=registry%3Acatalog%3A*"), "{}", tokens[1].path);
-    assert!(tokens[2].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[2].path);
+    assert!(tokens[1].path.contains("scope=repository%3Ademo%2Foci%3Apull"), "{}", tokens[1].path);
     let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
-    assert_eq!(unauthorized, 3, "one 401 per scope, then tokens are reused: {reqs:#?}");
+    assert_eq!(unauthorized, 2, "one 401 per scope, then tokens are reused: {reqs:#?}");
     assert!(
         reqs.iter()
             .filter(|r| r.path.starts_with("/v2/demo"))
@@ -356,8 +377,22 @@ fn missing_names_are_remembered_as_negative_entries() {
     let heads = |tag: &str| {
         front.requests().iter().filter(|r| r.method == "HEAD" && r.path.ends_with(&format!("/manifests/{tag}"))).count()
     };
-    for _ in 0..5 {
+    let missing = || {
         let e = std::fs::metadata(m.path("demo/oci/tags/nope")).expect_err("missing tag");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    };
+    // The first lookup fetched the tag list (to find `tags/`), which answers for `nope` too.
+    missing();
+    let after_first = front.requests().len();
+    for _ in 0..4 {
+        missing();
+    }
+    assert_eq!(front.requests().len(), after_first, "the kernel should remember the missing tag");
+    // A repository the catalog lists needs no tag list to find `tags/`: then a missing tag
+    // costs one HEAD, and is remembered as well.
+    assert!(names(&m.path("demo")).contains(&"docker".to_string()));
+    for _ in 0..5 {
+        let e = std::fs::metadata(m.path("demo/docker/tags/nope")).expect_err("missing tag");
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     }
     assert_eq!(heads("nope"), 1, "the kernel should remember the missing tag");
@@ -524,8 +559,10 @@ fn a_link_to_another_origin_or_back_to_a_page_already_read_is_an_error() {
         let log = m.log();
         assert!(log.lines().any(|l| l.contains(says) && l.contains("/v2/demo/oci/tags/list")), "{bad:?}: {log}");
         let reqs = front.requests();
+        // The lookup of `tags/` asks for the list once and the listing once more (a failure
+        // other than 404 is not remembered), each stopping at the bad link.
         let lists: Vec<_> = reqs.iter().filter(|r| r.path.contains("/tags/list")).collect();
-        assert_eq!(lists.len(), pages, "{bad:?}: {lists:#?}");
+        assert_eq!(lists.len(), 2 * pages, "{bad:?}: {lists:#?}");
         // Nothing was sent to the other origin (the same front, named `localhost`).
         assert!(reqs.iter().all(|r| !r.host.starts_with("localhost")), "{bad:?}: {reqs:#?}");
     }
@@ -587,4 +624,137 @@ fn https_to_a_plain_http_registry_says_to_try_http_and_is_not_retried() {
     assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
     // The TLS hello is no HTTP request: the registry logged none.
     assert_eq!(registry.requests().len(), before, "a request reached the registry");
+}
+
+/// `skopeo copy` of `src` (`host:port/repo:tag`) to `dest`, both plain-HTTP loopback registries.
+fn skopeo_copy(src: &str, dest: &str) {
+    let o = std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{src}"))
+        .arg(format!("docker://{dest}"))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "skopeo copy {src} {dest}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A foreground regfs of `registry` on `dir`, in a mount namespace of its own where
+/// `/etc/hosts` is `hosts`: so a loopback registry can be reached by a public host name
+/// (Docker Hub's), without touching the machine's `/etc/hosts`. Its mounts are seen through
+/// `/proc/<pid>/root`.
+struct NamespacedMount {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    _cache: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl NamespacedMount {
+    fn start(registry: &str, hosts: &std::path::Path) -> NamespacedMount {
+        let dir = tempfile::tempdir().expect("mountpoint");
+        let cache = tempfile::tempdir().expect("cache");
+        let log = cache.path().with_extension("log");
+        // `unshare` execs `sh`, which execs regfs: the child's pid is regfs's.
+        let script = r#"mount --bind "$1" /etc/hosts && exec "$2" "$3" "$4" --foreground --cache-dir "$5""#;
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(hosts)
+            .arg(common::regfs_bin())
+            .arg(registry)
+            .arg(dir.path())
+            .arg(cache.path())
+            .env("RUST_LOG", "regfs=debug")
+            .env("HOME", cache.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        common::die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("unshare");
+        let m = NamespacedMount { child, dir, _cache: cache, log };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !std::fs::read_to_string(format!("/proc/{}/mountinfo", m.child.id()))
+            .unwrap_or_default()
+            .contains(&format!(" {} ", m.dir.path().display()))
+        {
+            assert!(Instant::now() < deadline, "regfs did not mount:\n{}", m.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        let inside = self.dir.path().strip_prefix("/").expect("an absolute mountpoint");
+        std::path::Path::new(&format!("/proc/{}/root", self.child.id())).join(inside).join(rel)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NamespacedMount {
+    fn drop(&mut self) {
+        // SIGTERM unmounts a foreground regfs; the namespace goes with its last process.
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// On Docker Hub a one-component name is an official image, as docker, podman, crane and
+/// skopeo read it: `MOUNT/busybox/tags` is `library/busybox/tags`, and `busybox/` stays a
+/// namespace for `busybox/<name>`. Anywhere else a name means what it says.
+#[test]
+fn on_docker_hub_one_component_names_are_official_images_and_nowhere_else() {
+    let sh = shared();
+    let hub = Registry::start(None);
+    let from = sh.registry.url.trim_start_matches("http://");
+    let to = hub.url.trim_start_matches("http://");
+    let (repo, tag) = {
+        let img = common::images(&sh.fixtures, "oci-manifest")[0];
+        (img["repo"].as_str().expect("repo").to_string(), img["tag"].as_str().expect("tag").to_string())
+    };
+    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/library/busybox:1.36"));
+    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/busybox/extra:v1"));
+    let digest = common::skopeo_raw(&hub.url, "library/busybox", "1.36");
+    let digest = regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, &digest).to_string();
+
+    // Docker Hub's API host, played by the loopback registry (its port, plain HTTP).
+    let hosts = tempfile::NamedTempFile::new().expect("hosts");
+    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.1 registry-1.docker.io\n").expect("hosts");
+    let port = hub.url.rsplit(':').next().expect("a port");
+    let m = NamespacedMount::start(&format!("http://registry-1.docker.io:{port}"), hosts.path());
+    for dir in ["tags", "manifests", "blobs"] {
+        let link =
+            std::fs::read_link(m.path(&format!("busybox/{dir}"))).unwrap_or_else(|e| panic!("{dir}: {e}\n{}", m.log()));
+        assert_eq!(link.to_string_lossy(), format!("../library/busybox/{dir}"));
+    }
+    assert_eq!(names(&m.path("busybox/tags")), ["1.36"]);
+    let through = m.path("busybox/tags/1.36/manifest.json");
+    assert_eq!(sha256sum(&through), digest);
+    assert_eq!(
+        std::fs::read_link(m.path("busybox/tags/1.36")).expect("the tag").to_string_lossy(),
+        format!("../manifests/{digest}")
+    );
+    assert_eq!(sha256sum(&m.path("library/busybox/tags/1.36/manifest.json")), digest);
+    let config = m.path(&format!("busybox/manifests/{digest}/config.json"));
+    assert!(std::fs::metadata(&config).expect("config.json").len() > 0);
+    // `busybox/` is a namespace too: the catalog's `busybox/extra` is beside the links.
+    assert_eq!(names(&m.path("busybox")), ["blobs", "extra", "manifests", "tags"]);
+    assert_eq!(names(&m.path("busybox/extra/tags")), ["v1"]);
+    // Two components are whole: `busybox/extra` is not `library/busybox/extra`.
+    assert!(std::fs::symlink_metadata(m.path("busybox/extra/tags")).expect("tags/").is_dir());
+    drop(m);
+
+    // The same registry under another name: `busybox` is what it says, and no repository.
+    let plain = Mount::start(&hub.url, &[]);
+    let e = std::fs::symlink_metadata(plain.path("busybox/tags")).expect_err("no busybox repository");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(names(&plain.path("library/busybox/tags")), ["1.36"]);
 }

@@ -5,6 +5,7 @@
 //!   .regfs/                           RegfsDir    lookup only: the mount's own files (regfs.rs)
 //!     status, status.json             StatusFile  what the mount is doing now  (volatile)
 //!   <ns>/…/<repo>/                    Namespace   one directory per repository-name component
+//!   <name>/tags, manifests, blobs     OfficialLink -> ../library/<name>/…  (Docker Hub only)
 //!     tags/                           Tags
 //!       <tag>                         Tag         -> ../manifests/<digest>       (tag_ttl)
 //!     manifests/                      Manifests   verified so far; any digest looks up
@@ -39,11 +40,14 @@
 //!
 //! # Costs (what each operation may ask the registry)
 //! - `readdir /` and of a namespace: the catalog (cached for `tag_ttl`); none if it is cached.
-//! - `lookup` of a path component, `manifests`, `blobs`: the catalog (cached for `tag_ttl`;
-//!   a name it does not know is ENOENT). A registry without a catalog must still be browsable
-//!   by name: there any valid name is a directory, at no cost.
-//! - `lookup tags`: as above; without a catalog, the tag list (kept for `readdir tags/` and tag
-//!   lookups), whose 404 makes `tags` ENOENT.
+//! - `lookup` of a path component, `manifests`, `blobs`: nothing. Any valid name is a
+//!   directory: a catalog may add names to a listing but never denies one (a pull-through cache
+//!   lists only what it has cached, others only what the caller may see).
+//! - `lookup tags`: nothing if a fresh catalog lists the repository; else the tag list (kept for
+//!   `readdir tags/` and tag lookups), whose 404 makes `tags` ENOENT and is itself kept for
+//!   `tag_ttl`. So a lookup by name costs at most one tag list per repository per `tag_ttl`.
+//! - On Docker Hub, `<name>/tags`, `manifests` and `blobs` of a one-component name are links
+//!   to `library/<name>/…` (the rule docker applies to names as people type them): nothing.
 //! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else
 //!   one HEAD; `readlink tags/<t>`: one HEAD (cached for `tag_ttl`); links read in order start a
 //!   readahead of the next ones (`readahead.rs`).
@@ -90,7 +94,7 @@ use crate::views::Views;
 
 pub use image::{Blob, CurrentLink, DecodedLayer, IndexLink, Layers, ManifestDir, ManifestJson};
 pub use referrers::{ReferrerLink, Referrers, ReferrersSubtype, ReferrersType};
-pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, RESERVED, Root, TAGS, Tag, Tags};
+pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, OfficialLink, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 
 /// What every rule may consult: the verified store, the views derived from it (decoded
@@ -104,6 +108,8 @@ pub struct Layout {
     links: rootfs::LinkCounts,
     /// What `current` chooses by, in index directories (fixed per mount).
     platform: Matcher,
+    /// Docker Hub's rule for one-component names (fixed per mount; [`OfficialLink`]).
+    docker_hub: bool,
 }
 
 impl Layout {
@@ -137,6 +143,7 @@ impl Layout {
             images,
             links: Default::default(),
             platform: Matcher::new(&Platform::host()),
+            docker_hub: false,
         }
     }
 
@@ -148,6 +155,12 @@ impl Layout {
     /// `current` links (in index directories) name the entry chosen for `platform`.
     pub fn choose_platform(&mut self, platform: &Platform) {
         self.platform = Matcher::new(platform);
+    }
+
+    /// On Docker Hub, a one-component name is also an official image: `alpine/tags`,
+    /// `alpine/manifests` and `alpine/blobs` link to `library/alpine`'s ([`OfficialLink`]).
+    pub fn read_names_as_docker_hub(&mut self, docker_hub: bool) {
+        self.docker_hub = docker_hub;
     }
 
     pub fn images(&self) -> &dyn ImageLayers {
@@ -215,6 +228,7 @@ pub enum Node {
     RegfsDir(RegfsDir),
     StatusFile(StatusFile),
     Namespace(Namespace),
+    OfficialLink(OfficialLink),
     Tags(Tags),
     Tag(Tag),
     Manifests(Manifests),
@@ -328,6 +342,7 @@ impl Node {
             Node::RegfsDir(n) => Shape::Dir(n),
             Node::StatusFile(n) => Shape::File(n),
             Node::Namespace(n) => Shape::Dir(n),
+            Node::OfficialLink(n) => Shape::Link(n),
             Node::Tags(n) => Shape::Dir(n),
             Node::Tag(n) => Shape::Link(n),
             Node::Manifests(n) => Shape::Dir(n),

@@ -26,6 +26,17 @@ pub struct Namespace {
     pub path: String,
 }
 
+/// On Docker Hub, `<name>/tags`, `<name>/manifests` or `<name>/blobs` of a one-component name:
+/// a link to the same directory of the official image, `../library/<name>/<dir>`. The name
+/// stays a namespace too (`alpine/git` is another repository), so only these three link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OfficialLink {
+    /// The name as typed (`alpine`).
+    pub name: String,
+    /// One of [`RESERVED`].
+    pub dir: &'static str,
+}
+
 /// `<repo>/tags/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tags {
@@ -51,9 +62,10 @@ pub struct Blobs {
     pub repo: String,
 }
 
-/// A name at the root or in a namespace: a namespace, if the grammar allows it and the
-/// catalog, when the registry gives one, has a repository at or under it.
-fn namespace_child(cx: &Layout, prefix: Option<&str>, name: &str) -> Result<Node> {
+/// A name at the root or in a namespace: a namespace, if the grammar allows it. The catalog is
+/// never asked: it may add names to a listing but never deny one looked up (a pull-through
+/// cache lists only what it has cached, other registries only what the caller may see).
+fn namespace_child(prefix: Option<&str>, name: &str) -> Result<Node> {
     // `tags`, `manifests` and `blobs` are taken inside a repository directory (by its own
     // directories); at the root they are ordinary names.
     if !names::is_component(name) {
@@ -61,27 +73,23 @@ fn namespace_child(cx: &Layout, prefix: Option<&str>, name: &str) -> Result<Node
     }
     let path = prefix.map_or_else(|| name.to_string(), |p| format!("{p}/{name}"));
     names::check_repo(&path)?;
-    if cx.store.catalog_knows(&path).is_some_and(|k| !k.namespace) {
-        return Err(Error::NotFound(format!("{path}: no such repository or namespace in the catalog")));
-    }
     Ok(Node::Namespace(Namespace { path }))
 }
 
-/// Whether `repo` is a repository, as far as the registry can say: a complete catalog decides;
-/// without one, the tag list answering 404 (NAME_UNKNOWN) says no. Any other failure of the
-/// tag list leaves the directory there, for its listing to report.
+/// Whether `repo` is a repository, as far as the registry can say: a catalog listing it says
+/// yes at no cost; otherwise its tag list answering 404 (NAME_UNKNOWN) says no, and the store
+/// remembers that answer for `tag_ttl`. Any other failure of the tag list leaves the directory
+/// there, for its listing to report.
 fn repository_exists(cx: &Layout, repo: &str) -> Result<()> {
-    let gone = || Error::NotFound(format!("{repo}: not a repository"));
-    match cx.store.catalog_knows(repo) {
-        Some(known) if known.repository => Ok(()),
-        Some(_) => Err(gone()),
-        None => match cx.store.tags(repo) {
-            Err(Error::NotFound(e)) => {
-                log::debug!("{repo}: the tag list is not found ({e}): not a repository");
-                Err(gone())
-            }
-            _ => Ok(()),
-        },
+    if cx.store.catalog_lists(repo) {
+        return Ok(());
+    }
+    match cx.store.tags(repo) {
+        Err(Error::NotFound(e)) => {
+            log::debug!("{repo}: the tag list is not found ({e}): not a repository");
+            Err(Error::NotFound(format!("{repo}: not a repository")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -143,11 +151,11 @@ impl Dir for Root {
         Node::Root(Root)
     }
 
-    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
         if name == super::REGFS_DIR {
             return Ok(Node::RegfsDir(super::RegfsDir));
         }
-        namespace_child(cx, None, name)
+        namespace_child(None, name)
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
@@ -169,26 +177,26 @@ impl Dir for Namespace {
     }
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
+        if let Some(dir) = self.official_link(cx, name) {
+            return Ok(Node::OfficialLink(OfficialLink { name: self.path.clone(), dir }));
+        }
         let repo = self.path.clone();
         match name {
             TAGS => {
                 repository_exists(cx, &repo)?;
                 Ok(Node::Tags(Tags { repo }))
             }
-            // Without a catalog these cost nothing to look up, as before: only `tags/` asks.
-            MANIFESTS | BLOBS if cx.store.catalog_knows(&repo).is_some_and(|k| !k.repository) => {
-                Err(Error::NotFound(format!("{repo}: not a repository")))
-            }
+            // These cost nothing to look up: what is looked up inside them asks the registry.
             MANIFESTS => Ok(Node::Manifests(Manifests { repo })),
             BLOBS => Ok(Node::Blobs(Blobs { repo })),
-            _ => namespace_child(cx, Some(&self.path), name),
+            _ => namespace_child(Some(&self.path), name),
         }
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let (children, maybe_repo) = namespace_listing(cx, Some(&self.path));
         let mut out = Vec::new();
-        if maybe_repo {
+        if maybe_repo || self.official_link(cx, TAGS).is_some() {
             for r in RESERVED {
                 if let Ok(n) = self.child(cx, r) {
                     out.push((r.to_string(), n));
@@ -197,6 +205,41 @@ impl Dir for Namespace {
         }
         out.extend(namespaces(Some(&self.path), children));
         Ok(out)
+    }
+}
+
+impl Namespace {
+    /// Which of [`RESERVED`] `name` is, where this namespace is a one-component name on Docker
+    /// Hub (and so an official image as typed).
+    fn official_link(&self, cx: &Layout, name: &str) -> Option<&'static str> {
+        let dir = RESERVED.into_iter().find(|r| *r == name)?;
+        (cx.docker_hub && names::docker_hub_repository(&self.path).is_some()).then_some(dir)
+    }
+}
+
+impl Link for OfficialLink {
+    fn stability(&self) -> Stability {
+        // Docker Hub's rule, fixed per mount: where the link leads never changes.
+        Stability::Immutable
+    }
+
+    fn size(&self, _: &Layout) -> u64 {
+        self.target_path().len() as u64
+    }
+
+    fn target(&self, _: &Layout) -> Result<String> {
+        Ok(self.target_path())
+    }
+
+    fn target_now(&self, _: &Layout) -> Option<Result<String>> {
+        Some(Ok(self.target_path()))
+    }
+}
+
+impl OfficialLink {
+    /// `../library/<name>/<dir>`, from `<name>/`.
+    fn target_path(&self) -> String {
+        format!("../{}/{}/{}", names::DOCKER_HUB_OFFICIAL, self.name, self.dir)
     }
 }
 

@@ -33,12 +33,22 @@ pub fn parse(registry: &str) -> Result<Url> {
         return Err(bad("put credentials in --username/--password-stdin or the auth file, not the URL"));
     }
     if matches!(url.host_str(), Some("docker.io" | "index.docker.io")) {
-        url.set_host(Some("registry-1.docker.io")).map_err(|_| bad("bad host"))?;
+        url.set_host(Some(DOCKER_HUB)).map_err(|_| bad("bad host"))?;
     }
     url.set_path("/");
     url.set_query(None);
     url.set_fragment(None);
     Ok(url)
+}
+
+/// Docker Hub's API host, which `docker.io` and `index.docker.io` name.
+pub const DOCKER_HUB: &str = "registry-1.docker.io";
+
+/// Whether `url` (as [`parse`] gives it) is Docker Hub, where a one-component name means an
+/// official image (`alpine` is `library/alpine`; [`crate::names::docker_hub_repository`]).
+/// Told by the host alone, whatever the scheme or port.
+pub fn is_docker_hub(url: &Url) -> bool {
+    url.host_str() == Some(DOCKER_HUB)
 }
 
 /// `registry` with any `user:password@` before its host shown as `***@`.
@@ -78,6 +88,23 @@ mod tests {
         assert!(parse("https://user:pw@example.com").is_err());
         assert!(parse("").is_err());
         assert!(parse("http://").is_err());
+    }
+
+    #[test]
+    fn docker_hub_is_told_by_its_host() {
+        let hub = |s: &str| super::is_docker_hub(&parse(s).expect("test input is valid"));
+        for h in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "https://docker.io",
+            "http://registry-1.docker.io:5000",
+        ] {
+            assert!(hub(h), "{h}");
+        }
+        for h in ["ghcr.io", "127.0.0.1:5000", "mirror.gcr.io", "docker.io.example.com", "registry-2.docker.io"] {
+            assert!(!hub(h), "{h}");
+        }
     }
 
     #[test]

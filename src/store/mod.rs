@@ -72,6 +72,10 @@ pub struct StoreConfig {
     pub tag_digests: usize,
     /// HEAD answers on blob sizes kept (16 Ki, a few MiB at most).
     pub head_sizes: usize,
+    /// Repositories whose tag list answered 404 (NAME_UNKNOWN), remembered for `tag_ttl` so a
+    /// name that is no repository costs one request per `tag_ttl`; least recently used first
+    /// out (4 Ki).
+    pub missing_repos: usize,
     /// How one blob is downloaded.
     pub download: DownloadConfig,
     /// Memory for referrers lists (of all subjects together), each weighed by what it holds;
@@ -91,6 +95,7 @@ impl Default for StoreConfig {
             tag_lists_bytes: 64 << 20,
             tag_digests: 16 << 10,
             head_sizes: 16 << 10,
+            missing_repos: 4 << 10,
             download: DownloadConfig::default(),
             referrers_bytes: 16 << 20,
         }
@@ -157,14 +162,6 @@ impl Content {
     }
 }
 
-/// What a complete catalog says of a path: a repository, and/or a prefix of repositories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CatalogKnows {
-    pub repository: bool,
-    /// A repository, or a namespace some repository lies under.
-    pub namespace: bool,
-}
-
 /// A repository's tag list, as fetched at `at`; `weight` is what it counts for in
 /// [`StoreConfig::tag_lists_bytes`].
 #[derive(Clone)]
@@ -210,10 +207,14 @@ struct Meta {
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
     /// each travels in its own node (`layout::Node::Blob`).
     head_sizes: Option<lru::LruCache<(String, Digest), u64>>,
-    /// The bounds of the two above ([`StoreConfig::tag_digests`], [`StoreConfig::head_sizes`]);
-    /// each is made on first use.
+    /// Repositories whose tag list answered 404, with that answer, within
+    /// [`StoreConfig::missing_repos`].
+    missing_repos: Option<lru::LruCache<String, Timed<Error>>>,
+    /// The bounds of the three above ([`StoreConfig::tag_digests`], [`StoreConfig::head_sizes`],
+    /// [`StoreConfig::missing_repos`]); each is made on first use.
     tag_digests_cap: usize,
     head_sizes_cap: usize,
+    missing_repos_cap: usize,
 }
 
 impl Meta {
@@ -223,9 +224,16 @@ impl Meta {
             no_catalog: None,
             tag_digests: None,
             head_sizes: None,
+            missing_repos: None,
             tag_digests_cap: config.tag_digests,
             head_sizes_cap: config.head_sizes,
+            missing_repos_cap: config.missing_repos,
         }
+    }
+
+    fn missing_repos(&mut self) -> &mut lru::LruCache<String, Timed<Error>> {
+        let cap = self.missing_repos_cap;
+        self.missing_repos.get_or_insert_with(|| lru::LruCache::new(nonzero(cap)))
     }
 
     fn tag_digests(&mut self) -> &mut lru::LruCache<(String, String), Timed<Digest>> {
@@ -386,31 +394,36 @@ impl Store {
         })
     }
 
-    /// What the catalog says of `path`, if the registry gives a catalog (fetched, or fresh
-    /// within `tag_ttl`); `None` when it has none for us or it could not be fetched, so that
-    /// nothing is refused on a catalog regfs does not have.
-    pub fn catalog_knows(&self, path: &str) -> Option<CatalogKnows> {
-        let catalog = self.catalog().ok()?;
-        // Sorted: the repositories at or under `path` start where `path` would be.
-        let at = catalog.partition_point(|r| r.as_str() < path);
-        let repository = catalog.get(at).is_some_and(|r| r == path);
-        let under = format!("{path}/");
-        // Names under `path/` are contiguous from where `path/` would be (not right after
-        // `path`: `path-x` sorts between them).
-        let first_under = catalog.partition_point(|r| r.as_str() < under.as_str());
-        let namespace = repository || catalog.get(first_under).is_some_and(|r| r.starts_with(&under));
-        Some(CatalogKnows { repository, namespace })
+    /// Whether a catalog fetched within `tag_ttl` lists `repo`; never a request. A catalog
+    /// only ever says yes: one that does not list a name is no answer (it may be partial).
+    pub fn catalog_lists(&self, repo: &str) -> bool {
+        let meta = lock(&self.meta);
+        self.fresh(meta.catalog.as_ref()).is_some_and(|c| c.binary_search_by(|r| r.as_str().cmp(repo)).is_ok())
     }
 
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
+    /// A tag list answering 404 (NAME_UNKNOWN: no such repository) is an answer too, kept as
+    /// long.
     pub fn tags(&self, repo: &str) -> Result<Arc<Vec<String>>> {
         if let Some(t) = self.tags_if_fresh(repo) {
             return Ok(t);
         }
+        if let Some(e) = self.missing_repo(repo) {
+            return Err(e);
+        }
         self.list_flights.run(&Some(repo.to_string()), || {
             // The HTTP client already skips invalid names page by page, before holding them;
             // this check stands for any client.
-            let mut tags = self.client.tags(repo)?;
+            let mut tags = match self.client.tags(repo) {
+                Ok(tags) => tags,
+                Err(e @ Error::NotFound(_)) => {
+                    lock(&self.meta)
+                        .missing_repos()
+                        .put(repo.to_string(), Timed { at: Instant::now(), value: e.clone() });
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             tags.retain(|t| valid_or_warn(t, names::check_tag(t), repo));
             tags.sort();
             tags.dedup();
@@ -419,6 +432,12 @@ impl Store {
             lock(&self.tag_lists).put(repo.to_string(), listed);
             Ok(tags)
         })
+    }
+
+    /// The 404 a tag list of `repo` answered within `tag_ttl`, if it did; never a request.
+    fn missing_repo(&self, repo: &str) -> Option<Error> {
+        let mut meta = lock(&self.meta);
+        self.fresh(meta.missing_repos().get(repo))
     }
 
     /// Tags whose resolution is kept now.

@@ -87,6 +87,9 @@ pub struct Behavior {
     pub tag_page: Option<usize>,
     pub catalog_page: Option<usize>,
     pub no_catalog: bool,
+    /// The catalog lists only these repositories (as a pull-through cache lists what it has
+    /// cached, or a registry what the caller may see), in one page; the rest are served by name.
+    pub catalog_only: Option<Vec<String>>,
     pub bearer: Option<Bearer>,
     /// The token endpoint wants this refresh token (an identity token, as `docker login` keeps
     /// for some registries), POSTed as docker does (`grant_type=refresh_token`), and refuses GETs;
@@ -533,6 +536,10 @@ fn decide(
 
     if b.no_catalog && path.starts_with("/v2/_catalog") {
         return (Response::new(404, r#"{"errors":[{"code":"UNSUPPORTED"}]}"#), Duration::ZERO);
+    }
+
+    if let (Some(only), true) = (&b.catalog_only, path.starts_with("/v2/_catalog")) {
+        return (Response::new(200, serde_json::json!({ "repositories": only }).to_string()), Duration::ZERO);
     }
 
     if b.redirect_blobs && req.method == "GET" && path.contains("/blobs/sha256:") {
