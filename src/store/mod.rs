@@ -72,10 +72,11 @@ pub struct StoreConfig {
     pub tag_digests: usize,
     /// HEAD answers on blob sizes kept (16 Ki, a few MiB at most).
     pub head_sizes: usize,
-    /// Repositories whose tag list answered 404 (NAME_UNKNOWN), remembered for `tag_ttl` so a
-    /// name that is no repository costs one request per `tag_ttl`; least recently used first
-    /// out (4 Ki).
-    pub missing_repos: usize,
+    /// Tag lists that answered with no list, remembered for `tag_ttl` as a list would be: 404
+    /// (NAME_UNKNOWN: no such repository), so a name that is no repository costs one request per
+    /// `tag_ttl`, and a list past the listing budget, so a lookup of `tags/` and its listing do
+    /// not each fetch it; least recently used first out (4 Ki).
+    pub tag_list_answers: usize,
     /// How one blob is downloaded.
     pub download: DownloadConfig,
     /// Memory for referrers lists (of all subjects together), each weighed by what it holds;
@@ -95,7 +96,7 @@ impl Default for StoreConfig {
             tag_lists_bytes: 64 << 20,
             tag_digests: 16 << 10,
             head_sizes: 16 << 10,
-            missing_repos: 4 << 10,
+            tag_list_answers: 4 << 10,
             download: DownloadConfig::default(),
             referrers_bytes: 16 << 20,
         }
@@ -207,14 +208,14 @@ struct Meta {
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
     /// each travels in its own node (`layout::Node::Blob`).
     head_sizes: Option<lru::LruCache<(String, Digest), u64>>,
-    /// Repositories whose tag list answered 404, with that answer, within
-    /// [`StoreConfig::missing_repos`].
-    missing_repos: Option<lru::LruCache<String, Timed<Error>>>,
+    /// Tag lists that answered with no list (404, too large), with that answer, within
+    /// [`StoreConfig::tag_list_answers`].
+    tag_list_answers: Option<lru::LruCache<String, Timed<Error>>>,
     /// The bounds of the three above ([`StoreConfig::tag_digests`], [`StoreConfig::head_sizes`],
-    /// [`StoreConfig::missing_repos`]); each is made on first use.
+    /// [`StoreConfig::tag_list_answers`]); each is made on first use.
     tag_digests_cap: usize,
     head_sizes_cap: usize,
-    missing_repos_cap: usize,
+    tag_list_answers_cap: usize,
 }
 
 impl Meta {
@@ -224,16 +225,16 @@ impl Meta {
             no_catalog: None,
             tag_digests: None,
             head_sizes: None,
-            missing_repos: None,
+            tag_list_answers: None,
             tag_digests_cap: config.tag_digests,
             head_sizes_cap: config.head_sizes,
-            missing_repos_cap: config.missing_repos,
+            tag_list_answers_cap: config.tag_list_answers,
         }
     }
 
-    fn missing_repos(&mut self) -> &mut lru::LruCache<String, Timed<Error>> {
-        let cap = self.missing_repos_cap;
-        self.missing_repos.get_or_insert_with(|| lru::LruCache::new(nonzero(cap)))
+    fn tag_list_answers(&mut self) -> &mut lru::LruCache<String, Timed<Error>> {
+        let cap = self.tag_list_answers_cap;
+        self.tag_list_answers.get_or_insert_with(|| lru::LruCache::new(nonzero(cap)))
     }
 
     fn tag_digests(&mut self) -> &mut lru::LruCache<(String, String), Timed<Digest>> {
@@ -402,13 +403,13 @@ impl Store {
     }
 
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
-    /// A tag list answering 404 (NAME_UNKNOWN: no such repository) is an answer too, kept as
-    /// long.
+    /// A tag list answering 404 (NAME_UNKNOWN: no such repository), or past the listing budget,
+    /// is an answer too, kept as long; any other failure is not kept.
     pub fn tags(&self, repo: &str) -> Result<Arc<Vec<String>>> {
         if let Some(t) = self.tags_if_fresh(repo) {
             return Ok(t);
         }
-        if let Some(e) = self.missing_repo(repo) {
+        if let Some(e) = self.tag_list_answer(repo) {
             return Err(e);
         }
         self.list_flights.run(&Some(repo.to_string()), || {
@@ -416,9 +417,9 @@ impl Store {
             // this check stands for any client.
             let mut tags = match self.client.tags(repo) {
                 Ok(tags) => tags,
-                Err(e @ Error::NotFound(_)) => {
+                Err(e @ (Error::NotFound(_) | Error::TooLarge(_))) => {
                     lock(&self.meta)
-                        .missing_repos()
+                        .tag_list_answers()
                         .put(repo.to_string(), Timed { at: Instant::now(), value: e.clone() });
                     return Err(e);
                 }
@@ -434,10 +435,11 @@ impl Store {
         })
     }
 
-    /// The 404 a tag list of `repo` answered within `tag_ttl`, if it did; never a request.
-    fn missing_repo(&self, repo: &str) -> Option<Error> {
+    /// The 404 (or too large) a tag list of `repo` answered within `tag_ttl`, if it did; never a
+    /// request.
+    fn tag_list_answer(&self, repo: &str) -> Option<Error> {
         let mut meta = lock(&self.meta);
-        self.fresh(meta.missing_repos().get(repo))
+        self.fresh(meta.tag_list_answers().get(repo))
     }
 
     /// Tags whose resolution is kept now.
