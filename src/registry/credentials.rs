@@ -34,40 +34,7 @@ use crate::error::{Error, Result};
 use crate::limits::CREDENTIAL_REFRESH_EVERY;
 use crate::sync;
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, <hidden>)", self.username)
-    }
-}
-
-impl Credentials {
-    pub fn basic_header(&self) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{}:{}", self.username, self.password)))
-    }
-}
-
-/// What a source of credentials gives: a username and password, or an identity token (docker's
-/// `identitytoken`, a helper's `<token>` user), a refresh token exchanged at the token realm.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Basic(Credentials),
-    IdentityToken(String),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Basic(c) => c.fmt(f),
-            Secret::IdentityToken(_) => write!(f, "IdentityToken(<hidden>)"),
-        }
-    }
-}
+pub use super::secret::{Credentials, Secret};
 
 /// The environment the lookup reads (injected, so tests need not change the process's).
 #[derive(Debug, Clone, Default)]
@@ -101,20 +68,24 @@ impl Env {
 pub struct AuthFile {
     pub path: PathBuf,
     pub legacy: bool,
+    /// Named by the user (`--auth-file`, `REGISTRY_AUTH_FILE`), not implied by the search order.
+    /// One the user cannot read is an error; an implied one they cannot read (podman run as root
+    /// leaves `/run/containers` root's own, 0700) holds nothing for them, and is passed by.
+    pub chosen: bool,
 }
 
 /// The files searched for credentials, in order (see the module's notes).
 pub fn auth_files(given: Option<&Path>, env: &Env) -> Vec<AuthFile> {
-    let file = |path: PathBuf| AuthFile { path, legacy: false };
+    let file = |path: PathBuf| AuthFile { path, legacy: false, chosen: false };
     if let Some(g) = given {
-        return vec![file(g.to_path_buf())];
+        return vec![AuthFile { chosen: true, ..file(g.to_path_buf()) }];
     }
     let mut out = Vec::new();
-    out.push(file(match (&env.registry_auth_file, &env.xdg_runtime_dir) {
-        (Some(f), _) => f.clone(),
-        (None, Some(run)) => run.join("containers/auth.json"),
-        (None, None) => PathBuf::from(format!("/run/containers/{}/auth.json", env.uid)),
-    }));
+    out.push(match (&env.registry_auth_file, &env.xdg_runtime_dir) {
+        (Some(f), _) => AuthFile { chosen: true, ..file(f.clone()) },
+        (None, Some(run)) => file(run.join("containers/auth.json")),
+        (None, None) => file(PathBuf::from(format!("/run/containers/{}/auth.json", env.uid))),
+    });
     match (&env.xdg_config_home, &env.home) {
         (Some(c), _) => out.push(file(c.join("containers/auth.json"))),
         (None, Some(h)) => out.push(file(h.join(".config/containers/auth.json"))),
@@ -126,7 +97,7 @@ pub fn auth_files(given: Option<&Path>, env: &Env) -> Vec<AuthFile> {
         (None, None) => {}
     }
     if let Some(h) = &env.home {
-        out.push(AuthFile { path: h.join(".dockercfg"), legacy: true });
+        out.push(AuthFile { path: h.join(".dockercfg"), legacy: true, chosen: false });
     }
     out
 }
@@ -324,6 +295,10 @@ fn read_auth_file(file: &AuthFile, host: &str) -> Result<Option<(PathBuf, Found)
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !file.chosen => {
+            log::warn!("{}: {e}: passed by (not named by --auth-file or REGISTRY_AUTH_FILE)", path.display());
+            return Ok(None);
+        }
         Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
     };
     let config: DockerConfig = if file.legacy {
@@ -407,14 +382,18 @@ mod tests {
         let files = |env: &Env, given: Option<&Path>| -> Vec<String> {
             auth_files(given, env)
                 .iter()
-                .map(|f| format!("{}{}", f.path.display(), if f.legacy { " (legacy)" } else { "" }))
+                .map(|f| {
+                    let legacy = if f.legacy { " (legacy)" } else { "" };
+                    let chosen = if f.chosen { " (chosen)" } else { "" };
+                    format!("{}{legacy}{chosen}", f.path.display())
+                })
                 .collect()
         };
         // REGISTRY_AUTH_FILE takes the runtime file's place (as podman's --authfile); the rest follow.
         assert_eq!(
             files(&env, None),
             [
-                "/r/auth.json",
+                "/r/auth.json (chosen)",
                 "/home/u/.config/containers/auth.json",
                 "/home/u/.docker/config.json",
                 "/home/u/.dockercfg (legacy)"
@@ -432,8 +411,9 @@ mod tests {
         );
         let env = Env { xdg_runtime_dir: None, home: None, ..env };
         assert_eq!(files(&env, None), ["/run/containers/7/auth.json", "/cfg/containers/auth.json", "/dc/config.json"]);
-        // --auth-file: that file alone.
-        assert_eq!(files(&env, Some(Path::new("/mine.json"))), ["/mine.json"]);
+        // --auth-file: that file alone. A file the user named and cannot read is an error; one
+        // only the search order implies is passed by (`read_auth_file`).
+        assert_eq!(files(&env, Some(Path::new("/mine.json"))), ["/mine.json (chosen)"]);
 
         // The first file with a credential for the host wins; files without it are passed over,
         // namespace keys (`host/ns`) are not used, a legacy ~/.dockercfg is a bare host map.

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::credentials::Secret;
+use super::secret::{Credentials, Secret};
 use crate::error::{Error, Result};
 use crate::limits::{MAX_HELPER_STDERR, MAX_HELPER_STDOUT};
 
@@ -138,7 +138,7 @@ pub fn run(program: &str, server: &str, timeout: Duration) -> Result<Option<Secr
     if answer.username == "<token>" {
         return Ok(Some(Secret::IdentityToken(answer.secret)));
     }
-    Ok(Some(Secret::Basic(super::credentials::Credentials { username: answer.username, password: answer.secret })))
+    Ok(Some(Secret::Basic(Credentials { username: answer.username, password: answer.secret })))
 }
 
 /// Read `r` to its end, keeping at most `limit` bytes. `drain`: read and drop the rest (stderr:
@@ -159,7 +159,7 @@ fn read_bounded(r: impl Read, limit: usize, drain: bool) -> (Vec<u8>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::credentials::Credentials;
+    use crate::registry::secret::Credentials;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 

@@ -16,6 +16,7 @@ pub mod http;
 pub mod link;
 pub mod mirror_config;
 pub mod mirrors;
+pub mod secret;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
