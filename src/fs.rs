@@ -305,7 +305,7 @@ impl Fs {
                 uid,
                 gid,
                 nlink: m.nlink,
-                rdev: m.rdev,
+                rdev: rdev(m.rdev.0, m.rdev.1),
                 ttl,
                 mtime: m.mtime,
             };

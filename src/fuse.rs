@@ -13,7 +13,7 @@
 //! no release").
 //!
 //! Every error given to a reader goes through `errno()`, which logs it and records it for
-//! `.regfs/status` ([`crate::status::Errors`]).
+//! `.regfs/status` ([`crate::telemetry::Errors`]).
 //!
 //! # What a warm read of a file costs
 //! A warm `find rootfs -type f | xargs cat` through `tags/<tag>/` (the distro image: 6,047 files,

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod views;

@@ -215,9 +215,9 @@ pub struct Meta {
     pub mtime: std::time::SystemTime,
     /// Names of this inode (hard links); directories say 1 (unknown, as btrfs does).
     pub nlink: u32,
-    /// The device number of a character or block device, in the kernel's encoding
-    /// ([`crate::fs::rdev`]); 0 for anything else.
-    pub rdev: u32,
+    /// The device number of a character or block device, `(major, minor)` as the layer gives
+    /// it; `(0, 0)` for anything else.
+    pub rdev: (u32, u32),
     /// Extended attributes, by name, in the order the layer gave them.
     pub xattrs: Vec<(String, Vec<u8>)>,
 }

@@ -358,10 +358,9 @@ fn inode_meta(cx: &Layout, repo: &str, manifest: &Digest, i: Inode) -> Result<Me
     with_merge(cx, repo, manifest, |m| {
         let meta = m.inode(i)?;
         let nlink = cx.link_counts().get(manifest, i, || m.nlink(i))?;
-        let (major, minor) = meta.rdev;
         let rdev = match meta.kind {
-            EntryKind::CharDevice | EntryKind::BlockDevice => crate::fs::rdev(major, minor),
-            _ => 0,
+            EntryKind::CharDevice | EntryKind::BlockDevice => meta.rdev,
+            _ => (0, 0),
         };
         Ok(Meta {
             mode: (meta.mode & 0o7777) as u16,
@@ -377,7 +376,7 @@ fn inode_meta(cx: &Layout, repo: &str, manifest: &Digest, i: Inode) -> Result<Me
 
 /// `rootfs/` itself: fixed, so that `stat` costs nothing below the manifest.
 fn root_meta() -> Meta {
-    Meta { mode: 0o755, uid: 0, gid: 0, mtime: UNIX_EPOCH, nlink: 1, rdev: 0, xattrs: Vec::new() }
+    Meta { mode: 0o755, uid: 0, gid: 0, mtime: UNIX_EPOCH, nlink: 1, rdev: (0, 0), xattrs: Vec::new() }
 }
 
 impl RootfsDir {
@@ -438,7 +437,7 @@ impl Dir for RootfsDir {
             gid: dir.gid,
             mtime: time_of(dir.mtime),
             nlink: 1,
-            rdev: 0,
+            rdev: (0, 0),
             xattrs: dir.xattrs,
         }))
     }

@@ -157,7 +157,7 @@ pub struct BlobCache {
     /// Set at unmount: downloads stop.
     cancelled: AtomicBool,
     /// The downloads (and, from `views`, decodes) in flight, for `.regfs/status`.
-    activity: crate::status::Activity,
+    activity: crate::telemetry::Activity,
 }
 
 /// Deletes a temporary file unless it was kept.
@@ -259,7 +259,7 @@ impl BlobCache {
             evictions: AtomicU64::new(0),
             verified_bytes: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
-            activity: crate::status::Activity::default(),
+            activity: crate::telemetry::Activity::default(),
         };
         cache.evict(None);
         Ok(cache)
@@ -309,7 +309,7 @@ impl BlobCache {
     }
 
     /// The work in flight (for `.regfs/status`).
-    pub fn activity(&self) -> &crate::status::Activity {
+    pub fn activity(&self) -> &crate::telemetry::Activity {
         &self.activity
     }
 
@@ -336,7 +336,7 @@ impl BlobCache {
         if let Some(f) = self.ready(&key)? {
             return Ok(f);
         }
-        let _shown = self.activity.show(crate::status::Work::Download, repo, digest, size); // `.regfs/status`
+        let _shown = self.activity.show(crate::telemetry::Work::Download, repo, digest, size); // `.regfs/status`
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             // Where the bytes came from: a mirror among them that served wrong bytes is dropped
@@ -383,7 +383,7 @@ impl BlobCache {
         if let Some(f) = self.ready(&key)? {
             return Ok(f);
         }
-        let _shown = self.activity.show(crate::status::Work::Download, "(foreign layer)", digest, size); // `.regfs/status`
+        let _shown = self.activity.show(crate::telemetry::Work::Download, "(foreign layer)", digest, size); // `.regfs/status`
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
         let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             let mut last = Error::NotFound(format!("{digest}: no URL to fetch it from"));
@@ -545,7 +545,7 @@ impl BlobCache {
         let mut charge = Charge { cache: self, bytes: 0 };
         let len = produce(&mut tmp.file, &mut |held| {
             if key.0 == Kind::Blob {
-                self.activity.progress(crate::status::Work::Download, &key.1, held); // shown by `open`: `.regfs/status`
+                self.activity.progress(crate::telemetry::Work::Download, &key.1, held); // shown by `open`: `.regfs/status`
             }
             self.check_cancelled(key)?;
             charge.set(held);

@@ -270,7 +270,7 @@ pub struct Store {
     small_blob: u64,
     blobs: BlobCache,
     /// The errors readers were given (`fuse.rs` records them), for `.regfs/status`.
-    errors: crate::status::Errors,
+    errors: crate::telemetry::Errors,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
     tag_flights: SingleFlight<(String, String), Digest>,
     manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
@@ -307,7 +307,7 @@ impl Store {
             small: Mutex::new(SizedLru::new(config.small_cache_bytes)),
             small_blob: config.small_blob,
             blobs: BlobCache::in_dir(root, config)?,
-            errors: crate::status::Errors::default(),
+            errors: crate::telemetry::Errors::default(),
             list_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
@@ -332,7 +332,7 @@ impl Store {
     }
 
     /// The errors readers were given (for `.regfs/status`; `fuse.rs` records them).
-    pub fn errors(&self) -> &crate::status::Errors {
+    pub fn errors(&self) -> &crate::telemetry::Errors {
         &self.errors
     }
 

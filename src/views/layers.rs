@@ -717,7 +717,7 @@ impl Views {
         let started = Instant::now();
         let _record = Interval { views: self, started };
         // Shown in `.regfs/status` while it runs, by the layer's blob digest, with the bytes decoded.
-        let (activity, decode) = (self.store.blob_cache().activity(), crate::status::Work::Decode);
+        let (activity, decode) = (self.store.blob_cache().activity(), crate::telemetry::Work::Decode);
         let _shown = activity.show(decode, repo, &layer.digest, None);
         let hook = &mut |n: u64| {
             activity.progress(decode, &layer.digest, n);
