@@ -304,3 +304,58 @@ fn systemd_nspawn_runs_the_image_read_only() {
     assert_eq!(stdout(&o), "1", "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("Read-only file system"), "{}", show(&o));
 }
+
+/// `lgetxattr(path, name)`: the value, or the errno.
+fn xattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let n = std::ffi::CString::new(name).expect("name");
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// A layer holding overlayfs's own metadata as xattrs (`trusted.overlay.opaque` on `etc/`,
+/// `trusted.overlay.metacopy` on `etc/meta`) does not steer an overlay built over `rootfs/`:
+/// regfs shows no `trusted.overlay.*` xattr (ENODATA; other xattrs stay), so stacked over the
+/// busybox image as `lowerdir=H:B` its `etc/meta` reads as the image's bytes (a metacopy file
+/// would be EPERM, "refusing to follow metacopy origin") and `etc/` still shows busybox's files
+/// (an opaque `etc/` would hide them).
+#[test]
+fn overlayfs_metadata_in_a_layer_does_not_steer_an_overlay_over_rootfs() {
+    need("mount");
+    let sh = shared();
+    let ox = &sh.busybox["overlay_xattrs"];
+    let m = Mount::start(&sh.registry.url, &[]);
+    let high = m.path(&format!("{}/tags/{}/rootfs", s(&ox["repo"]), s(&ox["tag"])));
+    let (_, low) = readme_root(&m);
+    let meta = high.join(s(&ox["metacopy"]));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        r#"set -u
+mkdir "$T/upper" "$T/work" "$T/merged"
+mount -t overlay overlay -o lowerdir='{high}':'{low}',upperdir="$T/upper",workdir="$T/work",nodev,nosuid "$T/merged" || exit 90
+chroot "$T/merged" /bin/cat /etc/meta > "$T/out.meta" 2>&1; echo $? > "$T/rc.meta"
+chroot "$T/merged" /bin/ls /etc > "$T/out.ls" 2>&1; echo $? > "$T/rc.ls"
+umount "$T/merged"
+"#,
+        high = high.display(),
+        low = low.display(),
+    );
+    let run = bash(&script, tmp.path(), true);
+    assert!(run.status.success(), "{}", show(&run));
+    let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default();
+    assert_eq!((read("rc.meta").trim(), read("out.meta")), ("0", s(&ox["meta"]).to_string()));
+    assert_eq!(read("rc.ls").trim(), "0", "{}", read("out.ls"));
+    let listing = read("out.ls");
+    let names: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(names, ["group", "meta", "motd", "os-release", "passwd"]);
+    assert_eq!(xattr(&meta, "user.regfs"), Ok(b"kept".to_vec()));
+    assert_eq!(xattr(&meta, "trusted.overlay.metacopy"), Err(libc::ENODATA));
+    assert_eq!(xattr(&high.join(s(&ox["opaque"])), "trusted.overlay.opaque"), Err(libc::ENODATA));
+}
