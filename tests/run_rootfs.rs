@@ -204,8 +204,9 @@ fn unshare_runs_the_image_as_pid_1_with_its_own_proc() {
 /// The README's overlay lines: overlayfs takes `rootfs/` as `lowerdir`; the image's shell runs in
 /// it, a write and a copy-up (reading the lower file through regfs) land in `upperdir`, a
 /// deletion is a whiteout there, and `rootfs/` is as it was and still read-only. With the
-/// README's `nodev` the image's `/dev/null` is refused; an overlay without it opens the device
-/// (it does not inherit the FUSE mount's `nodev`, as the README says).
+/// README's `nodev,nosuid` the image's `/dev/null` is refused and its setuid-root `id` runs as
+/// the caller; an overlay without them opens the device and runs `id` as euid 0 (it does not
+/// inherit the FUSE mount's `nodev,nosuid`, as the README says).
 #[test]
 fn overlayfs_with_rootfs_as_lowerdir_takes_writes_in_upperdir_and_rootfs_stays_read_only() {
     need("mount");
@@ -221,18 +222,21 @@ fn overlayfs_with_rootfs_as_lowerdir_takes_writes_in_upperdir_and_rootfs_stays_r
 {mkdir}
 {mount} || exit 90
 {chroot} > "$T/out.readme" 2>&1; echo $? > "$T/rc.readme"
+chroot --userspec=65534:65534 {merged} /{suid} > "$T/out.nosuid" 2>&1; echo $? > "$T/rc.nosuid"
 chroot {merged} /bin/sh -c 'echo more >> /etc/motd && rm /etc/passwd && cat /etc/motd && ls /etc' > "$T/out.edit" 2>&1; echo $? > "$T/rc.edit"
 chroot {merged} /bin/sh -c ': > /dev/null' > "$T/out.nodev" 2>&1; echo $? > "$T/rc.nodev"
 {umount} || exit 91
 mkdir "$T/u2" "$T/w2" "$T/m2"
 mount -t overlay overlay -o lowerdir="$ROOT",upperdir="$T/u2",workdir="$T/w2" "$T/m2" || exit 92
 chroot "$T/m2" /bin/sh -c ': > /dev/null && echo opened' > "$T/out.dev" 2>&1; echo $? > "$T/rc.dev"
+chroot --userspec=65534:65534 "$T/m2" /{suid} > "$T/out.suid" 2>&1; echo $? > "$T/rc.suid"
 umount "$T/m2"
 "#,
         mkdir = ctr(readme_line("mkdir ")),
         mount = ctr(readme_line("mount -t overlay")),
         chroot = ctr(readme_line("chroot /tmp/ctr/merged")),
         umount = ctr(readme_line("umount ")),
+        suid = s(&sh.busybox["suid"]),
     );
     let run = bash(&script, tmp.path(), true);
     let t = tmp.path();
@@ -249,6 +253,12 @@ umount "$T/m2"
     assert_ne!(read("rc.nodev"), "0", "{}", read("out.nodev"));
     assert!(read("out.nodev").contains("Permission denied"), "{}", read("out.nodev"));
     assert_eq!((read("rc.dev"), read("out.dev")), ("0".into(), "opened".into()));
+    // the image's setuid-root `id`, run as nobody: setuid only where the overlay lacks nosuid
+    assert_eq!(read("rc.nosuid"), "0", "{}", read("out.nosuid"));
+    assert!(read("out.nosuid").starts_with("uid=65534(nobody)"), "{}", read("out.nosuid"));
+    assert!(!read("out.nosuid").contains("euid="), "{}", read("out.nosuid"));
+    assert_eq!(read("rc.suid"), "0", "{}", read("out.suid"));
+    assert!(read("out.suid").contains(" euid=0(root) "), "{}", read("out.suid"));
     // rootfs/ as it was, and read-only
     assert!(!root.join("tmp/note").exists());
     assert_eq!(std::fs::read_to_string(root.join("etc/motd")).expect("rootfs/etc/motd"), motd);
@@ -358,4 +368,88 @@ umount "$T/merged"
     assert_eq!(xattr(&meta, "user.regfs"), Ok(b"kept".to_vec()));
     assert_eq!(xattr(&meta, "trusted.overlay.metacopy"), Err(libc::ENODATA));
     assert_eq!(xattr(&high.join(s(&ox["opaque"])), "trusted.overlay.opaque"), Err(libc::ENODATA));
+}
+
+/// An image whose top layer does not verify (its config names a wrong diff_id) runs nothing:
+/// exec of its shell, which the unverified layer must be consulted for, is EIO, by default and
+/// with `--open`, and the verified image of the same layers runs.
+#[test]
+fn an_image_whose_layer_does_not_verify_runs_nothing_and_exec_is_eio() {
+    need("chroot");
+    let sh = shared();
+    for mode in [&[][..], &["--open"][..]] {
+        let m = Mount::start(&sh.registry.url, mode);
+        let bad = m.path(&format!("run/busybox/tags/{}/rootfs", s(&sh.busybox["bad_diff_id_tag"])));
+        let o = bash(&format!("chroot '{}' /bin/sh -c 'echo ran'", bad.display()), m.dir.path(), false);
+        assert!(!o.status.success() && o.stdout.is_empty(), "{mode:?}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("Input/output error"), "{mode:?}: {}", show(&o));
+        let (_, good) = readme_root(&m);
+        assert_eq!(ok(bash(&format!("chroot '{}' /bin/sh -c 'echo ran'", good.display()), m.dir.path(), false)), "ran");
+    }
+}
+
+/// The image's setuid-root `id` shows mode 4755 and runs as its caller: the mount is nosuid. A
+/// process of another user than the one who mounted (here `chroot --userspec` nobody) is refused
+/// (EACCES, FUSE's rule) unless the mount has `--allow-other`.
+#[test]
+fn setuid_files_show_their_mode_and_run_as_the_caller_and_other_users_need_allow_other() {
+    need("chroot");
+    let sh = shared();
+    let suid = s(&sh.busybox["suid"]);
+    let as_nobody = |m: &Mount| {
+        let (_, root) = readme_root(m);
+        bash(&format!("chroot --userspec=65534:65534 '{}' /{suid}", root.display()), m.dir.path(), false)
+    };
+    let m = Mount::start(&sh.registry.url, &[]);
+    let (_, root) = readme_root(&m);
+    assert_eq!(std::fs::metadata(root.join(suid)).expect("suid-id").mode() & 0o7777, 0o4755);
+    let refused = as_nobody(&m);
+    assert!(!refused.status.success(), "{}", show(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Permission denied"), "{}", show(&refused));
+    let m = Mount::start(&sh.registry.url, &["--allow-other"]);
+    let id = ok(as_nobody(&m));
+    assert!(id.starts_with("uid=65534(nobody) ") && !id.contains("euid="), "the mount is nosuid: {id}");
+}
+
+/// An overlay over `tags/<tag>/rootfs` keeps the image it was mounted on when the tag moves:
+/// the kernel resolved the link once, to `manifests/sha256:<hex>/rootfs`. Here the tag moves to
+/// the image of the same layers whose config names a wrong diff_id, whose files are EIO.
+#[test]
+fn an_overlay_keeps_the_image_it_was_mounted_on_when_its_tag_moves() {
+    need("curl");
+    let sh = shared();
+    let m = Mount::start(&sh.registry.url, &["--tag-ttl", "1"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = &sh.registry.url;
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let retag = |from: &str| {
+        format!(
+            "curl -sf -H 'Accept: {accept}' {url}/v2/run/busybox/manifests/{from} | curl -sf -X PUT -H 'Content-Type: {accept}' --data-binary @- {url}/v2/run/busybox/manifests/moving"
+        )
+    };
+    let tag = m.path("run/busybox/tags/moving");
+    let script = format!(
+        r#"set -u
+{to_v1} || exit 90
+mkdir "$T/upper" "$T/work" "$T/merged"
+mount -t overlay overlay -o lowerdir='{tag}/rootfs',upperdir="$T/upper",workdir="$T/work",nodev,nosuid "$T/merged" || exit 91
+readlink '{tag}' > "$T/before"
+{to_bad} || exit 92
+sleep 2
+readlink '{tag}' > "$T/after"
+chroot "$T/merged" /bin/cat /etc/os-release > "$T/out.merged" 2>&1; echo $? > "$T/rc.merged"
+cat '{tag}/rootfs/etc/os-release' > "$T/out.tag" 2>&1; echo $? > "$T/rc.tag"
+umount "$T/merged"
+"#,
+        to_v1 = retag("v1"),
+        to_bad = retag(s(&sh.busybox["bad_diff_id_tag"])),
+        tag = tag.display(),
+    );
+    let run = bash(&script, tmp.path(), true);
+    assert!(run.status.success(), "{}", show(&run));
+    let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default().trim_end().to_string();
+    assert_ne!(read("before"), read("after"), "the tag moved");
+    assert_eq!((read("rc.merged"), read("out.merged")), ("0".to_string(), os_release()));
+    assert_ne!(read("rc.tag"), "0", "{}", read("out.tag"));
+    assert!(read("out.tag").contains("Input/output error"), "{}", read("out.tag"));
 }
