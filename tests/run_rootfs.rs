@@ -164,7 +164,7 @@ fn chroot_runs_a_dynamically_linked_program_whose_libraries_are_mapped_from_the_
         let program = format!("/{}", s(&dynamic["program"]));
         let out = ok(bash(
             &format!(
-                "chroot '{}' {program} --version /etc/os-release | head -1; chroot '{}' {program} /etc/os-release",
+                "chroot '{}' {program} --version | head -1; chroot '{}' {program} /etc/os-release",
                 root.display(),
                 root.display()
             ),
