@@ -4,8 +4,11 @@
 # (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
 # Basic-auth test, curl and openssl for the benchmark's baseline; perl and git for the distro image
 # (src/testkit/fixtures/distro.rs rebuilds a Debian image from what dpkg installed, perl and git
-# as two of its layers); jq for the README's `.regfs/status.json` example (tests/status.rs).
-REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq"
+# as two of its layers); jq for the README's `.regfs/status.json` example (tests/status.rs);
+# busybox-static for the image run from rootfs/ (src/testkit/fixtures/busybox.rs), and the
+# runtimes tests/run_rootfs.rs runs it with: podman and runc (`podman run --rootfs`; runc where
+# crun refuses hybrid cgroups), systemd-container (`systemd-nspawn`).
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq busybox-static podman runc systemd-container"
 
 regfs_install_deps() {
     local missing=()

@@ -55,6 +55,11 @@ fn demo_takes_a_relative_mountpoint_from_the_callers_directory() {
     assert!(common::is_mounted(&mnt), "not mounted at {}: {}", mnt.display(), text(&out));
     assert!(text(&out).contains(&format!("mounted on {}", mnt.display())), "{}", text(&out));
     assert!(std::fs::read_dir(mnt.join("demo/oci/tags")).expect("tags").count() > 0);
+    // The image it offers to run runs, by the line it prints.
+    let said = text(&out);
+    let run = said.lines().map(str::trim).find(|l| l.starts_with("chroot ")).expect("a chroot line");
+    let ran = Command::new("bash").arg("-c").arg(run).output().expect("bash");
+    assert!(String::from_utf8_lossy(&ran.stdout).starts_with("ID=regfs-busybox\n"), "{run}: {ran:?}");
     // The only stop offered is the one that also stops the registry.
     assert!(text(&out).contains("scripts/demo stop"), "{}", text(&out));
     assert!(!text(&out).contains("or: umount"), "{}", text(&out));

@@ -1336,6 +1336,16 @@ pub fn build_all<R: Read>(r: R, tar_limits: TarLimits, limits: IndexLimits) -> R
 /// Xattrs never kept (umoci's list): they describe the machine that made the layer.
 const DROPPED_XATTRS: [&str; 2] = ["security.selinux", "system.nfs4_acl"];
 
+/// Xattr namespaces never kept: overlayfs's own metadata (`trusted.overlay.*`, and
+/// `user.overlay.*` on mounts with `userxattr`). overlayfs reads it from a lower layer, so kept
+/// in `rootfs/` (a `lowerdir`) it would steer the overlay rather than show the image: a
+/// `metacopy` file reads as EPERM, an `opaque` directory hides the lower layers' files below it.
+const DROPPED_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
+
+fn kept_xattr(name: &str) -> bool {
+    !DROPPED_XATTRS.contains(&name) && !DROPPED_XATTR_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 impl Builder {
     /// A parsed tar entry as the builder's input, or `None` (left out and counted): names or
     /// link targets that are not UTF-8, sparse entries, unknown typeflags. Whiteouts are
@@ -1375,7 +1385,7 @@ impl Builder {
             }
         };
         let mut xattrs = raw.xattrs;
-        xattrs.retain(|(n, _)| !DROPPED_XATTRS.contains(&n.as_str()));
+        xattrs.retain(|(n, _)| kept_xattr(n));
         Some(Entry {
             name,
             kind,
@@ -2041,6 +2051,31 @@ mod tests {
         let mut small = Builder::new(limits);
         small.push(Entry::file("d", 1)).expect("a small build goes on");
         drop(held);
+    }
+
+    /// overlayfs reads `trusted.overlay.*` (and, mounted `userxattr`, `user.overlay.*`) of its
+    /// lower layers as its own metadata: a layer's are never kept, so `rootfs/` as a `lowerdir`
+    /// shows what the image holds (a `metacopy` made reads EPERM, an `opaque` hid other lowers).
+    #[test]
+    fn overlayfs_metadata_xattrs_are_never_kept() {
+        let bytes = [
+            pax(
+                b'x',
+                &[
+                    ("SCHILY.xattr.trusted.overlay.metacopy", b"\0\x04\0\0"),
+                    ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+                    ("SCHILY.xattr.user.overlay.redirect", b"/elsewhere"),
+                    ("SCHILY.xattr.trusted.overlayish", b"kept: another name"),
+                    ("SCHILY.xattr.user.k", b"v"),
+                ],
+            ),
+            header(b"f", b'0', 0, false).to_vec(),
+            eoa(),
+        ]
+        .concat();
+        let (layer, _) = from_tar(&bytes, IndexLimits::default()).expect("index");
+        let names: Vec<String> = layer.get("f").expect("f").xattrs().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, ["trusted.overlayish", "user.k"]);
     }
 
     #[test]
