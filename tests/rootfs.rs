@@ -103,6 +103,47 @@ fn expectation(case: &str, umoci: Result<Tree, String>) -> Result<(Tree, Option<
                 "a ./ entry does not change rootfs/ itself (0755 root:root, checked for every case); umoci 0.4.7 applies it to the root",
             ),
         )),
+        "c17-loop" => {
+            refused(&umoci, "too many levels of symbolic links")?;
+            Ok((
+                build::tree(vec![
+                    ("loop1", build::symlink("loop2", MTIME)),
+                    ("loop2", build::symlink("loop1", MTIME)),
+                    ("after", build::file("a", 0o644, MTIME)),
+                ]),
+                Some(
+                    "an entry whose parent loops through the layer's links is left out (logged), the rest of the \
+                     layer stays; umoci 0.4.7 fails: too many levels of symbolic links (containerd: too many links)",
+                ),
+            ))
+        }
+        "c17-chain-256" => {
+            refused(&umoci, "too many levels of symbolic links")?;
+            let mut nodes = vec![("d".to_string(), build::dir(0o755, MTIME))];
+            nodes.extend((0..255).map(|i| (format!("c{i}"), build::symlink(&format!("c{}", i + 1), MTIME))));
+            nodes.push(("c255".to_string(), build::symlink("/d", MTIME)));
+            Ok((
+                build::tree(nodes.iter().map(|(p, n)| (p.as_str(), n.clone())).collect()),
+                Some(
+                    "an entry whose parent needs 256 links is left out (logged): 255 is the most containerd and \
+                     umoci follow; umoci 0.4.7 fails the image there",
+                ),
+            ))
+        }
+        "c17-link-to-file" => {
+            refused(&umoci, "not a directory")?;
+            Ok((
+                build::tree(vec![
+                    ("hosts", build::file("h", 0o644, MTIME)),
+                    ("tofile", build::symlink("/hosts", MTIME)),
+                    ("after", build::file("a", 0o644, MTIME)),
+                ]),
+                Some(
+                    "an entry under a link to a file is left out (logged) and the file stays; umoci 0.4.7 fails: \
+                     mkdir parent: not a directory (containerd: mkparent: not a directory)",
+                ),
+            ))
+        }
         "c14-pax-global" => {
             refused(&umoci, "unknown typeflag")?;
             Ok((

@@ -468,8 +468,13 @@ impl RootfsFile {
         let parts = crate::views::index::normalise(&name);
         // The whole path, not only its last part: an index pointing `etc/passwd` at
         // `opt/passwd`'s header must not pass. A hidden entry (a link's original whose name a
-        // later entry of its layer took) has no live path: its own name is what is left.
-        let same_name = if e.is_hidden() { parts.last() == Some(&e.name()) } else { parts.join("/") == e.path() };
+        // later entry of its layer took) has no live path: its own name is what is left. A file
+        // placed through a symlink of its layer has its name as written kept beside its path.
+        let same_name = match e.tar_name() {
+            _ if e.is_hidden() => parts.last() == Some(&e.name()),
+            Some(written) => parts.join("/") == written && parts.last() == Some(&e.name()),
+            None => parts.join("/") == e.path(),
+        };
         let agrees = raw.kind == crate::views::tar::RawKind::File
             && raw.size == e.size()
             && raw.header_offset == 0

@@ -510,6 +510,13 @@ impl<'a> EntryRef<'a> {
         (self.kind() == EntryKind::Symlink).then(|| self.index.str_at(r.target_off, r.target_len))
     }
 
+    /// A regular file placed through a symlink of its layer: its name as written in the tar
+    /// (normalised), which is not its path. `None` for other entries.
+    pub fn tar_name(&self) -> Option<&'a str> {
+        let r = self.rec();
+        (self.kind() == EntryKind::File && r.target_len > 0).then(|| self.index.str_at(r.target_off, r.target_len))
+    }
+
     /// What a hard link links to; `None` for other kinds.
     pub fn link(&self) -> Option<LinkTo<'a>> {
         let r = self.rec();
@@ -1095,6 +1102,12 @@ impl Builder {
             }
         }
         let id = self.new_node(dir, base, &e, e.kind);
+        if e.kind == EntryKind::File && at.linked {
+            // Placed through a symlink: the name as written, for the check of its header.
+            let (off, len) = self.intern(parts.join("/").as_bytes());
+            let r = &mut self.recs[id as usize];
+            (r.target_off, r.target_len) = (off, len);
+        }
         match link {
             Some(NodeLink::Node(t)) => self.recs[id as usize].link = t,
             Some(NodeLink::Lower(p)) => {

@@ -55,6 +55,8 @@ pub(crate) struct Resolved {
     /// The first name of `rest` that the layer has as a whiteout or (on a literal walk) a
     /// non-directory, and what it is there: making the directory replaces it.
     pub replaces: Option<EntryKind>,
+    /// Whether a link was followed (the place is not the path as written).
+    pub linked: bool,
 }
 
 impl Resolved {
@@ -184,7 +186,7 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
             Some(_) => return Err(Refused::NotADirectory),
         }
     }
-    Ok(Resolved { nodes: nodes.into_iter().map(|n| n.0).collect(), rest, replaces })
+    Ok(Resolved { nodes: nodes.into_iter().map(|n| n.0).collect(), rest, replaces, linked: hops > 0 })
 }
 
 #[cfg(test)]
@@ -251,6 +253,9 @@ mod tests {
         assert_eq!(size(&layer, "etc/y"), Some(4), "`..` past the root stays at the root");
         assert_eq!(size(&layer, "top"), Some(5), "a link to the root");
         assert_eq!(size(&layer, "b/c/f"), Some(6), "a link in the middle of the path");
+        // The name as written stays beside the path, for the check of the header at open.
+        assert_eq!(layer.get("etc/passwd").and_then(|e| e.tar_name()), Some("ln/passwd"));
+        assert_eq!(layer.get("etc/hosts").and_then(|e| e.tar_name()), None);
         let b = layer.get("b").expect("b");
         assert!(b.kind() == EntryKind::Dir && b.is_implied(), "missing directories are implied");
         for literal in ["ln/passwd", "a/b/rel/x", "a/up/y", "rl/top", "m/mid/c/f"] {
