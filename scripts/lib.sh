@@ -4,8 +4,10 @@
 # (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
 # Basic-auth test, curl and openssl for the benchmark's baseline; perl and git for the distro image
 # (src/testkit/fixtures/distro.rs rebuilds a Debian image from what dpkg installed, perl and git
-# as two of its layers); jq for the README's `.regfs/status.json` example (tests/status.rs).
-REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq"
+# as two of its layers); jq for the README's `.regfs/status.json` example (tests/status.rs);
+# containerd (with ctr) as a second oracle, a real runtime's layer applier (tests/rootfs.rs,
+# entries under symlinks).
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq containerd"
 
 regfs_install_deps() {
     local missing=()

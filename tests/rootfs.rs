@@ -1,11 +1,15 @@
 //! `rootfs/` against an independent unpacker: every tricky case, every manifest type and a Debian
 //! image are walked through a real regfs mount and compared, path by path, with what umoci 0.4.7
-//! unpacks from the same registry (tests/common/oracle.rs, tests/common/tree.rs). Where regfs
+//! unpacks from the same registry (tests/common/oracle.rs, tests/common/tree.rs); the cases of
+//! entries under symlinks also with what a real containerd applies (tests/common/containerd.rs).
+//! Where regfs
 //! deliberately differs from umoci, the expected tree is umoci's changed by one row of
 //! [`expectation`], each with its reason; where umoci refuses an image, the row gives the whole
 //! expected tree.
 
 mod common;
+#[path = "common/containerd.rs"]
+mod containerd;
 #[path = "common/oracle.rs"]
 mod oracle;
 #[path = "common/tree.rs"]
@@ -78,9 +82,10 @@ fn expectation(case: &str, umoci: Result<Tree, String>) -> Result<(Tree, Option<
             Ok((
                 t,
                 Some(
-                    "entries under a lower symlink: paths are literal, never followed (docker overlay2), so a/ and \
-                     rel/ become implied directories; umoci 0.4.7 writes etc/x and etc/y through the links (scoped \
-                     to the root)",
+                    "entries under a lower layer's symlink: only the entry's own layer's links are followed \
+                     (containerd's overlayfs snapshotter and docker's overlay2 apply each layer on its own), so a/ \
+                     and rel/ become implied directories; umoci 0.4.7 writes etc/x and etc/y through the links \
+                     (scoped to the root)",
                 ),
             ))
         }
@@ -93,7 +98,8 @@ fn expectation(case: &str, umoci: Result<Tree, String>) -> Result<(Tree, Option<
             Ok((
                 t,
                 Some(
-                    "a hard link whose target crosses a symlink is left out (logged); umoci 0.4.7 links the resolved file",
+                    "a hard link whose target crosses a lower layer's symlink is left out (logged); umoci 0.4.7 links \
+                     the resolved file, containerd (overlayfs) fails the image: the link's target is not in its layer",
                 ),
             ))
         }
@@ -221,6 +227,70 @@ fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
         failures.len(),
         failures.join("\n"),
         m.log()
+    );
+}
+
+/// containerd's tree of `repo:tag` (see tests/common/containerd.rs), and the compare rule for
+/// the directories it makes itself (stamped with the time of the pull).
+fn containerd_tree(c: &containerd::Containerd, url: &str, repo: &str, tag: &str) -> (Result<Tree, String>, Compare) {
+    let started = oracle::now();
+    let t = c.with_rootfs(url, repo, tag, tree::walk).and_then(|t| t);
+    (t, Compare { dir_mtime_stamped_after: Some(started) })
+}
+
+/// The cases of entries under symlinks, and whether containerd fails the image (with what).
+const CONTAINERD_CASES: [(&str, Option<&str>); 7] = [
+    ("c13-breakout", None),
+    // overlayfs applies the upper layer alone: `sl/f` is not there to link to
+    ("c13-link-through-symlink", Some("no such file or directory")),
+    ("c17-parent-symlinks", None),
+    ("c17-chain-255", None),
+    ("c17-loop", Some("too many links")),
+    ("c17-chain-256", Some("too many links")),
+    ("c17-link-to-file", Some("not a directory")),
+];
+
+/// Entries under symlinks against a real containerd (tests/common/containerd.rs, overlayfs):
+/// where containerd applies the image, regfs's `rootfs/` is its tree, path by path; where it
+/// fails the image, the failure is the one characterised and regfs shows the tree
+/// `expectation` gives (what umoci shows, or says where umoci fails too).
+#[test]
+fn entries_under_symlinks_match_what_containerd_applies() {
+    let s = shared();
+    let cases = s.fixtures["rootfs"]["cases"].as_array().expect("rootfs cases in the fixtures");
+    let m = Mount::start(&s.registry.url, &[]);
+    let c = containerd::Containerd::start().expect("containerd");
+    let mut failures = Vec::new();
+    for (case, fails) in CONTAINERD_CASES {
+        let Some(f) = cases.iter().find(|f| f["case"] == case) else {
+            failures.push(format!("{case}: not in the fixtures"));
+            continue;
+        };
+        let (repo, tag) = (f["repo"].as_str().expect("repo"), f["tag"].as_str().expect("tag"));
+        let rootfs = m.path(&format!("{repo}/tags/{tag}/rootfs"));
+        match (containerd_tree(&c, &s.registry.url, repo, tag), fails) {
+            ((Ok(want), how), None) => failures.extend(check(case, &rootfs, &want, &how)),
+            ((Err(e), _), Some(why)) if e.contains(why) => {
+                let (umoci, how) = umoci_tree(&s.registry.url, repo, tag);
+                match expectation(case, umoci) {
+                    Ok((want, _)) => failures.extend(check(case, &rootfs, &want, &how)),
+                    Err(e) => failures.push(format!("{case}: no expectation: {e}")),
+                }
+            }
+            ((Err(e), _), None) => failures.push(format!("{case}: containerd failed: {e}")),
+            ((Ok(_), _), Some(why)) => {
+                failures.push(format!("{case}: containerd was expected to fail ({why}) and did not: re-characterise"))
+            }
+            ((Err(e), _), Some(why)) => failures.push(format!("{case}: containerd failed, but not with {why:?}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}\n--- regfs log:\n{}\n--- containerd log:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        m.log(),
+        c.log()
     );
 }
 
