@@ -1182,7 +1182,7 @@ impl Builder {
     /// walk found in their place (a whiteout, or a same-layer non-directory: the last entry
     /// wins).
     fn make_dirs(&mut self, at: &Resolved) -> u32 {
-        let mut cur = at.node();
+        let mut cur = at.node;
         for c in &at.rest {
             cur = match self.child(cur, c) {
                 Some(id) if self.kind_of(id) == EntryKind::Dir => id,
@@ -1220,7 +1220,7 @@ impl Builder {
             Ok(to) => to,
             Err(why) => return Ok(Err(why.why())),
         };
-        if to.nodes == at.nodes && to.rest == at.rest && *tbase == base {
+        if to.node == at.node && to.rest == at.rest && *tbase == base {
             return Ok(Err("a link to itself"));
         }
         match to.replaces {
@@ -1229,9 +1229,8 @@ impl Builder {
             None => {}
         }
         // An opaque directory hides the lower layers below it, its subdirectories included.
-        let hidden =
-            to.nodes.iter().any(|&n| self.recs[n as usize].flags & F_OPAQUE != 0) || self.recs[0].flags & F_OPAQUE != 0;
-        let child = if to.rest.is_empty() { self.child(to.node(), tbase) } else { None };
+        let hidden = self.up_from(to.node).any(|n| self.recs[n as usize].flags & F_OPAQUE != 0);
+        let child = if to.rest.is_empty() { self.child(to.node, tbase) } else { None };
         Ok(match child {
             None if hidden => Err("target hidden by an opaque directory"),
             None => Ok(NodeLink::Lower(self.path_of(&to, tbase))),
@@ -1255,16 +1254,27 @@ impl Builder {
         })
     }
 
-    /// The path `at` and then `base` name: its nodes' names, the names still to make, `base`.
+    /// Node `node` and the directories above it, up to the root included.
+    fn up_from(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut next = Some(node);
+        std::iter::from_fn(move || {
+            let n = next?;
+            next = (n != 0).then(|| self.recs[n as usize].parent);
+            Some(n)
+        })
+    }
+
+    /// The path `at` and then `base` name: its node's, the names still to make, `base`.
     fn path_of(&self, at: &Resolved, base: &str) -> String {
-        let mut parts: Vec<&str> = at
-            .nodes
-            .iter()
-            .map(|&n| {
+        let mut parts: Vec<&str> = self
+            .up_from(at.node)
+            .filter(|&n| n != 0)
+            .map(|n| {
                 let r = &self.recs[n as usize];
                 std::str::from_utf8(span(&self.names, r.name_off, r.name_len)).unwrap_or("")
             })
             .collect();
+        parts.reverse();
         parts.extend(at.rest.iter().map(String::as_str));
         parts.push(base);
         parts.join("/")
@@ -1407,6 +1417,14 @@ impl rootpath::Tree for Builder {
     fn target(&self, node: u32) -> &str {
         let r = &self.recs[node as usize];
         std::str::from_utf8(span(&self.names, r.target_off, r.target_len)).unwrap_or("")
+    }
+
+    fn parent(&self, node: u32) -> u32 {
+        self.recs[node as usize].parent
+    }
+
+    fn name_len(&self, node: u32) -> usize {
+        self.recs[node as usize].name_len as usize
     }
 }
 

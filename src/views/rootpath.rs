@@ -33,6 +33,10 @@ pub(crate) trait Tree {
     fn kind(&self, node: u32) -> EntryKind;
     /// A symlink node's target, as written.
     fn target(&self, node: u32) -> &str;
+    /// The directory holding `node` (the root's is the root).
+    fn parent(&self, node: u32) -> u32;
+    /// Bytes of `node`'s name.
+    fn name_len(&self, node: u32) -> usize;
 }
 
 /// Bounds of one walk.
@@ -47,8 +51,8 @@ pub(crate) struct Bounds {
 /// Where a parent path leads.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Resolved {
-    /// The directory nodes from the root (excluded) down to the deepest one the layer has.
-    pub nodes: Vec<u32>,
+    /// The deepest directory node the layer has on the way (0, the root, if none).
+    pub node: u32,
     /// Names below the last node to make as directories (or, on a literal walk, whose
     /// non-directory to replace with one).
     pub rest: Vec<String>,
@@ -57,13 +61,6 @@ pub(crate) struct Resolved {
     pub replaces: Option<EntryKind>,
     /// Whether a link was followed (the place is not the path as written).
     pub linked: bool,
-}
-
-impl Resolved {
-    /// The deepest directory node the layer has on the way (0, the root, if none).
-    pub fn node(&self) -> u32 {
-        self.nodes.last().copied().unwrap_or(0)
-    }
 }
 
 /// Why a walk was refused.
@@ -103,8 +100,8 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
     bounds: Bounds,
     budget: &mut usize,
 ) -> Result<Resolved, Refused> {
-    // Where the walk is: directory nodes with their name lengths, then names to make.
-    let mut nodes: Vec<(u32, usize)> = Vec::new();
+    // Where the walk is: a directory node, then names to make below it.
+    let mut node = 0u32;
     let mut rest: Vec<String> = Vec::new();
     let mut at_bytes = 0usize;
     // What is left to walk: a link's target components (last first), then the literal ones.
@@ -134,8 +131,9 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
             "" | "." => continue,
             ".." => {
                 if rest.pop().is_none() {
-                    if let Some((_, len)) = nodes.pop() {
-                        at_bytes -= len + 1;
+                    if node != 0 {
+                        at_bytes -= tree.name_len(node) + 1;
+                        node = tree.parent(node);
                     }
                 }
                 continue;
@@ -153,9 +151,8 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
             rest.push(c.to_string());
             continue;
         }
-        let dir = nodes.last().map_or(0, |n| n.0);
-        match tree.child(dir, c).map(|id| (id, tree.kind(id))) {
-            Some((id, EntryKind::Dir)) => nodes.push((id, c.len())),
+        match tree.child(node, c).map(|id| (id, tree.kind(id))) {
+            Some((id, EntryKind::Dir)) => node = id,
             Some((id, EntryKind::Symlink)) => {
                 at_bytes -= c.len() + 1;
                 hops += 1;
@@ -164,7 +161,7 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
                 }
                 let target = tree.target(id);
                 if target.starts_with('/') {
-                    nodes.clear();
+                    node = 0;
                     at_bytes = 0;
                 }
                 let before = pending.len();
@@ -186,7 +183,7 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
             Some(_) => return Err(Refused::NotADirectory),
         }
     }
-    Ok(Resolved { nodes: nodes.into_iter().map(|n| n.0).collect(), rest, replaces, linked: hops > 0 })
+    Ok(Resolved { node, rest, replaces, linked: hops > 0 })
 }
 
 #[cfg(test)]
