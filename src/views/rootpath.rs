@@ -130,11 +130,9 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
         match c {
             "" | "." => continue,
             ".." => {
-                if rest.pop().is_none() {
-                    if node != 0 {
-                        at_bytes -= tree.name_len(node) + 1;
-                        node = tree.parent(node);
-                    }
+                if rest.pop().is_none() && node != 0 {
+                    at_bytes -= tree.name_len(node) + 1;
+                    node = tree.parent(node);
                 }
                 continue;
             }
