@@ -978,6 +978,28 @@ mod tests {
         assert_eq!(e.errno(), libc::EIO, "{e}");
     }
 
+    /// A file placed through a symlink of its layer is checked against its name as written
+    /// (`ln/passwd` for `etc/passwd`): it opens, and a tar whose header there names another
+    /// file of the same size and place is refused.
+    #[test]
+    fn a_file_placed_through_a_symlink_is_checked_against_its_name_as_written() {
+        let layer = |name: &str| vec![vec![Entry::dir("etc"), Entry::symlink("ln", "/etc"), Entry::file(name, 20)]];
+        let honest = Fixed::new(layer("ln/passwd"));
+        let (fs, _cache, d) = core(1, Arc::new(Fixed::new(layer("ln/passwd"))));
+        let passwd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/passwd")).expect("passwd");
+        assert_eq!(cat(&fs, passwd.ino), content("ln/passwd", 20));
+        let other = Fixed::new(layer("ln/shadow"));
+        let lying = Fixed {
+            layers: vec![(Arc::clone(&honest.layers[0].0), Arc::clone(&other.layers[0].1))],
+            ready: false,
+            asked: Mutex::new(Vec::new()),
+        };
+        let (fs, _cache, d) = core(1, Arc::new(lying));
+        let passwd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/passwd")).expect("passwd");
+        let e = fs.open_file(passwd.ino).map(drop).expect_err("another name in the header");
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+    }
+
     /// An entry's headers are parsed once per index: found to agree, later opens through the
     /// same index read no header (a warm `xargs cat` does no `pread` and parse per file). The
     /// mark goes with the index: another copy of it (an index read back from disk again after
