@@ -207,7 +207,7 @@ fn check(label: &str, path: &Path, want: &Tree, how: &Compare) -> Vec<String> {
 fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
     let s = shared();
     let cases = s.fixtures["rootfs"]["cases"].as_array().expect("rootfs cases in the fixtures");
-    assert!(cases.len() >= 23, "too few rootfs cases: {}", cases.len());
+    assert!(cases.len() >= 28, "too few rootfs cases: {}", cases.len());
     let m = Mount::start(&s.registry.url, &[]);
     let mut failures = Vec::new();
     for c in cases {
