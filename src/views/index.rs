@@ -1151,9 +1151,20 @@ impl Builder {
 
     /// Where the directory path `dirs` leads through this layer's symlinks
     /// ([`rootpath::resolve`]); `None` if the entry `name` is refused there (left out and
-    /// counted). The layer's link budget spent is `TooLarge`.
+    /// counted). The layer's link budget spent is `TooLarge`. A place reached through a link
+    /// charges the layer's byte bound for what it adds that the name did not bring: the
+    /// directories to make (their names come from link targets, which a link can give many
+    /// entries) and the name as written, kept beside a file's path.
     fn locate(&mut self, dirs: &[&str], name: &str) -> Result<Option<Resolved>> {
         match self.walk(dirs)? {
+            Ok(at) if at.linked => {
+                let made: usize = at.rest.iter().map(|c| c.len() + RECORD_BYTES).sum();
+                self.bytes = self.bytes.saturating_add(made + name.len());
+                if self.bytes > self.limits.max_bytes {
+                    return Err(Error::TooLarge(format!("layer index: more than {} bytes", self.limits.max_bytes)));
+                }
+                Ok(Some(at))
+            }
             Ok(at) => Ok(Some(at)),
             Err(why) => {
                 self.skip(why.why(), name);
@@ -1165,7 +1176,11 @@ impl Builder {
     /// [`rootpath::resolve`] of `dirs` with this layer's bounds and budget; the budget spent is
     /// the layer's error.
     fn walk(&mut self, dirs: &[&str]) -> Result<std::result::Result<Resolved, Refused>> {
-        let bounds = Bounds { max_hops: self.limits.max_link_hops, max_path: self.limits.max_path };
+        let bounds = Bounds {
+            max_hops: self.limits.max_link_hops,
+            max_path: self.limits.max_path,
+            max_component: self.limits.max_component,
+        };
         let mut budget = self.link_budget;
         let r = rootpath::resolve(&*self, dirs, bounds, &mut budget);
         self.link_budget = budget;

@@ -16,8 +16,9 @@
 //!   entry replaces it with a directory (the index's same-layer rule); after a link, the entry
 //!   is refused (containerd: `mkparent: not a directory`).
 //! - Bounds: at most `max_hops` links per path (255, as containerd and umoci: a loop ends there),
-//!   the path walked to at most `max_path` bytes, and a budget of components walked after a
-//!   link that the whole layer shares.
+//!   the path walked to and what is left to walk at most `max_path` bytes each, a component at
+//!   most `max_component` bytes (as a name's), and a budget of components walked after a link
+//!   that the whole layer shares.
 //!
 //! Only this layer's links count: a lower layer's are not seen, as containerd's overlayfs
 //! snapshotter and docker's overlay2 apply each layer into a directory of its own (see
@@ -46,6 +47,8 @@ pub(crate) struct Bounds {
     pub max_hops: usize,
     /// Bytes of the path walked to, and of what is still to walk, at most.
     pub max_path: usize,
+    /// Bytes of one component a link's target gives, at most.
+    pub max_component: usize,
 }
 
 /// Where a parent path leads.
@@ -68,7 +71,8 @@ pub(crate) struct Resolved {
 pub(crate) enum Refused {
     /// More links than `max_hops` (a loop, or a chain too long).
     TooManyLinks,
-    /// A path longer than `max_path`.
+    /// A path longer than `max_path`, or a component of a link's target longer than
+    /// `max_component`.
     TooLong,
     /// A link led to a non-directory.
     NotADirectory,
@@ -140,6 +144,9 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
         }
         if hops > 0 && c.starts_with(AUFS_PREFIX) {
             return Err(Refused::Aufs);
+        }
+        if c.len() > bounds.max_component {
+            return Err(Refused::TooLong);
         }
         at_bytes += c.len() + 1;
         if at_bytes > bounds.max_path {
@@ -395,6 +402,29 @@ mod tests {
         );
         assert_eq!(left.get("parent through a symlink too long"), Some(&1), "{left:?}");
         assert!(layer.get(&format!("{}g", &long[1..])).is_some(), "a 3000-byte path is fine");
+
+        // A component of a link's target is bounded as a name's is.
+        let (layer, left) = built(
+            vec![Entry::symlink("wide", &format!("/{}", "w".repeat(256))), Entry::file("wide/f", 1)],
+            IndexLimits::default(),
+        );
+        assert_eq!(left.get("parent through a symlink too long"), Some(&1), "{left:?}");
+        assert!(layer.get("wide").is_some_and(|e| e.kind() == EntryKind::Symlink));
+
+        // One link target made into directories again and again (its first component a link
+        // to a new place each time) is charged to the layer's byte bound, though the entries
+        // are short.
+        let n = "n".repeat(200);
+        let mut again = vec![Entry::symlink("a", &format!("/{}", vec![n.as_str(); 16].join("/")))];
+        for i in 0..1000 {
+            again.push(Entry::symlink(&n, &format!("/m{i}")));
+            again.push(Entry::file(&format!("a/f{i}"), 1));
+        }
+        let small = IndexLimits { max_bytes: 1 << 20, ..IndexLimits::default() };
+        let mut b = Builder::new(small);
+        let refused = again.into_iter().map(|e| b.push(e)).find_map(|r| r.err());
+        let err = refused.expect("names made through a link count against the byte bound");
+        assert_eq!(err.errno(), libc::EFBIG, "{err}");
 
         let tight = IndexLimits { max_link_steps: 1000, ..IndexLimits::default() };
         let mut b = Builder::new(tight);
