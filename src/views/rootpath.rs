@@ -366,6 +366,8 @@ mod tests {
                 Entry::symlink("thru", "/hosts/deeper"),
                 Entry::file("thru/y", 1),
                 Entry::hardlink("hl", "loop1/f"),
+                Entry::symlink("aufs", "/.wh..wh.plnk"),
+                Entry::file("aufs/x", 1),
                 Entry::file("after", 1),
             ],
             IndexLimits::default(),
@@ -377,6 +379,8 @@ mod tests {
         assert_eq!(left.get("parent through too many symlinks"), Some(&1), "{left:?}");
         assert_eq!(left.get("parent through a symlink is not a directory"), Some(&2), "{left:?}");
         assert_eq!(left.get("hard link refused"), Some(&1), "{left:?}");
+        assert_eq!(left.get("parent through a symlink into AUFS metadata"), Some(&1), "{left:?}");
+        assert!(layer.get(".wh..wh.plnk").is_none(), "no AUFS directory is made");
 
         let (ok, left) = built(chain(255), IndexLimits::default());
         assert_eq!(size(&ok, "d/f"), Some(7), "255 links, as containerd and umoci allow: {left:?}");
