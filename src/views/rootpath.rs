@@ -255,9 +255,14 @@ mod tests {
         assert_eq!(size(&layer, "etc/y"), Some(4), "`..` past the root stays at the root");
         assert_eq!(size(&layer, "top"), Some(5), "a link to the root");
         assert_eq!(size(&layer, "b/c/f"), Some(6), "a link in the middle of the path");
-        // The name as written stays beside the path, for the check of the header at open.
+        // The name as written stays beside the path, for the check of the header at open, and
+        // through the index's file format.
         assert_eq!(layer.get("etc/passwd").and_then(|e| e.tar_name()), Some("ln/passwd"));
         assert_eq!(layer.get("etc/hosts").and_then(|e| e.tar_name()), None);
+        let diff_id = crate::digest::Digest::of(crate::digest::Algorithm::Sha256, b"layer");
+        let (_, back) = crate::views::index::decode(&crate::views::index::encode(&layer, &diff_id)).expect("decode");
+        assert_eq!(back.get("etc/passwd").and_then(|e| e.tar_name()), Some("ln/passwd"));
+        assert_eq!(back, layer);
         let b = layer.get("b").expect("b");
         assert!(b.kind() == EntryKind::Dir && b.is_implied(), "missing directories are implied");
         for literal in ["ln/passwd", "a/b/rel/x", "a/up/y", "rl/top", "m/mid/c/f"] {
