@@ -134,7 +134,12 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
         match c {
             "" | "." => continue,
             ".." => {
-                if rest.pop().is_none() && node != 0 {
+                if let Some(name) = rest.pop() {
+                    at_bytes -= name.len() + 1;
+                    if replaces.is_some_and(|(at, _)| at >= rest.len()) {
+                        replaces = None;
+                    }
+                } else if node != 0 {
                     at_bytes -= tree.name_len(node) + 1;
                     node = tree.parent(node);
                 }
@@ -182,13 +187,13 @@ pub(crate) fn resolve<T: Tree + ?Sized>(
             None => rest.push(c.to_string()),
             // Whited out here, or a literal non-directory: a directory to make in its place.
             Some((_, k)) if k == EntryKind::Whiteout || hops == 0 => {
-                replaces = Some(k);
+                replaces = replaces.or(Some((rest.len(), k)));
                 rest.push(c.to_string());
             }
             Some(_) => return Err(Refused::NotADirectory),
         }
     }
-    Ok(Resolved { node, rest, replaces, linked: hops > 0 })
+    Ok(Resolved { node, rest, replaces: replaces.map(|(_, k)| k), linked: hops > 0 })
 }
 
 #[cfg(test)]
@@ -295,6 +300,24 @@ mod tests {
         assert!(layer.get("nowhere/deeper").is_some_and(|e| e.is_implied()));
         assert_eq!(size(&layer, "deep/y/f"), Some(3), "`..` of the directory x led to");
         assert!(layer.get("y").is_none());
+
+        // `..` after a name still to make drops it (as containerd's lexical join does), and
+        // gives its bytes back: a long detour into nothing is no longer path than its end.
+        let detour = format!("{}{}", "z/".repeat(750), "../".repeat(750));
+        let layer = index(vec![
+            Entry::symlink("d1", &format!("/{detour}d2")),
+            Entry::symlink("d2", &format!("{detour}d3")),
+            Entry::symlink("d3", &format!("{detour}home")),
+            Entry::file("d1/f", 4),
+            Entry::whiteout("gone"),
+            Entry::file("keep", 1),
+            Entry::symlink("up", "gone/.."),
+            Entry::hardlink("h", "up/keep"),
+        ]);
+        assert_eq!(size(&layer, "home/f"), Some(4), "three detours of 1,500 bytes each, into nothing and back");
+        assert!(layer.get("z").is_none());
+        let keep = layer.get("keep").expect("keep").id();
+        assert_eq!(layer.get("h").and_then(|e| e.link()), Some(LinkTo::Entry(keep)), "a whiteout walked out of");
     }
 
     #[test]
