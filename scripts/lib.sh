@@ -5,14 +5,22 @@
 # Basic-auth test, curl and openssl for the benchmark's baseline; perl and git for the distro image
 # (src/testkit/fixtures/distro.rs rebuilds a Debian image from what dpkg installed, perl and git
 # as two of its layers); jq for the README's `.regfs/status.json` example (tests/status.rs);
-# busybox-static for the image run from rootfs/ (src/testkit/fixtures/busybox.rs), and the
-# runtimes tests/run_rootfs.rs runs it with: podman and runc (`podman run --rootfs`; runc where
-# crun refuses hybrid cgroups), systemd-container (`systemd-nspawn`).
-REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq busybox-static podman runc systemd-container"
+# busybox-static for the image run from rootfs/ (src/testkit/fixtures/busybox.rs, pushed by
+# scripts/demo too).
+REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq busybox-static"
+# What only the tests use, kept off a demo machine (containerd's package starts a system service
+# where systemd runs): the runtimes tests/run_rootfs.rs runs the busybox image with, podman and
+# runc (`podman run --rootfs`; runc where crun refuses hybrid cgroups) and systemd-container
+# (`systemd-nspawn`); containerd (with ctr) as a second oracle, a real runtime's layer applier
+# (tests/rootfs.rs, entries under symlinks).
+REGFS_TEST_PACKAGES="podman runc systemd-container containerd"
 
+# regfs_install_deps [test]: install what is missing of REGFS_PACKAGES (and, given `test`, of
+# REGFS_TEST_PACKAGES).
 regfs_install_deps() {
-    local missing=()
-    for p in $REGFS_PACKAGES; do
+    local missing=() wanted=$REGFS_PACKAGES
+    [ "${1:-}" = test ] && wanted="$wanted $REGFS_TEST_PACKAGES"
+    for p in $wanted; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then

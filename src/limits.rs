@@ -96,6 +96,15 @@ pub const MAX_GNU_LONG_NAME: u64 = 64 << 10;
 pub const MAX_LAYER_PATH: usize = 4096;
 /// Bytes of one component of an entry's path; entries with a longer one are left out.
 pub const MAX_LAYER_COMPONENT: usize = 255;
+/// Symlinks followed to resolve one entry's parent path in its layer (containerd's `RootPath`
+/// and umoci's securejoin allow 255; past it the entry is left out).
+pub const MAX_LINK_HOPS: usize = 255;
+/// Path components one layer may walk through symlinks, all its entries together (past it the
+/// layer's index is refused, `TooLarge`): 16 per entry of the largest layer. Each entry's walk is
+/// already bounded (`MAX_LINK_HOPS` links, `MAX_LAYER_PATH` bytes), but a million entries each
+/// walking a long chain would not be. Spending the budget takes about as long as indexing a
+/// layer of a million plain entries.
+pub const MAX_LINK_STEPS: usize = 16 * MAX_LAYER_ENTRIES;
 /// Bytes of one entry's extended attributes, names and values together; past it they are dropped.
 pub const MAX_ENTRY_XATTRS: usize = 64 << 10;
 /// Bytes of one extended attribute's value; a longer one drops the entry's xattrs.

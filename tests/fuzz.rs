@@ -539,11 +539,19 @@ fn apply(tree: &mut Tree, layer: usize, ops: &[(String, Op)]) {
 }
 
 /// How entry `i` (a hard link) of a well-formed layer resolves: to an earlier non-directory of
-/// the layer (links to links resolved), else to a lower path in the view below the layer;
-/// refused through a same-layer non-directory, onto a directory, a whiteout, a path hidden by an
-/// opaque directory of the layer, or itself.
+/// the layer (links to links resolved), else to a lower path in the view below the layer. The
+/// target's parent path follows the layer's earlier symlinks (each `-> somewhere`, relative: the
+/// path goes on from `somewhere` beside the link). Refused under a same-layer non-directory that
+/// is not a symlink, onto a directory, a whiteout, a path hidden by an opaque directory of the
+/// layer, or itself.
 fn link_resolution(layer: usize, i: usize, ops: &[(String, Op)], below: &Tree) -> Res {
-    let (p, Op::Link(t)) = &ops[i] else { return Res::Refused };
+    let Op::Link(t) = &ops[i].1 else { return Res::Refused };
+    target_resolution(layer, i, t, ops, below)
+}
+
+/// [`link_resolution`] of entry `i` with its target path `t` (after the links followed so far).
+fn target_resolution(layer: usize, i: usize, t: &str, ops: &[(String, Op)], below: &Tree) -> Res {
+    let p = &ops[i].0;
     if t == p {
         return Res::Refused;
     }
@@ -572,13 +580,20 @@ fn link_resolution(layer: usize, i: usize, ops: &[(String, Op)], below: &Tree) -
             .any(|a| earlier.iter().any(|(e, o)| e == a && (*o == Op::Opaque || (*o == Op::Whiteout && !a.is_empty()))))
     };
     let mut prefixes = proper_ancestors(t);
-    prefixes.push(t.clone());
+    prefixes.push(t.to_string());
     for q in &prefixes {
         let last = q == t;
         if let Some((j, (_, o))) = entry_at(q) {
             match o {
                 Op::Dir if last => return Res::Refused,
                 Op::Dir => continue,
+                Op::Symlink if !last => {
+                    let beside = match parent_of(q) {
+                        "" => "somewhere".to_string(),
+                        d => format!("{d}/somewhere"),
+                    };
+                    return target_resolution(layer, i, &format!("{beside}{}", &t[q.len()..]), ops, below);
+                }
                 _ if !last => return Res::Refused,
                 Op::Link(_) => return link_resolution(layer, j, ops, below),
                 Op::File => return Res::Inode(Node::Inode(layer, tag(layer, j), EntryKind::File)),

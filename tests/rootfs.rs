@@ -1,11 +1,15 @@
 //! `rootfs/` against an independent unpacker: every tricky case, every manifest type and a Debian
 //! image are walked through a real regfs mount and compared, path by path, with what umoci 0.4.7
-//! unpacks from the same registry (tests/common/oracle.rs, tests/common/tree.rs). Where regfs
+//! unpacks from the same registry (tests/common/oracle.rs, tests/common/tree.rs); the cases of
+//! entries under symlinks also with what a real containerd applies (tests/common/containerd.rs).
+//! Where regfs
 //! deliberately differs from umoci, the expected tree is umoci's changed by one row of
 //! [`expectation`], each with its reason; where umoci refuses an image, the row gives the whole
 //! expected tree.
 
 mod common;
+#[path = "common/containerd.rs"]
+mod containerd;
 #[path = "common/oracle.rs"]
 mod oracle;
 #[path = "common/tree.rs"]
@@ -15,6 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::{Mount, shared};
+use regfs::testkit::fixtures::tricky;
 use tree::{Compare, Kind, Tree, build};
 
 /// The repository whose tags are one tree in each manifest type.
@@ -78,9 +83,10 @@ fn expectation(case: &str, umoci: Result<Tree, String>) -> Result<(Tree, Option<
             Ok((
                 t,
                 Some(
-                    "entries under a lower symlink: paths are literal, never followed (docker overlay2), so a/ and \
-                     rel/ become implied directories; umoci 0.4.7 writes etc/x and etc/y through the links (scoped \
-                     to the root)",
+                    "entries under a lower layer's symlink: only the entry's own layer's links are followed \
+                     (containerd's overlayfs snapshotter and docker's overlay2 apply each layer on its own), so a/ \
+                     and rel/ become implied directories; umoci 0.4.7 writes etc/x and etc/y through the links \
+                     (scoped to the root)",
                 ),
             ))
         }
@@ -93,7 +99,8 @@ fn expectation(case: &str, umoci: Result<Tree, String>) -> Result<(Tree, Option<
             Ok((
                 t,
                 Some(
-                    "a hard link whose target crosses a symlink is left out (logged); umoci 0.4.7 links the resolved file",
+                    "a hard link whose target crosses a lower layer's symlink is left out (logged); umoci 0.4.7 links \
+                     the resolved file, containerd (overlayfs) fails the image: the link's target is not in its layer",
                 ),
             ))
         }
@@ -103,6 +110,47 @@ fn expectation(case: &str, umoci: Result<Tree, String>) -> Result<(Tree, Option<
                 "a ./ entry does not change rootfs/ itself (0755 root:root, checked for every case); umoci 0.4.7 applies it to the root",
             ),
         )),
+        "c17-loop" => {
+            refused(&umoci, "too many levels of symbolic links")?;
+            Ok((
+                build::tree(vec![
+                    ("loop1", build::symlink("loop2", MTIME)),
+                    ("loop2", build::symlink("loop1", MTIME)),
+                    ("after", build::file("a", 0o644, MTIME)),
+                ]),
+                Some(
+                    "an entry whose parent loops through the layer's links is left out (logged), the rest of the \
+                     layer stays; umoci 0.4.7 fails: too many levels of symbolic links (containerd: too many links)",
+                ),
+            ))
+        }
+        "c17-chain-256" => {
+            refused(&umoci, "too many levels of symbolic links")?;
+            let mut nodes = vec![("d".to_string(), build::dir(0o755, MTIME))];
+            nodes.extend((0..255).map(|i| (format!("c{i}"), build::symlink(&format!("c{}", i + 1), MTIME))));
+            nodes.push(("c255".to_string(), build::symlink("/d", MTIME)));
+            Ok((
+                build::tree(nodes.iter().map(|(p, n)| (p.as_str(), n.clone())).collect()),
+                Some(
+                    "an entry whose parent needs 256 links is left out (logged): 255 is the most containerd and \
+                     umoci follow; umoci 0.4.7 fails the image there",
+                ),
+            ))
+        }
+        "c17-link-to-file" => {
+            refused(&umoci, "not a directory")?;
+            Ok((
+                build::tree(vec![
+                    ("hosts", build::file("h", 0o644, MTIME)),
+                    ("tofile", build::symlink("/hosts", MTIME)),
+                    ("after", build::file("a", 0o644, MTIME)),
+                ]),
+                Some(
+                    "an entry under a link to a file is left out (logged) and the file stays; umoci 0.4.7 fails: \
+                     mkdir parent: not a directory (containerd: mkparent: not a directory)",
+                ),
+            ))
+        }
         "c14-pax-global" => {
             refused(&umoci, "unknown typeflag")?;
             Ok((
@@ -129,7 +177,7 @@ fn refused(umoci: &Result<Tree, String>, why: &str) -> Result<(), String> {
 fn umoci_tree(url: &str, repo: &str, reference: &str) -> (Result<Tree, String>, Compare) {
     match oracle::umoci(url, repo, reference) {
         Ok(u) => {
-            let how = Compare { dir_mtime_stamped_after: Some(u.started) };
+            let how = Compare { dir_mtime_stamped_after: Some(u.started), ..Compare::default() };
             (tree::walk(&u.rootfs), how)
         }
         Err(e) => (Err(e), Compare::default()),
@@ -160,7 +208,7 @@ fn check(label: &str, path: &Path, want: &Tree, how: &Compare) -> Vec<String> {
 fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
     let s = shared();
     let cases = s.fixtures["rootfs"]["cases"].as_array().expect("rootfs cases in the fixtures");
-    assert!(cases.len() >= 23, "too few rootfs cases: {}", cases.len());
+    assert!(cases.len() >= 28, "too few rootfs cases: {}", cases.len());
     let m = Mount::start(&s.registry.url, &[]);
     let mut failures = Vec::new();
     for c in cases {
@@ -181,6 +229,183 @@ fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
         failures.join("\n"),
         m.log()
     );
+}
+
+/// containerd's tree of `repo:tag` (see tests/common/containerd.rs), and the compare rule for
+/// the directories it makes itself (stamped with the time of the pull).
+fn containerd_tree(c: &containerd::Containerd, url: &str, repo: &str, tag: &str) -> (Result<Tree, String>, Compare) {
+    let started = oracle::now();
+    let t = c.with_rootfs(url, repo, tag, tree::walk).and_then(|t| t);
+    (t, Compare { dir_mtime_stamped_after: Some(started), ..Compare::default() })
+}
+
+/// The cases of entries under symlinks, and whether containerd fails the image (with what).
+const CONTAINERD_CASES: [(&str, Option<&str>); 7] = [
+    ("c13-breakout", None),
+    // overlayfs applies the upper layer alone: `sl/f` is not there to link to
+    ("c13-link-through-symlink", Some("no such file or directory")),
+    ("c17-parent-symlinks", None),
+    ("c17-chain-255", None),
+    ("c17-loop", Some("too many links")),
+    ("c17-chain-256", Some("too many links")),
+    ("c17-link-to-file", Some("not a directory")),
+];
+
+/// Entries under symlinks against a real containerd (tests/common/containerd.rs, overlayfs):
+/// where containerd applies the image, regfs's `rootfs/` is its tree, path by path; where it
+/// fails the image, the failure is the one characterised and regfs shows the tree
+/// `expectation` gives (what umoci shows, or says where umoci fails too).
+#[test]
+fn entries_under_symlinks_match_what_containerd_applies() {
+    let s = shared();
+    let cases = s.fixtures["rootfs"]["cases"].as_array().expect("rootfs cases in the fixtures");
+    let m = Mount::start(&s.registry.url, &[]);
+    let c = containerd::Containerd::start().expect("containerd");
+    let mut failures = Vec::new();
+    for (case, fails) in CONTAINERD_CASES {
+        let Some(f) = cases.iter().find(|f| f["case"] == case) else {
+            failures.push(format!("{case}: not in the fixtures"));
+            continue;
+        };
+        let (repo, tag) = (f["repo"].as_str().expect("repo"), f["tag"].as_str().expect("tag"));
+        let rootfs = m.path(&format!("{repo}/tags/{tag}/rootfs"));
+        match (containerd_tree(&c, &s.registry.url, repo, tag), fails) {
+            ((Ok(want), how), None) => failures.extend(check(case, &rootfs, &want, &how)),
+            ((Err(e), _), Some(why)) if e.contains(why) => {
+                let (umoci, how) = umoci_tree(&s.registry.url, repo, tag);
+                match expectation(case, umoci) {
+                    Ok((want, _)) => failures.extend(check(case, &rootfs, &want, &how)),
+                    Err(e) => failures.push(format!("{case}: no expectation: {e}")),
+                }
+            }
+            ((Err(e), _), None) => failures.push(format!("{case}: containerd failed: {e}")),
+            ((Ok(_), _), Some(why)) => {
+                failures.push(format!("{case}: containerd was expected to fail ({why}) and did not: re-characterise"))
+            }
+            ((Err(e), _), Some(why)) => failures.push(format!("{case}: containerd failed, but not with {why:?}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}\n--- regfs log:\n{}\n--- containerd log:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        m.log(),
+        c.log()
+    );
+}
+
+/// A deterministic xorshift.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// A path of one to three names from `a`, `b`, `c`.
+fn random_path(r: &mut Rng) -> String {
+    let n = 1 + r.below(3);
+    (0..n).map(|_| ["a", "b", "c"][r.below(3)]).collect::<Vec<_>>().join("/")
+}
+
+/// A symlink target: absolute, relative, climbing with `..` (past the root too), the root.
+fn random_target(r: &mut Rng) -> String {
+    let p = random_path(r);
+    match r.below(8) {
+        0 => format!("/{p}"),
+        1 => p,
+        2 => format!("../{p}"),
+        3 => format!("../../../{p}"),
+        4 => "/".into(),
+        5 => "..".into(),
+        6 => format!("{p}/../{}", random_path(r)),
+        _ => format!("/{p}/.."),
+    }
+}
+
+/// `n` random entries: directories and symlinks named from `a`, `b`, `c` (so that many entries
+/// land under a symlink of their layer: chains, loops and `..` included), files `f<i>` and hard
+/// links `h<i>` to a file written before (by its name as written) in such directories.
+fn random_layer(r: &mut Rng, n: usize) -> Vec<tricky::E> {
+    let mut files: Vec<String> = Vec::new();
+    (0..n)
+        .map(|i| {
+            let p = random_path(r);
+            match r.below(10) {
+                0 | 1 => tricky::dir(&format!("{p}/")),
+                2..=4 => {
+                    files.push(format!("{p}/f{i}"));
+                    tricky::file(&format!("{p}/f{i}"), &format!("{p} {i}"))
+                }
+                5..=8 => tricky::symlink(&p, &random_target(r)),
+                _ if files.is_empty() => tricky::dir(&format!("{p}/")),
+                _ => tricky::hardlink(&format!("{p}/h{i}"), &files[r.below(files.len())].clone()),
+            }
+        })
+        .collect()
+}
+
+/// Random layers full of symlinks show in regfs what umoci and containerd make of them, path by
+/// path, wherever they apply the image (both fail images they cannot apply, as one whose
+/// entries loop through links or go under a file): one-layer images against both, two-layer
+/// images against containerd only (umoci follows a lower layer's links; containerd's overlayfs
+/// does not, nor does regfs).
+#[test]
+fn random_layers_of_symlinks_match_umoci_and_containerd() {
+    use regfs::testkit::fixtures::{push::Pusher, push_image, tricky::hand};
+    let s = shared();
+    let p = Pusher::new(s.registry.url.parse().expect("url"), None).expect("pusher");
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut images = Vec::new();
+    for i in 0..64 {
+        let layers: Vec<Vec<tricky::E>> = if i < 40 {
+            vec![random_layer(&mut r, 12)]
+        } else {
+            vec![random_layer(&mut r, 8), random_layer(&mut r, 8)]
+        };
+        let tars: Vec<Vec<u8>> = layers.iter().map(|l| hand(l, &[]).expect("tar")).collect();
+        let repo = format!("rootfs-random/r{i:02}");
+        push_image(&p, &repo, "v1", &tars).expect("push");
+        images.push((repo, layers));
+    }
+    let m = Mount::start(&s.registry.url, &[]);
+    let c = containerd::Containerd::start().expect("containerd");
+    let (mut by_umoci, mut by_containerd, mut failures) = (0, 0, Vec::new());
+    for (repo, layers) in &images {
+        let rootfs = m.path(&format!("{repo}/tags/v1/rootfs"));
+        let mut differ = Vec::new();
+        if layers.len() == 1 {
+            if let (Ok(want), how) = umoci_tree(&s.registry.url, repo, "v1") {
+                by_umoci += 1;
+                differ.extend(check(&format!("{repo} (umoci)"), &rootfs, &want, &how));
+            }
+        }
+        // Directory mtimes are not compared with containerd's here: its last pass sets each
+        // directory entry's mtime on what the entry's name resolves to at the end of the layer,
+        // so a link made later in the layer moves that mtime to another directory (`b/a/c/`,
+        // then `b -> /`, stamps `a/c`). regfs keeps the attributes where the entry put them.
+        // Nor are link counts of two-layer images: overlayfs shows a lower inode's own count,
+        // regfs the names that survive to the top (case c08).
+        if let (Ok(want), _) = containerd_tree(&c, &s.registry.url, repo, "v1") {
+            by_containerd += 1;
+            let how = Compare { dir_mtime_stamped_after: Some(i64::MIN), skip_nlink: layers.len() > 1 };
+            differ.extend(check(&format!("{repo} (containerd)"), &rootfs, &want, &how));
+        }
+        if !differ.is_empty() {
+            failures.push(format!("{}\n  layers: {layers:?}", differ.join("\n")));
+        }
+    }
+    assert!(failures.is_empty(), "{} images differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        by_umoci >= 16 && by_containerd >= 16,
+        "too few images applied: umoci {by_umoci}, containerd {by_containerd}"
+    );
+    eprintln!("compared: {by_umoci} images with umoci, {by_containerd} with containerd, of {}", images.len());
 }
 
 #[test]
@@ -453,6 +678,6 @@ fn stamped_directory_mtimes_are_skipped_only_when_asked() {
     let want = build::tree(vec![("d", build::dir(0o755, 2_000_000_000))]);
     let got = build::tree(vec![("d", build::dir(0o755, 0))]);
     assert_eq!(tree::compare(&got, &want, &Compare::default()).len(), 1);
-    let how = Compare { dir_mtime_stamped_after: Some(1_900_000_000) };
+    let how = Compare { dir_mtime_stamped_after: Some(1_900_000_000), ..Compare::default() };
     assert!(tree::compare(&got, &want, &how).is_empty());
 }

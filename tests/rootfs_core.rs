@@ -79,6 +79,10 @@ fn hardlink(name: &str, target: &str) -> E {
     E { target: target.into(), ..entry(name, tar::EntryType::Link) }
 }
 
+fn symlink(name: &str, target: &str) -> E {
+    E { target: target.into(), mode: 0o777, ..entry(name, tar::EntryType::Symlink) }
+}
+
 fn whiteout(path: &str) -> E {
     let (parent, base) = path.rsplit_once('/').unwrap_or(("", path));
     let name = if parent.is_empty() { format!(".wh.{base}") } else { format!("{parent}/.wh.{base}") };
@@ -432,6 +436,44 @@ fn hardlinked_names_share_an_inode_and_nlink() {
     }
     assert_eq!(c.walk(&format!("{root}/bin/gone")).expect_err("whited out").errno(), libc::ENOENT);
     assert_eq!(c.cat(&format!("{root}/usr/bin/dash")).expect("through the upper name"), b"#!dash\n");
+}
+
+/// An entry under a symlink of its own layer is read where the link points (its header checked
+/// at open against its name as written); one under a lower layer's link stays literal; one whose
+/// parent loops is left out, and the rest of its layer reads.
+#[test]
+fn entries_under_a_same_layer_symlink_read_where_it_points() {
+    let c = core(Faulty::new(Fake::default()));
+    let layers = vec![
+        (vec![dir("etc"), file("etc/hosts", b"127.0.0.1 localhost\n"), symlink("up", "/etc")], Compression::Gzip),
+        (
+            vec![
+                symlink("ln", "/etc"),
+                file("ln/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+                hardlink("h", "ln/passwd"),
+                file("up/y", b"literal\n"),
+                symlink("loop1", "loop2"),
+                symlink("loop2", "loop1"),
+                file("loop1/f", b"never\n"),
+                file("after", b"after\n"),
+            ],
+            Compression::Gzip,
+        ),
+    ];
+    let img = push(&c.fake, "r", "v1", &layers, None);
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    let at = |p: &str| format!("{root}/{p}");
+    assert_eq!(c.cat(&at("etc/passwd")).expect("through the link"), b"root:x:0:0::/root:/bin/sh\n");
+    assert_eq!(c.ls(&at("etc")).expect("etc"), ["hosts", "passwd"]);
+    assert_eq!(c.walk(&at("ln")).expect("ln").kind, FileKind::Symlink, "the link stays a link");
+    let (passwd, h) = (c.walk(&at("etc/passwd")).expect("passwd"), c.walk(&at("h")).expect("h"));
+    assert_eq!((h.ino, h.nlink), (passwd.ino, 2), "a hard link through the link is the same inode");
+    assert_eq!(c.cat(&at("h")).expect("h"), b"root:x:0:0::/root:/bin/sh\n");
+    assert_eq!(c.walk(&at("up")).expect("up").kind, FileKind::Directory, "a lower layer's link is not followed");
+    assert_eq!(c.cat(&at("up/y")).expect("up/y"), b"literal\n");
+    assert_eq!(c.walk(&at("loop1")).expect("loop1").kind, FileKind::Symlink);
+    assert_eq!(c.cat(&at("after")).expect("the rest of the layer"), b"after\n");
+    assert_eq!(c.ls(&root).expect("rootfs"), ["after", "etc", "h", "ln", "loop1", "loop2", "up"]);
 }
 
 #[test]

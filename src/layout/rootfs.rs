@@ -467,8 +467,13 @@ impl RootfsFile {
         let parts = crate::views::index::normalise(&name);
         // The whole path, not only its last part: an index pointing `etc/passwd` at
         // `opt/passwd`'s header must not pass. A hidden entry (a link's original whose name a
-        // later entry of its layer took) has no live path: its own name is what is left.
-        let same_name = if e.is_hidden() { parts.last() == Some(&e.name()) } else { parts.join("/") == e.path() };
+        // later entry of its layer took) has no live path: its own name is what is left. A file
+        // placed through a symlink of its layer has its name as written kept beside its path.
+        let same_name = match e.tar_name() {
+            _ if e.is_hidden() => parts.last() == Some(&e.name()),
+            Some(written) => parts.join("/") == written && parts.last() == Some(&e.name()),
+            None => parts.join("/") == e.path(),
+        };
         let agrees = raw.kind == crate::views::tar::RawKind::File
             && raw.size == e.size()
             && raw.header_offset == 0
@@ -969,6 +974,28 @@ mod tests {
         let (fs, _cache, d) = core(2, Arc::new(lying));
         let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
         let e = fs.open_file(motd.ino).map(drop).expect_err("headers disagree");
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+    }
+
+    /// A file placed through a symlink of its layer is checked against its name as written
+    /// (`ln/passwd` for `etc/passwd`): it opens, and a tar whose header there names another
+    /// file of the same size and place is refused.
+    #[test]
+    fn a_file_placed_through_a_symlink_is_checked_against_its_name_as_written() {
+        let layer = |name: &str| vec![vec![Entry::dir("etc"), Entry::symlink("ln", "/etc"), Entry::file(name, 20)]];
+        let honest = Fixed::new(layer("ln/passwd"));
+        let (fs, _cache, d) = core(1, Arc::new(Fixed::new(layer("ln/passwd"))));
+        let passwd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/passwd")).expect("passwd");
+        assert_eq!(cat(&fs, passwd.ino), content("ln/passwd", 20));
+        let other = Fixed::new(layer("ln/shadow"));
+        let lying = Fixed {
+            layers: vec![(Arc::clone(&honest.layers[0].0), Arc::clone(&other.layers[0].1))],
+            ready: false,
+            asked: Mutex::new(Vec::new()),
+        };
+        let (fs, _cache, d) = core(1, Arc::new(lying));
+        let passwd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/passwd")).expect("passwd");
+        let e = fs.open_file(passwd.ino).map(drop).expect_err("another name in the header");
         assert_eq!(e.errno(), libc::EIO, "{e}");
     }
 

@@ -2,9 +2,11 @@
 //! merge (`views::merge`) queries without reading the tar again.
 //!
 //! Design (doc/plans/issue-9.md, section 2.2):
-//! - Entries are applied in tar order to a virtual tree by *literal* paths, never following a
-//!   link (the same-layer rules: last entry wins, implied parents, whiteouts by basename, opaque
-//!   markers, AUFS metadata, hard links resolved to their original). The tree is then frozen into
+//! - Entries are applied in tar order to a virtual tree (the same-layer rules: last entry wins,
+//!   implied parents, whiteouts by basename, opaque markers, AUFS metadata, hard links resolved
+//!   to their original). An entry's parent path, and a hard link's target's, follow the
+//!   symlinks the layer made before it, confined to the layer's root, as containerd's applier
+//!   does (`views::rootpath`); the last component never. The tree is then frozen into
 //!   records numbered breadth-first, so that a directory's children are contiguous and sorted by
 //!   name bytes (found by binary search), and ids grow with depth. The root is entry 0, path `""`.
 //! - Every record has the same fixed size ([`LayerIndex::weight`] counts it) and points into two
@@ -26,6 +28,7 @@ use std::io::Read;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::views::rootpath::{self, Bounds, Refused, Resolved};
 use crate::views::tar::{Parser, RawEntry, RawKind, TarLimits};
 
 /// The number of an entry in one layer's index (the root is 0).
@@ -256,6 +259,11 @@ pub struct IndexLimits {
     /// Bytes past which a build takes the one slot for large builds ([`LargeBuild`]), waiting
     /// for it if another build has it.
     pub alone_above: usize,
+    /// Symlinks followed for one entry's parent path; past it the entry is left out.
+    pub max_link_hops: usize,
+    /// Path components walked through symlinks by the whole layer; past it the layer is
+    /// refused (`TooLarge`).
+    pub max_link_steps: usize,
 }
 
 /// The one slot for large index builds. Layers decode (and index) in parallel, each build
@@ -303,6 +311,8 @@ impl Default for IndexLimits {
             max_xattr_bytes: limits::MAX_ENTRY_XATTRS,
             max_xattr_value: limits::MAX_XATTR_VALUE,
             alone_above: limits::INDEX_BUILD_ALONE_ABOVE,
+            max_link_hops: limits::MAX_LINK_HOPS,
+            max_link_steps: limits::MAX_LINK_STEPS,
         }
     }
 }
@@ -498,6 +508,13 @@ impl<'a> EntryRef<'a> {
     pub fn symlink_target(&self) -> Option<&'a str> {
         let r = self.rec();
         (self.kind() == EntryKind::Symlink).then(|| self.index.str_at(r.target_off, r.target_len))
+    }
+
+    /// A regular file placed through a symlink of its layer: its name as written in the tar
+    /// (normalised), which is not its path. `None` for other entries.
+    pub fn tar_name(&self) -> Option<&'a str> {
+        let r = self.rec();
+        (self.kind() == EntryKind::File && r.target_len > 0).then(|| self.index.str_at(r.target_off, r.target_len))
     }
 
     /// What a hard link links to; `None` for other kinds.
@@ -806,6 +823,8 @@ pub struct Builder {
     left_out: BTreeMap<&'static str, usize>,
     /// The large-build slot, once `bytes` passed `alone_above`; held until frozen or dropped.
     large: Option<LargeBuild>,
+    /// Steps the layer may still walk through symlinks (`max_link_steps` at the start).
+    link_budget: usize,
 }
 
 /// What a new node's link field and target span say while building.
@@ -845,6 +864,7 @@ impl Builder {
             bytes: 0,
             left_out: BTreeMap::new(),
             large: None,
+            link_budget: limits.max_link_steps,
         };
         let root = b.new_node(0, "", &Entry::dir(""), EntryKind::Dir);
         b.recs[root as usize].flags = F_IMPLIED;
@@ -1028,8 +1048,12 @@ impl Builder {
             }
             return Ok(());
         }
+        // The parent as a runtime's applier finds it: through this layer's symlinks.
+        let Some(at) = self.locate(dirs, &name)? else {
+            return Ok(());
+        };
         if *base == OPAQUE {
-            let dir = self.ensure_dirs(dirs);
+            let dir = self.make_dirs(&at);
             *self.flags(dir) |= F_OPAQUE;
             return Ok(());
         }
@@ -1042,7 +1066,7 @@ impl Builder {
                 self.skip("whiteout of an invalid name", &name);
                 return Ok(());
             }
-            let dir = self.ensure_dirs(dirs);
+            let dir = self.make_dirs(&at);
             match self.child(dir, victim) {
                 Some(id) => {
                     let dir_kind = self.kind_of(id) == EntryKind::Dir;
@@ -1057,7 +1081,7 @@ impl Builder {
             return Ok(());
         }
         let link = if e.kind == EntryKind::Hardlink {
-            match self.resolve_link(&parts, &e.link_target) {
+            match self.resolve_link(&at, base, &e.link_target)? {
                 Ok(l) => Some(l),
                 Err(why) => {
                     log::debug!("layer index: hard link {:?} -> {:?} left out: {why}", name, e.link_target);
@@ -1068,7 +1092,7 @@ impl Builder {
         } else {
             None
         };
-        let dir = self.ensure_dirs(dirs);
+        let dir = self.make_dirs(&at);
         if let (Some(old), EntryKind::Dir) = (self.child(dir, base), e.kind) {
             if self.kind_of(old) == EntryKind::Dir {
                 // A directory over a directory: new attributes, same children and opacity.
@@ -1078,6 +1102,12 @@ impl Builder {
             }
         }
         let id = self.new_node(dir, base, &e, e.kind);
+        if e.kind == EntryKind::File && at.linked {
+            // Placed through a symlink: the name as written, for the check of its header.
+            let (off, len) = self.intern(parts.join("/").as_bytes());
+            let r = &mut self.recs[id as usize];
+            (r.target_off, r.target_len) = (off, len);
+        }
         match link {
             Some(NodeLink::Node(t)) => self.recs[id as usize].link = t,
             Some(NodeLink::Lower(p)) => {
@@ -1119,11 +1149,56 @@ impl Builder {
         }
     }
 
-    /// The directory at `dirs`, creating implied directories where missing and replacing
-    /// same-layer non-directories on the way (the last entry wins).
-    fn ensure_dirs(&mut self, dirs: &[&str]) -> u32 {
-        let mut cur = 0;
-        for c in dirs {
+    /// Where the directory path `dirs` leads through this layer's symlinks
+    /// ([`rootpath::resolve`]); `None` if the entry `name` is refused there (left out and
+    /// counted). The layer's link budget spent is `TooLarge`. A place reached through a link
+    /// charges the layer's byte bound for what it adds that the name did not bring: the
+    /// directories to make (their names come from link targets, which a link can give many
+    /// entries) and the name as written, kept beside a file's path.
+    fn locate(&mut self, dirs: &[&str], name: &str) -> Result<Option<Resolved>> {
+        match self.walk(dirs)? {
+            Ok(at) if at.linked => {
+                let made: usize = at.rest.iter().map(|c| c.len() + RECORD_BYTES).sum();
+                self.bytes = self.bytes.saturating_add(made + name.len());
+                if self.bytes > self.limits.max_bytes {
+                    return Err(Error::TooLarge(format!("layer index: more than {} bytes", self.limits.max_bytes)));
+                }
+                Ok(Some(at))
+            }
+            Ok(at) => Ok(Some(at)),
+            Err(why) => {
+                self.skip(why.why(), name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`rootpath::resolve`] of `dirs` with this layer's bounds and budget; the budget spent is
+    /// the layer's error.
+    fn walk(&mut self, dirs: &[&str]) -> Result<std::result::Result<Resolved, Refused>> {
+        let bounds = Bounds {
+            max_hops: self.limits.max_link_hops,
+            max_path: self.limits.max_path,
+            max_component: self.limits.max_component,
+        };
+        let mut budget = self.link_budget;
+        let r = rootpath::resolve(&*self, dirs, bounds, &mut budget);
+        self.link_budget = budget;
+        match r {
+            Err(Refused::Budget) => Err(Error::TooLarge(format!(
+                "layer index: more than {} path components walked through symlinks",
+                self.limits.max_link_steps
+            ))),
+            r => Ok(r),
+        }
+    }
+
+    /// The directory `at` leads to, its missing directories made (implied), replacing what the
+    /// walk found in their place (a whiteout, or a same-layer non-directory: the last entry
+    /// wins).
+    fn make_dirs(&mut self, at: &Resolved) -> u32 {
+        let mut cur = at.node;
+        for c in &at.rest {
             cur = match self.child(cur, c) {
                 Some(id) if self.kind_of(id) == EntryKind::Dir => id,
                 _ => {
@@ -1138,52 +1213,86 @@ impl Builder {
     }
 
     /// A hard link's target: an earlier non-directory of this layer (links to links resolved),
-    /// or a lower path. Refused: through a same-layer symlink or non-directory, missing (hidden
-    /// by a whiteout or an opaque directory here), a directory, or the link itself.
-    fn resolve_link(&mut self, link: &[&str], target: &str) -> std::result::Result<NodeLink, &'static str> {
+    /// or a lower path. Its parent path is resolved through this layer's symlinks, as the link's
+    /// own (`at`, with its name `base`); its last component is not followed (a link to a
+    /// symlink is to the symlink). Refused: a parent the walk refuses, under a same-layer
+    /// non-directory, missing (hidden by a whiteout or an opaque directory here), a directory,
+    /// or the link itself. `Err` is the layer's link budget spent.
+    fn resolve_link(
+        &mut self,
+        at: &Resolved,
+        base: &str,
+        target: &str,
+    ) -> Result<std::result::Result<NodeLink, &'static str>> {
         if let Some(&id) = self.plnk.get(target.trim_start_matches('/')) {
-            return Ok(NodeLink::Node(id));
+            return Ok(Ok(NodeLink::Node(id)));
         }
         let parts = normalise(target);
-        if parts.is_empty() {
-            return Err("target is the root");
+        let Some((tbase, tdirs)) = parts.split_last() else {
+            return Ok(Err("target is the root"));
+        };
+        let to = match self.walk(tdirs)? {
+            Ok(to) => to,
+            Err(why) => return Ok(Err(why.why())),
+        };
+        if to.node == at.node && to.rest == at.rest && *tbase == base {
+            return Ok(Err("a link to itself"));
         }
-        if parts == link {
-            return Err("a link to itself");
+        match to.replaces {
+            Some(EntryKind::Whiteout) => return Ok(Err("target whited out")),
+            Some(_) => return Ok(Err("target under a non-directory")),
+            None => {}
         }
-        let lower = || NodeLink::Lower(parts.join("/"));
-        let mut cur = 0;
         // An opaque directory hides the lower layers below it, its subdirectories included.
-        let mut hidden = false;
-        for (i, c) in parts.iter().enumerate() {
-            let last = i + 1 == parts.len();
-            hidden |= self.recs[cur as usize].flags & F_OPAQUE != 0;
-            match self.child(cur, c) {
-                None if hidden => return Err("target hidden by an opaque directory"),
-                None => return Ok(lower()),
-                Some(id) => match self.kind_of(id) {
-                    EntryKind::Whiteout => return Err("target whited out"),
-                    EntryKind::Dir if last => return Err("target is a directory"),
-                    EntryKind::Dir => cur = id,
-                    EntryKind::Symlink if !last => return Err("target through a symlink"),
-                    _ if !last => return Err("target under a non-directory"),
-                    EntryKind::Hardlink => {
-                        let r = &self.recs[id as usize];
-                        return if r.flags & F_LOWER != 0 {
-                            Ok(NodeLink::Lower(
-                                String::from_utf8_lossy(span(&self.names, r.target_off, r.target_len)).into_owned(),
-                            ))
-                        } else if r.link != NONE {
-                            Ok(NodeLink::Node(r.link))
-                        } else {
-                            Err("target is a broken link")
-                        };
+        let hidden = self.up_from(to.node).any(|n| self.recs[n as usize].flags & F_OPAQUE != 0);
+        let child = if to.rest.is_empty() { self.child(to.node, tbase) } else { None };
+        Ok(match child {
+            None if hidden => Err("target hidden by an opaque directory"),
+            None => Ok(NodeLink::Lower(self.path_of(&to, tbase))),
+            Some(id) => match self.kind_of(id) {
+                EntryKind::Whiteout => Err("target whited out"),
+                EntryKind::Dir => Err("target is a directory"),
+                EntryKind::Hardlink => {
+                    let r = &self.recs[id as usize];
+                    if r.flags & F_LOWER != 0 {
+                        Ok(NodeLink::Lower(
+                            String::from_utf8_lossy(span(&self.names, r.target_off, r.target_len)).into_owned(),
+                        ))
+                    } else if r.link != NONE {
+                        Ok(NodeLink::Node(r.link))
+                    } else {
+                        Err("target is a broken link")
                     }
-                    _ => return Ok(NodeLink::Node(id)),
-                },
-            }
-        }
-        Ok(lower())
+                }
+                _ => Ok(NodeLink::Node(id)),
+            },
+        })
+    }
+
+    /// Node `node` and the directories above it, up to the root included.
+    fn up_from(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut next = Some(node);
+        std::iter::from_fn(move || {
+            let n = next?;
+            next = (n != 0).then(|| self.recs[n as usize].parent);
+            Some(n)
+        })
+    }
+
+    /// The path `at` and then `base` name: its node's, the names still to make, `base`.
+    fn path_of(&self, at: &Resolved, base: &str) -> String {
+        let mut parts: Vec<&str> = self
+            .up_from(at.node)
+            .filter(|&n| n != 0)
+            .map(|n| {
+                let r = &self.recs[n as usize];
+                std::str::from_utf8(span(&self.names, r.name_off, r.name_len)).unwrap_or("")
+            })
+            .collect();
+        parts.reverse();
+        parts.extend(at.rest.iter().map(String::as_str));
+        parts.push(base);
+        parts.join("/")
     }
 
     /// Freeze the tree into an index of a decoded tar of `decoded_len` bytes.
@@ -1307,6 +1416,30 @@ impl Builder {
             return Err(Error::TooLarge(format!("layer index: more than {} bytes", limits.max_bytes)));
         }
         Ok(index)
+    }
+}
+
+/// The builder's live tree, as [`rootpath::resolve`] walks it.
+impl rootpath::Tree for Builder {
+    fn child(&self, dir: u32, name: &str) -> Option<u32> {
+        Builder::child(self, dir, name)
+    }
+
+    fn kind(&self, node: u32) -> EntryKind {
+        self.kind_of(node)
+    }
+
+    fn target(&self, node: u32) -> &str {
+        let r = &self.recs[node as usize];
+        std::str::from_utf8(span(&self.names, r.target_off, r.target_len)).unwrap_or("")
+    }
+
+    fn parent(&self, node: u32) -> u32 {
+        self.recs[node as usize].parent
+    }
+
+    fn name_len(&self, node: u32) -> usize {
+        self.recs[node as usize].name_len as usize
     }
 }
 
@@ -1927,14 +2060,12 @@ mod tests {
     }
 
     #[test]
-    fn hardlink_through_a_symlinked_parent_is_refused() {
+    fn hard_links_no_applier_could_make_are_refused() {
         let (layer, left) = {
             let mut b = Builder::new(IndexLimits::default());
             for e in [
                 Entry::dir("real"),
                 Entry::file("real/f", 1),
-                Entry::symlink("s", "real"),
-                Entry::hardlink("through", "s/f"),
                 Entry::hardlink("to-dir", "real"),
                 Entry::hardlink("self", "self"),
                 Entry::whiteout("gone"),
@@ -1949,27 +2080,20 @@ mod tests {
             let left = b.left_out().clone();
             (b.finish(0).expect("finish"), left)
         };
-        for refused in ["through", "to-dir", "self", "to-whiteout", "under-opaque", "under-file"] {
+        for refused in ["to-dir", "self", "to-whiteout", "under-opaque", "under-file"] {
             assert!(layer.get(refused).is_none(), "{refused}");
         }
         assert!(matches!(layer.get("ok").and_then(|e| e.link()), Some(LinkTo::Entry(_))));
-        assert_eq!(left.get("hard link refused"), Some(&6));
+        assert_eq!(left.get("hard link refused"), Some(&5));
     }
 
     #[test]
     fn entry_under_a_same_layer_file_replaces_it() {
-        let layer = LayerIndex::from_entries(vec![
-            Entry::file("f", 1),
-            Entry::file("f/x", 2),
-            Entry::symlink("l", "/etc"),
-            Entry::file("l/y", 1),
-        ]);
-        for d in ["f", "l"] {
-            let e = layer.get(d).expect(d);
-            assert!(e.kind() == EntryKind::Dir && e.is_implied() && !e.is_opaque(), "{d}");
-        }
+        let layer = LayerIndex::from_entries(vec![Entry::file("f", 1), Entry::file("f/x", 2)]);
+        let e = layer.get("f").expect("f");
+        assert!(e.kind() == EntryKind::Dir && e.is_implied() && !e.is_opaque());
         assert_eq!(layer.get("f/x").map(|x| x.size()), Some(2));
-        assert!(present(&layer, "l/y"));
+        assert!(present(&layer, "f/x"));
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The merge: what `rootfs/` shows, read lazily from a stack of layer indexes.
 //!
 //! Design (doc/plans/issue-9.md, section 2.3):
-//! - Paths are literal and normalised (`""` is the root); no symlink of the image is ever
-//!   followed, not even to apply a layer (the spec's changeset model, docker's overlay2 applier).
+//! - Paths are literal and normalised (`""` is the root); the merge follows no symlink. Each
+//!   layer's index already placed its entries through that layer's own links
+//!   (`views::rootpath`); a lower layer's links are not followed to apply an upper layer, as
+//!   containerd's overlayfs snapshotter and docker's overlay2 apply each layer into a directory
+//!   of its own.
 //! - **Lookup** asks layers from the top down what they say of the path
 //!   ([`LayerIndex::says`], which checks the path's ancestors in that layer too). The first that
 //!   mentions it (an entry) or hides it (a whiteout, an opaque or whited-out ancestor, a
@@ -599,6 +602,25 @@ mod tests {
         assert_eq!((m.inode(x).expect("x").size, m.inode(new).expect("new").size), (3, 9));
         assert_eq!((m.nlink(x).expect("x"), m.nlink(new).expect("new")), (1, 1));
         assert_eq!(names(&m, "x"), ["link", "orig"]);
+    }
+
+    /// A layer's entries follow the symlinks of their own layer, never a lower layer's: as
+    /// containerd's overlayfs snapshotter and docker's overlay2 apply each layer to a directory
+    /// of its own. So a lower link under an upper (implied) directory of the same name is
+    /// replaced by it, and the files land there.
+    #[test]
+    fn entries_follow_their_own_layer_s_symlinks_only() {
+        let src = Counting::new(vec![
+            vec![Entry::dir("etc"), Entry::file("etc/hosts", 1), Entry::symlink("lower", "/etc")],
+            vec![Entry::symlink("ln", "/etc"), Entry::file("ln/passwd", 2), Entry::file("lower/x", 3)],
+        ]);
+        let m = Merge::new(&src);
+        assert_eq!(names(&m, "etc"), ["hosts", "passwd"]);
+        assert_eq!(m.inode(inode(m.lookup("etc/passwd").expect("passwd"))).expect("meta").size, 2);
+        assert_eq!(inode(m.lookup("ln").expect("ln")).kind, EntryKind::Symlink);
+        assert!(matches!(m.lookup("lower").expect("lower"), Some(Found::Dir)), "the upper directory wins");
+        assert_eq!(names(&m, "lower"), ["x"]);
+        assert!(m.lookup("etc/x").expect("etc/x").is_none());
     }
 
     #[test]

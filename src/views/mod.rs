@@ -8,6 +8,7 @@
 //! - `layers`: [`Views`], which turns a manifest's layer into a verified decoded file in the cache.
 //! - `tar`: a bounded streaming parser of a decoded layer.
 //! - `index`: the per-layer index built from it, and the query API the merge reads.
+//! - `rootpath`: where an entry lands when its parent path crosses a symlink of its layer.
 //! - `merge`: the lazy top-down merge of a stack of indexes, which `rootfs/` shows.
 
 pub mod bounds;
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod index;
 mod layers;
 pub mod merge;
+mod rootpath;
 pub mod tar;
 
 pub use bounds::ViewsConfig;
