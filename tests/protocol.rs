@@ -758,3 +758,29 @@ fn on_docker_hub_one_component_names_are_official_images_and_nowhere_else() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     assert_eq!(names(&plain.path("library/busybox/tags")), ["1.36"]);
 }
+
+/// Reading one tag by name asks for that tag, not for the whole tag list: a repository of many
+/// tags (here 130, in pages of 10) costs one request to tell it is a repository, not a page
+/// per ten tags. Before the catalog stopped denying names, the catalog told (one request for
+/// the whole mount); a repository's tag list can be far longer than the catalog (a list past
+/// the listing budget is 64 MiB downloaded for one `cat`).
+#[test]
+fn reading_one_tag_by_name_does_not_fetch_the_whole_tag_list() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { tag_page: Some(10), ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let link = std::fs::read_link(m.path("demo/many-tags/tags/t005")).expect("tags/t005");
+    assert!(link.to_string_lossy().starts_with("../manifests/sha256:"), "{link:?}");
+    let manifest = m.path("demo/many-tags/tags/t005/manifest.json");
+    assert!(std::fs::metadata(&manifest).expect("manifest.json").len() > 0);
+    let reqs = front.requests();
+    let pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
+    assert!(pages <= 1, "{pages} tag-list requests to read one tag: {reqs:#?}");
+    // A name that is no repository is still told apart, at one request.
+    let e = std::fs::symlink_metadata(m.path("demo/nosuch/tags")).expect_err("no such repository");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    let asked = front.requests().iter().filter(|r| r.path.starts_with("/v2/demo/nosuch/")).count();
+    assert_eq!(asked, 1);
+    // And listing the tags still lists them all.
+    assert_eq!(names(&m.path("demo/many-tags/tags")).len(), 130);
+}
