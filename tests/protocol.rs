@@ -784,3 +784,25 @@ fn reading_one_tag_by_name_does_not_fetch_the_whole_tag_list() {
     // And listing the tags still lists them all.
     assert_eq!(names(&m.path("demo/many-tags/tags")).len(), 130);
 }
+
+/// A registry that refuses the tag list (401/403: the caller may pull but not list, as some
+/// registries' read-only tokens allow) still serves each tag by name: `tags/` looks up, a tag
+/// resolves with a HEAD, and the refusal is asked once per `--tag-ttl`, not once per `ls`.
+#[test]
+fn a_refused_tag_list_still_serves_tags_by_name_and_is_asked_once() {
+    let sh = shared();
+    let faults = vec![Fault::status("/v2/demo/oci/tags/list", 403, usize::MAX)];
+    let front = Front::start(&sh.registry.url, Behavior { no_catalog: true, faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
+    let ls = sh_in(m.dir.path(), &format!("ls {repo}/tags"));
+    assert!(String::from_utf8_lossy(&ls.stderr).contains("Permission denied"), "{ls:?}");
+    for _ in 0..5 {
+        assert_eq!(names(&m.path(&repo)), ["blobs", "manifests", "tags"]);
+        assert!(std::fs::symlink_metadata(m.path(&format!("{repo}/tags"))).expect("tags/").is_dir());
+    }
+    let reqs = front.requests();
+    let refused = reqs.iter().filter(|r| r.path.starts_with(&format!("/v2/{repo}/tags/list"))).count();
+    assert!(refused <= 2, "{refused} refused tag-list requests: {reqs:#?}");
+}
