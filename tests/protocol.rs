@@ -806,3 +806,36 @@ fn a_refused_tag_list_still_serves_tags_by_name_and_is_asked_once() {
     let refused = reqs.iter().filter(|r| r.path.starts_with(&format!("/v2/{repo}/tags/list"))).count();
     assert!(refused <= 2, "{refused} refused tag-list requests: {reqs:#?}");
 }
+
+/// An official image named like a repository's own directory (`tags`, `manifests`, `blobs`) is
+/// `library/<that name>`, which no path reaches (inside a repository directory those names are
+/// its own directories): so `MOUNT/tags/tags` must not be a link into `library/tags/tags`,
+/// which the links of `library/` lead into `library/library`: the official image `tags` must
+/// not read as `library/library`'s tag `tags`.
+#[test]
+fn on_docker_hub_an_official_image_named_tags_is_not_another_repository() {
+    let sh = shared();
+    let hub = Registry::start(None);
+    let from = sh.registry.url.trim_start_matches("http://");
+    let to = hub.url.trim_start_matches("http://");
+    let (repo, tag) = {
+        let img = common::images(&sh.fixtures, "oci-manifest")[0];
+        (img["repo"].as_str().expect("repo").to_string(), img["tag"].as_str().expect("tag").to_string())
+    };
+    // `library/library` (docker's `library`), with a tag named `tags`.
+    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/library/library:tags"));
+    let hosts = tempfile::NamedTempFile::new().expect("hosts");
+    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.1 registry-1.docker.io\n").expect("hosts");
+    let port = hub.url.rsplit(':').next().expect("a port");
+    let m = NamespacedMount::start(&format!("http://registry-1.docker.io:{port}"), hosts.path());
+    // Docker's `library` is `library/library`, through the links of `library/`.
+    assert!(std::fs::metadata(m.path("library/tags/tags/manifest.json")).is_ok(), "{}", m.log());
+    let wrong = m.path("tags/tags/manifest.json");
+    assert!(std::fs::metadata(&wrong).is_err(), "the official image `tags` reads as library/library:tags");
+    for dir in ["tags", "manifests", "blobs"] {
+        let p = m.path(&format!("{dir}/{dir}"));
+        if let Ok(target) = std::fs::read_link(&p) {
+            panic!("{dir}/{dir} links to {target:?}, which is not library/{dir}/{dir}");
+        }
+    }
+}
