@@ -211,9 +211,13 @@ impl Dir for Namespace {
 impl Namespace {
     /// Which of [`RESERVED`] `name` is, where this namespace is a one-component name on Docker
     /// Hub (and so an official image as typed).
+    /// Not for an official image named like a repository's own directories (`tags`): no path
+    /// reaches `library/tags`, and a link into it would lead through `library/`'s own links
+    /// into `library/library`.
     fn official_link(&self, cx: &Layout, name: &str) -> Option<&'static str> {
         let dir = RESERVED.into_iter().find(|r| *r == name)?;
-        (cx.docker_hub && names::docker_hub_repository(&self.path).is_some()).then_some(dir)
+        let reachable = !RESERVED.contains(&self.path.as_str());
+        (cx.docker_hub && reachable && names::docker_hub_repository(&self.path).is_some()).then_some(dir)
     }
 }
 
