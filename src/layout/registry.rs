@@ -77,14 +77,12 @@ fn namespace_child(prefix: Option<&str>, name: &str) -> Result<Node> {
 }
 
 /// Whether `repo` is a repository, as far as the registry can say: a catalog listing it says
-/// yes at no cost; otherwise its tag list answering 404 (NAME_UNKNOWN) says no, and the store
-/// remembers that answer for `tag_ttl`. Any other failure of the tag list leaves the directory
-/// there, for its listing to report.
+/// yes at no cost; otherwise the first page of its tag list (one request, whatever the list's
+/// length), whose 404 (NAME_UNKNOWN) says no; the store remembers the answer for `tag_ttl`.
+/// A refusal or any other failure of the tag list leaves the directory there, for its listing
+/// to report: a refused list does not stop tags being looked up by name.
 fn repository_exists(cx: &Layout, repo: &str) -> Result<()> {
-    if cx.store.catalog_lists(repo) {
-        return Ok(());
-    }
-    match cx.store.tags(repo) {
+    match cx.store.repository(repo) {
         Err(Error::NotFound(e)) => {
             log::debug!("{repo}: the tag list is not found ({e}): not a repository");
             Err(Error::NotFound(format!("{repo}: not a repository")))
