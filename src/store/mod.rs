@@ -437,7 +437,7 @@ impl Store {
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
-            if matches!(answer, Ok(()) | Err(Error::NotFound(_) | Error::TooLarge(_))) {
+            if matches!(answer, Ok(()) | Err(Error::NotFound(_) | Error::Denied(_) | Error::TooLarge(_))) {
                 lock(&self.meta)
                     .tag_list_answers()
                     .put(repo.to_string(), Timed { at: Instant::now(), value: answer.clone() });
@@ -463,7 +463,7 @@ impl Store {
         self.list_flights.run(&Some(repo.to_string()), || {
             let tags = match self.client.tags(repo) {
                 Ok(tags) => tags,
-                Err(e @ (Error::NotFound(_) | Error::TooLarge(_))) => {
+                Err(e @ (Error::NotFound(_) | Error::Denied(_) | Error::TooLarge(_))) => {
                     lock(&self.meta)
                         .tag_list_answers()
                         .put(repo.to_string(), Timed { at: Instant::now(), value: Err(e.clone()) });
