@@ -847,3 +847,21 @@ fn on_docker_hub_an_official_image_named_tags_is_not_another_repository() {
         }
     }
 }
+
+/// A partial catalog that lists a repository under another (`nested/a/b/c`) but not the one
+/// above it (`nested/a`, which a pull-through cache has not cached yet) must not hide from
+/// `ls nested/a` the `tags`, `manifests` and `blobs` of a repository found by name: what the
+/// registry said of `nested/a` outweighs what the catalog leaves out.
+#[test]
+fn a_partial_catalog_does_not_hide_a_repository_from_the_listing_of_its_directory() {
+    let sh = shared();
+    let front = Front::start(
+        &sh.registry.url,
+        Behavior { catalog_only: Some(vec!["nested/a/b/c".into()]), ..Behavior::default() },
+    );
+    let m = Mount::start(&front.url, &[]);
+    assert!(std::fs::symlink_metadata(m.path("nested/a/tags")).expect("nested/a/tags by name").is_dir());
+    assert!(!names(&m.path("nested/a/tags")).is_empty());
+    let listed = names(&m.path("nested/a"));
+    assert!(listed.contains(&"tags".to_string()), "ls nested/a: {listed:?}");
+}
