@@ -194,7 +194,8 @@ impl Dir for Namespace {
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let (children, maybe_repo) = namespace_listing(cx, Some(&self.path));
         let mut out = Vec::new();
-        if maybe_repo || self.official_link(cx, TAGS).is_some() {
+        // A repository the catalog leaves out is listed as one once the registry said so.
+        if maybe_repo || self.official_link(cx, TAGS).is_some() || cx.store.known_repository(&self.path) {
             for r in RESERVED {
                 if let Ok(n) = self.child(cx, r) {
                     out.push((r.to_string(), n));

@@ -406,6 +406,14 @@ impl Store {
         self.fresh(meta.catalog.as_ref()).is_some_and(|c| c.binary_search_by(|r| r.as_str().cmp(repo)).is_ok())
     }
 
+    /// Whether the registry said within `tag_ttl` that `repo` is a repository (a catalog listing
+    /// it, its tag list, or the first page of it); never a request.
+    pub fn known_repository(&self, repo: &str) -> bool {
+        self.catalog_lists(repo)
+            || self.tags_if_fresh(repo).is_some()
+            || matches!(self.tag_list_answer(repo), Some(Ok(()) | Err(Error::TooLarge(_))))
+    }
+
     /// Whether `repo` is a repository, as far as the registry says; `Err(NotFound)` when its
     /// tag list answers 404 (NAME_UNKNOWN), `Err(Denied)` when the list is refused (the
     /// repository may still be pulled from by name). A catalog fetched within `tag_ttl` that
