@@ -865,3 +865,24 @@ fn a_partial_catalog_does_not_hide_a_repository_from_the_listing_of_its_director
     let listed = names(&m.path("nested/a"));
     assert!(listed.contains(&"tags".to_string()), "ls nested/a: {listed:?}");
 }
+
+/// A registry whose catalog lists a repository but whose tag list of it answers 404 (tag
+/// listing disabled, or a hostile registry contradicting itself) still serves its tags by name,
+/// as it did when the catalog decided: the catalog may add a name, whether or not `ls /` was
+/// run first, and the answer does not depend on what was listed before.
+#[test]
+fn a_repository_the_catalog_lists_is_one_even_if_its_tag_list_answers_404() {
+    let sh = shared();
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    let faults = vec![Fault::status(&format!("/v2/{repo}/tags/list"), 404, usize::MAX)];
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let layer = m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"));
+    let first = std::fs::metadata(&layer).map(|_| ()).map_err(|e| e.to_string());
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
+    assert_eq!(sha256sum(&layer), digest, "after ls /");
+    assert_eq!(first, Ok(()), "before ls /: {}", m.log());
+    // A name neither listed nor with a tag list is still ENOENT.
+    let e = std::fs::symlink_metadata(m.path("demo/nosuch/tags")).expect_err("no such repository");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
