@@ -384,7 +384,9 @@ impl Store {
         self.list_flights.run(&None, || {
             let mut names = match self.client.catalog() {
                 Ok(n) => n,
-                Err(e @ (Error::NotFound(_) | Error::Denied(_))) => {
+                // A catalog past its budget is no catalog, remembered as long: it is not fetched
+                // again for each name a tag list denies.
+                Err(e @ (Error::NotFound(_) | Error::Denied(_) | Error::TooLarge(_))) => {
                     lock(&self.meta).no_catalog = Some(Timed { at: Instant::now(), value: e.clone() });
                     return Err(e);
                 }
@@ -420,7 +422,8 @@ impl Store {
     /// lists it, its fresh tag list or a remembered answer of it say so at no cost; else one
     /// request, for the first page of its tag list, whatever the list's length. That answer is
     /// kept for `tag_ttl`, as [`Store::tags`] keeps its own; other failures are not kept, and
-    /// say nothing (`Ok`).
+    /// say nothing (`Ok`). A 404 is overruled by the catalog (fetched if need be, kept for
+    /// `tag_ttl`) listing `repo`.
     pub fn repository(&self, repo: &str) -> Result<()> {
         if self.catalog_lists(repo) || self.tags_if_fresh(repo).is_some() {
             return Ok(());
@@ -428,7 +431,16 @@ impl Store {
         let answered = |a: Result<()>| match a {
             // A list too long to keep is still a list.
             Err(Error::TooLarge(_)) => Ok(()),
-            other => other,
+            // The catalog may add a name its tag list denies (tag listing disabled): it
+            // decided before any tag list was asked, and still does where it lists the name.
+            Err(Error::NotFound(_))
+                if self.catalog().is_ok_and(|c| c.binary_search_by(|r| r.as_str().cmp(repo)).is_ok()) =>
+            {
+                Ok(())
+            }
+            Err(e @ (Error::NotFound(_) | Error::Denied(_))) => Err(e),
+            // Any other failure says nothing.
+            _ => Ok(()),
         };
         if let Some(a) = self.tag_list_answer(repo) {
             return answered(a);
@@ -452,10 +464,7 @@ impl Store {
             }
             answer
         });
-        match answered(asked) {
-            Err(e @ (Error::NotFound(_) | Error::Denied(_))) => Err(e),
-            _ => Ok(()),
-        }
+        answered(asked)
     }
 
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
