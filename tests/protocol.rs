@@ -886,3 +886,27 @@ fn a_repository_the_catalog_lists_is_one_even_if_its_tag_list_answers_404() {
     let e = std::fs::symlink_metadata(m.path("demo/nosuch/tags")).expect_err("no such repository");
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 }
+
+/// A local user looking up hundreds of names that are no repositories costs one request per
+/// name (its first tag-list page) and one catalog for all of them, and a name asked again
+/// within `--tag-ttl` costs nothing, once the kernel forgot it as well.
+#[test]
+fn many_lookups_of_names_that_are_not_repositories_cost_one_request_each() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior::default());
+    let m = Mount::start(&front.url, &[]);
+    let n = 500;
+    let out = sh_in(m.dir.path(), &format!("for i in $(seq {n}); do stat demo/n$i/tags 2>/dev/null; done; true"));
+    assert!(out.status.success());
+    let reqs = front.requests();
+    let probes = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/n") && r.path.ends_with("/tags/list?n=1")).count();
+    let catalogs = reqs.iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    assert_eq!(probes, n, "one request per name");
+    assert_eq!(catalogs, 1, "one catalog for all of them");
+    // Asked again, with the kernel's entries dropped: the store's answers hold (4,096 names).
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's dentries");
+    let before = front.requests().len();
+    let again = sh_in(m.dir.path(), &format!("for i in $(seq {n}); do stat demo/n$i/tags 2>/dev/null; done; true"));
+    assert!(again.status.success());
+    assert_eq!(front.requests().len(), before, "remembered for --tag-ttl");
+}
