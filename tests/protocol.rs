@@ -38,8 +38,11 @@ fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
     assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
     assert_eq!(names(&m.path("demo")).len(), 10);
     let reqs = front.requests();
-    let tag_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
-    assert_eq!(tag_pages, count.div_ceil(50), "{reqs:?}");
+    // The lookup of `tags/` asks for one tag (no catalog was fetched yet to say it is a
+    // repository); the listing follows every page.
+    let tag_lists: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).collect();
+    assert_eq!(tag_lists.len(), 1 + count.div_ceil(50), "{reqs:?}");
+    assert!(tag_lists[0].path.ends_with("?n=1"), "{tag_lists:?}");
     let catalog_pages = reqs.iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
     assert!(catalog_pages >= 4, "{catalog_pages} catalog pages");
     // A second listing within --tag-ttl asks nothing.
@@ -374,14 +377,18 @@ fn missing_names_are_remembered_as_negative_entries() {
     let sh = shared();
     let front = Front::start(&sh.registry.url, Behavior::default());
     let m = Mount::start(&front.url, &[]);
-    let heads = |tag: &str| {
-        front.requests().iter().filter(|r| r.method == "HEAD" && r.path.ends_with(&format!("/manifests/{tag}"))).count()
+    let heads = |path: &str| {
+        front
+            .requests()
+            .iter()
+            .filter(|r| r.method == "HEAD" && r.path.ends_with(&format!("{path}/manifests/nope")))
+            .count()
     };
     let missing = || {
         let e = std::fs::metadata(m.path("demo/oci/tags/nope")).expect_err("missing tag");
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     };
-    // The first lookup fetched the tag list (to find `tags/`), which answers for `nope` too.
+    // The first lookup asks the first page of the tag list (to find `tags/`), and `nope`.
     missing();
     let after_first = front.requests().len();
     for _ in 0..4 {
@@ -395,7 +402,7 @@ fn missing_names_are_remembered_as_negative_entries() {
         let e = std::fs::metadata(m.path("demo/docker/tags/nope")).expect_err("missing tag");
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     }
-    assert_eq!(heads("nope"), 1, "the kernel should remember the missing tag");
+    assert_eq!(heads("/demo/docker"), 1, "the kernel should remember the missing tag");
     // Inside a manifest nothing can appear: remembered too, and no request at all after the first.
     let before = front.requests().len();
     for _ in 0..5 {
@@ -559,10 +566,11 @@ fn a_link_to_another_origin_or_back_to_a_page_already_read_is_an_error() {
         let log = m.log();
         assert!(log.lines().any(|l| l.contains(says) && l.contains("/v2/demo/oci/tags/list")), "{bad:?}: {log}");
         let reqs = front.requests();
-        // The lookup of `tags/` asks for the list once and the listing once more (a failure
-        // other than 404 is not remembered), each stopping at the bad link.
+        // The lookup of `tags/` asks for its first page only (following no link), the listing
+        // for the list, stopping at the bad link.
         let lists: Vec<_> = reqs.iter().filter(|r| r.path.contains("/tags/list")).collect();
-        assert_eq!(lists.len(), 2 * pages, "{bad:?}: {lists:#?}");
+        assert_eq!(lists.len(), 1 + pages, "{bad:?}: {lists:#?}");
+        assert!(lists[0].path.ends_with("?n=1"), "{bad:?}: {lists:#?}");
         // Nothing was sent to the other origin (the same front, named `localhost`).
         assert!(reqs.iter().all(|r| !r.host.starts_with("localhost")), "{bad:?}: {reqs:#?}");
     }
@@ -757,4 +765,148 @@ fn on_docker_hub_one_component_names_are_official_images_and_nowhere_else() {
     let e = std::fs::symlink_metadata(plain.path("busybox/tags")).expect_err("no busybox repository");
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     assert_eq!(names(&plain.path("library/busybox/tags")), ["1.36"]);
+}
+
+/// Reading one tag by name asks for that tag, not for the whole tag list: a repository of many
+/// tags (here 130, in pages of 10) costs one request to tell it is a repository, not a page
+/// per ten tags. Before the catalog stopped denying names, the catalog told (one request for
+/// the whole mount); a repository's tag list can be far longer than the catalog (a list past
+/// the listing budget is 64 MiB downloaded for one `cat`).
+#[test]
+fn reading_one_tag_by_name_does_not_fetch_the_whole_tag_list() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior { tag_page: Some(10), ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let link = std::fs::read_link(m.path("demo/many-tags/tags/t005")).expect("tags/t005");
+    assert!(link.to_string_lossy().starts_with("../manifests/sha256:"), "{link:?}");
+    let manifest = m.path("demo/many-tags/tags/t005/manifest.json");
+    assert!(std::fs::metadata(&manifest).expect("manifest.json").len() > 0);
+    let reqs = front.requests();
+    let pages = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/many-tags/tags/list")).count();
+    assert!(pages <= 1, "{pages} tag-list requests to read one tag: {reqs:#?}");
+    // A name that is no repository is still told apart, at one request.
+    let e = std::fs::symlink_metadata(m.path("demo/nosuch/tags")).expect_err("no such repository");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    let asked = front.requests().iter().filter(|r| r.path.starts_with("/v2/demo/nosuch/")).count();
+    assert_eq!(asked, 1);
+    // And listing the tags still lists them all.
+    assert_eq!(names(&m.path("demo/many-tags/tags")).len(), 130);
+}
+
+/// A registry that refuses the tag list (401/403: the caller may pull but not list, as some
+/// registries' read-only tokens allow) still serves each tag by name: `tags/` looks up, a tag
+/// resolves with a HEAD, and the refusal is asked once per `--tag-ttl`, not once per `ls`.
+#[test]
+fn a_refused_tag_list_still_serves_tags_by_name_and_is_asked_once() {
+    let sh = shared();
+    let faults = vec![Fault::status("/v2/demo/oci/tags/list", 403, usize::MAX)];
+    let front = Front::start(&sh.registry.url, Behavior { no_catalog: true, faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
+    let ls = sh_in(m.dir.path(), &format!("ls {repo}/tags"));
+    assert!(String::from_utf8_lossy(&ls.stderr).contains("Permission denied"), "{ls:?}");
+    for _ in 0..5 {
+        assert_eq!(names(&m.path(&repo)), ["blobs", "manifests", "tags"]);
+        assert!(std::fs::symlink_metadata(m.path(&format!("{repo}/tags"))).expect("tags/").is_dir());
+    }
+    let reqs = front.requests();
+    let refused = reqs.iter().filter(|r| r.path.starts_with(&format!("/v2/{repo}/tags/list"))).count();
+    assert!(refused <= 2, "{refused} refused tag-list requests: {reqs:#?}");
+}
+
+/// An official image named like a repository's own directory (`tags`, `manifests`, `blobs`) is
+/// `library/<that name>`, which no path reaches (inside a repository directory those names are
+/// its own directories): so `MOUNT/tags/tags` must not be a link into `library/tags/tags`,
+/// which the links of `library/` lead into `library/library`: the official image `tags` must
+/// not read as `library/library`'s tag `tags`.
+#[test]
+fn on_docker_hub_an_official_image_named_tags_is_not_another_repository() {
+    let sh = shared();
+    let hub = Registry::start(None);
+    let from = sh.registry.url.trim_start_matches("http://");
+    let to = hub.url.trim_start_matches("http://");
+    let (repo, tag) = {
+        let img = common::images(&sh.fixtures, "oci-manifest")[0];
+        (img["repo"].as_str().expect("repo").to_string(), img["tag"].as_str().expect("tag").to_string())
+    };
+    // `library/library` (docker's `library`), with a tag named `tags`.
+    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/library/library:tags"));
+    let hosts = tempfile::NamedTempFile::new().expect("hosts");
+    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.1 registry-1.docker.io\n").expect("hosts");
+    let port = hub.url.rsplit(':').next().expect("a port");
+    let m = NamespacedMount::start(&format!("http://registry-1.docker.io:{port}"), hosts.path());
+    // Docker's `library` is `library/library`, through the links of `library/`.
+    assert!(std::fs::metadata(m.path("library/tags/tags/manifest.json")).is_ok(), "{}", m.log());
+    let wrong = m.path("tags/tags/manifest.json");
+    assert!(std::fs::metadata(&wrong).is_err(), "the official image `tags` reads as library/library:tags");
+    for dir in ["tags", "manifests", "blobs"] {
+        let p = m.path(&format!("{dir}/{dir}"));
+        if let Ok(target) = std::fs::read_link(&p) {
+            panic!("{dir}/{dir} links to {target:?}, which is not library/{dir}/{dir}");
+        }
+    }
+}
+
+/// A partial catalog that lists a repository under another (`nested/a/b/c`) but not the one
+/// above it (`nested/a`, which a pull-through cache has not cached yet) must not hide from
+/// `ls nested/a` the `tags`, `manifests` and `blobs` of a repository found by name: what the
+/// registry said of `nested/a` outweighs what the catalog leaves out.
+#[test]
+fn a_partial_catalog_does_not_hide_a_repository_from_the_listing_of_its_directory() {
+    let sh = shared();
+    let front = Front::start(
+        &sh.registry.url,
+        Behavior { catalog_only: Some(vec!["nested/a/b/c".into()]), ..Behavior::default() },
+    );
+    let m = Mount::start(&front.url, &[]);
+    assert!(std::fs::symlink_metadata(m.path("nested/a/tags")).expect("nested/a/tags by name").is_dir());
+    assert!(!names(&m.path("nested/a/tags")).is_empty());
+    let listed = names(&m.path("nested/a"));
+    assert!(listed.contains(&"tags".to_string()), "ls nested/a: {listed:?}");
+}
+
+/// A registry whose catalog lists a repository but whose tag list of it answers 404 (tag
+/// listing disabled, or a hostile registry contradicting itself) still serves its tags by name,
+/// as it did when the catalog decided: the catalog may add a name, whether or not `ls /` was
+/// run first, and the answer does not depend on what was listed before.
+#[test]
+fn a_repository_the_catalog_lists_is_one_even_if_its_tag_list_answers_404() {
+    let sh = shared();
+    let (repo, tag, digest) = layer_of("oci-manifest");
+    let faults = vec![Fault::status(&format!("/v2/{repo}/tags/list"), 404, usize::MAX)];
+    let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
+    let m = Mount::start(&front.url, &[]);
+    let layer = m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"));
+    let first = std::fs::metadata(&layer).map(|_| ()).map_err(|e| e.to_string());
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "nested", "rootfs-cases"]);
+    assert_eq!(sha256sum(&layer), digest, "after ls /");
+    assert_eq!(first, Ok(()), "before ls /: {}", m.log());
+    // A name neither listed nor with a tag list is still ENOENT.
+    let e = std::fs::symlink_metadata(m.path("demo/nosuch/tags")).expect_err("no such repository");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
+
+/// A local user looking up hundreds of names that are no repositories costs one request per
+/// name (its first tag-list page) and one catalog for all of them, and a name asked again
+/// within `--tag-ttl` costs nothing, once the kernel forgot it as well.
+#[test]
+fn many_lookups_of_names_that_are_not_repositories_cost_one_request_each() {
+    let sh = shared();
+    let front = Front::start(&sh.registry.url, Behavior::default());
+    let m = Mount::start(&front.url, &[]);
+    let n = 500;
+    let out = sh_in(m.dir.path(), &format!("for i in $(seq {n}); do stat demo/n$i/tags 2>/dev/null; done; true"));
+    assert!(out.status.success());
+    let reqs = front.requests();
+    let probes = reqs.iter().filter(|r| r.path.starts_with("/v2/demo/n") && r.path.ends_with("/tags/list?n=1")).count();
+    let catalogs = reqs.iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    assert_eq!(probes, n, "one request per name");
+    assert_eq!(catalogs, 1, "one catalog for all of them");
+    // Asked again, with the kernel's entries dropped: the store's answers hold (4,096 names).
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's dentries");
+    let before = front.requests().len();
+    let again = sh_in(m.dir.path(), &format!("for i in $(seq {n}); do stat demo/n$i/tags 2>/dev/null; done; true"));
+    assert!(again.status.success());
+    assert_eq!(front.requests().len(), before, "remembered for --tag-ttl");
 }

@@ -43,9 +43,10 @@
 //! - `lookup` of a path component, `manifests`, `blobs`: nothing. Any valid name is a
 //!   directory: a catalog may add names to a listing but never denies one (a pull-through cache
 //!   lists only what it has cached, others only what the caller may see).
-//! - `lookup tags`: nothing if a fresh catalog lists the repository; else the tag list (kept for
-//!   `readdir tags/` and tag lookups), whose 404 makes `tags` ENOENT and is itself kept for
-//!   `tag_ttl`. So a lookup by name costs at most one tag list per repository per `tag_ttl`.
+//! - `lookup tags`: nothing if a fresh catalog or tag list lists the repository; else the first
+//!   page of one tag of its tag list (one request however long the list), whose 404 makes
+//!   `tags` ENOENT; the answer is kept for `tag_ttl`. So a lookup by name costs at most one
+//!   request per repository per `tag_ttl`.
 //! - On Docker Hub, `<name>/tags`, `manifests` and `blobs` of a one-component name are links
 //!   to `library/<name>/…` (the rule docker applies to names as people type them): nothing.
 //! - `readdir tags/`: the tag list pages; `lookup tags/<t>`: nothing when the list is fresh, else

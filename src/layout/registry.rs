@@ -77,14 +77,12 @@ fn namespace_child(prefix: Option<&str>, name: &str) -> Result<Node> {
 }
 
 /// Whether `repo` is a repository, as far as the registry can say: a catalog listing it says
-/// yes at no cost; otherwise its tag list answering 404 (NAME_UNKNOWN) says no, and the store
-/// remembers that answer for `tag_ttl`. Any other failure of the tag list leaves the directory
-/// there, for its listing to report.
+/// yes at no cost; otherwise the first page of its tag list (one request, whatever the list's
+/// length), whose 404 (NAME_UNKNOWN) says no; the store remembers the answer for `tag_ttl`.
+/// A refusal or any other failure of the tag list leaves the directory there, for its listing
+/// to report: a refused list does not stop tags being looked up by name.
 fn repository_exists(cx: &Layout, repo: &str) -> Result<()> {
-    if cx.store.catalog_lists(repo) {
-        return Ok(());
-    }
-    match cx.store.tags(repo) {
+    match cx.store.repository(repo) {
         Err(Error::NotFound(e)) => {
             log::debug!("{repo}: the tag list is not found ({e}): not a repository");
             Err(Error::NotFound(format!("{repo}: not a repository")))
@@ -196,7 +194,8 @@ impl Dir for Namespace {
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let (children, maybe_repo) = namespace_listing(cx, Some(&self.path));
         let mut out = Vec::new();
-        if maybe_repo || self.official_link(cx, TAGS).is_some() {
+        // A repository the catalog leaves out is listed as one once the registry said so.
+        if maybe_repo || self.official_link(cx, TAGS).is_some() || cx.store.known_repository(&self.path) {
             for r in RESERVED {
                 if let Ok(n) = self.child(cx, r) {
                     out.push((r.to_string(), n));
@@ -211,9 +210,13 @@ impl Dir for Namespace {
 impl Namespace {
     /// Which of [`RESERVED`] `name` is, where this namespace is a one-component name on Docker
     /// Hub (and so an official image as typed).
+    /// Not for an official image named like a repository's own directories (`tags`): no path
+    /// reaches `library/tags`, and a link into it would lead through `library/`'s own links
+    /// into `library/library`.
     fn official_link(&self, cx: &Layout, name: &str) -> Option<&'static str> {
         let dir = RESERVED.into_iter().find(|r| *r == name)?;
-        (cx.docker_hub && names::docker_hub_repository(&self.path).is_some()).then_some(dir)
+        let reachable = !RESERVED.contains(&self.path.as_str());
+        (cx.docker_hub && reachable && names::docker_hub_repository(&self.path).is_some()).then_some(dir)
     }
 }
 

@@ -863,6 +863,14 @@ impl Client for HttpClient {
         self.pages(url, &repo_scope(repo), &self.counters.tag_pages, "tags", names::check_tag)
     }
 
+    /// The first page of one tag only, its status the answer (the body is not read: a page is
+    /// the registry's to size, and nothing of it is kept).
+    fn has_tag_list(&self, repo: &str) -> Result<Option<Vec<String>>> {
+        let url = self.url(&format!("/v2/{repo}/tags/list?n=1"))?;
+        Counters::bump(&self.counters.tag_pages);
+        self.send(Method::GET, url, &repo_scope(repo), &[]).map(|_| None)
+    }
+
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let method = match fetch {

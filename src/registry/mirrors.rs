@@ -227,6 +227,11 @@ impl Client for Mirrored {
         self.registry.tags(repo)
     }
 
+    fn has_tag_list(&self, repo: &str) -> Result<Option<Vec<String>>> {
+        self.allowed(repo)?;
+        self.registry.has_tag_list(repo)
+    }
+
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
         let what = || format!("manifest {repo}:{reference}");
         self.first(repo, &what, !is_digest(reference), &|c, r| c.manifest(r, reference, fetch))

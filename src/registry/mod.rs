@@ -64,6 +64,13 @@ pub trait Client: Send + Sync {
     fn catalog(&self) -> Result<Vec<String>>;
     /// Every tag of `repo`, all pages followed.
     fn tags(&self, repo: &str) -> Result<Vec<String>>;
+    /// Whether `repo` has a tag list, i.e. is a repository: `Err(NotFound)` for 404
+    /// (NAME_UNKNOWN), `Err(Denied)` for a refusal. Over HTTP it costs one request whatever the
+    /// list's length (the first page of one tag), and gives no list (`None`); by default it is
+    /// [`Client::tags`], whose list is given to be kept.
+    fn has_tag_list(&self, repo: &str) -> Result<Option<Vec<String>>> {
+        self.tags(repo).map(Some)
+    }
     /// A manifest by tag or digest.
     fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply>;
     /// What refers to manifest `digest` (OCI 1.1 `GET /v2/<repo>/referrers/<digest>`, every page,

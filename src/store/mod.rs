@@ -74,8 +74,9 @@ pub struct StoreConfig {
     pub head_sizes: usize,
     /// Tag lists that answered with no list, remembered for `tag_ttl` as a list would be: 404
     /// (NAME_UNKNOWN: no such repository), so a name that is no repository costs one request per
-    /// `tag_ttl`, and a list past the listing budget, so a lookup of `tags/` and its listing do
-    /// not each fetch it; least recently used first out (4 Ki).
+    /// `tag_ttl`; 401/403, so a refusal is not asked again on every lookup; a list past the
+    /// listing budget, so it is not fetched again; and that a first page answered (the
+    /// repository exists, [`Store::repository`]); least recently used first out (4 Ki).
     pub tag_list_answers: usize,
     /// How one blob is downloaded.
     pub download: DownloadConfig,
@@ -208,9 +209,9 @@ struct Meta {
     /// repository; bounded, as it is only a cache of answers. Descriptor sizes are not kept here:
     /// each travels in its own node (`layout::Node::Blob`).
     head_sizes: Option<lru::LruCache<(String, Digest), u64>>,
-    /// Tag lists that answered with no list (404, too large), with that answer, within
-    /// [`StoreConfig::tag_list_answers`].
-    tag_list_answers: Option<lru::LruCache<String, Timed<Error>>>,
+    /// Tag lists that answered with no list (404, 401/403, too large), or whose first page
+    /// answered, with that answer, within [`StoreConfig::tag_list_answers`].
+    tag_list_answers: Option<lru::LruCache<String, Timed<Result<()>>>>,
     /// The bounds of the three above ([`StoreConfig::tag_digests`], [`StoreConfig::head_sizes`],
     /// [`StoreConfig::tag_list_answers`]); each is made on first use.
     tag_digests_cap: usize,
@@ -232,7 +233,7 @@ impl Meta {
         }
     }
 
-    fn tag_list_answers(&mut self) -> &mut lru::LruCache<String, Timed<Error>> {
+    fn tag_list_answers(&mut self) -> &mut lru::LruCache<String, Timed<Result<()>>> {
         let cap = self.tag_list_answers_cap;
         self.tag_list_answers.get_or_insert_with(|| lru::LruCache::new(nonzero(cap)))
     }
@@ -272,6 +273,8 @@ pub struct Store {
     /// The errors readers were given (`fuse.rs` records them), for `.regfs/status`.
     errors: crate::telemetry::Errors,
     list_flights: SingleFlight<Option<String>, Arc<Vec<String>>>,
+    /// Whether a repository has a tag list ([`Store::repository`]), one request per name at a time.
+    repository_flights: SingleFlight<String, ()>,
     tag_flights: SingleFlight<(String, String), Digest>,
     manifest_flights: SingleFlight<(String, Digest), Arc<VerifiedManifest>>,
     size_flights: SingleFlight<(String, Digest), u64>,
@@ -309,6 +312,7 @@ impl Store {
             blobs: BlobCache::in_dir(root, config)?,
             errors: crate::telemetry::Errors::default(),
             list_flights: SingleFlight::default(),
+            repository_flights: SingleFlight::default(),
             tag_flights: SingleFlight::default(),
             manifest_flights: SingleFlight::default(),
             size_flights: SingleFlight::default(),
@@ -380,7 +384,9 @@ impl Store {
         self.list_flights.run(&None, || {
             let mut names = match self.client.catalog() {
                 Ok(n) => n,
-                Err(e @ (Error::NotFound(_) | Error::Denied(_))) => {
+                // A catalog past its budget is no catalog, remembered as long: it is not fetched
+                // again for each name a tag list denies.
+                Err(e @ (Error::NotFound(_) | Error::Denied(_) | Error::TooLarge(_))) => {
                     lock(&self.meta).no_catalog = Some(Timed { at: Instant::now(), value: e.clone() });
                     return Err(e);
                 }
@@ -402,42 +408,106 @@ impl Store {
         self.fresh(meta.catalog.as_ref()).is_some_and(|c| c.binary_search_by(|r| r.as_str().cmp(repo)).is_ok())
     }
 
+    /// Whether the registry said within `tag_ttl` that `repo` is a repository (a catalog listing
+    /// it, its tag list, or the first page of it); never a request.
+    pub fn known_repository(&self, repo: &str) -> bool {
+        self.catalog_lists(repo)
+            || self.tags_if_fresh(repo).is_some()
+            || matches!(self.tag_list_answer(repo), Some(Ok(()) | Err(Error::TooLarge(_))))
+    }
+
+    /// Whether `repo` is a repository, as far as the registry says; `Err(NotFound)` when its
+    /// tag list answers 404 (NAME_UNKNOWN), `Err(Denied)` when the list is refused (the
+    /// repository may still be pulled from by name). A catalog fetched within `tag_ttl` that
+    /// lists it, its fresh tag list or a remembered answer of it say so at no cost; else one
+    /// request, for the first page of its tag list, whatever the list's length. That answer is
+    /// kept for `tag_ttl`, as [`Store::tags`] keeps its own; other failures are not kept, and
+    /// say nothing (`Ok`). A 404 is overruled by the catalog (fetched if need be, kept for
+    /// `tag_ttl`) listing `repo`.
+    pub fn repository(&self, repo: &str) -> Result<()> {
+        if self.catalog_lists(repo) || self.tags_if_fresh(repo).is_some() {
+            return Ok(());
+        }
+        let answered = |a: Result<()>| match a {
+            // A list too long to keep is still a list.
+            Err(Error::TooLarge(_)) => Ok(()),
+            // The catalog may add a name its tag list denies (tag listing disabled): it
+            // decided before any tag list was asked, and still does where it lists the name.
+            Err(Error::NotFound(_))
+                if self.catalog().is_ok_and(|c| c.binary_search_by(|r| r.as_str().cmp(repo)).is_ok()) =>
+            {
+                Ok(())
+            }
+            Err(e @ (Error::NotFound(_) | Error::Denied(_))) => Err(e),
+            // Any other failure says nothing.
+            _ => Ok(()),
+        };
+        if let Some(a) = self.tag_list_answer(repo) {
+            return answered(a);
+        }
+        let asked = self.repository_flights.run(&repo.to_string(), || {
+            if let Some(a) = self.tag_list_answer(repo) {
+                return a;
+            }
+            let answer = match self.client.has_tag_list(repo) {
+                Ok(Some(tags)) => {
+                    self.keep_tags(repo, tags);
+                    return Ok(());
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if matches!(answer, Ok(()) | Err(Error::NotFound(_) | Error::Denied(_) | Error::TooLarge(_))) {
+                lock(&self.meta)
+                    .tag_list_answers()
+                    .put(repo.to_string(), Timed { at: Instant::now(), value: answer.clone() });
+            }
+            answer
+        });
+        answered(asked)
+    }
+
     /// The tags of `repo` (valid ones only, sorted), trusted for `tag_ttl`.
-    /// A tag list answering 404 (NAME_UNKNOWN: no such repository), or past the listing budget,
-    /// is an answer too, kept as long; any other failure is not kept.
+    /// A tag list answering 404 (NAME_UNKNOWN: no such repository), 401/403, or past the
+    /// listing budget, is an answer too, kept as long; any other failure is not kept.
     pub fn tags(&self, repo: &str) -> Result<Arc<Vec<String>>> {
         if let Some(t) = self.tags_if_fresh(repo) {
             return Ok(t);
         }
-        if let Some(e) = self.tag_list_answer(repo) {
+        if let Some(Err(e)) = self.tag_list_answer(repo) {
             return Err(e);
         }
         self.list_flights.run(&Some(repo.to_string()), || {
-            // The HTTP client already skips invalid names page by page, before holding them;
-            // this check stands for any client.
-            let mut tags = match self.client.tags(repo) {
+            let tags = match self.client.tags(repo) {
                 Ok(tags) => tags,
-                Err(e @ (Error::NotFound(_) | Error::TooLarge(_))) => {
+                Err(e @ (Error::NotFound(_) | Error::Denied(_) | Error::TooLarge(_))) => {
                     lock(&self.meta)
                         .tag_list_answers()
-                        .put(repo.to_string(), Timed { at: Instant::now(), value: e.clone() });
+                        .put(repo.to_string(), Timed { at: Instant::now(), value: Err(e.clone()) });
                     return Err(e);
                 }
                 Err(e) => return Err(e),
             };
-            tags.retain(|t| valid_or_warn(t, names::check_tag(t), repo));
-            tags.sort();
-            tags.dedup();
-            let tags = Arc::new(tags);
-            let listed = Listed { at: Instant::now(), weight: list_weight(&tags), names: Arc::clone(&tags) };
-            lock(&self.tag_lists).put(repo.to_string(), listed);
-            Ok(tags)
+            Ok(self.keep_tags(repo, tags))
         })
     }
 
-    /// The 404 (or too large) a tag list of `repo` answered within `tag_ttl`, if it did; never a
-    /// request.
-    fn tag_list_answer(&self, repo: &str) -> Option<Error> {
+    /// `tags`, as a tag list of `repo` fetched now: valid names only, sorted, kept for `tag_ttl`.
+    fn keep_tags(&self, repo: &str, mut tags: Vec<String>) -> Arc<Vec<String>> {
+        // The HTTP client already skips invalid names page by page, before holding them; this
+        // check stands for any client.
+        tags.retain(|t| valid_or_warn(t, names::check_tag(t), repo));
+        tags.sort();
+        tags.dedup();
+        let tags = Arc::new(tags);
+        let listed = Listed { at: Instant::now(), weight: list_weight(&tags), names: Arc::clone(&tags) };
+        lock(&self.tag_lists).put(repo.to_string(), listed);
+        tags
+    }
+
+    /// What a tag list of `repo` answered within `tag_ttl` without a list (404, 401/403, too
+    /// large), or that its first page answered (`Ok`), if it did; never a request.
+    fn tag_list_answer(&self, repo: &str) -> Option<Result<()>> {
         let mut meta = lock(&self.meta);
         self.fresh(meta.tag_list_answers().get(repo))
     }
