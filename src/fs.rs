@@ -132,6 +132,8 @@ pub struct DirEntry {
 
 pub struct Fs {
     layout: Layout,
+    /// The same layout for inline answers ([`Layout::at_hand`]): [`Fs::lookup_now`].
+    at_hand: Layout,
     inodes: Inodes,
     immutable_ttl: Duration,
     tag_ttl: Duration,
@@ -251,6 +253,7 @@ impl Fs {
     fn with_layout(mut layout: Layout, config: FsConfig) -> Fs {
         layout.choose_platform(&config.platform);
         Fs {
+            at_hand: layout.at_hand(),
             layout,
             inodes: Inodes::default(),
             immutable_ttl: config.immutable_ttl,
@@ -324,7 +327,11 @@ impl Fs {
 
     /// The attributes of `node`; may ask the registry for what it does not know yet.
     fn attr_of(&self, node: &Node) -> Result<Attr> {
-        let cx = &self.layout;
+        self.attr_in(&self.layout, node)
+    }
+
+    /// [`Fs::attr_of`] through layout `cx`.
+    fn attr_in(&self, cx: &Layout, node: &Node) -> Result<Attr> {
         let shape = node.shape();
         let (size, settled) = match &shape {
             Shape::Dir(d) => (d.check(cx).map(|()| 0)?, true),
@@ -369,9 +376,33 @@ impl Fs {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        self.lookup_in(&self.layout, &self.node(parent)?, name)
+    }
+
+    /// [`Fs::lookup`] if it needs no waiting: in a directory whose lookups read only manifests
+    /// and layers' indexes ([`crate::layout::Dir::looks_up_at_hand`]: `rootfs/`), when those are
+    /// in memory. `None` if anything else would be needed (then `lookup` gets it, and may wait).
+    /// A name that is not there is `Some(Err(NotFound))`, as from `lookup`.
+    pub fn lookup_now(&self, parent: u64, name: &OsStr) -> Option<Result<Attr>> {
+        let node = self.inodes.node(parent)?;
+        let Shape::Dir(d) = node.shape() else { return None };
+        if !d.looks_up_at_hand() {
+            return None;
+        }
+        match self.lookup_in(&self.at_hand, &node, name) {
+            Err(Error::NotAtHand(what)) => {
+                log::trace!("lookup {name:?}: {what} is not at hand");
+                None
+            }
+            answer => Some(answer),
+        }
+    }
+
+    /// The lookup of `name` in `parent` through layout `cx`.
+    fn lookup_in(&self, cx: &Layout, parent: &Node, name: &OsStr) -> Result<Attr> {
         let name = name.to_str().ok_or_else(|| Error::InvalidName(name.to_string_lossy().into_owned()))?;
-        let child = match self.node(parent)?.shape() {
-            Shape::Dir(d) => d.child(&self.layout, name)?,
+        let child = match parent.shape() {
+            Shape::Dir(d) => d.child(cx, name)?,
             Shape::File(_) | Shape::Link(_) | Shape::Special(_) => {
                 return Err(Error::NotADirectory(format!("looking up {name}")));
             }
@@ -391,7 +422,7 @@ impl Fs {
             }
             other => other,
         };
-        let attr = self.attr_of(&child)?;
+        let attr = self.attr_in(cx, &child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
         Ok(Attr { ino: self.inodes.lookup(&child), ..attr })
     }

@@ -3,7 +3,8 @@
 //!
 //! Operations that may wait on the network (lookup, getattr, readlink, opendir, open, the
 //! xattr calls) run on their own thread, so a slow download never holds up `ls` elsewhere; an
-//! open whose content is ready (verified and at hand: [`Fs::open_now`]) is answered inline. `read` (verified memory or
+//! open whose content is ready (verified and at hand: [`Fs::open_now`]) and a lookup in
+//! `rootfs/` whose layers' indexes are in memory ([`Fs::lookup_now`]) are answered inline. `read` (verified memory or
 //! the cache file) and `readdir` (the listing taken at `opendir`) never wait, and run inline
 //! (but with `--no-open` a read is also what opens: see "No open, no release"). Files are all digest-addressed, so every
 //! open keeps the kernel's page cache (`FOPEN_KEEP_CACHE`) and entries of digest-addressed things
@@ -597,9 +598,15 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
+    /// Inline when nothing it needs can wait (a name in `rootfs/` whose layers' indexes are in
+    /// memory: [`Fs::lookup_now`]; the first read of every file of a tree looks each one up),
+    /// else on a thread.
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.to_owned();
         let (uid, gid, blksize) = (self.uid, self.gid, self.config.blksize);
+        if let Some(result) = self.core.lookup_now(parent.0, name) {
+            return answer_lookup(&self.core, parent, name, result, reply, (uid, gid, blksize));
+        }
+        let name = name.to_owned();
         self.spawn_waiting(req, format!("lookup {name:?}"), reply, move |fs, ticket| {
             let result = fs.lookup(parent.0, &name);
             let Some(reply) = ticket.take() else {
@@ -609,16 +616,7 @@ impl Filesystem for FuseAdapter {
                 }
                 return;
             };
-            match result {
-                Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid, blksize), Generation(0)),
-                // A negative entry (inode 0): the kernel remembers the name is missing for the
-                // TTL instead of asking again on every `stat` or shell completion.
-                Err(e) if e.is_not_found() => {
-                    log::debug!("lookup {name:?}: {e}");
-                    reply.entry(&fs.negative_ttl(parent.0, &e), &negative_entry(), Generation(0))
-                }
-                Err(e) => reply.error(errno(fs, &format!("lookup {:?}", name), &e)),
-            }
+            answer_lookup(fs, parent, &name, result, reply, (uid, gid, blksize))
         });
     }
 
@@ -880,6 +878,29 @@ impl FuseAdapter {
             let Some(reply) = ticket.take() else { return };
             answer_read(fs, ino, result, reply)
         });
+    }
+}
+
+/// Answer a lookup with its entry (owned by `owner`'s uid and gid where the entry names none,
+/// with its block size), a negative entry for a name that is not there, or its error through
+/// `errno()`.
+fn answer_lookup(
+    fs: &Fs,
+    parent: INodeNo,
+    name: &OsStr,
+    result: crate::error::Result<Attr>,
+    reply: ReplyEntry,
+    (uid, gid, blksize): (u32, u32, u32),
+) {
+    match result {
+        Ok(a) => reply.entry(&a.ttl, &file_attr(&a, uid, gid, blksize), Generation(0)),
+        // A negative entry (inode 0): the kernel remembers the name is missing for the TTL
+        // instead of asking again on every `stat` or shell completion.
+        Err(e) if e.is_not_found() => {
+            log::debug!("lookup {name:?}: {e}");
+            reply.entry(&fs.negative_ttl(parent.0, &e), &negative_entry(), Generation(0))
+        }
+        Err(e) => reply.error(errno(fs, &format!("lookup {name:?}"), &e)),
     }
 }
 
