@@ -117,13 +117,15 @@
 //! -type f | xargs cat` by absolute paths through `tags/v1/` makes the kernel send, per file, a
 //! READLINK of the tag, a LOOKUP of the file (`find` reads names and kinds from the listing and
 //! looks no file up) and a READ (6,514 for 6,047 files), and per directory an OPENDIR and a
-//! RELEASEDIR (fuser's debug log). Every LOOKUP started a thread: 1.3 to 2.3 s against 0.14 to
-//! 0.18 s on umoci's tree, regfs using 0.6 to 0.7 s of CPU of that. A lookup in `rootfs/` whose
-//! layers' indexes are in memory is now answered inline ([`Fs::lookup_now`]): 0.84 to 1.04 s in
-//! the same runs. What is left is the three round trips per file, each a cross-CPU wake-up (a
-//! VM exit here, above): the second pass by absolute paths (a READLINK per file and nothing
-//! else) takes 0.22 to 0.29 s, the first pass from the image's directory (LOOKUP and READ) 0.50
-//! s, against 0.18 to 0.20 s for a second pass from there (no request). Fewer round trips would
+//! RELEASEDIR (fuser's debug log). Every LOOKUP started a thread. With other builds running,
+//! that took 1.25 to 2.28 s against 0.13 to 0.23 s on umoci's tree (regfs using 0.6 to 0.7 s
+//! of CPU); a lookup in `rootfs/` whose layers' indexes are in memory is now answered inline
+//! ([`Fs::lookup_now`]): 0.69 to 1.07 s, five runs each in turn. Idle, the thread cost little:
+//! 1.14 s before, 1.08 s after, against 0.14 s (`scripts/bench --only distro`). What is left is
+//! the three round trips per file, each a cross-CPU wake-up (a VM exit here, above): the second
+//! pass by absolute paths (a READLINK per file and nothing else) takes 0.22 to 0.29 s (loaded),
+//! the first pass from the image's directory (LOOKUP and READ) 0.50 s, against 0.18 to 0.20 s
+//! for a second pass from there (no request). Fewer round trips would
 //! need the kernel to learn the files' attributes from the listing (`FUSE_DO_READDIRPLUS`: one
 //! switch for every directory, so every listing, `tags/` and `blobs/` too, would have to carry
 //! every entry's attributes and hand the kernel a reference to each) and to keep the tag's link
