@@ -67,6 +67,11 @@ pub enum Error {
     /// A buffer the caller sized too small for the answer (ERANGE, as getxattr(2)).
     #[error("buffer too small: {0}")]
     BufferTooSmall(String),
+    /// An answer given inline needed what is not in memory now (a layer's index, a manifest):
+    /// the adapter asks again on a thread, where it may wait. Never a reader's answer (EAGAIN
+    /// only so that every variant has an errno).
+    #[error("not at hand: {0}")]
+    NotAtHand(String),
 }
 
 impl Error {
@@ -108,6 +113,7 @@ impl Error {
             Error::BadHandle(_) => libc::EBADF,
             Error::NoAttribute(_) => libc::ENODATA,
             Error::BufferTooSmall(_) => libc::ERANGE,
+            Error::NotAtHand(_) => libc::EAGAIN,
         }
     }
 
@@ -132,6 +138,7 @@ impl Error {
             Error::Cancelled(_) => "cancelled",
             Error::NoAttribute(_) => "no such attribute",
             Error::BufferTooSmall(_) => "buffer too small",
+            Error::NotAtHand(_) => "not at hand",
         }
     }
 
@@ -168,6 +175,7 @@ mod tests {
         assert_eq!(Error::BadArgument("x".into()).errno(), libc::EINVAL);
         assert_eq!(Error::NoAttribute("x".into()).errno(), libc::ENODATA);
         assert_eq!(Error::BufferTooSmall("x".into()).errno(), libc::ERANGE);
+        assert_eq!(Error::NotAtHand("x".into()).errno(), libc::EAGAIN);
         let mismatch =
             Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);
@@ -197,6 +205,7 @@ mod tests {
             Error::Cancelled(x()),
             Error::NoAttribute(x()),
             Error::BufferTooSmall(x()),
+            Error::NotAtHand(x()),
         ];
         for e in all {
             assert!(e.to_string().starts_with(e.kind()), "{e}: {}", e.kind());

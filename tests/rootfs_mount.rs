@@ -157,3 +157,39 @@ fn a_warm_walk_of_a_rootfs_reads_no_directory_twice_and_waits_for_no_thread() {
     let threads: Vec<&str> = warm.lines().filter(|l| l.contains("on a thread of its own")).collect();
     assert!(threads.is_empty(), "warm requests waited for threads of their own: {threads:#?}");
 }
+
+/// The first read of every file after a `find` (what `grep -r`, `tar -c`, `rsync` or a scanner
+/// meets once the layers are decoded): the kernel looks each file up and reads it once, and
+/// with the layers' indexes in memory and their decoded tars verified, neither the LOOKUP nor
+/// the READ waits for a thread of its own. By absolute paths through the tag, as the
+/// benchmark's row does. Counted from regfs's log of every request it hands to a thread.
+#[test]
+fn the_first_read_of_every_file_after_a_find_waits_for_no_thread() {
+    let sh = shared();
+    for open in [false, true] {
+        let cache = tempfile::tempdir().expect("cache");
+        let log = cache.path().with_extension("log");
+        let cache_arg = cache.path().to_string_lossy().into_owned();
+        let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
+        let mut args = vec!["--cache-dir", &cache_arg];
+        if open {
+            args.push("--open");
+        }
+        let m = Mount::start_env(&sh.registry.url, &args, &env, cache.path().to_path_buf(), log);
+        let rootfs = m.path("demo/oci/tags/v1/rootfs");
+        let outside = tempfile::tempdir().expect("a directory outside the mount");
+        let walked = stdout(&sh_in(outside.path(), &format!("find {} | wc -l", rootfs.display())));
+        assert!(walked.trim().parse::<usize>().is_ok_and(|n| n > 3), "a rootfs with files: {walked}");
+        let before = m.log().len();
+        let read = format!("find {} -type f -print0 | xargs -0 sha256sum | wc -l", rootfs.display());
+        let files = stdout(&sh_in(outside.path(), &read));
+        assert!(files.trim().parse::<usize>().is_ok_and(|n| n > 0), "files read: {files}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let first = m.log().get(before..).unwrap_or_default().to_string();
+        let count = |op: &str| first.lines().filter(|l| l.contains("fuser::request") && l.contains(op)).count();
+        assert!(count(" LOOKUP ") > 0, "open: {open}, the first read looks the files up:\n{first}");
+        assert!(count(" READ ") > 0, "open: {open}, the first read reads:\n{first}");
+        let threads: Vec<&str> = first.lines().filter(|l| l.contains("on a thread of its own")).collect();
+        assert!(threads.is_empty(), "open: {open}, first reads waited for threads of their own: {threads:#?}");
+    }
+}

@@ -103,14 +103,16 @@ pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
 pub struct Layout {
     store: Arc<Store>,
     views: Arc<Views>,
-    readahead: Readahead,
+    readahead: Arc<Readahead>,
     images: Arc<dyn ImageLayers>,
     /// `rootfs/`'s link counts of hard-linked inodes (issue 9, H9A).
-    links: rootfs::LinkCounts,
+    links: Arc<rootfs::LinkCounts>,
     /// What `current` chooses by, in index directories (fixed per mount).
     platform: Matcher,
     /// Docker Hub's rule for one-component names (fixed per mount; [`OfficialLink`]).
     docker_hub: bool,
+    /// Whether this is the layout of inline answers ([`Layout::at_hand`]).
+    at_hand: bool,
 }
 
 impl Layout {
@@ -140,12 +142,42 @@ impl Layout {
         Layout {
             views,
             store,
-            readahead: Readahead::new(readahead),
+            readahead: Arc::new(Readahead::new(readahead)),
             images,
             links: Default::default(),
             platform: Matcher::new(&Platform::host()),
             docker_hub: false,
+            at_hand: false,
         }
+    }
+
+    /// The same layout as an inline answer may use it: manifests only as the store holds them
+    /// now ([`Layout::manifest`]), layers' indexes only as they are in memory now
+    /// ([`rootfs::AtHand`]); whatever else would be needed is [`Error::NotAtHand`](crate::error::Error::NotAtHand), and
+    /// the answer is asked again on a thread. Only kinds whose answers read nothing but those
+    /// ([`Dir::looks_up_at_hand`]) are asked through it.
+    pub fn at_hand(&self) -> Layout {
+        Layout {
+            store: Arc::clone(&self.store),
+            views: Arc::clone(&self.views),
+            readahead: Arc::clone(&self.readahead),
+            images: Arc::new(rootfs::AtHand(Arc::clone(&self.images))),
+            links: Arc::clone(&self.links),
+            platform: self.platform.clone(),
+            docker_hub: self.docker_hub,
+            at_hand: true,
+        }
+    }
+
+    /// The verified manifest `digest` of `repo`: fetched if need be, but in the layout of
+    /// inline answers only if the store holds it now.
+    pub fn manifest(&self, repo: &str, digest: &crate::digest::Digest) -> Result<Arc<crate::store::VerifiedManifest>> {
+        if !self.at_hand {
+            return self.store.manifest(repo, digest);
+        }
+        self.store
+            .manifest_now(repo, digest)
+            .ok_or_else(|| crate::error::Error::NotAtHand(format!("manifest {repo}@{digest}")))
     }
 
     /// `rootfs/`'s link counts, kept per image and inode.
@@ -276,6 +308,12 @@ pub trait Dir: Send + Sync {
     fn child(&self, cx: &Layout, name: &str) -> Result<Node>;
     /// What is listed, in listing order, as it is now (a name may look up without being listed).
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>>;
+    /// Whether a lookup here, and the attributes of what it finds, read nothing but manifests
+    /// and layers' indexes: then it is tried inline through [`Layout::at_hand`], which has them
+    /// only if they are in memory. By default no.
+    fn looks_up_at_hand(&self) -> bool {
+        false
+    }
     /// Its own metadata, if it has any (see [`Meta`]); by default none.
     fn meta(&self, cx: &Layout) -> Result<Option<Meta>> {
         let _ = cx;

@@ -41,10 +41,43 @@ pub trait ImageLayers: Send + Sync {
         let _ = (repo, manifest, n);
         None
     }
+    /// Layer `n`'s index if it is in memory now (nothing to fetch, decode or read). By default
+    /// never.
+    fn index_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
+        let _ = (repo, manifest, n);
+        None
+    }
     /// Layers `layers` (top first) are about to be needed: get them ready, in parallel if the
     /// source can. By default nothing.
     fn prefetch(&self, repo: &str, manifest: &Digest, layers: &[usize]) {
         let _ = (repo, manifest, layers);
+    }
+}
+
+/// Layers as an inline answer reads them ([`Layout::at_hand`]): an index only if it is in
+/// memory now, else [`Error::NotAtHand`]; never a decoded tar that is not ready, never a
+/// prefetch.
+pub(crate) struct AtHand(pub(crate) Arc<dyn ImageLayers>);
+
+impl ImageLayers for AtHand {
+    fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
+        let not = || Err(Error::NotAtHand(format!("the index of layer {n} of {repo}@{manifest}")));
+        self.0.index_now(repo, manifest, n).unwrap_or_else(not)
+    }
+
+    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
+        match self.0.ready(repo, manifest, n) {
+            Some((_, content)) => Ok(content),
+            None => Err(Error::NotAtHand(format!("the decoded layer {n} of {repo}@{manifest}"))),
+        }
+    }
+
+    fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
+        self.0.ready(repo, manifest, n)
+    }
+
+    fn index_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
+        self.0.index_now(repo, manifest, n)
     }
 }
 
@@ -122,6 +155,10 @@ impl ImageLayers for ViewsLayers {
     fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
         let doc = self.0.store.manifest_now(repo, manifest)?;
         self.0.views.ready(&doc, n)
+    }
+
+    fn index_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
+        self.0.views.index_now(repo, manifest, n)
     }
 
     /// Layers not indexed yet this run are downloaded and decoded at once (two at least: one
@@ -244,7 +281,7 @@ fn with_merge<T>(
     manifest: &Digest,
     f: impl FnOnce(&Merge<'_, Source<'_>>) -> Result<T>,
 ) -> Result<T> {
-    let doc = cx.store().manifest(repo, manifest)?;
+    let doc = cx.manifest(repo, manifest)?;
     let len = doc.manifest.layers.len();
     let most = cx.views().config().rootfs_layers;
     if len > most {
@@ -400,7 +437,12 @@ impl Dir for RootfsDir {
     }
 
     fn check(&self, cx: &Layout) -> Result<()> {
-        cx.store().manifest(&self.repo, &self.manifest).map(drop)
+        cx.manifest(&self.repo, &self.manifest).map(drop)
+    }
+
+    /// A merged path: its lookup and attributes read the manifest and the layers' indexes only.
+    fn looks_up_at_hand(&self) -> bool {
+        true
     }
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
@@ -789,6 +831,11 @@ mod tests {
             let layer = self.ready.then(|| self.layers.get(n).cloned()).flatten()?;
             Some((layer.0, Content::File(layer.1)))
         }
+
+        fn index_now(&self, _: &str, _: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
+            let layer = self.ready.then(|| self.layers.get(n).cloned()).flatten()?;
+            Some(Ok(layer.0))
+        }
     }
 
     /// A core over image `r:v1` of `layers` layers whose contents `images` gives.
@@ -1041,6 +1088,43 @@ mod tests {
         let opened = fs.open_now(motd.ino).expect("ready").expect("opened");
         assert!(opened.file.is_none(), "a range is never passed through");
         assert_eq!(fs.read(opened.fh, 0, 100).expect("read"), content("etc/motd", 5));
+    }
+
+    /// A lookup in `rootfs/` is answered now (inline) when the layers' indexes are in memory,
+    /// with what `lookup` answers: the same inode and attributes for a file, a directory and a
+    /// link, and not found for a name that is not there. Not at hand, it is not answered now.
+    #[test]
+    fn a_rootfs_lookup_of_layers_at_hand_is_answered_now() {
+        let (fs, _cache, d) = core(2, Arc::new(Fixed::new(two_layers())));
+        let etc = walk(&fs, &format!("r/manifests/{d}/rootfs/etc")).expect("etc");
+        assert!(fs.lookup_now(etc.ino, OsStr::new("motd")).is_none(), "layers not at hand may wait");
+        let root = walk(&fs, &format!("r/manifests/{d}")).expect("manifest dir");
+        assert!(fs.lookup_now(root.ino, OsStr::new("rootfs")).is_none(), "only rootfs/ looks up now");
+
+        let mut fixed = Fixed::new(two_layers());
+        fixed.ready = true;
+        let fixed = Arc::new(fixed);
+        let (fs, _cache, d) = core(2, Arc::clone(&fixed));
+        let rootfs = walk(&fs, &format!("r/manifests/{d}/rootfs")).expect("rootfs");
+        let etc = fs.lookup_now(rootfs.ino, OsStr::new("etc")).expect("at hand").expect("etc");
+        assert_eq!(etc.kind, FileKind::Directory);
+        let bin = fs.lookup_now(rootfs.ino, OsStr::new("bin")).expect("at hand").expect("bin");
+        let dev = fs.lookup_now(rootfs.ino, OsStr::new("dev")).expect("at hand").expect("dev");
+        let seen = |a: Attr| (a.ino, a.kind, a.size, a.mode, a.uid, a.gid, a.nlink, a.rdev, a.mtime);
+        for (dir, name) in [(&etc, "motd"), (&bin, "sh"), (&bin, "dash"), (&bin, "rbash"), (&dev, "null")] {
+            let now = fs.lookup_now(dir.ino, OsStr::new(name)).map(|r| r.map(seen));
+            let waited = fs.lookup(dir.ino, OsStr::new(name)).map(seen);
+            match (now, waited) {
+                (Some(Ok(now)), Ok(waited)) => assert_eq!(now, waited, "{name}"),
+                (now, waited) => panic!("{name}: now {now:?}, by lookup {waited:?}"),
+            }
+        }
+        for name in ["passwd", "nothing-here"] {
+            let missing = fs.lookup_now(etc.ino, OsStr::new(name)).expect("answered now");
+            assert!(matches!(missing, Err(Error::NotFound(_))), "{name}: {missing:?}");
+        }
+        let motd = fs.lookup_now(etc.ino, OsStr::new("motd")).expect("now").expect("motd");
+        assert_eq!(cat(&fs, motd.ino), content("etc/motd", 5));
     }
 
     /// `stat rootfs` and `ls` of the manifest directory read no layer; a file of the top layer

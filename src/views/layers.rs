@@ -517,6 +517,26 @@ impl Views {
         Ok(Some((found.0, Arc::new(found.1))))
     }
 
+    /// Layer `n`'s index if it is in memory now, with the manifest and config that name it:
+    /// never a request, a read of a file or a decode, so a caller may answer inline. `None`:
+    /// not at hand (then [`Views::index`] gets it, and may wait). A layer whose index failed
+    /// is that failure.
+    pub fn index_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
+        let doc = self.store.manifest_now(repo, manifest)?;
+        let ids = match doc.manifest.config.as_ref() {
+            Some(config) => sync::lock(&self.configs).lru.peek(&config.digest).cloned(),
+            None => None,
+        };
+        let source = match self.source_by(repo, &doc, n, || {
+            ids.ok_or_else(|| Error::NotAtHand(format!("the config of {repo}@{manifest}")))
+        }) {
+            Ok(source) => source,
+            Err(Error::NotAtHand(_)) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        self.known(&source.mem_key()).map(known_index)
+    }
+
     /// Layer `n` of `doc` (a manifest at hand) if its index and decoded tar are both ready
     /// now: in memory, and verified by this process. Never a request, a decode or a hash, so
     /// a caller may answer inline.
@@ -601,6 +621,17 @@ impl Views {
 
     /// What layer `n`'s decoded tar is, and what it must hash to.
     fn source(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> Result<Source> {
+        self.source_by(repo, doc, n, || self.diff_ids(repo, doc))
+    }
+
+    /// [`Views::source`] with the config's diff_ids from `diff_ids`, asked only if needed.
+    fn source_by(
+        &self,
+        repo: &str,
+        doc: &VerifiedManifest,
+        n: usize,
+        diff_ids: impl FnOnce() -> Result<Arc<Vec<Digest>>>,
+    ) -> Result<Source> {
         let (_, layer) = doc.manifest.layers.get(n).ok_or_else(|| Error::NotFound(format!("layer {n}")))?;
         let view = has_view(&doc.manifest, n);
         if doc.manifest.kind == ManifestKind::DockerSchema1 && view {
@@ -611,7 +642,7 @@ impl Views {
         if !view && !plain {
             return Err(Error::NotFound(format!("{repo}@{}: layer {n} is not a tar", doc.digest)));
         }
-        let ids = self.diff_ids(repo, doc)?;
+        let ids = diff_ids()?;
         if ids.len() != doc.manifest.layers.len() {
             return Err(Error::malformed(
                 format!("config of {repo}@{}", doc.digest),
