@@ -715,29 +715,36 @@ impl Drop for NamespacedMount {
     }
 }
 
+/// A loopback registry holding the first OCI fixture image under each of `names`
+/// (`repo:tag`), and a mount of it as Docker Hub's API host (its port, plain HTTP), reached by
+/// that name through `/etc/hosts` in the mount's own namespace.
+fn docker_hub_with(names: &[&str]) -> (Registry, NamespacedMount) {
+    let sh = shared();
+    let hub = Registry::start(None);
+    let from = sh.registry.url.trim_start_matches("http://");
+    let to = hub.url.trim_start_matches("http://");
+    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let (repo, tag) = (img["repo"].as_str().expect("repo"), img["tag"].as_str().expect("tag"));
+    for name in names {
+        skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/{name}"));
+    }
+    let hosts = tempfile::NamedTempFile::new().expect("hosts");
+    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.1 registry-1.docker.io\n").expect("hosts");
+    let port = hub.url.rsplit(':').next().expect("a port");
+    let m = NamespacedMount::start(&format!("http://registry-1.docker.io:{port}"), hosts.path());
+    // The mount has bind-mounted its hosts file by now: the file may go.
+    drop(hosts);
+    (hub, m)
+}
+
 /// On Docker Hub a one-component name is an official image, as docker, podman, crane and
 /// skopeo read it: `MOUNT/busybox/tags` is `library/busybox/tags`, and `busybox/` stays a
 /// namespace for `busybox/<name>`. Anywhere else a name means what it says.
 #[test]
 fn on_docker_hub_one_component_names_are_official_images_and_nowhere_else() {
-    let sh = shared();
-    let hub = Registry::start(None);
-    let from = sh.registry.url.trim_start_matches("http://");
-    let to = hub.url.trim_start_matches("http://");
-    let (repo, tag) = {
-        let img = common::images(&sh.fixtures, "oci-manifest")[0];
-        (img["repo"].as_str().expect("repo").to_string(), img["tag"].as_str().expect("tag").to_string())
-    };
-    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/library/busybox:1.36"));
-    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/busybox/extra:v1"));
+    let (hub, m) = docker_hub_with(&["library/busybox:1.36", "busybox/extra:v1"]);
     let digest = common::skopeo_raw(&hub.url, "library/busybox", "1.36");
     let digest = regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, &digest).to_string();
-
-    // Docker Hub's API host, played by the loopback registry (its port, plain HTTP).
-    let hosts = tempfile::NamedTempFile::new().expect("hosts");
-    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.1 registry-1.docker.io\n").expect("hosts");
-    let port = hub.url.rsplit(':').next().expect("a port");
-    let m = NamespacedMount::start(&format!("http://registry-1.docker.io:{port}"), hosts.path());
     for dir in ["tags", "manifests", "blobs"] {
         let link =
             std::fs::read_link(m.path(&format!("busybox/{dir}"))).unwrap_or_else(|e| panic!("{dir}: {e}\n{}", m.log()));
@@ -822,20 +829,8 @@ fn a_refused_tag_list_still_serves_tags_by_name_and_is_asked_once() {
 /// not read as `library/library`'s tag `tags`.
 #[test]
 fn on_docker_hub_an_official_image_named_tags_is_not_another_repository() {
-    let sh = shared();
-    let hub = Registry::start(None);
-    let from = sh.registry.url.trim_start_matches("http://");
-    let to = hub.url.trim_start_matches("http://");
-    let (repo, tag) = {
-        let img = common::images(&sh.fixtures, "oci-manifest")[0];
-        (img["repo"].as_str().expect("repo").to_string(), img["tag"].as_str().expect("tag").to_string())
-    };
     // `library/library` (docker's `library`), with a tag named `tags`.
-    skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/library/library:tags"));
-    let hosts = tempfile::NamedTempFile::new().expect("hosts");
-    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.1 registry-1.docker.io\n").expect("hosts");
-    let port = hub.url.rsplit(':').next().expect("a port");
-    let m = NamespacedMount::start(&format!("http://registry-1.docker.io:{port}"), hosts.path());
+    let (_hub, m) = docker_hub_with(&["library/library:tags"]);
     // Docker's `library` is `library/library`, through the links of `library/`.
     assert!(std::fs::metadata(m.path("library/tags/tags/manifest.json")).is_ok(), "{}", m.log());
     let wrong = m.path("tags/tags/manifest.json");
