@@ -86,6 +86,22 @@ fn a_mounted_rootfs_is_what_gnu_tar_extracts_from_its_layers() {
     }
 }
 
+/// A mount of `registry` (with `--open` if `open`) whose log has every request fuser saw and
+/// every one regfs handed to a thread, after the cache directory to keep while it is mounted
+/// (bound first, so dropped last).
+fn logging_every_request(registry: &str, open: bool) -> (tempfile::TempDir, Mount) {
+    let cache = tempfile::tempdir().expect("cache");
+    let log = cache.path().with_extension("log");
+    let cache_arg = cache.path().to_string_lossy().into_owned();
+    let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
+    let mut args = vec!["--cache-dir", &cache_arg];
+    if open {
+        args.push("--open");
+    }
+    let m = Mount::start_env(registry, &args, &env, cache.path().to_path_buf(), log);
+    (cache, m)
+}
+
 /// What the kernel asks of regfs for files read again and again through a tag (a warm
 /// `find rootfs -type f | xargs cat`): no FLUSH at each close (`FOPEN_NOFLUSH`), and neither the
 /// tag's READLINK (the tag resolved within `--tag-ttl`) nor the OPEN (the layer at hand) waits
@@ -96,15 +112,7 @@ fn a_mounted_rootfs_is_what_gnu_tar_extracts_from_its_layers() {
 fn warm_reads_through_a_tag_cost_no_flush_and_no_thread() {
     let sh = shared();
     for open in [false, true] {
-        let cache = tempfile::tempdir().expect("cache");
-        let log = cache.path().with_extension("log");
-        let cache_arg = cache.path().to_string_lossy().into_owned();
-        let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
-        let mut args = vec!["--cache-dir", &cache_arg];
-        if open {
-            args.push("--open");
-        }
-        let m = Mount::start_env(&sh.registry.url, &args, &env, cache.path().to_path_buf(), log);
+        let (_cache, m) = logging_every_request(&sh.registry.url, open);
         let files = stdout(&m.sh("find demo/oci/tags/v1/rootfs/regfs-fixture -type f | sort | head -3"));
         let files: Vec<&str> = files.lines().collect();
         assert!(!files.is_empty(), "the fixture's rootfs has files");
@@ -167,15 +175,7 @@ fn a_warm_walk_of_a_rootfs_reads_no_directory_twice_and_waits_for_no_thread() {
 fn the_first_read_of_every_file_after_a_find_waits_for_no_thread() {
     let sh = shared();
     for open in [false, true] {
-        let cache = tempfile::tempdir().expect("cache");
-        let log = cache.path().with_extension("log");
-        let cache_arg = cache.path().to_string_lossy().into_owned();
-        let env = [("RUST_LOG", Path::new("regfs=debug,fuser=debug")), ("HOME", cache.path())];
-        let mut args = vec!["--cache-dir", &cache_arg];
-        if open {
-            args.push("--open");
-        }
-        let m = Mount::start_env(&sh.registry.url, &args, &env, cache.path().to_path_buf(), log);
+        let (_cache, m) = logging_every_request(&sh.registry.url, open);
         let rootfs = m.path("demo/oci/tags/v1/rootfs");
         let outside = tempfile::tempdir().expect("a directory outside the mount");
         let walked = stdout(&sh_in(outside.path(), &format!("find {} | wc -l", rootfs.display())));
