@@ -72,6 +72,11 @@ pub enum Error {
     /// only so that every variant has an errno).
     #[error("not at hand: {0}")]
     NotAtHand(String),
+    /// What an inode said of itself is no longer so (a tag link looked up before the tag was
+    /// resolved, whose target's length is not the one it reported): the kernel looks the name
+    /// up again and retries (ESTALE).
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
 impl Error {
@@ -114,6 +119,7 @@ impl Error {
             Error::NoAttribute(_) => libc::ENODATA,
             Error::BufferTooSmall(_) => libc::ERANGE,
             Error::NotAtHand(_) => libc::EAGAIN,
+            Error::Stale(_) => libc::ESTALE,
         }
     }
 
@@ -139,6 +145,7 @@ impl Error {
             Error::NoAttribute(_) => "no such attribute",
             Error::BufferTooSmall(_) => "buffer too small",
             Error::NotAtHand(_) => "not at hand",
+            Error::Stale(_) => "stale",
         }
     }
 
@@ -176,6 +183,7 @@ mod tests {
         assert_eq!(Error::NoAttribute("x".into()).errno(), libc::ENODATA);
         assert_eq!(Error::BufferTooSmall("x".into()).errno(), libc::ERANGE);
         assert_eq!(Error::NotAtHand("x".into()).errno(), libc::EAGAIN);
+        assert_eq!(Error::Stale("x".into()).errno(), libc::ESTALE);
         let mismatch =
             Error::DigestMismatch { what: "blob".into(), expected: "sha256:aa".into(), actual: "sha256:bb".into() };
         assert_eq!(mismatch.errno(), libc::EIO);
@@ -206,6 +214,7 @@ mod tests {
             Error::NoAttribute(x()),
             Error::BufferTooSmall(x()),
             Error::NotAtHand(x()),
+            Error::Stale(x()),
         ];
         for e in all {
             assert!(e.to_string().starts_with(e.kind()), "{e}: {}", e.kind());

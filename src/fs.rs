@@ -131,6 +131,9 @@ pub struct DirEntry {
     pub ino: u64,
     pub kind: FileKind,
     pub name: String,
+    /// What the entry names; `None` for `.` and `..`. A listing read with attributes hands the
+    /// kernel a reference to it ([`Fs::entry_plus`]).
+    pub node: Option<Node>,
 }
 
 pub struct Fs {
@@ -312,13 +315,20 @@ impl Fs {
                 mtime: m.mtime,
             };
         }
+        Attr { size, ttl, ..self.bare_attr(kind) }
+    }
+
+    /// What a kind without metadata of its own shows: read-only, the mounting user's, size 0,
+    /// under inode number 0, TTL 0.
+    fn bare_attr(&self, kind: FileKind) -> Attr {
         let mode = match kind {
             FileKind::Directory => 0o555,
             FileKind::Symlink => 0o777,
             FileKind::File | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => 0o444,
         };
         let nlink = if kind == FileKind::Directory { 2 } else { 1 };
-        Attr { ino: 0, kind, size, mode, uid: None, gid: None, nlink, rdev: 0, ttl, mtime: self.mounted_at }
+        let (size, ttl, mtime) = (0, Duration::ZERO, self.mounted_at);
+        Attr { ino: 0, kind, size, mode, uid: None, gid: None, nlink, rdev: 0, ttl, mtime }
     }
 
     fn ttl(&self, stability: Stability) -> Duration {
@@ -344,7 +354,7 @@ impl Fs {
                 let settled = f.settled(cx);
                 (f.size(cx)?, settled)
             }
-            Shape::Link(l) => (l.size(cx), true),
+            Shape::Link(l) => (l.size(cx), l.settled()),
             Shape::Special(_) => (0, true),
         };
         let attr = self.attr(&shape, size, shape.meta(cx)?);
@@ -534,13 +544,42 @@ impl Fs {
     /// The entries of a directory, `.` and `..` first, as they are now.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
-        let mut out = vec![DirEntry { ino, kind: FileKind::Directory, name: ".".into() }];
+        let mut out = vec![DirEntry { ino, kind: FileKind::Directory, name: ".".into(), node: None }];
         let Shape::Dir(dir) = node.shape() else { return Err(Error::NotADirectory(format!("inode {ino}"))) };
-        out.push(DirEntry { ino: self.inodes.listed(&dir.parent()), kind: FileKind::Directory, name: "..".into() });
+        let parent = self.inodes.listed(&dir.parent());
+        out.push(DirEntry { ino: parent, kind: FileKind::Directory, name: "..".into(), node: None });
         for (name, n) in dir.children(&self.layout)? {
-            out.push(DirEntry { ino: self.inodes.listed(&n), kind: n.shape().kind(), name });
+            out.push(DirEntry { ino: self.inodes.listed(&n), kind: n.shape().kind(), name, node: Some(n) });
         }
         Ok(out)
+    }
+
+    /// Whether the entries of directory `ino` are answered with their attributes in a listing
+    /// read with them ([`Fs::entry_plus`]): where lookups read only what may be in memory
+    /// ([`crate::layout::Dir::looks_up_at_hand`]: `rootfs/`).
+    pub fn lists_at_hand(&self, ino: u64) -> bool {
+        self.inodes.node(ino).is_some_and(|n| matches!(n.shape(), Shape::Dir(d) if d.looks_up_at_hand()))
+    }
+
+    /// Entry `e` of a listing read with attributes (FUSE `READDIRPLUS`), as a lookup would
+    /// answer it, without waiting. Where `at_hand` ([`Fs::lists_at_hand`]) and the entry's
+    /// layers' indexes are in memory, its attributes with their TTL: a first read of every file
+    /// of a tree after a `find` then sends no LOOKUP, only the READ. Anything else gets its
+    /// kind alone, with TTL 0, so the kernel looks it up before any use, as after a plain
+    /// listing (its `d_type` is right either way).
+    ///
+    /// The kernel takes a reference to each entry's inode, as from a lookup, so each is counted
+    /// here; a caller whose reply had no room for the entry gives it back ([`Fs::forget`]).
+    /// `.` and `..` carry the numbers a plain listing gives and no reference: the kernel links
+    /// neither.
+    pub fn entry_plus(&self, at_hand: bool, e: &DirEntry) -> Attr {
+        let bare = Attr { ino: e.ino, ttl: Duration::ZERO, ..self.bare_attr(e.kind) };
+        let Some(node) = &e.node else { return bare };
+        let attr = match at_hand {
+            true => self.attr_in(&self.at_hand, node).unwrap_or(bare),
+            false => bare,
+        };
+        Attr { ino: self.inodes.lookup(node), ..attr }
     }
 
     pub fn readlink(&self, ino: u64) -> Result<String> {

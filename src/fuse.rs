@@ -190,8 +190,8 @@ use std::time::Duration;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyXattr, Request,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::error::Error;
@@ -605,6 +605,13 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_congestion_threshold(self.config.congestion_threshold);
         let _ = config.set_max_readahead(self.config.max_readahead);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_ASYNC_READ);
+        // The kernel keeps each link's target for the life of its inode (Linux 4.20+): every
+        // link is immutable but a tag's, and a tag that moved is another inode
+        // ([`crate::layout::Tag::target`]), so a walk through `tags/<tag>/` reads no link.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        // Listings carry their entries' attributes (`readdirplus`): a `find` leaves the kernel
+        // what the first read of each file in `rootfs/` would otherwise look up.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
         // `--no-open`: the first open of a file is answered ENOSYS, and the kernel then sends no
         // OPEN nor RELEASE of files again (directories keep OPENDIR). Passthrough is given up:
         // it is set up at an open. A kernel without the capability gets ordinary opens.
@@ -829,6 +836,31 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
             }
             Err(e) => reply.error(errno(&self.core, &format!("readdir {ino}"), &e)),
+        }
+    }
+
+    /// The listing taken at `opendir`, each entry with its attributes where they are at hand
+    /// ([`Fs::entry_plus`]), so that a walk that lists a tree (`find`) leaves the kernel what the
+    /// first read of each file would otherwise look up. Inline: nothing here waits.
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (uid, gid, blksize) = (self.uid, self.gid, self.config.blksize);
+        match self.core.listing(fh.0) {
+            Ok(entries) => {
+                let at_hand = self.core.lists_at_hand(ino.0);
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    let a = self.core.entry_plus(at_hand, e);
+                    let attr = file_attr(&a, uid, gid, blksize);
+                    if reply.add(INodeNo(a.ino), (i + 1) as u64, &e.name, &a.ttl, &attr, Generation(0)) {
+                        // No room: this entry is not in the reply, so the kernel has no reference.
+                        if e.node.is_some() {
+                            self.core.forget(a.ino, 1);
+                        }
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&self.core, &format!("readdirplus {ino}"), &e)),
         }
     }
 

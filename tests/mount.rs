@@ -638,6 +638,9 @@ fn inodes_the_kernel_forgets_are_freed() {
     for w in workers {
         w.join().expect("stat worker");
     }
+    // Listings hand out references too (READDIRPLUS): a walk of a tree, given back alike.
+    let walk = sh_in(m.dir.path(), "find demo/oci/tags/v1/rootfs demo/oci/tags demo/oci/manifests | wc -l");
+    assert!(stdout(&walk).trim().parse::<usize>().is_ok_and(|n| n > 3), "{}", String::from_utf8_lossy(&walk.stderr));
     // The kernel drops the unused dentries and inodes, and FORGETs them.
     std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop_caches (tests run as root)");
     std::thread::sleep(std::time::Duration::from_secs(2));

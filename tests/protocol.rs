@@ -411,6 +411,52 @@ fn missing_names_are_remembered_as_negative_entries() {
     assert!(front.requests().len() - before <= 2, "{:#?}", &front.requests()[before..]);
 }
 
+/// The kernel keeps each link's target for the life of its inode (`FUSE_CACHE_SYMLINKS`), and
+/// a tag's target moves: a tag that moved is another inode, so once `--tag-ttl` has passed
+/// every path walk through the tag, and `readlink`, follow it to the manifest it names now.
+#[test]
+fn a_tag_that_moves_is_followed_by_path_walks_after_tag_ttl() {
+    let reg = start_forever(|| {
+        let r = Registry::start(None);
+        let f = r.push_fixtures(None);
+        (r, f)
+    });
+    let registry = &reg.0;
+    let http = reqwest::blocking::Client::new();
+    let get = http
+        .get(format!("{}/v2/demo/oci/manifests/v1", registry.url))
+        .header("Accept", regfs::media::OCI_MANIFEST)
+        .send()
+        .expect("get");
+    let first = get.bytes().expect("body").to_vec();
+    let mut doc: serde_json::Value = serde_json::from_slice(&first).expect("a manifest");
+    doc["annotations"] = serde_json::json!({ "org.example.moved": "yes" });
+    let second = serde_json::to_vec(&doc).expect("json");
+    let point = |manifest: &[u8]| {
+        let put = http
+            .put(format!("{}/v2/demo/oci/manifests/moving", registry.url))
+            .header("Content-Type", regfs::media::OCI_MANIFEST)
+            .body(manifest.to_vec())
+            .send()
+            .expect("put");
+        assert!(put.status().is_success(), "{}", put.status());
+    };
+    let digest = |bytes: &[u8]| regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string();
+    point(&first);
+    let m = Mount::start(&registry.url, &["--tag-ttl", "1"]);
+    let through = m.path("demo/oci/tags/moving/manifest.json");
+    for _ in 0..3 {
+        assert_eq!(std::fs::read(&through).expect("read through the tag"), first);
+    }
+    let link = std::fs::read_link(m.path("demo/oci/tags/moving")).expect("readlink");
+    assert_eq!(link, std::path::Path::new("../manifests").join(digest(&first)));
+    point(&second);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(std::fs::read(&through).expect("read through the moved tag"), second, "a walk kept the old link");
+    let link = std::fs::read_link(m.path("demo/oci/tags/moving")).expect("readlink");
+    assert_eq!(link, std::path::Path::new("../manifests").join(digest(&second)));
+}
+
 #[test]
 fn tags_are_trusted_for_tag_ttl_then_asked_again() {
     let reg = start_forever(|| {

@@ -351,6 +351,11 @@ pub trait Link: Send + Sync {
     fn stability(&self) -> Stability;
     /// `st_size`, without resolving what need not be.
     fn size(&self, cx: &Layout) -> u64;
+    /// Whether `size` is final; one that is not is not cached by the kernel (TTL 0). Yes by
+    /// default.
+    fn settled(&self) -> bool {
+        true
+    }
     fn target(&self, cx: &Layout) -> Result<String>;
     /// [`Link::target`] if it needs no waiting (nothing to fetch or resolve): the adapter then
     /// answers the readlink inline instead of on a thread. `None` (the default): it may wait.

@@ -48,6 +48,12 @@ pub struct Tags {
 pub struct Tag {
     pub repo: String,
     pub tag: String,
+    /// What the tag pointed to when it was looked up or listed, if it was resolved then within
+    /// `tag_ttl`. Part of the link's identity: a tag that moved is another node, so another
+    /// inode, whose target the kernel reads afresh (it keeps a link's target for the life of
+    /// the inode). A link not resolved yet is not cached by the kernel (TTL 0): the next path
+    /// walk through it looks it up again and finds it resolved, a node of its own.
+    pub target: Option<Digest>,
 }
 
 /// `<repo>/manifests/`: the manifests verified so far; any digest looks up.
@@ -257,19 +263,23 @@ impl Dir for Tags {
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         names::check_tag(name)?;
-        match cx.store.tag_listed(&self.repo, name) {
-            Some(true) => {}
+        let target = match cx.store.tag_listed(&self.repo, name) {
+            Some(true) => cx.store.resolve_tag_if_known(&self.repo, name),
             Some(false) => return Err(Error::NotFound(name.to_string())),
-            None => {
-                cx.store.resolve_tag(&self.repo, name)?;
-            }
-        }
-        Ok(Node::Tag(Tag { repo: self.repo.clone(), tag: name.to_string() }))
+            None => Some(cx.store.resolve_tag(&self.repo, name)?),
+        };
+        Ok(Node::Tag(Tag { repo: self.repo.clone(), tag: name.to_string(), target }))
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let tags = cx.store.tags(&self.repo)?;
-        Ok(tags.iter().map(|t| (t.clone(), Node::Tag(Tag { repo: self.repo.clone(), tag: t.clone() }))).collect())
+        Ok(tags
+            .iter()
+            .map(|t| {
+                let target = cx.store.resolve_tag_if_known(&self.repo, t);
+                (t.clone(), Node::Tag(Tag { repo: self.repo.clone(), tag: t.clone(), target }))
+            })
+            .collect())
     }
 }
 
@@ -283,25 +293,49 @@ impl Link for Tag {
     }
 
     /// Exact once resolved; until then the sha256 length, so `ls -l` costs no HEAD.
-    fn size(&self, cx: &Layout) -> u64 {
-        cx.store
-            .resolve_tag_if_known(&self.repo, &self.tag)
-            .map_or(SHA256_TAG_LINK_LEN, |d| tag_target(&d).len() as u64)
+    fn size(&self, _: &Layout) -> u64 {
+        self.target.as_ref().map_or(SHA256_TAG_LINK_LEN, |d| tag_target(d).len() as u64)
     }
 
-    /// One HEAD (cached for `tag_ttl`); tags read in order start a readahead of the next ones.
+    /// A size that is a guess (not resolved when looked up) is not cached by the kernel.
+    fn settled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// This inode's target if it was resolved when looked up (trusted for the TTL of its entry,
+    /// `tag_ttl`), else one HEAD (cached for `tag_ttl`); tags read in order start a readahead of
+    /// the next ones.
     fn target(&self, cx: &Layout) -> Result<String> {
-        let target = tag_target(&cx.store.resolve_tag(&self.repo, &self.tag)?);
+        let target = match &self.target {
+            Some(d) => tag_target(d),
+            None => self.guessed(tag_target(&cx.store.resolve_tag(&self.repo, &self.tag)?))?,
+        };
         cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
         Ok(target)
     }
 
-    /// Resolved within `tag_ttl`: every path through `tags/<tag>/` reads this link, so a walk
-    /// of a tag's tree asks it once per path, inline.
+    /// Known without waiting: resolved when looked up, or since, within `tag_ttl`. Every path
+    /// through `tags/<tag>/` reads this link (unless the kernel keeps it), inline.
     fn target_now(&self, cx: &Layout) -> Option<Result<String>> {
-        let target = tag_target(&cx.store.resolve_tag_if_known(&self.repo, &self.tag)?);
+        let target = match &self.target {
+            Some(d) => Ok(tag_target(d)),
+            None => self.guessed(tag_target(&cx.store.resolve_tag_if_known(&self.repo, &self.tag)?)),
+        };
         cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
-        Some(Ok(target))
+        Some(target)
+    }
+}
+
+impl Tag {
+    /// The target of a link not resolved when looked up, if it is as long as the size that link
+    /// reported: a kernel keeping links (`FUSE_CACHE_SYMLINKS`) ends one at its inode's size.
+    /// A longer or shorter one (a digest other than sha256) is ESTALE, and the kernel looks the
+    /// name up again, now resolved, and retries.
+    fn guessed(&self, target: String) -> Result<String> {
+        if target.len() as u64 == SHA256_TAG_LINK_LEN {
+            return Ok(target);
+        }
+        Err(Error::Stale(format!("tags/{} of {}: resolved since it was looked up", self.tag, self.repo)))
     }
 }
 
@@ -359,5 +393,23 @@ mod tests {
         assert_eq!(ns("a/b").parent(), Node::Namespace(ns("a")));
         assert_eq!(ns("a").parent(), Node::Root(Root));
         assert_eq!(Tags { repo: "a/b".into() }.parent(), Node::Namespace(ns("a/b")));
+    }
+
+    /// A tag link's identity carries what it pointed to when looked up: a tag that moved is
+    /// another node (another inode, whose target the kernel reads afresh). One not resolved
+    /// then reports the sha256 length, unsettled, and a target of another length is ESTALE.
+    #[test]
+    fn a_tag_link_is_its_target_and_a_guessed_size_is_never_served_wrong() {
+        use crate::digest::{Algorithm, Digest};
+        let tag = |target: Option<Digest>| Tag { repo: "a".into(), tag: "v1".into(), target };
+        let (d1, d2) = (Digest::of(Algorithm::Sha256, b"one"), Digest::of(Algorithm::Sha256, b"two"));
+        assert_ne!(Node::Tag(tag(Some(d1.clone()))), Node::Tag(tag(Some(d2.clone()))));
+        assert_ne!(Node::Tag(tag(None)), Node::Tag(tag(Some(d1.clone()))));
+        assert!(tag(Some(d1.clone())).settled() && !tag(None).settled());
+        assert_eq!(tag_target(&d2).len() as u64, SHA256_TAG_LINK_LEN);
+        assert_eq!(tag(None).guessed(tag_target(&d2)).ok(), Some(tag_target(&d2)));
+        let long = tag_target(&Digest::of(Algorithm::Sha512, b"two"));
+        let stale = tag(None).guessed(long).expect_err("a sha512 target is longer than the size reported");
+        assert_eq!(stale.errno(), libc::ESTALE);
     }
 }
