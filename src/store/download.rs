@@ -13,7 +13,7 @@
 //! on; a registry that ignores `Range` (answers 200) makes the download start over. A body longer
 //! than its descriptor is cut off and refused at once.
 //!
-//! A body that moves too slowly (the progress rule, `registry/http.rs`) counts as cut off: it
+//! A body that moves too slowly (the progress rule, `registry/http/body.rs`) counts as cut off: it
 //! is resumed, and after [`DownloadConfig::max_resumes`] (5) the download fails (EIO) with a line naming the URL and
 //! the digest.
 //!
