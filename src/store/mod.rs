@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::capacity::nonzero;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -254,10 +255,6 @@ const REFUSED_FOREIGN_LOGGED: usize = 1024;
 
 /// Repositories remembered to have no referrers API (see `Store::no_referrers_api`).
 const NO_REFERRERS_API_HELD: usize = 4096;
-
-fn nonzero(n: usize) -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
-}
 
 pub struct Store {
     client: Arc<dyn Client>,
