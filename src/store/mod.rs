@@ -358,7 +358,7 @@ impl Store {
             st.token_fetches,
             st.retries,
             mib(st.blob_bytes),
-            mib(self.blobs.verified_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+            mib(self.blobs.verified_bytes()),
             mib(self.blobs.size()),
         )
     }

@@ -132,7 +132,7 @@ pub(super) struct CountingReader<R> {
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counters.blob_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters.blob_bytes.add(n as u64);
         Ok(n)
     }
 }

@@ -28,7 +28,7 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 
 use super::body::{Metered, Paced, Progress, read_limited};
-use super::{Counters, HttpClient, repo_scope};
+use super::{HttpClient, repo_scope};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits::{
@@ -38,6 +38,7 @@ use crate::manifest::referrers::{self, Referrer};
 use crate::media;
 use crate::registry::link;
 use crate::sync;
+use crate::telemetry::Counter;
 
 /// A turn to fetch a listing, given back when dropped.
 struct ListingTurn<'a>(&'a (std::sync::Mutex<usize>, std::sync::Condvar));
@@ -69,7 +70,7 @@ impl HttpClient {
         &self,
         first: Url,
         scope: &str,
-        counter: &std::sync::atomic::AtomicU64,
+        counter: &Counter,
         field: &'static str,
         check: fn(&str) -> Result<()>,
     ) -> Result<Vec<String>> {
@@ -83,7 +84,7 @@ impl HttpClient {
             if !seen.insert(url.clone()) {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
-            Counters::bump(counter);
+            counter.bump();
             // A page broken off mid-body is fetched again: its names count only once it is whole,
             // its bytes at every attempt.
             let (next, page) = self.send_with(Method::GET, url.clone(), scope, &[], |resp| {
@@ -129,7 +130,7 @@ impl HttpClient {
             if !seen.insert(url.clone()) {
                 return Err(Error::Protocol(format!("GET {url}: pages loop back")));
             }
-            Counters::bump(&self.counters.referrers_pages);
+            self.counters.referrers_pages.bump();
             let limit = MAX_LIST_BODY.saturating_sub(received).min(MAX_MANIFEST_SIZE as u64) as usize;
             let got = self.send_with(Method::GET, url.clone(), &scope, &accept, |resp| {
                 let next = resp.headers().get(LINK).and_then(|l| l.to_str().ok()).and_then(link::next);

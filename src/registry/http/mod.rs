@@ -209,7 +209,7 @@ impl HttpClient {
             let backoff = self.retry.base_delay.saturating_mul(1 << attempt.min(16));
             let delay = asked.unwrap_or(backoff).min(self.retry.max_delay);
             log::info!("{err}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
-            Counters::bump(&self.counters.retries);
+            self.counters.retries.bump();
             std::thread::sleep(delay);
             attempt += 1;
         }
@@ -238,7 +238,7 @@ impl HttpClient {
             if let Some(a) = &sent {
                 req = req.header(AUTHORIZATION, a);
             }
-            Counters::bump(&self.counters.requests);
+            self.counters.requests.bump();
             let resp = match req.send() {
                 Ok(r) => r,
                 // A certificate nobody trusts is not a passing fault: say so, and do not retry.
@@ -358,8 +358,8 @@ impl HttpClient {
     }
 
     fn fetch_token(&self, req: super::auth::TokenRequest, scope: &str) -> Result<()> {
-        Counters::bump(&self.counters.token_fetches);
-        Counters::bump(&self.counters.requests);
+        self.counters.token_fetches.bump();
+        self.counters.requests.bump();
         let mut r = match req.form {
             Some(form) => {
                 self.http.post(req.url.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
@@ -474,7 +474,7 @@ impl Client for HttpClient {
     /// the registry's to size, and nothing of it is kept).
     fn has_tag_list(&self, repo: &str) -> Result<Option<Vec<String>>> {
         let url = self.url(&format!("/v2/{repo}/tags/list?n=1"))?;
-        Counters::bump(&self.counters.tag_pages);
+        self.counters.tag_pages.bump();
         self.send(Method::GET, url, &repo_scope(repo), &[]).map(|_| None)
     }
 
@@ -482,11 +482,11 @@ impl Client for HttpClient {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"))?;
         let method = match fetch {
             Fetch::Head => {
-                Counters::bump(&self.counters.manifest_heads);
+                self.counters.manifest_heads.bump();
                 Method::HEAD
             }
             Fetch::Get => {
-                Counters::bump(&self.counters.manifest_gets);
+                self.counters.manifest_gets.bump();
                 Method::GET
             }
         };
@@ -510,7 +510,7 @@ impl Client for HttpClient {
     }
 
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
-        Counters::bump(&self.counters.blob_heads);
+        self.counters.blob_heads.bump();
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
         let resp = self.send(Method::HEAD, url.clone(), &repo_scope(repo), &[])?;
         resp.headers()
@@ -521,7 +521,7 @@ impl Client for HttpClient {
     }
 
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply> {
-        Counters::bump(&self.counters.blob_gets);
+        self.counters.blob_gets.bump();
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
         let headers = if offset > 0 { vec![(RANGE, format!("bytes={offset}-"))] } else { Vec::new() };
         let resp = self.send(Method::GET, url.clone(), &repo_scope(repo), &headers)?;
