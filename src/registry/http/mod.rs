@@ -1,6 +1,6 @@
 //! The registry over HTTP: the one place requests are sent, retried, redirected and authenticated.
-//! Listings (tag lists, the catalog, referrers) are paged and bounded in [`listing`]; every body
-//! is held to a least speed, and blob bytes counted, in [`body`].
+//! Listings (tag lists, the catalog, referrers) are paged and bounded in `listing.rs`; every body
+//! is held to a least speed, and blob bytes counted, in `body.rs`.
 //!
 //! # A request's life
 //! 1. Sent to the registry's origin with the `Authorization` the [`Authenticator`] has for its
@@ -14,8 +14,8 @@
 //! 4. 429, 500, 502, 503, 504 and transport failures (refused, reset, timed out) are retried
 //!    [`RetryPolicy::retries`] times, waiting `Retry-After` when the registry says (capped), else
 //!    an exponential backoff. After that the error is [`Error::Unavailable`]. A body that breaks
-//!    while it is read inside the loop ([`HttpClient::send_with`]'s `finish`) is retried the same.
-//! 5. The final status maps to an error once ([`failure`], shared with foreign hosts): 404 →
+//!    while it is read inside the loop (`HttpClient::send_with`'s `finish`) is retried the same.
+//! 5. The final status maps to an error once (`failure`, shared with foreign hosts): 404 →
 //!    NotFound, 401/403 → Denied, other non-2xx → Protocol. Every error names the URL, and a URL
 //!    off the registry's origin is named without its query (often a signature that works as a
 //!    credential).
@@ -29,7 +29,7 @@
 //! the caller sees EIO; `doc/SEMANTICS.md` gives the figures. An attempt follows no redirect
 //! once `timeout` has passed since it began (it is retried instead), so slow hops, each within
 //! `timeout`, cost an attempt at most twice that, not `MAX_REDIRECTS + 1` times. A body that
-//! trickles within each read's `timeout` is the [`Progress`] rule's ([`body`]).
+//! trickles within each read's `timeout` is the [`Progress`] rule's (`body.rs`).
 
 mod body;
 mod listing;
@@ -503,7 +503,7 @@ impl Client for HttpClient {
         })
     }
 
-    /// Every page of the referrers list, bounded as a listing is ([`listing`]); a 404 to the
+    /// Every page of the referrers list, bounded as a listing is (`listing.rs`); a 404 to the
     /// first page means the registry has no referrers API.
     fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Referrer>>> {
         self.referrer_pages(repo, digest)
