@@ -7,6 +7,7 @@
 //! `error` sit underneath; `daemon` and `mountinfo` serve the process around the mount. Everything below `fuse` is testable without a mount, with the tools in
 //! `testkit` (only in tests, or with the `testkit` feature).
 
+pub mod capacity;
 pub mod cli;
 pub mod daemon;
 pub mod digest;

@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::capacity::nonzero;
 use crate::store::Store;
 use crate::sync;
 
@@ -52,8 +53,11 @@ pub struct Readahead {
 
 impl Readahead {
     pub fn new(config: &ReadaheadConfig) -> Readahead {
-        let cap = std::num::NonZeroUsize::new(config.streams).unwrap_or(std::num::NonZeroUsize::MIN);
-        Readahead { streams: Mutex::new(lru::LruCache::new(cap)), window: config.window, parallel: config.parallel }
+        Readahead {
+            streams: Mutex::new(lru::LruCache::new(nonzero(config.streams))),
+            window: config.window,
+            parallel: config.parallel,
+        }
     }
 
     /// Repositories whose reading position is remembered now.

@@ -15,6 +15,11 @@
 //!   that is not there is an answer, not a fault) are kept with their time, operation, message and
 //!   the digests the message names, each bounded ([`STATUS_MESSAGE_BYTES`],
 //!   [`STATUS_DIGESTS_PER_ERROR`]): registry text in a message cannot make the record grow.
+//! - [`Counter`]: a count that only grows (requests sent, bytes received, layers decoded), kept by
+//!   the layer that counts and read at any time without a lock. A layer's counters and the plain
+//!   snapshot they give are declared from one list of names by `counters!`: the registry
+//!   client's (`registry::Stats`, shown in the status and the summary at unmount) and the blob
+//!   cache's verified bytes are counted this way.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +32,80 @@ use crate::digest::Digest;
 use crate::error::Error;
 use crate::limits::{STATUS_DIGESTS_PER_ERROR, STATUS_LAST_ERRORS, STATUS_MESSAGE_BYTES};
 use crate::sync;
+
+/// A count that only grows. Relaxed: a count orders nothing else, so whoever needs a write to be
+/// seen before another (a generation, a sequence) keeps an atomic of its own, not a `Counter`.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// One more.
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    /// `n` more.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A layer's counters and their snapshot, from one list of names:
+///
+/// ```ignore
+/// counters! {
+///     /// What is shown (a `u64` per name; `Serialize` writes them in this order).
+///     pub struct Stats;
+///     /// What counts (a [`Counter`] per name), kept by the layer.
+///     pub struct Counters {
+///         /// Requests sent.
+///         requests,
+///     }
+/// }
+/// ```
+///
+/// `Counters::snapshot` gives the `Stats` of now; `Stats::add` sums two (a registry's and its
+/// mirrors').
+macro_rules! counters {
+    (
+        $(#[$stats_meta:meta])* pub struct $stats:ident;
+        $(#[$counters_meta:meta])* pub struct $counters:ident {
+            $($(#[$field_meta:meta])* $field:ident),* $(,)?
+        }
+    ) => {
+        $(#[$stats_meta])*
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        pub struct $stats {
+            $($(#[$field_meta])* pub $field: u64,)*
+        }
+
+        impl $stats {
+            /// Add `other`'s counts to these.
+            pub fn add(&mut self, other: &$stats) {
+                $(self.$field += other.$field;)*
+            }
+        }
+
+        $(#[$counters_meta])*
+        #[derive(Debug, Default)]
+        pub struct $counters {
+            $($(#[$field_meta])* pub $field: $crate::telemetry::Counter,)*
+        }
+
+        impl $counters {
+            /// The counts now.
+            pub fn snapshot(&self) -> $stats {
+                $stats { $($field: self.$field.get(),)* }
+            }
+        }
+    };
+}
+pub(crate) use counters;
 
 /// What a job in flight is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -382,6 +461,32 @@ mod tests {
         assert_eq!(s.last[0].digests, [d.to_string()]);
         let long = s.last.back().expect("last");
         assert!(long.message.len() <= STATUS_MESSAGE_BYTES && long.message.ends_with('…'), "{}", long.message.len());
+    }
+
+    counters! {
+        /// Two counts, for the test.
+        pub struct Pair;
+        /// Their counters.
+        pub struct PairCounters {
+            /// The first.
+            first,
+            second,
+        }
+    }
+
+    /// A snapshot has every count as it is now, in the order declared, and snapshots add up.
+    #[test]
+    fn counters_give_a_snapshot_in_the_order_declared() {
+        let counters = PairCounters::default();
+        counters.first.bump();
+        counters.second.add(40);
+        counters.second.bump();
+        let mut seen = counters.snapshot();
+        assert_eq!(seen, Pair { first: 1, second: 41 });
+        assert_eq!(serde_json::to_string(&seen).expect("json"), r#"{"first":1,"second":41}"#);
+        seen.add(&Pair { first: 2, second: 1 });
+        assert_eq!(seen, Pair { first: 3, second: 42 });
+        assert_eq!(counters.snapshot(), Pair { first: 1, second: 41 }, "a snapshot is a copy");
     }
 
     /// A job shows while any of its guards lives, once however many wait for it, with its

@@ -17,8 +17,8 @@
 //!
 //! # Where credentials go
 //! To the registry's own origin, and to the token realm it names, and nowhere else: redirects to
-//! other hosts (object storage) never carry an `Authorization` header (see `http.rs`). A realm on
-//! plain http is refused unless the registry itself is plain http (loopback tests).
+//! other hosts (object storage) never carry an `Authorization` header (see `http/mod.rs`). A
+//! realm on plain http is refused unless the registry itself is plain http (loopback tests).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -19,7 +19,6 @@ pub mod mirrors;
 pub mod secret;
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
 use crate::error::Result;
@@ -97,74 +96,43 @@ pub trait Client: Send + Sync {
     }
 }
 
-/// Request counters, for the summary regfs logs at unmount.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Stats {
-    pub requests: u64,
-    pub catalog_pages: u64,
-    pub tag_pages: u64,
-    pub manifest_heads: u64,
-    pub manifest_gets: u64,
-    pub blob_heads: u64,
-    pub blob_gets: u64,
-    pub token_fetches: u64,
-    pub retries: u64,
-    pub blob_bytes: u64,
-    pub referrers_pages: u64,
-}
-
-impl Stats {
-    /// Add `other`'s counts to these (a registry's and its mirrors').
-    pub fn add(&mut self, other: &Stats) {
-        self.requests += other.requests;
-        self.catalog_pages += other.catalog_pages;
-        self.tag_pages += other.tag_pages;
-        self.manifest_heads += other.manifest_heads;
-        self.manifest_gets += other.manifest_gets;
-        self.blob_heads += other.blob_heads;
-        self.blob_gets += other.blob_gets;
-        self.token_fetches += other.token_fetches;
-        self.retries += other.retries;
-        self.blob_bytes += other.blob_bytes;
-        self.referrers_pages += other.referrers_pages;
+crate::telemetry::counters! {
+    /// Request counters, for the summary regfs logs at unmount and `.regfs/status`.
+    pub struct Stats;
+    /// Lock-free counters behind [`Stats`], kept by a client.
+    pub struct Counters {
+        requests,
+        catalog_pages,
+        tag_pages,
+        manifest_heads,
+        manifest_gets,
+        blob_heads,
+        blob_gets,
+        token_fetches,
+        retries,
+        blob_bytes,
+        referrers_pages,
     }
 }
 
-/// Lock-free counters behind [`Stats`].
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub requests: AtomicU64,
-    pub catalog_pages: AtomicU64,
-    pub tag_pages: AtomicU64,
-    pub manifest_heads: AtomicU64,
-    pub manifest_gets: AtomicU64,
-    pub blob_heads: AtomicU64,
-    pub blob_gets: AtomicU64,
-    pub token_fetches: AtomicU64,
-    pub retries: AtomicU64,
-    pub blob_bytes: AtomicU64,
-    pub referrers_pages: AtomicU64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Counters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> Stats {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Stats {
-            requests: g(&self.requests),
-            catalog_pages: g(&self.catalog_pages),
-            tag_pages: g(&self.tag_pages),
-            manifest_heads: g(&self.manifest_heads),
-            manifest_gets: g(&self.manifest_gets),
-            blob_heads: g(&self.blob_heads),
-            blob_gets: g(&self.blob_gets),
-            token_fetches: g(&self.token_fetches),
-            retries: g(&self.retries),
-            blob_bytes: g(&self.blob_bytes),
-            referrers_pages: g(&self.referrers_pages),
-        }
+    /// `status.json` shows these under `requests`, and its layout (`status::JSON_VERSION`) holds
+    /// them by these names, in this order; the summary at unmount and mirrors add them up.
+    #[test]
+    fn request_counts_keep_their_names_and_order() {
+        let counters = Counters::default();
+        counters.requests.add(3);
+        counters.blob_bytes.add(1 << 20);
+        counters.referrers_pages.bump();
+        let mut stats = counters.snapshot();
+        assert_eq!(
+            serde_json::to_string(&stats).expect("json"),
+            r#"{"requests":3,"catalog_pages":0,"tag_pages":0,"manifest_heads":0,"manifest_gets":0,"blob_heads":0,"blob_gets":0,"token_fetches":0,"retries":0,"blob_bytes":1048576,"referrers_pages":1}"#
+        );
+        stats.add(&Stats { requests: 2, retries: 1, ..Stats::default() });
+        assert_eq!((stats.requests, stats.retries, stats.referrers_pages), (5, 1, 1));
     }
 }

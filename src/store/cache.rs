@@ -150,10 +150,11 @@ pub struct BlobCache {
     open_files: Mutex<HashMap<Key, std::sync::Weak<File>>>,
     /// Files evicted so far: a holder of open files (the contents kept for reads by inode) that
     /// sees it change looks for files of its own that were evicted, so as not to keep their
-    /// disk space ([`BlobCache::evictions`]).
+    /// disk space ([`BlobCache::evictions`]). A generation as well as a count: written after the
+    /// removals (Release) so that whoever reads it (Acquire) sees them.
     evictions: AtomicU64,
     /// Bytes hashed and found good, for the summary regfs logs at unmount.
-    pub verified_bytes: AtomicU64,
+    verified_bytes: crate::telemetry::Counter,
     /// Set at unmount: downloads stop.
     cancelled: AtomicBool,
     /// The downloads (and, from `views`, decodes) in flight, for `.regfs/status`.
@@ -257,7 +258,7 @@ impl BlobCache {
             tmp_seq: AtomicU64::new(0),
             open_files: Mutex::default(),
             evictions: AtomicU64::new(0),
-            verified_bytes: AtomicU64::new(0),
+            verified_bytes: crate::telemetry::Counter::default(),
             cancelled: AtomicBool::new(false),
             activity: crate::telemetry::Activity::default(),
         };
@@ -466,7 +467,7 @@ impl BlobCache {
         match check(&mut f) {
             // It checks: it is the file, whatever length a descriptor claims.
             Ok(len) => {
-                self.verified_bytes.fetch_add(len, Ordering::Relaxed);
+                self.verified_bytes.add(len);
                 let mut s = sync::lock(&self.state);
                 s.verified.insert(key.clone());
                 if s.lru.put(key.clone(), len).is_none() {
@@ -551,7 +552,7 @@ impl BlobCache {
             charge.set(held);
             Ok(())
         })?;
-        self.verified_bytes.fetch_add(len, Ordering::Relaxed);
+        self.verified_bytes.add(len);
         self.tmp.rename(&tmp.name, &self.algorithm_dir(key)?, key.1.hex())?;
         tmp.keep = true;
         let file = tmp.file.try_clone()?;
@@ -609,6 +610,11 @@ impl BlobCache {
             let _ = self.algorithm_dir(key).map(|dir| dir.remove(key.1.hex()));
         }
         self.evictions.fetch_add(victims.len() as u64, Ordering::Release);
+    }
+
+    /// Bytes hashed and found good so far (downloads, derived files, files hashed again).
+    pub fn verified_bytes(&self) -> u64 {
+        self.verified_bytes.get()
     }
 
     /// How many files eviction has deleted so far. A file deleted while open keeps its disk

@@ -13,19 +13,16 @@
 //! on; a registry that ignores `Range` (answers 200) makes the download start over. A body longer
 //! than its descriptor is cut off and refused at once.
 //!
-//! A body that moves too slowly (the progress rule, `registry/http.rs`) counts as cut off: it
-//! is resumed, and after [`DownloadConfig::max_resumes`] (5) the download fails (EIO) with a line naming the URL and
-//! the digest.
+//! A body that moves too slowly (the progress rule, `registry/http/body.rs`) counts as cut off:
+//! it is resumed, and after [`DownloadConfig::max_resumes`] (5) the download fails (EIO) with a
+//! line naming the URL and the digest.
 //!
-//! # Why one stream, not parallel ranged GETs
+//! # One stream, not parallel ranged GETs
 //! A blob may be served only after one sequential sha256 over all of it, so the hash is the
-//! floor: 2.1 GB/s with SHA-NI on the benchmark machine (`openssl speed -evp sha256`), against
-//! the 1.1 GB/s regfs reaches cold (`scripts/bench`: 0.23 s for 256 MiB, 0.8x the time of
-//! `curl | openssl dgst`). The rest is the copy into the cache file and the registry's own speed.
-//! Ranged GETs in parallel would download faster only where one connection is the bottleneck (a
-//! throttled CDN). They cannot hash in parallel, and would add a second pass over the file.
-//! Measured on loopback they had nothing to win, so the download is one stream that hashes as it
-//! goes. `Range` is still used, to resume a body that was cut off.
+//! floor, and one stream that hashes as it goes stays near it (README.md, "Performance": a cold
+//! read beside `curl | openssl dgst`). Ranged GETs in parallel could download faster only where
+//! one connection is the bottleneck (a throttled CDN); they cannot hash in parallel, and would
+//! add a second pass over the file. So `Range` is used only to resume a body that was cut off.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::capacity::nonzero;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -255,10 +256,6 @@ const REFUSED_FOREIGN_LOGGED: usize = 1024;
 /// Repositories remembered to have no referrers API (see `Store::no_referrers_api`).
 const NO_REFERRERS_API_HELD: usize = 4096;
 
-fn nonzero(n: usize) -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
-}
-
 pub struct Store {
     client: Arc<dyn Client>,
     tag_ttl: Duration,
@@ -361,7 +358,7 @@ impl Store {
             st.token_fetches,
             st.retries,
             mib(st.blob_bytes),
-            mib(self.blobs.verified_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+            mib(self.blobs.verified_bytes()),
             mib(self.blobs.size()),
         )
     }
