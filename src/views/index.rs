@@ -28,6 +28,7 @@ use std::io::Read;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::sync::{Permit, Semaphore};
 use crate::views::rootpath::{self, Bounds, Refused, Resolved};
 use crate::views::tar::{Parser, RawEntry, RawKind, TarLimits};
 
@@ -256,8 +257,8 @@ pub struct IndexLimits {
     pub max_xattr_bytes: usize,
     /// Bytes of one xattr value; a longer one drops the entry's xattrs.
     pub max_xattr_value: usize,
-    /// Bytes past which a build takes the one slot for large builds ([`LargeBuild`]), waiting
-    /// for it if another build has it.
+    /// Bytes past which a build takes the one slot for large builds (one for the process),
+    /// waiting for it if another build has it.
     pub alone_above: usize,
     /// Symlinks followed for one entry's parent path; past it the entry is left out.
     pub max_link_hops: usize,
@@ -272,33 +273,14 @@ pub struct IndexLimits {
 /// first (waiting while another build holds it), and keeps it until it is frozen or dropped, so
 /// builds together hold at most `(N - 1) × alone_above + max_bytes`. The holder never waits for
 /// another build (it only reads its own stream), so waiting cannot deadlock.
-pub struct LargeBuild(());
+static LARGE_BUILD: Semaphore = Semaphore::new(1);
 
-static LARGE_BUILD: (std::sync::Mutex<bool>, std::sync::Condvar) =
-    (std::sync::Mutex::new(false), std::sync::Condvar::new());
-
-impl LargeBuild {
-    /// Take the slot, waiting for it if it is held.
-    fn take() -> LargeBuild {
-        let (held, freed) = &LARGE_BUILD;
-        let mut h = crate::sync::lock(held);
-        if *h {
-            log::debug!("layer index: waiting for another large index build to finish");
-        }
-        while *h {
-            h = crate::sync::wait(freed, h);
-        }
-        *h = true;
-        LargeBuild(())
-    }
-}
-
-impl Drop for LargeBuild {
-    fn drop(&mut self) {
-        let (held, freed) = &LARGE_BUILD;
-        *crate::sync::lock(held) = false;
-        freed.notify_one();
-    }
+/// Take the large-build slot, waiting for it if another build holds it.
+fn take_large_build() -> Permit<'static> {
+    LARGE_BUILD.try_acquire().unwrap_or_else(|| {
+        log::debug!("layer index: waiting for another large index build to finish");
+        LARGE_BUILD.acquire()
+    })
 }
 
 impl Default for IndexLimits {
@@ -822,7 +804,7 @@ pub struct Builder {
     /// Entries left out, by reason (one log line per layer at the end).
     left_out: BTreeMap<&'static str, usize>,
     /// The large-build slot, once `bytes` passed `alone_above`; held until frozen or dropped.
-    large: Option<LargeBuild>,
+    large: Option<Permit<'static>>,
     /// Steps the layer may still walk through symlinks (`max_link_steps` at the start).
     link_budget: usize,
 }
@@ -893,7 +875,7 @@ impl Builder {
             return Err(Error::TooLarge(format!("layer index: more than {} entries", self.limits.max_entries)));
         }
         if self.large.is_none() && self.bytes > self.limits.alone_above {
-            self.large = Some(LargeBuild::take());
+            self.large = Some(take_large_build());
         }
         Ok(())
     }
