@@ -10,6 +10,8 @@
 //! - `index`: the per-layer index built from it, and the query API the merge reads.
 //! - `rootpath`: where an entry lands when its parent path crosses a symlink of its layer.
 //! - `merge`: the lazy top-down merge of a stack of indexes, which `rootfs/` shows.
+//! - `prefetch`: the pool that gets a listing's layers ready at once, downloads and decodes each
+//!   bounded.
 
 pub mod bounds;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod decode;
 pub mod index;
 mod layers;
 pub mod merge;
+pub mod prefetch;
 mod rootpath;
 pub mod tar;
 
