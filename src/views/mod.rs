@@ -17,6 +17,7 @@ pub mod bounds;
 pub mod config;
 pub mod decode;
 pub mod index;
+pub mod kind;
 mod layers;
 pub mod merge;
 pub mod prefetch;
