@@ -25,6 +25,7 @@ use crate::store::{Content, Store};
 use crate::views::Views;
 use crate::views::index::{EntryKind, LayerIndex};
 use crate::views::merge::{Found, Inode, LayerSource, Merge};
+use crate::views::prefetch::{Prefetcher, Step};
 
 use super::{Dir, File, FileKind, Layout, Link, ManifestDir, Meta, Node, Special, Stability};
 
@@ -639,97 +640,6 @@ impl Special for RootfsSpecial {
     }
 }
 
-/// A counting gate: at most `limit` holders at once.
-struct Gate {
-    held: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
-    limit: usize,
-}
-
-impl Gate {
-    fn new(limit: usize) -> Gate {
-        Gate { held: std::sync::Mutex::new(0), freed: std::sync::Condvar::new(), limit: limit.max(1) }
-    }
-
-    fn enter(&self) -> GateHeld<'_> {
-        let mut held = crate::sync::lock(&self.held);
-        while *held >= self.limit {
-            held = crate::sync::wait(&self.freed, held);
-        }
-        *held += 1;
-        GateHeld(self)
-    }
-}
-
-struct GateHeld<'a>(&'a Gate);
-
-impl Drop for GateHeld<'_> {
-    fn drop(&mut self) {
-        *crate::sync::lock(&self.0.held) -= 1;
-        self.0.freed.notify_one();
-    }
-}
-
-/// Getting many layers ready at once for a listing (PLAN-9 C5): their downloads up to
-/// `downloads` at a time, their decodes (and indexing) up to `decodes` at a time, for the whole
-/// mount. The work runs on threads of its own and goes on whoever waits for it: the listing
-/// then asks for each layer in turn through its single flight, which a killed reader can leave.
-pub struct Prefetcher {
-    downloads: Arc<Gate>,
-    decodes: Arc<Gate>,
-}
-
-/// One step of getting a layer ready (its download, or its decode and index).
-pub type Step = Arc<dyn Fn(usize) + Send + Sync>;
-
-impl Prefetcher {
-    /// Up to 4 downloads and `available_parallelism` decodes at once.
-    pub fn new() -> Prefetcher {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        Prefetcher::with_limits(4, cpus)
-    }
-
-    pub fn with_limits(downloads: usize, decodes: usize) -> Prefetcher {
-        Prefetcher { downloads: Arc::new(Gate::new(downloads)), decodes: Arc::new(Gate::new(decodes)) }
-    }
-
-    /// Start getting `layers` ready, in that order: each is downloaded, then decoded, on one of
-    /// at most as many threads as downloads may run. Returns at once, with the threads (which
-    /// callers other than tests may drop). Errors are the steps' own to keep or log: the
-    /// listing meets them again when it asks for the layer.
-    pub fn start(&self, layers: &[usize], download: Step, decode: Step) -> Vec<std::thread::JoinHandle<()>> {
-        let queue = Arc::new(std::sync::Mutex::new(layers.iter().copied().collect::<std::collections::VecDeque<_>>()));
-        let workers = layers.len().min(self.downloads.limit);
-        (0..workers)
-            .filter_map(|_| {
-                let (queue, downloads, decodes) =
-                    (Arc::clone(&queue), Arc::clone(&self.downloads), Arc::clone(&self.decodes));
-                let (download, decode) = (Arc::clone(&download), Arc::clone(&decode));
-                let work = move || loop {
-                    let Some(n) = crate::sync::lock(&queue).pop_front() else { return };
-                    {
-                        let _held = downloads.enter();
-                        download(n);
-                    }
-                    let _held = decodes.enter();
-                    decode(n);
-                };
-                std::thread::Builder::new()
-                    .name("regfs-prefetch".into())
-                    .spawn(work)
-                    .inspect_err(|e| log::warn!("no prefetch thread ({e}): layers are got ready one by one"))
-                    .ok()
-            })
-            .collect()
-    }
-}
-
-impl Default for Prefetcher {
-    fn default() -> Self {
-        Prefetcher::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
@@ -955,51 +865,6 @@ mod tests {
         let listed = fs.readdir(at("bin").ino).expect("ls bin");
         let rbash = listed.iter().find(|e| e.name == "rbash").expect("rbash listed");
         assert_eq!(rbash.ino, names[0].ino, "a listing gives the same inode");
-    }
-
-    /// Layers got ready for a listing overlap: decodes run two at a time (never more), downloads
-    /// four at a time, and the caller does not wait for them.
-    #[test]
-    fn listing_a_four_layer_rootfs_decodes_layers_concurrently() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        #[derive(Default)]
-        struct Seen {
-            now: AtomicUsize,
-            most: AtomicUsize,
-        }
-        impl Seen {
-            fn run(&self, d: Duration) {
-                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-                self.most.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(d);
-                self.now.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        let (downloads, decodes) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let p = Prefetcher::with_limits(4, 2);
-        let started = std::time::Instant::now();
-        let (dl, de, o) = (Arc::clone(&downloads), Arc::clone(&decodes), Arc::clone(&order));
-        let threads = p.start(
-            &[5, 4, 3, 2, 1, 0],
-            Arc::new(move |_| dl.run(Duration::from_millis(100))),
-            Arc::new(move |n| {
-                de.run(Duration::from_millis(200));
-                crate::sync::lock(&o).push(n);
-            }),
-        );
-        assert!(started.elapsed() < Duration::from_millis(50), "the caller does not wait");
-        for t in threads {
-            t.join().expect("prefetch thread");
-        }
-        let took = started.elapsed();
-        assert_eq!(decodes.most.load(Ordering::SeqCst), 2, "decodes overlap, two at most");
-        assert_eq!(downloads.most.load(Ordering::SeqCst), 4, "downloads overlap, four at most");
-        let mut done = crate::sync::lock(&order).clone();
-        done.sort_unstable();
-        assert_eq!(done, [0, 1, 2, 3, 4, 5], "every layer once");
-        // One at a time: 6 × 300 ms. Two decodes at once: about 3 × 200 ms after the first download.
-        assert!(took < Duration::from_millis(1200), "{took:?}");
     }
 
     /// An open checks the entry's headers in the decoded tar against its index (an index read

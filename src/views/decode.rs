@@ -12,34 +12,19 @@
 //! - zstd: every frame, with the window capped at 2^[`ZSTD_WINDOW_LOG_MAX`] (128 MiB): a frame
 //!   asking for more is refused rather than allocated.
 //!
-//! # Throughput, and the choice of backend (measured once, commit A6)
-//! A 100 MiB tar of this machine's `/usr/share/perl`, `/usr/share/doc` and `/usr/bin` (gzip -6:
-//! 47.6 MB; zstd -3: 42.7 MB), decoded to a sink by a release build, 256 KiB reads; CPU seconds
-//! (user time, best of 5, as the 2-core machine ran other builds at load 12; AMD EPYC):
-//!
-//! | decoder | decode | MB/s | decode + sha256 | MB/s |
-//! | --- | --- | --- | --- | --- |
-//! | flate2 on zlib-rs 0.6.8 (chosen) | 0.16 s | 655 | 0.22 s | 475 |
-//! | flate2 on miniz_oxide 0.9.1 | 0.19 s | 550 | 0.26 s | 400 |
-//! | GNU `gzip -dc` 1.12 | 0.48 s | 218 | | |
-//! | zstd crate 0.13 (libzstd 1.5.7) | 0.06 s | 1,750 | | |
-//! | `zstd -dc` | 0.05 s | 2,100 | | |
-//! | sha256 alone (sha2, SHA-NI) | | | 0.06 s | 1,750 |
-//!
-//! zlib-rs is about 15% faster than miniz_oxide here, and pure Rust: it is the backend
-//! (`default-features = false, features = ["zlib-rs"]`); zlib-ng would need a C build for little
-//! more. A layer is decoded once per cache lifetime, so reading `layers/<n>.tar` afterwards is a
-//! `pread` of the cache file (page cache: microseconds for 4 KiB), where the alternative of
-//! section 4 of doc/plans/issue-9.md (the blob plus checkpoints every 1 MiB) would inflate half a
-//! span, 512 KiB, per cold read: about 0.8 ms at these rates, and gzip only (a zstd frame has no
-//! restart points).
+//! # Backends
+//! gzip inflates on flate2's `zlib-rs` backend: pure Rust (no C build), and the fastest of the
+//! pure-Rust ones (README, "Cold reads of `rootfs/`", has the figures). A layer is decoded once
+//! per cache lifetime and kept decoded, so a read of `layers/<n>.tar` is a `pread` of the cache
+//! file, never an inflate: random access into the compressed blob would need restart points,
+//! which gzip can be given (checkpoints of inflate state) but a zstd frame has none.
 //!
 //! # The tee
 //! The decoded stream is read through a [`Tee`]: each chunk is hashed (for the diff_id), counted
 //! by a hook before it is written (the cache's charge, the cancellation check and the bound on
 //! decoded bytes: a decompression bomb stops at `--cache-size`), then written to the temporary
-//! file. Whoever reads the tee (a plain copy now, the tar parser later) must drain it to the end,
-//! so the hash covers the bytes after the tar's end-of-archive marker too.
+//! file. Whoever reads the tee must drain it to the end, so the hash covers the bytes after the
+//! tar's end-of-archive marker too.
 
 use std::io::{self, BufReader, Read, Write};
 

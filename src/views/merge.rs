@@ -1,6 +1,6 @@
 //! The merge: what `rootfs/` shows, read lazily from a stack of layer indexes.
 //!
-//! Design (doc/plans/issue-9.md, section 2.3):
+//! The rules:
 //! - Paths are literal and normalised (`""` is the root); the merge follows no symlink. Each
 //!   layer's index already placed its entries through that layer's own links
 //!   (`views::rootpath`); a lower layer's links are not followed to apply an upper layer, as

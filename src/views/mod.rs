@@ -1,22 +1,31 @@
 //! Views derived from an image's verified blobs: layers decoded to plain tar (`layers/<n>.tar`),
-//! the per-layer index and the flattened `rootfs/` (doc/plans/issue-9.md).
+//! the per-layer index and the flattened `rootfs/`. The modules import one way: `kind`, `tar`,
+//! `config` and `decode` import none of the others; `rootpath` imports `kind`; `index` imports
+//! those two and `tar`; `bounds` and `merge` import `index`; `layers` imports `bounds`, `config`,
+//! `decode`, `index` and `tar`; `prefetch` imports none of them.
 //!
 //! - `bounds`: [`ViewsConfig`], the bounds a mount sets (defaults in `crate::limits`).
 //! - `config`: the image config's `rootfs.diff_ids`, strict and bounded.
 //! - `decode`: compression sniffed by magic, the decoders, and the [`decode::Tee`] that hashes,
 //!   writes and charges every decoded byte.
 //! - `layers`: [`Views`], which turns a manifest's layer into a verified decoded file in the cache.
+//! - `kind`: what a layer's entry is, and the whiteout and AUFS names.
 //! - `tar`: a bounded streaming parser of a decoded layer.
-//! - `index`: the per-layer index built from it, and the query API the merge reads.
+//! - `index`: the per-layer index built from the parsed tar, its file, and the query API the
+//!   merge reads.
 //! - `rootpath`: where an entry lands when its parent path crosses a symlink of its layer.
 //! - `merge`: the lazy top-down merge of a stack of indexes, which `rootfs/` shows.
+//! - `prefetch`: the pool that gets a listing's layers ready at once, downloads and decodes each
+//!   bounded.
 
 pub mod bounds;
 pub mod config;
 pub mod decode;
 pub mod index;
+pub mod kind;
 mod layers;
 pub mod merge;
+pub mod prefetch;
 mod rootpath;
 pub mod tar;
 
