@@ -272,13 +272,9 @@ impl Fs {
             kept: Mutex::new(Kept { lru: lru::LruCache::unbounded(), entries: 0, bound: config.kept_listing_entries }),
             next_fh: AtomicU64::new(1),
             by_ino: Mutex::new(ByIno {
-                lru: lru::LruCache::new(
-                    std::num::NonZeroUsize::new(config.inode_handles).unwrap_or(std::num::NonZeroUsize::MIN),
-                ),
+                lru: lru::LruCache::new(crate::capacity::nonzero(config.inode_handles)),
                 bytes: 0,
-                failed: lru::LruCache::new(
-                    std::num::NonZeroUsize::new(limits::FAILED_OPENS).unwrap_or(std::num::NonZeroUsize::MIN),
-                ),
+                failed: lru::LruCache::new(crate::capacity::nonzero(limits::FAILED_OPENS)),
             }),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
             swept_at: AtomicU64::new(0),

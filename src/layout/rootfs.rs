@@ -107,16 +107,12 @@ struct LayersInner {
 /// Layers remembered as indexed this run.
 pub const INDEXED_LAYERS: usize = 4096;
 
-fn capacity(n: usize) -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
-}
-
 impl LayersInner {
     fn new(store: Arc<Store>, views: Arc<Views>) -> LayersInner {
         LayersInner {
             store,
             views,
-            indexed: std::sync::Mutex::new(lru::LruCache::new(capacity(INDEXED_LAYERS))),
+            indexed: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(INDEXED_LAYERS))),
             prefetcher: Prefetcher::new(),
         }
     }
@@ -364,7 +360,7 @@ pub struct LinkCounts {
 impl Default for LinkCounts {
     fn default() -> Self {
         LinkCounts {
-            counts: std::sync::Mutex::new(lru::LruCache::new(capacity(limits::LINK_COUNTS))),
+            counts: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(limits::LINK_COUNTS))),
             computed: std::sync::atomic::AtomicU64::new(0),
         }
     }

@@ -254,11 +254,9 @@ impl Views {
             index_passes: AtomicU64::new(0),
             indexes_read: AtomicU64::new(0),
             intervals: Mutex::default(),
-            failed: Mutex::new(LruCache::new(nonzero(FAILED_DECODES))),
-            derived: Mutex::new(LruCache::new(nonzero(SCHEMA1_DERIVED))),
-            held: Mutex::new(LruCache::new(
-                std::num::NonZeroUsize::new(crate::limits::HELD_DECODED_FILES).unwrap_or(std::num::NonZeroUsize::MIN),
-            )),
+            failed: Mutex::new(LruCache::new(crate::capacity::nonzero(FAILED_DECODES))),
+            derived: Mutex::new(LruCache::new(crate::capacity::nonzero(SCHEMA1_DERIVED))),
+            held: Mutex::new(LruCache::new(crate::capacity::nonzero(crate::limits::HELD_DECODED_FILES))),
         }
     }
 
@@ -876,10 +874,6 @@ fn still_hashes_to(content: &Content, digest: &Digest) -> Result<bool> {
         }
     }
     Ok(&h.finish() == digest)
-}
-
-fn nonzero(n: usize) -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 /// A reader over verified blob content.

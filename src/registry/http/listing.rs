@@ -16,9 +16,9 @@
 //! - A referrers page is read whole, at most a manifest's size ([`MAX_MANIFEST_SIZE`]) and what
 //!   is left of [`MAX_LIST_BODY`], and handed to `manifest::referrers`, which bounds its entries;
 //!   a 404 to the first page means the registry has no referrers API (`None`), not an error.
-//! - At most [`LISTINGS_AT_ONCE`] listings are fetched at a time, so the memory each may hold is
-//!   not multiplied by the repositories listed at once; the others wait their turn
-//!   ([`ListingTurn`]).
+//! - At most [`crate::limits::LISTINGS_AT_ONCE`] listings are fetched at a time, so the memory each may hold is
+//!   not multiplied by the repositories listed at once; the others wait their turn (a
+//!   [`crate::sync::Semaphore`]).
 
 use std::io::Read;
 
@@ -31,35 +31,12 @@ use super::body::{Metered, Paced, Progress, read_limited};
 use super::{HttpClient, repo_scope};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::limits::{
-    LIST_ENTRY_OVERHEAD, LISTINGS_AT_ONCE, LOGGED_INVALID, MAX_LIST_BODY, MAX_LIST_HELD, MAX_MANIFEST_SIZE,
-};
+use crate::limits::{LIST_ENTRY_OVERHEAD, LOGGED_INVALID, MAX_LIST_BODY, MAX_LIST_HELD, MAX_MANIFEST_SIZE};
 use crate::manifest::referrers::{self, Referrer};
 use crate::media;
 use crate::registry::link;
-use crate::sync;
+
 use crate::telemetry::Counter;
-
-/// A turn to fetch a listing, given back when dropped.
-struct ListingTurn<'a>(&'a (std::sync::Mutex<usize>, std::sync::Condvar));
-
-impl<'a> ListingTurn<'a> {
-    fn take(gate: &'a (std::sync::Mutex<usize>, std::sync::Condvar)) -> Self {
-        let mut n = sync::lock(&gate.0);
-        while *n >= LISTINGS_AT_ONCE {
-            n = sync::wait(&gate.1, n);
-        }
-        *n += 1;
-        ListingTurn(gate)
-    }
-}
-
-impl Drop for ListingTurn<'_> {
-    fn drop(&mut self) {
-        *sync::lock(&self.0.0) -= 1;
-        self.0.1.notify_one();
-    }
-}
 
 impl HttpClient {
     /// GET every page of a list (tags or catalog), following `Link: <…>; rel="next"`, and return
@@ -75,7 +52,7 @@ impl HttpClient {
         check: fn(&str) -> Result<()>,
     ) -> Result<Vec<String>> {
         // Memory is bounded per listing: a few at a time keep it bounded in all.
-        let _turn = ListingTurn::take(&self.listings);
+        let _turn = self.listings.acquire();
         let mut url = first.clone();
         let mut seen = std::collections::HashSet::new();
         let mut budget = ListBudget::new(first.clone());
@@ -121,7 +98,7 @@ impl HttpClient {
         let scope = repo_scope(repo);
         let accept = [(ACCEPT, media::OCI_INDEX.to_string())];
         // Memory is bounded per listing: a few at a time keep it bounded in all.
-        let _turn = ListingTurn::take(&self.listings);
+        let _turn = self.listings.acquire();
         let mut collect = referrers::Collect::new(first.as_str());
         let mut url = first.clone();
         let mut seen = std::collections::HashSet::new();
@@ -390,7 +367,9 @@ mod tests {
     use super::super::tests::serve;
     use super::super::{HttpClient, Options, RetryPolicy};
     use super::*;
+    use crate::limits::LISTINGS_AT_ONCE;
     use crate::registry::Client;
+    use crate::sync;
     use std::sync::Arc;
     use std::time::Duration;
 

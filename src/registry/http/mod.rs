@@ -117,7 +117,7 @@ pub struct HttpClient {
     counters: Arc<Counters>,
     max_pages: usize,
     /// Listings being fetched now, at most [`LISTINGS_AT_ONCE`](crate::limits::LISTINGS_AT_ONCE) ([`listing`]).
-    listings: (std::sync::Mutex<usize>, std::sync::Condvar),
+    listings: crate::sync::Semaphore,
 }
 
 /// What an attempt that did not produce a usable response means for the retry loop.
@@ -143,7 +143,7 @@ impl HttpClient {
             timeout: options.timeout,
             progress: options.progress,
             counters: Arc::new(Counters::default()),
-            listings: Default::default(),
+            listings: crate::sync::Semaphore::new(crate::limits::LISTINGS_AT_ONCE),
             max_pages: MAX_PAGES,
         })
     }
