@@ -14,7 +14,6 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod fuse;
-pub mod inodes;
 pub mod layout;
 pub mod limits;
 pub mod manifest;

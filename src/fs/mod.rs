@@ -6,6 +6,21 @@
 //! says what each operation may cost). This keeps what the kernel deals in: inode numbers
 //! ([`Inodes`]), open handles and directory snapshots, attributes (permissions from the kind,
 //! TTLs from its [`Stability`]), reads, and the answers to calls of the wrong shape.
+//!
+//! Its rooms: `config` (what it is told), `attr` (what the kernel is told of a node),
+//! `inodes` (numbers both ways), `listings` (directory snapshots, kept and read with
+//! attributes), `by_inode` (reads with no open), and this one (lookups, links, opens, reads).
+
+mod attr;
+mod by_inode;
+mod config;
+pub mod inodes;
+mod listings;
+
+pub use attr::{Attr, Xattr, rdev, xattr_list, xattr_reply, xattr_value};
+use by_inode::ByIno;
+pub use config::FsConfig;
+use listings::{Kept, Snapshot};
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,116 +30,11 @@ use std::time::{Duration, SystemTime};
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::inodes::{Inodes, ROOT_INO};
 use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
 use crate::limits;
-use crate::platform::Platform;
-use crate::readahead::ReadaheadConfig;
 use crate::store::{Content, Store};
 use crate::sync;
-
-/// What the core tells the kernel to trust, and for how long, and how tag links are read ahead.
-/// `Default` is what regfs runs with; `cli.rs` builds it (`--tag-ttl`; the rest have no option).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsConfig {
-    /// How long the kernel may trust digest-addressed entries and attributes, and names the
-    /// grammar rules out (a day).
-    pub immutable_ttl: Duration,
-    /// How long the kernel may trust entries and attributes of names the registry may move
-    /// (tags, the catalog), and their absence (60 s; `--tag-ttl`).
-    pub tag_ttl: Duration,
-    pub readahead: ReadaheadConfig,
-    /// Decoded layers', indexes' and `rootfs/`'s bounds (`--index-memory`, `--layer-entries`,
-    /// `--layer-index-size`, `--rootfs-layers`).
-    pub views: crate::views::ViewsConfig,
-    /// Entries of immutable directories' listings kept after their handles close
-    /// ([`limits::KEPT_LISTING_ENTRIES`]; tests lower it).
-    pub kept_listing_entries: usize,
-    /// Contents kept for reads by inode with `--no-open` ([`limits::INODE_HANDLES`]; tests
-    /// lower it).
-    pub inode_handles: usize,
-    /// The platform `current` links choose for, in index directories (`--platform`; by default
-    /// this machine's).
-    pub platform: Platform,
-    /// Whether the registry is Docker Hub, where a one-component name means an official image
-    /// (`MOUNT/alpine/tags` links to `library/alpine/tags`; false).
-    pub docker_hub: bool,
-}
-
-impl Default for FsConfig {
-    fn default() -> Self {
-        FsConfig {
-            immutable_ttl: Duration::from_secs(24 * 3600),
-            tag_ttl: Duration::from_secs(60),
-            readahead: ReadaheadConfig::default(),
-            views: crate::views::ViewsConfig::default(),
-            kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
-            inode_handles: limits::INODE_HANDLES,
-            platform: Platform::host(),
-            docker_hub: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: FileKind,
-    pub size: u64,
-    /// Permission bits with setuid, setgid and sticky (12 bits). Kinds without metadata of
-    /// their own are read-only: 0555 directories, 0444 files, 0777 links.
-    pub mode: u16,
-    /// The owner; `None` is the mounting user (every kind without metadata of its own).
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub nlink: u32,
-    /// A device's number in the kernel's encoding ([`rdev`]); 0 for anything else.
-    pub rdev: u32,
-    /// How long the kernel may cache this entry and its attributes.
-    pub ttl: Duration,
-    pub mtime: SystemTime,
-}
-
-/// `major:minor` as the kernel reads a FUSE `rdev` (`new_decode_dev`): 12 bits of major and
-/// 20 of minor, the low byte of the minor first.
-pub fn rdev(major: u32, minor: u32) -> u32 {
-    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
-}
-
-/// An answer to getxattr or listxattr: the length asked for (size 0), or the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Xattr {
-    Size(u32),
-    Data(Vec<u8>),
-}
-
-/// The FUSE size protocol: size 0 asks the length; a buffer smaller than the value is ERANGE.
-pub fn xattr_reply(value: &[u8], size: u32) -> Result<Xattr> {
-    let len = u32::try_from(value.len()).map_err(|_| Error::TooLarge(format!("{} bytes", value.len())))?;
-    match size {
-        0 => Ok(Xattr::Size(len)),
-        s if s < len => Err(Error::BufferTooSmall(format!("{len} bytes into {s}"))),
-        _ => Ok(Xattr::Data(value.to_vec())),
-    }
-}
-
-/// The names of `xattrs`, each followed by a NUL, as listxattr(2) gives them.
-pub fn xattr_list(xattrs: &[(String, Vec<u8>)], size: u32) -> Result<Xattr> {
-    let mut names = Vec::new();
-    for (name, _) in xattrs {
-        names.extend_from_slice(name.as_bytes());
-        names.push(0);
-    }
-    xattr_reply(&names, size)
-}
-
-/// The value of `name` in `xattrs`; ENODATA if it is not there.
-pub fn xattr_value(xattrs: &[(String, Vec<u8>)], name: &OsStr, size: u32) -> Result<Xattr> {
-    match xattrs.iter().find(|(n, _)| OsStr::new(n) == name) {
-        Some((_, value)) => xattr_reply(value, size),
-        None => Err(Error::NoAttribute(name.to_string_lossy().into_owned())),
-    }
-}
+use inodes::{Inodes, ROOT_INO};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -164,78 +74,6 @@ pub struct Fs {
     /// [`BlobCache::evictions`](crate::store::BlobCache::evictions) when the contents kept by
     /// inode were last looked over for files the cache deleted ([`Fs::let_go_of_evicted`]).
     swept_at: AtomicU64,
-}
-
-/// Contents kept for reads by inode (`--no-open`): at most so many (the LRU's capacity, which
-/// bounds descriptors), and contents held in memory (small blobs, manifests) at most
-/// [`limits::INODE_MEMORY`] bytes in all, the least recently read let go first.
-struct ByIno {
-    lru: lru::LruCache<u64, Content>,
-    /// Bytes of the in-memory contents kept.
-    bytes: usize,
-    /// Opens that failed lately, by inode and reader (the requester's thread id), and when: the
-    /// answer to that reader's reads of that inode for [`limits::FAILED_OPEN_HOLD`] (at most
-    /// [`limits::FAILED_OPENS`] at once).
-    failed: lru::LruCache<(u64, u32), (std::time::Instant, Node, Error)>,
-}
-
-impl ByIno {
-    fn weight(content: &Content) -> usize {
-        match content {
-            Content::Memory(bytes) => bytes.len(),
-            Content::Manifest(doc) => doc.bytes().len(),
-            Content::File(_) | Content::Range { .. } => 0,
-        }
-    }
-
-    fn pop(&mut self, ino: u64) -> Option<Content> {
-        let content = self.lru.pop(&ino)?;
-        self.bytes -= ByIno::weight(&content);
-        Some(content)
-    }
-
-    /// Keep `content` for `ino` (not kept yet); what was let go, for the caller to drop unlocked.
-    fn push(&mut self, ino: u64, content: Content) -> Vec<Content> {
-        self.bytes += ByIno::weight(&content);
-        let mut out = Vec::new();
-        if let Some((_, old)) = self.lru.push(ino, content) {
-            self.bytes -= ByIno::weight(&old);
-            out.push(old);
-        }
-        while self.bytes > limits::INODE_MEMORY && self.lru.len() > 1 {
-            let Some((_, old)) = self.lru.pop_lru() else { break };
-            self.bytes -= ByIno::weight(&old);
-            out.push(old);
-        }
-        out
-    }
-}
-
-/// Listings of immutable directories (a manifest's, a rootfs directory: functions of a verified
-/// manifest and its layers, so they never change), by node, most recently opened kept first,
-/// holding at most `bound` entries in all. A directory kept opens inline ([`Fs::opendir_now`]):
-/// a warm `find` of a rootfs starts no thread per directory. Keyed by node, not inode number: a
-/// number the kernel forgot may name another node later.
-struct Kept {
-    lru: lru::LruCache<Node, Snapshot>,
-    entries: usize,
-    bound: usize,
-}
-
-impl Kept {
-    fn keep(&mut self, node: Node, listing: &Snapshot) {
-        if listing.len() > self.bound {
-            return;
-        }
-        if let Some(old) = self.lru.put(node, Arc::clone(listing)) {
-            self.entries -= old.len();
-        }
-        self.entries += listing.len();
-        while self.entries > self.bound {
-            let Some((_, old)) = self.lru.pop_lru() else { break };
-            self.entries -= old.len();
-        }
-    }
 }
 
 impl Fs {
@@ -462,122 +300,6 @@ impl Fs {
         self.inodes.held()
     }
 
-    /// Open a directory: its listing is taken here, once, and every `readdir` of the handle reads
-    /// that snapshot. So a listing is consistent however the registry changes while it is read,
-    /// a large one is built once rather than once per kernel buffer, and a failure surfaces here,
-    /// where it is visible: glibc reads ENOENT from getdents as the end of the directory.
-    ///
-    /// Handles of one directory share its listing while the names in it are unchanged (the
-    /// numbers of entries the kernel does not hold are informational, so they may be those of the
-    /// first handle): a local user opening a large directory a thousand times costs one listing,
-    /// not a thousand.
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
-        let node = self.node(ino)?;
-        let immutable = is_immutable_dir(&node);
-        if immutable {
-            if let Some(listing) = sync::lock(&self.kept).lru.get(&node).cloned() {
-                return Ok(self.open_listing(ino, listing));
-            }
-        }
-        let fresh = self.readdir(ino)?;
-        let entries = {
-            let mut shared = sync::lock(&self.shared);
-            match shared.get(&ino).and_then(std::sync::Weak::upgrade) {
-                Some(old) if same_names(&old, &fresh) => old,
-                _ => {
-                    let fresh = Arc::new(fresh);
-                    shared.insert(ino, Arc::downgrade(&fresh));
-                    fresh
-                }
-            }
-        };
-        if immutable {
-            sync::lock(&self.kept).keep(node, &entries);
-        }
-        Ok(self.open_listing(ino, entries))
-    }
-
-    /// [`Fs::opendir`] if the listing is kept (an immutable directory listed before): no layout
-    /// call, so the adapter answers inline. `None` otherwise (then `opendir` lists, or says what
-    /// is wrong).
-    pub fn opendir_now(&self, ino: u64) -> Option<Result<u64>> {
-        let node = self.inodes.node(ino)?;
-        let listing = sync::lock(&self.kept).lru.get(&node).cloned()?;
-        Some(Ok(self.open_listing(ino, listing)))
-    }
-
-    /// Whether `ino` is a directory whose listing never changes: the kernel may keep what it
-    /// read of it (`FOPEN_CACHE_DIR`).
-    pub fn dir_is_immutable(&self, ino: u64) -> bool {
-        self.inodes.node(ino).is_some_and(|n| is_immutable_dir(&n))
-    }
-
-    fn open_listing(&self, ino: u64, entries: Snapshot) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        sync::lock(&self.dirs).insert(fh, (ino, entries));
-        fh
-    }
-
-    /// The listing taken when `fh` was opened.
-    pub fn listing(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        sync::lock(&self.dirs)
-            .get(&fh)
-            .map(|(_, entries)| Arc::clone(entries))
-            .ok_or_else(|| Error::BadHandle(format!("no open directory {fh}")))
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        let released = sync::lock(&self.dirs).remove(&fh);
-        if let Some((ino, entries)) = released {
-            drop(entries);
-            let mut shared = sync::lock(&self.shared);
-            if shared.get(&ino).is_some_and(|w| w.strong_count() == 0) {
-                shared.remove(&ino);
-            }
-        }
-    }
-
-    /// The entries of a directory, `.` and `..` first, as they are now.
-    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
-        let node = self.node(ino)?;
-        let mut out = vec![DirEntry { ino, kind: FileKind::Directory, name: ".".into(), node: None }];
-        let Shape::Dir(dir) = node.shape() else { return Err(Error::NotADirectory(format!("inode {ino}"))) };
-        let parent = self.inodes.listed(&dir.parent());
-        out.push(DirEntry { ino: parent, kind: FileKind::Directory, name: "..".into(), node: None });
-        for (name, n) in dir.children(&self.layout)? {
-            out.push(DirEntry { ino: self.inodes.listed(&n), kind: n.shape().kind(), name, node: Some(n) });
-        }
-        Ok(out)
-    }
-
-    /// Whether the entries of directory `ino` are answered with their attributes in a listing
-    /// read with them ([`Fs::entry_plus`]): where lookups read only what may be in memory
-    /// ([`crate::layout::Dir::looks_up_at_hand`]: `rootfs/`).
-    pub fn lists_at_hand(&self, ino: u64) -> bool {
-        self.inodes.node(ino).is_some_and(|n| matches!(n.shape(), Shape::Dir(d) if d.looks_up_at_hand()))
-    }
-
-    /// Entry `e` of a listing read with attributes (FUSE `READDIRPLUS`), as a lookup would
-    /// answer it, without waiting. Where `at_hand` ([`Fs::lists_at_hand`]) and the entry's
-    /// layers' indexes are in memory, its attributes with their TTL: a first read of every file
-    /// of a tree after a `find` then sends no LOOKUP, only the READ. Anything else gets its
-    /// kind alone, with TTL 0, so the kernel looks it up before any use, as after a plain
-    /// listing (its `d_type` is right either way).
-    ///
-    /// The kernel takes a reference to each entry's inode, as from a lookup, so each is counted
-    /// here; a caller whose reply had no room for the entry gives it back ([`Fs::forget`]).
-    /// `.` and `..` carry the numbers a plain listing gives and no reference: the kernel links
-    /// neither.
-    pub fn entry_plus(&self, at_hand: bool, e: &DirEntry) -> Attr {
-        let bare = Attr { ino: e.ino, ttl: Duration::ZERO, ..self.bare_attr(e.kind) };
-        let Some(node) = &e.node else { return bare };
-        let attr = match at_hand {
-            true => self.attr_in(&self.at_hand, node).unwrap_or(bare),
-            false => bare,
-        };
-        Attr { ino: self.inodes.lookup(node), ..attr }
-    }
-
     pub fn readlink(&self, ino: u64) -> Result<String> {
         match self.node(ino)?.shape() {
             Shape::Link(l) => l.target(&self.layout),
@@ -650,170 +372,9 @@ impl Fs {
         sync::lock(&self.handles).remove(&fh);
     }
 
-    /// A read of `ino` with no handle (`--no-open`: the kernel sends no open, and reads with
-    /// handle 0). Served from the inode's own content, opened at its first read (as
-    /// [`Fs::open_file`] opens: it may download, decode and verify, so the adapter calls this on
-    /// a thread of its own) and kept until the kernel forgets the inode. An error opening is this
-    /// read's; the next read tries again, but one by the same `reader` (the requester's thread
-    /// id) within [`limits::FAILED_OPEN_HOLD`] gets the same error: the kernel's second READ of
-    /// one `read(2)`.
-    pub fn read_ino(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Result<Vec<u8>> {
-        read_content(&self.kept_or_opened(ino, reader)?, offset, size)
-    }
-
-    /// [`Fs::read_ino`] if it needs no waiting: the inode's content is kept, or verified and at
-    /// hand (as for [`Fs::open_now`]). `None` if opening may wait, or `ino` is not a file (then
-    /// `read_ino` says what is wrong).
-    pub fn read_ino_now(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
-        self.let_go_of_evicted();
-        let content = match self.ino_content(ino, reader) {
-            Some(Ok(content)) => content,
-            Some(Err(e)) => return Some(Err(e)),
-            None => {
-                let node = self.inodes.node(ino)?;
-                let Shape::File(f) = node.shape() else { return None };
-                match f.open_now(&self.layout)? {
-                    Ok(content) => self.keep_ino_content(ino, content),
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-        };
-        Some(read_content(&content, offset, size))
-    }
-
-    /// Open `ino`'s content if none is kept (`--no-open`): what an open does, at the kernel's
-    /// first `getattr` of an open file (its reads ask for the size first: a layer not decoded
-    /// yet says 0, and the kernel reads nothing past what it was told). It may download, decode
-    /// and verify.
-    pub fn open_ino(&self, ino: u64, reader: u32) -> Result<()> {
-        self.kept_or_opened(ino, reader).map(drop)
-    }
-
-    /// `ino`'s kept content; else the error `reader`'s last open of it failed with, if that was
-    /// within [`limits::FAILED_OPEN_HOLD`]; else its content opened (it may wait) and kept.
-    fn kept_or_opened(&self, ino: u64, reader: u32) -> Result<Content> {
-        self.let_go_of_evicted();
-        if let Some(kept) = self.ino_content(ino, reader) {
-            return kept;
-        }
-        match self.content(ino) {
-            Ok((content, _)) => Ok(self.keep_ino_content(ino, content)),
-            Err(e) => {
-                // Thread id 0 is every requester the daemon's pid namespace cannot see (another
-                // container's): not one reader, so nothing is held for it.
-                let held = reader != 0 && !matches!(e, Error::Interrupted(_));
-                if let (true, Some(node)) = (held, self.inodes.node(ino)) {
-                    sync::lock(&self.by_ino).failed.put((ino, reader), (std::time::Instant::now(), node, e.clone()));
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// `ino`'s kept content, or `reader`'s failed open of it while still held; `None` if
-    /// neither.
-    fn ino_content(&self, ino: u64, reader: u32) -> Option<Result<Content>> {
-        let mut by_ino = sync::lock(&self.by_ino);
-        if let Some(content) = by_ino.lru.get(&ino) {
-            return Some(Ok(content.clone()));
-        }
-        // The node is compared, not only the number: a number the kernel forgot may name another
-        // node since.
-        match by_ino.failed.get(&(ino, reader)) {
-            Some((at, node, e))
-                if at.elapsed() < limits::FAILED_OPEN_HOLD && self.inodes.node(ino).as_ref() == Some(node) =>
-            {
-                Some(Err(e.clone()))
-            }
-            Some(_) => {
-                by_ino.failed.pop(&(ino, reader));
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Keep `content`, just opened, as `ino`'s; what to read from: the content another read kept
-    /// first, if one did. Not kept if the kernel forgot the inode meanwhile (no `forget` would
-    /// let it go): `forget` frees the inode before it takes `by_ino`, so one of the two always
-    /// sees the other. Reads take a clone of what is kept, so one let go (forgotten, or past
-    /// the bound) under a read in flight still serves that read.
-    ///
-    /// A file already unlinked once kept (evicted while it was being opened, perhaps counted by
-    /// a sweep that ran before this keep) is let go again: one `fstat` per inode opened.
-    fn keep_ino_content(&self, ino: u64, content: Content) -> Content {
-        let mut by_ino = sync::lock(&self.by_ino);
-        if let Some(kept) = by_ino.lru.get(&ino) {
-            return kept.clone();
-        }
-        if self.inodes.node(ino).is_none() {
-            return content;
-        }
-        let evicted = by_ino.push(ino, content.clone());
-        drop(by_ino);
-        drop(evicted);
-        if let Some(file) = content.file().filter(|f| unlinked(f)) {
-            let mut by_ino = sync::lock(&self.by_ino);
-            let ours = by_ino.lru.peek(&ino).and_then(Content::file).is_some_and(|kept| Arc::ptr_eq(kept, file));
-            let let_go = if ours { by_ino.pop(ino) } else { None };
-            drop(by_ino);
-            drop(let_go);
-        }
-        // The download or decode that made `content` may have evicted files others keep.
-        self.let_go_of_evicted();
-        content
-    }
-
-    /// Let go of kept contents whose cache file was evicted since the last look (`st_nlink` 0):
-    /// a file deleted while open keeps its disk space until closed, and the kernel may never
-    /// forget an inode whose dentry it caches, so without this a user reading many large blobs
-    /// once each would have regfs hold up to [`limits::INODE_HANDLES`] evicted files, past
-    /// `--cache-size`. Read again, such an inode opens again (fetched or decoded anew). Costs an
-    /// atomic load and swap when nothing was evicted (no lock), else an `fstat` per file kept,
-    /// by the one thread that saw the count move.
-    fn let_go_of_evicted(&self) {
-        let evictions = self.layout.store().blob_cache().evictions();
-        if self.swept_at.swap(evictions, Ordering::AcqRel) == evictions {
-            return;
-        }
-        let files: Vec<(u64, Arc<std::fs::File>)> = {
-            let by_ino = sync::lock(&self.by_ino);
-            by_ino.lru.iter().filter_map(|(&ino, content)| Some((ino, Arc::clone(content.file()?)))).collect()
-        };
-        let gone: Vec<_> = files.into_iter().filter(|(_, file)| unlinked(file)).collect();
-        if gone.is_empty() {
-            return;
-        }
-        let mut let_go = Vec::new();
-        {
-            let mut by_ino = sync::lock(&self.by_ino);
-            for (ino, file) in &gone {
-                if by_ino.lru.peek(ino).and_then(Content::file).is_some_and(|kept| Arc::ptr_eq(kept, file)) {
-                    let_go.extend(by_ino.pop(*ino));
-                }
-            }
-        }
-        log::debug!("let go of {} kept contents whose cache files were evicted", let_go.len());
-        drop(let_go);
-    }
-
-    /// Contents held by inode now (`--no-open`), and handles open (tests).
-    pub fn handles_held(&self) -> (usize, usize) {
-        (sync::lock(&self.by_ino).lru.len(), sync::lock(&self.handles).len())
-    }
-
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }
-}
-
-/// `file` has no name left: the cache deleted it (it keeps its disk space while open).
-fn unlinked(file: &std::fs::File) -> bool {
-    file.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0)
-}
-
-fn is_immutable_dir(node: &Node) -> bool {
-    matches!(node.shape(), Shape::Dir(d) if d.stability() == Stability::Immutable)
 }
 
 /// The file the kernel may read directly for `content` (passthrough): only a whole verified
@@ -887,14 +448,6 @@ pub struct Opened {
     /// Content that is true only now (`.regfs/status`): the kernel must not keep its pages,
     /// and reads it through to regfs (direct I/O), whatever size `stat` said.
     pub volatile: bool,
-}
-
-/// A directory's listing as taken at `opendir`, shared by its handles.
-type Snapshot = Arc<Vec<DirEntry>>;
-
-/// Whether two listings show the same names of the same kinds, in the same order.
-fn same_names(a: &[DirEntry], b: &[DirEntry]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.kind == y.kind && x.name == y.name)
 }
 
 #[cfg(test)]
