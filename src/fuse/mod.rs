@@ -16,64 +16,8 @@
 //! Every error given to a reader goes through `errno()`, which logs it and records it for
 //! `.regfs/status` ([`crate::telemetry::Errors`]).
 //!
-//! # What a warm read of a file costs
-//! A warm `find rootfs -type f | xargs cat` through `tags/<tag>/` (the distro image: 6,047 files,
-//! kernel 6.18) made the kernel send, per file, READLINK of the tag (every path walk reads the
-//! link; the kernel caches no symlink unless `FUSE_CACHE_SYMLINKS`), OPEN, FLUSH and RELEASE,
-//! and each READLINK started a thread. Measured, what is done about each:
-//! - FLUSH: files are read-only, so opens answer `FOPEN_NOFLUSH` (Linux 5.16+; older kernels
-//!   send FLUSH and get `ok`, as before);
-//! - READLINK: answered inline when the target is known without waiting ([`Fs::readlink_now`]: a
-//!   tag resolved within `--tag-ttl`, an immutable link). `FUSE_CACHE_SYMLINKS` would save the
-//!   round trip too, but it is one switch for the whole mount, and the kernel never drops a
-//!   cached link on its own (only regular files' pages go when attributes change): a tag's link,
-//!   same inode after the tag moves, would stay stale;
-//! - the walk before (`find`): each OPENDIR started a thread and each directory was read again.
-//!   Immutable directories' listings are kept, bounded ([`Fs::opendir_now`]), so they open
-//!   inline, with `FOPEN_CACHE_DIR`: the kernel keeps what it read, and sends no READDIR again;
-//! - OPEN, answered inline already, did its own system calls: open, check and close the layer's
-//!   decoded tar, and read and parse the entry's headers. The last few decoded tars handed out
-//!   stay open (`Views::ready`), and an index remembers which entries' headers it checked.
-//! - OPEN and RELEASE stay by default: `FUSE_NO_OPEN_SUPPORT` (ENOSYS at open) is one switch for
-//!   the whole connection too, and takes passthrough, the check at open of what a file's bytes
-//!   are, and direct I/O for volatile files with it. `--no-open` makes that trade (below).
-//!
-//! What is left per file is READLINK and OPEN, both inline, and RELEASE (sent after `close`
-//! returns): `strace -c` of regfs over a warm run shows a `read` and a `writev` per request and
-//! no other call. Figures (`scripts/bench --only distro`): idle, 8.1x the time of the same on
-//! umoci's tree before, 4.6x after; loaded by other builds, 6.9x to 8.2x before, 2.0x to 2.2x
-//! after. Idle, the CPUs are idle 61% of a warm run (`perf record -a`): what is left is the
-//! latency of the round trips, not work. Saving the READLINK too (`FUSE_CACHE_SYMLINKS`,
-//! measured: 0.95 s to 0.75 s) needs a tag that moved to be a new inode (the kernel ends a
-//! cached link at the inode's `st_size`, which for a tag not resolved yet is a guess).
-//!
-//! The bench now runs the issue's own command, `find rootfs -type f | xargs cat` from the
-//! image's directory (umoci's bundle for the baseline), so no path walk reads the tag's link:
-//! fuser's debug log of a warm run counts, for 6,047 files and 1,067 directories, 6,047 OPEN,
-//! 6,047 RELEASE, 1,067 OPENDIR and RELEASEDIR, 2 READLINK and 1 READ, nothing else. Where the
-//! time of a round trip goes, on this machine (2 vCPUs of a Firecracker VM, kernel 6.18): the
-//! same warm run with regfs and the reader pinned to one CPU takes 0.29 s, with regfs on the
-//! other CPU 0.49 s, umoci's tree 0.17 s. So it is the cross-CPU wake-ups of each OPEN (an
-//! inter-processor interrupt, a VM exit each), not regfs's work. 2x everywhere needs no OPEN
-//! and RELEASE per file, which only `FUSE_NO_OPEN_SUPPORT` gives: "No open, no release", next.
-//!
-//! A check of that reading: this VM's guest kernel has cpuidle's haltpoll driver with
-//! `guest_halt_poll_ns` set to 0, so an idle vCPU halts at once and every wake-up is a VM exit.
-//! Set to the driver's usual 200 µs for one run (and back), the same warm walk with an OPEN and
-//! RELEASE per file took 0.38 s against umoci's 0.21 s (1.8x); with 0, 0.62 s (3x).
 //!
 //! # No open, no release (the default; `--open` turns it off)
-//! Why the default: `rootfs/` is for walking trees of small files (`find | xargs cat`, `tar`,
-//! `rsync`, `grep -r`), where the OPEN and RELEASE per file are most of a warm walk's time
-//! (above); everything regfs serves is immutable but `.regfs/status` (handled below), so an
-//! open has nothing to say that a first read cannot. What `--open` still buys is passthrough
-//! for warm re-reads of large verified blobs, and errors at `open`: in `scripts/bench` on this
-//! VM, a warm `cat` of the 256 MiB layer ran at 0.94x to 0.97x of a local `cat` with
-//! passthrough, and at 0.69x to 0.77x from the kernel's page cache of the FUSE file (no open;
-//! `--open --no-passthrough` the same), which the kernel walks in small pages
-//! (`filemap_get_read_batch` is 19% of a `perf` profile of that read; fuser's `max_write` of
-//! 16 MiB or 4 KiB made no difference).
-//!
 //! With [`MountConfig::no_open`], init asks `FUSE_NO_OPEN_SUPPORT` (and not passthrough, which
 //! is set up at an open), and the first OPEN of a file is answered ENOSYS before the core is
 //! asked anything (so no handle is made that nothing would release). The kernel then sets
@@ -108,85 +52,21 @@
 //!   one `cat` would drop the pages read so far and mix two snapshots; nothing of that kind
 //!   can happen to an inode whose rendering is fixed at its lookup.
 //!
-//! Measured (`scripts/bench --only distro`, one run, a debug build, cargo running beside it): the
-//! warm `find rootfs -type f | xargs cat` took 1.02 s with an OPEN and RELEASE per file, 0.30 s
-//! with no open, and 0.21 s on umoci's tree (1.43x).
+//! # What the kernel keeps
+//! - Listings carry their entries' attributes (`FUSE_DO_READDIRPLUS`): in `rootfs/`, where
+//!   they are at hand, with their TTLs, so a walk that lists a tree leaves the kernel what the
+//!   first read of each file would otherwise look up; elsewhere the kind alone with TTL 0, so
+//!   the kernel looks the entry up before any use ([`Fs::entry_plus`]). Each entry is a
+//!   reference the kernel holds and gives back with FORGET, as from a lookup.
+//! - Links' targets are kept by the kernel for the life of their inodes
+//!   (`FUSE_CACHE_SYMLINKS`). Every link is immutable but a tag's, and a tag that moved is
+//!   another inode ([`crate::layout::Tag::target`]).
 //!
-//! # The first read of every file of a tree
-//! After a `find rootfs` (layers decoded and indexed, no file read), the first `find rootfs
-//! -type f | xargs cat` by absolute paths through `tags/v1/` makes the kernel send, per file, a
-//! READLINK of the tag, a LOOKUP of the file (`find` reads names and kinds from the listing and
-//! looks no file up) and a READ (6,514 for 6,047 files), and per directory an OPENDIR and a
-//! RELEASEDIR (fuser's debug log). Every LOOKUP started a thread. With other builds running,
-//! that took 1.25 to 2.28 s against 0.13 to 0.23 s on umoci's tree (regfs using 0.6 to 0.7 s
-//! of CPU); a lookup in `rootfs/` whose layers' indexes are in memory is now answered inline
-//! ([`Fs::lookup_now`]): 0.69 to 1.07 s, five runs each in turn. Idle, the thread cost little:
-//! 1.14 s before, 1.08 s after, against 0.14 s (`scripts/bench --only distro`). What is left is
-//! the three round trips per file, each a cross-CPU wake-up (a VM exit here, above): the second
-//! pass by absolute paths (a READLINK per file and nothing else) takes 0.22 to 0.29 s (loaded),
-//! the first pass from the image's directory (LOOKUP and READ) 0.50 s, against 0.18 to 0.20 s
-//! for a second pass from there (no request). Fewer round trips would
-//! need the kernel to learn the files' attributes from the listing (`FUSE_DO_READDIRPLUS`: one
-//! switch for every directory, so every listing, `tags/` and `blobs/` too, would have to carry
-//! every entry's attributes and hand the kernel a reference to each) and to keep the tag's link
-//! (`FUSE_CACHE_SYMLINKS`, above).
-//!
-//! # What no open costs a large blob
-//! Cold, both modes wait for the whole blob to be downloaded and verified; then, by default, the
-//! kernel fills the FUSE file's page cache by READs of 256 KiB (its readahead, 128 KiB for a
-//! FUSE mount, whatever `max_readahead` says), each a `pread` of the cache file into regfs and a
-//! `writev` into the kernel: two copies that passthrough (`--open`) does not make. The READ path
-//! alone, measured with `dd iflag=direct` through the mount (no page cache), moves the 256 MiB
-//! in 0.073 to 0.098 s (3.1 to 3.7 GB/s); in a `perf` profile of regfs over it, the `pread`
-//! copy is 41%, and zeroing each READ's buffer before the `pread` overwrote it was 9% (no
-//! longer done: regfs's CPU for 1 GiB of such READs went from 0.28-0.32 s to 0.25-0.28 s).
-//! Raising the mount's `read_ahead_kb` to 1 MiB or 4 MiB
-//! (READs of up to 1 MiB, `max_pages` 256) changed neither the cold nor the warm figure beyond
-//! the noise. Answering from a mapping of the cache file would save one copy, but a cache file
-//! truncated under it (the cache directory is the user's) would kill regfs with SIGBUS instead of
-//! failing one read. Warm, nothing reaches regfs at all: the kernel reads its page cache of the
-//! FUSE file, in small folios (`filemap_get_read_batch` 19% of a `perf` profile against 6% for
-//! the same `cat` of the cache file, and 37% more samples of `_copy_to_iter`), which only
-//! passthrough avoids, and passthrough is set up at an open.
-//!
-//! # Any waiter can leave
-//! Once the kernel has sent a request, the process that made it waits for our answer, and a
-//! fatal signal does not free it: it sits in `D` state, unkillable. So every request that runs
-//! on a thread of its own is also entered in a table of [`Waiting`] requests, and a watchdog
-//! thread looks at them every [`MountConfig::watch_every`] (100 ms). It answers one at once, and the worker's answer
-//! later is dropped, when
-//! - the requesting thread has a fatal signal pending (`EINTR`): `kill -9`, or a default-fatal
-//!   signal such as SIGINT, which the kernel turns into SIGKILL on every thread of the process.
-//!   The work goes on: a download another reader waits for is not abandoned with the first;
-//! - the filesystem is being unmounted ([`Canceller::cancel`], `EIO`): every waiter leaves at
-//!   once, new requests are refused, and the blob cache stops its downloads. regfs cancels at
-//!   its signals; a mount detached by someone else (`umount -l`) is noticed by the watchdog,
-//!   which looks every second, while requests wait, whether the mount point is still mounted.
-//!
-//! A worker whose answer came too late undoes what it did for it (an open handle is released).
-//! A worker that ends without answering (a bug that panicked) answers EIO as its [`Ticket`]
-//! goes, so no requester waits for an answer that never comes.
-//! While it waits for work another request started (a download in flight), it leaves that wait
-//! within 100 ms of its request being answered, so requesters killed one after another do not
-//! pile up threads; the work itself goes on.
-//!
-//! ## Why look at the requester's signals, not handle FUSE_INTERRUPT
-//! fuser 0.18 answers FUSE_INTERRUPT with ENOSYS (after which the kernel sends no more). Handling
-//! it needs a patched copy of fuser to carry and keep merging. The requesting thread's id is in
-//! every request (`Request::pid`, the tid), and `/proc/<tid>/status` shows a pending SIGKILL
-//! (`SigPnd`/`ShdPnd`, bit 9). Watching for that frees exactly the waiters that are dying,
-//! with stock fuser. It also means only fatal signals end a wait: with interrupts off, a program
-//! that handles a signal (SIGCHLD, SIGWINCH, a SIGINT handler) is never handed an EINTR from
-//! `open`, which the kernel would return even under `SA_RESTART`. The costs: one read of a small
-//! `/proc` file per waiting request every 100 ms, and a requester regfs cannot see (pid 0, from
-//! another pid namespace; a thread a `hidepid=2` /proc hides) is not freed early; its wait
-//! stays bounded by the network's bounds and by unmounting.
+//! Why these choices, and what each costs, measured: doc/PERFORMANCE.md.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
@@ -197,82 +77,14 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::{Attr, Fs, Xattr};
 use crate::layout::FileKind;
-use crate::sync;
+mod backing;
+mod config;
+mod waiting;
 
-/// How the mount is made and what the kernel is told at init. `Default` is what regfs runs with;
-/// `cli.rs` builds it (`--fuse-threads`, `--allow-other`, `--no-passthrough`, `--open`; the
-/// rest have no option).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountConfig {
-    /// Threads reading requests from the kernel (4); at least one.
-    pub fuse_threads: usize,
-    /// Let users other than the one mounting read the mount (off).
-    pub allow_other: bool,
-    /// Try FUSE passthrough (on, but only asked for when `no_open` is off; the kernel may still
-    /// refuse it at init, and it needs root).
-    pub passthrough: bool,
-    /// Ask the kernel to send no OPEN and RELEASE of files (`FUSE_NO_OPEN_SUPPORT`, on; off with
-    /// `--open`): see "No open, no release" above. Passthrough is not asked for then.
-    pub no_open: bool,
-    /// Requests the kernel keeps in the background at once (64: the load test runs 64 readers).
-    pub max_background: u16,
-    /// Background requests past which the kernel holds back readahead and writeback (48).
-    pub congestion_threshold: u16,
-    /// The most the kernel reads ahead of a reader, in bytes (1 MiB).
-    pub max_readahead: u32,
-    /// `st_blksize` of every entry (the I/O size `stat` suggests), and the block size `statfs`
-    /// reports (128 KiB).
-    pub blksize: u32,
-    /// How often the watchdog looks at waiting requests (100 ms).
-    pub watch_every: Duration,
-    /// How long regfs waits for another process starting on the same mountpoint before going on
-    /// without its lock (60 s): that start (the registry's first answer, then the mount) is
-    /// bounded by `--timeout` and `--retries`. Used by `main.rs`.
-    pub lock_wait: Duration,
-}
-
-impl Default for MountConfig {
-    fn default() -> Self {
-        MountConfig {
-            fuse_threads: 4,
-            allow_other: false,
-            passthrough: true,
-            no_open: true,
-            max_background: 64,
-            congestion_threshold: 48,
-            max_readahead: 1 << 20,
-            blksize: 128 << 10,
-            watch_every: Duration::from_millis(100),
-            lock_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-impl MountConfig {
-    /// The session's configuration: read-only, no devices or setuid, the kernel checking
-    /// permissions, shown in the mount table as `source` (`Cli::mount_source`) of type
-    /// `fuse.regfs`.
-    pub fn session(&self, source: &str) -> fuser::Config {
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::RO,
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoSuid,
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::FSName(source.to_string()),
-            // As a kernel option, not fuser's `Subtype` (which only fusermount3 is told): a
-            // mount by root then shows as `fuse.regfs` too, as its fstab line names it
-            // (tests/mount_helper.rs). fusermount3 takes `subtype=` from `-o` the same way.
-            fuser::MountOption::CUSTOM("subtype=regfs".into()),
-        ];
-        if self.allow_other {
-            config.acl = fuser::SessionACL::All;
-        }
-        config.n_threads = Some(self.fuse_threads.max(1));
-        config.clone_fd = true;
-        config
-    }
-}
+use backing::Backing;
+pub use config::MountConfig;
+pub use waiting::Canceller;
+use waiting::{Answer, Caller, Waiting};
 
 pub struct FuseAdapter {
     core: Arc<Fs>,
@@ -290,196 +102,6 @@ pub struct FuseAdapter {
     no_open: bool,
     /// Threads started for requests (a count for tests: ready opens start none).
     spawned: std::sync::atomic::AtomicU64,
-}
-
-/// Who asked: the FUSE request id and the requesting thread (what the watchdog looks at).
-#[derive(Clone, Copy)]
-struct Caller {
-    unique: u64,
-    tid: u32,
-}
-
-impl Caller {
-    fn of(req: &Request) -> Caller {
-        Caller { unique: req.unique().0, tid: req.pid() }
-    }
-}
-
-/// Backing files registered with the kernel for passthrough. The kernel wants one backing id per
-/// inode for as long as any handle of it is open: `by_ino` finds the live one, `by_fh` keeps it
-/// alive until the handle's release.
-#[derive(Default)]
-struct Backing {
-    state: std::sync::Mutex<BackingState>,
-}
-
-#[derive(Default)]
-struct BackingState {
-    by_ino: HashMap<u64, Weak<BackingId>>,
-    by_fh: HashMap<u64, Arc<BackingId>>,
-}
-
-/// Requests answered on threads of their own and not answered yet, by FUSE request id.
-#[derive(Default)]
-struct Waiting {
-    pending: Mutex<HashMap<u64, Pending>>,
-    /// Signalled when a request is entered or the adapter goes.
-    wake: Condvar,
-    cancelled: AtomicBool,
-    closed: AtomicBool,
-    /// Where this filesystem is mounted, once known: its going away cancels.
-    mountpoint: Mutex<Option<std::path::PathBuf>>,
-}
-
-struct Pending {
-    /// The requesting thread.
-    tid: u32,
-    /// Set once the request is answered without its worker: the worker then stops waiting for
-    /// work in flight ([`crate::store::flight::for_requester`]) instead of holding its thread.
-    left: Arc<AtomicBool>,
-    what: String,
-    /// Answers the request with this error, unless its worker already answered it.
-    abandon: Box<dyn FnOnce(&Error) + Send>,
-}
-
-/// A reply that only one of its worker and the watchdog gets to send.
-struct Ticket<R: Answer> {
-    unique: u64,
-    slot: Arc<Mutex<Option<R>>>,
-    waiting: Arc<Waiting>,
-}
-
-impl<R: Answer> Ticket<R> {
-    /// The reply to send, or `None` if the request was answered already (its process was
-    /// killed, or the mount is going): then whatever was done for it must be undone.
-    fn take(self) -> Option<R> {
-        sync::lock(&self.waiting.pending).remove(&self.unique);
-        sync::lock(&self.slot).take()
-    }
-}
-
-impl<R: Answer> Drop for Ticket<R> {
-    /// A worker that ends without taking its reply (a bug that panicked) answers EIO, so its
-    /// requester is not left waiting, and its entry is not left for the watchdog.
-    fn drop(&mut self) {
-        sync::lock(&self.waiting.pending).remove(&self.unique);
-        if let Some(reply) = sync::lock(&self.slot).take() {
-            log::error!("request {}: its worker ended without answering; answered EIO", self.unique);
-            reply.fail(Errno::EIO);
-        }
-    }
-}
-
-/// Every reply type the adapter answers on a thread of its own.
-trait Answer: Send + 'static {
-    fn fail(self, errno: Errno);
-}
-
-macro_rules! answers {
-    ($($t:ty),*) => {$(impl Answer for $t { fn fail(self, errno: Errno) { self.error(errno) } })*};
-}
-answers!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen, ReplyXattr);
-
-/// Ends the mount's waiting: every waiter is answered with an error at once, new requests are
-/// refused, and downloads in flight stop.
-#[derive(Clone)]
-pub struct Canceller {
-    waiting: Arc<Waiting>,
-    core: Arc<Fs>,
-}
-
-impl Canceller {
-    pub fn cancel(&self) {
-        self.waiting.cancel(&self.core);
-    }
-
-    /// Watch `mountpoint`: once it is no longer mounted (detached by `umount -l`) while
-    /// requests wait, cancel. Only if it shows in `/proc/self/mountinfo` now, as mounted: where
-    /// it does not (another mount namespace's view), its absence later would mean nothing.
-    pub fn watch_mount(&self, mountpoint: &std::path::Path) {
-        if crate::mountinfo::is_mount_point(mountpoint) != Some(true) {
-            log::debug!("{} is not in /proc/self/mountinfo; not watching for a detach", mountpoint.display());
-            return;
-        }
-        *sync::lock(&self.waiting.mountpoint) = Some(mountpoint.to_path_buf());
-    }
-}
-
-impl Waiting {
-    fn cancel(&self, core: &Fs) {
-        if !self.cancelled.swap(true, Ordering::SeqCst) {
-            core.cancel();
-            let left = sync::lock(&self.pending).len();
-            if left > 0 {
-                log::info!("unmounting: answering {left} waiting requests with an error");
-            }
-            self.wake.notify_all();
-        }
-    }
-
-    /// Whether the mount point (if watched) is gone from this namespace's mounts.
-    fn detached(&self) -> bool {
-        let path = sync::lock(&self.mountpoint).clone();
-        path.is_some_and(|p| crate::mountinfo::is_mount_point(&p) == Some(false))
-    }
-
-    /// Look at the waiting requests until the adapter goes.
-    fn watch(self: Arc<Self>, core: Arc<Fs>, every: Duration) {
-        let mut ticks = 0u32;
-        loop {
-            {
-                let mut pending = sync::lock(&self.pending);
-                while pending.is_empty() && !self.closed.load(Ordering::SeqCst) {
-                    pending = sync::wait(&self.wake, pending);
-                }
-            }
-            if self.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            ticks = ticks.wrapping_add(1);
-            if ticks % 10 == 0 && !self.cancelled.load(Ordering::SeqCst) && self.detached() {
-                log::info!("the mount was detached with requests waiting");
-                self.cancel(&core);
-            }
-            let cancelled = self.cancelled.load(Ordering::SeqCst);
-            let tids: Vec<(u64, u32)> = sync::lock(&self.pending).iter().map(|(u, p)| (*u, p.tid)).collect();
-            let leaving: Vec<(u64, Error)> = tids
-                .into_iter()
-                .filter_map(|(unique, tid)| {
-                    if cancelled {
-                        Some((unique, Error::Cancelled("the filesystem is being unmounted".into())))
-                    } else if tid != 0 && fatal_signal_pending(tid) {
-                        Some((unique, Error::Interrupted(format!("thread {tid} was killed while waiting"))))
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            for (unique, e) in leaving {
-                let Some(p) = sync::lock(&self.pending).remove(&unique) else { continue };
-                log::info!("{}: {e}; answered at once", p.what);
-                p.left.store(true, Ordering::SeqCst);
-                (p.abandon)(&e);
-            }
-            if !cancelled {
-                std::thread::sleep(every);
-            }
-        }
-    }
-}
-
-/// Whether thread `tid` is dying: SIGKILL pending for it or its process (a default-fatal signal
-/// is turned into SIGKILL on every thread). A thread `/proc` does not show is not: a thread
-/// waiting on a request cannot exit before it is answered, so a missing `/proc/<tid>` means
-/// regfs cannot see it (`/proc` mounted `hidepid=2` with another user's reader under
-/// `--allow-other`, or a `/proc` of another pid namespace), not that it was killed.
-fn fatal_signal_pending(tid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return false };
-    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
-    status.lines().any(|l| {
-        let mask = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
-        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok()).is_some_and(|m| m & SIGKILL_BIT != 0)
-    })
 }
 
 impl Drop for FuseAdapter {
@@ -522,66 +144,6 @@ impl FuseAdapter {
     /// What ends the waiting at unmount.
     pub fn canceller(&self) -> Canceller {
         Canceller { waiting: Arc::clone(&self.waiting), core: Arc::clone(&self.core) }
-    }
-
-    /// Run `job` on its own thread, with the reply in a [`Ticket`] the watchdog can also answer
-    /// (if the requester dies, or the mount goes). Refused at once once the mount is going.
-    fn spawn_waiting<R: Answer>(
-        &self,
-        req: &Request,
-        what: String,
-        reply: R,
-        job: impl FnOnce(&Fs, Ticket<R>) + Send + 'static,
-    ) {
-        self.spawn_waiting_for(Caller::of(req), what, reply, job)
-    }
-
-    fn spawn_waiting_for<R: Answer>(
-        &self,
-        caller: Caller,
-        what: String,
-        reply: R,
-        job: impl FnOnce(&Fs, Ticket<R>) + Send + 'static,
-    ) {
-        if self.waiting.cancelled.load(Ordering::SeqCst) {
-            reply.fail(errno(&self.core, &what, &Error::Cancelled("the filesystem is being unmounted".into())));
-            return;
-        }
-        log::debug!("{what}: on a thread of its own");
-        let unique = caller.unique;
-        let slot = Arc::new(Mutex::new(Some(reply)));
-        let for_watchdog = Arc::clone(&slot);
-        let abandon = Box::new(move |e: &Error| {
-            if let Some(r) = sync::lock(&for_watchdog).take() {
-                r.fail(Errno::from_i32(e.errno()));
-            }
-        });
-        let left = Arc::new(AtomicBool::new(false));
-        let pending = Pending { tid: caller.tid, left: Arc::clone(&left), what, abandon };
-        sync::lock(&self.waiting.pending).insert(unique, pending);
-        self.waiting.wake.notify_all();
-        let ticket = Ticket { unique, slot, waiting: Arc::clone(&self.waiting) };
-        self.spawn(move |fs| crate::store::flight::for_requester(left, || job(fs, ticket)));
-    }
-
-    /// Run `job` on its own thread (inline if no thread can be had).
-    fn spawn(&self, job: impl FnOnce(&Fs) + Send + 'static) {
-        self.spawned.fetch_add(1, Ordering::Relaxed);
-        let core = Arc::clone(&self.core);
-        let slot = Arc::new(std::sync::Mutex::new(Some(job)));
-        let for_thread = Arc::clone(&slot);
-        let spawned = std::thread::Builder::new().name("regfs-op".into()).spawn(move || {
-            let job = sync::lock(&for_thread).take();
-            if let Some(job) = job {
-                job(&core);
-            }
-        });
-        if spawned.is_err() {
-            let job = sync::lock(&slot).take();
-            if let Some(job) = job {
-                job(&self.core);
-            }
-        }
     }
 }
 
@@ -1008,35 +570,6 @@ fn answer_open<R: OpenAnswer>(
     reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH)
 }
 
-impl Backing {
-    /// The backing id for `ino` (registering `file` if none is live), held for handle `fh`.
-    fn register(
-        &self,
-        ino: u64,
-        fh: u64,
-        file: &std::fs::File,
-        reply: &impl OpenAnswer,
-    ) -> std::io::Result<Arc<BackingId>> {
-        let mut st = sync::lock(&self.state);
-        let id = match st.by_ino.get(&ino).and_then(Weak::upgrade) {
-            Some(id) => id,
-            None => {
-                let id = Arc::new(reply.backing(file)?);
-                st.by_ino.insert(ino, Arc::downgrade(&id));
-                id
-            }
-        };
-        st.by_fh.insert(fh, Arc::clone(&id));
-        // Forget inodes whose handles are all closed (their ids are already gone in the kernel).
-        st.by_ino.retain(|_, w| w.strong_count() > 0);
-        Ok(id)
-    }
-
-    fn release(&self, fh: u64) {
-        sync::lock(&self.state).by_fh.remove(&fh);
-    }
-}
-
 /// An xattr answer; ENODATA (asked of every file by `ls` and `cp -a`) quietly.
 fn answer_xattr(fs: &Fs, reply: ReplyXattr, result: crate::error::Result<Xattr>, what: &str) {
     match result {
@@ -1106,7 +639,13 @@ fn file_attr(a: &Attr, uid: u32, gid: u32, blksize: u32) -> FileAttr {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::waiting::{Pending, Ticket, fatal_signal_pending};
     use super::*;
+    use crate::sync;
 
     /// A reply that records the errno it was failed with.
     struct Probe(Arc<Mutex<Option<i32>>>);
