@@ -1,24 +1,16 @@
 //! `rootfs/` against an independent unpacker: every tricky case, every manifest type and a Debian
 //! image are walked through a real regfs mount and compared, path by path, with what umoci 0.4.7
-//! unpacks from the same registry (tests/common/oracle.rs, tests/common/tree.rs); the cases of
-//! entries under symlinks also with what a real containerd applies (tests/common/containerd.rs).
+//! unpacks from the same registry (tests/mount/common/oracle.rs, tests/mount/common/tree.rs); the cases of
+//! entries under symlinks also with what a real containerd applies (tests/mount/common/containerd.rs).
 //! Where regfs
 //! deliberately differs from umoci, the expected tree is umoci's changed by one row of
 //! [`expectation`], each with its reason; where umoci refuses an image, the row gives the whole
 //! expected tree.
 
-mod common;
-#[path = "common/containerd.rs"]
-mod containerd;
-#[path = "common/oracle.rs"]
-mod oracle;
-#[path = "common/tree.rs"]
-mod tree;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{Mount, shared};
+use crate::common::{Mount, containerd, oracle, shared, tree};
 use regfs::testkit::fixtures::tricky;
 use tree::{Compare, Kind, Tree, build};
 
@@ -231,7 +223,7 @@ fn every_tricky_case_matches_umoci_or_its_explicit_expectation() {
     );
 }
 
-/// containerd's tree of `repo:tag` (see tests/common/containerd.rs), and the compare rule for
+/// containerd's tree of `repo:tag` (see tests/mount/common/containerd.rs), and the compare rule for
 /// the directories it makes itself (stamped with the time of the pull).
 fn containerd_tree(c: &containerd::Containerd, url: &str, repo: &str, tag: &str) -> (Result<Tree, String>, Compare) {
     let started = oracle::now();
@@ -251,7 +243,7 @@ const CONTAINERD_CASES: [(&str, Option<&str>); 7] = [
     ("c17-link-to-file", Some("not a directory")),
 ];
 
-/// Entries under symlinks against a real containerd (tests/common/containerd.rs, overlayfs):
+/// Entries under symlinks against a real containerd (tests/mount/common/containerd.rs, overlayfs):
 /// where containerd applies the image, regfs's `rootfs/` is its tree, path by path; where it
 /// fails the image, the failure is the one characterised and regfs shows the tree
 /// `expectation` gives (what umoci shows, or says where umoci fails too).
@@ -597,7 +589,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 // ---- the oracle's own tools, tested on trees built here ----
 
 fn sh(dir: &Path, script: &str) {
-    let o = common::sh_in(dir, script);
+    let o = crate::common::sh_in(dir, script);
     assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
 }
 

@@ -4,16 +4,14 @@
 //! whole; and an error found when the content is first needed (a decoded layer that does not
 //! match its diff_id) is the read's EIO, the open having succeeded.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::front::{Behavior, Fault, Front};
-use common::{Mount, images, shared};
+use crate::common::front::{Behavior, Fault, Front};
+use crate::common::{Mount, images, shared};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
@@ -135,7 +133,7 @@ fn done(status: &serde_json::Value, digest: &str) -> Option<u64> {
 #[test]
 fn no_open_status_shows_each_cat_the_status_then() {
     let sh = shared();
-    let img = common::images(&sh.fixtures, "docker-schema2")[0];
+    let img = crate::common::images(&sh.fixtures, "docker-schema2")[0];
     let digest = s(&img["layers"][2]["digest"]).to_string();
     let path = "demo/docker/tags/v1/layers/2.tar.gz";
     let trickle = Fault::trickle(&format!("/blobs/{digest}"), 16 << 10, Duration::from_millis(25), 1);

@@ -4,12 +4,10 @@
 //! open) and with `--open`, with and without passthrough; a layer whose config names a wrong
 //! diff_id is EIO and leaves nothing.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Mount, images, sh_in, shared, stdout};
+use crate::common::{Mount, images, sh_in, shared, stdout};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))

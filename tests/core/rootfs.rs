@@ -2,7 +2,6 @@
 //! stall), on images made here with the tar crate: what each operation fetches, what a wrong
 //! diff_id fails, and what the kernel is told of hard links, xattrs, devices and FIFOs.
 
-use regfs::testkit::paths::Paths;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,29 +13,14 @@ use regfs::error::Result;
 use regfs::fs::{Attr, Fs, FsConfig, Xattr};
 use regfs::layout::FileKind;
 use regfs::media;
-use regfs::store::{Store, StoreConfig};
+use regfs::testkit::core::{
+    self as kit, Bare, Builder, Core, GZIP, PLAIN, ZSTD, add_gzip_layer, cat_as_fuse, fs_on, gzip, noise,
+    put_gzip_image, put_image, read_all, sha256,
+};
 use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
-
-#[derive(Clone, Copy, Debug)]
-enum Compression {
-    Gzip,
-    Zstd,
-    Plain,
-}
-
-fn compress(raw: &[u8], c: Compression) -> std::io::Result<Vec<u8>> {
-    use std::io::Write;
-    match c {
-        Compression::Plain => Ok(raw.to_vec()),
-        Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(raw)?;
-            e.finish()
-        }
-        Compression::Zstd => zstd::encode_all(raw, 3),
-    }
-}
+use regfs::testkit::fixtures::layers::{Compression, compress};
+use regfs::testkit::paths::Paths;
 
 /// One tar entry to write.
 #[derive(Clone)]
@@ -138,9 +122,9 @@ fn tar_of(entries: &[E]) -> Vec<u8> {
 
 fn layer_media_type(c: Compression) -> &'static str {
     match c {
-        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        Compression::Plain => "application/vnd.oci.image.layer.v1.tar",
+        Compression::Gzip => GZIP,
+        Compression::Zstd => ZSTD,
+        Compression::Plain => PLAIN,
     }
 }
 
@@ -162,69 +146,17 @@ fn push(
     diff_ids: Option<Vec<String>>,
 ) -> Image {
     let mut blobs = Vec::new();
-    let mut descs = Vec::new();
     let mut ids = Vec::new();
     for (entries, c) in layers {
         let raw = tar_of(entries);
-        ids.push(Digest::of(Algorithm::Sha256, &raw).to_string());
+        ids.push(sha256(&raw).to_string());
         let blob = compress(&raw, *c).expect("compress");
-        let d = fake.add_blob(&blob);
-        descs.push(serde_json::json!({"mediaType": layer_media_type(*c), "digest": d.to_string(), "size": blob.len()}));
-        blobs.push(d);
+        blobs.push((fake.add_blob(&blob), blob.len(), layer_media_type(*c)));
     }
     let ids = diff_ids.unwrap_or(ids);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": ids},
-    }))
-    .expect("config");
-    let cfg = fake.add_blob(&config);
-    let m = serde_json::json!({
-        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
-        "layers": descs,
-    });
-    let body = serde_json::to_vec(&m).expect("manifest");
-    let manifest = fake.put_manifest(repo, Some(tag), media::OCI_MANIFEST, &body, Algorithm::Sha256);
+    let (manifest, cfg) = put_image(fake, repo, tag, &blobs, &ids);
+    let blobs = blobs.into_iter().map(|(d, _, _)| d).collect();
     Image { manifest, blobs, config: cfg }
-}
-
-struct Core {
-    fake: Arc<Faulty<Fake>>,
-    fs: Arc<Fs>,
-    cache: tempfile::TempDir,
-}
-
-fn core(fake: Faulty<Fake>) -> Core {
-    core_with(fake, FsConfig::default())
-}
-
-fn core_with(fake: Faulty<Fake>, fs_config: FsConfig) -> Core {
-    let fake = Arc::new(fake);
-    let cache = tempfile::tempdir().expect("cache");
-    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), cache_size: 1 << 30, ..StoreConfig::default() };
-    let store = Store::new(fake.clone(), &config).expect("store");
-    Core { fake, fs: Arc::new(Fs::new(Arc::new(store), fs_config)), cache }
-}
-
-impl Core {
-    fn walk(&self, path: &str) -> Result<Attr> {
-        self.fs.walk(path)
-    }
-
-    fn cat(&self, path: &str) -> Result<Vec<u8>> {
-        self.fs.cat(path)
-    }
-
-    fn ls(&self, path: &str) -> Result<Vec<String>> {
-        self.fs.ls(path)
-    }
-
-    /// GETs of blob `d` so far.
-    fn gets_of(&self, d: &Digest) -> usize {
-        let d = d.to_string();
-        self.fake.calls().iter().filter(|c| c.starts_with("GET blob") && c.contains(&d)).count()
-    }
 }
 
 /// Regular files under `dir` (none if it does not exist).
@@ -308,11 +240,9 @@ fn real_tars_through_the_merge_and_the_layout() {
     ];
     let img = push(&fake, "r", "v1", &layers, None);
     let tars: Vec<Vec<u8>> = layers.iter().map(|(e, _)| tar_of(e)).collect();
-    let cache = tempfile::tempdir().expect("cache");
-    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
-    let store = Store::new(fake.clone(), &config).expect("store");
-    let fs = Arc::new(Fs::with_images(Arc::new(store), FsConfig::default(), Arc::new(Tars::new(&tars))));
-    let c = Core { fake, fs, cache };
+    let Bare { fake, store, cache } = Builder::over(fake).bare();
+    let fs = Arc::new(Fs::with_images(Arc::clone(&store), FsConfig::default(), Arc::new(Tars::new(&tars))));
+    let c = Core { fake, store, fs, cache };
     let root = format!("r/manifests/{}/rootfs", img.manifest);
 
     let names = ["bin/dash", "bin/sh", "usr/bin/dash"].map(|p| c.walk(&format!("{root}/{p}")).expect(p));
@@ -339,10 +269,6 @@ fn real_tars_through_the_merge_and_the_layout() {
     assert_eq!(c.fake.blob_gets(), 0, "no layer was fetched: the tars were given");
 }
 
-fn noise(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
-}
-
 /// Three layers: a base with a large file, a middle one, a top one naming its parents.
 fn three_layers() -> Vec<(Vec<E>, Compression)> {
     vec![
@@ -357,18 +283,18 @@ fn three_layers() -> Vec<(Vec<E>, Compression)> {
 
 #[test]
 fn reading_a_top_layer_file_fetches_nothing_of_the_base() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let img = push(&c.fake, "r", "v1", &three_layers(), None);
     let root = format!("r/manifests/{}/rootfs", img.manifest);
     assert_eq!(c.cat(&format!("{root}/top/only-here.txt")).expect("cat"), b"only here\n");
-    assert_eq!(c.gets_of(&img.blobs[2]), 1, "the top layer, once: {:?}", c.fake.calls());
-    assert_eq!((c.gets_of(&img.blobs[0]), c.gets_of(&img.blobs[1])), (0, 0), "{:?}", c.fake.calls());
-    assert_eq!(c.gets_of(&img.config), 1, "the config, for the diff_ids");
+    assert_eq!(c.fake.gets_of(&img.blobs[2]), 1, "the top layer, once: {:?}", c.fake.calls());
+    assert_eq!((c.fake.gets_of(&img.blobs[0]), c.fake.gets_of(&img.blobs[1])), (0, 0), "{:?}", c.fake.calls());
+    assert_eq!(c.fake.gets_of(&img.config), 1, "the config, for the diff_ids");
 }
 
 #[test]
 fn listing_rootfs_fetches_every_layer_once() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let img = push(&c.fake, "r", "v1", &three_layers(), None);
     let root = format!("r/manifests/{}/rootfs", img.manifest);
     assert_eq!(c.ls(&root).expect("ls"), ["etc", "top", "usr"]);
@@ -377,14 +303,14 @@ fn listing_rootfs_fetches_every_layer_once() {
     assert_eq!(c.cat(&format!("{root}/usr/bin/tool")).expect("tool"), b"middle\n");
     assert_eq!(c.ls(&root).expect("ls again"), ["etc", "top", "usr"]);
     for (i, b) in img.blobs.iter().enumerate() {
-        assert_eq!(c.gets_of(b), 1, "layer {i} fetched once: {:?}", c.fake.calls());
+        assert_eq!(c.fake.gets_of(b), 1, "layer {i} fetched once: {:?}", c.fake.calls());
     }
-    assert_eq!(c.gets_of(&img.config), 1);
+    assert_eq!(c.fake.gets_of(&img.config), 1);
 }
 
 #[test]
 fn a_wrong_diff_id_is_eio_for_files_that_need_that_layer_only() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let layers = three_layers();
     let mut ids: Vec<String> =
         layers.iter().map(|(e, _)| Digest::of(Algorithm::Sha256, &tar_of(e)).to_string()).collect();
@@ -412,7 +338,7 @@ fn a_wrong_diff_id_is_eio_for_files_that_need_that_layer_only() {
 
 #[test]
 fn hardlinked_names_share_an_inode_and_nlink() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let layers = vec![
         (
             vec![
@@ -443,7 +369,7 @@ fn hardlinked_names_share_an_inode_and_nlink() {
 /// parent loops is left out, and the rest of its layer reads.
 #[test]
 fn entries_under_a_same_layer_symlink_read_where_it_points() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let layers = vec![
         (vec![dir("etc"), file("etc/hosts", b"127.0.0.1 localhost\n"), symlink("up", "/etc")], Compression::Gzip),
         (
@@ -478,7 +404,7 @@ fn entries_under_a_same_layer_symlink_read_where_it_points() {
 
 #[test]
 fn getxattr_shows_security_capability_and_user_xattrs() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
     let layers = vec![(
         vec![
@@ -503,7 +429,7 @@ fn getxattr_shows_security_capability_and_user_xattrs() {
 
 #[test]
 fn devices_and_fifos_show_rdev_and_kind() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let layers = vec![(
         vec![
             dir("dev"),
@@ -528,7 +454,7 @@ fn devices_and_fifos_show_rdev_and_kind() {
 /// worker's wait ends within 100 ms of the requester leaving), while the decode goes on.
 #[test]
 fn a_killed_reader_waiting_on_a_layer_decode_leaves_at_once() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let img = push(&c.fake, "r", "v1", &three_layers(), None);
     let path = format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest);
     c.walk(&format!("r/manifests/{}", img.manifest)).expect("manifest");
@@ -572,7 +498,7 @@ fn a_killed_reader_waiting_on_a_layer_decode_leaves_at_once() {
 
 #[test]
 fn rootfs_through_an_index_platform_link() {
-    let c = core(Faulty::new(Fake::default()));
+    let c = Core::new(Faulty::new(Fake::default()));
     let amd = push(&c.fake, "r", "amd", &[(vec![file("arch", b"amd64\n")], Compression::Gzip)], None);
     let arm = push(&c.fake, "r", "arm", &[(vec![file("arch", b"arm64\n")], Compression::Zstd)], None);
     let index = serde_json::json!({
@@ -597,11 +523,360 @@ fn rootfs_through_an_index_platform_link() {
 #[test]
 fn an_image_with_more_layers_than_rootfs_layers_is_efbig() {
     let views = regfs::views::ViewsConfig { rootfs_layers: 2, ..Default::default() };
-    let c = core_with(Faulty::new(Fake::default()), FsConfig { views, ..FsConfig::default() });
+    let c = Core::builder(Faulty::new(Fake::default())).fs_config(FsConfig { views, ..FsConfig::default() }).build();
     let img = push(&c.fake, "r", "v1", &three_layers(), None);
     let root = format!("r/manifests/{}/rootfs", img.manifest);
     assert_eq!(c.ls(&root).expect_err("three layers, two allowed").errno(), libc::EFBIG);
-    assert!(img.blobs.iter().all(|b| c.gets_of(b) == 0), "no layer fetched");
+    assert!(img.blobs.iter().all(|b| c.fake.gets_of(b) == 0), "no layer fetched");
     let two = push(&c.fake, "r", "v2", &three_layers()[1..], None);
     assert!(!c.ls(&format!("r/manifests/{}/rootfs", two.manifest)).expect("two layers").is_empty());
+}
+
+/// HOLE: `rootfs/`'s table of layers at hand is keyed by the layer's *blob* digest, but holds
+/// the index and decoded tar of the *diff_id* the manifest that opened it named. A hostile
+/// manifest M that names an honest image N's blob with another image A's diff_id (already in
+/// the cache: M never has to serve a byte) files A's index and tar under N's blob; N's files,
+/// verified against N's own diff_id, then open inline (`open_now`, what FUSE does first) on
+/// A's bytes.
+#[test]
+fn a_hostile_manifest_cannot_make_an_honest_image_serve_another_layer_s_bytes() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    // Same shape (root, etc, etc/<file>), so that the entry ids agree.
+    let secret = b"A's secret: hunter2 hunter2 hunter2\n";
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    let (blob_a, size_a, diff_a) = add_gzip_layer(&fake, &kit::tar_of(&[("etc/secret", secret)]));
+    let (blob_n, size_n, diff_n) = add_gzip_layer(&fake, &kit::tar_of(&[("etc/passwd", passwd)]));
+    let a = put_gzip_image(&fake, "a", "v1", &[(blob_a, size_a)], std::slice::from_ref(&diff_a));
+    let n = put_gzip_image(&fake, "n", "v1", &[(blob_n.clone(), size_n)], &[diff_n]);
+    // The hostile one: N's blob, A's diff_id.
+    let m = put_gzip_image(&fake, "m", "v1", &[(blob_n, size_n)], &[diff_a]);
+    let fs = fs_on(&fake, cache.path());
+
+    let f = fs.walk(&format!("a/manifests/{a}/rootfs/etc/secret")).expect("A's file");
+    assert_eq!(cat_as_fuse(&fs, f.ino).expect("cat A"), secret);
+    // Browsing the hostile image (it shows A's layer, from the cache: content-addressed).
+    let f = fs.walk(&format!("m/manifests/{m}/rootfs/etc/secret")).expect("M's file");
+    let _ = cat_as_fuse(&fs, f.ino);
+    // The honest image N, verified against its own diff_id.
+    let f = fs.walk(&format!("n/manifests/{n}/rootfs/etc/passwd")).expect("N's file");
+    assert_eq!(f.size, passwd.len() as u64);
+    let got = cat_as_fuse(&fs, f.ino);
+    assert_eq!(
+        got.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).ok(),
+        Some(String::from_utf8_lossy(passwd).into_owned()),
+        "N's etc/passwd must be N's bytes (got {got:?})"
+    );
+}
+
+/// Write an index of `lying` (a tar of the same length) for `diff_id` into `cache`'s `index/`,
+/// as an earlier run would have left it altered: a valid trailer, the right diff_id.
+fn plant_index(cache: &Path, diff_id: &Digest, lying: &[u8]) {
+    let limits = (regfs::views::tar::TarLimits::default(), regfs::views::index::IndexLimits::default());
+    let index = regfs::views::index::build_all(lying, limits.0, limits.1).expect("lying index");
+    let bytes = regfs::views::index::encode(&index, diff_id);
+    let path = cache.join("index").join("sha256").join(diff_id.hex());
+    assert!(path.exists(), "the first run kept an index at {}", path.display());
+    std::fs::write(&path, bytes).expect("plant the index");
+}
+
+/// One image of the layer `honest`; a first run reads `file` of its rootfs (`want`) and so
+/// persists the layer's index; then the index of `lying` (same diff_id, valid trailer) is
+/// planted in its place, and a second run (a new `Fs` on the same cache) looks `file` up
+/// again (it must not use that index).
+fn read_then_plant_index(
+    fake: &Arc<Faulty<Fake>>,
+    cache: &Path,
+    honest: &[u8],
+    lying: &[u8],
+    file: &str,
+    want: &[u8],
+) -> (Arc<Fs>, Attr) {
+    let (blob, size, diff) = add_gzip_layer(fake, honest);
+    let d = put_gzip_image(fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
+    let path = format!("r/manifests/{d}/rootfs/{file}");
+    {
+        let fs = fs_on(fake, cache);
+        let f = fs.walk(&path).expect(file);
+        assert_eq!(cat_as_fuse(&fs, f.ino).expect("first run"), want);
+    }
+    plant_index(cache, &diff, lying);
+    let fs = fs_on(fake, cache);
+    let f = fs.walk(&path).expect("the file, from the planted index");
+    (fs, f)
+}
+
+/// Was a HOLE: SEMANTICS promised that an open re-parses the entry's headers, so an index read
+/// back from disk (trusted on its checksum) that disagrees is `EIO`; but the refused open had
+/// already filed the layer as "at hand", and the next open (FUSE tries `open_now` first) took
+/// the inline path and served the other file's bytes (fixed: a refused open leaves nothing at
+/// hand). Since then an index an earlier run left is not used at all (the index is built again
+/// from the verified tar), so both opens serve the file's own bytes. The header check at open
+/// stays, tested by `layout::rootfs`'s unit tests.
+#[test]
+fn an_altered_index_planted_between_runs_serves_no_other_file_s_bytes_inline() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let passwd: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n";
+    let shadow: &[u8] = b"root:$6$SECRET$HASHHASHHASHHA\n";
+    assert_eq!(passwd.len(), shadow.len());
+    let honest = kit::tar_of(&[("etc/passwd", passwd), ("etc/shadow", shadow)]);
+    // Same names, same lengths, other order: passwd's offsets are shadow's in the honest tar.
+    let lying = kit::tar_of(&[("etc/shadow", shadow), ("etc/passwd", passwd)]);
+    assert_eq!(honest.len(), lying.len());
+    let (fs, f) = read_then_plant_index(&fake, cache.path(), &honest, &lying, "etc/passwd", passwd);
+    let first = cat_as_fuse(&fs, f.ino);
+    assert_eq!(first.as_ref().ok().map(Vec::as_slice), Some(passwd), "the planted index is not used: {first:?}");
+    let again = cat_as_fuse(&fs, f.ino);
+    assert_eq!(again.as_ref().ok().map(Vec::as_slice), Some(passwd), "inline, still passwd's bytes: {again:?}");
+}
+
+/// Was a HOLE: the header check at open compared only the *last component* of the name, so an
+/// altered index (trusted on its checksum) that pointed `etc/passwd` at the data of
+/// `opt/passwd` passed it (fixed: the whole name is compared). Since then an index an earlier
+/// run left is not used at all: `etc/passwd` is its own bytes.
+#[test]
+fn an_altered_index_pointing_at_a_same_named_file_elsewhere_is_not_used() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let real: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n";
+    let other: &[u8] = b"evil:x:0:0:evil:/root:/bin/sh\n";
+    let honest = kit::tar_of(&[("etc/passwd", real), ("opt/passwd", other)]);
+    let lying = kit::tar_of(&[("opt/passwd", other), ("etc/passwd", real)]);
+    assert_eq!(honest.len(), lying.len());
+    let (fs, f) = read_then_plant_index(&fake, cache.path(), &honest, &lying, "etc/passwd", real);
+    let opened = fs.open_file(f.ino).and_then(|o| read_all(&fs, o.fh));
+    assert_eq!(opened.as_ref().ok().map(Vec::as_slice), Some(real), "etc/passwd's own bytes: {opened:?}");
+}
+
+/// One layer's index, counting how often the merge asks for it.
+struct Counted {
+    index: Arc<regfs::views::index::LayerIndex>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl regfs::views::merge::LayerSource for Counted {
+    fn len(&self) -> usize {
+        1
+    }
+    fn index(&self, _: usize) -> Result<Arc<regfs::views::index::LayerIndex>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Arc::clone(&self.index))
+    }
+}
+
+/// HOLE (CPU): `st_nlink` of a hard-linked inode is recomputed on every `getattr` by looking up
+/// every name of the inode (`Merge::nlink`), so one stat costs O(links) and `ls -l` of a
+/// directory of K links to one file costs O(K²) lookups. A layer of 100,000 hard links (a
+/// 50 MB tar that gzips to a few MB; the index allows 1,048,576 entries) makes `ls -l` run
+/// for hours on a FUSE thread. Shown by counting index look-ups per `nlink` (it should not
+/// grow with the number of links) and timing one stat.
+#[test]
+fn stat_of_a_name_of_a_much_linked_file_does_not_cost_one_lookup_per_link() {
+    use regfs::views::merge::{Found, Merge};
+    const K: usize = 20_000;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path("bin/busybox").expect("name");
+    h.set_mode(0o755);
+    h.set_size(4);
+    h.set_cksum();
+    b.append(&h, &b"\x7fELF"[..]).expect("append");
+    for i in 0..K {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_path(format!("bin/l{i:06}")).expect("name");
+        h.set_link_name("bin/busybox").expect("link");
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).expect("append");
+    }
+    let raw = b.into_inner().expect("tar");
+    let limits = (regfs::views::tar::TarLimits::default(), regfs::views::index::IndexLimits::default());
+    let index = regfs::views::index::build_all(&raw[..], limits.0, limits.1).expect("index");
+    let src = Counted { index: Arc::new(index), asked: Default::default() };
+    let m = Merge::new(&src);
+    let Some(Found::Inode(inode)) = m.lookup("bin/l000001").expect("lookup") else { panic!("a file") };
+    let before = src.asked.load(std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let nlink = m.nlink(inode).expect("nlink");
+    let took = started.elapsed();
+    let asked = src.asked.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(nlink as usize, K + 1);
+    eprintln!("one stat of one of {K} links: {asked} index look-ups, {took:?}; ls -l of the directory: {K} times that");
+    assert!(
+        asked <= 8,
+        "one stat asked the layer's index {asked} times ({took:?}): O(links) per stat, O(links²) per ls -l"
+    );
+}
+
+/// HOLE (low): xattr names are taken from PAX keys as any UTF-8, NUL and empty included, and
+/// `listxattr` joins them with NULs: `SCHILY.xattr.user.a<NUL>security.capability` lists a
+/// `security.capability` (and `user.a`) that `getxattr` then says does not exist, and
+/// `SCHILY.xattr.` lists an empty name. What a name-list shows should be what `getxattr` finds.
+#[test]
+fn every_name_listxattr_shows_is_one_getxattr_finds() {
+    use regfs::fs::Xattr;
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let mut b = tar::Builder::new(Vec::new());
+    let pax: [(&str, &[u8]); 2] =
+        [("SCHILY.xattr.user.a\0security.capability", b"\x01\x00\x00\x02"), ("SCHILY.xattr.", b"v")];
+    b.append_pax_extensions(pax.iter().map(|(k, v)| (*k, *v))).expect("pax");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path("bin/ping").expect("name");
+    h.set_mode(0o755);
+    h.set_size(2);
+    h.set_cksum();
+    b.append(&h, &b"hi"[..]).expect("append");
+    let raw = b.into_inner().expect("tar");
+    let (blob, size, diff) = add_gzip_layer(&fake, &raw);
+    let d = put_gzip_image(&fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
+    let fs = fs_on(&fake, cache.path());
+    let f = fs.walk(&format!("r/manifests/{d}/rootfs/bin/ping")).expect("ping");
+    let Xattr::Data(list) = fs.listxattr(f.ino, 4096).expect("listxattr") else { panic!("data") };
+    let names: Vec<&[u8]> = list.split(|&c| c == 0).collect();
+    let names = &names[..names.len().saturating_sub(1)];
+    for name in names {
+        let n = OsStr::new(std::str::from_utf8(name).expect("utf-8"));
+        let got = fs.getxattr(f.ino, n, 4096);
+        assert!(!name.is_empty() && got.is_ok(), "listxattr shows {:?}, getxattr: {got:?} (list {list:?})", n);
+    }
+}
+
+/// HOLE (low): a PAX `path` may hold a NUL byte, and the index keeps it: `readdir` then hands
+/// the kernel a name that every C program reads cut at the NUL, so `ls` shows `passwd` (a
+/// name that looks up nothing, or another entry) beside the real one. Names with NUL should be
+/// left out like names that are not UTF-8.
+#[test]
+fn a_name_with_a_nul_byte_is_left_out() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", &b"etc/passwd\0evil"[..])]).expect("pax");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path("placeholder").expect("name");
+    h.set_mode(0o644);
+    h.set_size(5);
+    h.set_cksum();
+    b.append(&h, &b"evil\n"[..]).expect("append");
+    let raw = b.into_inner().expect("tar");
+    let (blob, size, diff) = add_gzip_layer(&fake, &raw);
+    let d = put_gzip_image(&fake, "r", "v1", &[(blob, size)], std::slice::from_ref(&diff));
+    let fs = fs_on(&fake, cache.path());
+    // Left out, the entry implies nothing either: no `etc` at all is as right as an `etc`
+    // without the name.
+    let root = fs.walk(&format!("r/manifests/{d}/rootfs")).expect("rootfs");
+    let top: Vec<String> = fs.readdir(root.ino).expect("ls rootfs").into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = match fs.walk(&format!("r/manifests/{d}/rootfs/etc")) {
+        Ok(etc) => fs.readdir(etc.ino).expect("ls etc").into_iter().map(|e| e.name).collect(),
+        Err(e) => {
+            assert_eq!(e.errno(), libc::ENOENT, "{e}");
+            top.clone()
+        }
+    };
+    assert!(names.iter().chain(&top).all(|n| !n.contains('\0')), "a name with a NUL is listed: {names:?}");
+}
+
+/// A tar of `(name, kind, target or data, mode)` entries, ustar.
+fn tar_with(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data, mode) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_path(name).expect("name");
+        h.set_mode(*mode);
+        h.set_mtime(1_700_000_000);
+        if *kind == tar::EntryType::Symlink {
+            h.set_link_name(std::str::from_utf8(data).expect("target")).expect("link");
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &[][..]).expect("append");
+        } else {
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+    }
+    b.into_inner().expect("tar")
+}
+
+/// Was a HOLE (cache integrity, metadata): an index read back from `index/` was trusted on its
+/// own sha256 trailer and the diff_id it records, and an open re-parses a regular file's
+/// headers (so its bytes cannot be swapped). But everything else `rootfs/` shows comes from the
+/// index alone: symlink targets (`readlink`), modes (setuid), owners, xattrs
+/// (`security.capability`), device numbers, which names are hard links. A local user who
+/// planted an index between runs made `cp -a`/`rsync` of `rootfs/` copy `bin/sh -> /tmp` and a
+/// setuid `bin/tool`. Now an index is trusted only as built by this run from the verified tar.
+#[test]
+fn a_planted_index_does_not_change_symlink_targets_or_modes() {
+    use tar::EntryType::{Regular, Symlink};
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let honest = tar_with(&[("bin/sh", Symlink, b"dash", 0o777), ("bin/tool", Regular, b"tool\n", 0o755)]);
+    let lying = tar_with(&[("bin/sh", Symlink, b"/tmp", 0o777), ("bin/tool", Regular, b"tool\n", 0o4755)]);
+    assert_eq!(honest.len(), lying.len());
+    let (fs, tool) = read_then_plant_index(&fake, cache.path(), &honest, &lying, "bin/tool", b"tool\n");
+    let tag = fs.walk("r/tags/v1").expect("tag");
+    let link = fs.readlink(tag.ino).expect("tag link");
+    let manifest = link.rsplit('/').next().expect("a digest");
+    let sh = fs.walk(&format!("r/manifests/{manifest}/rootfs/bin/sh")).expect("bin/sh");
+    let target = fs.readlink(sh.ino);
+    assert_eq!(
+        (tool.mode & 0o7777, target.ok()),
+        (0o755, Some("dash".to_string())),
+        "bin/tool's mode and bin/sh's target are the verified tar's"
+    );
+}
+
+// ---- adv9: index trust, failed decodes, large builds ----
+
+/// Was a HOLE (cross-image, schema1; fixed: the memory key says which kind of key it is): layer indexes were kept in memory by one digest, the index key,
+/// whatever kind of key it is: a schema1 layer's index by its *blob* digest (`Target::From`),
+/// an uncompressed layer's by its diff_id (= its blob digest). A hostile OCI manifest naming an
+/// honest schema1 image's gzip blob B as an uncompressed `tar` layer with diff_id B passes the
+/// diff_id check (the blob is B), fails to parse (gzip bytes are no tar), and files
+/// `Known::Failed` under B: the honest schema1 image's `rootfs/` is `EIO` for the run. SEMANTICS:
+/// "a hostile manifest pairing an honest diff_id with another blob fails alone".
+#[test]
+fn a_hostile_plain_layer_on_a_schema1_blob_does_not_fail_the_schema1_image() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let honest = kit::tar_of(&[("etc/motd", b"hello\n")]);
+    let gz = gzip(&honest);
+    let blob = fake.add_blob(&gz);
+    let s1 = serde_json::json!({
+        "schemaVersion": 1, "name": "r", "tag": "old", "architecture": "amd64",
+        "fsLayers": [{"blobSum": blob.to_string()}], "history": [{"v1Compatibility": "{}"}]
+    });
+    let m = fake.put_manifest("r", Some("old"), media::DOCKER_SCHEMA1, s1.to_string().as_bytes(), Algorithm::Sha256);
+    // The hostile image: the same blob, as an uncompressed layer whose diff_id is the blob's digest.
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [blob.to_string()]},
+    }))
+    .expect("config");
+    let cfg = fake.add_blob(&config);
+    let evil = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blob.to_string(), "size": gz.len()}],
+    });
+    let e = fake.put_manifest(
+        "evil",
+        Some("v1"),
+        media::OCI_MANIFEST,
+        &serde_json::to_vec(&evil).expect("json"),
+        Algorithm::Sha256,
+    );
+    let fs = fs_on(&fake, cache.path());
+    // Browsing the hostile image first: its rootfs has no index (a gzip is no tar).
+    let hostile = fs.walk(&format!("evil/manifests/{e}/rootfs/etc"));
+    assert!(hostile.is_err(), "the hostile layer is no tar: {hostile:?}");
+    // The honest schema1 image, verified by its blobSum.
+    let got = fs.walk(&format!("r/manifests/{m}/rootfs/etc/motd")).and_then(|f| cat_as_fuse(&fs, f.ino));
+    assert_eq!(got.as_ref().ok().map(Vec::as_slice), Some(&b"hello\n"[..]), "the schema1 image fails: {got:?}");
 }

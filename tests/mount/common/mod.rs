@@ -5,7 +5,10 @@
 pub use regfs::testkit::fake;
 #[allow(unused_imports)] // not every test binary uses it
 pub use regfs::testkit::front;
+pub mod containerd;
+pub mod oracle;
 pub mod registry;
+pub mod tree;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -4,15 +4,13 @@
 //! while mounted fetched again. Against the reference registry with htpasswd, or the HTTP front
 //! demanding bearer tokens; the helpers are real programs the tests put on `PATH`.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Mount, Registry, sha256sum, shared, start_forever};
+use crate::common::{Mount, Registry, sha256sum, shared, start_forever};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-pw";
@@ -33,7 +31,7 @@ fn locked() -> &'static (Registry, serde_json::Value) {
 
 /// The first layer of the first docker-schema2 image: (path in the mount, digest).
 fn a_layer(fixtures: &serde_json::Value) -> (String, String) {
-    let img = common::images(fixtures, "docker-schema2")[0];
+    let img = crate::common::images(fixtures, "docker-schema2")[0];
     let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
     (format!("{}/tags/{}/layers/0.tar.gz", s(&img["repo"]), s(&img["tag"])), s(&img["layers"][0]["digest"]))
 }
@@ -105,7 +103,7 @@ impl World {
         let mnt = tempfile::tempdir().expect("mountpoint");
         let cache = tempfile::tempdir().expect("cache");
         let started = Instant::now();
-        let out = Command::new(common::regfs_bin())
+        let out = Command::new(crate::common::regfs_bin())
             .arg(url)
             .arg(mnt.path())
             .arg("--cache-dir")
@@ -120,7 +118,7 @@ impl World {
         let took = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "regfs mounted anyway: {stderr}");
-        assert!(!common::is_mounted(mnt.path()));
+        assert!(!crate::common::is_mounted(mnt.path()));
         (stderr, took)
     }
 }
@@ -276,7 +274,7 @@ fn auth_json_is_found_where_podman_and_skopeo_put_it() {
 
 #[test]
 fn an_identity_token_is_exchanged_for_bearer_tokens_as_docker_does() {
-    use common::front::{Bearer, Behavior, Front};
+    use crate::common::front::{Bearer, Behavior, Front};
     let sh = shared();
     let (layer, digest) = a_layer(&sh.fixtures);
     let identity = "idt-refresh-7f3a";
@@ -326,9 +324,9 @@ fn an_identity_token_is_exchanged_for_bearer_tokens_as_docker_does() {
 
 #[test]
 fn credentials_that_expire_while_mounted_are_fetched_again() {
-    use common::front::{Bearer, Behavior, Front};
+    use crate::common::front::{Bearer, Behavior, Front};
     let sh = shared();
-    let images = common::images(&sh.fixtures, "docker-schema2");
+    let images = crate::common::images(&sh.fixtures, "docker-schema2");
     let img = images[0];
     let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
     let layers = img["layers"].as_array().expect("layers");

@@ -1,12 +1,10 @@
 //! Issue 4: faults, through a real registry and the fault-injecting front, with real mounts.
 //! Nothing wrong is ever served, no shell hangs, and the mount recovers by itself.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::front::{Bearer, Behavior, CUT_OFF, Fault, Front, STALL};
-use common::{Mount, Registry, is_mounted, sh_in, sha256sum, shared, start_forever};
+use crate::common::front::{Bearer, Behavior, CUT_OFF, Fault, Front, STALL};
+use crate::common::{Mount, Registry, is_mounted, sh_in, sha256sum, shared, start_forever};
 
 fn str_of(v: &serde_json::Value) -> String {
     v.as_str().expect("string").to_string()
@@ -14,7 +12,7 @@ fn str_of(v: &serde_json::Value) -> String {
 
 /// The 3 MB layer of demo/docker: past the in-memory limit, so it streams to the disk cache.
 fn big_layer() -> (String, String) {
-    let img = common::images(&shared().fixtures, "docker-schema2")[0];
+    let img = crate::common::images(&shared().fixtures, "docker-schema2")[0];
     ("demo/docker/tags/v1/layers/2.tar.gz".to_string(), str_of(&img["layers"][2]["digest"]))
 }
 
@@ -41,7 +39,7 @@ fn tokens_that_expire_mid_session_are_renewed_without_loops() {
         // New work after the token expired: tag lists, manifests, blobs.
         let tags = sh_in(m.dir.path(), "ls demo/oci/tags demo/list/tags");
         assert!(tags.status.success(), "round {round}: {}", String::from_utf8_lossy(&tags.stderr));
-        let small = common::images(&sh.fixtures, "oci-manifest")[0];
+        let small = crate::common::images(&sh.fixtures, "oci-manifest")[0];
         assert_eq!(sha256sum(&m.path("demo/oci/tags/v1/layers/0.tar.gz")), str_of(&small["layers"][0]["digest"]));
     }
     let reqs = front.requests();
@@ -99,7 +97,7 @@ fn bodies_cut_off_every_time_end_in_eio_and_nothing_is_kept() {
     let m = Mount::start(&front.url, &[]);
     let out = sh_in(m.dir.path(), &format!("cat {path} | wc -c; exit ${{PIPESTATUS[0]}}"));
     assert!(!out.status.success());
-    assert_eq!(common::stdout(&out), "0", "bytes were served from a cut-off body");
+    assert_eq!(crate::common::stdout(&out), "0", "bytes were served from a cut-off body");
     assert!(!m.cache.join("blobs/sha256").join(digest.trim_start_matches("sha256:")).exists());
     assert_eq!(std::fs::read_dir(m.cache.join("tmp")).expect("tmp").count(), 0);
     // When the registry behaves again, the same file reads.
@@ -121,7 +119,7 @@ fn a_registry_that_goes_down_and_comes_back_needs_no_restart() {
     let down = sh_in(m.dir.path(), "ls demo/docker/tags");
     assert!(!down.status.success(), "listing worked with the registry down");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    let img = common::images(&reg.1, "docker-schema2")[0];
+    let img = crate::common::images(&reg.1, "docker-schema2")[0];
     assert!(std::fs::read(m.path("demo/docker/tags/v1/layers/0.tar.gz")).is_err());
     reg.0.restart();
     let up = sh_in(m.dir.path(), "ls demo/docker/tags");
@@ -137,7 +135,7 @@ fn a_manifest_altered_in_the_registry_s_storage_is_refused() {
         let f = r.push_fixtures(None);
         (r, f)
     });
-    let img = common::images(&reg.1, "oci-manifest")[0];
+    let img = crate::common::images(&reg.1, "oci-manifest")[0];
     let digest = str_of(&img["digest"]);
     // Change one character inside a string: still valid JSON, so the registry serves it.
     let path = reg.0.blob_path(&digest);
@@ -226,7 +224,7 @@ fn unmounting_while_reads_are_in_flight_leaves_no_stale_mount() {
 #[test]
 fn cut_off_manifests_and_tag_lists_are_fetched_again() {
     let sh = shared();
-    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
     let digest = str_of(&img["digest"]);
     let faults = vec![
         Fault::status(&format!("/manifests/{digest}"), CUT_OFF, 2),
@@ -267,7 +265,7 @@ fn a_registry_flooding_a_tag_list_gets_a_clear_error_and_memory_stays_bounded() 
     let pid = m.pid().expect("pid");
     let large = sh_in(m.dir.path(), "ls demo/large/tags | wc -l; exit ${PIPESTATUS[0]}");
     assert!(large.status.success(), "{}", String::from_utf8_lossy(&large.stderr));
-    let listed: usize = common::stdout(&large).parse().expect("a count");
+    let listed: usize = crate::common::stdout(&large).parse().expect("a count");
     assert!(listed > 100_000, "{listed} tags listed");
     let large_peak_mib = status_kib(pid, "VmHWM:") / 1024;
     let out = sh_in(m.dir.path(), "ls demo/flood/tags | wc -l; exit ${PIPESTATUS[0]}");
@@ -291,8 +289,8 @@ fn a_registry_flooding_a_tag_list_gets_a_clear_error_and_memory_stays_bounded() 
     assert!((1..=10).contains(&warned), "{warned} invalid names logged");
     // The mount goes on serving everything else.
     let tags = sh_in(m.dir.path(), "ls demo/oci/tags");
-    assert_eq!(common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
-    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    assert_eq!(crate::common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
     assert_eq!(sha256sum(&m.path("demo/oci/tags/v1/layers/0.tar.gz")), str_of(&img["layers"][0]["digest"]));
 }
 
@@ -304,7 +302,7 @@ fn a_registry_flooding_its_catalog_is_cut_off_and_memory_stays_bounded() {
     let pid = m.pid().expect("pid");
     // Without a usable catalog the root lists nothing, and every repository is still reachable.
     let root = sh_in(m.dir.path(), "ls");
-    assert_eq!(common::stdout(&root), "", "{}", String::from_utf8_lossy(&root.stderr));
+    assert_eq!(crate::common::stdout(&root), "", "{}", String::from_utf8_lossy(&root.stderr));
     let peak_mib = status_kib(pid, "VmHWM:") / 1024;
     let pages = front.requests().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
     eprintln!("catalog flood: cut off after {pages} pages; regfs peak RSS {peak_mib} MiB");
@@ -316,7 +314,7 @@ fn a_registry_flooding_its_catalog_is_cut_off_and_memory_stays_bounded() {
         "no warning names the catalog:\n{log}"
     );
     let tags = sh_in(m.dir.path(), "ls demo/oci/tags");
-    assert_eq!(common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
+    assert_eq!(crate::common::stdout(&tags), "v1", "{}", String::from_utf8_lossy(&tags.stderr));
 }
 
 /// A shell command's child, for tests that signal a reader.
@@ -363,7 +361,7 @@ fn a_trickling_body_is_abandoned_and_ends_in_eio_within_the_bound() {
     eprintln!("a trickled blob failed after {took:?}");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Input/output error"), "{out:?}");
-    assert_eq!(common::stdout(&out), "0", "bytes were served from a trickled body");
+    assert_eq!(crate::common::stdout(&out), "0", "bytes were served from a trickled body");
     // The bound: 6 attempts (5 resumes), each abandoned within --min-speed-time + --timeout.
     assert!(took < Duration::from_secs(6 * 2 + 3), "took {took:?}");
     let log = m.log();
@@ -516,7 +514,7 @@ fn a_lazy_umount_with_a_stalled_download_frees_its_readers_and_regfs_exits() {
 #[test]
 fn a_trickled_manifest_is_fetched_again_within_the_retry_budget() {
     let sh = shared();
-    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
     let digest = str_of(&img["digest"]);
     // Twice a byte every 200 ms, then whole: the progress rule cuts the first two off.
     let trickle = Fault::trickle(&format!("/manifests/{digest}"), 1, Duration::from_millis(200), 2);
@@ -584,8 +582,8 @@ fn many_readers_killed_in_lookup_opendir_and_open_leave_nothing_behind() {
     assert!(slowest < Duration::from_secs(1), "a killed reader took {slowest:?}");
     // The work they left goes on and ends; then regfs holds what it held before.
     assert_eq!(sha256sum(&m.path(&path)), digest);
-    assert_eq!(common::stdout(&m.sh("cat demo/oci/tags/v1/manifest.json | head -c 1")), "{");
-    assert_eq!(common::stdout(&m.sh("ls demo/oci/tags")), "v1");
+    assert_eq!(crate::common::stdout(&m.sh("cat demo/oci/tags/v1/manifest.json | head -c 1")), "{");
+    assert_eq!(crate::common::stdout(&m.sh("ls demo/oci/tags")), "v1");
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut fds_after, mut threads_after) = files_and_threads(pid);
     while (fds_after.len() > fds_before.len() || threads_after > threads_before) && Instant::now() < deadline {
@@ -649,7 +647,7 @@ fn a_mountpoint_named_with_spaces_newlines_and_backslashes_is_watched_and_guarde
     }
     assert!(m.log().contains("mounted on"), "{}", m.log());
     let cache = tempfile::tempdir().expect("cache");
-    let second = std::process::Command::new(common::regfs_bin())
+    let second = std::process::Command::new(crate::common::regfs_bin())
         .arg(&front.url)
         .arg(m.dir.path())
         .arg("--cache-dir")

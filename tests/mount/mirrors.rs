@@ -1,14 +1,12 @@
 //! Mirrors and pull-through caches (issue 10), with real registries and real mounts: `--mirror`,
 //! the reference registry as a pull-through proxy, registries.conf.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::front::{Behavior, Front};
-use common::{Mount, Registry, images, sha256sum, shared};
+use crate::common::front::{Behavior, Front};
+use crate::common::{Mount, Registry, images, sha256sum, shared};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().expect("a string in the fixtures")
@@ -362,7 +360,7 @@ fn a_mirror_serving_altered_bytes_is_distrusted_and_the_registry_serves_them() {
     // Manifests: the mirror serves them altered (with a Docker-Content-Digest of what it serves).
     let registry = Front::start(&sh.registry.url, Behavior::default());
     let altering =
-        Behavior { alter_manifests: Some(common::front::ManifestHeader::OfServedBytes), ..Behavior::default() };
+        Behavior { alter_manifests: Some(crate::common::front::ManifestHeader::OfServedBytes), ..Behavior::default() };
     let mirror = Front::start(&sh.registry.url, altering);
     let m = Mount::start(&registry.url, &["--mirror", &mirror.url]);
     let img = &readable(&sh.fixtures)[0];
@@ -394,9 +392,9 @@ fn a_stalled_mirror_costs_one_timeout_per_cool_off_not_one_per_read() {
     let sh = shared();
     let registry = Front::start(&sh.registry.url, Behavior::default());
     // Every request to the mirror stalls far past --timeout (a blackholed host).
-    let stall = common::front::Fault {
+    let stall = crate::common::front::Fault {
         delay: Duration::from_secs(30),
-        ..common::front::Fault::status("/v2/", common::front::STALL, 1000)
+        ..crate::common::front::Fault::status("/v2/", crate::common::front::STALL, 1000)
     };
     let mirror = Front::start(&sh.registry.url, Behavior { faults: vec![stall], ..Behavior::default() });
     let m = Mount::start(&registry.url, &["--mirror", &mirror.url, "--timeout", "2"]);
@@ -419,7 +417,8 @@ fn a_stalled_mirror_costs_one_timeout_per_cool_off_not_one_per_read() {
 fn a_mirror_is_sent_the_credentials_of_its_own_host_never_the_registry_s() {
     use base64::Engine as _;
     let sh = shared();
-    let basic = |u: &str, p: &str| common::front::Bearer { lifetime: 300, basic: Some((u.to_string(), p.to_string())) };
+    let basic =
+        |u: &str, p: &str| crate::common::front::Bearer { lifetime: 300, basic: Some((u.to_string(), p.to_string())) };
     let registry = Front::start(
         &sh.registry.url,
         Behavior { bearer: Some(basic("reg-user", "reg-secret")), ..Behavior::default() },

@@ -1,40 +1,35 @@
 //! Platforms (`current`) and artifact titles through the core, over the in-memory registry:
 //! what `ls`, `readlink` and `cat` see, and what each costs.
 
-mod common;
-
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::fake::Fake;
 use regfs::digest::{Algorithm, Digest};
-use regfs::fs::{Fs, FsConfig};
 use regfs::media;
-use regfs::platform::Platform;
-use regfs::store::{Store, StoreConfig};
+use regfs::testkit::core::{self as kit, Builder};
+use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 
-struct Core {
-    fake: Arc<Faulty<Fake>>,
-    fs: Fs,
-    _cache: tempfile::TempDir,
+/// The kit's core, with the listings these tests compare.
+struct Core(kit::Core);
+
+impl std::ops::Deref for Core {
+    type Target = kit::Core;
+    fn deref(&self) -> &kit::Core {
+        &self.0
+    }
 }
 
 /// A core over `fake` choosing `platform` (`None`: the default, this machine's).
 fn core(fake: &Arc<Faulty<Fake>>, platform: Option<&str>) -> Core {
-    let cache = tempfile::tempdir().expect("cache");
-    let config = StoreConfig {
-        cache_dir: cache.path().to_path_buf(),
-        tag_ttl: Duration::from_secs(60),
-        ..StoreConfig::default()
-    };
-    let store = Store::new(fake.clone(), &config).expect("store");
-    let mut fs_config = FsConfig::default();
-    if let Some(p) = platform {
-        fs_config.platform = Platform::parse(p).expect("test platform");
-    }
-    Core { fake: fake.clone(), fs: Fs::new(Arc::new(store), fs_config), _cache: cache }
+    let b = Builder::over(fake.clone());
+    Core(
+        match platform {
+            Some(p) => b.platform(p),
+            None => b,
+        }
+        .build(),
+    )
 }
 
 /// `referrers/`, which another part of issue 10 adds to every manifest directory: these tests are

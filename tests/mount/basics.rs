@@ -1,11 +1,9 @@
 //! Issue 2 end to end: mount a real registry and compare what `ls`, `readlink`, `cat`, `stat`
 //! and `tar -t` show with what the registry holds, asking skopeo and sha256sum as oracles.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Mount, images, sh_in, sha256sum, shared, skopeo_raw, stdout};
+use crate::common::{Mount, images, sh_in, sha256sum, shared, skopeo_raw, stdout};
 
 fn ls(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -199,8 +197,8 @@ fn an_artifact_shows_its_config_and_layers_without_a_tar_extension() {
 #[test]
 fn ls_l_stat_and_find_download_no_blob() {
     // A registry of its own, so its access log holds only this test's requests.
-    let registry = common::start_forever(|| {
-        let r = common::Registry::start(None);
+    let registry = crate::common::start_forever(|| {
+        let r = crate::common::Registry::start(None);
         let f = r.push_fixtures(None);
         (r, f)
     });
@@ -287,7 +285,7 @@ fn regfs_returns_once_mounted_and_exits_on_umount() {
     let sh = shared();
     let dir = tempfile::tempdir().expect("mountpoint");
     let cache = tempfile::tempdir().expect("cache");
-    let status = std::process::Command::new(common::regfs_bin())
+    let status = std::process::Command::new(crate::common::regfs_bin())
         .arg(&sh.registry.url)
         .arg(dir.path())
         .arg("--cache-dir")
@@ -296,12 +294,14 @@ fn regfs_returns_once_mounted_and_exits_on_umount() {
         .status()
         .expect("regfs");
     assert!(status.success());
-    let _guard = common::UnmountOnDrop(dir.path().to_path_buf());
+    let _guard = crate::common::UnmountOnDrop(dir.path().to_path_buf());
     // Live the moment the command returns.
-    assert!(common::is_mounted(dir.path()));
+    assert!(crate::common::is_mounted(dir.path()));
     assert_eq!(ls(&dir.path().join("demo/oci/tags")), ["v1"]);
-    let pid =
-        stdout(&common::sh_in(dir.path(), &format!("pgrep -f 'regfs {} {}'", sh.registry.url, dir.path().display())));
+    let pid = stdout(&crate::common::sh_in(
+        dir.path(),
+        &format!("pgrep -f 'regfs {} {}'", sh.registry.url, dir.path().display()),
+    ));
     assert!(!pid.is_empty());
     assert!(std::process::Command::new("umount").arg(dir.path()).status().expect("umount").success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -311,7 +311,7 @@ fn regfs_returns_once_mounted_and_exits_on_umount() {
         assert!(std::time::Instant::now() < deadline, "regfs did not exit after umount");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(!common::is_mounted(dir.path()));
+    assert!(!crate::common::is_mounted(dir.path()));
 }
 
 #[test]
@@ -326,7 +326,7 @@ fn sigterm_in_the_foreground_unmounts_cleanly() {
         let status =
             m.wait_exit(std::time::Duration::from_secs(10)).unwrap_or_else(|| panic!("regfs did not exit on {name}"));
         assert!(status.success(), "{name}: {status:?}\n{}", m.log());
-        assert!(!common::is_mounted(m.dir.path()), "{name}");
+        assert!(!crate::common::is_mounted(m.dir.path()), "{name}");
         // What the mount did, in one line at the end.
         let log = m.log();
         let summary = log.lines().find(|l| l.contains("unmounted;")).unwrap_or_else(|| panic!("no summary:\n{log}"));
@@ -345,7 +345,7 @@ fn sigterm_while_busy_detaches_the_mount_and_exits_once_released() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while common::is_mounted(m.dir.path()) {
+    while crate::common::is_mounted(m.dir.path()) {
         assert!(std::time::Instant::now() < deadline, "still mounted after SIGTERM:\n{}", m.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -357,13 +357,13 @@ fn sigterm_while_busy_detaches_the_mount_and_exits_once_released() {
 
 #[test]
 fn bad_command_lines_are_refused_before_mounting() {
-    let out = std::process::Command::new(common::regfs_bin())
+    let out = std::process::Command::new(crate::common::regfs_bin())
         .args(["127.0.0.1:1", "/nonexistent/dir"])
         .output()
         .expect("regfs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
-    let out = std::process::Command::new(common::regfs_bin()).arg("--help").output().expect("regfs");
+    let out = std::process::Command::new(crate::common::regfs_bin()).arg("--help").output().expect("regfs");
     let help = String::from_utf8_lossy(&out.stdout);
     for opt in
         ["--foreground", "--cache-dir", "--cache-size", "--tag-ttl", "--username", "--password-stdin", "--auth-file"]
@@ -382,7 +382,7 @@ fn messages_about_the_users_own_input_say_what_to_do() {
     let file = work.path().join("a-file");
     std::fs::write(&file, "x").expect("file");
     let run = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(common::regfs_bin())
+        let out = std::process::Command::new(crate::common::regfs_bin())
             .args(args)
             .env("HOME", work.path())
             .env_remove("REGISTRY_AUTH_FILE")
@@ -390,7 +390,7 @@ fn messages_about_the_users_own_input_say_what_to_do() {
             .output()
             .expect("regfs");
         assert!(!out.status.success(), "{args:?} was accepted");
-        assert!(!common::is_mounted(&mnt));
+        assert!(!crate::common::is_mounted(&mnt));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let os = |s: &str| std::ffi::OsString::from(s);
@@ -495,7 +495,7 @@ fn the_cache_defaults_to_xdg_cache_home_and_fusermount3_unmounts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status = m.wait_exit(std::time::Duration::from_secs(10)).expect("regfs did not exit after fusermount3 -u");
     assert!(status.success(), "{status:?}\n{}", m.log());
-    assert!(!common::is_mounted(m.dir.path()));
+    assert!(!crate::common::is_mounted(m.dir.path()));
 }
 
 #[test]
@@ -524,7 +524,7 @@ fn a_second_regfs_on_the_same_cache_directory_is_refused() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
     let dir = tempfile::tempdir().expect("mountpoint");
-    let out = std::process::Command::new(common::regfs_bin())
+    let out = std::process::Command::new(crate::common::regfs_bin())
         .arg(&sh.registry.url)
         .arg(dir.path())
         .arg("--cache-dir")
@@ -536,7 +536,7 @@ fn a_second_regfs_on_the_same_cache_directory_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another regfs") && err.contains("--cache-dir"), "{err}");
     assert_eq!(err.matches("in use by another regfs").count(), 1, "said more than once: {err}");
-    assert!(!common::is_mounted(dir.path()));
+    assert!(!crate::common::is_mounted(dir.path()));
     // Refused before detaching: nothing of the second regfs is written into the first one's log.
     // (The first mount logs to a file of the test's; the cache directory's own `regfs.log` is
     // where a detached mount on it logs.)
@@ -558,7 +558,7 @@ fn a_refusal_is_printed_once_and_never_into_another_mounts_log() {
     std::fs::create_dir(&first).expect("m1");
     std::fs::create_dir(&second).expect("m2");
     let start = |mnt: &Path| {
-        std::process::Command::new(common::regfs_bin())
+        std::process::Command::new(crate::common::regfs_bin())
             .arg(&sh.registry.url)
             .arg(mnt)
             .arg("--cache-dir")
@@ -569,14 +569,14 @@ fn a_refusal_is_printed_once_and_never_into_another_mounts_log() {
     };
     let out = start(&first);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let _guard = common::UnmountOnDrop(first.clone());
+    let _guard = crate::common::UnmountOnDrop(first.clone());
     let before = std::fs::read_to_string(cache.join("regfs.log")).expect("the first mount's log");
     let out = start(&second);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("in use by another regfs").count(), 1, "{err}");
     assert!(!err.contains("local I/O"), "{err}");
-    assert!(!common::is_mounted(&second));
+    assert!(!crate::common::is_mounted(&second));
     let after = std::fs::read_to_string(cache.join("regfs.log")).expect("the first mount's log");
     assert_eq!(after, before, "the second regfs wrote into the first one's log");
     assert_eq!(ls(&first.join("demo/oci/tags")), ["v1"]);
@@ -587,7 +587,7 @@ fn relative_paths_work_and_the_background_process_leaves_the_caller_s_directory(
     let sh = shared();
     let work = tempfile::tempdir().expect("work");
     std::fs::create_dir(work.path().join("mnt")).expect("mnt");
-    let status = std::process::Command::new(common::regfs_bin())
+    let status = std::process::Command::new(crate::common::regfs_bin())
         .args([&sh.registry.url, "mnt", "--cache-dir", "cache"])
         .current_dir(work.path())
         .env("HOME", work.path())
@@ -595,10 +595,11 @@ fn relative_paths_work_and_the_background_process_leaves_the_caller_s_directory(
         .expect("regfs");
     assert!(status.success());
     let mnt = work.path().join("mnt");
-    let _guard = common::UnmountOnDrop(mnt.clone());
+    let _guard = crate::common::UnmountOnDrop(mnt.clone());
     assert_eq!(ls(&mnt.join("demo/oci/tags")), ["v1"]);
     assert!(work.path().join("cache/regfs.log").exists(), "the cache went somewhere else");
-    let pid = stdout(&sh_in(work.path(), &format!("pgrep -f '^{} {} mnt'", common::regfs_bin(), sh.registry.url)));
+    let pid =
+        stdout(&sh_in(work.path(), &format!("pgrep -f '^{} {} mnt'", crate::common::regfs_bin(), sh.registry.url)));
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", pid.lines().next().unwrap_or(""))).expect("cwd");
     assert_eq!(cwd, Path::new("/"));
     assert!(std::process::Command::new("umount").arg(&mnt).status().expect("umount").success());
@@ -617,9 +618,9 @@ fn inodes_the_kernel_forgets_are_freed() {
     let sh = shared();
     // 100,000 distinct names that look up without the network: namespace directories of a
     // registry without a catalog (with one, names it does not list are ENOENT).
-    let front = common::front::Front::start(
+    let front = crate::common::front::Front::start(
         &sh.registry.url,
-        common::front::Behavior { no_catalog: true, ..common::front::Behavior::default() },
+        crate::common::front::Behavior { no_catalog: true, ..crate::common::front::Behavior::default() },
     );
     let mut m = Mount::start(&front.url, &[]);
     let n = 100_000;
@@ -669,7 +670,7 @@ fn the_descriptor_limit_is_raised_at_start_and_running_out_is_a_clear_error() {
     // `--open`: opens reach regfs, which is what this test counts and starves (with no open,
     // an inode's content is opened at its first read and kept, sharing the blob's descriptor).
     cmd.arg("--nofile=64:200")
-        .arg(common::regfs_bin())
+        .arg(crate::common::regfs_bin())
         .arg(&sh.registry.url)
         .arg(mnt.path())
         .args(["--open", "-f", "--cache-dir"])
@@ -677,11 +678,11 @@ fn the_descriptor_limit_is_raised_at_start_and_running_out_is_a_clear_error() {
         .env("RUST_LOG", "regfs=debug")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).expect("log"));
-    common::die_with_parent(&mut cmd);
+    crate::common::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().expect("prlimit regfs");
-    let _unmount = common::UnmountOnDrop(mnt.path().to_path_buf());
+    let _unmount = crate::common::UnmountOnDrop(mnt.path().to_path_buf());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !common::is_mounted(mnt.path()) {
+    while !crate::common::is_mounted(mnt.path()) {
         assert!(std::time::Instant::now() < deadline, "not mounted");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -737,7 +738,7 @@ fn a_second_regfs_on_a_mounted_directory_is_refused_and_the_first_keeps_serving(
     let m = Mount::start(&sh.registry.url, &[]);
     for fg in [false, true] {
         let cache = tempfile::tempdir().expect("cache");
-        let mut cmd = std::process::Command::new(common::regfs_bin());
+        let mut cmd = std::process::Command::new(crate::common::regfs_bin());
         cmd.arg(&sh.registry.url).arg(m.dir.path()).arg("--cache-dir").arg(cache.path()).env("HOME", cache.path());
         if fg {
             cmd.arg("--foreground");
@@ -764,7 +765,7 @@ fn a_mountpoint_inside_a_regfs_mount_is_refused() {
     let inner = m.path("demo/oci");
     assert!(inner.is_dir());
     let cache = tempfile::tempdir().expect("cache");
-    let out = std::process::Command::new(common::regfs_bin())
+    let out = std::process::Command::new(crate::common::regfs_bin())
         .arg(&sh.registry.url)
         .arg(&inner)
         .arg("--cache-dir")
@@ -773,10 +774,10 @@ fn a_mountpoint_inside_a_regfs_mount_is_refused() {
         .output()
         .expect("regfs");
     let err = String::from_utf8_lossy(&out.stderr);
-    let _guard = common::UnmountOnDrop(inner.clone());
+    let _guard = crate::common::UnmountOnDrop(inner.clone());
     assert!(!out.status.success(), "regfs mounted inside a regfs mount");
     assert!(err.contains("inside the regfs mount") && err.contains(&m.dir.path().display().to_string()), "{err}");
-    assert!(!common::is_mounted(&inner));
+    assert!(!crate::common::is_mounted(&inner));
     assert_eq!(ls(&m.path("demo/oci/tags")), ["v1"]);
 }
 
@@ -787,12 +788,12 @@ fn two_regfs_racing_for_one_fresh_mountpoint_do_not_stack() {
     let sh = shared();
     for round in 0..5 {
         let mnt = tempfile::tempdir().expect("mountpoint");
-        let _guard = common::UnmountOnDrop(mnt.path().to_path_buf());
+        let _guard = crate::common::UnmountOnDrop(mnt.path().to_path_buf());
         let caches: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("cache")).collect();
         let runs: Vec<_> = caches
             .iter()
             .map(|cache| {
-                let mut cmd = std::process::Command::new(common::regfs_bin());
+                let mut cmd = std::process::Command::new(crate::common::regfs_bin());
                 cmd.arg(&sh.registry.url)
                     .arg(mnt.path())
                     .arg("--cache-dir")
@@ -829,8 +830,8 @@ fn a_mountpoint_that_is_not_empty_is_refused_unless_nonempty() {
     let regfs = |extra: &[&str]| {
         // A cache of its own each time: the last regfs may still be exiting after its umount.
         let cache = tempfile::tempdir().expect("cache");
-        let _guard = common::UnmountOnDrop(dir.path().to_path_buf());
-        let out = std::process::Command::new(common::regfs_bin())
+        let _guard = crate::common::UnmountOnDrop(dir.path().to_path_buf());
+        let out = std::process::Command::new(crate::common::regfs_bin())
             .arg(&sh.registry.url)
             .arg(dir.path())
             .arg("--cache-dir")
@@ -839,7 +840,7 @@ fn a_mountpoint_that_is_not_empty_is_refused_unless_nonempty() {
             .env("HOME", cache.path())
             .output()
             .expect("regfs");
-        let mounted = common::is_mounted(dir.path());
+        let mounted = crate::common::is_mounted(dir.path());
         let listed = if mounted { ls(dir.path()) } else { Vec::new() };
         if mounted {
             assert!(std::process::Command::new("umount").arg(dir.path()).status().expect("umount").success());
@@ -865,7 +866,7 @@ fn a_mountpoint_that_is_not_empty_is_refused_unless_nonempty() {
     // A mount point (which shows entries) is refused as such, not as non-empty.
     let m = Mount::start(&sh.registry.url, &[]);
     let cache = tempfile::tempdir().expect("cache");
-    let out = std::process::Command::new(common::regfs_bin())
+    let out = std::process::Command::new(crate::common::regfs_bin())
         .arg(&sh.registry.url)
         .arg(m.dir.path())
         .arg("--cache-dir")

@@ -2,32 +2,34 @@
 //! what is listed, where links point, and what it costs (one request per subject per `tag_ttl`,
 //! through the API, or through the `sha256-<hex>` tag where the API answers 404).
 
-mod common;
-
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake::Fake;
 use regfs::digest::{Algorithm, Digest};
+use regfs::error::Result;
 use regfs::fs::{Fs, FsConfig};
+use regfs::manifest::referrers::Referrer;
 use regfs::media;
+use regfs::registry::{BlobReply, Client, Fetch, ManifestReply};
 use regfs::store::{Store, StoreConfig};
+use regfs::testkit::core::{self as kit};
+use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 
-struct Core {
-    fake: Arc<Faulty<Fake>>,
-    fs: Fs,
-    _cache: tempfile::TempDir,
+/// The kit's core, asked as these tests ask: listings sorted, failures as errno.
+struct Core(kit::Core);
+
+impl std::ops::Deref for Core {
+    type Target = kit::Core;
+    fn deref(&self) -> &kit::Core {
+        &self.0
+    }
 }
 
 fn core(fake: Faulty<Fake>, tag_ttl: Duration) -> Core {
-    let fake = Arc::new(fake);
-    let cache = tempfile::tempdir().expect("cache");
-    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), tag_ttl, ..StoreConfig::default() };
-    let store = Store::new(fake.clone(), &config).expect("store");
-    Core { fake, fs: Fs::new(Arc::new(store), FsConfig { tag_ttl, ..FsConfig::default() }), _cache: cache }
+    Core(kit::Core::builder(fake).tag_ttl(tag_ttl).build())
 }
 
 impl Core {
@@ -171,4 +173,98 @@ fn a_tag_schema_index_that_lies_or_is_no_index_shows_no_referrers() {
     let e = c.fs.ls(&format!("r/manifests/{}/referrers", s.image)).expect_err("a lying index");
     assert_eq!(e.errno(), libc::EIO, "{e}");
     assert!(c.ls(&format!("r/manifests/{}/referrers", s.sbom)).is_empty());
+}
+
+// ---- adv-final: referrers (`layout/referrers.rs`) ----
+
+/// A registry (`Fake`) whose referrers API answers `list` for every subject.
+struct ListsReferrers {
+    inner: Arc<Faulty<Fake>>,
+    list: Vec<Referrer>,
+    /// A repository whose referrers API answers 404 (e.g. NAME_UNKNOWN: a repository gone).
+    missing_in: &'static str,
+}
+
+impl Client for ListsReferrers {
+    fn catalog(&self) -> Result<Vec<String>> {
+        self.inner.catalog()
+    }
+    fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        self.inner.tags(repo)
+    }
+    fn manifest(&self, repo: &str, reference: &str, fetch: Fetch) -> Result<ManifestReply> {
+        self.inner.manifest(repo, reference, fetch)
+    }
+    fn referrers(&self, repo: &str, _: &Digest) -> Result<Option<Vec<Referrer>>> {
+        Ok((repo != self.missing_in).then(|| self.list.clone()))
+    }
+    fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
+        self.inner.blob_size(repo, digest)
+    }
+    fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply> {
+        self.inner.blob(repo, digest, offset)
+    }
+}
+
+/// `Referrers::child` (a lookup) rebuilds the whole directory, type names made unique by a
+/// linear scan per name: O(n²) per lookup in the number of distinct artifact types. A list of
+/// 10 000 referrers (within `MAX_REFERRERS`), each with its own type, which anyone who can push
+/// artifacts to the repository can make, costs seconds of CPU per name looked up: `ls -l
+/// referrers/` (one lookup per name) holds FUSE threads for hours.
+#[test]
+fn looking_up_names_in_a_long_referrers_list_is_not_quadratic() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (image, _) = fake.image("r", "v1", b"layer");
+    let list: Vec<Referrer> = (0..10_000)
+        .map(|i| Referrer {
+            digest: Digest::of(Algorithm::Sha256, format!("referrer {i}").as_bytes()),
+            media_type: media::OCI_MANIFEST.into(),
+            size: 100,
+            artifact_type: Some(format!("t{i}/x")),
+            annotations: Vec::new(),
+        })
+        .collect();
+    let names: Vec<String> = list.iter().take(20).map(|r| r.digest.to_string()).collect();
+    let client = Arc::new(ListsReferrers { inner: fake, list, missing_in: "" });
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let fs = Fs::new(Arc::new(Store::new(client, &config).expect("store")), FsConfig::default());
+    let top = fs.walk(&format!("r/manifests/{image}/referrers")).expect("referrers/");
+    let started = std::time::Instant::now();
+    for name in &names {
+        fs.lookup(top.ino, std::ffi::OsStr::new(name)).expect("a listed referrer");
+    }
+    let each = started.elapsed() / names.len() as u32;
+    // A linear directory would take well under a millisecond per name here.
+    assert!(
+        each < std::time::Duration::from_millis(20),
+        "{each:?} per lookup; 20 000 names would take {:?}",
+        each * 20_000
+    );
+}
+
+/// One 404 from the referrers API, for any repository (a repository deleted or renamed since
+/// its manifest was read, a per-repository proxy rule, a registry hiccup), turns the API off
+/// for the whole mount (`Store::no_referrers_api`, never reset): from then on every subject of
+/// every repository reads the `sha256-<hex>` tag instead, and referrers pushed through the API
+/// (no tag, as `oras attach` does on an OCI 1.1 registry) are hidden until the next mount.
+#[test]
+fn a_404_in_one_repository_does_not_hide_the_referrers_of_every_other() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let (image, _) = fake.image("r", "v1", b"layer");
+    let (other, _) = fake.image("gone", "v1", b"other layer");
+    let sig = Referrer {
+        digest: Digest::of(Algorithm::Sha256, b"a signature"),
+        media_type: media::OCI_MANIFEST.into(),
+        size: 100,
+        artifact_type: Some("application/vnd.cncf.notary.signature".into()),
+        annotations: Vec::new(),
+    };
+    let client = Arc::new(ListsReferrers { inner: fake, list: vec![sig.clone()], missing_in: "gone" });
+    let cache = tempfile::tempdir().expect("cache");
+    let config = StoreConfig { cache_dir: cache.path().to_path_buf(), ..StoreConfig::default() };
+    let fs = Fs::new(Arc::new(Store::new(client, &config).expect("store")), FsConfig::default());
+    assert!(fs.ls(&format!("gone/manifests/{other}/referrers")).expect("ls").is_empty());
+    let shown = fs.ls(&format!("r/manifests/{image}/referrers")).expect("ls");
+    assert!(shown.contains(&sig.digest.to_string()), "r's signature is hidden: {shown:?}");
 }

@@ -2,8 +2,6 @@
 //! mountpoint, and stopped again whatever state the registry is in. The binaries are the ones
 //! this test run built (`REGFS_DEMO_BIN`), so the demo does not build a release of its own.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,9 +48,9 @@ fn demo_takes_a_relative_mountpoint_from_the_callers_directory() {
     std::fs::create_dir(&caller).expect("caller");
     let out = demo(&caller, base.path(), &["rel/mnt"]);
     let mnt = caller.join("rel/mnt");
-    let _guard = common::UnmountOnDrop(mnt.clone());
+    let _guard = crate::common::UnmountOnDrop(mnt.clone());
     assert!(out.status.success(), "{}", text(&out));
-    assert!(common::is_mounted(&mnt), "not mounted at {}: {}", mnt.display(), text(&out));
+    assert!(crate::common::is_mounted(&mnt), "not mounted at {}: {}", mnt.display(), text(&out));
     assert!(text(&out).contains(&format!("mounted on {}", mnt.display())), "{}", text(&out));
     assert!(std::fs::read_dir(mnt.join("demo/oci/tags")).expect("tags").count() > 0);
     // The image it offers to run runs, by the line it prints.
@@ -65,7 +63,7 @@ fn demo_takes_a_relative_mountpoint_from_the_callers_directory() {
     assert!(!text(&out).contains("or: umount"), "{}", text(&out));
     let out = demo(&caller, base.path(), &["stop"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!common::is_mounted(&mnt));
+    assert!(!crate::common::is_mounted(&mnt));
     assert!(!base.path().join("state").exists(), "the state is left behind");
 }
 
@@ -75,7 +73,7 @@ fn demo_stop_works_when_the_registry_died_and_never_kills_a_reused_pid() {
     demo_bin(base.path());
     let out = demo(base.path(), base.path(), &["mnt"]);
     let mnt = base.path().join("mnt");
-    let _guard = common::UnmountOnDrop(mnt.clone());
+    let _guard = crate::common::UnmountOnDrop(mnt.clone());
     assert!(out.status.success(), "{}", text(&out));
     // The registry dies, and its pid goes to a process of someone else's (here: the test's).
     let (pid, rest) = registry_pid(base.path());
@@ -86,7 +84,7 @@ fn demo_stop_works_when_the_registry_died_and_never_kills_a_reused_pid() {
         .expect("registry.pid");
     let out = demo(base.path(), base.path(), &["stop"]);
     assert!(out.status.success(), "stop failed: {}", text(&out));
-    assert!(!common::is_mounted(&mnt), "still mounted");
+    assert!(!crate::common::is_mounted(&mnt), "still mounted");
     assert!(!base.path().join("state").exists(), "the state is left behind");
     assert!(bystander.try_wait().expect("wait").is_none(), "the demo killed a process that is not its registry");
     let _ = bystander.kill();

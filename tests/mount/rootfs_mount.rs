@@ -3,12 +3,10 @@
 //! top, for gzip, zstd and plain layers: by default (no open), and with `--open`, with and without
 //! passthrough.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{Mount, images, sh_in, shared, stdout};
+use crate::common::{Mount, images, sh_in, shared, stdout};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))

@@ -1,51 +1,18 @@
 //! What indexing a layer of many entries costs in memory: the peak heap of the index builder
 //! (parse, build, freeze) per entry, measured by this binary's counting allocator, and the
-//! process's peak RSS. Its own test binary, one test, so that nothing else allocates meanwhile.
+//! process's peak RSS (of the whole binary so far: run this test alone for the builder's own).
 //!
-//! `REGFS_INDEX_ENTRIES=1048576 cargo test --release --features testkit --test index_memory --
-//! --nocapture` measures a layer at the entry bound (the figure in doc/SEMANTICS.md), and
+//! `REGFS_INDEX_ENTRIES=1048576 cargo test --release --features testkit --test memory --
+//! --nocapture index::` measures a layer at the entry bound (the figure in doc/SEMANTICS.md), and
 //! `REGFS_INDEX_TAR=target/regfs-distro/<hash>/L0.tar` the distro fixture's base layer.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::{LIVE, PEAK};
 
 use regfs::views::index::{IndexLimits, build_all};
 use regfs::views::tar::TarLimits;
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: the caller's layout, passed on.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: allocated by `alloc` with this layout.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        // Counted in place, as glibc resizes blocks this large (mremap): the peak is of live
-        // capacity. The peak RSS printed beside it counts what was really touched.
-        if new_size >= layout.size() {
-            let now = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's pointer and layout, passed on.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// A tar made on the fly (never held whole): `n` entries shaped like a distribution's files,
 /// 100 files per directory under `usr/share/pkgNNNN/`, one in ten a hard link to its
@@ -121,6 +88,7 @@ fn vm_hwm_kib() -> Option<u64> {
 /// and the index it leaves is its records (96 bytes each) plus names.
 #[test]
 fn indexing_a_layer_of_many_entries_peaks_at_at_most_200_bytes_per_entry() {
+    let _serial = crate::serial();
     let n: usize = std::env::var("REGFS_INDEX_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let limits = IndexLimits { max_entries: 1 << 21, max_bytes: 1 << 31, ..IndexLimits::default() };
     let before = LIVE.load(Ordering::Relaxed);

@@ -11,13 +11,11 @@
 //! inside, so each check runs in the namespace's script, which prints `label key value` lines
 //! for the test to judge.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{images, shared};
+use crate::common::{images, shared};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
@@ -106,7 +104,7 @@ fn in_namespace(script: &str, layer: &str) -> Run {
     let sh = shared();
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(tmp.path().join("bin")).expect("bin/");
-    std::os::unix::fs::symlink(common::regfs_bin(), tmp.path().join("bin/regfs")).expect("bin/regfs");
+    std::os::unix::fs::symlink(crate::common::regfs_bin(), tmp.path().join("bin/regfs")).expect("bin/regfs");
     for d in ["m1", "m2", "m3", "m4", "c0", "c1", "c2", "c3", "c4"] {
         std::fs::create_dir(tmp.path().join(d)).expect("a directory in the tempdir");
     }
@@ -118,7 +116,7 @@ fn in_namespace(script: &str, layer: &str) -> Run {
         .env("REG", registry)
         .env("LAYER", layer)
         .stdin(Stdio::null());
-    common::die_with_parent(&mut cmd);
+    crate::common::die_with_parent(&mut cmd);
     let out = cmd.output().expect("timeout unshare bash");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines = text

@@ -1,12 +1,10 @@
 //! Platforms and artifacts through a real mount of the reference registry: the `current` link of
 //! an index (`--platform`, default this machine's) and layers named by their title annotation.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Mount, regfs_bin, sha256sum, shared};
+use crate::common::{Mount, regfs_bin, sha256sum, shared};
 
 fn s(v: &serde_json::Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))

@@ -8,13 +8,11 @@
 //! files, recording every request). The one manifest a registry would refuse (a `#fragment` URL)
 //! is served by a front in front of the registry.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Mount, Registry, sha256sum, start_forever};
+use crate::common::{Mount, Registry, sha256sum, start_forever};
 use regfs::digest::{Algorithm, Digest};
 use regfs::testkit::fixtures::layers::{Compression, layer};
 use regfs::testkit::fixtures::push::Pusher;
@@ -180,7 +178,7 @@ fn foreign_layers_are_fetched_from_allowed_urls_without_credentials_and_verified
     assert!(!asked(w, &w.second.file).is_empty());
     // The layer decodes like any other (views read the foreign blob through the same store).
     let tar = m.sh(&format!("tar -tf {REPO}/manifests/{}/layers/0.tar | head -3", w.good.manifest));
-    assert!(common::stdout(&tar).contains("regfs-fixture/good.txt"), "{tar:?}");
+    assert!(crate::common::stdout(&tar).contains("regfs-fixture/good.txt"), "{tar:?}");
     // The log names the URL without its query (a signature there works as a credential).
     let log = m.log();
     assert!(!log.contains("signed-good"), "a URL's query was logged:\n{log}");

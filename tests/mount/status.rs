@@ -3,14 +3,12 @@
 //! progress, `watch cat` as a progress bar, the last errors with their digests, and reading them
 //! costing no request.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::front::{Behavior, Fault, Front};
-use common::{Mount, sh_in, shared};
+use crate::common::front::{Behavior, Fault, Front};
+use crate::common::{Mount, sh_in, shared};
 
 fn str_of(v: &serde_json::Value) -> String {
     v.as_str().expect("string").to_string()
@@ -36,7 +34,7 @@ fn job(status: &serde_json::Value, digest: &str) -> Option<(u64, Option<u64>)> {
 fn status_shows_downloads_in_flight_with_progress_and_costs_no_request() {
     let sh = shared();
     // The 3 MB layer of demo/docker, 16 KiB every 25 ms (about 640 KiB/s): about 5 s in flight.
-    let img = common::images(&sh.fixtures, "docker-schema2")[0];
+    let img = crate::common::images(&sh.fixtures, "docker-schema2")[0];
     let digest = str_of(&img["layers"][2]["digest"]);
     let size = img["layers"][2]["size"].as_u64().expect("size");
     let path = "demo/docker/tags/v1/layers/2.tar.gz";
@@ -46,7 +44,7 @@ fn status_shows_downloads_in_flight_with_progress_and_costs_no_request() {
 
     // Not listed in the root, and there by name.
     let ls = sh_in(m.dir.path(), "ls -a");
-    assert!(!common::stdout(&ls).contains(".regfs"), "{ls:?}");
+    assert!(!crate::common::stdout(&ls).contains(".regfs"), "{ls:?}");
     assert!(m.path(".regfs/status").is_file() && m.path(".regfs/status.json").is_file());
 
     std::fs::metadata(m.path(path)).expect("stat");
@@ -73,7 +71,7 @@ fn status_shows_downloads_in_flight_with_progress_and_costs_no_request() {
 
     // The README's example for programs.
     let jq = sh_in(m.dir.path(), "jq .in_flight .regfs/status.json");
-    assert!(jq.status.success() && common::stdout(&jq).contains(&digest), "{jq:?}");
+    assert!(jq.status.success() && crate::common::stdout(&jq).contains(&digest), "{jq:?}");
 
     // Reading the status asks the registry nothing.
     let before = front.requests().len();
@@ -136,7 +134,7 @@ fn a_decode_in_flight_shows_in_the_status_with_its_bytes_so_far() {
         e.write_all(&raw).expect("gzip");
         e.finish().expect("gzip")
     };
-    let fake = Arc::new(regfs::testkit::faulty::Faulty::new(common::fake::Fake::default()));
+    let fake = Arc::new(regfs::testkit::faulty::Faulty::new(crate::common::fake::Fake::default()));
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [Digest::of(Algorithm::Sha256, &raw).to_string()]}

@@ -2,12 +2,10 @@
 //! 2.8, which has no referrers API) and of a front that answers the OCI 1.1 API: what is listed,
 //! where the links lead, that what they lead to is verified, and what it costs in requests.
 
-mod common;
-
 use std::path::Path;
 
-use common::front::{Behavior, Front, Recorded};
-use common::{Mount, sha256sum, shared};
+use crate::common::front::{Behavior, Front, Recorded};
+use crate::common::{Mount, sha256sum, shared};
 use serde_json::Value;
 
 fn s(v: &Value) -> &str {

@@ -7,15 +7,13 @@
 //! from the mount. A runtime that is not installed fails its test: CI
 //! installs them all (scripts/lib.sh REGFS_PACKAGES).
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::{Mount, Registry, start_forever, stdout};
+use crate::common::{Mount, Registry, start_forever, stdout};
 use serde_json::Value;
 
 struct Shared {
@@ -83,7 +81,7 @@ fn bash(script: &str, tmp: &Path, private: bool) -> Output {
         cmd.args(["unshare", "--mount", "--propagation", "private"]);
     }
     cmd.args(["bash", "-c", script]).env("T", tmp).stdin(Stdio::null());
-    common::die_with_parent(&mut cmd);
+    crate::common::die_with_parent(&mut cmd);
     cmd.output().expect("timeout bash")
 }
 
@@ -113,7 +111,7 @@ fn os_release() -> String {
 
 /// `sha256sum` of the host's `/bin/busybox` (the bytes the image was built from).
 fn host_busybox_sum() -> String {
-    common::sha256sum(Path::new("/bin/busybox")).trim_start_matches("sha256:").to_string()
+    crate::common::sha256sum(Path::new("/bin/busybox")).trim_start_matches("sha256:").to_string()
 }
 
 /// The README's chroot runs the image's shell on a cold mount, by default (no open: the kernel

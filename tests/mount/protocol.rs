@@ -2,12 +2,10 @@
 //! a registry without a catalog, bearer tokens, Basic auth, credentials from the auth file,
 //! redirects that must not carry credentials, retries, and one download however many readers.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::front::{BadLink, Bearer, Behavior, Fault, Front, ManifestHeader, STALL};
-use common::{Mount, Registry, sh_in, sha256sum, shared, start_forever, stdout};
+use crate::common::front::{BadLink, Bearer, Behavior, Fault, Front, ManifestHeader, STALL};
+use crate::common::{Mount, Registry, sh_in, sha256sum, shared, start_forever, stdout};
 
 fn names(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -19,7 +17,7 @@ fn names(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn layer_of(kind: &str) -> (String, String, String) {
-    let img = common::images(&shared().fixtures, kind)[0];
+    let img = crate::common::images(&shared().fixtures, kind)[0];
     let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
     (s(&img["repo"]), s(&img["tag"]), s(&img["layers"][0]["digest"]))
 }
@@ -139,7 +137,7 @@ fn the_anonymous_bearer_token_flow_gets_and_reuses_tokens() {
     assert_eq!(sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"))), digest);
     assert_eq!(
         sha256sum(&m.path(&format!("{repo}/tags/{tag}/layers/1.tar.zst"))),
-        common::images(&sh.fixtures, "oci-manifest")[0]["layers"][1]["digest"]
+        crate::common::images(&sh.fixtures, "oci-manifest")[0]["layers"][1]["digest"]
     );
     let reqs = front.requests();
     let tokens: Vec<_> = reqs.iter().filter(|r| r.path.starts_with("/token")).collect();
@@ -177,7 +175,7 @@ fn refused_mount(url: &str, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("mountpoint");
     let cache = tempfile::tempdir().expect("cache");
-    let mut child = std::process::Command::new(common::regfs_bin())
+    let mut child = std::process::Command::new(crate::common::regfs_bin())
         .arg(url)
         .arg(dir.path())
         .arg("--cache-dir")
@@ -193,7 +191,7 @@ fn refused_mount(url: &str, args: &[&str], stdin: Option<&str>) -> String {
     }
     let out = child.wait_with_output().expect("regfs");
     assert!(!out.status.success(), "regfs mounted anyway");
-    assert!(!common::is_mounted(dir.path()));
+    assert!(!crate::common::is_mounted(dir.path()));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -210,7 +208,7 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
         (r, f)
     });
     let (registry, fixtures) = (&reg.0, &reg.1);
-    let img = common::images(fixtures, "docker-schema2")[0];
+    let img = crate::common::images(fixtures, "docker-schema2")[0];
     let digest = img["layers"][0]["digest"].as_str().expect("digest");
 
     let cache = tempfile::tempdir().expect("cache");
@@ -271,7 +269,7 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
 
 #[test]
 fn unreachable_hosts_and_non_registries_are_refused_at_mount_time() {
-    let port = common::registry::free_port();
+    let port = crate::common::registry::free_port();
     let out = refused_mount(&format!("http://127.0.0.1:{port}"), &["--retries", "1"], None);
     assert!(out.contains("registry unavailable") && out.contains(&port.to_string()), "{out}");
     // Something that answers HTTP but is not a registry.
@@ -300,8 +298,10 @@ fn redirected_blobs_are_read_and_credentials_never_follow_to_another_host() {
         assert_eq!(r.authorization, None, "credentials followed a redirect to another host: {r:?}");
     }
     // When storage refuses, the error names the storage URL without its signature.
-    let other =
-        common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"].as_str().expect("d").to_string();
+    let other = crate::common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"]
+        .as_str()
+        .expect("d")
+        .to_string();
     front.set(|b| b.faults = vec![Fault::status(&format!("/_storage/demo/docker/{other}"), 403, 10)]);
     let e = std::fs::read(m.path(&format!("{repo}/tags/{tag}/layers/1.tar.gz"))).expect_err("storage refuses");
     assert_eq!(e.raw_os_error(), Some(libc::EACCES));
@@ -328,8 +328,10 @@ fn throttling_and_server_errors_are_retried_and_persistent_failure_is_a_bounded_
     assert_eq!(gets, 4, "three injected failures, then the blob");
 
     // A blob that always fails: EIO, in bounded time, and the mount stays usable.
-    let other =
-        common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"].as_str().expect("digest").to_string();
+    let other = crate::common::images(&sh.fixtures, "docker-schema2")[0]["layers"][1]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
     front.set(|b| b.faults = vec![Fault::status(&format!("/blobs/{other}"), 503, 1000)]);
     let started = Instant::now();
     let e = std::fs::read(m.path(&format!("{repo}/tags/{tag}/layers/1.tar.gz"))).expect_err("persistent 503");
@@ -446,7 +448,7 @@ fn tags_are_trusted_for_tag_ttl_then_asked_again() {
 #[test]
 fn forbidden_is_eacces_and_missing_blobs_are_enoent_without_retries() {
     let sh = shared();
-    let img = common::images(&sh.fixtures, "docker-schema2")[0];
+    let img = crate::common::images(&sh.fixtures, "docker-schema2")[0];
     let (d0, d1) = (img["layers"][0]["digest"].as_str().expect("d"), img["layers"][1]["digest"].as_str().expect("d"));
     let faults = vec![Fault::status(&format!("/blobs/{d0}"), 403, 10), Fault::status(&format!("/blobs/{d1}"), 404, 10)];
     let front = Front::start(&sh.registry.url, Behavior { faults, ..Behavior::default() });
@@ -476,7 +478,7 @@ fn https_is_verified_and_an_internal_ca_can_be_trusted_with_ca_cert() {
     assert!(started.elapsed() < Duration::from_secs(3), "a certificate error was retried");
     // Trusted with --ca-cert: everything works over TLS, verified as ever.
     let m = Mount::start(&url, &["--ca-cert", &ca.to_string_lossy()]);
-    let img = common::images(&reg.1, "docker-schema2")[0];
+    let img = crate::common::images(&reg.1, "docker-schema2")[0];
     assert_eq!(
         sha256sum(&m.path("demo/docker/tags/v1/layers/2.tar.gz")),
         img["layers"][2]["digest"].as_str().expect("d")
@@ -529,7 +531,7 @@ fn a_first_basic_challenge_met_by_concurrent_requests_lets_every_one_through() {
 #[test]
 fn a_manifest_served_altered_must_hash_to_its_digest_whatever_docker_content_digest_says() {
     let sh = shared();
-    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
     let s = |v: &serde_json::Value| v.as_str().expect("string").to_string();
     let (repo, tag, digest) = (s(&img["repo"]), s(&img["tag"]), s(&img["digest"]));
     // A registry or mirror whose stored manifest changed: one that sends no Docker-Content-Digest,
@@ -612,7 +614,7 @@ fn https_to_a_plain_http_registry_says_to_try_http_and_is_not_retried() {
     let before = registry.requests().len();
     let started = Instant::now();
     // In the background (the default): the message must reach the terminal from the daemon.
-    let out = std::process::Command::new(common::regfs_bin())
+    let out = std::process::Command::new(crate::common::regfs_bin())
         .arg(format!("https://127.0.0.1:{port}"))
         .arg(mnt.path())
         .arg("--cache-dir")
@@ -621,7 +623,7 @@ fn https_to_a_plain_http_registry_says_to_try_http_and_is_not_retried() {
         .output()
         .expect("regfs runs");
     let took = started.elapsed();
-    let _unmount = common::UnmountOnDrop(mnt.path().to_path_buf());
+    let _unmount = crate::common::UnmountOnDrop(mnt.path().to_path_buf());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "mounted over plain HTTP: {err}");
     assert!(
@@ -666,7 +668,7 @@ impl NamespacedMount {
         let mut cmd = std::process::Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
             .arg(hosts)
-            .arg(common::regfs_bin())
+            .arg(crate::common::regfs_bin())
             .arg(registry)
             .arg(dir.path())
             .arg(cache.path())
@@ -674,7 +676,7 @@ impl NamespacedMount {
             .env("HOME", cache.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
-        common::die_with_parent(&mut cmd);
+        crate::common::die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("unshare");
         let m = NamespacedMount { child, dir, _cache: cache, log };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -723,7 +725,7 @@ fn docker_hub_with(names: &[&str]) -> (Registry, NamespacedMount) {
     let hub = Registry::start(None);
     let from = sh.registry.url.trim_start_matches("http://");
     let to = hub.url.trim_start_matches("http://");
-    let img = common::images(&sh.fixtures, "oci-manifest")[0];
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
     let (repo, tag) = (img["repo"].as_str().expect("repo"), img["tag"].as_str().expect("tag"));
     for name in names {
         skopeo_copy(&format!("{from}/{repo}:{tag}"), &format!("{to}/{name}"));
@@ -743,7 +745,7 @@ fn docker_hub_with(names: &[&str]) -> (Registry, NamespacedMount) {
 #[test]
 fn on_docker_hub_one_component_names_are_official_images_and_nowhere_else() {
     let (hub, m) = docker_hub_with(&["library/busybox:1.36", "busybox/extra:v1"]);
-    let digest = common::skopeo_raw(&hub.url, "library/busybox", "1.36");
+    let digest = crate::common::skopeo_raw(&hub.url, "library/busybox", "1.36");
     let digest = regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, &digest).to_string();
     for dir in ["tags", "manifests", "blobs"] {
         let link =

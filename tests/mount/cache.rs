@@ -2,13 +2,11 @@
 //! followed, a file there that is not a regular file is never served, and a cache root that
 //! someone else owns or can write is refused. Real regfs binary, real registry, real mounts.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Mount, UnmountOnDrop, images, is_mounted, sha256sum, shared};
+use crate::common::{Mount, UnmountOnDrop, images, is_mounted, sha256sum, shared};
 
 /// Everything about a victim that regfs must not change: for each path under it (itself
 /// included, links not followed), its kind, mode and content or link target.
@@ -57,7 +55,7 @@ fn victims(base: &Path) -> (PathBuf, PathBuf) {
 
 /// Run regfs in its background mode (the mode that opens `regfs.log` in the cache directory).
 fn regfs_background(url: &str, mountpoint: &Path, cache: &Path) -> Output {
-    Command::new(common::regfs_bin())
+    Command::new(crate::common::regfs_bin())
         .arg(url)
         .arg(mountpoint)
         .arg("--cache-dir")
@@ -205,7 +203,7 @@ fn a_cache_root_that_others_can_write_or_another_user_owns_is_refused() {
         let mnt = tempfile::tempdir().expect("mountpoint");
         let _guard = UnmountOnDrop(mnt.path().to_path_buf());
         for fg in [false, true] {
-            let mut cmd = Command::new(common::regfs_bin());
+            let mut cmd = Command::new(crate::common::regfs_bin());
             cmd.arg(&sh.registry.url).arg(mnt.path()).arg("--cache-dir").arg(cache).env("HOME", base.path());
             if fg {
                 cmd.arg("--foreground");
@@ -258,7 +256,7 @@ fn ext_of(media_type: &str) -> &'static str {
 /// the registry is slow to answer the first request.
 #[test]
 fn the_cache_directory_checked_before_detaching_is_the_one_used() {
-    use common::front::{Behavior, Fault, Front, STALL};
+    use crate::common::front::{Behavior, Fault, Front, STALL};
     let sh = shared();
     let mut stall = Fault::status("/v2/", STALL, 1);
     stall.delay = std::time::Duration::from_secs(3);

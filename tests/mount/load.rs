@@ -4,14 +4,12 @@
 //! process's file descriptors come back to where they started, but for the one per blob read
 //! that the default no-open mode keeps for its inode until the kernel forgets it.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Mount, Registry, start_forever};
+use crate::common::{Mount, Registry, start_forever};
 
 const READERS: usize = 64;
 const RUN_FOR: Duration = Duration::from_secs(8);
