@@ -4,11 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::s;
 use crate::common::{Mount, regfs_bin, sha256sum, shared};
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
 
 /// `referrers/`, which another part of issue 10 adds to every manifest directory: these tests are
 /// about the names platforms and titles add, so listings are compared without it.
@@ -16,13 +13,7 @@ const OTHER_TRACKS: [&str; 1] = ["referrers"];
 
 /// The sorted listing of `dir`, without the names of [`OTHER_TRACKS`].
 fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| !OTHER_TRACKS.contains(&n.as_str()))
-        .collect();
-    names.sort();
-    names
+    crate::common::ls(dir).into_iter().filter(|n| !OTHER_TRACKS.contains(&n.as_str())).collect()
 }
 
 fn link(path: &Path) -> String {

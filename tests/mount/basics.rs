@@ -4,19 +4,7 @@
 use std::path::Path;
 
 use crate::common::{Mount, images, sh_in, sha256sum, shared, skopeo_raw, stdout};
-
-fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
+use crate::common::{ls, s};
 
 #[test]
 fn the_root_lists_the_catalog_and_nested_names_are_directories() {

@@ -2,43 +2,17 @@
 //! followed, a file there that is not a regular file is never served, and a cache root that
 //! someone else owns or can write is refused. Real regfs binary, real registry, real mounts.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::tree;
 use crate::common::{Mount, UnmountOnDrop, images, is_mounted, sha256sum, shared};
 
-/// Everything about a victim that regfs must not change: for each path under it (itself
-/// included, links not followed), its kind, mode and content or link target.
-fn snapshot(root: &Path) -> Vec<(PathBuf, u32, String)> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let meta = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let content = if meta.file_type().is_symlink() {
-            std::fs::read_link(&p).expect("readlink").into_os_string().into_encoded_bytes()
-        } else if meta.is_dir() {
-            let mut names: Vec<PathBuf> =
-                std::fs::read_dir(&p).expect("read_dir").map(|e| e.expect("entry").path()).collect();
-            names.sort();
-            let listing = format!("{names:?}").into_bytes();
-            todo.extend(names);
-            listing
-        } else {
-            std::fs::read(&p).expect("read")
-        };
-        out.push((p, meta.mode(), summary(&content)));
-    }
-    out
-}
-
-/// Length, hash and start of some bytes: enough to tell any change, short enough to read.
-fn summary(bytes: &[u8]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    let start = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
-    format!("{} bytes #{:016x} {start:?}", bytes.len(), h.finish())
+/// Everything about a victim that regfs must not change: each path under it (itself included,
+/// links not followed) as `tree::walk` sees it: kind, mode, owner, mtime, content or link target.
+fn snapshot(root: &Path) -> tree::Tree {
+    tree::walk(root).unwrap_or_else(|e| panic!("{}: {e}", root.display()))
 }
 
 /// A victim directory with a file in it, and a victim file, both owned by the test.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::front::{Bearer, Behavior, CUT_OFF, Fault, Front, STALL};
+use crate::common::status_kib;
 use crate::common::{Mount, Registry, is_mounted, sh_in, sha256sum, shared, start_forever};
 
 fn str_of(v: &serde_json::Value) -> String {
@@ -244,15 +245,6 @@ fn cut_off_manifests_and_tag_lists_are_fetched_again() {
 }
 
 /// A process's `/proc/<pid>/status` field in KiB (`VmHWM:` is its peak resident set).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_registry_flooding_a_tag_list_gets_a_clear_error_and_memory_stays_bounded() {

@@ -9,21 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::status_kib;
 use crate::common::{Mount, Registry, start_forever};
 
 const READERS: usize = 64;
 const RUN_FOR: Duration = Duration::from_secs(8);
 const RSS_LIMIT_MIB: u64 = 128;
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// (files, sockets) the process has open.
 fn fds(pid: u32) -> (usize, usize) {

@@ -6,11 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::front::{Behavior, Front};
+use crate::common::s;
+use crate::common::tree::{self, Compare};
 use crate::common::{Mount, Registry, images, sha256sum, shared};
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().expect("a string in the fixtures")
-}
 
 /// An image of the fixtures that reads whole: (repo, tag, layer digests).
 struct Image {
@@ -458,31 +456,6 @@ fn a_mirror_is_sent_the_credentials_of_its_own_host_never_the_registry_s() {
     assert!(!m.log().contains("secret"), "no password in the log");
 }
 
-/// Every path under `root` with its kind, size and content hash, sorted.
-fn listing(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("ls {}: {e}", dir.display())) {
-            let p = e.expect("entry").path();
-            let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
-            let rel = p.strip_prefix(root).expect("under root").display().to_string();
-            if m.is_dir() {
-                out.push(format!("{rel}/"));
-                dirs.push(p);
-            } else if m.file_type().is_symlink() {
-                out.push(format!("{rel} -> {}", std::fs::read_link(&p).expect("readlink").display()));
-            } else if m.is_file() {
-                out.push(format!("{rel} {} {}", m.len(), sha256sum(&p)));
-            } else {
-                out.push(format!("{rel} special"));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn errno(p: &Path) -> Option<i32> {
     std::fs::symlink_metadata(p).err().and_then(|e| e.raw_os_error())
 }
@@ -515,9 +488,10 @@ fn a_pull_through_cache_s_partial_catalog_hides_no_repository() {
     // rootfs/ of an image through the cache is the same tree as through the registry itself.
     for i in &imgs[..2] {
         let rootfs = format!("{}/tags/{}/rootfs", i.repo, i.tag);
-        let got = listing(&m.path(&rootfs));
-        assert!(!got.is_empty(), "{rootfs}: empty");
-        assert_eq!(got, listing(&direct.path(&rootfs)), "{rootfs} through the cache");
+        let got = tree::walk(&m.path(&rootfs)).expect("rootfs/ through the cache");
+        assert!(got.len() > 1, "{rootfs}: empty");
+        let want = tree::walk(&direct.path(&rootfs)).expect("rootfs/ through the registry");
+        assert_eq!(tree::compare(&got, &want, &Compare::default()), Vec::<String>::new(), "{rootfs} through the cache");
     }
     // A name the upstream does not have is ENOENT, decided by one tag list, which is then
     // remembered: a listing of the same directory asks nothing more.

@@ -15,11 +15,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::common::s;
 use crate::common::{images, shared};
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
 
 /// The shell functions every script gets: `$T` is the test's tempdir, `/usr/local/bin` holds the
 /// regfs under test, `run_mount` runs `mount` with an environment as bare as a boot's, and

@@ -5,43 +5,14 @@
 //! match its diff_id) is the read's EIO, the open having succeeded.
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::front::{Behavior, Fault, Front};
+use crate::common::tree::{self, Compare, Kind};
 use crate::common::{Mount, images, shared};
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string()
-}
-
-/// Every regular file under `root` (relative path, mode, size, sha256), sorted.
-fn files(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("ls {}: {e}", dir.display())) {
-            let p = e.expect("entry").path();
-            let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
-            if m.is_dir() {
-                dirs.push(p);
-            } else if m.is_file() {
-                let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-                assert_eq!(bytes.len() as u64, m.len(), "{}: read a length other than its size", p.display());
-                let rel = p.strip_prefix(root).expect("under root").display().to_string();
-                out.push(format!("{rel} {:o} {} {}", m.mode() & 0o7777, m.len(), sha256_of(&bytes)));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use crate::common::{s, sha256_of, status_json};
 
 /// Every file of every image's `rootfs/`, a blob and decoded layers (never decoded before: their
 /// size shows 0 until read) read through a `--no-open` mount are what a mount with `--open` reads
@@ -90,13 +61,19 @@ fn no_open_reads_every_file_the_same_and_sends_no_open_or_release() {
     assert!(roots.len() >= 2, "the fixtures have images to read");
     let mut compared = 0;
     for root in &roots {
-        let want = files(&plain.path(root));
-        assert!(!want.is_empty(), "{root}: no files");
-        assert_eq!(files(&m.path(root)), want, "{root}: cold, with --no-open");
-        assert_eq!(files(&m.path(root)), want, "{root}: warm, with --no-open");
+        let want = tree::walk(&plain.path(root)).expect("rootfs/ with --open");
+        assert!(want.values().any(|n| n.kind == Kind::File), "{root}: no files");
+        for when in ["cold", "warm"] {
+            let got = tree::walk(&m.path(root)).unwrap_or_else(|e| panic!("{root}: {when}, with --no-open: {e}"));
+            assert_eq!(
+                tree::compare(&got, &want, &Compare::default()),
+                Vec::<String>::new(),
+                "{root}: {when}, with --no-open"
+            );
+        }
         compared += want.len();
     }
-    eprintln!("{compared} files compared");
+    eprintln!("{compared} paths compared");
 
     // Warm: the same reads again send no OPEN, RELEASE or FLUSH of files.
     let before = m.log().len();
@@ -114,11 +91,6 @@ fn no_open_reads_every_file_the_same_and_sends_no_open_or_release() {
     let log = m.log();
     assert!(log.contains("(--no-open): reads are by inode"), "the kernel did not take FUSE_NO_OPEN_SUPPORT:\n{log}");
     assert!(!log.contains("FUSE passthrough on"), "passthrough asked with --no-open:\n{log}");
-}
-
-fn status_json(m: &Mount) -> serde_json::Value {
-    let bytes = std::fs::read(m.path(".regfs/status.json")).expect("reading status.json");
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("status.json: {e}: {}", String::from_utf8_lossy(&bytes)))
 }
 
 /// The job in flight for `digest`, if the status shows one: its bytes done.

@@ -6,20 +6,8 @@ use std::path::Path;
 
 use crate::common::front::{Behavior, Front, Recorded};
 use crate::common::{Mount, sha256sum, shared};
+use crate::common::{ls, s};
 use serde_json::Value;
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
-
-fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 fn readlink(path: &Path) -> String {
     std::fs::read_link(path).unwrap_or_else(|e| panic!("readlink {}: {e}", path.display())).to_string_lossy().into()

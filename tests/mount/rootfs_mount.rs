@@ -6,11 +6,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::common::s;
 use crate::common::{Mount, images, sh_in, shared, stdout};
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
 
 /// Every path under `root` with its kind, mode, size and content hash, sorted.
 fn tree(root: &Path) -> Vec<String> {

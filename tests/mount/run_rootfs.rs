@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use crate::common::s;
 use crate::common::{Mount, Registry, start_forever, stdout};
 use serde_json::Value;
 
@@ -32,10 +33,6 @@ fn shared() -> &'static Shared {
             Shared { registry, busybox }
         })
     })
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
 }
 
 /// Fails (never skips) when `tool` is not on PATH.

@@ -8,15 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::front::{Behavior, Fault, Front};
+use crate::common::status_json;
 use crate::common::{Mount, sh_in, shared};
 
 fn str_of(v: &serde_json::Value) -> String {
     v.as_str().expect("string").to_string()
-}
-
-fn status_json(m: &Mount) -> serde_json::Value {
-    let bytes = std::fs::read(m.path(".regfs/status.json")).expect("reading status.json");
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("status.json: {e}: {}", String::from_utf8_lossy(&bytes)))
 }
 
 fn status_text(m: &Mount) -> String {

@@ -8,10 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{Mount, images, sh_in, shared, stdout};
-
-fn s(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
-}
+use crate::common::{s, sha256_of};
 
 /// The blob as the registry stores it, decoded by the reference tool.
 fn reference_decode(blob: &Path, media_type: &str) -> Vec<u8> {
@@ -19,10 +16,6 @@ fn reference_decode(blob: &Path, media_type: &str) -> Vec<u8> {
     let o = Command::new(tool).args(["-dc"]).arg(blob).output().expect(tool);
     assert!(o.status.success(), "{tool} -dc {}: {}", blob.display(), String::from_utf8_lossy(&o.stderr));
     o.stdout
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string()
 }
 
 /// Names in a directory of the cache (empty if it does not exist).

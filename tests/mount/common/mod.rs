@@ -272,3 +272,40 @@ pub fn skopeo_raw(registry_url: &str, repo: &str, reference: &str) -> Vec<u8> {
 pub fn images<'a>(fixtures: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
     fixtures["images"].as_array().expect("images").iter().filter(|i| i["kind"] == kind).collect()
 }
+
+/// A string of the fixtures' JSON (a panic naming the value if it is not one).
+pub fn s(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+/// The names in `dir`, sorted.
+pub fn ls(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `sha256:<hex>` of `bytes`, hashed here (for bytes the test holds; `sha256sum` for files).
+pub fn sha256_of(bytes: &[u8]) -> String {
+    regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string()
+}
+
+/// `MOUNT/.regfs/status.json`, parsed.
+pub fn status_json(m: &Mount) -> serde_json::Value {
+    let bytes = std::fs::read(m.path(".regfs/status.json")).expect("reading status.json");
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("status.json: {e}: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), 0 if the process is gone.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,8 +1,10 @@
-//! A file tree as `lstat` and friends see it, and a comparison of two such trees, path by path.
+//! A file tree as `lstat` and friends see it, and a comparison of two such trees, path by path:
+//! the one walker of the mount tests (an unpacker's tree against a mount's, or two mounts').
 //!
 //! [`walk`] never follows a symlink: `symlink_metadata`, `read_link`, `llistxattr`/`lgetxattr`,
-//! sha256 of regular files' contents, and hard-link classes by `(dev, ino)` (each name of one
-//! inode carries the first of its names in sorted order). [`compare`] reports every difference
+//! sha256 of regular files' contents (read whole: as many bytes as the size says, or an error),
+//! and hard-link classes by `(dev, ino)` (each name of one inode carries the first of its names
+//! in sorted order). [`compare`] reports every difference
 //! in type, mode (12 bits), uid, gid, size and nlink (non-directories), mtime, content hash,
 //! link target, xattrs, rdev, and which names share an inode.
 //!
@@ -111,16 +113,22 @@ pub fn xattrs(p: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
     Ok(out)
 }
 
-fn hash_file(p: &Path) -> Result<String, String> {
+/// The sha256 of a regular file's contents, which must be as long as its size says (`size`).
+fn hash_file(p: &Path, size: u64) -> Result<String, String> {
     let mut f = std::fs::File::open(p).map_err(|e| format!("open {}: {e}", p.display()))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut read = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(|e| format!("read {}: {e}", p.display()))?;
         if n == 0 {
             break;
         }
+        read += n as u64;
         h.update(&buf[..n]);
+    }
+    if read != size {
+        return Err(format!("{}: read {read} bytes of a file whose size is {size}", p.display()));
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -150,7 +158,7 @@ pub fn node(p: &Path) -> Result<(Node, (u64, u64)), String> {
     } else {
         None
     };
-    let sha256 = if kind == Kind::File { Some(hash_file(p)?) } else { None };
+    let sha256 = if kind == Kind::File { Some(hash_file(p, m.size())?) } else { None };
     let rdev = m.rdev();
     let n = Node {
         kind,
