@@ -32,8 +32,8 @@ fn core(fake: &Arc<Faulty<Fake>>, platform: Option<&str>) -> Core {
     )
 }
 
-/// `referrers/`, which another part of issue 10 adds to every manifest directory: these tests are
-/// about the names platforms and titles add, so listings are compared without it.
+/// `referrers/`, which every manifest directory shows: these tests are about the names
+/// platforms and titles add, so listings are compared without it.
 const OTHER_TRACKS: [&str; 1] = ["referrers"];
 
 impl Core {

@@ -12,11 +12,10 @@ fn url_rules(allow: &[&str], deny: &[&str]) -> UrlRules {
     UrlRules::new(&s(allow), &s(deny)).expect("patterns")
 }
 
-/// The patterns are matched against the URL as the manifest wrote it, but the URL fetched is
-/// the WHATWG parser's serialisation of it, which drops tabs and newlines anywhere and
-/// resolves `.`/`..` segments. So a manifest can name a URL a `--layer-url-deny` pattern
-/// refuses, written so the raw text slips past the pattern (Go's parser, the seed's, refuses
-/// control characters outright).
+/// `--layer-url-deny` is checked on the URL that would be fetched, not only on the text the
+/// manifest wrote: the WHATWG parser drops tabs and newlines anywhere and resolves `.`/`..`
+/// segments, so a URL written for its raw text to slip past a deny pattern is still refused
+/// (Go's parser, the seed's, refuses control characters outright).
 #[test]
 fn a_denied_url_cannot_be_smuggled_past_the_deny_pattern() {
     let rules = url_rules(&["^https?://foo/"], &["^https?://foo/nope"]);
@@ -29,9 +28,9 @@ fn a_denied_url_cannot_be_smuggled_past_the_deny_pattern() {
     }
 }
 
-/// The seed's own allow pattern (`^https?://foo`) passes `http://foo@evil.example/`; regfs then
-/// strips the `user@` and fetches from evil.example. A URL with a userinfo is never needed by
-/// regfs (it never sends one), so refusing it costs nothing and closes the classic bypass.
+/// A foreign URL with a userinfo is refused: the seed's own allow pattern (`^https?://foo`)
+/// passes `http://foo@evil.example/`, whose host is evil.example. regfs never sends a userinfo,
+/// so refusing it costs nothing and closes the classic bypass.
 #[test]
 fn an_allow_pattern_naming_a_host_does_not_let_another_host_through_a_userinfo() {
     let rules = url_rules(&["^https?://foo"], &[]);
@@ -69,9 +68,9 @@ fn http_server(answer: impl Fn(&str) -> String + Send + 'static) -> (String, Arc
     (base, asked)
 }
 
-/// `--layer-url-deny` (and allow) are checked on the manifest's URL only: a redirect from an
-/// allowed host is followed anywhere http(s), denied hosts included (SSRF to what the operator
-/// denied, e.g. an internal network, through any open redirector on an allowed host).
+/// The URL rules hold for redirects too: a redirect from an allowed host to a denied URL is not
+/// followed (no SSRF to what the operator denied, e.g. an internal network, through an open
+/// redirector on an allowed host).
 #[test]
 fn a_foreign_layer_redirect_to_a_denied_url_is_not_followed() {
     let (denied, denied_asked) =

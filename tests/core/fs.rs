@@ -1344,14 +1344,11 @@ fn contents_kept_for_reads_by_inode_do_not_pin_evicted_cache_files() {
     assert!(pinned <= 2 << 20, "{pinned} bytes of evicted files held open");
 }
 
-/// HOLE (no open): a failed open by inode is held for 1 s for "the same reader", keyed by the
-/// requester's thread id. But the kernel says thread id 0 for every requester the daemon's pid
-/// namespace cannot see (regfs in a container, or under `unshare --pid`, read from the host or
-/// a sibling container): all of those are one "reader". One such process's failed read (a
-/// registry blip, here a corrupt body) is then the answer to every other such process's reads
-/// of that file for a second, though the registry serves it well again: an error that crosses
-/// to another process, which the hold promises never happens ("another process ... tries
-/// again").
+/// A failed open by inode is held for 1 s for the same reader only, and a requester whose
+/// thread id the kernel gives as 0 (one the daemon's pid namespace cannot see: regfs in a
+/// container, or under `unshare --pid`, read from the host or a sibling container) is no
+/// reader's twin: one such process's failed read (a registry blip, here a corrupt body) is not
+/// the answer to another's read of that file once the registry serves it well again.
 #[test]
 fn a_failed_read_by_inode_is_not_held_for_every_reader_whose_thread_id_is_unknown() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -1372,15 +1369,12 @@ fn a_failed_read_by_inode_is_not_held_for_every_reader_whose_thread_id_is_unknow
     assert_eq!(read.map_err(|e| e.to_string()), Ok(good), "another process got the first one's held error");
 }
 
-/// HOLE (a lying HEAD): `<repo>/blobs/<digest>` has no descriptor to size it, so its size is
-/// what HEAD said, shown with the immutable TTL (a day). A registry whose HEAD says less than
-/// the blob holds makes the first read fail (the download is bounded by the size shown) and
-/// the HEAD's word is dropped; the next read downloads the whole blob, verifies it, and
-/// succeeds. But the kernel still holds the size it was told, for a day, and asks nothing
-/// before reading up to it (no getattr within the TTL, by inode or not): every `cat` of the
-/// file from then on ends cleanly after the HEAD's 1,000 bytes, a file whose bytes do not
-/// hash to its name. A size the open may still contradict must not be cached (as a decoded
-/// layer's 0 is not: TTL 0 until it is known).
+/// A size the open may still contradict is not cached by the kernel (as a decoded layer's 0 is
+/// not: TTL 0 until it is known). `<repo>/blobs/<digest>` has no descriptor to size it, so its
+/// size is what HEAD said; a registry whose HEAD says less than the blob holds makes the first
+/// read fail and the HEAD's word is dropped. Were that size kept for the immutable TTL (a day),
+/// every later `cat` would end cleanly after the HEAD's 1,000 bytes, a file whose bytes do not
+/// hash to its name.
 #[test]
 fn a_size_from_a_lying_head_is_not_cached_by_the_kernel_past_the_read_that_disproves_it() {
     let fake = Arc::new(Faulty::new(Fake::default()));

@@ -160,7 +160,7 @@ proptest! {
     }
 }
 
-// Decoded layers (PLAN-9 B1/B4): the tar parser and the layer index meet bytes a registry chose.
+// Decoded layers: the tar parser and the layer index meet bytes a registry chose.
 
 /// One 512-byte ustar header (GNU magic if `gnu`), with its checksum.
 fn tar_header(name: &[u8], flag: u8, size: u64, link: &[u8], gnu: bool) -> Vec<u8> {
@@ -335,7 +335,7 @@ proptest! {
     }
 }
 
-// The lazy merge against an eager apply (PLAN-9 B4): random stacks of small layers, built as real
+// The lazy merge against an eager apply: random stacks of small layers, built as real
 // tars and indexed, must show through `views::merge` exactly what applying them one after the
 // other to a tree shows, path by path, listing by listing, link count by link count.
 

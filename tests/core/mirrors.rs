@@ -8,11 +8,10 @@ use regfs::testkit::fake::Fake;
 
 // ---- adv-final: mirrors (`registry/mirrors.rs`) ----
 
-/// `Mirrored::distrust` finds the mirror that served bad bytes by "its name is a prefix of the
-/// reply's URL". Two mirrors on one host (registries.conf `location = "m/a"` and `"m/b"`, both
-/// named `https://m/`; or a mirror whose URL is a prefix of another's) are not told apart: the
-/// first is distrusted, the one that lied is asked again, lies again, and the read fails with
-/// EIO though the registry holds the right bytes. A mirror could make a read fail, not just slow.
+/// The mirror that served bad bytes is the one distrusted, even beside another on the same host
+/// (registries.conf `location = "m/a"` and `"m/b"`, both `https://m/`; or a mirror whose URL is
+/// a prefix of another's): the read goes on to the registry, which holds the right bytes. A
+/// mirror can make a read slow, never fail.
 #[test]
 fn a_lying_mirror_beside_another_on_the_same_host_cannot_fail_a_read() {
     use regfs::registry::mirrors::{Mirror, MirrorConfig, Mirrored};
@@ -37,10 +36,9 @@ fn a_lying_mirror_beside_another_on_the_same_host_cannot_fail_a_read() {
     store.blob("r", &layer, Some(11)).expect("the registry has the right bytes");
 }
 
-/// hosts.toml: a relative `ca` is joined under `DIR/<host>/` even when the file read was
-/// `DIR/_default/hosts.toml` (containerd reads it beside the file that names it). The CA the
-/// operator put beside `_default/hosts.toml` is never found; a file of that name under
-/// `DIR/<host>/` (another config's directory) is trusted instead.
+/// hosts.toml: a relative `ca` is read beside the file that names it, as containerd does, also
+/// when that file is `DIR/_default/hosts.toml` (not from `DIR/<host>/`, another config's
+/// directory).
 #[test]
 fn a_relative_ca_in_the_default_hosts_toml_is_read_beside_it() {
     let dir = tempfile::tempdir().expect("dir");

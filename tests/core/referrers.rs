@@ -206,11 +206,10 @@ impl Client for ListsReferrers {
     }
 }
 
-/// `Referrers::child` (a lookup) rebuilds the whole directory, type names made unique by a
-/// linear scan per name: O(n²) per lookup in the number of distinct artifact types. A list of
-/// 10 000 referrers (within `MAX_REFERRERS`), each with its own type, which anyone who can push
-/// artifacts to the repository can make, costs seconds of CPU per name looked up: `ls -l
-/// referrers/` (one lookup per name) holds FUSE threads for hours.
+/// A lookup in `referrers/` costs no scan of the whole list per name: a list of 10 000 referrers
+/// (within `MAX_REFERRERS`), each with its own type, which anyone who can push artifacts to the
+/// repository can make, would otherwise cost seconds of CPU per name looked up, and `ls -l
+/// referrers/` (one lookup per name) would hold FUSE threads for hours.
 #[test]
 fn looking_up_names_in_a_long_referrers_list_is_not_quadratic() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -243,11 +242,12 @@ fn looking_up_names_in_a_long_referrers_list_is_not_quadratic() {
     );
 }
 
-/// One 404 from the referrers API, for any repository (a repository deleted or renamed since
-/// its manifest was read, a per-repository proxy rule, a registry hiccup), turns the API off
-/// for the whole mount (`Store::no_referrers_api`, never reset): from then on every subject of
-/// every repository reads the `sha256-<hex>` tag instead, and referrers pushed through the API
-/// (no tag, as `oras attach` does on an OCI 1.1 registry) are hidden until the next mount.
+/// A 404 from the referrers API in one repository does not turn the API off for the others:
+/// one repository deleted or renamed since its manifest was read, a per-repository proxy rule
+/// or a registry hiccup must not make every subject of every repository read the `sha256-<hex>`
+/// tag instead,
+/// hiding referrers pushed through the API (no tag, as `oras attach` does on an OCI 1.1
+/// registry) until the next mount.
 #[test]
 fn a_404_in_one_repository_does_not_hide_the_referrers_of_every_other() {
     let fake = Arc::new(Faulty::new(Fake::default()));

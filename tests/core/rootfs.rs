@@ -532,12 +532,10 @@ fn an_image_with_more_layers_than_rootfs_layers_is_efbig() {
     assert!(!c.ls(&format!("r/manifests/{}/rootfs", two.manifest)).expect("two layers").is_empty());
 }
 
-/// HOLE: `rootfs/`'s table of layers at hand is keyed by the layer's *blob* digest, but holds
-/// the index and decoded tar of the *diff_id* the manifest that opened it named. A hostile
-/// manifest M that names an honest image N's blob with another image A's diff_id (already in
-/// the cache: M never has to serve a byte) files A's index and tar under N's blob; N's files,
-/// verified against N's own diff_id, then open inline (`open_now`, what FUSE does first) on
-/// A's bytes.
+/// A layer at hand for `rootfs/` is the one its own image names: a hostile manifest M that names
+/// an honest image N's blob with another image A's diff_id (already in the cache: M never has
+/// to serve a byte) does not make N's files, verified against N's own diff_id, open inline
+/// (`open_now`, what FUSE does first) on A's bytes.
 #[test]
 fn a_hostile_manifest_cannot_make_an_honest_image_serve_another_layer_s_bytes() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -606,13 +604,10 @@ fn read_then_plant_index(
     (fs, f)
 }
 
-/// Was a HOLE: SEMANTICS promised that an open re-parses the entry's headers, so an index read
-/// back from disk (trusted on its checksum) that disagrees is `EIO`; but the refused open had
-/// already filed the layer as "at hand", and the next open (FUSE tries `open_now` first) took
-/// the inline path and served the other file's bytes (fixed: a refused open leaves nothing at
-/// hand). Since then an index an earlier run left is not used at all (the index is built again
-/// from the verified tar), so both opens serve the file's own bytes. The header check at open
-/// stays, tested by `layout::rootfs`'s unit tests.
+/// An index an earlier run left in the cache is not used (the index is built again from the
+/// verified tar), and a refused open leaves nothing at hand: an altered index planted between
+/// runs, whose entry disagrees with the tar's headers, serves no other file's bytes, inline or
+/// not. The header check at open stays, tested by `layout::rootfs`'s unit tests.
 #[test]
 fn an_altered_index_planted_between_runs_serves_no_other_file_s_bytes_inline() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -631,10 +626,9 @@ fn an_altered_index_planted_between_runs_serves_no_other_file_s_bytes_inline() {
     assert_eq!(again.as_ref().ok().map(Vec::as_slice), Some(passwd), "inline, still passwd's bytes: {again:?}");
 }
 
-/// Was a HOLE: the header check at open compared only the *last component* of the name, so an
-/// altered index (trusted on its checksum) that pointed `etc/passwd` at the data of
-/// `opt/passwd` passed it (fixed: the whole name is compared). Since then an index an earlier
-/// run left is not used at all: `etc/passwd` is its own bytes.
+/// An altered index that points `etc/passwd` at the data of `opt/passwd` (the same last
+/// component) is not used: an index an earlier run left is not trusted, and the header check
+/// at open compares the whole name. `etc/passwd` is its own bytes.
 #[test]
 fn an_altered_index_pointing_at_a_same_named_file_elsewhere_is_not_used() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -665,12 +659,12 @@ impl regfs::views::merge::LayerSource for Counted {
     }
 }
 
-/// HOLE (CPU): `st_nlink` of a hard-linked inode is recomputed on every `getattr` by looking up
-/// every name of the inode (`Merge::nlink`), so one stat costs O(links) and `ls -l` of a
-/// directory of K links to one file costs O(K²) lookups. A layer of 100,000 hard links (a
-/// 50 MB tar that gzips to a few MB; the index allows 1,048,576 entries) makes `ls -l` run
-/// for hours on a FUSE thread. Shown by counting index look-ups per `nlink` (it should not
-/// grow with the number of links) and timing one stat.
+/// `st_nlink` of a hard-linked inode does not cost one lookup per link: were it recomputed on
+/// every `getattr` by looking up every name of the inode, `ls -l` of a directory of K links to
+/// one file would cost O(K²) lookups (a layer of 100,000 hard links, a 50 MB tar that gzips to
+/// a few MB, within the index's 1,048,576 entries, would hold a FUSE thread for hours). Shown
+/// by counting index look-ups per `nlink` (they do not grow with the number of links) and
+/// timing one stat.
 #[test]
 fn stat_of_a_name_of_a_much_linked_file_does_not_cost_one_lookup_per_link() {
     use regfs::views::merge::{Found, Merge};
@@ -711,10 +705,9 @@ fn stat_of_a_name_of_a_much_linked_file_does_not_cost_one_lookup_per_link() {
     );
 }
 
-/// HOLE (low): xattr names are taken from PAX keys as any UTF-8, NUL and empty included, and
-/// `listxattr` joins them with NULs: `SCHILY.xattr.user.a<NUL>security.capability` lists a
-/// `security.capability` (and `user.a`) that `getxattr` then says does not exist, and
-/// `SCHILY.xattr.` lists an empty name. What a name-list shows should be what `getxattr` finds.
+/// What `listxattr` shows is what `getxattr` finds: xattr names from PAX keys with a NUL
+/// (`SCHILY.xattr.user.a<NUL>security.capability`) or empty (`SCHILY.xattr.`) are not listed
+/// as names that do not exist.
 #[test]
 fn every_name_listxattr_shows_is_one_getxattr_finds() {
     use regfs::fs::Xattr;
@@ -746,10 +739,9 @@ fn every_name_listxattr_shows_is_one_getxattr_finds() {
     }
 }
 
-/// HOLE (low): a PAX `path` may hold a NUL byte, and the index keeps it: `readdir` then hands
-/// the kernel a name that every C program reads cut at the NUL, so `ls` shows `passwd` (a
-/// name that looks up nothing, or another entry) beside the real one. Names with NUL should be
-/// left out like names that are not UTF-8.
+/// A name with a NUL byte (a PAX `path` may hold one) is left out like a name that is not UTF-8:
+/// `readdir` never hands the kernel a name that every C program reads cut at the NUL (`ls`
+/// would show `passwd`, a name that looks up nothing or another entry, beside the real one).
 #[test]
 fn a_name_with_a_nul_byte_is_left_out() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -804,13 +796,11 @@ fn tar_with(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-/// Was a HOLE (cache integrity, metadata): an index read back from `index/` was trusted on its
-/// own sha256 trailer and the diff_id it records, and an open re-parses a regular file's
-/// headers (so its bytes cannot be swapped). But everything else `rootfs/` shows comes from the
-/// index alone: symlink targets (`readlink`), modes (setuid), owners, xattrs
-/// (`security.capability`), device numbers, which names are hard links. A local user who
-/// planted an index between runs made `cp -a`/`rsync` of `rootfs/` copy `bin/sh -> /tmp` and a
-/// setuid `bin/tool`. Now an index is trusted only as built by this run from the verified tar.
+/// An index is trusted only as built by this run from the verified tar: everything `rootfs/`
+/// shows but a regular file's bytes comes from the index alone (symlink targets, modes,
+/// owners, xattrs such as `security.capability`, device numbers, which names are hard links),
+/// so an index a local user planted between runs must not make `cp -a`/`rsync` of `rootfs/`
+/// copy `bin/sh -> /tmp` and a setuid `bin/tool`.
 #[test]
 fn a_planted_index_does_not_change_symlink_targets_or_modes() {
     use tar::EntryType::{Regular, Symlink};
@@ -834,13 +824,12 @@ fn a_planted_index_does_not_change_symlink_targets_or_modes() {
 
 // ---- adv9: index trust, failed decodes, large builds ----
 
-/// Was a HOLE (cross-image, schema1; fixed: the memory key says which kind of key it is): layer indexes were kept in memory by one digest, the index key,
-/// whatever kind of key it is: a schema1 layer's index by its *blob* digest (`Target::From`),
-/// an uncompressed layer's by its diff_id (= its blob digest). A hostile OCI manifest naming an
-/// honest schema1 image's gzip blob B as an uncompressed `tar` layer with diff_id B passes the
-/// diff_id check (the blob is B), fails to parse (gzip bytes are no tar), and files
-/// `Known::Failed` under B: the honest schema1 image's `rootfs/` is `EIO` for the run. SEMANTICS:
-/// "a hostile manifest pairing an honest diff_id with another blob fails alone".
+/// A hostile manifest pairing an honest blob with a diff_id fails alone (SEMANTICS): indexes
+/// kept in memory are keyed by what kind of key they are under, so a hostile OCI manifest
+/// naming an honest schema1 image's gzip blob B as an uncompressed `tar` layer with diff_id B
+/// (it passes the diff_id check, the blob is B, and fails to parse: gzip bytes are no tar)
+/// does not file a failure under the schema1 layer's key (its blob digest, `Target::From`),
+/// which would leave the honest image's `rootfs/` `EIO` for the run.
 #[test]
 fn a_hostile_plain_layer_on_a_schema1_blob_does_not_fail_the_schema1_image() {
     let fake = Arc::new(Faulty::new(Fake::default()));

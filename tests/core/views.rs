@@ -1,4 +1,4 @@
-//! Decoded layers (`layers/<n>.tar`, issue 9 track A) in the core, without FUSE or HTTP: `Views`
+//! Decoded layers (`layers/<n>.tar`) in the core, without FUSE or HTTP: `Views`
 //! and `Fs` over an in-memory registry, with layers made as real tars at test time.
 
 use std::io::Write;
@@ -479,7 +479,7 @@ fn an_uncompressed_layer_is_indexed_from_its_blob_which_must_be_its_diff_id() {
 /// Schema1 has no diff_id: its decoded stream is trusted only as derived from its verified blob
 /// by this run. What an earlier run left in `decoded-from/` and `index/` is never trusted (a
 /// planter could replace both together: `a_planted_schema1_decoded_file_and_index_are_not_served`
-/// in tests/adversary.rs); each run decodes the blob once, and then serves from what it made.
+/// in `rootfs::a_hostile_plain_layer_on_a_schema1_blob_does_not_fail_the_schema1_image`); each run decodes the blob once, and then serves from what it made.
 #[test]
 fn a_schema1_layer_is_decoded_again_once_per_run_from_its_verified_blob() {
     let fake = Arc::new(Faulty::new(Fake::default()));
@@ -607,12 +607,11 @@ fn a_ready_layer_s_decoded_tar_stays_open_between_opens() {
     assert!(file(0).metadata().is_ok(), "the oldest opens again");
 }
 
-/// HOLE (cache integrity, schema1): after a restart a schema1 layer's decoded file is checked
-/// only against the diff_id its own `index/` file records, and that file is trusted on an
-/// unkeyed sha256 trailer. Nothing ties the pair to the blob's digest, the one thing verified:
-/// a decoded file and an index planted together in the cache between runs are served as the
-/// layer (a blob altered the same way is hashed again and replaced, SEMANTICS' rule for
-/// `blobs/`).
+/// A schema1 layer's decoded file is tied to the blob's digest, the one thing verified: a
+/// decoded file and an index planted together in the cache between runs (the index trusted on
+/// its unkeyed sha256 trailer, the decoded file checked against the diff_id that index
+/// records) are not served as the layer, as a blob altered in place is hashed again and
+/// replaced (SEMANTICS' rule for `blobs/`).
 #[test]
 fn a_planted_schema1_decoded_file_and_index_are_not_served() {
     let fake = Arc::new(Faulty::new(Fake::default()));

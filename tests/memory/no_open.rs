@@ -8,14 +8,12 @@ use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 
-/// Was a HOLE (memory; fixed: in-memory contents kept by inode are bounded by bytes too,
-/// `limits::INODE_MEMORY`): with `--no-open` each inode's content is kept until the kernel forgets the
-/// inode, bounded by *count* (`INODE_HANDLES`, 4,096) but not by bytes. Blobs up to 1 MiB are
-/// served from memory (the store keeps them within `small_cache_bytes`, 32 MiB), and the kept
-/// content of each inode pins its own copy: one `cat` of 4,096 small blobs (no descriptor held
-/// by the reader, the kernel keeps the inodes in its dentry cache) makes regfs hold 4 GiB for
-/// as long as the kernel keeps them. Here 64 blobs of 1 MiB read once each by inode: the live
-/// heap grows by all 64 MiB, twice the small-blob budget.
+/// Contents kept for reads by inode (`--no-open`, until the kernel forgets the inode) are
+/// bounded by bytes (`limits::INODE_MEMORY`), not by count alone (`INODE_HANDLES`, 4,096):
+/// blobs up to 1 MiB are served from memory (within `small_cache_bytes`, 32 MiB), and were each
+/// inode to pin its own copy, one `cat` of 4,096 small blobs (no descriptor held by the reader,
+/// the kernel keeps the inodes in its dentry cache) would hold 4 GiB. Here 64 blobs of 1 MiB
+/// read once each by inode: the live heap stays within the small-blob budget and a margin.
 #[test]
 fn contents_kept_for_reads_by_inode_stay_within_a_memory_bound() {
     let _serial = crate::serial();

@@ -8,13 +8,12 @@ use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 
-/// HOLE (memory): indexes in memory are bounded by `INDEX_CACHE_BYTES` (64 MiB) in the views'
-/// LRU, but `rootfs/`'s table of layers at hand keeps up to `READY_LAYERS` (64) of them, each up
-/// to `MAX_INDEX_BYTES` (128 MiB), whatever they weigh: a hostile image of layers whose indexes
-/// are big (64 KiB xattrs per entry, long symlink targets) pins them all once one file of each
-/// has been opened (8 GiB at the bounds). Here 5 layers of 32 MiB of index each: opening one
-/// file of each, once all are indexed, reads the evicted indexes back from disk and keeps them
-/// (live heap counted by this binary's allocator).
+/// Indexes held for `rootfs/`'s inline opens stay within the views' index memory bound
+/// (`INDEX_CACHE_BYTES`, 64 MiB): the table of layers at hand (up to `READY_LAYERS`, 64, each
+/// up to `MAX_INDEX_BYTES`, 128 MiB) does not pin indexes the views' LRU evicted, which a
+/// hostile image of layers with big indexes (64 KiB xattrs per entry, long symlink targets)
+/// could make 8 GiB. Here 5 layers of 32 MiB of index each: opening one file of each, once all
+/// are indexed, keeps no evicted index (live heap counted by this binary's allocator).
 #[test]
 fn indexes_held_for_inline_opens_stay_within_the_index_memory_bound() {
     let _serial = crate::serial();

@@ -7,8 +7,8 @@ use std::process::Command;
 use crate::common::s;
 use crate::common::{Mount, regfs_bin, sha256sum, shared};
 
-/// `referrers/`, which another part of issue 10 adds to every manifest directory: these tests are
-/// about the names platforms and titles add, so listings are compared without it.
+/// `referrers/`, which every manifest directory shows: these tests are about the names
+/// platforms and titles add, so listings are compared without it.
 const OTHER_TRACKS: [&str; 1] = ["referrers"];
 
 /// The sorted listing of `dir`, without the names of [`OTHER_TRACKS`].

@@ -1,4 +1,4 @@
-//! Issue 2 end to end: mount a real registry and compare what `ls`, `readlink`, `cat`, `stat`
+//! End to end: mount a real registry and compare what `ls`, `readlink`, `cat`, `stat`
 //! and `tar -t` show with what the registry holds, asking skopeo and sha256sum as oracles.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Issue 7, "the cache directory is regfs's own": links planted in the cache directory are never
+//! The cache directory is regfs's own: links planted in the cache directory are never
 //! followed, a file there that is not a regular file is never served, and a cache root that
 //! someone else owns or can write is refused. Real regfs binary, real registry, real mounts.
 

@@ -1,4 +1,4 @@
-//! Issue 4: faults, through a real registry and the fault-injecting front, with real mounts.
+//! Faults, through a real registry and the fault-injecting front, with real mounts.
 //! Nothing wrong is ever served, no shell hangs, and the mount recovers by itself.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Issue 4's load test: 64 concurrent readers over 16 blobs and 250 tags for a bounded time,
+//! Under load: 64 concurrent readers over 16 blobs and 250 tags for a bounded time,
 //! through a cache far smaller than what they read (so eviction runs under load). Every byte is
 //! compared with what the registry serves directly; no EIO is allowed; RSS stays bounded; the
 //! process's file descriptors come back to where they started, but for the one per blob read

@@ -1,4 +1,4 @@
-//! Mirrors and pull-through caches (issue 10), with real registries and real mounts: `--mirror`,
+//! Mirrors and pull-through caches, with real registries and real mounts: `--mirror`,
 //! the reference registry as a pull-through proxy, registries.conf.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Issue 10, mount conventions: regfs mounted by the real `mount` command (util-linux), through
+//! Mount conventions: regfs mounted by the real `mount` command (util-linux), through
 //! Debian's `mount.fuse3` (package fuse3), as `/etc/fstab` and systemd mount it.
 //!
 //! What the ground says (util-linux 2.38, fuse3 3.14): `mount` runs `/sbin/mount.fuse` with

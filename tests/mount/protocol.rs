@@ -1,4 +1,4 @@
-//! Issue 2's registry protocol, through the fault-injecting front and a real registry: paging,
+//! The registry protocol, through the fault-injecting front and a real registry: paging,
 //! a registry without a catalog, bearer tokens, Basic auth, credentials from the auth file,
 //! redirects that must not carry credentials, retries, and one download however many readers.
 

@@ -1,4 +1,4 @@
-//! Issue 10, "Status a person can read": `MOUNT/.regfs/status` and `status.json` on real mounts,
+//! A status a person can read: `MOUNT/.regfs/status` and `status.json` on real mounts,
 //! through the real registry and the fault-injecting front. The downloads in flight with their
 //! progress, `watch cat` as a progress bar, the last errors with their digests, and reading them
 //! costing no request.
