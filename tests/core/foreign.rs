@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use regfs::registry::foreign::{Foreign, UrlRules};
 
-// ---- adv-final: foreign layers (`registry/foreign.rs`) ----
-
 fn url_rules(allow: &[&str], deny: &[&str]) -> UrlRules {
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     UrlRules::new(&s(allow), &s(deny)).expect("patterns")

@@ -9,4 +9,5 @@ mod fuzz;
 mod mirrors;
 mod referrers;
 mod rootfs;
+mod status;
 mod views;

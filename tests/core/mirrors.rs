@@ -6,8 +6,6 @@ use std::sync::Arc;
 use regfs::store::{Store, StoreConfig};
 use regfs::testkit::fake::Fake;
 
-// ---- adv-final: mirrors (`registry/mirrors.rs`) ----
-
 /// The mirror that served bad bytes is the one distrusted, even beside another on the same host
 /// (registries.conf `location = "m/a"` and `"m/b"`, both `https://m/`; or a mirror whose URL is
 /// a prefix of another's): the read goes on to the registry, which holds the right bytes. A

@@ -175,8 +175,6 @@ fn a_tag_schema_index_that_lies_or_is_no_index_shows_no_referrers() {
     assert!(c.ls(&format!("r/manifests/{}/referrers", s.sbom)).is_empty());
 }
 
-// ---- adv-final: referrers (`layout/referrers.rs`) ----
-
 /// A registry (`Fake`) whose referrers API answers `list` for every subject.
 struct ListsReferrers {
     inner: Arc<Faulty<Fake>>,

@@ -773,29 +773,6 @@ fn a_name_with_a_nul_byte_is_left_out() {
     assert!(names.iter().chain(&top).all(|n| !n.contains('\0')), "a name with a NUL is listed: {names:?}");
 }
 
-/// A tar of `(name, kind, target or data, mode)` entries, ustar.
-fn tar_with(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, kind, data, mode) in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(*kind);
-        h.set_path(name).expect("name");
-        h.set_mode(*mode);
-        h.set_mtime(1_700_000_000);
-        if *kind == tar::EntryType::Symlink {
-            h.set_link_name(std::str::from_utf8(data).expect("target")).expect("link");
-            h.set_size(0);
-            h.set_cksum();
-            b.append(&h, &[][..]).expect("append");
-        } else {
-            h.set_size(data.len() as u64);
-            h.set_cksum();
-            b.append(&h, *data).expect("append");
-        }
-    }
-    b.into_inner().expect("tar")
-}
-
 /// An index is trusted only as built by this run from the verified tar: everything `rootfs/`
 /// shows but a regular file's bytes comes from the index alone (symlink targets, modes,
 /// owners, xattrs such as `security.capability`, device numbers, which names are hard links),
@@ -803,11 +780,10 @@ fn tar_with(entries: &[(&str, tar::EntryType, &[u8], u32)]) -> Vec<u8> {
 /// copy `bin/sh -> /tmp` and a setuid `bin/tool`.
 #[test]
 fn a_planted_index_does_not_change_symlink_targets_or_modes() {
-    use tar::EntryType::{Regular, Symlink};
     let fake = Arc::new(Faulty::new(Fake::default()));
     let cache = tempfile::tempdir().expect("cache");
-    let honest = tar_with(&[("bin/sh", Symlink, b"dash", 0o777), ("bin/tool", Regular, b"tool\n", 0o755)]);
-    let lying = tar_with(&[("bin/sh", Symlink, b"/tmp", 0o777), ("bin/tool", Regular, b"tool\n", 0o4755)]);
+    let honest = tar_of(&[symlink("bin/sh", "dash"), file("bin/tool", b"tool\n").mode(0o755)]);
+    let lying = tar_of(&[symlink("bin/sh", "/tmp"), file("bin/tool", b"tool\n").mode(0o4755)]);
     assert_eq!(honest.len(), lying.len());
     let (fs, tool) = read_then_plant_index(&fake, cache.path(), &honest, &lying, "bin/tool", b"tool\n");
     let tag = fs.walk("r/tags/v1").expect("tag");
@@ -821,8 +797,6 @@ fn a_planted_index_does_not_change_symlink_targets_or_modes() {
         "bin/tool's mode and bin/sh's target are the verified tar's"
     );
 }
-
-// ---- adv9: index trust, failed decodes, large builds ----
 
 /// A hostile manifest pairing an honest blob with a diff_id fails alone (SEMANTICS): indexes
 /// kept in memory are keyed by what kind of key they are under, so a hostile OCI manifest
