@@ -1,9 +1,7 @@
-//! The integration-test harness: a real registry, real mounts, real HTTP.
-#![allow(dead_code)]
+//! The harness of the mount tests: a real registry, real mounts, real HTTP, and the oracles
+//! they are checked against (`oracle`: umoci; `containerd`; `tree`: the walker and comparison of
+//! file trees).
 
-#[allow(unused_imports)] // not every test binary uses it
-pub use regfs::testkit::fake;
-#[allow(unused_imports)] // not every test binary uses it
 pub use regfs::testkit::front;
 pub mod containerd;
 pub mod oracle;
