@@ -4,15 +4,15 @@
 # (skopeo, umoci) as oracles, zstd for `tar --zstd`, fuse3 for fusermount3, htpasswd for the
 # Basic-auth test, curl and openssl for the benchmark's baseline; perl and git for the distro image
 # (src/testkit/fixtures/distro.rs rebuilds a Debian image from what dpkg installed, perl and git
-# as two of its layers); jq for the README's `.regfs/status.json` example (tests/status.rs);
+# as two of its layers); jq for the README's `.regfs/status.json` example (tests/mount/status.rs);
 # busybox-static for the image run from rootfs/ (src/testkit/fixtures/busybox.rs, pushed by
 # scripts/demo too).
 REGFS_PACKAGES="docker-registry skopeo umoci zstd fuse3 apache2-utils curl openssl tar procps util-linux python3 perl git jq busybox-static"
 # What only the tests use, kept off a demo machine (containerd's package starts a system service
-# where systemd runs): the runtimes tests/run_rootfs.rs runs the busybox image with, podman and
+# where systemd runs): the runtimes tests/mount/run_rootfs.rs runs the busybox image with, podman and
 # runc (`podman run --rootfs`; runc where crun refuses hybrid cgroups) and systemd-container
 # (`systemd-nspawn`); containerd (with ctr) as a second oracle, a real runtime's layer applier
-# (tests/rootfs.rs, entries under symlinks).
+# (tests/mount/rootfs.rs, entries under symlinks).
 REGFS_TEST_PACKAGES="podman runc systemd-container containerd"
 
 # regfs_install_deps [test]: install what is missing of REGFS_PACKAGES (and, given `test`, of

@@ -105,6 +105,12 @@ impl<C: Client> Faulty<C> {
     pub fn blob_gets(&self) -> usize {
         self.blob_gets.load(Ordering::SeqCst)
     }
+
+    /// How many GETs of the blob `digest` so far (of any repository, from any offset).
+    pub fn gets_of(&self, digest: &crate::digest::Digest) -> usize {
+        let d = digest.to_string();
+        lock(&self.calls).iter().filter(|c| c.starts_with("GET blob") && c.contains(&d)).count()
+    }
 }
 
 struct FaultyReader {
