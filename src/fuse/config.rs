@@ -65,7 +65,7 @@ impl MountConfig {
             fuser::MountOption::FSName(source.to_string()),
             // As a kernel option, not fuser's `Subtype` (which only fusermount3 is told): a
             // mount by root then shows as `fuse.regfs` too, as its fstab line names it
-            // (tests/mount_helper.rs). fusermount3 takes `subtype=` from `-o` the same way.
+            // (tests/mount/mount_helper.rs). fusermount3 takes `subtype=` from `-o` the same way.
             fuser::MountOption::CUSTOM("subtype=regfs".into()),
         ];
         if self.allow_other {
