@@ -309,8 +309,12 @@ fn serve(
         let config = mount.session(&cli.mount_source(&prepared.url));
         let adapter = FuseAdapter::new(core, mount);
         let canceller = adapter.canceller();
+        let ahead = adapter.read_ahead();
         fuser::Session::new(adapter, &cli.mountpoint, &config)
-            .map(|session| (session, store, canceller))
+            .map(|session| {
+                ahead.attach(session.notifier());
+                (session, store, canceller)
+            })
             .map_err(|e| {
                 let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                     " (a mount by a user other than root needs /dev/fuse open to that user and fusermount3, from the fuse3 package)"

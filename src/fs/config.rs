@@ -27,6 +27,12 @@ pub struct FsConfig {
     /// Contents kept for reads by inode with `--no-open` ([`limits::INODE_HANDLES`]; tests
     /// lower it).
     pub inode_handles: usize,
+    /// Files of a directory put in the kernel's page cache ahead of a walk that reads them in
+    /// listing order (32; 0: none). See `fs::ahead`.
+    pub ahead_files: usize,
+    /// Files listed with attributes whose place in their listing is remembered for reading
+    /// ahead (16,384).
+    pub ahead_entries: usize,
     /// The platform `current` links choose for, in index directories (`--platform`; by default
     /// this machine's).
     pub platform: Platform,
@@ -44,6 +50,8 @@ impl Default for FsConfig {
             views: crate::views::ViewsConfig::default(),
             kept_listing_entries: limits::KEPT_LISTING_ENTRIES,
             inode_handles: limits::INODE_HANDLES,
+            ahead_files: 32,
+            ahead_entries: 16_384,
             platform: Platform::host(),
             docker_hub: false,
         }

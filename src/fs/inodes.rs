@@ -101,6 +101,11 @@ impl Inodes {
         ino
     }
 
+    /// The number of `node` if the kernel holds it; no reference is counted.
+    pub fn number(&self, node: &Node) -> Option<u64> {
+        sync::read(&self.inner).by_node.get(node).copied()
+    }
+
     pub fn node(&self, ino: u64) -> Option<Node> {
         sync::read(&self.inner).by_ino.get(&ino).map(|h| h.node.clone())
     }

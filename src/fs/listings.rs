@@ -146,14 +146,22 @@ impl Fs {
     /// here; a caller whose reply had no room for the entry gives it back ([`Fs::forget`]).
     /// `.` and `..` carry the numbers a plain listing gives and no reference: the kernel links
     /// neither.
-    pub fn entry_plus(&self, at_hand: bool, e: &DirEntry) -> Attr {
+    ///
+    /// A file listed with its attributes is remembered with its place in `listing`, for reading
+    /// ahead ([`Fs::read_ahead_of`]).
+    pub fn entry_plus(&self, at_hand: bool, listing: &Snapshot, i: usize) -> Option<Attr> {
+        let e = listing.get(i)?;
         let bare = Attr { ino: e.ino, ttl: Duration::ZERO, ..self.bare_attr(e.kind) };
-        let Some(node) = &e.node else { return bare };
+        let Some(node) = &e.node else { return Some(bare) };
         let attr = match at_hand {
-            true => self.attr_in(&self.at_hand, node).unwrap_or(bare),
-            false => bare,
+            true => self.attr_in(&self.at_hand, node).ok(),
+            false => None,
         };
-        Attr { ino: self.inodes.lookup(node), ..attr }
+        let ino = self.inodes.lookup(node);
+        if attr.is_some() && matches!(e.kind, FileKind::File | FileKind::Directory) {
+            sync::lock(&self.ahead).place(ino, listing, i);
+        }
+        Some(Attr { ino, ..attr.unwrap_or(bare) })
     }
 }
 
@@ -162,7 +170,7 @@ fn is_immutable_dir(node: &Node) -> bool {
 }
 
 /// A directory's listing as taken at `opendir`, shared by its handles.
-pub(super) type Snapshot = Arc<Vec<DirEntry>>;
+pub type Snapshot = Arc<Vec<DirEntry>>;
 
 /// Whether two listings show the same names of the same kinds, in the same order.
 fn same_names(a: &[DirEntry], b: &[DirEntry]) -> bool {

@@ -9,8 +9,10 @@
 //!
 //! Its rooms: `config` (what it is told), `attr` (what the kernel is told of a node),
 //! `inodes` (numbers both ways), `listings` (directory snapshots, kept and read with
-//! attributes), `by_inode` (reads with no open), and this one (lookups, links, opens, reads).
+//! attributes), `by_inode` (reads with no open), `ahead` (the next files of a directory walked
+//! in listing order, for the kernel's page cache), and this one (lookups, links, opens, reads).
 
+mod ahead;
 mod attr;
 mod by_inode;
 mod config;
@@ -74,6 +76,11 @@ pub struct Fs {
     /// [`BlobCache::evictions`](crate::store::BlobCache::evictions) when the contents kept by
     /// inode were last looked over for files the cache deleted ([`Fs::let_go_of_evicted`]).
     swept_at: AtomicU64,
+    /// Where files listed with attributes are in their listings, for reading ahead
+    /// ([`Fs::read_ahead_of`]).
+    ahead: Mutex<ahead::Ahead>,
+    /// [`FsConfig::ahead_files`].
+    config_ahead_files: usize,
 }
 
 impl Fs {
@@ -116,6 +123,8 @@ impl Fs {
             }),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
             swept_at: AtomicU64::new(0),
+            ahead: Mutex::new(ahead::Ahead::new(config.ahead_entries)),
+            config_ahead_files: config.ahead_files,
         }
     }
 

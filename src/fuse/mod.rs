@@ -77,10 +77,12 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::{Attr, Fs, Xattr};
 use crate::layout::FileKind;
+mod ahead;
 mod backing;
 mod config;
 mod waiting;
 
+pub use ahead::AheadHandle;
 use backing::Backing;
 pub use config::MountConfig;
 pub use waiting::Canceller;
@@ -102,6 +104,8 @@ pub struct FuseAdapter {
     no_open: bool,
     /// Threads started for requests (a count for tests: ready opens start none).
     spawned: std::sync::atomic::AtomicU64,
+    /// Where first-page reads are told, to put the next files of a walk in the page cache.
+    ahead: ahead::Ahead,
 }
 
 impl Drop for FuseAdapter {
@@ -128,6 +132,7 @@ impl FuseAdapter {
             // ways (opened, it is still read through, as of its lookup, just before the open).
             core.render_volatile_at_lookup();
         }
+        let ahead = ahead::Ahead::start(&core);
         FuseAdapter {
             core,
             waiting,
@@ -138,10 +143,17 @@ impl FuseAdapter {
             backing: None,
             no_open: false,
             spawned: Default::default(),
+            ahead,
         }
     }
 
     /// What ends the waiting at unmount.
+    /// What attaches the session's notifier, so that the next files of a walk can be put in
+    /// the kernel's page cache ([`ahead`]).
+    pub fn read_ahead(&self) -> AheadHandle {
+        self.ahead.handle()
+    }
+
     pub fn canceller(&self) -> Canceller {
         Canceller { waiting: Arc::clone(&self.waiting), core: Arc::clone(&self.core) }
     }
@@ -296,6 +308,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if offset == 0 {
+            self.ahead.read(ino.0);
+        }
         if fh.0 == 0 {
             return self.read_ino_for(Caller::of(req), ino, offset, size, reply);
         }
@@ -410,7 +425,7 @@ impl Filesystem for FuseAdapter {
             Ok(entries) => {
                 let at_hand = self.core.lists_at_hand(ino.0);
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    let a = self.core.entry_plus(at_hand, e);
+                    let Some(a) = self.core.entry_plus(at_hand, &entries, i) else { break };
                     let attr = file_attr(&a, uid, gid, blksize);
                     if reply.add(INodeNo(a.ino), (i + 1) as u64, &e.name, &a.ttl, &attr, Generation(0)) {
                         // No room: this entry is not in the reply, so the kernel has no reference.
