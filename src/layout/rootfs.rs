@@ -203,7 +203,7 @@ pub fn has_rootfs(m: &Manifest) -> bool {
         ),
         None => m.kind == Kind::DockerSchema1,
     };
-    matches!(m.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1)
+    m.kind.is_image()
         && image_config
         && m.layers.iter().all(|(_, d)| {
             let mt = media::bare(&d.media_type);

@@ -65,6 +65,20 @@ pub enum Kind {
     Other,
 }
 
+impl Kind {
+    /// An image manifest (schema1, schema2, OCI): it lists layers, which have decoded views and
+    /// may make a `rootfs/`. Indexes, lists and artifacts are not.
+    pub fn is_image(self) -> bool {
+        matches!(self, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1)
+    }
+
+    /// An image manifest whose config lists the layers' diff_ids (schema2, OCI): what a decoded
+    /// or plain layer must hash to. Schema1 has none; its decoded layers are trusted by the blob.
+    pub fn has_diff_ids(self) -> bool {
+        matches!(self, Kind::DockerSchema2 | Kind::OciManifest)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
     pub media_type: String,

@@ -628,3 +628,26 @@ fn layer_urls_are_kept_bounded_and_weighed() {
         "layers": [{"mediaType": "x", "digest": format!("sha256:{:064x}", 1), "size": 1, "urls": "https://a/"}]});
     assert!(parse(&serde_json::to_vec(&bad).expect("JSON"), Some(media::OCI_MANIFEST), "t").is_err());
 }
+
+/// Which kinds are images (layers with decoded views, maybe a `rootfs/`) and which carry
+/// diff_ids in their config: asked of the kind, so layout and views decide alike.
+#[test]
+fn kinds_say_whether_they_are_images_and_carry_diff_ids() {
+    let all = [
+        (Kind::DockerSchema1, true, false),
+        (Kind::DockerSchema2, true, true),
+        (Kind::OciManifest, true, true),
+        (Kind::DockerManifestList, false, false),
+        (Kind::OciIndex, false, false),
+        (Kind::Other, false, false),
+    ];
+    for (kind, image, diff_ids) in all {
+        assert_eq!((kind.is_image(), kind.has_diff_ids()), (image, diff_ids), "{kind:?}");
+    }
+    let schema1 = parse(&fixture("schema1-signed.json"), Some(media::DOCKER_SCHEMA1_SIGNED), "t").expect("valid");
+    let schema2 = parse(&fixture("docker-schema2-spec.json"), Some(media::DOCKER_SCHEMA2), "t").expect("valid");
+    let list = parse(&fixture("docker-manifest-list-spec.json"), Some(media::DOCKER_LIST), "t").expect("valid");
+    assert_eq!((schema1.kind.is_image(), schema1.kind.has_diff_ids()), (true, false));
+    assert_eq!((schema2.kind.is_image(), schema2.kind.has_diff_ids()), (true, true));
+    assert!(!list.kind.is_image());
+}

@@ -40,7 +40,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -68,19 +67,22 @@ pub const CONFIG_CACHE_BYTES: usize = 8 << 20;
 /// `--index-memory`): a Debian base of 8,000 entries takes about 1 MB.
 pub const INDEX_CACHE_BYTES: usize = limits::INDEX_MEMORY;
 
-/// What views have done, for tests and the log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ViewsStats {
-    /// Layers decoded (each a full pass over a blob, indexed in the same pass).
-    pub decodes: u64,
-    /// Configs fetched and parsed for their diff_ids.
-    pub configs: u64,
-    /// Indexes built by a pass over a decoded tar (or an uncompressed blob) rather than by a
-    /// decode: after a restart, in the pass that hashes the decoded tar again; for an
-    /// uncompressed layer; or for a tar this run has verified whose index it let go.
-    pub index_passes: u64,
-    /// Indexes read back from `index/` (only files this run wrote or checked against its own).
-    pub indexes_read: u64,
+crate::telemetry::counters! {
+    /// What views have done, for tests and the log.
+    pub struct ViewsStats;
+    /// Lock-free counters behind [`ViewsStats`], kept by [`Views`].
+    pub struct ViewsCounters {
+        /// Layers decoded (each a full pass over a blob, indexed in the same pass).
+        decodes,
+        /// Configs fetched and parsed for their diff_ids.
+        configs,
+        /// Indexes built by a pass over a decoded tar (or an uncompressed blob) rather than by a
+        /// decode: after a restart, in the pass that hashes the decoded tar again; for an
+        /// uncompressed layer; or for a tar this run has verified whose index it let go.
+        index_passes,
+        /// Indexes read back from `index/` (only files this run wrote or checked against its own).
+        indexes_read,
+    }
 }
 
 /// A layer ready for `rootfs/`: its verified decoded tar, and its index (or why it has none).
@@ -129,10 +131,7 @@ pub struct Views {
     /// One materialisation per layer key at a time; `true` when the decoded tar is wanted too
     /// (an index alone may come from `index/` without it).
     layer_flights: SingleFlight<(MemKey, bool), Materialised>,
-    decodes: AtomicU64,
-    configs_read: AtomicU64,
-    index_passes: AtomicU64,
-    indexes_read: AtomicU64,
+    counters: ViewsCounters,
     /// The last [`DECODES_KEPT`] decodes' start and end.
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
     /// Decodes that failed this run, by (blob digest, what the stream had to be: the diff_id,
@@ -163,7 +162,7 @@ pub const DECODES_KEPT: usize = 64;
 /// tar; artifacts (a Helm chart's `…tar+gzip` included) get none.
 pub fn has_view(m: &Manifest, n: usize) -> bool {
     let Some((_, d)) = m.layers.get(n) else { return false };
-    let image = matches!(m.kind, ManifestKind::DockerSchema2 | ManifestKind::OciManifest | ManifestKind::DockerSchema1);
+    let image = m.kind.is_image();
     let mt = media::bare(&d.media_type);
     let layer_type =
         mt.starts_with("application/vnd.oci.image.layer.") || mt.starts_with("application/vnd.docker.image.rootfs.");
@@ -249,10 +248,7 @@ impl Views {
             config_flights: SingleFlight::default(),
             indexes: Mutex::new(Indexes { lru: LruCache::unbounded(), bytes: 0 }),
             layer_flights: SingleFlight::default(),
-            decodes: AtomicU64::new(0),
-            configs_read: AtomicU64::new(0),
-            index_passes: AtomicU64::new(0),
-            indexes_read: AtomicU64::new(0),
+            counters: ViewsCounters::default(),
             intervals: Mutex::default(),
             failed: Mutex::new(LruCache::new(crate::capacity::nonzero(FAILED_DECODES))),
             derived: Mutex::new(LruCache::new(crate::capacity::nonzero(SCHEMA1_DERIVED))),
@@ -265,13 +261,10 @@ impl Views {
         &self.config
     }
 
+    /// The counts now. Relaxed: read them after whatever did the work has returned (or its
+    /// thread has been joined).
     pub fn stats(&self) -> ViewsStats {
-        ViewsStats {
-            decodes: self.decodes.load(Ordering::SeqCst),
-            configs: self.configs_read.load(Ordering::SeqCst),
-            index_passes: self.index_passes.load(Ordering::SeqCst),
-            indexes_read: self.indexes_read.load(Ordering::SeqCst),
-        }
+        self.counters.snapshot()
     }
 
     /// Layer `n` of manifest `manifest` of `repo`, decoded and verified: an open file of the
@@ -358,7 +351,7 @@ impl Views {
                             actual: actual.to_string(),
                         });
                     }
-                    self.index_passes.fetch_add(1, Ordering::SeqCst);
+                    self.counters.index_passes.bump();
                     *sync::lock(&stash) = Some((actual, built));
                     Ok(len)
                 };
@@ -427,7 +420,7 @@ impl Views {
     /// One pass over a verified decoded tar only to index it (hashing it on the way, for the
     /// diff_id a schema1 index records).
     fn index_pass(&self, source: &Source, content: &Content) -> Result<(Digest, Result<LayerIndex>)> {
-        self.index_passes.fetch_add(1, Ordering::SeqCst);
+        self.counters.index_passes.bump();
         let alg = match source {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.algorithm(),
             Source::Decoded(Target::From(_)) => Algorithm::Sha256,
@@ -511,7 +504,7 @@ impl Views {
             return Ok(None);
         };
         let found = decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?;
-        self.indexes_read.fetch_add(1, Ordering::SeqCst);
+        self.counters.indexes_read.bump();
         Ok(Some((found.0, Arc::new(found.1))))
     }
 
@@ -636,7 +629,7 @@ impl Views {
             return Ok(Source::Decoded(Target::From(layer.digest.clone())));
         }
         let plain = media::layer_extension(&layer.media_type) == ".tar"
-            && matches!(doc.manifest.kind, ManifestKind::DockerSchema2 | ManifestKind::OciManifest);
+            && doc.manifest.kind.has_diff_ids();
         if !view && !plain {
             return Err(Error::NotFound(format!("{repo}@{}: layer {n} is not a tar", doc.digest)));
         }
@@ -662,7 +655,7 @@ impl Views {
             return Ok(Arc::clone(ids));
         }
         self.config_flights.run(&(repo.to_string(), config.digest.clone()), || {
-            self.configs_read.fetch_add(1, Ordering::SeqCst);
+            self.counters.configs.bump();
             let what = format!("{} of {repo}", config.digest);
             let bytes = read_bounded(self.store.blob(repo, &config.digest, config.size)?, config::MAX_CONFIG, &what)?;
             let ids = Arc::new(config::diff_ids(&bytes, &what)?);
@@ -700,7 +693,7 @@ impl Views {
         }
         // Fetching the blob may fail for a while (the network): only what follows is kept.
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
-        self.decodes.fetch_add(1, Ordering::SeqCst);
+        self.counters.decodes.bump();
         let decoded = self.decode_blob(repo, doc, n, target, blob.clone(), out, hook, stash);
         let Err(e) = decoded else { return decoded };
         // Remembered only if it is a function of the verified blob: a wrong diff_id, a stream
