@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{
-    CONFIG_JSON, CURRENT_LINK, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR,
-};
+use crate::manifest::{CONFIG_JSON, CURRENT_LINK, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR};
 use crate::platform::Matcher;
 use crate::store::{Content, VerifiedManifest};
 use crate::views::has_view;

@@ -32,7 +32,7 @@
 //! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
 //! with sizes over [`MAX_BLOB_SIZE`](crate::limits::MAX_BLOB_SIZE) or negative, digests other
 //! than sha256/sha512, any missing required field, any object naming a key twice, and documents
-//! of more than [`json::MAX_VALUES`] JSON values (`json::strict`).
+//! of more than [`MAX_VALUES`](crate::limits::MAX_VALUES) JSON values (`json::strict`).
 //!
 //! # What is shown is what was hashed
 //! A [`Manifest`] holds the very bytes its digest was computed over and everything it shows was

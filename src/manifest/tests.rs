@@ -469,7 +469,7 @@ fn a_document_that_is_both_index_and_image_manifest_is_refused_whatever_the_head
 }
 
 /// Parsed JSON takes up to 16 times the bytes it came from (a 4 MiB array of zeros is 2 million
-/// values of 32 bytes: 70 MB measured): a manifest may hold at most [`json::MAX_VALUES`] JSON
+/// values of 32 bytes: 70 MB measured): a manifest may hold at most [`MAX_VALUES`](crate::limits::MAX_VALUES) JSON
 /// values, so parsing one costs a few MiB whatever a registry serves.
 #[test]
 fn a_manifest_of_millions_of_json_values_is_refused_before_it_is_all_built() {

@@ -30,9 +30,8 @@ use std::io::{self, BufReader, Read, Write};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
+use crate::limits::ZSTD_WINDOW_LOG_MAX;
 
-/// zstd frames may ask for a window of at most 2^27 bytes (128 MiB, zstd's own default limit).
-pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// Decoded bytes are read, hashed and written this many at a time.
 pub const CHUNK: usize = 256 << 10;
 

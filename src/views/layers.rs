@@ -18,7 +18,7 @@
 //! failure is kept in memory as that layer's index error. An uncompressed layer is its own
 //! decoded tar: its blob, whose digest must be the diff_id (hashed again with the diff_id's
 //! algorithm if they differ), is indexed in one pass over the blob. Indexes are kept in memory
-//! within [`INDEX_CACHE_BYTES`], least recently used first out.
+//! within [`ViewsConfig::index_memory`], least recently used first out.
 //!
 //! # Which index is trusted
 //! Only one this run built from a verified tar. The index alone decides what `rootfs/` shows
@@ -59,13 +59,6 @@ use crate::store::cache::{Kind, hash_file};
 use crate::store::flight::SingleFlight;
 use crate::store::{Content, Store, VerifiedManifest};
 use crate::sync;
-
-/// Memory for the diff_id lists of configs kept (8 MiB; a list is its digests' bytes).
-pub const CONFIG_CACHE_BYTES: usize = 8 << 20;
-
-/// Memory for layer indexes kept by default (64 MiB, by [`LayerIndex::weight`];
-/// `--index-memory`): a Debian base of 8,000 entries takes about 1 MB.
-pub const INDEX_CACHE_BYTES: usize = limits::INDEX_MEMORY;
 
 crate::telemetry::counters! {
     /// What views have done, for tests and the log.
@@ -132,30 +125,21 @@ pub struct Views {
     /// (an index alone may come from `index/` without it).
     layer_flights: SingleFlight<(MemKey, bool), Materialised>,
     counters: ViewsCounters,
-    /// The last [`DECODES_KEPT`] decodes' start and end.
+    /// The last [`ViewsConfig::decodes_kept`] decodes' start and end.
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
     /// Decodes that failed this run, by (blob digest, what the stream had to be: the diff_id,
     /// or for schema1 the blob again): a wrong diff_id, a stream that does not decode, a bomb.
     /// The failure is a function of the verified blob and the diff_id (checked: the blob is
-    /// hashed again first; local errors are never kept), so it is kept for the run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
+    /// hashed again first; local errors are never kept), so it is kept for the run (at most [`ViewsConfig::failed_decodes`], in memory only) and the next `cat` or `ls` is `EIO` at
     /// once instead of decoding the whole blob again. Never by one digest alone: a hostile
     /// manifest pairing an honest diff_id with another blob must not fail the honest image.
     failed: Mutex<LruCache<(Digest, Digest), Error>>,
     /// Schema1 layers decoded this run: blob digest → the sha256 of the decoded stream (see
-    /// [`Target::From`]). At most [`SCHEMA1_DERIVED`]; one forgotten is decoded again.
+    /// [`Target::From`]). At most [`ViewsConfig::schema1_derived`]; one forgotten is decoded again.
     derived: Mutex<LruCache<Digest, Digest>>,
-    /// The decoded tars `ready` handed out last, kept open ([`limits::HELD_DECODED_FILES`]).
+    /// The decoded tars `ready` handed out last, kept open ([`ViewsConfig::held_decoded_files`]).
     held: Mutex<LruCache<Digest, Arc<std::fs::File>>>,
 }
-
-/// Schema1 layers whose decoded digest is remembered for the run.
-pub const SCHEMA1_DERIVED: usize = 4096;
-
-/// Failed decodes remembered for the run (see [`Views`]'s `failed`).
-pub const FAILED_DECODES: usize = 4096;
-
-/// Decode intervals kept for [`Views::decode_intervals`].
-pub const DECODES_KEPT: usize = 64;
 
 /// Whether layer `n` of `m` has a decoded view (`<n>.tar`): an image manifest's (schema2, OCI,
 /// schema1) gzip or zstd layer of an image-layer media type. An uncompressed layer already is a
@@ -250,9 +234,9 @@ impl Views {
             layer_flights: SingleFlight::default(),
             counters: ViewsCounters::default(),
             intervals: Mutex::default(),
-            failed: Mutex::new(LruCache::new(crate::capacity::nonzero(FAILED_DECODES))),
-            derived: Mutex::new(LruCache::new(crate::capacity::nonzero(SCHEMA1_DERIVED))),
-            held: Mutex::new(LruCache::new(crate::capacity::nonzero(crate::limits::HELD_DECODED_FILES))),
+            failed: Mutex::new(LruCache::new(crate::capacity::nonzero(config.failed_decodes))),
+            derived: Mutex::new(LruCache::new(crate::capacity::nonzero(config.schema1_derived))),
+            held: Mutex::new(LruCache::new(crate::capacity::nonzero(config.held_decoded_files))),
         }
     }
 
@@ -554,7 +538,7 @@ impl Views {
         Some((index, Content::File(file)))
     }
 
-    /// When each of the last [`DECODES_KEPT`] decodes started and ended (for tests of
+    /// When each of the last [`ViewsConfig::decodes_kept`] decodes started and ended (for tests of
     /// parallel decoding).
     pub fn decode_intervals(&self) -> Vec<(Instant, Instant)> {
         sync::lock(&self.intervals).iter().copied().collect()
@@ -571,7 +555,7 @@ impl Views {
 
     /// Bytes an index file may have: the index bound and some room.
     fn max_index_file(&self) -> u64 {
-        self.config.layer_index_size as u64 + INDEX_FILE_SLACK
+        self.config.layer_index_size as u64 + limits::INDEX_FILE_SLACK
     }
 
     fn known(&self, key: &MemKey) -> Option<Known> {
@@ -628,8 +612,7 @@ impl Views {
         if doc.manifest.kind == ManifestKind::DockerSchema1 && view {
             return Ok(Source::Decoded(Target::From(layer.digest.clone())));
         }
-        let plain = media::layer_extension(&layer.media_type) == ".tar"
-            && doc.manifest.kind.has_diff_ids();
+        let plain = media::layer_extension(&layer.media_type) == ".tar" && doc.manifest.kind.has_diff_ids();
         if !view && !plain {
             return Err(Error::NotFound(format!("{repo}@{}: layer {n} is not a tar", doc.digest)));
         }
@@ -657,14 +640,14 @@ impl Views {
         self.config_flights.run(&(repo.to_string(), config.digest.clone()), || {
             self.counters.configs.bump();
             let what = format!("{} of {repo}", config.digest);
-            let bytes = read_bounded(self.store.blob(repo, &config.digest, config.size)?, config::MAX_CONFIG, &what)?;
+            let bytes = read_bounded(self.store.blob(repo, &config.digest, config.size)?, limits::MAX_CONFIG, &what)?;
             let ids = Arc::new(config::diff_ids(&bytes, &what)?);
             let mut c = sync::lock(&self.configs);
             let weight = 64 + ids.iter().map(|d| 32 + d.hex().len()).sum::<usize>();
             if c.lru.put(config.digest.clone(), Arc::clone(&ids)).is_none() {
                 c.bytes += weight;
             }
-            while c.bytes > CONFIG_CACHE_BYTES {
+            while c.bytes > self.config.config_cache_bytes {
                 let Some((_, old)) = c.lru.pop_lru() else { break };
                 c.bytes -= 64 + old.iter().map(|d| 32 + d.hex().len()).sum::<usize>();
             }
@@ -811,7 +794,7 @@ struct Interval<'a> {
 impl Drop for Interval<'_> {
     fn drop(&mut self) {
         let mut kept = sync::lock(&self.views.intervals);
-        if kept.len() >= DECODES_KEPT {
+        if kept.len() >= self.views.config.decodes_kept {
             kept.pop_front();
         }
         kept.push_back((self.started, Instant::now()));
@@ -828,9 +811,6 @@ fn known_index(known: Known) -> Result<Arc<LayerIndex>> {
         Known::Failed(e) => Err(e),
     }
 }
-
-/// Bytes an index file may have past the index bound: room for its header and link tables.
-const INDEX_FILE_SLACK: u64 = 1 << 20;
 
 /// An index file's bytes decoded and checked to be of the decoded stream `expected` (the
 /// diff_id; for schema1 what this run's decode gave; `None`: nothing to trust it by yet).
