@@ -394,7 +394,7 @@ fn live() -> usize {
     LIVE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// HOLE (memory): indexes in memory are bounded by `INDEX_CACHE_BYTES` (64 MiB) in the views'
+/// HOLE (memory): indexes in memory are bounded by `ViewsConfig::index_memory` (64 MiB) in the views'
 /// LRU, but `rootfs/`'s table of layers at hand keeps up to `READY_LAYERS` (64) of them, each up
 /// to `MAX_INDEX_BYTES` (128 MiB), whatever they weigh: a hostile image of layers whose indexes
 /// are big (64 KiB xattrs per entry, long symlink targets) pins them all once one file of each
@@ -444,7 +444,7 @@ fn indexes_held_for_inline_opens_stay_within_the_index_memory_bound() {
         before >> 20,
         held >> 20
     );
-    let bound = regfs::views::INDEX_CACHE_BYTES + (40 << 20);
+    let bound = regfs::views::ViewsConfig::default().index_memory + (40 << 20);
     assert!(held <= bound, "{} MiB live for indexes bounded at 64 MiB: evicted ones pinned", held >> 20);
 }
 
