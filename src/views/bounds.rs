@@ -24,6 +24,8 @@ pub struct ViewsConfig {
     /// Layers `rootfs/` merges at most; an image with more shows `rootfs/` as `EFBIG`.
     /// `--rootfs-layers`.
     pub rootfs_layers: usize,
+    /// Bytes decoded (or read again), hashed and written at a time: 256 KiB.
+    pub chunk: usize,
     /// Bytes of configs' diff_id lists kept (a list weighs its digests' bytes): 8 MiB.
     pub config_cache_bytes: usize,
     /// Decoded layer tars kept open after their last file is closed (the most recently handed
@@ -58,6 +60,7 @@ impl Default for ViewsConfig {
             layer_entries: limits::MAX_LAYER_ENTRIES,
             layer_index_size: limits::MAX_INDEX_BYTES,
             rootfs_layers: limits::MAX_ROOTFS_LAYERS,
+            chunk: 256 << 10,
             config_cache_bytes: 8 << 20,
             held_decoded_files: 8,
             failed_decodes: 4096,

@@ -48,7 +48,7 @@ use lru::LruCache;
 use super::bounds::ViewsConfig;
 use super::config;
 use super::decode::{self, Local, Tee};
-use super::index::{self, IndexLimits, LayerIndex};
+use super::index::{self, LayerIndex};
 use super::tar::{Parser, TarLimits};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
@@ -324,9 +324,9 @@ impl Views {
                         return Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into()));
                     };
                     if !want_index {
-                        return hash_file(f, &want, decode::CHUNK);
+                        return hash_file(f, &want, self.config.chunk);
                     }
-                    let read = std::io::BufReader::with_capacity(decode::CHUNK, &*f);
+                    let read = std::io::BufReader::with_capacity(self.config.chunk, &*f);
                     let (len, actual, built) = self.hash_and_index(read, want.algorithm())?;
                     if actual != want {
                         return Err(Error::DigestMismatch {
@@ -376,7 +376,7 @@ impl Views {
         } else {
             let mut h = Hasher::new(diff_id.algorithm());
             let mut r = reader(content.clone())?;
-            let mut buf = vec![0u8; decode::CHUNK];
+            let mut buf = vec![0u8; self.config.chunk.max(1)];
             loop {
                 let k = r.read(&mut buf)?;
                 if k == 0 {
@@ -422,7 +422,7 @@ impl Views {
     /// digest and index. The one pass both a remount's check and [`Views::index_pass`] make.
     fn hash_and_index(&self, tar: impl Read, alg: Algorithm) -> Result<(u64, Digest, Result<LayerIndex>)> {
         let mut hook = |_| Ok(());
-        tee_index(Local(tar), std::io::sink(), alg, &mut hook, self.config.index_limits())
+        tee_index(Local(tar), std::io::sink(), alg, &mut hook, &self.config)
     }
 
     /// Keep a built index in `index/` (a failure to write it is only logged: it is in memory),
@@ -687,7 +687,7 @@ impl Views {
         if !matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
             return Err(e);
         }
-        match still_hashes_to(&blob, &layer.digest) {
+        match still_hashes_to(&blob, &layer.digest, self.config.chunk) {
             Ok(true) => {
                 sync::lock(&self.failed).put(pair, e.clone());
                 Err(e)
@@ -734,9 +734,9 @@ impl Views {
             Target::From(_) => Algorithm::Sha256,
         };
         let (len, actual, built) = if stash.is_some() {
-            tee_index(decoder, out, alg, hook, self.config.index_limits())?
+            tee_index(decoder, out, alg, hook, &self.config)?
         } else {
-            let (len, actual) = Tee::new(decoder, out, alg, hook).finish()?;
+            let (len, actual) = Tee::new(decoder, out, alg, hook).finish(self.config.chunk)?;
             (len, actual, Err(Error::Io("not indexed".into())))
         };
         match target {
@@ -768,20 +768,21 @@ impl Views {
 
 /// Read `decoded` through a tee into `out` while parsing and indexing it, then drain what
 /// follows the tar's end through the tee: the length, the digest of every byte, and the index
-/// (or why the tar did not parse; a failure of the stream itself is the outer error).
+/// (or why the tar did not parse; a failure of the stream itself is the outer error). Within
+/// `config`'s index bounds, draining by its chunk.
 fn tee_index<R: Read, W: std::io::Write>(
     decoded: R,
     out: W,
     alg: Algorithm,
     hook: &mut dyn FnMut(u64) -> Result<()>,
-    limits: IndexLimits,
+    config: &ViewsConfig,
 ) -> Result<(u64, Digest, Result<LayerIndex>)> {
     let mut tee = Tee::new(decoded, out, alg, hook);
     let built = {
         let mut parser = Parser::with_limits(&mut tee, TarLimits::default());
-        index::build(&mut parser, limits)
+        index::build(&mut parser, config.index_limits())
     };
-    let (len, digest) = tee.finish()?;
+    let (len, digest) = tee.finish(config.chunk)?;
     Ok((len, digest, built.and_then(|b| b.finish(len))))
 }
 
@@ -833,11 +834,12 @@ fn read_file(f: &File, max: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Whether `content` (a blob verified when it was fetched) still hashes to `digest`.
-fn still_hashes_to(content: &Content, digest: &Digest) -> Result<bool> {
+/// Whether `content` (a blob verified when it was fetched) still hashes to `digest`, read
+/// `chunk` bytes at a time.
+fn still_hashes_to(content: &Content, digest: &Digest, chunk: usize) -> Result<bool> {
     let mut h = Hasher::new(digest.algorithm());
     let mut r = reader(content.clone())?;
-    let mut buf = vec![0u8; decode::CHUNK];
+    let mut buf = vec![0u8; chunk.max(1)];
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
