@@ -1024,4 +1024,20 @@ mod tests {
         let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
         assert_eq!(motd.nlink, 1);
     }
+    /// The sizes `rootfs/` keeps are the mount's (`ViewsConfig`), not constants: the layers
+    /// remembered as indexed and the link counts kept.
+    #[test]
+    fn what_rootfs_keeps_is_sized_by_the_mount_s_views_config() {
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Arc::new(Store::new(Arc::new(Fake::default()), &config).expect("store"));
+        let sizes = crate::views::ViewsConfig { indexed_layers: 3, link_counts: 5, ..Default::default() };
+        let views = Arc::new(Views::with_config(Arc::clone(&store), sizes));
+        let inner = LayersInner::new(Arc::clone(&store), views);
+        assert_eq!(crate::sync::lock(&inner.indexed).cap().get(), 3);
+        let layout = crate::layout::Layout::new(store, &crate::readahead::ReadaheadConfig::default(), sizes);
+        assert_eq!(crate::sync::lock(&layout.link_counts().counts).cap().get(), 5);
+        let defaults = crate::views::ViewsConfig::default();
+        assert_eq!((defaults.indexed_layers, defaults.link_counts), (4096, 16_384), "today's defaults");
+    }
 }

@@ -959,4 +959,16 @@ mod tests {
         assert!(entry >= held, "{entry} bytes allowed for an entry holding {held}");
         assert!(entry < 1024, "{entry} bytes allowed for an entry holding {held}");
     }
+    /// The repositories remembered to have no referrers API are the config's count.
+    #[test]
+    fn repositories_without_a_referrers_api_are_kept_up_to_the_config_s_count() {
+        let cache = tempfile::tempdir().expect("cache");
+        let at = |n: usize| {
+            let config =
+                StoreConfig { cache_dir: cache.path().to_path_buf(), no_referrers_api: n, ..Default::default() };
+            let store = Store::new(Arc::new(crate::testkit::fake::Fake::default()), &config).expect("store");
+            lock(&store.no_referrers_api).cap().get()
+        };
+        assert_eq!((at(3), at(StoreConfig::default().no_referrers_api)), (3, 4096));
+    }
 }

@@ -899,3 +899,24 @@ fn read_bounded(content: Content, limit: u64, what: &str) -> Result<Vec<u8>> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::fake::Fake;
+
+    /// What views keep is sized by the mount's [`ViewsConfig`], not by constants: failed
+    /// decodes, schema1 digests and held decoded files, each at today's default unless set.
+    #[test]
+    fn what_views_keep_is_sized_by_their_config() {
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Arc::new(Store::new(Arc::new(Fake::default()), &config).expect("store"));
+        let caps = |v: &Views| {
+            (sync::lock(&v.failed).cap().get(), sync::lock(&v.derived).cap().get(), sync::lock(&v.held).cap().get())
+        };
+        let sizes = ViewsConfig { failed_decodes: 3, schema1_derived: 4, held_decoded_files: 2, ..Default::default() };
+        assert_eq!(caps(&Views::with_config(Arc::clone(&store), sizes)), (3, 4, 2));
+        assert_eq!(caps(&Views::new(store)), (4096, 4096, 8), "today's defaults");
+    }
+}
