@@ -137,7 +137,10 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
-// Sizes the FUSE-free core (`src/fs.rs`) reads: kept listings and the no-open handles.
+
+// The one exception to the rule above: sizes chosen for speed that the FUSE-free core
+// (`src/fs.rs`) reads from here, kept listings and the no-open handles (their rows in
+// doc/CONFIGURATION.md name them).
 
 /// Entries of immutable directories' listings (a manifest's, a rootfs directory) kept after
 /// their handles close, all directories together (about 64 bytes each: 4 MiB). A warm walk of a

@@ -5,7 +5,7 @@
 //! `decode`, `index` and `tar`; `prefetch` imports none of them.
 //!
 //! - `bounds`: [`ViewsConfig`], what a mount lets views hold: hostile-input bounds (defaults in
-//!   `crate::limits`) and sizes chosen for speed (defaults there).
+//!   `crate::limits`) and sizes chosen for speed (defaults in `bounds` itself).
 //! - `config`: the image config's `rootfs.diff_ids`, strict and bounded.
 //! - `decode`: compression sniffed by magic, the decoders, and the [`decode::Tee`] that hashes,
 //!   writes and charges every decoded byte.
