@@ -265,6 +265,7 @@ impl Cli {
             layer_entries: self.layer_entries,
             layer_index_size: self.layer_index_size,
             rootfs_layers: self.rootfs_layers,
+            ..ViewsConfig::default()
         };
         let mut config = FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), views, ..FsConfig::default() };
         if let Some(p) = &self.platform {
@@ -305,7 +306,7 @@ impl Cli {
     }
 }
 
-// `-o` mount options, as mount(8) runs a helper (issue 10, mount conventions).
+// `-o` mount options, as mount(8) runs a helper.
 
 /// The command line with its `-o` lists expanded, and what to log about them once logging runs.
 #[derive(Debug)]
@@ -541,8 +542,13 @@ mod tests {
         let args = ["regfs", "r", "/m", "--index-memory", "16M", "--layer-entries", "1000"];
         let c = Cli::try_parse_from(args.iter().chain(&["--layer-index-size", "8M", "--rootfs-layers", "4"]))
             .expect("test input is valid");
-        let want =
-            ViewsConfig { index_memory: 16 << 20, layer_entries: 1000, layer_index_size: 8 << 20, rootfs_layers: 4 };
+        let want = ViewsConfig {
+            index_memory: 16 << 20,
+            layer_entries: 1000,
+            layer_index_size: 8 << 20,
+            rootfs_layers: 4,
+            ..ViewsConfig::default()
+        };
         assert_eq!(c.fs_config().views, want);
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--layer-entries", "0"]).is_err(), "a bound of 0 is refused");
     }
@@ -581,7 +587,7 @@ mod tests {
         assert_eq!(strings(&via_o), ["regfs", "r", "/m", "--open"]);
     }
 
-    // `-o` mount options (issue 10, mount conventions).
+    // `-o` mount options.
 
     fn expand(args: &[&str]) -> Result<Expanded, String> {
         expand_mount_options(args.iter().map(std::ffi::OsString::from))

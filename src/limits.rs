@@ -1,6 +1,12 @@
-//! Bounds on what a registry may make regfs hold or do: hostile-input and protocol limits. They
-//! are facts of the protocol or of safety, not tunables, and sit here so that the transport, the
-//! store and the dispatcher share them without importing one another.
+//! Bounds on what a registry, a layer or a user's input may make regfs hold or do: hostile-input
+//! and protocol limits. The rule: a number belongs here when passing it would be an attack or a
+//! breach of the protocol (a document too large, too many values, a name too long, a chain too
+//! deep, a page loop) and regfs refuses, cuts or stops at it whatever the speed cost. A size
+//! chosen for speed (how much is kept, how many run at once, how far ahead) does not: it is a
+//! field of its layer's configuration (`StoreConfig`, `ViewsConfig`, `FsConfig`,
+//! `ReadaheadConfig`, the registry's `Options`), with its default there and a row in
+//! doc/CONFIGURATION.md. These sit here, at the bottom, so that the transport, the store, the
+//! views and the dispatcher share them without importing one another; this module imports none.
 
 use std::time::Duration;
 
@@ -8,6 +14,16 @@ use std::time::Duration;
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// Descriptor sizes larger than this (1 TiB) are taken as hostile.
 pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+/// JSON values (strings, numbers, arrays, objects, …) one document (a manifest, a referrers
+/// page) may hold: parsed JSON takes up to 16 times the bytes it came from (`manifest::json`).
+pub const MAX_VALUES: usize = 100_000;
+/// Image configs larger than this (16 MiB) are refused: real ones are a few KiB, with history.
+pub const MAX_CONFIG: u64 = 16 << 20;
+
+/// Characters of a repository name, all components together (the distribution grammar).
+pub const MAX_REPO_LEN: usize = 255;
+/// Characters of a tag (the distribution grammar).
+pub const MAX_TAG_LEN: usize = 128;
 
 /// URLs one layer descriptor may list (`urls`, non-distributable layers): a descriptor with more
 /// keeps none, so none is used (`registry/foreign.rs`).
@@ -36,6 +52,9 @@ pub const LIST_ENTRY_OVERHEAD: usize = 32;
 pub const LISTINGS_AT_ONCE: usize = 2;
 /// Invalid names of one listing logged one by one; past that, only counted.
 pub const LOGGED_INVALID: usize = 10;
+/// Foreign layers remembered as logged refused, so each is said once and a manifest listing
+/// many cannot flood the log.
+pub const REFUSED_FOREIGN_LOGGED: usize = 1024;
 
 /// Entries one subject's referrers list may hold, all pages together (past it: `TooLarge`).
 pub const MAX_REFERRERS: usize = 10_000;
@@ -74,16 +93,22 @@ pub const STATUS_MESSAGE_BYTES: usize = 1024;
 /// Digests kept of one error's message.
 pub const STATUS_DIGESTS_PER_ERROR: usize = 4;
 
-// Decoded layers and their indexes (PLAN-9 section 2.2). `views::index::IndexLimits` and
-// `views::tar::TarLimits` start from these and may be lowered per mount (tests use small ones).
+// Decoded layers and their indexes. `views::index::IndexLimits` and `views::tar::TarLimits`
+// start from these and may be lowered per mount (tests use small ones); `views::ViewsConfig`
+// starts from the entries, index bytes and rootfs layers, each with its option
+// (`--layer-entries`, `--layer-index-size`, `--rootfs-layers`).
 
-// `views::ViewsConfig` starts from the next four; each has its option (`--layer-entries`,
-// `--layer-index-size`, `--index-memory`, `--rootfs-layers`).
+/// zstd frames may ask for a window of at most 2^27 bytes (128 MiB, zstd's own default limit); a
+/// frame asking for more is refused rather than allocated.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Entries one layer's index may hold (past it the layer's index is refused, `TooLarge`).
 pub const MAX_LAYER_ENTRIES: usize = 1 << 20;
 /// Bytes one layer's index may take in memory, records and arenas (past it: `TooLarge`).
 pub const MAX_INDEX_BYTES: usize = 128 << 20;
+/// Bytes an index file in the cache may have past [`MAX_INDEX_BYTES`] (or the mount's bound):
+/// room for its header and link tables. A longer file is not read.
+pub const INDEX_FILE_SLACK: u64 = 1 << 20;
 /// Bytes of an index build past which it takes the one slot for large builds: builds in
 /// parallel (one per decoding layer) hold at most `(N - 1) ×` this `+ MAX_INDEX_BYTES` together.
 /// The distro image's largest layer index takes about 1 MB.
@@ -112,22 +137,15 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
-/// Bytes of layer indexes kept in memory (by `LayerIndex::weight`); a Debian base of 8,000
-/// entries takes about 1 MB.
-pub const INDEX_MEMORY: usize = 64 << 20;
-/// Link counts of hard-linked inodes of `rootfs/` kept (by image and inode, about 100 bytes
-/// each): `ls -l` of K names of one inode counts its links once, not K times.
-pub const LINK_COUNTS: usize = 16_384;
+
+// The one exception to the rule above: sizes chosen for speed that the FUSE-free core
+// (`src/fs.rs`) reads from here, kept listings and the no-open handles (their rows in
+// doc/CONFIGURATION.md name them).
 
 /// Entries of immutable directories' listings (a manifest's, a rootfs directory) kept after
 /// their handles close, all directories together (about 64 bytes each: 4 MiB). A warm walk of a
 /// rootfs of up to this many paths opens every directory inline.
 pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;
-
-/// Decoded layer tars kept open after their last file is closed (the most recently handed out
-/// by `Views::ready`): a warm read of a rootfs, one file after another, then opens no file per
-/// file. Each pins its cache file's disk space while held, should the cache evict it meanwhile.
-pub const HELD_DECODED_FILES: usize = 8;
 
 /// `--no-open`: files whose content stays open for reads by inode (the kernel sends no open or
 /// release, so a handle is kept per inode until the kernel forgets it), the most recently read
@@ -147,7 +165,10 @@ pub const FAILED_OPEN_HOLD: std::time::Duration = std::time::Duration::from_secs
 /// No open: inodes whose failed open is held at once (the oldest let go first).
 pub const FAILED_OPENS: usize = 4096;
 
-// Platforms and artifact titles (issue 10).
+// Platforms and artifact titles.
+
+/// Bytes one part of a platform (OS, architecture, variant) may have on the command line.
+pub const MAX_PLATFORM_ARG_PART: usize = 64;
 
 /// Bytes one part of an index entry's platform (OS, architecture, variant) may have; an entry
 /// with a longer one has no platform: it is named by its digest and never `current`.

@@ -8,9 +8,7 @@
 //! - tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`
 
 use crate::error::{Error, Result};
-
-pub const MAX_REPO_LEN: usize = 255;
-pub const MAX_TAG_LEN: usize = 128;
+use crate::limits::{MAX_REPO_LEN, MAX_TAG_LEN};
 
 /// Whether `s` is one valid path component of a repository name.
 pub fn is_component(s: &str) -> bool {

@@ -26,8 +26,7 @@
 
 use std::fmt;
 
-/// Bytes one part of a platform (OS, architecture, variant) may have on the command line.
-pub const MAX_PART: usize = 64;
+use crate::limits::MAX_PLATFORM_ARG_PART;
 
 /// A platform as an index entry or the command line gives it. Entries keep what the registry
 /// said; comparisons go through [`Platform::normalized`].
@@ -49,7 +48,7 @@ impl fmt::Display for Platform {
 }
 
 impl Platform {
-    /// `os/arch[/variant]`, each part `[A-Za-z0-9_.-]`, at most [`MAX_PART`] bytes; normalised.
+    /// `os/arch[/variant]`, each part `[A-Za-z0-9_.-]`, at most [`MAX_PLATFORM_ARG_PART`] bytes; normalised.
     pub fn parse(s: &str) -> Result<Platform, String> {
         let bad = |why: &str| format!("{s:?}: {why}; write os/arch[/variant], e.g. linux/amd64 or linux/arm/v7");
         let parts: Vec<&str> = s.split('/').collect();
@@ -57,7 +56,7 @@ impl Platform {
             return Err(bad("not a platform"));
         }
         for part in &parts {
-            if part.is_empty() || part.len() > MAX_PART {
+            if part.is_empty() || part.len() > MAX_PLATFORM_ARG_PART {
                 return Err(bad("an empty or overlong part"));
             }
             if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
@@ -340,7 +339,7 @@ mod tests {
             let err = Platform::parse(bad).expect_err(bad);
             assert!(err.contains("os/arch"), "{bad}: {err}");
         }
-        let long = format!("linux/{}", "a".repeat(MAX_PART + 1));
+        let long = format!("linux/{}", "a".repeat(MAX_PLATFORM_ARG_PART + 1));
         assert!(Platform::parse(&long).is_err());
     }
 

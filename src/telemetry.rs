@@ -18,7 +18,8 @@
 //! - [`Counter`]: a count that only grows (requests sent, bytes received, layers decoded), kept by
 //!   the layer that counts and read at any time without a lock. A layer's counters and the plain
 //!   snapshot they give are declared from one list of names by `counters!`: the registry
-//!   client's (`registry::Stats`, shown in the status and the summary at unmount) and the blob
+//!   client's (`registry::Stats`, shown in the status and the summary at unmount), the views'
+//!   (`views::ViewsStats`: decodes, configs, index passes, indexes read back) and the blob
 //!   cache's verified bytes are counted this way.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

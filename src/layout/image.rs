@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{
-    CONFIG_JSON, CURRENT_LINK, Kind, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR,
-};
+use crate::manifest::{CONFIG_JSON, CURRENT_LINK, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR};
 use crate::platform::Matcher;
 use crate::store::{Content, VerifiedManifest};
 use crate::views::has_view;
@@ -99,7 +97,7 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
             Node::Blob(Blob { repo: repo.clone(), digest: c.digest.clone(), size: c.size }),
         ));
     }
-    if !m.layers.is_empty() || matches!(m.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1) {
+    if !m.layers.is_empty() || m.kind.is_image() {
         out.push((LAYERS_DIR.to_string(), Node::Layers(Layers { repo: repo.clone(), digest: digest.clone() })));
     }
     if super::rootfs::has_rootfs(m) {

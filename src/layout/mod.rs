@@ -81,7 +81,7 @@ pub mod referrers;
 mod registry;
 pub mod rootfs;
 
-// `/.regfs/`: the mount's own files (issue 10).
+// `/.regfs/`: the mount's own files.
 mod regfs;
 pub use regfs::{REGFS_DIR, RegfsDir, STATUS, STATUS_JSON, StatusFile};
 
@@ -105,7 +105,7 @@ pub struct Layout {
     views: Arc<Views>,
     readahead: Arc<Readahead>,
     images: Arc<dyn ImageLayers>,
-    /// `rootfs/`'s link counts of hard-linked inodes (issue 9, H9A).
+    /// `rootfs/`'s link counts of hard-linked inodes.
     links: Arc<rootfs::LinkCounts>,
     /// What `current` chooses by, in index directories (fixed per mount).
     platform: Matcher,
@@ -139,12 +139,13 @@ impl Layout {
         images: Arc<dyn ImageLayers>,
         readahead: &ReadaheadConfig,
     ) -> Layout {
+        let links = Arc::new(rootfs::LinkCounts::new(views.config().link_counts));
         Layout {
             views,
             store,
             readahead: Arc::new(Readahead::new(readahead)),
             images,
-            links: Default::default(),
+            links,
             platform: Matcher::new(&Platform::host()),
             docker_hub: false,
             at_hand: false,

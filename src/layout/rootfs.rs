@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::limits;
 use crate::manifest::{Kind, Manifest};
 use crate::media;
 use crate::store::{Content, Store};
@@ -98,22 +97,21 @@ struct ViewsLayers(Arc<LayersInner>);
 struct LayersInner {
     store: Arc<Store>,
     views: Arc<Views>,
-    /// Layers whose index this run has had, by blob digest (at most [`INDEXED_LAYERS`]): a
-    /// listing does not start threads for them.
+    /// Layers whose index this run has had, by blob digest (at most
+    /// [`ViewsConfig::indexed_layers`](crate::views::ViewsConfig::indexed_layers)): a listing
+    /// does not start threads for them.
     indexed: std::sync::Mutex<lru::LruCache<Digest, ()>>,
     prefetcher: Prefetcher,
 }
 
-/// Layers remembered as indexed this run.
-pub const INDEXED_LAYERS: usize = 4096;
-
 impl LayersInner {
     fn new(store: Arc<Store>, views: Arc<Views>) -> LayersInner {
+        let config = *views.config();
         LayersInner {
             store,
             views,
-            indexed: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(INDEXED_LAYERS))),
-            prefetcher: Prefetcher::new(),
+            indexed: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(config.indexed_layers))),
+            prefetcher: Prefetcher::with_limits(config.prefetch_downloads, config.prefetch_decodes),
         }
     }
 
@@ -203,7 +201,7 @@ pub fn has_rootfs(m: &Manifest) -> bool {
         ),
         None => m.kind == Kind::DockerSchema1,
     };
-    matches!(m.kind, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1)
+    m.kind.is_image()
         && image_config
         && m.layers.iter().all(|(_, d)| {
             let mt = media::bare(&d.media_type);
@@ -348,7 +346,7 @@ fn time_of((secs, ns): (i64, u32)) -> SystemTime {
 
 /// The link counts of hard-linked inodes, by image and inode: counting costs a look-up per
 /// name of the inode, and `ls -l` of a directory of K names of one inode stats each of them, so
-/// the count is worked out once and kept (at most [`limits::LINK_COUNTS`], least recently used
+/// the count is worked out once and kept (at most [`ViewsConfig::link_counts`](crate::views::ViewsConfig::link_counts), least recently used
 /// first out). Exact: an image's layers never change, and the count is of its merged tree.
 /// Counts of 1 are not kept (the common case, and cheap but for an inode whose other names are
 /// all gone, which then has only that one name to stat).
@@ -357,16 +355,15 @@ pub struct LinkCounts {
     computed: std::sync::atomic::AtomicU64,
 }
 
-impl Default for LinkCounts {
-    fn default() -> Self {
+impl LinkCounts {
+    /// Room for `kept` counts.
+    pub fn new(kept: usize) -> LinkCounts {
         LinkCounts {
-            counts: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(limits::LINK_COUNTS))),
+            counts: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(kept))),
             computed: std::sync::atomic::AtomicU64::new(0),
         }
     }
-}
 
-impl LinkCounts {
     /// Counts worked out (not found kept) so far.
     pub fn computed(&self) -> u64 {
         self.computed.load(std::sync::atomic::Ordering::Relaxed)
@@ -1026,5 +1023,21 @@ mod tests {
         assert_eq!(fs.layout().link_counts().computed(), 1, "one count for the {} names of one inode", K + 1);
         let motd = walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");
         assert_eq!(motd.nlink, 1);
+    }
+    /// The sizes `rootfs/` keeps are the mount's (`ViewsConfig`), not constants: the layers
+    /// remembered as indexed and the link counts kept.
+    #[test]
+    fn what_rootfs_keeps_is_sized_by_the_mount_s_views_config() {
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Arc::new(Store::new(Arc::new(Fake::default()), &config).expect("store"));
+        let sizes = crate::views::ViewsConfig { indexed_layers: 3, link_counts: 5, ..Default::default() };
+        let views = Arc::new(Views::with_config(Arc::clone(&store), sizes));
+        let inner = LayersInner::new(Arc::clone(&store), views);
+        assert_eq!(crate::sync::lock(&inner.indexed).cap().get(), 3);
+        let layout = crate::layout::Layout::new(store, &crate::readahead::ReadaheadConfig::default(), sizes);
+        assert_eq!(crate::sync::lock(&layout.link_counts().counts).cap().get(), 5);
+        let defaults = crate::views::ViewsConfig::default();
+        assert_eq!((defaults.indexed_layers, defaults.link_counts), (4096, 16_384), "today's defaults");
     }
 }

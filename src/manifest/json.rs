@@ -11,8 +11,7 @@ use std::cell::Cell;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// JSON values (strings, numbers, arrays, objects, …) one document may hold.
-pub const MAX_VALUES: usize = 100_000;
+use crate::limits::MAX_VALUES;
 
 /// Parse `bytes` as one JSON value, refusing duplicate keys in any object. The error says what
 /// was wrong ("not JSON: …" or "duplicate key …").

@@ -32,7 +32,7 @@
 //! Documents over 4 MiB (the reference registry's own limit) are refused; so are descriptors
 //! with sizes over [`MAX_BLOB_SIZE`](crate::limits::MAX_BLOB_SIZE) or negative, digests other
 //! than sha256/sha512, any missing required field, any object naming a key twice, and documents
-//! of more than [`json::MAX_VALUES`] JSON values (`json::strict`).
+//! of more than [`MAX_VALUES`](crate::limits::MAX_VALUES) JSON values (`json::strict`).
 //!
 //! # What is shown is what was hashed
 //! A [`Manifest`] holds the very bytes its digest was computed over and everything it shows was
@@ -63,6 +63,20 @@ pub enum Kind {
     OciIndex,
     /// Artifacts and media types regfs does not know.
     Other,
+}
+
+impl Kind {
+    /// An image manifest (schema1, schema2, OCI): it lists layers, which have decoded views and
+    /// may make a `rootfs/`. Indexes, lists and artifacts are not.
+    pub fn is_image(self) -> bool {
+        matches!(self, Kind::DockerSchema2 | Kind::OciManifest | Kind::DockerSchema1)
+    }
+
+    /// An image manifest whose config lists the layers' diff_ids (schema2, OCI): what a decoded
+    /// or plain layer must hash to. Schema1 has none; its decoded layers are trusted by the blob.
+    pub fn has_diff_ids(self) -> bool {
+        matches!(self, Kind::DockerSchema2 | Kind::OciManifest)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! when it is followed, so a lying list can hide or invent links, never show wrong bytes.
 //!
 //! # Bounds
-//! A page is a manifest-sized document (at most [`MAX_MANIFEST_SIZE`], [`json::MAX_VALUES`]
+//! A page is a manifest-sized document (at most [`MAX_MANIFEST_SIZE`], [`MAX_VALUES`](crate::limits::MAX_VALUES)
 //! values, no duplicate key). An entry that is not a valid descriptor (bad digest, size over
 //! [`MAX_BLOB_SIZE`], no media type) is skipped with a log line and hides only itself; a digest
 //! listed twice is shown once. Annotations of more than [`MAX_REFERRER_ANNOTATIONS`] bytes are

@@ -469,7 +469,7 @@ fn a_document_that_is_both_index_and_image_manifest_is_refused_whatever_the_head
 }
 
 /// Parsed JSON takes up to 16 times the bytes it came from (a 4 MiB array of zeros is 2 million
-/// values of 32 bytes: 70 MB measured): a manifest may hold at most [`json::MAX_VALUES`] JSON
+/// values of 32 bytes: 70 MB measured): a manifest may hold at most [`MAX_VALUES`](crate::limits::MAX_VALUES) JSON
 /// values, so parsing one costs a few MiB whatever a registry serves.
 #[test]
 fn a_manifest_of_millions_of_json_values_is_refused_before_it_is_all_built() {
@@ -627,4 +627,27 @@ fn layer_urls_are_kept_bounded_and_weighed() {
         "config": {"mediaType": "x", "digest": format!("sha256:{:064x}", 9), "size": 2},
         "layers": [{"mediaType": "x", "digest": format!("sha256:{:064x}", 1), "size": 1, "urls": "https://a/"}]});
     assert!(parse(&serde_json::to_vec(&bad).expect("JSON"), Some(media::OCI_MANIFEST), "t").is_err());
+}
+
+/// Which kinds are images (layers with decoded views, maybe a `rootfs/`) and which carry
+/// diff_ids in their config: asked of the kind, so layout and views decide alike.
+#[test]
+fn kinds_say_whether_they_are_images_and_carry_diff_ids() {
+    let all = [
+        (Kind::DockerSchema1, true, false),
+        (Kind::DockerSchema2, true, true),
+        (Kind::OciManifest, true, true),
+        (Kind::DockerManifestList, false, false),
+        (Kind::OciIndex, false, false),
+        (Kind::Other, false, false),
+    ];
+    for (kind, image, diff_ids) in all {
+        assert_eq!((kind.is_image(), kind.has_diff_ids()), (image, diff_ids), "{kind:?}");
+    }
+    let schema1 = parse(&fixture("schema1-signed.json"), Some(media::DOCKER_SCHEMA1_SIGNED), "t").expect("valid");
+    let schema2 = parse(&fixture("docker-schema2-spec.json"), Some(media::DOCKER_SCHEMA2), "t").expect("valid");
+    let list = parse(&fixture("docker-manifest-list-spec.json"), Some(media::DOCKER_LIST), "t").expect("valid");
+    assert_eq!((schema1.kind.is_image(), schema1.kind.has_diff_ids()), (true, false));
+    assert_eq!((schema2.kind.is_image(), schema2.kind.has_diff_ids()), (true, true));
+    assert!(!list.kind.is_image());
 }

@@ -84,6 +84,9 @@ pub struct StoreConfig {
     /// Memory for referrers lists (of all subjects together), each weighed by what it holds;
     /// least recently used first out (16 MiB).
     pub referrers_bytes: usize,
+    /// Repositories remembered (for `tag_ttl`) to have no referrers API, so their referrers are
+    /// read from the tag schema at once, one request per subject, not two (4 Ki).
+    pub no_referrers_api: usize,
 }
 
 impl Default for StoreConfig {
@@ -101,6 +104,7 @@ impl Default for StoreConfig {
             tag_list_answers: 4 << 10,
             download: DownloadConfig::default(),
             referrers_bytes: 16 << 20,
+            no_referrers_api: 4 << 10,
         }
     }
 }
@@ -250,12 +254,6 @@ impl Meta {
     }
 }
 
-/// Foreign layers remembered as logged (refused), so each is said once.
-const REFUSED_FOREIGN_LOGGED: usize = 1024;
-
-/// Repositories remembered to have no referrers API (see `Store::no_referrers_api`).
-const NO_REFERRERS_API_HELD: usize = 4096;
-
 pub struct Store {
     client: Arc<dyn Client>,
     tag_ttl: Duration,
@@ -280,7 +278,7 @@ pub struct Store {
     referrer_flights: SingleFlight<(String, Digest), Arc<Vec<Referrer>>>,
     /// Repositories whose referrers API answered 404: there the tag schema is read at once (one
     /// request per subject, not two), per repository, for `tag_ttl` (a 404 in one repository, or a passing one, says nothing of
-    /// the others, nor for ever); at most [`NO_REFERRERS_API_HELD`] repositories.
+    /// the others, nor for ever); at most [`StoreConfig::no_referrers_api`] repositories.
     no_referrers_api: Mutex<lru::LruCache<String, Instant>>,
     /// Foreign layers: the URL rules and their client (`None`: no URL is allowed).
     foreign: Option<Arc<Foreign>>,
@@ -315,9 +313,9 @@ impl Store {
             size_flights: SingleFlight::default(),
             referrers: Mutex::new(SizedLru::new(config.referrers_bytes)),
             referrer_flights: SingleFlight::default(),
-            no_referrers_api: Mutex::new(lru::LruCache::new(nonzero(NO_REFERRERS_API_HELD))),
+            no_referrers_api: Mutex::new(lru::LruCache::new(nonzero(config.no_referrers_api))),
             foreign: None,
-            refused_foreign: Mutex::new(lru::LruCache::new(nonzero(REFUSED_FOREIGN_LOGGED))),
+            refused_foreign: Mutex::new(lru::LruCache::new(nonzero(limits::REFUSED_FOREIGN_LOGGED))),
         })
     }
 
@@ -960,5 +958,17 @@ mod tests {
         let held = 2 * size_of::<usize>() + size_of::<Digest>() + hex + size_of::<(String, Digest)>() + hex;
         assert!(entry >= held, "{entry} bytes allowed for an entry holding {held}");
         assert!(entry < 1024, "{entry} bytes allowed for an entry holding {held}");
+    }
+    /// The repositories remembered to have no referrers API are the config's count.
+    #[test]
+    fn repositories_without_a_referrers_api_are_kept_up_to_the_config_s_count() {
+        let cache = tempfile::tempdir().expect("cache");
+        let at = |n: usize| {
+            let config =
+                StoreConfig { cache_dir: cache.path().to_path_buf(), no_referrers_api: n, ..Default::default() };
+            let store = Store::new(Arc::new(crate::testkit::fake::Fake::default()), &config).expect("store");
+            lock(&store.no_referrers_api).cap().get()
+        };
+        assert_eq!((at(3), at(StoreConfig::default().no_referrers_api)), (3, 4096));
     }
 }

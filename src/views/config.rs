@@ -9,9 +9,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-
-/// Configs larger than this (16 MiB) are refused: real ones are a few KiB, with history.
-pub const MAX_CONFIG: u64 = 16 << 20;
+use crate::limits::MAX_CONFIG;
 
 #[derive(Deserialize)]
 struct Config {

@@ -30,11 +30,7 @@ use std::io::{self, BufReader, Read, Write};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
-
-/// zstd frames may ask for a window of at most 2^27 bytes (128 MiB, zstd's own default limit).
-pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
-/// Decoded bytes are read, hashed and written this many at a time.
-pub const CHUNK: usize = 256 << 10;
+use crate::limits::ZSTD_WINDOW_LOG_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -96,10 +92,10 @@ impl<'h, R: Read, W: Write> Tee<'h, R, W> {
         Tee { inner, out, hasher: Some(Hasher::new(algorithm)), len: 0, hook }
     }
 
-    /// Read whatever is left (bytes after the tar's end included) through the tee; then the
-    /// total length and the digest of everything that went through.
-    pub fn finish(mut self) -> Result<(u64, Digest)> {
-        let mut buf = vec![0u8; CHUNK];
+    /// Read whatever is left (bytes after the tar's end included) through the tee, `chunk`
+    /// bytes at a time; then the total length and the digest of everything that went through.
+    pub fn finish(mut self, chunk: usize) -> Result<(u64, Digest)> {
+        let mut buf = vec![0u8; chunk.max(1)];
         loop {
             match self.read(&mut buf) {
                 Ok(0) => break,
@@ -194,6 +190,9 @@ mod tests {
     use super::*;
     use flate2::write::GzEncoder;
 
+    /// The chunk the tee reads by in these tests (a mount's is `ViewsConfig::chunk`).
+    const CHUNK: usize = 256 << 10;
+
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).expect("gzip");
@@ -204,7 +203,7 @@ mod tests {
         let (c, d) = decoder(blob)?;
         let mut out = Vec::new();
         let mut hook = |_| Ok(());
-        let (len, digest) = Tee::new(d, &mut out, Algorithm::Sha256, &mut hook).finish()?;
+        let (len, digest) = Tee::new(d, &mut out, Algorithm::Sha256, &mut hook).finish(CHUNK)?;
         assert_eq!(len as usize, out.len());
         Ok((c, out, digest))
     }
@@ -243,7 +242,7 @@ mod tests {
         let (_, d) = decoder(&data[..]).expect("plain");
         let mut out = Vec::new();
         let mut hook = |n: u64| if n > CHUNK as u64 { Err(Error::TooLarge(format!("{n}"))) } else { Ok(()) };
-        let e = Tee::new(d, &mut out, Algorithm::Sha256, &mut hook).finish().expect_err("stopped");
+        let e = Tee::new(d, &mut out, Algorithm::Sha256, &mut hook).finish(CHUNK).expect_err("stopped");
         assert!(matches!(e, Error::TooLarge(_)), "{e}");
         assert!(out.len() <= CHUNK, "nothing past the refusal was written: {}", out.len());
     }
@@ -277,7 +276,7 @@ mod tests {
         let run = |r: Box<dyn Read>| -> Result<(u64, Digest)> {
             let (_, d) = decoder(r)?;
             let mut hook = |_| Ok(());
-            Tee::new(d, io::sink(), Algorithm::Sha256, &mut hook).finish()
+            Tee::new(d, io::sink(), Algorithm::Sha256, &mut hook).finish(CHUNK)
         };
         let e = run(Box::new(Local(FailsAfter { data: &gz, ok: gz.len() / 2 }))).expect_err("a read error");
         assert!(matches!(e, Error::Io(_)), "{e:?}");

@@ -18,7 +18,7 @@
 //! failure is kept in memory as that layer's index error. An uncompressed layer is its own
 //! decoded tar: its blob, whose digest must be the diff_id (hashed again with the diff_id's
 //! algorithm if they differ), is indexed in one pass over the blob. Indexes are kept in memory
-//! within [`INDEX_CACHE_BYTES`], least recently used first out.
+//! within [`ViewsConfig::index_memory`], least recently used first out.
 //!
 //! # Which index is trusted
 //! Only one this run built from a verified tar. The index alone decides what `rootfs/` shows
@@ -40,7 +40,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -49,7 +48,7 @@ use lru::LruCache;
 use super::bounds::ViewsConfig;
 use super::config;
 use super::decode::{self, Local, Tee};
-use super::index::{self, IndexLimits, LayerIndex};
+use super::index::{self, LayerIndex};
 use super::tar::{Parser, TarLimits};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
@@ -61,26 +60,22 @@ use crate::store::flight::SingleFlight;
 use crate::store::{Content, Store, VerifiedManifest};
 use crate::sync;
 
-/// Memory for the diff_id lists of configs kept (8 MiB; a list is its digests' bytes).
-pub const CONFIG_CACHE_BYTES: usize = 8 << 20;
-
-/// Memory for layer indexes kept by default (64 MiB, by [`LayerIndex::weight`];
-/// `--index-memory`): a Debian base of 8,000 entries takes about 1 MB.
-pub const INDEX_CACHE_BYTES: usize = limits::INDEX_MEMORY;
-
-/// What views have done, for tests and the log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ViewsStats {
-    /// Layers decoded (each a full pass over a blob, indexed in the same pass).
-    pub decodes: u64,
-    /// Configs fetched and parsed for their diff_ids.
-    pub configs: u64,
-    /// Indexes built by a pass over a decoded tar (or an uncompressed blob) rather than by a
-    /// decode: after a restart, in the pass that hashes the decoded tar again; for an
-    /// uncompressed layer; or for a tar this run has verified whose index it let go.
-    pub index_passes: u64,
-    /// Indexes read back from `index/` (only files this run wrote or checked against its own).
-    pub indexes_read: u64,
+crate::telemetry::counters! {
+    /// What views have done, for tests and the log.
+    pub struct ViewsStats;
+    /// Lock-free counters behind [`ViewsStats`], kept by [`Views`].
+    pub struct ViewsCounters {
+        /// Layers decoded (each a full pass over a blob, indexed in the same pass).
+        decodes,
+        /// Configs fetched and parsed for their diff_ids.
+        configs,
+        /// Indexes built by a pass over a decoded tar (or an uncompressed blob) rather than by a
+        /// decode: after a restart, in the pass that hashes the decoded tar again; for an
+        /// uncompressed layer; or for a tar this run has verified whose index it let go.
+        index_passes,
+        /// Indexes read back from `index/` (only files this run wrote or checked against its own).
+        indexes_read,
+    }
 }
 
 /// A layer ready for `rootfs/`: its verified decoded tar, and its index (or why it has none).
@@ -129,41 +124,29 @@ pub struct Views {
     /// One materialisation per layer key at a time; `true` when the decoded tar is wanted too
     /// (an index alone may come from `index/` without it).
     layer_flights: SingleFlight<(MemKey, bool), Materialised>,
-    decodes: AtomicU64,
-    configs_read: AtomicU64,
-    index_passes: AtomicU64,
-    indexes_read: AtomicU64,
-    /// The last [`DECODES_KEPT`] decodes' start and end.
+    counters: ViewsCounters,
+    /// The last [`ViewsConfig::decodes_kept`] decodes' start and end.
     intervals: Mutex<std::collections::VecDeque<(Instant, Instant)>>,
     /// Decodes that failed this run, by (blob digest, what the stream had to be: the diff_id,
     /// or for schema1 the blob again): a wrong diff_id, a stream that does not decode, a bomb.
     /// The failure is a function of the verified blob and the diff_id (checked: the blob is
-    /// hashed again first; local errors are never kept), so it is kept for the run (at most [`FAILED_DECODES`], in memory only) and the next `cat` or `ls` is `EIO` at
+    /// hashed again first; local errors are never kept), so it is kept for the run (at most [`ViewsConfig::failed_decodes`], in memory only) and the next `cat` or `ls` is `EIO` at
     /// once instead of decoding the whole blob again. Never by one digest alone: a hostile
     /// manifest pairing an honest diff_id with another blob must not fail the honest image.
     failed: Mutex<LruCache<(Digest, Digest), Error>>,
     /// Schema1 layers decoded this run: blob digest → the sha256 of the decoded stream (see
-    /// [`Target::From`]). At most [`SCHEMA1_DERIVED`]; one forgotten is decoded again.
+    /// [`Target::From`]). At most [`ViewsConfig::schema1_derived`]; one forgotten is decoded again.
     derived: Mutex<LruCache<Digest, Digest>>,
-    /// The decoded tars `ready` handed out last, kept open ([`limits::HELD_DECODED_FILES`]).
+    /// The decoded tars `ready` handed out last, kept open ([`ViewsConfig::held_decoded_files`]).
     held: Mutex<LruCache<Digest, Arc<std::fs::File>>>,
 }
-
-/// Schema1 layers whose decoded digest is remembered for the run.
-pub const SCHEMA1_DERIVED: usize = 4096;
-
-/// Failed decodes remembered for the run (see [`Views`]'s `failed`).
-pub const FAILED_DECODES: usize = 4096;
-
-/// Decode intervals kept for [`Views::decode_intervals`].
-pub const DECODES_KEPT: usize = 64;
 
 /// Whether layer `n` of `m` has a decoded view (`<n>.tar`): an image manifest's (schema2, OCI,
 /// schema1) gzip or zstd layer of an image-layer media type. An uncompressed layer already is a
 /// tar; artifacts (a Helm chart's `…tar+gzip` included) get none.
 pub fn has_view(m: &Manifest, n: usize) -> bool {
     let Some((_, d)) = m.layers.get(n) else { return false };
-    let image = matches!(m.kind, ManifestKind::DockerSchema2 | ManifestKind::OciManifest | ManifestKind::DockerSchema1);
+    let image = m.kind.is_image();
     let mt = media::bare(&d.media_type);
     let layer_type =
         mt.starts_with("application/vnd.oci.image.layer.") || mt.starts_with("application/vnd.docker.image.rootfs.");
@@ -249,14 +232,11 @@ impl Views {
             config_flights: SingleFlight::default(),
             indexes: Mutex::new(Indexes { lru: LruCache::unbounded(), bytes: 0 }),
             layer_flights: SingleFlight::default(),
-            decodes: AtomicU64::new(0),
-            configs_read: AtomicU64::new(0),
-            index_passes: AtomicU64::new(0),
-            indexes_read: AtomicU64::new(0),
+            counters: ViewsCounters::default(),
             intervals: Mutex::default(),
-            failed: Mutex::new(LruCache::new(crate::capacity::nonzero(FAILED_DECODES))),
-            derived: Mutex::new(LruCache::new(crate::capacity::nonzero(SCHEMA1_DERIVED))),
-            held: Mutex::new(LruCache::new(crate::capacity::nonzero(crate::limits::HELD_DECODED_FILES))),
+            failed: Mutex::new(LruCache::new(crate::capacity::nonzero(config.failed_decodes))),
+            derived: Mutex::new(LruCache::new(crate::capacity::nonzero(config.schema1_derived))),
+            held: Mutex::new(LruCache::new(crate::capacity::nonzero(config.held_decoded_files))),
         }
     }
 
@@ -265,13 +245,10 @@ impl Views {
         &self.config
     }
 
+    /// The counts now. Relaxed: read them after whatever did the work has returned (or its
+    /// thread has been joined).
     pub fn stats(&self) -> ViewsStats {
-        ViewsStats {
-            decodes: self.decodes.load(Ordering::SeqCst),
-            configs: self.configs_read.load(Ordering::SeqCst),
-            index_passes: self.index_passes.load(Ordering::SeqCst),
-            indexes_read: self.indexes_read.load(Ordering::SeqCst),
-        }
+        self.counters.snapshot()
     }
 
     /// Layer `n` of manifest `manifest` of `repo`, decoded and verified: an open file of the
@@ -347,9 +324,9 @@ impl Views {
                         return Err(Error::Io("a schema1 layer is trusted only as decoded by this run".into()));
                     };
                     if !want_index {
-                        return hash_file(f, &want, decode::CHUNK);
+                        return hash_file(f, &want, self.config.chunk);
                     }
-                    let read = std::io::BufReader::with_capacity(decode::CHUNK, &*f);
+                    let read = std::io::BufReader::with_capacity(self.config.chunk, &*f);
                     let (len, actual, built) = self.hash_and_index(read, want.algorithm())?;
                     if actual != want {
                         return Err(Error::DigestMismatch {
@@ -358,7 +335,7 @@ impl Views {
                             actual: actual.to_string(),
                         });
                     }
-                    self.index_passes.fetch_add(1, Ordering::SeqCst);
+                    self.counters.index_passes.bump();
                     *sync::lock(&stash) = Some((actual, built));
                     Ok(len)
                 };
@@ -399,7 +376,7 @@ impl Views {
         } else {
             let mut h = Hasher::new(diff_id.algorithm());
             let mut r = reader(content.clone())?;
-            let mut buf = vec![0u8; decode::CHUNK];
+            let mut buf = vec![0u8; self.config.chunk.max(1)];
             loop {
                 let k = r.read(&mut buf)?;
                 if k == 0 {
@@ -427,7 +404,7 @@ impl Views {
     /// One pass over a verified decoded tar only to index it (hashing it on the way, for the
     /// diff_id a schema1 index records).
     fn index_pass(&self, source: &Source, content: &Content) -> Result<(Digest, Result<LayerIndex>)> {
-        self.index_passes.fetch_add(1, Ordering::SeqCst);
+        self.counters.index_passes.bump();
         let alg = match source {
             Source::Decoded(Target::DiffId(d)) | Source::Plain(d) => d.algorithm(),
             Source::Decoded(Target::From(_)) => Algorithm::Sha256,
@@ -445,7 +422,7 @@ impl Views {
     /// digest and index. The one pass both a remount's check and [`Views::index_pass`] make.
     fn hash_and_index(&self, tar: impl Read, alg: Algorithm) -> Result<(u64, Digest, Result<LayerIndex>)> {
         let mut hook = |_| Ok(());
-        tee_index(Local(tar), std::io::sink(), alg, &mut hook, self.config.index_limits())
+        tee_index(Local(tar), std::io::sink(), alg, &mut hook, &self.config)
     }
 
     /// Keep a built index in `index/` (a failure to write it is only logged: it is in memory),
@@ -511,7 +488,7 @@ impl Views {
             return Ok(None);
         };
         let found = decode_index(&read_file(&file, self.max_index_file())?, Some(&expected))?;
-        self.indexes_read.fetch_add(1, Ordering::SeqCst);
+        self.counters.indexes_read.bump();
         Ok(Some((found.0, Arc::new(found.1))))
     }
 
@@ -561,7 +538,7 @@ impl Views {
         Some((index, Content::File(file)))
     }
 
-    /// When each of the last [`DECODES_KEPT`] decodes started and ended (for tests of
+    /// When each of the last [`ViewsConfig::decodes_kept`] decodes started and ended (for tests of
     /// parallel decoding).
     pub fn decode_intervals(&self) -> Vec<(Instant, Instant)> {
         sync::lock(&self.intervals).iter().copied().collect()
@@ -578,7 +555,7 @@ impl Views {
 
     /// Bytes an index file may have: the index bound and some room.
     fn max_index_file(&self) -> u64 {
-        self.config.layer_index_size as u64 + INDEX_FILE_SLACK
+        self.config.layer_index_size as u64 + limits::INDEX_FILE_SLACK
     }
 
     fn known(&self, key: &MemKey) -> Option<Known> {
@@ -635,8 +612,7 @@ impl Views {
         if doc.manifest.kind == ManifestKind::DockerSchema1 && view {
             return Ok(Source::Decoded(Target::From(layer.digest.clone())));
         }
-        let plain = media::layer_extension(&layer.media_type) == ".tar"
-            && matches!(doc.manifest.kind, ManifestKind::DockerSchema2 | ManifestKind::OciManifest);
+        let plain = media::layer_extension(&layer.media_type) == ".tar" && doc.manifest.kind.has_diff_ids();
         if !view && !plain {
             return Err(Error::NotFound(format!("{repo}@{}: layer {n} is not a tar", doc.digest)));
         }
@@ -662,16 +638,16 @@ impl Views {
             return Ok(Arc::clone(ids));
         }
         self.config_flights.run(&(repo.to_string(), config.digest.clone()), || {
-            self.configs_read.fetch_add(1, Ordering::SeqCst);
+            self.counters.configs.bump();
             let what = format!("{} of {repo}", config.digest);
-            let bytes = read_bounded(self.store.blob(repo, &config.digest, config.size)?, config::MAX_CONFIG, &what)?;
+            let bytes = read_bounded(self.store.blob(repo, &config.digest, config.size)?, limits::MAX_CONFIG, &what)?;
             let ids = Arc::new(config::diff_ids(&bytes, &what)?);
             let mut c = sync::lock(&self.configs);
             let weight = 64 + ids.iter().map(|d| 32 + d.hex().len()).sum::<usize>();
             if c.lru.put(config.digest.clone(), Arc::clone(&ids)).is_none() {
                 c.bytes += weight;
             }
-            while c.bytes > CONFIG_CACHE_BYTES {
+            while c.bytes > self.config.config_cache_bytes {
                 let Some((_, old)) = c.lru.pop_lru() else { break };
                 c.bytes -= 64 + old.iter().map(|d| 32 + d.hex().len()).sum::<usize>();
             }
@@ -700,7 +676,7 @@ impl Views {
         }
         // Fetching the blob may fail for a while (the network): only what follows is kept.
         let blob = self.store.blob(repo, &layer.digest, layer.size)?;
-        self.decodes.fetch_add(1, Ordering::SeqCst);
+        self.counters.decodes.bump();
         let decoded = self.decode_blob(repo, doc, n, target, blob.clone(), out, hook, stash);
         let Err(e) = decoded else { return decoded };
         // Remembered only if it is a function of the verified blob: a wrong diff_id, a stream
@@ -711,7 +687,7 @@ impl Views {
         if !matches!(e, Error::DigestMismatch { .. } | Error::Malformed { .. } | Error::TooLarge(_)) {
             return Err(e);
         }
-        match still_hashes_to(&blob, &layer.digest) {
+        match still_hashes_to(&blob, &layer.digest, self.config.chunk) {
             Ok(true) => {
                 sync::lock(&self.failed).put(pair, e.clone());
                 Err(e)
@@ -758,9 +734,9 @@ impl Views {
             Target::From(_) => Algorithm::Sha256,
         };
         let (len, actual, built) = if stash.is_some() {
-            tee_index(decoder, out, alg, hook, self.config.index_limits())?
+            tee_index(decoder, out, alg, hook, &self.config)?
         } else {
-            let (len, actual) = Tee::new(decoder, out, alg, hook).finish()?;
+            let (len, actual) = Tee::new(decoder, out, alg, hook).finish(self.config.chunk)?;
             (len, actual, Err(Error::Io("not indexed".into())))
         };
         match target {
@@ -792,20 +768,21 @@ impl Views {
 
 /// Read `decoded` through a tee into `out` while parsing and indexing it, then drain what
 /// follows the tar's end through the tee: the length, the digest of every byte, and the index
-/// (or why the tar did not parse; a failure of the stream itself is the outer error).
+/// (or why the tar did not parse; a failure of the stream itself is the outer error). Within
+/// `config`'s index bounds, draining by its chunk.
 fn tee_index<R: Read, W: std::io::Write>(
     decoded: R,
     out: W,
     alg: Algorithm,
     hook: &mut dyn FnMut(u64) -> Result<()>,
-    limits: IndexLimits,
+    config: &ViewsConfig,
 ) -> Result<(u64, Digest, Result<LayerIndex>)> {
     let mut tee = Tee::new(decoded, out, alg, hook);
     let built = {
         let mut parser = Parser::with_limits(&mut tee, TarLimits::default());
-        index::build(&mut parser, limits)
+        index::build(&mut parser, config.index_limits())
     };
-    let (len, digest) = tee.finish()?;
+    let (len, digest) = tee.finish(config.chunk)?;
     Ok((len, digest, built.and_then(|b| b.finish(len))))
 }
 
@@ -818,7 +795,7 @@ struct Interval<'a> {
 impl Drop for Interval<'_> {
     fn drop(&mut self) {
         let mut kept = sync::lock(&self.views.intervals);
-        if kept.len() >= DECODES_KEPT {
+        if kept.len() >= self.views.config.decodes_kept {
             kept.pop_front();
         }
         kept.push_back((self.started, Instant::now()));
@@ -835,9 +812,6 @@ fn known_index(known: Known) -> Result<Arc<LayerIndex>> {
         Known::Failed(e) => Err(e),
     }
 }
-
-/// Bytes an index file may have past the index bound: room for its header and link tables.
-const INDEX_FILE_SLACK: u64 = 1 << 20;
 
 /// An index file's bytes decoded and checked to be of the decoded stream `expected` (the
 /// diff_id; for schema1 what this run's decode gave; `None`: nothing to trust it by yet).
@@ -860,11 +834,12 @@ fn read_file(f: &File, max: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Whether `content` (a blob verified when it was fetched) still hashes to `digest`.
-fn still_hashes_to(content: &Content, digest: &Digest) -> Result<bool> {
+/// Whether `content` (a blob verified when it was fetched) still hashes to `digest`, read
+/// `chunk` bytes at a time.
+fn still_hashes_to(content: &Content, digest: &Digest, chunk: usize) -> Result<bool> {
     let mut h = Hasher::new(digest.algorithm());
     let mut r = reader(content.clone())?;
-    let mut buf = vec![0u8; decode::CHUNK];
+    let mut buf = vec![0u8; chunk.max(1)];
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
@@ -923,4 +898,25 @@ fn read_bounded(content: Content, limit: u64, what: &str) -> Result<Vec<u8>> {
         return Err(Error::TooLarge(format!("{what}: more than {limit} bytes")));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::fake::Fake;
+
+    /// What views keep is sized by the mount's [`ViewsConfig`], not by constants: failed
+    /// decodes, schema1 digests and held decoded files, each at today's default unless set.
+    #[test]
+    fn what_views_keep_is_sized_by_their_config() {
+        let cache = tempfile::tempdir().expect("cache");
+        let config = crate::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Arc::new(Store::new(Arc::new(Fake::default()), &config).expect("store"));
+        let caps = |v: &Views| {
+            (sync::lock(&v.failed).cap().get(), sync::lock(&v.derived).cap().get(), sync::lock(&v.held).cap().get())
+        };
+        let sizes = ViewsConfig { failed_decodes: 3, schema1_derived: 4, held_decoded_files: 2, ..Default::default() };
+        assert_eq!(caps(&Views::with_config(Arc::clone(&store), sizes)), (3, 4, 2));
+        assert_eq!(caps(&Views::new(store)), (4096, 4096, 8), "today's defaults");
+    }
 }

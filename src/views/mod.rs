@@ -4,7 +4,8 @@
 //! those two and `tar`; `bounds` and `merge` import `index`; `layers` imports `bounds`, `config`,
 //! `decode`, `index` and `tar`; `prefetch` imports none of them.
 //!
-//! - `bounds`: [`ViewsConfig`], the bounds a mount sets (defaults in `crate::limits`).
+//! - `bounds`: [`ViewsConfig`], what a mount lets views hold: hostile-input bounds (defaults in
+//!   `crate::limits`) and sizes chosen for speed (defaults in `bounds` itself).
 //! - `config`: the image config's `rootfs.diff_ids`, strict and bounded.
 //! - `decode`: compression sniffed by magic, the decoders, and the [`decode::Tee`] that hashes,
 //!   writes and charges every decoded byte.
@@ -30,6 +31,4 @@ mod rootpath;
 pub mod tar;
 
 pub use bounds::ViewsConfig;
-pub use layers::{
-    DECODES_KEPT, FAILED_DECODES, INDEX_CACHE_BYTES, Materialised, SCHEMA1_DERIVED, Views, ViewsStats, has_view,
-};
+pub use layers::{Materialised, Views, ViewsCounters, ViewsStats, has_view};

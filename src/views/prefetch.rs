@@ -25,13 +25,8 @@ pub struct Prefetcher {
 pub type Step = Arc<dyn Fn(usize) + Send + Sync>;
 
 impl Prefetcher {
-    /// Up to 4 downloads and `available_parallelism` decodes at once.
-    pub fn new() -> Prefetcher {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        Prefetcher::with_limits(4, cpus)
-    }
-
-    /// Up to `downloads` downloads and `decodes` decodes at once (one at least of each).
+    /// Up to `downloads` downloads and `decodes` decodes at once (one at least of each); a mount's
+    /// are `ViewsConfig::prefetch_downloads` and `prefetch_decodes`.
     pub fn with_limits(downloads: usize, decodes: usize) -> Prefetcher {
         Prefetcher { downloads: Arc::new(Semaphore::new(downloads)), decodes: Arc::new(Semaphore::new(decodes)) }
     }
@@ -63,12 +58,6 @@ impl Prefetcher {
                     .ok()
             })
             .collect()
-    }
-}
-
-impl Default for Prefetcher {
-    fn default() -> Self {
-        Prefetcher::new()
     }
 }
 

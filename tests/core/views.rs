@@ -577,13 +577,13 @@ fn the_views_bounds_are_the_mount_s() {
 }
 
 /// A layer at hand stays open between opens of its files: `ready` keeps the last few decoded
-/// tars it handed out open (`limits::HELD_DECODED_FILES`), so a warm `xargs cat` of a rootfs,
+/// tars it handed out open (`ViewsConfig::held_decoded_files`), so a warm `xargs cat` of a rootfs,
 /// whose every file is closed before the next opens, does not open, check and close the layer's
 /// file once per file. Past the bound, the oldest is let go.
 #[test]
 fn a_ready_layer_s_decoded_tar_stays_open_between_opens() {
     let fake = Faulty::new(Fake::default());
-    let held = regfs::limits::HELD_DECODED_FILES;
+    let held = regfs::views::ViewsConfig::default().held_decoded_files;
     let layers: Vec<Vec<u8>> = (0..=held).map(|i| tar_of(&[(&format!("f{i}"), &[i as u8; 10])])).collect();
     let descs: Vec<_> = layers.iter().map(|l| (gzip(l), GZIP, sha256(l))).collect();
     let m = image(&fake, "r", "v1", &descs);

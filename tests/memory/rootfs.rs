@@ -9,7 +9,7 @@ use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 
 /// Indexes held for `rootfs/`'s inline opens stay within the views' index memory bound
-/// (`INDEX_CACHE_BYTES`, 64 MiB): the table of layers at hand (up to `READY_LAYERS`, 64, each
+/// (`ViewsConfig::index_memory`, 64 MiB): the table of layers at hand (up to `READY_LAYERS`, 64, each
 /// up to `MAX_INDEX_BYTES`, 128 MiB) does not pin indexes the views' LRU evicted, which a
 /// hostile image of layers with big indexes (64 KiB xattrs per entry, long symlink targets)
 /// could make 8 GiB. Here 5 layers of 32 MiB of index each: opening one file of each, once all
@@ -57,6 +57,6 @@ fn indexes_held_for_inline_opens_stay_within_the_index_memory_bound() {
         before >> 20,
         held >> 20
     );
-    let bound = regfs::views::INDEX_CACHE_BYTES + (40 << 20);
+    let bound = regfs::views::ViewsConfig::default().index_memory + (40 << 20);
     assert!(held <= bound, "{} MiB live for indexes bounded at 64 MiB: evicted ones pinned", held >> 20);
 }
