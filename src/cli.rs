@@ -71,6 +71,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = limits::MAX_ROOTFS_LAYERS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 16))]
     pub rootfs_layers: usize,
 
+    /// Files of rootfs/ put in the kernel's page cache ahead of a walk that reads a tree in listing order (find | xargs cat, tar, grep -r), per window; 0 reads nothing ahead.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4096))]
+    pub read_ahead_files: usize,
+
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub tag_ttl: u64,
@@ -257,7 +261,7 @@ impl Cli {
         }
     }
 
-    /// The core's configuration: `--tag-ttl`, `--platform`, and the views' bounds (`--index-memory`,
+    /// The core's configuration: `--tag-ttl`, `--platform`, `--read-ahead-files`, and the views' bounds (`--index-memory`,
     /// `--layer-entries`, `--layer-index-size`, `--rootfs-layers`); the rest default.
     pub fn fs_config(&self) -> FsConfig {
         let views = ViewsConfig {
@@ -267,7 +271,12 @@ impl Cli {
             rootfs_layers: self.rootfs_layers,
             ..ViewsConfig::default()
         };
-        let mut config = FsConfig { tag_ttl: Duration::from_secs(self.tag_ttl), views, ..FsConfig::default() };
+        let mut config = FsConfig {
+            tag_ttl: Duration::from_secs(self.tag_ttl),
+            views,
+            ahead_files: self.read_ahead_files,
+            ..FsConfig::default()
+        };
         if let Some(p) = &self.platform {
             config.platform = p.clone();
         }
@@ -551,6 +560,9 @@ mod tests {
         };
         assert_eq!(c.fs_config().views, want);
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--layer-entries", "0"]).is_err(), "a bound of 0 is refused");
+        assert_eq!(c.fs_config().ahead_files, 32, "reading ahead by default");
+        let off = Cli::try_parse_from(["regfs", "r", "/m", "--read-ahead-files", "0"]).expect("0 is off");
+        assert_eq!(off.fs_config().ahead_files, 0);
     }
 
     #[test]

@@ -138,33 +138,6 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 /// Layers `rootfs/` merges (past it `rootfs/` is `TooLarge`): the merge asks layers one by one.
 pub const MAX_ROOTFS_LAYERS: usize = 512;
 
-// The one exception to the rule above: sizes chosen for speed that the FUSE-free core
-// (`src/fs.rs`) reads from here, kept listings and the no-open handles (their rows in
-// doc/CONFIGURATION.md name them).
-
-/// Entries of immutable directories' listings (a manifest's, a rootfs directory) kept after
-/// their handles close, all directories together (about 64 bytes each: 4 MiB). A warm walk of a
-/// rootfs of up to this many paths opens every directory inline.
-pub const KEPT_LISTING_ENTRIES: usize = 1 << 16;
-
-/// `--no-open`: files whose content stays open for reads by inode (the kernel sends no open or
-/// release, so a handle is kept per inode until the kernel forgets it), the most recently read
-/// kept; a read of one let go opens it again (inline when its content is at hand). Bounds the
-/// descriptors and the evicted cache files' disk space the handles can pin.
-pub const INODE_HANDLES: usize = 4096;
-/// `--no-open`: bytes of in-memory contents (small blobs, manifests) kept for reads by inode, in
-/// all; past it the least recently read are let go (read again, they open again, from the
-/// store's own bounded memory or the disk cache).
-pub const INODE_MEMORY: usize = 32 << 20;
-/// No open: how long a failed open of an inode's content is the answer to its next reads,
-/// without trying again. One `read(2)` of a file the kernel has no pages of sends a readahead
-/// READ and, when that fails, a READ of the page itself; without this, each would download (and
-/// retry) again, doubling what a failing registry is asked. A read after this tries again, as
-/// an open does with `--open`. A killed reader's `EINTR` is never held.
-pub const FAILED_OPEN_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
-/// No open: inodes whose failed open is held at once (the oldest let go first).
-pub const FAILED_OPENS: usize = 4096;
-
 // Platforms and artifact titles.
 
 /// Bytes one part of a platform (OS, architecture, variant) may have on the command line.

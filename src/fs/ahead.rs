@@ -1,37 +1,34 @@
-//! Reading ahead across the files of a directory: a tree read file after file in listing order
-//! (`find | xargs cat`, `tar -c`, `grep -r`, a scanner) gets the next files' bytes put in the
-//! kernel's page cache before it asks, so their reads reach regfs not at all.
+//! Reading ahead across a walk: a tree read file after file in the order a walk lists it
+//! (`find | xargs cat`, `tar -c`, `grep -r`, a scanner) gets its next files' bytes put in the
+//! kernel's page cache before it asks, so most of its reads never reach regfs.
 //!
 //! Rules:
-//! - Only where a listing was read with attributes at hand (`rootfs/`: [`Fs::entry_plus`]): the
-//!   kernel then holds an inode for every entry, so there is a page cache to fill. Each regular
-//!   file entry of such a listing is remembered with its place in it, at most
-//!   [`FsConfig::ahead_entries`](super::FsConfig::ahead_entries) entries (the oldest forgotten
-//!   first, never promoted, so only the listings of the last entries remembered stay alive),
-//!   and only for listings of at most [`AHEAD_LISTING`] entries.
-//! - A read of a file's first page is a step of a walk when it is the file where the last
-//!   window ended (or the first of its directory): then the next files of the listing, up to
-//!   [`FsConfig::ahead_files`](super::FsConfig::ahead_files) of them and [`AHEAD_BYTES`] in
-//!   all, each at most [`AHEAD_FILE`], are handed back to be put in the page cache; the window
-//!   stops before a file that is larger (its own reads fetch it). Any other read moves the
-//!   directory's cursor past it and puts nothing: a reader of single files costs nothing more.
-//! - Only bytes already verified and at hand are handed back (the same content a read would be
-//!   served from: [`crate::layout::File::open_now`]), and only for inodes the kernel holds.
-//!   Files already read (their contents kept) are left out.
+//! - Only where listings were read with attributes at hand (`rootfs/`: [`Fs::entry_plus`]):
+//!   the kernel then holds an inode for every entry, so there is a page cache to fill. Each file
+//!   and directory entry of such a listing is remembered with its place in it, at most
+//!   [`FsConfig::ahead_entries`] of them (the oldest forgotten first, never promoted, so only
+//!   the listings of the last entries remembered stay alive), and only for listings of at most
+//!   [`FsConfig::ahead_listing`] entries.
+//! - A read of a file's first page is a step of a walk when the file is the first of its
+//!   directory, or a file the last window left for the reader to ask for (its marker, in its
+//!   middle, or the file it stopped before). Any other read puts nothing: a reader of single
+//!   files costs nothing more. A step's window is the files that follow in walk order (on
+//!   through the directories the walk enters, and back up to their parents), up to
+//!   [`FsConfig::ahead_files`] of them and [`FsConfig::ahead_bytes`] in all, each at most
+//!   [`FsConfig::ahead_file`]; it stops before a file that is larger (its own reads fetch it).
+//!   The window's middle file is left out, so that the reader's READ of it starts the next
+//!   window while the reader is still in this one; files put in the page cache lately, or
+//!   already read, are passed by.
+//! - Only bytes already verified and at hand are handed back (the content a read would be
+//!   served from: [`crate::layout::File::open_now`]), whole, and only for inodes the kernel
+//!   holds.
 
 use std::sync::Arc;
 
 use super::listings::Snapshot;
-use super::{Fs, read_content};
+use super::{Fs, FsConfig, read_content};
 use crate::layout::{FileKind, Shape};
 use crate::sync;
-
-/// Listings longer than this are not read ahead in (what they would keep alive is bounded).
-pub const AHEAD_LISTING: usize = 4096;
-/// The most bytes one window puts in the page cache.
-pub const AHEAD_BYTES: u64 = 4 << 20;
-/// The largest file a window puts in the page cache (the kernel's own readahead window).
-pub const AHEAD_FILE: u64 = 1 << 20;
 
 /// Where each remembered file is in its listing, and where each directory's walk has got to.
 pub(super) struct Ahead {
@@ -42,20 +39,28 @@ pub(super) struct Ahead {
     expected: lru::LruCache<u64, ()>,
     /// Files put in the page cache lately: a window passes them by.
     pushed: lru::LruCache<u64, ()>,
+    files: usize,
+    bytes: u64,
+    file: u64,
+    listing: usize,
 }
 
 impl Ahead {
-    pub(super) fn new(entries: usize) -> Ahead {
+    pub(super) fn new(config: &FsConfig) -> Ahead {
         Ahead {
-            placed: lru::LruCache::new(crate::capacity::nonzero(entries)),
+            placed: lru::LruCache::new(crate::capacity::nonzero(config.ahead_entries)),
             expected: lru::LruCache::new(crate::capacity::nonzero(64)),
             pushed: lru::LruCache::new(crate::capacity::nonzero(4096)),
+            files: config.ahead_files,
+            bytes: config.ahead_bytes,
+            file: config.ahead_file,
+            listing: config.ahead_listing,
         }
     }
 
     /// Remember that `ino` is entry `i` of `listing` (a file listed with attributes).
     pub(super) fn place(&mut self, ino: u64, listing: &Snapshot, i: usize) {
-        if listing.len() <= AHEAD_LISTING && self.placed.cap().get() > 1 {
+        if self.files > 0 && listing.len() <= self.listing {
             self.placed.push(ino, (Arc::clone(listing), i));
         }
     }
@@ -64,25 +69,24 @@ impl Ahead {
 impl Fs {
     /// Whether this core reads ahead at all ([`FsConfig::ahead_files`](super::FsConfig::ahead_files) is not 0).
     pub fn reads_ahead(&self) -> bool {
-        self.config_ahead_files > 0
+        sync::lock(&self.ahead).files > 0
     }
 
     /// What to put in the kernel's page cache after a read of `ino`'s first page: inodes the
     /// kernel holds and their whole contents (see the module's rules). Never waits.
     pub fn read_ahead_of(&self, ino: u64) -> Vec<(u64, Vec<u8>)> {
-        let window = self.config_ahead_files;
-        if window == 0 {
-            return Vec::new();
-        }
-        let (listing, at) = {
+        let (listing, at, window, max_bytes, max_file) = {
             let mut ahead = sync::lock(&self.ahead);
+            if ahead.files == 0 {
+                return Vec::new();
+            }
             let Some((listing, at)) = ahead.placed.peek(&ino).cloned() else { return Vec::new() };
             let first_file = listing.iter().position(|e| e.kind == FileKind::File && e.node.is_some());
             if ahead.expected.pop(&ino).is_none() && first_file != Some(at) {
                 log::trace!("read ahead: inode {ino} (place {at}) is no step of a walk");
                 return Vec::new();
             }
-            (listing, at)
+            (listing, at, ahead.files, ahead.bytes, ahead.file)
         };
         let mut out = Vec::new();
         let mut bytes = 0u64;
@@ -130,7 +134,7 @@ impl Fs {
                 stopped_at = self.inodes.number(node);
                 break;
             };
-            if size > AHEAD_FILE || bytes + size > AHEAD_BYTES {
+            if size > max_file || bytes + size > max_bytes {
                 stopped_at = Some(held);
                 break;
             }

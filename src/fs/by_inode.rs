@@ -4,10 +4,11 @@
 //!
 //! Rules:
 //! - At most [`FsConfig::inode_handles`](super::FsConfig::inode_handles) contents are kept (the
-//!   bound on descriptors held), and contents held in memory at most [`limits::INODE_MEMORY`]
-//!   bytes in all; the least recently read go first, and are opened again if read again.
+//!   bound on descriptors held), and contents held in memory at most
+//!   [`FsConfig::inode_memory`](super::FsConfig::inode_memory) bytes in all; the least recently
+//!   read go first, and are opened again if read again.
 //! - An open that failed is that reader's answer (the requester's thread id) for
-//!   [`limits::FAILED_OPEN_HOLD`], so one `read(2)`'s second READ does not download and retry
+//!   [`FsConfig::failed_open_hold`](super::FsConfig::failed_open_hold), so one `read(2)`'s second READ does not download and retry
 //!   all over again; another process, or the same one later, tries again. Thread id 0 (a
 //!   requester the daemon's pid namespace cannot see) is nobody in particular: nothing is held.
 //! - A kept cache file the store evicted since (`st_nlink` 0) is let go at the next read
@@ -22,21 +23,24 @@ use std::sync::atomic::Ordering;
 use super::{Fs, read_content};
 use crate::error::{Error, Result};
 use crate::layout::{Node, Shape};
-use crate::limits;
 use crate::store::Content;
 use crate::sync;
 
 /// Contents kept for reads by inode (`--no-open`): at most so many (the LRU's capacity, which
 /// bounds descriptors), and contents held in memory (small blobs, manifests) at most
-/// [`limits::INODE_MEMORY`] bytes in all, the least recently read let go first.
+/// `memory` bytes in all, the least recently read let go first.
 pub(super) struct ByIno {
     pub(super) lru: lru::LruCache<u64, Content>,
     /// Bytes of the in-memory contents kept.
     pub(super) bytes: usize,
+    /// [`FsConfig::inode_memory`](super::FsConfig::inode_memory).
+    pub(super) memory: usize,
     /// Opens that failed lately, by inode and reader (the requester's thread id), and when: the
-    /// answer to that reader's reads of that inode for [`limits::FAILED_OPEN_HOLD`] (at most
-    /// [`limits::FAILED_OPENS`] at once).
+    /// answer to that reader's reads of that inode for `hold` (at most
+    /// [`FsConfig::failed_opens`](super::FsConfig::failed_opens) at once).
     pub(super) failed: lru::LruCache<(u64, u32), (std::time::Instant, Node, Error)>,
+    /// [`FsConfig::failed_open_hold`](super::FsConfig::failed_open_hold).
+    pub(super) hold: std::time::Duration,
 }
 
 impl ByIno {
@@ -62,7 +66,7 @@ impl ByIno {
             self.bytes -= ByIno::weight(&old);
             out.push(old);
         }
-        while self.bytes > limits::INODE_MEMORY && self.lru.len() > 1 {
+        while self.bytes > self.memory && self.lru.len() > 1 {
             let Some((_, old)) = self.lru.pop_lru() else { break };
             self.bytes -= ByIno::weight(&old);
             out.push(old);
@@ -77,7 +81,7 @@ impl Fs {
     /// [`Fs::open_file`] opens: it may download, decode and verify, so the adapter calls this on
     /// a thread of its own) and kept until the kernel forgets the inode. An error opening is this
     /// read's; the next read tries again, but one by the same `reader` (the requester's thread
-    /// id) within [`limits::FAILED_OPEN_HOLD`] gets the same error: the kernel's second READ of
+    /// id) within [`FsConfig::failed_open_hold`](super::FsConfig::failed_open_hold) gets the same error: the kernel's second READ of
     /// one `read(2)`.
     pub fn read_ino(&self, ino: u64, reader: u32, offset: u64, size: u32) -> Result<Vec<u8>> {
         read_content(&self.kept_or_opened(ino, reader)?, offset, size)
@@ -112,7 +116,7 @@ impl Fs {
     }
 
     /// `ino`'s kept content; else the error `reader`'s last open of it failed with, if that was
-    /// within [`limits::FAILED_OPEN_HOLD`]; else its content opened (it may wait) and kept.
+    /// within [`FsConfig::failed_open_hold`](super::FsConfig::failed_open_hold); else its content opened (it may wait) and kept.
     fn kept_or_opened(&self, ino: u64, reader: u32) -> Result<Content> {
         self.let_go_of_evicted();
         if let Some(kept) = self.ino_content(ino, reader) {
@@ -141,10 +145,9 @@ impl Fs {
         }
         // The node is compared, not only the number: a number the kernel forgot may name another
         // node since.
+        let hold = by_ino.hold;
         match by_ino.failed.get(&(ino, reader)) {
-            Some((at, node, e))
-                if at.elapsed() < limits::FAILED_OPEN_HOLD && self.inodes.node(ino).as_ref() == Some(node) =>
-            {
+            Some((at, node, e)) if at.elapsed() < hold && self.inodes.node(ino).as_ref() == Some(node) => {
                 Some(Err(e.clone()))
             }
             Some(_) => {
@@ -189,7 +192,7 @@ impl Fs {
     /// Let go of kept contents whose cache file was evicted since the last look (`st_nlink` 0):
     /// a file deleted while open keeps its disk space until closed, and the kernel may never
     /// forget an inode whose dentry it caches, so without this a user reading many large blobs
-    /// once each would have regfs hold up to [`limits::INODE_HANDLES`] evicted files, past
+    /// once each would have regfs hold up to [`FsConfig::inode_handles`](super::FsConfig::inode_handles) evicted files, past
     /// `--cache-size`. Read again, such an inode opens again (fetched or decoded anew). Costs an
     /// atomic load and swap when nothing was evicted (no lock), else an `fstat` per file kept,
     /// by the one thread that saw the count move.

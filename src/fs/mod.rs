@@ -33,7 +33,6 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::layout::{FileKind, Layout, Meta, Node, Shape, Stability};
-use crate::limits;
 use crate::store::{Content, Store};
 use crate::sync;
 use inodes::{Inodes, ROOT_INO};
@@ -79,8 +78,6 @@ pub struct Fs {
     /// Where files listed with attributes are in their listings, for reading ahead
     /// ([`Fs::read_ahead_of`]).
     ahead: Mutex<ahead::Ahead>,
-    /// [`FsConfig::ahead_files`].
-    config_ahead_files: usize,
 }
 
 impl Fs {
@@ -119,12 +116,13 @@ impl Fs {
             by_ino: Mutex::new(ByIno {
                 lru: lru::LruCache::new(crate::capacity::nonzero(config.inode_handles)),
                 bytes: 0,
-                failed: lru::LruCache::new(crate::capacity::nonzero(limits::FAILED_OPENS)),
+                memory: config.inode_memory,
+                failed: lru::LruCache::new(crate::capacity::nonzero(config.failed_opens)),
+                hold: config.failed_open_hold,
             }),
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
             swept_at: AtomicU64::new(0),
-            ahead: Mutex::new(ahead::Ahead::new(config.ahead_entries)),
-            config_ahead_files: config.ahead_files,
+            ahead: Mutex::new(ahead::Ahead::new(&config)),
         }
     }
 

@@ -29,7 +29,7 @@
 //!   opened at its first read (as an open opens), inline when the content is ready
 //!   ([`Fs::read_ino_now`]), else on a thread entered in [`Waiting`] as a waiting open is (so a
 //!   killed reader gets EINTR, and the unmount EIO). It is kept until the kernel forgets the
-//!   inode, at most [`crate::limits::INODE_HANDLES`] of them (the least recently read let go
+//!   inode, at most [`crate::fs::FsConfig::inode_handles`] of them (the least recently read let go
 //!   first, opened again if read again: the bound on descriptors they hold);
 //! - `getattr` with handle 0 (the kernel asks it of an open file before a read past the size it
 //!   knows, and at `SEEK_END`) opens the inode's content first: a decoded layer not decoded yet
@@ -37,7 +37,7 @@
 //! - an error an open would have given (a digest mismatch, a failed download) is the read's.
 //!   One `read(2)` of pages the kernel does not have sends a readahead READ and, when that
 //!   fails, a READ of the first page: the failure is held for the same reader (thread id) and
-//!   inode for [`crate::limits::FAILED_OPEN_HOLD`], so the second READ does not download and
+//!   inode for [`crate::fs::FsConfig::failed_open_hold`], so the second READ does not download and
 //!   retry all over again (a failing registry would be asked twice what `--open` asks it);
 //!   another process, or the same one a second later, tries again (a requester the daemon's
 //!   pid namespace cannot see has thread id 0, shared by all such: nothing is held for it);

@@ -1402,3 +1402,79 @@ fn a_size_from_a_lying_head_is_not_cached_by_the_kernel_past_the_read_that_dispr
         );
     }
 }
+
+/// Every file below directory `ino`, in the order a walk meets them (each directory listed with
+/// attributes, as a `find` through READDIRPLUS lists it), with its path under `path`.
+fn walk_listed(fs: &Fs, ino: u64, path: &str, out: &mut Vec<(String, u64)>) {
+    let fh = fs.opendir(ino).expect("opendir");
+    let listing = fs.listing(fh).expect("listing");
+    let at_hand = fs.lists_at_hand(ino);
+    for i in 0..listing.len() {
+        let e = &listing[i];
+        let a = fs.entry_plus(at_hand, &listing, i).expect("an entry");
+        if e.name == "." || e.name == ".." {
+            continue;
+        }
+        let child = format!("{path}/{}", e.name);
+        match a.kind {
+            regfs::layout::FileKind::Directory => walk_listed(fs, a.ino, &child, out),
+            regfs::layout::FileKind::File => out.push((child, a.ino)),
+            _ => {}
+        }
+    }
+    fs.releasedir(fh);
+}
+
+/// Reading ahead across a walk (`fs::ahead`): once a tree is listed with attributes, a read of
+/// the first file of a directory hands back the next files in walk order (into a subdirectory
+/// and back up), each whole and as it reads, leaving the window's middle file for the reader;
+/// that file's read hands back the next window, passing by what was handed back already; a
+/// read out of order hands back nothing; with `ahead_files` 0 nothing is read ahead.
+#[test]
+fn a_walk_in_listing_order_reads_the_next_files_ahead_and_single_reads_do_not() {
+    let files: Vec<(String, Vec<u8>)> =
+        ["a/f0", "a/f1", "a/sub/g0", "a/sub/g1", "a/sub/g2", "a/f2", "a/f3", "a/f4", "a/f5"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), noise(1000 + 100 * i, i as u8)))
+            .collect();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let raw = kit::tar_of(&refs);
+    let started = |ahead_files: usize| {
+        let fake = Faulty::new(Fake::default());
+        let (blob, size, diff_id) = add_gzip_layer(&fake, &raw);
+        let m = put_gzip_image(&fake, "r", "v1", &[(blob, size)], &[diff_id]);
+        let c = Core::builder(fake).fs_config(FsConfig { ahead_files, ..FsConfig::default() }).build();
+        let root = format!("r/manifests/{m}/rootfs");
+        let mut walk = Vec::new();
+        walk_listed(&c.fs, c.walk(&root).expect("rootfs").ino, &root, &mut walk);
+        (c, root, walk)
+    };
+    let (c, root, walk) = started(4);
+    assert_eq!(walk.len(), files.len(), "{walk:?}");
+    let content = |ino: u64| walk.iter().find(|(_, i)| *i == ino).map(|(p, _)| c.cat(p).expect("cat"));
+    let names = |got: &[(u64, Vec<u8>)]| -> Vec<String> {
+        got.iter()
+            .map(|(ino, data)| {
+                assert_eq!(Some(data.clone()), content(*ino), "inode {ino}: handed back other bytes than it reads");
+                let path = &walk.iter().find(|(_, i)| i == ino).expect("a walked file").0;
+                path.strip_prefix(&format!("{root}/")).unwrap_or(path).to_string()
+            })
+            .collect()
+    };
+    let at = |n: usize| walk[n].1;
+    let order: Vec<&str> = walk.iter().map(|(p, _)| p.rsplit('/').next().unwrap_or_default()).collect();
+    let window = names(&c.fs.read_ahead_of(at(0)));
+    let expected: Vec<String> = [1, 2, 4, 5]
+        .iter()
+        .map(|&n| walk[n].0.strip_prefix(&format!("{root}/")).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(window, expected, "the first window in walk order {order:?}, the third file left as its marker");
+    let next = names(&c.fs.read_ahead_of(at(3)));
+    let expected: Vec<String> =
+        [6, 7].iter().map(|&n| walk[n].0.strip_prefix(&format!("{root}/")).unwrap_or_default().to_string()).collect();
+    assert_eq!(next[..2], expected[..], "the marker's read hands back what follows the first window");
+    assert!(c.fs.read_ahead_of(at(1)).is_empty(), "a file read out of the walk's order hands back nothing");
+    let (off, _, walk) = started(0);
+    assert!(off.fs.read_ahead_of(walk[0].1).is_empty(), "ahead_files 0 reads nothing ahead");
+}
