@@ -9,7 +9,7 @@ use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 
 /// Contents kept for reads by inode (`--no-open`, until the kernel forgets the inode) are
-/// bounded by bytes (`limits::INODE_MEMORY`), not by count alone (`INODE_HANDLES`, 4,096):
+/// bounded by bytes (`FsConfig::inode_memory`), not by count alone (`FsConfig::inode_handles`, 4,096):
 /// blobs up to 1 MiB are served from memory (within `small_cache_bytes`, 32 MiB), and were each
 /// inode to pin its own copy, one `cat` of 4,096 small blobs (no descriptor held by the reader,
 /// the kernel keeps the inodes in its dentry cache) would hold 4 GiB. Here 64 blobs of 1 MiB
