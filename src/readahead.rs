@@ -18,7 +18,7 @@ use crate::store::Store;
 use crate::sync;
 
 /// How far ahead, how wide, and for how many repositories; part of
-/// [`FsConfig`](crate::fs::FsConfig).
+/// the core's `FsConfig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadaheadConfig {
     /// How far ahead of the reader tags are resolved (16).

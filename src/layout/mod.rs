@@ -74,7 +74,7 @@
 //! kernel holds it: a layer named with the same size by two manifests of a repository is one
 //! inode, which shares one page cache. `blobs/<digest>` (no descriptor, so no claimed size) is an
 //! inode of its own. Inode numbers are handed out on first lookup, freed when the kernel forgets
-//! them, and never reused while mounted ([`Inodes`](crate::fs::inodes::Inodes)).
+//! them, and never reused while mounted (the core's `fs::inodes`).
 
 pub(crate) mod image;
 pub mod referrers;
