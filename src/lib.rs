@@ -1,13 +1,16 @@
 //! regfs: a container registry as a read-only, digest-verified filesystem.
 //!
-//! Data flows one way: `fuse` (the kernel adapter) → `fs` (the FUSE-free core: inodes, handles,
-//! attributes) → `layout` (what every name means and what every directory lists) → `store`
-//! (verified caches) → `manifest` (the dispatcher) and `registry` (HTTP, auth, paging). `layout`
-//! also reads what `manifest` parsed; `inodes`, `media`, `limits`, `sync`, `digest`, `names` and
-//! `error` sit underneath; `daemon` and `mountinfo` serve the process around the mount. Everything below `fuse` is testable without a mount, with the tools in
-//! `testkit` (only in tests, or with the `testkit` feature).
+//! Data flows one way, each room naming only rooms below it (doc/ARCHITECTURE.md; checked by
+//! `scripts/rooms`): `fuse` (the kernel adapter) → `fs` (the FUSE-free core: inodes, handles,
+//! listings, attributes, reads with no open, reading ahead) → `layout` (what every name means
+//! and what every directory lists) → `readahead` (tags resolved ahead), `status` (the status
+//! snapshot) → `views` (what is derived from verified blobs) → `store` (verified caches) →
+//! `registry` (HTTP, auth, paging) → `manifest` (the dispatcher) → `telemetry` (the recorders)
+//! → `platform`, `names`, `digest`, `media`, `mountinfo`, `capacity`, `sync`, `limits` and
+//! `error` at the bottom. `cli` and `daemon` serve the process around the mount. Everything
+//! below `fuse` is testable without a mount, with the tools in `testkit` (only in tests, or
+//! with the `testkit` feature).
 
-pub mod capacity;
 pub mod cli;
 pub mod daemon;
 pub mod digest;
