@@ -101,6 +101,19 @@ impl Inodes {
         ino
     }
 
+    /// One more reference to `ino` if the kernel holds it (a listing read with attributes
+    /// handed it out again); whether it did.
+    pub fn hold(&self, ino: u64) -> bool {
+        let mut w = sync::write(&self.inner);
+        match w.by_ino.get_mut(&ino) {
+            Some(h) if ino != ROOT_INO => {
+                h.lookups += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The number of `node` if the kernel holds it; no reference is counted.
     pub fn number(&self, node: &Node) -> Option<u64> {
         sync::read(&self.inner).by_node.get(node).copied()

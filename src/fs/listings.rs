@@ -122,8 +122,13 @@ impl Fs {
         let Shape::Dir(dir) = node.shape() else { return Err(Error::NotADirectory(format!("inode {ino}"))) };
         let parent = self.inodes.listed(&dir.parent());
         out.push(DirEntry { ino: parent, kind: FileKind::Directory, name: "..".into(), node: None });
-        for (name, n) in dir.children(&self.layout)? {
-            out.push(DirEntry { ino: self.inodes.listed(&n), kind: n.shape().kind(), name, node: Some(n) });
+        // Entries keep their nodes (for `entry_plus`) only in listings small enough to keep: a
+        // larger one holds what it held without them, and its entries hand out no reference.
+        let children = dir.children(&self.layout)?;
+        let keep_nodes = children.len() + 2 <= sync::lock(&self.kept).bound;
+        for (name, n) in children {
+            let ino = self.inodes.listed(&n);
+            out.push(DirEntry { ino, kind: n.shape().kind(), name, node: keep_nodes.then(|| Box::new(n)) });
         }
         Ok(out)
     }
@@ -135,33 +140,40 @@ impl Fs {
         self.inodes.node(ino).is_some_and(|n| matches!(n.shape(), Shape::Dir(d) if d.looks_up_at_hand()))
     }
 
-    /// Entry `e` of a listing read with attributes (FUSE `READDIRPLUS`), as a lookup would
-    /// answer it, without waiting. Where `at_hand` ([`Fs::lists_at_hand`]) and the entry's
-    /// layers' indexes are in memory, its attributes with their TTL: a first read of every file
-    /// of a tree after a `find` then sends no LOOKUP, only the READ. Anything else gets its
-    /// kind alone, with TTL 0, so the kernel looks it up before any use, as after a plain
-    /// listing (its `d_type` is right either way).
+    /// Entry `i` of `listing` read with attributes (FUSE `READDIRPLUS`), without waiting, and
+    /// whether the kernel now holds one more reference to its inode (a caller whose reply had no
+    /// room for the entry gives that back: [`Fs::forget`]).
     ///
-    /// The kernel takes a reference to each entry's inode, as from a lookup, so each is counted
-    /// here; a caller whose reply had no room for the entry gives it back ([`Fs::forget`]).
-    /// `.` and `..` carry the numbers a plain listing gives and no reference: the kernel links
-    /// neither.
+    /// Where `at_hand` ([`Fs::lists_at_hand`]: `rootfs/`), the entry kept its node, and its
+    /// layers' indexes are in memory, it is answered as a lookup is, with its attributes and
+    /// their TTL, and counted: a first read of every file of a tree after a `find` then sends no
+    /// LOOKUP, only the READ. Such a file or directory is also remembered with its place in
+    /// `listing`, for reading ahead ([`Fs::read_ahead_of`]).
     ///
-    /// A file listed with its attributes is remembered with its place in `listing`, for reading
-    /// ahead ([`Fs::read_ahead_of`]).
-    pub fn entry_plus(&self, at_hand: bool, listing: &Snapshot, i: usize) -> Option<Attr> {
+    /// Anything else gets its kind alone with TTL 0, so the kernel looks it up before any use,
+    /// as after a plain listing (its `d_type` is right either way). It is counted under the
+    /// number a lookup gives its node, so that lookup finds the inode the kernel made (one
+    /// LOOKUP per name used, as without attributes). In a listing too large to keep (more than
+    /// [`FsConfig::kept_listing_entries`](super::FsConfig::kept_listing_entries) entries, whose
+    /// entries kept no node), the number is the one a plain listing gives: the kernel's if it
+    /// holds the node (then counted, as the kernel counts it), else a fresh one that is not kept,
+    /// which names nothing here (the kernel's next lookup of the name answers another number, so
+    /// it drops that inode and forgets it). So a flood of tags or repositories allocates nothing.
+    /// `.` and `..` are never counted: the kernel links neither.
+    pub fn entry_plus(&self, at_hand: bool, listing: &Snapshot, i: usize) -> Option<(Attr, bool)> {
         let e = listing.get(i)?;
         let bare = Attr { ino: e.ino, ttl: Duration::ZERO, ..self.bare_attr(e.kind) };
-        let Some(node) = &e.node else { return Some(bare) };
-        let attr = match at_hand {
-            true => self.attr_in(&self.at_hand, node).ok(),
-            false => None,
-        };
+        if e.name == "." || e.name == ".." {
+            return Some((bare, false));
+        }
+        let Some(node) = &e.node else { return Some((bare, self.inodes.hold(e.ino))) };
+        let attr = if at_hand { self.attr_in(&self.at_hand, node).ok() } else { None };
         let ino = self.inodes.lookup(node);
-        if attr.is_some() && matches!(e.kind, FileKind::File | FileKind::Directory) {
+        let Some(attr) = attr else { return Some((Attr { ino, ..bare }, true)) };
+        if matches!(e.kind, FileKind::File | FileKind::Directory) {
             sync::lock(&self.ahead).place(ino, listing, i);
         }
-        Some(Attr { ino, ..attr.unwrap_or(bare) })
+        Some((Attr { ino, ..attr }, true))
     }
 }
 

@@ -44,7 +44,7 @@ pub struct DirEntry {
     pub name: String,
     /// What the entry names; `None` for `.` and `..`. A listing read with attributes hands the
     /// kernel a reference to it ([`Fs::entry_plus`]).
-    pub node: Option<Node>,
+    pub node: Option<Box<Node>>,
 }
 
 pub struct Fs {

@@ -425,11 +425,11 @@ impl Filesystem for FuseAdapter {
             Ok(entries) => {
                 let at_hand = self.core.lists_at_hand(ino.0);
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    let Some(a) = self.core.entry_plus(at_hand, &entries, i) else { break };
+                    let Some((a, counted)) = self.core.entry_plus(at_hand, &entries, i) else { break };
                     let attr = file_attr(&a, uid, gid, blksize);
                     if reply.add(INodeNo(a.ino), (i + 1) as u64, &e.name, &a.ttl, &attr, Generation(0)) {
                         // No room: this entry is not in the reply, so the kernel has no reference.
-                        if e.node.is_some() {
+                        if counted {
                             self.core.forget(a.ino, 1);
                         }
                         break;

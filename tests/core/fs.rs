@@ -1411,7 +1411,7 @@ fn walk_listed(fs: &Fs, ino: u64, path: &str, out: &mut Vec<(String, u64)>) {
     let at_hand = fs.lists_at_hand(ino);
     for i in 0..listing.len() {
         let e = &listing[i];
-        let a = fs.entry_plus(at_hand, &listing, i).expect("an entry");
+        let (a, _) = fs.entry_plus(at_hand, &listing, i).expect("an entry");
         if e.name == "." || e.name == ".." {
             continue;
         }
