@@ -11,6 +11,7 @@
 //! below `fuse` is testable without a mount, with the tools in `testkit` (only in tests, or
 //! with the `testkit` feature).
 
+pub mod capacity;
 pub mod cli;
 pub mod daemon;
 pub mod digest;
