@@ -2,8 +2,9 @@
 //! them, never reused while mounted ([`Inodes`]). What a node is lives in `layout`.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
+use super::Attr;
 use crate::layout::{Node, Root};
 use crate::sync;
 
@@ -37,6 +38,8 @@ struct Held {
     node: Node,
     /// References the kernel holds (lookups answered, minus those forgotten).
     lookups: u64,
+    /// The attributes the kernel was last told of this inode ([`Inodes::told`]).
+    told: Mutex<Option<Attr>>,
 }
 
 impl Default for Inodes {
@@ -44,7 +47,7 @@ impl Default for Inodes {
         let mut by_node = HashMap::new();
         by_node.insert(Node::Root(Root), ROOT_INO);
         let mut by_ino = HashMap::new();
-        by_ino.insert(ROOT_INO, Held { node: Node::Root(Root), lookups: 1 });
+        by_ino.insert(ROOT_INO, Held { node: Node::Root(Root), lookups: 1, told: Mutex::default() });
         Inodes { inner: RwLock::new(Table { by_node, by_ino, next: ROOT_INO + 1, peak: 1 }) }
     }
 }
@@ -63,7 +66,7 @@ impl Inodes {
         let ino = w.next;
         w.next += 1;
         w.by_node.insert(node.clone(), ino);
-        w.by_ino.insert(ino, Held { node: node.clone(), lookups: 1 });
+        w.by_ino.insert(ino, Held { node: node.clone(), lookups: 1, told: Mutex::default() });
         w.peak = w.peak.max(w.by_ino.len());
         ino
     }
@@ -104,6 +107,21 @@ impl Inodes {
     /// The number of `node` if the kernel holds it; no reference is counted.
     pub fn number(&self, node: &Node) -> Option<u64> {
         sync::read(&self.inner).by_node.get(node).copied()
+    }
+
+    /// The kernel was told `attr` of inode `attr.ino` (a lookup's, a getattr's or a listing's
+    /// answer): its inode has those attributes now.
+    pub fn told(&self, attr: &Attr) {
+        if let Some(h) = sync::read(&self.inner).by_ino.get(&attr.ino) {
+            *sync::lock(&h.told) = Some(attr.clone());
+        }
+    }
+
+    /// The attributes the kernel was last told of `node`'s inode, if it holds one.
+    pub fn last_told(&self, node: &Node) -> Option<Attr> {
+        let r = sync::read(&self.inner);
+        let h = r.by_ino.get(r.by_node.get(node)?)?;
+        sync::lock(&h.told).clone()
     }
 
     pub fn node(&self, ino: u64) -> Option<Node> {

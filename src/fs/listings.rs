@@ -140,7 +140,9 @@ impl Fs {
     /// layers' indexes are in memory, its attributes with their TTL: a first read of every file
     /// of a tree after a `find` then sends no LOOKUP, only the READ. Anything else gets its
     /// kind alone, with TTL 0, so the kernel looks it up before any use, as after a plain
-    /// listing (its `d_type` is right either way).
+    /// listing (its `d_type` is right either way); one whose inode the kernel holds already gets
+    /// the attributes it was last told, with TTL 0 (the kernel takes an entry's attributes for
+    /// its inode, and a bare size of 0 would cut the pages of an open file).
     ///
     /// The kernel takes a reference to each entry's inode, as from a lookup, so each is counted
     /// here; a caller whose reply had no room for the entry gives it back ([`Fs::forget`]).
@@ -157,11 +159,21 @@ impl Fs {
             true => self.attr_in(&self.at_hand, node).ok(),
             false => None,
         };
+        // An inode the kernel holds already takes every attribute an entry carries (a size of 0
+        // would cut its page cache, and fault a mapping of it with SIGBUS): without attributes
+        // at hand, the ones it was last told, which change nothing there.
+        let told = if attr.is_none() { self.inodes.last_told(node) } else { None };
         let ino = self.inodes.lookup(node);
         if attr.is_some() && matches!(e.kind, FileKind::File | FileKind::Directory) {
             sync::lock(&self.ahead).place(ino, listing, i);
         }
-        Some(Attr { ino, ..attr.unwrap_or(bare) })
+        let answer = match (attr, told) {
+            (Some(a), _) => Attr { ino, ..a },
+            (None, Some(t)) if t.kind == e.kind => Attr { ino, ttl: Duration::ZERO, ..t },
+            (None, _) => Attr { ino, ..bare },
+        };
+        self.inodes.told(&answer);
+        Some(answer)
     }
 }
 

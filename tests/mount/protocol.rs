@@ -953,3 +953,33 @@ fn many_lookups_of_names_that_are_not_repositories_cost_one_request_each() {
     assert!(again.status.success());
     assert_eq!(front.requests().len(), before, "remembered for --tag-ttl");
 }
+
+/// A listing with attributes (READDIRPLUS) names inodes the kernel may already hold, open and
+/// mapped: an entry whose attributes are not at hand (here a manifest directory's, outside
+/// `rootfs/`) must not tell the kernel a size of 0, which truncates the page cache of the open
+/// file and makes a mapping of it fault with SIGBUS. A reader maps `manifest.json`, the
+/// directory is listed for the first time, and the mapping reads the same bytes.
+#[test]
+fn listing_a_directory_leaves_a_mapped_file_of_it_as_it_was() {
+    let sh = shared();
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
+    let (repo, digest) = (img["repo"].as_str().expect("repo"), img["digest"].as_str().expect("digest"));
+    let m = Mount::start(&sh.registry.url, &[]);
+    let dir = m.path(&format!("{repo}/manifests/{digest}"));
+    let script = r#"
+import mmap, os, sys
+d = sys.argv[1]
+with open(os.path.join(d, "manifest.json"), "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    before = bytes(m[:])
+    names = os.listdir(d)
+    after = bytes(m[:])
+    print(len(before), len(after), before == after, os.fstat(f.fileno()).st_size, sorted(names))
+"#;
+    let out =
+        std::process::Command::new("python3").args(["-c", script, &dir.to_string_lossy()]).output().expect("python3");
+    let size = std::fs::metadata(dir.join("manifest.json")).expect("stat").len();
+    assert!(out.status.success(), "the mapping of manifest.json after listing its directory: {out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with(&format!("{size} {size} True {size} ")), "{line}");
+}
