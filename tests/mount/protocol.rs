@@ -983,3 +983,53 @@ with open(os.path.join(d, "manifest.json"), "rb") as f:
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with(&format!("{size} {size} True {size} ")), "{line}");
 }
+
+/// A tag listed before it was resolved is a link of its own (no target in its identity), and
+/// the kernel keeps the target it reads of it (`FUSE_CACHE_SYMLINKS`). Once the tag moves and
+/// `--tag-ttl` passes, a listing and then `readlink` (the tag listed again, not resolved
+/// again yet) read the manifest it names now, not the target the kernel kept.
+#[test]
+fn a_tag_listed_before_it_was_resolved_is_followed_to_where_it_moved() {
+    let reg = start_forever(|| {
+        let r = Registry::start(None);
+        let f = r.push_fixtures(None);
+        (r, f)
+    });
+    let registry = &reg.0;
+    let http = reqwest::blocking::Client::new();
+    let first = http
+        .get(format!("{}/v2/demo/oci/manifests/v1", registry.url))
+        .header("Accept", regfs::media::OCI_MANIFEST)
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("body")
+        .to_vec();
+    let mut doc: serde_json::Value = serde_json::from_slice(&first).expect("a manifest");
+    doc["annotations"] = serde_json::json!({ "org.example.drifted": "yes" });
+    let second = serde_json::to_vec(&doc).expect("json");
+    let point = |manifest: &[u8]| {
+        let put = http
+            .put(format!("{}/v2/demo/oci/manifests/drifting", registry.url))
+            .header("Content-Type", regfs::media::OCI_MANIFEST)
+            .body(manifest.to_vec())
+            .send()
+            .expect("put");
+        assert!(put.status().is_success(), "{}", put.status());
+    };
+    let target = |bytes: &[u8]| {
+        std::path::Path::new("../manifests")
+            .join(regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string())
+    };
+    point(&first);
+    let m = Mount::start(&registry.url, &["--tag-ttl", "1"]);
+    let link = m.path("demo/oci/tags/drifting");
+    assert!(names(&m.path("demo/oci/tags")).contains(&"drifting".to_string()));
+    assert_eq!(std::fs::read_link(&link).expect("readlink"), target(&first));
+    point(&second);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(names(&m.path("demo/oci/tags")).contains(&"drifting".to_string()));
+    assert_eq!(std::fs::read_link(&link).expect("readlink"), target(&second), "the kernel kept the old target");
+    let read = std::fs::read(link.join("manifest.json")).expect("read through the tag");
+    assert_eq!(read, second, "a walk followed the old target");
+}
