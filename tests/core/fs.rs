@@ -1478,3 +1478,35 @@ fn a_walk_in_listing_order_reads_the_next_files_ahead_and_single_reads_do_not() 
     let (off, _, walk) = started(0);
     assert!(off.fs.read_ahead_of(walk[0].1).is_empty(), "ahead_files 0 reads nothing ahead");
 }
+
+/// A tag on a manifest the registry names by its sha512 digest (Docker-Content-Digest
+/// `sha512:`): listed before it is resolved, its link says the sha256 length, so its target,
+/// longer, is ESTALE (never a link cut short); looked up again, as the kernel does at ESTALE, it
+/// is resolved, its size the target's, and the manifest behind it verifies by sha512.
+#[test]
+fn a_tag_on_a_sha512_manifest_is_estale_once_unresolved_then_its_whole_target() {
+    let fake = Faulty::new(Fake::default());
+    let layer = fake.add_blob(b"layer");
+    let cfg = fake.add_blob(regfs::testkit::fake::IMAGE_CONFIG);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(),
+                   "size": regfs::testkit::fake::IMAGE_CONFIG.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 5}]
+    }))
+    .expect("json");
+    let d = fake.put_manifest("r", Some("v1"), media::OCI_MANIFEST, &body, Algorithm::Sha512);
+    let c = Core::new(fake);
+    assert_eq!(c.ls("r/tags").expect("ls"), ["v1"]);
+    let unresolved = c.walk("r/tags/v1").expect("tag");
+    let first = c.fs.readlink(unresolved.ino);
+    let target = format!("../manifests/{d}");
+    match first {
+        Ok(t) => assert_eq!(t, target, "a link served other than whole"),
+        Err(e) => assert_eq!(e.errno(), libc::ESTALE, "{e}"),
+    }
+    let again = c.walk("r/tags/v1").expect("tag again");
+    assert_eq!(again.size, target.len() as u64);
+    assert_eq!(c.fs.readlink(again.ino).expect("readlink"), target);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("manifest by sha512"), body);
+}
