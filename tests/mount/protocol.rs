@@ -1033,3 +1033,35 @@ fn a_tag_listed_before_it_was_resolved_is_followed_to_where_it_moved() {
     let read = std::fs::read(link.join("manifest.json")).expect("read through the tag");
     assert_eq!(read, second, "a walk followed the old target");
 }
+
+/// The number a listing with attributes gives each entry (`d_ino`) is the one `stat` gives
+/// right after, outside `rootfs/` too: the root, a repository, its tags (listed before they are
+/// resolved), its manifests, an image's directory and its layers. (Not `.regfs/`: with
+/// `--no-open` every lookup of a status file is an inode of its own, rendered then.)
+#[test]
+fn listed_numbers_are_the_numbers_stat_gives_in_every_kind_of_directory() {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let sh = shared();
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
+    let (repo, digest) = (img["repo"].as_str().expect("repo"), img["digest"].as_str().expect("digest"));
+    let m = Mount::start(&sh.registry.url, &[]);
+    for dir in [
+        "",
+        repo,
+        &format!("{repo}/tags"),
+        &format!("{repo}/manifests/{digest}"),
+        &format!("{repo}/manifests/{digest}/layers"),
+    ] {
+        let path = m.path(dir);
+        for entry in std::fs::read_dir(&path).unwrap_or_else(|e| panic!("ls {}: {e}", path.display())) {
+            let entry = entry.expect("an entry");
+            let stat = std::fs::symlink_metadata(entry.path()).expect("stat");
+            assert_eq!(entry.ino(), stat.ino(), "{:?}", entry.path());
+        }
+    }
+    let manifests = m.path(&format!("{repo}/manifests"));
+    for entry in std::fs::read_dir(&manifests).expect("ls manifests") {
+        let entry = entry.expect("an entry");
+        assert_eq!(entry.ino(), std::fs::symlink_metadata(entry.path()).expect("stat").ino(), "{:?}", entry.path());
+    }
+}
