@@ -1510,3 +1510,28 @@ fn a_tag_on_a_sha512_manifest_is_estale_once_unresolved_then_its_whole_target() 
     assert_eq!(c.fs.readlink(again.ino).expect("readlink"), target);
     assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("manifest by sha512"), body);
 }
+
+/// A listing read with attributes outside `rootfs/` hands out its entries with TTL 0; one whose
+/// inode the kernel holds already carries the attributes the kernel was last told (the kernel
+/// takes them for that inode: a size of 0 would cut an open file's pages), one it does not hold
+/// its kind alone.
+#[test]
+fn a_listing_with_attributes_tells_a_held_inode_what_it_was_told() {
+    let fake = Faulty::new(Fake::default());
+    let (m, _) = fake.image("r", "v1", b"layer");
+    let c = Core::new(fake);
+    let dir = format!("r/manifests/{m}");
+    let held = c.walk(&format!("{dir}/manifest.json")).expect("manifest.json");
+    assert!(held.size > 0);
+    let ino = c.walk(&dir).expect("dir").ino;
+    let fh = c.fs.opendir(ino).expect("opendir");
+    let listing = c.fs.listing(fh).expect("listing");
+    let at_hand = c.fs.lists_at_hand(ino);
+    assert!(!at_hand, "a manifest's directory lists no attributes at hand");
+    let at = |name: &str| listing.iter().position(|e| e.name == name).expect(name);
+    let told = c.fs.entry_plus(at_hand, &listing, at("manifest.json")).expect("manifest.json");
+    assert_eq!((told.ino, told.size, told.mode, told.ttl), (held.ino, held.size, held.mode, Duration::ZERO));
+    let bare = c.fs.entry_plus(at_hand, &listing, at("config.json")).expect("config.json");
+    assert_eq!((bare.size, bare.ttl), (0, Duration::ZERO), "not held: its kind alone");
+    c.fs.releasedir(fh);
+}
