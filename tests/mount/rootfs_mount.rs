@@ -280,3 +280,36 @@ fn unmounting_in_the_middle_of_a_walk_read_ahead_exits_cleanly() {
     assert!(status.is_some_and(|s| s.success()), "regfs after an unmount mid-walk: {status:?}\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// With the layers' indexes out of memory (`--index-memory` far below one index), a listing of
+/// a `rootfs/` directory has no attributes at hand for its entries: a file of it mapped before
+/// the listing still reads its bytes after (a bare size of 0 told to its inode would cut its
+/// pages, and the mapping would fault with SIGBUS).
+#[test]
+fn a_mapped_rootfs_file_reads_the_same_after_its_directory_is_listed_without_indexes() {
+    let m = Mount::start(&shared().registry.url, &["--index-memory", "1K"]);
+    let script = r#"
+import mmap, os, sys
+d = sys.argv[1]
+name = sys.argv[2]
+with open(os.path.join(d, name), "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    before = bytes(m[:])
+    os.listdir(d)
+    after = bytes(m[:])
+    print(len(before), before == after)
+"#;
+    let files = stdout(&m.sh("find demo/oci/tags/v1/rootfs/regfs-fixture -maxdepth 1 -type f -size +0 | head -1"));
+    let name =
+        Path::new(files.trim()).file_name().expect("a non-empty file in regfs-fixture").to_string_lossy().into_owned();
+    // A fresh mount: the directory is listed for the first time after the mapping.
+    drop(m);
+    let m = Mount::start(&shared().registry.url, &["--index-memory", "1K"]);
+    let dir = m.path("demo/oci/tags/v1/rootfs/regfs-fixture");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &dir.to_string_lossy(), &name])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "the mapping of {name} after listing its directory: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).trim().ends_with("True"), "{out:?}");
+}
