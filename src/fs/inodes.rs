@@ -19,8 +19,12 @@ pub const ROOT_INO: u64 = 1;
 /// new number: numbers are never reused while mounted, so a number the kernel still holds (or
 /// a stale one) never names another node. Directory listings report the number of a node the
 /// kernel holds, and for one it does not, a fresh number that is not kept (`d_ino` is
-/// informational; `stat` is what names the inode), so listing a large directory allocates
-/// nothing here. The root is held for the life of the mount.
+/// informational; `stat` is what names the inode), so a plain listing of a large directory
+/// allocates nothing here; a listing read with attributes (READDIRPLUS) hands out a reference
+/// per entry, as lookups do. Each held inode keeps the attributes the kernel was last told of
+/// it ([`Inodes::told`]): an entry without attributes of its own at hand repeats them, since
+/// the kernel takes an entry's attributes for its inode. The root is held for the life of the
+/// mount.
 pub struct Inodes {
     inner: RwLock<Table>,
 }
