@@ -2,8 +2,9 @@
 //! them, never reused while mounted ([`Inodes`]). What a node is lives in `layout`.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
+use super::Attr;
 use crate::layout::{Node, Root};
 use crate::sync;
 
@@ -18,8 +19,12 @@ pub const ROOT_INO: u64 = 1;
 /// new number: numbers are never reused while mounted, so a number the kernel still holds (or
 /// a stale one) never names another node. Directory listings report the number of a node the
 /// kernel holds, and for one it does not, a fresh number that is not kept (`d_ino` is
-/// informational; `stat` is what names the inode), so listing a large directory allocates
-/// nothing here. The root is held for the life of the mount.
+/// informational; `stat` is what names the inode), so a plain listing of a large directory
+/// allocates nothing here; a listing read with attributes (READDIRPLUS) hands out a reference
+/// per entry, as lookups do. Each held inode keeps the attributes the kernel was last told of
+/// it ([`Inodes::told`]): an entry without attributes of its own at hand repeats them, since
+/// the kernel takes an entry's attributes for its inode. The root is held for the life of the
+/// mount.
 pub struct Inodes {
     inner: RwLock<Table>,
 }
@@ -37,6 +42,8 @@ struct Held {
     node: Node,
     /// References the kernel holds (lookups answered, minus those forgotten).
     lookups: u64,
+    /// The attributes the kernel was last told of this inode ([`Inodes::told`]).
+    told: Mutex<Option<Attr>>,
 }
 
 impl Default for Inodes {
@@ -44,7 +51,7 @@ impl Default for Inodes {
         let mut by_node = HashMap::new();
         by_node.insert(Node::Root(Root), ROOT_INO);
         let mut by_ino = HashMap::new();
-        by_ino.insert(ROOT_INO, Held { node: Node::Root(Root), lookups: 1 });
+        by_ino.insert(ROOT_INO, Held { node: Node::Root(Root), lookups: 1, told: Mutex::default() });
         Inodes { inner: RwLock::new(Table { by_node, by_ino, next: ROOT_INO + 1, peak: 1 }) }
     }
 }
@@ -63,7 +70,7 @@ impl Inodes {
         let ino = w.next;
         w.next += 1;
         w.by_node.insert(node.clone(), ino);
-        w.by_ino.insert(ino, Held { node: node.clone(), lookups: 1 });
+        w.by_ino.insert(ino, Held { node: node.clone(), lookups: 1, told: Mutex::default() });
         w.peak = w.peak.max(w.by_ino.len());
         ino
     }
@@ -117,6 +124,27 @@ impl Inodes {
     /// The number of `node` if the kernel holds it; no reference is counted.
     pub fn number(&self, node: &Node) -> Option<u64> {
         sync::read(&self.inner).by_node.get(node).copied()
+    }
+
+    /// The kernel was told `attr` of inode `attr.ino` (a lookup's, a getattr's or a listing's
+    /// answer): its inode has those attributes now.
+    pub fn told(&self, attr: &Attr) {
+        if let Some(h) = sync::read(&self.inner).by_ino.get(&attr.ino) {
+            *sync::lock(&h.told) = Some(attr.clone());
+        }
+    }
+
+    /// The attributes the kernel was last told of inode `ino`, if it holds it.
+    pub fn last_told_ino(&self, ino: u64) -> Option<Attr> {
+        let r = sync::read(&self.inner);
+        sync::lock(&r.by_ino.get(&ino)?.told).clone()
+    }
+
+    /// The attributes the kernel was last told of `node`'s inode, if it holds one.
+    pub fn last_told(&self, node: &Node) -> Option<Attr> {
+        let r = sync::read(&self.inner);
+        let h = r.by_ino.get(r.by_node.get(node)?)?;
+        sync::lock(&h.told).clone()
     }
 
     pub fn node(&self, ino: u64) -> Option<Node> {

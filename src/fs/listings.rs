@@ -159,21 +159,38 @@ impl Fs {
     /// holds the node (then counted, as the kernel counts it), else a fresh one that is not kept,
     /// which names nothing here (the kernel's next lookup of the name answers another number, so
     /// it drops that inode and forgets it). So a flood of tags or repositories allocates nothing.
-    /// `.` and `..` are never counted: the kernel links neither.
+    /// An entry whose inode the kernel holds already gets, instead of its kind alone, the
+    /// attributes the kernel was last told of it, with TTL 0: the kernel takes an entry's
+    /// attributes for its inode, and a bare size of 0 would cut the pages of an open file (and
+    /// fault a mapping of it with SIGBUS). `.` and `..` are never counted: the kernel links
+    /// neither.
     pub fn entry_plus(&self, at_hand: bool, listing: &Snapshot, i: usize) -> Option<(Attr, bool)> {
         let e = listing.get(i)?;
         let bare = Attr { ino: e.ino, ttl: Duration::ZERO, ..self.bare_attr(e.kind) };
         if e.name == "." || e.name == ".." {
             return Some((bare, false));
         }
-        let Some(node) = &e.node else { return Some((bare, self.inodes.hold(e.ino))) };
+        let repeat = |ino: u64| match self.inodes.last_told_ino(ino) {
+            Some(t) if t.kind == e.kind => Attr { ino, ttl: Duration::ZERO, ..t },
+            _ => Attr { ino, ..bare.clone() },
+        };
+        let Some(node) = &e.node else {
+            let held = self.inodes.hold(e.ino);
+            return Some((if held { repeat(e.ino) } else { bare.clone() }, held));
+        };
         let attr = if at_hand { self.attr_in(&self.at_hand, node).ok() } else { None };
         let ino = self.inodes.lookup(node);
-        let Some(attr) = attr else { return Some((Attr { ino, ..bare }, true)) };
+        let Some(attr) = attr else {
+            let answer = repeat(ino);
+            self.inodes.told(&answer);
+            return Some((answer, true));
+        };
         if matches!(e.kind, FileKind::File | FileKind::Directory) {
             sync::lock(&self.ahead).place(ino, listing, i);
         }
-        Some((Attr { ino, ..attr }, true))
+        let answer = Attr { ino, ..attr };
+        self.inodes.told(&answer);
+        Some((answer, true))
     }
 }
 

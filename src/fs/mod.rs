@@ -216,7 +216,9 @@ impl Fs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        Ok(Attr { ino, ..self.attr_of(&self.node(ino)?)? })
+        let attr = Attr { ino, ..self.attr_of(&self.node(ino)?)? };
+        self.inodes.told(&attr);
+        Ok(attr)
     }
 
     /// How long the kernel may remember that `parent` has no entry called `name` (a negative
@@ -279,7 +281,9 @@ impl Fs {
         };
         let attr = self.attr_in(cx, &child)?;
         // Counted only once the answer is sure: the kernel holds a reference from this reply on.
-        Ok(Attr { ino: self.inodes.lookup(&child), ..attr })
+        let attr = Attr { ino: self.inodes.lookup(&child), ..attr };
+        self.inodes.told(&attr);
+        Ok(attr)
     }
 
     /// Render status files at lookup, each a new inode, not at open (`--no-open`: the kernel

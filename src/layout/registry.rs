@@ -54,6 +54,11 @@ pub struct Tag {
     /// the inode). A link not resolved yet is not cached by the kernel (TTL 0): the next path
     /// walk through it looks it up again and finds it resolved, a node of its own.
     pub target: Option<Digest>,
+    /// For a link not resolved when looked up or listed, the fetch of the tag list that named
+    /// it ([`crate::store::Store::tag_list_generation`]); 0 for one resolved. Part of the
+    /// identity too: the kernel keeps the target it read of the link, so a lookup after the tag
+    /// list was fetched again (the tag may have moved) must name another inode, not this one.
+    pub listing: u64,
 }
 
 /// `<repo>/manifests/`: the manifests verified so far; any digest looks up.
@@ -268,16 +273,22 @@ impl Dir for Tags {
             Some(false) => return Err(Error::NotFound(name.to_string())),
             None => Some(cx.store.resolve_tag(&self.repo, name)?),
         };
-        Ok(Node::Tag(Tag { repo: self.repo.clone(), tag: name.to_string(), target }))
+        let listing = match target {
+            Some(_) => 0,
+            None => cx.store.tag_list_generation(&self.repo).unwrap_or(0),
+        };
+        Ok(Node::Tag(Tag { repo: self.repo.clone(), tag: name.to_string(), target, listing }))
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let tags = cx.store.tags(&self.repo)?;
+        let generation = cx.store.tag_list_generation(&self.repo).unwrap_or(0);
         Ok(tags
             .iter()
             .map(|t| {
                 let target = cx.store.resolve_tag_if_known(&self.repo, t);
-                (t.clone(), Node::Tag(Tag { repo: self.repo.clone(), tag: t.clone(), target }))
+                let listing = if target.is_some() { 0 } else { generation };
+                (t.clone(), Node::Tag(Tag { repo: self.repo.clone(), tag: t.clone(), target, listing }))
             })
             .collect())
     }
@@ -401,11 +412,13 @@ mod tests {
     #[test]
     fn a_tag_link_is_its_target_and_a_guessed_size_is_never_served_wrong() {
         use crate::digest::{Algorithm, Digest};
-        let tag = |target: Option<Digest>| Tag { repo: "a".into(), tag: "v1".into(), target };
+        let tag = |target: Option<Digest>| Tag { repo: "a".into(), tag: "v1".into(), target, listing: 0 };
         let (d1, d2) = (Digest::of(Algorithm::Sha256, b"one"), Digest::of(Algorithm::Sha256, b"two"));
         assert_ne!(Node::Tag(tag(Some(d1.clone()))), Node::Tag(tag(Some(d2.clone()))));
         assert_ne!(Node::Tag(tag(None)), Node::Tag(tag(Some(d1.clone()))));
         assert!(tag(Some(d1.clone())).settled() && !tag(None).settled());
+        let named_by = |listing| Node::Tag(Tag { listing, ..tag(None) });
+        assert_ne!(named_by(1), named_by(2), "named by another fetch of the tag list: another inode");
         assert_eq!(tag_target(&d2).len() as u64, SHA256_TAG_LINK_LEN);
         assert_eq!(tag(None).guessed(tag_target(&d2)).ok(), Some(tag_target(&d2)));
         let long = tag_target(&Digest::of(Algorithm::Sha512, b"two"));

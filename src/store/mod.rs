@@ -174,6 +174,8 @@ impl Content {
 #[derive(Clone)]
 struct Listed {
     at: Instant,
+    /// Which fetch of a tag list this is: every fetch has a number of its own.
+    generation: u64,
     weight: usize,
     names: Arc<Vec<String>>,
 }
@@ -495,7 +497,9 @@ impl Store {
         tags.sort();
         tags.dedup();
         let tags = Arc::new(tags);
-        let listed = Listed { at: Instant::now(), weight: list_weight(&tags), names: Arc::clone(&tags) };
+        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let listed = Listed { at: Instant::now(), generation, weight: list_weight(&tags), names: Arc::clone(&tags) };
         lock(&self.tag_lists).put(repo.to_string(), listed);
         tags
     }
@@ -521,6 +525,13 @@ impl Store {
     pub fn tags_if_fresh(&self, repo: &str) -> Option<Arc<Vec<String>>> {
         let listed = lock(&self.tag_lists).get(&repo.to_string())?;
         (listed.at.elapsed() < self.tag_ttl).then_some(listed.names)
+    }
+
+    /// Which fetch the fresh tag list of `repo` is, if there is one (no request): a tag named
+    /// by another fetch may have moved meanwhile.
+    pub fn tag_list_generation(&self, repo: &str) -> Option<u64> {
+        let listed = lock(&self.tag_lists).get(&repo.to_string())?;
+        (listed.at.elapsed() < self.tag_ttl).then_some(listed.generation)
     }
 
     /// Whether `tag` exists, from a fresh tag list when there is one (no request), else `None`.

@@ -282,3 +282,25 @@ pub fn cat_as_fuse(fs: &Fs, ino: u64) -> Result<Vec<u8>> {
     };
     read_all(fs, fh)
 }
+
+/// Every file below directory `ino` in the order a walk meets them, each directory listed with
+/// attributes (READDIRPLUS, as `find` lists it through the kernel), with its path under `path`.
+pub fn walk_listed(fs: &Fs, ino: u64, path: &str, out: &mut Vec<(String, u64)>) {
+    let fh = fs.opendir(ino).expect("opendir");
+    let listing = fs.listing(fh).expect("listing");
+    let at_hand = fs.lists_at_hand(ino);
+    for i in 0..listing.len() {
+        let e = &listing[i];
+        let (a, _) = fs.entry_plus(at_hand, &listing, i).expect("an entry");
+        if e.name == "." || e.name == ".." {
+            continue;
+        }
+        let child = format!("{path}/{}", e.name);
+        match a.kind {
+            crate::layout::FileKind::Directory => walk_listed(fs, a.ino, &child, out),
+            crate::layout::FileKind::File => out.push((child, a.ino)),
+            _ => {}
+        }
+    }
+    fs.releasedir(fh);
+}

@@ -1403,28 +1403,6 @@ fn a_size_from_a_lying_head_is_not_cached_by_the_kernel_past_the_read_that_dispr
     }
 }
 
-/// Every file below directory `ino`, in the order a walk meets them (each directory listed with
-/// attributes, as a `find` through READDIRPLUS lists it), with its path under `path`.
-fn walk_listed(fs: &Fs, ino: u64, path: &str, out: &mut Vec<(String, u64)>) {
-    let fh = fs.opendir(ino).expect("opendir");
-    let listing = fs.listing(fh).expect("listing");
-    let at_hand = fs.lists_at_hand(ino);
-    for i in 0..listing.len() {
-        let e = &listing[i];
-        let (a, _) = fs.entry_plus(at_hand, &listing, i).expect("an entry");
-        if e.name == "." || e.name == ".." {
-            continue;
-        }
-        let child = format!("{path}/{}", e.name);
-        match a.kind {
-            regfs::layout::FileKind::Directory => walk_listed(fs, a.ino, &child, out),
-            regfs::layout::FileKind::File => out.push((child, a.ino)),
-            _ => {}
-        }
-    }
-    fs.releasedir(fh);
-}
-
 /// Reading ahead across a walk (`fs::ahead`): once a tree is listed with attributes, a read of
 /// the first file of a directory hands back the next files in walk order (into a subdirectory
 /// and back up), each whole and as it reads, leaving the window's middle file for the reader;
@@ -1447,7 +1425,7 @@ fn a_walk_in_listing_order_reads_the_next_files_ahead_and_single_reads_do_not() 
         let c = Core::builder(fake).fs_config(FsConfig { ahead_files, ..FsConfig::default() }).build();
         let root = format!("r/manifests/{m}/rootfs");
         let mut walk = Vec::new();
-        walk_listed(&c.fs, c.walk(&root).expect("rootfs").ino, &root, &mut walk);
+        kit::walk_listed(&c.fs, c.walk(&root).expect("rootfs").ino, &root, &mut walk);
         (c, root, walk)
     };
     let (c, root, walk) = started(4);
@@ -1477,4 +1455,62 @@ fn a_walk_in_listing_order_reads_the_next_files_ahead_and_single_reads_do_not() 
     assert!(c.fs.read_ahead_of(at(1)).is_empty(), "a file read out of the walk's order hands back nothing");
     let (off, _, walk) = started(0);
     assert!(off.fs.read_ahead_of(walk[0].1).is_empty(), "ahead_files 0 reads nothing ahead");
+}
+
+/// A tag on a manifest the registry names by its sha512 digest (Docker-Content-Digest
+/// `sha512:`): listed before it is resolved, its link says the sha256 length, so its target,
+/// longer, is ESTALE (never a link cut short); looked up again, as the kernel does at ESTALE, it
+/// is resolved, its size the target's, and the manifest behind it verifies by sha512.
+#[test]
+fn a_tag_on_a_sha512_manifest_is_estale_once_unresolved_then_its_whole_target() {
+    let fake = Faulty::new(Fake::default());
+    let layer = fake.add_blob(b"layer");
+    let cfg = fake.add_blob(regfs::testkit::fake::IMAGE_CONFIG);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(),
+                   "size": regfs::testkit::fake::IMAGE_CONFIG.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 5}]
+    }))
+    .expect("json");
+    let d = fake.put_manifest("r", Some("v1"), media::OCI_MANIFEST, &body, Algorithm::Sha512);
+    let c = Core::new(fake);
+    assert_eq!(c.ls("r/tags").expect("ls"), ["v1"]);
+    let unresolved = c.walk("r/tags/v1").expect("tag");
+    let first = c.fs.readlink(unresolved.ino);
+    let target = format!("../manifests/{d}");
+    match first {
+        Ok(t) => assert_eq!(t, target, "a link served other than whole"),
+        Err(e) => assert_eq!(e.errno(), libc::ESTALE, "{e}"),
+    }
+    let again = c.walk("r/tags/v1").expect("tag again");
+    assert_eq!(again.size, target.len() as u64);
+    assert_eq!(c.fs.readlink(again.ino).expect("readlink"), target);
+    assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("manifest by sha512"), body);
+}
+
+/// A listing read with attributes outside `rootfs/` hands out its entries with TTL 0; one whose
+/// inode the kernel holds already carries the attributes the kernel was last told (the kernel
+/// takes them for that inode: a size of 0 would cut an open file's pages), one it does not hold
+/// its kind alone.
+#[test]
+fn a_listing_with_attributes_tells_a_held_inode_what_it_was_told() {
+    let fake = Faulty::new(Fake::default());
+    let (m, _) = fake.image("r", "v1", b"layer");
+    let c = Core::new(fake);
+    let dir = format!("r/manifests/{m}");
+    let held = c.walk(&format!("{dir}/manifest.json")).expect("manifest.json");
+    assert!(held.size > 0);
+    let ino = c.walk(&dir).expect("dir").ino;
+    let fh = c.fs.opendir(ino).expect("opendir");
+    let listing = c.fs.listing(fh).expect("listing");
+    let at_hand = c.fs.lists_at_hand(ino);
+    assert!(!at_hand, "a manifest's directory lists no attributes at hand");
+    let at = |name: &str| listing.iter().position(|e| e.name == name).expect(name);
+    let (told, counted) = c.fs.entry_plus(at_hand, &listing, at("manifest.json")).expect("manifest.json");
+    assert!(counted, "an entry of a listing this small is a reference");
+    assert_eq!((told.ino, told.size, told.mode, told.ttl), (held.ino, held.size, held.mode, Duration::ZERO));
+    let (bare, _) = c.fs.entry_plus(at_hand, &listing, at("config.json")).expect("config.json");
+    assert_eq!((bare.size, bare.ttl), (0, Duration::ZERO), "not held: its kind alone");
+    c.fs.releasedir(fh);
 }

@@ -843,3 +843,57 @@ fn a_hostile_plain_layer_on_a_schema1_blob_does_not_fail_the_schema1_image() {
     let got = fs.walk(&format!("r/manifests/{m}/rootfs/etc/motd")).and_then(|f| cat_as_fuse(&fs, f.ino));
     assert_eq!(got.as_ref().ok().map(Vec::as_slice), Some(&b"hello\n"[..]), "the schema1 image fails: {got:?}");
 }
+
+/// Reading ahead across a walk of a merged tree hands back each file's own bytes, as its reads
+/// give them: a hard link's (the inode of its target), an empty file's, the upper layer's for a
+/// file it replaced; never a file whited out or hidden below an opaque directory. A reader that
+/// reads every file in walk order meets every window.
+#[test]
+fn reading_ahead_a_merged_tree_hands_back_only_each_files_own_bytes() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let layers = vec![
+        (
+            vec![
+                dir("a"),
+                file("a/f0", &noise(3000, 1)),
+                file("a/empty", b""),
+                hardlink("a/h", "a/f0"),
+                file("a/old", b"old bytes"),
+                file("a/gone", b"gone"),
+                dir("a/op"),
+                file("a/op/x", b"lower x"),
+                file("a/tail", &noise(2000, 2)),
+            ],
+            Compression::Gzip,
+        ),
+        (
+            vec![
+                dir("a"),
+                file("a/old", b"the upper layer's longer bytes"),
+                whiteout("a/gone"),
+                dir("a/op"),
+                file("a/op/.wh..wh..opq", b""),
+                file("a/op/y", b"upper y"),
+                file("a/z", &noise(500, 3)),
+            ],
+            Compression::Gzip,
+        ),
+    ];
+    let img = push(&c.fake, "r", "v1", &layers, None);
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    let mut walk = Vec::new();
+    kit::walk_listed(&c.fs, c.walk(&root).expect("rootfs").ino, &root, &mut walk);
+    let names: Vec<&str> = walk.iter().map(|(p, _)| p.strip_prefix(&format!("{root}/")).unwrap_or(p)).collect();
+    for hidden in ["a/gone", "a/op/x"] {
+        assert!(!names.contains(&hidden), "{hidden} listed: {names:?}");
+    }
+    let mut handed = 0;
+    for (_, ino) in &walk {
+        for (held, data) in c.fs.read_ahead_of(*ino) {
+            let (path, _) = walk.iter().find(|(_, i)| *i == held).expect("an inode of the walk");
+            assert_eq!(data, c.cat(path).expect("cat"), "{path}: handed back other bytes than it reads");
+            handed += 1;
+        }
+    }
+    assert!(handed >= 4, "{handed} files handed back in a walk of {names:?}");
+}

@@ -164,3 +164,30 @@ fn no_open_a_wrong_diff_id_is_eio_at_read() {
         "{status}"
     );
 }
+
+/// With `--no-open`, a listing of `.regfs/` with attributes names the status files, and a
+/// `cat` right after it (within the kernel's clock tick, when an entry of TTL 0 is still
+/// trusted) may go to the inode the listing named: every read is the whole status all the same.
+#[test]
+fn no_open_a_status_file_read_right_after_its_listing_is_whole() {
+    let m = Mount::start(&shared().registry.url, &["--no-open"]);
+    assert!(std::fs::read(m.path(".regfs/status")).is_ok_and(|b| !b.is_empty()));
+    let script = r#"
+import os, sys
+d = sys.argv[1]
+bad = []
+for i in range(300):
+    names = os.listdir(d)
+    for n in names:
+        with open(os.path.join(d, n), "rb") as f:
+            b = f.read()
+        if not b:
+            bad.append((i, n))
+print(len(bad), bad[:5])
+"#;
+    let out =
+        Command::new("python3").args(["-c", script, &m.path(".regfs").to_string_lossy()]).output().expect("python3");
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("0 "), "status files read empty right after a listing: {line}");
+}

@@ -953,3 +953,115 @@ fn many_lookups_of_names_that_are_not_repositories_cost_one_request_each() {
     assert!(again.status.success());
     assert_eq!(front.requests().len(), before, "remembered for --tag-ttl");
 }
+
+/// A listing with attributes (READDIRPLUS) names inodes the kernel may already hold, open and
+/// mapped: an entry whose attributes are not at hand (here a manifest directory's, outside
+/// `rootfs/`) must not tell the kernel a size of 0, which truncates the page cache of the open
+/// file and makes a mapping of it fault with SIGBUS. A reader maps `manifest.json`, the
+/// directory is listed for the first time, and the mapping reads the same bytes.
+#[test]
+fn listing_a_directory_leaves_a_mapped_file_of_it_as_it_was() {
+    let sh = shared();
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
+    let (repo, digest) = (img["repo"].as_str().expect("repo"), img["digest"].as_str().expect("digest"));
+    let m = Mount::start(&sh.registry.url, &[]);
+    let dir = m.path(&format!("{repo}/manifests/{digest}"));
+    let script = r#"
+import mmap, os, sys
+d = sys.argv[1]
+with open(os.path.join(d, "manifest.json"), "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    before = bytes(m[:])
+    names = os.listdir(d)
+    after = bytes(m[:])
+    print(len(before), len(after), before == after, os.fstat(f.fileno()).st_size, sorted(names))
+"#;
+    let out =
+        std::process::Command::new("python3").args(["-c", script, &dir.to_string_lossy()]).output().expect("python3");
+    let size = std::fs::metadata(dir.join("manifest.json")).expect("stat").len();
+    assert!(out.status.success(), "the mapping of manifest.json after listing its directory: {out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with(&format!("{size} {size} True {size} ")), "{line}");
+}
+
+/// A tag listed before it was resolved is a link of its own (no target in its identity), and
+/// the kernel keeps the target it reads of it (`FUSE_CACHE_SYMLINKS`). Once the tag moves and
+/// `--tag-ttl` passes, a listing and then `readlink` (the tag listed again, not resolved
+/// again yet) read the manifest it names now, not the target the kernel kept.
+#[test]
+fn a_tag_listed_before_it_was_resolved_is_followed_to_where_it_moved() {
+    let reg = start_forever(|| {
+        let r = Registry::start(None);
+        let f = r.push_fixtures(None);
+        (r, f)
+    });
+    let registry = &reg.0;
+    let http = reqwest::blocking::Client::new();
+    let first = http
+        .get(format!("{}/v2/demo/oci/manifests/v1", registry.url))
+        .header("Accept", regfs::media::OCI_MANIFEST)
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("body")
+        .to_vec();
+    let mut doc: serde_json::Value = serde_json::from_slice(&first).expect("a manifest");
+    doc["annotations"] = serde_json::json!({ "org.example.drifted": "yes" });
+    let second = serde_json::to_vec(&doc).expect("json");
+    let point = |manifest: &[u8]| {
+        let put = http
+            .put(format!("{}/v2/demo/oci/manifests/drifting", registry.url))
+            .header("Content-Type", regfs::media::OCI_MANIFEST)
+            .body(manifest.to_vec())
+            .send()
+            .expect("put");
+        assert!(put.status().is_success(), "{}", put.status());
+    };
+    let target = |bytes: &[u8]| {
+        std::path::Path::new("../manifests")
+            .join(regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string())
+    };
+    point(&first);
+    let m = Mount::start(&registry.url, &["--tag-ttl", "1"]);
+    let link = m.path("demo/oci/tags/drifting");
+    assert!(names(&m.path("demo/oci/tags")).contains(&"drifting".to_string()));
+    assert_eq!(std::fs::read_link(&link).expect("readlink"), target(&first));
+    point(&second);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(names(&m.path("demo/oci/tags")).contains(&"drifting".to_string()));
+    assert_eq!(std::fs::read_link(&link).expect("readlink"), target(&second), "the kernel kept the old target");
+    let read = std::fs::read(link.join("manifest.json")).expect("read through the tag");
+    assert_eq!(read, second, "a walk followed the old target");
+}
+
+/// The number a listing with attributes gives each entry (`d_ino`) is the one `stat` gives
+/// right after, outside `rootfs/` too: the root, a repository, its tags (listed before they are
+/// resolved), its manifests, an image's directory and its layers. (Not `.regfs/`: with
+/// `--no-open` every lookup of a status file is an inode of its own, rendered then.)
+#[test]
+fn listed_numbers_are_the_numbers_stat_gives_in_every_kind_of_directory() {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let sh = shared();
+    let img = crate::common::images(&sh.fixtures, "oci-manifest")[0];
+    let (repo, digest) = (img["repo"].as_str().expect("repo"), img["digest"].as_str().expect("digest"));
+    let m = Mount::start(&sh.registry.url, &[]);
+    for dir in [
+        "",
+        repo,
+        &format!("{repo}/tags"),
+        &format!("{repo}/manifests/{digest}"),
+        &format!("{repo}/manifests/{digest}/layers"),
+    ] {
+        let path = m.path(dir);
+        for entry in std::fs::read_dir(&path).unwrap_or_else(|e| panic!("ls {}: {e}", path.display())) {
+            let entry = entry.expect("an entry");
+            let stat = std::fs::symlink_metadata(entry.path()).expect("stat");
+            assert_eq!(entry.ino(), stat.ino(), "{:?}", entry.path());
+        }
+    }
+    let manifests = m.path(&format!("{repo}/manifests"));
+    for entry in std::fs::read_dir(&manifests).expect("ls manifests") {
+        let entry = entry.expect("an entry");
+        assert_eq!(entry.ino(), std::fs::symlink_metadata(entry.path()).expect("stat").ino(), "{:?}", entry.path());
+    }
+}

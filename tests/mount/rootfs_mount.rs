@@ -4,6 +4,7 @@
 //! passthrough.
 
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use crate::common::s;
@@ -245,4 +246,75 @@ fn the_first_walk_of_a_tree_reads_ahead_the_same_bytes_with_few_reads() {
     assert_eq!(sums, plain, "reading ahead served other bytes");
     assert!(plain_reads >= files, "{plain_reads} READs for {files} files without reading ahead");
     assert!(reads * 10 < plain_reads * 9, "{reads} READs with reading ahead, {plain_reads} without");
+}
+
+/// Unmounting while a walk reads a tree and the read-ahead thread puts its next files in the
+/// page cache (the first `find -type f | xargs cat` of the Debian image, cut 150 ms in): the
+/// readers see errors or the bytes, regfs exits cleanly within seconds, and it logs no panic.
+#[test]
+fn unmounting_in_the_middle_of_a_walk_read_ahead_exits_cleanly() {
+    let sh = shared();
+    let distro =
+        regfs::testkit::fixtures::push_distro(&sh.registry.url).unwrap_or_else(|e| panic!("distro image: {e}"));
+    let repo = distro["repo"].as_str().expect("repo");
+    let cache = tempfile::tempdir().expect("cache");
+    let log = cache.path().with_extension("log");
+    let env = [("RUST_LOG", Path::new("regfs::fs::ahead=trace")), ("HOME", cache.path())];
+    let mut m = Mount::start_env(&sh.registry.url, &[], &env, cache.path().to_path_buf(), log);
+    let rootfs = m.path(&format!("{repo}/tags/v1/rootfs"));
+    let outside = tempfile::tempdir().expect("a directory outside the mount");
+    assert!(sh_in(outside.path(), &format!("find {} > /dev/null", rootfs.display())).status.success());
+    let walk = format!("find {} -type f -print0 | xargs -0 cat > /dev/null 2>&1", rootfs.display());
+    let mut readers = std::process::Command::new("sh")
+        .args(["-c", &walk])
+        .current_dir(outside.path())
+        .process_group(0)
+        .spawn()
+        .expect("the walk");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(readers.try_wait().ok().flatten(), None, "the walk ended within 150 ms: nothing cut");
+    let lazy = std::process::Command::new("umount").arg("-l").arg(m.dir.path()).status().expect("umount -l");
+    assert!(lazy.success());
+    // SAFETY: kill(2) of the process group this test started; no memory is touched.
+    unsafe { libc::kill(-(readers.id() as i32), libc::SIGKILL) };
+    let _ = readers.wait();
+    let status = m.wait_exit(std::time::Duration::from_secs(10));
+    let log = m.log();
+    assert!(status.is_some_and(|s| s.success()), "regfs after an unmount mid-walk: {status:?}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let stored = log.lines().filter(|l| l.contains("read ahead after inode") && !l.contains(": 0 files")).count();
+    assert!(stored > 0, "nothing was read ahead before the unmount: the test cut nothing\n{log}");
+}
+
+/// With the layers' indexes out of memory (`--index-memory` far below one index), a listing of
+/// a `rootfs/` directory has no attributes at hand for its entries: a file of it mapped before
+/// the listing still reads its bytes after (a bare size of 0 told to its inode would cut its
+/// pages, and the mapping would fault with SIGBUS).
+#[test]
+fn a_mapped_rootfs_file_reads_the_same_after_its_directory_is_listed_without_indexes() {
+    let m = Mount::start(&shared().registry.url, &["--index-memory", "1K"]);
+    let script = r#"
+import mmap, os, sys
+d = sys.argv[1]
+name = sys.argv[2]
+with open(os.path.join(d, name), "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    before = bytes(m[:])
+    os.listdir(d)
+    after = bytes(m[:])
+    print(len(before), before == after)
+"#;
+    let files = stdout(&m.sh("find demo/oci/tags/v1/rootfs/regfs-fixture -maxdepth 1 -type f -size +0 | head -1"));
+    let name =
+        Path::new(files.trim()).file_name().expect("a non-empty file in regfs-fixture").to_string_lossy().into_owned();
+    // A fresh mount: the directory is listed for the first time after the mapping.
+    drop(m);
+    let m = Mount::start(&shared().registry.url, &["--index-memory", "1K"]);
+    let dir = m.path("demo/oci/tags/v1/rootfs/regfs-fixture");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &dir.to_string_lossy(), &name])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "the mapping of {name} after listing its directory: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).trim().ends_with("True"), "{out:?}");
 }
