@@ -29,6 +29,10 @@ pub struct FsConfig {
     /// recently read kept; one let go opens again at its next read. Bounds the descriptors and
     /// the evicted cache files' disk space they can pin.
     pub inode_handles: usize,
+    /// Inodes held at once past which listings read with attributes hand out no more references
+    /// (32,768; about 1.7 KB each with what a `rootfs/` entry keeps): a `find` of an image of a
+    /// million files then holds no more than lookups alone would.
+    pub plus_inodes: usize,
     /// No open: bytes of in-memory contents (small blobs, manifests) kept for reads by inode, in
     /// all (32 MiB); past it the least recently read are let go.
     pub inode_memory: usize,
@@ -68,6 +72,7 @@ impl Default for FsConfig {
             views: crate::views::ViewsConfig::default(),
             kept_listing_entries: 1 << 16,
             inode_handles: 4096,
+            plus_inodes: 32_768,
             inode_memory: 32 << 20,
             failed_open_hold: Duration::from_secs(1),
             failed_opens: 4096,

@@ -174,7 +174,10 @@ impl Fs {
             Some(t) if t.kind == e.kind => Attr { ino, ttl: Duration::ZERO, ..t },
             _ => Attr { ino, ..bare.clone() },
         };
-        let Some(node) = &e.node else {
+        // Past the bound on what listings may hold, an entry is handed out as a plain listing
+        // numbers it (a `find` of a huge tree holds no more than its lookups would).
+        let node = e.node.as_ref().filter(|_| self.inodes.held().0 < self.plus_inodes);
+        let Some(node) = node else {
             let held = self.inodes.hold(e.ino);
             return Some((if held { repeat(e.ino) } else { bare.clone() }, held));
         };

@@ -78,6 +78,8 @@ pub struct Fs {
     /// Where files listed with attributes are in their listings, for reading ahead
     /// ([`Fs::read_ahead_of`]).
     ahead: Mutex<ahead::Ahead>,
+    /// [`FsConfig::plus_inodes`].
+    plus_inodes: usize,
 }
 
 impl Fs {
@@ -123,6 +125,7 @@ impl Fs {
             volatile_at_lookup: std::sync::atomic::AtomicBool::new(false),
             swept_at: AtomicU64::new(0),
             ahead: Mutex::new(ahead::Ahead::new(&config)),
+            plus_inodes: config.plus_inodes,
         }
     }
 

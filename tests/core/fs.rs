@@ -1514,3 +1514,25 @@ fn a_listing_with_attributes_tells_a_held_inode_what_it_was_told() {
     assert_eq!((bare.size, bare.ttl), (0, Duration::ZERO), "not held: its kind alone");
     c.fs.releasedir(fh);
 }
+
+/// Listings read with attributes hand out references only while the kernel holds fewer than
+/// `FsConfig::plus_inodes` inodes: past that bound an entry is numbered as a plain listing
+/// numbers it (not counted, nothing kept), so a walk of a huge tree holds no more than its
+/// lookups would. Every file is still listed, and reads under the number a lookup gives.
+#[test]
+fn listings_hand_out_no_more_references_past_the_bound() {
+    let names: Vec<String> = (0..40).map(|i| format!("d/f{i:02}")).collect();
+    let data: Vec<Vec<u8>> = (0..40).map(|i| noise(100 + i, i as u8)).collect();
+    let files: Vec<(&str, &[u8])> = names.iter().zip(&data).map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let fake = Faulty::new(Fake::default());
+    let (blob, size, diff_id) = add_gzip_layer(&fake, &kit::tar_of(&files));
+    let m = put_gzip_image(&fake, "r", "v1", &[(blob, size)], &[diff_id]);
+    let c = Core::builder(fake).fs_config(FsConfig { plus_inodes: 12, ..FsConfig::default() }).build();
+    let root = format!("r/manifests/{m}/rootfs");
+    let mut walk = Vec::new();
+    kit::walk_listed(&c.fs, c.walk(&root).expect("rootfs").ino, &root, &mut walk);
+    assert_eq!(walk.len(), 40, "every file listed");
+    let (held, _) = c.fs.inodes_held();
+    assert!(held <= 12, "{held} inodes held after listing 40 files with a bound of 12");
+    assert_eq!(c.cat(&format!("{root}/d/f39")).expect("a file past the bound reads"), data[39]);
+}
