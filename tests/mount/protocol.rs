@@ -413,50 +413,72 @@ fn missing_names_are_remembered_as_negative_entries() {
     assert!(front.requests().len() - before <= 2, "{:#?}", &front.requests()[before..]);
 }
 
-/// The kernel keeps each link's target for the life of its inode (`FUSE_CACHE_SYMLINKS`), and
-/// a tag's target moves: a tag that moved is another inode, so once `--tag-ttl` has passed
-/// every path walk through the tag, and `readlink`, follow it to the manifest it names now.
-#[test]
-fn a_tag_that_moves_is_followed_by_path_walks_after_tag_ttl() {
-    let reg = start_forever(|| {
-        let r = Registry::start(None);
-        let f = r.push_fixtures(None);
-        (r, f)
-    });
-    let registry = &reg.0;
-    let http = reqwest::blocking::Client::new();
-    let get = http
-        .get(format!("{}/v2/demo/oci/manifests/v1", registry.url))
-        .header("Accept", regfs::media::OCI_MANIFEST)
-        .send()
-        .expect("get");
-    let first = get.bytes().expect("body").to_vec();
-    let mut doc: serde_json::Value = serde_json::from_slice(&first).expect("a manifest");
-    doc["annotations"] = serde_json::json!({ "org.example.moved": "yes" });
-    let second = serde_json::to_vec(&doc).expect("json");
-    let point = |manifest: &[u8]| {
-        let put = http
-            .put(format!("{}/v2/demo/oci/manifests/moving", registry.url))
+/// A registry of its own (tests here move its tags) with the fixtures, the manifest of
+/// `demo/oci:v1` and the same with an annotation added (another digest, the same blobs), and a
+/// way to point tag `tag` of `demo/oci` at either.
+struct MovingTag {
+    registry: Registry,
+    first: Vec<u8>,
+    second: Vec<u8>,
+}
+
+impl MovingTag {
+    fn new() -> MovingTag {
+        let (registry, _) = start_forever(|| {
+            let r = Registry::start(None);
+            let f = r.push_fixtures(None);
+            (r, f)
+        });
+        let first = reqwest::blocking::Client::new()
+            .get(format!("{}/v2/demo/oci/manifests/v1", registry.url))
+            .header("Accept", regfs::media::OCI_MANIFEST)
+            .send()
+            .expect("get")
+            .bytes()
+            .expect("body")
+            .to_vec();
+        let mut doc: serde_json::Value = serde_json::from_slice(&first).expect("a manifest");
+        doc["annotations"] = serde_json::json!({ "org.example.moved": "yes" });
+        let second = serde_json::to_vec(&doc).expect("json");
+        MovingTag { registry, first, second }
+    }
+
+    fn point(&self, tag: &str, manifest: &[u8]) {
+        let put = reqwest::blocking::Client::new()
+            .put(format!("{}/v2/demo/oci/manifests/{tag}", self.registry.url))
             .header("Content-Type", regfs::media::OCI_MANIFEST)
             .body(manifest.to_vec())
             .send()
             .expect("put");
         assert!(put.status().is_success(), "{}", put.status());
-    };
-    let digest = |bytes: &[u8]| regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string();
-    point(&first);
-    let m = Mount::start(&registry.url, &["--tag-ttl", "1"]);
+    }
+
+    /// The link a tag pointing at `manifest` shows.
+    fn target(manifest: &[u8]) -> std::path::PathBuf {
+        let digest = regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, manifest);
+        std::path::Path::new("../manifests").join(digest.to_string())
+    }
+}
+
+/// The kernel keeps each link's target for the life of its inode (`FUSE_CACHE_SYMLINKS`), and
+/// a tag's target moves: a tag that moved is another inode, so once `--tag-ttl` has passed
+/// every path walk through the tag, and `readlink`, follow it to the manifest it names now.
+#[test]
+fn a_tag_that_moves_is_followed_by_path_walks_after_tag_ttl() {
+    let t = MovingTag::new();
+    t.point("moving", &t.first);
+    let m = Mount::start(&t.registry.url, &["--tag-ttl", "1"]);
     let through = m.path("demo/oci/tags/moving/manifest.json");
     for _ in 0..3 {
-        assert_eq!(std::fs::read(&through).expect("read through the tag"), first);
+        assert_eq!(std::fs::read(&through).expect("read through the tag"), t.first);
     }
     let link = std::fs::read_link(m.path("demo/oci/tags/moving")).expect("readlink");
-    assert_eq!(link, std::path::Path::new("../manifests").join(digest(&first)));
-    point(&second);
+    assert_eq!(link, MovingTag::target(&t.first));
+    t.point("moving", &t.second);
     std::thread::sleep(Duration::from_millis(1300));
-    assert_eq!(std::fs::read(&through).expect("read through the moved tag"), second, "a walk kept the old link");
+    assert_eq!(std::fs::read(&through).expect("read through the moved tag"), t.second, "a walk kept the old link");
     let link = std::fs::read_link(m.path("demo/oci/tags/moving")).expect("readlink");
-    assert_eq!(link, std::path::Path::new("../manifests").join(digest(&second)));
+    assert_eq!(link, MovingTag::target(&t.second));
 }
 
 #[test]
@@ -990,48 +1012,22 @@ with open(os.path.join(d, "manifest.json"), "rb") as f:
 /// again yet) read the manifest it names now, not the target the kernel kept.
 #[test]
 fn a_tag_listed_before_it_was_resolved_is_followed_to_where_it_moved() {
-    let reg = start_forever(|| {
-        let r = Registry::start(None);
-        let f = r.push_fixtures(None);
-        (r, f)
-    });
-    let registry = &reg.0;
-    let http = reqwest::blocking::Client::new();
-    let first = http
-        .get(format!("{}/v2/demo/oci/manifests/v1", registry.url))
-        .header("Accept", regfs::media::OCI_MANIFEST)
-        .send()
-        .expect("get")
-        .bytes()
-        .expect("body")
-        .to_vec();
-    let mut doc: serde_json::Value = serde_json::from_slice(&first).expect("a manifest");
-    doc["annotations"] = serde_json::json!({ "org.example.drifted": "yes" });
-    let second = serde_json::to_vec(&doc).expect("json");
-    let point = |manifest: &[u8]| {
-        let put = http
-            .put(format!("{}/v2/demo/oci/manifests/drifting", registry.url))
-            .header("Content-Type", regfs::media::OCI_MANIFEST)
-            .body(manifest.to_vec())
-            .send()
-            .expect("put");
-        assert!(put.status().is_success(), "{}", put.status());
-    };
-    let target = |bytes: &[u8]| {
-        std::path::Path::new("../manifests")
-            .join(regfs::digest::Digest::of(regfs::digest::Algorithm::Sha256, bytes).to_string())
-    };
-    point(&first);
-    let m = Mount::start(&registry.url, &["--tag-ttl", "1"]);
+    let t = MovingTag::new();
+    t.point("drifting", &t.first);
+    let m = Mount::start(&t.registry.url, &["--tag-ttl", "1"]);
     let link = m.path("demo/oci/tags/drifting");
     assert!(names(&m.path("demo/oci/tags")).contains(&"drifting".to_string()));
-    assert_eq!(std::fs::read_link(&link).expect("readlink"), target(&first));
-    point(&second);
+    assert_eq!(std::fs::read_link(&link).expect("readlink"), MovingTag::target(&t.first));
+    t.point("drifting", &t.second);
     std::thread::sleep(Duration::from_millis(1300));
     assert!(names(&m.path("demo/oci/tags")).contains(&"drifting".to_string()));
-    assert_eq!(std::fs::read_link(&link).expect("readlink"), target(&second), "the kernel kept the old target");
+    assert_eq!(
+        std::fs::read_link(&link).expect("readlink"),
+        MovingTag::target(&t.second),
+        "the kernel kept the old target"
+    );
     let read = std::fs::read(link.join("manifest.json")).expect("read through the tag");
-    assert_eq!(read, second, "a walk followed the old target");
+    assert_eq!(read, t.second, "a walk followed the old target");
 }
 
 /// The number a listing with attributes gives each entry (`d_ino`) is the one `stat` gives
