@@ -254,6 +254,11 @@ impl Client for Mirrored {
         self.first(repo, &what, false, &|c, r| c.blob(r, digest, offset))
     }
 
+    fn blob_range(&self, repo: &str, digest: &Digest, start: u64, end: u64) -> Result<BlobReply> {
+        let what = || format!("bytes {start}..{end} of blob {digest} of {repo}");
+        self.first(repo, &what, false, &|c, r| c.blob_range(r, digest, start, end))
+    }
+
     /// A mirror whose reply at `url` did not hash right is not asked again by this mount.
     fn distrust(&self, url: &str) -> bool {
         // The source that served `url`: its origin, and its repositories' path there when it has

@@ -83,6 +83,18 @@ pub trait Client: Send + Sync {
     fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64>;
     /// A blob's bytes from `offset` on (a `Range` request when `offset > 0`).
     fn blob(&self, repo: &str, digest: &Digest, offset: u64) -> Result<BlobReply>;
+    /// Bytes `start..end` of a blob (`Range: bytes=start-(end-1)`): the reply's body is those
+    /// bytes when `ranged`, else the whole blob from 0 (a registry that does not honour `Range`),
+    /// for the caller to fall back on. Nothing here is trusted: the caller checks the length and
+    /// the bytes. By default [`Client::blob`] from `start`, read no further than `end`.
+    fn blob_range(&self, repo: &str, digest: &Digest, start: u64, end: u64) -> Result<BlobReply> {
+        let reply = self.blob(repo, digest, start)?;
+        if !reply.ranged && start > 0 {
+            return Ok(reply);
+        }
+        let len = end.saturating_sub(start);
+        Ok(BlobReply { url: reply.url, reader: Box::new(Read::take(reply.reader, len)), ranged: true })
+    }
     /// Bytes from `url` (a reply of this client's) did not hash to their digest: stop trusting
     /// its source, if another can be asked instead. True if the same request is worth sending
     /// again (a mirror served it; the next source will answer); false for a plain registry.
@@ -112,6 +124,8 @@ crate::telemetry::counters! {
         retries,
         blob_bytes,
         referrers_pages,
+        /// Ranged GETs of part of a blob (lazy formats' TOCs and chunks), counted in `blob_gets` too.
+        blob_ranges,
     }
 }
 
@@ -130,7 +144,7 @@ mod tests {
         let mut stats = counters.snapshot();
         assert_eq!(
             serde_json::to_string(&stats).expect("json"),
-            r#"{"requests":3,"catalog_pages":0,"tag_pages":0,"manifest_heads":0,"manifest_gets":0,"blob_heads":0,"blob_gets":0,"token_fetches":0,"retries":0,"blob_bytes":1048576,"referrers_pages":1}"#
+            r#"{"requests":3,"catalog_pages":0,"tag_pages":0,"manifest_heads":0,"manifest_gets":0,"blob_heads":0,"blob_gets":0,"token_fetches":0,"retries":0,"blob_bytes":1048576,"referrers_pages":1,"blob_ranges":0}"#
         );
         stats.add(&Stats { requests: 2, retries: 1, ..Stats::default() });
         assert_eq!((stats.requests, stats.retries, stats.referrers_pages), (5, 1, 1));

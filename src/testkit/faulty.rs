@@ -40,6 +40,7 @@ pub struct Faulty<C> {
     faults: Mutex<Faults>,
     calls: Mutex<Vec<String>>,
     blob_gets: AtomicUsize,
+    blob_ranges: AtomicUsize,
 }
 
 impl<C> std::ops::Deref for Faulty<C> {
@@ -52,7 +53,7 @@ impl<C> std::ops::Deref for Faulty<C> {
 impl<C: Client> Faulty<C> {
     /// `inner`, with no faults yet.
     pub fn new(inner: C) -> Self {
-        Faulty { inner, faults: Mutex::default(), calls: Mutex::default(), blob_gets: AtomicUsize::new(0) }
+        Faulty { inner, faults: Mutex::default(), calls: Mutex::default(), blob_gets: AtomicUsize::new(0), blob_ranges: AtomicUsize::new(0) }
     }
 
     /// Cut the next `times` blob bodies off with an error after `bytes` bytes.
@@ -104,6 +105,12 @@ impl<C: Client> Faulty<C> {
     /// How many blob GETs so far.
     pub fn blob_gets(&self) -> usize {
         self.blob_gets.load(Ordering::SeqCst)
+    }
+
+    /// Ranged GETs of part of a blob ([`Client::blob_range`]) sent so far (counted in
+    /// [`Faulty::blob_gets`] too).
+    pub fn blob_ranges(&self) -> usize {
+        self.blob_ranges.load(Ordering::SeqCst)
     }
 
     /// How many GETs of the blob `digest` so far (of any repository, from any offset).
@@ -203,6 +210,30 @@ impl<C: Client> Client for Faulty<C> {
         let mut f = lock(&self.faults);
         let asked = if f.ignore_range { 0 } else { offset };
         let reply = self.inner.blob(repo, digest, asked)?;
+        Ok(Faulty::<C>::faulty_reply(&mut f, reply))
+    }
+
+    /// Counted apart ([`Faulty::blob_ranges`]); a registry that ignores `Range` answers with the
+    /// whole blob, unranged.
+    fn blob_range(&self, repo: &str, digest: &Digest, start: u64, end: u64) -> Result<BlobReply> {
+        lock(&self.calls).push(format!("GET blob {repo} {digest} range {start}..{end}"));
+        self.blob_gets.fetch_add(1, Ordering::SeqCst);
+        self.blob_ranges.fetch_add(1, Ordering::SeqCst);
+        let mut f = lock(&self.faults);
+        let reply =
+            if f.ignore_range { self.inner.blob(repo, digest, 0)? } else { self.inner.blob_range(repo, digest, start, end)? };
+        let reply = if f.ignore_range { BlobReply { ranged: false, ..reply } } else { reply };
+        Ok(Faulty::<C>::faulty_reply(&mut f, reply))
+    }
+
+    fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+}
+
+impl<C: Client> Faulty<C> {
+    /// `reply` with the faults asked for applied to its body.
+    fn faulty_reply(f: &mut Faults, reply: BlobReply) -> BlobReply {
         let left = match f.cut_after.as_mut() {
             Some((after, times)) if *times > 0 => {
                 *times -= 1;
@@ -218,7 +249,7 @@ impl<C: Client> Client for Faulty<C> {
             _ => None,
         };
         let (left, clean) = if short.is_some() { (short, true) } else { (left, false) };
-        Ok(BlobReply {
+        BlobReply {
             url: reply.url,
             reader: Box::new(FaultyReader {
                 inner: reply.reader,
@@ -229,10 +260,6 @@ impl<C: Client> Client for Faulty<C> {
                 interrupt_in: f.interrupt_after,
             }),
             ranged: reply.ranged,
-        })
-    }
-
-    fn stats(&self) -> Stats {
-        self.inner.stats()
+        }
     }
 }

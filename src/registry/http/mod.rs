@@ -531,6 +531,20 @@ impl Client for HttpClient {
         Ok(BlobReply { url: url.to_string(), reader: Box::new(reader), ranged })
     }
 
+    fn blob_range(&self, repo: &str, digest: &Digest, start: u64, end: u64) -> Result<BlobReply> {
+        self.counters.blob_gets.bump();
+        self.counters.blob_ranges.bump();
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
+        let last = end.checked_sub(1).filter(|l| *l >= start);
+        let last = last.ok_or_else(|| Error::Io(format!("GET {url}: an empty range {start}..{end}")))?;
+        let headers = vec![(RANGE, format!("bytes={start}-{last}"))];
+        let resp = self.send(Method::GET, url.clone(), &repo_scope(repo), &headers)?;
+        let ranged = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let paced = Paced::new(resp, self.progress, format!("{url}"));
+        let reader = CountingReader { inner: paced, counters: Arc::clone(&self.counters) };
+        Ok(BlobReply { url: url.to_string(), reader: Box::new(reader), ranged })
+    }
+
     fn stats(&self) -> Stats {
         self.counters.snapshot()
     }
