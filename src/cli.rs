@@ -75,6 +75,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4096))]
     pub read_ahead_files: usize,
 
+    /// Layers whose manifest names a TOC (eStargz, zstd:chunked): on, rootfs/ reads their files by chunks, each verified against the TOC the manifest names, without the rest of the layer; off, every layer is read whole and verified by its diff_id first. layers/<n>.tar is always read whole.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub lazy: bool,
+
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub tag_ttl: u64,
@@ -269,6 +273,7 @@ impl Cli {
             layer_entries: self.layer_entries,
             layer_index_size: self.layer_index_size,
             rootfs_layers: self.rootfs_layers,
+            lazy: crate::views::lazy::LazyConfig { enabled: self.lazy, ..Default::default() },
             ..ViewsConfig::default()
         };
         let mut config = FsConfig {
@@ -480,6 +485,15 @@ fn split_mount_options(list: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(items)
 }
 
+/// `on` or `off` (also `true`/`false`, `yes`/`no`, `1`/`0`).
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +577,10 @@ mod tests {
         assert_eq!(c.fs_config().ahead_files, 32, "reading ahead by default");
         let off = Cli::try_parse_from(["regfs", "r", "/m", "--read-ahead-files", "0"]).expect("0 is off");
         assert_eq!(off.fs_config().ahead_files, 0);
+        assert!(c.fs_config().views.lazy.enabled, "lazy layers are read by chunks by default");
+        let whole = Cli::try_parse_from(["regfs", "r", "/m", "--lazy", "off"]).expect("--lazy off");
+        assert!(!whole.fs_config().views.lazy.enabled);
+        assert!(Cli::try_parse_from(["regfs", "r", "/m", "--lazy", "maybe"]).is_err());
     }
 
     #[test]

@@ -149,3 +149,20 @@ pub const MAX_PLATFORM_PART: usize = 255;
 /// Bytes an `org.opencontainers.image.title` may have to name a file (`NAME_MAX`); a longer title
 /// is no title.
 pub const MAX_TITLE: usize = 255;
+
+// Lazy formats (eStargz, zstd:chunked): what a hostile TOC or registry could make regfs hold.
+
+/// Bytes a lazy-format annotation's value may have (a digest, or `offset:len:len:type`); a
+/// longer one is not kept, and the layer is not read lazily.
+pub const MAX_LAZY_ANNOTATION: usize = 256;
+/// Bytes of a TOC's JSON, compressed or not (containers/storage takes up to 150 MiB); a larger
+/// one is refused and the layer is not read lazily.
+pub const MAX_TOC_BYTES: usize = 64 << 20;
+/// Bytes of one chunk's data, decompressed (eStargz writes 4 MiB): a TOC naming a larger chunk
+/// is refused.
+pub const MAX_LAZY_CHUNK: u64 = 64 << 20;
+/// Compressed bytes fetched for one chunk at most (a chunk of incompressible data grows a
+/// little): a TOC whose chunk spans more is refused.
+pub const MAX_LAZY_CHUNK_FETCH: u64 = MAX_LAZY_CHUNK + (1 << 20);
+/// Bytes one `Range` request may ask for outside a whole download (a TOC, a chunk).
+pub const MAX_RANGE_FETCH: u64 = MAX_TOC_BYTES as u64 + (1 << 20);

@@ -29,6 +29,7 @@ use crate::limits::STATUS_JOBS_SHOWN;
 use crate::registry::Stats;
 use crate::store::Store;
 use crate::telemetry::{ErrorsView, JobView, rfc3339};
+use crate::views::lazy::{LayerReport, Lazy};
 
 /// The version of `status.json`'s layout; a change that removes or renames a field bumps it.
 pub const JSON_VERSION: u32 = 1;
@@ -56,6 +57,9 @@ pub struct Snapshot {
     pub cache: CacheView,
     pub requests: Stats,
     pub errors: ErrorsView,
+    /// Layers read by chunks this run (most recent first): what each cost, and whether its tar
+    /// was found to disagree with its TOC (then none of its files is served).
+    pub lazy_layers: Vec<LayerReport>,
 }
 
 impl Snapshot {
@@ -74,7 +78,14 @@ impl Snapshot {
             cache: CacheView { used: cache.size(), limit: cache.limit(), files: cache.len() },
             requests: store.stats(),
             errors,
+            lazy_layers: Vec::new(),
         }
+    }
+
+    /// This snapshot with the layers read by chunks.
+    pub fn with_lazy(mut self, lazy: &Lazy) -> Snapshot {
+        self.lazy_layers = lazy.report();
+        self
     }
 
     /// `status.json`: the snapshot as pretty JSON, with a final newline.
@@ -133,6 +144,27 @@ impl Snapshot {
             r.retries,
             bytes(r.blob_bytes)
         );
+        if !self.lazy_layers.is_empty() {
+            let _ = writeln!(
+                o,
+                "Read by chunks (verified against the TOC the manifest names): {} layers",
+                self.lazy_layers.len()
+            );
+            for l in &self.lazy_layers {
+                let _ = writeln!(
+                    o,
+                    "  {:<12}  {}  {}  {} of {} fetched in {} ranges, {} chunks verified{}",
+                    l.format.name(),
+                    l.repo,
+                    l.blob,
+                    bytes(l.stats.fetched_bytes),
+                    bytes(l.size),
+                    l.stats.ranges,
+                    l.stats.chunks_verified,
+                    l.poisoned.as_ref().map_or_else(String::new, |why| format!("; POISONED, no file served: {why}"))
+                );
+            }
+        }
         let e = &self.errors;
         let counts =
             |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");

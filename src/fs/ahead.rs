@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use super::listings::Snapshot;
-use super::{Fs, FsConfig, read_content};
+use super::{Fs, FsConfig, read_content_now};
 use crate::layout::{FileKind, Shape};
 use crate::sync;
 
@@ -152,8 +152,9 @@ impl Fs {
                 stopped_at = Some(held);
                 break;
             };
-            match read_content(&content, 0, size as u32) {
-                Ok(data) if data.len() as u64 == size => {
+            // Only bytes verified and at hand: a file read by parts not read yet stops the window.
+            match read_content_now(&content, 0, size as u32) {
+                Some(Ok(data)) if data.len() as u64 == size => {
                     bytes += size;
                     out.push((held, data));
                 }

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Fs, read_content};
+use super::{Fs, read_content, read_content_now};
 use crate::error::{Error, Result};
 use crate::layout::{Node, Shape};
 use crate::store::Content;
@@ -48,7 +48,7 @@ impl ByIno {
         match content {
             Content::Memory(bytes) => bytes.len(),
             Content::Manifest(doc) => doc.bytes().len(),
-            Content::File(_) | Content::Range { .. } => 0,
+            Content::File(_) | Content::Range { .. } | Content::Parts(_) => 0,
         }
     }
 
@@ -104,7 +104,7 @@ impl Fs {
                 }
             }
         };
-        Some(read_content(&content, offset, size))
+        read_content_now(&content, offset, size)
     }
 
     /// Open `ino`'s content if none is kept (`--no-open`): what an open does, at the kernel's

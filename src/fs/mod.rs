@@ -374,12 +374,22 @@ impl Fs {
         Opened { fh, file, volatile }
     }
 
+    /// A read of open file `fh`; one of a file read by parts may fetch (the adapter asks
+    /// [`Fs::read_now`] first, and this on a thread of its own).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let content = sync::lock(&self.handles)
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| Error::BadHandle(format!("no open file {fh}")))?;
-        read_content(&content, offset, size)
+        read_content(&self.handle(fh)?, offset, size)
+    }
+
+    /// [`Fs::read`] if it needs no waiting; `None` if it may fetch.
+    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+        match self.handle(fh) {
+            Ok(content) => read_content_now(&content, offset, size),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn handle(&self, fh: u64) -> Result<Content> {
+        sync::lock(&self.handles).get(&fh).cloned().ok_or_else(|| Error::BadHandle(format!("no open file {fh}")))
     }
 
     pub fn release(&self, fh: u64) {
@@ -396,11 +406,21 @@ impl Fs {
 fn passthrough_file(content: &Content) -> Option<Arc<std::fs::File>> {
     match content {
         Content::File(f) => Some(Arc::clone(f)),
-        Content::Manifest(_) | Content::Memory(_) | Content::Range { .. } => None,
+        Content::Manifest(_) | Content::Memory(_) | Content::Range { .. } | Content::Parts(_) => None,
     }
 }
 
-/// Up to `size` bytes of `content` from `offset`; none at or past its end.
+/// [`read_content`] if it needs no waiting: `None` for a file read by parts whose bytes asked
+/// are not all verified and in memory.
+fn read_content_now(content: &Content, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+    match content {
+        Content::Parts(parts) => parts.read_now(offset, size),
+        _ => Some(read_content(content, offset, size)),
+    }
+}
+
+/// Up to `size` bytes of `content` from `offset`; none at or past its end. A file read by parts
+/// may fetch (callers that must not wait use [`read_content_now`]).
 fn read_content(content: &Content, offset: u64, size: u32) -> Result<Vec<u8>> {
     let slice = |bytes: &[u8]| {
         let start = (offset.min(bytes.len() as u64)) as usize;
@@ -411,6 +431,7 @@ fn read_content(content: &Content, offset: u64, size: u32) -> Result<Vec<u8>> {
         Content::Manifest(doc) => Ok(slice(doc.bytes())),
         Content::Memory(bytes) => Ok(slice(bytes)),
         Content::File(file) => pread(file, offset, size as usize, false),
+        Content::Parts(parts) => parts.read(offset, size),
         Content::Range { file, start, len } => {
             let want = len.saturating_sub(offset).min(u64::from(size));
             if want == 0 {

@@ -314,10 +314,15 @@ impl Filesystem for FuseAdapter {
         if fh.0 == 0 {
             return self.read_ino_for(Caller::of(req), ino, offset, size, reply);
         }
-        match self.core.read(fh.0, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno(&self.core, &format!("read {ino}"), &e)),
+        if let Some(result) = self.core.read_now(fh.0, offset, size) {
+            return answer_read(&self.core, ino, result, reply);
         }
+        // A file read by parts whose bytes asked are not at hand: fetched on a thread of its own.
+        self.spawn_waiting_for(Caller::of(req), format!("read {ino}"), reply, move |fs, ticket| {
+            let result = fs.read(fh.0, offset, size);
+            let Some(reply) = ticket.take() else { return };
+            answer_read(fs, ino, result, reply)
+        });
     }
 
     fn release(

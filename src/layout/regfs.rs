@@ -62,7 +62,7 @@ impl std::hash::Hash for Rendering {
 
 impl StatusFile {
     fn render(&self, cx: &Layout) -> Vec<u8> {
-        let snapshot = Snapshot::take(cx.store());
+        let snapshot = Snapshot::take(cx.store()).with_lazy(cx.views().lazy());
         if self.json { snapshot.json() } else { snapshot.text().into_bytes() }
     }
 

@@ -23,6 +23,7 @@ use crate::media;
 use crate::store::{Content, Store};
 use crate::views::Views;
 use crate::views::index::{EntryKind, LayerIndex};
+use crate::views::lazy::LazyLayer;
 use crate::views::merge::{Found, Inode, LayerSource, Merge};
 use crate::views::prefetch::{Prefetcher, Step};
 
@@ -52,6 +53,17 @@ pub trait ImageLayers: Send + Sync {
     fn prefetch(&self, repo: &str, manifest: &Digest, layers: &[usize]) {
         let _ = (repo, manifest, layers);
     }
+    /// Layer `n` read by chunks (`views::lazy`), if it is one: its index is the TOC's and its
+    /// files open as parts. `None`: it is read whole. By default never.
+    fn lazy(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
+        let _ = (repo, manifest, n);
+        Ok(None)
+    }
+    /// [`ImageLayers::lazy`] if it is known now: `None` if finding out may wait.
+    fn lazy_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Option<Arc<LazyLayer>>> {
+        let _ = (repo, manifest, n);
+        Some(None)
+    }
 }
 
 /// Layers as an inline answer reads them ([`Layout::at_hand`]): an index only if it is in
@@ -78,6 +90,15 @@ impl ImageLayers for AtHand {
 
     fn index_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
         self.0.index_now(repo, manifest, n)
+    }
+
+    fn lazy(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
+        let not = || Error::NotAtHand(format!("the TOC of layer {n} of {repo}@{manifest}"));
+        self.0.lazy_now(repo, manifest, n).ok_or_else(not)
+    }
+
+    fn lazy_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Option<Arc<LazyLayer>>> {
+        self.0.lazy_now(repo, manifest, n)
     }
 }
 
@@ -122,7 +143,28 @@ impl LayersInner {
         layer.ok_or_else(|| Error::NotFound(format!("{repo}@{manifest}: no layer {n}")))
     }
 
+    /// Layer `n` read by chunks, if it names a TOC (and Range is honoured, and `--lazy` is on).
+    fn lazy(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
+        let doc = self.store.manifest(repo, manifest)?;
+        self.views.lazy().layer(repo, &doc, n)
+    }
+
+    /// [`LayersInner::lazy`] if known now: a layer that names a TOC not read yet is not.
+    fn lazy_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Option<Arc<LazyLayer>>> {
+        let doc = self.store.manifest_now(repo, manifest)?;
+        let lazy = self.views.lazy();
+        match lazy.layer_now(repo, &doc, n) {
+            Some(l) => Some(Some(l)),
+            None => lazy.reads_whole(repo, &doc, n).then_some(None),
+        }
+    }
+
     fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
+        // A layer read by chunks has its TOC's index, always: its entries' numbers are inodes,
+        // so one layer never has two indexes in one run.
+        if let Some(l) = self.lazy(repo, manifest, n)? {
+            return Ok(Arc::clone(&l.index));
+        }
         let index = self.views.index(repo, manifest, n)?;
         if let Ok(d) = self.layer(repo, manifest, n) {
             crate::sync::lock(&self.indexed).put(d, ());
@@ -147,13 +189,28 @@ impl ImageLayers for ViewsLayers {
         self.0.decoded(repo, manifest, n)
     }
 
+    /// Never a layer read by chunks (its files open as parts, [`ImageLayers::lazy_now`]).
     fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
         let doc = self.0.store.manifest_now(repo, manifest)?;
+        if !self.0.views.lazy().reads_whole(repo, &doc, n) {
+            return None;
+        }
         self.0.views.ready(&doc, n)
     }
 
     fn index_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Result<Arc<LayerIndex>>> {
-        self.0.views.index_now(repo, manifest, n)
+        match self.0.lazy_now(repo, manifest, n)? {
+            Some(l) => Some(Ok(Arc::clone(&l.index))),
+            None => self.0.views.index_now(repo, manifest, n),
+        }
+    }
+
+    fn lazy(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
+        self.0.lazy(repo, manifest, n)
+    }
+
+    fn lazy_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Option<Arc<LazyLayer>>> {
+        self.0.lazy_now(repo, manifest, n)
     }
 
     /// Layers not indexed yet this run are downloaded and decoded at once (two at least: one
@@ -172,7 +229,13 @@ impl ImageLayers for ViewsLayers {
         let ns: Vec<usize> = missing.iter().map(|(n, _)| *n).collect();
         let (inner, repo2, m2) = (Arc::clone(&self.0), repo.to_string(), manifest.clone());
         let descs: std::collections::HashMap<usize, crate::manifest::Descriptor> = missing.into_iter().collect();
+        // A layer read by chunks downloads nothing: getting it ready is reading its TOC.
+        let lazily: std::collections::HashSet<usize> =
+            ns.iter().copied().filter(|&n| !self.0.views.lazy().reads_whole(repo, &doc, n)).collect();
         let download: Step = Arc::new(move |n| {
+            if lazily.contains(&n) {
+                return;
+            }
             if let Some(d) = descs.get(&n) {
                 if let Err(e) = inner.store.blob(&repo2, &d.digest, d.size) {
                     log::debug!("{repo2}@{m2}: prefetch of layer {n}: {e}");
@@ -329,7 +392,9 @@ fn reader_at(tar: &Content, at: u64) -> Result<Box<dyn std::io::Read + Send>> {
             let start = usize::try_from(at).ok().filter(|s| *s <= b.len()).unwrap_or(b.len());
             Ok(Box::new(std::io::Cursor::new(b[start..].to_vec())))
         }
-        Content::Range { .. } | Content::Manifest(_) => Err(Error::Io("a layer that is not a whole file".into())),
+        Content::Range { .. } | Content::Manifest(_) | Content::Parts(_) => {
+            Err(Error::Io("a layer that is not a whole file".into()))
+        }
     }
 }
 
@@ -523,6 +588,14 @@ impl RootfsFile {
         Ok(())
     }
 
+    /// Its chunks, in its layer read by chunks: each verified against the TOC before a byte of
+    /// it is served.
+    fn open_lazily(&self, lazy: &Arc<LazyLayer>) -> Result<Content> {
+        let what = || format!("rootfs entry {} of layer {} of {}@{}", self.entry, self.layer, self.repo, self.manifest);
+        let e = lazy.index.entry(self.entry).ok_or_else(|| Error::malformed(what(), "no such entry"))?;
+        lazy.open(e.data_offset())
+    }
+
     /// Its bytes in its layer's decoded tar, checked to lie inside it.
     fn range(&self, index: &LayerIndex, tar: Content) -> Result<Content> {
         let what = || format!("rootfs entry {} of layer {} of {}@{}", self.entry, self.layer, self.repo, self.manifest);
@@ -543,7 +616,7 @@ impl RootfsFile {
                     .ok_or_else(|| Error::malformed(what(), "past its layer"))?;
                 Ok(Content::Memory(Arc::new(slice.to_vec())))
             }
-            Content::Range { .. } | Content::Manifest(_) => {
+            Content::Range { .. } | Content::Manifest(_) | Content::Parts(_) => {
                 Err(Error::malformed(what(), "a layer that is not a whole file"))
             }
         }
@@ -568,6 +641,9 @@ impl File for RootfsFile {
     /// disk: so the bytes served are the entry's, whatever the index file says.
     fn open(&self, cx: &Layout) -> Result<Content> {
         let n = usize::from(self.layer);
+        if let Some(lazy) = cx.images().lazy(&self.repo, &self.manifest, n)? {
+            return self.open_lazily(&lazy);
+        }
         let index = cx.images().index(&self.repo, &self.manifest, n)?;
         let tar = cx.images().decoded(&self.repo, &self.manifest, n)?;
         self.check_header(&index, &tar)?;
@@ -576,6 +652,9 @@ impl File for RootfsFile {
 
     /// The same check as `open`, inline: a layer at hand is no reason to trust its index.
     fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        if let Some(lazy) = cx.images().lazy_now(&self.repo, &self.manifest, usize::from(self.layer))? {
+            return Some(self.open_lazily(&lazy));
+        }
         let (index, file) = cx.images().ready(&self.repo, &self.manifest, usize::from(self.layer))?;
         Some(self.check_header(&index, &file).and_then(|()| self.range(&index, file)))
     }

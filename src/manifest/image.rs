@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Descriptor, TITLE_ANNOTATION};
+use super::{Descriptor, LAZY_ANNOTATIONS, MAX_LAZY_ANNOTATION, TITLE_ANNOTATION};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits::{MAX_BLOB_SIZE, MAX_LAYER_URL_LEN, MAX_LAYER_URLS, MAX_PLATFORM_PART, MAX_TITLE};
@@ -61,6 +61,13 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
         .and_then(|t| t.as_str())
         .filter(|t| t.len() <= MAX_TITLE)
         .map(str::to_string);
+    let lazy = LAZY_ANNOTATIONS
+        .iter()
+        .filter_map(|&k| {
+            let v = raw.annotations.as_ref()?.get(k)?.as_str()?;
+            (v.len() <= MAX_LAZY_ANNOTATION).then(|| (k, v.to_string()))
+        })
+        .collect();
     let mut urls = raw.urls.unwrap_or_default();
     if urls.len() > MAX_LAYER_URLS || urls.iter().any(|u| u.len() > MAX_LAYER_URL_LEN) {
         log::warn!(
@@ -72,7 +79,7 @@ pub fn descriptor(value: &serde_json::Value, what: &str) -> Result<Descriptor> {
         urls = Vec::new();
     }
     urls.shrink_to_fit();
-    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform, title, urls })
+    Ok(Descriptor { media_type: raw.media_type, digest: raw.digest, size: Some(raw.size), platform, title, urls, lazy })
 }
 
 fn descriptors(value: &serde_json::Value, field: &str) -> Result<Vec<Descriptor>> {

@@ -95,6 +95,30 @@ pub struct Descriptor {
     /// layers), as listed, unchecked (`registry::foreign::UrlRules` judges them); within
     /// `limits::MAX_LAYER_URLS` of `MAX_LAYER_URL_LEN` bytes, else empty.
     pub urls: Vec<String>,
+    /// The annotations a lazy format reads ([`LAZY_ANNOTATIONS`]) that the descriptor carries as
+    /// strings of at most [`MAX_LAZY_ANNOTATION`] bytes, in that list's order; others are not kept.
+    /// Covered by the manifest's digest, so they are as trusted as the manifest.
+    pub lazy: Vec<(&'static str, String)>,
+}
+
+/// The layer annotations lazy formats read: eStargz's TOC digest and uncompressed size,
+/// zstd:chunked's TOC checksum and positions (and the early stargz-snapshotter variant's key,
+/// kept only to refuse it).
+pub const LAZY_ANNOTATIONS: [&str; 6] = [
+    "containerd.io/snapshot/stargz/toc.digest",
+    "io.containers.estargz.uncompressed-size",
+    "io.github.containers.zstd-chunked.manifest-checksum",
+    "io.github.containers.zstd-chunked.manifest-position",
+    "io.github.containers.zstd-chunked.tarsplit-position",
+    "io.containers.zstd-chunked.manifest-checksum",
+];
+pub use crate::limits::MAX_LAZY_ANNOTATION;
+
+impl Descriptor {
+    /// The value of lazy annotation `key` (one of [`LAZY_ANNOTATIONS`]), if it carries it.
+    pub fn lazy_annotation(&self, key: &str) -> Option<&str> {
+        self.lazy.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// The annotation naming a layer's file (as `oras push` writes it and `oras pull` reads it).
@@ -154,6 +178,8 @@ impl Manifest {
                 + d.title.as_ref().map_or(0, String::capacity)
                 + d.urls.capacity() * size_of::<String>()
                 + d.urls.iter().map(String::capacity).sum::<usize>()
+                + d.lazy.capacity() * size_of::<(&str, String)>()
+                + d.lazy.iter().map(|(_, v)| v.capacity()).sum::<usize>()
         };
         let named = |v: &[(String, Descriptor)]| {
             v.iter().map(|(n, d)| size_of::<(String, Descriptor)>() + n.capacity() + desc(d)).sum::<usize>()

@@ -54,6 +54,7 @@ pub fn layers(payload: &serde_json::Value) -> Result<Vec<Descriptor>> {
             platform: None,
             title: None,
             urls: Vec::new(),
+            lazy: Vec::new(),
         })
         .collect())
 }

@@ -25,7 +25,7 @@ pub mod cache;
 pub mod dir;
 pub mod download;
 pub mod flight;
-mod sized;
+pub mod sized;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -157,6 +157,24 @@ pub enum Content {
         start: u64,
         len: u64,
     },
+    /// A file whose bytes are had by parts as they are read, each part verified before it is
+    /// served (a file of a layer read lazily, chunk by chunk): reads may wait on the network.
+    Parts(Arc<dyn Parts>),
+}
+
+/// A file read by parts ([`Content::Parts`]): every byte it gives was verified against a
+/// digest the manifest covers, and a read of what it has not verified yet may fetch.
+pub trait Parts: Send + Sync {
+    /// Its length.
+    fn len(&self) -> u64;
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Up to `size` bytes from `offset` (none at or past the end); may fetch and verify.
+    fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>>;
+    /// [`Parts::read`] if it needs no waiting (every byte asked is verified and in memory).
+    fn read_now(&self, offset: u64, size: u32) -> Option<Result<Vec<u8>>>;
 }
 
 impl Content {
@@ -164,7 +182,7 @@ impl Content {
     pub fn file(&self) -> Option<&Arc<File>> {
         match self {
             Content::File(file) | Content::Range { file, .. } => Some(file),
-            Content::Manifest(_) | Content::Memory(_) => None,
+            Content::Manifest(_) | Content::Memory(_) | Content::Parts(_) => None,
         }
     }
 }
@@ -789,6 +807,52 @@ impl Store {
                     );
                 }
                 None
+            }
+        }
+    }
+
+    /// Bytes `start..end` of blob `digest` of `repo`, whose size `size` a verified manifest
+    /// declares: from the verified blob if it is cached (no request), else by one `Range`
+    /// request. `Ok(None)` when the registry does not honour `Range` (the caller reads the whole
+    /// blob instead). Nothing here verifies the bytes (their caller checks them against a digest
+    /// the manifest covers); a reply of another length than asked is a fault (`Protocol`), and
+    /// a range past `size` or longer than [`limits::MAX_RANGE_FETCH`] is never asked.
+    pub fn blob_range(&self, repo: &str, digest: &Digest, size: u64, start: u64, end: u64) -> Result<Option<Vec<u8>>> {
+        let what = || format!("bytes {start}..{end} of blob {digest} of {repo}");
+        if start >= end || end > size || end - start > limits::MAX_RANGE_FETCH {
+            return Err(Error::malformed(what(), format!("not a range of a blob of {size} bytes")));
+        }
+        let len = (end - start) as usize;
+        if let Some(bytes) = lock(&self.small).get(digest) {
+            return Ok(bytes.get(start as usize..end as usize).map(<[u8]>::to_vec));
+        }
+        if let Some(file) = self.blobs.open_verified(cache::Kind::Blob, digest)? {
+            let mut buf = vec![0u8; len];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, start)
+                .map_err(|e| Error::Io(format!("{}: {e}", what())))?;
+            return Ok(Some(buf));
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let reply = self.client.blob_range(repo, digest, start, end)?;
+            if !reply.ranged {
+                log::info!("{}: Range not honoured; {} is read whole", reply.url, digest);
+                return Ok(None);
+            }
+            let mut buf = Vec::with_capacity(len);
+            let read = std::io::Read::read_to_end(&mut std::io::Read::take(reply.reader, len as u64 + 1), &mut buf);
+            match read {
+                Ok(_) if buf.len() == len => return Ok(Some(buf)),
+                Ok(_) => {
+                    let e = Error::Protocol(format!("{}: {} bytes sent for a range of {len}", reply.url, buf.len()));
+                    if buf.len() > len || tries >= 3 {
+                        return Err(e);
+                    }
+                    log::info!("{e}; asking again");
+                }
+                Err(e) if tries < 3 => log::info!("{}: {e}; asking again", reply.url),
+                Err(e) => return Err(Error::Unavailable(format!("{}: {e}", reply.url))),
             }
         }
     }

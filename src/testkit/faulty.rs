@@ -53,7 +53,13 @@ impl<C> std::ops::Deref for Faulty<C> {
 impl<C: Client> Faulty<C> {
     /// `inner`, with no faults yet.
     pub fn new(inner: C) -> Self {
-        Faulty { inner, faults: Mutex::default(), calls: Mutex::default(), blob_gets: AtomicUsize::new(0), blob_ranges: AtomicUsize::new(0) }
+        Faulty {
+            inner,
+            faults: Mutex::default(),
+            calls: Mutex::default(),
+            blob_gets: AtomicUsize::new(0),
+            blob_ranges: AtomicUsize::new(0),
+        }
     }
 
     /// Cut the next `times` blob bodies off with an error after `bytes` bytes.
@@ -220,8 +226,11 @@ impl<C: Client> Client for Faulty<C> {
         self.blob_gets.fetch_add(1, Ordering::SeqCst);
         self.blob_ranges.fetch_add(1, Ordering::SeqCst);
         let mut f = lock(&self.faults);
-        let reply =
-            if f.ignore_range { self.inner.blob(repo, digest, 0)? } else { self.inner.blob_range(repo, digest, start, end)? };
+        let reply = if f.ignore_range {
+            self.inner.blob(repo, digest, 0)?
+        } else {
+            self.inner.blob_range(repo, digest, start, end)?
+        };
         let reply = if f.ignore_range { BlobReply { ranged: false, ..reply } } else { reply };
         Ok(Faulty::<C>::faulty_reply(&mut f, reply))
     }

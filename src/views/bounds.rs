@@ -51,6 +51,8 @@ pub struct ViewsConfig {
     /// Decodes (and indexing) of layers a `rootfs/` listing gets ready at once, for the whole
     /// mount: one per CPU (`available_parallelism`, 2 when unknown).
     pub prefetch_decodes: usize,
+    /// Layers read by chunks (`views::lazy`): on or off, and what they may hold.
+    pub lazy: crate::views::lazy::LazyConfig,
 }
 
 impl Default for ViewsConfig {
@@ -70,6 +72,7 @@ impl Default for ViewsConfig {
             link_counts: 16_384,
             prefetch_downloads: 4,
             prefetch_decodes: std::thread::available_parallelism().map_or(2, usize::from),
+            lazy: crate::views::lazy::LazyConfig::default(),
         }
     }
 }

@@ -139,6 +139,8 @@ pub struct Views {
     derived: Mutex<LruCache<Digest, Digest>>,
     /// The decoded tars `ready` handed out last, kept open ([`ViewsConfig::held_decoded_files`]).
     held: Mutex<LruCache<Digest, Arc<std::fs::File>>>,
+    /// Layers read by chunks.
+    lazy: super::lazy::Lazy,
 }
 
 /// Whether layer `n` of `m` has a decoded view (`<n>.tar`): an image manifest's (schema2, OCI,
@@ -225,6 +227,7 @@ impl Views {
 
     /// Views within the mount's bounds.
     pub fn with_config(store: Arc<Store>, config: ViewsConfig) -> Views {
+        let lazy = super::lazy::Lazy::new(Arc::clone(&store), config.lazy, config.index_limits());
         Views {
             store,
             config,
@@ -237,7 +240,13 @@ impl Views {
             failed: Mutex::new(LruCache::new(crate::capacity::nonzero(config.failed_decodes))),
             derived: Mutex::new(LruCache::new(crate::capacity::nonzero(config.schema1_derived))),
             held: Mutex::new(LruCache::new(crate::capacity::nonzero(config.held_decoded_files))),
+            lazy,
         }
+    }
+
+    /// Layers read by chunks.
+    pub fn lazy(&self) -> &super::lazy::Lazy {
+        &self.lazy
     }
 
     /// The bounds these views keep.

@@ -16,6 +16,8 @@
 //!   merge reads.
 //! - `rootpath`: where an entry lands when its parent path crosses a symlink of its layer.
 //! - `merge`: the lazy top-down merge of a stack of indexes, which `rootfs/` shows.
+//! - `lazy`: layers read by chunks (eStargz, zstd:chunked): their TOCs as an index, and files
+//!   served chunk by chunk, each verified against the TOC the manifest names.
 //! - `prefetch`: the pool that gets a listing's layers ready at once, downloads and decodes each
 //!   bounded.
 
@@ -25,6 +27,7 @@ pub mod decode;
 pub mod index;
 pub mod kind;
 mod layers;
+pub mod lazy;
 pub mod merge;
 pub mod prefetch;
 mod rootpath;

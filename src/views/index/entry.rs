@@ -152,7 +152,7 @@ impl Entry {
     /// A parsed tar entry as the builder's input, or why it is left out and its name (lossy):
     /// names or link targets that are not UTF-8 or hold a NUL, sparse entries, unknown
     /// typeflags. Whiteouts are whiteouts whatever their typeflag.
-    pub(super) fn from_raw(raw: RawEntry) -> Result<Entry, (&'static str, String)> {
+    pub(crate) fn from_raw(raw: RawEntry) -> Result<Entry, (&'static str, String)> {
         let lossy = String::from_utf8_lossy(&raw.name).into_owned();
         let (Ok(name), Ok(link_target)) = (String::from_utf8(raw.name), String::from_utf8(raw.linkname)) else {
             return Err(("name not UTF-8", lossy));

@@ -1,0 +1,214 @@
+//! A lazily read file's bytes, chunk by chunk: each chunk fetched by one `Range` request (or
+//! read from the verified blob when it is cached whole), decompressed alone (one gzip member,
+//! one zstd frame), cut to its span, and hashed; only a chunk whose sha256 is the TOC's
+//! `chunkDigest` is served or kept.
+//!
+//! - Verified chunks are kept in memory by their digest ([`Chunks`], bounded in bytes,
+//!   least recently used out): content-addressed, so two files or two images with a chunk in
+//!   common share it, and nothing a registry says later can change what a digest holds.
+//! - One fetch per chunk at a time (single flight): readers of one chunk wait for one request.
+//! - A chunk that does not verify is `DigestMismatch` (EIO) for that read, logged with the blob
+//!   and the range; nothing of it is kept, and it is asked again at the next read (a registry
+//!   fault is not remembered as the file's state).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use super::LazyLayer;
+use super::toc::{Chunk, Codec, FileChunks};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::store::flight::SingleFlight;
+use crate::store::sized::SizedLru;
+use crate::store::{Content, Parts};
+use crate::sync;
+
+/// Verified chunks in memory, by digest, and one fetch per chunk at a time.
+pub struct Chunks {
+    kept: std::sync::Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
+    flights: SingleFlight<Digest, Arc<Vec<u8>>>,
+}
+
+impl Chunks {
+    /// Room for `bytes` of chunks.
+    pub fn new(bytes: usize) -> Chunks {
+        Chunks { kept: std::sync::Mutex::new(SizedLru::new(bytes)), flights: SingleFlight::default() }
+    }
+
+    fn kept(&self, digest: &Digest) -> Option<Arc<Vec<u8>>> {
+        sync::lock(&self.kept).get(digest)
+    }
+
+    /// Bytes of chunks held now.
+    pub fn bytes(&self) -> usize {
+        sync::lock(&self.kept).bytes()
+    }
+}
+
+/// The bytes of chunk `c` of `layer`: kept, or fetched and verified (and kept).
+pub fn chunk(layer: &LazyLayer, c: &Chunk) -> Result<Arc<Vec<u8>>> {
+    if c.zeros {
+        return Ok(Arc::new(vec![0u8; c.size as usize]));
+    }
+    let chunks = &layer.shared.chunks;
+    if let Some(bytes) = chunks.kept(&c.digest) {
+        return Ok(bytes);
+    }
+    chunks.flights.run(&c.digest, || {
+        if let Some(bytes) = chunks.kept(&c.digest) {
+            return Ok(bytes);
+        }
+        let bytes = Arc::new(fetch(layer, c)?);
+        sync::lock(&chunks.kept).put(c.digest.clone(), Arc::clone(&bytes));
+        Ok(bytes)
+    })
+}
+
+/// Fetch, decompress, cut and verify chunk `c` of `layer`.
+fn fetch(layer: &LazyLayer, c: &Chunk) -> Result<Vec<u8>> {
+    layer.check_trusted()?;
+    let what = || format!("chunk {} ({}..{} of blob {} of {})", c.digest, c.start, c.end, layer.blob, layer.repo);
+    let compressed = layer.range(c.start, c.end)?;
+    let data = decompress(&compressed, layer.codec, c.inner, c.size).map_err(|why| {
+        log::warn!("{}: {why}", what());
+        Error::malformed(what(), why)
+    })?;
+    let mut h = Hasher::new(Algorithm::Sha256);
+    h.update(&data);
+    let actual = h.finish();
+    if actual != c.digest {
+        log::warn!("{}: hashes to {actual}; not served", what());
+        return Err(Error::DigestMismatch { what: what(), expected: c.digest.to_string(), actual: actual.to_string() });
+    }
+    layer.counters.chunks_verified.bump();
+    Ok(data)
+}
+
+/// Bytes `inner..inner + size` of the one member (gzip) or frame (zstd) at the start of
+/// `compressed`.
+fn decompress(compressed: &[u8], codec: Codec, inner: u64, size: u64) -> std::result::Result<Vec<u8>, String> {
+    let want = inner.checked_add(size).filter(|w| *w <= limits::MAX_LAZY_CHUNK + limits::MAX_LAZY_CHUNK);
+    let want = want.ok_or_else(|| format!("a span {inner}+{size} too large"))?;
+    let mut out = Vec::with_capacity(want as usize);
+    let read = match codec {
+        Codec::Gzip => flate2::read::GzDecoder::new(compressed).take(want).read_to_end(&mut out),
+        Codec::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(compressed).map_err(|e| e.to_string())?;
+            d.window_log_max(limits::ZSTD_WINDOW_LOG_MAX).map_err(|e| e.to_string())?;
+            d.single_frame().take(want).read_to_end(&mut out)
+        }
+    };
+    read.map_err(|e| format!("does not decompress: {e}"))?;
+    if (out.len() as u64) < want {
+        return Err(format!("decompresses to {} bytes, fewer than the {want} its TOC entry needs", out.len()));
+    }
+    out.drain(..inner as usize);
+    Ok(out)
+}
+
+/// Where [`LazyFile`]'s reads get a chunk: `None` if it is not at hand (and must not be fetched).
+type ChunkSource<'a> = dyn FnMut(&Chunk) -> Option<Result<Arc<Vec<u8>>>> + 'a;
+
+/// A regular file of a lazy layer, read by chunks ([`Content::Parts`]).
+pub struct LazyFile {
+    pub(super) layer: Arc<LazyLayer>,
+    /// Its number in the layer's files.
+    pub(super) file: usize,
+}
+
+impl LazyFile {
+    fn chunks(&self) -> &FileChunks {
+        &self.layer.files[self.file]
+    }
+
+    /// The chunks holding bytes `offset..offset + size` (none past the end).
+    fn covering(&self, offset: u64, size: u32) -> &[Chunk] {
+        let f = self.chunks();
+        let end = offset.saturating_add(u64::from(size)).min(f.size);
+        if offset >= end {
+            return &[];
+        }
+        let first = f.chunks.partition_point(|c| c.at + c.size <= offset);
+        let last = f.chunks.partition_point(|c| c.at < end);
+        &f.chunks[first..last.max(first)]
+    }
+
+    fn assemble(
+        &self,
+        offset: u64,
+        size: u32,
+        get: &mut ChunkSource<'_>,
+    ) -> Option<Result<Vec<u8>>> {
+        let end = offset.saturating_add(u64::from(size)).min(self.chunks().size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        for c in self.covering(offset, size) {
+            let bytes = match get(c)? {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e)),
+            };
+            let from = offset.max(c.at) - c.at;
+            let to = end.min(c.at + c.size) - c.at;
+            match bytes.get(from as usize..to as usize) {
+                Some(part) => out.extend_from_slice(part),
+                None => return Some(Err(Error::Io(format!("chunk {} is short", c.digest)))),
+            }
+        }
+        Some(Ok(out))
+    }
+}
+
+impl Parts for LazyFile {
+    fn len(&self) -> u64 {
+        self.chunks().size
+    }
+
+    fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.layer.check_trusted()?;
+        let layer = &self.layer;
+        let got = self.assemble(offset, size, &mut |c| Some(chunk(layer, c)));
+        got.unwrap_or_else(|| Err(Error::Io("a chunk went missing".into())))
+    }
+
+    fn read_now(&self, offset: u64, size: u32) -> Option<Result<Vec<u8>>> {
+        if let Err(e) = self.layer.check_trusted() {
+            return Some(Err(e));
+        }
+        let chunks = &self.layer.shared.chunks;
+        self.assemble(offset, size, &mut |c| {
+            if c.zeros {
+                return Some(Ok(Arc::new(vec![0u8; c.size as usize])));
+            }
+            chunks.kept(&c.digest).map(Ok)
+        })
+    }
+}
+
+/// `file` of `layer` as content.
+pub fn content(layer: Arc<LazyLayer>, file: usize) -> Content {
+    Content::Parts(Arc::new(LazyFile { layer, file }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    #[test]
+    fn one_member_is_decompressed_and_cut_to_its_span() {
+        let member = [gzip(b"header and payload"), gzip(b"the next member")].concat();
+        assert_eq!(decompress(&member, Codec::Gzip, 11, 7).expect("span"), b"payload");
+        assert!(decompress(&member, Codec::Gzip, 11, 30).is_err(), "a span past its member is an error");
+        let frame =
+            [zstd::encode_all(&b"0123456789"[..], 1).expect("zstd"), zstd::encode_all(&b"abc"[..], 1).expect("zstd")]
+                .concat();
+        assert_eq!(decompress(&frame, Codec::Zstd, 0, 10).expect("frame"), b"0123456789");
+        assert!(decompress(&frame, Codec::Zstd, 0, 13).is_err(), "one frame only");
+        assert!(decompress(b"not gzip", Codec::Gzip, 0, 1).is_err());
+    }
+}

@@ -1,0 +1,425 @@
+//! Layers read lazily: a file of `rootfs/` served from the chunks that hold it, each verified
+//! against a digest the manifest covers, without the rest of its layer.
+//!
+//! # Which layers
+//! A layer of an image manifest whose descriptor carries a TOC digest:
+//! - **eStargz**: `containerd.io/snapshot/stargz/toc.digest` (the sha256 of the TOC's JSON);
+//!   the TOC is found by the footer ([`estargz`]).
+//! - **zstd:chunked**: `io.github.containers.zstd-chunked.manifest-checksum` (the sha256 of the
+//!   compressed TOC) and `…manifest-position` ([`zstd_chunked`]).
+//!
+//! A layer carrying both is refused (containers/storage refuses it too: two TOCs, two
+//! possible trees). The early zstd:chunked variant (`io.containers.zstd-chunked.*`, no
+//! tar-split) and a layer with no annotation are read whole, as any layer. `--lazy off` reads
+//! every layer whole.
+//!
+//! # The chain of trust, and its two tiers
+//! manifest digest → the descriptor's TOC digest → the TOC → each chunk's `chunkDigest` → the
+//! chunk's decompressed bytes. So a lazily served file is **verified against the TOC the
+//! manifest names**. It is not proven equal to the layer's tar (the diff_id): no format lets
+//! anyone prove that without reading the whole layer, and an image author can make a TOC that
+//! differs from the tar it sits in (containers/storage refuses such partial pulls unless told
+//! `insecure_allow_unpredictable_image_contents`). `layers/<n>.tar` is never served lazily: it
+//! stays the diff_id-verified tier. When the same layer's whole blob is verified later (its
+//! `layers/<n>.tar` read, say), its tar is checked against the TOC; if they disagree, the layer is
+//! *poisoned*: every lazily served file of it is `EIO` from then on, with a log line and a
+//! status entry ([`Lazy::poison`]).
+//!
+//! # What it costs
+//! The first `ls` of a layer: one or two `Range` requests (the footer and, past the tail's
+//! first 64 KiB, the rest of the TOC; zstd:chunked: the TOC alone). A file's first read: one
+//! request per chunk it touches (4 MiB chunks by eStargz's default), none for a chunk already
+//! verified (kept by digest, [`chunks::Chunks`]), none when the whole blob is verified in the
+//! cache (read from it). A registry that does not honour `Range` makes the layer read whole,
+//! as any other.
+//!
+//! # Bounds (a hostile TOC or registry)
+//! TOCs at most [`limits::MAX_TOC_BYTES`], entries as a layer's index, chunks at most
+//! [`limits::MAX_LAZY_CHUNK`] decompressed; what [`toc`] refuses refuses the layer (`EIO`
+//! for what it touches); TOCs refused are remembered for [`LazyConfig::failed_hold`] only
+//! (a registry fault is not the layer's state).
+
+pub mod chunks;
+pub mod estargz;
+pub mod toc;
+pub mod zstd_chunked;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::manifest::Descriptor;
+use crate::store::flight::SingleFlight;
+use crate::store::{Content, Store, VerifiedManifest};
+use crate::sync;
+use crate::views::index::{IndexLimits, LayerIndex};
+use toc::{Codec, FileChunks};
+
+/// The eStargz TOC digest annotation.
+pub const ESTARGZ_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
+
+/// The lazy formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Estargz,
+    ZstdChunked,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Estargz => "estargz",
+            Format::ZstdChunked => "zstd:chunked",
+        }
+    }
+}
+
+/// The lazy format layer `d` names, with its TOC digest; `None` when it names none;
+/// `Malformed` when it names two, or a digest that is not one.
+pub fn format_of(d: &Descriptor) -> Result<Option<(Format, Digest)>> {
+    let estargz = d.lazy_annotation(ESTARGZ_TOC_DIGEST);
+    let zstd = d.lazy_annotation(zstd_chunked::CHECKSUM);
+    let what = || format!("layer {}", d.digest);
+    let parse = |v: &str| v.parse::<Digest>().map_err(|_| Error::malformed(what(), format!("a TOC digest {v:?}")));
+    match (estargz, zstd) {
+        (Some(_), Some(_)) => Err(Error::malformed(what(), "it names both an eStargz and a zstd:chunked TOC")),
+        (Some(v), None) => Ok(Some((Format::Estargz, parse(v)?))),
+        (None, Some(v)) => Ok(Some((Format::ZstdChunked, parse(v)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// What the lazy reader may hold (sizes chosen for speed; the hostile bounds are in `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LazyConfig {
+    /// Read layers that name a TOC lazily (`--lazy`, on by default).
+    pub enabled: bool,
+    /// Bytes of verified chunks kept in memory: 64 MiB.
+    pub chunk_memory: usize,
+    /// Lazy layers (their TOCs, as an index and chunk tables) kept: 64.
+    pub layers: usize,
+    /// How long a TOC refused is the layer's answer before it is fetched again: 10 s.
+    pub failed_hold: Duration,
+}
+
+impl Default for LazyConfig {
+    fn default() -> Self {
+        LazyConfig { enabled: true, chunk_memory: 64 << 20, layers: 64, failed_hold: Duration::from_secs(10) }
+    }
+}
+
+crate::telemetry::counters! {
+    /// What one lazy layer has cost.
+    pub struct LayerStats;
+    /// Lock-free counters behind [`LayerStats`].
+    pub struct LayerCounters {
+        /// Range requests sent for it (TOC and chunks).
+        ranges,
+        /// Compressed bytes fetched by them.
+        fetched_bytes,
+        /// Chunks fetched and verified.
+        chunks_verified,
+    }
+}
+
+/// What is shared by every lazy layer of a mount.
+pub(crate) struct Shared {
+    store: Arc<Store>,
+    chunks: chunks::Chunks,
+    /// Layers whose tar was found to disagree with their TOC, by blob, and why.
+    poisoned: Mutex<std::collections::HashMap<Digest, String>>,
+}
+
+/// One layer read lazily: its TOC, checked, as an index and chunk tables.
+pub struct LazyLayer {
+    pub repo: String,
+    pub blob: Digest,
+    pub size: u64,
+    pub format: Format,
+    pub toc_digest: Digest,
+    pub index: Arc<LayerIndex>,
+    pub files: Vec<FileChunks>,
+    /// Index entries before the prefetch landmark (eStargz), if there is one.
+    pub prefetch: Option<Vec<u32>>,
+    codec: Codec,
+    shared: Arc<Shared>,
+    counters: LayerCounters,
+}
+
+impl LazyLayer {
+    /// Bytes `start..end` of the blob, counted.
+    fn range(&self, start: u64, end: u64) -> Result<Vec<u8>> {
+        fetch_range(&self.shared.store, &self.counters, &self.repo, &self.blob, self.size, start, end)?.ok_or_else(
+            || Error::Unavailable(format!("blob {} of {}: the registry no longer honours Range", self.blob, self.repo)),
+        )
+    }
+
+    /// `Ok` unless the layer was poisoned (its tar disagrees with its TOC).
+    fn check_trusted(&self) -> Result<()> {
+        match sync::lock(&self.shared.poisoned).get(&self.blob) {
+            None => Ok(()),
+            Some(why) => Err(Error::malformed(
+                format!("layer {} of {} read lazily", self.blob, self.repo),
+                format!("its tar disagrees with its TOC ({why}); no file of it is served"),
+            )),
+        }
+    }
+
+    /// The content of the regular file whose index entry has data offset `data_offset`.
+    pub fn open(self: &Arc<Self>, data_offset: u64) -> Result<Content> {
+        self.check_trusted()?;
+        let n = data_offset.checked_sub(1).and_then(|n| usize::try_from(n).ok()).filter(|n| *n < self.files.len());
+        let n =
+            n.ok_or_else(|| Error::malformed(format!("lazy layer {}", self.blob), format!("no file {data_offset}")))?;
+        Ok(chunks::content(Arc::clone(self), n))
+    }
+
+    /// What it has cost so far.
+    pub fn stats(&self) -> LayerStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Bytes `start..end` of blob `digest`, counted in `counters`: `None` if Range is not honoured.
+fn fetch_range(
+    store: &Store,
+    counters: &LayerCounters,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    start: u64,
+    end: u64,
+) -> Result<Option<Vec<u8>>> {
+    let got = store.blob_range(repo, digest, size, start, end)?;
+    if let Some(b) = &got {
+        counters.ranges.bump();
+        counters.fetched_bytes.add(b.len() as u64);
+    }
+    Ok(got)
+}
+
+type Key = (String, Digest, Digest);
+
+/// The lazy layers of a mount: built from their TOCs once, kept ([`LazyConfig::layers`]).
+pub struct Lazy {
+    config: LazyConfig,
+    limits: IndexLimits,
+    shared: Arc<Shared>,
+    layers: Mutex<LruCache<Key, Arc<LazyLayer>>>,
+    flights: SingleFlight<Key, Option<Arc<LazyLayer>>>,
+    /// Blobs whose registry did not honour Range: read whole from then on.
+    whole: Mutex<LruCache<Digest, ()>>,
+    /// TOCs refused lately, and when.
+    failed: Mutex<LruCache<Key, (Instant, Error)>>,
+    /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4).
+    seen: Mutex<LruCache<Key, Arc<LazyLayer>>>,
+}
+
+impl Lazy {
+    pub fn new(store: Arc<Store>, config: LazyConfig, limits: IndexLimits) -> Lazy {
+        let n = crate::capacity::nonzero(config.layers);
+        Lazy {
+            config,
+            limits,
+            shared: Arc::new(Shared {
+                store,
+                chunks: chunks::Chunks::new(config.chunk_memory),
+                poisoned: Mutex::default(),
+            }),
+            layers: Mutex::new(LruCache::new(n)),
+            flights: SingleFlight::default(),
+            whole: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
+            failed: Mutex::new(LruCache::new(n)),
+            seen: Mutex::new(LruCache::new(crate::capacity::nonzero(config.layers.saturating_mul(4)))),
+        }
+    }
+
+    pub fn config(&self) -> &LazyConfig {
+        &self.config
+    }
+
+    fn key(repo: &str, doc: &VerifiedManifest, n: usize) -> Result<Option<(Key, Descriptor, Format)>> {
+        let Some((_, d)) = doc.manifest.layers.get(n) else { return Ok(None) };
+        if !doc.manifest.kind.is_image() {
+            return Ok(None);
+        }
+        let Some((format, toc)) = format_of(d)? else { return Ok(None) };
+        Ok(Some(((repo.to_string(), d.digest.clone(), toc), d.clone(), format)))
+    }
+
+    /// Layer `n` of `doc` read lazily, if it names a TOC and the registry honours Range; `None`
+    /// to read it whole. A TOC that is refused is this layer's error.
+    pub fn layer(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
+        if !self.config.enabled {
+            return Ok(None);
+        }
+        let Some((key, d, format)) = Lazy::key(repo, doc, n)? else { return Ok(None) };
+        if let Some(l) = sync::lock(&self.layers).get(&key) {
+            return Ok(Some(Arc::clone(l)));
+        }
+        if sync::lock(&self.whole).contains(&key.1) {
+            return Ok(None);
+        }
+        if let Some((at, e)) = sync::lock(&self.failed).get(&key) {
+            if at.elapsed() < self.config.failed_hold {
+                return Err(e.clone());
+            }
+        }
+        self.flights.run(&key, || {
+            let built = self.build(&key, &d, format);
+            match &built {
+                Ok(Some(l)) => {
+                    sync::lock(&self.layers).put(key.clone(), Arc::clone(l));
+                    sync::lock(&self.seen).put(key.clone(), Arc::clone(l));
+                    log::info!(
+                        "{repo}: layer {} is read lazily ({}, TOC {}: {} entries)",
+                        key.1,
+                        format.name(),
+                        key.2,
+                        l.index.len()
+                    );
+                }
+                Ok(None) => {
+                    sync::lock(&self.whole).put(key.1.clone(), ());
+                }
+                Err(e) if !matches!(e, Error::Io(_) | Error::Cancelled(_) | Error::Interrupted(_)) => {
+                    log::warn!("{repo}: layer {} ({}): {e}", key.1, format.name());
+                    sync::lock(&self.failed).put(key.clone(), (Instant::now(), e.clone()));
+                }
+                Err(_) => {}
+            }
+            built
+        })
+    }
+
+    /// [`Lazy::layer`] if it is in memory now; never a fetch.
+    pub fn layer_now(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> Option<Arc<LazyLayer>> {
+        if !self.config.enabled {
+            return None;
+        }
+        let (key, _, _) = Lazy::key(repo, doc, n).ok()??;
+        sync::lock(&self.layers).get(&key).cloned()
+    }
+
+    /// Whether layer `n` of `doc` is read whole (it names no TOC, or Range is not honoured, or
+    /// lazy reading is off) as far as is known now.
+    pub fn reads_whole(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> bool {
+        match Lazy::key(repo, doc, n) {
+            Ok(Some((key, _, _))) => !self.config.enabled || sync::lock(&self.whole).contains(&key.1),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    fn build(&self, key: &Key, d: &Descriptor, format: Format) -> Result<Option<Arc<LazyLayer>>> {
+        let (repo, blob, toc_digest) = key;
+        let what = format!("layer {blob} of {repo}");
+        let size = d.size.ok_or_else(|| Error::malformed(&what, "no size"))?;
+        let counters = LayerCounters::default();
+        let store = &self.shared.store;
+        let range = |start: u64, end: u64| fetch_range(store, &counters, repo, blob, size, start, end);
+        let (json, codec, data_end) = match format {
+            Format::Estargz => {
+                let tail_start = size.saturating_sub(estargz::TAIL);
+                if size < estargz::LEGACY_FOOTER {
+                    return Err(Error::malformed(&what, format!("{size} bytes: too short for an eStargz footer")));
+                }
+                let Some(tail) = range(tail_start, size)? else { return Ok(None) };
+                let (toc_at, footer) =
+                    estargz::footer(&tail).ok_or_else(|| Error::malformed(&what, "no eStargz footer"))?;
+                let footer_at = size - footer;
+                if toc_at >= footer_at {
+                    return Err(Error::malformed(
+                        &what,
+                        format!("its footer puts the TOC at {toc_at}, outside the blob's data"),
+                    ));
+                }
+                if footer_at - toc_at > limits::MAX_TOC_BYTES as u64 {
+                    return Err(Error::TooLarge(format!("{what}: a TOC of {} bytes", footer_at - toc_at)));
+                }
+                let in_tail = (footer_at - tail_start) as usize;
+                let member = if toc_at >= tail_start {
+                    tail[(toc_at - tail_start) as usize..in_tail].to_vec()
+                } else {
+                    let Some(mut head) = range(toc_at, tail_start)? else { return Ok(None) };
+                    head.extend_from_slice(&tail[..in_tail]);
+                    head
+                };
+                (estargz::toc_json(&member, toc_digest, &what)?, Codec::Gzip, toc_at)
+            }
+            Format::ZstdChunked => {
+                let position = d
+                    .lazy_annotation(zstd_chunked::POSITION)
+                    .ok_or_else(|| Error::malformed(&what, "a zstd:chunked checksum without its position"))?;
+                let p = zstd_chunked::position(position, size)?;
+                let Some(frame) = range(p.offset, p.offset + p.compressed)? else { return Ok(None) };
+                (zstd_chunked::toc_json(&frame, toc_digest, &p, &what)?, Codec::Zstd, p.data_end())
+            }
+        };
+        let toc = toc::parse(&json, codec, data_end, self.limits, &what)?;
+        Ok(Some(Arc::new(LazyLayer {
+            repo: repo.clone(),
+            blob: blob.clone(),
+            size,
+            format,
+            toc_digest: toc_digest.clone(),
+            index: Arc::new(toc.index),
+            files: toc.files,
+            prefetch: toc.prefetch,
+            codec,
+            shared: Arc::clone(&self.shared),
+            counters,
+        })))
+    }
+
+    /// From now on, serve no file of lazy layer `blob`: its tar disagrees with its TOC.
+    pub fn poison(&self, blob: &Digest, why: &str) {
+        log::error!(
+            "layer {blob}: its tar disagrees with its TOC ({why}); its lazily served files are EIO from now on"
+        );
+        sync::lock(&self.shared.poisoned).insert(blob.clone(), why.to_string());
+    }
+
+    /// Every lazy layer made this run (the most recent first), with what it cost, and why it is
+    /// poisoned if it is.
+    pub fn report(&self) -> Vec<LayerReport> {
+        let poisoned = sync::lock(&self.shared.poisoned).clone();
+        sync::lock(&self.seen)
+            .iter()
+            .map(|(_, l)| LayerReport {
+                repo: l.repo.clone(),
+                blob: l.blob.to_string(),
+                format: l.format,
+                toc: l.toc_digest.to_string(),
+                size: l.size,
+                entries: l.index.len(),
+                stats: l.stats(),
+                poisoned: poisoned.get(&l.blob).cloned(),
+            })
+            .collect()
+    }
+
+    /// Bytes of verified chunks held in memory now.
+    pub fn chunk_bytes(&self) -> usize {
+        self.shared.chunks.bytes()
+    }
+}
+
+/// One lazy layer in the status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub repo: String,
+    pub blob: String,
+    pub format: Format,
+    pub toc: String,
+    pub size: u64,
+    pub entries: usize,
+    #[serde(flatten)]
+    pub stats: LayerStats,
+    pub poisoned: Option<String>,
+}
