@@ -6,6 +6,7 @@ mod artifacts;
 mod foreign;
 mod fs;
 mod fuzz;
+mod lazy;
 mod mirrors;
 mod referrers;
 mod rootfs;

@@ -134,12 +134,7 @@ impl LazyFile {
         &f.chunks[first..last.max(first)]
     }
 
-    fn assemble(
-        &self,
-        offset: u64,
-        size: u32,
-        get: &mut ChunkSource<'_>,
-    ) -> Option<Result<Vec<u8>>> {
+    fn assemble(&self, offset: u64, size: u32, get: &mut ChunkSource<'_>) -> Option<Result<Vec<u8>>> {
         let end = offset.saturating_add(u64::from(size)).min(self.chunks().size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         for c in self.covering(offset, size) {

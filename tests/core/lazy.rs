@@ -1,0 +1,312 @@
+//! Layers read by chunks (`views::lazy`) through the core, over the in-memory registry that can
+//! ignore `Range` and count what it is asked: eStargz images written by the test harness
+//! (`testkit::fixtures::estargz`), each file's bytes and the tree compared with the same layers
+//! read whole, what each action fetches, and what every kind of lie ends in.
+
+use std::sync::Arc;
+
+use regfs::digest::{Algorithm, Digest};
+use regfs::media;
+use regfs::testkit::core::{Builder, Core, GZIP, sha256};
+use regfs::testkit::fake::Fake;
+use regfs::testkit::faulty::Faulty;
+use regfs::testkit::fixtures::estargz::{self, Built, Options, Tamper};
+use regfs::testkit::fixtures::tricky::{self, E, Kind};
+use regfs::testkit::paths::Paths;
+
+/// 300,000 bytes with no chunk like another (chunks are kept by digest: repeated ones would be
+/// fetched once).
+fn big() -> Vec<u8> {
+    let mut b = vec![0u8; 300_000];
+    regfs::testkit::fixtures::layers::Noise::new("usr/big.bin").fill(&mut b);
+    b
+}
+
+fn bin(name: &str, data: Vec<u8>) -> E {
+    E { kind: Kind::File(data), ..tricky::file(name, "") }
+}
+
+/// Three layers: a base with a big chunked file, links and an empty file; a middle one that
+/// whites a file out and adds a dir; a top one with a landmark.
+fn layers() -> Vec<Vec<E>> {
+    vec![
+        vec![
+            tricky::dir("bin"),
+            tricky::file("bin/sh", "#!/bin/sh\n").mode(0o755),
+            tricky::hardlink("bin/ash", "bin/sh"),
+            tricky::symlink("bin/link", "sh"),
+            tricky::dir("usr"),
+            bin("usr/big.bin", big()),
+            tricky::file("usr/empty", ""),
+            tricky::file("etc/gone", "to be whited out\n"),
+        ],
+        vec![
+            tricky::dir("opt"),
+            tricky::file("opt/readme", "middle\n").owner(1000, 1000),
+            tricky::whiteout("etc/gone"),
+        ],
+        vec![
+            tricky::dir("top"),
+            tricky::file("top/only-here.txt", "only here\n"),
+            bin("top/setuid", b"x".to_vec()).mode(0o4755),
+        ],
+    ]
+}
+
+fn opts() -> Options {
+    Options { chunk_size: 64 << 10, ..Options::default() }
+}
+
+struct Image {
+    manifest: Digest,
+    blobs: Vec<Digest>,
+}
+
+/// Put `built` as the layers of an OCI image `repo:tag`, each descriptor carrying `annotations`
+/// as its layer's (`edit` may change them).
+fn put(
+    fake: &Fake,
+    repo: &str,
+    tag: &str,
+    built: &[Built],
+    edit: &dyn Fn(usize, &mut serde_json::Map<String, serde_json::Value>),
+) -> Image {
+    let blobs: Vec<Digest> = built.iter().map(|b| fake.add_blob(&b.blob)).collect();
+    let diff_ids: Vec<String> = built.iter().map(|b| b.diff_id.to_string()).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config");
+    let cfg = fake.add_blob(&config);
+    let layers: Vec<serde_json::Value> = built
+        .iter()
+        .zip(&blobs)
+        .enumerate()
+        .map(|(i, (b, d))| {
+            let mut a = b.annotations.clone();
+            edit(i, &mut a);
+            serde_json::json!({"mediaType": GZIP, "digest": d.to_string(), "size": b.blob.len(), "annotations": a})
+        })
+        .collect();
+    let m = serde_json::json!({
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+        "layers": layers,
+    });
+    let body = serde_json::to_vec(&m).expect("manifest");
+    Image { manifest: fake.put_manifest(repo, Some(tag), media::OCI_MANIFEST, &body, Algorithm::Sha256), blobs }
+}
+
+fn built() -> Vec<Built> {
+    layers().iter().map(|l| estargz::estargz(l, &opts()).expect("an eStargz layer")).collect()
+}
+
+fn ranges_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
+    let d = d.to_string();
+    fake.calls().iter().filter(|c| c.starts_with("GET blob") && c.contains(&d) && c.contains(" range ")).count()
+}
+
+fn whole_gets_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
+    fake.gets_of(d) - ranges_of(fake, d)
+}
+
+/// Every path under `root` with what it is: a file's bytes, a link's target, a dir's listing,
+/// and its mode and owner.
+fn tree(c: &Core, root: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let path = if rel.is_empty() { root.to_string() } else { format!("{root}/{rel}") };
+        let a = c.walk(&path).expect("walk");
+        let what = match a.kind {
+            regfs::layout::FileKind::Directory => {
+                let names = c.ls(&path).expect("ls");
+                for n in &names {
+                    todo.push(if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") });
+                }
+                format!("dir {names:?}")
+            }
+            regfs::layout::FileKind::Symlink => format!("link {}", c.fs.readlink(a.ino).expect("readlink")),
+            regfs::layout::FileKind::File => format!("file {}", sha256(&c.cat(&path).expect("cat"))),
+            other => format!("{other:?}"),
+        };
+        out.push((
+            rel,
+            format!(
+                "{what} mode {:o} {}:{} nlink {} size {} mtime {:?}",
+                a.mode,
+                a.uid.unwrap_or(0),
+                a.gid.unwrap_or(0),
+                a.nlink,
+                a.size,
+                a.mtime
+            ),
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_estargz_rootfs_is_the_same_tree_as_its_layers_read_whole_and_costs_no_whole_blob() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = built();
+    let lazy = put(&c.fake, "r", "lazy", &built, &|_, _| {});
+    // The same layers without their annotations: read whole, verified by diff_id.
+    let whole = put(&c.fake, "r", "whole", &built, &|_, a| a.clear());
+    let root = |m: &Digest| format!("r/manifests/{m}/rootfs");
+    assert_eq!(c.ls(&root(&lazy.manifest)).expect("ls"), ["bin", "etc", "opt", "top", "usr"], "no TOC entry");
+    for b in &lazy.blobs {
+        assert!(ranges_of(&c.fake, b) <= 2, "at most two ranges for a layer's TOC: {:?}", c.fake.calls());
+        assert_eq!(whole_gets_of(&c.fake, b), 0, "no whole blob to list rootfs/");
+    }
+    let lazy_tree = tree(&c, &root(&lazy.manifest));
+    for b in &lazy.blobs {
+        assert_eq!(whole_gets_of(&c.fake, b), 0, "no whole blob to read every file: {:?}", c.fake.calls());
+    }
+    // Read whole, the tar shows the TOC's own entry at the root, as umoci does; nothing else
+    // differs.
+    let mut whole_tree = tree(&c, &root(&whole.manifest));
+    whole_tree.retain(|(p, _)| p != "stargz.index.json");
+    for (p, w) in whole_tree.iter_mut() {
+        if p.is_empty() {
+            *w = w.replace("\"stargz.index.json\", ", "");
+        }
+    }
+    assert_eq!(lazy_tree, whole_tree, "the TOC's tree is the tar's");
+    assert!(lazy_tree.iter().any(|(p, w)| p == "usr/big.bin" && w.contains(&sha256(&big()).to_string())));
+    assert!(lazy_tree.iter().any(|(p, w)| p == "top/setuid" && w.contains("mode 4755")), "{lazy_tree:?}");
+    assert!(lazy_tree.iter().any(|(p, w)| p == "bin/sh" && w.contains("nlink 2")), "{lazy_tree:?}");
+}
+
+#[test]
+fn a_file_costs_the_chunks_it_touches_and_a_warm_read_costs_nothing() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = built();
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    let path = format!("r/manifests/{}/rootfs/usr/big.bin", img.manifest);
+    assert_eq!(c.cat(&path).expect("cat"), big());
+    let chunks = 300_000usize.div_ceil(64 << 10);
+    // The tail (footer and TOC: this layer's TOC fits its last 64 KiB) plus one per chunk.
+    assert_eq!(ranges_of(&c.fake, &img.blobs[0]), 1 + chunks, "{:?}", c.fake.calls());
+    let after = c.fake.calls().len();
+    assert_eq!(c.cat(&path).expect("cat again"), big());
+    assert_eq!(c.fake.calls().len(), after, "a warm read asks nothing: {:?}", &c.fake.calls()[after..]);
+    assert_eq!(
+        c.fake.gets_of(&img.blobs[1]) + c.fake.gets_of(&img.blobs[2]),
+        ranges_of(&c.fake, &img.blobs[1]) + ranges_of(&c.fake, &img.blobs[2])
+    );
+    // The status shows the layer, read lazily, with what it cost.
+    let status = String::from_utf8(c.cat(".regfs/status.json").expect("status")).expect("utf-8");
+    assert!(status.contains("\"lazy_layers\"") && status.contains(&img.blobs[0].to_string()), "{status}");
+    assert!(status.contains("\"chunks_verified\": 5"), "{status}");
+}
+
+#[test]
+fn a_chunk_that_does_not_match_its_digest_is_eio_and_its_neighbours_are_served() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let mut built = built();
+    let tamper = Tamper { flip_chunk: Some(("usr/big.bin".into(), 2)), ..Tamper::default() };
+    built[0] = estargz::estargz_tampered(&layers()[0], &opts(), &tamper).expect("tampered");
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    let err = c.cat(&format!("{root}/usr/big.bin")).map(|b| b.len()).expect_err("a chunk that lies");
+    assert!(matches!(err, regfs::error::Error::DigestMismatch { .. }), "{err}");
+    assert_eq!(c.cat(&format!("{root}/bin/sh")).expect("another file of the layer"), b"#!/bin/sh\n");
+    // The first two chunks were good, and reading them alone still works.
+    let fh = c.fs.open_file(c.walk(&format!("{root}/usr/big.bin")).expect("walk").ino).expect("open").fh;
+    assert_eq!(c.fs.read(fh, 0, 4096).expect("chunk 0"), big()[..4096]);
+    assert!(c.fs.read(fh, 2 * (64 << 10) + 10, 4096).is_err(), "chunk 2 is never served");
+    c.fs.release(fh);
+}
+
+#[test]
+fn a_toc_that_is_not_the_one_the_manifest_names_is_eio_for_that_layer() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = built();
+    let other = sha256(b"another TOC").to_string();
+    let img = put(&c.fake, "r", "v1", &built, &|i, a| {
+        if i == 0 {
+            a.insert(estargz::TOC_DIGEST.into(), other.clone().into());
+        }
+    });
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    assert!(c.ls(&root).is_err(), "the base layer's TOC is refused: the merged root needs it");
+    assert_eq!(c.cat(&format!("{root}/top/only-here.txt")).expect("a top layer file"), b"only here\n");
+    assert_eq!(
+        whole_gets_of(&c.fake, &img.blobs[0]),
+        0,
+        "a refused TOC is no reason to serve the layer by another proof"
+    );
+}
+
+#[test]
+fn footers_and_offsets_that_point_outside_are_refused() {
+    for (what, tamper) in [
+        ("footer past the blob", Tamper { footer_offset: Some(1 << 40), ..Tamper::default() }),
+        ("footer at the footer", Tamper { footer_offset: Some(u64::MAX >> 8), ..Tamper::default() }),
+    ] {
+        let c = Core::new(Faulty::new(Fake::default()));
+        let mut built = built();
+        built[2] = estargz::estargz_tampered(&layers()[2], &opts(), &tamper).expect("tampered");
+        let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+        assert!(c.cat(&format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest)).is_err(), "{what}");
+    }
+    let c = Core::new(Faulty::new(Fake::default()));
+    let mut built = built();
+    built[2] = estargz::estargz_edited(&layers()[2], &opts(), |toc| {
+        for e in toc["entries"].as_array_mut().expect("entries") {
+            if e["name"] == "top/only-here.txt" {
+                e["offset"] = serde_json::json!(1u64 << 40);
+            }
+        }
+    })
+    .expect("edited");
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    assert!(
+        c.cat(&format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest)).is_err(),
+        "an offset past the blob"
+    );
+}
+
+#[test]
+fn a_layer_naming_two_tocs_is_refused() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = built();
+    let img = put(&c.fake, "r", "v1", &built, &|i, a| {
+        if i == 2 {
+            a.insert("io.github.containers.zstd-chunked.manifest-checksum".into(), sha256(b"x").to_string().into());
+        }
+    });
+    assert!(c.cat(&format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest)).is_err());
+}
+
+#[test]
+fn a_registry_that_ignores_range_gets_the_layer_read_whole_and_verified() {
+    let fake = Faulty::new(Fake::default());
+    fake.ignore_range();
+    let c = Core::new(fake);
+    let built = built();
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    assert_eq!(c.cat(&format!("{root}/usr/big.bin")).expect("cat"), big());
+    assert_eq!(
+        c.ls(&root).expect("ls"),
+        ["bin", "etc", "opt", "stargz.index.json", "top", "usr"],
+        "the tar's own view"
+    );
+    // One range asked (answered whole), then the blob read whole, once.
+    assert!(whole_gets_of(&c.fake, &img.blobs[0]) >= 1);
+    assert!(ranges_of(&c.fake, &img.blobs[0]) <= 1, "{:?}", c.fake.calls());
+}
+
+#[test]
+fn lazy_off_reads_every_layer_whole() {
+    let mut config = regfs::fs::FsConfig::default();
+    config.views.lazy.enabled = false;
+    let c = Builder::over(Arc::new(Faulty::new(Fake::default()))).fs_config(config).build();
+    let built = built();
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    assert_eq!(c.cat(&format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest)).expect("cat"), b"only here\n");
+    assert_eq!(ranges_of(&c.fake, &img.blobs[2]), 0, "{:?}", c.fake.calls());
+}
