@@ -311,7 +311,12 @@ impl Views {
         let doc = self.store.manifest(repo, manifest)?;
         let source = self.source(repo, &doc, n)?;
         let key = source.mem_key();
-        self.layer_flights.run(&(key.clone(), true), || self.materialise_now(repo, &doc, n, &source))
+        let m = self.layer_flights.run(&(key.clone(), true), || self.materialise_now(repo, &doc, n, &source))?;
+        // The two views of a layer read by chunks must be one (`lazy::check`).
+        if let Ok(index) = &m.index {
+            self.lazy.check_whole(repo, &doc, n, index, &m.content);
+        }
+        Ok(m)
     }
 
     fn materialise_now(&self, repo: &str, doc: &VerifiedManifest, n: usize, source: &Source) -> Result<Materialised> {

@@ -310,3 +310,91 @@ fn lazy_off_reads_every_layer_whole() {
     assert_eq!(c.cat(&format!("r/manifests/{}/rootfs/top/only-here.txt", img.manifest)).expect("cat"), b"only here\n");
     assert_eq!(ranges_of(&c.fake, &img.blobs[2]), 0, "{:?}", c.fake.calls());
 }
+
+/// A TOC whose entries disagree with the tar it sits in, as `edit` makes it, in layer 0.
+fn lying(edit: impl FnOnce(&mut serde_json::Value)) -> (Core, Image) {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let mut built = built();
+    built[0] = estargz::estargz_edited(&layers()[0], &opts(), edit).expect("edited");
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    (c, img)
+}
+
+fn entry_of<'a>(toc: &'a mut serde_json::Value, name: &str) -> &'a mut serde_json::Value {
+    let entries = toc["entries"].as_array_mut().expect("entries");
+    entries.iter_mut().find(|e| e["name"] == name).expect("the entry")
+}
+
+#[test]
+fn a_toc_that_disagrees_with_its_tar_poisons_the_layer_once_the_tar_is_verified() {
+    let (c, img) = lying(|toc| {
+        entry_of(toc, "bin/sh")["mode"] = serde_json::json!(0o104755);
+    });
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    // Read lazily, the TOC is all there is: its word is served (the first tier).
+    assert_eq!(c.walk(&format!("{root}/bin/sh")).expect("walk").mode, 0o4755);
+    assert_eq!(c.cat(&format!("{root}/bin/sh")).expect("cat"), b"#!/bin/sh\n");
+    // The layer's tar, verified by its diff_id (the second tier), tells otherwise.
+    c.cat(&format!("r/manifests/{}/layers/0.tar", img.manifest)).expect("layers/0.tar, verified by its diff_id");
+    let err = c.cat(&format!("{root}/usr/big.bin")).map(|b| b.len()).expect_err("poisoned");
+    assert!(err.to_string().contains("disagrees with its TOC"), "{err}");
+    let status = String::from_utf8(c.cat(".regfs/status").expect("status")).expect("utf-8");
+    assert!(status.contains("POISONED") && status.contains("bin/sh"), "{status}");
+}
+
+#[test]
+fn a_toc_pointing_a_file_at_another_file_s_bytes_is_refused_or_caught_by_the_tar() {
+    let b = b"bbbbbbbbbbbbbbbbbbbb\n".to_vec();
+    let entries =
+        vec![tricky::dir("etc"), bin("etc/passwd", b"aaaaaaaaaaaaaaaaaaaa\n".to_vec()), bin("etc/other", b.clone())];
+    let image = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let c = Core::new(Faulty::new(Fake::default()));
+        let built = vec![estargz::estargz_edited(&entries, &opts(), edit).expect("edited")];
+        let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+        (c, img)
+    };
+    let moved = ["offset", "chunkDigest", "digest"];
+    // etc/passwd's entry takes etc/other's member: two chunks of one member, overlapping.
+    let (c, img) = image(&|toc| {
+        let other = entry_of(toc, "etc/other").clone();
+        let passwd = entry_of(toc, "etc/passwd");
+        for k in moved {
+            passwd[k] = other[k].clone();
+        }
+    });
+    assert!(
+        c.cat(&format!("r/manifests/{}/rootfs/etc/passwd", img.manifest)).is_err(),
+        "overlapping chunks refuse the TOC"
+    );
+    // The two swap members: every chunk verifies, nothing overlaps; only the tar can tell.
+    let (c, img) = image(&|toc| {
+        let (p, o) = (entry_of(toc, "etc/passwd").clone(), entry_of(toc, "etc/other").clone());
+        for k in moved {
+            entry_of(toc, "etc/passwd")[k] = o[k].clone();
+            entry_of(toc, "etc/other")[k] = p[k].clone();
+        }
+    });
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    assert_eq!(
+        c.cat(&format!("{root}/etc/passwd")).expect("what the TOC says"),
+        b,
+        "the first tier serves the TOC's word"
+    );
+    c.cat(&format!("r/manifests/{}/layers/0.tar", img.manifest)).expect("layers/0.tar");
+    let err = c.cat(&format!("{root}/etc/other")).map(|b| b.len()).expect_err("poisoned");
+    assert!(err.to_string().contains("disagrees with its TOC"), "{err}");
+}
+
+#[test]
+fn an_honest_toc_checked_against_its_tar_keeps_serving() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let img = put(&c.fake, "r", "v1", &built(), &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    assert_eq!(c.cat(&format!("{root}/bin/sh")).expect("cat"), b"#!/bin/sh\n");
+    for n in 0..3 {
+        c.cat(&format!("r/manifests/{}/layers/{n}.tar", img.manifest)).expect("layers/n.tar");
+    }
+    assert_eq!(c.cat(&format!("{root}/usr/big.bin")).expect("cat after the check"), big());
+    let status = String::from_utf8(c.cat(".regfs/status").expect("status")).expect("utf-8");
+    assert!(!status.contains("POISONED"), "{status}");
+}

@@ -39,6 +39,7 @@
 //! for what it touches); TOCs refused are remembered for [`LazyConfig::failed_hold`] only
 //! (a registry fault is not the layer's state).
 
+pub mod check;
 pub mod chunks;
 pub mod estargz;
 pub mod toc;
@@ -218,6 +219,8 @@ pub struct Lazy {
     failed: Mutex<LruCache<Key, (Instant, Error)>>,
     /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4).
     seen: Mutex<LruCache<Key, Arc<LazyLayer>>>,
+    /// Lazy layers checked against their verified tar this run (at most 4096).
+    checked: Mutex<LruCache<Key, ()>>,
 }
 
 impl Lazy {
@@ -236,6 +239,7 @@ impl Lazy {
             whole: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
             failed: Mutex::new(LruCache::new(n)),
             seen: Mutex::new(LruCache::new(crate::capacity::nonzero(config.layers.saturating_mul(4)))),
+            checked: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
         }
     }
 
@@ -375,6 +379,33 @@ impl Lazy {
             shared: Arc::clone(&self.shared),
             counters,
         })))
+    }
+
+    /// Layer `n` of `doc` was verified whole (its decoded tar `tar` hashed to its diff_id, and
+    /// indexed as `tar_index`): if it names a TOC, check the two agree, once per run, and poison
+    /// the layer if they do not. Its TOC is read if it was not yet (from the blob, now cached
+    /// whole, when the cache held it: no request).
+    pub fn check_whole(&self, repo: &str, doc: &VerifiedManifest, n: usize, tar_index: &LayerIndex, tar: &Content) {
+        let Ok(Some((key, _, _))) = Lazy::key(repo, doc, n) else { return };
+        if !self.config.enabled || sync::lock(&self.checked).contains(&key) {
+            return;
+        }
+        let layer = match self.layer(repo, doc, n) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                log::info!(
+                    "{repo}: layer {} verified whole; its TOC was refused ({e}), so nothing of it is read lazily",
+                    key.1
+                );
+                return;
+            }
+        };
+        sync::lock(&self.checked).put(key.clone(), ());
+        match check::against_tar(&layer, tar_index, tar) {
+            Ok(()) => log::info!("{repo}: layer {} verified whole; its TOC agrees with its tar", key.1),
+            Err(why) => self.poison(&key.1, &why),
+        }
     }
 
     /// From now on, serve no file of lazy layer `blob`: its tar disagrees with its TOC.
