@@ -79,6 +79,10 @@ pub struct Cli {
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
     pub lazy: bool,
 
+    /// With --lazy on: once a layer is read by chunks, also fetch it whole in the background, verify it by its diff_id and check its TOC against it; a TOC that disagrees makes the layer's files EIO (costs the whole layer's bytes).
+    #[arg(long)]
+    pub lazy_verify: bool,
+
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub tag_ttl: u64,
@@ -273,7 +277,11 @@ impl Cli {
             layer_entries: self.layer_entries,
             layer_index_size: self.layer_index_size,
             rootfs_layers: self.rootfs_layers,
-            lazy: crate::views::lazy::LazyConfig { enabled: self.lazy, ..Default::default() },
+            lazy: crate::views::lazy::LazyConfig {
+                enabled: self.lazy,
+                verify_whole: self.lazy_verify,
+                ..Default::default()
+            },
             ..ViewsConfig::default()
         };
         let mut config = FsConfig {
@@ -580,6 +588,9 @@ mod tests {
         assert!(c.fs_config().views.lazy.enabled, "lazy layers are read by chunks by default");
         let whole = Cli::try_parse_from(["regfs", "r", "/m", "--lazy", "off"]).expect("--lazy off");
         assert!(!whole.fs_config().views.lazy.enabled);
+        assert!(!c.fs_config().views.lazy.verify_whole, "no background download by default");
+        let verify = Cli::try_parse_from(["regfs", "r", "/m", "--lazy-verify"]).expect("--lazy-verify");
+        assert!(verify.fs_config().views.lazy.verify_whole);
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--lazy", "maybe"]).is_err());
     }
 

@@ -123,6 +123,10 @@ struct LayersInner {
     /// does not start threads for them.
     indexed: std::sync::Mutex<lru::LruCache<Digest, ()>>,
     prefetcher: Prefetcher,
+    /// Lazy layers whose whole verification was started (`--lazy-verify`), by blob.
+    verifying: std::sync::Mutex<lru::LruCache<Digest, ()>>,
+    /// Whole verifications at once (`--lazy-verify`): as many as prefetch downloads.
+    verify_turns: crate::sync::Semaphore,
 }
 
 impl LayersInner {
@@ -133,6 +137,8 @@ impl LayersInner {
             views,
             indexed: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(config.indexed_layers))),
             prefetcher: Prefetcher::with_limits(config.prefetch_downloads, config.prefetch_decodes),
+            verifying: std::sync::Mutex::new(lru::LruCache::new(crate::capacity::nonzero(4096))),
+            verify_turns: crate::sync::Semaphore::new(config.prefetch_downloads.max(1)),
         }
     }
 
@@ -144,9 +150,32 @@ impl LayersInner {
     }
 
     /// Layer `n` read by chunks, if it names a TOC (and Range is honoured, and `--lazy` is on).
-    fn lazy(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
+    fn lazy(self: &Arc<Self>, repo: &str, manifest: &Digest, n: usize) -> Result<Option<Arc<LazyLayer>>> {
         let doc = self.store.manifest(repo, manifest)?;
-        self.views.lazy().layer(repo, &doc, n)
+        let layer = self.views.lazy().layer(repo, &doc, n)?;
+        if let Some(l) = &layer {
+            if self.views.lazy().config().verify_whole
+                && crate::sync::lock(&self.verifying).put(l.blob.clone(), ()).is_none()
+            {
+                self.verify_whole(repo, manifest, n);
+            }
+        }
+        Ok(layer)
+    }
+
+    /// `--lazy-verify`: layer `n`, read lazily, fetched whole on a thread of its own, verified
+    /// by its diff_id, and its TOC checked against it (`views::lazy::check`).
+    fn verify_whole(self: &Arc<Self>, repo: &str, manifest: &Digest, n: usize) {
+        let (inner, repo, manifest) = (Arc::clone(self), repo.to_string(), manifest.clone());
+        let spawned = std::thread::Builder::new().name("regfs-lazy-verify".into()).spawn(move || {
+            let _turn = inner.verify_turns.acquire();
+            if let Err(e) = inner.views.decoded_content(&repo, &manifest, n) {
+                log::warn!("{repo}@{manifest}: layer {n}, read lazily, could not be verified whole: {e}");
+            }
+        });
+        if let Err(e) = spawned {
+            log::warn!("layer {n}: no thread to verify it whole: {e}");
+        }
     }
 
     /// [`LayersInner::lazy`] if known now: a layer that names a TOC not read yet is not.
@@ -159,7 +188,7 @@ impl LayersInner {
         }
     }
 
-    fn index(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
+    fn index(self: &Arc<Self>, repo: &str, manifest: &Digest, n: usize) -> Result<Arc<LayerIndex>> {
         // A layer read by chunks has its TOC's index, always: its entries' numbers are inodes,
         // so one layer never has two indexes in one run.
         if let Some(l) = self.lazy(repo, manifest, n)? {
@@ -172,7 +201,7 @@ impl LayersInner {
         Ok(index)
     }
 
-    fn decoded(&self, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
+    fn decoded(self: &Arc<Self>, repo: &str, manifest: &Digest, n: usize) -> Result<Content> {
         let content = self.views.decoded_content(repo, manifest, n)?;
         // Indexed too, so that the layer is at hand for the next open.
         self.index(repo, manifest, n)?;

@@ -398,3 +398,24 @@ fn an_honest_toc_checked_against_its_tar_keeps_serving() {
     let status = String::from_utf8(c.cat(".regfs/status").expect("status")).expect("utf-8");
     assert!(!status.contains("POISONED"), "{status}");
 }
+
+#[test]
+fn lazy_verify_fetches_a_layer_read_lazily_whole_and_poisons_a_lying_toc_unasked() {
+    let mut config = regfs::fs::FsConfig::default();
+    config.views.lazy.verify_whole = true;
+    let c = Builder::over(Arc::new(Faulty::new(Fake::default()))).fs_config(config).build();
+    let mut built = built();
+    built[0] = estargz::estargz_edited(&layers()[0], &opts(), |toc| {
+        entry_of(toc, "bin/sh")["uid"] = serde_json::json!(4242);
+    })
+    .expect("edited");
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    let sh = format!("r/manifests/{}/rootfs/bin/sh", img.manifest);
+    assert_eq!(c.cat(&sh).expect("served lazily at first"), b"#!/bin/sh\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.cat(&sh).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "never poisoned: {:?}", c.fake.calls());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(whole_gets_of(&c.fake, &img.blobs[0]) >= 1, "the layer was fetched whole");
+}

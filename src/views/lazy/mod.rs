@@ -106,11 +106,22 @@ pub struct LazyConfig {
     pub layers: usize,
     /// How long a TOC refused is the layer's answer before it is fetched again: 10 s.
     pub failed_hold: Duration,
+    /// Once a layer is read lazily, also fetch it whole in the background, verify it by its
+    /// diff_id and check its TOC against it (`--lazy-verify`, off by default): a TOC that
+    /// lies is then caught without anyone reading `layers/<n>.tar`, at the cost of the whole
+    /// layer's bytes.
+    pub verify_whole: bool,
 }
 
 impl Default for LazyConfig {
     fn default() -> Self {
-        LazyConfig { enabled: true, chunk_memory: 64 << 20, layers: 64, failed_hold: Duration::from_secs(10) }
+        LazyConfig {
+            enabled: true,
+            chunk_memory: 64 << 20,
+            layers: 64,
+            failed_hold: Duration::from_secs(10),
+            verify_whole: false,
+        }
     }
 }
 
