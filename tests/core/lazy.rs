@@ -12,6 +12,7 @@ use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::fixtures::estargz::{self, Built, Options, Tamper};
 use regfs::testkit::fixtures::tricky::{self, E, Kind};
+use regfs::testkit::fixtures::zstd_chunked;
 use regfs::testkit::paths::Paths;
 
 /// 300,000 bytes with no chunk like another (chunks are kept by digest: repeated ones would be
@@ -71,7 +72,27 @@ fn put(
     built: &[Built],
     edit: &dyn Fn(usize, &mut serde_json::Map<String, serde_json::Value>),
 ) -> Image {
-    let blobs: Vec<Digest> = built.iter().map(|b| fake.add_blob(&b.blob)).collect();
+    let layers: Vec<Layer> =
+        built.iter().map(|b| Layer { blob: &b.blob, diff_id: &b.diff_id, annotations: &b.annotations }).collect();
+    put_layers(fake, repo, tag, &layers, GZIP, edit)
+}
+
+/// One layer to put: its blob, diff_id and annotations.
+struct Layer<'a> {
+    blob: &'a [u8],
+    diff_id: &'a Digest,
+    annotations: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+fn put_layers(
+    fake: &Fake,
+    repo: &str,
+    tag: &str,
+    built: &[Layer<'_>],
+    media_type: &str,
+    edit: &dyn Fn(usize, &mut serde_json::Map<String, serde_json::Value>),
+) -> Image {
+    let blobs: Vec<Digest> = built.iter().map(|b| fake.add_blob(b.blob)).collect();
     let diff_ids: Vec<String> = built.iter().map(|b| b.diff_id.to_string()).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -85,7 +106,7 @@ fn put(
         .map(|(i, (b, d))| {
             let mut a = b.annotations.clone();
             edit(i, &mut a);
-            serde_json::json!({"mediaType": GZIP, "digest": d.to_string(), "size": b.blob.len(), "annotations": a})
+            serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": b.blob.len(), "annotations": a})
         })
         .collect();
     let m = serde_json::json!({
@@ -418,4 +439,80 @@ fn lazy_verify_fetches_a_layer_read_lazily_whole_and_poisons_a_lying_toc_unasked
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(whole_gets_of(&c.fake, &img.blobs[0]) >= 1, "the layer was fetched whole");
+}
+
+// zstd:chunked: the same reader over its other TOC and frames.
+
+fn zstd_opts() -> zstd_chunked::Options {
+    zstd_chunked::Options { chunk_size: 64 << 10, ..zstd_chunked::Options::default() }
+}
+
+fn holey() -> Vec<u8> {
+    let mut holey = big();
+    holey[100_000..200_000].fill(0);
+    holey
+}
+
+fn zstd_layers(edit_first: Option<&dyn Fn(&[E]) -> zstd_chunked::Built>) -> Vec<zstd_chunked::Built> {
+    let mut ls = layers();
+    // A file with a hole: a run of zeros is a chunk of its own, which costs no request.
+    ls[1].push(bin("opt/holey", holey()));
+    ls.iter()
+        .enumerate()
+        .map(|(i, l)| match (i, edit_first) {
+            (0, Some(f)) => f(l),
+            _ => zstd_chunked::zstd_chunked(l, &zstd_opts()).expect("a zstd:chunked layer"),
+        })
+        .collect()
+}
+
+fn zstd_put(
+    fake: &Fake,
+    tag: &str,
+    built: &[zstd_chunked::Built],
+    edit: &dyn Fn(usize, &mut serde_json::Map<String, serde_json::Value>),
+) -> Image {
+    let layers: Vec<Layer> =
+        built.iter().map(|b| Layer { blob: &b.blob, diff_id: &b.diff_id, annotations: &b.annotations }).collect();
+    put_layers(fake, "z", tag, &layers, regfs::testkit::core::ZSTD, edit)
+}
+
+#[test]
+fn a_zstd_chunked_rootfs_is_the_same_tree_as_its_layers_read_whole() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = zstd_layers(None);
+    let lazy = zstd_put(&c.fake, "lazy", &built, &|_, _| {});
+    let whole = zstd_put(&c.fake, "whole", &built, &|_, a| a.clear());
+    let root = |m: &Digest| format!("z/manifests/{m}/rootfs");
+    let lazy_tree = tree(&c, &root(&lazy.manifest));
+    for b in &lazy.blobs {
+        assert_eq!(whole_gets_of(&c.fake, b), 0, "no whole blob: {:?}", c.fake.calls());
+        assert!(ranges_of(&c.fake, b) >= 1);
+    }
+    assert_eq!(lazy_tree, tree(&c, &root(&whole.manifest)), "the TOC's tree is the tar's");
+    assert!(
+        lazy_tree.iter().any(|(p, w)| p == "opt/holey" && w.contains(&sha256(&holey()).to_string())),
+        "{lazy_tree:?}"
+    );
+}
+
+#[test]
+fn a_zstd_chunked_chunk_that_lies_is_eio_and_a_toc_whose_checksum_is_not_the_manifest_s_is_refused() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let tamper = zstd_chunked::Tamper { flip_chunk: Some(("usr/big.bin".into(), 1)), ..Default::default() };
+    let flip = |l: &[E]| zstd_chunked::zstd_chunked_tampered(l, &zstd_opts(), &tamper).expect("tampered");
+    let built = zstd_layers(Some(&flip));
+    let img = zstd_put(&c.fake, "v1", &built, &|_, _| {});
+    let root = format!("z/manifests/{}/rootfs", img.manifest);
+    assert!(matches!(c.cat(&format!("{root}/usr/big.bin")), Err(regfs::error::Error::DigestMismatch { .. })));
+    assert_eq!(c.cat(&format!("{root}/bin/sh")).expect("another file"), b"#!/bin/sh\n");
+    // The checksum annotation of another TOC: the layer is refused, nothing read whole.
+    let c = Core::new(Faulty::new(Fake::default()));
+    let img = zstd_put(&c.fake, "v1", &zstd_layers(None), &|i, a| {
+        if i == 2 {
+            a.insert(zstd_chunked::MANIFEST_CHECKSUM.into(), sha256(b"another").to_string().into());
+        }
+    });
+    assert!(c.cat(&format!("z/manifests/{}/rootfs/top/only-here.txt", img.manifest)).is_err());
+    assert_eq!(whole_gets_of(&c.fake, &img.blobs[2]), 0);
 }

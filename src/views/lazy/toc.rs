@@ -218,9 +218,8 @@ pub fn parse(json: &[u8], codec: Codec, data_end: u64, limits: IndexLimits, what
     let mut starts: Vec<u64> = doc
         .entries
         .iter()
-        .filter(|e| {
-            matches!(e.kind.as_str(), "reg" | "chunk") && e.chunk_type != "zeros" && (e.size > 0 || e.kind == "chunk")
-        })
+        .filter(|e| matches!(e.kind.as_str(), "reg" | "chunk") && (e.size > 0 || e.kind == "chunk"))
+        .filter(|e| e.chunk_type != "zeros" || e.offset > 0)
         .map(|e| e.offset)
         .collect();
     starts.push(data_end);
