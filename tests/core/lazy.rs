@@ -516,3 +516,34 @@ fn a_zstd_chunked_chunk_that_lies_is_eio_and_a_toc_whose_checksum_is_not_the_man
     assert!(c.cat(&format!("z/manifests/{}/rootfs/top/only-here.txt", img.manifest)).is_err());
     assert_eq!(whole_gets_of(&c.fake, &img.blobs[2]), 0);
 }
+
+#[test]
+fn the_files_before_a_prefetch_landmark_are_fetched_in_one_range_and_then_cost_nothing() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let entries = vec![
+        tricky::dir("app"),
+        bin("app/first", big()),
+        tricky::file("app/second", "second\n"),
+        bin("app/later", b"not prioritised\n".to_vec()),
+    ];
+    // The landmark after the first three entries: app/, app/first and app/second come first.
+    let built = vec![estargz::estargz(&entries, &Options { prefetch_landmark: Some(3), ..opts() }).expect("eStargz")];
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    assert_eq!(c.ls(&root).expect("ls"), ["app"], "the landmark is hidden");
+    // One range for the tail, then one for the prioritised files, on a thread of its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let verified = |c: &Core| String::from_utf8(c.cat(".regfs/status.json").expect("status")).expect("utf-8");
+    // app/first's 5 chunks and app/second's one.
+    while !verified(&c).contains("\"chunks_verified\": 6") {
+        assert!(std::time::Instant::now() < deadline, "no prefetch: {:?} {}", c.fake.calls(), verified(&c));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(ranges_of(&c.fake, &img.blobs[0]), 2, "the tail, then the prioritised files: {:?}", c.fake.calls());
+    let asked = c.fake.calls().len();
+    assert_eq!(c.cat(&format!("{root}/app/first")).expect("cat"), big());
+    assert_eq!(c.cat(&format!("{root}/app/second")).expect("cat"), b"second\n");
+    assert_eq!(c.fake.calls().len(), asked, "prioritised files cost nothing more: {:?}", &c.fake.calls()[asked..]);
+    assert_eq!(c.cat(&format!("{root}/app/later")).expect("cat"), b"not prioritised\n");
+    assert_eq!(c.fake.calls().len(), asked + 1, "a later file costs its chunk");
+}

@@ -65,12 +65,60 @@ pub fn chunk(layer: &LazyLayer, c: &Chunk) -> Result<Arc<Vec<u8>>> {
     })
 }
 
+/// The files an eStargz layer's prefetch landmark puts first, fetched by one `Range` on a
+/// thread of its own and verified chunk by chunk into the kept chunks, as stargz-snapshotter
+/// prefetches `[0, landmark)`: when their compressed bytes are at most `most` (else nothing).
+pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
+    let Some(files) = layer.prefetch.clone() else { return };
+    let chunks: Vec<Chunk> = layer
+        .files
+        .get(files)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|f| f.chunks.iter().filter(|c| !c.zeros).cloned())
+        .collect();
+    let (Some(start), Some(end)) = (chunks.iter().map(|c| c.start).min(), chunks.iter().map(|c| c.end).max()) else {
+        return;
+    };
+    if end - start > most as u64 {
+        log::info!("layer {}: its prioritised files span {} bytes; not prefetched", layer.blob, end - start);
+        return;
+    }
+    let layer = Arc::clone(layer);
+    let spawned = std::thread::Builder::new().name("regfs-lazy-prefetch".into()).spawn(move || {
+        let bytes = match layer.range(start, end) {
+            Ok(b) => b,
+            Err(e) => return log::info!("layer {}: prefetch of its prioritised files: {e}", layer.blob),
+        };
+        let kept = &layer.shared.chunks;
+        for c in &chunks {
+            if kept.kept(&c.digest).is_some() {
+                continue;
+            }
+            let part = &bytes[(c.start - start) as usize..(c.end - start) as usize];
+            match verified(&layer, c, part) {
+                Ok(data) => sync::lock(&kept.kept).put(c.digest.clone(), Arc::new(data)),
+                Err(e) => log::info!("layer {}: prefetch: {e}", layer.blob),
+            }
+        }
+        log::debug!("layer {}: {} chunks of its prioritised files prefetched", layer.blob, chunks.len());
+    });
+    if let Err(e) = spawned {
+        log::info!("no thread to prefetch: {e}");
+    }
+}
+
 /// Fetch, decompress, cut and verify chunk `c` of `layer`.
 fn fetch(layer: &LazyLayer, c: &Chunk) -> Result<Vec<u8>> {
     layer.check_trusted()?;
-    let what = || format!("chunk {} ({}..{} of blob {} of {})", c.digest, c.start, c.end, layer.blob, layer.repo);
     let compressed = layer.range(c.start, c.end)?;
-    let data = decompress(&compressed, layer.codec, c.inner, c.size).map_err(|why| {
+    verified(layer, c, &compressed)
+}
+
+/// Chunk `c` of `layer` from its compressed bytes, decompressed, cut and verified.
+fn verified(layer: &LazyLayer, c: &Chunk, compressed: &[u8]) -> Result<Vec<u8>> {
+    let what = || format!("chunk {} ({}..{} of blob {} of {})", c.digest, c.start, c.end, layer.blob, layer.repo);
+    let data = decompress(compressed, layer.codec, c.inner, c.size).map_err(|why| {
         log::warn!("{}: {why}", what());
         Error::malformed(what(), why)
     })?;

@@ -156,8 +156,8 @@ pub struct LazyLayer {
     pub toc_digest: Digest,
     pub index: Arc<LayerIndex>,
     pub files: Vec<FileChunks>,
-    /// Index entries before the prefetch landmark (eStargz), if there is one.
-    pub prefetch: Option<Vec<u32>>,
+    /// The files before the prefetch landmark (eStargz), if there is one.
+    pub prefetch: Option<std::ops::Range<usize>>,
     codec: Codec,
     shared: Arc<Shared>,
     counters: LayerCounters,
@@ -290,6 +290,7 @@ impl Lazy {
             match &built {
                 Ok(Some(l)) => {
                     sync::lock(&self.layers).put(key.clone(), Arc::clone(l));
+                    chunks::prefetch_landmarked(l, self.config.chunk_memory / 2);
                     sync::lock(&self.seen).put(key.clone(), Arc::clone(l));
                     log::info!(
                         "{repo}: layer {} is read lazily ({}, TOC {}: {} entries)",

@@ -124,9 +124,9 @@ pub struct FileChunks {
 pub struct Toc {
     pub index: LayerIndex,
     pub files: Vec<FileChunks>,
-    /// Entries before the prefetch landmark, in TOC order (the image author's prioritised
-    /// files), if there is one.
-    pub prefetch: Option<Vec<u32>>,
+    /// The files (numbers in `files`) before the prefetch landmark: the image author's
+    /// prioritised files, if there is a landmark.
+    pub prefetch: Option<std::ops::Range<usize>>,
 }
 
 impl Toc {
@@ -235,7 +235,6 @@ pub fn parse(json: &[u8], codec: Codec, data_end: u64, limits: IndexLimits, what
     // The file whose chunks are being read, and its entry to push once they are.
     let mut open: Option<(Entry, FileChunks, u64)> = None;
     let mut prefetch = None;
-    let mut pushed: Vec<u32> = Vec::new();
     let finish = |open: &mut Option<(Entry, FileChunks, u64)>,
                   builder: &mut Builder,
                   files: &mut Vec<FileChunks>|
@@ -277,7 +276,7 @@ pub fn parse(json: &[u8], codec: Codec, data_end: u64, limits: IndexLimits, what
         let at_root = crate::views::index::normalise(&raw.name).len() == 1;
         if at_root && HIDDEN.contains(&base) {
             if base == ".prefetch.landmark" {
-                prefetch = Some(pushed.clone());
+                prefetch = Some(0..files.len());
             }
             continue;
         }
@@ -329,7 +328,6 @@ pub fn parse(json: &[u8], codec: Codec, data_end: u64, limits: IndexLimits, what
                 continue;
             }
         };
-        pushed.push(n as u32);
         if kind != RawKind::File || entry.kind != EntryKind::File {
             builder.push(entry)?;
             continue;
