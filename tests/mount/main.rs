@@ -12,6 +12,7 @@ mod credentials;
 mod demo;
 mod faults;
 mod foreign;
+mod lazy;
 mod load;
 mod mirrors;
 mod mount_helper;

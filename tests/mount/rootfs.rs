@@ -166,7 +166,7 @@ fn refused(umoci: &Result<Tree, String>, why: &str) -> Result<(), String> {
 }
 
 /// umoci's tree of `repo` at `reference`, and the compare rule for its stamped directory mtimes.
-fn umoci_tree(url: &str, repo: &str, reference: &str) -> (Result<Tree, String>, Compare) {
+pub(crate) fn umoci_tree(url: &str, repo: &str, reference: &str) -> (Result<Tree, String>, Compare) {
     match oracle::umoci(url, repo, reference) {
         Ok(u) => {
             let how = Compare { dir_mtime_stamped_after: Some(u.started), ..Compare::default() };
@@ -184,7 +184,7 @@ fn root_is_0755_root(t: &Tree) -> Option<String> {
 }
 
 /// Compare regfs's `rootfs` at `path` with `want`; the differences, prefixed by `label`.
-fn check(label: &str, path: &Path, want: &Tree, how: &Compare) -> Vec<String> {
+pub(crate) fn check(label: &str, path: &Path, want: &Tree, how: &Compare) -> Vec<String> {
     match tree::walk(path) {
         Err(e) => vec![format!("{label}: walking regfs's rootfs: {e}")],
         Ok(got) => {

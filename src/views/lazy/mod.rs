@@ -215,7 +215,11 @@ fn fetch_range(
     Ok(got)
 }
 
-type Key = (String, Digest, Digest);
+/// A lazy layer's key: the repository, the blob, the TOC digest, and where the TOC is said to be
+/// (zstd:chunked's position annotation; empty for eStargz, whose footer is in the blob):
+/// everything its build reads, so that a manifest that lies about one cannot fail or replace
+/// the layer an honest manifest names.
+type Key = (String, Digest, Digest, String);
 
 /// The lazy layers of a mount: built from their TOCs once, kept ([`LazyConfig::layers`]).
 pub struct Lazy {
@@ -264,7 +268,11 @@ impl Lazy {
             return Ok(None);
         }
         let Some((format, toc)) = format_of(d)? else { return Ok(None) };
-        Ok(Some(((repo.to_string(), d.digest.clone(), toc), d.clone(), format)))
+        let at = match format {
+            Format::Estargz => String::new(),
+            Format::ZstdChunked => d.lazy_annotation(zstd_chunked::POSITION).unwrap_or_default().to_string(),
+        };
+        Ok(Some(((repo.to_string(), d.digest.clone(), toc, at), d.clone(), format)))
     }
 
     /// Layer `n` of `doc` read lazily, if it names a TOC and the registry honours Range; `None`
@@ -333,7 +341,7 @@ impl Lazy {
     }
 
     fn build(&self, key: &Key, d: &Descriptor, format: Format) -> Result<Option<Arc<LazyLayer>>> {
-        let (repo, blob, toc_digest) = key;
+        let (repo, blob, toc_digest, _) = key;
         let what = format!("layer {blob} of {repo}");
         let size = d.size.ok_or_else(|| Error::malformed(&what, "no size"))?;
         let counters = LayerCounters::default();
