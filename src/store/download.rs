@@ -48,15 +48,29 @@ pub struct DownloadConfig {
     pub max_resumes: u32,
     /// Downloads at least this large are logged at info level.
     pub loud: u64,
+    /// Blobs larger than this, by their descriptor's size, are downloaded as several `Range`
+    /// requests at once (`ranged.rs`); others as one stream (64 MiB).
+    pub ranged_above: u64,
+    /// Bytes asked for by one of those `Range` requests (16 MiB).
+    pub range: u64,
+    /// `Range` requests of one blob under way at once (8); 1 downloads every blob as one stream.
+    pub ranges_at_once: usize,
 }
 
 impl Default for DownloadConfig {
     fn default() -> Self {
-        DownloadConfig { chunk: 256 << 10, max_resumes: 5, loud: 64 << 20 }
+        DownloadConfig {
+            chunk: 256 << 10,
+            max_resumes: 5,
+            loud: 64 << 20,
+            ranged_above: 64 << 20,
+            range: 16 << 20,
+            ranges_at_once: 8,
+        }
     }
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
