@@ -41,11 +41,14 @@
 //!
 //! # Downloads
 //! One per digest at a time (single flight), into `tmp/`, by [`download::fetch`]: streamed,
-//! resumed and hashed as it goes. The cache gives it the open temporary file (it names, renames
-//! and removes it itself, through `dir.rs`) and a hook run before every chunk is written, where it
-//! counts the download's [`Charge`] and checks for [`BlobCache::cancel`]: at unmount downloads
-//! stop at their next chunk; a socket read already blocked ends within `--timeout`, but nobody
-//! waits for it (`fuse.rs`).
+//! resumed and hashed as it goes; or, for a blob larger than [`DownloadConfig::ranged_above`] by
+//! its descriptor's size (never a HEAD's), by [`ranged::fetch`]: `Range` requests at once,
+//! written in place, hashed in order, resumed per piece. The cache gives either the open
+//! temporary file (it names, renames and removes it itself, through `dir.rs`) and a hook run
+//! before every chunk is written (the ranged download runs it for its workers, before they write,
+//! and at least every 100 ms), where it counts the download's [`Charge`] and checks for
+//! [`BlobCache::cancel`]: at unmount downloads stop at their next chunk; a socket read already
+//! blocked ends within `--timeout`, but nobody waits for it (`fuse.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
