@@ -41,11 +41,14 @@
 //!
 //! # Downloads
 //! One per digest at a time (single flight), into `tmp/`, by [`download::fetch`]: streamed,
-//! resumed and hashed as it goes. The cache gives it the open temporary file (it names, renames
-//! and removes it itself, through `dir.rs`) and a hook run before every chunk is written, where it
-//! counts the download's [`Charge`] and checks for [`BlobCache::cancel`]: at unmount downloads
-//! stop at their next chunk; a socket read already blocked ends within `--timeout`, but nobody
-//! waits for it (`fuse.rs`).
+//! resumed and hashed as it goes; or, for a blob larger than [`DownloadConfig::ranged_above`] by
+//! its descriptor's size (never a HEAD's), by [`ranged::fetch`]: `Range` requests at once,
+//! written in place, hashed in order, resumed per piece. The cache gives either the open
+//! temporary file (it names, renames and removes it itself, through `dir.rs`) and a hook run
+//! before every chunk is written (the ranged download runs it for its workers, before they write,
+//! and at least every 100 ms), where it counts the download's [`Charge`] and checks for
+//! [`BlobCache::cancel`]: at unmount downloads stop at their next chunk; a socket read already
+//! blocked ends within `--timeout`, but nobody waits for it (`fuse.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -60,6 +63,7 @@ use super::StoreConfig;
 use super::dir::{CacheDir, file_type};
 use super::download::{self, DownloadConfig};
 use super::flight::SingleFlight;
+use super::ranged;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::registry::Client;
@@ -333,37 +337,66 @@ impl BlobCache {
     /// returned (and kept) whatever its length; the caller compares. Read it with `read_at`
     /// (pread): the descriptor may be shared with other readers of the same blob.
     pub fn open(&self, client: &dyn Client, repo: &str, digest: &Digest, size: Option<u64>) -> Result<Arc<File>> {
+        self.open_bounded(client, repo, digest, size, true)
+    }
+
+    /// [`BlobCache::open`] bounded by `size`, which is a descriptor's size if `described`, else
+    /// only a HEAD's word: a blob larger than [`DownloadConfig::ranged_above`] is downloaded by
+    /// ranges at once only by a descriptor's size (`ranged.rs`), never by a HEAD's.
+    pub fn open_bounded(
+        &self,
+        client: &dyn Client,
+        repo: &str,
+        digest: &Digest,
+        size: Option<u64>,
+        described: bool,
+    ) -> Result<Arc<File>> {
         let key = (Kind::Blob, digest.clone());
         if let Some(f) = self.ready(&key)? {
             return Ok(f);
         }
         let _shown = self.activity.show(crate::telemetry::Work::Download, repo, digest, size); // `.regfs/status`
         let check = |f: &mut File| hash_file(f, digest, self.download.chunk);
-        let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-            // Where the bytes came from: a mirror among them that served wrong bytes is dropped
-            // (`Client::distrust`) and the download made once more from the next source.
-            let mut urls = Vec::new();
+        let ranged =
+            size.filter(|s| described && *s <= crate::limits::MAX_BLOB_SIZE && ranged::wanted(&self.download, *s));
+        // Where the bytes came from: a mirror among them that served wrong bytes is dropped
+        // (`Client::distrust`) and the download made once more from the next source.
+        let urls = Mutex::new(Vec::new());
+        let attempt = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| {
             let mut body = |from| {
                 let reply = client.blob(repo, digest, from)?;
-                urls.push(reply.url.clone());
+                sync::lock(&urls).push(reply.url.clone());
                 Ok(reply)
             };
-            match download::fetch(&self.download, repo, digest, size, &mut body, out, hook) {
-                Err(e @ Error::DigestMismatch { .. }) => {
-                    let mut again = false;
-                    for url in std::mem::take(&mut urls) {
-                        again |= client.distrust(&url);
-                    }
-                    if !again {
-                        return Err(e);
-                    }
-                    out.set_len(0)?;
-                    std::io::Seek::rewind(out)?;
-                    let mut body = |from| client.blob(repo, digest, from);
-                    download::fetch(&self.download, repo, digest, size, &mut body, out, hook)
+            match ranged {
+                Some(size) => {
+                    let range = |start, end| {
+                        let reply = client.blob_range(repo, digest, start, end)?;
+                        sync::lock(&urls).push(reply.url.clone());
+                        Ok(reply)
+                    };
+                    ranged::fetch(&self.download, repo, digest, size, &range, &mut body, out, hook)
                 }
-                other => other,
+                None => download::fetch(&self.download, repo, digest, size, &mut body, out, hook),
             }
+        };
+        let produce = |out: &mut File, hook: &mut dyn FnMut(u64) -> Result<()>| match attempt(out, hook) {
+            Err(e @ Error::DigestMismatch { .. }) => {
+                let mut again = false;
+                let mut seen = std::mem::take(&mut *sync::lock(&urls));
+                seen.sort();
+                seen.dedup();
+                for url in seen {
+                    again |= client.distrust(&url);
+                }
+                if !again {
+                    return Err(e);
+                }
+                out.set_len(0)?;
+                std::io::Seek::rewind(out)?;
+                attempt(out, hook)
+            }
+            other => other,
         };
         let f = self.flights.run(&(digest.clone(), size), || self.fill(&key, &check, &produce))?;
         Ok(self.share(&key, f))
@@ -753,6 +786,83 @@ mod tests {
         assert_eq!(read_all(&cache.open(&client, "r", &db, None).expect("altered")), bad);
         assert_eq!(client.blob_gets(), 1, "an altered file is downloaded again");
         assert_eq!(std::fs::read(sha.join(db.hex())).expect("replaced"), bad);
+    }
+
+    /// Pieces of 64 KiB, 4 at once, above 64 KiB: a blob of a few hundred KiB is downloaded by ranges.
+    fn ranged(dir: &std::path::Path) -> StoreConfig {
+        let download = DownloadConfig {
+            chunk: 16 << 10,
+            ranged_above: 64 << 10,
+            range: 64 << 10,
+            ranges_at_once: 4,
+            ..DownloadConfig::default()
+        };
+        StoreConfig { download, ..config(dir, 1 << 30) }
+    }
+
+    /// Nothing kept: no blob file, nothing in `tmp/`, no bytes counted.
+    fn assert_nothing_kept(dir: &std::path::Path, cache: &BlobCache, d: &Digest) {
+        assert!(!on_disk(dir, d), "the blob was committed");
+        assert_eq!(std::fs::read_dir(dir.join("tmp")).expect("tmp").count(), 0, "tmp/ is not empty");
+        let s = sync::lock(&cache.state);
+        assert_eq!((s.total, s.downloading), (0, 0), "bytes still counted");
+    }
+
+    #[test]
+    fn a_big_blob_whose_ranges_bring_wrong_bytes_is_not_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let data = noise(6 * (64 << 10) + 5, 3);
+        let d = client.add_blob(&data);
+        let mut wrong = data.clone();
+        wrong[5 * (64 << 10)] ^= 0x80;
+        client.corrupt_blob(&d, wrong);
+        let cache = BlobCache::new(&ranged(dir.path())).expect("cache");
+        let err = cache.open(&client, "r", &d, Some(data.len() as u64)).expect_err("wrong bytes");
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(err.to_string().contains(&d.to_string()), "{err}");
+        assert!(client.blob_ranges() > 1, "not downloaded by ranges");
+        assert_nothing_kept(dir.path(), &cache, &d);
+    }
+
+    #[test]
+    fn a_ranged_download_cancelled_mid_way_keeps_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let data = noise(16 * (64 << 10), 4);
+        let d = client.add_blob(&data);
+        client.slow_reads(std::time::Duration::from_millis(5));
+        let cache = BlobCache::new(&ranged(dir.path())).expect("cache");
+        let got = std::thread::scope(|s| {
+            let run = s.spawn(|| cache.open(&client, "r", &d, Some(data.len() as u64)).map(|_| ()));
+            // Cancelled once the workers are under way (several pieces asked for).
+            let waited = std::time::Instant::now();
+            while client.blob_ranges() < 4 && waited.elapsed() < std::time::Duration::from_secs(20) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            cache.cancel();
+            run.join().expect("no panic")
+        });
+        let err = got.expect_err("cancelled");
+        assert!(matches!(err, Error::Cancelled(_)), "{err}");
+        assert!(client.blob_ranges() < 16, "every piece was asked for: {}", client.blob_ranges());
+        assert_nothing_kept(dir.path(), &cache, &d);
+    }
+
+    #[test]
+    fn a_blob_sized_only_by_head_is_one_stream_and_by_a_descriptor_ranges() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let (a, b) = (noise(5 * (64 << 10), 5), noise(5 * (64 << 10), 6));
+        let (da, db) = (client.add_blob(&a), client.add_blob(&b));
+        let cache = BlobCache::new(&ranged(dir.path())).expect("cache");
+        let got = cache.open_bounded(&client, "r", &da, Some(a.len() as u64), false).expect("by HEAD");
+        assert_eq!(read_all(&got), a);
+        assert_eq!((client.blob_ranges(), client.blob_gets()), (0, 1), "a HEAD's size was trusted for ranges");
+        let got = cache.open(&client, "r", &db, Some(b.len() as u64)).expect("by descriptor");
+        assert_eq!(read_all(&got), b);
+        assert_eq!(client.blob_ranges(), 5);
     }
 }
 

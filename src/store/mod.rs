@@ -25,6 +25,7 @@ pub mod cache;
 pub mod dir;
 pub mod download;
 pub mod flight;
+pub mod ranged;
 pub mod sized;
 
 use std::fs::File;
@@ -744,7 +745,7 @@ impl Store {
         // The download is bounded by the size shown: the descriptor's claim, else what HEAD said.
         let key = (repo.to_string(), digest.clone());
         let head = if claimed.is_none() { lock(&self.meta).head_sizes().peek(&key).copied() } else { None };
-        let opened = match self.blobs.open(&*self.client, repo, digest, claimed.or(head)) {
+        let opened = match self.blobs.open_bounded(&*self.client, repo, digest, claimed.or(head), claimed.is_some()) {
             // The registry does not have it: a foreign layer's URLs may.
             Err(e @ Error::NotFound(_)) => self.foreign_blob(repo, digest, claimed.or(head)).unwrap_or(Err(e)),
             other => other,

@@ -29,6 +29,9 @@ struct Faults {
     /// Fail one read of every blob body with `Interrupted` after this many bytes.
     interrupt_after: Option<usize>,
     ignore_range: bool,
+    /// Answer `blob_range` with every byte from its start on, not only those asked for (as a
+    /// hostile registry may), saying it is ranged.
+    overlong_ranges: bool,
     refuse_manifest_head: bool,
     head_sizes: HashMap<String, u64>,
     slow_reads: Option<Duration>,
@@ -82,6 +85,12 @@ impl<C: Client> Faulty<C> {
         lock(&self.faults).ignore_range = true;
     }
 
+    /// Answer every [`Client::blob_range`] with the blob from its start to its end, longer than
+    /// asked, as if ranged (206).
+    pub fn overlong_ranges(&self) {
+        lock(&self.faults).overlong_ranges = true;
+    }
+
     /// Answer HEAD of manifests with an unexpected status (as a proxy that refuses HEAD).
     pub fn refuse_manifest_head(&self) {
         lock(&self.faults).refuse_manifest_head = true;
@@ -103,7 +112,7 @@ impl<C: Client> Faulty<C> {
     }
 
     /// Every call so far, as `catalog`, `tags R`, `Head manifest R REF`, `Get manifest R REF`,
-    /// `HEAD blob R D`, `GET blob R D from N`, `referrers R D`.
+    /// `HEAD blob R D`, `GET blob R D from N`, `GET blob R D range S..E`, `referrers R D`.
     pub fn calls(&self) -> Vec<String> {
         lock(&self.calls).clone()
     }
@@ -227,11 +236,12 @@ impl<C: Client> Client for Faulty<C> {
         self.blob_ranges.fetch_add(1, Ordering::SeqCst);
         let mut f = lock(&self.faults);
         let reply = if f.ignore_range {
-            self.inner.blob(repo, digest, 0)?
+            BlobReply { ranged: false, ..self.inner.blob(repo, digest, 0)? }
+        } else if f.overlong_ranges {
+            BlobReply { ranged: true, ..self.inner.blob(repo, digest, start)? }
         } else {
             self.inner.blob_range(repo, digest, start, end)?
         };
-        let reply = if f.ignore_range { BlobReply { ranged: false, ..reply } } else { reply };
         Ok(Faulty::<C>::faulty_reply(&mut f, reply))
     }
 

@@ -5,7 +5,7 @@
 //! Hub does), demands bearer tokens that expire, redirects blob GETs to another host name (as
 //! registries redirect to object storage), answers with injected statuses (429 with
 //! `Retry-After`, 500, 503), stalls, cuts bodies off half way, trickles them (a few bytes at a
-//! time, a pause between), ignores `Range`, serves altered manifests, and sends `Link` headers
+//! time, a pause between), throttles each connection to a rate, ignores `Range`, serves altered manifests, and sends `Link` headers
 //! no registry should (another origin, a loop, a chain too long to follow). It records every
 //! request so tests can assert on what regfs sent.
 
@@ -101,6 +101,10 @@ pub struct Behavior {
     pub down: bool,
     /// Added before every answer, as a registry that far away would be.
     pub latency: Duration,
+    /// Bodies are sent at most this many bytes a second on each connection (each request has
+    /// its own: the front closes every connection after one answer), as a CDN or proxy that
+    /// throttles each connection would; `None`, as fast as loopback goes.
+    pub rate: Option<u64>,
     /// A hostile registry: the tag list of each of these repositories is a flood of so many
     /// bytes of generated tag names, served in pages of about [`FLOOD_PAGE`] bytes, each made when
     /// asked for (the front never holds the flood). A few names per page break the grammar.
@@ -142,6 +146,9 @@ pub struct State {
     tokens: HashMap<String, Instant>,
     /// Refresh tokens the token endpoint gave out.
     refresh_tokens: Vec<String>,
+    /// Answers being written now, and the most there were at once.
+    sending: usize,
+    most_sending: usize,
 }
 
 pub struct Front {
@@ -222,6 +229,12 @@ impl Front {
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
+
+    /// The most answers (to /v2/ and tokens) the front was writing at once so far: more than one
+    /// when a client downloads over several connections at once.
+    pub fn most_at_once(&self) -> usize {
+        self.state().most_sending
+    }
 }
 
 impl Drop for Front {
@@ -262,7 +275,8 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
 }
 
 /// Write a response; `cut` sends only the first half of the body, then holds the connection for
-/// `hold` before closing it; `trickle` sends the body `(bytes, every)`.
+/// `hold` before closing it; `trickle` sends the body `(bytes, every)`; `rate` paces the body at
+/// that many bytes a second.
 fn write(
     mut stream: &TcpStream,
     resp: &Response,
@@ -270,6 +284,7 @@ fn write(
     cut: bool,
     hold: Duration,
     trickle: Option<(usize, Duration)>,
+    rate: Option<u64>,
 ) {
     let reason = match resp.status {
         200 => "OK",
@@ -300,7 +315,26 @@ fn write(
         }
     } else if !head {
         let body = if cut { &resp.body[..resp.body.len() / 2] } else { &resp.body[..] };
-        let _ = stream.write_all(body);
+        match rate.filter(|r| *r > 0) {
+            None => {
+                let _ = stream.write_all(body);
+            }
+            Some(rate) => {
+                // In slices of about 10 ms each, never ahead of `rate` since the first byte.
+                let started = Instant::now();
+                let mut sent = 0u64;
+                for piece in body.chunks((rate / 100).max(1) as usize) {
+                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    if stream.write_all(piece).is_err() {
+                        break; // the client gave up
+                    }
+                    sent += piece.len() as u64;
+                }
+            }
+        }
         let _ = stream.flush();
         std::thread::sleep(hold);
     }
@@ -382,7 +416,7 @@ fn serve(
         std::thread::sleep(delay);
     }
     if req.path.starts_with("/_front/") {
-        write(&stream, &resp, head, cut, Duration::ZERO, None);
+        write(&stream, &resp, head, cut, Duration::ZERO, None, None);
         return;
     }
     lock().requests.push(Recorded {
@@ -394,7 +428,13 @@ fn serve(
         status: resp.status,
         body: String::from_utf8_lossy(&req.body).into_owned(),
     });
-    write(&stream, &resp, head, cut, if cut { delay } else { Duration::ZERO }, trickle);
+    {
+        let mut st = lock();
+        st.sending += 1;
+        st.most_sending = st.most_sending.max(st.sending);
+    }
+    write(&stream, &resp, head, cut, if cut { delay } else { Duration::ZERO }, trickle, behavior.rate);
+    lock().sending -= 1;
 }
 
 #[allow(clippy::too_many_arguments)]

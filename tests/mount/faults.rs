@@ -701,3 +701,59 @@ fn a_reader_in_another_pid_namespace_can_be_killed_while_waiting() {
     let status = m.unmount().expect("exit");
     assert!(status.success(), "{status:?}\n{}", m.log());
 }
+
+/// A blob of 8 MiB over a front adding 20 ms and holding each connection to 4 MiB/s, with ranges
+/// of 1 MiB above 1 MiB, 4 at once, against the same blob as one stream: the ranges are what
+/// was asked for (each piece once, by a `Range` of exactly it), several were sent at once, and
+/// the blob is right; one stream is one GET. The times are shown, not asserted.
+#[test]
+fn a_big_blob_over_a_throttled_link_is_fetched_by_ranges_at_once() {
+    use regfs::registry::Client as _;
+    use regfs::registry::http::{HttpClient, Options};
+    use regfs::store::StoreConfig;
+    use regfs::store::cache::BlobCache;
+    use regfs::store::download::DownloadConfig;
+    const MIB: u64 = 1 << 20;
+    let sh = shared();
+    let data = regfs::testkit::core::noise(8 * MIB as usize, 77);
+    let pusher = regfs::testkit::fixtures::push::Pusher::new(reqwest::Url::parse(&sh.registry.url).expect("url"), None)
+        .expect("pusher");
+    let digest = pusher.blob("ranged/big", &data).expect("push");
+    let fetch = |at_once: usize| {
+        let front = Front::start(
+            &sh.registry.url,
+            Behavior { latency: Duration::from_millis(20), rate: Some(4 * MIB), ..Behavior::default() },
+        );
+        let client =
+            HttpClient::new(reqwest::Url::parse(&front.url).expect("url"), Options::default()).expect("client");
+        let cache = tempfile::tempdir().expect("cache");
+        let download =
+            DownloadConfig { ranged_above: MIB, range: MIB, ranges_at_once: at_once, ..DownloadConfig::default() };
+        let config = StoreConfig { cache_dir: cache.path().to_path_buf(), download, ..StoreConfig::default() };
+        let blobs = BlobCache::new(&config).expect("cache");
+        let started = Instant::now();
+        let file = blobs.open(&client, "ranged/big", &digest, Some(data.len() as u64)).expect("downloaded");
+        let took = started.elapsed();
+        let mut got = vec![0u8; data.len()];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut got, 0).expect("read");
+        assert!(got == data, "the cached file is not the blob");
+        let gets: Vec<_> = front
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&digest.to_string()))
+            .collect();
+        (gets, front.most_at_once(), client.stats().blob_ranges, took)
+    };
+    let (ranged, at_once, counted, ranged_took) = fetch(4);
+    let mut asked: Vec<String> = ranged.iter().map(|r| r.range.clone().unwrap_or_default()).collect();
+    asked.sort();
+    let mut want: Vec<String> = (0..8).map(|k| format!("bytes={}-{}", k * MIB, (k + 1) * MIB - 1)).collect();
+    want.sort();
+    assert_eq!(asked, want, "each piece once, by a Range of exactly it");
+    assert_eq!(counted, 8, "ranged GETs counted by the client");
+    assert!(at_once >= 2, "the ranges were sent one after another (at most {at_once} at once)");
+    let (single, _, counted, single_took) = fetch(1);
+    assert_eq!(single.len(), 1, "{single:#?}");
+    assert_eq!((single[0].range.as_deref(), counted), (None, 0));
+    eprintln!("8 MiB at 4 MiB/s a connection: {ranged_took:?} by 8 ranges, 4 at once; {single_took:?} as one stream");
+}

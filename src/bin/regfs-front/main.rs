@@ -1,5 +1,5 @@
 //! `regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range]
-//! [--latency-ms N]`:
+//! [--latency-ms N] [--rate-mib N]`:
 //! the test harness's fault-injecting registry front as a program, for `scripts/bench` (which
 //! needs tag lists served in pages; the reference registry does not page them). Prints its URL,
 //! then serves until killed. `GET /_front/requests` lists what it has forwarded.
@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(upstream) = args.first().filter(|a| !a.starts_with("--")) else {
         eprintln!(
-            "usage: regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range] [--latency-ms N]"
+            "usage: regfs-front UPSTREAM [--tag-page N] [--catalog-page N] [--no-catalog] [--ignore-range] [--latency-ms N] [--rate-mib N]"
         );
         return std::process::ExitCode::from(2);
     };
@@ -23,6 +23,8 @@ fn main() -> std::process::ExitCode {
         no_catalog: args.iter().any(|a| a == "--no-catalog"),
         ignore_range: args.iter().any(|a| a == "--ignore-range"),
         latency: std::time::Duration::from_millis(number("--latency-ms").unwrap_or(0) as u64),
+        // Each connection's bodies at most this many MiB a second.
+        rate: number("--rate-mib").map(|m| (m as u64) << 20),
         ..Behavior::default()
     };
     let front = Front::start(upstream, behavior);
