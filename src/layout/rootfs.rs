@@ -180,8 +180,11 @@ impl LayersInner {
 
     /// [`LayersInner::lazy`] if known now: a layer that names a TOC not read yet is not.
     fn lazy_now(&self, repo: &str, manifest: &Digest, n: usize) -> Option<Option<Arc<LazyLayer>>> {
-        let doc = self.store.manifest_now(repo, manifest)?;
         let lazy = self.views.lazy();
+        if lazy.reads_whole_now() {
+            return Some(None);
+        }
+        let doc = self.store.manifest_now(repo, manifest)?;
         match lazy.layer_now(repo, &doc, n) {
             Some(l) => Some(Some(l)),
             None => lazy.reads_whole(repo, &doc, n).then_some(None),
@@ -221,7 +224,8 @@ impl ImageLayers for ViewsLayers {
     /// Never a layer read by chunks (its files open as parts, [`ImageLayers::lazy_now`]).
     fn ready(&self, repo: &str, manifest: &Digest, n: usize) -> Option<(Arc<LayerIndex>, Content)> {
         let doc = self.0.store.manifest_now(repo, manifest)?;
-        if !self.0.views.lazy().reads_whole(repo, &doc, n) {
+        let lazy = self.0.views.lazy();
+        if !lazy.reads_whole_now() && !lazy.reads_whole(repo, &doc, n) {
             return None;
         }
         self.0.views.ready(&doc, n)

@@ -236,6 +236,9 @@ pub struct Lazy {
     seen: Mutex<LruCache<Key, Arc<LazyLayer>>>,
     /// Lazy layers checked against their verified tar this run (at most 4096).
     checked: Mutex<LruCache<Key, ()>>,
+    /// Whether any layer this run has named a TOC: until one does, every layer is read whole
+    /// and [`Lazy::reads_whole_now`] answers without looking at the manifest.
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl Lazy {
@@ -255,6 +258,7 @@ impl Lazy {
             failed: Mutex::new(LruCache::new(n)),
             seen: Mutex::new(LruCache::new(crate::capacity::nonzero(config.layers.saturating_mul(4)))),
             checked: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
+            any: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -262,12 +266,16 @@ impl Lazy {
         &self.config
     }
 
-    fn key(repo: &str, doc: &VerifiedManifest, n: usize) -> Result<Option<(Key, Descriptor, Format)>> {
+    fn key(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> Result<Option<(Key, Descriptor, Format)>> {
         let Some((_, d)) = doc.manifest.layers.get(n) else { return Ok(None) };
         if !doc.manifest.kind.is_image() {
             return Ok(None);
         }
-        let Some((format, toc)) = format_of(d)? else { return Ok(None) };
+        let named = format_of(d);
+        if !matches!(named, Ok(None)) {
+            self.any.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let Some((format, toc)) = named? else { return Ok(None) };
         let at = match format {
             Format::Estargz => String::new(),
             Format::ZstdChunked => d.lazy_annotation(zstd_chunked::POSITION).unwrap_or_default().to_string(),
@@ -281,7 +289,7 @@ impl Lazy {
         if !self.config.enabled {
             return Ok(None);
         }
-        let Some((key, d, format)) = Lazy::key(repo, doc, n)? else { return Ok(None) };
+        let Some((key, d, format)) = self.key(repo, doc, n)? else { return Ok(None) };
         if let Some(l) = sync::lock(&self.layers).get(&key) {
             return Ok(Some(Arc::clone(l)));
         }
@@ -326,14 +334,22 @@ impl Lazy {
         if !self.config.enabled {
             return None;
         }
-        let (key, _, _) = Lazy::key(repo, doc, n).ok()??;
+        let (key, _, _) = self.key(repo, doc, n).ok()??;
         sync::lock(&self.layers).get(&key).cloned()
+    }
+
+    /// True when no layer this run has named a TOC yet (or lazy reading is off): every layer is
+    /// read whole, whatever the manifest (a manifest not yet read names none this run has seen;
+    /// before its layers are used, it is read, and [`Lazy::layer`] or [`Lazy::check_whole`]
+    /// sees its TOCs). Lock-free: for the inline paths of every lookup.
+    pub fn reads_whole_now(&self) -> bool {
+        !self.config.enabled || !self.any.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether layer `n` of `doc` is read whole (it names no TOC, or Range is not honoured, or
     /// lazy reading is off) as far as is known now.
     pub fn reads_whole(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> bool {
-        match Lazy::key(repo, doc, n) {
+        match self.key(repo, doc, n) {
             Ok(Some((key, _, _))) => !self.config.enabled || sync::lock(&self.whole).contains(&key.1),
             Ok(None) => true,
             Err(_) => false,
@@ -406,7 +422,7 @@ impl Lazy {
     /// the layer if they do not. Its TOC is read if it was not yet (from the blob, now cached
     /// whole, when the cache held it: no request).
     pub fn check_whole(&self, repo: &str, doc: &VerifiedManifest, n: usize, tar_index: &LayerIndex, tar: &Content) {
-        let Ok(Some((key, _, _))) = Lazy::key(repo, doc, n) else { return };
+        let Ok(Some((key, _, _))) = self.key(repo, doc, n) else { return };
         if !self.config.enabled || sync::lock(&self.checked).contains(&key) {
             return;
         }
