@@ -153,7 +153,7 @@ impl Snapshot {
             for l in &self.lazy_layers {
                 let _ = writeln!(
                     o,
-                    "  {:<12}  {}  {}  {} of {} fetched in {} ranges, {} chunks verified{}",
+                    "  {:<12}  {}  {}  {} of {} fetched in {} ranges, {} chunks verified, images {}{}",
                     l.format.name(),
                     l.repo,
                     l.blob,
@@ -161,6 +161,7 @@ impl Snapshot {
                     bytes(l.size),
                     l.stats.ranges,
                     l.stats.chunks_verified,
+                    l.images.join(" "),
                     l.poisoned.as_ref().map_or_else(String::new, |why| format!("; POISONED, no file served: {why}"))
                 );
             }

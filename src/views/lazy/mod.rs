@@ -161,7 +161,12 @@ pub struct LazyLayer {
     codec: Codec,
     shared: Arc<Shared>,
     counters: LayerCounters,
+    /// The images (manifest digests) that have read it lazily, the first [`IMAGES_SHOWN`].
+    images: Mutex<Vec<Digest>>,
 }
+
+/// Images shown per lazy layer in the status.
+const IMAGES_SHOWN: usize = 8;
 
 impl LazyLayer {
     /// Bytes `start..end` of the blob, counted.
@@ -189,6 +194,13 @@ impl LazyLayer {
         let n =
             n.ok_or_else(|| Error::malformed(format!("lazy layer {}", self.blob), format!("no file {data_offset}")))?;
         Ok(chunks::content(Arc::clone(self), n))
+    }
+
+    fn used_by(&self, manifest: &Digest) {
+        let mut images = sync::lock(&self.images);
+        if images.len() < IMAGES_SHOWN && !images.contains(manifest) {
+            images.push(manifest.clone());
+        }
     }
 
     /// What it has cost so far.
@@ -290,8 +302,9 @@ impl Lazy {
             return Ok(None);
         }
         let Some((key, d, format)) = self.key(repo, doc, n)? else { return Ok(None) };
-        if let Some(l) = sync::lock(&self.layers).get(&key) {
-            return Ok(Some(Arc::clone(l)));
+        if let Some(l) = sync::lock(&self.layers).get(&key).cloned() {
+            l.used_by(&doc.digest);
+            return Ok(Some(l));
         }
         if sync::lock(&self.whole).contains(&key.1) {
             return Ok(None);
@@ -305,6 +318,7 @@ impl Lazy {
             let built = self.build(&key, &d, format);
             match &built {
                 Ok(Some(l)) => {
+                    l.used_by(&doc.digest);
                     sync::lock(&self.layers).put(key.clone(), Arc::clone(l));
                     chunks::prefetch_landmarked(l, self.config.chunk_memory / 2);
                     sync::lock(&self.seen).put(key.clone(), Arc::clone(l));
@@ -414,6 +428,7 @@ impl Lazy {
             codec,
             shared: Arc::clone(&self.shared),
             counters,
+            images: Mutex::default(),
         })))
     }
 
@@ -465,6 +480,7 @@ impl Lazy {
                 toc: l.toc_digest.to_string(),
                 size: l.size,
                 entries: l.index.len(),
+                images: sync::lock(&l.images).iter().map(Digest::to_string).collect(),
                 stats: l.stats(),
                 poisoned: poisoned.get(&l.blob).cloned(),
             })
@@ -486,6 +502,9 @@ pub struct LayerReport {
     pub toc: String,
     pub size: u64,
     pub entries: usize,
+    /// The images that read it lazily (the first 8): each image's layers read lazily are the
+    /// entries that name it.
+    pub images: Vec<String>,
     #[serde(flatten)]
     pub stats: LayerStats,
     pub poisoned: Option<String>,
