@@ -453,7 +453,10 @@ fn holey() -> Vec<u8> {
     holey
 }
 
-fn zstd_layers(edit_first: Option<&dyn Fn(&[E]) -> zstd_chunked::Built>) -> Vec<zstd_chunked::Built> {
+/// Writes one layer's entries in another way.
+type Writer<'a> = &'a dyn Fn(&[E]) -> zstd_chunked::Built;
+
+fn zstd_layers(edit_first: Option<Writer<'_>>) -> Vec<zstd_chunked::Built> {
     let mut ls = layers();
     // A file with a hole: a run of zeros is a chunk of its own, which costs no request.
     ls[1].push(bin("opt/holey", holey()));
