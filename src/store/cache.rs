@@ -87,10 +87,13 @@ pub enum Kind {
     /// A layer's index, by its diff_id (`index/<alg>/<hex>`): used only as made or checked by
     /// this process (its caller compares one an earlier run left with the index it built).
     Index,
+    /// A chunk of a layer read lazily, decompressed, by its own digest (`chunks/<alg>/<hex>`),
+    /// hashed again after a restart.
+    Chunk,
 }
 
 /// Every kind, each with its directory, opened at start.
-const KINDS: [Kind; 4] = [Kind::Blob, Kind::Decoded, Kind::DecodedFrom, Kind::Index];
+const KINDS: [Kind; 5] = [Kind::Blob, Kind::Decoded, Kind::DecodedFrom, Kind::Index, Kind::Chunk];
 
 impl Kind {
     /// Its directory under the cache root.
@@ -100,6 +103,7 @@ impl Kind {
             Kind::Decoded => "decoded",
             Kind::DecodedFrom => "decoded-from",
             Kind::Index => "index",
+            Kind::Chunk => "chunks",
         }
     }
 }

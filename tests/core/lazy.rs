@@ -550,3 +550,56 @@ fn the_files_before_a_prefetch_landmark_are_fetched_in_one_range_and_then_cost_n
     assert_eq!(c.cat(&format!("{root}/app/later")).expect("cat"), b"not prioritised\n");
     assert_eq!(c.fake.calls().len(), asked + 1, "a later file costs its chunk");
 }
+
+#[test]
+fn verified_chunks_are_kept_in_the_cache_directory_and_read_back_after_a_remount() {
+    let fake = Arc::new(Faulty::new(Fake::default()));
+    let cache = tempfile::tempdir().expect("cache");
+    let img = put(&fake, "r", "v1", &built(), &|_, _| {});
+    let path = format!("r/manifests/{}/rootfs/usr/big.bin", img.manifest);
+    {
+        let c = Builder::over(Arc::clone(&fake)).cache_at(cache.path()).build();
+        assert_eq!(c.cat(&path).expect("cold"), big());
+    }
+    let cold = ranges_of(&fake, &img.blobs[0]);
+    let c = Builder::over(Arc::clone(&fake)).cache_at(cache.path()).build();
+    assert_eq!(c.cat(&path).expect("after a remount"), big());
+    assert_eq!(
+        ranges_of(&fake, &img.blobs[0]) - cold,
+        1,
+        "only the tail again (its TOC), no chunk: {:?}",
+        fake.calls()
+    );
+    // A chunk altered on disk between runs is hashed again before use, found wrong, and fetched.
+    let dir = cache.path().join("chunks/sha256");
+    let victim = std::fs::read_dir(&dir).expect("chunks/").next().expect("a chunk").expect("entry").path();
+    drop(c);
+    let mut bytes = std::fs::read(&victim).expect("chunk");
+    bytes[0] ^= 1;
+    std::fs::write(&victim, bytes).expect("alter");
+    let before = ranges_of(&fake, &img.blobs[0]);
+    let c = Builder::over(Arc::clone(&fake)).cache_at(cache.path()).build();
+    assert_eq!(c.cat(&path).expect("after the alteration"), big());
+    assert_eq!(ranges_of(&fake, &img.blobs[0]) - before, 2, "the tail and the altered chunk: {:?}", fake.calls());
+}
+
+#[test]
+fn a_toc_naming_a_kept_chunk_s_digest_with_a_shorter_size_is_not_served_a_prefix() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let entries = vec![tricky::dir("etc"), bin("etc/f", b"0123456789 the whole file".to_vec())];
+    let honest = vec![estargz::estargz(&entries, &opts()).expect("eStargz")];
+    let a = put(&c.fake, "r", "honest", &honest, &|_, _| {});
+    assert_eq!(
+        c.cat(&format!("r/manifests/{}/rootfs/etc/f", a.manifest)).expect("honest"),
+        b"0123456789 the whole file"
+    );
+    let short = vec![
+        estargz::estargz_edited(&entries, &opts(), |toc| {
+            entry_of(toc, "etc/f")["size"] = serde_json::json!(10);
+        })
+        .expect("edited"),
+    ];
+    let b = put(&c.fake, "r", "short", &short, &|_, _| {});
+    let got = c.cat(&format!("r/manifests/{}/rootfs/etc/f", b.manifest));
+    assert!(got.is_err(), "a prefix of a chunk is not the chunk its digest names: {got:?}");
+}

@@ -19,6 +19,7 @@ use super::toc::{Chunk, Codec, FileChunks};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::limits;
+use crate::store::cache::Kind;
 use crate::store::flight::SingleFlight;
 use crate::store::sized::SizedLru;
 use crate::store::{Content, Parts};
@@ -36,8 +37,10 @@ impl Chunks {
         Chunks { kept: std::sync::Mutex::new(SizedLru::new(bytes)), flights: SingleFlight::default() }
     }
 
-    fn kept(&self, digest: &Digest) -> Option<Arc<Vec<u8>>> {
-        sync::lock(&self.kept).get(digest)
+    /// Chunk `c`'s bytes if they are kept: kept by digest, and of the length `c` says (another
+    /// TOC naming the same digest with a shorter size must not be served a prefix).
+    fn kept(&self, c: &Chunk) -> Option<Arc<Vec<u8>>> {
+        sync::lock(&self.kept).get(&c.digest).filter(|b| b.len() as u64 == c.size)
     }
 
     /// Bytes of chunks held now.
@@ -52,14 +55,14 @@ pub fn chunk(layer: &LazyLayer, c: &Chunk) -> Result<Arc<Vec<u8>>> {
         return Ok(Arc::new(vec![0u8; c.size as usize]));
     }
     let chunks = &layer.shared.chunks;
-    if let Some(bytes) = chunks.kept(&c.digest) {
+    if let Some(bytes) = chunks.kept(c) {
         return Ok(bytes);
     }
     chunks.flights.run(&c.digest, || {
-        if let Some(bytes) = chunks.kept(&c.digest) {
+        if let Some(bytes) = chunks.kept(c) {
             return Ok(bytes);
         }
-        let bytes = Arc::new(fetch(layer, c)?);
+        let bytes = Arc::new(on_disk(layer, c)?);
         sync::lock(&chunks.kept).put(c.digest.clone(), Arc::clone(&bytes));
         Ok(bytes)
     })
@@ -92,7 +95,7 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
         };
         let kept = &layer.shared.chunks;
         for c in &chunks {
-            if kept.kept(&c.digest).is_some() {
+            if kept.kept(c).is_some() {
                 continue;
             }
             let part = &bytes[(c.start - start) as usize..(c.end - start) as usize];
@@ -105,6 +108,48 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
     });
     if let Err(e) = spawned {
         log::info!("no thread to prefetch: {e}");
+    }
+}
+
+/// Chunk `c` of `layer` from the cache's `chunks/` (by its digest: verified when written, and
+/// hashed again before its first use by a run), else fetched, verified and kept there, within
+/// `--cache-size` like any cached file. A chunk the cache cannot keep (a full disk, a cache
+/// smaller than it) is still served, verified, from memory.
+fn on_disk(layer: &LazyLayer, c: &Chunk) -> Result<Vec<u8>> {
+    let cache = layer.shared.store.blob_cache();
+    let fetched: std::cell::RefCell<Option<Vec<u8>>> = std::cell::RefCell::new(None);
+    let check = |f: &mut std::fs::File| crate::store::cache::hash_file(f, &c.digest, 256 << 10);
+    let produce = |out: &mut std::fs::File, hook: &mut dyn FnMut(u64) -> Result<()>| {
+        let data = fetch(layer, c)?;
+        let len = data.len() as u64;
+        *fetched.borrow_mut() = Some(data);
+        hook(len)?;
+        let kept = fetched.borrow();
+        std::io::Write::write_all(out, kept.as_deref().unwrap_or_default())?;
+        Ok(len)
+    };
+    match cache.open_derived(Kind::Chunk, &c.digest, &check, &produce) {
+        Ok(file) => {
+            // Kept by digest: its length is the digest's, and must be the one `c` says.
+            let len = file.metadata().map_err(|e| Error::Io(format!("cached chunk {}: {e}", c.digest)))?.len();
+            if len != c.size {
+                return Err(Error::malformed(
+                    format!("chunk {} of blob {}", c.digest, layer.blob),
+                    format!("its TOC says {} bytes; the bytes of that digest are {len}", c.size),
+                ));
+            }
+            let mut data = vec![0u8; c.size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut data, 0)
+                .map_err(|e| Error::Io(format!("cached chunk {}: {e}", c.digest)))?;
+            Ok(data)
+        }
+        Err(e) => match fetched.into_inner() {
+            Some(data) => {
+                log::debug!("chunk {}: not kept in the cache ({e}); served from memory", c.digest);
+                Ok(data)
+            }
+            None => Err(e),
+        },
     }
 }
 
@@ -222,7 +267,7 @@ impl Parts for LazyFile {
             if c.zeros {
                 return Some(Ok(Arc::new(vec![0u8; c.size as usize])));
             }
-            chunks.kept(&c.digest).map(Ok)
+            chunks.kept(c).map(Ok)
         })
     }
 }
