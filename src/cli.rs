@@ -76,7 +76,7 @@ pub struct Cli {
     pub read_ahead_files: usize,
 
     /// Layers whose manifest names a TOC (eStargz, zstd:chunked): on, rootfs/ reads their files by chunks, each verified against the TOC the manifest names, without the rest of the layer; off, every layer is read whole and verified by its diff_id first. layers/<n>.tar is always read whole.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub lazy: bool,
 
     /// With --lazy on: once a layer is read by chunks, also fetch it whole in the background, verify it by its diff_id and check its TOC against it; a TOC that disagrees makes the layer's files EIO (costs the whole layer's bytes).
