@@ -11,7 +11,8 @@
 //! - A chunk with no digest (a file's own `digest` stands for its one chunk), or with a digest
 //!   that is not sha256.
 //! - A chunk whose compressed bytes start at or past the end of the data (the TOC's offset), or
-//!   larger than [`limits::MAX_LAZY_CHUNK`].
+//!   larger than [`limits::MAX_LAZY_CHUNK`], or whose span in its member (`innerOffset` and
+//!   size) ends past twice that.
 //! - Chunks that overlap: two chunks of one compressed member (eStargz's `innerOffset`) whose
 //!   decompressed spans overlap, or (zstd:chunked, whose chunks say where they end) two whose
 //!   compressed ranges overlap.
@@ -380,6 +381,11 @@ fn chunk_of(
     if size > limits::MAX_LAZY_CHUNK {
         return Err(bad(format!("a chunk of {size} bytes")));
     }
+    // Its span in its member, bounded as the reader bounds it (so `inner + size` never
+    // overflows in what follows).
+    if raw.inner_offset.checked_add(size).is_none_or(|end| end > 2 * limits::MAX_LAZY_CHUNK) {
+        return Err(bad(format!("a chunk of {size} bytes at {} in its member", raw.inner_offset)));
+    }
     let zeros = raw.chunk_type == "zeros";
     if !raw.chunk_type.is_empty() && !zeros {
         return Err(bad(format!("chunkType {:?}", raw.chunk_type)));
@@ -518,6 +524,21 @@ mod tests {
         ];
         for (what, entries) in cases {
             assert!(toc(entries).is_err(), "{what}: refused");
+        }
+        // Offsets near 2^64: refused, never an overflow (a panic, or a wrapped sum that
+        // passes the overlap check).
+        for (what, entries) in [
+            ("inner offset", serde_json::json!([reg(serde_json::json!({"innerOffset": u64::MAX - 4}))])),
+            (
+                "inner offset of a chunk",
+                serde_json::json!([
+                    reg(serde_json::json!({"chunkSize": 4})),
+                    {"type": "chunk", "offset": 200, "innerOffset": u64::MAX - 2, "chunkOffset": 4, "chunkDigest": digest("b")},
+                ]),
+            ),
+        ] {
+            let got = std::panic::catch_unwind(|| toc(entries).is_err());
+            assert_eq!(got.ok(), Some(true), "{what}: refused without a panic");
         }
         let json = br#"{"version": 2, "entries": []}"#;
         assert!(parse(json, Codec::Gzip, 10, IndexLimits::default(), "x").is_err(), "version 2 is refused");
