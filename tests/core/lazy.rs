@@ -608,6 +608,34 @@ fn a_hard_link_to_an_original_whose_name_was_replaced_is_checked_against_the_tar
 }
 
 #[test]
+fn a_layer_read_lazily_keeps_its_toc_index_when_the_registry_stops_honouring_range() {
+    let mut config = regfs::fs::FsConfig::default();
+    // One lazy layer kept: the merge of three rebuilds the others from their TOCs.
+    config.views.lazy.layers = 1;
+    let c = Builder::over(Arc::new(Faulty::new(Fake::default()))).fs_config(config).build();
+    let img = put(&c.fake, "r", "v1", &built(), &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    let listed = c.ls(&root).expect("ls");
+    assert_eq!(listed, ["bin", "etc", "opt", "top", "usr"]);
+    let sh = c.walk(&format!("{root}/bin/sh")).expect("walk");
+    c.fake.ignore_range();
+    // Its entries are inode numbers: the tar's index must never stand in for the TOC's now.
+    if let Ok(again) = c.ls(&root) {
+        assert_eq!(again, listed, "the same tree, or none: {:?}", c.fake.calls());
+    }
+    if let Ok(again) = c.walk(&format!("{root}/bin/sh")) {
+        assert_eq!((again.ino, again.mode, again.size), (sh.ino, sh.mode, sh.size));
+    }
+    if let Ok(bytes) = c.fs.open_file(sh.ino).and_then(|h| {
+        let got = c.fs.read(h.fh, 0, 4096);
+        c.fs.release(h.fh);
+        got
+    }) {
+        assert_eq!(bytes, b"#!/bin/sh\n", "bin/sh's inode is still bin/sh");
+    }
+}
+
+#[test]
 fn an_honest_zstd_chunked_toc_with_holes_checked_against_its_tar_keeps_serving() {
     let c = Core::new(Faulty::new(Fake::default()));
     let img = zstd_put(&c.fake, "v1", &zstd_layers(None), &|_, _| {});

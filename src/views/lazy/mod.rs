@@ -224,8 +224,13 @@ pub struct Lazy {
     shared: Arc<Shared>,
     layers: Mutex<LruCache<Key, Arc<LazyLayer>>>,
     flights: SingleFlight<Key, Option<Arc<LazyLayer>>>,
-    /// Blobs whose registry did not honour Range: read whole from then on.
-    whole: Mutex<LruCache<Digest, ()>>,
+    /// Layers whose registry did not honour Range when their TOC was first asked: read whole
+    /// from then on.
+    whole: Mutex<LruCache<Key, ()>>,
+    /// Layers read lazily this run (at most 4096): their TOC's index is their index for the
+    /// rest of it (its entries are inode numbers), so one is never read whole later, even
+    /// if the registry stops honouring Range once it has left [`Lazy::layers`].
+    lazily: Mutex<LruCache<Key, ()>>,
     /// TOCs refused lately, and when.
     failed: Mutex<LruCache<Key, (Instant, Error)>>,
     /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4).
@@ -248,6 +253,7 @@ impl Lazy {
             layers: Mutex::new(LruCache::new(n)),
             flights: SingleFlight::default(),
             whole: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
+            lazily: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
             failed: Mutex::new(LruCache::new(n)),
             seen: Mutex::new(LruCache::new(crate::capacity::nonzero(config.layers.saturating_mul(4)))),
             checked: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
@@ -277,7 +283,7 @@ impl Lazy {
         if let Some(l) = sync::lock(&self.layers).get(&key) {
             return Ok(Some(Arc::clone(l)));
         }
-        if sync::lock(&self.whole).contains(&key.1) {
+        if sync::lock(&self.whole).contains(&key) {
             return Ok(None);
         }
         if let Some((at, e)) = sync::lock(&self.failed).get(&key) {
@@ -286,9 +292,16 @@ impl Lazy {
             }
         }
         self.flights.run(&key, || {
-            let built = self.build(&key, &d, format);
+            let built = match self.build(&key, &d, format) {
+                Ok(None) if sync::lock(&self.lazily).contains(&key) => Err(Error::Unavailable(format!(
+                    "layer {} of {repo}, read lazily, again: the registry no longer honours Range",
+                    key.1
+                ))),
+                built => built,
+            };
             match &built {
                 Ok(Some(l)) => {
+                    sync::lock(&self.lazily).put(key.clone(), ());
                     sync::lock(&self.layers).put(key.clone(), Arc::clone(l));
                     chunks::prefetch_landmarked(l, self.config.chunk_memory / 2);
                     sync::lock(&self.seen).put(key.clone(), Arc::clone(l));
@@ -301,7 +314,7 @@ impl Lazy {
                     );
                 }
                 Ok(None) => {
-                    sync::lock(&self.whole).put(key.1.clone(), ());
+                    sync::lock(&self.whole).put(key.clone(), ());
                 }
                 Err(e) if !matches!(e, Error::Io(_) | Error::Cancelled(_) | Error::Interrupted(_)) => {
                     log::warn!("{repo}: layer {} ({}): {e}", key.1, format.name());
@@ -326,7 +339,7 @@ impl Lazy {
     /// lazy reading is off) as far as is known now.
     pub fn reads_whole(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> bool {
         match Lazy::key(repo, doc, n) {
-            Ok(Some((key, _, _))) => !self.config.enabled || sync::lock(&self.whole).contains(&key.1),
+            Ok(Some((key, _, _))) => !self.config.enabled || sync::lock(&self.whole).contains(&key),
             Ok(None) => true,
             Err(_) => false,
         }
