@@ -160,7 +160,8 @@ pub struct LazyLayer {
     pub prefetch: Option<std::ops::Range<usize>>,
     codec: Codec,
     shared: Arc<Shared>,
-    counters: LayerCounters,
+    /// Shared with the status's record of it ([`Lazy::report`]), which outlives it.
+    counters: Arc<LayerCounters>,
 }
 
 impl LazyLayer {
@@ -217,6 +218,14 @@ fn fetch_range(
 
 type Key = (String, Digest, Digest);
 
+/// What the status shows of a lazy layer made this run, kept once it is dropped.
+struct Seen {
+    format: Format,
+    size: u64,
+    entries: usize,
+    counters: Arc<LayerCounters>,
+}
+
 /// The lazy layers of a mount: built from their TOCs once, kept ([`LazyConfig::layers`]).
 pub struct Lazy {
     config: LazyConfig,
@@ -233,8 +242,9 @@ pub struct Lazy {
     lazily: Mutex<LruCache<Key, ()>>,
     /// TOCs refused lately, and when.
     failed: Mutex<LruCache<Key, (Instant, Error)>>,
-    /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4).
-    seen: Mutex<LruCache<Key, Arc<LazyLayer>>>,
+    /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4):
+    /// what it reports, never the layer (its index and chunk tables are bounded by `layers`).
+    seen: Mutex<LruCache<Key, Seen>>,
     /// Lazy layers checked against their verified tar this run (at most 4096).
     checked: Mutex<LruCache<Key, ()>>,
 }
@@ -304,7 +314,13 @@ impl Lazy {
                     sync::lock(&self.lazily).put(key.clone(), ());
                     sync::lock(&self.layers).put(key.clone(), Arc::clone(l));
                     chunks::prefetch_landmarked(l, self.config.chunk_memory / 2);
-                    sync::lock(&self.seen).put(key.clone(), Arc::clone(l));
+                    let seen = Seen {
+                        format: l.format,
+                        size: l.size,
+                        entries: l.index.len(),
+                        counters: Arc::clone(&l.counters),
+                    };
+                    sync::lock(&self.seen).put(key.clone(), seen);
                     log::info!(
                         "{repo}: layer {} is read lazily ({}, TOC {}: {} entries)",
                         key.1,
@@ -349,7 +365,8 @@ impl Lazy {
         let (repo, blob, toc_digest) = key;
         let what = format!("layer {blob} of {repo}");
         let size = d.size.ok_or_else(|| Error::malformed(&what, "no size"))?;
-        let counters = LayerCounters::default();
+        // A layer made again (after it left `layers`) counts on where it left off.
+        let counters = sync::lock(&self.seen).peek(key).map(|s| Arc::clone(&s.counters)).unwrap_or_default();
         let store = &self.shared.store;
         let range = |start: u64, end: u64| fetch_range(store, &counters, repo, blob, size, start, end);
         let (json, codec, data_end) = match format {
@@ -447,15 +464,15 @@ impl Lazy {
         let poisoned = sync::lock(&self.shared.poisoned).clone();
         sync::lock(&self.seen)
             .iter()
-            .map(|(_, l)| LayerReport {
-                repo: l.repo.clone(),
-                blob: l.blob.to_string(),
+            .map(|((repo, blob, toc), l)| LayerReport {
+                repo: repo.clone(),
+                blob: blob.to_string(),
                 format: l.format,
-                toc: l.toc_digest.to_string(),
+                toc: toc.to_string(),
                 size: l.size,
-                entries: l.index.len(),
-                stats: l.stats(),
-                poisoned: poisoned.get(&l.blob).cloned(),
+                entries: l.entries,
+                stats: l.counters.snapshot(),
+                poisoned: poisoned.get(blob).cloned(),
             })
             .collect()
     }
@@ -478,4 +495,71 @@ pub struct LayerReport {
     #[serde(flatten)]
     pub stats: LayerStats,
     pub poisoned: Option<String>,
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::testkit::core::{Builder, GZIP};
+    use crate::testkit::fake::Fake;
+    use crate::testkit::faulty::Faulty;
+    use crate::testkit::fixtures::{estargz, tricky};
+
+    /// An OCI image of `n` eStargz layers, each with one file; the store and the manifest.
+    fn image(n: usize) -> (Arc<Store>, Arc<VerifiedManifest>) {
+        let bare = Builder::over(Arc::new(Faulty::new(Fake::default()))).bare();
+        let built: Vec<estargz::Built> = (0..n)
+            .map(|i| {
+                let entries = [tricky::file(&format!("f{i}"), "data\n")];
+                estargz::estargz(&entries, &estargz::Options::default()).expect("eStargz")
+            })
+            .collect();
+        let layers: Vec<serde_json::Value> = built
+            .iter()
+            .map(|b| {
+                let d = bare.fake.add_blob(&b.blob);
+                serde_json::json!({"mediaType": GZIP, "digest": d.to_string(), "size": b.blob.len(), "annotations": b.annotations})
+            })
+            .collect();
+        let ids: Vec<String> = built.iter().map(|b| b.diff_id.to_string()).collect();
+        let config = serde_json::to_vec(
+            &serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids}}),
+        )
+        .expect("config");
+        let cfg = bare.fake.add_blob(&config);
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+            "layers": layers,
+        });
+        let body = serde_json::to_vec(&m).expect("manifest");
+        let digest = bare.fake.put_manifest(
+            "r",
+            Some("v1"),
+            crate::media::OCI_MANIFEST,
+            &body,
+            crate::digest::Algorithm::Sha256,
+        );
+        let doc = bare.store.manifest("r", &digest).expect("the manifest");
+        (bare.store, doc)
+    }
+
+    /// The layers kept are at most `LazyConfig::layers`: the status's list of every layer read
+    /// this run keeps what it reports, not the layers (their indexes and chunk tables).
+    #[test]
+    fn layers_past_the_bound_are_dropped_and_still_reported() {
+        let (store, doc) = image(4);
+        let lazy = Lazy::new(store, LazyConfig { layers: 1, ..LazyConfig::default() }, IndexLimits::default());
+        let weak: Vec<std::sync::Weak<LazyLayer>> = (0..4)
+            .map(|n| {
+                let l = lazy.layer("r", &doc, n).expect("a TOC").expect("read lazily");
+                Arc::downgrade(&l)
+            })
+            .collect();
+        let alive = weak.iter().filter(|w| w.upgrade().is_some()).count();
+        assert_eq!(alive, 1, "one layer kept, as configured");
+        let report = lazy.report();
+        assert_eq!(report.len(), 4, "every layer read this run is reported");
+        assert!(report.iter().all(|r| r.entries == 2 && r.stats.ranges >= 1), "{report:?}");
+    }
 }
