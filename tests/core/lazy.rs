@@ -453,7 +453,10 @@ fn holey() -> Vec<u8> {
     holey
 }
 
-fn zstd_layers(edit_first: Option<&dyn Fn(&[E]) -> zstd_chunked::Built>) -> Vec<zstd_chunked::Built> {
+/// What makes the first layer instead of the plain writer.
+type FirstLayer<'a> = &'a dyn Fn(&[E]) -> zstd_chunked::Built;
+
+fn zstd_layers(edit_first: Option<FirstLayer<'_>>) -> Vec<zstd_chunked::Built> {
     let mut ls = layers();
     // A file with a hole: a run of zeros is a chunk of its own, which costs no request.
     ls[1].push(bin("opt/holey", holey()));
@@ -581,7 +584,8 @@ fn a_hard_link_to_an_original_whose_name_was_replaced_is_checked_against_the_tar
     // first `a`, a hidden original in both indexes.
     let entries = vec![tricky::file("a", "original\n"), tricky::hardlink("b", "a"), tricky::file("a", "replaced\n")];
     let zeros = sha256(&[0u8; 9]).to_string();
-    let edits: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 2] = [
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: [(&str, Edit); 2] = [
         ("its mode", Box::new(|toc| entry_of(toc, "a")["mode"] = serde_json::json!(0o104755))),
         (
             "its bytes",
