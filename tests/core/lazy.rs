@@ -453,10 +453,10 @@ fn holey() -> Vec<u8> {
     holey
 }
 
-/// Writes one layer's entries in another way.
-type Writer<'a> = &'a dyn Fn(&[E]) -> zstd_chunked::Built;
+/// What makes the first layer instead of the plain writer.
+type FirstLayer<'a> = &'a dyn Fn(&[E]) -> zstd_chunked::Built;
 
-fn zstd_layers(edit_first: Option<Writer<'_>>) -> Vec<zstd_chunked::Built> {
+fn zstd_layers(edit_first: Option<FirstLayer<'_>>) -> Vec<zstd_chunked::Built> {
     let mut ls = layers();
     // A file with a hole: a run of zeros is a chunk of its own, which costs no request.
     ls[1].push(bin("opt/holey", holey()));
@@ -617,4 +617,104 @@ fn a_toc_naming_a_kept_chunk_s_digest_with_a_shorter_size_is_not_served_a_prefix
     let b = put(&c.fake, "r", "short", &short, &|_, _| {});
     let got = c.cat(&format!("r/manifests/{}/rootfs/etc/f", b.manifest));
     assert!(got.is_err(), "a prefix of a chunk is not the chunk its digest names: {got:?}");
+}
+
+// Holes found by the adversary (advlazy).
+
+#[test]
+fn a_chunk_of_data_the_toc_calls_zeros_poisons_the_layer_once_the_tar_is_verified() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    // usr/big.bin's second chunk, data in the tar, called a hole: served as zeros, whatever its
+    // digest says (a hole is never fetched). Its digest is still the tar's bytes'.
+    let calls_it_zeros = |l: &[E]| {
+        zstd_chunked::zstd_chunked_edited(l, &zstd_opts(), |toc| {
+            let entries = toc["entries"].as_array_mut().expect("entries");
+            let second = entries
+                .iter_mut()
+                .find(|e| e["type"] == "chunk" && e["name"] == "usr/big.bin" && e["chunkOffset"] == 65536)
+                .expect("the second chunk");
+            second["chunkType"] = serde_json::json!("zeros");
+        })
+        .expect("edited")
+    };
+    let img = zstd_put(&c.fake, "v1", &zstd_layers(Some(&calls_it_zeros)), &|_, _| {});
+    let big_path = format!("z/manifests/{}/rootfs/usr/big.bin", img.manifest);
+    let served = c.cat(&big_path).expect("the first tier serves the TOC's word");
+    assert_eq!(served[65536..2 * 65536], [0u8; 65536], "zeros where the tar has data");
+    c.cat(&format!("z/manifests/{}/layers/0.tar", img.manifest)).expect("layers/0.tar, verified by its diff_id");
+    let err = c.cat(&big_path).map(|b| b.len()).expect_err("zeros the tar does not hold: poisoned");
+    assert!(err.to_string().contains("disagrees with its TOC"), "{err}");
+}
+
+#[test]
+fn a_hard_link_to_an_original_whose_name_was_replaced_is_checked_against_the_tar_too() {
+    // `b` links to the first `a`, whose name the second `a` takes: `b` is the only way to the
+    // first `a`, a hidden original in both indexes.
+    let entries = vec![tricky::file("a", "original\n"), tricky::hardlink("b", "a"), tricky::file("a", "replaced\n")];
+    let zeros = sha256(&[0u8; 9]).to_string();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: [(&str, Edit); 2] = [
+        ("its mode", Box::new(|toc| entry_of(toc, "a")["mode"] = serde_json::json!(0o104755))),
+        (
+            "its bytes",
+            // 9 bytes of the padding after its data, in its own member: no chunk overlaps.
+            Box::new(move |toc| {
+                let a = entry_of(toc, "a");
+                a["innerOffset"] = serde_json::json!(9);
+                a["chunkDigest"] = serde_json::json!(zeros);
+                a["digest"] = serde_json::json!(zeros);
+            }),
+        ),
+    ];
+    for (what, edit) in edits {
+        let c = Core::new(Faulty::new(Fake::default()));
+        let built = vec![estargz::estargz_edited(&entries, &opts(), edit).expect("edited")];
+        let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+        let b = format!("r/manifests/{}/rootfs/b", img.manifest);
+        let first = (c.walk(&b).expect("walk").mode, c.cat(&b).expect("the first tier serves the TOC's word"));
+        assert_ne!(first, (0o644, b"original\n".to_vec()), "{what}: the TOC's lie is served at first");
+        c.cat(&format!("r/manifests/{}/layers/0.tar", img.manifest)).expect("layers/0.tar");
+        let err = c.cat(&b).map(|b| b.len()).expect_err("poisoned");
+        assert!(err.to_string().contains("disagrees with its TOC"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn a_layer_read_lazily_keeps_its_toc_index_when_the_registry_stops_honouring_range() {
+    let mut config = regfs::fs::FsConfig::default();
+    // One lazy layer kept: the merge of three rebuilds the others from their TOCs.
+    config.views.lazy.layers = 1;
+    let c = Builder::over(Arc::new(Faulty::new(Fake::default()))).fs_config(config).build();
+    let img = put(&c.fake, "r", "v1", &built(), &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    let listed = c.ls(&root).expect("ls");
+    assert_eq!(listed, ["bin", "etc", "opt", "top", "usr"]);
+    let sh = c.walk(&format!("{root}/bin/sh")).expect("walk");
+    c.fake.ignore_range();
+    // Its entries are inode numbers: the tar's index must never stand in for the TOC's now.
+    if let Ok(again) = c.ls(&root) {
+        assert_eq!(again, listed, "the same tree, or none: {:?}", c.fake.calls());
+    }
+    if let Ok(again) = c.walk(&format!("{root}/bin/sh")) {
+        assert_eq!((again.ino, again.mode, again.size), (sh.ino, sh.mode, sh.size));
+    }
+    if let Ok(bytes) = c.fs.open_file(sh.ino).and_then(|h| {
+        let got = c.fs.read(h.fh, 0, 4096);
+        c.fs.release(h.fh);
+        got
+    }) {
+        assert_eq!(bytes, b"#!/bin/sh\n", "bin/sh's inode is still bin/sh");
+    }
+}
+
+#[test]
+fn an_honest_zstd_chunked_toc_with_holes_checked_against_its_tar_keeps_serving() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let img = zstd_put(&c.fake, "v1", &zstd_layers(None), &|_, _| {});
+    for n in 0..3 {
+        c.cat(&format!("z/manifests/{}/layers/{n}.tar", img.manifest)).expect("layers/n.tar");
+    }
+    let root = format!("z/manifests/{}/rootfs", img.manifest);
+    assert_eq!(c.cat(&format!("{root}/opt/holey")).expect("a file with a hole, after the check"), holey());
+    assert_eq!(c.cat(&format!("{root}/bin/ash")).expect("a hard link, after the check"), b"#!/bin/sh\n");
 }

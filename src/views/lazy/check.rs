@@ -5,7 +5,10 @@
 //!   mode, owner, mtime, size, link target, device numbers and xattrs; and the other way round
 //!   (but for the TOC's own entry and the landmarks at the root, which the TOC hides).
 //! - Every chunk the TOC names hashes, in the verified tar at that file's data, to its
-//!   `chunkDigest`: so every byte served lazily is a byte of the diff_id-verified tar.
+//!   `chunkDigest`, and a hole (zstd:chunked `zeros`, served as zeros unfetched) is zeros
+//!   there: so every byte served lazily is a byte of the diff_id-verified tar.
+//! - A hard link's original whose name a later entry took (hidden in both indexes, reached by
+//!   its links only) has the same attributes and bytes as the tar's original of that link.
 //!
 //! One pass over the files' data in the decoded tar (reads only, no request). A disagreement
 //! poisons the layer ([`super::Lazy::poison`]).
@@ -64,31 +67,52 @@ pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> R
         return Err(why);
     }
     let mut buf = vec![0u8; 256 << 10];
-    for id in 0..lazy.index.len() as u32 {
-        let Some(e) = lazy.index.entry(id) else { continue };
-        if e.kind() != EntryKind::File || e.size() == 0 {
+    // Every file a path serves: its own entry, or a hard link's original (which may be hidden,
+    // its name replaced later in the layer: reached by its links only, and checked as they
+    // reach it, attributes and bytes alike). Each original once.
+    let mut done = std::collections::HashSet::new();
+    for id in 1..lazy.index.len() as u32 {
+        let Some(e) = lazy.index.entry(id).filter(|e| !e.is_hidden()) else { continue };
+        let path = e.path();
+        let (Some(mine), Some(theirs)) =
+            (served(&lazy.index, e), tar_index.get(&path).and_then(|t| served(tar_index, t)))
+        else {
+            continue;
+        };
+        if !done.insert(mine.id()) {
             continue;
         }
-        let path = e.path();
-        let Some(file) = lazy.files.get((e.data_offset() - 1) as usize) else {
+        if mine.is_hidden() {
+            let (a, b) = (shape(&lazy.index, &mine), shape(tar_index, &theirs));
+            if a != b {
+                return Err(format!("the TOC says {path:?} links to a file that is {a}, the tar one that is {b}"));
+            }
+        }
+        if mine.size() == 0 {
+            continue;
+        }
+        let Some(file) = lazy.files.get((mine.data_offset().saturating_sub(1)) as usize) else {
             return Err(format!("{path:?} has no chunks"));
         };
-        // A hidden original (a link's, whose name a later entry took) has no path to find it
-        // by in the tar's index: its links' checks cover its bytes.
-        let Some(t) = (!e.is_hidden()).then(|| tar_index.get(&path)).flatten() else { continue };
         for c in &file.chunks {
             let mut h = Hasher::new(Algorithm::Sha256);
-            let mut done = 0u64;
-            while done < c.size {
-                let n = (c.size - done).min(buf.len() as u64) as usize;
-                let at = t.data_offset() + c.at + done;
+            let mut zeros = true;
+            let mut at_c = 0u64;
+            while at_c < c.size {
+                let n = (c.size - at_c).min(buf.len() as u64) as usize;
+                let at = theirs.data_offset() + c.at + at_c;
                 read_at(tar, &mut buf[..n], at)
                     .map_err(|e| format!("{path:?}: the tar cannot be read at {at}: {e}"))?;
                 h.update(&buf[..n]);
-                done += n as u64;
+                zeros &= buf[..n].iter().all(|b| *b == 0);
+                at_c += n as u64;
+            }
+            // A hole is served as zeros, whatever its digest says: the tar must hold zeros there.
+            if c.zeros && !zeros {
+                return Err(format!("{path:?} at {}: the TOC says zeros, the tar holds data", c.at));
             }
             let actual = h.finish();
-            if actual != c.digest {
+            if !c.zeros && actual != c.digest {
                 return Err(format!(
                     "{path:?} at {}: the tar's bytes hash to {actual}, the TOC says {}",
                     c.at, c.digest
@@ -97,6 +121,16 @@ pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> R
         }
     }
     Ok(())
+}
+
+/// The regular file entry `e` of `index` serves: itself, or a hard link's original in its layer.
+fn served<'a>(index: &'a LayerIndex, e: EntryRef<'a>) -> Option<EntryRef<'a>> {
+    let file = match (e.kind(), e.link()) {
+        (EntryKind::File, _) => e,
+        (EntryKind::Hardlink, Some(crate::views::index::LinkTo::Entry(t))) => index.entry(t)?,
+        _ => return None,
+    };
+    (file.kind() == EntryKind::File).then_some(file)
 }
 
 fn read_at(tar: &Content, buf: &mut [u8], at: u64) -> std::io::Result<()> {

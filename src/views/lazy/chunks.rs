@@ -183,20 +183,27 @@ fn verified(layer: &LazyLayer, c: &Chunk, compressed: &[u8]) -> Result<Vec<u8>> 
 fn decompress(compressed: &[u8], codec: Codec, inner: u64, size: u64) -> std::result::Result<Vec<u8>, String> {
     let want = inner.checked_add(size).filter(|w| *w <= limits::MAX_LAZY_CHUNK + limits::MAX_LAZY_CHUNK);
     let want = want.ok_or_else(|| format!("a span {inner}+{size} too large"))?;
-    let mut out = Vec::with_capacity(want as usize);
+    // The bytes before the span are passed over, never held: a chunk kept weighs its length,
+    // so it must hold no more than that.
+    let span = |mut r: Box<dyn Read + '_>| -> std::io::Result<(u64, Vec<u8>)> {
+        let skipped = std::io::copy(&mut (&mut r).take(inner), &mut std::io::sink())?;
+        let mut out = Vec::with_capacity(size as usize);
+        r.take(size).read_to_end(&mut out)?;
+        Ok((skipped, out))
+    };
     let read = match codec {
-        Codec::Gzip => flate2::read::GzDecoder::new(compressed).take(want).read_to_end(&mut out),
+        Codec::Gzip => span(Box::new(flate2::read::GzDecoder::new(compressed))),
         Codec::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(compressed).map_err(|e| e.to_string())?;
             d.window_log_max(limits::ZSTD_WINDOW_LOG_MAX).map_err(|e| e.to_string())?;
-            d.single_frame().take(want).read_to_end(&mut out)
+            span(Box::new(d.single_frame()))
         }
     };
-    read.map_err(|e| format!("does not decompress: {e}"))?;
-    if (out.len() as u64) < want {
-        return Err(format!("decompresses to {} bytes, fewer than the {want} its TOC entry needs", out.len()));
+    let (skipped, out) = read.map_err(|e| format!("does not decompress: {e}"))?;
+    let got = skipped + out.len() as u64;
+    if got < want {
+        return Err(format!("decompresses to {got} bytes, fewer than the {want} its TOC entry needs"));
     }
-    out.drain(..inner as usize);
     Ok(out)
 }
 
@@ -298,5 +305,23 @@ mod tests {
         assert_eq!(decompress(&frame, Codec::Zstd, 0, 10).expect("frame"), b"0123456789");
         assert!(decompress(&frame, Codec::Zstd, 0, 13).is_err(), "one frame only");
         assert!(decompress(b"not gzip", Codec::Gzip, 0, 1).is_err());
+    }
+
+    /// A chunk kept weighs its length: what it holds must be no more, whatever its inner
+    /// offset (a TOC of chunks of one byte each at 32 MiB into a member of zeros must not keep
+    /// 32 MiB per byte weighed).
+    #[test]
+    fn a_chunk_far_into_its_member_holds_only_its_own_bytes() {
+        let mut data = vec![0u8; 32 << 20];
+        data.extend_from_slice(b"tail");
+        for codec in [Codec::Gzip, Codec::Zstd] {
+            let member = match codec {
+                Codec::Gzip => gzip(&data),
+                Codec::Zstd => zstd::encode_all(&data[..], 1).expect("zstd"),
+            };
+            let got = decompress(&member, codec, 32 << 20, 4).expect("the tail");
+            assert_eq!(got, b"tail");
+            assert!(got.capacity() < 4096, "{codec:?}: 4 bytes held in {} bytes", got.capacity());
+        }
     }
 }

@@ -160,9 +160,11 @@ pub struct LazyLayer {
     pub prefetch: Option<std::ops::Range<usize>>,
     codec: Codec,
     shared: Arc<Shared>,
-    counters: LayerCounters,
-    /// The images (manifest digests) that have read it lazily, the first [`IMAGES_SHOWN`].
-    images: Mutex<Vec<Digest>>,
+    /// Shared with the status's record of it ([`Lazy::report`]), which outlives it.
+    counters: Arc<LayerCounters>,
+    /// The images (manifest digests) that have read it lazily, the first [`IMAGES_SHOWN`];
+    /// shared with the status's record of it too.
+    images: Arc<Mutex<Vec<Digest>>>,
 }
 
 /// Images shown per lazy layer in the status.
@@ -233,6 +235,15 @@ fn fetch_range(
 /// the layer an honest manifest names.
 type Key = (String, Digest, Digest, String);
 
+/// What the status shows of a lazy layer made this run, kept once it is dropped.
+struct Seen {
+    format: Format,
+    size: u64,
+    entries: usize,
+    counters: Arc<LayerCounters>,
+    images: Arc<Mutex<Vec<Digest>>>,
+}
+
 /// The lazy layers of a mount: built from their TOCs once, kept ([`LazyConfig::layers`]).
 pub struct Lazy {
     config: LazyConfig,
@@ -240,12 +251,18 @@ pub struct Lazy {
     shared: Arc<Shared>,
     layers: Mutex<LruCache<Key, Arc<LazyLayer>>>,
     flights: SingleFlight<Key, Option<Arc<LazyLayer>>>,
-    /// Blobs whose registry did not honour Range: read whole from then on.
-    whole: Mutex<LruCache<Digest, ()>>,
+    /// Layers whose registry did not honour Range when their TOC was first asked: read whole
+    /// from then on.
+    whole: Mutex<LruCache<Key, ()>>,
+    /// Layers read lazily this run (at most 4096): their TOC's index is their index for the
+    /// rest of it (its entries are inode numbers), so one is never read whole later, even
+    /// if the registry stops honouring Range once it has left [`Lazy::layers`].
+    lazily: Mutex<LruCache<Key, ()>>,
     /// TOCs refused lately, and when.
     failed: Mutex<LruCache<Key, (Instant, Error)>>,
-    /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4).
-    seen: Mutex<LruCache<Key, Arc<LazyLayer>>>,
+    /// Every lazy layer made this run, for the status (at most [`LazyConfig::layers`] × 4):
+    /// what it reports, never the layer (its index and chunk tables are bounded by `layers`).
+    seen: Mutex<LruCache<Key, Seen>>,
     /// Lazy layers checked against their verified tar this run (at most 4096).
     checked: Mutex<LruCache<Key, ()>>,
     /// Whether any layer this run has named a TOC: until one does, every layer is read whole
@@ -267,6 +284,7 @@ impl Lazy {
             layers: Mutex::new(LruCache::new(n)),
             flights: SingleFlight::default(),
             whole: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
+            lazily: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
             failed: Mutex::new(LruCache::new(n)),
             seen: Mutex::new(LruCache::new(crate::capacity::nonzero(config.layers.saturating_mul(4)))),
             checked: Mutex::new(LruCache::new(crate::capacity::nonzero(4096))),
@@ -306,7 +324,7 @@ impl Lazy {
             l.used_by(&doc.digest);
             return Ok(Some(l));
         }
-        if sync::lock(&self.whole).contains(&key.1) {
+        if sync::lock(&self.whole).contains(&key) {
             return Ok(None);
         }
         if let Some((at, e)) = sync::lock(&self.failed).get(&key) {
@@ -315,13 +333,27 @@ impl Lazy {
             }
         }
         self.flights.run(&key, || {
-            let built = self.build(&key, &d, format);
+            let built = match self.build(&key, &d, format) {
+                Ok(None) if sync::lock(&self.lazily).contains(&key) => Err(Error::Unavailable(format!(
+                    "layer {} of {repo}, read lazily, again: the registry no longer honours Range",
+                    key.1
+                ))),
+                built => built,
+            };
             match &built {
                 Ok(Some(l)) => {
                     l.used_by(&doc.digest);
+                    sync::lock(&self.lazily).put(key.clone(), ());
                     sync::lock(&self.layers).put(key.clone(), Arc::clone(l));
                     chunks::prefetch_landmarked(l, self.config.chunk_memory / 2);
-                    sync::lock(&self.seen).put(key.clone(), Arc::clone(l));
+                    let seen = Seen {
+                        format: l.format,
+                        size: l.size,
+                        entries: l.index.len(),
+                        counters: Arc::clone(&l.counters),
+                        images: Arc::clone(&l.images),
+                    };
+                    sync::lock(&self.seen).put(key.clone(), seen);
                     log::info!(
                         "{repo}: layer {} is read lazily ({}, TOC {}: {} entries)",
                         key.1,
@@ -331,7 +363,7 @@ impl Lazy {
                     );
                 }
                 Ok(None) => {
-                    sync::lock(&self.whole).put(key.1.clone(), ());
+                    sync::lock(&self.whole).put(key.clone(), ());
                 }
                 Err(e) if !matches!(e, Error::Io(_) | Error::Cancelled(_) | Error::Interrupted(_)) => {
                     log::warn!("{repo}: layer {} ({}): {e}", key.1, format.name());
@@ -364,7 +396,7 @@ impl Lazy {
     /// lazy reading is off) as far as is known now.
     pub fn reads_whole(&self, repo: &str, doc: &VerifiedManifest, n: usize) -> bool {
         match self.key(repo, doc, n) {
-            Ok(Some((key, _, _))) => !self.config.enabled || sync::lock(&self.whole).contains(&key.1),
+            Ok(Some((key, _, _))) => !self.config.enabled || sync::lock(&self.whole).contains(&key),
             Ok(None) => true,
             Err(_) => false,
         }
@@ -374,7 +406,8 @@ impl Lazy {
         let (repo, blob, toc_digest, _) = key;
         let what = format!("layer {blob} of {repo}");
         let size = d.size.ok_or_else(|| Error::malformed(&what, "no size"))?;
-        let counters = LayerCounters::default();
+        // A layer made again (after it left `layers`) counts on where it left off.
+        let counters = sync::lock(&self.seen).peek(key).map(|s| Arc::clone(&s.counters)).unwrap_or_default();
         let store = &self.shared.store;
         let range = |start: u64, end: u64| fetch_range(store, &counters, repo, blob, size, start, end);
         let (json, codec, data_end) = match format {
@@ -428,7 +461,7 @@ impl Lazy {
             codec,
             shared: Arc::clone(&self.shared),
             counters,
-            images: Mutex::default(),
+            images: sync::lock(&self.seen).peek(key).map(|s| Arc::clone(&s.images)).unwrap_or_default(),
         })))
     }
 
@@ -473,16 +506,16 @@ impl Lazy {
         let poisoned = sync::lock(&self.shared.poisoned).clone();
         sync::lock(&self.seen)
             .iter()
-            .map(|(_, l)| LayerReport {
-                repo: l.repo.clone(),
-                blob: l.blob.to_string(),
+            .map(|((repo, blob, toc, _), l)| LayerReport {
+                repo: repo.clone(),
+                blob: blob.to_string(),
                 format: l.format,
-                toc: l.toc_digest.to_string(),
+                toc: toc.to_string(),
                 size: l.size,
-                entries: l.index.len(),
+                entries: l.entries,
                 images: sync::lock(&l.images).iter().map(Digest::to_string).collect(),
-                stats: l.stats(),
-                poisoned: poisoned.get(&l.blob).cloned(),
+                stats: l.counters.snapshot(),
+                poisoned: poisoned.get(blob).cloned(),
             })
             .collect()
     }
@@ -508,4 +541,71 @@ pub struct LayerReport {
     #[serde(flatten)]
     pub stats: LayerStats,
     pub poisoned: Option<String>,
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::testkit::core::{Builder, GZIP};
+    use crate::testkit::fake::Fake;
+    use crate::testkit::faulty::Faulty;
+    use crate::testkit::fixtures::{estargz, tricky};
+
+    /// An OCI image of `n` eStargz layers, each with one file; the store and the manifest.
+    fn image(n: usize) -> (Arc<Store>, Arc<VerifiedManifest>) {
+        let bare = Builder::over(Arc::new(Faulty::new(Fake::default()))).bare();
+        let built: Vec<estargz::Built> = (0..n)
+            .map(|i| {
+                let entries = [tricky::file(&format!("f{i}"), "data\n")];
+                estargz::estargz(&entries, &estargz::Options::default()).expect("eStargz")
+            })
+            .collect();
+        let layers: Vec<serde_json::Value> = built
+            .iter()
+            .map(|b| {
+                let d = bare.fake.add_blob(&b.blob);
+                serde_json::json!({"mediaType": GZIP, "digest": d.to_string(), "size": b.blob.len(), "annotations": b.annotations})
+            })
+            .collect();
+        let ids: Vec<String> = built.iter().map(|b| b.diff_id.to_string()).collect();
+        let config = serde_json::to_vec(
+            &serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids}}),
+        )
+        .expect("config");
+        let cfg = bare.fake.add_blob(&config);
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": config.len()},
+            "layers": layers,
+        });
+        let body = serde_json::to_vec(&m).expect("manifest");
+        let digest = bare.fake.put_manifest(
+            "r",
+            Some("v1"),
+            crate::media::OCI_MANIFEST,
+            &body,
+            crate::digest::Algorithm::Sha256,
+        );
+        let doc = bare.store.manifest("r", &digest).expect("the manifest");
+        (bare.store, doc)
+    }
+
+    /// The layers kept are at most `LazyConfig::layers`: the status's list of every layer read
+    /// this run keeps what it reports, not the layers (their indexes and chunk tables).
+    #[test]
+    fn layers_past_the_bound_are_dropped_and_still_reported() {
+        let (store, doc) = image(4);
+        let lazy = Lazy::new(store, LazyConfig { layers: 1, ..LazyConfig::default() }, IndexLimits::default());
+        let weak: Vec<std::sync::Weak<LazyLayer>> = (0..4)
+            .map(|n| {
+                let l = lazy.layer("r", &doc, n).expect("a TOC").expect("read lazily");
+                Arc::downgrade(&l)
+            })
+            .collect();
+        let alive = weak.iter().filter(|w| w.upgrade().is_some()).count();
+        assert_eq!(alive, 1, "one layer kept, as configured");
+        let report = lazy.report();
+        assert_eq!(report.len(), 4, "every layer read this run is reported");
+        assert!(report.iter().all(|r| r.entries == 2 && r.stats.ranges >= 1), "{report:?}");
+    }
 }

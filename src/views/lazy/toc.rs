@@ -11,7 +11,8 @@
 //! - A chunk with no digest (a file's own `digest` stands for its one chunk), or with a digest
 //!   that is not sha256.
 //! - A chunk whose compressed bytes start at or past the end of the data (the TOC's offset), or
-//!   larger than [`limits::MAX_LAZY_CHUNK`].
+//!   larger than [`limits::MAX_LAZY_CHUNK`], or whose span in its member (`innerOffset` and
+//!   size) ends past twice that.
 //! - Chunks that overlap: two chunks of one compressed member (eStargz's `innerOffset`) whose
 //!   decompressed spans overlap, or (zstd:chunked, whose chunks say where they end) two whose
 //!   compressed ranges overlap.
@@ -42,11 +43,72 @@ use crate::views::tar::{RawEntry, RawKind};
 pub const HIDDEN: [&str; 3] = ["stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"];
 
 /// The JSON document.
-#[derive(Deserialize)]
 struct Doc {
     version: i64,
-    #[serde(default)]
     entries: Vec<RawTocEntry>,
+}
+
+/// The document, its entries bounded while they are read: a TOC of 64 MiB of `{}` would be
+/// 22 million entries of some 300 bytes each before any count could refuse it.
+struct DocSeed {
+    max_entries: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DocSeed {
+    type Value = Doc;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Doc, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DocSeed {
+    type Value = Doc;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a TOC")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Doc, A::Error> {
+        let (mut version, mut entries) = (None, Vec::new());
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => version = Some(map.next_value::<i64>()?),
+                "entries" => entries = map.next_value_seed(EntriesSeed { max: self.max_entries })?,
+                _ => drop(map.next_value::<serde::de::IgnoredAny>()?),
+            }
+        }
+        let version = version.ok_or_else(|| serde::de::Error::missing_field("version"))?;
+        Ok(Doc { version, entries })
+    }
+}
+
+/// Said when a TOC has more entries than a layer may: the error to turn into `TooLarge`.
+const TOO_MANY: &str = "more entries than a layer's index may hold";
+
+struct EntriesSeed {
+    max: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed {
+    type Value = Vec<RawTocEntry>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed {
+    type Value = Vec<RawTocEntry>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of TOC entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(e) = seq.next_element::<RawTocEntry>()? {
+            if out.len() >= self.max {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
 }
 
 /// One entry as written (zero values are left out by writers).
@@ -207,12 +269,15 @@ fn sha256(s: &str, what: &dyn Fn() -> String) -> Result<Digest> {
 /// (the TOC's own offset), compressed with `codec`; `what` names the layer in errors.
 pub fn parse(json: &[u8], codec: Codec, data_end: u64, limits: IndexLimits, what: &str) -> Result<Toc> {
     let bad = |why: String| Error::malformed(format!("the TOC of {what}"), why);
-    let doc: Doc = serde_json::from_slice(json).map_err(|e| bad(format!("not a TOC: {e}")))?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let doc = serde::de::DeserializeSeed::deserialize(DocSeed { max_entries: limits.max_entries }, &mut de)
+        .and_then(|doc| de.end().map(|()| doc));
+    let doc = doc.map_err(|e| match e.to_string().starts_with(TOO_MANY) {
+        true => Error::TooLarge(format!("the TOC of {what}: more than {} entries", limits.max_entries)),
+        false => bad(format!("not a TOC: {e}")),
+    })?;
     if doc.version != 1 {
         return Err(bad(format!("version {}", doc.version)));
-    }
-    if doc.entries.len() > limits.max_entries {
-        return Err(Error::TooLarge(format!("the TOC of {what}: {} entries", doc.entries.len())));
     }
     // Where members start (eStargz: a chunk's member ends at the next start).
     let mut starts: Vec<u64> = doc
@@ -380,6 +445,11 @@ fn chunk_of(
     if size > limits::MAX_LAZY_CHUNK {
         return Err(bad(format!("a chunk of {size} bytes")));
     }
+    // Its span in its member, bounded as the reader bounds it (so `inner + size` never
+    // overflows in what follows).
+    if raw.inner_offset.checked_add(size).is_none_or(|end| end > 2 * limits::MAX_LAZY_CHUNK) {
+        return Err(bad(format!("a chunk of {size} bytes at {} in its member", raw.inner_offset)));
+    }
     let zeros = raw.chunk_type == "zeros";
     if !raw.chunk_type.is_empty() && !zeros {
         return Err(bad(format!("chunkType {:?}", raw.chunk_type)));
@@ -519,6 +589,29 @@ mod tests {
         for (what, entries) in cases {
             assert!(toc(entries).is_err(), "{what}: refused");
         }
+        // Offsets near 2^64: refused, never an overflow (a panic, or a wrapped sum that
+        // passes the overlap check).
+        for (what, entries) in [
+            ("inner offset", serde_json::json!([reg(serde_json::json!({"innerOffset": u64::MAX - 4}))])),
+            (
+                "inner offset of a chunk",
+                serde_json::json!([
+                    reg(serde_json::json!({"chunkSize": 4})),
+                    {"type": "chunk", "offset": 200, "innerOffset": u64::MAX - 2, "chunkOffset": 4, "chunkDigest": digest("b")},
+                ]),
+            ),
+        ] {
+            let got = std::panic::catch_unwind(|| toc(entries).is_err());
+            assert_eq!(got.ok(), Some(true), "{what}: refused without a panic");
+        }
+        // Entries past the bound are refused as they are read, not once all are held: the
+        // entry past the bound is never parsed.
+        let mut many = serde_json::to_string(&vec![serde_json::json!({}); 11]).expect("json");
+        many.insert_str(many.len() - 1, r#",{"name": 5}"#);
+        let json = format!(r#"{{"version": 1, "entries": {many}}}"#);
+        let small = IndexLimits { max_entries: 10, ..IndexLimits::default() };
+        let got = parse(json.as_bytes(), Codec::Gzip, 10, small, "x").err();
+        assert!(matches!(got, Some(Error::TooLarge(_))), "{got:?}");
         let json = br#"{"version": 2, "entries": []}"#;
         assert!(parse(json, Codec::Gzip, 10, IndexLimits::default(), "x").is_err(), "version 2 is refused");
     }
