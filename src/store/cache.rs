@@ -854,6 +854,32 @@ mod tests {
         assert_nothing_kept(dir.path(), &cache, &d);
     }
 
+    /// `.regfs/status` shows a ranged download's progress as its pieces are written: part way,
+    /// some bytes done and fewer than all, of the descriptor's total.
+    #[test]
+    fn a_ranged_download_shows_its_progress_as_pieces_are_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let client = Faulty::new(Fake::default());
+        let data = noise(16 * (64 << 10), 7);
+        let d = client.add_blob(&data);
+        client.slow_reads(std::time::Duration::from_millis(3));
+        let cache = BlobCache::new(&ranged(dir.path())).expect("cache");
+        let size = data.len() as u64;
+        let mut seen = Vec::new();
+        std::thread::scope(|s| {
+            let run = s.spawn(|| cache.open(&client, "r", &d, Some(size)).map(|_| ()));
+            while !run.is_finished() {
+                let (jobs, _) = cache.activity().jobs(10);
+                seen.extend(jobs.into_iter().map(|j| (j.done, j.total)));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            run.join().expect("no panic").expect("downloaded");
+        });
+        assert!(client.blob_ranges() > 1, "not downloaded by ranges");
+        assert!(seen.iter().all(|(_, total)| *total == Some(size)), "{seen:?}");
+        assert!(seen.iter().any(|(done, _)| *done > 0 && *done < size), "no progress part way: {seen:?}");
+    }
+
     #[test]
     fn a_blob_sized_only_by_head_is_one_stream_and_by_a_descriptor_ranges() {
         let dir = tempfile::tempdir().expect("dir");

@@ -43,7 +43,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -97,6 +97,8 @@ struct Shared<'a> {
     first: Mutex<Option<BlobReply>>,
     budget: Mutex<Budget>,
     granted: Condvar,
+    /// [`Budget::stop`], readable without the lock (looked at before every read).
+    halted: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -106,10 +108,11 @@ impl Shared<'_> {
     }
 
     fn stopped(&self) -> bool {
-        sync::lock(&self.budget).stop
+        self.halted.load(Ordering::SeqCst)
     }
 
     fn stop(&self) {
+        self.halted.store(true, Ordering::SeqCst);
         sync::lock(&self.budget).stop = true;
         self.granted.notify_all();
     }
@@ -199,19 +202,39 @@ impl Shared<'_> {
                 if self.stopped() {
                     return Err(self.stopped_error());
                 }
+                // A whole buffer at a time (a body's reads are often much smaller): one write,
+                // one note and one look at the budget per buffer, not per read.
                 let want = buf.len().min((end - at) as usize);
-                let n = match reply.reader.read(&mut buf[..want]) {
-                    Ok(0) => break Some("ended early".to_string()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Some(e.to_string()),
-                };
-                self.take(n as u64, notes)?;
-                self.file
-                    .write_all_at(&buf[..n], at)
-                    .map_err(|e| Error::Io(format!("writing the download of {digest}: {e}")))?;
-                at += n as u64;
-                let _ = notes.send(Note::Wrote { piece, done: at - start });
+                let mut n = 0;
+                let mut cut = None;
+                while n < want {
+                    if self.stopped() {
+                        return Err(self.stopped_error());
+                    }
+                    match reply.reader.read(&mut buf[n..want]) {
+                        Ok(0) => {
+                            cut = Some("ended early".to_string());
+                            break;
+                        }
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            cut = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                if n > 0 {
+                    self.take(n as u64, notes)?;
+                    self.file
+                        .write_all_at(&buf[..n], at)
+                        .map_err(|e| Error::Io(format!("writing the download of {digest}: {e}")))?;
+                    at += n as u64;
+                    let _ = notes.send(Note::Wrote { piece, done: at - start });
+                }
+                if cut.is_some() {
+                    break cut;
+                }
             };
             let Some(why) = cut else { return Ok(()) };
             if resumes >= self.config.max_resumes {
@@ -275,6 +298,7 @@ pub fn fetch(
         first: Mutex::new(Some(first)),
         budget: Mutex::new(Budget { granted: 0, used: 0, stop: false }),
         granted: Condvar::new(),
+        halted: AtomicBool::new(false),
     };
     let (tx, rx) = mpsc::channel();
     let hashed = std::thread::scope(|s| {

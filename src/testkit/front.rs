@@ -458,7 +458,7 @@ fn decide(
         let list: Vec<serde_json::Value> = st
             .requests
             .iter()
-            .map(|r| serde_json::json!({"method": r.method, "path": r.path, "status": r.status}))
+            .map(|r| serde_json::json!({"method": r.method, "path": r.path, "status": r.status, "range": r.range}))
             .collect();
         return (Response::new(200, serde_json::to_vec(&list).unwrap_or_default()), Duration::ZERO);
     }
