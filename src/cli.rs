@@ -83,6 +83,10 @@ pub struct Cli {
     #[arg(long)]
     pub lazy_verify: bool,
 
+    /// Range requests at once for a blob over 64 MiB (by its descriptor's size), in 16 MiB pieces: faster where each connection is slow (a far registry, a CDN that throttles connections); 1 downloads every blob as one stream, which is faster on a fast local registry.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub parallel_ranges: usize,
+
     /// Seconds a tag list, the catalog or a tag's digest is trusted before asking again.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub tag_ttl: u64,
@@ -265,6 +269,10 @@ impl Cli {
             cache_dir: self.cache_dir(),
             cache_size: self.cache_size,
             tag_ttl: Duration::from_secs(self.tag_ttl),
+            download: crate::store::download::DownloadConfig {
+                ranges_at_once: self.parallel_ranges,
+                ..crate::store::download::DownloadConfig::default()
+            },
             ..StoreConfig::default()
         }
     }
@@ -592,6 +600,9 @@ mod tests {
         let verify = Cli::try_parse_from(["regfs", "r", "/m", "--lazy-verify"]).expect("--lazy-verify");
         assert!(verify.fs_config().views.lazy.verify_whole);
         assert!(Cli::try_parse_from(["regfs", "r", "/m", "--lazy", "maybe"]).is_err());
+        let one = Cli::try_parse_from(["regfs", "r", "/m", "--parallel-ranges", "1"]).expect("--parallel-ranges 1");
+        assert_eq!(one.store_config().download.ranges_at_once, 1);
+        assert!(Cli::try_parse_from(["regfs", "r", "/m", "--parallel-ranges", "0"]).is_err());
     }
 
     #[test]
