@@ -718,3 +718,32 @@ fn an_honest_zstd_chunked_toc_with_holes_checked_against_its_tar_keeps_serving()
     assert_eq!(c.cat(&format!("{root}/opt/holey")).expect("a file with a hole, after the check"), holey());
     assert_eq!(c.cat(&format!("{root}/bin/ash")).expect("a hard link, after the check"), b"#!/bin/sh\n");
 }
+
+#[test]
+fn a_layer_made_again_from_its_toc_does_not_fetch_its_prioritised_files_again() {
+    let mut config = regfs::fs::FsConfig::default();
+    config.views.lazy.layers = 1;
+    let c = Builder::over(Arc::new(Faulty::new(Fake::default()))).fs_config(config).build();
+    let entries = vec![tricky::dir("app"), bin("app/first", big()), bin("app/later", b"later\n".to_vec())];
+    let built = vec![estargz::estargz(&entries, &Options { prefetch_landmark: Some(2), ..opts() }).expect("eStargz")];
+    let img = put(&c.fake, "r", "v1", &built, &|_, _| {});
+    let other = put(&c.fake, "o", "v1", &self::built()[2..], &|_, _| {});
+    let root = format!("r/manifests/{}/rootfs", img.manifest);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    c.ls(&root).expect("ls");
+    let verified = |c: &Core| String::from_utf8(c.cat(".regfs/status.json").expect("status")).expect("utf-8");
+    while !verified(&c).contains("\"chunks_verified\": 5") {
+        assert!(std::time::Instant::now() < deadline, "no prefetch: {:?}", c.fake.calls());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = ranges_of(&c.fake, &img.blobs[0]);
+    // Another layer takes its place; then it is made again from its TOC.
+    c.ls(&format!("o/manifests/{}/rootfs", other.manifest)).expect("ls");
+    assert_eq!(c.cat(&format!("{root}/app/first")).expect("cat"), big());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        ranges_of(&c.fake, &img.blobs[0]) <= before + 1,
+        "the TOC again, not the prioritised files' range: {:?}",
+        c.fake.calls()
+    );
+}

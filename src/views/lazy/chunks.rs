@@ -79,6 +79,8 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
         .unwrap_or_default()
         .iter()
         .flat_map(|f| f.chunks.iter().filter(|c| !c.zeros).cloned())
+        // Kept already (the layer made again after it left the kept layers): not fetched again.
+        .filter(|c| layer.shared.chunks.kept(&c.digest).is_none())
         .collect();
     let (Some(start), Some(end)) = (chunks.iter().map(|c| c.start).min(), chunks.iter().map(|c| c.end).max()) else {
         return;
