@@ -80,7 +80,7 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
         .iter()
         .flat_map(|f| f.chunks.iter().filter(|c| !c.zeros).cloned())
         // Kept already (the layer made again after it left the kept layers): not fetched again.
-        .filter(|c| layer.shared.chunks.kept(&c.digest).is_none())
+        .filter(|c| layer.shared.chunks.kept(c).is_none())
         .collect();
     let (Some(start), Some(end)) = (chunks.iter().map(|c| c.start).min(), chunks.iter().map(|c| c.end).max()) else {
         return;

@@ -543,7 +543,7 @@ pub struct LayerReport {
     pub poisoned: Option<String>,
 }
 
-#[cfg(all(test, feature = "testkit"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testkit::core::{Builder, GZIP};
