@@ -78,6 +78,33 @@ impl Default for DownloadConfig {
     }
 }
 
+/// `len` bytes downloaded since `started`, as `what`, whose hash is `actual`: `Ok(len)` if it is
+/// `digest` (logged at `level` with the rate), else the mismatch.
+pub(crate) fn verified(
+    what: &str,
+    digest: &Digest,
+    actual: &Digest,
+    len: u64,
+    started: std::time::Instant,
+    level: log::Level,
+) -> Result<u64> {
+    if actual != digest {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    let secs = started.elapsed().as_secs_f64();
+    log::log!(
+        level,
+        "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
+        mib(len),
+        len as f64 / (1 << 20) as f64 / secs.max(1e-6)
+    );
+    Ok(len)
+}
+
 pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
@@ -162,22 +189,7 @@ pub fn fetch(
             }
         }
     };
-    let actual = hasher.finish();
-    if &actual != digest {
-        return Err(Error::DigestMismatch {
-            what: format!("blob {url}"),
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
-    let secs = started.elapsed().as_secs_f64();
-    log::log!(
-        level,
-        "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
-        mib(len),
-        len as f64 / (1 << 20) as f64 / secs.max(1e-6)
-    );
-    Ok(len)
+    verified(&format!("blob {url}"), digest, &hasher.finish(), len, started, level)
 }
 
 #[cfg(test)]

@@ -312,22 +312,7 @@ pub fn fetch(
         shared.stop();
         r
     })?;
-    let actual = hashed.finish();
-    if &actual != digest {
-        return Err(Error::DigestMismatch {
-            what: format!("blob {url} (by {pieces} ranges)"),
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
-    let secs = started.elapsed().as_secs_f64();
-    log::log!(
-        level,
-        "verified {digest} ({}) in {secs:.1} s, {:.0} MiB/s",
-        download::mib(size),
-        size as f64 / (1 << 20) as f64 / secs.max(1e-6)
-    );
-    Ok(size)
+    download::verified(&format!("blob {url} (by {pieces} ranges)"), digest, &hashed.finish(), size, started, level)
 }
 
 /// Run the hook for the workers and hash the completed prefix as it grows, until all of the blob
