@@ -714,14 +714,16 @@ fn a_big_blob_over_a_throttled_link_is_fetched_by_ranges_at_once() {
     use regfs::store::cache::BlobCache;
     use regfs::store::download::DownloadConfig;
     const MIB: u64 = 1 << 20;
-    let sh = shared();
+    // A registry of its own: a repository pushed to the shared one would show in every test's
+    // catalog.
+    let registry = Registry::start(None);
     let data = regfs::testkit::core::noise(8 * MIB as usize, 77);
-    let pusher = regfs::testkit::fixtures::push::Pusher::new(reqwest::Url::parse(&sh.registry.url).expect("url"), None)
+    let pusher = regfs::testkit::fixtures::push::Pusher::new(reqwest::Url::parse(&registry.url).expect("url"), None)
         .expect("pusher");
     let digest = pusher.blob("ranged/big", &data).expect("push");
     let fetch = |at_once: usize| {
         let front = Front::start(
-            &sh.registry.url,
+            &registry.url,
             Behavior { latency: Duration::from_millis(20), rate: Some(4 * MIB), ..Behavior::default() },
         );
         let client =
