@@ -114,3 +114,19 @@ pub fn optional_parts(doc: &serde_json::Value, what: &str) -> (Option<Descriptor
     });
     (config, layers)
 }
+
+/// The annotation of an image manifest naming its SOCI v2 index (soci-snapshotter
+/// `soci/soci_index.go`; `views/lazy/soci.rs` reads what it names).
+pub const SOCI_INDEX_DIGEST: &str = "com.amazon.soci.index-digest";
+
+/// The SOCI index an image manifest names, if it names a valid digest (else none, logged).
+pub fn soci_index(doc: &serde_json::Value, what: &str) -> Option<Digest> {
+    let v = doc.get("annotations")?.get(SOCI_INDEX_DIGEST)?;
+    match v.as_str().and_then(|s| s.parse::<Digest>().ok()) {
+        Some(d) => Some(d),
+        None => {
+            log::info!("manifest {what}: {SOCI_INDEX_DIGEST} {v} is not a digest; no SOCI index is read");
+            None
+        }
+    }
+}

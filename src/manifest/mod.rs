@@ -102,10 +102,11 @@ pub struct Descriptor {
 }
 
 /// The layer annotations lazy formats read: eStargz's TOC digest and uncompressed size,
-/// zstd:chunked's TOC checksum and positions (and the early stargz-snapshotter variant's key,
+/// SOCI's layer a zTOC is for (on a SOCI index's zTOC descriptors), zstd:chunked's TOC checksum and positions (and the early stargz-snapshotter variant's key,
 /// kept only to refuse it).
-pub const LAZY_ANNOTATIONS: [&str; 6] = [
+pub const LAZY_ANNOTATIONS: [&str; 7] = [
     "containerd.io/snapshot/stargz/toc.digest",
+    "com.amazon.soci.image-layer-digest",
     "io.containers.estargz.uncompressed-size",
     "io.github.containers.zstd-chunked.manifest-checksum",
     "io.github.containers.zstd-chunked.manifest-position",
@@ -154,6 +155,9 @@ pub struct Manifest {
     /// For signed schema1 only: the JWS payload, which the digest covers and every field shown
     /// was read from (the served bytes are that payload plus its signatures).
     payload: Option<Vec<u8>>,
+    /// An image manifest's `com.amazon.soci.index-digest` annotation (a SOCI v2 index naming
+    /// zTOCs for its layers, `views/lazy/soci.rs`), when it is a valid digest.
+    pub soci_index: Option<Digest>,
 }
 
 impl Manifest {
@@ -244,6 +248,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         titles: Vec::new(),
         bytes: bytes.to_vec(),
         payload: None,
+        soci_index: None,
     };
     // A type regfs does not know, named by the Content-Type or else by the body: shown as its
     // verified bytes whatever fields it has (schema1 aside: its digest rule is needed to verify
@@ -331,6 +336,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>, what: &str) -> Result<Man
         Kind::DockerSchema2 | Kind::OciManifest => {
             let (config, layers) = image::image(&doc).map_err(wrap)?;
             m.config = Some(config);
+            m.soci_index = image::soci_index(&doc, what);
             layers
         }
         Kind::DockerManifestList | Kind::OciIndex => {

@@ -513,14 +513,8 @@ fn parse_pax(data: &[u8], at: u64) -> Result<(BTreeMap<String, Vec<u8>>, Vec<(St
         let eq = record.iter().position(|&c| c == b'=').ok_or_else(bad)?;
         let key = std::str::from_utf8(&record[..eq]).map_err(|_| bad())?;
         let value = &record[eq + 1..];
-        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-            set_xattr(&mut xattrs, name.to_string(), value.to_vec());
-        } else if let Some(enc) = key.strip_prefix("LIBARCHIVE.xattr.") {
-            let name = percent_decode(enc).ok_or_else(bad)?;
-            let value = base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
-                .map_err(|_| bad())?;
+        if let Some(xattr) = pax_xattr(key, value) {
+            let (name, value) = xattr.ok_or_else(bad)?;
             set_xattr(&mut xattrs, name, value);
         } else if key.starts_with("GNU.sparse.") {
             sparse = true;
@@ -534,10 +528,24 @@ fn parse_pax(data: &[u8], at: u64) -> Result<(BTreeMap<String, Vec<u8>>, Vec<(St
     Ok((map, xattrs, sparse))
 }
 
+/// The xattr a PAX record sets (`SCHILY.xattr.<name>`, raw; `LIBARCHIVE.xattr.<%-encoded name>`,
+/// base64): `None` if the record is not one, `Some(None)` if it is one, malformed.
+pub(crate) fn pax_xattr(key: &str, value: &[u8]) -> Option<Option<(String, Vec<u8>)>> {
+    if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+        return Some(Some((name.to_string(), value.to_vec())));
+    }
+    let enc = key.strip_prefix("LIBARCHIVE.xattr.")?;
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
+        .ok();
+    Some(percent_decode(enc).zip(value))
+}
+
 /// The last record for a name wins; an empty value deletes it (POSIX pax: a record with an
 /// empty value removes the field, as Go's archive/tar reads it).
 /// A name that is empty or holds a NUL is no xattr name (listxattr separates names by NUL).
-fn set_xattr(xattrs: &mut Vec<(String, Vec<u8>)>, name: String, value: Vec<u8>) {
+pub(crate) fn set_xattr(xattrs: &mut Vec<(String, Vec<u8>)>, name: String, value: Vec<u8>) {
     if name.is_empty() || name.contains('\0') {
         log::debug!("tar: xattr name {name:?} dropped: empty or with a NUL byte");
         return;

@@ -66,6 +66,9 @@ pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> R
         };
         return Err(why);
     }
+    if let Some(spans) = &lazy.spans {
+        return soci_against_tar(lazy, spans, tar_index, tar);
+    }
     let mut buf = vec![0u8; 256 << 10];
     // Every file a path serves: its own entry, or a hard link's original (which may be hidden,
     // its name replaced later in the layer: reached by its links only, and checked as they
@@ -118,6 +121,71 @@ pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> R
                     c.at, c.digest
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A SOCI layer against its verified tar (its shapes agree already): each file's data is where
+/// the zTOC says in the tar, and each span, decompressed from the verified blob by its
+/// checkpoint (its window and bits, which no digest covers), is the tar's bytes there, its
+/// compressed bytes hashing to its span digest. So every byte served by spans is the tar's.
+fn soci_against_tar(
+    lazy: &LazyLayer,
+    spans: &super::ztoc::Spans,
+    tar_index: &LayerIndex,
+    tar: &Content,
+) -> Result<(), String> {
+    let mut done = std::collections::HashSet::new();
+    for id in 1..lazy.index.len() as u32 {
+        let Some(e) = lazy.index.entry(id).filter(|e| !e.is_hidden()) else { continue };
+        let path = e.path();
+        let (Some(mine), Some(theirs)) =
+            (served(&lazy.index, e), tar_index.get(&path).and_then(|t| served(tar_index, t)))
+        else {
+            continue;
+        };
+        if !done.insert(mine.id()) || mine.size() == 0 {
+            continue;
+        }
+        let Some(file) = lazy.files.get((mine.data_offset().saturating_sub(1)) as usize) else {
+            return Err(format!("{path:?} has no spans"));
+        };
+        let Some((c, i)) = file.chunks.first().and_then(|c| Some((c, c.span?))) else {
+            return Err(format!("{path:?} has no spans"));
+        };
+        let at = spans.uncompressed(i).start + c.inner - c.at;
+        if at != theirs.data_offset() {
+            return Err(format!(
+                "the zTOC puts the data of {path:?} at {at} of the tar, the tar at {}",
+                theirs.data_offset()
+            ));
+        }
+    }
+    let store = &lazy.shared.store;
+    for i in 0..spans.digests.len() {
+        let (z, u) = (spans.compressed(i), spans.uncompressed(i));
+        let compressed = match store.blob_range(&lazy.repo, &lazy.blob, lazy.size, z.start, z.end) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(format!("span {i}: the blob is not at hand")),
+            Err(e) => return Err(format!("span {i}: {e}")),
+        };
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(&compressed);
+        if h.finish() != spans.digests[i] {
+            return Err(format!("span {i}: the blob's bytes {}..{} do not hash to its span digest", z.start, z.end));
+        }
+        let c = spans.checkpoints[i];
+        let data = super::zran::span(&compressed, c.bits, spans.window(i), u.end - u.start)
+            .map_err(|why| format!("span {i}: {why}"))?;
+        let mut theirs = vec![0u8; data.len()];
+        read_at(tar, &mut theirs, u.start)
+            .map_err(|e| format!("span {i}: the tar cannot be read at {}: {e}", u.start))?;
+        if data != theirs {
+            return Err(format!(
+                "span {i}: decompressed from its checkpoint, it is not the tar's bytes {}..{}",
+                u.start, u.end
+            ));
         }
     }
     Ok(())

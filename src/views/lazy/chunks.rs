@@ -28,7 +28,7 @@ use crate::sync;
 /// Verified chunks in memory, by digest, and one fetch per chunk at a time.
 pub struct Chunks {
     kept: std::sync::Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
-    flights: SingleFlight<Digest, Arc<Vec<u8>>>,
+    pub(super) flights: SingleFlight<Digest, Arc<Vec<u8>>>,
 }
 
 impl Chunks {
@@ -40,7 +40,17 @@ impl Chunks {
     /// Chunk `c`'s bytes if they are kept: kept by digest, and of the length `c` says (another
     /// TOC naming the same digest with a shorter size must not be served a prefix).
     fn kept(&self, c: &Chunk) -> Option<Arc<Vec<u8>>> {
-        sync::lock(&self.kept).get(&c.digest).filter(|b| b.len() as u64 == c.size)
+        self.kept_bytes(&c.digest, c.size)
+    }
+
+    /// The bytes kept by `key`, if they are `len` bytes.
+    pub(super) fn kept_bytes(&self, key: &Digest, len: u64) -> Option<Arc<Vec<u8>>> {
+        sync::lock(&self.kept).get(key).filter(|b| b.len() as u64 == len)
+    }
+
+    /// Keep `bytes` (verified) by `key`.
+    pub(super) fn keep(&self, key: Digest, bytes: Arc<Vec<u8>>) {
+        sync::lock(&self.kept).put(key, bytes);
     }
 
     /// Bytes of chunks held now.
@@ -54,6 +64,9 @@ pub fn chunk(layer: &LazyLayer, c: &Chunk) -> Result<Arc<Vec<u8>>> {
     if c.zeros {
         return Ok(Arc::new(vec![0u8; c.size as usize]));
     }
+    if let Some(i) = c.span {
+        return super::soci::span(layer, i);
+    }
     let chunks = &layer.shared.chunks;
     if let Some(bytes) = chunks.kept(c) {
         return Ok(bytes);
@@ -62,7 +75,7 @@ pub fn chunk(layer: &LazyLayer, c: &Chunk) -> Result<Arc<Vec<u8>>> {
         if let Some(bytes) = chunks.kept(c) {
             return Ok(bytes);
         }
-        let bytes = Arc::new(on_disk(layer, c)?);
+        let bytes = Arc::new(on_disk(layer, &c.digest, c.size, &|| fetch(layer, c))?);
         sync::lock(&chunks.kept).put(c.digest.clone(), Arc::clone(&bytes));
         Ok(bytes)
     })
@@ -78,7 +91,7 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
         .get(files)
         .unwrap_or_default()
         .iter()
-        .flat_map(|f| f.chunks.iter().filter(|c| !c.zeros).cloned())
+        .flat_map(|f| f.chunks.iter().filter(|c| !c.zeros && c.span.is_none()).cloned())
         // Kept already (the layer made again after it left the kept layers): not fetched again.
         .filter(|c| layer.shared.chunks.kept(c).is_none())
         .collect();
@@ -113,16 +126,22 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
     }
 }
 
-/// Chunk `c` of `layer` from the cache's `chunks/` (by its digest: verified when written, and
-/// hashed again before its first use by a run), else fetched, verified and kept there, within
-/// `--cache-size` like any cached file. A chunk the cache cannot keep (a full disk, a cache
-/// smaller than it) is still served, verified, from memory.
-fn on_disk(layer: &LazyLayer, c: &Chunk) -> Result<Vec<u8>> {
+/// The `size` bytes of digest `digest` (a chunk's decompressed bytes; a SOCI span's compressed
+/// ones) from the cache's `chunks/` (by its digest: verified when written, and hashed again
+/// before its first use by a run), else from `fetch` (which verifies them) and kept there,
+/// within `--cache-size` like any cached file. Bytes the cache cannot keep (a full disk, a
+/// cache smaller than them) are still served, verified, from memory.
+pub(super) fn on_disk(
+    layer: &LazyLayer,
+    digest: &Digest,
+    size: u64,
+    fetch: &dyn Fn() -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
     let cache = layer.shared.store.blob_cache();
     let fetched: std::cell::RefCell<Option<Vec<u8>>> = std::cell::RefCell::new(None);
-    let check = |f: &mut std::fs::File| crate::store::cache::hash_file(f, &c.digest, 256 << 10);
+    let check = |f: &mut std::fs::File| crate::store::cache::hash_file(f, digest, 256 << 10);
     let produce = |out: &mut std::fs::File, hook: &mut dyn FnMut(u64) -> Result<()>| {
-        let data = fetch(layer, c)?;
+        let data = fetch()?;
         let len = data.len() as u64;
         *fetched.borrow_mut() = Some(data);
         hook(len)?;
@@ -130,24 +149,24 @@ fn on_disk(layer: &LazyLayer, c: &Chunk) -> Result<Vec<u8>> {
         std::io::Write::write_all(out, kept.as_deref().unwrap_or_default())?;
         Ok(len)
     };
-    match cache.open_derived(Kind::Chunk, &c.digest, &check, &produce) {
+    match cache.open_derived(Kind::Chunk, digest, &check, &produce) {
         Ok(file) => {
-            // Kept by digest: its length is the digest's, and must be the one `c` says.
-            let len = file.metadata().map_err(|e| Error::Io(format!("cached chunk {}: {e}", c.digest)))?.len();
-            if len != c.size {
+            // Kept by digest: its length is the digest's, and must be the one the TOC says.
+            let len = file.metadata().map_err(|e| Error::Io(format!("cached chunk {digest}: {e}")))?.len();
+            if len != size {
                 return Err(Error::malformed(
-                    format!("chunk {} of blob {}", c.digest, layer.blob),
-                    format!("its TOC says {} bytes; the bytes of that digest are {len}", c.size),
+                    format!("chunk {digest} of blob {}", layer.blob),
+                    format!("its TOC says {size} bytes; the bytes of that digest are {len}"),
                 ));
             }
-            let mut data = vec![0u8; c.size as usize];
+            let mut data = vec![0u8; size as usize];
             std::os::unix::fs::FileExt::read_exact_at(&*file, &mut data, 0)
-                .map_err(|e| Error::Io(format!("cached chunk {}: {e}", c.digest)))?;
+                .map_err(|e| Error::Io(format!("cached chunk {digest}: {e}")))?;
             Ok(data)
         }
         Err(e) => match fetched.into_inner() {
             Some(data) => {
-                log::debug!("chunk {}: not kept in the cache ({e}); served from memory", c.digest);
+                log::debug!("chunk {digest}: not kept in the cache ({e}); served from memory");
                 Ok(data)
             }
             None => Err(e),
@@ -195,6 +214,7 @@ fn decompress(compressed: &[u8], codec: Codec, inner: u64, size: u64) -> std::re
     };
     let read = match codec {
         Codec::Gzip => span(Box::new(flate2::read::GzDecoder::new(compressed))),
+        Codec::Zran => return Err("a SOCI span is not one member or frame".into()),
         Codec::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(compressed).map_err(|e| e.to_string())?;
             d.window_log_max(limits::ZSTD_WINDOW_LOG_MAX).map_err(|e| e.to_string())?;
@@ -244,8 +264,10 @@ impl LazyFile {
                 Ok(b) => b,
                 Err(e) => return Some(Err(e)),
             };
-            let from = offset.max(c.at) - c.at;
-            let to = end.min(c.at + c.size) - c.at;
+            // A SOCI piece is `c.inner` bytes into its span's bytes; a chunk is its own bytes.
+            let base = if c.span.is_some() { c.inner } else { 0 };
+            let from = offset.max(c.at) - c.at + base;
+            let to = end.min(c.at + c.size) - c.at + base;
             match bytes.get(from as usize..to as usize) {
                 Some(part) => out.extend_from_slice(part),
                 None => return Some(Err(Error::Io(format!("chunk {} is short", c.digest)))),
@@ -271,10 +293,14 @@ impl Parts for LazyFile {
         if let Err(e) = self.layer.check_trusted() {
             return Some(Err(e));
         }
-        let chunks = &self.layer.shared.chunks;
+        let (layer, chunks) = (&self.layer, &self.layer.shared.chunks);
         self.assemble(offset, size, &mut |c| {
             if c.zeros {
                 return Some(Ok(Arc::new(vec![0u8; c.size as usize])));
+            }
+            if let (Some(i), Some(spans)) = (c.span, layer.spans.as_ref()) {
+                let u = spans.uncompressed(i);
+                return chunks.kept_bytes(&spans.key(i), u.end - u.start).map(Ok);
             }
             chunks.kept(c).map(Ok)
         })
@@ -318,8 +344,8 @@ mod tests {
         data.extend_from_slice(b"tail");
         for codec in [Codec::Gzip, Codec::Zstd] {
             let member = match codec {
-                Codec::Gzip => gzip(&data),
                 Codec::Zstd => zstd::encode_all(&data[..], 1).expect("zstd"),
+                _ => gzip(&data),
             };
             let got = decompress(&member, codec, 32 << 20, 4).expect("the tail");
             assert_eq!(got, b"tail");

@@ -42,8 +42,11 @@
 pub mod check;
 pub mod chunks;
 pub mod estargz;
+pub mod soci;
 pub mod toc;
+pub mod zran;
 pub mod zstd_chunked;
+pub mod ztoc;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,6 +72,7 @@ pub const ESTARGZ_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
 pub enum Format {
     Estargz,
     ZstdChunked,
+    Soci,
 }
 
 impl Format {
@@ -76,6 +80,7 @@ impl Format {
         match self {
             Format::Estargz => "estargz",
             Format::ZstdChunked => "zstd:chunked",
+            Format::Soci => "soci",
         }
     }
 }
@@ -158,6 +163,8 @@ pub struct LazyLayer {
     pub files: Vec<FileChunks>,
     /// The files before the prefetch landmark (eStargz), if there is one.
     pub prefetch: Option<std::ops::Range<usize>>,
+    /// SOCI: the spans its files' pieces are of.
+    pub spans: Option<Arc<ztoc::Spans>>,
     codec: Codec,
     shared: Arc<Shared>,
     /// Shared with the status's record of it ([`Lazy::report`]), which outlives it.
@@ -302,13 +309,20 @@ impl Lazy {
             return Ok(None);
         }
         let named = format_of(d);
-        if !matches!(named, Ok(None)) {
+        let soci = doc.manifest.soci_index.as_ref().filter(|_| soci::is_gzip(d));
+        if !matches!(named, Ok(None)) || soci.is_some() {
             self.any.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let Some((format, toc)) = named? else { return Ok(None) };
+        // A layer's own TOC first: the SOCI index of its image is for the layers with none.
+        let (format, toc) = match (named?, soci) {
+            (Some(named), _) => named,
+            (None, Some(index)) => (Format::Soci, index.clone()),
+            (None, None) => return Ok(None),
+        };
         let at = match format {
             Format::Estargz => String::new(),
             Format::ZstdChunked => d.lazy_annotation(zstd_chunked::POSITION).unwrap_or_default().to_string(),
+            Format::Soci => "soci".to_string(),
         };
         Ok(Some(((repo.to_string(), d.digest.clone(), toc, at), d.clone(), format)))
     }
@@ -410,6 +424,10 @@ impl Lazy {
         let counters = sync::lock(&self.seen).peek(key).map(|s| Arc::clone(&s.counters)).unwrap_or_default();
         let store = &self.shared.store;
         let range = |start: u64, end: u64| fetch_range(store, &counters, repo, blob, size, start, end);
+        if format == Format::Soci {
+            let Some(z) = soci::ztoc(store, repo, toc_digest, blob, size, self.limits)? else { return Ok(None) };
+            return Ok(Some(self.made(key, size, format, z.toc, Codec::Zran, Some(Arc::new(z.spans)), counters)));
+        }
         let (json, codec, data_end) = match format {
             Format::Estargz => {
                 let tail_start = size.saturating_sub(estargz::TAIL);
@@ -439,6 +457,7 @@ impl Lazy {
                 };
                 (estargz::toc_json(&member, toc_digest, &what)?, Codec::Gzip, toc_at)
             }
+            Format::Soci => return Err(Error::Io(format!("{what}: a SOCI layer has no TOC of its own"))),
             Format::ZstdChunked => {
                 let position = d
                     .lazy_annotation(zstd_chunked::POSITION)
@@ -449,7 +468,22 @@ impl Lazy {
             }
         };
         let toc = toc::parse(&json, codec, data_end, self.limits, &what)?;
-        Ok(Some(Arc::new(LazyLayer {
+        Ok(Some(self.made(key, size, format, toc, codec, None, counters)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn made(
+        &self,
+        key: &Key,
+        size: u64,
+        format: Format,
+        toc: toc::Toc,
+        codec: Codec,
+        spans: Option<Arc<ztoc::Spans>>,
+        counters: Arc<LayerCounters>,
+    ) -> Arc<LazyLayer> {
+        let (repo, blob, toc_digest, _) = key;
+        Arc::new(LazyLayer {
             repo: repo.clone(),
             blob: blob.clone(),
             size,
@@ -458,11 +492,12 @@ impl Lazy {
             index: Arc::new(toc.index),
             files: toc.files,
             prefetch: toc.prefetch,
+            spans,
             codec,
             shared: Arc::clone(&self.shared),
             counters,
             images: sync::lock(&self.seen).peek(key).map(|s| Arc::clone(&s.images)).unwrap_or_default(),
-        })))
+        })
     }
 
     /// Layer `n` of `doc` was verified whole (its decoded tar `tar` hashed to its diff_id, and

@@ -153,6 +153,8 @@ pub enum Codec {
     Gzip,
     /// One zstd frame per chunk (zstd:chunked).
     Zstd,
+    /// One gzip stream, read by spans from zran checkpoints (SOCI, [`super::zran`]).
+    Zran,
 }
 
 /// One chunk of a regular file: `size` bytes at `at` in the file, the decompressed bytes
@@ -167,6 +169,10 @@ pub struct Chunk {
     pub digest: Digest,
     /// A hole (zstd:chunked `chunkType` "zeros"): `size` zero bytes, nothing fetched.
     pub zeros: bool,
+    /// SOCI: the piece of span `span` ([`super::ztoc::Spans`]) at `inner` of its decompressed
+    /// bytes; `start..end` are the span's compressed bytes and `digest` their sha256 (the
+    /// span's, not the piece's). `None` for eStargz and zstd:chunked.
+    pub span: Option<usize>,
 }
 
 /// A regular file's chunks, in file order, tiling `0..size`.
@@ -468,7 +474,7 @@ fn chunk_of(
         sha256(&raw.chunk_digest, name_of)?
     };
     if zeros {
-        return Ok(Chunk { at, size, start: 0, end: 0, inner: 0, digest, zeros });
+        return Ok(Chunk { at, size, start: 0, end: 0, inner: 0, digest, zeros, span: None });
     }
     let start = raw.offset;
     if start >= data_end {
@@ -481,7 +487,7 @@ fn chunk_of(
     if end - start > limits::MAX_LAZY_CHUNK_FETCH {
         return Err(bad(format!("a chunk spanning {} compressed bytes", end - start)));
     }
-    Ok(Chunk { at, size, start, end, inner: raw.inner_offset, digest, zeros })
+    Ok(Chunk { at, size, start, end, inner: raw.inner_offset, digest, zeros, span: None })
 }
 
 /// Chunks that overlap: in one member, decompressed spans that overlap; across members, none
