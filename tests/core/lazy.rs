@@ -122,18 +122,18 @@ fn built() -> Vec<Built> {
     layers().iter().map(|l| estargz::estargz(l, &opts()).expect("an eStargz layer")).collect()
 }
 
-fn ranges_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
+pub(crate) fn ranges_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
     let d = d.to_string();
     fake.calls().iter().filter(|c| c.starts_with("GET blob") && c.contains(&d) && c.contains(" range ")).count()
 }
 
-fn whole_gets_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
+pub(crate) fn whole_gets_of(fake: &Faulty<Fake>, d: &Digest) -> usize {
     fake.gets_of(d) - ranges_of(fake, d)
 }
 
 /// Every path under `root` with what it is: a file's bytes, a link's target, a dir's listing,
 /// and its mode and owner.
-fn tree(c: &Core, root: &str) -> Vec<(String, String)> {
+pub(crate) fn tree(c: &Core, root: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut todo = vec![String::new()];
     while let Some(rel) = todo.pop() {

@@ -10,5 +10,6 @@ mod lazy;
 mod mirrors;
 mod referrers;
 mod rootfs;
+mod soci;
 mod status;
 mod views;

@@ -1,4 +1,4 @@
-//! Layers read by chunks (eStargz, zstd:chunked) through a real mount over the reference
+//! Layers read by chunks (eStargz, zstd:chunked) and by spans (SOCI v2) through a real mount over the reference
 //! registry: `rootfs/` of each lazy image compared file by file with `umoci unpack` of the same
 //! image (skopeo re-compresses zstd:chunked to gzip for umoci 0.4), no whole layer fetched to do
 //! so, and every tampered variant of the fixtures (`testkit::fixtures::lazy`) ending in `EIO`
@@ -114,4 +114,77 @@ fn tampered_lazy_images_end_in_eio_for_what_they_touch() {
     let status = std::fs::read_to_string(m.path(".regfs/status")).expect("status");
     assert!(status.contains("POISONED"), "{status}");
     assert!(Path::new(&m.path("")).exists(), "the mount stays up");
+}
+
+/// SOCI v2 (`lazy/soci`): ordinary gzip layers read by spans through the zTOCs the manifest's
+/// SOCI index names; `rootfs/` is umoci's file by file, and no layer is fetched whole.
+#[test]
+fn soci_images_match_umoci_file_by_file_by_spans() {
+    let s = shared();
+    let m = Mount::start(&s.registry.url, &[]);
+    let mut failures = Vec::new();
+    for (tag, oracle, rootfs) in [
+        ("oci", "oci", "tags/oci/rootfs"),
+        ("docker", "docker", "tags/docker/rootfs"),
+        ("index", "oci", "tags/index/current/rootfs"),
+    ] {
+        let (umoci, how) = umoci_tree(&s.registry.url, "lazy/soci", oracle);
+        match umoci {
+            Ok(want) => failures.extend(check(
+                &format!("lazy/soci:{tag}"),
+                &m.path(&format!("lazy/soci/{rootfs}")),
+                &want,
+                &how,
+            )),
+            Err(e) => failures.push(format!("lazy/soci:{tag}: umoci: {e}")),
+        }
+    }
+    let st = status_json(&m);
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}\n--- regfs log:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        m.log()
+    );
+    let r = &st["requests"];
+    let whole = r["blob_gets"].as_u64().unwrap_or(0) - r["blob_ranges"].as_u64().unwrap_or(0);
+    assert_eq!(whole, 3, "the three zTOCs are the only whole blobs (no layer, no config): {st}");
+    let lazy = st["lazy_layers"].as_array().expect("lazy_layers");
+    let soci: Vec<_> = lazy.iter().filter(|l| l["format"] == "soci").collect();
+    // Three layers under two SOCI indexes (`oci` and `index` share one; `docker` names its
+    // own): six lazy layers, whose spans are shared by zTOC (the same zTOC bytes), so each span
+    // is fetched once.
+    assert_eq!(soci.len(), 6, "{st}");
+    let fetched: u64 = soci.iter().map(|l| l["fetched_bytes"].as_u64().unwrap_or(u64::MAX)).sum();
+    let sizes: u64 = soci.iter().map(|l| l["size"].as_u64().unwrap_or(0)).sum();
+    assert!(fetched <= sizes / 2, "each span once: {fetched} of {sizes} bytes");
+    assert!(soci.iter().all(|l| l["poisoned"].is_null()), "{st}");
+}
+
+#[test]
+fn tampered_soci_images_end_in_eio_for_what_they_touch() {
+    let s = shared();
+    let summary = &s.fixtures["lazy"]["soci"];
+    assert!(summary["middle_span"].as_u64() < summary["spans"].as_u64().map(|n| n - 1), "{summary}");
+    let m = Mount::start(&s.registry.url, &[]);
+    let path = |tag: &str, p: &str| m.path(&format!("lazy/soci/tags/{tag}/{p}"));
+    let read = |tag: &str, p: &str| std::fs::read(path(tag, &format!("rootfs/{p}")));
+    assert_eq!(read("control", "tamper/plain.txt").expect("control"), b"plain\n");
+    assert_eq!(errno(read("bad-span", "tamper/chunked.bin")), Some(libc::EIO), "bad-span");
+    assert_eq!(read("bad-span", "tamper/plain.txt").expect("another span"), b"plain\n");
+    for tag in ["no-index", "no-ztoc"] {
+        assert_eq!(read(tag, "tamper/plain.txt").expect(tag), b"plain\n", "{tag}: read whole");
+    }
+    // The first tier serves the zTOC's word (or fails); the tar, once read, poisons the layer.
+    for tag in ["offset-lies", "forged-window"] {
+        let first = read(tag, "tamper/plain.txt");
+        if tag == "offset-lies" {
+            assert_ne!(first.expect("what the zTOC says"), b"plain\n", "{tag}: the zTOC's word");
+        }
+        std::fs::read(path(tag, "layers/2.tar")).expect("layers/2.tar, verified by its diff_id");
+        assert_eq!(errno(read(tag, "tamper/short.txt")), Some(libc::EIO), "{tag}: poisoned\n{}", m.log());
+    }
+    let status = std::fs::read_to_string(m.path(".regfs/status")).expect("status");
+    assert!(status.contains("POISONED") && status.contains("soci"), "{status}");
 }
