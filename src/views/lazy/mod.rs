@@ -7,6 +7,9 @@
 //!   the TOC is found by the footer ([`estargz`]).
 //! - **zstd:chunked**: `io.github.containers.zstd-chunked.manifest-checksum` (the sha256 of the
 //!   compressed TOC) and `…manifest-position` ([`zstd_chunked`]).
+//! - **SOCI v2**: an ordinary gzip layer of an image manifest carrying
+//!   `com.amazon.soci.index-digest`, when that SOCI index has a zTOC for it ([`soci`], [`ztoc`]);
+//!   its chunks are spans decompressed from zran checkpoints ([`zran`]). A layer's own TOC wins.
 //!
 //! A layer carrying both is refused (containers/storage refuses it too: two TOCs, two
 //! possible trees). The early zstd:chunked variant (`io.containers.zstd-chunked.*`, no
