@@ -858,6 +858,25 @@ impl Store {
         }
     }
 
+    /// Bytes `start..end` of blob `digest` if it is verified and at hand (in memory or in the
+    /// cache), else `None`; never a request.
+    pub fn blob_range_cached(&self, digest: &Digest, start: u64, end: u64) -> Result<Option<Vec<u8>>> {
+        let what = || format!("bytes {start}..{end} of blob {digest}");
+        if start >= end || end - start > limits::MAX_RANGE_FETCH {
+            return Err(Error::malformed(what(), "not a range to read"));
+        }
+        if let Some(bytes) = lock(&self.small).get(digest) {
+            return Ok(bytes.get(start as usize..end as usize).map(<[u8]>::to_vec));
+        }
+        let Some(file) = self.blobs.open_verified(cache::Kind::Blob, digest)? else { return Ok(None) };
+        let mut buf = vec![0u8; (end - start) as usize];
+        match std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, start) {
+            Ok(()) => Ok(Some(buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(Error::Io(format!("{}: {e}", what()))),
+        }
+    }
+
     /// [`Store::blob`] if it needs no waiting (a small blob verified and in memory); `None` if
     /// it may have to download or hash.
     pub fn blob_now(&self, repo: &str, digest: &Digest, claimed: Option<u64>) -> Option<Result<Content>> {

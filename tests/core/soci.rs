@@ -348,3 +348,88 @@ fn an_honest_ztoc_checked_against_its_tar_keeps_serving_and_spans_come_from_the_
     assert!(!s.contains("POISONED"), "{s}");
     assert!(img.ztocs.len() == 3);
 }
+
+/// Poison is a zTOC's, not a blob's: a SOCI index outside the blob can be published by anyone
+/// for a popular base layer, so one that lies must not make an honest image over the same blob
+/// `EIO` once the lying one is checked against the tar.
+#[test]
+fn a_lying_ztoc_for_a_shared_blob_poisons_only_the_image_that_names_it() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = built();
+    let honest = put(&c.fake, "r", "honest", &built, &docs(&built), Bind::Soci, false);
+    let mut lying = docs(&built);
+    if let Some(d) = lying[0].as_mut() {
+        let sh = d.files.iter_mut().find(|f| f.name == "bin/sh").expect("sh");
+        sh.offset -= 512;
+    }
+    let liar = put(&c.fake, "r", "liar", &built, &lying, Bind::Soci, true);
+    assert_eq!(c.cat(&format!("{}/bin/sh", root(&honest))).expect("honest"), b"#!/bin/sh\n");
+    let _ = c.cat(&format!("{}/bin/sh", root(&liar)));
+    c.cat(&format!("r/manifests/{}/layers/0.tar", liar.manifest)).expect("the liar's layers/0.tar");
+    assert!(c.cat(&format!("{}/usr/noise.bin", root(&liar))).is_err(), "the liar is poisoned");
+    assert_eq!(
+        c.cat(&format!("{}/usr/noise.bin", root(&honest))).expect("the honest image still serves"),
+        noise("soci-noise", 300_000)
+    );
+}
+
+/// A hard link's original whose name a later entry took is reached by its links only: the
+/// cross-check compares it with the tar's, as for the other formats.
+#[test]
+fn a_hidden_hard_link_original_that_lies_is_caught_by_the_tar() {
+    let entries = vec![
+        tricky::dir("etc"),
+        tricky::file("etc/a", "first a\n"),
+        tricky::hardlink("etc/b", "etc/a"),
+        tricky::file("etc/a", "second a\n"),
+    ];
+    let b = soci::layer(&entries, &Options { span_size: SPAN, ..Options::default() }).expect("layer");
+    let mut doc = Doc::of(&b);
+    let first = doc.files.iter_mut().find(|f| f.name == "etc/a").expect("the first etc/a");
+    first.mode = 0o4755;
+    let c = Core::new(Faulty::new(Fake::default()));
+    let img = put(&c.fake, "r", "v1", std::slice::from_ref(&b), &[Some(doc)], Bind::Soci, false);
+    assert_eq!(c.walk(&format!("{}/etc/b", root(&img))).expect("walk").mode & 0o7777, 0o4755, "the zTOC's word");
+    c.cat(&format!("r/manifests/{}/layers/0.tar", img.manifest)).expect("layers/0.tar");
+    let err = c.cat(&format!("{}/etc/b", root(&img))).map(|b| b.len()).expect_err("poisoned");
+    assert!(err.to_string().contains("disagrees with its TOC"), "{err}");
+}
+
+/// A SOCI span is kept in memory under a key of its zTOC and number, never where a chunk of
+/// another format is looked up by its digest: an eStargz TOC that names that key as a chunk's
+/// digest is not served the span.
+#[test]
+fn a_chunk_digest_that_names_a_kept_span_s_key_is_not_served_the_span() {
+    let c = Core::new(Faulty::new(Fake::default()));
+    let built = built();
+    let img = put(&c.fake, "r", "v1", &built, &docs(&built), Bind::Soci, false);
+    assert_eq!(c.cat(&format!("{}/bin/sh", root(&img))).expect("cat"), b"#!/bin/sh\n");
+    // Span 0 of layer 0 is kept now: its key and length.
+    let b = &built[0];
+    let len = (b.points[1].output - b.points[0].output) as usize;
+    let ztoc = img.ztocs[0].to_string();
+    let key = sha256(format!("regfs soci span {ztoc} 0").as_bytes()).to_string();
+    let entries = vec![tricky::dir("x"), bin("x/f", vec![b'f'; len])];
+    let opts = regfs::testkit::fixtures::estargz::Options { chunk_size: len + 1, ..Default::default() };
+    let e = regfs::testkit::fixtures::estargz::estargz_edited(&entries, &opts, |toc| {
+        for en in toc["entries"].as_array_mut().expect("entries") {
+            if en["name"] == "x/f" {
+                en["digest"] = serde_json::json!(key);
+                en["chunkDigest"] = serde_json::json!(key);
+            }
+        }
+    })
+    .expect("eStargz");
+    let d = c.fake.add_blob(&e.blob);
+    let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [e.diff_id.to_string()]}}))
+    .expect("config");
+    let cd = c.fake.add_blob(&config);
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": GZIP, "digest": d.to_string(), "size": e.blob.len(), "annotations": e.annotations}]});
+    let body = serde_json::to_vec(&m).expect("manifest");
+    let other = c.fake.put_manifest("r", Some("estargz"), media::OCI_MANIFEST, &body, Algorithm::Sha256);
+    let got = c.cat(&format!("r/manifests/{other}/rootfs/x/f"));
+    assert!(got.is_err(), "the eStargz chunk's own bytes do not hash to the key it names");
+}

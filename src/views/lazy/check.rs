@@ -55,8 +55,33 @@ fn shapes(index: &LayerIndex, hide_root: bool) -> Vec<(String, String)> {
     out
 }
 
-/// `Ok` if `lazy`'s TOC agrees with the verified tar `tar` and its index `tar_index`; else why not.
-pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> Result<(), String> {
+/// What a cross-check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Agrees,
+    /// The TOC says other than the tar: the layer is poisoned.
+    Disagrees(String),
+    /// Nothing could be told (the verified blob a SOCI check reads is no longer at hand): no
+    /// proof either way, and asked again at the next verification.
+    Unchecked(String),
+}
+
+/// Whether `lazy`'s TOC agrees with the verified tar `tar` and its index `tar_index`.
+pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> Outcome {
+    if let Some(spans) = &lazy.spans {
+        if let Err(why) = shapes_agree(lazy, tar_index) {
+            return Outcome::Disagrees(why);
+        }
+        return soci_against_tar(lazy, spans, tar_index, tar);
+    }
+    match chunks_against_tar(lazy, tar_index, tar) {
+        Ok(()) => Outcome::Agrees,
+        Err(why) => Outcome::Disagrees(why),
+    }
+}
+
+/// `Ok` if every path shows the same in both indexes.
+fn shapes_agree(lazy: &LazyLayer, tar_index: &LayerIndex) -> Result<(), String> {
     let (toc, whole) = (shapes(&lazy.index, false), shapes(tar_index, true));
     if toc != whole {
         let first = toc.iter().zip(&whole).find(|(a, b)| a != b);
@@ -66,8 +91,19 @@ pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> R
         };
         return Err(why);
     }
-    if let Some(spans) = &lazy.spans {
-        return soci_against_tar(lazy, spans, tar_index, tar);
+    Ok(())
+}
+
+/// eStargz and zstd:chunked: the shapes, and every chunk's bytes in the tar.
+fn chunks_against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> Result<(), String> {
+    let (toc, whole) = (shapes(&lazy.index, false), shapes(tar_index, true));
+    if toc != whole {
+        let first = toc.iter().zip(&whole).find(|(a, b)| a != b);
+        let why = match first {
+            Some((a, b)) => format!("the TOC says {:?} is {}, the tar says {:?} is {}", a.0, a.1, b.0, b.1),
+            None => format!("the TOC lists {} entries, the tar {}", toc.len(), whole.len()),
+        };
+        return Err(why);
     }
     let mut buf = vec![0u8; 256 << 10];
     // Every file a path serves: its own entry, or a hard link's original (which may be hidden,
@@ -130,12 +166,7 @@ pub fn against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> R
 /// the zTOC says in the tar, and each span, decompressed from the verified blob by its
 /// checkpoint (its window and bits, which no digest covers), is the tar's bytes there, its
 /// compressed bytes hashing to its span digest. So every byte served by spans is the tar's.
-fn soci_against_tar(
-    lazy: &LazyLayer,
-    spans: &super::ztoc::Spans,
-    tar_index: &LayerIndex,
-    tar: &Content,
-) -> Result<(), String> {
+fn soci_against_tar(lazy: &LazyLayer, spans: &super::ztoc::Spans, tar_index: &LayerIndex, tar: &Content) -> Outcome {
     let mut done = std::collections::HashSet::new();
     for id in 1..lazy.index.len() as u32 {
         let Some(e) = lazy.index.entry(id).filter(|e| !e.is_hidden()) else { continue };
@@ -145,18 +176,28 @@ fn soci_against_tar(
         else {
             continue;
         };
-        if !done.insert(mine.id()) || mine.size() == 0 {
+        if !done.insert(mine.id()) {
             continue;
         }
-        let Some(file) = lazy.files.get((mine.data_offset().saturating_sub(1)) as usize) else {
-            return Err(format!("{path:?} has no spans"));
-        };
-        let Some((c, i)) = file.chunks.first().and_then(|c| Some((c, c.span?))) else {
-            return Err(format!("{path:?} has no spans"));
+        // A hard link's original whose name a later entry took: reached by its links only.
+        if mine.is_hidden() {
+            let (a, b) = (shape(&lazy.index, &mine), shape(tar_index, &theirs));
+            if a != b {
+                return Outcome::Disagrees(format!(
+                    "the zTOC says {path:?} links to a file that is {a}, the tar one that is {b}"
+                ));
+            }
+        }
+        if mine.size() == 0 {
+            continue;
+        }
+        let file = lazy.files.get((mine.data_offset().saturating_sub(1)) as usize);
+        let Some((c, i)) = file.and_then(|f| f.chunks.first()).and_then(|c| Some((c, c.span?))) else {
+            return Outcome::Disagrees(format!("{path:?} has no spans"));
         };
         let at = spans.uncompressed(i).start + c.inner - c.at;
         if at != theirs.data_offset() {
-            return Err(format!(
+            return Outcome::Disagrees(format!(
                 "the zTOC puts the data of {path:?} at {at} of the tar, the tar at {}",
                 theirs.data_offset()
             ));
@@ -165,30 +206,38 @@ fn soci_against_tar(
     let store = &lazy.shared.store;
     for i in 0..spans.digests.len() {
         let (z, u) = (spans.compressed(i), spans.uncompressed(i));
-        let compressed = match store.blob_range(&lazy.repo, &lazy.blob, lazy.size, z.start, z.end) {
+        // From the verified blob only: a range asked of the registry now proves nothing (it
+        // may fail, or lie), and its failure is not the zTOC's.
+        let compressed = match store.blob_range_cached(&lazy.blob, z.start, z.end) {
             Ok(Some(b)) => b,
-            Ok(None) => return Err(format!("span {i}: the blob is not at hand")),
-            Err(e) => return Err(format!("span {i}: {e}")),
+            Ok(None) => return Outcome::Unchecked(format!("the blob is not in the cache (span {i})")),
+            Err(e) => return Outcome::Unchecked(format!("span {i}: {e}")),
         };
         let mut h = Hasher::new(Algorithm::Sha256);
         h.update(&compressed);
         if h.finish() != spans.digests[i] {
-            return Err(format!("span {i}: the blob's bytes {}..{} do not hash to its span digest", z.start, z.end));
+            return Outcome::Disagrees(format!(
+                "span {i}: the blob's bytes {}..{} do not hash to its span digest",
+                z.start, z.end
+            ));
         }
         let c = spans.checkpoints[i];
-        let data = super::zran::span(&compressed, c.bits, spans.window(i), u.end - u.start)
-            .map_err(|why| format!("span {i}: {why}"))?;
+        let data = match super::zran::span(&compressed, c.bits, spans.window(i), u.end - u.start) {
+            Ok(d) => d,
+            Err(why) => return Outcome::Disagrees(format!("span {i}: {why}")),
+        };
         let mut theirs = vec![0u8; data.len()];
-        read_at(tar, &mut theirs, u.start)
-            .map_err(|e| format!("span {i}: the tar cannot be read at {}: {e}", u.start))?;
+        if let Err(e) = read_at(tar, &mut theirs, u.start) {
+            return Outcome::Unchecked(format!("span {i}: the tar cannot be read at {}: {e}", u.start));
+        }
         if data != theirs {
-            return Err(format!(
+            return Outcome::Disagrees(format!(
                 "span {i}: decompressed from its checkpoint, it is not the tar's bytes {}..{}",
                 u.start, u.end
             ));
         }
     }
-    Ok(())
+    Outcome::Agrees
 }
 
 /// The regular file entry `e` of `index` serves: itself, or a hard link's original in its layer.

@@ -25,10 +25,19 @@ use crate::store::sized::SizedLru;
 use crate::store::{Content, Parts};
 use crate::sync;
 
+/// What memory keeps verified bytes by: a chunk's digest (of its bytes), or a SOCI span's key
+/// (of its zTOC and number, [`super::ztoc::Spans::key`]). Two kinds, never confused: a TOC
+/// that names a span's key as a chunk's digest is not served the span.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Kept {
+    Chunk(Digest),
+    Span(Digest),
+}
+
 /// Verified chunks in memory, by digest, and one fetch per chunk at a time.
 pub struct Chunks {
-    kept: std::sync::Mutex<SizedLru<Digest, Arc<Vec<u8>>>>,
-    pub(super) flights: SingleFlight<Digest, Arc<Vec<u8>>>,
+    kept: std::sync::Mutex<SizedLru<Kept, Arc<Vec<u8>>>>,
+    pub(super) flights: SingleFlight<Kept, Arc<Vec<u8>>>,
 }
 
 impl Chunks {
@@ -40,16 +49,16 @@ impl Chunks {
     /// Chunk `c`'s bytes if they are kept: kept by digest, and of the length `c` says (another
     /// TOC naming the same digest with a shorter size must not be served a prefix).
     fn kept(&self, c: &Chunk) -> Option<Arc<Vec<u8>>> {
-        self.kept_bytes(&c.digest, c.size)
+        self.kept_bytes(&Kept::Chunk(c.digest.clone()), c.size)
     }
 
     /// The bytes kept by `key`, if they are `len` bytes.
-    pub(super) fn kept_bytes(&self, key: &Digest, len: u64) -> Option<Arc<Vec<u8>>> {
+    pub(super) fn kept_bytes(&self, key: &Kept, len: u64) -> Option<Arc<Vec<u8>>> {
         sync::lock(&self.kept).get(key).filter(|b| b.len() as u64 == len)
     }
 
     /// Keep `bytes` (verified) by `key`.
-    pub(super) fn keep(&self, key: Digest, bytes: Arc<Vec<u8>>) {
+    pub(super) fn keep(&self, key: Kept, bytes: Arc<Vec<u8>>) {
         sync::lock(&self.kept).put(key, bytes);
     }
 
@@ -71,14 +80,22 @@ pub fn chunk(layer: &LazyLayer, c: &Chunk) -> Result<Arc<Vec<u8>>> {
     if let Some(bytes) = chunks.kept(c) {
         return Ok(bytes);
     }
-    chunks.flights.run(&c.digest, || {
+    let got = chunks.flights.run(&Kept::Chunk(c.digest.clone()), || {
         if let Some(bytes) = chunks.kept(c) {
             return Ok(bytes);
         }
         let bytes = Arc::new(on_disk(layer, &c.digest, c.size, &|| fetch(layer, c))?);
-        sync::lock(&chunks.kept).put(c.digest.clone(), Arc::clone(&bytes));
+        chunks.keep(Kept::Chunk(c.digest.clone()), Arc::clone(&bytes));
         Ok(bytes)
-    })
+    })?;
+    // Another TOC's reader may have led the flight for the same digest with another size.
+    if got.len() as u64 != c.size {
+        return Err(Error::malformed(
+            format!("chunk {} of blob {}", c.digest, layer.blob),
+            format!("its TOC says {} bytes; the bytes of that digest are {}", c.size, got.len()),
+        ));
+    }
+    Ok(got)
 }
 
 /// The files an eStargz layer's prefetch landmark puts first, fetched by one `Range` on a
@@ -115,7 +132,7 @@ pub fn prefetch_landmarked(layer: &Arc<LazyLayer>, most: usize) {
             }
             let part = &bytes[(c.start - start) as usize..(c.end - start) as usize];
             match verified(&layer, c, part) {
-                Ok(data) => sync::lock(&kept.kept).put(c.digest.clone(), Arc::new(data)),
+                Ok(data) => kept.keep(Kept::Chunk(c.digest.clone()), Arc::new(data)),
                 Err(e) => log::info!("layer {}: prefetch: {e}", layer.blob),
             }
         }
@@ -300,7 +317,7 @@ impl Parts for LazyFile {
             }
             if let (Some(i), Some(spans)) = (c.span, layer.spans.as_ref()) {
                 let u = spans.uncompressed(i);
-                return chunks.kept_bytes(&spans.key(i), u.end - u.start).map(Ok);
+                return chunks.kept_bytes(&Kept::Span(spans.key(i)), u.end - u.start).map(Ok);
             }
             chunks.kept(c).map(Ok)
         })

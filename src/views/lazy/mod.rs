@@ -151,8 +151,10 @@ crate::telemetry::counters! {
 pub(crate) struct Shared {
     store: Arc<Store>,
     chunks: chunks::Chunks,
-    /// Layers whose tar was found to disagree with their TOC, by blob, and why.
-    poisoned: Mutex<std::collections::HashMap<Digest, String>>,
+    /// Layers whose tar was found to disagree with their TOC, by blob and TOC (a SOCI zTOC is
+    /// outside its blob: anyone may publish one for a popular layer, so a lying one must poison
+    /// only what it names), and why.
+    poisoned: Mutex<std::collections::HashMap<(Digest, Digest), String>>,
 }
 
 /// One layer read lazily: its TOC, checked, as an index and chunk tables.
@@ -190,7 +192,7 @@ impl LazyLayer {
 
     /// `Ok` unless the layer was poisoned (its tar disagrees with its TOC).
     fn check_trusted(&self) -> Result<()> {
-        match sync::lock(&self.shared.poisoned).get(&self.blob) {
+        match sync::lock(&self.shared.poisoned).get(&(self.blob.clone(), self.toc_digest.clone())) {
             None => Ok(()),
             Some(why) => Err(Error::malformed(
                 format!("layer {} of {} read lazily", self.blob, self.repo),
@@ -525,17 +527,21 @@ impl Lazy {
         };
         sync::lock(&self.checked).put(key.clone(), ());
         match check::against_tar(&layer, tar_index, tar) {
-            Ok(()) => log::info!("{repo}: layer {} verified whole; its TOC agrees with its tar", key.1),
-            Err(why) => self.poison(&key.1, &why),
+            check::Outcome::Agrees => log::info!("{repo}: layer {} verified whole; its TOC agrees with its tar", key.1),
+            check::Outcome::Disagrees(why) => self.poison(&key.1, &key.2, &why),
+            check::Outcome::Unchecked(why) => {
+                log::info!("{repo}: layer {} verified whole; its TOC not checked against it ({why})", key.1);
+                sync::lock(&self.checked).pop(&key);
+            }
         }
     }
 
-    /// From now on, serve no file of lazy layer `blob`: its tar disagrees with its TOC.
-    pub fn poison(&self, blob: &Digest, why: &str) {
+    /// From now on, serve no file of lazy layer `blob` read by TOC `toc`: its tar disagrees.
+    pub fn poison(&self, blob: &Digest, toc: &Digest, why: &str) {
         log::error!(
-            "layer {blob}: its tar disagrees with its TOC ({why}); its lazily served files are EIO from now on"
+            "layer {blob} (TOC {toc}): its tar disagrees with its TOC ({why}); its lazily served files are EIO from now on"
         );
-        sync::lock(&self.shared.poisoned).insert(blob.clone(), why.to_string());
+        sync::lock(&self.shared.poisoned).insert((blob.clone(), toc.clone()), why.to_string());
     }
 
     /// Every lazy layer made this run (the most recent first), with what it cost, and why it is
@@ -553,7 +559,7 @@ impl Lazy {
                 entries: l.entries,
                 images: sync::lock(&l.images).iter().map(Digest::to_string).collect(),
                 stats: l.counters.snapshot(),
-                poisoned: poisoned.get(blob).cloned(),
+                poisoned: poisoned.get(&(blob.clone(), toc.clone())).cloned(),
             })
             .collect()
     }
@@ -626,6 +632,45 @@ mod tests {
         );
         let doc = bare.store.manifest("r", &digest).expect("the manifest");
         (bare.store, doc)
+    }
+
+    /// The cross-check of a SOCI layer reads its spans from the verified blob in the cache: a
+    /// blob that is not there is no proof either way, and a registry that no longer honours
+    /// `Range` (or fails) then must not poison an honest layer.
+    #[test]
+    fn a_soci_cross_check_without_the_blob_at_hand_poisons_nothing() {
+        use crate::testkit::fixtures::soci;
+        let bare = Builder::over(Arc::new(Faulty::new(Fake::default()))).bare();
+        let entries = [tricky::dir("d/"), tricky::file("d/f", "data\n")];
+        let b =
+            soci::layer(&entries, &soci::Options { span_size: 1 << 10, ..soci::Options::default() }).expect("layer");
+        let blob = bare.fake.add_blob(&b.blob);
+        let ztoc = soci::Doc::of(&b).bytes();
+        let z = bare.fake.add_blob(&ztoc);
+        let cfg = bare.fake.add_blob(b"{}");
+        let index = soci::index_manifest(&cfg, &[(z, ztoc.len(), blob.clone(), GZIP)]);
+        let alg = crate::digest::Algorithm::Sha256;
+        let index = bare.fake.put_manifest("r", None, crate::media::OCI_MANIFEST, &index, alg);
+        let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [b.diff_id.to_string()]}}))
+        .expect("config");
+        let cd = bare.fake.add_blob(&config);
+        let m = serde_json::json!({"schemaVersion": 2, "mediaType": crate::media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+            "layers": [{"mediaType": GZIP, "digest": blob.to_string(), "size": b.blob.len()}],
+            "annotations": {soci::INDEX_DIGEST: index.to_string()}});
+        let body = serde_json::to_vec(&m).expect("manifest");
+        let digest = bare.fake.put_manifest("r", Some("v1"), crate::media::OCI_MANIFEST, &body, alg);
+        let doc = bare.store.manifest("r", &digest).expect("the manifest");
+        let lazy = Lazy::new(Arc::clone(&bare.store), LazyConfig::default(), IndexLimits::default());
+        let layer = lazy.layer("r", &doc, 0).expect("a zTOC").expect("read lazily");
+        assert_eq!(layer.format, Format::Soci);
+        bare.fake.ignore_range();
+        let limits = crate::views::tar::TarLimits::default();
+        let tar_index = crate::views::index::build_all(&b.tar[..], limits, IndexLimits::default()).expect("index");
+        lazy.check_whole("r", &doc, 0, &tar_index, &Content::Memory(Arc::new(b.tar.clone())));
+        let report = lazy.report();
+        assert!(report.iter().all(|r| r.poisoned.is_none()), "{report:?}");
     }
 
     /// The layers kept are at most `LazyConfig::layers`: the status's list of every layer read

@@ -121,7 +121,7 @@ fn read_all(c: &Content, size: u64) -> std::io::Result<Vec<u8>> {
 /// and decompressed (and kept).
 pub fn span(layer: &LazyLayer, i: usize) -> Result<Arc<Vec<u8>>> {
     let spans = layer.spans.as_ref().ok_or_else(|| Error::Io(format!("layer {} has no spans", layer.blob)))?;
-    let key = spans.key(i);
+    let key = chunks::Kept::Span(spans.key(i));
     let out = spans.uncompressed(i);
     let len = out.end - out.start;
     let kept = &layer.shared.chunks;

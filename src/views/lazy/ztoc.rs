@@ -47,7 +47,7 @@ pub const CHECKPOINTS_HEADER: usize = 12;
 pub const CHECKPOINT: usize = 8 + 8 + 1 + WINDOW;
 /// Where a version-1 blob's left-out first checkpoint starts (after a 10-byte gzip header).
 const V1_FIRST_IN: u64 = 10;
-/// PAX records read per entry (the index bounds the xattrs' bytes too).
+/// PAX records read per entry (their bytes are bounded too, by the index's limits).
 const MAX_XATTR_RECORDS: usize = 4096;
 
 /// A flatbuffer, read with every offset checked.
@@ -357,8 +357,30 @@ fn files(fb: &Fb<'_>, toc: Table, spans: &Spans, limits: IndexLimits, what: &str
     let mut files: Vec<FileChunks> = Vec::new();
     // Each file's data in the tar, to refuse overlaps once all are read.
     let mut data: Vec<(u64, u64, usize)> = Vec::new();
+    // A flatbuffer may point many offsets at one string (a million entries naming one string of
+    // 60 MiB): what is copied out is bounded, whatever is pointed at. An honest zTOC copies each
+    // of its strings once, so at most its own length.
+    let budget = fb.buf.len().saturating_mul(2).max(16 << 20);
+    let mut copied = 0usize;
+    let mut charge = |n: usize| -> Result<()> {
+        copied = copied.saturating_add(n);
+        if copied > budget {
+            return Err(Error::TooLarge(format!("the zTOC of {what}: its entries name more than {budget} bytes")));
+        }
+        Ok(())
+    };
     for i in 0..n {
         let t = fb.follow(at + 4 * i).and_then(|p| fb.table(p)).map_err(bad)?;
+        let len = |f: usize| fb.bytes_field(t, f).map(<[u8]>::len).map_err(bad);
+        let (name_len, link_len) = (len(0)?, len(4)?);
+        if name_len > limits.max_path || link_len > limits.max_path {
+            log::info!("the zTOC of {what}: entry {i} left out (a name or link of {} bytes)", name_len.max(link_len));
+            continue;
+        }
+        if len(1)? > 16 || len(10)? > 64 {
+            return Err(bad(format!("entry {i}: a type or time of {} bytes", len(1)?.max(len(10)?))));
+        }
+        charge(name_len + link_len)?;
         let s = |f: usize| fb.string_field(t, f).map_err(bad);
         let (name, kind) = (s(0)?, s(1)?);
         let name_of = || format!("entry {i} ({name:?})");
@@ -385,10 +407,20 @@ fn files(fb: &Fb<'_>, toc: Table, spans: &Spans, limits: IndexLimits, what: &str
         };
         let (nx, xat) = fb.offsets_field(t, 13).map_err(bad)?;
         let mut xattrs = Vec::new();
+        // Their bytes are bounded before any is copied (the index's bounds, which drop a tar
+        // entry's xattrs past them and keep the entry, apply only once all are held).
+        let mut held = 0usize;
         for x in 0..nx.min(MAX_XATTR_RECORDS) {
             let xt = fb.follow(xat + 4 * x).and_then(|p| fb.table(p)).map_err(bad)?;
+            let (key, value) = (fb.bytes_field(xt, 0).map_err(bad)?, fb.bytes_field(xt, 1).map_err(bad)?);
+            held = held.saturating_add(key.len() + value.len());
+            if value.len() > limits.max_xattr_value || held > limits.max_xattr_bytes {
+                log::debug!("the zTOC of {what}: the xattrs of {} dropped: past {held} bytes", name_of());
+                xattrs.clear();
+                break;
+            }
+            charge(key.len() + value.len())?;
             let key = fb.string_field(xt, 0).map_err(bad)?;
-            let value = fb.bytes_field(xt, 1).map_err(bad)?;
             match crate::views::tar::pax_xattr(&key, value) {
                 Some(Some((k, v))) => crate::views::tar::set_xattr(&mut xattrs, k, v),
                 Some(None) => return Err(bad(format!("{}: a malformed xattr record {key:?}", name_of()))),
