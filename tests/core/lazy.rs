@@ -23,7 +23,7 @@ fn big() -> Vec<u8> {
     b
 }
 
-fn bin(name: &str, data: Vec<u8>) -> E {
+pub(crate) fn bin(name: &str, data: Vec<u8>) -> E {
     E { kind: Kind::File(data), ..tricky::file(name, "") }
 }
 

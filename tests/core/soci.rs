@@ -10,39 +10,24 @@ use regfs::testkit::core::{Core, GZIP, sha256};
 use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::fixtures::soci::{self, Built, Doc, Options};
-use regfs::testkit::fixtures::tricky::{self, E, Kind};
+use regfs::testkit::fixtures::tricky::{self, E};
 use regfs::testkit::paths::Paths;
 
-use super::lazy::{ranges_of, tree, whole_gets_of};
+use super::lazy::{bin, ranges_of, tree, whole_gets_of};
 
 const SPAN: u64 = 64 << 10;
 
 /// An edit of a zTOC before it is written.
 type Edit = Box<dyn Fn(&mut Doc)>;
 
-/// Text deflate codes with Huffman blocks and back-references: spans that start mid-byte and
-/// need their windows.
 fn text(seed: &str, n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0u64;
-    while out.len() < n {
-        out.extend_from_slice(
-            format!("{seed} {i}: {} and more words\n", i.wrapping_mul(2_654_435_761) % 10007).as_bytes(),
-        );
-        i += 1;
-    }
-    out.truncate(n);
-    out
+    soci::words(seed, n)
 }
 
 fn noise(seed: &str, n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
     regfs::testkit::fixtures::layers::Noise::new(seed).fill(&mut b);
     b
-}
-
-fn bin(name: &str, data: Vec<u8>) -> E {
-    E { kind: Kind::File(data), ..tricky::file(name, "") }
 }
 
 fn layers() -> Vec<Vec<E>> {

@@ -94,21 +94,15 @@ fn shapes_agree(lazy: &LazyLayer, tar_index: &LayerIndex) -> Result<(), String> 
     Ok(())
 }
 
-/// eStargz and zstd:chunked: the shapes, and every chunk's bytes in the tar.
-fn chunks_against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> Result<(), String> {
-    let (toc, whole) = (shapes(&lazy.index, false), shapes(tar_index, true));
-    if toc != whole {
-        let first = toc.iter().zip(&whole).find(|(a, b)| a != b);
-        let why = match first {
-            Some((a, b)) => format!("the TOC says {:?} is {}, the tar says {:?} is {}", a.0, a.1, b.0, b.1),
-            None => format!("the TOC lists {} entries, the tar {}", toc.len(), whole.len()),
-        };
-        return Err(why);
-    }
-    let mut buf = vec![0u8; 256 << 10];
-    // Every file a path serves: its own entry, or a hard link's original (which may be hidden,
-    // its name replaced later in the layer: reached by its links only, and checked as they
-    // reach it, attributes and bytes alike). Each original once.
+/// Every regular file a path of `lazy` serves, each once, with the tar's file at that path: its
+/// own entry, or a hard link's original (hidden when a later entry took its name: reached by its
+/// links only, so its attributes are compared here, as the shapes compare the rest). `Err` at the
+/// first such original that differs.
+fn served_files<'a>(
+    lazy: &'a LazyLayer,
+    tar_index: &'a LayerIndex,
+) -> Result<Vec<(String, EntryRef<'a>, EntryRef<'a>)>, String> {
+    let mut out = Vec::new();
     let mut done = std::collections::HashSet::new();
     for id in 1..lazy.index.len() as u32 {
         let Some(e) = lazy.index.entry(id).filter(|e| !e.is_hidden()) else { continue };
@@ -127,6 +121,16 @@ fn chunks_against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -
                 return Err(format!("the TOC says {path:?} links to a file that is {a}, the tar one that is {b}"));
             }
         }
+        out.push((path, mine, theirs));
+    }
+    Ok(out)
+}
+
+/// eStargz and zstd:chunked: the shapes, and every chunk's bytes in the tar.
+fn chunks_against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -> Result<(), String> {
+    shapes_agree(lazy, tar_index)?;
+    let mut buf = vec![0u8; 256 << 10];
+    for (path, mine, theirs) in served_files(lazy, tar_index)? {
         if mine.size() == 0 {
             continue;
         }
@@ -167,27 +171,11 @@ fn chunks_against_tar(lazy: &LazyLayer, tar_index: &LayerIndex, tar: &Content) -
 /// checkpoint (its window and bits, which no digest covers), is the tar's bytes there, its
 /// compressed bytes hashing to its span digest. So every byte served by spans is the tar's.
 fn soci_against_tar(lazy: &LazyLayer, spans: &super::ztoc::Spans, tar_index: &LayerIndex, tar: &Content) -> Outcome {
-    let mut done = std::collections::HashSet::new();
-    for id in 1..lazy.index.len() as u32 {
-        let Some(e) = lazy.index.entry(id).filter(|e| !e.is_hidden()) else { continue };
-        let path = e.path();
-        let (Some(mine), Some(theirs)) =
-            (served(&lazy.index, e), tar_index.get(&path).and_then(|t| served(tar_index, t)))
-        else {
-            continue;
-        };
-        if !done.insert(mine.id()) {
-            continue;
-        }
-        // A hard link's original whose name a later entry took: reached by its links only.
-        if mine.is_hidden() {
-            let (a, b) = (shape(&lazy.index, &mine), shape(tar_index, &theirs));
-            if a != b {
-                return Outcome::Disagrees(format!(
-                    "the zTOC says {path:?} links to a file that is {a}, the tar one that is {b}"
-                ));
-            }
-        }
+    let files = match served_files(lazy, tar_index) {
+        Ok(f) => f,
+        Err(why) => return Outcome::Disagrees(why),
+    };
+    for (path, mine, theirs) in files {
         if mine.size() == 0 {
             continue;
         }
