@@ -175,6 +175,25 @@ pub struct Chunk {
     pub span: Option<usize>,
 }
 
+/// `raw` of a TOC (`which`: "TOC", "zTOC") of `what` as an index entry: pushed to `builder`
+/// unless it is a regular file, which is given back for its caller to read its chunks first
+/// and push; `None` when it was pushed, or left out (logged) as a tar's would be.
+pub(super) fn admit(raw: RawEntry, builder: &mut Builder, which: &str, what: &str) -> Result<Option<Entry>> {
+    let kind = raw.kind;
+    let entry = match Entry::from_raw(raw) {
+        Ok(e) => e,
+        Err((why, name)) => {
+            log::info!("the {which} of {what}: {name:?} left out ({why})");
+            return Ok(None);
+        }
+    };
+    if kind != RawKind::File || entry.kind != EntryKind::File {
+        builder.push(entry)?;
+        return Ok(None);
+    }
+    Ok(Some(entry))
+}
+
 /// A regular file's chunks, in file order, tiling `0..size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChunks {
@@ -392,17 +411,7 @@ pub fn parse(json: &[u8], codec: Codec, data_end: u64, limits: IndexLimits, what
             header_offset: number,
             data_offset: number,
         };
-        let entry = match Entry::from_raw(raw_entry) {
-            Ok(e) => e,
-            Err((why, name)) => {
-                log::info!("the TOC of {what}: {name:?} left out ({why})");
-                continue;
-            }
-        };
-        if kind != RawKind::File || entry.kind != EntryKind::File {
-            builder.push(entry)?;
-            continue;
-        }
+        let Some(entry) = admit(raw_entry, &mut builder, "TOC", what)? else { continue };
         let digest = if raw.digest.is_empty() { None } else { Some(sha256(&raw.digest, &name_of)?) };
         let mut file = FileChunks { size, chunks: Vec::new(), digest, name: raw.name.clone() };
         if size > 0 {

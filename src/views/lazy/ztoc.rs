@@ -37,7 +37,7 @@ use super::zran::WINDOW;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::views::index::{Builder, Entry, EntryKind, IndexLimits};
+use crate::views::index::{Builder, IndexLimits};
 use crate::views::tar::{RawEntry, RawKind};
 
 /// The zTOC version read.
@@ -446,17 +446,7 @@ fn files(fb: &Fb<'_>, toc: Table, spans: &Spans, limits: IndexLimits, what: &str
             header_offset: number,
             data_offset: number,
         };
-        let entry = match Entry::from_raw(raw) {
-            Ok(e) => e,
-            Err((why, name)) => {
-                log::info!("the zTOC of {what}: {name:?} left out ({why})");
-                continue;
-            }
-        };
-        if kind != RawKind::File || entry.kind != EntryKind::File {
-            builder.push(entry)?;
-            continue;
-        }
+        let Some(entry) = super::toc::admit(raw, &mut builder, "zTOC", what)? else { continue };
         let end = offset.checked_add(size).filter(|e| *e <= spans.uncompressed_size);
         let end = end.ok_or_else(|| bad(format!("{}: data at {offset}+{size}, past the tar", name_of())))?;
         data.push((offset, end, files.len()));
