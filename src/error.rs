@@ -17,6 +17,10 @@ pub enum Error {
     /// The registry refused us after authenticating (401 / 403).
     #[error("access denied: {0}")]
     Denied(String),
+    /// The mount's signature policy refuses this manifest's content (`policy`): the message
+    /// names the manifest, the policy scope and why.
+    #[error("refused by the signature policy: {0}")]
+    Refused(String),
     /// The registry could not be reached or kept failing (429, 5xx, resets) after retries.
     #[error("registry unavailable: {0}")]
     Unavailable(String),
@@ -103,7 +107,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotFound(_) | Error::InvalidName(_) => libc::ENOENT,
-            Error::Denied(_) => libc::EACCES,
+            Error::Denied(_) | Error::Refused(_) => libc::EACCES,
             Error::TooLarge(_) => libc::EFBIG,
             Error::Unavailable(_)
             | Error::DigestMismatch { .. }
@@ -128,6 +132,7 @@ impl Error {
         match self {
             Error::NotFound(_) => "not found",
             Error::Denied(_) => "access denied",
+            Error::Refused(_) => "refused by the signature policy",
             Error::Unavailable(_) => "registry unavailable",
             Error::DigestMismatch { .. } => "digest mismatch",
             Error::Malformed { .. } => "malformed",

@@ -25,6 +25,7 @@ pub mod media;
 pub mod mountinfo;
 pub mod names;
 pub mod platform;
+pub mod policy;
 pub mod readahead;
 pub mod registry;
 pub mod status;

@@ -40,7 +40,7 @@
 //! the served document says besides its signatures. Refusal is an [`Error::Malformed`] naming what was wrong.
 
 mod image;
-mod json;
+pub mod json;
 pub mod referrers;
 mod schema1;
 #[cfg(test)]

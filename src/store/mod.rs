@@ -603,6 +603,32 @@ impl Store {
         })
     }
 
+    /// The manifest `tag` names now, verified, in one GET by tag where the tag's digest is not
+    /// known within `tag_ttl` (then by digest, from memory as a rule): for tags whose manifest is
+    /// always read next (a cosign `sha256-<hex>.sig` tag), where a HEAD first would cost a
+    /// request more.
+    pub fn manifest_of_tag(&self, repo: &str, tag: &str) -> Result<Arc<VerifiedManifest>> {
+        names::check_tag(tag)?;
+        let key = (repo.to_string(), tag.to_string());
+        if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
+            return self.manifest(repo, &d);
+        }
+        let digest = self.tag_flights.run(&key, || {
+            if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
+                return Ok(d);
+            }
+            let digest = self.manifest_by_tag(repo, tag)?;
+            lock(&self.meta).tag_digests().put(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
+            Ok(digest)
+        })?;
+        self.manifest(repo, &digest)
+    }
+
+    /// How long names (tags, lists) are trusted.
+    pub fn tag_ttl(&self) -> std::time::Duration {
+        self.tag_ttl
+    }
+
     /// GET a manifest by tag, name it by its own hash, and keep it.
     fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
         let reply = self.client.manifest(repo, tag, Fetch::Get)?;

@@ -1,0 +1,563 @@
+//! Who made it: the mount's signature policy, as containers' `policy.json` states it, and the
+//! verdict on each manifest.
+//!
+//! # What is decided
+//! A manifest directory `manifests/<digest>/` of `<repo>` is the image `<host>/<repo>@<digest>`
+//! (`host` as references name the registry: `docker.io` for Docker Hub). Its requirements are
+//! those of the most specific `docker` scope of the policy that names it (the reference, its
+//! repository, each parent namespace, the host, `*.`-wildcards), else the transport's `""`,
+//! else `default` (`config.rs`). A scope with a tag (`host/repo:tag`) applies too, to the
+//! manifest the tag names now: then both must accept, so reaching content through a tag is
+//! never looser than skopeo's pull by that tag, nor than its pull by digest. Every requirement
+//! must hold; `sigstoreSigned` holds when at least one signature found is verified by one of its
+//! keys, is for this manifest's digest and names an identity its `signedIdentity` accepts
+//! (`signature.rs`). The platform manifests of an index that is accepted are accepted through
+//! it (a pull of the index by skopeo or podman checks the index's signatures only); reached
+//! alone they are judged on their own.
+//!
+//! # Where signatures are found
+//! Only where `registries.d` turns on `use-sigstore-attachments` for the image's scope
+//! (`registries_d.rs`), as containers/image: cosign's `<alg>-<hex>.sig` tag first (one GET by
+//! tag; then each simple-signing payload, one blob each), then Sigstore bundles among the
+//! manifest's referrers (the OCI 1.1 list, or its `<alg>-<hex>` tag; each bundle one manifest
+//! and one blob). Verification stops at the first signature that satisfies every
+//! `sigstoreSigned` requirement, so a signed image costs its signature manifest and the
+//! payloads read up to the one that verifies; `signatures/` reads them all. With no policy the
+//! gate asks nothing, ever.
+//!
+//! # Bounds (hostile registries)
+//! At most [`MAX_SIGNATURES`] signatures are read per manifest (a `.sig` of 10,000 layers is
+//! read to that many, said in the verdict); a payload or bundle over [`MAX_SIGNATURE_BLOB`]
+//! bytes is refused before it is fetched; a signature manifest is a manifest (4 MiB); a
+//! referrers list is the store's (10,000 entries, 16 MiB). A signature that cannot be read (its
+//! blob missing, of the wrong digest, malformed) counts as refused and says why; a registry
+//! fault while signatures are read fails the verdict for now (EIO, nothing served, not kept).
+//!
+//! # The cache
+//! Verdicts are kept per manifest (the policy is the mount's, fixed), [`MAX_VERDICTS`] of them,
+//! for `tag_ttl`, then decided again: a signature pushed or deleted counts within `tag_ttl`.
+//! A refusal is an [`Error::Refused`] (EACCES) naming the image, the scope and why, logged once
+//! per decision.
+
+pub mod config;
+pub mod keys;
+pub mod reference;
+pub mod registries_d;
+pub mod signature;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::json as strict_json;
+use crate::store::flight::SingleFlight;
+use crate::store::{Content, Store};
+use crate::sync::lock;
+pub use config::{Policy, Requirement};
+use reference::Reference;
+pub use registries_d::Attachments;
+use signature::{Signed, Status};
+
+/// Signatures read per manifest, both kinds together.
+pub const MAX_SIGNATURES: usize = 64;
+/// A simple-signing payload or a bundle larger than this is refused unread.
+pub const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
+/// A signature annotation (base64 DER) longer than this is refused.
+const MAX_SIGNATURE_B64: usize = 4096;
+/// Verdicts and reports kept.
+pub const MAX_VERDICTS: usize = 4096;
+
+/// A manifest's verdict: accepted (how) or refused (why).
+pub type Verdict = std::result::Result<String, String>;
+
+/// One signature found for a manifest, as `signatures/` shows it.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Its file name in `signatures/`.
+    pub file: String,
+    pub kind: &'static str,
+    /// Where it was found: the `.sig` manifest and layer, or the referrer.
+    pub source: String,
+    /// `verified`, `refused`, `unverifiable`, `not checked`.
+    pub status: &'static str,
+    pub detail: String,
+    /// The identity it claims, once its signature verified.
+    pub identity: Option<String>,
+}
+
+/// All that was found and decided for one manifest.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub image: String,
+    pub policy: Option<PathBuf>,
+    pub scope: String,
+    pub verdict: Option<Verdict>,
+    pub signatures: Vec<Found>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// One line a person reads.
+    pub fn summary(&self) -> String {
+        let n = self.signatures.len();
+        let verified = self.signatures.iter().filter(|s| s.status == "verified").count();
+        let counts = format!("{verified} of {n} signature(s) verified");
+        let notes = if self.notes.is_empty() { String::new() } else { format!("; {}", self.notes.join("; ")) };
+        match (&self.verdict, &self.policy) {
+            (Some(Ok(how)), Some(p)) => {
+                format!(
+                    "accepted: {} by {} (scope {:?}): {how}; {counts}{notes}\n",
+                    self.image,
+                    p.display(),
+                    self.scope
+                )
+            }
+            (Some(Err(why)), Some(p)) => {
+                format!("refused: {} by {} (scope {:?}): {why}; {counts}{notes}\n", self.image, p.display(), self.scope)
+            }
+            _ => format!(
+                "no signature policy on this mount: {}: {n} signature(s) found, not checked{notes}\n",
+                self.image
+            ),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "image": self.image,
+            "policy": self.policy.as_ref().map(|p| p.display().to_string()),
+            "scope": self.scope,
+            "verdict": match &self.verdict { Some(Ok(_)) => "accepted", Some(Err(_)) => "refused", None => "no policy" },
+            "why": match &self.verdict { Some(Ok(w) | Err(w)) => Some(w.clone()), None => None },
+            "signatures": self.signatures.iter().map(|s| s.file.clone()).collect::<Vec<_>>(),
+            "notes": self.notes,
+        })
+    }
+}
+
+impl Found {
+    pub fn json(&self, image: &str) -> Value {
+        json!({
+            "image": image, "kind": self.kind, "source": self.source,
+            "status": self.status, "detail": self.detail, "identity": self.identity,
+        })
+    }
+}
+
+/// What the mount was given: a policy, where attachments are read, and the registry's name.
+pub struct Setup {
+    pub policy: Option<Policy>,
+    pub attachments: Attachments,
+    /// The registry as references name it (`localhost:5000`, `docker.io`).
+    pub host: String,
+}
+
+/// The gate `layout/` asks before it shows a manifest's content.
+pub struct Gate {
+    store: Arc<Store>,
+    setup: Setup,
+    verdicts: Mutex<lru::LruCache<(String, Digest), (Instant, Verdict)>>,
+    reports: Mutex<lru::LruCache<(String, Digest), (Instant, Arc<Report>)>>,
+    /// Platform manifests of accepted indexes: the index that lists them.
+    via: Mutex<lru::LruCache<(String, Digest), Digest>>,
+    flights: SingleFlight<(String, Digest), Verdict>,
+    report_flights: SingleFlight<(String, Digest), Arc<Report>>,
+}
+
+impl Gate {
+    pub fn new(store: Arc<Store>, setup: Setup) -> Gate {
+        let cap = crate::capacity::nonzero(MAX_VERDICTS);
+        Gate {
+            store,
+            setup,
+            verdicts: Mutex::new(lru::LruCache::new(cap)),
+            reports: Mutex::new(lru::LruCache::new(cap)),
+            via: Mutex::new(lru::LruCache::new(cap)),
+            flights: SingleFlight::default(),
+            report_flights: SingleFlight::default(),
+        }
+    }
+
+    /// A gate that lets everything through and asks nothing.
+    pub fn open(store: Arc<Store>) -> Gate {
+        Gate::new(store, Setup { policy: None, attachments: Attachments::everywhere(), host: String::new() })
+    }
+
+    /// Whether a policy is enforced.
+    pub fn enforcing(&self) -> bool {
+        self.setup.policy.is_some()
+    }
+
+    fn image(&self, repo: &str, digest: &Digest) -> Reference {
+        Reference { name: format!("{}/{repo}", self.setup.host), tag: None, digest: Some(digest.clone()) }
+    }
+
+    fn refusal(&self, repo: &str, digest: &Digest, why: &str) -> Error {
+        Error::Refused(format!("{}: {why}", self.image(repo, digest).full()))
+    }
+
+    fn fresh<V: Clone>(
+        &self,
+        cache: &Mutex<lru::LruCache<(String, Digest), (Instant, V)>>,
+        key: &(String, Digest),
+    ) -> Option<V> {
+        let mut c = lock(cache);
+        match c.get(key) {
+            Some((at, v)) if at.elapsed() < self.store.tag_ttl() => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the content of manifest `digest` of `repo` may be shown: `Ok` with no policy or
+    /// an accepting verdict, [`Error::Refused`] with a refusing one, a registry's error where
+    /// signatures could not be read.
+    pub fn allows(&self, repo: &str, digest: &Digest) -> Result<()> {
+        if self.setup.policy.is_none() {
+            return Ok(());
+        }
+        self.verdict(repo, digest)?.map(drop).map_err(|why| self.refusal(repo, digest, &why))
+    }
+
+    /// [`Gate::allows`] if the verdict is kept and fresh; `None` if it must be decided.
+    pub fn allows_now(&self, repo: &str, digest: &Digest) -> Option<Result<()>> {
+        if self.setup.policy.is_none() {
+            return Some(Ok(()));
+        }
+        let v = self.fresh(&self.verdicts, &(repo.to_string(), digest.clone()))?;
+        Some(v.map(drop).map_err(|why| self.refusal(repo, digest, &why)))
+    }
+
+    fn verdict(&self, repo: &str, digest: &Digest) -> Result<Verdict> {
+        let key = (repo.to_string(), digest.clone());
+        if let Some(v) = self.fresh(&self.verdicts, &key) {
+            return Ok(v);
+        }
+        self.flights.run(&key, || {
+            if let Some(v) = self.fresh(&self.verdicts, &key) {
+                return Ok(v);
+            }
+            let verdict = match self.through_index(repo, digest)? {
+                Some(how) => Ok(how),
+                None => self.judge(repo, digest, false)?.verdict.unwrap_or_else(|| Ok("no policy".into())),
+            };
+            match &verdict {
+                Ok(how) => {
+                    log::info!("{}: accepted: {how}", self.image(repo, digest).full());
+                    self.remember_children(repo, digest);
+                }
+                Err(why) => log::warn!("{}: refused by the signature policy: {why}", self.image(repo, digest).full()),
+            }
+            lock(&self.verdicts).put(key.clone(), (Instant::now(), verdict.clone()));
+            Ok(verdict)
+        })
+    }
+
+    /// Accepted through an index that lists it and is accepted now.
+    fn through_index(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let parent = lock(&self.via).get(&(repo.to_string(), digest.clone())).cloned();
+        let Some(parent) = parent else { return Ok(None) };
+        Ok(self.verdict(repo, &parent)?.ok().map(|_| format!("a platform of index {parent}, which is accepted")))
+    }
+
+    fn remember_children(&self, repo: &str, digest: &Digest) {
+        if let Some(doc) = self.store.manifest_now(repo, digest) {
+            let mut via = lock(&self.via);
+            for (_, child) in &doc.manifest.children {
+                via.put((repo.to_string(), child.digest.clone()), digest.clone());
+            }
+        }
+    }
+
+    /// Everything found for `signatures/`, kept for `tag_ttl`.
+    pub fn report(&self, repo: &str, digest: &Digest) -> Result<Arc<Report>> {
+        let key = (repo.to_string(), digest.clone());
+        if let Some(r) = self.fresh(&self.reports, &key) {
+            return Ok(r);
+        }
+        self.report_flights.run(&key, || {
+            let mut report = self.judge(repo, digest, true)?;
+            if self.setup.policy.is_some() {
+                // The gate's own verdict (through an index, say) is what is enforced.
+                report.verdict = Some(self.verdict(repo, digest)?);
+            }
+            let report = Arc::new(report);
+            lock(&self.reports).put(key.clone(), (Instant::now(), Arc::clone(&report)));
+            Ok(report)
+        })
+    }
+
+    /// Decide for `digest` of `repo`; `full` reads every signature (else it stops at the first
+    /// that satisfies every requirement).
+    fn judge(&self, repo: &str, digest: &Digest, full: bool) -> Result<Report> {
+        let image = self.image(repo, digest);
+        let mut checks: Vec<(Reference, String, Vec<Requirement>)> = Vec::new();
+        if let Some(p) = &self.setup.policy {
+            let (scope, reqs) = p.for_image(&image);
+            checks.push((image.clone(), scope.to_string(), reqs.to_vec()));
+            for tag in p.tag_scopes(&image.name).collect::<Vec<_>>() {
+                match self.store.resolve_tag(repo, &tag) {
+                    Ok(d) if d == *digest => {
+                        let tagged = Reference { name: image.name.clone(), tag: Some(tag), digest: None };
+                        let (scope, reqs) = p.for_image(&tagged);
+                        checks.push((tagged, scope.to_string(), reqs.to_vec()));
+                    }
+                    Ok(_) | Err(Error::NotFound(_) | Error::InvalidName(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let scope = checks.iter().map(|c| c.1.clone()).collect::<Vec<_>>().join(" and ");
+        let mut judging = Judging::new(&checks);
+        let mut notes = Vec::new();
+        let wanted = full || judging.wants_signatures();
+        let (enabled, said) =
+            if self.setup.policy.is_some() { self.setup.attachments.enabled(&image) } else { (true, String::new()) };
+        if wanted && !enabled {
+            notes.push(format!(
+                "sigstore attachments are not read for this image ({said}: set use-sigstore-attachments: true)"
+            ));
+        }
+        if wanted && enabled {
+            self.cosign(repo, digest, full, &mut judging, &mut notes)?;
+            if full || judging.wants_signatures() {
+                self.bundles(repo, digest, full, &mut judging, &mut notes)?;
+            }
+        }
+        let verdict = self.setup.policy.as_ref().map(|_| {
+            judging.verdict().map_err(|why| if notes.is_empty() { why } else { format!("{why}; {}", notes.join("; ")) })
+        });
+        Ok(Report {
+            image: image.full(),
+            policy: self.setup.policy.as_ref().map(|p| p.file.clone()),
+            scope,
+            verdict,
+            signatures: judging.found,
+            notes,
+        })
+    }
+
+    /// cosign's `.sig` tag: one GET, then payloads one by one.
+    fn cosign(&self, repo: &str, digest: &Digest, full: bool, j: &mut Judging, notes: &mut Vec<String>) -> Result<()> {
+        let tag = format!("{}-{}.sig", digest.algorithm().name(), digest.hex());
+        let doc = match self.store.manifest_of_tag(repo, &tag) {
+            Ok(d) => d,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) if unreadable(&e) => {
+                notes.push(format!("{repo}:{tag} cannot be read: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let at = format!("{repo}:{tag}@{}", doc.digest);
+        let parsed = match strict_json::strict(doc.bytes()) {
+            Ok(v) => v,
+            Err(why) => {
+                notes.push(format!("{at}: {why}"));
+                return Ok(());
+            }
+        };
+        let layers = parsed["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if layers.len() > MAX_SIGNATURES.saturating_sub(j.found.len()) {
+            notes
+                .push(format!("{at} has {} layers: only the first {MAX_SIGNATURES} signatures are read", layers.len()));
+        }
+        for (i, layer) in layers.iter().enumerate() {
+            if j.found.len() >= MAX_SIGNATURES || (!full && !j.wants_signatures()) {
+                break;
+            }
+            let file = format!("cosign-{i}.json");
+            let source = format!("{at} layer {i}");
+            let signed = self.cosign_layer(repo, layer);
+            j.judge(file, "cosign simple signing", source, signed?);
+        }
+        Ok(())
+    }
+
+    /// One layer of a `.sig` manifest: its payload and signature, or why not.
+    fn cosign_layer(&self, repo: &str, layer: &Value) -> Result<std::result::Result<Signed, String>> {
+        if layer["mediaType"].as_str() != Some(signature::SIMPLE_SIGNING) {
+            return Ok(Err(format!("mediaType {} is not {}", layer["mediaType"], signature::SIMPLE_SIGNING)));
+        }
+        let sig = match layer["annotations"][signature::SIGNATURE_ANNOTATION].as_str() {
+            Some(s) if s.len() <= MAX_SIGNATURE_B64 => s,
+            Some(s) => return Ok(Err(format!("a signature annotation of {} bytes", s.len()))),
+            None => return Ok(Err(format!("no {} annotation", signature::SIGNATURE_ANNOTATION))),
+        };
+        use base64::Engine as _;
+        let Ok(der) = base64::engine::general_purpose::STANDARD.decode(sig) else {
+            return Ok(Err("the signature annotation is not base64".into()));
+        };
+        Ok(self.small_blob(repo, layer).map(|r| r.map(|payload| Signed::Cosign { payload, signature: der }))?)
+    }
+
+    /// The blob a descriptor names, if it is small enough, verified; why not.
+    fn small_blob(&self, repo: &str, desc: &Value) -> Result<std::result::Result<Vec<u8>, String>> {
+        let Some(digest) = desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
+            return Ok(Err(format!("no valid digest: {}", desc["digest"])));
+        };
+        let Some(size) = desc["size"].as_u64() else { return Ok(Err(format!("{digest}: no size"))) };
+        if size > MAX_SIGNATURE_BLOB {
+            return Ok(Err(format!("{digest}: {size} bytes, over the {MAX_SIGNATURE_BLOB} a signature may take")));
+        }
+        let content = match self.store.blob(repo, &digest, Some(size)) {
+            Ok(c) => c,
+            Err(e) if unreadable(&e) => return Ok(Err(format!("{digest}: {e}"))),
+            Err(e) => return Err(e),
+        };
+        Ok(read_small(&content, size).map_err(|e| format!("{digest}: {e}")))
+    }
+
+    /// Sigstore bundles among the referrers.
+    fn bundles(&self, repo: &str, digest: &Digest, full: bool, j: &mut Judging, notes: &mut Vec<String>) -> Result<()> {
+        let list = match self.store.referrers(repo, digest) {
+            Ok(l) => l,
+            Err(e) if unreadable(&e) => {
+                notes.push(format!("the referrers of {digest} cannot be read: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let bundles: Vec<_> =
+            list.iter().filter(|r| r.artifact_type.as_deref().is_some_and(signature::is_bundle_type)).collect();
+        for r in bundles {
+            if j.found.len() >= MAX_SIGNATURES {
+                notes.push(format!("more bundles refer to {digest}: only {MAX_SIGNATURES} signatures are read"));
+                break;
+            }
+            if !full && !j.wants_signatures() {
+                break;
+            }
+            let file = format!("bundle-{}.json", &r.digest.hex()[..r.digest.hex().len().min(16)]);
+            let source = format!("referrer {repo}@{}", r.digest);
+            let signed = self.bundle(repo, digest, &r.digest)?;
+            j.judge(file, "sigstore bundle", source, signed);
+        }
+        Ok(())
+    }
+
+    fn bundle(&self, repo: &str, subject: &Digest, d: &Digest) -> Result<std::result::Result<Signed, String>> {
+        let doc = match self.store.manifest(repo, d) {
+            Ok(doc) => doc,
+            Err(e) if unreadable(&e) => return Ok(Err(format!("{e}"))),
+            Err(e) => return Err(e),
+        };
+        let Ok(m) = strict_json::strict(doc.bytes()) else { return Ok(Err("the referrer is not JSON".into())) };
+        if m["subject"]["digest"].as_str() != Some(subject.to_string().as_str()) {
+            return Ok(Err(format!("its subject is {}, not this manifest", m["subject"]["digest"])));
+        }
+        let layers = m["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let Some(layer) = layers.iter().find(|l| l["mediaType"].as_str().is_some_and(signature::is_bundle_type)) else {
+            return Ok(Err("no layer holds a Sigstore bundle".into()));
+        };
+        Ok(self.small_blob(repo, layer)?.map(|bytes| Signed::Bundle { bytes }))
+    }
+}
+
+/// Errors of one signature's own (it is missing, lies, or is malformed): it counts as refused.
+/// Anything else (the registry unreachable, local I/O) fails the verdict for now.
+fn unreadable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotFound(_)
+            | Error::DigestMismatch { .. }
+            | Error::Malformed { .. }
+            | Error::TooLarge(_)
+            | Error::InvalidName(_)
+    )
+}
+
+fn read_small(c: &Content, size: u64) -> std::io::Result<Vec<u8>> {
+    match c {
+        Content::Memory(b) => Ok(b.to_vec()),
+        Content::File(f) => {
+            let mut out = vec![0u8; size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&**f, &mut out, 0)?;
+            Ok(out)
+        }
+        _ => Err(std::io::Error::other("not a whole blob")),
+    }
+}
+
+/// The requirements being decided and the signatures judged so far.
+struct Judging {
+    /// Per check: (image, scope, requirements, which sigstoreSigned ones are satisfied).
+    checks: Vec<(Reference, String, Vec<Requirement>, Vec<bool>)>,
+    found: Vec<Found>,
+}
+
+impl Judging {
+    fn new(checks: &[(Reference, String, Vec<Requirement>)]) -> Judging {
+        let checks = checks.iter().map(|(r, s, q)| (r.clone(), s.clone(), q.clone(), vec![false; q.len()])).collect();
+        Judging { checks, found: Vec::new() }
+    }
+
+    /// Whether a sigstoreSigned requirement is still unsatisfied, and nothing else refuses.
+    fn wants_signatures(&self) -> bool {
+        let refuses = self.checks.iter().any(|(_, _, reqs, _)| {
+            reqs.iter().any(|r| matches!(r, Requirement::Reject | Requirement::Unsupported { .. }))
+        });
+        !refuses
+            && self
+                .checks
+                .iter()
+                .any(|(_, _, reqs, done)| reqs.iter().zip(done).any(|(r, d)| r.needs_signatures() && !d))
+    }
+
+    fn judge(&mut self, file: String, kind: &'static str, source: String, signed: std::result::Result<Signed, String>) {
+        let digest = self.checks.first().and_then(|c| c.0.digest.clone());
+        let (status, detail, identity) = match (signed, digest) {
+            (Err(why), _) => ("refused", why, None),
+            (Ok(_), None) => ("not checked", "no signature policy on this mount".to_string(), None),
+            (Ok(s), Some(digest)) => {
+                let mut verdict: Option<(&'static str, String, Option<String>)> = None;
+                for (image, _, reqs, done) in &mut self.checks {
+                    for (r, d) in reqs.iter().zip(done.iter_mut()) {
+                        let Requirement::SigstoreSigned { keys, identity } = r else { continue };
+                        let (st, claimed) = s.check(keys, identity, image, &digest);
+                        let v = match st {
+                            Status::Verified { key } => {
+                                *d = true;
+                                ("verified", format!("by key {key}"), claimed)
+                            }
+                            Status::Refused(why) => ("refused", why, claimed),
+                            Status::Unverifiable(why) => ("unverifiable", why, claimed),
+                        };
+                        if verdict.as_ref().is_none_or(|cur| cur.0 != "verified") {
+                            verdict = Some(v);
+                        }
+                    }
+                }
+                verdict.unwrap_or(("not checked", "no requirement here asks for a signature".into(), None))
+            }
+        };
+        self.found.push(Found { file, kind, source, status, detail, identity });
+    }
+
+    fn verdict(&self) -> Verdict {
+        let mut how = Vec::new();
+        for (image, scope, reqs, done) in &self.checks {
+            for (r, d) in reqs.iter().zip(done) {
+                match r {
+                    Requirement::InsecureAcceptAnything => how.push(format!("{scope}: insecureAcceptAnything")),
+                    Requirement::Reject => return Err(format!("scope {scope:?} rejects {}", image.full())),
+                    Requirement::Unsupported { why } => return Err(format!("scope {scope:?}: {why}")),
+                    Requirement::SigstoreSigned { .. } if *d => how.push(format!("{scope}: sigstoreSigned, verified")),
+                    Requirement::SigstoreSigned { .. } => {
+                        let why = match self.found.iter().find(|f| f.status != "verified") {
+                            None => "no signature was found".to_string(),
+                            Some(f) => {
+                                format!("no signature verified ({} found; {}: {})", self.found.len(), f.file, f.detail)
+                            }
+                        };
+                        return Err(format!("scope {scope:?} requires sigstoreSigned: {why}"));
+                    }
+                }
+            }
+        }
+        Ok(how.join(", "))
+    }
+}
