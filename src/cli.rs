@@ -131,6 +131,19 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
 
+    // signature policy
+    /// Enforce the signature policy of containers' policy.json ($HOME/.config/containers/policy.json, else /etc/containers/policy.json): the content of a manifest the policy refuses is EACCES (doc/CONFIGURATION.md "Signature policy").
+    #[arg(long)]
+    pub signature_policy: bool,
+
+    /// Enforce this policy.json (implies --signature-policy).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// containers' registries.d: where use-sigstore-attachments is read [default: $HOME/.config/containers/registries.d if it exists, else /etc/containers/registries.d].
+    #[arg(long = "registries-d", value_name = "DIR")]
+    pub registries_d: Option<PathBuf>,
+
     // foreign layers
     /// Fetch a layer the registry lacks from the `urls` its descriptor lists when every one of them
     /// matches one of these regular expressions and no --layer-url-deny (repeatable; e.g. '^https://host/') [default: no URL is used].
@@ -279,6 +292,30 @@ impl Cli {
 
     /// The core's configuration: `--tag-ttl`, `--platform`, `--read-ahead-files`, and the views' bounds (`--index-memory`,
     /// `--layer-entries`, `--layer-index-size`, `--rootfs-layers`); the rest default.
+    /// The policy file to enforce, if any: `--policy`, else with `--signature-policy` the
+    /// user's `~/.config/containers/policy.json` if it exists, else `/etc/containers/policy.json`
+    /// (containers/image's order).
+    pub fn policy_file(&self, home: Option<&std::path::Path>) -> Option<PathBuf> {
+        if let Some(p) = &self.policy {
+            return Some(p.clone());
+        }
+        if !self.signature_policy {
+            return None;
+        }
+        let user = home.map(|h| h.join(".config/containers/policy.json")).filter(|p| p.exists());
+        Some(user.unwrap_or_else(|| PathBuf::from("/etc/containers/policy.json")))
+    }
+
+    /// The registries.d directory: `--registries-d`, else the user's if it exists, else the
+    /// system's.
+    pub fn registries_d_dir(&self, home: Option<&std::path::Path>) -> PathBuf {
+        if let Some(d) = &self.registries_d {
+            return d.clone();
+        }
+        let user = home.map(|h| h.join(".config/containers/registries.d")).filter(|p| p.is_dir());
+        user.unwrap_or_else(|| PathBuf::from("/etc/containers/registries.d"))
+    }
+
     pub fn fs_config(&self) -> FsConfig {
         let views = ViewsConfig {
             index_memory: self.index_memory,

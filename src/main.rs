@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use regfs::daemon::{
 };
 use regfs::fs::{Fs, FsConfig};
 use regfs::fuse::FuseAdapter;
+use regfs::policy::{Attachments, Gate, Policy, Setup};
 use regfs::registry::credentials::{self, Credentials, Login, Secret};
 use regfs::registry::foreign::{Foreign, UrlRules};
 use regfs::registry::http::{HttpClient, RetryPolicy};
@@ -161,6 +162,8 @@ struct Prepared {
     cache: CacheDir,
     /// `--layer-url-allow`, `--layer-url-deny`.
     url_rules: UrlRules,
+    /// The signature policy and registries.d, read (keys and all) before mounting.
+    policy: Option<(Policy, Attachments)>,
 }
 
 fn prepare(cli: &Cli) -> Result<Prepared, String> {
@@ -213,7 +216,24 @@ fn prepare(cli: &Cli) -> Result<Prepared, String> {
     // terminal, and writes nothing into the log of the one that has it.
     cache.lock().map_err(|e| format!("--cache-dir: {}", e.tell()))?;
     let url_rules = cli.url_rules().map_err(|e| e.tell())?;
-    Ok(Prepared { url, login, mirrors, ca_certs, cache, url_rules })
+    let policy = signature_policy(cli)?;
+    Ok(Prepared { url, login, mirrors, ca_certs, cache, url_rules, policy })
+}
+
+/// The policy to enforce and where attachments are read, read now (keys too): a bad file is
+/// an error on the terminal, before anything is mounted.
+fn signature_policy(cli: &Cli) -> Result<Option<(Policy, Attachments)>, String> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let Some(file) = cli.policy_file(home.as_deref()) else {
+        if cli.registries_d.is_some() {
+            log::warn!("--registries-d without --policy or --signature-policy: no signature is checked");
+        }
+        return Ok(None);
+    };
+    let policy = Policy::load(&file).map_err(|e| format!("signature policy: {e}"))?;
+    let dir = cli.registries_d_dir(home.as_deref());
+    let attachments = Attachments::load(&dir).map_err(|e| format!("registries.d: {e}"))?;
+    Ok(Some((policy, attachments)))
 }
 
 /// The mirrors to read from, by repositories, in order: `--mirror` as given if any; else those
@@ -303,8 +323,28 @@ fn serve(
         };
         let store = Store::in_dir(client, prepared.cache, &cli.store_config()).map_err(|e| e.to_string())?;
         let store = Arc::new(store.with_foreign(foreign));
-        let fs_config = FsConfig { docker_hub: endpoint::is_docker_hub(&prepared.url), ..cli.fs_config() };
-        let core = Arc::new(Fs::new(Arc::clone(&store), fs_config));
+        let mut fs_config = FsConfig { docker_hub: endpoint::is_docker_hub(&prepared.url), ..cli.fs_config() };
+        let core = match prepared.policy {
+            None => Fs::new(Arc::clone(&store), fs_config),
+            Some((policy, attachments)) => {
+                // References name Docker Hub docker.io, as policies and signatures do.
+                let host = if endpoint::is_docker_hub(&prepared.url) {
+                    "docker.io".to_string()
+                } else {
+                    mirrors::host_of(&prepared.url)
+                };
+                log::info!(
+                    "signature policy {} enforced for {host} (registries.d: {} file(s))",
+                    policy.file.display(),
+                    attachments.files.len()
+                );
+                // A verdict may change within tag_ttl: so may what the kernel remembers of a manifest's names.
+                fs_config.immutable_ttl = fs_config.immutable_ttl.min(fs_config.tag_ttl);
+                let gate = Gate::new(Arc::clone(&store), Setup { policy: Some(policy), attachments, host });
+                Fs::gated(Arc::clone(&store), fs_config, Arc::new(gate))
+            }
+        };
+        let core = Arc::new(core);
         let mount = cli.mount_config();
         let config = mount.session(&cli.mount_source(&prepared.url));
         let adapter = FuseAdapter::new(core, mount);

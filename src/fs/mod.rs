@@ -88,6 +88,13 @@ impl Fs {
         Fs::with_layout(layout, config)
     }
 
+    /// A core whose layout asks `gate` (a signature policy) before it shows a manifest's content.
+    pub fn gated(store: Arc<Store>, config: FsConfig, gate: Arc<crate::policy::Gate>) -> Fs {
+        let mut layout = Layout::new(store, &config.readahead, config.views);
+        layout.set_gate(gate);
+        Fs::with_layout(layout, config)
+    }
+
     /// A core reading image layers (`rootfs/`) through `images` (tests give their own).
     pub fn with_images(store: Arc<Store>, config: FsConfig, images: Arc<dyn crate::layout::ImageLayers>) -> Fs {
         let layout = Layout::with_images(store, images, &config.readahead, config.views);

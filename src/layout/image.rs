@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{CONFIG_JSON, CURRENT_LINK, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR};
+use crate::manifest::{
+    CONFIG_JSON, CURRENT_LINK, LAYERS_DIR, MANIFEST_JSON, Manifest, REFERRERS_DIR, ROOTFS_DIR, SIGNATURES_DIR,
+};
 use crate::platform::Matcher;
 use crate::store::{Content, VerifiedManifest};
 use crate::views::has_view;
@@ -112,6 +114,8 @@ pub(crate) fn entries(repo: &str, digest: &Digest, m: &Manifest) -> Vec<(String,
     }
     let referrers = super::Referrers { repo: repo.clone(), subject: digest.clone() };
     out.push((REFERRERS_DIR.to_string(), Node::Referrers(referrers)));
+    let signatures = super::Signatures { repo: repo.clone(), digest: digest.clone() };
+    out.push((SIGNATURES_DIR.to_string(), Node::Signatures(signatures)));
     for (name, d) in &m.children {
         let link =
             IndexLink { repo: repo.clone(), parent: digest.clone(), name: name.clone(), target: d.digest.clone() };
@@ -150,12 +154,19 @@ impl Dir for ManifestDir {
         self.manifest(cx).map(drop)
     }
 
+    /// Under a signature policy, everything but `manifest.json`, `referrers/` and `signatures/`
+    /// is the manifest's content: looked up only once the policy accepts it.
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let doc = self.manifest(cx)?;
-        self.shown(cx, &doc)
+        let node = self
+            .shown(cx, &doc)
             .into_iter()
             .find_map(|(n, node)| (n == name).then_some(node))
-            .ok_or_else(|| Error::NotFound(name.to_string()))
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        if !matches!(node, Node::ManifestJson(_) | Node::Referrers(_) | Node::Signatures(_)) {
+            cx.allowed(&self.repo, &self.digest)?;
+        }
+        Ok(node)
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
@@ -197,6 +208,7 @@ impl Dir for Layers {
 
     fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let doc = cx.store.manifest(&self.repo, &self.digest)?;
+        cx.allowed(&self.repo, &self.digest)?;
         if let Some(layer) = doc.manifest.layer(name) {
             return Ok(Node::Blob(Blob { repo: self.repo.clone(), digest: layer.digest.clone(), size: layer.size }));
         }
@@ -213,6 +225,7 @@ impl Dir for Layers {
     /// Each layer, and after each gzip or zstd one its decoded view `<n>.tar`.
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
         let doc = cx.store.manifest(&self.repo, &self.digest)?;
+        cx.allowed(&self.repo, &self.digest)?;
         let mut out = Vec::new();
         for (n, (name, d)) in doc.manifest.layers.iter().enumerate() {
             out.push((
@@ -252,6 +265,7 @@ impl File for DecodedLayer {
 
     /// The decode, once per diff_id, verified before this returns.
     fn open(&self, cx: &Layout) -> Result<Content> {
+        cx.allowed(&self.repo, &self.manifest)?;
         Ok(Content::File(cx.views.decoded(&self.repo, &self.manifest, self.n)?))
     }
 }

@@ -21,6 +21,8 @@
 //!         <os>-<arch>[-<variant>]     IndexLink   -> ../<child digest>
 //!         current                     CurrentLink -> <the link of the entry chosen for --platform>
 //!         <title>                     Blob        a layer named by its title annotation
+//!         signatures/                 Signatures  each signature found and the verdict (tag_ttl; signatures.rs)
+//!           summary, verdict.json, …  SignatureFile
 //!         referrers/                  Referrers   what refers to it (tag_ttl; referrers.rs)
 //!           <digest>                  ReferrerLink -> ../../<digest>
 //!           <type>/                   ReferrersType
@@ -80,6 +82,7 @@ pub(crate) mod image;
 pub mod referrers;
 mod registry;
 pub mod rootfs;
+pub mod signatures;
 
 // `/.regfs/`: the mount's own files.
 mod regfs;
@@ -89,6 +92,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::platform::{Matcher, Platform};
+use crate::policy::Gate;
 use crate::readahead::{Readahead, ReadaheadConfig};
 use crate::store::{Content, Store};
 use crate::views::Views;
@@ -97,6 +101,7 @@ pub use image::{Blob, CurrentLink, DecodedLayer, IndexLink, Layers, ManifestDir,
 pub use referrers::{ReferrerLink, Referrers, ReferrersSubtype, ReferrersType};
 pub use registry::{BLOBS, Blobs, MANIFESTS, Manifests, Namespace, OfficialLink, RESERVED, Root, TAGS, Tag, Tags};
 pub use rootfs::{ImageLayers, RootfsDir, RootfsFile, RootfsLink, RootfsSpecial};
+pub use signatures::{SignatureFile, Signatures};
 
 /// What every rule may consult: the verified store, the views derived from it (decoded
 /// layers), the readahead of tag links, and the layers of images as `rootfs/` reads them.
@@ -113,6 +118,8 @@ pub struct Layout {
     docker_hub: bool,
     /// Whether this is the layout of inline answers ([`Layout::at_hand`]).
     at_hand: bool,
+    /// The signature policy's gate (one that lets everything through when there is none).
+    gate: Arc<Gate>,
 }
 
 impl Layout {
@@ -140,7 +147,9 @@ impl Layout {
         readahead: &ReadaheadConfig,
     ) -> Layout {
         let links = Arc::new(rootfs::LinkCounts::new(views.config().link_counts));
+        let gate = Arc::new(Gate::open(Arc::clone(&store)));
         Layout {
+            gate,
             views,
             store,
             readahead: Arc::new(Readahead::new(readahead)),
@@ -167,7 +176,28 @@ impl Layout {
             platform: self.platform.clone(),
             docker_hub: self.docker_hub,
             at_hand: true,
+            gate: Arc::clone(&self.gate),
         }
+    }
+
+    /// Enforce `gate`'s policy (before the layout of inline answers is taken from this one).
+    pub fn set_gate(&mut self, gate: Arc<Gate>) {
+        self.gate = gate;
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Whether manifest `digest` of `repo` may show its content (`policy::Gate::allows`); in
+    /// the layout of inline answers only if the verdict is kept.
+    pub fn allowed(&self, repo: &str, digest: &crate::digest::Digest) -> Result<()> {
+        if !self.at_hand {
+            return self.gate.allows(repo, digest);
+        }
+        self.gate
+            .allows_now(repo, digest)
+            .unwrap_or_else(|| Err(crate::error::Error::NotAtHand(format!("the verdict on {repo}@{digest}"))))
     }
 
     /// The verified manifest `digest` of `repo`: fetched if need be, but in the layout of
@@ -282,6 +312,8 @@ pub enum Node {
     ReferrersType(ReferrersType),
     ReferrersSubtype(ReferrersSubtype),
     ReferrerLink(ReferrerLink),
+    Signatures(Signatures),
+    SignatureFile(SignatureFile),
 }
 
 /// A node seen as what it is: the operations its kind has.
@@ -407,6 +439,8 @@ impl Node {
             Node::ReferrersType(n) => Shape::Dir(n),
             Node::ReferrersSubtype(n) => Shape::Dir(n),
             Node::ReferrerLink(n) => Shape::Link(n),
+            Node::Signatures(n) => Shape::Dir(n),
+            Node::SignatureFile(n) => Shape::File(n),
         }
     }
 }

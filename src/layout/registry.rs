@@ -384,8 +384,16 @@ impl Dir for Blobs {
         Node::Namespace(Namespace { path: self.repo.clone() })
     }
 
-    fn child(&self, _: &Layout, name: &str) -> Result<Node> {
+    /// Under a signature policy, a blob is read through a manifest the policy accepts, never by
+    /// digest alone: nothing here says which manifest it belongs to.
+    fn child(&self, cx: &Layout, name: &str) -> Result<Node> {
         let digest: Digest = name.parse()?;
+        if cx.gate.enforcing() {
+            return Err(Error::Refused(format!(
+                "{}/blobs/{digest}: blobs/ is closed under a signature policy (read blobs through manifests/<digest>/)",
+                self.repo
+            )));
+        }
         Ok(Node::Blob(Blob { repo: self.repo.clone(), digest, size: None }))
     }
 

@@ -541,6 +541,7 @@ impl Dir for RootfsDir {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return Err(Error::NotFound(format!("rootfs/{}: {name:?}", self.path)));
         }
+        cx.allowed(&self.repo, &self.manifest)?;
         let path = self.join(name);
         match with_merge(cx, &self.repo, &self.manifest, |m| m.lookup(&path))? {
             Some(found) => node_of(&self.repo, &self.manifest, &path, found),
@@ -549,6 +550,7 @@ impl Dir for RootfsDir {
     }
 
     fn children(&self, cx: &Layout) -> Result<Vec<(String, Node)>> {
+        cx.allowed(&self.repo, &self.manifest)?;
         let listed = with_merge(cx, &self.repo, &self.manifest, |m| m.list(&self.path))?;
         listed
             .into_iter()
@@ -673,6 +675,7 @@ impl File for RootfsFile {
     /// there are parsed again and must agree with the index, which may have been read back from
     /// disk: so the bytes served are the entry's, whatever the index file says.
     fn open(&self, cx: &Layout) -> Result<Content> {
+        cx.allowed(&self.repo, &self.manifest)?;
         let n = usize::from(self.layer);
         if let Some(lazy) = cx.images().lazy(&self.repo, &self.manifest, n)? {
             return self.open_lazily(&lazy);
@@ -1108,7 +1111,7 @@ mod tests {
         let (fs, _cache, d) = core(2, Arc::clone(&fixed));
         let dir = walk(&fs, &format!("r/manifests/{d}")).expect("manifest dir");
         let names: Vec<String> = fs.readdir(dir.ino).expect("ls").into_iter().map(|e| e.name).collect();
-        assert_eq!(names, [".", "..", "manifest.json", "config.json", "layers", "rootfs", "referrers"]);
+        assert_eq!(names, [".", "..", "manifest.json", "config.json", "layers", "rootfs", "referrers", "signatures"]);
         walk(&fs, &format!("r/manifests/{d}/rootfs")).expect("stat rootfs");
         assert!(crate::sync::lock(&fixed.asked).is_empty(), "no layer for `stat rootfs`");
         walk(&fs, &format!("r/manifests/{d}/rootfs/etc/motd")).expect("motd");

@@ -133,9 +133,11 @@ pub const ROOTFS_DIR: &str = "rootfs";
 /// In an index directory: a link to the entry chosen for `--platform` (`layout/image.rs`).
 pub const CURRENT_LINK: &str = "current";
 pub const REFERRERS_DIR: &str = "referrers";
+pub const SIGNATURES_DIR: &str = "signatures";
 /// Every fixed name a manifest directory may show: index link names and layer titles never take
 /// one of these. The layout's guard test fails if a fixed name it shows is missing here.
-pub const DIR_NAMES: [&str; 6] = [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR, CURRENT_LINK, REFERRERS_DIR];
+pub const DIR_NAMES: [&str; 7] =
+    [MANIFEST_JSON, CONFIG_JSON, LAYERS_DIR, ROOTFS_DIR, CURRENT_LINK, REFERRERS_DIR, SIGNATURES_DIR];
 
 #[derive(Debug, Clone)]
 pub struct Manifest {

@@ -8,13 +8,15 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// What the directory of `m` shows, but `referrers/`: every manifest directory shows it (checked
-/// here, once each), and the tests using this are about what the manifest itself gives.
+/// What the directory of `m` shows, but `referrers/` and `signatures/`: every manifest directory
+/// shows them (checked here, once each), and the tests using this are about what the manifest
+/// itself gives.
 fn names(m: &Manifest) -> Vec<String> {
     let all = entries("r", &m.digest(Algorithm::Sha256), m);
     assert_eq!(all.iter().filter(|(_, n)| matches!(n, Node::Referrers(_))).count(), 1, "one referrers/");
+    assert_eq!(all.iter().filter(|(_, n)| matches!(n, Node::Signatures(_))).count(), 1, "one signatures/");
     all.into_iter()
-        .filter(|(_, node)| !matches!(node, Node::Referrers(_)))
+        .filter(|(_, node)| !matches!(node, Node::Referrers(_) | Node::Signatures(_)))
         .map(|(name, node)| match node {
             Node::IndexLink(l) => format!("{name} -> {}", l.target),
             _ => name,

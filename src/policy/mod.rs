@@ -34,7 +34,7 @@
 //! fault while signatures are read fails the verdict for now (EIO, nothing served, not kept).
 //!
 //! # The cache
-//! Verdicts are kept per manifest (the policy is the mount's, fixed), [`MAX_VERDICTS`] of them,
+//! Verdicts are kept per manifest (the policy is the mount's, fixed), [`VERDICTS_KEPT`] of them,
 //! for `tag_ttl`, then decided again: a signature pushed or deleted counts within `tag_ttl`.
 //! A refusal is an [`Error::Refused`] (EACCES) naming the image, the scope and why, logged once
 //! per decision.
@@ -62,14 +62,10 @@ use reference::Reference;
 pub use registries_d::Attachments;
 use signature::{Signed, Status};
 
-/// Signatures read per manifest, both kinds together.
-pub const MAX_SIGNATURES: usize = 64;
-/// A simple-signing payload or a bundle larger than this is refused unread.
-pub const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
-/// A signature annotation (base64 DER) longer than this is refused.
-const MAX_SIGNATURE_B64: usize = 4096;
-/// Verdicts and reports kept.
-pub const MAX_VERDICTS: usize = 4096;
+use crate::limits::{MAX_SIGNATURE_B64, MAX_SIGNATURE_BLOB, MAX_SIGNATURES};
+
+/// Verdicts and reports kept (about 1 KiB each; a few MiB at most).
+pub const VERDICTS_KEPT: usize = 4096;
 
 /// A manifest's verdict: accepted (how) or refused (why).
 pub type Verdict = std::result::Result<String, String>;
@@ -106,7 +102,10 @@ impl Report {
         let n = self.signatures.len();
         let verified = self.signatures.iter().filter(|s| s.status == "verified").count();
         let counts = format!("{verified} of {n} signature(s) verified");
-        let notes = if self.notes.is_empty() { String::new() } else { format!("; {}", self.notes.join("; ")) };
+        // A refusal says its notes already.
+        let refused = matches!(self.verdict, Some(Err(_)));
+        let notes =
+            if self.notes.is_empty() || refused { String::new() } else { format!("; {}", self.notes.join("; ")) };
         match (&self.verdict, &self.policy) {
             (Some(Ok(how)), Some(p)) => {
                 format!(
@@ -156,12 +155,15 @@ pub struct Setup {
     pub host: String,
 }
 
+/// Per manifest (repository, digest): when it was decided, and what.
+type Kept<V> = Mutex<lru::LruCache<(String, Digest), (Instant, V)>>;
+
 /// The gate `layout/` asks before it shows a manifest's content.
 pub struct Gate {
     store: Arc<Store>,
     setup: Setup,
-    verdicts: Mutex<lru::LruCache<(String, Digest), (Instant, Verdict)>>,
-    reports: Mutex<lru::LruCache<(String, Digest), (Instant, Arc<Report>)>>,
+    verdicts: Kept<Verdict>,
+    reports: Kept<Arc<Report>>,
     /// Platform manifests of accepted indexes: the index that lists them.
     via: Mutex<lru::LruCache<(String, Digest), Digest>>,
     flights: SingleFlight<(String, Digest), Verdict>,
@@ -170,7 +172,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(store: Arc<Store>, setup: Setup) -> Gate {
-        let cap = crate::capacity::nonzero(MAX_VERDICTS);
+        let cap = crate::capacity::nonzero(VERDICTS_KEPT);
         Gate {
             store,
             setup,
@@ -200,11 +202,7 @@ impl Gate {
         Error::Refused(format!("{}: {why}", self.image(repo, digest).full()))
     }
 
-    fn fresh<V: Clone>(
-        &self,
-        cache: &Mutex<lru::LruCache<(String, Digest), (Instant, V)>>,
-        key: &(String, Digest),
-    ) -> Option<V> {
+    fn fresh<V: Clone>(&self, cache: &Kept<V>, key: &(String, Digest)) -> Option<V> {
         let mut c = lock(cache);
         match c.get(key) {
             Some((at, v)) if at.elapsed() < self.store.tag_ttl() => Some(v.clone()),
@@ -391,7 +389,7 @@ impl Gate {
         let Ok(der) = base64::engine::general_purpose::STANDARD.decode(sig) else {
             return Ok(Err("the signature annotation is not base64".into()));
         };
-        Ok(self.small_blob(repo, layer).map(|r| r.map(|payload| Signed::Cosign { payload, signature: der }))?)
+        self.small_blob(repo, layer).map(|r| r.map(|payload| Signed::Cosign { payload, signature: der }))
     }
 
     /// The blob a descriptor names, if it is small enough, verified; why not.

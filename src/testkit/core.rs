@@ -69,6 +69,8 @@ pub struct Builder {
     cache_size: u64,
     tag_ttl: Option<Duration>,
     fs: FsConfig,
+    /// A signature policy to enforce (`policy::Gate`).
+    policy: Option<crate::policy::Setup>,
 }
 
 impl Core {
@@ -108,7 +110,7 @@ impl Paths for Core {
 impl Builder {
     /// A builder over a registry the test keeps a handle of (to build a second core on it).
     pub fn over(fake: Arc<Faulty<Fake>>) -> Builder {
-        Builder { fake, cache: None, cache_size: 1 << 30, tag_ttl: None, fs: FsConfig::default() }
+        Builder { fake, cache: None, cache_size: 1 << 30, tag_ttl: None, fs: FsConfig::default(), policy: None }
     }
 
     /// At most `bytes` of blobs on disk.
@@ -154,9 +156,23 @@ impl Builder {
         bare
     }
 
-    pub fn build(self) -> Core {
+    /// Enforce `setup`'s signature policy.
+    pub fn policy(mut self, setup: crate::policy::Setup) -> Builder {
+        self.policy = Some(setup);
+        self
+    }
+
+    pub fn build(mut self) -> Core {
+        let policy = self.policy.take();
         let (Bare { fake, store, cache }, fs) = self.parts();
-        Core { fake, fs: Arc::new(Fs::new(Arc::clone(&store), fs)), store, cache }
+        let fs = match policy {
+            None => Fs::new(Arc::clone(&store), fs),
+            Some(setup) => {
+                let gate = crate::policy::Gate::new(Arc::clone(&store), setup);
+                Fs::gated(Arc::clone(&store), fs, Arc::new(gate))
+            }
+        };
+        Core { fake, fs: Arc::new(fs), store, cache }
     }
 
     fn parts(self) -> (Bare, FsConfig) {

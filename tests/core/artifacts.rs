@@ -34,7 +34,7 @@ fn core(fake: &Arc<Faulty<Fake>>, platform: Option<&str>) -> Core {
 
 /// `referrers/`, which every manifest directory shows: these tests are about the names
 /// platforms and titles add, so listings are compared without it.
-const OTHER_TRACKS: [&str; 1] = ["referrers"];
+const OTHER_TRACKS: [&str; 2] = ["referrers", "signatures"];
 
 impl Core {
     /// The listing of `path`, without the names of [`OTHER_TRACKS`].

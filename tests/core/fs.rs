@@ -81,7 +81,7 @@ fn sha512_manifests_are_accepted() {
     let c = Core::new(fake);
     assert_eq!(
         c.ls(&format!("r/manifests/{d512}")).expect("sha512 dir"),
-        ["manifest.json", "config.json", "layers", "rootfs", "referrers"]
+        ["manifest.json", "config.json", "layers", "rootfs", "referrers", "signatures"]
     );
     assert_eq!(c.cat(&format!("r/manifests/{d512}/manifest.json")).expect("bytes"), body);
 }
@@ -556,10 +556,13 @@ fn a_manifest_of_a_type_regfs_does_not_know_is_shown_as_its_verified_bytes() {
     let not_json =
         fake.put_manifest("r", None, "application/vnd.example.blob", b"\x00\x01 not JSON", Algorithm::Sha256);
     let c = Core::new(fake);
-    assert_eq!(c.ls(&format!("r/manifests/{d}")).expect("listed"), ["manifest.json", "layers", "referrers"]);
+    assert_eq!(
+        c.ls(&format!("r/manifests/{d}")).expect("listed"),
+        ["manifest.json", "layers", "referrers", "signatures"]
+    );
     assert_eq!(c.cat(&format!("r/manifests/{d}/manifest.json")).expect("read"), body.as_bytes());
     assert_eq!(c.cat(&format!("r/manifests/{d}/layers/0")).expect("layer"), b"{\"sbom\":true}");
-    assert_eq!(c.ls(&format!("r/manifests/{not_json}")).expect("listed"), ["manifest.json", "referrers"]);
+    assert_eq!(c.ls(&format!("r/manifests/{not_json}")).expect("listed"), ["manifest.json", "referrers", "signatures"]);
     assert_eq!(c.cat(&format!("r/manifests/{not_json}/manifest.json")).expect("read"), b"\x00\x01 not JSON");
 }
 

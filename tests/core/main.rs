@@ -10,6 +10,7 @@ mod lazy;
 mod mirrors;
 mod referrers;
 mod rootfs;
+mod signatures;
 mod soci;
 mod status;
 mod views;

@@ -9,7 +9,7 @@ use crate::common::{Mount, regfs_bin, sha256sum, shared};
 
 /// `referrers/`, which every manifest directory shows: these tests are about the names
 /// platforms and titles add, so listings are compared without it.
-const OTHER_TRACKS: [&str; 1] = ["referrers"];
+const OTHER_TRACKS: [&str; 2] = ["referrers", "signatures"];
 
 /// The sorted listing of `dir`, without the names of [`OTHER_TRACKS`].
 fn ls(dir: &Path) -> Vec<String> {

@@ -65,7 +65,11 @@ fn image_directories_show_config_and_layers_with_descriptor_sizes_and_verified_b
                 continue;
             }
             let dir = m.path(&format!("{repo}/manifests/{digest}"));
-            assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "referrers", "rootfs"], "{repo}");
+            assert_eq!(
+                ls(&dir),
+                ["config.json", "layers", "manifest.json", "referrers", "rootfs", "signatures"],
+                "{repo}"
+            );
             let manifest: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("read")).expect("json");
             assert_eq!(sha256sum(&dir.join("config.json")), s(&manifest["config"]["digest"]));
@@ -116,6 +120,7 @@ fn an_oci_index_shows_one_link_per_entry_and_nested_indexes_work_the_same_way() 
     want.push("manifest.json".into());
     want.push("current".into());
     want.push("referrers".into());
+    want.push("signatures".into());
     want.sort();
     assert_eq!(ls(&dir), want);
     assert_eq!(std::fs::read_link(dir.join("current")).expect("readlink").to_string_lossy(), "linux-amd64");
@@ -136,7 +141,7 @@ fn a_docker_manifest_list_shows_platform_links() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &["--platform", "linux/arm/v7"]);
     let dir = m.path("demo/list/tags/latest");
-    assert_eq!(ls(&dir), ["current", "linux-amd64", "linux-arm-v7", "manifest.json", "referrers"]);
+    assert_eq!(ls(&dir), ["current", "linux-amd64", "linux-arm-v7", "manifest.json", "referrers", "signatures"]);
     assert_eq!(std::fs::read_link(dir.join("current")).expect("readlink").to_string_lossy(), "linux-arm-v7");
     for (name, target) in sh.fixtures["list_children"].as_object().expect("children") {
         assert_eq!(
@@ -159,7 +164,7 @@ fn schema1_layers_are_bottom_first_and_its_digest_is_the_registry_s() {
         std::fs::read_link(&dir).expect("readlink").to_string_lossy(),
         format!("../manifests/{}", s(&img["digest"]))
     );
-    assert_eq!(ls(&dir), ["layers", "manifest.json", "referrers", "rootfs"]);
+    assert_eq!(ls(&dir), ["layers", "manifest.json", "referrers", "rootfs", "signatures"]);
     assert_eq!(ls(&dir.join("layers")), ["0.tar", "0.tar.gz", "1.tar", "1.tar.gz"]);
     for (i, l) in img["layers"].as_array().expect("layers").iter().enumerate() {
         let file = dir.join(format!("layers/{i}.tar.gz"));
@@ -175,7 +180,7 @@ fn an_artifact_shows_its_config_and_layers_without_a_tar_extension() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
     let dir = m.path("demo/artifact/tags/sbom");
-    assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "referrers"]);
+    assert_eq!(ls(&dir), ["config.json", "layers", "manifest.json", "referrers", "signatures"]);
     assert_eq!(ls(&dir.join("layers")), ["0"]);
     let sbom = std::fs::read_to_string(dir.join("layers/0")).expect("sbom");
     assert!(sbom.contains("SPDX-2.3"), "{sbom}");
