@@ -22,5 +22,6 @@ mod referrers;
 mod rootfs;
 mod rootfs_mount;
 mod run_rootfs;
+mod signatures;
 mod status;
 mod views_mount;
