@@ -203,7 +203,7 @@ fn the_sigstore_fixtures_are_as_their_summary_says_and_skopeo_agrees() {
     digests.sort();
     digests.dedup();
     assert_eq!(digests.len(), images.len(), "each image its own manifest");
-    assert_eq!(images.len(), 20, "{summary:#}");
+    assert_eq!(images.len(), 21, "{summary:#}");
     for i in images {
         let (repo, tag, digest) =
             (crate::common::s(&i["repo"]), crate::common::s(&i["tag"]), crate::common::s(&i["digest"]));
@@ -281,4 +281,64 @@ fn the_sigstore_fixtures_are_as_their_summary_says_and_skopeo_agrees() {
     let exact = policy_file(dir.path(), &format!("{host}/sig"), &a);
     assert!(skopeo_verifies(&exact, &regd, &format!("{host}/sig/app:cosign")));
     assert!(!skopeo_verifies(&exact, &regd, &format!("{host}/sig/app:cosign-bare")));
+}
+
+/// regfs's own verifier (`policy::Gate`, over HTTP, no mount) on the `sig/…` fixtures, under
+/// the summary's policy: every verdict is the summary's `expect`, and the index's platforms are
+/// accepted through it only. The reasons are printed (`--nocapture`), for the record.
+#[test]
+fn the_verifier_judges_the_sigstore_fixtures_as_their_summary_expects() {
+    use regfs::policy::{Attachments, Gate, Policy, Setup};
+    use std::sync::Arc;
+
+    let registry = Registry::start(None);
+    let host = host_of(&registry.url).to_string();
+    let p = Pusher::new(registry.url.parse().expect("url"), None).expect("pusher");
+    let summary = regfs::testkit::fixtures::sigstore::push_sigstore(&p).expect("pushing sig/…");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let regd = registries_d(dir.path(), &host);
+    let a = sigkeys::public_pem(&sigkeys::signing_key("regfs-sig-a"));
+    let scope = crate::common::s(&summary["policy"]["scope"]);
+    let policy_path = policy_file_with(dir.path(), scope, &a, Some("matchRepository"));
+    let gate = || {
+        let policy = Policy::load(&policy_path).expect("policy");
+        let attachments = Attachments::load(&regd).expect("registries.d");
+        let client = regfs::registry::http::HttpClient::new(registry.url.parse().expect("url"), Default::default())
+            .expect("client");
+        let cache = tempfile::tempdir().expect("cache");
+        let config = regfs::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
+        let store = Arc::new(regfs::store::Store::new(Arc::new(client), &config).expect("store"));
+        let g = Gate::new(Arc::clone(&store), Setup { policy: Some(policy), attachments, host: host.clone() });
+        (g, store, cache)
+    };
+    let (g, store, _cache) = gate();
+    let mut wrong = Vec::new();
+    for i in summary["images"].as_array().expect("images") {
+        let (repo, tag) = (crate::common::s(&i["repo"]), crate::common::s(&i["tag"]));
+        let digest: regfs::digest::Digest = crate::common::s(&i["digest"]).parse().expect("digest");
+        // As the layout does: the manifest is read, then the gate asked before its content shows.
+        store.manifest(repo, &digest).expect("the manifest");
+        let verdict = g.allows(repo, &digest);
+        let said = match &verdict {
+            Ok(()) => "accepted",
+            Err(regfs::error::Error::Refused(_)) => "refused",
+            Err(e) => panic!("{repo}:{tag}: not a verdict: {e}"),
+        };
+        let report = g.report(repo, &digest).expect("report");
+        eprintln!("{repo}:{tag} (expect {}): {}", i["expect"], report.summary().trim_end());
+        if said != i["expect"] {
+            wrong.push(format!("{repo}:{tag}: {said}, expected {} ({}): {verdict:?}", i["expect"], i["why"]));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // The index's platforms: refused alone, accepted once the index is.
+    let index =
+        summary["images"].as_array().expect("images").iter().find(|i| i["repo"] == "sig/index").expect("sig/index");
+    let (fresh, _, _cache2) = gate();
+    for c in index["children"].as_array().expect("children") {
+        let d: regfs::digest::Digest = crate::common::s(&c["digest"]).parse().expect("digest");
+        assert!(fresh.allows("sig/index", &d).is_err(), "{} accepted alone", c["platform"]);
+        assert!(g.allows("sig/index", &d).is_ok(), "{} refused through its index", c["platform"]);
+    }
 }
