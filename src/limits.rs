@@ -170,9 +170,11 @@ pub const MAX_RANGE_FETCH: u64 = MAX_TOC_BYTES as u64 + (1 << 20);
 /// Signatures read per manifest (a cosign `.sig` manifest's layers and Sigstore bundles among
 /// its referrers, together): a `.sig` of 10,000 layers costs at most this many payloads.
 pub const MAX_SIGNATURES: usize = 64;
-/// A simple-signing payload or a Sigstore bundle larger than its descriptor may claim, refused
-/// unread (cosign's are under 1 KiB; a bundle with a certificate chain a few KiB).
-pub const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
+/// What a simple-signing payload's or a Sigstore bundle's descriptor may claim; larger ones are
+/// refused unread (cosign's are under 1 KiB; a bundle with a certificate chain a few KiB).
+/// containers/image's own bound (`iolimits.MaxSignatureBodySize`), so regfs refuses no payload
+/// skopeo would read.
+pub const MAX_SIGNATURE_BLOB: u64 = 4 << 20;
 /// A cosign signature annotation (base64 of a DER ECDSA signature, about 96 bytes) longer than
 /// this is refused.
 pub const MAX_SIGNATURE_B64: usize = 4096;

@@ -12,7 +12,8 @@ use sha2::Digest as _;
 #[derive(Clone)]
 pub struct PublicKey {
     pub name: String,
-    /// `sha256:<hex>` of the key's DER, so a verdict can say which key without the path.
+    /// `sha256:<hex>` of the key's uncompressed SEC1 point, so a verdict can say which key without
+    /// the path.
     pub fingerprint: String,
     key: VerifyingKey,
 }

@@ -11,9 +11,14 @@
 //! never looser than skopeo's pull by that tag, nor than its pull by digest. Every requirement
 //! must hold; `sigstoreSigned` holds when at least one signature found is verified by one of its
 //! keys, is for this manifest's digest and names an identity its `signedIdentity` accepts
-//! (`signature.rs`). The platform manifests of an index that is accepted are accepted through
-//! it (a pull of the index by skopeo or podman checks the index's signatures only); reached
-//! alone they are judged on their own.
+//! (`signature.rs`).
+//!
+//! An index (or manifest list) is not judged by its own signatures, as containers/image judges
+//! none: a pull through an index checks the platform image it takes, by that image's own
+//! signatures (each of them, with `--all`). So an index's links are always shown, and each
+//! platform manifest opens only if it passes on its own; an index's `signatures/` still lists
+//! and checks its own signatures, for the reader. (cosign signs only the index unless told
+//! `--recursive`: such images are refused by podman and skopeo, and by regfs.)
 //!
 //! # Where signatures are found
 //! Only where `registries.d` turns on `use-sigstore-attachments` for the image's scope
@@ -53,6 +58,7 @@ use serde_json::{Value, json};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::manifest::Kind;
 use crate::manifest::json as strict_json;
 use crate::store::flight::SingleFlight;
 use crate::store::{Content, Store};
@@ -66,6 +72,10 @@ use crate::limits::{MAX_SIGNATURE_B64, MAX_SIGNATURE_BLOB, MAX_SIGNATURES};
 
 /// Verdicts and reports kept (about 1 KiB each; a few MiB at most).
 pub const VERDICTS_KEPT: usize = 4096;
+
+/// The verdict on an index: not judged itself; its platforms are, each on its own.
+pub const INDEX_NOT_JUDGED: &str =
+    "an index is not judged by its own signatures (as containers/image): each platform manifest is judged by its own";
 
 /// A manifest's verdict: accepted (how) or refused (why).
 pub type Verdict = std::result::Result<String, String>;
@@ -164,8 +174,6 @@ pub struct Gate {
     setup: Setup,
     verdicts: Kept<Verdict>,
     reports: Kept<Arc<Report>>,
-    /// Platform manifests of accepted indexes: the index that lists them.
-    via: Mutex<lru::LruCache<(String, Digest), Digest>>,
     flights: SingleFlight<(String, Digest), Verdict>,
     report_flights: SingleFlight<(String, Digest), Arc<Report>>,
 }
@@ -178,7 +186,6 @@ impl Gate {
             setup,
             verdicts: Mutex::new(lru::LruCache::new(cap)),
             reports: Mutex::new(lru::LruCache::new(cap)),
-            via: Mutex::new(lru::LruCache::new(cap)),
             flights: SingleFlight::default(),
             report_flights: SingleFlight::default(),
         }
@@ -238,36 +245,19 @@ impl Gate {
             if let Some(v) = self.fresh(&self.verdicts, &key) {
                 return Ok(v);
             }
-            let verdict = match self.through_index(repo, digest)? {
-                Some(how) => Ok(how),
-                None => self.judge(repo, digest, false)?.verdict.unwrap_or_else(|| Ok("no policy".into())),
+            let kind = self.store.manifest(repo, digest)?.manifest.kind;
+            let verdict = if !matches!(kind, Kind::OciIndex | Kind::DockerManifestList) {
+                self.judge(repo, digest, false)?.verdict.unwrap_or_else(|| Ok("no policy".into()))
+            } else {
+                Ok(INDEX_NOT_JUDGED.to_string())
             };
             match &verdict {
-                Ok(how) => {
-                    log::info!("{}: accepted: {how}", self.image(repo, digest).full());
-                    self.remember_children(repo, digest);
-                }
+                Ok(how) => log::info!("{}: accepted: {how}", self.image(repo, digest).full()),
                 Err(why) => log::warn!("{}: refused by the signature policy: {why}", self.image(repo, digest).full()),
             }
             lock(&self.verdicts).put(key.clone(), (Instant::now(), verdict.clone()));
             Ok(verdict)
         })
-    }
-
-    /// Accepted through an index that lists it and is accepted now.
-    fn through_index(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
-        let parent = lock(&self.via).get(&(repo.to_string(), digest.clone())).cloned();
-        let Some(parent) = parent else { return Ok(None) };
-        Ok(self.verdict(repo, &parent)?.ok().map(|_| format!("a platform of index {parent}, which is accepted")))
-    }
-
-    fn remember_children(&self, repo: &str, digest: &Digest) {
-        if let Some(doc) = self.store.manifest_now(repo, digest) {
-            let mut via = lock(&self.via);
-            for (_, child) in &doc.manifest.children {
-                via.put((repo.to_string(), child.digest.clone()), digest.clone());
-            }
-        }
     }
 
     /// Everything found for `signatures/`, kept for `tag_ttl`.
@@ -278,9 +268,21 @@ impl Gate {
         }
         self.report_flights.run(&key, || {
             let mut report = self.judge(repo, digest, true)?;
-            if self.setup.policy.is_some() {
-                // The gate's own verdict (through an index, say) is what is enforced.
-                report.verdict = Some(self.verdict(repo, digest)?);
+            if self.setup.policy.is_some() && report.verdict.is_some() {
+                // What is enforced (an index: nothing) is the gate's verdict; its own signatures
+                // are still shown as checked.
+                let enforced = self.verdict(repo, digest)?;
+                if enforced.as_deref() == Ok(INDEX_NOT_JUDGED) {
+                    report.notes.push(format!(
+                        "its own signatures would say: {}",
+                        match &report.verdict {
+                            Some(Ok(how)) => format!("accepted ({how})"),
+                            Some(Err(why)) => format!("refused ({why})"),
+                            None => String::new(),
+                        }
+                    ));
+                    report.verdict = Some(enforced);
+                }
             }
             let report = Arc::new(report);
             lock(&self.reports).put(key.clone(), (Instant::now(), Arc::clone(&report)));

@@ -17,7 +17,7 @@ use regfs::testkit::fixtures::layers::{self, Compression};
 use regfs::testkit::fixtures::push::Pusher;
 use regfs::testkit::fixtures::{push_image, sigkeys};
 
-use crate::common::Registry;
+use crate::common::{Mount, Registry};
 
 /// The passphrase of every private key file the helpers write.
 pub const PASSPHRASE: &str = "regfs-test-passphrase";
@@ -203,7 +203,7 @@ fn the_sigstore_fixtures_are_as_their_summary_says_and_skopeo_agrees() {
     digests.sort();
     digests.dedup();
     assert_eq!(digests.len(), images.len(), "each image its own manifest");
-    assert_eq!(images.len(), 21, "{summary:#}");
+    assert_eq!(images.len(), 22, "{summary:#}");
     for i in images {
         let (repo, tag, digest) =
             (crate::common::s(&i["repo"]), crate::common::s(&i["tag"]), crate::common::s(&i["digest"]));
@@ -262,6 +262,10 @@ fn the_sigstore_fixtures_are_as_their_summary_says_and_skopeo_agrees() {
         Ok(()) => panic!("skopeo accepted {index}, whose platform images are not signed"),
         Err(e) => assert!(e.contains("no signature exists"), "{e}"),
     }
+    let each = format!("{host}/sig/index:each");
+    if let Err(e) = skopeo_verify(&policy, &regd, &each) {
+        panic!("skopeo refused {each}, whose platform images are each signed: {e}");
+    }
     let cosign: Vec<&serde_json::Value> = images
         .iter()
         .filter(|i| i.get("signature").is_some() && i["repo"] != "sig/hostile" && i["repo"] != "sig/index")
@@ -283,14 +287,18 @@ fn the_sigstore_fixtures_are_as_their_summary_says_and_skopeo_agrees() {
     assert!(!skopeo_verifies(&exact, &regd, &format!("{host}/sig/app:cosign-bare")));
 }
 
-/// regfs's own verifier (`policy::Gate`, over HTTP, no mount) on the `sig/…` fixtures, under
-/// the summary's policy: every verdict is the summary's `expect`, and the index's platforms are
-/// accepted through it only. The reasons are printed (`--nocapture`), for the record.
-#[test]
-fn the_verifier_judges_the_sigstore_fixtures_as_their_summary_expects() {
-    use regfs::policy::{Attachments, Gate, Policy, Setup};
-    use std::sync::Arc;
+/// The registry of the `sig/…` fixtures, pushed once for the tests below, and the files of
+/// the summary's policy (key A for `<host>/sig`, matchRepository) and registries.d.
+struct Signed {
+    registry: Registry,
+    summary: serde_json::Value,
+    host: String,
+    policy: PathBuf,
+    regd: PathBuf,
+    _dir: tempfile::TempDir,
+}
 
+fn signed_registry() -> Signed {
     let registry = Registry::start(None);
     let host = host_of(&registry.url).to_string();
     let p = Pusher::new(registry.url.parse().expect("url"), None).expect("pusher");
@@ -298,47 +306,276 @@ fn the_verifier_judges_the_sigstore_fixtures_as_their_summary_expects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let regd = registries_d(dir.path(), &host);
     let a = sigkeys::public_pem(&sigkeys::signing_key("regfs-sig-a"));
-    let scope = crate::common::s(&summary["policy"]["scope"]);
-    let policy_path = policy_file_with(dir.path(), scope, &a, Some("matchRepository"));
-    let gate = || {
-        let policy = Policy::load(&policy_path).expect("policy");
-        let attachments = Attachments::load(&regd).expect("registries.d");
-        let client = regfs::registry::http::HttpClient::new(registry.url.parse().expect("url"), Default::default())
-            .expect("client");
-        let cache = tempfile::tempdir().expect("cache");
-        let config = regfs::store::StoreConfig { cache_dir: cache.path().to_path_buf(), ..Default::default() };
-        let store = Arc::new(regfs::store::Store::new(Arc::new(client), &config).expect("store"));
-        let g = Gate::new(Arc::clone(&store), Setup { policy: Some(policy), attachments, host: host.clone() });
-        (g, store, cache)
-    };
-    let (g, store, _cache) = gate();
+    let scope = crate::common::s(&summary["policy"]["scope"]).to_string();
+    let policy = policy_file_with(dir.path(), &scope, &a, Some("matchRepository"));
+    Signed { registry, summary, host, policy, regd, _dir: dir }
+}
+
+fn errno_of(path: &Path) -> i32 {
+    match std::fs::metadata(path) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn verdict_of(m: &Mount, repo: &str, digest: &str) -> &'static str {
+    match errno_of(&m.path(&format!("{repo}/manifests/{digest}/config.json"))) {
+        0 => "accepted",
+        libc::EACCES => "refused",
+        e => panic!("{repo}@{digest}: config.json: errno {e}, not a verdict"),
+    }
+}
+
+/// A real mount under the summary's policy on the `sig/…` fixtures (cosign `.sig` on OCI and
+/// Docker images, a bare identity, Sigstore bundles, every lying bundle and signature, the
+/// hostile ones, indexes): each image's content is served or EACCES as its `expect` says, its
+/// `manifest.json` and `signatures/summary` always read, and the mount answers throughout.
+/// The summaries are printed (`--nocapture`), for the record.
+#[test]
+fn a_mount_under_the_policy_serves_exactly_what_each_fixture_expects() {
+    let sg = signed_registry();
+    let args = ["--policy", sg.policy.to_str().expect("utf-8"), "--registries-d", sg.regd.to_str().expect("utf-8")];
+    let m = Mount::start(&sg.registry.url, &args);
     let mut wrong = Vec::new();
-    for i in summary["images"].as_array().expect("images") {
-        let (repo, tag) = (crate::common::s(&i["repo"]), crate::common::s(&i["tag"]));
-        let digest: regfs::digest::Digest = crate::common::s(&i["digest"]).parse().expect("digest");
-        // As the layout does: the manifest is read, then the gate asked before its content shows.
-        store.manifest(repo, &digest).expect("the manifest");
-        let verdict = g.allows(repo, &digest);
-        let said = match &verdict {
-            Ok(()) => "accepted",
-            Err(regfs::error::Error::Refused(_)) => "refused",
-            Err(e) => panic!("{repo}:{tag}: not a verdict: {e}"),
-        };
-        let report = g.report(repo, &digest).expect("report");
-        eprintln!("{repo}:{tag} (expect {}): {}", i["expect"], report.summary().trim_end());
+    let mut judged = 0;
+    for i in sg.summary["images"].as_array().expect("images") {
+        let (repo, tag, digest) =
+            (crate::common::s(&i["repo"]), crate::common::s(&i["tag"]), crate::common::s(&i["digest"]));
+        let dir = m.path(&format!("{repo}/manifests/{digest}"));
+        std::fs::read(dir.join("manifest.json")).unwrap_or_else(|e| panic!("{repo}:{tag}: manifest.json: {e}"));
+        let summary = std::fs::read_to_string(dir.join("signatures/summary")).expect("signatures/summary");
+        eprintln!("{repo}:{tag} (expect {}): {}", i["expect"], summary.trim_end());
+        if let Some(children) = i["children"].as_array() {
+            // An index: its links shown, each platform judged on its own.
+            for c in children {
+                let d = crate::common::s(&c["digest"]);
+                let arch = crate::common::s(&c["platform"]).replace('/', "-");
+                assert_eq!(errno_of(&dir.join(&arch)), 0, "{repo}:{tag}: the link {arch}");
+                let said = verdict_of(&m, repo, d);
+                judged += 1;
+                if said != c["expect"] {
+                    wrong.push(format!("{repo}:{tag} {arch}: {said}, expected {}", c["expect"]));
+                }
+            }
+            continue;
+        }
+        let said = verdict_of(&m, repo, digest);
+        judged += 1;
         if said != i["expect"] {
-            wrong.push(format!("{repo}:{tag}: {said}, expected {} ({}): {verdict:?}", i["expect"], i["why"]));
+            wrong.push(format!(
+                "{repo}:{tag}: {said}, expected {} ({}): {}",
+                i["expect"],
+                i["why"],
+                summary.trim_end()
+            ));
+        }
+        if said == "refused" {
+            for p in ["layers", "rootfs"] {
+                assert_eq!(errno_of(&dir.join(p)), libc::EACCES, "{repo}:{tag}: {p}");
+            }
+        } else {
+            let layers = std::fs::read_dir(dir.join("layers")).expect("layers").count();
+            assert!(layers > 0, "{repo}:{tag}: layers listed");
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(judged >= 20, "{judged} verdicts");
+    // blobs/ is closed under a policy; the mount still answers.
+    let img = sg.summary["images"].as_array().expect("images").iter().find(|i| i["tag"] == "cosign").expect("cosign");
+    assert_eq!(errno_of(&m.path(&format!("sig/app/blobs/{}", crate::common::s(&img["digest"])))), libc::EACCES);
+    assert!(m.log().contains("refused by the signature policy"), "refusals are logged");
+    assert!(crate::common::ls(&m.path("sig/app/tags")).contains(&"unsigned".to_string()), "tags are listed");
+}
 
-    // The index's platforms: refused alone, accepted once the index is.
-    let index =
-        summary["images"].as_array().expect("images").iter().find(|i| i["repo"] == "sig/index").expect("sig/index");
-    let (fresh, _, _cache2) = gate();
-    for c in index["children"].as_array().expect("children") {
-        let d: regfs::digest::Digest = crate::common::s(&c["digest"]).parse().expect("digest");
-        assert!(fresh.allows("sig/index", &d).is_err(), "{} accepted alone", c["platform"]);
-        assert!(g.allows("sig/index", &d).is_ok(), "{} refused through its index", c["platform"]);
+/// What a policy costs, counted at the registry: a signed image's first read costs its `.sig`
+/// manifest (one GET by tag) and its payload (one blob) more than the same read without a
+/// policy; an index costs nothing more; and without a policy, no request names a signature.
+#[test]
+fn a_signed_image_costs_its_signature_manifest_and_payload_and_no_policy_costs_nothing() {
+    let sg = signed_registry();
+    let find = |repo: &str, tag: &str| {
+        let i = sg.summary["images"].as_array().expect("images").iter().find(|i| i["repo"] == repo && i["tag"] == tag);
+        crate::common::s(&i.unwrap_or_else(|| panic!("{repo}:{tag}"))["digest"]).to_string()
+    };
+    let image = find("sig/app", "cosign");
+    let read = |m: &Mount| {
+        let before = sg.registry.requests().len();
+        let path = m.path(&format!("sig/app/manifests/{image}/layers/0.tar"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        sg.registry.requests()[before..].to_vec()
+    };
+    let plain = Mount::start(&sg.registry.url, &[]);
+    let without = read(&plain);
+    assert!(
+        !without.iter().any(|r| r.contains(".sig") || r.contains("/referrers/")),
+        "no policy, no signature: {without:?}"
+    );
+    let listed = crate::common::ls(&plain.path(&format!("sig/app/manifests/{image}/signatures")));
+    assert!(listed.contains(&"cosign-0.json".to_string()), "listed unchecked without a policy: {listed:?}");
+    drop(plain);
+    let args = ["--policy", sg.policy.to_str().expect("utf-8"), "--registries-d", sg.regd.to_str().expect("utf-8")];
+    let gated = Mount::start(&sg.registry.url, &args);
+    let with = read(&gated);
+    let extra: Vec<&String> = with.iter().filter(|r| !without.contains(r)).collect();
+    eprintln!("without a policy: {} requests; with: {} ({extra:?} more)", without.len(), with.len());
+    assert_eq!(with.len(), without.len() + 2, "with: {with:?}\nwithout: {without:?}");
+    assert!(
+        extra.iter().any(|r| r.starts_with("GET /v2/sig/app/manifests/sha256-") && r.contains(".sig")),
+        "{extra:?}"
+    );
+    assert!(extra.iter().any(|r| r.starts_with("GET /v2/sig/app/blobs/sha256:")), "{extra:?}");
+    // An index is not judged itself: its links cost nothing more.
+    let index = find("sig/index", "cosign");
+    let before = sg.registry.requests().len();
+    assert_eq!(errno_of(&gated.path(&format!("sig/index/manifests/{index}/linux-amd64"))), 0);
+    let asked: Vec<String> = sg.registry.requests()[before..].to_vec();
+    assert!(!asked.iter().any(|r| r.contains(".sig") || r.contains("/referrers/")), "{asked:?}");
+}
+
+/// A policy file regfs cannot use stops it before mounting, naming the file.
+#[test]
+fn a_bad_policy_or_key_is_an_error_before_mounting() {
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_json = dir.path().join("bad.json");
+    std::fs::write(&bad_json, r#"{"default":[{"type":"reject"}],"unknown":1}"#).expect("write");
+    let bad_key = dir.path().join("badkey.json");
+    std::fs::write(&bad_key, r#"{"default":[{"type":"sigstoreSigned","keyPath":"/nonexistent/cosign.pub"}]}"#)
+        .expect("write");
+    let mnt = tempfile::tempdir().expect("mountpoint");
+    for (file, says) in [(&bad_json, "unknown field"), (&bad_key, "/nonexistent/cosign.pub")] {
+        let out = Command::new(crate::common::regfs_bin())
+            .args(["--policy"])
+            .arg(file)
+            .args(["--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .arg(&registry.url)
+            .arg(mnt.path())
+            .output()
+            .expect("regfs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: regfs mounted", file.display());
+        assert!(err.contains(&file.display().to_string()) && err.contains(says), "{}: {err}", file.display());
+        assert!(!crate::common::is_mounted(mnt.path()), "nothing mounted");
     }
+}
+
+/// The oracle: for every policy here and every cosign-signed image (signed by skopeo itself,
+/// or by the testkit as cosign writes), regfs serves an image's content exactly when skopeo
+/// (`skopeo copy --policy`, by digest, as regfs names a manifest directory) accepts it. The
+/// table is printed (`--nocapture`). Needs a skopeo with sigstore (`REGFS_SIGSTORE_SKOPEO`);
+/// Debian's has none, and then the test says so and checks nothing (CI's case).
+#[test]
+fn regfs_accepts_exactly_what_skopeo_accepts() {
+    let sg = signed_registry();
+    let host = sg.host.clone();
+    let p = Pusher::new(sg.registry.url.parse().expect("url"), None).expect("pusher");
+    let (_, tar) = layers::layer("signatures-oracle", 3_000, Compression::Gzip).expect("layer");
+    push_image(&p, "plain/app", "v1", &[tar]).expect("push");
+    for (dst, seed) in [("sig/skopeo-a/app:v1", "regfs-sig-a"), ("sig/skopeo-b/app:v1", "regfs-sig-b")] {
+        if let Err(e) = skopeo_sign(&sg.registry.url, "plain/app:v1", dst, seed) {
+            if sigstore_disabled(&e) {
+                eprintln!(
+                    "NOT CHECKED: {} has no sigstore (Debian's build); set REGFS_SIGSTORE_SKOPEO: {e}",
+                    skopeo_bin()
+                );
+                return;
+            }
+            panic!("skopeo sign {dst}: {e}");
+        }
+    }
+    // A mirror's copy, signatures and all (for remapIdentity).
+    let out = Command::new(skopeo_bin())
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--registries.d"])
+        .arg(&sg.regd)
+        .arg(format!("docker://{host}/sig/skopeo-a/app:v1"))
+        .arg(format!("docker://{host}/sig/mirror/app:v1"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "skopeo copy to the mirror: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(manifest_digest(&sg.registry.url, "sig/mirror/app", "v1").is_some());
+
+    // The images: (repo, digest), cosign-signed or not; bundles (skopeo 1.9 reads none) and the
+    // hostile ones (skopeo has no bound on them) are the other tests'.
+    let mut images: Vec<(String, String)> = Vec::new();
+    for repo in ["sig/skopeo-a/app", "sig/skopeo-b/app", "sig/mirror/app"] {
+        let d = manifest_digest(&sg.registry.url, repo, "v1").expect("digest");
+        images.push((repo.to_string(), d));
+    }
+    for i in sg.summary["images"].as_array().expect("images") {
+        let repo = crate::common::s(&i["repo"]);
+        if repo == "sig/hostile" || i.get("referrers").is_some() {
+            continue;
+        }
+        match i["children"].as_array() {
+            Some(children) => {
+                images.extend(children.iter().map(|c| (repo.to_string(), crate::common::s(&c["digest"]).to_string())))
+            }
+            None => images.push((repo.to_string(), crate::common::s(&i["digest"]).to_string())),
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (sigkeys::signing_key("regfs-sig-a"), sigkeys::signing_key("regfs-sig-b"));
+    let (a_pem, b_pem) = (sigkeys::public_pem(&a), sigkeys::public_pem(&b));
+    let a_path = dir.path().join("a.pub");
+    let b_path = dir.path().join("b.pub");
+    std::fs::write(&a_path, &a_pem).expect("a.pub");
+    std::fs::write(&b_path, &b_pem).expect("b.pub");
+    let signed = |key: &Path, identity: serde_json::Value| {
+        let mut r = serde_json::json!({"type": "sigstoreSigned", "keyPath": key.to_string_lossy()});
+        if !identity.is_null() {
+            r["signedIdentity"] = identity;
+        }
+        r
+    };
+    let policies: Vec<(&str, serde_json::Value)> = vec![
+        ("key A, default identity", signed(&a_path, serde_json::Value::Null)),
+        ("key A, matchRepository", signed(&a_path, serde_json::json!({"type": "matchRepository"}))),
+        ("key A, matchExact", signed(&a_path, serde_json::json!({"type": "matchExact"}))),
+        (
+            "key A, exactRepository sig/skopeo-a/app",
+            signed(
+                &a_path,
+                serde_json::json!({"type": "exactRepository", "dockerRepository": format!("{host}/sig/skopeo-a/app")}),
+            ),
+        ),
+        (
+            "key A, remapIdentity sig/mirror -> sig/skopeo-a",
+            signed(
+                &a_path,
+                serde_json::json!({"type": "remapIdentity", "prefix": format!("{host}/sig/mirror"), "signedPrefix": format!("{host}/sig/skopeo-a")}),
+            ),
+        ),
+        ("key B, matchRepository", signed(&b_path, serde_json::json!({"type": "matchRepository"}))),
+        ("reject", serde_json::json!({"type": "reject"})),
+        ("insecureAcceptAnything", serde_json::json!({"type": "insecureAcceptAnything"})),
+    ];
+    let mut table =
+        vec!["| policy (scope <host>/sig) | image | skopeo | regfs |".to_string(), "|---|---|---|---|".into()];
+    let (mut agree, mut differ) = (0, Vec::new());
+    for (n, (name, requirement)) in policies.iter().enumerate() {
+        let policy = serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": {format!("{host}/sig"): [requirement]}}});
+        let path = dir.path().join(format!("policy-{n}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&policy).expect("json")).expect("policy");
+        let args = ["--policy", path.to_str().expect("utf-8"), "--registries-d", sg.regd.to_str().expect("utf-8")];
+        let m = Mount::start(&sg.registry.url, &args);
+        for (repo, digest) in &images {
+            let ours = verdict_of(&m, repo, digest);
+            let theirs = match skopeo_verify(&path, &sg.regd, &format!("{host}/{repo}@{digest}")) {
+                Ok(()) => "accepted",
+                Err(e) if sigstore_disabled(&e) => panic!("skopeo lost sigstore: {e}"),
+                Err(_) => "refused",
+            };
+            table.push(format!("| {name} | {repo}@{} | {theirs} | {ours} |", &digest[7..19]));
+            if ours == theirs {
+                agree += 1;
+            } else {
+                differ.push(format!("{name}: {repo}@{digest}: skopeo {theirs}, regfs {ours}"));
+            }
+        }
+    }
+    eprintln!("{}", table.join("\n"));
+    eprintln!("{agree} verdicts agree, {} differ", differ.len());
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert!(agree >= 8 * 12, "{agree} comparisons");
 }
