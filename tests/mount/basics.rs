@@ -10,7 +10,7 @@ use crate::common::{ls, s};
 fn the_root_lists_the_catalog_and_nested_names_are_directories() {
     let sh = shared();
     let m = Mount::start(&sh.registry.url, &[]);
-    assert_eq!(ls(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases"]);
+    assert_eq!(ls(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases", "sig"]);
     assert_eq!(
         ls(&m.path("demo")),
         ["artifact", "docker", "list", "many-tags", "multi", "oci", "platforms", "schema1", "signed", "titled"]
@@ -855,7 +855,7 @@ fn a_mountpoint_that_is_not_empty_is_refused_unless_nonempty() {
         let (out, mounted, listed) = regfs(extra);
         assert!(out.status.success() && mounted, "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
         // The mount hides the files while it lasts, and leaves them as they were.
-        assert_eq!(listed, ["broken", "demo", "lazy", "nested", "rootfs-cases"], "{extra:?}");
+        assert_eq!(listed, ["broken", "demo", "lazy", "nested", "rootfs-cases", "sig"], "{extra:?}");
     }
     // Unmounted: regfs's process has let go, and the file is there.
     assert_eq!(std::fs::read_to_string(dir.path().join("keep.txt")).expect("keep.txt"), "mine");

@@ -33,7 +33,7 @@ fn tag_lists_and_the_catalog_follow_link_pages_to_the_end() {
     assert_eq!(tags.len(), count);
     assert_eq!(tags.first().map(String::as_str), Some("t000"));
     assert_eq!(tags.last().map(String::as_str), Some("t129"));
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases", "sig"]);
     assert_eq!(names(&m.path("demo")).len(), 10);
     let reqs = front.requests();
     // The lookup of `tags/` asks for one tag (no catalog was fetched yet to say it is a
@@ -214,7 +214,7 @@ fn basic_auth_on_the_reference_registry_from_the_command_line_and_the_auth_file(
     let cache = tempfile::tempdir().expect("cache");
     let m = Mount::start_as(&registry.url, "alice", "s3cret", cache.path().join("a"));
     assert_eq!(sha256sum(&m.path("demo/docker/tags/v1/layers/0.tar.gz")), digest);
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases", "sig"]);
     drop(m);
 
     // A wrong password, or none, is refused when mounting, as `docker login` would refuse it.
@@ -944,7 +944,7 @@ fn a_repository_the_catalog_lists_is_one_even_if_its_tag_list_answers_404() {
     let m = Mount::start(&front.url, &[]);
     let layer = m.path(&format!("{repo}/tags/{tag}/layers/0.tar.gz"));
     let first = std::fs::metadata(&layer).map(|_| ()).map_err(|e| e.to_string());
-    assert_eq!(names(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases"]);
+    assert_eq!(names(m.dir.path()), ["broken", "demo", "lazy", "nested", "rootfs-cases", "sig"]);
     assert_eq!(sha256sum(&layer), digest, "after ls /");
     assert_eq!(first, Ok(()), "before ls /: {}", m.log());
     // A name neither listed nor with a tag list is still ENOENT.
