@@ -282,6 +282,13 @@ fn sigstore_bundles_attached_as_referrers_are_verified_and_tampered_ones_refused
 
 #[test]
 fn an_index_is_not_judged_by_its_own_signatures_its_platforms_are_each_by_theirs() {
+    for list in [media::OCI_INDEX, media::DOCKER_LIST] {
+        index_of(list);
+    }
+}
+
+/// An index (or manifest list) of media type `list`, itself signed, of two platforms of which one is.
+fn index_of(list: &str) {
     let fake = Faulty::new(Fake::default());
     let a = key("a");
     let (amd, _) = fake.image("r", "amd", b"amd64 layer");
@@ -291,8 +298,9 @@ fn an_index_is_not_judged_by_its_own_signatures_its_platforms_are_each_by_theirs
         let size = fake.stored_manifest("r", &d.to_string()).expect("child").body.len();
         json!({"mediaType": media::OCI_MANIFEST, "digest": d.to_string(), "size": size, "platform": {"os": "linux", "architecture": arch}})
     };
-    let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [entry(&amd, "amd64"), entry(&arm, "arm64")]});
-    let idx = fake.put_manifest("r", Some("multi"), media::OCI_INDEX, index.to_string().as_bytes(), Algorithm::Sha256);
+    let index =
+        json!({"schemaVersion": 2, "mediaType": list, "manifests": [entry(&amd, "amd64"), entry(&arm, "arm64")]});
+    let idx = fake.put_manifest("r", Some("multi"), list, index.to_string().as_bytes(), Algorithm::Sha256);
     // The index is signed, as `cosign sign` without --recursive signs it.
     put_sig(&fake, "r", &idx, &[cosign(&a, &format!("{HOST}/r"), &idx)]);
     let c = core(fake, Some(setup(policy(&a, repository()), Attachments::everywhere())), Duration::from_secs(60));
