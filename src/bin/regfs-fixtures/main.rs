@@ -4,6 +4,8 @@
 //! `target/regfs-distro/`, or `$REGFS_DISTRO_CACHE`). `--busybox` adds `run/busybox:v1`, built
 //! from this machine's `busybox-static`.
 //! `REGFS_FIXTURES_AUTH=user:password` pushes with Basic auth.
+//! `regfs-fixtures --public-key SEED` prints the PEM public key of the testkit's signing key of
+//! `SEED` (the `sig/…` fixtures are signed by `trusted_seed`'s), for a policy to name.
 
 use std::process::ExitCode;
 
@@ -11,6 +13,13 @@ use regfs::testkit::fixtures::{Opts, push};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, seed] = args.as_slice()
+        && flag == "--public-key"
+    {
+        use regfs::testkit::fixtures::sigkeys;
+        print!("{}", sigkeys::public_pem(&sigkeys::signing_key(seed)));
+        return ExitCode::SUCCESS;
+    }
     let Some(url) = args.iter().find(|a| !a.starts_with("--")) else {
         eprintln!("usage: regfs-fixtures REGISTRY_URL [--bench] [--load] [--distro] [--busybox]");
         return ExitCode::from(2);
