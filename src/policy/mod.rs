@@ -117,6 +117,9 @@ impl Report {
         let notes =
             if self.notes.is_empty() || refused { String::new() } else { format!("; {}", self.notes.join("; ")) };
         match (&self.verdict, &self.policy) {
+            (Some(Ok(how)), Some(p)) if how == INDEX_NOT_JUDGED => {
+                format!("not judged: {} by {}: {how}; {counts}{notes}\n", self.image, p.display())
+            }
             (Some(Ok(how)), Some(p)) => {
                 format!(
                     "accepted: {} by {} (scope {:?}): {how}; {counts}{notes}\n",
@@ -140,7 +143,12 @@ impl Report {
             "image": self.image,
             "policy": self.policy.as_ref().map(|p| p.display().to_string()),
             "scope": self.scope,
-            "verdict": match &self.verdict { Some(Ok(_)) => "accepted", Some(Err(_)) => "refused", None => "no policy" },
+            "verdict": match &self.verdict {
+                Some(Ok(how)) if how == INDEX_NOT_JUDGED => "not judged",
+                Some(Ok(_)) => "accepted",
+                Some(Err(_)) => "refused",
+                None => "no policy",
+            },
             "why": match &self.verdict { Some(Ok(w) | Err(w)) => Some(w.clone()), None => None },
             "signatures": self.signatures.iter().map(|s| s.file.clone()).collect::<Vec<_>>(),
             "notes": self.notes,
