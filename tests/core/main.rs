@@ -2,6 +2,7 @@
 //! (`regfs::testkit::core`), and the parsers under property tests. No registry process, no
 //! mount: what the kernel would ask, asked directly.
 
+mod adversary;
 mod artifacts;
 mod foreign;
 mod fs;
