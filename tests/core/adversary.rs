@@ -332,7 +332,8 @@ fn put_bundle_referrer(fake: &Fake, repo: &str, subject: &Digest, blob: &Digest,
 /// (`bundle: mediaType {:?} ...`, `mediaType {} is not ...`, `its subject is {} ...`,
 /// `payloadType {:?} ...`, `no valid digest: {}`), which are kept: in each `Found` of the
 /// report (`reports`, 4096 kept), in the verdict (`verdicts`, 4096 kept), in the one-line
-/// summary and in the log. One bundle blob of 4 MiB (shared: fetched once) referred to by 64
+/// summary, in the log line of each decision, and in the WARN line `fuse::errno` writes for
+/// every refused operation (each `stat` by any local user). One bundle blob of 4 MiB (shared: fetched once) referred to by 64
 /// small referrer manifests costs 64 x 4 MiB = 256 MiB per manifest whose `signatures/` is
 /// read, and 4 MiB per verdict; "about 1 KiB each; a few MiB at most" does not hold. Here with
 /// a 1 MiB string, so the test stays quick.
@@ -348,7 +349,10 @@ fn adv_reasons_copy_registry_strings_whole_and_reports_grow_with_them() {
     }
     let policy = parse_policy(json!({"default": [sigstore(&a, json!({"type": "matchRepository"}))]}));
     let c = kit::Core::builder(fake).policy(setup_on(HOST, policy)).build();
-    assert_eq!(errno(&c, &format!("r/manifests/{m}/config.json")), libc::EACCES);
+    let refusal = c.fs.walk(&format!("r/manifests/{m}/config.json")).expect_err("refused");
+    assert_eq!(refusal.errno(), libc::EACCES);
+    // What the adapter logs at WARN for every refused operation (`fuse::errno`), each `stat`:
+    assert!(refusal.to_string().len() > 1 << 20, "a refusal of {} bytes", refusal.to_string().len());
     assert_eq!(c.fake.gets_of(&blob), 1, "the 1 MiB blob is fetched once");
     let s = summary(&c, "r", &m);
     assert!(s.len() > 1 << 20, "the one-line summary is {} bytes", s.len());
@@ -465,4 +469,65 @@ fn adv_a_tag_scope_is_lost_when_the_tag_moves_between_the_link_and_the_gate() {
         c.fs.cat(&format!("r/manifests/{d}/layers/0.tar")).expect("served without the :prod scope"),
         b"unsigned, reached as :prod"
     );
+}
+
+/// Checked sound: verdicts and reports of one manifest asked at once from many threads (the
+/// two single-flights nest one way only) end, and agree.
+#[test]
+fn adv_sound_concurrent_verdicts_and_reports_of_one_manifest_end() {
+    let fake = Faulty::new(Fake::default());
+    let a = key("a");
+    let (m, _) = fake.image("r", "v1", b"layer");
+    put_sig(&fake, "r", &m, &[cosign(&a, &format!("{HOST}/r"), &m)]);
+    let policy = parse_policy(json!({"default": [sigstore(&a, json!({"type": "matchRepository"}))]}));
+    let c = std::sync::Arc::new(kit::Core::builder(fake).tag_ttl(Duration::from_millis(5)).policy(setup_on(HOST, policy)).build());
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let c = std::sync::Arc::clone(&c);
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    if i % 2 == 0 {
+                        assert_eq!(errno(&*c, &format!("r/manifests/{m}/config.json")), 0);
+                    } else {
+                        assert!(summary(&c, "r", &m).starts_with("accepted: "));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no panic");
+    }
+}
+
+/// FINDING 14 (stale accept; the promise "a signature pushed or deleted counts within
+/// tag_ttl" does not hold). The gate reads the `.sig` tag through the store's tag cache, which
+/// anything may have filled earlier (`ls -l tags/`, whose readahead resolves every tag, the
+/// `.sig` ones too), and then keeps its verdict for a whole tag_ttl more: a signature deleted
+/// just after the tag was resolved still opens the content almost 2 x tag_ttl later (and the
+/// kernel's entries, kept tag_ttl from the lookup, add a third).
+#[test]
+fn adv_a_deleted_signature_still_opens_content_past_tag_ttl() {
+    let fake = std::sync::Arc::new(Faulty::new(Fake::default()));
+    let (a, b) = (key("a"), key("b"));
+    let (m, _) = fake.image("r", "v1", b"layer");
+    put_sig(&fake, "r", &m, &[cosign(&a, &format!("{HOST}/r"), &m)]);
+    let policy = parse_policy(json!({"default": [sigstore(&a, json!({"type": "matchRepository"}))]}));
+    let ttl = Duration::from_millis(600);
+    let c = kit::Builder::over(fake.clone()).tag_ttl(ttl).policy(setup_on(HOST, policy)).build();
+    let t0 = std::time::Instant::now();
+    let sig = c.fs.walk(&format!("r/tags/sha256-{}.sig", m.hex())).expect("the .sig tag, as ls -l tags/ resolves it");
+    c.fs.readlink(sig.ino).expect("link");
+    // The signature is deleted (replaced by one of another key) right after.
+    put_sig(&fake, "r", &m, &[cosign(&b, &format!("{HOST}/r"), &m)]);
+    let deleted = std::time::Instant::now();
+    std::thread::sleep(ttl * 2 / 3);
+    assert_eq!(errno(&c, &format!("r/manifests/{m}/config.json")), 0, "decided now, from the tag resolved before");
+    std::thread::sleep(ttl * 3 / 4);
+    let since = deleted.elapsed();
+    assert!(since > ttl + ttl / 3, "{since:?}");
+    assert_eq!(errno(&c, &format!("r/manifests/{m}/config.json")), 0, "still accepted {since:?} after the deletion");
+    std::thread::sleep(ttl);
+    assert_eq!(errno(&c, &format!("r/manifests/{m}/config.json")), libc::EACCES, "at last, {:?} after", t0.elapsed());
 }
