@@ -338,8 +338,9 @@ fn serve(
                     policy.file.display(),
                     attachments.files.len()
                 );
-                // A verdict may change within tag_ttl: so may what the kernel remembers of a manifest's names.
-                fs_config.immutable_ttl = fs_config.immutable_ttl.min(fs_config.tag_ttl);
+                // A verdict may change: the kernel keeps a manifest's names no longer than the gate
+                // keeps a verdict (a third of tag_ttl; `policy`'s "The cache").
+                fs_config.immutable_ttl = fs_config.immutable_ttl.min(fs_config.tag_ttl / 3);
                 let gate = Gate::new(Arc::clone(&store), Setup { policy: Some(policy), attachments, host });
                 Fs::gated(Arc::clone(&store), fs_config, Arc::new(gate))
             }

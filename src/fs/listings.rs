@@ -54,6 +54,8 @@ impl Fs {
         let immutable = is_immutable_dir(&node);
         if immutable {
             if let Some(listing) = sync::lock(&self.kept).lru.get(&node).cloned() {
+                // A kept listing of a manifest's content is shown only while the policy allows it.
+                self.layout.check_gate(&node)?;
                 return Ok(self.open_listing(ino, listing));
             }
         }
@@ -81,6 +83,11 @@ impl Fs {
     pub fn opendir_now(&self, ino: u64) -> Option<Result<u64>> {
         let node = self.inodes.node(ino)?;
         let listing = sync::lock(&self.kept).lru.get(&node).cloned()?;
+        match self.at_hand.check_gate(&node) {
+            Err(Error::NotAtHand(_)) => return None,
+            Err(e) => return Some(Err(e)),
+            Ok(()) => {}
+        }
         Some(Ok(self.open_listing(ino, listing)))
     }
 
@@ -181,7 +188,9 @@ impl Fs {
             let held = self.inodes.hold(e.ino);
             return Some((if held { repeat(e.ino) } else { bare.clone() }, held));
         };
-        let attr = if at_hand { self.attr_in(&self.at_hand, node).ok() } else { None };
+        // Attributes (a TTL the kernel keeps) only for what the policy allows now.
+        let allowed = self.at_hand.check_gate(node).is_ok();
+        let attr = if at_hand && allowed { self.attr_in(&self.at_hand, node).ok() } else { None };
         let ino = self.inodes.lookup(node);
         let Some(attr) = attr else {
             let answer = repeat(ino);

@@ -189,6 +189,25 @@ impl Layout {
         &self.gate
     }
 
+    /// Whether `node`, if it is part of a manifest's content, may be shown now: what the core
+    /// asks before it hands out a listing it kept or an entry with attributes without a lookup
+    /// (a verdict may have turned since). `Ok` for everything else.
+    pub fn check_gate(&self, node: &Node) -> Result<()> {
+        let gated = match node {
+            Node::Layers(n) => Some((&n.repo, &n.digest)),
+            Node::DecodedLayer(n) => Some((&n.repo, &n.manifest)),
+            Node::RootfsDir(n) => Some((&n.repo, &n.manifest)),
+            Node::RootfsFile(n) => Some((&n.repo, &n.manifest)),
+            Node::RootfsLink(n) => Some((&n.repo, &n.manifest)),
+            Node::RootfsSpecial(n) => Some((&n.repo, &n.manifest)),
+            _ => None,
+        };
+        match gated {
+            Some((repo, digest)) => self.allowed(repo, digest),
+            None => Ok(()),
+        }
+    }
+
     /// Whether manifest `digest` of `repo` may show its content (`policy::Gate::allows`); in
     /// the layout of inline answers only if the verdict is kept.
     pub fn allowed(&self, repo: &str, digest: &crate::digest::Digest) -> Result<()> {

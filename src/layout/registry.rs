@@ -316,11 +316,14 @@ impl Link for Tag {
     /// This inode's target if it was resolved when looked up (trusted for the TTL of its entry,
     /// `tag_ttl`), else one HEAD (cached for `tag_ttl`); tags read in order start a readahead of
     /// the next ones.
+    /// The digest it names is told to the signature gate (a scope of this tag applies to it).
     fn target(&self, cx: &Layout) -> Result<String> {
-        let target = match &self.target {
-            Some(d) => tag_target(d),
-            None => self.guessed(tag_target(&cx.store.resolve_tag(&self.repo, &self.tag)?))?,
+        let digest = match &self.target {
+            Some(d) => d.clone(),
+            None => cx.store.resolve_tag(&self.repo, &self.tag)?,
         };
+        let target = if self.target.is_some() { tag_target(&digest) } else { self.guessed(tag_target(&digest))? };
+        cx.gate.note_tag(&self.repo, &self.tag, &digest);
         cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
         Ok(target)
     }
@@ -328,10 +331,12 @@ impl Link for Tag {
     /// Known without waiting: resolved when looked up, or since, within `tag_ttl`. Every path
     /// through `tags/<tag>/` reads this link (unless the kernel keeps it), inline.
     fn target_now(&self, cx: &Layout) -> Option<Result<String>> {
-        let target = match &self.target {
-            Some(d) => Ok(tag_target(d)),
-            None => self.guessed(tag_target(&cx.store.resolve_tag_if_known(&self.repo, &self.tag)?)),
+        let digest = match &self.target {
+            Some(d) => d.clone(),
+            None => cx.store.resolve_tag_if_known(&self.repo, &self.tag)?,
         };
+        let target = if self.target.is_some() { Ok(tag_target(&digest)) } else { self.guessed(tag_target(&digest)) };
+        cx.gate.note_tag(&self.repo, &self.tag, &digest);
         cx.readahead.note_read(&cx.store, &self.repo, &self.tag);
         Some(target)
     }

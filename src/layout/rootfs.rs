@@ -688,6 +688,10 @@ impl File for RootfsFile {
 
     /// The same check as `open`, inline: a layer at hand is no reason to trust its index.
     fn open_now(&self, cx: &Layout) -> Option<Result<Content>> {
+        // Inline only with a verdict at hand (else the open goes to a thread, which decides).
+        if let Err(e) = cx.gate.allows_now(&self.repo, &self.manifest)? {
+            return Some(Err(e));
+        }
         if let Some(lazy) = cx.images().lazy_now(&self.repo, &self.manifest, usize::from(self.layer))? {
             return Some(self.open_lazily(&lazy));
         }

@@ -104,12 +104,15 @@ impl Policy {
         }
     }
 
-    /// The tags the policy names scopes of, in repository `name` (`host/path`).
-    pub fn tag_scopes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
-        self.docker.keys().filter_map(move |scope| {
-            let rest = scope.strip_prefix(name)?.strip_prefix(':')?;
-            (!rest.contains(['/', '@'])).then(|| rest.to_string())
-        })
+    /// The references with a tag or a digest that scopes of the policy name in repository
+    /// `name` (`host/path`): the pulls a manifest of it may be judged as besides its own digest.
+    pub fn reference_scopes(&self, name: &str) -> Vec<Reference> {
+        self.docker
+            .keys()
+            .filter(|scope| scope.strip_prefix(name).is_some_and(|rest| rest.starts_with([':', '@'])))
+            .filter_map(|scope| Reference::parse_normalized(scope).ok())
+            .filter(|r| r.name == name && !r.is_name_only())
+            .collect()
     }
 
     /// Whether anything here ever needs a signature (else no signature is ever fetched).
@@ -310,7 +313,8 @@ mod tests {
         assert_eq!(at("localhost:5000/sig/app:v1"), "localhost:5000/sig/app:v1");
         assert_eq!(at("localhost:5000/other:v1"), "localhost:5000");
         assert_eq!(at("docker.io/library/busybox:1"), "default");
-        assert_eq!(p.tag_scopes("localhost:5000/sig/app").collect::<Vec<_>>(), ["v1"]);
+        let tags: Vec<String> = p.reference_scopes("localhost:5000/sig/app").iter().map(Reference::full).collect();
+        assert_eq!(tags, ["localhost:5000/sig/app:v1"]);
         assert!(p.needs_signatures());
     }
 

@@ -3,7 +3,6 @@
 //! SHA-256 of the signed bytes: the one scheme cosign and containers/image use with such keys
 //! ("no information about the signature scheme is included in the object").
 
-use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use sha2::Digest as _;
@@ -37,8 +36,15 @@ pub fn parse(pem: &[u8], name: &str) -> Result<PublicKey, String> {
 impl PublicKey {
     /// Whether `der` is this key's ECDSA signature over SHA-256 of `message`.
     pub fn verifies(&self, message: &[u8], der: &[u8]) -> bool {
+        self.verifies_prehashed(&sha2::Sha256::digest(message), der)
+    }
+
+    /// [`PublicKey::verifies`] of the message whose SHA-256 is `hash` (hashed once for every key
+    /// and signature that may verify it).
+    pub fn verifies_prehashed(&self, hash: &[u8], der: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
         match Signature::from_der(der) {
-            Ok(sig) => self.key.verify(message, &sig).is_ok(),
+            Ok(sig) => self.key.verify_prehash(hash, &sig).is_ok(),
             Err(_) => false,
         }
     }

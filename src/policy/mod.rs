@@ -6,9 +6,12 @@
 //! (`host` as references name the registry: `docker.io` for Docker Hub). Its requirements are
 //! those of the most specific `docker` scope of the policy that names it (the reference, its
 //! repository, each parent namespace, the host, `*.`-wildcards), else the transport's `""`,
-//! else `default` (`config.rs`). A scope with a tag (`host/repo:tag`) applies too, to the
-//! manifest the tag names now: then both must accept, so reaching content through a tag is
-//! never looser than skopeo's pull by that tag, nor than its pull by digest. Every requirement
+//! else `default` (`config.rs`). A scope with a tag (`host/repo:tag`) or a digest applies too,
+//! to the manifest that reference names (a tag: now, or when a `tags/` link of this mount
+//! resolved it) and, when that is an index, to its platform manifests, as containers/image
+//! judges each instance of an index under the reference pulled: then all must accept, so
+//! reaching content through a tag is never looser than skopeo's pull by that tag, nor than its
+//! pull by digest. Every requirement
 //! must hold; `sigstoreSigned` holds when at least one signature found is verified by one of its
 //! keys, is for this manifest's digest and names an identity its `signedIdentity` accepts
 //! (`signature.rs`).
@@ -40,7 +43,10 @@
 //!
 //! # The cache
 //! Verdicts are kept per manifest (the policy is the mount's, fixed), [`VERDICTS_KEPT`] of them,
-//! for `tag_ttl`, then decided again: a signature pushed or deleted counts within `tag_ttl`.
+//! for a third of `tag_ttl`, and each is decided from a `.sig` tag and a referrers list at most
+//! that old (read again if older, whatever filled the store's caches); the kernel keeps a
+//! manifest's names as long (`main.rs`). So a signature pushed or deleted counts within
+//! `tag_ttl`.
 //! A refusal is an [`Error::Refused`] (EACCES) naming the image, the scope and why, logged once
 //! per decision.
 
@@ -70,8 +76,13 @@ use signature::{Signed, Status};
 
 use crate::limits::{MAX_SIGNATURE_B64, MAX_SIGNATURE_BLOB, MAX_SIGNATURES};
 
-/// Verdicts and reports kept (about 1 KiB each; a few MiB at most).
+/// Verdicts and reports kept (a few KiB each: every registry string in them is cut to
+/// `signature::SHOWN`; some MiB at most).
 pub const VERDICTS_KEPT: usize = 4096;
+/// Digests remembered per tag a scope names.
+const TAGGED_KEPT: usize = 8;
+/// How deep a reference scope's index is searched for the manifest judged.
+const INDEX_DEPTH: usize = 4;
 
 /// The verdict on an index: not judged itself; its platforms are, each on its own.
 pub const INDEX_NOT_JUDGED: &str =
@@ -182,6 +193,8 @@ pub struct Gate {
     setup: Setup,
     verdicts: Kept<Verdict>,
     reports: Kept<Arc<Report>>,
+    /// The digests `tags/` links resolved tags that a scope names to ([`Gate::note_tag`]).
+    tagged: Mutex<lru::LruCache<(String, String), Vec<Digest>>>,
     flights: SingleFlight<(String, Digest), Verdict>,
     report_flights: SingleFlight<(String, Digest), Arc<Report>>,
 }
@@ -194,6 +207,7 @@ impl Gate {
             setup,
             verdicts: Mutex::new(lru::LruCache::new(cap)),
             reports: Mutex::new(lru::LruCache::new(cap)),
+            tagged: Mutex::new(lru::LruCache::new(cap)),
             flights: SingleFlight::default(),
             report_flights: SingleFlight::default(),
         }
@@ -217,11 +231,37 @@ impl Gate {
         Error::Refused(format!("{}: {why}", self.image(repo, digest).full()))
     }
 
+    /// How long a verdict, and what it was decided from, is trusted: a third of `tag_ttl`.
+    pub fn kept_for(&self) -> std::time::Duration {
+        self.store.tag_ttl() / 3
+    }
+
     fn fresh<V: Clone>(&self, cache: &Kept<V>, key: &(String, Digest)) -> Option<V> {
         let mut c = lock(cache);
         match c.get(key) {
-            Some((at, v)) if at.elapsed() < self.store.tag_ttl() => Some(v.clone()),
+            Some((at, v)) if at.elapsed() < self.kept_for() => Some(v.clone()),
             _ => None,
+        }
+    }
+
+    /// A `tags/` link of this mount resolved `tag` of `repo` to `digest`: a scope of that tag
+    /// applies to it (and its platforms) from now on, even if the tag moves before its content
+    /// is read.
+    pub fn note_tag(&self, repo: &str, tag: &str, digest: &Digest) {
+        let Some(p) = &self.setup.policy else { return };
+        let name = format!("{}/{repo}", self.setup.host);
+        if !p.reference_scopes(&name).iter().any(|r| r.tag.as_deref() == Some(tag)) {
+            return;
+        }
+        let mut seen = lock(&self.tagged);
+        let key = (repo.to_string(), tag.to_string());
+        let mut digests = seen.get(&key).cloned().unwrap_or_default();
+        if !digests.contains(digest) {
+            digests.push(digest.clone());
+            if digests.len() > TAGGED_KEPT {
+                digests.remove(0);
+            }
+            seen.put(key, digests);
         }
     }
 
@@ -306,15 +346,13 @@ impl Gate {
         if let Some(p) = &self.setup.policy {
             let (scope, reqs) = p.for_image(&image);
             checks.push((image.clone(), scope.to_string(), reqs.to_vec()));
-            for tag in p.tag_scopes(&image.name).collect::<Vec<_>>() {
-                match self.store.resolve_tag(repo, &tag) {
-                    Ok(d) if d == *digest => {
-                        let tagged = Reference { name: image.name.clone(), tag: Some(tag), digest: None };
-                        let (scope, reqs) = p.for_image(&tagged);
-                        checks.push((tagged, scope.to_string(), reqs.to_vec()));
-                    }
-                    Ok(_) | Err(Error::NotFound(_) | Error::InvalidName(_)) => {}
-                    Err(e) => return Err(e),
+            for pulled in p.reference_scopes(&image.name) {
+                if pulled.digest.as_ref() == Some(digest) {
+                    continue; // the image's own scope, already the most specific
+                }
+                if self.names(repo, &pulled, digest)? {
+                    let (scope, reqs) = p.for_image(&pulled);
+                    checks.push((pulled, scope.to_string(), reqs.to_vec()));
                 }
             }
         }
@@ -348,10 +386,55 @@ impl Gate {
         })
     }
 
+    /// Whether a pull of `pulled` (a tag or digest of `repo`) reaches manifest `digest`: it names
+    /// it, or an index it names lists it (nested indexes to [`INDEX_DEPTH`]). A tag names what
+    /// it resolves to now and what `tags/` links of this mount resolved it to.
+    fn names(&self, repo: &str, pulled: &Reference, digest: &Digest) -> Result<bool> {
+        let mut targets: Vec<Digest> = Vec::new();
+        if let Some(d) = &pulled.digest {
+            targets.push(d.clone());
+        } else if let Some(tag) = &pulled.tag {
+            match self.store.resolve_tag(repo, tag) {
+                Ok(d) => targets.push(d),
+                Err(Error::NotFound(_) | Error::InvalidName(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(seen) = lock(&self.tagged).get(&(repo.to_string(), tag.clone())) {
+                targets.extend(seen.iter().cloned());
+            }
+        }
+        for t in targets {
+            if self.reaches(repo, &t, digest, INDEX_DEPTH)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn reaches(&self, repo: &str, from: &Digest, digest: &Digest, depth: usize) -> Result<bool> {
+        if from == digest {
+            return Ok(true);
+        }
+        if depth == 0 {
+            return Ok(false);
+        }
+        let doc = match self.store.manifest(repo, from) {
+            Ok(doc) => doc,
+            Err(e) if unreadable(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for (_, child) in &doc.manifest.children {
+            if self.reaches(repo, &child.digest, digest, depth - 1)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// cosign's `.sig` tag: one GET, then payloads one by one.
     fn cosign(&self, repo: &str, digest: &Digest, full: bool, j: &mut Judging, notes: &mut Vec<String>) -> Result<()> {
         let tag = format!("{}-{}.sig", digest.algorithm().name(), digest.hex());
-        let doc = match self.store.manifest_of_tag(repo, &tag) {
+        let doc = match self.store.manifest_of_tag_within(repo, &tag, self.kept_for()) {
             Ok(d) => d,
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) if unreadable(&e) => {
@@ -361,6 +444,12 @@ impl Gate {
             Err(e) => return Err(e),
         };
         let at = format!("{repo}:{tag}@{}", doc.digest);
+        // containers/image reads it as an OCI image manifest only.
+        if doc.manifest.media_type != crate::media::OCI_MANIFEST {
+            let media = signature::shown(&Value::from(doc.manifest.media_type.as_str()));
+            notes.push(format!("{at} is not an OCI image manifest ({media}): no signature read from it"));
+            return Ok(());
+        }
         let parsed = match strict_json::strict(doc.bytes()) {
             Ok(v) => v,
             Err(why) => {
@@ -388,7 +477,11 @@ impl Gate {
     /// One layer of a `.sig` manifest: its payload and signature, or why not.
     fn cosign_layer(&self, repo: &str, layer: &Value) -> Result<std::result::Result<Signed, String>> {
         if layer["mediaType"].as_str() != Some(signature::SIMPLE_SIGNING) {
-            return Ok(Err(format!("mediaType {} is not {}", layer["mediaType"], signature::SIMPLE_SIGNING)));
+            return Ok(Err(format!(
+                "mediaType {} is not {}",
+                signature::shown(&layer["mediaType"]),
+                signature::SIMPLE_SIGNING
+            )));
         }
         let sig = match layer["annotations"][signature::SIGNATURE_ANNOTATION].as_str() {
             Some(s) if s.len() <= MAX_SIGNATURE_B64 => s,
@@ -405,7 +498,7 @@ impl Gate {
     /// The blob a descriptor names, if it is small enough, verified; why not.
     fn small_blob(&self, repo: &str, desc: &Value) -> Result<std::result::Result<Vec<u8>, String>> {
         let Some(digest) = desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
-            return Ok(Err(format!("no valid digest: {}", desc["digest"])));
+            return Ok(Err(format!("no valid digest: {}", signature::shown(&desc["digest"]))));
         };
         let Some(size) = desc["size"].as_u64() else { return Ok(Err(format!("{digest}: no size"))) };
         if size > MAX_SIGNATURE_BLOB {
@@ -421,7 +514,7 @@ impl Gate {
 
     /// Sigstore bundles among the referrers.
     fn bundles(&self, repo: &str, digest: &Digest, full: bool, j: &mut Judging, notes: &mut Vec<String>) -> Result<()> {
-        let list = match self.store.referrers(repo, digest) {
+        let list = match self.store.referrers_within(repo, digest, self.kept_for()) {
             Ok(l) => l,
             Err(e) if unreadable(&e) => {
                 notes.push(format!("the referrers of {digest} cannot be read: {e}"));
@@ -431,6 +524,7 @@ impl Gate {
         };
         let bundles: Vec<_> =
             list.iter().filter(|r| r.artifact_type.as_deref().is_some_and(signature::is_bundle_type)).collect();
+        let mut judged: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
         for r in bundles {
             if j.found.len() >= MAX_SIGNATURES {
                 notes.push(format!("more bundles refer to {digest}: only {MAX_SIGNATURES} signatures are read"));
@@ -441,27 +535,47 @@ impl Gate {
             }
             let file = format!("bundle-{}.json", &r.digest.hex()[..r.digest.hex().len().min(16)]);
             let source = format!("referrer {repo}@{}", r.digest);
-            let signed = self.bundle(repo, digest, &r.digest)?;
+            let (blob, signed) = self.bundle(repo, digest, &r.digest)?;
+            // A bundle blob many referrers name is judged once: the others say what it said.
+            if let Some(first) = blob.as_ref().and_then(|b| judged.get(b)) {
+                let mut again = j.found[*first].clone();
+                again.detail = format!("the same bundle as {}: {}", again.file, again.detail);
+                again.file = file;
+                again.source = source;
+                j.found.push(again);
+                continue;
+            }
+            if let Some(b) = blob {
+                judged.insert(b, j.found.len());
+            }
             j.judge(file, "sigstore bundle", source, signed);
         }
         Ok(())
     }
 
-    fn bundle(&self, repo: &str, subject: &Digest, d: &Digest) -> Result<std::result::Result<Signed, String>> {
+    /// The bundle referrer `d` of `subject` attaches: its blob's digest, and the bundle or why not.
+    fn bundle(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        d: &Digest,
+    ) -> Result<(Option<Digest>, std::result::Result<Signed, String>)> {
         let doc = match self.store.manifest(repo, d) {
             Ok(doc) => doc,
-            Err(e) if unreadable(&e) => return Ok(Err(format!("{e}"))),
+            Err(e) if unreadable(&e) => return Ok((None, Err(format!("{e}")))),
             Err(e) => return Err(e),
         };
-        let Ok(m) = strict_json::strict(doc.bytes()) else { return Ok(Err("the referrer is not JSON".into())) };
+        let Ok(m) = strict_json::strict(doc.bytes()) else { return Ok((None, Err("the referrer is not JSON".into()))) };
         if m["subject"]["digest"].as_str() != Some(subject.to_string().as_str()) {
-            return Ok(Err(format!("its subject is {}, not this manifest", m["subject"]["digest"])));
+            let why = format!("its subject is {}, not this manifest", signature::shown(&m["subject"]["digest"]));
+            return Ok((None, Err(why)));
         }
         let layers = m["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
         let Some(layer) = layers.iter().find(|l| l["mediaType"].as_str().is_some_and(signature::is_bundle_type)) else {
-            return Ok(Err("no layer holds a Sigstore bundle".into()));
+            return Ok((None, Err("no layer holds a Sigstore bundle".into())));
         };
-        Ok(self.small_blob(repo, layer)?.map(|bytes| Signed::Bundle { bytes }))
+        let blob = layer["digest"].as_str().and_then(|d| d.parse::<Digest>().ok());
+        Ok((blob, self.small_blob(repo, layer)?.map(|bytes| Signed::Bundle { bytes })))
     }
 }
 
@@ -494,13 +608,17 @@ fn read_small(c: &Content, size: u64) -> std::io::Result<Vec<u8>> {
 struct Judging {
     /// Per check: (image, scope, requirements, which sigstoreSigned ones are satisfied).
     checks: Vec<(Reference, String, Vec<Requirement>, Vec<bool>)>,
+    /// Per check and requirement: the first signature that failed it, and why.
+    refusals: Vec<Vec<Option<(String, String)>>>,
     found: Vec<Found>,
 }
 
 impl Judging {
     fn new(checks: &[(Reference, String, Vec<Requirement>)]) -> Judging {
-        let checks = checks.iter().map(|(r, s, q)| (r.clone(), s.clone(), q.clone(), vec![false; q.len()])).collect();
-        Judging { checks, found: Vec::new() }
+        let checks: Vec<_> =
+            checks.iter().map(|(r, s, q)| (r.clone(), s.clone(), q.clone(), vec![false; q.len()])).collect();
+        let refusals = checks.iter().map(|c| vec![None; c.2.len()]).collect();
+        Judging { checks, refusals, found: Vec::new() }
     }
 
     /// Whether a sigstoreSigned requirement is still unsatisfied, and nothing else refuses.
@@ -518,12 +636,17 @@ impl Judging {
     fn judge(&mut self, file: String, kind: &'static str, source: String, signed: std::result::Result<Signed, String>) {
         let digest = self.checks.first().and_then(|c| c.0.digest.clone());
         let (status, detail, identity) = match (signed, digest) {
-            (Err(why), _) => ("refused", why, None),
+            (Err(why), _) => {
+                for refusal in self.refusals.iter_mut().flatten().filter(|r| r.is_none()) {
+                    *refusal = Some((file.clone(), why.clone()));
+                }
+                ("refused", why, None)
+            }
             (Ok(_), None) => ("not checked", "no signature policy on this mount".to_string(), None),
             (Ok(s), Some(digest)) => {
                 let mut verdict: Option<(&'static str, String, Option<String>)> = None;
-                for (image, _, reqs, done) in &mut self.checks {
-                    for (r, d) in reqs.iter().zip(done.iter_mut()) {
+                for ((image, _, reqs, done), refusals) in self.checks.iter_mut().zip(self.refusals.iter_mut()) {
+                    for ((r, d), refusal) in reqs.iter().zip(done.iter_mut()).zip(refusals.iter_mut()) {
                         let Requirement::SigstoreSigned { keys, identity } = r else { continue };
                         let (st, claimed) = s.check(keys, identity, image, &digest);
                         let v = match st {
@@ -534,6 +657,9 @@ impl Judging {
                             Status::Refused(why) => ("refused", why, claimed),
                             Status::Unverifiable(why) => ("unverifiable", why, claimed),
                         };
+                        if v.0 != "verified" && refusal.is_none() {
+                            *refusal = Some((file.clone(), v.1.clone()));
+                        }
                         if verdict.as_ref().is_none_or(|cur| cur.0 != "verified") {
                             verdict = Some(v);
                         }
@@ -547,18 +673,21 @@ impl Judging {
 
     fn verdict(&self) -> Verdict {
         let mut how = Vec::new();
-        for (image, scope, reqs, done) in &self.checks {
-            for (r, d) in reqs.iter().zip(done) {
+        for ((image, scope, reqs, done), refusals) in self.checks.iter().zip(&self.refusals) {
+            for ((r, d), refusal) in reqs.iter().zip(done).zip(refusals) {
                 match r {
                     Requirement::InsecureAcceptAnything => how.push(format!("{scope}: insecureAcceptAnything")),
                     Requirement::Reject => return Err(format!("scope {scope:?} rejects {}", image.full())),
                     Requirement::Unsupported { why } => return Err(format!("scope {scope:?}: {why}")),
                     Requirement::SigstoreSigned { .. } if *d => how.push(format!("{scope}: sigstoreSigned, verified")),
                     Requirement::SigstoreSigned { .. } => {
-                        let why = match self.found.iter().find(|f| f.status != "verified") {
-                            None => "no signature was found".to_string(),
-                            Some(f) => {
-                                format!("no signature verified ({} found; {}: {})", self.found.len(), f.file, f.detail)
+                        let why = match (refusal, self.found.is_empty()) {
+                            (_, true) => "no signature was found".to_string(),
+                            (Some((file, detail)), false) => {
+                                format!("no signature verified ({} found; {file}: {detail})", self.found.len())
+                            }
+                            (None, false) => {
+                                format!("none of the {} signature(s) found satisfies it", self.found.len())
                             }
                         };
                         return Err(format!("scope {scope:?} requires sigstoreSigned: {why}"));

@@ -55,7 +55,12 @@ impl Reference {
         let path =
             if domain == DOCKER_IO && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
         names::check_repo(&path).map_err(|_| format!("{path:?} is not a repository name"))?;
-        Ok(Reference { name: format!("{domain}/{path}"), tag, digest })
+        let name = format!("{domain}/{path}");
+        // distribution's NameTotalLengthMax: the whole name, host included.
+        if name.len() > 255 {
+            return Err(format!("a name of {} characters (at most 255)", name.len()));
+        }
+        Ok(Reference { name, tag, digest })
     }
 
     /// No tag and no digest.
@@ -186,10 +191,10 @@ impl SignedIdentity {
             SignedIdentity::MatchRepository => sig.name == image.name,
             SignedIdentity::ExactReference(r) => !sig.is_name_only() && sig.full() == r.full(),
             SignedIdentity::ExactRepository(r) => sig.name == r.name,
-            SignedIdentity::RemapIdentity { prefix, signed_prefix } => {
-                let remapped = remap(image, prefix, signed_prefix);
-                repo_digest_or_exact(remapped.as_ref().unwrap_or(image), &sig)
-            }
+            SignedIdentity::RemapIdentity { prefix, signed_prefix } => match remap(image, prefix, signed_prefix) {
+                Ok(remapped) => repo_digest_or_exact(&remapped, &sig),
+                Err(why) => return Err(why),
+            },
         };
         if ok { Ok(()) } else { refused() }
     }
@@ -221,15 +226,23 @@ fn repo_digest_or_exact(image: &Reference, sig: &Reference) -> bool {
     }
 }
 
-/// `image` with `prefix` (a host, or a host and namespace, matched on `/` boundaries) replaced by
-/// `signed_prefix`; none if it does not start with it.
-fn remap(image: &Reference, prefix: &str, signed_prefix: &str) -> Option<Reference> {
-    let full = image.full();
-    let rest = full.strip_prefix(prefix)?;
-    if !(rest.is_empty() || rest.starts_with(['/', ':', '@'])) {
-        return None;
+/// `image` with `prefix` replaced by `signed_prefix`, as containers/image's `remapIdentity`:
+/// the prefix matches the image's name (never its tag or digest) whole or up to a `/` (a host
+/// `reg` does not match `reg:5000`); the rewritten reference must be canonical as written (no
+/// normalization: `docker.io/busybox` is refused), and one that is not valid refuses.
+fn remap(image: &Reference, prefix: &str, signed_prefix: &str) -> Result<Reference, String> {
+    let name = image.name.as_str();
+    let matches = name == prefix || name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'));
+    if !matches {
+        return Ok(image.clone());
     }
-    Reference::parse_normalized(&format!("{signed_prefix}{rest}")).ok()
+    let full = image.full();
+    let rewritten = full.replacen(prefix, signed_prefix, 1);
+    match Reference::parse_normalized(&rewritten) {
+        Ok(r) if r.full() == rewritten => Ok(r),
+        Ok(r) => Err(format!("remapIdentity rewrites {full} to {rewritten}, which is not canonical ({})", r.full())),
+        Err(e) => Err(format!("remapIdentity rewrites {full} to {rewritten}: {e}")),
+    }
 }
 
 /// Whether a `remapIdentity` prefix is one c/image accepts: a host, or host/namespace, or a

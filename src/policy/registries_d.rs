@@ -2,8 +2,8 @@
 //! directory is read (sorted by name); a scope, or `default-docker`, defined by two files is an
 //! error, as containers/image says. Of each entry only `use-sigstore-attachments` matters to
 //! regfs (lookaside URLs carry GPG simple signatures, which regfs does not verify); the entry
-//! that applies to an image is the one of its most specific scope, else `default-docker`, and
-//! without one (or without the field) attachments are not read, as in containers/image.
+//! that decides for an image is that of its most specific scope that sets the field, else
+//! `default-docker`'s; where none sets it, attachments are not read, as in containers/image.
 //!
 //! regfs reads both kinds of sigstore attachment by this one switch: cosign's
 //! `sha256-<hex>.sig` tag and Sigstore bundles attached as OCI 1.1 referrers.
@@ -71,8 +71,13 @@ impl Attachments {
     fn add(&mut self, text: &str, f: &Path, from: &mut BTreeMap<String, PathBuf>) -> Result<(), String> {
         let shown = f.display();
         // An empty file (or one of comments only) is no configuration.
-        let parsed: Option<File> = serde_yaml_ng::from_str(text).map_err(|e| format!("{shown}: {e}"))?;
-        let Some(parsed) = parsed else { return Ok(()) };
+        // Read as a value first: a mapping naming one key twice is refused there (as
+        // containers/image's yaml.v3 refuses it), not read last-wins.
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| format!("{shown}: {e}"))?;
+        if value.is_null() {
+            return Ok(());
+        }
+        let parsed: File = serde_yaml_ng::from_value(value).map_err(|e| format!("{shown}: {e}"))?;
         let mut twice = |key: &str| match from.insert(key.to_string(), f.to_path_buf()) {
             Some(first) => Err(format!("{key} is defined both in {} and {shown}", first.display())),
             None => Ok(()),
@@ -90,16 +95,18 @@ impl Attachments {
         Ok(())
     }
 
-    /// Whether sigstore attachments are read for `image`, and the scope that says so.
+    /// Whether sigstore attachments are read for `image`, and the entry that says so: the most
+    /// specific scope that sets the field, else `default-docker`'s (containers/image's
+    /// `useSigstoreAttachments`: an entry without the field, a lookaside-only one, says nothing).
     pub fn enabled(&self, image: &Reference) -> (bool, String) {
         for scope in reference::scopes(image) {
-            if let Some(e) = self.docker.get(&scope) {
-                return (e.use_sigstore_attachments.unwrap_or(false), format!("registries.d scope {scope}"));
+            if let Some(on) = self.docker.get(&scope).and_then(|e| e.use_sigstore_attachments) {
+                return (on, format!("registries.d scope {scope}"));
             }
         }
-        match &self.default_docker {
-            Some(e) => (e.use_sigstore_attachments.unwrap_or(false), "registries.d default-docker".into()),
-            None => (false, "no registries.d entry".into()),
+        match self.default_docker.as_ref().and_then(|e| e.use_sigstore_attachments) {
+            Some(on) => (on, "registries.d default-docker".into()),
+            None => (false, "no registries.d entry sets use-sigstore-attachments".into()),
         }
     }
 
@@ -123,7 +130,7 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         let on = |s: &str| a.enabled(&Reference::parse_normalized(&format!("{s}@{d}")).expect("ref")).0;
         assert!(on("localhost:5000/sig/app"));
-        assert!(!on("localhost:5000/sig/off/app"), "its own entry says nothing: off");
+        assert!(on("localhost:5000/sig/off/app"), "its own entry says nothing: its parent's says on");
         assert!(!on("localhost:5000/other"), "default-docker without the field: off");
         std::fs::write(
             dir.path().join("d.yaml"),

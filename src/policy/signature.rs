@@ -19,6 +19,7 @@
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use sha2::Digest as _;
 
 use super::keys::PublicKey;
 use super::reference::{Reference, SignedIdentity};
@@ -31,6 +32,26 @@ pub const COSIGN_TYPE: &str = "cosign container image signature";
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 const STATEMENTS: [&str; 2] = ["https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"];
+
+/// A registry's value as a reason shows it: JSON-escaped (no newline reaches a summary or a log
+/// line) and cut to [`SHOWN`] bytes, so a hostile string costs no memory where reasons are kept.
+pub fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() <= SHOWN {
+        return s;
+    }
+    let mut end = SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+/// How much of a registry's value a reason shows.
+pub const SHOWN: usize = 120;
+
+/// Signatures one DSSE envelope may carry (sigstore-go reads exactly one).
+pub const MAX_ENVELOPE_SIGNATURES: usize = 4;
 
 /// Whether `media_type` is a Sigstore bundle's (as an `artifactType` or a layer's type).
 pub fn is_bundle_type(media_type: &str) -> bool {
@@ -103,13 +124,13 @@ fn refused<T>(why: impl Into<String>) -> Result<T, Judged> {
     Err(Judged::Refused(why.into()))
 }
 
-/// The first key that verifies `der` over `message`.
-fn verified_by(keys: &[PublicKey], message: &[u8], der: &[u8]) -> Option<String> {
-    keys.iter().find(|k| k.verifies(message, der)).map(|k| k.name.clone())
+/// The first key that verifies `der` over the message whose SHA-256 is `hash`.
+fn verified_by(keys: &[PublicKey], hash: &[u8], der: &[u8]) -> Option<String> {
+    keys.iter().find(|k| k.verifies_prehashed(hash, der)).map(|k| k.name.clone())
 }
 
 fn cosign(payload: &[u8], signature: &[u8], keys: &[PublicKey], digest: &Digest) -> Result<(String, String), Judged> {
-    let Some(key) = verified_by(keys, payload, signature) else {
+    let Some(key) = verified_by(keys, &sha2::Sha256::digest(payload), signature) else {
         return refused("the signature is not verified by any key of the requirement");
     };
     let (claimed, signed_digest) = simple_signing(payload).map_err(Judged::Refused)?;
@@ -123,12 +144,26 @@ fn cosign(payload: &[u8], signature: &[u8], keys: &[PublicKey], digest: &Digest)
 pub fn simple_signing(payload: &[u8]) -> Result<(String, String), String> {
     let doc = json::strict(payload).map_err(|e| format!("payload: {e}"))?;
     let top = exact(&doc, "payload", &["critical", "optional"])?;
-    if !matches!(top["optional"], Value::Object(_) | Value::Null) {
-        return Err("payload: optional is not an object".into());
+    match &top["optional"] {
+        Value::Null => {}
+        // As containers/image: other fields are free, these two typed.
+        Value::Object(o) => {
+            if o.get("creator").is_some_and(|c| !c.is_string()) {
+                return Err("payload: optional.creator is not a string".into());
+            }
+            if let Some(t) = o.get("timestamp") {
+                let integral =
+                    t.as_i64().is_some() || t.as_u64().is_some() || t.as_f64().is_some_and(|f| f.fract() == 0.0);
+                if !integral {
+                    return Err("payload: optional.timestamp is not an integer".into());
+                }
+            }
+        }
+        _ => return Err("payload: optional is not an object".into()),
     }
     let critical = exact(&top["critical"], "critical", &["identity", "image", "type"])?;
     if critical["type"].as_str() != Some(COSIGN_TYPE) {
-        return Err(format!("payload: critical.type is {}, not {COSIGN_TYPE:?}", critical["type"]));
+        return Err(format!("payload: critical.type is {}, not {COSIGN_TYPE:?}", shown(&critical["type"])));
     }
     let image = exact(&critical["image"], "critical.image", &["docker-manifest-digest"])?;
     let identity = exact(&critical["identity"], "critical.identity", &["docker-reference"])?;
@@ -145,8 +180,9 @@ pub fn simple_signing(payload: &[u8]) -> Result<(String, String), String> {
 fn exact<'a>(v: &'a Value, what: &str, fields: &[&str]) -> Result<&'a Map<String, Value>, String> {
     let m = v.as_object().ok_or_else(|| format!("{what} is not an object"))?;
     if m.len() != fields.len() || !fields.iter().all(|f| m.contains_key(*f)) {
-        let keys: Vec<&String> = m.keys().collect();
-        return Err(format!("{what} has the fields {keys:?}, not exactly {fields:?}"));
+        let keys: Vec<&String> = m.keys().take(8).collect();
+        let keys = shown(&Value::from(format!("{keys:?}")));
+        return Err(format!("{what} has the fields {keys}, not exactly {fields:?}"));
     }
     Ok(m)
 }
@@ -173,7 +209,7 @@ fn bundle(bytes: &[u8], keys: &[PublicKey], digest: &Digest) -> Result<(String, 
     let doc = json::strict(bytes).map_err(|e| Judged::Refused(format!("bundle: {e}")))?;
     let media = doc["mediaType"].as_str().unwrap_or_default();
     if !is_bundle_type(media) {
-        return refused(format!("bundle: mediaType {:?} is not a Sigstore bundle's", doc["mediaType"]));
+        return refused(format!("bundle: mediaType {} is not a Sigstore bundle's", shown(&doc["mediaType"])));
     }
     let material = &doc["verificationMaterial"];
     if !material.is_object() {
@@ -200,18 +236,22 @@ fn bundle(bytes: &[u8], keys: &[PublicKey], digest: &Digest) -> Result<(String, 
     }
     let payload_type = envelope["payloadType"].as_str().unwrap_or_default();
     if payload_type != IN_TOTO {
-        return refused(format!("bundle: payloadType {:?} is not {IN_TOTO}", envelope["payloadType"]));
+        return refused(format!("bundle: payloadType {} is not {IN_TOTO}", shown(&envelope["payloadType"])));
     }
     let payload = b64(&envelope["payload"], "dsseEnvelope.payload")?;
     let signed = pae(payload_type, &payload);
     let sigs = match envelope["signatures"].as_array() {
-        Some(s) if !s.is_empty() && s.len() <= 16 => s,
-        _ => return refused("bundle: dsseEnvelope.signatures is not a list of 1 to 16"),
+        Some(s) if !s.is_empty() && s.len() <= MAX_ENVELOPE_SIGNATURES => s,
+        _ => {
+            return refused(format!("bundle: dsseEnvelope.signatures is not a list of 1 to {MAX_ENVELOPE_SIGNATURES}"));
+        }
     };
+    // Hashed once, for every signature and key.
+    let hash = sha2::Sha256::digest(&signed);
     let mut key = None;
     for s in sigs {
         let der = b64(&s["sig"], "dsseEnvelope.signatures[].sig")?;
-        if let Some(k) = verified_by(keys, &signed, &der) {
+        if let Some(k) = verified_by(keys, &hash, &der) {
             key = Some(k);
             break;
         }
@@ -220,19 +260,23 @@ fn bundle(bytes: &[u8], keys: &[PublicKey], digest: &Digest) -> Result<(String, 
     // Signed: now its statement is believed as far as it says.
     let st = json::strict(&payload).map_err(|e| Judged::Refused(format!("statement: {e}")))?;
     if !STATEMENTS.contains(&st["_type"].as_str().unwrap_or_default()) {
-        return refused(format!("statement: _type {} is not an in-toto statement", st["_type"]));
+        return refused(format!("statement: _type {} is not an in-toto statement", shown(&st["_type"])));
     }
     let predicate = st["predicateType"].as_str().unwrap_or_default();
     if predicate != COSIGN_SIGN_PREDICATE {
-        return refused(format!("an attestation ({predicate:?}), not a signature ({COSIGN_SIGN_PREDICATE})"));
+        let predicate = shown(&Value::from(predicate));
+        return refused(format!("an attestation ({predicate}), not a signature ({COSIGN_SIGN_PREDICATE})"));
     }
     let subjects = st["subject"].as_array().map(Vec::as_slice).unwrap_or_default();
     let alg = digest.algorithm().name();
     let ours = subjects.iter().find(|s| s["digest"][alg].as_str() == Some(digest.hex()));
     let Some(subject) = ours else {
-        let named: Vec<String> =
-            subjects.iter().filter_map(|s| s["digest"][alg].as_str().map(|h| format!("{alg}:{h}"))).take(4).collect();
-        return refused(format!("the statement's subjects are {named:?}, not this manifest"));
+        let named: Vec<String> = subjects
+            .iter()
+            .filter_map(|s| s["digest"][alg].as_str().map(|h| shown(&Value::from(format!("{alg}:{h}")))))
+            .take(4)
+            .collect();
+        return refused(format!("the statement's subjects are [{}], not this manifest", named.join(", ")));
     };
     match subject["name"].as_str() {
         Some(name) => Ok((key, name.to_string())),

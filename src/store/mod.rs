@@ -624,6 +624,29 @@ impl Store {
         self.manifest(repo, &digest)
     }
 
+    /// [`Store::manifest_of_tag`], but the tag's digest is used only if it was resolved within
+    /// `max_age` (else one GET by tag, now): for what must count soon after it changes (a
+    /// signature deleted).
+    pub fn manifest_of_tag_within(&self, repo: &str, tag: &str, max_age: Duration) -> Result<Arc<VerifiedManifest>> {
+        names::check_tag(tag)?;
+        let key = (repo.to_string(), tag.to_string());
+        let young = |meta: &mut Meta| {
+            meta.tag_digests().get(&key).filter(|t| t.at.elapsed() < max_age).map(|t| t.value.clone())
+        };
+        if let Some(d) = young(&mut lock(&self.meta)) {
+            return self.manifest(repo, &d);
+        }
+        let digest = self.tag_flights.run(&key, || {
+            if let Some(d) = young(&mut lock(&self.meta)) {
+                return Ok(d);
+            }
+            let digest = self.manifest_by_tag(repo, tag)?;
+            lock(&self.meta).tag_digests().put(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
+            Ok(digest)
+        })?;
+        self.manifest(repo, &digest)
+    }
+
     /// How long names (tags, lists) are trusted.
     pub fn tag_ttl(&self) -> std::time::Duration {
         self.tag_ttl
@@ -682,8 +705,14 @@ impl Store {
     /// image index, means nobody refers to `subject`. One request per subject per `tag_ttl`
     /// (two for the first subject that finds the API missing).
     pub fn referrers(&self, repo: &str, subject: &Digest) -> Result<Arc<Vec<Referrer>>> {
+        self.referrers_within(repo, subject, self.tag_ttl)
+    }
+
+    /// [`Store::referrers`], the list held used only if fetched within `max_age`.
+    pub fn referrers_within(&self, repo: &str, subject: &Digest, max_age: Duration) -> Result<Arc<Vec<Referrer>>> {
         let key = (repo.to_string(), subject.clone());
-        if let Some(held) = lock(&self.referrers).get(&key).filter(|h| h.at.elapsed() < self.tag_ttl) {
+        let max_age = max_age.min(self.tag_ttl);
+        if let Some(held) = lock(&self.referrers).get(&key).filter(|h| h.at.elapsed() < max_age) {
             return Ok(held.list);
         }
         self.referrer_flights.run(&key, || {

@@ -579,3 +579,46 @@ fn regfs_accepts_exactly_what_skopeo_accepts() {
     assert!(differ.is_empty(), "{}", differ.join("\n"));
     assert!(agree >= 8 * 12, "{agree} comparisons");
 }
+
+/// A tag scope of a tag naming an index: skopeo judges the platform it pulls under that tag's
+/// scope, and regfs judges the index's platforms under it too (whichever path reached them).
+/// No signature is involved, so Debian's skopeo is oracle enough: this one runs everywhere.
+#[test]
+fn a_tag_scope_of_an_index_reaches_its_platforms_as_skopeo_judges_them() {
+    let sg = signed_registry();
+    let host = sg.host.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A tag scope of a tag naming an index: skopeo judges the platform it pulls under the tag's
+    // scope; regfs judges the index's platforms under it too (whichever path reached them).
+    let each = sg.summary["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["repo"] == "sig/index" && i["tag"] == "each");
+    let each = each.expect("sig/index:each");
+    let amd64 =
+        each["children"].as_array().expect("children").iter().find(|c| c["platform"] == "linux/amd64").expect("amd64");
+    let amd64 = crate::common::s(&amd64["digest"]);
+    let policy = serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": {
+        format!("{host}/sig"): [{"type": "insecureAcceptAnything"}],
+        format!("{host}/sig/index:each"): [{"type": "reject"}],
+    }}});
+    let path = dir.path().join("policy-tag-scope.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&policy).expect("json")).expect("policy");
+    let by_tag = skopeo_verify(&path, &sg.regd, &format!("{host}/sig/index:each")).is_ok();
+    let args = ["--policy", path.to_str().expect("utf-8"), "--registries-d", sg.regd.to_str().expect("utf-8")];
+    let m = Mount::start(&sg.registry.url, &args);
+    let link = m.path("sig/index/tags/each/linux-amd64");
+    assert_eq!(errno_of(&link), 0, "the index's link is shown");
+    let ours = verdict_of(&m, "sig/index", amd64);
+    let theirs = if by_tag { "accepted" } else { "refused" };
+    eprintln!(
+        "tag scope sig/index:each rejects, pulled by that tag: sig/index@{}: skopeo {theirs}, regfs {ours}",
+        &amd64[7..19]
+    );
+    // And by digest, skopeo judges the platform alone (the repository's scope): regfs, which
+    // cannot know the path, is the stricter of the two there.
+    let alone = skopeo_verify(&path, &sg.regd, &format!("{host}/sig/index@{amd64}")).is_ok();
+    assert!(alone, "skopeo by digest: the repository's scope");
+    assert_eq!((theirs, ours), ("refused", "refused"), "the tag scope reaches the index's platforms");
+}
