@@ -603,30 +603,10 @@ impl Store {
         })
     }
 
-    /// The manifest `tag` names now, verified, in one GET by tag where the tag's digest is not
-    /// known within `tag_ttl` (then by digest, from memory as a rule): for tags whose manifest is
-    /// always read next (a cosign `sha256-<hex>.sig` tag), where a HEAD first would cost a
-    /// request more.
-    pub fn manifest_of_tag(&self, repo: &str, tag: &str) -> Result<Arc<VerifiedManifest>> {
-        names::check_tag(tag)?;
-        let key = (repo.to_string(), tag.to_string());
-        if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
-            return self.manifest(repo, &d);
-        }
-        let digest = self.tag_flights.run(&key, || {
-            if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
-                return Ok(d);
-            }
-            let digest = self.manifest_by_tag(repo, tag)?;
-            lock(&self.meta).tag_digests().put(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
-            Ok(digest)
-        })?;
-        self.manifest(repo, &digest)
-    }
-
-    /// [`Store::manifest_of_tag`], but the tag's digest is used only if it was resolved within
-    /// `max_age` (else one GET by tag, now): for what must count soon after it changes (a
-    /// signature deleted).
+    /// The manifest `tag` names, verified: by the tag's digest if it was resolved within
+    /// `max_age` (then by digest, from memory as a rule), else in one GET by tag, now (a HEAD
+    /// first would cost a request more). For tags whose manifest is always read next, and which
+    /// must count soon after they change: a cosign `sha256-<hex>.sig` tag.
     pub fn manifest_of_tag_within(&self, repo: &str, tag: &str, max_age: Duration) -> Result<Arc<VerifiedManifest>> {
         names::check_tag(tag)?;
         let key = (repo.to_string(), tag.to_string());

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use p256::ecdsa::SigningKey;
-use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::EncodePublicKey as _;
 use regfs::digest::{Algorithm, Digest};
 use regfs::media;
@@ -18,23 +17,13 @@ use regfs::testkit::fake::Fake;
 use regfs::testkit::faulty::Faulty;
 use regfs::testkit::paths::Paths;
 use serde_json::json;
-use sha2::Digest as _;
 
-const HOST: &str = "reg.test";
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+use crate::signatures::{B64, HOST, cosign, der_sig, key, put_sig};
+
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-
-fn key(seed: &str) -> SigningKey {
-    SigningKey::from_bytes(&sha2::Sha256::digest(seed.as_bytes())).expect("a scalar")
-}
 
 fn key_data(k: &SigningKey) -> String {
     B64.encode(k.verifying_key().to_public_key_pem(p256::pkcs8::LineEnding::LF).expect("pem"))
-}
-
-fn der_sig(k: &SigningKey, message: &[u8]) -> Vec<u8> {
-    let s: p256::ecdsa::Signature = k.sign(message);
-    s.to_der().as_bytes().to_vec()
 }
 
 fn parse_policy(doc: serde_json::Value) -> Policy {
@@ -47,38 +36,6 @@ fn sigstore(k: &SigningKey, identity: serde_json::Value) -> serde_json::Value {
 
 fn setup_on(host: &str, policy: Policy) -> Setup {
     Setup { policy: Some(policy), attachments: Attachments::everywhere(), host: host.into() }
-}
-
-fn payload(reference: &str, digest: &Digest) -> Vec<u8> {
-    json!({"critical": {"identity": {"docker-reference": reference}, "image": {"docker-manifest-digest": digest.to_string()},
-        "type": "cosign container image signature"}, "optional": null})
-    .to_string()
-    .into_bytes()
-}
-
-/// Push the cosign `.sig` manifest of `subject` in `repo` holding `sigs` (payload, DER signature);
-/// a later call replaces the tag (as `cosign sign` re-pushing, or a signature deleted).
-fn put_sig(fake: &Fake, repo: &str, subject: &Digest, sigs: &[(Vec<u8>, Vec<u8>)]) -> Digest {
-    let cfg = fake.add_blob(b"{}");
-    let layers: Vec<serde_json::Value> = sigs
-        .iter()
-        .map(|(p, s)| {
-            let d = fake.add_blob(p);
-            json!({"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": d.to_string(), "size": p.len(),
-                "annotations": {"dev.cosignproject.cosign/signature": B64.encode(s)}})
-        })
-        .collect();
-    let m = json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 2},
-        "layers": layers});
-    let tag = format!("sha256-{}.sig", subject.hex());
-    fake.put_manifest(repo, Some(&tag), media::OCI_MANIFEST, m.to_string().as_bytes(), Algorithm::Sha256)
-}
-
-fn cosign(k: &SigningKey, reference: &str, subject: &Digest) -> (Vec<u8>, Vec<u8>) {
-    let p = payload(reference, subject);
-    let s = der_sig(k, &p);
-    (p, s)
 }
 
 fn errno<P: Paths>(c: &P, path: &str) -> i32 {

@@ -19,18 +19,18 @@ use regfs::testkit::paths::Paths;
 use serde_json::json;
 use sha2::Digest as _;
 
-const HOST: &str = "reg.test";
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub(crate) const HOST: &str = "reg.test";
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn key(seed: &str) -> SigningKey {
+pub(crate) fn key(seed: &str) -> SigningKey {
     SigningKey::from_bytes(&sha2::Sha256::digest(seed.as_bytes())).expect("a scalar")
 }
 
-fn public_pem(k: &SigningKey) -> String {
+pub(crate) fn public_pem(k: &SigningKey) -> String {
     k.verifying_key().to_public_key_pem(p256::pkcs8::LineEnding::LF).expect("pem")
 }
 
-fn der_sig(k: &SigningKey, message: &[u8]) -> Vec<u8> {
+pub(crate) fn der_sig(k: &SigningKey, message: &[u8]) -> Vec<u8> {
     let s: p256::ecdsa::Signature = k.sign(message);
     s.to_der().as_bytes().to_vec()
 }
@@ -67,8 +67,9 @@ fn payload(reference: &str, digest: &Digest) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Push the cosign `.sig` manifest of `subject` in `repo` holding `sigs` (payload, DER signature).
-fn put_sig(fake: &Fake, repo: &str, subject: &Digest, sigs: &[(Vec<u8>, Vec<u8>)]) -> Digest {
+/// Push the cosign `.sig` manifest of `subject` in `repo` holding `sigs` (payload, DER signature);
+/// a later call replaces the tag (as `cosign sign` re-pushing, or a signature deleted).
+pub(crate) fn put_sig(fake: &Fake, repo: &str, subject: &Digest, sigs: &[(Vec<u8>, Vec<u8>)]) -> Digest {
     let cfg = fake.add_blob(b"{}");
     let layers: Vec<serde_json::Value> = sigs
         .iter()
@@ -86,7 +87,7 @@ fn put_sig(fake: &Fake, repo: &str, subject: &Digest, sigs: &[(Vec<u8>, Vec<u8>)
 }
 
 /// A cosign signature of `subject` claiming `reference`, by `k`.
-fn cosign(k: &SigningKey, reference: &str, subject: &Digest) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn cosign(k: &SigningKey, reference: &str, subject: &Digest) -> (Vec<u8>, Vec<u8>) {
     let p = payload(reference, subject);
     let s = der_sig(k, &p);
     (p, s)
