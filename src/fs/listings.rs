@@ -53,7 +53,9 @@ impl Fs {
         let node = self.node(ino)?;
         let immutable = is_immutable_dir(&node);
         if immutable {
-            if let Some(listing) = sync::lock(&self.kept).lru.get(&node).cloned() {
+            // The lock is let go before the gate, which may ask the registry.
+            let kept = sync::lock(&self.kept).lru.get(&node).cloned();
+            if let Some(listing) = kept {
                 // A kept listing of a manifest's content is shown only while the policy allows it.
                 self.layout.check_gate(&node)?;
                 return Ok(self.open_listing(ino, listing));
@@ -189,8 +191,11 @@ impl Fs {
             return Some((if held { repeat(e.ino) } else { bare.clone() }, held));
         };
         // Attributes (a TTL the kernel keeps) only for what the policy allows now.
-        let allowed = self.at_hand.check_gate(node).is_ok();
-        let attr = if at_hand && allowed { self.attr_in(&self.at_hand, node).ok() } else { None };
+        let attr = if at_hand && self.at_hand.check_gate(node).is_ok() {
+            self.attr_in(&self.at_hand, node).ok()
+        } else {
+            None
+        };
         let ino = self.inodes.lookup(node);
         let Some(attr) = attr else {
             let answer = repeat(ino);

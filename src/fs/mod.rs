@@ -215,18 +215,26 @@ impl Fs {
 
     /// Extended attribute `name` of `ino` (the FUSE size protocol: [`xattr_reply`]).
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<Xattr> {
-        let meta = self.node(ino)?.shape().meta(&self.layout)?;
+        let node = self.node(ino)?;
+        self.layout.check_gate(&node)?;
+        let meta = node.shape().meta(&self.layout)?;
         xattr_value(meta.as_ref().map_or(&[][..], |m| &m.xattrs), name, size)
     }
 
     /// The names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64, size: u32) -> Result<Xattr> {
-        let meta = self.node(ino)?.shape().meta(&self.layout)?;
+        let node = self.node(ino)?;
+        self.layout.check_gate(&node)?;
+        let meta = node.shape().meta(&self.layout)?;
         xattr_list(meta.as_ref().map_or(&[][..], |m| &m.xattrs), size)
     }
 
+    /// A manifest's content the policy refuses now is refused here too (the kernel may hold its
+    /// inode from before).
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let attr = Attr { ino, ..self.attr_of(&self.node(ino)?)? };
+        let node = self.node(ino)?;
+        self.layout.check_gate(&node)?;
+        let attr = Attr { ino, ..self.attr_of(&node)? };
         self.inodes.told(&attr);
         Ok(attr)
     }
@@ -322,7 +330,9 @@ impl Fs {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<String> {
-        match self.node(ino)?.shape() {
+        let node = self.node(ino)?;
+        self.layout.check_gate(&node)?;
+        match node.shape() {
             Shape::Link(l) => l.target(&self.layout),
             Shape::Dir(_) | Shape::File(_) | Shape::Special(_) => Err(Error::NotASymlink(format!("inode {ino}"))),
         }

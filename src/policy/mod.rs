@@ -83,6 +83,14 @@ pub const VERDICTS_KEPT: usize = 4096;
 const TAGGED_KEPT: usize = 8;
 /// How deep a reference scope's index is searched for the manifest judged.
 const INDEX_DEPTH: usize = 4;
+/// Indexes read, at most, to find whether a reference scope reaches the manifest judged.
+pub const INDEX_MANIFESTS_READ: usize = 64;
+
+/// One search of a reference scope's indexes.
+struct Walk {
+    seen: std::collections::HashSet<Digest>,
+    budget: usize,
+}
 
 /// The verdict on an index: not judged itself; its platforms are, each on its own.
 pub const INDEX_NOT_JUDGED: &str =
@@ -262,6 +270,11 @@ impl Gate {
                 digests.remove(0);
             }
             seen.put(key, digests);
+            drop(seen);
+            // A verdict kept for a manifest of this repository (or a platform of it) may have
+            // been decided without this tag's scope: decide again.
+            forget_repo(&self.verdicts, repo);
+            forget_repo(&self.reports, repo);
         }
     }
 
@@ -293,6 +306,8 @@ impl Gate {
             if let Some(v) = self.fresh(&self.verdicts, &key) {
                 return Ok(v);
             }
+            // Kept from when it started to read, not from when it ended.
+            let started = Instant::now();
             let kind = self.store.manifest(repo, digest)?.manifest.kind;
             let verdict = if !matches!(kind, Kind::OciIndex | Kind::DockerManifestList) {
                 self.judge(repo, digest, false)?.verdict.unwrap_or_else(|| Ok("no policy".into()))
@@ -303,7 +318,7 @@ impl Gate {
                 Ok(how) => log::info!("{}: accepted: {how}", self.image(repo, digest).full()),
                 Err(why) => log::warn!("{}: refused by the signature policy: {why}", self.image(repo, digest).full()),
             }
-            lock(&self.verdicts).put(key.clone(), (Instant::now(), verdict.clone()));
+            lock(&self.verdicts).put(key.clone(), (started, verdict.clone()));
             Ok(verdict)
         })
     }
@@ -343,6 +358,7 @@ impl Gate {
     fn judge(&self, repo: &str, digest: &Digest, full: bool) -> Result<Report> {
         let image = self.image(repo, digest);
         let mut checks: Vec<(Reference, String, Vec<Requirement>)> = Vec::new();
+        let mut early_notes = Vec::new();
         if let Some(p) = &self.setup.policy {
             let (scope, reqs) = p.for_image(&image);
             checks.push((image.clone(), scope.to_string(), reqs.to_vec()));
@@ -350,7 +366,7 @@ impl Gate {
                 if pulled.digest.as_ref() == Some(digest) {
                     continue; // the image's own scope, already the most specific
                 }
-                if self.names(repo, &pulled, digest)? {
+                if self.names(repo, &pulled, digest, &mut early_notes)? {
                     let (scope, reqs) = p.for_image(&pulled);
                     checks.push((pulled, scope.to_string(), reqs.to_vec()));
                 }
@@ -358,7 +374,7 @@ impl Gate {
         }
         let scope = checks.iter().map(|c| c.1.clone()).collect::<Vec<_>>().join(" and ");
         let mut judging = Judging::new(&checks);
-        let mut notes = Vec::new();
+        let mut notes = early_notes;
         let wanted = full || judging.wants_signatures();
         let (enabled, said) =
             if self.setup.policy.is_some() { self.setup.attachments.enabled(&image) } else { (true, String::new()) };
@@ -373,6 +389,7 @@ impl Gate {
                 self.bundles(repo, digest, full, &mut judging, &mut notes)?;
             }
         }
+        let notes: Vec<String> = notes.iter().map(|n| signature::cut(n)).collect();
         let verdict = self.setup.policy.as_ref().map(|_| {
             judging.verdict().map_err(|why| if notes.is_empty() { why } else { format!("{why}; {}", notes.join("; ")) })
         });
@@ -388,47 +405,77 @@ impl Gate {
 
     /// Whether a pull of `pulled` (a tag or digest of `repo`) reaches manifest `digest`: it names
     /// it, or an index it names lists it (nested indexes to [`INDEX_DEPTH`]). A tag names what
-    /// it resolves to now and what `tags/` links of this mount resolved it to.
-    fn names(&self, repo: &str, pulled: &Reference, digest: &Digest) -> Result<bool> {
+    /// it resolves to now (within [`Gate::kept_for`]) and what `tags/` links of this mount
+    /// resolved it to. Only index children are opened, each once, at most
+    /// [`INDEX_MANIFESTS_READ`] per call: past that the scope is taken to apply (fail closed).
+    fn names(&self, repo: &str, pulled: &Reference, digest: &Digest, notes: &mut Vec<String>) -> Result<bool> {
         let mut targets: Vec<Digest> = Vec::new();
         if let Some(d) = &pulled.digest {
             targets.push(d.clone());
         } else if let Some(tag) = &pulled.tag {
-            match self.store.resolve_tag(repo, tag) {
+            match self.store.resolve_tag_within(repo, tag, self.kept_for()) {
                 Ok(d) => targets.push(d),
                 Err(Error::NotFound(_) | Error::InvalidName(_)) => {}
                 Err(e) => return Err(e),
             }
             if let Some(seen) = lock(&self.tagged).get(&(repo.to_string(), tag.clone())) {
-                targets.extend(seen.iter().cloned());
+                targets.extend(seen.iter().filter(|d| !targets.contains(d)).cloned().collect::<Vec<_>>());
             }
         }
+        let mut walk = Walk { seen: std::collections::HashSet::new(), budget: INDEX_MANIFESTS_READ };
         for t in targets {
-            if self.reaches(repo, &t, digest, INDEX_DEPTH)? {
-                return Ok(true);
+            match self.reaches(repo, &t, digest, INDEX_DEPTH, &mut walk)? {
+                Some(true) => return Ok(true),
+                Some(false) => {}
+                None => {
+                    notes.push(format!(
+                        "{} names more than {INDEX_MANIFESTS_READ} indexes: its scope is taken to apply",
+                        pulled.full()
+                    ));
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
     }
 
-    fn reaches(&self, repo: &str, from: &Digest, digest: &Digest, depth: usize) -> Result<bool> {
+    /// Whether `digest` is `from` or listed under it; `None` when the walk's budget ran out.
+    fn reaches(
+        &self,
+        repo: &str,
+        from: &Digest,
+        digest: &Digest,
+        depth: usize,
+        walk: &mut Walk,
+    ) -> Result<Option<bool>> {
         if from == digest {
-            return Ok(true);
+            return Ok(Some(true));
         }
-        if depth == 0 {
-            return Ok(false);
+        if depth == 0 || !walk.seen.insert(from.clone()) {
+            return Ok(Some(false));
         }
+        if walk.budget == 0 {
+            return Ok(None);
+        }
+        walk.budget -= 1;
         let doc = match self.store.manifest(repo, from) {
             Ok(doc) => doc,
-            Err(e) if unreadable(&e) => return Ok(false),
+            Err(e) if unreadable(&e) => return Ok(Some(false)),
             Err(e) => return Err(e),
         };
+        if doc.manifest.children.iter().any(|(_, c)| c.digest == *digest) {
+            return Ok(Some(true));
+        }
         for (_, child) in &doc.manifest.children {
-            if self.reaches(repo, &child.digest, digest, depth - 1)? {
-                return Ok(true);
+            let index = child.media_type == crate::media::OCI_INDEX || child.media_type == crate::media::DOCKER_LIST;
+            if index {
+                match self.reaches(repo, &child.digest, digest, depth - 1, walk)? {
+                    Some(false) => {}
+                    other => return Ok(other),
+                }
             }
         }
-        Ok(false)
+        Ok(Some(false))
     }
 
     /// cosign's `.sig` tag: one GET, then payloads one by one.
@@ -539,7 +586,7 @@ impl Gate {
             // A bundle blob many referrers name is judged once: the others say what it said.
             if let Some(first) = blob.as_ref().and_then(|b| judged.get(b)) {
                 let mut again = j.found[*first].clone();
-                again.detail = format!("the same bundle as {}: {}", again.file, again.detail);
+                again.detail = format!("the same bundle as {}", again.file);
                 again.file = file;
                 again.source = source;
                 j.found.push(again);
@@ -576,6 +623,15 @@ impl Gate {
         };
         let blob = layer["digest"].as_str().and_then(|d| d.parse::<Digest>().ok());
         Ok((blob, self.small_blob(repo, layer)?.map(|bytes| Signed::Bundle { bytes })))
+    }
+}
+
+/// Drop what `cache` keeps for manifests of `repo`.
+fn forget_repo<V>(cache: &Kept<V>, repo: &str) {
+    let mut c = lock(cache);
+    let stale: Vec<(String, Digest)> = c.iter().filter(|((r, _), _)| r == repo).map(|(k, _)| k.clone()).collect();
+    for k in stale {
+        c.pop(&k);
     }
 }
 
@@ -634,6 +690,8 @@ impl Judging {
     }
 
     fn judge(&mut self, file: String, kind: &'static str, source: String, signed: std::result::Result<Signed, String>) {
+        // Every reason kept is cut: it may quote what the registry sent.
+        let signed = signed.map_err(|why| signature::cut(&why));
         let digest = self.checks.first().and_then(|c| c.0.digest.clone());
         let (status, detail, identity) = match (signed, digest) {
             (Err(why), _) => {
@@ -657,6 +715,7 @@ impl Judging {
                             Status::Refused(why) => ("refused", why, claimed),
                             Status::Unverifiable(why) => ("unverifiable", why, claimed),
                         };
+                        let v = (v.0, signature::cut(&v.1), v.2.map(|i| signature::cut(&i)));
                         if v.0 != "verified" && refusal.is_none() {
                             *refusal = Some((file.clone(), v.1.clone()));
                         }

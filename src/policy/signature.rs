@@ -50,6 +50,23 @@ pub fn shown(v: &Value) -> String {
 /// How much of a registry's value a reason shows.
 pub const SHOWN: usize = 120;
 
+/// How long a reason may be, whatever it carries (an error quoting a registry's key, say):
+/// control characters become spaces, and past [`REASON`] bytes it is cut.
+pub fn cut(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(REASON + 32));
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > REASON {
+            out.push_str(&format!("… ({} bytes)", reason.len()));
+            return out;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// The longest reason kept, in bytes.
+pub const REASON: usize = 512;
+
 /// Signatures one DSSE envelope may carry (sigstore-go reads exactly one).
 pub const MAX_ENVELOPE_SIGNATURES: usize = 4;
 

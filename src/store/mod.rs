@@ -566,15 +566,24 @@ impl Store {
 
     /// What `tag` points to now (trusted for `tag_ttl`).
     pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Digest> {
+        self.resolve_tag_within(repo, tag, self.tag_ttl)
+    }
+
+    /// [`Store::resolve_tag`], a resolution held used only if made within `max_age`.
+    pub fn resolve_tag_within(&self, repo: &str, tag: &str, max_age: Duration) -> Result<Digest> {
         names::check_tag(tag)?;
         let key = (repo.to_string(), tag.to_string());
-        if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
+        let max_age = max_age.min(self.tag_ttl);
+        let young = |meta: &mut Meta| {
+            meta.tag_digests().get(&key).filter(|t| t.at.elapsed() < max_age).map(|t| t.value.clone())
+        };
+        if let Some(d) = young(&mut lock(&self.meta)) {
             return Ok(d);
         }
         self.tag_flights.run(&key, || {
             // A resolution that finished between the check above and this flight (the readahead's,
             // or another reader's) is not made again.
-            if let Some(d) = self.fresh(lock(&self.meta).tag_digests().get(&key)) {
+            if let Some(d) = young(&mut lock(&self.meta)) {
                 return Ok(d);
             }
             let digest = match self.client.manifest(repo, tag, Fetch::Head) {

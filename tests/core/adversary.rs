@@ -478,3 +478,91 @@ fn adv_a_deleted_signature_still_opens_content_past_tag_ttl() {
     assert_eq!(errno(&c, &format!("r/manifests/{m}/config.json")), libc::EACCES, "{:?} after", deleted.elapsed());
     let _ = t0;
 }
+
+/// SECOND PASS, F2 (DoS: requests). A tag scope whose tag names an index is searched for the
+/// manifest judged: a hostile index of many children, each an index, made every verdict of the
+/// repository fetch them all, to depth 4. Now only index children are opened, each once, at
+/// most a bounded number per verdict; past it the scope applies (fails closed) and says so.
+#[test]
+fn adv2_a_tag_scope_on_a_wide_index_costs_a_bounded_number_of_manifests() {
+    let fake = Faulty::new(Fake::default());
+    let mut children = Vec::new();
+    for i in 0..300 {
+        let inner = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": []}).to_string();
+        let inner = format!("{inner}{}", " ".repeat(i));
+        let d = fake.put_manifest("r", None, media::OCI_INDEX, inner.as_bytes(), Algorithm::Sha256);
+        children.push(json!({"mediaType": media::OCI_INDEX, "digest": d.to_string(), "size": inner.len()}));
+    }
+    let wide = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": children}).to_string();
+    fake.put_manifest("r", Some("prod"), media::OCI_INDEX, wide.as_bytes(), Algorithm::Sha256);
+    let (m, _) = fake.image("r", "v1", b"an image elsewhere in the repository");
+    let policy = parse_policy(json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            format!("{HOST}/r"): [{"type": "insecureAcceptAnything"}],
+            format!("{HOST}/r:prod"): [{"type": "insecureAcceptAnything"}],
+        }}
+    }));
+    let c = kit::Core::builder(fake).policy(setup_on(HOST, policy)).build();
+    let before = c.fake.calls().len();
+    assert_eq!(errno(&c, &format!("r/manifests/{m}/config.json")), 0);
+    let asked = c.fake.calls().len() - before;
+    assert!(asked <= 70, "{asked} requests for one verdict");
+}
+
+/// SECOND PASS, F3 (DoS: memory). Registry strings reached reasons through errors too: a
+/// bundle whose JSON names a 1 MiB key twice is refused before it is verified with the key in
+/// the message. Reasons are cut whatever they come from; a shared bundle's copies refer to it.
+#[test]
+fn adv2_errors_carrying_registry_strings_are_cut_in_reasons() {
+    let fake = Faulty::new(Fake::default());
+    let a = key("a");
+    let (m, _) = fake.image("r", "v1", b"layer");
+    let k = "k".repeat(1 << 20);
+    let bundle = format!(r#"{{"{k}":1,"{k}":2}}"#).into_bytes();
+    let blob = fake.add_blob(&bundle);
+    for n in 0..8 {
+        put_bundle_referrer(&fake, "r", &m, &blob, bundle.len(), n);
+    }
+    let policy = parse_policy(json!({"default": [sigstore(&a, json!({"type": "matchRepository"}))]}));
+    let c = kit::Core::builder(fake).policy(setup_on(HOST, policy)).build();
+    let refusal = c.fs.walk(&format!("r/manifests/{m}/config.json")).expect_err("refused");
+    assert!(refusal.to_string().len() < 4096, "a refusal of {} bytes", refusal.to_string().len());
+    let names = c.fs.ls(&format!("r/manifests/{m}/signatures")).expect("ls");
+    let held: usize =
+        names.iter().map(|n| c.fs.cat(&format!("r/manifests/{m}/signatures/{n}")).expect("cat").len()).sum();
+    assert!(held < 64 << 10, "{} files, {held} bytes", names.len());
+}
+
+/// SECOND PASS, F4 (served when it should not). A tag moved onto a manifest whose verdict was
+/// kept (decided without the tag's scope, from an older resolution of the tag). The verdict now
+/// reads the tag at most a third of tag_ttl old, from the cache the `tags/` link reads too, so
+/// the link cannot name the manifest while the verdict still holds; and a link that resolves a
+/// scoped tag to a new digest drops the repository's kept verdicts besides.
+#[test]
+fn adv2_a_tag_moved_onto_a_judged_manifest_applies_its_scope_at_once() {
+    let fake = std::sync::Arc::new(Faulty::new(Fake::default()));
+    let a = key("a");
+    let (x, _) = fake.image("r", "x", b"unsigned x");
+    fake.image("r", "prod", b"something else");
+    let policy = parse_policy(json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            format!("{HOST}/r"): [{"type": "insecureAcceptAnything"}],
+            format!("{HOST}/r:prod"): [sigstore(&a, json!({"type": "matchRepository"}))],
+        }}
+    }));
+    let ttl = Duration::from_millis(900);
+    let c = kit::Builder::over(fake.clone()).tag_ttl(ttl).policy(setup_on(HOST, policy)).build();
+    // `prod` is resolved (by a link), and x judged a little later: without the :prod scope.
+    let tag = c.fs.walk("r/tags/prod").expect("tag");
+    c.fs.readlink(tag.ino).expect("link");
+    assert_eq!(errno(&c, &format!("r/manifests/{x}/config.json")), 0, "x alone: the repository's scope");
+    // `prod` moves onto x; once the tag's resolution is old, its link is read anew: x.
+    let body = fake.stored_manifest("r", &x.to_string()).expect("x").body;
+    fake.put_manifest("r", Some("prod"), media::OCI_MANIFEST, &body, Algorithm::Sha256);
+    std::thread::sleep(ttl + Duration::from_millis(50));
+    let tag = c.fs.walk("r/tags/prod").expect("tag");
+    assert_eq!(c.fs.readlink(tag.ino).expect("link"), format!("../manifests/{x}"));
+    assert_eq!(errno(&c, &format!("r/manifests/{x}/config.json")), libc::EACCES, "reached as :prod");
+}
