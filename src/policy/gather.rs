@@ -1,7 +1,7 @@
 //! Where a manifest's signatures are found, and reading them within their bounds: cosign's
 //! `<alg>-<hex>.sig` tag (one GET by tag, then one blob per payload) and Sigstore bundles among
 //! the referrers (one manifest and one blob each; a blob many referrers share judged once).
-//! A signature that cannot be read counts as refused and says why ([`unreadable`]); a registry
+//! A signature that cannot be read counts as refused and says why ([`own`]); a registry
 //! fault fails the verdict for now.
 
 use serde_json::Value;
@@ -26,14 +26,13 @@ impl Gate {
         notes: &mut Vec<String>,
     ) -> Result<()> {
         let tag = format!("{}-{}.sig", digest.algorithm().name(), digest.hex());
-        let doc = match self.store.manifest_of_tag_within(repo, &tag, self.kept_for()) {
+        let doc = match own(self.store.manifest_of_tag_within(repo, &tag, self.kept_for()))? {
             Ok(d) => d,
             Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) if unreadable(&e) => {
+            Err(e) => {
                 notes.push(format!("{repo}:{tag} cannot be read: {e}"));
                 return Ok(());
             }
-            Err(e) => return Err(e),
         };
         let at = format!("{repo}:{tag}@{}", doc.digest);
         // containers/image reads it as an OCI image manifest only.
@@ -96,10 +95,9 @@ impl Gate {
         if size > MAX_SIGNATURE_BLOB {
             return Ok(Err(format!("{digest}: {size} bytes, over the {MAX_SIGNATURE_BLOB} a signature may take")));
         }
-        let content = match self.store.blob(repo, &digest, Some(size)) {
+        let content = match own(self.store.blob(repo, &digest, Some(size)))? {
             Ok(c) => c,
-            Err(e) if unreadable(&e) => return Ok(Err(format!("{digest}: {e}"))),
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(format!("{digest}: {e}"))),
         };
         Ok(read_small(&content, size).map_err(|e| format!("{digest}: {e}")))
     }
@@ -113,13 +111,12 @@ impl Gate {
         j: &mut Judging,
         notes: &mut Vec<String>,
     ) -> Result<()> {
-        let list = match self.store.referrers_within(repo, digest, self.kept_for()) {
+        let list = match own(self.store.referrers_within(repo, digest, self.kept_for()))? {
             Ok(l) => l,
-            Err(e) if unreadable(&e) => {
+            Err(e) => {
                 notes.push(format!("the referrers of {digest} cannot be read: {e}"));
                 return Ok(());
             }
-            Err(e) => return Err(e),
         };
         let bundles: Vec<_> =
             list.iter().filter(|r| r.artifact_type.as_deref().is_some_and(signature::is_bundle_type)).collect();
@@ -159,10 +156,9 @@ impl Gate {
         subject: &Digest,
         d: &Digest,
     ) -> Result<(Option<Digest>, std::result::Result<Signed, String>)> {
-        let doc = match self.store.manifest(repo, d) {
+        let doc = match own(self.store.manifest(repo, d))? {
             Ok(doc) => doc,
-            Err(e) if unreadable(&e) => return Ok((None, Err(format!("{e}")))),
-            Err(e) => return Err(e),
+            Err(e) => return Ok((None, Err(format!("{e}")))),
         };
         let Ok(m) = strict_json::strict(doc.bytes()) else { return Ok((None, Err("the referrer is not JSON".into()))) };
         if m["subject"]["digest"].as_str() != Some(subject.to_string().as_str()) {
@@ -178,17 +174,21 @@ impl Gate {
     }
 }
 
-/// Errors of one signature's own (it is missing, lies, or is malformed): it counts as refused.
-/// Anything else (the registry unreachable, local I/O) fails the verdict for now.
-pub(super) fn unreadable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::NotFound(_)
+/// What a signature's read gave, with its own failures (it is missing, lies, or is malformed:
+/// `Ok(Err)`, it counts as refused) set apart from the faults that fail the verdict for now
+/// (`Err`: the registry unreachable, local I/O).
+pub(super) fn own<T>(read: Result<T>) -> Result<std::result::Result<T, Error>> {
+    match read {
+        Ok(v) => Ok(Ok(v)),
+        Err(
+            e @ (Error::NotFound(_)
             | Error::DigestMismatch { .. }
             | Error::Malformed { .. }
             | Error::TooLarge(_)
-            | Error::InvalidName(_)
-    )
+            | Error::InvalidName(_)),
+        ) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
 }
 
 fn read_small(c: &Content, size: u64) -> std::io::Result<Vec<u8>> {

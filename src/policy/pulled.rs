@@ -3,7 +3,7 @@
 //! instance of an index under the reference pulled), searched within a bound.
 
 use super::Gate;
-use super::gather::unreadable;
+use super::gather::own;
 use super::reference::Reference;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -82,11 +82,7 @@ impl Gate {
             return Ok(None);
         }
         walk.budget -= 1;
-        let doc = match self.store.manifest(repo, from) {
-            Ok(doc) => doc,
-            Err(e) if unreadable(&e) => return Ok(Some(false)),
-            Err(e) => return Err(e),
-        };
+        let Ok(doc) = own(self.store.manifest(repo, from))? else { return Ok(Some(false)) };
         if doc.manifest.children.iter().any(|(_, c)| c.digest == *digest) {
             return Ok(Some(true));
         }

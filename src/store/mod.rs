@@ -571,6 +571,44 @@ impl Store {
 
     /// [`Store::resolve_tag`], a resolution held used only if made within `max_age`.
     pub fn resolve_tag_within(&self, repo: &str, tag: &str, max_age: Duration) -> Result<Digest> {
+        self.tag_digest_within(repo, tag, max_age, || match self.client.manifest(repo, tag, Fetch::Head) {
+            Ok(head) => match head.digest_header.as_deref().map(str::parse::<Digest>) {
+                Some(Ok(d)) => Ok(d),
+                Some(Err(_)) => {
+                    Err(Error::Protocol(format!("{}: bad Docker-Content-Digest {:?}", head.url, head.digest_header)))
+                }
+                // No digest in the answer: GET by tag and name the manifest by its hash.
+                None => self.manifest_by_tag(repo, tag),
+            },
+            // Some registries and proxies refuse HEAD (405 and the like): the same GET.
+            // 404 and refusals of access stay final.
+            Err(Error::Protocol(why)) => {
+                log::debug!("{why}; resolving {repo}:{tag} with GET");
+                self.manifest_by_tag(repo, tag)
+            }
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The manifest `tag` names, verified: by the tag's digest if it was resolved within
+    /// `max_age` (then by digest, from memory as a rule), else in one GET by tag, now (a HEAD
+    /// first would cost a request more). For tags whose manifest is always read next, and which
+    /// must count soon after they change: a cosign `sha256-<hex>.sig` tag.
+    pub fn manifest_of_tag_within(&self, repo: &str, tag: &str, max_age: Duration) -> Result<Arc<VerifiedManifest>> {
+        let digest = self.tag_digest_within(repo, tag, max_age, || self.manifest_by_tag(repo, tag))?;
+        self.manifest(repo, &digest)
+    }
+
+    /// What `tag` names: its resolution if made within `max_age` (at most `tag_ttl`), else
+    /// `resolve`d now, once however many ask at a time, and kept. Not listed under `manifests/`
+    /// yet: only verified manifests are (see `keep_manifest`).
+    fn tag_digest_within(
+        &self,
+        repo: &str,
+        tag: &str,
+        max_age: Duration,
+        resolve: impl FnOnce() -> Result<Digest>,
+    ) -> Result<Digest> {
         names::check_tag(tag)?;
         let key = (repo.to_string(), tag.to_string());
         let max_age = max_age.min(self.tag_ttl);
@@ -586,54 +624,10 @@ impl Store {
             if let Some(d) = young(&mut lock(&self.meta)) {
                 return Ok(d);
             }
-            let digest = match self.client.manifest(repo, tag, Fetch::Head) {
-                Ok(head) => match head.digest_header.as_deref().map(str::parse::<Digest>) {
-                    Some(Ok(d)) => d,
-                    Some(Err(_)) => {
-                        return Err(Error::Protocol(format!(
-                            "{}: bad Docker-Content-Digest {:?}",
-                            head.url, head.digest_header
-                        )));
-                    }
-                    // No digest in the answer: GET by tag and name the manifest by its hash.
-                    None => self.manifest_by_tag(repo, tag)?,
-                },
-                // Some registries and proxies refuse HEAD (405 and the like): the same GET.
-                // 404 and refusals of access stay final.
-                Err(Error::Protocol(why)) => {
-                    log::debug!("{why}; resolving {repo}:{tag} with GET");
-                    self.manifest_by_tag(repo, tag)?
-                }
-                Err(e) => return Err(e),
-            };
-            // Not listed under `manifests/` yet: only verified manifests are (see `keep_manifest`).
+            let digest = resolve()?;
             lock(&self.meta).tag_digests().put(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
             Ok(digest)
         })
-    }
-
-    /// The manifest `tag` names, verified: by the tag's digest if it was resolved within
-    /// `max_age` (then by digest, from memory as a rule), else in one GET by tag, now (a HEAD
-    /// first would cost a request more). For tags whose manifest is always read next, and which
-    /// must count soon after they change: a cosign `sha256-<hex>.sig` tag.
-    pub fn manifest_of_tag_within(&self, repo: &str, tag: &str, max_age: Duration) -> Result<Arc<VerifiedManifest>> {
-        names::check_tag(tag)?;
-        let key = (repo.to_string(), tag.to_string());
-        let young = |meta: &mut Meta| {
-            meta.tag_digests().get(&key).filter(|t| t.at.elapsed() < max_age).map(|t| t.value.clone())
-        };
-        if let Some(d) = young(&mut lock(&self.meta)) {
-            return self.manifest(repo, &d);
-        }
-        let digest = self.tag_flights.run(&key, || {
-            if let Some(d) = young(&mut lock(&self.meta)) {
-                return Ok(d);
-            }
-            let digest = self.manifest_by_tag(repo, tag)?;
-            lock(&self.meta).tag_digests().put(key.clone(), Timed { at: Instant::now(), value: digest.clone() });
-            Ok(digest)
-        })?;
-        self.manifest(repo, &digest)
     }
 
     /// How long names (tags, lists) are trusted.
